@@ -1,0 +1,34 @@
+"""jobqueue: a distributed job queue for Python, built on trio.
+
+One server (:func:`serve_queue`) keeps every job in memory and hands them to
+:class:`Worker` processes first come, first served; :class:`Client` submits
+jobs and asks about them. See README.md and docs/ for the whole story.
+"""
+
+from ._client import Client as Client
+from ._link import ConnectionLost as ConnectionLost
+from ._link import JobQueueError as JobQueueError
+from ._link import RequestError as RequestError
+from ._protocol import JobInfo as JobInfo
+from ._protocol import Stats as Stats
+from ._server import serve_queue as serve_queue
+from ._version import __version__ as __version__
+from ._worker import Handler as Handler
+from ._worker import Job as Job
+from ._worker import Worker as Worker
+from ._worker import WorkerStatistics as WorkerStatistics
+
+__all__ = [
+    "Client",
+    "ConnectionLost",
+    "Handler",
+    "Job",
+    "JobInfo",
+    "JobQueueError",
+    "RequestError",
+    "Stats",
+    "Worker",
+    "WorkerStatistics",
+    "__version__",
+    "serve_queue",
+]

@@ -1,0 +1,301 @@
+"""The coordinator: the one task that owns the queue state.
+
+Connection handlers never touch :class:`~jobqueue._state.QueueState`. They
+send commands over a trio memory channel; the coordinator applies each one
+and answers on the connection's own one-slot reply channel with
+``send_nowait``, so a slow or vanished connection can never block it. With a
+single owner there is nothing to lock and no interleaving to reason about.
+
+Time is handled the same way: the coordinator waits for its next command
+under ``trio.move_on_at(<earliest deadline>)``, where the deadline is the
+first lease to run out or the first blocked request whose ``wait`` ends. One
+wake-up per deadline, no polling loop, no timer task per job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+from collections import OrderedDict
+from typing import Any
+
+import attrs
+import trio
+
+from ._protocol import (
+    ErrorReply,
+    GetStats,
+    GetStatus,
+    Heartbeat,
+    Hello,
+    JobAssigned,
+    JobComplete,
+    JobFailed,
+    JobSubmitted,
+    NoJob,
+    Ok,
+    ProtocolError,
+    Reply,
+    Request,
+    RequestJob,
+    Stats,
+    SubmitJob,
+    WaitJob,
+    Welcome,
+)
+from ._state import FINISHED, JobRecord, QueueState
+from ._version import __version__
+
+
+@attrs.define(eq=False)
+class Connection:
+    """The coordinator's view of one client or worker connection.
+
+    Attributes:
+        id: Unique per server run; the identity leases are held under.
+        peer: ``host:port`` of the remote end, used when it gave no name.
+        reply: Where the coordinator puts the reply to this connection's
+            current request. Holds one item: a connection has at most one
+            request in flight, so ``send_nowait`` never finds it full.
+        name: What the peer called itself in ``hello``.
+    """
+
+    id: int
+    peer: str
+    reply: trio.MemorySendChannel[Reply]
+    name: str | None = None
+    #: The request this connection is blocked in, if any.
+    parked: _Parked | None = None
+
+    @property
+    def label(self) -> str:
+        """How this connection is named in status and stats."""
+        return self.name or self.peer
+
+
+@attrs.define(eq=False)
+class _Parked:
+    """A blocking request waiting for a job (``job_id`` None) or for a job to end."""
+
+    conn: Connection
+    deadline: float
+    job_id: str | None
+
+
+@attrs.frozen
+class Call:
+    """A request from a connection, to be answered on ``conn.reply``."""
+
+    conn: Connection
+    request: Request
+
+
+@attrs.frozen
+class Connected:
+    """A connection opened."""
+
+    conn: Connection
+
+
+@attrs.frozen
+class Disconnected:
+    """A connection closed: its leases and its blocked request end now."""
+
+    conn: Connection
+
+
+Command = Call | Connected | Disconnected
+
+
+@attrs.define(eq=False)
+class Coordinator:
+    """Owns a :class:`QueueState` and serves commands from a channel.
+
+    Args:
+        state: The queue state this coordinator alone will touch.
+    """
+
+    state: QueueState
+    _conns: dict[int, Connection] = attrs.field(factory=dict, init=False)
+    # Workers blocked in request_job, first come first served.
+    _idle: OrderedDict[int, _Parked] = attrs.field(factory=OrderedDict, init=False)
+    # Clients blocked in wait_job, by job id then connection id.
+    _watchers: dict[str, dict[int, _Parked]] = attrs.field(factory=dict, init=False)
+    # (deadline, tiebreak, parked) for every blocking request; an entry whose
+    # request was already answered is skipped when it reaches the top.
+    _timeouts: list[tuple[float, int, _Parked]] = attrs.field(factory=list, init=False)
+    _tiebreak: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
+
+    async def run(self, commands: trio.MemoryReceiveChannel[Command]) -> None:
+        """Serve commands until cancelled or until every sender is closed.
+
+        Closing ``commands`` on the way out wakes any handler still trying to
+        send with ``BrokenResourceError`` instead of leaving it blocked.
+        """
+        async with commands:
+            while True:
+                with trio.move_on_at(self.next_deadline()):
+                    try:
+                        command = await commands.receive()
+                    except trio.EndOfChannel:
+                        return
+                    self.handle(command, trio.current_time())
+                    # Serve whatever else is already queued before sleeping
+                    # again: one wake-up, many commands.
+                    while True:
+                        try:
+                            command = commands.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        self.handle(command, trio.current_time())
+                self.fire_timers(trio.current_time())
+
+    def next_deadline(self) -> float:
+        """The next moment something times out (``inf`` if nothing can)."""
+        while self._timeouts and self._timeouts[0][2].conn.parked is not self._timeouts[0][2]:
+            heapq.heappop(self._timeouts)
+        deadline = self.state.next_deadline()
+        if self._timeouts:
+            deadline = min(deadline, self._timeouts[0][0])
+        return deadline
+
+    def fire_timers(self, now: float) -> None:
+        """Expire leases and blocking requests whose time is up."""
+        if self.state.expire(now):
+            self._feed_idle_workers(now)
+        while self._timeouts and self._timeouts[0][0] <= now:
+            parked = heapq.heappop(self._timeouts)[2]
+            if parked.conn.parked is parked:
+                self._unpark(parked)
+                if parked.job_id is None:
+                    self._reply(parked.conn, NoJob())
+                else:
+                    self._reply(parked.conn, self.state.get(parked.job_id).info())
+
+    def handle(self, command: Command, now: float) -> None:
+        """Apply one command."""
+        if isinstance(command, Call):
+            try:
+                reply = self._serve(command.conn, command.request, now)
+            except ProtocolError as exc:
+                reply = ErrorReply.from_exception(exc)
+            if reply is not None:
+                self._reply(command.conn, reply)
+        elif isinstance(command, Connected):
+            self._conns[command.conn.id] = command.conn
+        else:
+            conn = command.conn
+            del self._conns[conn.id]
+            if conn.parked is not None:
+                self._unpark(conn.parked)
+            if self.state.release(conn.id, now):
+                self._feed_idle_workers(now)
+
+    def _serve(self, conn: Connection, request: Request, now: float) -> Reply | None:
+        """Apply one request; ``None`` means the reply comes later."""
+        state = self.state
+        if isinstance(request, SubmitJob):
+            job_id = state.submit(request.name, request.payload, now).id
+            self._feed_idle_workers(now)
+            return JobSubmitted(job_id)
+        if isinstance(request, RequestJob):
+            job = state.assign(conn.id, now, conn.label)
+            if job is not None:
+                return self._assigned(job)
+            if request.wait > 0:
+                self._park(conn, now + request.wait, None)
+                return None
+            return NoJob()
+        if isinstance(request, JobComplete):
+            job = state.complete(request.job_id, conn.id, request.attempt, request.result, now)
+            self._notify_watchers(job)
+            return Ok()
+        if isinstance(request, Heartbeat):
+            state.heartbeat(request.job_id, conn.id, request.attempt, now)
+            return Ok(lease_timeout=state.lease_timeout)
+        if isinstance(request, GetStatus):
+            return state.get(request.job_id).info()
+        if isinstance(request, WaitJob):
+            job = state.get(request.job_id)
+            if job.state in FINISHED or request.wait == 0:
+                return job.info()
+            wait = float("inf") if request.wait is None else request.wait
+            self._park(conn, now + wait, job.id)
+            return None
+        if isinstance(request, JobFailed):
+            failed = state.fail(
+                request.job_id,
+                conn.id,
+                request.attempt,
+                request.error_type,
+                request.error_message,
+                now,
+            )
+            self._notify_watchers(failed)
+            return Ok()
+        if isinstance(request, Hello):
+            conn.name = request.name
+            return Welcome("jobqueue", __version__, state.lease_timeout)
+        assert isinstance(request, GetStats)
+        return self._stats()
+
+    def _assigned(self, job: JobRecord) -> JobAssigned:
+        return JobAssigned(job.id, job.name, job.payload, job.attempt, self.state.lease_timeout)
+
+    def _reply(self, conn: Connection, reply: Reply) -> None:
+        # If the handler is gone, its Disconnected command is on its way and
+        # will release anything this reply handed out.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            conn.reply.send_nowait(reply)
+
+    def _park(self, conn: Connection, deadline: float, job_id: str | None) -> None:
+        parked = _Parked(conn, deadline, job_id)
+        conn.parked = parked
+        if job_id is None:
+            self._idle[conn.id] = parked
+        else:
+            self._watchers.setdefault(job_id, {})[conn.id] = parked
+        if deadline != float("inf"):
+            heapq.heappush(self._timeouts, (deadline, next(self._tiebreak), parked))
+
+    def _unpark(self, parked: _Parked) -> None:
+        parked.conn.parked = None
+        if parked.job_id is None:
+            del self._idle[parked.conn.id]
+        else:
+            watchers = self._watchers[parked.job_id]
+            del watchers[parked.conn.id]
+            if not watchers:
+                del self._watchers[parked.job_id]
+
+    def _feed_idle_workers(self, now: float) -> None:
+        """Hand pending jobs to blocked workers, longest-waiting first."""
+        while self._idle and self.state.pending_count:
+            _, parked = self._idle.popitem(last=False)
+            conn = parked.conn
+            conn.parked = None
+            job = self.state.assign(conn.id, now, conn.label)
+            assert job is not None
+            self._reply(conn, self._assigned(job))
+
+    def _notify_watchers(self, job: JobRecord) -> None:
+        watchers = self._watchers.pop(job.id, None)
+        if watchers:
+            info = job.info()
+            for parked in watchers.values():
+                parked.conn.parked = None
+                self._reply(parked.conn, info)
+
+    def _stats(self) -> Stats:
+        workers: list[dict[str, Any]] = []
+        for worker, job_ids in self.state.holders():
+            conn = self._conns.get(worker)  # type: ignore[call-overload]
+            workers.append({"name": conn.label if conn else str(worker), "jobs": job_ids})
+        return Stats(
+            jobs=self.state.counts(),
+            totals=dict(self.state.totals),
+            connections=len(self._conns),
+            waiting_workers=len(self._idle),
+            workers=workers,
+        )

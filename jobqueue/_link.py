@@ -1,0 +1,133 @@
+"""One client-side connection: send a request, read its reply.
+
+Shared by :class:`~jobqueue.Client` and :class:`~jobqueue.Worker`. The
+exceptions users see are defined here.
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from ._protocol import (
+    EOF,
+    NEED_DATA,
+    ErrorReply,
+    LineDecoder,
+    ProtocolError,
+    Reply,
+    Request,
+    decode_reply,
+    encode,
+)
+
+_RECEIVE_SIZE = 65536
+
+
+class JobQueueError(Exception):
+    """Base class for the errors this package raises."""
+
+
+class ConnectionLost(JobQueueError):
+    """The server could not be reached, or the connection to it broke.
+
+    A request that was in flight when this was raised may or may not have
+    been applied by the server.
+    """
+
+
+class RequestError(JobQueueError):
+    """The server answered a request with an ``error`` reply.
+
+    Attributes:
+        code: The stable snake_case error code (e.g. ``"unknown_job"``).
+        message: The server's explanation.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@attrs.define(eq=False)
+class Link:
+    """A TCP connection to the queue speaking request/reply."""
+
+    stream: trio.SocketStream
+    address: str
+    _decoder: LineDecoder = attrs.field(factory=LineDecoder, init=False)
+    # A connection carries one request at a time; tasks sharing a Client take
+    # turns here. This serialises I/O on one socket, it guards no queue state.
+    _turn: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock, init=False)
+    _broken: str | None = attrs.field(default=None, init=False)
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Link:
+        """Connect to the queue at ``host:port``.
+
+        Raises:
+            ConnectionLost: if nothing accepts the connection.
+        """
+        address = f"{host}:{port}"
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            raise ConnectionLost(f"cannot connect to the queue at {address}: {_why(exc)}") from exc
+        return cls(stream, address)
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        self._broken = self._broken or "the connection was closed"
+        await trio.aclose_forcefully(self.stream)
+
+    async def request(self, message: Request) -> Reply:
+        """Send ``message`` and return the server's reply.
+
+        Raises:
+            RequestError: the server answered with an ``error`` reply.
+            ConnectionLost: the connection is unusable.
+            TypeError, ValueError: ``message`` holds something JSON cannot
+                represent; nothing was sent and the connection is still usable.
+        """
+        data = encode(message.to_wire())
+        async with self._turn:
+            if self._broken is not None:
+                raise ConnectionLost(f"connection to {self.address} unusable: {self._broken}")
+            # Until the reply is read, an interruption (cancellation, error)
+            # leaves an unread reply on the wire: the connection is then broken.
+            self._broken = f"a {message.TYPE} request was interrupted"
+            try:
+                await self.stream.send_all(data)
+                reply = await self._read_reply()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._broken = f"lost: {_why(exc)}"
+                raise ConnectionLost(f"connection to {self.address} lost: {_why(exc)}") from exc
+            except ProtocolError as exc:
+                self._broken = f"bad reply: {exc}"
+                raise ConnectionLost(
+                    f"the server at {self.address} sent a bad reply: {exc.message}"
+                ) from exc
+            self._broken = None
+        if isinstance(reply, ErrorReply):
+            raise RequestError(reply.code, reply.message)
+        return reply
+
+    async def _read_reply(self) -> Reply:
+        while True:
+            line = self._decoder.next_line()
+            if line is NEED_DATA:
+                self._decoder.receive_data(await self.stream.receive_some(_RECEIVE_SIZE))
+            elif line is EOF:
+                raise trio.BrokenResourceError("the server closed the connection")
+            else:
+                return decode_reply(line)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    cause = exc.__cause__
+    if cause is not None and str(cause):
+        return str(cause)
+    return str(exc) or type(exc).__name__

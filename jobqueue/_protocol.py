@@ -1,0 +1,864 @@
+"""The wire protocol: a sans-IO line codec and the message classes.
+
+Nothing here touches a socket or imports trio. Bytes go in through
+:meth:`LineDecoder.receive_data`, whole lines come out of
+:meth:`LineDecoder.next_line`, and :func:`decode_request` / :func:`decode_reply`
+turn one line into a typed message. Every way a peer can get the protocol
+wrong raises :class:`ProtocolError` with a stable snake_case ``code``; the
+connection handler is the one door that turns it into an ``error`` reply.
+
+The message classes keep the Python model and the wire format apart: each has
+``from_wire(obj)`` (validating a decoded JSON object) and ``to_wire()``
+(building one), never ``Msg(**json)``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, NoReturn
+
+import attrs
+
+#: Longest line (one message, without its ``\n``) a peer may send: 1 MiB.
+#: Long enough for any sensible job payload, short enough that one hostile
+#: connection cannot make the server buffer without bound.
+MAX_LINE_BYTES = 1 << 20
+
+#: Deepest nesting of arrays/objects accepted in a message. Python's JSON
+#: decoder and encoder recurse, so an unbounded depth would let a peer raise
+#: RecursionError inside the server.
+MAX_DEPTH = 64
+
+#: Longest accepted job name, in characters.
+MAX_NAME_CHARS = 200
+
+#: Longest wait (``request_job`` / ``wait_job``) a peer may ask for, in seconds.
+MAX_WAIT_SECONDS = 3600.0
+
+
+class ProtocolError(Exception):
+    """A peer broke the protocol; carries the code sent back in an ``error`` reply.
+
+    Args:
+        code: Stable snake_case error code, e.g. ``"bad_json"``.
+        message: What went wrong, phrased so a person can act on it.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Need(enum.Enum):
+    """What :meth:`LineDecoder.next_line` returns when it has no line to give."""
+
+    #: More bytes are needed before the next line is complete.
+    DATA = "need_data"
+    #: The peer closed its side and every complete line has been handed out.
+    EOF = "eof"
+
+
+NEED_DATA: Final = Need.DATA
+EOF: Final = Need.EOF
+
+
+class LineDecoder:
+    r"""Splits a byte stream into ``\\n``-terminated lines, with a cap on line length.
+
+    Feed bytes with :meth:`receive_data` (``b""`` means the peer closed its
+    side) and pull lines with :meth:`next_line` until it returns
+    :data:`NEED_DATA` or :data:`EOF`. A trailing ``\\r`` is dropped and blank
+    lines are skipped, so a person typing into ``nc`` is understood.
+
+    Error handling:
+        A line longer than ``max_line`` raises ``ProtocolError("message_too_large")``
+        once, as soon as the excess is seen; the rest of that line is discarded
+        without being buffered and decoding resumes after its ``\\n``, so the
+        connection stays usable. Bytes left without a ``\\n`` at EOF raise
+        ``ProtocolError("incomplete_message")`` once.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self._max_line = max_line
+        self._buf = bytearray()
+        # Where to resume looking for b"\n": feeding one byte at a time must not
+        # rescan the whole buffer each time (that would be quadratic).
+        self._scan_from = 0
+        self._discarding = False
+        self._eof = False
+
+    @property
+    def max_line(self) -> int:
+        """The longest line accepted, in bytes."""
+        return self._max_line
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet handed out as lines."""
+        return len(self._buf)
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the peer; ``b""`` marks end of stream.
+
+        Raises:
+            RuntimeError: if called with more data after end of stream.
+        """
+        if self._eof:
+            if data:
+                raise RuntimeError("received data after EOF")
+            return
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
+
+    def next_line(self) -> bytes | Need:
+        """Return the next complete line, or :data:`NEED_DATA` / :data:`EOF`.
+
+        Raises:
+            ProtocolError: ``message_too_large`` or ``incomplete_message``, as
+                described in the class docstring.
+        """
+        while True:
+            newline = self._buf.find(b"\n", self._scan_from)
+            if newline < 0:
+                return self._no_newline()
+            line = bytes(self._buf[:newline])
+            # CPython deletes from the front of a bytearray in O(1).
+            del self._buf[: newline + 1]
+            self._scan_from = 0
+            if self._discarding:
+                self._discarding = False
+                continue
+            if len(line) > self._max_line:
+                raise _too_large(self._max_line)
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.strip():
+                return line
+
+    def _no_newline(self) -> Need:
+        if self._discarding:
+            self._buf.clear()
+        elif len(self._buf) > self._max_line:
+            self._buf.clear()
+            self._discarding = True
+            self._scan_from = 0
+            raise _too_large(self._max_line)
+        self._scan_from = len(self._buf)
+        if not self._eof:
+            return NEED_DATA
+        if self._buf.strip() and not self._discarding:
+            self._buf.clear()
+            self._scan_from = 0
+            raise ProtocolError(
+                "incomplete_message",
+                "the connection closed in the middle of a message (no final newline)",
+            )
+        return EOF
+
+
+def _too_large(limit: int) -> ProtocolError:
+    return ProtocolError(
+        "message_too_large",
+        f"message is longer than the {limit}-byte limit; it was discarded",
+    )
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ProtocolError("bad_json", f"{name} is not valid JSON (RFC 8259 has no {name})")
+
+
+_json_decode: Callable[[str], Any] = json.JSONDecoder(parse_constant=_reject_constant).decode
+# ASCII-only output: a payload may legally contain an escaped lone surrogate
+# ("\ud800"), which has no UTF-8 encoding; escaping keeps every reply encodable.
+_json_encode: Callable[[Any], str] = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":")
+).encode
+
+
+def decode_object(line: bytes) -> dict[str, Any]:
+    """Decode one line as a strict JSON object with a string ``type`` field.
+
+    Raises:
+        ProtocolError: ``bad_json`` (not UTF-8, not JSON, ``NaN``/``Infinity``,
+            too deeply nested) or ``bad_request`` (not an object, no ``type``).
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(
+            "bad_json", f"message is not valid UTF-8 (bad byte at offset {exc.start})"
+        ) from None
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH:
+        _check_depth(text)
+    try:
+        obj = _json_decode(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(
+            "bad_json", f"message is not valid JSON: {exc.msg} at column {exc.colno}"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError: e.g. an integer literal with more digits than Python allows.
+        raise ProtocolError("bad_json", f"message is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(
+            "bad_request", f"a message must be a JSON object, not {_json_type(obj)}"
+        )
+    if not isinstance(obj.get("type"), str):
+        raise ProtocolError("bad_request", 'a message must have a string field "type"')
+    return obj
+
+
+def _check_depth(text: str) -> None:
+    """Reject nesting deeper than MAX_DEPTH without recursing.
+
+    Only called when the line has more brackets than MAX_DEPTH, so ordinary
+    messages never pay for the scan. Brackets inside strings are skipped.
+    """
+    depth = 0
+    in_string = False
+    escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ProtocolError(
+                    "bad_json", f"message is nested deeper than {MAX_DEPTH} levels"
+                )
+        elif char in "]}":
+            depth -= 1
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    r"""Encode one message as a line of ASCII JSON ending in ``\\n``.
+
+    Raises:
+        ValueError: if ``obj`` holds NaN or infinity.
+        TypeError: if ``obj`` holds something JSON cannot represent.
+    """
+    return (_json_encode(obj) + "\n").encode("ascii")
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+# -- field readers: each names the message and field in its error -------------
+
+
+def _bad(obj: dict[str, Any], key: str, want: str) -> ProtocolError:
+    if key in obj:
+        got = _json_type(obj[key])
+        return ProtocolError(
+            "bad_request", f'"{obj["type"]}" field "{key}" must be {want}, not {got}'
+        )
+    return ProtocolError("bad_request", f'"{obj["type"]}" needs field "{key}" ({want})')
+
+
+def _str(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise _bad(obj, key, "a non-empty string")
+    return value
+
+
+def _opt_str(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _bad(obj, key, "a string")
+    return value
+
+
+def _int(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _bad(obj, key, "an integer")
+    return value
+
+
+def _opt_attempt(obj: dict[str, Any]) -> int | None:
+    if obj.get("attempt") is None:
+        return None
+    attempt = _int(obj, "attempt")
+    if attempt < 1:
+        raise ProtocolError("bad_request", f'"{obj["type"]}" field "attempt" must be >= 1')
+    return attempt
+
+
+def _wait(obj: dict[str, Any], default: float | None) -> float | None:
+    value = obj.get("wait")
+    if value is None:
+        return default
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not 0 <= value <= MAX_WAIT_SECONDS
+    ):
+        raise ProtocolError(
+            "bad_request",
+            f'"{obj["type"]}" field "wait" must be a number of seconds '
+            f"from 0 to {MAX_WAIT_SECONDS:g}",
+        )
+    return float(value)
+
+
+def _number(obj: dict[str, Any], key: str) -> float:
+    value = obj.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise _bad(obj, key, "a number")
+    return float(value)
+
+
+def _object(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    if not isinstance(value, dict):
+        raise _bad(obj, key, "an object")
+    return value
+
+
+# -- requests: client/worker -> server ----------------------------------------
+
+
+@attrs.frozen
+class Hello:
+    """Optional first message: names the peer (shown in ``stats``)."""
+
+    TYPE: ClassVar[str] = "hello"
+    #: May block the connection waiting for the queue (see ``RequestJob``).
+    may_block: ClassVar[bool] = False
+    name: str | None = None
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Hello:
+        """Validate a decoded ``hello``."""
+        return cls(name=_opt_str(obj, "name"))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        out: dict[str, Any] = {"type": self.TYPE}
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+@attrs.frozen
+class SubmitJob:
+    """Add a job to the queue."""
+
+    TYPE: ClassVar[str] = "submit_job"
+    may_block: ClassVar[bool] = False
+    name: str
+    payload: Any = None
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> SubmitJob:
+        """Validate a decoded ``submit_job``."""
+        name = _str(obj, "name")
+        if len(name) > MAX_NAME_CHARS:
+            raise ProtocolError(
+                "bad_request", f"job name is longer than {MAX_NAME_CHARS} characters"
+            )
+        return cls(name=name, payload=obj.get("payload"))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE, "name": self.name, "payload": self.payload}
+
+
+@attrs.frozen
+class RequestJob:
+    """Ask for the next job; with ``wait`` > 0 the reply waits for one to arrive."""
+
+    TYPE: ClassVar[str] = "request_job"
+    wait: float = 0.0
+
+    @property
+    def may_block(self) -> bool:
+        """Whether the reply may be held back waiting for a job."""
+        return self.wait > 0
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> RequestJob:
+        """Validate a decoded ``request_job``."""
+        wait = _wait(obj, 0.0)
+        assert wait is not None
+        return cls(wait=wait)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        out: dict[str, Any] = {"type": self.TYPE}
+        if self.wait:
+            out["wait"] = self.wait
+        return out
+
+
+@attrs.frozen
+class JobComplete:
+    """Report that the lease holder finished a job, with an optional result."""
+
+    TYPE: ClassVar[str] = "job_complete"
+    may_block: ClassVar[bool] = False
+    job_id: str
+    attempt: int | None = None
+    result: Any = None
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobComplete:
+        """Validate a decoded ``job_complete``."""
+        return cls(job_id=_str(obj, "job_id"), attempt=_opt_attempt(obj), result=obj.get("result"))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        out: dict[str, Any] = {"type": self.TYPE, "job_id": self.job_id, "result": self.result}
+        if self.attempt is not None:
+            out["attempt"] = self.attempt
+        return out
+
+
+@attrs.frozen
+class JobFailed:
+    """Report that the lease holder's handler raised; the job ends ``failed``."""
+
+    TYPE: ClassVar[str] = "job_failed"
+    may_block: ClassVar[bool] = False
+    job_id: str
+    error_type: str
+    error_message: str
+    attempt: int | None = None
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobFailed:
+        """Validate a decoded ``job_failed``."""
+        error = _object(obj, "error")
+        error_type = error.get("type")
+        message = error.get("message", "")
+        if not isinstance(error_type, str) or not isinstance(message, str):
+            raise ProtocolError(
+                "bad_request",
+                '"job_failed" field "error" must be {"type": STRING, "message": STRING}',
+            )
+        return cls(
+            job_id=_str(obj, "job_id"),
+            error_type=error_type,
+            error_message=message,
+            attempt=_opt_attempt(obj),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        out: dict[str, Any] = {
+            "type": self.TYPE,
+            "job_id": self.job_id,
+            "error": {"type": self.error_type, "message": self.error_message},
+        }
+        if self.attempt is not None:
+            out["attempt"] = self.attempt
+        return out
+
+
+@attrs.frozen
+class Heartbeat:
+    """Extend the lease on a running job."""
+
+    TYPE: ClassVar[str] = "heartbeat"
+    may_block: ClassVar[bool] = False
+    job_id: str
+    attempt: int | None = None
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Heartbeat:
+        """Validate a decoded ``heartbeat``."""
+        return cls(job_id=_str(obj, "job_id"), attempt=_opt_attempt(obj))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        out: dict[str, Any] = {"type": self.TYPE, "job_id": self.job_id}
+        if self.attempt is not None:
+            out["attempt"] = self.attempt
+        return out
+
+
+@attrs.frozen
+class GetStatus:
+    """Ask for one job's state (wire type ``job_status``)."""
+
+    TYPE: ClassVar[str] = "job_status"
+    may_block: ClassVar[bool] = False
+    job_id: str
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> GetStatus:
+        """Validate a decoded ``job_status`` request."""
+        return cls(job_id=_str(obj, "job_id"))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE, "job_id": self.job_id}
+
+
+@attrs.frozen
+class WaitJob:
+    """Reply with the job's status once it has finished (or after ``wait`` seconds)."""
+
+    TYPE: ClassVar[str] = "wait_job"
+    may_block: ClassVar[bool] = True
+    job_id: str
+    wait: float | None = None
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> WaitJob:
+        """Validate a decoded ``wait_job``."""
+        return cls(job_id=_str(obj, "job_id"), wait=_wait(obj, None))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        out: dict[str, Any] = {"type": self.TYPE, "job_id": self.job_id}
+        if self.wait is not None:
+            out["wait"] = self.wait
+        return out
+
+
+@attrs.frozen
+class GetStats:
+    """Ask for queue-wide counters (wire type ``stats``)."""
+
+    TYPE: ClassVar[str] = "stats"
+    may_block: ClassVar[bool] = False
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> GetStats:
+        """Validate a decoded ``stats`` request."""
+        return cls()
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE}
+
+
+Request = (
+    Hello | SubmitJob | RequestJob | JobComplete | JobFailed | Heartbeat | GetStatus | WaitJob
+    | GetStats
+)
+
+_REQUESTS: dict[str, Callable[[dict[str, Any]], Request]] = {
+    cls.TYPE: cls.from_wire
+    for cls in (
+        Hello, SubmitJob, RequestJob, JobComplete, JobFailed, Heartbeat, GetStatus, WaitJob,
+        GetStats,
+    )
+}
+
+
+def decode_request(line: bytes) -> Request:
+    """Decode one line into a request message.
+
+    Raises:
+        ProtocolError: ``bad_json``, ``bad_request`` or ``unknown_type``.
+    """
+    obj = decode_object(line)
+    from_wire = _REQUESTS.get(obj["type"])
+    if from_wire is None:
+        known = ", ".join(sorted(_REQUESTS))
+        raise ProtocolError(
+            "unknown_type", f'unknown message type {obj["type"]!r}; expected one of: {known}'
+        )
+    return from_wire(obj)
+
+
+# -- replies: server -> client/worker ------------------------------------------
+#
+# Replies are built by the server and read by our own Client and Worker; their
+# from_wire methods are strict so a protocol mismatch shows up as a clear error.
+
+
+@attrs.frozen
+class Welcome:
+    """Reply to ``hello``: who the server is and the lease it grants."""
+
+    TYPE: ClassVar[str] = "hello"
+    server: str
+    version: str
+    lease_timeout: float
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Welcome:
+        """Validate a decoded ``hello`` reply."""
+        return cls(
+            server=_str(obj, "server"),
+            version=_str(obj, "version"),
+            lease_timeout=_number(obj, "lease_timeout"),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {
+            "type": self.TYPE,
+            "server": self.server,
+            "version": self.version,
+            "lease_timeout": self.lease_timeout,
+        }
+
+
+@attrs.frozen
+class JobSubmitted:
+    """Reply to ``submit_job``: the new job's id."""
+
+    TYPE: ClassVar[str] = "job_submitted"
+    job_id: str
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobSubmitted:
+        """Validate a decoded ``job_submitted``."""
+        return cls(job_id=_str(obj, "job_id"))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE, "job_id": self.job_id}
+
+
+@attrs.frozen
+class JobAssigned:
+    """Reply to ``request_job``: a job is now leased to this connection."""
+
+    TYPE: ClassVar[str] = "job_assigned"
+    job_id: str
+    name: str
+    payload: Any
+    attempt: int
+    #: Seconds the lease lasts without a heartbeat.
+    lease_timeout: float
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobAssigned:
+        """Validate a decoded ``job_assigned``."""
+        return cls(
+            job_id=_str(obj, "job_id"),
+            name=_str(obj, "name"),
+            payload=obj.get("payload"),
+            attempt=_int(obj, "attempt"),
+            lease_timeout=_number(obj, "lease_timeout"),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {
+            "type": self.TYPE,
+            "job_id": self.job_id,
+            "name": self.name,
+            "payload": self.payload,
+            "attempt": self.attempt,
+            "lease_timeout": self.lease_timeout,
+        }
+
+
+@attrs.frozen
+class NoJob:
+    """Reply to ``request_job`` when nothing is pending (after ``wait``, if given)."""
+
+    TYPE: ClassVar[str] = "no_job"
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> NoJob:
+        """Validate a decoded ``no_job``."""
+        return cls()
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE}
+
+
+@attrs.frozen
+class Ok:
+    """Reply to ``job_complete``, ``job_failed`` and ``heartbeat``."""
+
+    TYPE: ClassVar[str] = "ok"
+    #: For ``heartbeat``: seconds until the extended lease runs out.
+    lease_timeout: float | None = None
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Ok:
+        """Validate a decoded ``ok``."""
+        return cls(lease_timeout=_number(obj, "lease_timeout") if "lease_timeout" in obj else None)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        if self.lease_timeout is None:
+            return {"type": self.TYPE}
+        return {"type": self.TYPE, "lease_timeout": self.lease_timeout}
+
+
+@attrs.frozen
+class JobInfo:
+    """One job as ``job_status`` and ``wait_job`` report it.
+
+    Attributes:
+        job_id: The id the server gave the job.
+        name: The handler name it was submitted with.
+        state: ``"pending"``, ``"running"``, ``"completed"`` or ``"failed"``.
+        attempt: How many times it has been handed to a worker (0 = never yet).
+        worker: Name of the worker holding it (running) or that last held it.
+        result: The handler's return value, once completed.
+        error: ``{"type": ..., "message": ...}`` once failed.
+    """
+
+    TYPE: ClassVar[str] = "job_status"
+    job_id: str
+    name: str
+    state: str
+    attempt: int
+    worker: str | None = None
+    result: Any = None
+    error: dict[str, str] | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job has reached a state it never leaves."""
+        return self.state in ("completed", "failed")
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobInfo:
+        """Validate a decoded ``job_status`` reply."""
+        error = obj.get("error")
+        return cls(
+            job_id=_str(obj, "job_id"),
+            name=_str(obj, "name"),
+            state=_str(obj, "state"),
+            attempt=_int(obj, "attempt"),
+            worker=_opt_str(obj, "worker"),
+            result=obj.get("result"),
+            error=error if isinstance(error, dict) else None,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        out: dict[str, Any] = {
+            "type": self.TYPE,
+            "job_id": self.job_id,
+            "name": self.name,
+            "state": self.state,
+            "attempt": self.attempt,
+        }
+        if self.worker is not None:
+            out["worker"] = self.worker
+        if self.state == "completed":
+            out["result"] = self.result
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@attrs.frozen
+class Stats:
+    """Reply to ``stats``: queue-wide counters and who holds what.
+
+    Attributes:
+        jobs: Jobs currently known, by state (finished ones within retention).
+        totals: Counters since the server started: ``submitted``,
+            ``completed``, ``failed``, ``reassigned`` (a lease lost to a closed
+            connection or to expiry) and ``expired`` (the expiry share of it).
+        connections: Open connections.
+        waiting_workers: Connections blocked in ``request_job`` right now.
+        workers: One entry per connection holding jobs:
+            ``{"name": ..., "jobs": [job ids]}``.
+    """
+
+    TYPE: ClassVar[str] = "stats"
+    jobs: dict[str, int]
+    totals: dict[str, int]
+    connections: int
+    waiting_workers: int
+    workers: list[dict[str, Any]]
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Stats:
+        """Validate a decoded ``stats`` reply."""
+        workers = obj.get("workers")
+        if not isinstance(workers, list):
+            raise _bad(obj, "workers", "an array")
+        return cls(
+            jobs=_object(obj, "jobs"),
+            totals=_object(obj, "totals"),
+            connections=_int(obj, "connections"),
+            waiting_workers=_int(obj, "waiting_workers"),
+            workers=workers,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {
+            "type": self.TYPE,
+            "jobs": self.jobs,
+            "totals": self.totals,
+            "connections": self.connections,
+            "waiting_workers": self.waiting_workers,
+            "workers": self.workers,
+        }
+
+
+@attrs.frozen
+class ErrorReply:
+    """Sent instead of a request's usual reply when the request cannot be served."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> ErrorReply:
+        """Validate a decoded ``error``."""
+        return cls(code=_str(obj, "code"), message=_opt_str(obj, "message") or "")
+
+    @classmethod
+    def from_exception(cls, exc: ProtocolError) -> ErrorReply:
+        """The reply that reports ``exc`` to the peer."""
+        return cls(code=exc.code, message=exc.message)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE, "code": self.code, "message": self.message}
+
+
+Reply = Welcome | JobSubmitted | JobAssigned | NoJob | Ok | JobInfo | Stats | ErrorReply
+
+_REPLIES: dict[str, Callable[[dict[str, Any]], Reply]] = {
+    cls.TYPE: cls.from_wire
+    for cls in (Welcome, JobSubmitted, JobAssigned, NoJob, Ok, JobInfo, Stats, ErrorReply)
+}
+
+def decode_reply(line: bytes) -> Reply:
+    """Decode one line from the server into a reply message.
+
+    Raises:
+        ProtocolError: if the line is not a reply this package knows.
+    """
+    obj = decode_object(line)
+    from_wire = _REPLIES.get(obj["type"])
+    if from_wire is None:
+        raise ProtocolError("unknown_type", f'unexpected reply type {obj["type"]!r}')
+    return from_wire(obj)

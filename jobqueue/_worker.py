@@ -1,0 +1,286 @@
+"""``Worker``: fetch jobs, run their handlers, heartbeat, report.
+
+A worker with ``concurrency=N`` opens N connections ("slots"). Each slot is
+one sequential loop: ask for a job (blocking on the server with ``wait``, so
+nothing polls), run its handler while heartbeating the lease, report the
+outcome, repeat. One connection per slot keeps every request/reply strictly
+sequential, so no request ever waits behind another slot's blocked
+``request_job``; if the process dies, all its connections close and the
+server requeues all its jobs at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn
+
+import attrs
+import trio
+
+from ._link import ConnectionLost, Link, RequestError
+from ._protocol import Heartbeat, Hello, JobAssigned, JobComplete, JobFailed, RequestJob
+
+log = logging.getLogger("jobqueue.worker")
+
+
+@attrs.frozen
+class Job:
+    """A job as its handler sees it.
+
+    Attributes:
+        id: The server's id for the job.
+        name: The handler name it was submitted under.
+        payload: The JSON value it was submitted with.
+        attempt: 1 on the first run; higher when a previous holder was lost.
+    """
+
+    id: str
+    name: str
+    payload: Any
+    attempt: int
+
+
+#: A job handler: an async function taking the :class:`Job` and returning a
+#: JSON-serialisable result. An exception it raises fails the job.
+Handler = Callable[[Job], Awaitable[Any]]
+
+
+async def sleep_handler(job: Job) -> dict[str, float]:
+    """The built-in ``sleep`` handler: simulates work.
+
+    Payload: ``{"seconds": <float>}`` (0 to 86400). Returns ``{"slept": seconds}``.
+
+    Raises:
+        ValueError: if the payload is not of that shape.
+    """
+    payload = job.payload
+    seconds = payload.get("seconds") if isinstance(payload, dict) else None
+    if (
+        not isinstance(seconds, (int, float))
+        or isinstance(seconds, bool)
+        or not 0 <= seconds <= 86400
+    ):
+        raise ValueError('sleep needs a payload like {"seconds": 1.5} (0 to 86400 seconds)')
+    await trio.sleep(seconds)
+    return {"slept": seconds}
+
+
+#: Handlers every worker has unless its own handlers replace them.
+BUILTIN_HANDLERS: Mapping[str, Handler] = {"sleep": sleep_handler}
+
+
+def _default_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@attrs.define
+class WorkerStatistics:
+    """Counters for one :class:`Worker`.
+
+    Attributes:
+        completed: Jobs whose handler returned and whose completion the server accepted.
+        failed: Jobs whose handler raised, reported as failed.
+        lost: Jobs abandoned because the server said the lease was gone.
+        running: Handlers running right now.
+        connected_slots: Slots with a live connection right now.
+    """
+
+    completed: int = 0
+    failed: int = 0
+    lost: int = 0
+    running: int = 0
+    connected_slots: int = 0
+
+
+def _merge_handlers(handlers: Mapping[str, Handler]) -> dict[str, Handler]:
+    return {**BUILTIN_HANDLERS, **handlers}
+
+
+@attrs.define(eq=False)
+class Worker:
+    """Runs jobs from the queue at ``host:port``.
+
+    ``await worker.run()`` (or ``await nursery.start(worker.run)``, which
+    returns once every slot has connected) runs until cancelled. Cancelling
+    it stops at once: running handlers are cancelled, nothing more is
+    reported, and the server puts their jobs back in the queue as soon as
+    the connections close.
+
+    Args:
+        host: The server's address.
+        port: The server's port.
+        handlers: Job name -> async handler; added to (and able to replace)
+            the built-in ``sleep``.
+        concurrency: How many jobs to run at once (one connection each).
+        name: How the server names this worker in status and stats.
+        poll_wait: How long one ``request_job`` waits on the server for a
+            job before asking again. Only bounds how long a slot goes
+            without proof the connection is alive; jobs arrive immediately.
+        reconnect_delay: First delay after a failed connection; doubles (with
+            jitter) on each further failure.
+        max_reconnect_delay: Cap on that delay.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    handlers: dict[str, Handler] = attrs.field(factory=dict, converter=_merge_handlers)
+    concurrency: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    name: str = attrs.field(factory=_default_name)
+    poll_wait: float = 30.0
+    reconnect_delay: float = 0.1
+    max_reconnect_delay: float = 5.0
+    _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
+    _link_down: bool = attrs.field(default=False, init=False)
+
+    def statistics(self) -> WorkerStatistics:
+        """A snapshot of this worker's counters."""
+        return attrs.evolve(self._stats)
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Run until cancelled; with ``nursery.start``, start once all slots connect.
+
+        Error handling:
+            A lost or refused connection is logged and retried with
+            exponential backoff, for ever. A handler's exception fails that
+            job and is logged; it never stops the worker.
+        """
+        all_connected = trio.Event()
+        remaining = self.concurrency
+
+        def slot_connected() -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0:
+                all_connected.set()
+
+        async with trio.open_nursery() as nursery:
+            for index in range(self.concurrency):
+                nursery.start_soon(self._slot, index, slot_connected)
+            await all_connected.wait()
+            log.info(
+                "worker %s connected to %s:%d with %d slot(s); handlers: %s",
+                self.name, self.host, self.port, self.concurrency, ", ".join(sorted(self.handlers)),
+            )
+            task_status.started()
+        raise AssertionError("slots never return")  # pragma: no cover
+
+    async def _slot(self, index: int, connected: Callable[[], None]) -> None:
+        delay = self.reconnect_delay
+        first = True
+        while True:
+            try:
+                link = await Link.open(self.host, self.port)
+            except ConnectionLost as exc:
+                if index == 0:
+                    log.warning("%s; retrying in %.1fs", exc, delay)
+                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.max_reconnect_delay)
+                continue
+            try:
+                await link.request(Hello(self.name))
+                delay = self.reconnect_delay
+                self._stats.connected_slots += 1
+                if first:
+                    first = False
+                    connected()
+                elif self._link_down:
+                    self._link_down = False
+                    log.warning("reconnected to the queue at %s", link.address)
+                await self._serve(link)
+            except (ConnectionLost, RequestError) as exc:
+                if not self._link_down:
+                    self._link_down = True
+                    log.warning("lost the queue at %s (%s); reconnecting", link.address, exc)
+            finally:
+                self._stats.connected_slots -= 1
+                await link.aclose()
+
+    async def _serve(self, link: Link) -> NoReturn:
+        while True:
+            reply = await link.request(RequestJob(wait=self.poll_wait))
+            if isinstance(reply, JobAssigned):
+                await self._run_job(link, reply)
+
+    async def _run_job(self, link: Link, assigned: JobAssigned) -> None:
+        job = Job(assigned.job_id, assigned.name, assigned.payload, assigned.attempt)
+        handler = self.handlers.get(job.name)
+        outcome: tuple[bool, Any] | None = None
+        done = trio.Event()
+
+        async def run_handler() -> None:
+            nonlocal outcome
+            if handler is None:
+                known = ", ".join(sorted(self.handlers))
+                error = LookupError(f"worker {self.name} has no handler {job.name!r} ({known})")
+                outcome = (False, error)
+            else:
+                try:
+                    outcome = (True, await handler(job))
+                except Exception as exc:
+                    log.exception("job %s (%s) failed", job.id, job.name)
+                    outcome = (False, exc)
+            done.set()
+
+        log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
+        interval = max(assigned.lease_timeout / 3, 0.001)
+        # Errors are carried out of the nursery by hand: raised inside it they
+        # would come out wrapped in an ExceptionGroup.
+        lost: ConnectionLost | RequestError | None = None
+        self._stats.running += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_handler)
+                while not done.is_set():
+                    with trio.move_on_after(interval):
+                        await done.wait()
+                    if done.is_set():
+                        break
+                    try:
+                        await link.request(Heartbeat(job.id, job.attempt))
+                    except (ConnectionLost, RequestError) as exc:
+                        lost = exc
+                        nursery.cancel_scope.cancel()
+                        break
+        finally:
+            self._stats.running -= 1
+        if isinstance(lost, ConnectionLost):
+            raise lost
+        if lost is not None:
+            # The server says this lease is gone (expired and reassigned):
+            # the handler was cancelled and nothing is reported.
+            self._abandon(job, lost)
+            return
+        assert outcome is not None
+        await self._report(link, job, *outcome)
+
+    async def _report(self, link: Link, job: Job, ok: bool, value: Any) -> None:
+        if ok:
+            try:
+                await link.request(JobComplete(job.id, job.attempt, value))
+            except RequestError as exc:
+                self._abandon(job, exc)
+                return
+            except (TypeError, ValueError) as exc:
+                ok, value = False, TypeError(f"handler result is not JSON: {exc}")
+            else:
+                self._stats.completed += 1
+                log.debug("job %s (%s) completed", job.id, job.name)
+                return
+        try:
+            await link.request(
+                JobFailed(job.id, type(value).__name__, str(value)[:2000], job.attempt)
+            )
+        except RequestError as exc:
+            self._abandon(job, exc)
+            return
+        self._stats.failed += 1
+
+    def _abandon(self, job: Job, exc: RequestError) -> None:
+        self._stats.lost += 1
+        log.warning("gave up job %s (%s): %s", job.id, job.name, exc.message)
