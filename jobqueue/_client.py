@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ._link import ConnectionLost, Link
+from ._link import ConnectionLost, Connector, Link
 from ._protocol import (
     GetStats,
     GetStatus,
@@ -42,7 +42,12 @@ class Client:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, host: str = "127.0.0.1", port: int = 8080, *, name: str | None = None
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        name: str | None = None,
+        connect: Connector | None = None,
     ) -> AsyncIterator[Client]:
         """Connect to the queue at ``host:port`` for the ``async with`` block.
 
@@ -50,11 +55,14 @@ class Client:
             host: The server's address.
             port: The server's port.
             name: How this client is named in the server's ``stats``.
+            connect: Advanced: an async function returning a connected
+                ``trio.abc.Stream``, used instead of TCP (``jobqueue.testing``
+                uses it for in-memory queues).
 
         Raises:
             ConnectionLost: if the server cannot be reached.
         """
-        link = await Link.open(host, port)
+        link = await Link.open(host, port, connect)
         try:
             await link.request(Hello(name))
             yield cls(link)

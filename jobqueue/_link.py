@@ -6,6 +6,8 @@ exceptions users see are defined here.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import attrs
 import trio
 
@@ -22,6 +24,10 @@ from ._protocol import (
 )
 
 _RECEIVE_SIZE = 65536
+
+#: Opens a byte stream to the queue. The default is TCP to ``host:port``;
+#: ``jobqueue.testing`` passes one that makes in-memory streams.
+Connector = Callable[[], Awaitable[trio.abc.Stream]]
 
 
 class JobQueueError(Exception):
@@ -54,7 +60,7 @@ class RequestError(JobQueueError):
 class Link:
     """A TCP connection to the queue speaking request/reply."""
 
-    stream: trio.SocketStream
+    stream: trio.abc.Stream
     address: str
     _decoder: LineDecoder = attrs.field(factory=LineDecoder, init=False)
     # A connection carries one request at a time; tasks sharing a Client take
@@ -63,15 +69,18 @@ class Link:
     _broken: str | None = attrs.field(default=None, init=False)
 
     @classmethod
-    async def open(cls, host: str, port: int) -> Link:
-        """Connect to the queue at ``host:port``.
+    async def open(cls, host: str, port: int, connect: Connector | None = None) -> Link:
+        """Connect to the queue at ``host:port`` (or through ``connect``).
 
         Raises:
             ConnectionLost: if nothing accepts the connection.
         """
         address = f"{host}:{port}"
         try:
-            stream = await trio.open_tcp_stream(host, port)
+            if connect is None:
+                stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            else:
+                stream = await connect()
         except OSError as exc:
             raise ConnectionLost(f"cannot connect to the queue at {address}: {_why(exc)}") from exc
         return cls(stream, address)

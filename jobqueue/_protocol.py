@@ -101,7 +101,7 @@ class LineDecoder:
         """Bytes received but not yet handed out as lines."""
         return len(self._buf)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes from the peer; ``b""`` marks end of stream.
 
         Raises:

@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import logging
 import secrets
-from functools import partial
 from typing import NoReturn
 
 import trio
@@ -75,19 +74,14 @@ async def serve_queue(
     listeners = await trio.open_tcp_listeners(port, host=host)
     sockname = listeners[0].socket.getsockname()
     address = (str(sockname[0]), int(sockname[1]))
-    state = QueueState(
+    service = QueueService(
         lease_timeout=lease_timeout,
         finished_retention=finished_retention,
-        id_prefix=secrets.token_hex(4) + "-",
+        max_line_bytes=max_line_bytes,
     )
-    # Unbuffered: a handler's send is a hand-off to the coordinator, which
-    # gives natural backpressure when it is busy.
-    commands_send, commands_receive = trio.open_memory_channel[Command](0)
-    ids = itertools.count(1)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(Coordinator(state).run, commands_receive)
-        handler = partial(_handle_connection, commands_send, ids, max_line_bytes)
-        await nursery.start(trio.serve_listeners, handler, listeners)
+        await nursery.start(service.run)
+        await nursery.start(trio.serve_listeners, service.handle_stream, listeners)
         log.info(
             "queue listening on %s:%d (lease timeout %gs)", address[0], address[1], lease_timeout
         )
@@ -95,37 +89,68 @@ async def serve_queue(
     raise AssertionError("serve_queue's tasks never return")  # pragma: no cover
 
 
-async def _handle_connection(
-    commands: trio.MemorySendChannel[Command],
-    ids: itertools.count[int],
-    max_line_bytes: int,
-    stream: trio.SocketStream,
-) -> None:
-    try:
-        peer = stream.socket.getpeername()
-        peer_name = f"{peer[0]}:{peer[1]}"
-    except OSError:  # the peer reset before we asked
-        peer_name = "?"
-    reply_send, reply_receive = trio.open_memory_channel[Reply](1)
-    conn = Connection(next(ids), peer_name, reply_send)
-    handler = _ConnectionHandler(stream, conn, reply_receive, commands, LineDecoder(max_line_bytes))
-    log.debug("connection %d from %s opened", conn.id, peer_name)
-    try:
-        await commands.send(Connected(conn))
-        await handler.serve()
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        # The peer reset the connection, or the coordinator is shutting down.
-        log.debug("connection %d from %s broke: %r", conn.id, peer_name, exc)
-    finally:
-        # Shielded so a cancelled handler still returns its leases; the
-        # coordinator closes its channel when it exits, so this cannot hang.
-        with (
-            trio.CancelScope(shield=True),
-            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-        ):
-            await commands.send(Disconnected(conn))
-        await trio.aclose_forcefully(stream)
-        log.debug("connection %d from %s closed", conn.id, peer_name)
+class QueueService:
+    """The queue without a listener: a coordinator plus a per-stream handler.
+
+    ``serve_queue`` feeds it TCP connections; ``jobqueue.testing`` feeds it
+    in-memory streams so whole systems can run under trio's mock clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+        finished_retention: int = DEFAULT_FINISHED_RETENTION,
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
+        self.state = QueueState(
+            lease_timeout=lease_timeout,
+            finished_retention=finished_retention,
+            id_prefix=secrets.token_hex(4) + "-",
+        )
+        self._max_line_bytes = max_line_bytes
+        # Unbuffered: a handler's send is a hand-off to the coordinator, which
+        # gives natural backpressure when it is busy.
+        self._commands, self._commands_receive = trio.open_memory_channel[Command](0)
+        self._ids = itertools.count(1)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the coordinator until cancelled."""
+        task_status.started()
+        await Coordinator(self.state).run(self._commands_receive)
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection until the peer closes it."""
+        peer_name = "memory"
+        if isinstance(stream, trio.SocketStream):
+            try:
+                peer = stream.socket.getpeername()
+                peer_name = f"{peer[0]}:{peer[1]}"
+            except OSError:  # the peer reset before we asked
+                peer_name = "?"
+        reply_send, reply_receive = trio.open_memory_channel[Reply](1)
+        conn = Connection(next(self._ids), peer_name, reply_send)
+        commands = self._commands
+        handler = _ConnectionHandler(
+            stream, conn, reply_receive, commands, LineDecoder(self._max_line_bytes)
+        )
+        log.debug("connection %d from %s opened", conn.id, peer_name)
+        try:
+            await commands.send(Connected(conn))
+            await handler.serve()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # The peer reset the connection, or the coordinator is shutting down.
+            log.debug("connection %d from %s broke: %r", conn.id, peer_name, exc)
+        finally:
+            # Shielded so a cancelled handler still returns its leases; the
+            # coordinator closes its channel when it exits, so this cannot hang.
+            with (
+                trio.CancelScope(shield=True),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                await commands.send(Disconnected(conn))
+            await trio.aclose_forcefully(stream)
+            log.debug("connection %d from %s closed", conn.id, peer_name)
 
 
 class _ConnectionHandler:
@@ -133,7 +158,7 @@ class _ConnectionHandler:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         conn: Connection,
         replies: trio.MemoryReceiveChannel[Reply],
         commands: trio.MemorySendChannel[Command],

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
-from ._link import ConnectionLost, Link, RequestError
+from ._link import ConnectionLost, Connector, Link, RequestError
 from ._protocol import Heartbeat, Hello, JobAssigned, JobComplete, JobFailed, RequestJob
 
 log = logging.getLogger("jobqueue.worker")
@@ -123,6 +123,9 @@ class Worker:
         reconnect_delay: First delay after a failed connection; doubles (with
             jitter) on each further failure.
         max_reconnect_delay: Cap on that delay.
+        connect: Advanced: an async function returning a connected
+            ``trio.abc.Stream``, used instead of TCP to ``host:port``
+            (``jobqueue.testing`` uses it for in-memory queues).
     """
 
     host: str = "127.0.0.1"
@@ -133,6 +136,7 @@ class Worker:
     poll_wait: float = 30.0
     reconnect_delay: float = 0.1
     max_reconnect_delay: float = 5.0
+    connect: Connector | None = None
     _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
     _link_down: bool = attrs.field(default=False, init=False)
 
@@ -175,7 +179,7 @@ class Worker:
         first = True
         while True:
             try:
-                link = await Link.open(self.host, self.port)
+                link = await Link.open(self.host, self.port, self.connect)
             except ConnectionLost as exc:
                 if index == 0:
                     log.warning("%s; retrying in %.1fs", exc, delay)

@@ -1,29 +1,39 @@
 """Helpers for embedding a real queue in your own tests.
 
-``open_test_queue()`` runs a server on a free loopback port inside the
-caller's trio run and yields a :class:`RunningQueue` with its address and a
-connected :class:`~jobqueue.Client`; ``RunningQueue.start_worker`` adds
-in-process workers. With pytest-trio, the ``job_queue`` fixture does the
-same per test; enable it with ``pytest_plugins = ["jobqueue.testing"]`` in
-your ``conftest.py`` (this module imports pytest).
+Two ways to run a queue inside the caller's trio run:
+
+- :func:`open_test_queue` listens on a free loopback TCP port: the real
+  network path, for tests that are about sockets.
+- :func:`open_memory_queue` connects everything through in-memory streams:
+  the same server, worker and client code, but safe under trio's
+  ``MockClock(autojump_threshold=0)`` (pytest-trio's ``autojump_clock``), so
+  leases, heartbeats and waits can be tested in virtual time.
+
+Both yield a :class:`RunningQueue` with a connected :class:`~jobqueue.Client`;
+``RunningQueue.start_worker`` adds in-process workers. With pytest-trio, the
+``job_queue`` fixture gives each test a fresh TCP queue; enable it with
+``pytest_plugins = ["jobqueue.testing"]`` in your ``conftest.py``. This
+module imports pytest.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from ._client import Client
-from ._server import serve_queue
+from ._link import Connector
+from ._server import QueueService, serve_queue
 from ._state import DEFAULT_FINISHED_RETENTION, DEFAULT_LEASE_TIMEOUT
 from ._worker import Handler, Worker
 
-__all__ = ["RunningQueue", "job_queue", "open_test_queue"]
+__all__ = ["RunningQueue", "job_queue", "open_memory_queue", "open_test_queue"]
 
 
 @attrs.frozen
@@ -31,43 +41,57 @@ class RunningQueue:
     """A queue server running for the duration of a test.
 
     Attributes:
-        address: ``(host, port)`` the server listens on.
+        address: ``(host, port)`` the server listens on (``("memory", 0)``
+            for an in-memory queue).
         client: A client connected to it.
-        nursery: The nursery the server (and any started workers) run in.
+        nursery: The nursery the server and everything started here run in;
+            it is cancelled when the ``async with`` block ends.
+        connector: How to open one more connection (``None`` for TCP).
     """
 
     address: tuple[str, int]
     client: Client
     nursery: trio.Nursery
+    connector: Connector | None = None
 
     async def start_worker(
         self,
         handlers: Mapping[str, Handler] | None = None,
         *,
         concurrency: int = 1,
-        name: str | None = None,
+        name: str = "test-worker",
     ) -> Worker:
-        """Start a :class:`~jobqueue.Worker` against this queue; return once connected."""
-        host, port = self.address
-        worker = Worker(host, port, handlers=dict(handlers or {}), concurrency=concurrency)
-        if name is not None:
-            worker.name = name
+        """Start a :class:`~jobqueue.Worker` on this queue; return once it is connected.
+
+        It runs until the queue's block ends. To stop one early (a worker
+        "crash"), start :meth:`worker` in a nursery of your own and cancel it.
+        """
+        worker = self.worker(handlers, concurrency=concurrency, name=name)
         await self.nursery.start(worker.run)
         return worker
 
-    async def connect(self) -> Client:
-        """Open one more client, closed when the queue stops."""
-        client_cm = Client.connect(*self.address)
-        client = await client_cm.__aenter__()
+    def worker(
+        self,
+        handlers: Mapping[str, Handler] | None = None,
+        *,
+        concurrency: int = 1,
+        name: str = "test-worker",
+    ) -> Worker:
+        """A :class:`~jobqueue.Worker` for this queue, not yet started."""
+        host, port = self.address
+        return Worker(
+            host,
+            port,
+            handlers=dict(handlers or {}),
+            concurrency=concurrency,
+            name=name,
+            connect=self.connector,
+        )
 
-        async def close_on_cancel() -> None:
-            try:
-                await trio.sleep_forever()
-            finally:
-                await client.aclose()
-
-        self.nursery.start_soon(close_on_cancel)
-        return client
+    def connect(self, name: str | None = None) -> AbstractAsyncContextManager[Client]:
+        """Open one more client: ``async with queue.connect() as client: ...``."""
+        host, port = self.address
+        return Client.connect(host, port, name=name, connect=self.connector)
 
 
 @asynccontextmanager
@@ -76,11 +100,7 @@ async def open_test_queue(
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
     finished_retention: int = DEFAULT_FINISHED_RETENTION,
 ) -> AsyncIterator[RunningQueue]:
-    """Run a queue server on ``127.0.0.1``, any free port, for the ``async with`` block.
-
-    Everything started through the yielded :class:`RunningQueue` is
-    cancelled when the block exits.
-    """
+    """Run a queue server on ``127.0.0.1``, any free port, for the ``async with`` block."""
     async with trio.open_nursery() as nursery:
         address = await nursery.start(
             partial(
@@ -91,13 +111,38 @@ async def open_test_queue(
                 finished_retention=finished_retention,
             )
         )
-        async with Client.connect(*address) as client:
+        async with Client.connect(*address, name="test-client") as client:
             yield RunningQueue(address, client, nursery)
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_memory_queue(
+    *,
+    lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+    finished_retention: int = DEFAULT_FINISHED_RETENTION,
+) -> AsyncIterator[RunningQueue]:
+    """Run a queue reached through in-memory streams, for the ``async with`` block.
+
+    Safe with trio's autojump clock: no kernel is moving bytes behind trio's
+    back, so virtual time only jumps when every task is truly waiting.
+    """
+    service = QueueService(lease_timeout=lease_timeout, finished_retention=finished_retention)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+
+        async def connect() -> trio.abc.Stream:
+            client_end, server_end = trio.testing.memory_stream_pair()
+            nursery.start_soon(service.handle_stream, server_end)
+            return client_end
+
+        async with Client.connect("memory", 0, name="test-client", connect=connect) as client:
+            yield RunningQueue(("memory", 0), client, nursery, connect)
         nursery.cancel_scope.cancel()
 
 
 @pytest.fixture
 async def job_queue() -> AsyncIterator[RunningQueue]:
-    """A fresh queue server for one test (pytest-trio)."""
+    """A fresh TCP queue server on loopback for one test (pytest-trio)."""
     async with open_test_queue() as queue:
         yield queue
