@@ -1,0 +1,471 @@
+"""The ``jobqueue`` command line (also ``python -m jobqueue``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, TextIO
+
+import trio
+
+from ._client import Client
+from ._link import JobQueueError
+from ._protocol import JobInfo, Stats
+from ._server import serve_queue
+from ._state import DEFAULT_FINISHED_RETENTION, DEFAULT_LEASE_TIMEOUT
+from ._version import __version__
+from ._worker import Handler, Worker
+
+DEFAULT_ADDRESS = "127.0.0.1:8080"
+
+
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except UsageError as exc:
+        print(f"jobqueue: {exc}", file=sys.stderr)
+        return 2
+    except JobQueueError as exc:
+        print(f"jobqueue: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"jobqueue: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobqueue", description="A distributed job queue built on trio."
+    )
+    parser.add_argument("--version", action="version", version=f"jobqueue {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the queue server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    serve.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
+    serve.add_argument(
+        "--lease-timeout",
+        type=_positive_float,
+        default=DEFAULT_LEASE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long a silent worker keeps a job (default: {DEFAULT_LEASE_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--retention",
+        type=int,
+        default=DEFAULT_FINISHED_RETENTION,
+        metavar="N",
+        help=f"finished jobs remembered for status (default: {DEFAULT_FINISHED_RETENTION})",
+    )
+    serve.set_defaults(command=_serve)
+
+    worker = sub.add_parser("worker", help="run jobs from the queue")
+    _add_connect(worker)
+    worker.add_argument("--concurrency", type=_positive_int, default=1, metavar="N")
+    worker.add_argument(
+        "--handlers",
+        metavar="MODULE:ATTR",
+        help="a dict (or other mapping) of job name -> async handler, added to built-in 'sleep'",
+    )
+    worker.add_argument("--name", help="how the server names this worker (default: host:pid)")
+    worker.set_defaults(command=_worker)
+
+    submit = sub.add_parser("submit", help="submit jobs and print their ids")
+    _add_connect(submit)
+    submit.add_argument("name", metavar="NAME", help="handler name, e.g. sleep")
+    submit.add_argument("--payload", default="null", metavar="JSON", help="job payload (JSON)")
+    submit.add_argument("--count", type=_positive_int, default=1, metavar="N")
+    submit.add_argument(
+        "--wait", action="store_true", help="wait for the jobs to finish and print their results"
+    )
+    submit.set_defaults(command=_submit)
+
+    status = sub.add_parser("status", help="print one job's status as JSON")
+    _add_connect(status)
+    status.add_argument("job_id", metavar="JOB_ID")
+    status.set_defaults(command=_status)
+
+    stats = sub.add_parser("stats", help="print queue statistics")
+    _add_connect(stats)
+    stats.add_argument("--json", action="store_true", help="print the raw stats reply")
+    stats.set_defaults(command=_stats)
+
+    demo = sub.add_parser(
+        "demo", help="run a server, worker processes and a job stream; kill a worker mid-job"
+    )
+    demo.add_argument("--workers", type=_positive_int, default=3, metavar="N")
+    demo.add_argument("--concurrency", type=_positive_int, default=2, metavar="N")
+    demo.add_argument("--jobs", type=_positive_int, default=30, metavar="N")
+    demo.add_argument("--seed", type=int, default=None, help="seed for job durations")
+    demo.set_defaults(command=_demo)
+    return parser
+
+
+def _add_connect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--connect",
+        default=DEFAULT_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"the queue server (default: {DEFAULT_ADDRESS})",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6).
+
+    Raises:
+        UsageError: if it is not of that shape.
+    """
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"bad address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host, int(port_text)
+
+
+# -- serve / worker ------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if not args.retention >= 0:
+        raise UsageError("--retention must be 0 or more")
+    try:
+        trio.run(
+            partial(
+                serve_queue,
+                args.port,
+                host=args.host,
+                lease_timeout=args.lease_timeout,
+                finished_retention=args.retention,
+            )
+        )
+    except OSError as exc:
+        raise JobQueueError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from exc
+    return 0  # pragma: no cover  (serve_queue only returns by raising)
+
+
+def load_handlers(spec: str) -> dict[str, Handler]:
+    """Import ``module:attr`` and return it as a handler mapping.
+
+    The current directory is importable, as it is for ``python -m``.
+
+    Raises:
+        UsageError: if it cannot be imported or is not a mapping of callables.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"bad --handlers {spec!r}: expected MODULE:ATTR, e.g. myapp.jobs:HANDLERS")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import {module_name!r} for --handlers: {exc}") from exc
+    try:
+        handlers = getattr(module, attr)
+    except AttributeError:
+        raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(handlers, Mapping) or not all(
+        isinstance(name, str) and callable(fn) for name, fn in handlers.items()
+    ):
+        raise UsageError(f"{spec} must be a mapping of job name -> async handler function")
+    return dict(handlers)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    host, port = parse_address(args.connect)
+    handlers = load_handlers(args.handlers) if args.handlers else {}
+    worker = Worker(host, port, handlers=handlers, concurrency=args.concurrency)
+    if args.name:
+        worker.name = args.name
+    trio.run(worker.run)
+    return 0  # pragma: no cover  (Worker.run only returns by raising)
+
+
+# -- submit / status / stats ---------------------------------------------------
+
+
+def _submit(args: argparse.Namespace) -> int:
+    host, port = parse_address(args.connect)
+    try:
+        payload = json.loads(args.payload, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise UsageError(f"--payload is not valid JSON: {exc}") from None
+
+    async def run() -> int:
+        async with Client.connect(host, port, name="jobqueue-cli") as client:
+            job_ids = [await client.submit(args.name, payload) for _ in range(args.count)]
+            if not args.wait:
+                for job_id in job_ids:
+                    print(job_id)
+                return 0
+            failures = 0
+            for job_id in job_ids:
+                info = await client.wait(job_id)
+                failures += info.state != "completed"
+                print(_json(_status_dict(info)))
+            return 1 if failures else 0
+
+    return trio.run(run)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _status(args: argparse.Namespace) -> int:
+    host, port = parse_address(args.connect)
+
+    async def run() -> JobInfo:
+        async with Client.connect(host, port, name="jobqueue-cli") as client:
+            return await client.status(args.job_id)
+
+    print(_json(_status_dict(trio.run(run))))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    host, port = parse_address(args.connect)
+
+    async def run() -> Stats:
+        async with Client.connect(host, port, name="jobqueue-cli") as client:
+            return await client.stats()
+
+    stats = trio.run(run)
+    if args.json:
+        print(_json({k: v for k, v in stats.to_wire().items() if k != "type"}))
+        return 0
+    jobs, totals = stats.jobs, stats.totals
+    print("jobs:   " + "  ".join(f"{state} {count}" for state, count in jobs.items()))
+    print("totals: " + "  ".join(f"{name} {count}" for name, count in totals.items()))
+    print(f"connections {stats.connections}  waiting workers {stats.waiting_workers}")
+    for worker in stats.workers:
+        print(f"  {worker['name']}: {', '.join(worker['jobs'])}")
+    return 0
+
+
+def _status_dict(info: JobInfo) -> dict[str, Any]:
+    return {k: v for k, v in info.to_wire().items() if k != "type"}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=False)
+
+
+# -- demo ------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return trio.run(_Demo(args, sys.stdout).run)
+
+
+class _Demo:
+    """Server in this process, workers as real processes, one killed mid-job."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.n_workers: int = args.workers
+        self.concurrency: int = args.concurrency
+        self.n_jobs: int = args.jobs
+        self.rng = random.Random(args.seed)
+        self.out = out
+        self.live = out.isatty()
+        self.submitted: list[str] = []
+        self.started = 0.0
+        self.processes: dict[str, trio.Process] = {}
+        self.killed: dict[str, list[str]] = {}
+        self.last_stats: Stats | None = None
+
+    def say(self, text: str) -> None:
+        if self.live:
+            self.out.write("\r\x1b[K")
+        self.out.write(f"[{time.monotonic() - self.started:5.1f}s] {text}\n")
+        self.out.flush()
+
+    async def run(self) -> int:
+        self.started = time.monotonic()
+        logging.getLogger("jobqueue").setLevel(logging.WARNING)
+        with tempfile.TemporaryDirectory(prefix="jobqueue-demo-") as logdir:
+            async with trio.open_nursery() as nursery:
+                host, port = await nursery.start(
+                    partial(serve_queue, 0, host="127.0.0.1", lease_timeout=10.0)
+                )
+                self.say(f"queue server listening on {host}:{port} (in this process)")
+                ok = await self._drive(host, port, logdir)
+                nursery.cancel_scope.cancel()
+        return 0 if ok else 1
+
+    async def _drive(self, host: str, port: int, logdir: str) -> bool:
+        try:
+            await self._start_workers(host, port, logdir)
+            async with (
+                Client.connect(host, port, name="demo-submit") as submitter,
+                Client.connect(host, port, name="demo-watch") as watcher,
+                Client.connect(host, port, name="demo-wait") as waiter,
+            ):
+                await self._wait_for_workers(watcher)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._progress, watcher)
+                    nursery.start_soon(self._submit_stream, submitter)
+                    await self._kill_one_worker_mid_job(watcher)
+                    results = await self._wait_all(waiter)
+                    nursery.cancel_scope.cancel()
+                stats = await submitter.stats()
+            return self._summary(results, stats)
+        finally:
+            for process in self.processes.values():
+                if process.returncode is None:
+                    process.kill()
+            with trio.CancelScope(shield=True):
+                for process in self.processes.values():
+                    await process.wait()
+
+    async def _start_workers(self, host: str, port: int, logdir: str) -> None:
+        for index in range(1, self.n_workers + 1):
+            name = f"worker-{index}"
+            log_path = os.path.join(logdir, f"{name}.log")
+            with open(log_path, "wb") as log_file:
+                self.processes[name] = await trio.lowlevel.open_process(
+                    [
+                        sys.executable, "-m", "jobqueue", "worker",
+                        "--connect", f"{host}:{port}",
+                        "--concurrency", str(self.concurrency),
+                        "--name", name,
+                    ],
+                    stdout=log_file,
+                    stderr=log_file,
+                )
+        pids = ", ".join(f"{n} pid {p.pid}" for n, p in self.processes.items())
+        self.say(f"started {self.n_workers} worker processes x {self.concurrency} slots ({pids})")
+
+    async def _wait_for_workers(self, watcher: Client) -> None:
+        want = self.n_workers * self.concurrency
+        with trio.fail_after(30):
+            while (await watcher.stats()).waiting_workers < want:
+                for name, process in self.processes.items():
+                    if process.returncode is not None:
+                        raise JobQueueError(f"{name} exited early ({process.returncode})")
+                await trio.sleep(0.05)
+        self.say(f"all {want} worker slots connected and waiting for jobs")
+
+    async def _submit_stream(self, submitter: Client) -> None:
+        for _ in range(self.n_jobs):
+            seconds = round(self.rng.uniform(0.3, 1.5), 2)
+            self.submitted.append(await submitter.submit("sleep", {"seconds": seconds}))
+            await trio.sleep(0.05)
+
+    async def _kill_one_worker_mid_job(self, watcher: Client) -> None:
+        # Wait until the stream is well under way, then kill whichever worker
+        # process holds the most jobs right now.
+        while len(self.submitted) < self.n_jobs // 2:
+            await trio.sleep(0.05)
+        held: dict[str, list[str]] = {}
+        while not held:
+            await trio.sleep(0.02)
+            # One entry per connection; a worker process has one per slot.
+            for entry in (await watcher.stats()).workers:
+                if entry["name"] in self.processes:
+                    held.setdefault(entry["name"], []).extend(entry["jobs"])
+        victim = max(held, key=lambda name: len(held[name]))
+        process = self.processes[victim]
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        self.killed[victim] = held[victim]
+        self.say(
+            f"killed {victim} (pid {process.pid}) with SIGKILL while it ran "
+            f"{', '.join(held[victim])}"
+        )
+
+    async def _progress(self, watcher: Client) -> None:
+        while True:
+            stats = await watcher.stats()
+            self.last_stats = stats
+            jobs, totals = stats.jobs, stats.totals
+            line = (
+                f"[{time.monotonic() - self.started:5.1f}s] submitted {totals['submitted']:>3}/"
+                f"{self.n_jobs}  pending {jobs['pending']:>3}  running {jobs['running']:>2}  "
+                f"completed {jobs['completed']:>3}  reassigned {totals['reassigned']}"
+            )
+            if self.live:
+                self.out.write("\r\x1b[K" + line)
+                self.out.flush()
+                await trio.sleep(0.1)
+            else:
+                self.out.write(line + "\n")
+                self.out.flush()
+                await trio.sleep(1.0)
+
+    async def _wait_all(self, waiter: Client) -> list[JobInfo]:
+        while len(self.submitted) < self.n_jobs:
+            await trio.sleep(0.05)
+        with trio.fail_after(120):
+            return [await waiter.wait(job_id) for job_id in self.submitted]
+
+    def _summary(self, results: list[JobInfo], stats: Stats) -> bool:
+        if self.live:
+            self.out.write("\r\x1b[K")
+        self.say("every submitted job has finished")
+        victims = ", ".join(self.killed)
+        for info in results:
+            if info.attempt > 1:
+                self.say(
+                    f"  job {info.job_id}: lost when {victims} was killed, then {info.state} "
+                    f"on attempt {info.attempt} by {info.worker}"
+                )
+        completed = sum(info.state == "completed" for info in results)
+        totals = stats.totals
+        wall = time.monotonic() - self.started
+        self.out.write(
+            "\nsummary\n"
+            f"  jobs submitted   {len(self.submitted)}\n"
+            f"  jobs completed   {completed}\n"
+            f"  jobs reassigned  {totals['reassigned']}\n"
+            f"  workers killed   {len(self.killed)} ({', '.join(self.killed)})\n"
+            f"  wall time        {wall:.1f}s\n"
+        )
+        ok = completed == len(self.submitted)
+        self.out.write(
+            "every job completed\n" if ok else f"{len(results) - completed} jobs did not complete\n"
+        )
+        self.out.flush()
+        return ok
