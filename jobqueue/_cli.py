@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import trio
 
@@ -300,6 +300,11 @@ def _demo(args: argparse.Namespace) -> int:
     return trio.run(_Demo(args, sys.stdout).run)
 
 
+def _open_log(path: str) -> BinaryIO:
+    # A local file opened once per worker process: not worth a thread.
+    return open(path, "wb")
+
+
 class _Demo:
     """Server in this process, workers as real processes, one killed mid-job."""
 
@@ -314,7 +319,8 @@ class _Demo:
         self.started = 0.0
         self.processes: dict[str, trio.Process] = {}
         self.killed: dict[str, list[str]] = {}
-        self.last_stats: Stats | None = None
+        self.half_submitted = trio.Event()
+        self.all_submitted = trio.Event()
 
     def say(self, text: str) -> None:
         if self.live:
@@ -363,8 +369,7 @@ class _Demo:
     async def _start_workers(self, host: str, port: int, logdir: str) -> None:
         for index in range(1, self.n_workers + 1):
             name = f"worker-{index}"
-            log_path = os.path.join(logdir, f"{name}.log")
-            with open(log_path, "wb") as log_file:
+            with _open_log(os.path.join(logdir, f"{name}.log")) as log_file:
                 self.processes[name] = await trio.lowlevel.open_process(
                     [
                         sys.executable, "-m", "jobqueue", "worker",
@@ -392,13 +397,15 @@ class _Demo:
         for _ in range(self.n_jobs):
             seconds = round(self.rng.uniform(0.3, 1.5), 2)
             self.submitted.append(await submitter.submit("sleep", {"seconds": seconds}))
+            if len(self.submitted) >= self.n_jobs // 2:
+                self.half_submitted.set()
             await trio.sleep(0.05)
+        self.all_submitted.set()
 
     async def _kill_one_worker_mid_job(self, watcher: Client) -> None:
         # Wait until the stream is well under way, then kill whichever worker
         # process holds the most jobs right now.
-        while len(self.submitted) < self.n_jobs // 2:
-            await trio.sleep(0.05)
+        await self.half_submitted.wait()
         held: dict[str, list[str]] = {}
         while not held:
             await trio.sleep(0.02)
@@ -419,7 +426,6 @@ class _Demo:
     async def _progress(self, watcher: Client) -> None:
         while True:
             stats = await watcher.stats()
-            self.last_stats = stats
             jobs, totals = stats.jobs, stats.totals
             line = (
                 f"[{time.monotonic() - self.started:5.1f}s] submitted {totals['submitted']:>3}/"
@@ -436,8 +442,7 @@ class _Demo:
                 await trio.sleep(1.0)
 
     async def _wait_all(self, waiter: Client) -> list[JobInfo]:
-        while len(self.submitted) < self.n_jobs:
-            await trio.sleep(0.05)
+        await self.all_submitted.wait()
         with trio.fail_after(120):
             return [await waiter.wait(job_id) for job_id in self.submitted]
 
