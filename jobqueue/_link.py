@@ -134,9 +134,15 @@ class Link:
 
 
 def _why(exc: BaseException) -> str:
+    """The most specific human reason behind ``exc`` ("Connection refused")."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     cause = exc.__cause__
-    if cause is not None and str(cause):
-        return str(cause)
+    # trio.open_tcp_stream raises OSError("all attempts ... failed") caused by
+    # an ExceptionGroup of the per-address errors: report the first of those.
+    inner = getattr(cause, "exceptions", None)
+    if inner:
+        return _why(inner[0])
+    if cause is not None:
+        return _why(cause)
     return str(exc) or type(exc).__name__

@@ -1,0 +1,1 @@
+"""Runnable examples; run them from the repository root (see README.md)."""

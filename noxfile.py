@@ -1,0 +1,40 @@
+"""Development sessions: ``nox -s tests lint typecheck demo``.
+
+Each session installs the project from this checkout into its own virtualenv,
+so what is tested is the installed package, as a user gets it.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite against the installed package."""
+    session.install(".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and common bugs with ruff."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the package, tests and examples with mypy --strict."""
+    session.install(".[test]", "mypy>=1.10", "nox>=2024.3")
+    session.run("mypy", "--strict")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the demo: server, worker processes, one killed mid-job."""
+    session.install(".")
+    session.run("jobqueue", "demo", *session.posargs)
