@@ -372,10 +372,16 @@ class _Demo:
             with _open_log(os.path.join(logdir, f"{name}.log")) as log_file:
                 self.processes[name] = await trio.lowlevel.open_process(
                     [
-                        sys.executable, "-m", "jobqueue", "worker",
-                        "--connect", f"{host}:{port}",
-                        "--concurrency", str(self.concurrency),
-                        "--name", name,
+                        sys.executable,
+                        "-m",
+                        "jobqueue",
+                        "worker",
+                        "--connect",
+                        f"{host}:{port}",
+                        "--concurrency",
+                        str(self.concurrency),
+                        "--name",
+                        name,
                     ],
                     stdout=log_file,
                     stderr=log_file,

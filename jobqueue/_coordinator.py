@@ -24,7 +24,6 @@ import attrs
 import trio
 
 from ._protocol import (
-    ErrorReply,
     GetStats,
     GetStatus,
     Heartbeat,
@@ -63,7 +62,7 @@ class Connection:
 
     id: int
     peer: str
-    reply: trio.MemorySendChannel[Reply]
+    reply: trio.MemorySendChannel[Reply | ProtocolError]
     name: str | None = None
     #: The request this connection is blocked in, if any.
     parked: _Parked | None = None
@@ -176,17 +175,21 @@ class Coordinator:
     def handle(self, command: Command, now: float) -> None:
         """Apply one command."""
         if isinstance(command, Call):
+            reply: Reply | ProtocolError | None
             try:
                 reply = self._serve(command.conn, command.request, now)
             except ProtocolError as exc:
-                reply = ErrorReply.from_exception(exc)
+                # Handed back as is: the connection handler is the one place
+                # that turns errors into wire replies.
+                reply = exc
             if reply is not None:
                 self._reply(command.conn, reply)
         elif isinstance(command, Connected):
             self._conns[command.conn.id] = command.conn
         else:
             conn = command.conn
-            del self._conns[conn.id]
+            # pop: a handler cancelled at shutdown may never have sent Connected.
+            self._conns.pop(conn.id, None)
             if conn.parked is not None:
                 self._unpark(conn.parked)
             if self.state.release(conn.id, now):
@@ -243,7 +246,7 @@ class Coordinator:
     def _assigned(self, job: JobRecord) -> JobAssigned:
         return JobAssigned(job.id, job.name, job.payload, job.attempt, self.state.lease_timeout)
 
-    def _reply(self, conn: Connection, reply: Reply) -> None:
+    def _reply(self, conn: Connection, reply: Reply | ProtocolError) -> None:
         # If the handler is gone, its Disconnected command is on its way and
         # will release anything this reply handed out.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):

@@ -13,6 +13,7 @@ import trio
 
 from ._protocol import (
     EOF,
+    MAX_LINE_BYTES,
     NEED_DATA,
     ErrorReply,
     LineDecoder,
@@ -24,6 +25,7 @@ from ._protocol import (
 )
 
 _RECEIVE_SIZE = 65536
+_REPLY_HEADROOM = 65536
 
 #: Opens a byte stream to the queue. The default is TCP to ``host:port``;
 #: ``jobqueue.testing`` passes one that makes in-memory streams.
@@ -62,7 +64,11 @@ class Link:
 
     stream: trio.abc.Stream
     address: str
-    _decoder: LineDecoder = attrs.field(factory=LineDecoder, init=False)
+    # Replies carry a request's payload plus an envelope, so allow headroom
+    # over the limit the server applies to requests.
+    _decoder: LineDecoder = attrs.field(
+        factory=lambda: LineDecoder(MAX_LINE_BYTES + _REPLY_HEADROOM), init=False
+    )
     # A connection carries one request at a time; tasks sharing a Client take
     # turns here. This serialises I/O on one socket, it guards no queue state.
     _turn: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock, init=False)

@@ -32,7 +32,7 @@ MAX_LINE_BYTES = 1 << 20
 #: RecursionError inside the server.
 MAX_DEPTH = 64
 
-#: Longest accepted job name, in characters.
+#: Longest accepted job name (and ``hello`` name), in characters.
 MAX_NAME_CHARS = 200
 
 #: Longest wait (``request_job`` / ``wait_job``) a peer may ask for, in seconds.
@@ -67,7 +67,7 @@ EOF: Final = Need.EOF
 
 
 class LineDecoder:
-    r"""Splits a byte stream into ``\\n``-terminated lines, with a cap on line length.
+    r"""Splits a byte stream into ``\n``-terminated lines, with a cap on line length.
 
     Feed bytes with :meth:`receive_data` (``b""`` means the peer closed its
     side) and pull lines with :meth:`next_line` until it returns
@@ -77,8 +77,8 @@ class LineDecoder:
     Error handling:
         A line longer than ``max_line`` raises ``ProtocolError("message_too_large")``
         once, as soon as the excess is seen; the rest of that line is discarded
-        without being buffered and decoding resumes after its ``\\n``, so the
-        connection stays usable. Bytes left without a ``\\n`` at EOF raise
+        without being buffered and decoding resumes after its ``\n``, so the
+        connection stays usable. Bytes left without a ``\n`` at EOF raise
         ``ProtocolError("incomplete_message")`` once.
     """
 
@@ -173,10 +173,24 @@ def _reject_constant(name: str) -> NoReturn:
     raise ProtocolError("bad_json", f"{name} is not valid JSON (RFC 8259 has no {name})")
 
 
-_json_decode: Callable[[str], Any] = json.JSONDecoder(parse_constant=_reject_constant).decode
-# ASCII-only output: a payload may legally contain an escaped lone surrogate
-# ("\ud800"), which has no UTF-8 encoding; escaping keeps every reply encodable.
+def _parse_float(text: str) -> float:
+    # Python reads an out-of-range literal such as 1e400 as infinity, which
+    # JSON cannot represent: accepting it would poison every later reply.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError("bad_json", f"number {text} is out of range for JSON")
+    return value
+
+
+_json_decode: Callable[[str], Any] = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_parse_float
+).decode
 _json_encode: Callable[[Any], str] = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+# The fallback for text holding a lone surrogate (legal in JSON as "\ud800",
+# but with no UTF-8 encoding): escape everything outside ASCII.
+_json_encode_ascii: Callable[[Any], str] = json.JSONEncoder(
     ensure_ascii=True, allow_nan=False, separators=(",", ":")
 ).encode
 
@@ -236,21 +250,27 @@ def _check_depth(text: str) -> None:
         elif char in "[{":
             depth += 1
             if depth > MAX_DEPTH:
-                raise ProtocolError(
-                    "bad_json", f"message is nested deeper than {MAX_DEPTH} levels"
-                )
+                raise ProtocolError("bad_json", f"message is nested deeper than {MAX_DEPTH} levels")
         elif char in "]}":
             depth -= 1
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    r"""Encode one message as a line of ASCII JSON ending in ``\\n``.
+    r"""Encode one message as a line of UTF-8 JSON ending in ``\n``.
+
+    Non-ASCII text is written as UTF-8, not escaped, so a reply carrying a
+    payload is no longer than the request that brought it in (escaping could
+    triple it and push it past the peer's line limit).
 
     Raises:
         ValueError: if ``obj`` holds NaN or infinity.
         TypeError: if ``obj`` holds something JSON cannot represent.
     """
-    return (_json_encode(obj) + "\n").encode("ascii")
+    text = _json_encode(obj)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (_json_encode_ascii(obj) + "\n").encode("ascii")
 
 
 def _json_type(value: object) -> str:
@@ -271,6 +291,8 @@ def _json_type(value: object) -> str:
 
 
 def _bad(obj: dict[str, Any], key: str, want: str) -> ProtocolError:
+    if obj.get(key) == "":
+        return ProtocolError("bad_request", f'"{obj["type"]}" field "{key}" must not be empty')
     if key in obj:
         got = _json_type(obj[key])
         return ProtocolError(
@@ -357,7 +379,12 @@ class Hello:
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Hello:
         """Validate a decoded ``hello``."""
-        return cls(name=_opt_str(obj, "name"))
+        name = _opt_str(obj, "name")
+        if name is not None and len(name) > MAX_NAME_CHARS:
+            raise ProtocolError(
+                "bad_request", f'"hello" name is longer than {MAX_NAME_CHARS} characters'
+            )
+        return cls(name=name)
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
@@ -562,14 +589,28 @@ class GetStats:
 
 
 Request = (
-    Hello | SubmitJob | RequestJob | JobComplete | JobFailed | Heartbeat | GetStatus | WaitJob
+    Hello
+    | SubmitJob
+    | RequestJob
+    | JobComplete
+    | JobFailed
+    | Heartbeat
+    | GetStatus
+    | WaitJob
     | GetStats
 )
 
 _REQUESTS: dict[str, Callable[[dict[str, Any]], Request]] = {
     cls.TYPE: cls.from_wire
     for cls in (
-        Hello, SubmitJob, RequestJob, JobComplete, JobFailed, Heartbeat, GetStatus, WaitJob,
+        Hello,
+        SubmitJob,
+        RequestJob,
+        JobComplete,
+        JobFailed,
+        Heartbeat,
+        GetStatus,
+        WaitJob,
         GetStats,
     )
 }
@@ -586,7 +627,7 @@ def decode_request(line: bytes) -> Request:
     if from_wire is None:
         known = ", ".join(sorted(_REQUESTS))
         raise ProtocolError(
-            "unknown_type", f'unknown message type {obj["type"]!r}; expected one of: {known}'
+            "unknown_type", f"unknown message type {obj['type']!r}; expected one of: {known}"
         )
     return from_wire(obj)
 
@@ -851,6 +892,7 @@ _REPLIES: dict[str, Callable[[dict[str, Any]], Reply]] = {
     for cls in (Welcome, JobSubmitted, JobAssigned, NoJob, Ok, JobInfo, Stats, ErrorReply)
 }
 
+
 def decode_reply(line: bytes) -> Reply:
     """Decode one line from the server into a reply message.
 
@@ -860,5 +902,5 @@ def decode_reply(line: bytes) -> Reply:
     obj = decode_object(line)
     from_wire = _REPLIES.get(obj["type"])
     if from_wire is None:
-        raise ProtocolError("unknown_type", f'unexpected reply type {obj["type"]!r}')
+        raise ProtocolError("unknown_type", f"unexpected reply type {obj['type']!r}")
     return from_wire(obj)

@@ -128,7 +128,7 @@ class QueueService:
                 peer_name = f"{peer[0]}:{peer[1]}"
             except OSError:  # the peer reset before we asked
                 peer_name = "?"
-        reply_send, reply_receive = trio.open_memory_channel[Reply](1)
+        reply_send, reply_receive = trio.open_memory_channel[Reply | ProtocolError](1)
         conn = Connection(next(self._ids), peer_name, reply_send)
         commands = self._commands
         handler = _ConnectionHandler(
@@ -160,7 +160,7 @@ class _ConnectionHandler:
         self,
         stream: trio.abc.Stream,
         conn: Connection,
-        replies: trio.MemoryReceiveChannel[Reply],
+        replies: trio.MemoryReceiveChannel[Reply | ProtocolError],
         commands: trio.MemorySendChannel[Command],
         decoder: LineDecoder,
     ) -> None:
@@ -178,7 +178,7 @@ class _ConnectionHandler:
             try:
                 line = decoder.next_line()
             except ProtocolError as exc:
-                self._queue_reply(ErrorReply.from_exception(exc))
+                self._queue_reply(exc)
                 continue
             if line is NEED_DATA:
                 await self._flush()
@@ -190,7 +190,7 @@ class _ConnectionHandler:
             try:
                 request = decode_request(line)
             except ProtocolError as exc:
-                self._queue_reply(ErrorReply.from_exception(exc))
+                self._queue_reply(exc)
                 continue
             if request.may_block:
                 # Earlier replies must not wait behind a blocking request.
@@ -204,7 +204,9 @@ class _ConnectionHandler:
             if len(self._out) >= _FLUSH_BYTES:
                 await self._flush()
 
-    def _queue_reply(self, reply: Reply) -> None:
+    def _queue_reply(self, reply: Reply | ProtocolError) -> None:
+        if isinstance(reply, ProtocolError):
+            reply = ErrorReply.from_exception(reply)
         self._out += encode(reply.to_wire())
 
     async def _flush(self) -> None:
@@ -213,11 +215,11 @@ class _ConnectionHandler:
             self._out.clear()
             await self._stream.send_all(data)
 
-    async def _call(self, request: Request) -> Reply:
+    async def _call(self, request: Request) -> Reply | ProtocolError:
         await self._commands.send(Call(self._conn, request))
         return await self._replies.receive()
 
-    async def _call_watching_peer(self, request: Request) -> Reply | None:
+    async def _call_watching_peer(self, request: Request) -> Reply | ProtocolError | None:
         """Like ``_call``, but give up if the peer goes away meanwhile.
 
         A worker blocked in ``request_job`` is not otherwise reading its
@@ -225,7 +227,7 @@ class _ConnectionHandler:
         job was handed to it. Returns ``None`` if the peer closed or reset.
         """
         peer_gone = False
-        reply: Reply | None = None
+        reply: Reply | ProtocolError | None = None
 
         async def watch(cancel_scope: trio.CancelScope) -> None:
             nonlocal peer_gone

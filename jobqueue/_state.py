@@ -49,7 +49,7 @@ TRANSITIONS: dict[tuple[JobState, str], JobState] = {
     (JobState.RUNNING, "requeue"): JobState.PENDING,
 }
 
-FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED})
+FINISHED = (JobState.COMPLETED, JobState.FAILED)
 
 
 class InvalidTransition(RuntimeError):
@@ -185,6 +185,9 @@ class QueueState:
     _leases: OrderedDict[str, None] = attrs.field(factory=OrderedDict, init=False)
     _held: dict[Hashable, dict[str, None]] = attrs.field(factory=dict, init=False)
     _finished: deque[str] = attrs.field(factory=deque, init=False)
+    _finished_counts: dict[str, int] = attrs.field(
+        factory=lambda: {state.value: 0 for state in FINISHED}, init=False
+    )
     _next_seq: int = attrs.field(default=1, init=False)
     _last_now: float = attrs.field(default=float("-inf"), init=False)
     totals: dict[str, int] = attrs.field(
@@ -241,12 +244,11 @@ class QueueState:
 
     def counts(self) -> dict[str, int]:
         """How many remembered jobs are in each state."""
-        counts = dict.fromkeys((s.value for s in JobState), 0)
-        counts["pending"] = len(self._pending)
-        counts["running"] = len(self._leases)
-        for job_id in self._finished:
-            counts[self._jobs[job_id].state.value] += 1
-        return counts
+        return {
+            "pending": len(self._pending),
+            "running": len(self._leases),
+            **self._finished_counts,
+        }
 
     def next_deadline(self) -> float:
         """When the earliest lease runs out (``inf`` if nothing is running)."""
@@ -299,6 +301,7 @@ class QueueState:
         self._tick(now)
         job = self._leased(job_id, worker, attempt, "complete")
         self.apply(Completed(job_id, result))
+        self._enforce_retention()
         return job
 
     def fail(
@@ -318,6 +321,7 @@ class QueueState:
         self._tick(now)
         job = self._leased(job_id, worker, attempt, "fail")
         self.apply(Failed(job_id, error_type, error_message))
+        self._enforce_retention()
         return job
 
     def release(self, worker: Hashable, now: float) -> list[JobRecord]:
@@ -407,6 +411,7 @@ class QueueState:
             if forgotten is None or forgotten.state not in FINISHED:
                 raise InvalidTransition(f"cannot forget job {event.job_id!r}: not finished")
             del self._jobs[event.job_id]
+            self._finished_counts[forgotten.state.value] -= 1
             if self._finished[0] == event.job_id:
                 self._finished.popleft()
             else:  # only reachable by replaying a hand-made log
@@ -443,6 +448,11 @@ class QueueState:
 
     def _finish(self, job: JobRecord, total: str) -> None:
         self.totals[total] += 1
+        self._finished_counts[job.state.value] += 1
         self._finished.append(job.id)
+
+    def _enforce_retention(self) -> None:
+        # A separate step, not part of applying Completed/Failed, so the log
+        # reads "completed, then forgotten" and replays in that order.
         while len(self._finished) > self.finished_retention:
             self.apply(Forgotten(self._finished[0]))

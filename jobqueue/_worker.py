@@ -22,7 +22,15 @@ import attrs
 import trio
 
 from ._link import ConnectionLost, Connector, Link, RequestError
-from ._protocol import Heartbeat, Hello, JobAssigned, JobComplete, JobFailed, RequestJob
+from ._protocol import (
+    MAX_WAIT_SECONDS,
+    Heartbeat,
+    Hello,
+    JobAssigned,
+    JobComplete,
+    JobFailed,
+    RequestJob,
+)
 
 log = logging.getLogger("jobqueue.worker")
 
@@ -133,7 +141,9 @@ class Worker:
     handlers: dict[str, Handler] = attrs.field(factory=dict, converter=_merge_handlers)
     concurrency: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     name: str = attrs.field(factory=_default_name)
-    poll_wait: float = 30.0
+    poll_wait: float = attrs.field(
+        default=30.0, validator=[attrs.validators.gt(0), attrs.validators.le(MAX_WAIT_SECONDS)]
+    )
     reconnect_delay: float = 0.1
     max_reconnect_delay: float = 5.0
     connect: Connector | None = None
@@ -169,7 +179,11 @@ class Worker:
             await all_connected.wait()
             log.info(
                 "worker %s connected to %s:%d with %d slot(s); handlers: %s",
-                self.name, self.host, self.port, self.concurrency, ", ".join(sorted(self.handlers)),
+                self.name,
+                self.host,
+                self.port,
+                self.concurrency,
+                ", ".join(sorted(self.handlers)),
             )
             task_status.started()
         raise AssertionError("slots never return")  # pragma: no cover
@@ -186,10 +200,10 @@ class Worker:
                 await trio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.max_reconnect_delay)
                 continue
+            self._stats.connected_slots += 1
             try:
                 await link.request(Hello(self.name))
                 delay = self.reconnect_delay
-                self._stats.connected_slots += 1
                 if first:
                     first = False
                     connected()
