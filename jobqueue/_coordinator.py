@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -46,6 +47,12 @@ from ._protocol import (
 from ._state import FINISHED, JobRecord, QueueState
 from ._version import __version__
 
+#: What a connection handler forwards: a decoded request, or the error that
+#: decoding a line raised (passed through so its reply keeps its place in line).
+Item = Request | ProtocolError
+#: What the coordinator sends back: a reply, or the error a request raised.
+Outgoing = Reply | ProtocolError
+
 
 @attrs.define(eq=False)
 class Connection:
@@ -54,18 +61,23 @@ class Connection:
     Attributes:
         id: Unique per server run; the identity leases are held under.
         peer: ``host:port`` of the remote end, used when it gave no name.
-        reply: Where the coordinator puts the reply to this connection's
-            current request. Holds one item: a connection has at most one
-            request in flight, so ``send_nowait`` never finds it full.
+        outbox: Where the coordinator puts this connection's replies, in
+            request order, a list per batch; ``None`` tells the writer the
+            connection is finished. Unbounded, so ``send_nowait`` never
+            blocks the coordinator; the handler bounds it by never having
+            more than a fixed number of requests in flight.
         name: What the peer called itself in ``hello``.
     """
 
     id: int
     peer: str
-    reply: trio.MemorySendChannel[Reply | ProtocolError]
+    outbox: trio.MemorySendChannel[list[Outgoing] | None]
     name: str | None = None
-    #: The request this connection is blocked in, if any.
+    #: The blocking request this connection is parked in, if any.
     parked: _Parked | None = None
+    #: Requests that arrived behind the parked one; served once it is answered.
+    backlog: deque[Item] = attrs.field(factory=deque)
+    closed: bool = False
 
     @property
     def label(self) -> str:
@@ -83,11 +95,11 @@ class _Parked:
 
 
 @attrs.frozen
-class Call:
-    """A request from a connection, to be answered on ``conn.reply``."""
+class Batch:
+    """Requests from one connection, in the order they arrived."""
 
     conn: Connection
-    request: Request
+    items: list[Item]
 
 
 @attrs.frozen
@@ -99,12 +111,12 @@ class Connected:
 
 @attrs.frozen
 class Disconnected:
-    """A connection closed: its leases and its blocked request end now."""
+    """A connection closed: its leases, parked request and backlog end now."""
 
     conn: Connection
 
 
-Command = Call | Connected | Disconnected
+Command = Batch | Connected | Disconnected
 
 
 @attrs.define(eq=False)
@@ -125,6 +137,10 @@ class Coordinator:
     # request was already answered is skipped when it reaches the top.
     _timeouts: list[tuple[float, int, _Parked]] = attrs.field(factory=list, init=False)
     _tiebreak: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
+    # Parked requests answered during this step, with their replies; their
+    # backlogs are served by a loop (_serve_woken), not by recursion, so no
+    # chain of connections can grow the stack.
+    _woken: deque[tuple[Connection, Outgoing]] = attrs.field(factory=deque, init=False)
 
     async def run(self, commands: trio.MemoryReceiveChannel[Command]) -> None:
         """Serve commands until cancelled or until every sender is closed.
@@ -168,32 +184,65 @@ class Coordinator:
             if parked.conn.parked is parked:
                 self._unpark(parked)
                 if parked.job_id is None:
-                    self._reply(parked.conn, NoJob())
+                    self._woken.append((parked.conn, NoJob()))
                 else:
-                    self._reply(parked.conn, self.state.get(parked.job_id).info())
+                    self._woken.append((parked.conn, self.state.get(parked.job_id).info()))
+        self._serve_woken(now)
 
     def handle(self, command: Command, now: float) -> None:
         """Apply one command."""
-        if isinstance(command, Call):
-            reply: Reply | ProtocolError | None
-            try:
-                reply = self._serve(command.conn, command.request, now)
-            except ProtocolError as exc:
-                # Handed back as is: the connection handler is the one place
-                # that turns errors into wire replies.
-                reply = exc
-            if reply is not None:
-                self._reply(command.conn, reply)
+        conn = command.conn
+        if isinstance(command, Batch):
+            if conn.closed:
+                return
+            if conn.parked is not None:
+                conn.backlog.extend(command.items)
+            else:
+                self._serve_items(conn, command.items, now, [])
         elif isinstance(command, Connected):
-            self._conns[command.conn.id] = command.conn
-        else:
-            conn = command.conn
+            self._conns[conn.id] = conn
+        elif not conn.closed:
+            conn.closed = True
             # pop: a handler cancelled at shutdown may never have sent Connected.
             self._conns.pop(conn.id, None)
             if conn.parked is not None:
                 self._unpark(conn.parked)
+            conn.backlog.clear()
             if self.state.release(conn.id, now):
                 self._feed_idle_workers(now)
+            self._send(conn, None)
+        self._serve_woken(now)
+
+    def _serve_items(
+        self, conn: Connection, items: Iterable[Item], now: float, replies: list[Outgoing]
+    ) -> None:
+        """Serve ``items`` in order until one parks; queue the rest behind it."""
+        pending = iter(items)
+        for item in pending:
+            if isinstance(item, ProtocolError):
+                replies.append(item)
+                continue
+            reply: Outgoing | None
+            try:
+                reply = self._serve(conn, item, now)
+            except ProtocolError as exc:
+                # Handed back as is: the connection handler is the one place
+                # that turns errors into wire replies.
+                reply = exc
+            if reply is None:
+                conn.backlog.extend(pending)
+                break
+            replies.append(reply)
+        if replies:
+            self._send(conn, replies)
+
+    def _serve_woken(self, now: float) -> None:
+        while self._woken:
+            conn, reply = self._woken.popleft()
+            if conn.closed:
+                continue
+            backlog, conn.backlog = conn.backlog, deque()
+            self._serve_items(conn, backlog, now, [reply])
 
     def _serve(self, conn: Connection, request: Request, now: float) -> Reply | None:
         """Apply one request; ``None`` means the reply comes later."""
@@ -246,11 +295,11 @@ class Coordinator:
     def _assigned(self, job: JobRecord) -> JobAssigned:
         return JobAssigned(job.id, job.name, job.payload, job.attempt, self.state.lease_timeout)
 
-    def _reply(self, conn: Connection, reply: Reply | ProtocolError) -> None:
+    def _send(self, conn: Connection, replies: list[Outgoing] | None) -> None:
         # If the handler is gone, its Disconnected command is on its way and
-        # will release anything this reply handed out.
+        # will release anything these replies handed out.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            conn.reply.send_nowait(reply)
+            conn.outbox.send_nowait(replies)
 
     def _park(self, conn: Connection, deadline: float, job_id: str | None) -> None:
         parked = _Parked(conn, deadline, job_id)
@@ -280,7 +329,7 @@ class Coordinator:
             conn.parked = None
             job = self.state.assign(conn.id, now, conn.label)
             assert job is not None
-            self._reply(conn, self._assigned(job))
+            self._woken.append((conn, self._assigned(job)))
 
     def _notify_watchers(self, job: JobRecord) -> None:
         watchers = self._watchers.pop(job.id, None)
@@ -288,7 +337,7 @@ class Coordinator:
             info = job.info()
             for parked in watchers.values():
                 parked.conn.parked = None
-                self._reply(parked.conn, info)
+                self._woken.append((parked.conn, info))
 
     def _stats(self) -> Stats:
         workers: list[dict[str, Any]] = []

@@ -10,12 +10,22 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import secrets
 from typing import NoReturn
 
 import trio
 
-from ._coordinator import Call, Command, Connected, Connection, Coordinator, Disconnected
+from ._coordinator import (
+    Batch,
+    Command,
+    Connected,
+    Connection,
+    Coordinator,
+    Disconnected,
+    Item,
+    Outgoing,
+)
 from ._protocol import (
     EOF,
     MAX_LINE_BYTES,
@@ -23,8 +33,6 @@ from ._protocol import (
     ErrorReply,
     LineDecoder,
     ProtocolError,
-    Reply,
-    Request,
     decode_request,
     encode,
 )
@@ -34,10 +42,6 @@ log = logging.getLogger("jobqueue.server")
 
 #: Bytes asked of the socket per read.
 _RECEIVE_SIZE = 65536
-#: Replies to pipelined requests are gathered and written together, but never
-#: more than this many bytes at a time, so a peer that pipelines many
-#: requests with large replies cannot make the server buffer without bound.
-_FLUSH_BYTES = 65536
 
 
 async def serve_queue(
@@ -120,7 +124,14 @@ class QueueService:
         await Coordinator(self.state).run(self._commands_receive)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
-        """Serve one connection until the peer closes it."""
+        """Serve one connection until the peer closes it.
+
+        Two tasks per connection: a reader that decodes requests and forwards
+        them to the coordinator in batches, and a writer that encodes the
+        coordinator's replies. Because the reader never stops reading (except
+        for backpressure), a peer that vanishes is noticed at once, even
+        while it is blocked in ``request_job``.
+        """
         peer_name = "memory"
         if isinstance(stream, trio.SocketStream):
             try:
@@ -128,29 +139,35 @@ class QueueService:
                 peer_name = f"{peer[0]}:{peer[1]}"
             except OSError:  # the peer reset before we asked
                 peer_name = "?"
-        reply_send, reply_receive = trio.open_memory_channel[Reply | ProtocolError](1)
-        conn = Connection(next(self._ids), peer_name, reply_send)
-        commands = self._commands
+        outbox, replies = trio.open_memory_channel[list[Outgoing] | None](math.inf)
+        conn = Connection(next(self._ids), peer_name, outbox)
         handler = _ConnectionHandler(
-            stream, conn, reply_receive, commands, LineDecoder(self._max_line_bytes)
+            stream, conn, replies, self._commands, LineDecoder(self._max_line_bytes)
         )
         log.debug("connection %d from %s opened", conn.id, peer_name)
         try:
-            await commands.send(Connected(conn))
+            await self._commands.send(Connected(conn))
             await handler.serve()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            # The peer reset the connection, or the coordinator is shutting down.
+            # The coordinator is shutting down.
             log.debug("connection %d from %s broke: %r", conn.id, peer_name, exc)
         finally:
             # Shielded so a cancelled handler still returns its leases; the
             # coordinator closes its channel when it exits, so this cannot hang.
+            # (A second Disconnected for the same connection is ignored.)
             with (
                 trio.CancelScope(shield=True),
                 contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
             ):
-                await commands.send(Disconnected(conn))
+                await self._commands.send(Disconnected(conn))
             await trio.aclose_forcefully(stream)
             log.debug("connection %d from %s closed", conn.id, peer_name)
+
+
+#: Requests one connection may have sent to the coordinator and not yet had
+#: written back. Bounds what a peer that stops reading can make the server
+#: hold (at most this many replies), while letting pipelined requests flow.
+_MAX_IN_FLIGHT = 64
 
 
 class _ConnectionHandler:
@@ -160,7 +177,7 @@ class _ConnectionHandler:
         self,
         stream: trio.abc.Stream,
         conn: Connection,
-        replies: trio.MemoryReceiveChannel[Reply | ProtocolError],
+        replies: trio.MemoryReceiveChannel[list[Outgoing] | None],
         commands: trio.MemorySendChannel[Command],
         decoder: LineDecoder,
     ) -> None:
@@ -169,85 +186,98 @@ class _ConnectionHandler:
         self._replies = replies
         self._commands = commands
         self._decoder = decoder
-        self._out = bytearray()
+        self._in_flight = 0
+        self._window_open = trio.Event()
 
     async def serve(self) -> None:
-        """Answer requests in order until the peer closes its side."""
+        """Run the reader and the writer until the connection is finished."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read, nursery.cancel_scope)
+            await self._write(nursery.cancel_scope)
+
+    async def _read(self, cancel_scope: trio.CancelScope) -> None:
+        try:
+            await self._read_requests()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The coordinator is gone (shutdown): the writer will never be
+            # told to finish, so end the connection from here.
+            cancel_scope.cancel()
+
+    async def _read_requests(self) -> None:
         decoder = self._decoder
+        batch: list[Item] = []
         while True:
+            if self._in_flight + len(batch) >= _MAX_IN_FLIGHT:
+                await self._forward(batch)
+                batch = []
+                while self._in_flight >= _MAX_IN_FLIGHT:
+                    self._window_open = trio.Event()
+                    await self._window_open.wait()
+                continue
             try:
                 line = decoder.next_line()
             except ProtocolError as exc:
-                self._queue_reply(exc)
+                batch.append(exc)
                 continue
             if line is NEED_DATA:
-                await self._flush()
-                decoder.receive_data(await self._stream.receive_some(_RECEIVE_SIZE))
+                if batch:
+                    await self._forward(batch)
+                    batch = []
+                try:
+                    data = await self._stream.receive_some(_RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""  # a reset is an end of stream with no goodbye
+                decoder.receive_data(data)
                 continue
             if line is EOF:
-                await self._flush()
-                return
+                break
             try:
-                request = decode_request(line)
+                batch.append(decode_request(line))
             except ProtocolError as exc:
-                self._queue_reply(exc)
-                continue
-            if request.may_block:
-                # Earlier replies must not wait behind a blocking request.
-                await self._flush()
-                reply = await self._call_watching_peer(request)
-                if reply is None:
+                batch.append(exc)
+        # The peer has closed its side. Whatever it sent is answered first;
+        # then the coordinator drops any blocking request (a worker that is
+        # gone must not be handed a job) and tells the writer to finish.
+        await self._forward(batch)
+        await self._commands.send(Disconnected(self._conn))
+
+    async def _forward(self, batch: list[Item]) -> None:
+        if batch:
+            self._in_flight += len(batch)
+            await self._commands.send(Batch(self._conn, batch))
+
+    async def _write(self, cancel_scope: trio.CancelScope) -> None:
+        replies = self._replies
+        while True:
+            outgoing = await replies.receive()
+            chunks: list[bytes] = []
+            written = 0
+            finished = False
+            # Coalesce whatever else is ready: one write for many replies.
+            while True:
+                if outgoing is None:
+                    finished = True
+                    break
+                written += len(outgoing)
+                chunks.extend(map(_encode_outgoing, outgoing))
+                try:
+                    outgoing = replies.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            if chunks:
+                try:
+                    await self._stream.send_all(b"".join(chunks))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    cancel_scope.cancel()  # stop the reader too; finally does the rest
                     return
-            else:
-                reply = await self._call(request)
-            self._queue_reply(reply)
-            if len(self._out) >= _FLUSH_BYTES:
-                await self._flush()
+            self._in_flight -= written
+            if self._in_flight < _MAX_IN_FLIGHT:
+                self._window_open.set()
+            if finished:
+                return
 
-    def _queue_reply(self, reply: Reply | ProtocolError) -> None:
-        if isinstance(reply, ProtocolError):
-            reply = ErrorReply.from_exception(reply)
-        self._out += encode(reply.to_wire())
 
-    async def _flush(self) -> None:
-        if self._out:
-            data = bytes(self._out)
-            self._out.clear()
-            await self._stream.send_all(data)
-
-    async def _call(self, request: Request) -> Reply | ProtocolError:
-        await self._commands.send(Call(self._conn, request))
-        return await self._replies.receive()
-
-    async def _call_watching_peer(self, request: Request) -> Reply | ProtocolError | None:
-        """Like ``_call``, but give up if the peer goes away meanwhile.
-
-        A worker blocked in ``request_job`` is not otherwise reading its
-        socket, so without this a killed worker would only be noticed when a
-        job was handed to it. Returns ``None`` if the peer closed or reset.
-        """
-        peer_gone = False
-        reply: Reply | ProtocolError | None = None
-
-        async def watch(cancel_scope: trio.CancelScope) -> None:
-            nonlocal peer_gone
-            try:
-                # Keep reading (pipelined requests are kept for later), but
-                # stop once a full line's worth is buffered: backpressure.
-                while self._decoder.buffered <= self._decoder.max_line:
-                    data = await self._stream.receive_some(_RECEIVE_SIZE)
-                    self._decoder.receive_data(data)
-                    if not data:
-                        break
-                else:
-                    await trio.sleep_forever()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            peer_gone = True
-            cancel_scope.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch, nursery.cancel_scope)
-            reply = await self._call(request)
-            nursery.cancel_scope.cancel()
-        return None if peer_gone else reply
+def _encode_outgoing(reply: Outgoing) -> bytes:
+    if isinstance(reply, ProtocolError):
+        reply = ErrorReply.from_exception(reply)
+    return encode(reply.to_wire())

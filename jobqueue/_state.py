@@ -49,7 +49,7 @@ TRANSITIONS: dict[tuple[JobState, str], JobState] = {
     (JobState.RUNNING, "requeue"): JobState.PENDING,
 }
 
-FINISHED = (JobState.COMPLETED, JobState.FAILED)
+FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED})
 
 
 class InvalidTransition(RuntimeError):
@@ -186,7 +186,7 @@ class QueueState:
     _held: dict[Hashable, dict[str, None]] = attrs.field(factory=dict, init=False)
     _finished: deque[str] = attrs.field(factory=deque, init=False)
     _finished_counts: dict[str, int] = attrs.field(
-        factory=lambda: {state.value: 0 for state in FINISHED}, init=False
+        factory=lambda: {"completed": 0, "failed": 0}, init=False
     )
     _next_seq: int = attrs.field(default=1, init=False)
     _last_now: float = attrs.field(default=float("-inf"), init=False)
@@ -384,9 +384,10 @@ class QueueState:
             self._leases[job.id] = None
             self._held.setdefault(event.worker, {})[job.id] = None
         elif isinstance(event, LeaseExtended):
-            job = self._jobs[event.job_id]
-            if job.state is not JobState.RUNNING:
-                raise InvalidTransition(f"cannot extend the lease of a {job.state.value} job")
+            extended = self._jobs.get(event.job_id)
+            if extended is None or extended.state is not JobState.RUNNING:
+                raise InvalidTransition(f"cannot extend the lease of {event.job_id!r}: not running")
+            job = extended
             job.lease_deadline = event.lease_deadline
             self._leases.move_to_end(job.id)
         elif isinstance(event, Completed):

@@ -94,7 +94,7 @@ class WorkerStatistics:
         failed: Jobs whose handler raised, reported as failed.
         lost: Jobs abandoned because the server said the lease was gone.
         running: Handlers running right now.
-        connected_slots: Slots with a live connection right now.
+        connected_slots: Slots connected (``hello`` answered) right now.
     """
 
     completed: int = 0
@@ -200,9 +200,11 @@ class Worker:
                 await trio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.max_reconnect_delay)
                 continue
-            self._stats.connected_slots += 1
+            counted = False
             try:
                 await link.request(Hello(self.name))
+                self._stats.connected_slots += 1
+                counted = True
                 delay = self.reconnect_delay
                 if first:
                     first = False
@@ -216,7 +218,8 @@ class Worker:
                     self._link_down = True
                     log.warning("lost the queue at %s (%s); reconnecting", link.address, exc)
             finally:
-                self._stats.connected_slots -= 1
+                if counted:
+                    self._stats.connected_slots -= 1
                 await link.aclose()
 
     async def _serve(self, link: Link) -> NoReturn:
