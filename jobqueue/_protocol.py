@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, NoReturn
 
@@ -31,6 +32,16 @@ MAX_LINE_BYTES = 1 << 20
 #: decoder and encoder recurse, so an unbounded depth would let a peer raise
 #: RecursionError inside the server.
 MAX_DEPTH = 64
+
+#: Room kept in a line for a reply's envelope (ids, names, error text) around
+#: a payload or result: a stored value re-encodes to at most
+#: ``MAX_LINE_BYTES - ENVELOPE_BYTES`` bytes, so every reply fits in
+#: ``MAX_LINE_BYTES`` plus this much.
+ENVELOPE_BYTES = 16384
+
+#: Longest error message kept from ``job_failed``, in characters (longer ones
+#: are cut: the message is for people, the limit keeps replies bounded).
+MAX_ERROR_CHARS = 4096
 
 #: Longest accepted job name (and ``hello`` name), in characters.
 MAX_NAME_CHARS = 200
@@ -188,11 +199,15 @@ _json_decode: Callable[[str], Any] = json.JSONDecoder(
 _json_encode: Callable[[Any], str] = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":")
 ).encode
-# The fallback for text holding a lone surrogate (legal in JSON as "\ud800",
-# but with no UTF-8 encoding): escape everything outside ASCII.
-_json_encode_ascii: Callable[[Any], str] = json.JSONEncoder(
-    ensure_ascii=True, allow_nan=False, separators=(",", ":")
-).encode
+# A lone surrogate (legal in JSON as "\ud800") has no UTF-8 encoding. The
+# encoder above leaves it as a raw code point, which can only sit inside a
+# string literal, so escaping just those code points keeps the JSON valid and
+# no longer than it came in.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def decode_object(line: bytes) -> dict[str, Any]:
@@ -258,19 +273,19 @@ def _check_depth(text: str) -> None:
 def encode(obj: dict[str, Any]) -> bytes:
     r"""Encode one message as a line of UTF-8 JSON ending in ``\n``.
 
-    Non-ASCII text is written as UTF-8, not escaped, so a reply carrying a
-    payload is no longer than the request that brought it in (escaping could
-    triple it and push it past the peer's line limit).
+    Non-ASCII text is written as UTF-8, not escaped (escaping could triple
+    its size); only lone surrogates, which UTF-8 cannot carry, are written as
+    ``\\uXXXX`` escapes.
 
     Raises:
         ValueError: if ``obj`` holds NaN or infinity.
         TypeError: if ``obj`` holds something JSON cannot represent.
     """
-    text = _json_encode(obj)
+    text = _json_encode(obj) + "\n"
     try:
-        return (text + "\n").encode("utf-8")
+        return text.encode("utf-8")
     except UnicodeEncodeError:
-        return (_json_encode_ascii(obj) + "\n").encode("ascii")
+        return _LONE_SURROGATE.sub(_escape_surrogate, text).encode("utf-8")
 
 
 def _json_type(value: object) -> str:
@@ -357,6 +372,25 @@ def _number(obj: dict[str, Any], key: str) -> float:
     return float(value)
 
 
+def _stored_value(obj: dict[str, Any], key: str) -> Any:
+    """A payload or result the server will store and send back later.
+
+    Checked by its re-encoded size, not its size on the wire: numbers can come
+    back longer than they went in (``1e15`` is written ``1000000000000000.0``),
+    and the reply that carries the value must still fit a peer's line limit.
+    """
+    value = obj.get(key)
+    if isinstance(value, (dict, list, str, float)):
+        size = len(encode({key: value}))
+        if size > MAX_LINE_BYTES - ENVELOPE_BYTES:
+            raise ProtocolError(
+                "message_too_large",
+                f'"{obj["type"]}" field "{key}" encodes to {size} bytes; '
+                f"the limit is {MAX_LINE_BYTES - ENVELOPE_BYTES}",
+            )
+    return value
+
+
 def _object(obj: dict[str, Any], key: str) -> dict[str, Any]:
     value = obj.get(key)
     if not isinstance(value, dict):
@@ -411,7 +445,7 @@ class SubmitJob:
             raise ProtocolError(
                 "bad_request", f"job name is longer than {MAX_NAME_CHARS} characters"
             )
-        return cls(name=name, payload=obj.get("payload"))
+        return cls(name=name, payload=_stored_value(obj, "payload"))
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
@@ -458,7 +492,11 @@ class JobComplete:
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> JobComplete:
         """Validate a decoded ``job_complete``."""
-        return cls(job_id=_str(obj, "job_id"), attempt=_opt_attempt(obj), result=obj.get("result"))
+        return cls(
+            job_id=_str(obj, "job_id"),
+            attempt=_opt_attempt(obj),
+            result=_stored_value(obj, "result"),
+        )
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
@@ -492,8 +530,8 @@ class JobFailed:
             )
         return cls(
             job_id=_str(obj, "job_id"),
-            error_type=error_type,
-            error_message=message,
+            error_type=error_type[:MAX_NAME_CHARS],
+            error_message=message[:MAX_ERROR_CHARS],
             attempt=_opt_attempt(obj),
         )
 

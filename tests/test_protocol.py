@@ -1,0 +1,981 @@
+"""Tests for the sans-IO wire codec: LineDecoder, decode_*, encode, messages.
+
+Every byte stream is fed to a LineDecoder twice, once whole and once one byte
+at a time, and both feeds must produce the same lines and the same errors.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from jobqueue._protocol import (
+    ENVELOPE_BYTES,
+    EOF,
+    MAX_DEPTH,
+    MAX_LINE_BYTES,
+    MAX_NAME_CHARS,
+    MAX_WAIT_SECONDS,
+    NEED_DATA,
+    ErrorReply,
+    GetStats,
+    GetStatus,
+    Heartbeat,
+    Hello,
+    JobAssigned,
+    JobComplete,
+    JobFailed,
+    JobInfo,
+    JobSubmitted,
+    LineDecoder,
+    NoJob,
+    Ok,
+    ProtocolError,
+    Reply,
+    Request,
+    RequestJob,
+    Stats,
+    SubmitJob,
+    WaitJob,
+    Welcome,
+    decode_object,
+    decode_reply,
+    decode_request,
+    encode,
+)
+
+# What a feed produced, in order: a line (bytes), or ("error", code). A feed
+# always ends with "EOF".
+Output = bytes | tuple[str, str]
+
+
+def drain(decoder: LineDecoder, out: list[Output | str], limit: int) -> None:
+    """Pull lines until the decoder wants more data or reports EOF.
+
+    Every line or error uses up at least one byte, so more than ``limit``
+    (bytes fed + 1) outputs means the decoder is stuck repeating itself.
+    """
+    while True:
+        assert len(out) <= limit
+        try:
+            item = decoder.next_line()
+        except ProtocolError as exc:
+            out.append(("error", exc.code))
+            continue
+        if item is NEED_DATA:
+            return
+        if item is EOF:
+            out.append("EOF")
+            return
+        assert isinstance(item, bytes)
+        out.append(item)
+
+
+def feed(chunks: Iterable[bytes], *, max_line: int = MAX_LINE_BYTES) -> list[Output | str]:
+    """Feed ``chunks`` then EOF; everything the decoder handed out."""
+    decoder = LineDecoder(max_line)
+    out: list[Output | str] = []
+    fed = 0
+    for chunk in chunks:
+        decoder.receive_data(chunk)
+        fed += len(chunk)
+        drain(decoder, out, fed + 1)
+    decoder.receive_data(b"")
+    drain(decoder, out, fed + 1)
+    assert out[-1] == "EOF"
+    # EOF is sticky: asking again changes nothing.
+    assert decoder.next_line() is EOF
+    return out
+
+
+def bytewise(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def feed_both(data: bytes, *, max_line: int = MAX_LINE_BYTES) -> list[Output | str]:
+    """Feed ``data`` whole and one byte at a time; both must agree."""
+    whole = feed([data] if data else [], max_line=max_line)
+    assert feed(bytewise(data), max_line=max_line) == whole
+    return whole
+
+
+def decode_line(line: bytes) -> Request:
+    """Decode ``line`` as a request after passing it through a LineDecoder both ways."""
+    lines = feed_both(line + b"\n")
+    assert lines == [line, "EOF"]
+    return decode_request(line)
+
+
+def request_error(line: bytes) -> ProtocolError:
+    lines = feed_both(line + b"\n")
+    assert lines == [line, "EOF"]
+    with pytest.raises(ProtocolError) as info:
+        decode_request(line)
+    return info.value
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, and of the same JSON types all the way down (True is not 1)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+# -- LineDecoder ----------------------------------------------------------------
+
+
+def test_several_messages_in_one_chunk() -> None:
+    data = b'{"type":"stats"}\n{"type":"hello"}\n{"type":"no_job"}\n'
+    assert feed_both(data) == [
+        b'{"type":"stats"}',
+        b'{"type":"hello"}',
+        b'{"type":"no_job"}',
+        "EOF",
+    ]
+
+
+def test_lines_come_out_as_soon_as_complete() -> None:
+    decoder = LineDecoder()
+    assert decoder.next_line() is NEED_DATA
+    decoder.receive_data(b"ab")
+    assert decoder.next_line() is NEED_DATA
+    assert decoder.buffered == 2
+    decoder.receive_data(b"c\nde")
+    assert decoder.next_line() == b"abc"
+    assert decoder.next_line() is NEED_DATA
+    assert decoder.buffered == 2
+    decoder.receive_data(b"f\n")
+    assert decoder.next_line() == b"def"
+    assert decoder.next_line() is NEED_DATA
+    assert decoder.buffered == 0
+    decoder.receive_data(b"")
+    assert decoder.next_line() is EOF
+    assert decoder.next_line() is EOF
+
+
+def test_crlf_and_blank_lines() -> None:
+    data = b"\n\r\n  \n\t\r\na\r\nb\n\n\r\nc\r\n \r\n"
+    assert feed_both(data) == [b"a", b"b", b"c", "EOF"]
+
+
+def test_only_one_trailing_cr_is_dropped() -> None:
+    assert feed_both(b"a\r\r\n") == [b"a\r", "EOF"]
+    # A CR in the middle of a line is data.
+    assert feed_both(b"a\rb\n") == [b"a\rb", "EOF"]
+
+
+def test_empty_stream() -> None:
+    assert feed([]) == ["EOF"]
+    assert feed_both(b"") == ["EOF"]
+
+
+def test_whitespace_left_at_eof_is_not_a_message() -> None:
+    assert feed_both(b"a\n  \r") == [b"a", "EOF"]
+
+
+def test_partial_line_at_eof_raises_once() -> None:
+    assert feed_both(b'{"type":"stats"}\n{"type":"st') == [
+        b'{"type":"stats"}',
+        ("error", "incomplete_message"),
+        "EOF",
+    ]
+    decoder = LineDecoder()
+    decoder.receive_data(b"abc")
+    assert decoder.next_line() is NEED_DATA
+    decoder.receive_data(b"")
+    with pytest.raises(ProtocolError) as info:
+        decoder.next_line()
+    assert info.value.code == "incomplete_message"
+    assert decoder.next_line() is EOF
+    assert decoder.next_line() is EOF
+    assert decoder.buffered == 0
+
+
+def test_line_of_exactly_max_line_is_accepted() -> None:
+    assert feed_both(b"abcde\nfghij\n", max_line=5) == [b"abcde", b"fghij", "EOF"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # A complete over-long line arrives.
+        b"abcdef\nok\n",
+        # Much longer than the limit, then the next line.
+        b"x" * 100 + b"\nok\n",
+        # The newline ending the over-long line arrives much later.
+        b"abcdefghijklmnopqrstuvwxyz" * 10 + b"\r\nok\r\n",
+    ],
+)
+def test_over_long_line_raises_once_and_is_discarded(data: bytes) -> None:
+    assert feed_both(data, max_line=5) == [("error", "message_too_large"), b"ok", "EOF"]
+
+
+def test_over_long_line_without_newline_raises_as_soon_as_seen() -> None:
+    decoder = LineDecoder(max_line=5)
+    decoder.receive_data(b"abcde")
+    assert decoder.next_line() is NEED_DATA
+    decoder.receive_data(b"f")
+    with pytest.raises(ProtocolError) as info:
+        decoder.next_line()
+    assert info.value.code == "message_too_large"
+    # The excess is not buffered while the rest of the line streams in.
+    assert decoder.buffered == 0
+    assert decoder.next_line() is NEED_DATA
+    decoder.receive_data(b"ghijklmnop")
+    assert decoder.next_line() is NEED_DATA
+    assert decoder.buffered == 0
+    decoder.receive_data(b"qrs\nok\n")
+    assert decoder.next_line() == b"ok"
+    assert decoder.next_line() is NEED_DATA
+    decoder.receive_data(b"")
+    assert decoder.next_line() is EOF
+
+
+def test_over_long_line_cut_off_by_eof_raises_only_once() -> None:
+    assert feed_both(b"ok\n" + b"y" * 50, max_line=5) == [
+        b"ok",
+        ("error", "message_too_large"),
+        "EOF",
+    ]
+
+
+def test_two_over_long_lines_raise_twice() -> None:
+    assert feed_both(b"abcdefg\nhijklmn\nok\n", max_line=5) == [
+        ("error", "message_too_large"),
+        ("error", "message_too_large"),
+        b"ok",
+        "EOF",
+    ]
+
+
+def test_data_after_eof_is_an_error() -> None:
+    decoder = LineDecoder()
+    decoder.receive_data(b"a\n")
+    decoder.receive_data(b"")
+    # A second EOF is harmless.
+    decoder.receive_data(b"")
+    with pytest.raises(RuntimeError):
+        decoder.receive_data(b"b\n")
+    assert decoder.next_line() == b"a"
+    assert decoder.next_line() is EOF
+
+
+def test_default_max_line() -> None:
+    assert LineDecoder().max_line == MAX_LINE_BYTES == 1 << 20
+    assert LineDecoder(7).max_line == 7
+
+
+def test_byte_at_a_time_overflow_is_not_quadratic() -> None:
+    decoder = LineDecoder(max_line=1024)
+    codes = []
+    for _ in range(200_000):
+        decoder.receive_data(b"z")
+        try:
+            assert decoder.next_line() is NEED_DATA
+        except ProtocolError as exc:
+            codes.append(exc.code)
+        assert decoder.buffered <= 1025
+    assert codes == ["message_too_large"]
+    decoder.receive_data(b"\nok\n")
+    assert decoder.next_line() == b"ok"
+
+
+def test_byte_at_a_time_long_line_is_not_quadratic() -> None:
+    # Under the default 1 MiB limit: a 300 KB line fed one byte at a time,
+    # looking for a line after every byte.
+    decoder = LineDecoder()
+    payload = b"q" * 300_000
+    for i in range(len(payload)):
+        decoder.receive_data(payload[i : i + 1])
+        assert decoder.next_line() is NEED_DATA
+    decoder.receive_data(b"\n")
+    assert decoder.next_line() == payload
+    assert decoder.buffered == 0
+
+
+# -- decode_object / decode_request ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"submit_job","name":"x","payload":NaN}',
+        b'{"type":"submit_job","name":"x","payload":Infinity}',
+        b'{"type":"submit_job","name":"x","payload":-Infinity}',
+        b'{"type":"submit_job","name":"x","payload":[1,{"a":NaN}]}',
+        b'{"type":"request_job","wait":Infinity}',
+        b"NaN",
+    ],
+)
+def test_nan_and_infinity_are_rejected(line: bytes) -> None:
+    assert request_error(line).code == "bad_json"
+    with pytest.raises(ProtocolError) as info:
+        decode_object(line)
+    assert info.value.code == "bad_json"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"submit_job","name":"x","payload":1e999}',
+        b'{"type":"submit_job","name":"x","payload":{"a":[-1e400]}}',
+        b'{"type":"job_complete","job_id":"1","result":1E309}',
+        b'{"type":"request_job","wait":1e400}',
+        b'{"type":"hello","lease_timeout":1e400}',
+    ],
+)
+def test_float_literal_overflowing_to_infinity_is_bad_json(line: bytes) -> None:
+    # Python would read these as inf, which no reply could carry.
+    assert request_error(line).code == "bad_json"
+    with pytest.raises(ProtocolError) as info:
+        decode_reply(line)
+    assert info.value.code == "bad_json"
+
+
+def test_extreme_finite_floats_are_accepted() -> None:
+    line = b'{"type":"submit_job","name":"x","payload":[1.7976931348623157e308,-5e-324,1e-400]}'
+    request = decode_line(line)
+    assert request == SubmitJob("x", [1.7976931348623157e308, -5e-324, 0.0])
+    assert decode_line(encode(request.to_wire())[:-1]) == request
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"hello","name":"\xff"}',
+        b'{"type":"hello","name":"\xc0\xaf"}',  # overlong encoding of "/"
+        b'{"type":"hello","name":"\xed\xa0\x80"}',  # a surrogate encoded as UTF-8
+        b'{"type":"hello","name":"\xe2\x82"}',  # truncated sequence
+        b"\xfe\xff",
+    ],
+)
+def test_invalid_utf8_is_bad_json(line: bytes) -> None:
+    error = request_error(line)
+    assert error.code == "bad_json"
+    assert "UTF-8" in error.message
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"{",
+        b'{"type":"stats"',
+        b'{"type":"stats"}}',
+        b'{"type":"stats"} {"type":"stats"}',
+        b"{'type':'stats'}",
+        b'{"type":"stats",}',
+        b'{"type":"hello","name":"a\tb"}',  # raw control character in a string
+        b"\xef\xbb\xbf{}",  # a byte order mark
+        b"nul",
+    ],
+)
+def test_malformed_json_is_bad_json(line: bytes) -> None:
+    assert request_error(line).code == "bad_json"
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        (b"[]", "an array"),
+        (b'[{"type":"stats"}]', "an array"),
+        (b'"stats"', "a string"),
+        (b"12", "a number"),
+        (b"-1.5e3", "a number"),
+        (b"null", "null"),
+        (b"true", "a boolean"),
+    ],
+)
+def test_non_object_is_bad_request(line: bytes, kind: str) -> None:
+    error = request_error(line)
+    assert error.code == "bad_request"
+    assert error.message == f"a message must be a JSON object, not {kind}"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"{}",
+        b'{"job_id":"1"}',
+        b'{"type":1}',
+        b'{"type":null}',
+        b'{"type":["stats"]}',
+        b'{"type":true}',
+        b'{"Type":"stats"}',
+    ],
+)
+def test_missing_or_non_string_type_is_bad_request(line: bytes) -> None:
+    error = request_error(line)
+    assert error.code == "bad_request"
+    assert '"type"' in error.message
+    with pytest.raises(ProtocolError) as info:
+        decode_reply(line)
+    assert info.value.code == "bad_request"
+
+
+@pytest.mark.parametrize("kind", ["", "STATS", "job_assigned", "no_job", "error", "stats "])
+def test_unknown_request_type(kind: str) -> None:
+    error = request_error(json.dumps({"type": kind}).encode())
+    assert error.code == "unknown_type"
+    assert repr(kind) in error.message
+
+
+@pytest.mark.parametrize("kind", ["submit_job", "request_job", "heartbeat", "bogus"])
+def test_unknown_reply_type(kind: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_reply(json.dumps({"type": kind}).encode())
+    assert info.value.code == "unknown_type"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"[" * 100_000,
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 100_000,
+        b'{"type":"submit_job","name":"x","payload":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"type":"submit_job","name":"x","payload":' + b'{"a":' * 100_000,
+        # Closing brackets first must not let deep nesting through later.
+        b'{"type":"submit_job","name":"]]]]","payload":' + b"[" * 100 + b"]" * 100 + b"}",
+    ],
+)
+def test_deep_nesting_is_bad_json_not_recursion_error(line: bytes) -> None:
+    # Straight into the decoders: each bracket as its own byte through the
+    # line decoder is covered elsewhere and would only slow this down.
+    for decode in (decode_object, decode_request, decode_reply):
+        with pytest.raises(ProtocolError) as info:
+            decode(line)
+        assert info.value.code == "bad_json"
+
+
+def nested_submit(depth: int) -> bytes:
+    """A submit_job whose whole message is nested ``depth`` levels deep."""
+    payload = "[" * (depth - 1) + "]" * (depth - 1)
+    return f'{{"type":"submit_job","name":"x","payload":{payload}}}'.encode()
+
+
+def test_nesting_limit_is_exact() -> None:
+    request = decode_line(nested_submit(MAX_DEPTH))
+    assert isinstance(request, SubmitJob)
+    expected: Any = []
+    for _ in range(MAX_DEPTH - 2):
+        expected = [expected]
+    assert request.payload == expected
+    error = request_error(nested_submit(MAX_DEPTH + 1))
+    assert error.code == "bad_json"
+    assert str(MAX_DEPTH) in error.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 200,
+        "{" * 200,
+        '\\"' + "[" * 200,  # an escaped quote does not end the string
+        "\\\\" + "[" * 200,
+    ],
+)
+def test_brackets_inside_strings_do_not_count_as_nesting(text: str) -> None:
+    line = json.dumps({"type": "submit_job", "name": "x", "payload": text}).encode()
+    assert decode_line(line) == SubmitJob("x", json.loads(line)["payload"])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"submit_job","name":"x","payload":' + b"9" * 5000 + b"}",
+        b'{"type":"submit_job","name":"x","payload":-' + b"1" * 100_000 + b"}",
+        b'{"type":"job_complete","job_id":"1","attempt":' + b"1" * 5000 + b"}",
+    ],
+)
+def test_huge_integer_literal_is_bad_json(line: bytes) -> None:
+    assert request_error(line).code == "bad_json"
+
+
+REQUESTS: list[Request] = [
+    Hello(),
+    Hello(name="worker-1"),
+    Hello(name=""),
+    Hello(name="h" * MAX_NAME_CHARS),
+    SubmitJob(name="resize"),
+    SubmitJob(name="n" * MAX_NAME_CHARS, payload={"a": [1, 2.5, None, True, False, "s"], "b": {}}),
+    SubmitJob(name="é✓😀", payload="\U0001f600 \u2028 \x00"),
+    SubmitJob(name="x", payload=[]),
+    SubmitJob(name="x", payload=-(2**70)),
+    RequestJob(),
+    RequestJob(wait=0.5),
+    RequestJob(wait=2.5),
+    RequestJob(wait=MAX_WAIT_SECONDS),
+    JobComplete(job_id="1"),
+    JobComplete(job_id="abc-7", attempt=3, result={"ok": [1, None]}),
+    JobComplete(job_id="1", attempt=1, result=0.1),
+    JobFailed(job_id="1", error_type="ValueError", error_message="boom"),
+    JobFailed(job_id="j", error_type="", error_message="", attempt=2),
+    Heartbeat(job_id="1"),
+    Heartbeat(job_id="1", attempt=7),
+    GetStatus(job_id="r9"),
+    WaitJob(job_id="1"),
+    WaitJob(job_id="1", wait=0.0),
+    WaitJob(job_id="1", wait=12.5),
+    GetStats(),
+]
+
+
+@pytest.mark.parametrize("request_", REQUESTS, ids=repr)
+def test_request_round_trip(request_: Request) -> None:
+    wire = request_.to_wire()
+    assert wire["type"] == request_.TYPE
+    assert type(request_).from_wire(wire) == request_
+    line = encode(wire)
+    decoded = decode_line(line[:-1])
+    assert type(decoded) is type(request_)
+    assert decoded == request_
+    assert same(decoded.to_wire(), wire)
+
+
+REPLIES: list[Reply] = [
+    Welcome(server="jobqueue", version="0.1.0", lease_timeout=30.0),
+    JobSubmitted(job_id="1"),
+    JobAssigned(job_id="1", name="n", payload={"k": [1]}, attempt=2, lease_timeout=10.0),
+    JobAssigned(job_id="1", name="n", payload=None, attempt=1, lease_timeout=0.5),
+    NoJob(),
+    Ok(),
+    Ok(lease_timeout=30.0),
+    JobInfo(job_id="1", name="n", state="pending", attempt=0),
+    JobInfo(job_id="1", name="n", state="running", attempt=1, worker="w"),
+    JobInfo(job_id="1", name="n", state="completed", attempt=1, worker="w", result=[1, "a"]),
+    JobInfo(
+        job_id="1",
+        name="n",
+        state="failed",
+        attempt=3,
+        worker="w",
+        error={"type": "KeyError", "message": "'x'"},
+    ),
+    Stats(
+        jobs={"pending": 1, "running": 0, "completed": 2, "failed": 0},
+        totals={"submitted": 3, "completed": 2, "failed": 0, "reassigned": 1, "expired": 0},
+        connections=2,
+        waiting_workers=1,
+        workers=[{"name": "w", "jobs": ["1", "2"]}],
+    ),
+    ErrorReply(code="bad_json", message="nope"),
+    ErrorReply(code="unknown_job", message=""),
+]
+
+
+@pytest.mark.parametrize("reply", REPLIES, ids=repr)
+def test_reply_round_trip(reply: Reply) -> None:
+    wire = reply.to_wire()
+    assert type(reply).from_wire(wire) == reply
+    decoded = decode_reply(encode(wire)[:-1])
+    assert type(decoded) is type(reply)
+    assert decoded == reply
+
+
+def test_request_wait_integer_becomes_float() -> None:
+    request = decode_line(b'{"type":"request_job","wait":5}')
+    assert request == RequestJob(wait=5.0)
+    assert isinstance(request, RequestJob)
+    assert type(request.wait) is float
+    assert request.may_block
+    assert not RequestJob().may_block
+    assert decode_line(b'{"type":"request_job","wait":0}') == RequestJob()
+    assert decode_line(b'{"type":"request_job","wait":null}') == RequestJob()
+    assert decode_line(b'{"type":"wait_job","job_id":"1","wait":null}') == WaitJob("1")
+
+
+def test_optional_fields_default() -> None:
+    assert decode_line(b'{"type":"submit_job","name":"x"}') == SubmitJob("x", None)
+    assert decode_line(b'{"type":"job_complete","job_id":"1","attempt":null}') == JobComplete("1")
+    assert decode_line(b'{"type":"job_failed","job_id":"1","error":{"type":"E"}}') == JobFailed(
+        "1", "E", ""
+    )
+    # Unknown extra fields are ignored.
+    assert decode_line(b'{"type":"heartbeat","job_id":"1","extra":[1]}') == Heartbeat("1")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # job_id
+        (b'{"type":"job_status","job_id":5}', '"job_id"'),
+        (b'{"type":"job_status"}', '"job_id"'),
+        (b'{"type":"job_status","job_id":""}', '"job_id"'),
+        (b'{"type":"heartbeat","job_id":null}', '"job_id"'),
+        (b'{"type":"wait_job","job_id":["1"]}', '"job_id"'),
+        (b'{"type":"job_complete","job_id":1.0}', '"job_id"'),
+        (b'{"type":"job_failed","job_id":7,"error":{"type":"E","message":"m"}}', '"job_id"'),
+        # wait
+        (b'{"type":"request_job","wait":-1}', '"wait"'),
+        (b'{"type":"request_job","wait":-0.001}', '"wait"'),
+        (b'{"type":"request_job","wait":true}', '"wait"'),
+        (b'{"type":"request_job","wait":false}', '"wait"'),
+        (b'{"type":"request_job","wait":"5"}', '"wait"'),
+        (b'{"type":"request_job","wait":3600.001}', '"wait"'),
+        (b'{"type":"request_job","wait":' + b"9" * 400 + b"}", '"wait"'),
+        (b'{"type":"wait_job","job_id":"1","wait":-1}', '"wait"'),
+        (b'{"type":"wait_job","job_id":"1","wait":[]}', '"wait"'),
+        (b'{"type":"wait_job","job_id":"1","wait":7200}', '"wait"'),
+        # attempt
+        (b'{"type":"job_complete","job_id":"1","attempt":0}', '"attempt"'),
+        (b'{"type":"job_complete","job_id":"1","attempt":-2}', '"attempt"'),
+        (b'{"type":"job_complete","job_id":"1","attempt":true}', '"attempt"'),
+        (b'{"type":"heartbeat","job_id":"1","attempt":1.0}', '"attempt"'),
+        (b'{"type":"heartbeat","job_id":"1","attempt":"1"}', '"attempt"'),
+        (b'{"type":"job_failed","job_id":"1","error":{"type":"E"},"attempt":0}', '"attempt"'),
+        # name
+        (b'{"type":"submit_job","name":"' + b"n" * (MAX_NAME_CHARS + 1) + b'"}', "name is longer"),
+        (b'{"type":"submit_job"}', '"name"'),
+        (b'{"type":"submit_job","name":""}', '"name"'),
+        (b'{"type":"submit_job","name":5}', '"name"'),
+        (b'{"type":"submit_job","name":null,"payload":1}', '"name"'),
+        (b'{"type":"hello","name":5}', '"name"'),
+        (b'{"type":"hello","name":["w"]}', '"name"'),
+        (b'{"type":"hello","name":"' + b"n" * (MAX_NAME_CHARS + 1) + b'"}', "name is longer"),
+        # error
+        (b'{"type":"job_failed","job_id":"1"}', '"error"'),
+        (b'{"type":"job_failed","job_id":"1","error":"boom"}', '"error"'),
+        (b'{"type":"job_failed","job_id":"1","error":["E","m"]}', '"error"'),
+        (b'{"type":"job_failed","job_id":"1","error":{"message":"m"}}', '"error"'),
+        (b'{"type":"job_failed","job_id":"1","error":{"type":1,"message":"m"}}', '"error"'),
+        (b'{"type":"job_failed","job_id":"1","error":{"type":"E","message":5}}', '"error"'),
+        (b'{"type":"job_failed","job_id":"1","error":{"type":"E","message":null}}', '"error"'),
+    ],
+)
+def test_wrong_field_is_bad_request_naming_the_field(line: bytes, expected: str) -> None:
+    error = request_error(line)
+    assert error.code == "bad_request"
+    assert expected in error.message
+
+
+def test_name_length_limit_counts_characters() -> None:
+    name = "é" * MAX_NAME_CHARS  # 400 bytes, 200 characters
+    assert decode_line(json.dumps({"type": "submit_job", "name": name}).encode()) == SubmitJob(name)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"hello","server":"jobqueue","version":"1","lease_timeout":"30"}',
+        b'{"type":"hello","server":"jobqueue","version":"1","lease_timeout":true}',
+        b'{"type":"job_assigned","job_id":"1","name":"n","attempt":1.5,"lease_timeout":1}',
+        b'{"type":"job_assigned","job_id":"1","name":"n","attempt":1}',
+        b'{"type":"ok","lease_timeout":null}',
+        b'{"type":"job_status","job_id":"1","name":"n","state":"pending"}',
+        b'{"type":"stats","jobs":{},"totals":{},"connections":1,"waiting_workers":0}',
+        b'{"type":"error","message":"m"}',
+    ],
+)
+def test_malformed_reply_is_bad_request(line: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_reply(line)
+    assert info.value.code == "bad_request"
+
+
+# -- encode ------------------------------------------------------------------------
+
+
+def test_encode_exact_output() -> None:
+    obj = {"type": "ok", "a": [1, 2.5, None, True], "b": {"c": 'é\n😀"\\'}}
+    assert encode(obj) == '{"type":"ok","a":[1,2.5,null,true],"b":{"c":"é\\n😀\\"\\\\"}}\n'.encode()
+
+
+def test_encode_writes_utf8_not_escapes() -> None:
+    # A reply carrying a payload is no longer than the request that brought
+    # it in: escaping non-ASCII would make it up to six times longer.
+    payload = "é" * 1000 + "😀" * 1000
+    line = encode(SubmitJob("x", payload).to_wire())
+    assert line == b'{"type":"submit_job","name":"x","payload":"' + payload.encode() + b'"}\n'
+    assert decode_line(line[:-1]) == SubmitJob("x", payload)
+
+
+def test_lone_surrogate_escapes_only_itself() -> None:
+    # One lone surrogate must not switch the whole line to ASCII escapes
+    # (every 2-byte "é" would become the 6-byte "\\u00e9").
+    line = b'{"type":"submit_job","name":"x","payload":["\\ud800","' + "é".encode() * 1000 + b'"]}'
+    request = decode_line(line)
+    reencoded = encode(request.to_wire())
+    assert len(reencoded) == len(line) + 1
+    assert decode_line(reencoded[:-1]) == request
+
+
+def test_stored_value_is_limited_by_its_reencoded_size() -> None:
+    # Python writes the float 1e15 as 1000000000000000.0 (4 bytes become 18),
+    # so a payload under the line limit can re-encode to several times it.
+    line = b'{"type":"submit_job","name":"x","payload":[' + b",".join([b"1e15"] * 200_000) + b"]}"
+    assert len(line) <= MAX_LINE_BYTES
+    with pytest.raises(ProtocolError) as info:
+        decode_request(line)
+    assert info.value.code == "message_too_large"
+    assert "payload" in info.value.message
+
+
+@pytest.mark.parametrize("field", ["payload", "result"])
+def test_largest_accepted_value_fits_in_the_clients_reply_limit(field: str) -> None:
+    # Fill the value up to the stored-value limit, then build the largest
+    # reply that can carry it: it must fit what jobqueue._link reads with.
+    room = MAX_LINE_BYTES - ENVELOPE_BYTES - len(encode({field: ""}))
+    value = "é" * (room // 2)
+    if field == "payload":
+        request = decode_request(encode(SubmitJob("x", value).to_wire())[:-1])
+        assert isinstance(request, SubmitJob)
+        name = "\ud800" * MAX_NAME_CHARS  # escapes to 6 bytes a character
+        reply = encode(JobAssigned("1" * 64, name, request.payload, 99, 30.0).to_wire())
+    else:
+        request = decode_request(encode(JobComplete("j", 1, value).to_wire())[:-1])
+        assert isinstance(request, JobComplete)
+        info = JobInfo(
+            "1" * 64,
+            "\ud800" * MAX_NAME_CHARS,
+            "completed",
+            99,
+            worker="\ud800" * MAX_NAME_CHARS,
+            result=request.result,
+        )
+        reply = encode(info.to_wire())
+    client = LineDecoder(MAX_LINE_BYTES + 65536)  # what jobqueue._link reads replies with
+    client.receive_data(reply)
+    assert client.next_line() == reply[:-1]
+
+
+def test_encode_is_one_line_without_spaces() -> None:
+    obj = {"type": "x", "s": "tab\there\r\nnewline\u2028é✓\x00", "k": {"n": [1, {"m": -0.5}]}}
+    line = encode(obj)
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    assert b"\r" not in line
+    assert b"\t" not in line
+    assert b"\x00" not in line
+    assert b" " not in line
+    assert json.loads(line.decode("utf-8")) == obj
+    assert decode_object(line[:-1]) == obj
+
+
+def test_encode_ascii_input_gives_ascii_output() -> None:
+    line = encode({"type": "x", "s": "plain", "n": [1, 2]})
+    assert line == b'{"type":"x","s":"plain","n":[1,2]}\n'
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_encode_refuses_nan_and_infinity(bad: float) -> None:
+    with pytest.raises(ValueError, match="Out of range float"):
+        encode({"type": "x", "v": [bad]})
+
+
+def test_lone_surrogate_round_trips() -> None:
+    line = b'{"type":"submit_job","name":"\\udc00x","payload":{"\\ud800":"\\ud800"}}'
+    request = decode_line(line)
+    assert request == SubmitJob(name="\udc00x", payload={"\ud800": "\ud800"})
+    encoded = encode(request.to_wire())
+    assert encoded == (b'{"type":"submit_job","name":"\\udc00x","payload":{"\\ud800":"\\ud800"}}\n')
+    assert decode_line(encoded[:-1]) == request
+
+
+def test_lone_surrogate_next_to_other_text_escapes_only_itself() -> None:
+    # A lone surrogate has no UTF-8 form: it alone is written as an escape.
+    request = decode_line(b'{"type":"submit_job","name":"x","payload":["\\ud800","\xc3\xa9"]}')
+    assert request == SubmitJob("x", ["\ud800", "é"])
+    encoded = encode(request.to_wire())
+    assert encoded == b'{"type":"submit_job","name":"x","payload":["\\ud800","\xc3\xa9"]}\n'
+    assert decode_line(encoded[:-1]) == request
+
+
+def test_error_reply_from_exception() -> None:
+    exc = ProtocolError("not_leased", "too late")
+    assert exc.code == "not_leased"
+    assert exc.message == "too late"
+    assert str(exc) == "not_leased: too late"
+    assert ErrorReply.from_exception(exc) == ErrorReply("not_leased", "too late")
+
+
+# -- fuzzing ---------------------------------------------------------------------
+
+
+@st.composite
+def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
+    """``data`` split at random points (no empty chunk: that would mean EOF)."""
+    if len(data) < 2:
+        return [data] if data else []
+    cuts = sorted(draw(st.sets(st.integers(1, len(data) - 1), max_size=8)))
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds) if a < b]
+
+
+TOKENS = [
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b'"',
+    b"\\",
+    b"\n",
+    b"\r",
+    b" ",
+    b"\xff",
+    b"\xe2\x82",
+    b'"type"',
+    b'"name"',
+    b'"job_id"',
+    b'"wait"',
+    b'"attempt"',
+    b'"error"',
+    b'"payload"',
+    b'"message"',
+    b'"result"',
+    b'"submit_job"',
+    b'"request_job"',
+    b'"job_complete"',
+    b'"job_failed"',
+    b'"heartbeat"',
+    b'"job_status"',
+    b'"wait_job"',
+    b'"stats"',
+    b'"hello"',
+    b'"ok"',
+    b'"job_assigned"',
+    b'"no_job"',
+    b'"error"',
+    b"0",
+    b"1",
+    b"-1",
+    b"3601",
+    b"1.5",
+    b"1e999",
+    b"NaN",
+    b"Infinity",
+    b"true",
+    b"false",
+    b"null",
+    b'"x"',
+    b'""',
+    b'"\\ud800"',
+    b"99999999999999999999",
+]
+
+fuzz_bytes = st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.sampled_from(TOKENS), max_size=60).map(b"".join),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), raw=fuzz_bytes, max_line=st.sampled_from([8, 64, MAX_LINE_BYTES]))
+def test_fuzz_only_protocol_errors(data: st.DataObject, raw: bytes, max_line: int) -> None:
+    out = feed(data.draw(chunked(raw)), max_line=max_line)
+    # However the bytes are cut up, the same lines and errors come out.
+    assert out == feed([raw] if raw else [], max_line=max_line)
+    assert out == feed(bytewise(raw), max_line=max_line)
+    for item in out:
+        if isinstance(item, tuple):
+            assert item[1] in ("message_too_large", "incomplete_message")
+        elif isinstance(item, bytes):
+            assert len(item) <= max_line
+            assert b"\n" not in item
+            assert item.strip()
+            for decode in (decode_request, decode_reply):
+                try:
+                    decode(item)
+                except ProtocolError as exc:
+                    code = exc.code
+                else:
+                    continue
+                assert code in ("bad_json", "bad_request", "unknown_type")
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of arrays and objects in ``value`` (a scalar is 0)."""
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    return 0
+
+
+def json_values(text: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | text,
+        lambda children: (
+            st.lists(children, max_size=5) | st.dictionaries(text, children, max_size=5)
+        ),
+        max_leaves=25,
+    )
+
+
+# Any code point, lone surrogates included.
+any_text = st.text(st.characters(exclude_categories=()), max_size=12)
+plain_text = st.text(max_size=12)
+
+REQUEST_TYPES = sorted(
+    cls.TYPE
+    for cls in (
+        Hello,
+        SubmitJob,
+        RequestJob,
+        JobComplete,
+        JobFailed,
+        Heartbeat,
+        GetStatus,
+        WaitJob,
+        GetStats,
+    )
+)
+FIELDS = ["name", "payload", "wait", "job_id", "attempt", "result", "error"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(REQUEST_TYPES),
+    fields=st.dictionaries(
+        st.sampled_from(FIELDS),
+        json_values(plain_text)
+        | st.integers(-2, 3700)
+        | st.fixed_dictionaries({"type": plain_text}, optional={"message": plain_text}),
+        max_size=7,
+    ),
+)
+def test_fuzz_decoded_requests_round_trip(kind: str, fields: dict[str, Any]) -> None:
+    line = encode({"type": kind, **fields})[:-1]
+    try:
+        request = decode_request(line)
+    except ProtocolError as exc:
+        code = exc.code
+    else:
+        assert kind == request.TYPE
+        assert decode_request(encode(request.to_wire())[:-1]) == request
+        return
+    assert code == "bad_request"
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), payload=json_values(any_text), name=any_text.filter(bool))
+def test_fuzz_payload_round_trips_exactly(data: st.DataObject, payload: Any, name: str) -> None:
+    assume(depth(payload) < MAX_DEPTH)
+    request = SubmitJob(name=name, payload=payload)
+    line = encode(request.to_wire())
+    assert line.endswith(b"\n")
+    assert b"\n" not in line[:-1]
+    line.decode("utf-8")  # never raises: UTF-8, or ASCII escapes for surrogates
+    out = feed(data.draw(chunked(line)))
+    assert len(out) == 2
+    assert out[1] == "EOF"
+    assert isinstance(out[0], bytes)
+    decoded = decode_request(out[0])
+    assert isinstance(decoded, SubmitJob)
+    assert decoded.name == name
+    assert same(decoded.payload, payload)
