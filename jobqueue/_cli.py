@@ -53,8 +53,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"jobqueue: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as exc:
+        # trio.run re-raises Ctrl-C from inside a nursery wrapped in a
+        # BaseExceptionGroup; either way it is a request to stop, not a crash.
+        if _only_interrupts(exc):
+            return 130
+        raise
+
+
+def _only_interrupts(exc: BaseException) -> bool:
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
+    return bool(inner) and all(_only_interrupts(e) for e in inner)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +78,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the queue server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
-    serve.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
+    serve.add_argument(
+        "--port", type=_port, default=8080, help="TCP port; 0 picks a free one (default: 8080)"
+    )
     serve.add_argument(
         "--lease-timeout",
         type=_positive_float,
@@ -139,6 +152,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, not {value}")
     return value
 
 

@@ -34,6 +34,9 @@ from ._protocol import (
 
 log = logging.getLogger("jobqueue.worker")
 
+#: Error codes meaning "this lease is no longer yours": stop, report nothing.
+_LEASE_GONE = frozenset({"not_leased", "unknown_job"})
+
 
 @attrs.frozen
 class Job:
@@ -197,34 +200,45 @@ class Worker:
             except ConnectionLost as exc:
                 if index == 0:
                     log.warning("%s; retrying in %.1fs", exc, delay)
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.max_reconnect_delay)
-                continue
-            counted = False
-            try:
-                await link.request(Hello(self.name))
-                self._stats.connected_slots += 1
-                counted = True
-                delay = self.reconnect_delay
-                if first:
-                    first = False
-                    connected()
-                elif self._link_down:
-                    self._link_down = False
-                    log.warning("reconnected to the queue at %s", link.address)
-                await self._serve(link)
-            except (ConnectionLost, RequestError) as exc:
-                if not self._link_down:
-                    self._link_down = True
-                    log.warning("lost the queue at %s (%s); reconnecting", link.address, exc)
-            finally:
-                if counted:
-                    self._stats.connected_slots -= 1
-                await link.aclose()
+            else:
+                healthy = False
 
-    async def _serve(self, link: Link) -> NoReturn:
+                def served() -> None:
+                    nonlocal healthy
+                    healthy = True
+
+                counted = False
+                try:
+                    await link.request(Hello(self.name))
+                    self._stats.connected_slots += 1
+                    counted = True
+                    if first:
+                        first = False
+                        connected()
+                    elif self._link_down:
+                        self._link_down = False
+                        log.warning("reconnected to the queue at %s", link.address)
+                    await self._serve(link, served)
+                except (ConnectionLost, RequestError) as exc:
+                    if not self._link_down:
+                        self._link_down = True
+                        log.warning("lost the queue at %s (%s); reconnecting", link.address, exc)
+                finally:
+                    if counted:
+                        self._stats.connected_slots -= 1
+                    await link.aclose()
+                # Only a connection that did real work resets the backoff: a
+                # server that accepts and then drops connections must not
+                # send every slot into a tight reconnect loop.
+                if healthy:
+                    delay = self.reconnect_delay
+            await trio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.max_reconnect_delay)
+
+    async def _serve(self, link: Link, served: Callable[[], None]) -> NoReturn:
         while True:
             reply = await link.request(RequestJob(wait=self.poll_wait))
+            served()
             if isinstance(reply, JobAssigned):
                 await self._run_job(link, reply)
 
@@ -285,8 +299,12 @@ class Worker:
             try:
                 await link.request(JobComplete(job.id, job.attempt, value))
             except RequestError as exc:
-                self._abandon(job, exc)
-                return
+                if exc.code in _LEASE_GONE:
+                    self._abandon(job, exc)
+                    return
+                # The server refused the result itself (too large, say):
+                # the job must end, not be dropped and run again.
+                ok, value = False, ValueError(f"the server refused the result: {exc.message}")
             except (TypeError, ValueError) as exc:
                 ok, value = False, TypeError(f"handler result is not JSON: {exc}")
             else:
@@ -303,5 +321,6 @@ class Worker:
         self._stats.failed += 1
 
     def _abandon(self, job: Job, exc: RequestError) -> None:
+        """Give up a job the server no longer leases to us (nothing to report)."""
         self._stats.lost += 1
         log.warning("gave up job %s (%s): %s", job.id, job.name, exc.message)
