@@ -1,0 +1,1 @@
+"""Peer benchmarks: other job queues measured through their own Python clients."""
