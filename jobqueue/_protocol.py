@@ -19,7 +19,9 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any, ClassVar, Final, NoReturn
+from typing import Any, ClassVar, Final, NoReturn, TypeVar
+
+_T = TypeVar("_T")
 
 import attrs
 
@@ -42,6 +44,27 @@ ENVELOPE_BYTES = 16384
 #: Longest error message kept from ``job_failed``, in characters (longer ones
 #: are cut: the message is for people, the limit keeps replies bounded).
 MAX_ERROR_CHARS = 4096
+
+#: Priorities run from -MAX_PRIORITY to MAX_PRIORITY (higher runs first).
+MAX_PRIORITY = 1_000_000
+
+#: Most runs a job may be allowed.
+MAX_ATTEMPTS = 1000
+
+#: Longest delay a submit may ask for: one year, in seconds.
+MAX_DELAY_SECONDS = 366 * 86400.0
+
+#: Most queues one ``request_job`` may name.
+MAX_QUEUES = 64
+
+#: Longest progress note, encoded.
+MAX_NOTE_BYTES = 4096
+
+#: Most jobs one ``list_jobs`` returns.
+MAX_LIST_LIMIT = 1000
+
+#: Every state a job can be in, as the wire names it.
+JOB_STATES = ("pending", "scheduled", "running", "completed", "failed", "cancelled")
 
 #: Longest accepted job name (and ``hello`` name), in characters.
 MAX_NAME_CHARS = 200
@@ -332,6 +355,26 @@ def _opt_str(obj: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _short_str(obj: dict[str, Any], key: str) -> str:
+    value = _str(obj, key)
+    if len(value) > MAX_NAME_CHARS:
+        raise ProtocolError(
+            "bad_request", f'"{obj["type"]}" field "{key}" is longer than {MAX_NAME_CHARS} characters'
+        )
+    return value
+
+
+def _opt_int(obj: dict[str, Any], key: str, default: _T, low: int, high: int) -> int | _T:
+    if obj.get(key) is None:
+        return default
+    value = _int(obj, key)
+    if not low <= value <= high:
+        raise ProtocolError(
+            "bad_request", f'"{obj["type"]}" field "{key}" must be from {low} to {high}'
+        )
+    return value
+
+
 def _int(obj: dict[str, Any], key: str) -> int:
     value = obj.get(key)
     if not isinstance(value, int) or isinstance(value, bool):
@@ -430,26 +473,114 @@ class Hello:
 
 @attrs.frozen
 class SubmitJob:
-    """Add a job to the queue."""
+    """Add a job to the queue.
+
+    Attributes:
+        name: Which handler runs it.
+        payload: Any JSON value, passed to the handler.
+        queue: Which queue it waits in (workers choose the queues they serve).
+        priority: Higher runs first within a queue (and across the queues a
+            worker serves); equal priorities run in submission order.
+        max_attempts: How many runs it may take (``None``: the server's default).
+        delay: Seconds to wait before it may run.
+        run_at: Wall-clock time (Unix seconds) before which it may not run.
+        key: Idempotency key: while a job with this key is remembered, the
+            same key returns that job instead of adding another.
+    """
 
     TYPE: ClassVar[str] = "submit_job"
     may_block: ClassVar[bool] = False
     name: str
     payload: Any = None
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int | None = None
+    delay: float = 0.0
+    run_at: float | None = None
+    key: str | None = None
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> SubmitJob:
-        """Validate a decoded ``submit_job``."""
-        name = _str(obj, "name")
-        if len(name) > MAX_NAME_CHARS:
-            raise ProtocolError(
-                "bad_request", f"job name is longer than {MAX_NAME_CHARS} characters"
-            )
-        return cls(name=name, payload=_stored_value(obj, "payload"))
+        """Validate a decoded ``submit_job`` (or one job of ``submit_jobs``)."""
+        name = _short_str(obj, "name")
+        queue = _short_str(obj, "queue") if obj.get("queue") is not None else "default"
+        key = _short_str(obj, "key") if obj.get("key") is not None else None
+        priority = _opt_int(obj, "priority", 0, -MAX_PRIORITY, MAX_PRIORITY)
+        max_attempts = _opt_int(obj, "max_attempts", None, 1, MAX_ATTEMPTS)
+        delay = obj.get("delay")
+        run_at = obj.get("run_at")
+        if delay is not None and run_at is not None:
+            raise ProtocolError("bad_request", f'"{obj["type"]}" takes "delay" or "run_at", not both')
+        if delay is not None:
+            delay = _number(obj, "delay")
+            if not 0 <= delay <= MAX_DELAY_SECONDS:
+                raise ProtocolError(
+                    "bad_request",
+                    f'"{obj["type"]}" field "delay" must be 0 to {MAX_DELAY_SECONDS:g} seconds',
+                )
+        if run_at is not None:
+            run_at = _number(obj, "run_at")
+        return cls(
+            name=name,
+            payload=_stored_value(obj, "payload"),
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            delay=delay or 0.0,
+            run_at=run_at,
+            key=key,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object (options only where they differ from the defaults)."""
+        out: dict[str, Any] = {"type": self.TYPE, "name": self.name, "payload": self.payload}
+        if self.queue != "default":
+            out["queue"] = self.queue
+        if self.priority:
+            out["priority"] = self.priority
+        if self.max_attempts is not None:
+            out["max_attempts"] = self.max_attempts
+        if self.delay:
+            out["delay"] = self.delay
+        if self.run_at is not None:
+            out["run_at"] = self.run_at
+        if self.key is not None:
+            out["key"] = self.key
+        return out
+
+
+@attrs.frozen
+class SubmitJobs:
+    """Add several jobs in one message: all of them, or (if any is invalid) none."""
+
+    TYPE: ClassVar[str] = "submit_jobs"
+    may_block: ClassVar[bool] = False
+    jobs: tuple[SubmitJob, ...]
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> SubmitJobs:
+        """Validate a decoded ``submit_jobs``; any bad job rejects the whole batch."""
+        jobs = obj.get("jobs")
+        if not isinstance(jobs, list) or not jobs:
+            raise _bad(obj, "jobs", "a non-empty array of job objects")
+        parsed = []
+        for index, job in enumerate(jobs):
+            if not isinstance(job, dict):
+                raise ProtocolError("bad_request", f'"submit_jobs" job {index} is not an object')
+            try:
+                parsed.append(SubmitJob.from_wire({**job, "type": "submit_jobs"}))
+            except ProtocolError as exc:
+                raise ProtocolError(exc.code, f"job {index}: {exc.message}") from None
+        return cls(tuple(parsed))
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
-        return {"type": self.TYPE, "name": self.name, "payload": self.payload}
+        jobs = []
+        for job in self.jobs:
+            wire = job.to_wire()
+            del wire["type"]
+            jobs.append(wire)
+        return {"type": self.TYPE, "jobs": jobs}
 
 
 @attrs.frozen
@@ -458,6 +589,8 @@ class RequestJob:
 
     TYPE: ClassVar[str] = "request_job"
     wait: float = 0.0
+    #: The queues this worker serves (the best job across all of them wins).
+    queues: tuple[str, ...] = ("default",)
 
     @property
     def may_block(self) -> bool:
@@ -469,13 +602,24 @@ class RequestJob:
         """Validate a decoded ``request_job``."""
         wait = _wait(obj, 0.0)
         assert wait is not None
-        return cls(wait=wait)
+        queues = obj.get("queues")
+        if queues is None:
+            return cls(wait=wait)
+        if (
+            not isinstance(queues, list)
+            or not 0 < len(queues) <= MAX_QUEUES
+            or not all(isinstance(q, str) and 0 < len(q) <= MAX_NAME_CHARS for q in queues)
+        ):
+            raise _bad(obj, "queues", f"an array of 1 to {MAX_QUEUES} queue names")
+        return cls(wait=wait, queues=tuple(queues))
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
         out: dict[str, Any] = {"type": self.TYPE}
         if self.wait:
             out["wait"] = self.wait
+        if self.queues != ("default",):
+            out["queues"] = list(self.queues)
         return out
 
 
@@ -570,6 +714,90 @@ class Heartbeat:
 
 
 @attrs.frozen
+class Progress:
+    """The lease holder reports how far along a job is (also extends the lease)."""
+
+    TYPE: ClassVar[str] = "progress"
+    may_block: ClassVar[bool] = False
+    job_id: str
+    attempt: int | None = None
+    #: A number, e.g. a fraction done or items processed.
+    progress: float | None = None
+    #: A short JSON note, e.g. ``{"stage": "upload"}``.
+    note: Any = None
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Progress:
+        """Validate a decoded ``progress``."""
+        progress = _number(obj, "progress") if obj.get("progress") is not None else None
+        note = obj.get("note")
+        if note is not None and len(encode({"note": note})) > MAX_NOTE_BYTES:
+            raise ProtocolError(
+                "message_too_large", f'"progress" note is longer than {MAX_NOTE_BYTES} bytes'
+            )
+        return cls(_str(obj, "job_id"), _opt_attempt(obj), progress, note)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        out: dict[str, Any] = {"type": self.TYPE, "job_id": self.job_id}
+        if self.attempt is not None:
+            out["attempt"] = self.attempt
+        if self.progress is not None:
+            out["progress"] = self.progress
+        if self.note is not None:
+            out["note"] = self.note
+        return out
+
+
+@attrs.frozen
+class JobAction:
+    """A person acts on one job: ``cancel_job``, ``retry_job`` or ``delete_job``."""
+
+    TYPES: ClassVar[tuple[str, ...]] = ("cancel_job", "retry_job", "delete_job")
+    may_block: ClassVar[bool] = False
+    TYPE: str
+    job_id: str
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobAction:
+        """Validate a decoded ``cancel_job`` / ``retry_job`` / ``delete_job``."""
+        return cls(obj["type"], _str(obj, "job_id"))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE, "job_id": self.job_id}
+
+
+@attrs.frozen
+class ListJobs:
+    """Ask for the jobs in one state, oldest first, up to ``limit``."""
+
+    TYPE: ClassVar[str] = "list_jobs"
+    may_block: ClassVar[bool] = False
+    state: str
+    queue: str | None = None
+    limit: int = 100
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> ListJobs:
+        """Validate a decoded ``list_jobs``."""
+        state = _str(obj, "state")
+        if state not in JOB_STATES:
+            raise ProtocolError(
+                "bad_request", f'"list_jobs" state must be one of: {", ".join(JOB_STATES)}'
+            )
+        queue = _short_str(obj, "queue") if obj.get("queue") is not None else None
+        return cls(state, queue, _opt_int(obj, "limit", 100, 1, MAX_LIST_LIMIT))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        out: dict[str, Any] = {"type": self.TYPE, "state": self.state, "limit": self.limit}
+        if self.queue is not None:
+            out["queue"] = self.queue
+        return out
+
+
+@attrs.frozen
 class GetStatus:
     """Ask for one job's state (wire type ``job_status``)."""
 
@@ -641,17 +869,10 @@ Request = (
 _REQUESTS: dict[str, Callable[[dict[str, Any]], Request]] = {
     cls.TYPE: cls.from_wire
     for cls in (
-        Hello,
-        SubmitJob,
-        RequestJob,
-        JobComplete,
-        JobFailed,
-        Heartbeat,
-        GetStatus,
-        WaitJob,
-        GetStats,
+        Hello, SubmitJob, SubmitJobs, RequestJob, JobComplete, JobFailed, Heartbeat, Progress,
+        GetStatus, WaitJob, GetStats, ListJobs,
     )
-}
+} | dict.fromkeys(JobAction.TYPES, JobAction.from_wire)  # fmt: skip
 
 
 def decode_request(line: bytes) -> Request:
