@@ -20,7 +20,7 @@ import trio
 
 from ._client import Client
 from ._link import JobQueueError
-from ._protocol import JobInfo, Stats
+from ._protocol import JobInfo, ProtocolError, Stats, decode_value
 from ._server import serve_queue
 from ._state import DEFAULT_FINISHED_RETENTION, DEFAULT_LEASE_TIMEOUT
 from ._version import __version__
@@ -149,21 +149,30 @@ def _add_connect(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, not {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be from 0 to 65535, not {value}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
     return value
@@ -220,8 +229,10 @@ def load_handlers(spec: str) -> dict[str, Handler]:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import {module_name!r} for --handlers: {exc}") from exc
+    except Exception as exc:  # any error while importing the user's module
+        raise UsageError(
+            f"cannot import {module_name!r} for --handlers: {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         handlers = getattr(module, attr)
     except AttributeError:
@@ -249,9 +260,10 @@ def _worker(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     host, port = parse_address(args.connect)
     try:
-        payload = json.loads(args.payload, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise UsageError(f"--payload is not valid JSON: {exc}") from None
+        # The server's own rules: no NaN/Infinity, no 1e999, bounded nesting.
+        payload = decode_value(args.payload)
+    except ProtocolError as exc:
+        raise UsageError(f"--payload is not valid JSON: {exc.message}") from None
 
     async def run() -> int:
         async with Client.connect(host, port, name="jobqueue-cli") as client:
@@ -268,10 +280,6 @@ def _submit(args: argparse.Namespace) -> int:
             return 1 if failures else 0
 
     return trio.run(run)
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed in JSON")
 
 
 def _status(args: argparse.Namespace) -> int:

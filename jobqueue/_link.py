@@ -6,6 +6,7 @@ exceptions users see are defined here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -141,6 +142,8 @@ class Link:
 
 def _why(exc: BaseException) -> str:
     """The most specific human reason behind ``exc`` ("Connection refused")."""
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)  # trio's own text repeats the address
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     cause = exc.__cause__

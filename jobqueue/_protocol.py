@@ -266,6 +266,22 @@ def decode_object(line: bytes) -> dict[str, Any]:
     return obj
 
 
+def decode_value(text: str) -> Any:
+    """Decode any JSON value by the same strict rules as messages.
+
+    Raises:
+        ProtocolError: ``bad_json``, as for :func:`decode_object`.
+    """
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        _check_depth(text)
+    try:
+        return _json_decode(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("bad_json", f"{exc.msg} at column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_json", str(exc)) from None
+
+
 def _check_depth(text: str) -> None:
     """Reject nesting deeper than MAX_DEPTH without recursing.
 

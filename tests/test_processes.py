@@ -1,0 +1,344 @@
+"""Real processes: worker processes killed mid-job, and the CLI against a served queue.
+
+These tests are about processes, so they start real ones (``python -m jobqueue``
+and the installed ``jobqueue`` script) and never fake the network: every
+server listens on 127.0.0.1. Waiting is on observable state (server stats, job
+status, a port accepting connections), always bounded by ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import IO
+
+import pytest
+import trio
+
+from jobqueue import __version__
+from jobqueue._client import Client
+from jobqueue._protocol import JobInfo, Stats
+from jobqueue._server import serve_queue
+
+pytestmark = pytest.mark.slow
+
+PYTHON_M_JOBQUEUE = (sys.executable, "-m", "jobqueue")
+#: The console script installed next to this interpreter.
+JOBQUEUE_SCRIPT = str(Path(sys.executable).parent / "jobqueue")
+
+#: Long enough that nothing in these tests can be rescued by lease expiry:
+#: a reassignment seen here was caused by the server noticing a closed
+#: connection.
+LONG_LEASE = 60.0
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port nothing was listening on a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# Small local files, opened once per process: not worth a thread.
+def _open_log(path: Path) -> IO[bytes]:
+    return path.open("wb")
+
+
+def _read_log(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+@asynccontextmanager
+async def background_process(
+    argv: Sequence[str], log_path: Path, *, cwd: Path | None = None
+) -> AsyncIterator[trio.Process]:
+    """Run ``argv`` for the block, output to ``log_path``; kill and reap it afterwards.
+
+    The log is printed on the way out, so a failing test shows what the
+    process said (pytest only shows captured output for failures).
+    """
+    with _open_log(log_path) as log_file:
+        process = await trio.lowlevel.open_process(
+            list(argv), stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd
+        )
+    try:
+        yield process
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            print(f"--- {' '.join(argv)} (exit {process.returncode}) ---")
+            print(_read_log(log_path))
+
+
+async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m jobqueue ARGS`` to completion, capturing its output."""
+    with trio.fail_after(30):
+        return await trio.run_process(
+            [*PYTHON_M_JOBQUEUE, *args], capture_stdout=True, capture_stderr=True, check=False
+        )
+
+
+def out(result: subprocess.CompletedProcess[bytes]) -> str:
+    return result.stdout.decode()
+
+
+def err(result: subprocess.CompletedProcess[bytes]) -> str:
+    return result.stderr.decode()
+
+
+def worker_entries(stats: Stats, name: str) -> list[str]:
+    """Ids of the jobs held by connections named ``name``."""
+    return [job for entry in stats.workers if entry["name"] == name for job in entry["jobs"]]
+
+
+async def wait_for_idle_workers(
+    client: Client, count: int, processes: Mapping[str, trio.Process]
+) -> None:
+    """Until ``count`` worker connections are blocked asking for a job."""
+    with trio.fail_after(30):
+        while (await client.stats()).waiting_workers < count:
+            for name, process in processes.items():
+                assert process.returncode is None, f"{name} exited early"
+            await trio.sleep(0.02)
+
+
+async def wait_until_accepting(port: int, server: trio.Process) -> None:
+    """Until something accepts TCP connections on 127.0.0.1:``port``.
+
+    A separate process cannot tell us when it is listening, so this polls;
+    it fails fast if the server process dies (e.g. the port was taken).
+    """
+    with trio.fail_after(30):
+        while True:
+            assert server.returncode is None, "the server process exited"
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.05)
+            else:
+                await stream.aclose()
+                return
+
+
+# -- a worker process killed mid-job -------------------------------------------
+
+JOB_SECONDS = 0.8
+N_JOBS = 9
+WORKER_NAMES = ("w1", "w2", "w3")
+VICTIM = "w2"
+
+
+@asynccontextmanager
+async def worker_processes(
+    address: tuple[str, int], names: Sequence[str], logdir: Path
+) -> AsyncIterator[dict[str, trio.Process]]:
+    host, port = address
+    async with trio.open_nursery() as nursery:
+        processes: dict[str, trio.Process] = {}
+
+        async def one(name: str, *, task_status: trio.TaskStatus[trio.Process]) -> None:
+            argv = [
+                *PYTHON_M_JOBQUEUE, "worker",
+                "--connect", f"{host}:{port}",
+                "--concurrency", "1",
+                "--name", name,
+            ]  # fmt: skip
+            async with background_process(argv, logdir / f"{name}.log") as process:
+                task_status.started(process)
+                await trio.sleep_forever()
+
+        for name in names:
+            processes[name] = await nursery.start(one, name)
+        yield processes
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def serving(*, lease_timeout: float) -> AsyncIterator[tuple[str, int]]:
+    """A queue server in this trio run, on a free loopback port, for the block."""
+    async with trio.open_nursery() as nursery:
+        address: tuple[str, int] = await nursery.start(
+            partial(serve_queue, 0, host="127.0.0.1", lease_timeout=lease_timeout)
+        )
+        yield address
+        nursery.cancel_scope.cancel()
+
+
+async def test_sigkilled_worker_process_loses_its_job_to_another_worker(tmp_path: Path) -> None:
+    async with (
+        serving(lease_timeout=LONG_LEASE) as address,
+        Client.connect(*address, name="test-client") as client,
+        worker_processes(address, WORKER_NAMES, tmp_path) as processes,
+    ):
+        await wait_for_idle_workers(client, len(WORKER_NAMES), processes)
+
+        # Three idle workers: the server hands the first three jobs out as
+        # they are submitted, one to each, so the victim holds one now.
+        job_ids = [await client.submit("sleep", {"seconds": JOB_SECONDS}) for _ in range(N_JOBS)]
+        held = worker_entries(await client.stats(), VICTIM)
+        assert len(held) == 1, held  # concurrency 1: one connection, one job
+        victim_job = held[0]
+        before = await client.status(victim_job)
+        # It has JOB_SECONDS of work left, far more than the gap to the kill.
+        assert (before.state, before.worker, before.attempt) == ("running", VICTIM, 1)
+
+        victim = processes[VICTIM]
+        victim.send_signal(signal.SIGKILL)
+        killed_at = trio.current_time()
+        with trio.fail_after(10):
+            await victim.wait()
+        assert victim.returncode == -signal.SIGKILL
+
+        # The server notices the closed connection and requeues at once;
+        # with a 60 s lease, nothing else could move the job this soon.
+        with trio.fail_after(10):
+            while True:
+                info = await client.status(victim_job)
+                if info.state != "running" or info.worker != VICTIM:
+                    break
+                await trio.sleep(0.01)
+        requeue_seconds = trio.current_time() - killed_at
+        assert requeue_seconds < 2.0, f"job left the killed worker after {requeue_seconds:.2f}s"
+        assert info.state in ("pending", "running"), info
+        stats = await client.stats()
+        assert stats.totals["reassigned"] == 1
+        assert stats.totals["expired"] == 0
+        assert worker_entries(stats, VICTIM) == []
+
+        with trio.fail_after(30):
+            results: list[JobInfo] = [await client.wait(job_id) for job_id in job_ids]
+        final = await client.stats()
+
+        survivors = {name: p for name, p in processes.items() if name != VICTIM}
+        for name, process in survivors.items():
+            assert process.returncode is None, f"{name} died"
+
+    by_id = {info.job_id: info for info in results}
+    assert [info.state for info in results] == ["completed"] * N_JOBS, results
+    assert all(info.result == {"slept": JOB_SECONDS} for info in results), results
+    assert by_id[victim_job].attempt == 2
+    assert by_id[victim_job].worker in survivors
+    # Only the victim's job ran twice; nothing else was disturbed.
+    assert {info.job_id for info in results if info.attempt > 1} == {victim_job}
+    assert all(info.worker in survivors for info in results if info.attempt > 1)
+    assert final.totals == {
+        "submitted": N_JOBS,
+        "completed": N_JOBS,
+        "failed": 0,
+        "reassigned": sum(info.attempt - 1 for info in results),
+        "expired": 0,
+    }
+    assert final.totals["reassigned"] == len(held) == 1
+    assert final.jobs == {"pending": 0, "running": 0, "completed": N_JOBS, "failed": 0}
+
+
+# -- the command line against `jobqueue serve` in its own process ---------------
+
+
+async def test_cli_against_a_served_queue(tmp_path: Path) -> None:
+    port = free_port()
+    connect = ("--connect", f"127.0.0.1:{port}")
+    serve_argv = [
+        *PYTHON_M_JOBQUEUE, "serve", "--port", str(port), "--lease-timeout", str(LONG_LEASE)
+    ]  # fmt: skip
+    async with background_process(serve_argv, tmp_path / "serve.log") as server:
+        await wait_until_accepting(port, server)
+
+        # submit without --wait: one id per line, nothing else.
+        submitted = await run_cli("submit", "sleep", "--payload", '{"seconds": 0.1}',
+                                  "--count", "3", *connect)  # fmt: skip
+        assert submitted.returncode == 0, err(submitted)
+        first_ids = out(submitted).split()
+        assert len(first_ids) == 3
+        assert len(set(first_ids)) == 3
+        assert out(submitted) == "".join(f"{job_id}\n" for job_id in first_ids)
+
+        # The installed console script, as a worker.
+        worker_argv = [JOBQUEUE_SCRIPT, "worker", *connect, "--name", "cli-worker"]
+        async with background_process(worker_argv, tmp_path / "worker.log"):
+            waited = await run_cli("submit", "sleep", "--payload", '{"seconds": 0.1}',
+                                   "--count", "2", "--wait", *connect)  # fmt: skip
+            assert waited.returncode == 0, err(waited)
+            lines = [json.loads(line) for line in out(waited).splitlines()]
+            assert len(lines) == 2
+            for line in lines:
+                assert line["job_id"] not in first_ids
+                assert line == {
+                    "job_id": line["job_id"],
+                    "name": "sleep",
+                    "state": "completed",
+                    "attempt": 1,
+                    "worker": "cli-worker",
+                    "result": {"slept": 0.1},
+                }
+
+            # A job that fails makes `submit --wait` exit 1, still printing its status.
+            failing = await run_cli("submit", "sleep", "--payload", '{"seconds": -1}',
+                                    "--wait", *connect)  # fmt: skip
+            assert failing.returncode == 1, err(failing)
+            [failed] = [json.loads(line) for line in out(failing).splitlines()]
+            assert failed["state"] == "failed"
+            assert failed["error"]["type"] == "ValueError"
+            assert "result" not in failed
+
+        # One worker, one slot, first in first out: the first three finished
+        # before the --wait jobs did.
+        status = await run_cli("status", first_ids[0], *connect)
+        assert status.returncode == 0, err(status)
+        assert json.loads(out(status)) == {
+            "job_id": first_ids[0],
+            "name": "sleep",
+            "state": "completed",
+            "attempt": 1,
+            "worker": "cli-worker",
+            "result": {"slept": 0.1},
+        }
+
+        human = await run_cli("stats", *connect)
+        assert human.returncode == 0, err(human)
+        text = out(human).splitlines()
+        assert text[0] == "jobs:   pending 0  running 0  completed 5  failed 1"
+        assert text[1] == "totals: submitted 6  completed 5  failed 1  reassigned 0  expired 0"
+        assert re.fullmatch(r"connections \d+  waiting workers 0", text[2]), text
+        assert len(text) == 3  # no worker holds a job, so no per-worker lines
+
+        raw = await run_cli("stats", "--json", *connect)
+        assert raw.returncode == 0, err(raw)
+        stats = json.loads(out(raw))
+        assert stats["jobs"] == {"pending": 0, "running": 0, "completed": 5, "failed": 1}
+        assert stats["totals"] == {
+            "submitted": 6, "completed": 5, "failed": 1, "reassigned": 0, "expired": 0
+        }  # fmt: skip
+        assert stats["workers"] == []
+        assert stats["waiting_workers"] == 0
+        assert stats["connections"] >= 1  # this client at least
+        assert "type" not in stats
+
+        assert server.returncode is None
+    log = (tmp_path / "serve.log").read_text()
+    assert f"queue listening on 127.0.0.1:{port}" in log
+    assert "Traceback" not in log
+
+
+async def test_console_script_prints_its_version() -> None:
+    assert os.access(JOBQUEUE_SCRIPT, os.X_OK), JOBQUEUE_SCRIPT
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [JOBQUEUE_SCRIPT, "--version"], capture_stdout=True, capture_stderr=True
+        )
+    assert result.stdout.decode() == f"jobqueue {__version__}\n"
