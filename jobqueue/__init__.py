@@ -10,6 +10,7 @@ from ._link import ConnectionLost as ConnectionLost
 from ._link import JobQueueError as JobQueueError
 from ._link import RequestError as RequestError
 from ._protocol import JobInfo as JobInfo
+from ._protocol import JobList as JobList
 from ._protocol import Stats as Stats
 from ._server import serve_queue as serve_queue
 from ._version import __version__ as __version__
@@ -24,6 +25,7 @@ __all__ = [
     "Handler",
     "Job",
     "JobInfo",
+    "JobList",
     "JobQueueError",
     "RequestError",
     "Stats",

@@ -20,11 +20,11 @@ import trio
 
 from ._client import Client
 from ._link import JobQueueError
-from ._protocol import JobInfo, ProtocolError, Stats, decode_value
+from ._protocol import JOB_STATES, JobInfo, JobList, ProtocolError, Stats, decode_value
 from ._server import serve_queue
-from ._state import DEFAULT_FINISHED_RETENTION, DEFAULT_LEASE_TIMEOUT
+from ._state import DEFAULT_FINISHED_RETENTION, DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_ATTEMPTS
 from ._version import __version__
-from ._worker import Handler, Worker
+from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
 
 DEFAULT_ADDRESS = "127.0.0.1:8080"
 
@@ -95,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"finished jobs remembered for status (default: {DEFAULT_FINISHED_RETENTION})",
     )
+    serve.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=DEFAULT_MAX_ATTEMPTS,
+        metavar="N",
+        help=f"runs a job may take unless it sets its own (default: {DEFAULT_MAX_ATTEMPTS})",
+    )
     serve.set_defaults(command=_serve)
 
     worker = sub.add_parser("worker", help="run jobs from the queue")
@@ -106,6 +113,19 @@ def _parser() -> argparse.ArgumentParser:
         help="a dict (or other mapping) of job name -> async handler, added to built-in 'sleep'",
     )
     worker.add_argument("--name", help="how the server names this worker (default: host:pid)")
+    worker.add_argument(
+        "--queues",
+        default="default",
+        metavar="Q1,Q2",
+        help="comma-separated queues to take jobs from (default: default)",
+    )
+    worker.add_argument(
+        "--job-timeout",
+        type=_positive_float,
+        default=DEFAULT_JOB_TIMEOUT,
+        metavar="SECONDS",
+        help=f"cancel and fail a handler running longer (default: {DEFAULT_JOB_TIMEOUT:g})",
+    )
     worker.set_defaults(command=_worker)
 
     submit = sub.add_parser("submit", help="submit jobs and print their ids")
@@ -116,6 +136,11 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--wait", action="store_true", help="wait for the jobs to finish and print their results"
     )
+    submit.add_argument("--queue", default="default", help="queue to submit to (default: default)")
+    submit.add_argument("--priority", type=int, default=0, help="higher runs first (default: 0)")
+    submit.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="run later")
+    submit.add_argument("--key", help="idempotency key (with --count N: KEY-1 ... KEY-N)")
+    submit.add_argument("--max-attempts", type=_positive_int, metavar="N")
     submit.set_defaults(command=_submit)
 
     status = sub.add_parser("status", help="print one job's status as JSON")
@@ -123,9 +148,29 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("job_id", metavar="JOB_ID")
     status.set_defaults(command=_status)
 
+    for action, help_text in (
+        ("cancel", "cancel a job (a running one is stopped on its worker)"),
+        ("retry", "requeue a failed job with a fresh budget of attempts"),
+        ("delete", "forget a finished job"),
+    ):
+        act = sub.add_parser(action, help=help_text)
+        _add_connect(act)
+        act.add_argument("job_id", metavar="JOB_ID")
+        act.set_defaults(command=partial(_act, action))
+
+    listing = sub.add_parser("list", help="list jobs in one state, oldest first")
+    _add_connect(listing)
+    listing.add_argument("--state", default="failed", choices=JOB_STATES)
+    listing.add_argument("--queue", help="only this queue")
+    listing.add_argument("--limit", type=_positive_int, default=50, metavar="N")
+    listing.add_argument("--json", action="store_true", help="one JSON object per job")
+    listing.set_defaults(command=_list)
+
     stats = sub.add_parser("stats", help="print queue statistics")
     _add_connect(stats)
     stats.add_argument("--json", action="store_true", help="print the raw stats reply")
+    stats.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    stats.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS")
     stats.set_defaults(command=_stats)
 
     demo = sub.add_parser(
@@ -205,6 +250,7 @@ def _serve(args: argparse.Namespace) -> int:
                 host=args.host,
                 lease_timeout=args.lease_timeout,
                 finished_retention=args.retention,
+                max_attempts=args.max_attempts,
             )
         )
     except OSError as exc:
@@ -247,7 +293,17 @@ def load_handlers(spec: str) -> dict[str, Handler]:
 def _worker(args: argparse.Namespace) -> int:
     host, port = parse_address(args.connect)
     handlers = load_handlers(args.handlers) if args.handlers else {}
-    worker = Worker(host, port, handlers=handlers, concurrency=args.concurrency)
+    queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
+    if not queues:
+        raise UsageError("--queues needs at least one queue name")
+    worker = Worker(
+        host,
+        port,
+        handlers=handlers,
+        concurrency=args.concurrency,
+        queues=queues,
+        job_timeout=args.job_timeout,
+    )
     if args.name:
         worker.name = args.name
     trio.run(worker.run)
@@ -267,7 +323,19 @@ def _submit(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with Client.connect(host, port, name="jobqueue-cli") as client:
-            job_ids = [await client.submit(args.name, payload) for _ in range(args.count)]
+            jobs = []
+            for index in range(1, args.count + 1):
+                job: dict[str, Any] = {"name": args.name, "payload": payload}
+                job.update(queue=args.queue, priority=args.priority, delay=args.delay)
+                if args.key is not None:
+                    job["key"] = args.key if args.count == 1 else f"{args.key}-{index}"
+                if args.max_attempts is not None:
+                    job["max_attempts"] = args.max_attempts
+                jobs.append(job)
+            try:
+                job_ids = await client.submit_many(jobs)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
             if not args.wait:
                 for job_id in job_ids:
                     print(job_id)
@@ -293,24 +361,77 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _act(action: str, args: argparse.Namespace) -> int:
+    host, port = parse_address(args.connect)
+
+    async def run() -> JobInfo | None:
+        async with Client.connect(host, port, name="jobqueue-cli") as client:
+            if action == "cancel":
+                return await client.cancel(args.job_id)
+            if action == "retry":
+                return await client.retry(args.job_id)
+            await client.delete(args.job_id)
+            return None
+
+    info = trio.run(run)
+    print(_json(_status_dict(info)) if info is not None else f"deleted {args.job_id}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    host, port = parse_address(args.connect)
+
+    async def run() -> JobList:
+        async with Client.connect(host, port, name="jobqueue-cli") as client:
+            return await client.list_jobs(args.state, queue=args.queue, limit=args.limit)
+
+    listing = trio.run(run)
+    for info in listing.jobs:
+        if args.json:
+            print(_json(_status_dict(info)))
+        else:
+            error = f"  {info.error['type']}: {info.error['message']}" if info.error else ""
+            print(f"{info.job_id}  {info.name}  queue={info.queue}  attempt={info.attempt}{error}")
+    if listing.truncated:
+        print(f"(more than {args.limit}; use --limit to see more)", file=sys.stderr)
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     host, port = parse_address(args.connect)
 
-    async def run() -> Stats:
+    async def run() -> None:
         async with Client.connect(host, port, name="jobqueue-cli") as client:
-            return await client.stats()
+            while True:
+                stats = await client.stats()
+                if args.json:
+                    print(_json({k: v for k, v in stats.to_wire().items() if k != "type"}))
+                else:
+                    text = _format_stats(stats)
+                    if args.watch and sys.stdout.isatty():
+                        # Home the cursor and clear: refresh in place.
+                        sys.stdout.write("\x1b[H\x1b[J")
+                    print(text, flush=True)
+                if not args.watch:
+                    return
+                await trio.sleep(args.interval)
 
-    stats = trio.run(run)
-    if args.json:
-        print(_json({k: v for k, v in stats.to_wire().items() if k != "type"}))
-        return 0
-    jobs, totals = stats.jobs, stats.totals
-    print("jobs:   " + "  ".join(f"{state} {count}" for state, count in jobs.items()))
-    print("totals: " + "  ".join(f"{name} {count}" for name, count in totals.items()))
-    print(f"connections {stats.connections}  waiting workers {stats.waiting_workers}")
-    for worker in stats.workers:
-        print(f"  {worker['name']}: {', '.join(worker['jobs'])}")
+    trio.run(run)
     return 0
+
+
+def _format_stats(stats: Stats) -> str:
+    lines = [
+        "jobs:   " + "  ".join(f"{state} {count}" for state, count in stats.jobs.items()),
+        "totals: " + "  ".join(f"{name} {count}" for name, count in stats.totals.items()),
+        f"connections {stats.connections}  waiting workers {stats.waiting_workers}",
+    ]
+    for queue, counts in sorted(stats.queues.items()):
+        lines.append(f"queue {queue}: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    for worker in stats.workers:
+        held = ", ".join(worker["jobs"]) or ("waiting" if worker.get("waiting") else "idle")
+        lines.append(f"  {worker['name']}: {held}")
+    return "\n".join(lines)
 
 
 def _status_dict(info: JobInfo) -> dict[str, Any]:

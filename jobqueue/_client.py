@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -13,11 +13,17 @@ from ._protocol import (
     GetStats,
     GetStatus,
     Hello,
+    JobAction,
     JobInfo,
+    JobList,
+    JobsSubmitted,
     JobSubmitted,
+    ListJobs,
+    ProtocolError,
     Reply,
     Stats,
     SubmitJob,
+    SubmitJobs,
     WaitJob,
 )
 
@@ -69,8 +75,19 @@ class Client:
         finally:
             await link.aclose()
 
-    async def submit(self, name: str, payload: Any = None) -> str:
-        """Add a job to the back of the queue and return its id.
+    async def submit(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        delay: float = 0.0,
+        run_at: float | None = None,
+        key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> str:
+        """Add a job to the queue and return its id.
 
         The id is the server's confirmation: once this returns, the job is
         in the queue.
@@ -78,13 +95,81 @@ class Client:
         Args:
             name: Which handler runs it (e.g. ``"sleep"``).
             payload: Any JSON value, passed to the handler.
+            queue: The queue it waits in; workers choose which queues they serve.
+            priority: Higher runs first; equal priorities run in submission order.
+            delay: Seconds before it may run.
+            run_at: Wall-clock time (``time.time()`` seconds) before which it may not run.
+            key: Idempotency key: while a job submitted with this key is
+                remembered, submitting the key again returns that job's id
+                and adds nothing, so a submit can be retried safely.
+            max_attempts: How many runs it may take before it fails for
+                good (default: the server's).
 
         Raises:
             RequestError: the server refused the job (``bad_request``, ...).
             ConnectionLost: the connection broke.
             TypeError, ValueError: ``payload`` is not JSON.
         """
-        return _expect(await self._link.request(SubmitJob(name, payload)), JobSubmitted).job_id
+        request = SubmitJob(name, payload, queue, priority, max_attempts, delay, run_at, key)
+        return _expect(await self._link.request(request), JobSubmitted).job_id
+
+    async def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Add several jobs in one round trip; return their ids in order.
+
+        Each job is a mapping with the wire fields of ``submit_job``:
+        ``{"name": "resize", "payload": {...}, "priority": 5}``. The server
+        adds all of them or, if any is invalid, none.
+
+        Raises:
+            ValueError: a job is invalid (checked before anything is sent).
+            RequestError, ConnectionLost: as for :meth:`submit`.
+        """
+        try:
+            request = SubmitJobs.from_wire({"type": "submit_jobs", "jobs": list(map(dict, jobs))})
+        except ProtocolError as exc:
+            raise ValueError(exc.message) from None
+        return list(_expect(await self._link.request(request), JobsSubmitted).job_ids)
+
+    async def cancel(self, job_id: str) -> JobInfo:
+        """Cancel a job that has not finished; return its state (``cancelled``).
+
+        A pending or scheduled job will never run. A running job's worker is
+        told at once and stops the handler; a late report from it is refused.
+
+        Raises:
+            RequestError: ``unknown_job``, or ``already_finished``.
+            ConnectionLost: the connection broke.
+        """
+        return _expect(await self._link.request(JobAction("cancel_job", job_id)), JobInfo)
+
+    async def retry(self, job_id: str) -> JobInfo:
+        """Requeue a failed job with a fresh budget of attempts.
+
+        Raises:
+            RequestError: ``unknown_job``, or ``not_failed``.
+            ConnectionLost: the connection broke.
+        """
+        return _expect(await self._link.request(JobAction("retry_job", job_id)), JobInfo)
+
+    async def delete(self, job_id: str) -> None:
+        """Forget a finished job now (e.g. to clear the failed set).
+
+        Raises:
+            RequestError: ``unknown_job``, or ``not_finished``.
+            ConnectionLost: the connection broke.
+        """
+        await self._link.request(JobAction("delete_job", job_id))
+
+    async def list_jobs(self, state: str, *, queue: str | None = None, limit: int = 100) -> JobList:
+        """Jobs in ``state`` (e.g. ``"failed"``), oldest first, at most ``limit``.
+
+        ``JobList.truncated`` says whether there were more.
+
+        Raises:
+            RequestError: ``bad_request`` for an unknown state or a bad limit.
+            ConnectionLost: the connection broke.
+        """
+        return _expect(await self._link.request(ListJobs(state, queue, limit)), JobList)
 
     async def status(self, job_id: str) -> JobInfo:
         """Return the job's current state.
@@ -96,7 +181,10 @@ class Client:
         return _expect(await self._link.request(GetStatus(job_id)), JobInfo)
 
     async def wait(self, job_id: str) -> JobInfo:
-        """Block until the job is completed or failed, and return its final state.
+        """Block until the job is completed, failed or cancelled; return its final state.
+
+        ``info.result`` holds a completed job's result, ``info.error`` a
+        failed job's last error. Retries in between do not end the wait.
 
         The server answers when the job ends; nothing polls. Wrap in
         ``trio.move_on_after`` / ``trio.fail_after`` to bound the wait (a

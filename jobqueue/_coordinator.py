@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -29,22 +30,29 @@ from ._protocol import (
     GetStatus,
     Heartbeat,
     Hello,
+    JobAction,
     JobAssigned,
+    JobCancelledNotice,
     JobComplete,
     JobFailed,
+    JobList,
+    JobsSubmitted,
     JobSubmitted,
+    ListJobs,
     NoJob,
     Ok,
+    Progress,
     ProtocolError,
     Reply,
     Request,
     RequestJob,
     Stats,
     SubmitJob,
+    SubmitJobs,
     WaitJob,
     Welcome,
 )
-from ._state import FINISHED, JobRecord, QueueState
+from ._state import FINISHED, JobRecord, JobState, QueueState
 from ._version import __version__
 
 #: What a connection handler forwards: a decoded request, or the error that
@@ -92,6 +100,8 @@ class _Parked:
     conn: Connection
     deadline: float
     job_id: str | None
+    #: For a worker waiting for a job: the queues it serves.
+    queues: Sequence[str] = ()
 
 
 @attrs.frozen
@@ -177,8 +187,7 @@ class Coordinator:
 
     def fire_timers(self, now: float) -> None:
         """Expire leases and blocking requests whose time is up."""
-        if self.state.expire(now):
-            self._feed_idle_workers(now)
+        self._after_changes(self.state.tick(now), now)
         while self._timeouts and self._timeouts[0][0] <= now:
             parked = heapq.heappop(self._timeouts)[2]
             if parked.conn.parked is parked:
@@ -208,8 +217,7 @@ class Coordinator:
             if conn.parked is not None:
                 self._unpark(conn.parked)
             conn.backlog.clear()
-            if self.state.release(conn.id, now):
-                self._feed_idle_workers(now)
+            self._after_changes(self.state.release(conn.id, now), now)
             self._send(conn, None)
         self._serve_woken(now)
 
@@ -248,15 +256,15 @@ class Coordinator:
         """Apply one request; ``None`` means the reply comes later."""
         state = self.state
         if isinstance(request, SubmitJob):
-            job_id = state.submit(request.name, request.payload, now).id
+            submitted, new = self._submit(request, now)
             self._feed_idle_workers(now)
-            return JobSubmitted(job_id)
+            return JobSubmitted(submitted.id, duplicate=not new)
         if isinstance(request, RequestJob):
-            job = state.assign(conn.id, now, conn.label)
+            job = state.assign(conn.id, now, conn.label, request.queues)
             if job is not None:
                 return self._assigned(job)
             if request.wait > 0:
-                self._park(conn, now + request.wait, None)
+                self._park(conn, now + request.wait, None, request.queues)
                 return None
             return NoJob()
         if isinstance(request, JobComplete):
@@ -275,8 +283,12 @@ class Coordinator:
             wait = float("inf") if request.wait is None else request.wait
             self._park(conn, now + wait, job.id)
             return None
+        if isinstance(request, SubmitJobs):
+            ids = tuple(self._submit(one, now)[0].id for one in request.jobs)
+            self._feed_idle_workers(now)
+            return JobsSubmitted(ids)
         if isinstance(request, JobFailed):
-            failed = state.fail(
+            job = state.fail(
                 request.job_id,
                 conn.id,
                 request.attempt,
@@ -284,13 +296,66 @@ class Coordinator:
                 request.error_message,
                 now,
             )
-            self._notify_watchers(failed)
+            if job.state in FINISHED:
+                self._notify_watchers(job)
             return Ok()
+        if isinstance(request, Progress):
+            state.report_progress(
+                request.job_id, conn.id, request.attempt, request.progress, request.note, now
+            )
+            return Ok(lease_timeout=state.lease_timeout)
+        if isinstance(request, JobAction):
+            return self._act(request, now)
+        if isinstance(request, ListJobs):
+            jobs, truncated = state.list_jobs(JobState(request.state), request.queue, request.limit)
+            return JobList(tuple(job.info() for job in jobs), truncated)
         if isinstance(request, Hello):
             conn.name = request.name
             return Welcome("jobqueue", __version__, state.lease_timeout)
         assert isinstance(request, GetStats)
         return self._stats()
+
+    def _submit(self, request: SubmitJob, now: float) -> tuple[JobRecord, bool]:
+        delay = request.delay
+        if request.run_at is not None:
+            # The one place wall-clock time enters: the state machine runs on
+            # the coordinator's monotonic clock.
+            delay = max(0.0, request.run_at - time.time())
+        return self.state.submit(
+            request.name,
+            request.payload,
+            now,
+            queue=request.queue,
+            priority=request.priority,
+            max_attempts=request.max_attempts,
+            delay=delay,
+            key=request.key,
+        )
+
+    def _act(self, request: JobAction, now: float) -> Reply:
+        state = self.state
+        if request.TYPE == "cancel_job":
+            job, holder = state.cancel(request.job_id, now)
+            holder_conn = self._conns.get(holder) if isinstance(holder, int) else None
+            if holder_conn is not None:
+                # Tell the worker now, unasked, so it stops the handler.
+                self._send(holder_conn, [JobCancelledNotice(job.id, job.attempt)])
+            self._notify_watchers(job)
+            return job.info()
+        if request.TYPE == "retry_job":
+            job = state.revive(request.job_id, now)
+            self._feed_idle_workers(now)
+            return job.info()
+        state.delete(request.job_id, now)
+        return Ok()
+
+    def _after_changes(self, jobs: list[JobRecord], now: float) -> None:
+        """Feed workers if jobs came back in line; tell watchers of jobs that ended."""
+        for job in jobs:
+            if job.state in FINISHED:
+                self._notify_watchers(job)
+        if jobs:
+            self._feed_idle_workers(now)
 
     def _assigned(self, job: JobRecord) -> JobAssigned:
         return JobAssigned(job.id, job.name, job.payload, job.attempt, self.state.lease_timeout)
@@ -301,8 +366,14 @@ class Coordinator:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             conn.outbox.send_nowait(replies)
 
-    def _park(self, conn: Connection, deadline: float, job_id: str | None) -> None:
-        parked = _Parked(conn, deadline, job_id)
+    def _park(
+        self,
+        conn: Connection,
+        deadline: float,
+        job_id: str | None,
+        queues: Sequence[str] = (),
+    ) -> None:
+        parked = _Parked(conn, deadline, job_id, queues)
         conn.parked = parked
         if job_id is None:
             self._idle[conn.id] = parked
@@ -322,13 +393,24 @@ class Coordinator:
                 del self._watchers[parked.job_id]
 
     def _feed_idle_workers(self, now: float) -> None:
-        """Hand pending jobs to blocked workers, longest-waiting first."""
-        while self._idle and self.state.pending_count:
-            _, parked = self._idle.popitem(last=False)
+        """Hand pending jobs to blocked workers, longest-waiting first.
+
+        A worker only takes jobs from the queues it serves, so one whose
+        queues are all empty is passed over and keeps its place.
+        """
+        state = self.state
+        if not self._idle or not state.pending_count:
+            return
+        for conn_id, parked in list(self._idle.items()):
+            if not state.pending_count:
+                break
+            if not state.pending_in(parked.queues):
+                continue
             conn = parked.conn
-            conn.parked = None
-            job = self.state.assign(conn.id, now, conn.label)
+            job = state.assign(conn.id, now, conn.label, parked.queues)
             assert job is not None
+            del self._idle[conn_id]
+            conn.parked = None
             self._woken.append((conn, self._assigned(job)))
 
     def _notify_watchers(self, job: JobRecord) -> None:
@@ -341,13 +423,25 @@ class Coordinator:
 
     def _stats(self) -> Stats:
         workers: list[dict[str, Any]] = []
-        for worker, job_ids in self.state.holders():
-            conn = self._conns.get(worker)  # type: ignore[call-overload]
-            workers.append({"name": conn.label if conn else str(worker), "jobs": job_ids})
+        held = dict(self.state.holders())
+        for conn in self._conns.values():
+            parked = conn.parked
+            waiting = parked is not None and parked.job_id is None
+            if waiting or conn.id in held:
+                entry: dict[str, Any] = {
+                    "name": conn.label,
+                    "jobs": held.get(conn.id, []),
+                    "waiting": waiting,
+                }
+                if waiting:
+                    assert parked is not None
+                    entry["queues"] = list(parked.queues)
+                workers.append(entry)
         return Stats(
             jobs=self.state.counts(),
             totals=dict(self.state.totals),
             connections=len(self._conns),
             waiting_workers=len(self._idle),
             workers=workers,
+            queues=self.state.queue_counts(),
         )

@@ -6,6 +6,7 @@ exceptions users see are defined here.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +18,7 @@ from ._protocol import (
     MAX_LINE_BYTES,
     NEED_DATA,
     ErrorReply,
+    JobCancelledNotice,
     LineDecoder,
     ProtocolError,
     Reply,
@@ -74,6 +76,9 @@ class Link:
     # turns here. This serialises I/O on one socket, it guards no queue state.
     _turn: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock, init=False)
     _broken: str | None = attrs.field(default=None, init=False)
+    # Set while run_reader is running: replies arrive here instead of being
+    # read by the requesting task.
+    _replies: trio.MemoryReceiveChannel[Reply] | None = attrs.field(default=None, init=False)
 
     @classmethod
     async def open(cls, host: str, port: int, connect: Connector | None = None) -> Link:
@@ -115,7 +120,13 @@ class Link:
             self._broken = f"a {message.TYPE} request was interrupted"
             try:
                 await self.stream.send_all(data)
-                reply = await self._read_reply()
+                if self._replies is None:
+                    reply = await self._read_reply(skip_notices=True)
+                else:
+                    try:
+                        reply = await self._replies.receive()
+                    except trio.EndOfChannel:
+                        raise trio.BrokenResourceError(self._broken or "connection lost") from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._broken = f"lost: {_why(exc)}"
                 raise ConnectionLost(f"connection to {self.address} lost: {_why(exc)}") from exc
@@ -129,7 +140,39 @@ class Link:
             raise RequestError(reply.code, reply.message)
         return reply
 
-    async def _read_reply(self) -> Reply:
+    async def run_reader(
+        self,
+        on_notice: Callable[[JobCancelledNotice], None],
+        on_lost: Callable[[], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Read everything the server sends, until the connection ends.
+
+        Replies go to the task waiting in :meth:`request`; notices the server
+        sends unasked (a job was cancelled) go to ``on_notice`` at once, even
+        while no request is in flight. When the connection ends, ``on_lost``
+        is called. A worker runs this for the life of each connection.
+        """
+        send, receive = trio.open_memory_channel[Reply](math.inf)
+        self._replies = receive
+        task_status.started()
+        try:
+            while True:
+                reply = await self._read_reply(skip_notices=False)
+                if isinstance(reply, JobCancelledNotice):
+                    on_notice(reply)
+                else:
+                    send.send_nowait(reply)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._broken = f"lost: {_why(exc)}"
+        except ProtocolError as exc:
+            self._broken = f"bad reply: {exc.message}"
+        finally:
+            send.close()
+            on_lost()
+
+    async def _read_reply(self, *, skip_notices: bool) -> Reply:
         while True:
             line = self._decoder.next_line()
             if line is NEED_DATA:
@@ -137,7 +180,14 @@ class Link:
             elif line is EOF:
                 raise trio.BrokenResourceError("the server closed the connection")
             else:
-                return decode_reply(line)
+                reply = decode_reply(line)
+                if not (skip_notices and isinstance(reply, JobCancelledNotice)):
+                    return reply
+
+    @property
+    def broken(self) -> str | None:
+        """Why the connection is unusable, or ``None`` if it is fine."""
+        return self._broken
 
 
 def _why(exc: BaseException) -> str:

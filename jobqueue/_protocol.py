@@ -21,9 +21,9 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, NoReturn, TypeVar
 
-_T = TypeVar("_T")
-
 import attrs
+
+_T = TypeVar("_T")
 
 #: Longest line (one message, without its ``\n``) a peer may send: 1 MiB.
 #: Long enough for any sensible job payload, short enough that one hostile
@@ -375,7 +375,8 @@ def _short_str(obj: dict[str, Any], key: str) -> str:
     value = _str(obj, key)
     if len(value) > MAX_NAME_CHARS:
         raise ProtocolError(
-            "bad_request", f'"{obj["type"]}" field "{key}" is longer than {MAX_NAME_CHARS} characters'
+            "bad_request",
+            f'"{obj["type"]}" field "{key}" is longer than {MAX_NAME_CHARS} characters',
         )
     return value
 
@@ -526,7 +527,9 @@ class SubmitJob:
         delay = obj.get("delay")
         run_at = obj.get("run_at")
         if delay is not None and run_at is not None:
-            raise ProtocolError("bad_request", f'"{obj["type"]}" takes "delay" or "run_at", not both')
+            raise ProtocolError(
+                "bad_request", f'"{obj["type"]}" takes "delay" or "run_at", not both'
+            )
         if delay is not None:
             delay = _number(obj, "delay")
             if not 0 <= delay <= MAX_DELAY_SECONDS:
@@ -871,16 +874,9 @@ class GetStats:
 
 
 Request = (
-    Hello
-    | SubmitJob
-    | RequestJob
-    | JobComplete
-    | JobFailed
-    | Heartbeat
-    | GetStatus
-    | WaitJob
-    | GetStats
-)
+    Hello | SubmitJob | SubmitJobs | RequestJob | JobComplete | JobFailed | Heartbeat | Progress
+    | GetStatus | WaitJob | GetStats | JobAction | ListJobs
+)  # fmt: skip
 
 _REQUESTS: dict[str, Callable[[dict[str, Any]], Request]] = {
     cls.TYPE: cls.from_wire
@@ -888,7 +884,9 @@ _REQUESTS: dict[str, Callable[[dict[str, Any]], Request]] = {
         Hello, SubmitJob, SubmitJobs, RequestJob, JobComplete, JobFailed, Heartbeat, Progress,
         GetStatus, WaitJob, GetStats, ListJobs,
     )
-} | dict.fromkeys(JobAction.TYPES, JobAction.from_wire)  # fmt: skip
+}  # fmt: skip
+for _type in JobAction.TYPES:
+    _REQUESTS[_type] = JobAction.from_wire
 
 
 def decode_request(line: bytes) -> Request:
@@ -943,19 +941,46 @@ class Welcome:
 
 @attrs.frozen
 class JobSubmitted:
-    """Reply to ``submit_job``: the new job's id."""
+    """Reply to ``submit_job``: the job's id.
+
+    ``duplicate`` is true when the submit's ``key`` matched a job the server
+    still remembers: no new job was added and this is that job's id.
+    """
 
     TYPE: ClassVar[str] = "job_submitted"
     job_id: str
+    duplicate: bool = False
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> JobSubmitted:
         """Validate a decoded ``job_submitted``."""
-        return cls(job_id=_str(obj, "job_id"))
+        return cls(job_id=_str(obj, "job_id"), duplicate=obj.get("duplicate") is True)
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
+        if self.duplicate:
+            return {"type": self.TYPE, "job_id": self.job_id, "duplicate": True}
         return {"type": self.TYPE, "job_id": self.job_id}
+
+
+@attrs.frozen
+class JobsSubmitted:
+    """Reply to ``submit_jobs``: the ids, in the order the jobs were given."""
+
+    TYPE: ClassVar[str] = "jobs_submitted"
+    job_ids: tuple[str, ...]
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobsSubmitted:
+        """Validate a decoded ``jobs_submitted``."""
+        ids = obj.get("job_ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise _bad(obj, "job_ids", "an array of strings")
+        return cls(tuple(ids))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE, "job_ids": list(self.job_ids)}
 
 
 @attrs.frozen
@@ -1031,16 +1056,22 @@ class Ok:
 
 @attrs.frozen
 class JobInfo:
-    """One job as ``job_status`` and ``wait_job`` report it.
+    """One job as ``job_status``, ``wait_job`` and ``list_jobs`` report it.
 
     Attributes:
         job_id: The id the server gave the job.
         name: The handler name it was submitted with.
-        state: ``"pending"``, ``"running"``, ``"completed"`` or ``"failed"``.
+        state: One of ``pending``, ``scheduled``, ``running``, ``completed``,
+            ``failed``, ``cancelled``.
         attempt: How many times it has been handed to a worker (0 = never yet).
         worker: Name of the worker holding it (running) or that last held it.
         result: The handler's return value, once completed.
-        error: ``{"type": ..., "message": ...}`` once failed.
+        error: ``{"type": ..., "message": ...}`` of the last failed attempt.
+        queue: The queue it waits in.
+        priority: Higher runs first.
+        max_attempts: How many runs it may take.
+        progress: The last progress number its current run reported.
+        note: The last progress note its current run reported.
     """
 
     TYPE: ClassVar[str] = "job_status"
@@ -1051,16 +1082,22 @@ class JobInfo:
     worker: str | None = None
     result: Any = None
     error: dict[str, str] | None = None
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int | None = None
+    progress: float | None = None
+    note: Any = None
 
     @property
     def finished(self) -> bool:
-        """Whether the job has reached a state it never leaves."""
-        return self.state in ("completed", "failed")
+        """Whether the job has reached a state it never leaves by itself."""
+        return self.state in ("completed", "failed", "cancelled")
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> JobInfo:
         """Validate a decoded ``job_status`` reply."""
         error = obj.get("error")
+        progress = obj.get("progress")
         return cls(
             job_id=_str(obj, "job_id"),
             name=_str(obj, "name"),
@@ -1069,6 +1106,11 @@ class JobInfo:
             worker=_opt_str(obj, "worker"),
             result=obj.get("result"),
             error=error if isinstance(error, dict) else None,
+            queue=_opt_str(obj, "queue") or "default",
+            priority=_opt_int(obj, "priority", 0, -MAX_PRIORITY, MAX_PRIORITY),
+            max_attempts=_opt_int(obj, "max_attempts", None, 1, MAX_ATTEMPTS),
+            progress=_number(obj, "progress") if progress is not None else None,
+            note=obj.get("note"),
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -1079,14 +1121,74 @@ class JobInfo:
             "name": self.name,
             "state": self.state,
             "attempt": self.attempt,
+            "queue": self.queue,
+            "priority": self.priority,
         }
+        if self.max_attempts is not None:
+            out["max_attempts"] = self.max_attempts
         if self.worker is not None:
             out["worker"] = self.worker
         if self.state == "completed":
             out["result"] = self.result
         if self.error is not None:
             out["error"] = self.error
+        if self.progress is not None:
+            out["progress"] = self.progress
+        if self.note is not None:
+            out["note"] = self.note
         return out
+
+
+@attrs.frozen
+class JobList:
+    """Reply to ``list_jobs``: the jobs, and whether the limit cut the list short."""
+
+    TYPE: ClassVar[str] = "job_list"
+    jobs: tuple[JobInfo, ...]
+    truncated: bool = False
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobList:
+        """Validate a decoded ``job_list``."""
+        jobs = obj.get("jobs")
+        if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
+            raise _bad(obj, "jobs", "an array of job objects")
+        return cls(
+            tuple(JobInfo.from_wire({**j, "type": "job_status"}) for j in jobs),
+            obj.get("truncated") is True,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        jobs = []
+        for info in self.jobs:
+            wire = info.to_wire()
+            del wire["type"]
+            jobs.append(wire)
+        return {"type": self.TYPE, "jobs": jobs, "truncated": self.truncated}
+
+
+@attrs.frozen
+class JobCancelledNotice:
+    """Sent by the server, unasked, to the worker running a job that was cancelled.
+
+    Not a reply: it may arrive at any moment, between replies. The worker
+    should stop the job's handler and report nothing; the job is already
+    ``cancelled`` and a late report gets ``not_leased``.
+    """
+
+    TYPE: ClassVar[str] = "job_cancelled"
+    job_id: str
+    attempt: int
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobCancelledNotice:
+        """Validate a decoded ``job_cancelled``."""
+        return cls(_str(obj, "job_id"), _int(obj, "attempt"))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE, "job_id": self.job_id, "attempt": self.attempt}
 
 
 @attrs.frozen
@@ -1100,8 +1202,10 @@ class Stats:
             connection or to expiry) and ``expired`` (the expiry share of it).
         connections: Open connections.
         waiting_workers: Connections blocked in ``request_job`` right now.
-        workers: One entry per connection holding jobs:
-            ``{"name": ..., "jobs": [job ids]}``.
+        workers: One entry per worker connection (holding jobs or waiting
+            in ``request_job``): ``{"name", "jobs": [ids], "waiting": bool,
+            "queues": [names]}``.
+        queues: Per queue in use: ``{"pending", "scheduled", "running"}``.
     """
 
     TYPE: ClassVar[str] = "stats"
@@ -1110,6 +1214,7 @@ class Stats:
     connections: int
     waiting_workers: int
     workers: list[dict[str, Any]]
+    queues: dict[str, dict[str, int]] = attrs.field(factory=dict)
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Stats:
@@ -1123,6 +1228,7 @@ class Stats:
             connections=_int(obj, "connections"),
             waiting_workers=_int(obj, "waiting_workers"),
             workers=workers,
+            queues=_object(obj, "queues") if "queues" in obj else {},
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -1134,6 +1240,7 @@ class Stats:
             "connections": self.connections,
             "waiting_workers": self.waiting_workers,
             "workers": self.workers,
+            "queues": self.queues,
         }
 
 
@@ -1160,12 +1267,18 @@ class ErrorReply:
         return {"type": self.TYPE, "code": self.code, "message": self.message}
 
 
-Reply = Welcome | JobSubmitted | JobAssigned | NoJob | Ok | JobInfo | Stats | ErrorReply
+Reply = (
+    Welcome | JobSubmitted | JobsSubmitted | JobAssigned | NoJob | Ok | JobInfo | JobList
+    | Stats | ErrorReply | JobCancelledNotice
+)  # fmt: skip
 
 _REPLIES: dict[str, Callable[[dict[str, Any]], Reply]] = {
     cls.TYPE: cls.from_wire
-    for cls in (Welcome, JobSubmitted, JobAssigned, NoJob, Ok, JobInfo, Stats, ErrorReply)
-}
+    for cls in (
+        Welcome, JobSubmitted, JobsSubmitted, JobAssigned, NoJob, Ok, JobInfo, JobList, Stats,
+        ErrorReply, JobCancelledNotice,
+    )
+}  # fmt: skip
 
 
 def decode_reply(line: bytes) -> Reply:

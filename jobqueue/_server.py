@@ -31,12 +31,20 @@ from ._protocol import (
     MAX_LINE_BYTES,
     NEED_DATA,
     ErrorReply,
+    JobCancelledNotice,
     LineDecoder,
     ProtocolError,
     decode_request,
     encode,
 )
-from ._state import DEFAULT_FINISHED_RETENTION, DEFAULT_LEASE_TIMEOUT, QueueState
+from ._state import (
+    DEFAULT_FINISHED_RETENTION,
+    DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_RETRY_DELAY,
+    DEFAULT_RETRY_DELAY,
+    QueueState,
+)
 
 log = logging.getLogger("jobqueue.server")
 
@@ -51,6 +59,9 @@ async def serve_queue(
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
     finished_retention: int = DEFAULT_FINISHED_RETENTION,
     max_line_bytes: int = MAX_LINE_BYTES,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    retry_delay: float = DEFAULT_RETRY_DELAY,
+    max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Run a queue server until cancelled.
@@ -67,6 +78,10 @@ async def serve_queue(
         finished_retention: How many finished jobs are remembered for
             ``job_status``; older ones are forgotten, oldest first.
         max_line_bytes: Longest message accepted from a peer.
+        max_attempts: How many runs a job may take, unless it sets its own.
+        retry_delay: Backoff before the first retry of a job whose handler
+            raised, in seconds; it doubles for each further retry (with jitter).
+        max_retry_delay: Cap on that backoff.
         task_status: Set by ``nursery.start``.
 
     Error handling:
@@ -82,6 +97,9 @@ async def serve_queue(
         lease_timeout=lease_timeout,
         finished_retention=finished_retention,
         max_line_bytes=max_line_bytes,
+        max_attempts=max_attempts,
+        retry_delay=retry_delay,
+        max_retry_delay=max_retry_delay,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
@@ -106,11 +124,17 @@ class QueueService:
         lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
         finished_retention: int = DEFAULT_FINISHED_RETENTION,
         max_line_bytes: int = MAX_LINE_BYTES,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_delay: float = DEFAULT_RETRY_DELAY,
+        max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
     ) -> None:
         self.state = QueueState(
             lease_timeout=lease_timeout,
             finished_retention=finished_retention,
             id_prefix=secrets.token_hex(4) + "-",
+            max_attempts=max_attempts,
+            retry_delay=retry_delay,
+            max_retry_delay=max_retry_delay,
         )
         self._max_line_bytes = max_line_bytes
         # Unbuffered: a handler's send is a hand-off to the coordinator, which
@@ -258,7 +282,8 @@ class _ConnectionHandler:
                 if outgoing is None:
                     finished = True
                     break
-                written += len(outgoing)
+                # Notices were not asked for: they do not free the window.
+                written += sum(not isinstance(reply, JobCancelledNotice) for reply in outgoing)
                 chunks.extend(map(_encode_outgoing, outgoing))
                 try:
                     outgoing = replies.receive_nowait()

@@ -356,16 +356,17 @@ class QueueState:
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
         """Per queue: jobs pending, scheduled and running (queues in use only)."""
-        return {
-            queue: dict(counts) for queue, counts in self._queue_counts.items() if any(counts.values())
-        }
+        counts = self._queue_counts
+        return {queue: dict(by) for queue, by in counts.items() if any(by.values())}
 
     def pending_in(self, queues: Sequence[str]) -> bool:
         """Whether any of ``queues`` has a job waiting for a worker."""
         counts = self._queue_counts
         return any(counts.get(queue, {}).get("pending", 0) for queue in queues)
 
-    def list_jobs(self, state: JobState, queue: str | None, limit: int) -> tuple[list[JobRecord], bool]:
+    def list_jobs(
+        self, state: JobState, queue: str | None, limit: int
+    ) -> tuple[list[JobRecord], bool]:
         """Up to ``limit`` jobs in ``state`` (oldest change first); and whether more exist."""
         found: list[JobRecord] = []
         for job_id in self._by_state[state]:
@@ -544,9 +545,7 @@ class QueueState:
         if job.state is JobState.CANCELLED:
             return job, None
         if job.state in FINISHED:
-            raise ProtocolError(
-                "already_finished", f"job {job_id!r} is already {job.state.value}"
-            )
+            raise ProtocolError("already_finished", f"job {job_id!r} is already {job.state.value}")
         holder = job.worker if job.state is JobState.RUNNING else None
         self.apply(Cancelled(job_id))
         self._enforce_retention()
@@ -590,26 +589,27 @@ class QueueState:
             self._lose(job, "worker_lost", "WorkerLost", "the worker's connection closed")
         return lost
 
-    def tick(self, now: float) -> bool:
+    def tick(self, now: float) -> list[JobRecord]:
         """Expire leases that ran out and promote scheduled jobs that came due.
 
         Returns:
-            Whether any job became pending (so waiting workers can be fed).
+            The jobs that changed: back in line, scheduled for a retry, or
+            failed for good.
         """
         self._tick(now)
-        changed = False
+        changed = []
         while self._leases:
             job = self._jobs[next(iter(self._leases))]
             if job.lease_deadline > now:
                 break
             self._lose(job, "lease_expired", "LeaseExpired", "no heartbeat within the lease")
-            changed = True
+            changed.append(job)
         scheduled = self._scheduled
         while scheduled and scheduled[0][0] <= now:
             entry = heapq.heappop(scheduled)
             if self._is_due_entry(entry):
                 self.apply(Promoted(entry[2]))
-                changed = True
+                changed.append(self._jobs[entry[2]])
         return changed
 
     def _lose(self, job: JobRecord, reason: str, error_type: str, message: str) -> None:

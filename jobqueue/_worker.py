@@ -12,6 +12,7 @@ server requeues all its jobs at once.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import socket
@@ -27,12 +28,18 @@ from ._protocol import (
     Heartbeat,
     Hello,
     JobAssigned,
+    JobCancelledNotice,
     JobComplete,
     JobFailed,
+    Progress,
     RequestJob,
 )
+from ._state import DEFAULT_QUEUE
 
 log = logging.getLogger("jobqueue.worker")
+
+#: Default for Worker.job_timeout: a handler may run for an hour.
+DEFAULT_JOB_TIMEOUT = 3600.0
 
 #: Error codes meaning "this lease is no longer yours": stop, report nothing.
 _LEASE_GONE = frozenset({"not_leased", "unknown_job"})
@@ -53,6 +60,22 @@ class Job:
     name: str
     payload: Any
     attempt: int
+    _progress: Callable[[float | None, Any], Awaitable[None]] | None = attrs.field(
+        default=None, repr=False, eq=False, alias="progress_reporter"
+    )
+
+    async def report_progress(self, progress: float | None = None, note: Any = None) -> None:
+        """Tell the server how far along this job is; shows in ``job_status``.
+
+        Also extends the lease, like a heartbeat. If the lease is already
+        gone, this returns quietly and the worker stops the handler soon after.
+
+        Args:
+            progress: A number, e.g. the fraction done.
+            note: A short JSON value (up to 4 KiB encoded), e.g. ``{"stage": "upload"}``.
+        """
+        if self._progress is not None:
+            await self._progress(progress, note)
 
 
 #: A job handler: an async function taking the :class:`Job` and returning a
@@ -96,6 +119,9 @@ class WorkerStatistics:
         completed: Jobs whose handler returned and whose completion the server accepted.
         failed: Jobs whose handler raised, reported as failed.
         lost: Jobs abandoned because the server said the lease was gone.
+        cancelled: Jobs stopped because someone cancelled them.
+        timed_out: Handlers stopped for running longer than ``job_timeout``
+            (also counted in ``failed``).
         running: Handlers running right now.
         connected_slots: Slots connected (``hello`` answered) right now.
     """
@@ -103,6 +129,8 @@ class WorkerStatistics:
     completed: int = 0
     failed: int = 0
     lost: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
     running: int = 0
     connected_slots: int = 0
 
@@ -134,6 +162,12 @@ class Worker:
         reconnect_delay: First delay after a failed connection; doubles (with
             jitter) on each further failure.
         max_reconnect_delay: Cap on that delay.
+        queues: The queues to take jobs from; the best job across all of
+            them (highest priority, then oldest) comes first.
+        job_timeout: Longest a handler may run, in seconds (``None``: no
+            limit). A handler still running then is cancelled and its job
+            reported as failed with ``TimeoutError``, so a hung handler
+            cannot keep its job for ever by heartbeating.
         connect: Advanced: an async function returning a connected
             ``trio.abc.Stream``, used instead of TCP to ``host:port``
             (``jobqueue.testing`` uses it for in-memory queues).
@@ -149,9 +183,14 @@ class Worker:
     )
     reconnect_delay: float = 0.1
     max_reconnect_delay: float = 5.0
+    queues: tuple[str, ...] = attrs.field(default=(DEFAULT_QUEUE,), converter=tuple)
+    job_timeout: float | None = DEFAULT_JOB_TIMEOUT
     connect: Connector | None = None
     _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
     _link_down: bool = attrs.field(default=False, init=False)
+    # (job id, attempt) -> the cancel scope of its handler, for cancel notices.
+    _running: dict[tuple[str, int], trio.CancelScope] = attrs.field(factory=dict, init=False)
+    _cancelled: set[tuple[str, int]] = attrs.field(factory=set, init=False)
 
     def statistics(self) -> WorkerStatistics:
         """A snapshot of this worker's counters."""
@@ -204,28 +243,19 @@ class Worker:
                 healthy = False
 
                 def served() -> None:
-                    nonlocal healthy
+                    nonlocal healthy, first
                     healthy = True
-
-                counted = False
-                try:
-                    await link.request(Hello(self.name))
-                    self._stats.connected_slots += 1
-                    counted = True
                     if first:
                         first = False
                         connected()
-                    elif self._link_down:
-                        self._link_down = False
-                        log.warning("reconnected to the queue at %s", link.address)
-                    await self._serve(link, served)
+
+                try:
+                    await self._connection(link, served)
                 except (ConnectionLost, RequestError) as exc:
                     if not self._link_down:
                         self._link_down = True
                         log.warning("lost the queue at %s (%s); reconnecting", link.address, exc)
                 finally:
-                    if counted:
-                        self._stats.connected_slots -= 1
                     await link.aclose()
                 # Only a connection that did real work resets the backoff: a
                 # server that accepts and then drops connections must not
@@ -235,15 +265,57 @@ class Worker:
             await trio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self.max_reconnect_delay)
 
-    async def _serve(self, link: Link, served: Callable[[], None]) -> NoReturn:
-        while True:
-            reply = await link.request(RequestJob(wait=self.poll_wait))
-            served()
-            if isinstance(reply, JobAssigned):
-                await self._run_job(link, reply)
+    async def _connection(self, link: Link, served: Callable[[], None]) -> None:
+        """Serve jobs over one connection until it breaks (raises ConnectionLost)."""
+        error: ConnectionLost | RequestError | None = None
+        async with trio.open_nursery() as nursery:
+            # The reader runs for the whole connection so a cancel notice is
+            # seen even while no request is in flight; when the connection
+            # ends it cancels everything here, running handlers included.
+            await nursery.start(link.run_reader, self._on_notice, nursery.cancel_scope.cancel)
+            self._stats.connected_slots += 1
+            try:
+                await link.request(Hello(self.name))
+                if self._link_down:
+                    self._link_down = False
+                    log.warning("reconnected to the queue at %s", link.address)
+                served()
+                while True:
+                    reply = await link.request(RequestJob(wait=self.poll_wait, queues=self.queues))
+                    if isinstance(reply, JobAssigned):
+                        await self._run_job(link, reply)
+            except (ConnectionLost, RequestError) as exc:
+                error = exc
+            finally:
+                self._stats.connected_slots -= 1
+                nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        raise ConnectionLost(f"connection to {link.address} {link.broken or 'lost'}")
+
+    def _on_notice(self, notice: JobCancelledNotice) -> None:
+        key = (notice.job_id, notice.attempt)
+        scope = self._running.get(key)
+        if scope is not None:
+            self._cancelled.add(key)
+            scope.cancel()
 
     async def _run_job(self, link: Link, assigned: JobAssigned) -> None:
-        job = Job(assigned.job_id, assigned.name, assigned.payload, assigned.attempt)
+        key = (assigned.job_id, assigned.attempt)
+
+        async def report_progress(progress: float | None, note: Any) -> None:
+            try:
+                await link.request(Progress(assigned.job_id, assigned.attempt, progress, note))
+            except RequestError as exc:
+                log.debug("progress for job %s not recorded: %s", assigned.job_id, exc)
+
+        job = Job(
+            assigned.job_id,
+            assigned.name,
+            assigned.payload,
+            assigned.attempt,
+            progress_reporter=report_progress,
+        )
         handler = self.handlers.get(job.name)
         outcome: tuple[bool, Any] | None = None
         done = trio.Event()
@@ -255,11 +327,21 @@ class Worker:
                 error = LookupError(f"worker {self.name} has no handler {job.name!r} ({known})")
                 outcome = (False, error)
             else:
-                try:
-                    outcome = (True, await handler(job))
-                except Exception as exc:
-                    log.exception("job %s (%s) failed", job.id, job.name)
-                    outcome = (False, exc)
+                with trio.move_on_after(
+                    math.inf if self.job_timeout is None else self.job_timeout
+                ) as limit:
+                    try:
+                        outcome = (True, await handler(job))
+                    except Exception as exc:
+                        log.exception("job %s (%s) failed", job.id, job.name)
+                        outcome = (False, exc)
+                if limit.cancelled_caught:
+                    self._stats.timed_out += 1
+                    log.warning("job %s (%s) ran past job_timeout", job.id, job.name)
+                    outcome = (
+                        False,
+                        TimeoutError(f"handler ran longer than job_timeout={self.job_timeout:g}s"),
+                    )
             done.set()
 
         log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
@@ -270,6 +352,7 @@ class Worker:
         self._stats.running += 1
         try:
             async with trio.open_nursery() as nursery:
+                self._running[key] = nursery.cancel_scope
                 nursery.start_soon(run_handler)
                 while not done.is_set():
                     with trio.move_on_after(interval):
@@ -284,6 +367,14 @@ class Worker:
                         break
         finally:
             self._stats.running -= 1
+            del self._running[key]
+        if key in self._cancelled:
+            # Someone cancelled the job: the server already marked it
+            # cancelled, so there is nothing to report.
+            self._cancelled.discard(key)
+            self._stats.cancelled += 1
+            log.info("job %s (%s) was cancelled; its handler was stopped", job.id, job.name)
+            return
         if isinstance(lost, ConnectionLost):
             raise lost
         if lost is not None:

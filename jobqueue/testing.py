@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
+from typing import Any
 
 import attrs
 import pytest
@@ -60,13 +61,14 @@ class RunningQueue:
         *,
         concurrency: int = 1,
         name: str = "test-worker",
+        **options: Any,
     ) -> Worker:
         """Start a :class:`~jobqueue.Worker` on this queue; return once it is connected.
 
         It runs until the queue's block ends. To stop one early (a worker
         "crash"), start :meth:`worker` in a nursery of your own and cancel it.
         """
-        worker = self.worker(handlers, concurrency=concurrency, name=name)
+        worker = self.worker(handlers, concurrency=concurrency, name=name, **options)
         await self.nursery.start(worker.run)
         return worker
 
@@ -76,8 +78,13 @@ class RunningQueue:
         *,
         concurrency: int = 1,
         name: str = "test-worker",
+        **options: Any,
     ) -> Worker:
-        """A :class:`~jobqueue.Worker` for this queue, not yet started."""
+        """A :class:`~jobqueue.Worker` for this queue, not yet started.
+
+        ``options`` are passed on to :class:`~jobqueue.Worker` (``queues``,
+        ``job_timeout``, ...).
+        """
         host, port = self.address
         return Worker(
             host,
@@ -86,6 +93,7 @@ class RunningQueue:
             concurrency=concurrency,
             name=name,
             connect=self.connector,
+            **options,
         )
 
     def connect(self, name: str | None = None) -> AbstractAsyncContextManager[Client]:
@@ -99,8 +107,13 @@ async def open_test_queue(
     *,
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
     finished_retention: int = DEFAULT_FINISHED_RETENTION,
+    **options: Any,
 ) -> AsyncIterator[RunningQueue]:
-    """Run a queue server on ``127.0.0.1``, any free port, for the ``async with`` block."""
+    """Run a queue server on ``127.0.0.1``, any free port, for the ``async with`` block.
+
+    ``options`` are passed on to :func:`~jobqueue.serve_queue`
+    (``max_attempts``, ``retry_delay``, ...).
+    """
     async with trio.open_nursery() as nursery:
         address = await nursery.start(
             partial(
@@ -109,6 +122,7 @@ async def open_test_queue(
                 host="127.0.0.1",
                 lease_timeout=lease_timeout,
                 finished_retention=finished_retention,
+                **options,
             )
         )
         async with Client.connect(*address, name="test-client") as client:
@@ -121,13 +135,17 @@ async def open_memory_queue(
     *,
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
     finished_retention: int = DEFAULT_FINISHED_RETENTION,
+    **options: Any,
 ) -> AsyncIterator[RunningQueue]:
     """Run a queue reached through in-memory streams, for the ``async with`` block.
 
     Safe with trio's autojump clock: no kernel is moving bytes behind trio's
     back, so virtual time only jumps when every task is truly waiting.
+    ``options`` are passed on to the server as for :func:`open_test_queue`.
     """
-    service = QueueService(lease_timeout=lease_timeout, finished_retention=finished_retention)
+    service = QueueService(
+        lease_timeout=lease_timeout, finished_retention=finished_retention, **options
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
 
