@@ -22,7 +22,13 @@ from ._client import Client
 from ._link import JobQueueError
 from ._protocol import JOB_STATES, JobInfo, JobList, ProtocolError, Stats, decode_value
 from ._server import serve_queue
-from ._state import DEFAULT_FINISHED_RETENTION, DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_ATTEMPTS
+from ._state import (
+    DEFAULT_FINISHED_RETENTION,
+    DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_RETRY_DELAY,
+    DEFAULT_RETRY_DELAY,
+)
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
 
@@ -101,6 +107,20 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_ATTEMPTS,
         metavar="N",
         help=f"runs a job may take unless it sets its own (default: {DEFAULT_MAX_ATTEMPTS})",
+    )
+    serve.add_argument(
+        "--retry-delay",
+        type=_positive_float,
+        default=DEFAULT_RETRY_DELAY,
+        metavar="SECONDS",
+        help=f"first backoff after a handler raised; doubles (default: {DEFAULT_RETRY_DELAY:g})",
+    )
+    serve.add_argument(
+        "--max-retry-delay",
+        type=_positive_float,
+        default=DEFAULT_MAX_RETRY_DELAY,
+        metavar="SECONDS",
+        help=f"cap on that backoff (default: {DEFAULT_MAX_RETRY_DELAY:g})",
     )
     serve.set_defaults(command=_serve)
 
@@ -251,6 +271,8 @@ def _serve(args: argparse.Namespace) -> int:
                 lease_timeout=args.lease_timeout,
                 finished_retention=args.retention,
                 max_attempts=args.max_attempts,
+                retry_delay=args.retry_delay,
+                max_retry_delay=args.max_retry_delay,
             )
         )
     except OSError as exc:

@@ -26,6 +26,8 @@ import attrs
 import trio
 
 from ._protocol import (
+    ENVELOPE_BYTES,
+    MAX_LINE_BYTES,
     GetStats,
     GetStatus,
     Heartbeat,
@@ -51,6 +53,7 @@ from ._protocol import (
     SubmitJobs,
     WaitJob,
     Welcome,
+    encode,
 )
 from ._state import FINISHED, JobRecord, JobState, QueueState
 from ._version import __version__
@@ -307,8 +310,7 @@ class Coordinator:
         if isinstance(request, JobAction):
             return self._act(request, now)
         if isinstance(request, ListJobs):
-            jobs, truncated = state.list_jobs(JobState(request.state), request.queue, request.limit)
-            return JobList(tuple(job.info() for job in jobs), truncated)
+            return self._list(request)
         if isinstance(request, Hello):
             conn.name = request.name
             return Welcome("jobqueue", __version__, state.lease_timeout)
@@ -348,6 +350,25 @@ class Coordinator:
             return job.info()
         state.delete(request.job_id, now)
         return Ok()
+
+    def _list(self, request: ListJobs) -> JobList:
+        """A listing that fits one reply line: results are left out (ask
+        ``job_status`` for one), and the list is cut short, marked truncated,
+        before its encoded size passes the line limit.
+        """
+        jobs, truncated = self.state.list_jobs(
+            JobState(request.state), request.queue, request.limit
+        )
+        infos = []
+        budget = MAX_LINE_BYTES - ENVELOPE_BYTES
+        for job in jobs:
+            info = attrs.evolve(job.info(), result=None)
+            budget -= len(encode(info.to_wire()))
+            if budget < 0:
+                truncated = True
+                break
+            infos.append(info)
+        return JobList(tuple(infos), truncated)
 
     def _after_changes(self, jobs: list[JobRecord], now: float) -> None:
         """Feed workers if jobs came back in line; tell watchers of jobs that ended."""

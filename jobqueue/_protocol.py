@@ -18,6 +18,7 @@ import enum
 import json
 import math
 import re
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, NoReturn, TypeVar
 
@@ -53,6 +54,9 @@ MAX_ATTEMPTS = 1000
 
 #: Longest delay a submit may ask for: one year, in seconds.
 MAX_DELAY_SECONDS = 366 * 86400.0
+
+#: Most jobs one ``submit_jobs`` may carry (bounds the reply's list of ids).
+MAX_BATCH = 10_000
 
 #: Most queues one ``request_job`` may name.
 MAX_QUEUES = 64
@@ -539,6 +543,11 @@ class SubmitJob:
                 )
         if run_at is not None:
             run_at = _number(obj, "run_at")
+            if run_at > time.time() + MAX_DELAY_SECONDS:
+                raise ProtocolError(
+                    "bad_request",
+                    f'"{obj["type"]}" field "run_at" is more than a year ahead',
+                )
         return cls(
             name=name,
             payload=_stored_value(obj, "payload"),
@@ -582,6 +591,10 @@ class SubmitJobs:
         jobs = obj.get("jobs")
         if not isinstance(jobs, list) or not jobs:
             raise _bad(obj, "jobs", "a non-empty array of job objects")
+        if len(jobs) > MAX_BATCH:
+            raise ProtocolError(
+                "bad_request", f'"submit_jobs" takes at most {MAX_BATCH} jobs, not {len(jobs)}'
+            )
         parsed = []
         for index, job in enumerate(jobs):
             if not isinstance(job, dict):

@@ -688,11 +688,15 @@ class QueueState:
             self._enqueue(job)
         elif isinstance(event, Cancelled):
             job = self._jobs.get(event.job_id, _GONE)
-            if job.state is JobState.RUNNING:
-                self._move(event.job_id, "cancel")
+            source = job.state
+            self._move(event.job_id, "cancel")
+            if source is JobState.RUNNING:
                 self._end_lease(job)
             else:
-                self._move(event.job_id, "cancel")
+                # Its heap entry stays (lazy deletion) until it reaches the
+                # top; compacting when dead entries outnumber live ones keeps
+                # a heap's size within twice its live jobs, amortised O(1).
+                self._compact(job.queue)
             job.not_before = None
             self.totals["cancelled"] += 1
         elif isinstance(event, Revived):
@@ -792,6 +796,11 @@ class QueueState:
             counts[source.value] -= 1
         if target.value in counts:
             counts[target.value] += 1
+        if not counts["pending"]:
+            # No live entry left: whatever is in the heap is stale.
+            self._queues.pop(job.queue, None)
+            if not any(counts.values()):
+                del self._queue_counts[job.queue]  # a queue name costs nothing once idle
         if target in FINISHED:
             self._finished.append(job_id)
         return job
@@ -807,6 +816,18 @@ class QueueState:
         if counts is None:
             counts = self._queue_counts[queue] = {"pending": 0, "scheduled": 0, "running": 0}
         return counts
+
+    def _compact(self, queue: str) -> None:
+        jobs = self._jobs
+        heap = self._queues.get(queue)
+        live = self._queue_counts.get(queue, {}).get("pending", 0)
+        if heap is not None and len(heap) > 2 * live + 64:
+            heap[:] = [e for e in heap if jobs.get(e[2], _GONE).state is JobState.PENDING]
+            heapq.heapify(heap)
+        scheduled = self._scheduled
+        if len(scheduled) > 2 * len(self._by_state[JobState.SCHEDULED]) + 64:
+            scheduled[:] = [e for e in scheduled if self._is_due_entry(e)]
+            heapq.heapify(scheduled)
 
     def _enqueue(self, job: JobRecord) -> None:
         heapq.heappush(self._queues.setdefault(job.queue, []), (-job.priority, job.seq, job.id))

@@ -16,7 +16,7 @@ import math
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 import attrs
@@ -135,6 +135,13 @@ class WorkerStatistics:
     connected_slots: int = 0
 
 
+def _queue_names(queues: Iterable[str]) -> tuple[str, ...]:
+    names = (queues,) if isinstance(queues, str) else tuple(queues)
+    if not names:
+        raise ValueError("a worker needs at least one queue")
+    return names
+
+
 def _merge_handlers(handlers: Mapping[str, Handler]) -> dict[str, Handler]:
     return {**BUILTIN_HANDLERS, **handlers}
 
@@ -183,7 +190,7 @@ class Worker:
     )
     reconnect_delay: float = 0.1
     max_reconnect_delay: float = 5.0
-    queues: tuple[str, ...] = attrs.field(default=(DEFAULT_QUEUE,), converter=tuple)
+    queues: tuple[str, ...] = attrs.field(default=(DEFAULT_QUEUE,), converter=_queue_names)
     job_timeout: float | None = DEFAULT_JOB_TIMEOUT
     connect: Connector | None = None
     _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
