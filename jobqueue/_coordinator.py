@@ -352,9 +352,10 @@ class Coordinator:
         return Ok()
 
     def _list(self, request: ListJobs) -> JobList:
-        """A listing that fits one reply line: results are left out (ask
-        ``job_status`` for one), and the list is cut short, marked truncated,
-        before its encoded size passes the line limit.
+        """A listing that fits in one reply line.
+
+        Results are left out (``job_status`` gives one), and the list is cut
+        short, marked truncated, before its encoded size passes the limit.
         """
         jobs, truncated = self.state.list_jobs(
             JobState(request.state), request.queue, request.limit
