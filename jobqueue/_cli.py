@@ -20,7 +20,15 @@ import trio
 
 from ._client import Client
 from ._link import JobQueueError
-from ._protocol import JOB_STATES, JobInfo, JobList, ProtocolError, Stats, decode_value
+from ._protocol import (
+    JOB_STATES,
+    MAX_ATTEMPTS,
+    JobInfo,
+    JobList,
+    ProtocolError,
+    Stats,
+    decode_value,
+)
 from ._server import serve_queue
 from ._state import (
     DEFAULT_FINISHED_RETENTION,
@@ -103,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-attempts",
-        type=_positive_int,
+        type=_attempts,
         default=DEFAULT_MAX_ATTEMPTS,
         metavar="N",
         help=f"runs a job may take unless it sets its own (default: {DEFAULT_MAX_ATTEMPTS})",
@@ -220,6 +228,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _attempts(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_ATTEMPTS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_ATTEMPTS}, not {value}")
     return value
 
 

@@ -763,7 +763,8 @@ class Progress:
         """Validate a decoded ``progress``."""
         progress = _number(obj, "progress") if obj.get("progress") is not None else None
         note = obj.get("note")
-        if note is not None and len(encode({"note": note})) > MAX_NOTE_BYTES:
+        # The note's own encoded size: minus the 10 bytes of '{"note":' + '}\n'.
+        if note is not None and len(encode({"note": note})) - 10 > MAX_NOTE_BYTES:
             raise ProtocolError(
                 "message_too_large", f'"progress" note is longer than {MAX_NOTE_BYTES} bytes'
             )

@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from ._protocol import JobInfo, ProtocolError
+from ._protocol import MAX_ATTEMPTS, JobInfo, ProtocolError
 
 #: Default for how long a lease lasts without a heartbeat, in seconds.
 DEFAULT_LEASE_TIMEOUT = 30.0
@@ -308,8 +308,8 @@ class QueueState:
             raise ValueError("lease_timeout must be positive")
         if self.finished_retention < 0:
             raise ValueError("finished_retention must be >= 0")
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
+        if not 1 <= self.max_attempts <= MAX_ATTEMPTS:
+            raise ValueError(f"max_attempts must be from 1 to {MAX_ATTEMPTS}")
 
     # -- queries --------------------------------------------------------------
 
@@ -521,7 +521,9 @@ class QueueState:
         job = self._leased(job_id, worker, attempt, "fail")
         if job.attempts_left > 0:
             retries = job.attempt - job.attempt_base
-            ceiling = min(self.retry_delay * 2 ** (retries - 1), self.max_retry_delay)
+            # The exponent is capped first: 2.0 ** 1024 would overflow a float
+            # long before min() could apply the cap.
+            ceiling = min(self.retry_delay * 2.0 ** min(retries - 1, 64), self.max_retry_delay)
             # "Equal jitter": at least half the backoff, so retries of many
             # jobs failing together spread out without collapsing to zero.
             delay = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
@@ -642,7 +644,7 @@ class QueueState:
         elif job.state is JobState.PENDING:
             why = "its lease was lost and it is waiting to be reassigned"
         elif job.state is JobState.SCHEDULED:
-            why = "it is waiting to be retried"
+            why = "it is scheduled to run later (delayed, or backing off before a retry)"
         else:
             why = f"it is already {job.state.value}"
         raise ProtocolError("not_leased", f"cannot {verb} job {job_id!r}: {why}")

@@ -18,9 +18,16 @@ from hypothesis import strategies as st
 from jobqueue._protocol import (
     ENVELOPE_BYTES,
     EOF,
+    JOB_STATES,
+    MAX_ATTEMPTS,
+    MAX_DELAY_SECONDS,
     MAX_DEPTH,
     MAX_LINE_BYTES,
+    MAX_LIST_LIMIT,
     MAX_NAME_CHARS,
+    MAX_NOTE_BYTES,
+    MAX_PRIORITY,
+    MAX_QUEUES,
     MAX_WAIT_SECONDS,
     NEED_DATA,
     ErrorReply,
@@ -28,20 +35,27 @@ from jobqueue._protocol import (
     GetStatus,
     Heartbeat,
     Hello,
+    JobAction,
     JobAssigned,
+    JobCancelledNotice,
     JobComplete,
     JobFailed,
     JobInfo,
+    JobList,
+    JobsSubmitted,
     JobSubmitted,
     LineDecoder,
+    ListJobs,
     NoJob,
     Ok,
+    Progress,
     ProtocolError,
     Reply,
     Request,
     RequestJob,
     Stats,
     SubmitJob,
+    SubmitJobs,
     WaitJob,
     Welcome,
     decode_object,
@@ -422,14 +436,41 @@ def test_missing_or_non_string_type_is_bad_request(line: bytes) -> None:
     assert info.value.code == "bad_request"
 
 
-@pytest.mark.parametrize("kind", ["", "STATS", "job_assigned", "no_job", "error", "stats "])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "",
+        "STATS",
+        "job_assigned",
+        "no_job",
+        "error",
+        "stats ",
+        "jobs_submitted",
+        "job_list",
+        "job_cancelled",
+        "cancel",
+        "retry_jobs",
+    ],
+)
 def test_unknown_request_type(kind: str) -> None:
     error = request_error(json.dumps({"type": kind}).encode())
     assert error.code == "unknown_type"
     assert repr(kind) in error.message
 
 
-@pytest.mark.parametrize("kind", ["submit_job", "request_job", "heartbeat", "bogus"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "submit_job",
+        "request_job",
+        "heartbeat",
+        "bogus",
+        "submit_jobs",
+        "progress",
+        "cancel_job",
+        "list_jobs",
+    ],
+)
 def test_unknown_reply_type(kind: str) -> None:
     with pytest.raises(ProtocolError) as info:
         decode_reply(json.dumps({"type": kind}).encode())
@@ -527,6 +568,43 @@ REQUESTS: list[Request] = [
     WaitJob(job_id="1", wait=0.0),
     WaitJob(job_id="1", wait=12.5),
     GetStats(),
+    # Submit options.
+    SubmitJob(name="x", queue="mail", priority=7, max_attempts=3, delay=2.5, key="order-1"),
+    SubmitJob(name="x", priority=-MAX_PRIORITY, max_attempts=1, run_at=1.7e9),
+    SubmitJob(
+        name="x",
+        queue="q" * MAX_NAME_CHARS,
+        priority=MAX_PRIORITY,
+        max_attempts=MAX_ATTEMPTS,
+        delay=MAX_DELAY_SECONDS,
+        key="k" * MAX_NAME_CHARS,
+    ),
+    SubmitJob(name="x", run_at=-5.0),
+    SubmitJob(name="x", delay=1e-9),
+    SubmitJobs(jobs=(SubmitJob(name="one"),)),
+    SubmitJobs(
+        jobs=(
+            SubmitJob(name="a", payload=[1]),
+            SubmitJob(name="b", queue="q", priority=-1, max_attempts=2, delay=1.0, key="k"),
+            SubmitJob(name="c", run_at=10.0),
+        )
+    ),
+    RequestJob(queues=("mail",)),
+    RequestJob(wait=5.0, queues=("a", "default", "b")),
+    RequestJob(queues=tuple(f"q{i}" for i in range(MAX_QUEUES))),
+    RequestJob(queues=("q" * MAX_NAME_CHARS, "a")),
+    Progress(job_id="1"),
+    Progress(job_id="1", attempt=2, progress=0.5, note={"stage": "upload", "n": [1, 2]}),
+    Progress(job_id="1", progress=0.0),
+    Progress(job_id="1", progress=-3.0, note=""),
+    Progress(job_id="1", note="n" * (MAX_NOTE_BYTES - 100)),
+    JobAction("cancel_job", "1"),
+    JobAction("retry_job", "r-2"),
+    JobAction("delete_job", "x" * 300),
+    ListJobs(state="failed"),
+    ListJobs(state="pending", queue="mail", limit=MAX_LIST_LIMIT),
+    ListJobs(state="cancelled", limit=1),
+    *(ListJobs(state=state) for state in JOB_STATES),
 ]
 
 
@@ -545,6 +623,9 @@ def test_request_round_trip(request_: Request) -> None:
 REPLIES: list[Reply] = [
     Welcome(server="jobqueue", version="0.1.0", lease_timeout=30.0),
     JobSubmitted(job_id="1"),
+    JobSubmitted(job_id="1", duplicate=True),
+    JobsSubmitted(job_ids=("1", "2", "3")),
+    JobsSubmitted(job_ids=()),
     JobAssigned(job_id="1", name="n", payload={"k": [1]}, attempt=2, lease_timeout=10.0),
     JobAssigned(job_id="1", name="n", payload=None, attempt=1, lease_timeout=0.5),
     NoJob(),
@@ -561,12 +642,45 @@ REPLIES: list[Reply] = [
         worker="w",
         error={"type": "KeyError", "message": "'x'"},
     ),
+    JobInfo(job_id="1", name="n", state="scheduled", attempt=1, queue="mail", max_attempts=3),
+    JobInfo(
+        job_id="1",
+        name="n",
+        state="running",
+        attempt=2,
+        worker="w",
+        error={"type": "WorkerLost", "message": "gone"},
+        queue="q",
+        priority=-MAX_PRIORITY,
+        max_attempts=MAX_ATTEMPTS,
+        progress=0.75,
+        note={"stage": "encode"},
+    ),
+    JobInfo(job_id="1", name="n", state="cancelled", attempt=0, priority=MAX_PRIORITY),
+    JobInfo(job_id="1", name="n", state="running", attempt=1, progress=0.0, note=[]),
+    JobList(jobs=()),
+    JobList(
+        jobs=(
+            JobInfo(job_id="1", name="n", state="failed", attempt=5, max_attempts=5),
+            JobInfo(job_id="2", name="m", state="failed", attempt=1, queue="q", priority=3),
+        ),
+        truncated=True,
+    ),
+    JobCancelledNotice(job_id="1", attempt=2),
     Stats(
         jobs={"pending": 1, "running": 0, "completed": 2, "failed": 0},
         totals={"submitted": 3, "completed": 2, "failed": 0, "reassigned": 1, "expired": 0},
         connections=2,
         waiting_workers=1,
         workers=[{"name": "w", "jobs": ["1", "2"]}],
+    ),
+    Stats(
+        jobs=dict.fromkeys(JOB_STATES, 1),
+        totals={"submitted": 6, "cancelled": 1, "retried": 4},
+        connections=1,
+        waiting_workers=0,
+        workers=[{"name": "w", "jobs": [], "waiting": True, "queues": ["a", "b"]}],
+        queues={"a": {"pending": 1, "scheduled": 0, "running": 2}},
     ),
     ErrorReply(code="bad_json", message="nope"),
     ErrorReply(code="unknown_job", message=""),
@@ -634,7 +748,10 @@ def test_optional_fields_default() -> None:
         (b'{"type":"heartbeat","job_id":"1","attempt":"1"}', '"attempt"'),
         (b'{"type":"job_failed","job_id":"1","error":{"type":"E"},"attempt":0}', '"attempt"'),
         # name
-        (b'{"type":"submit_job","name":"' + b"n" * (MAX_NAME_CHARS + 1) + b'"}', "name is longer"),
+        (
+            b'{"type":"submit_job","name":"' + b"n" * (MAX_NAME_CHARS + 1) + b'"}',
+            f'"name" is longer than {MAX_NAME_CHARS} characters',
+        ),
         (b'{"type":"submit_job"}', '"name"'),
         (b'{"type":"submit_job","name":""}', '"name"'),
         (b'{"type":"submit_job","name":5}', '"name"'),
@@ -661,6 +778,380 @@ def test_wrong_field_is_bad_request_naming_the_field(line: bytes, expected: str)
 def test_name_length_limit_counts_characters() -> None:
     name = "é" * MAX_NAME_CHARS  # 400 bytes, 200 characters
     assert decode_line(json.dumps({"type": "submit_job", "name": name}).encode()) == SubmitJob(name)
+
+
+# -- the job lifecycle's messages ----------------------------------------------------
+
+
+def wire_line(**fields: Any) -> bytes:
+    """A compact JSON line (no newline) from keyword fields; ``type`` goes first."""
+    return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def test_submit_options_default_and_null_means_default() -> None:
+    plain = SubmitJob("x")
+    assert (plain.queue, plain.priority, plain.max_attempts, plain.delay) == (
+        "default",
+        0,
+        None,
+        0.0,
+    )
+    assert (plain.run_at, plain.key) == (None, None)
+    assert plain.to_wire() == {"type": "submit_job", "name": "x", "payload": None}
+    nulls = dict.fromkeys(("queue", "priority", "max_attempts", "delay", "run_at", "key"))
+    assert decode_line(wire_line(type="submit_job", name="x", **nulls)) == plain
+    assert decode_line(wire_line(type="submit_job", name="x", delay=0, priority=0)) == plain
+    assert decode_line(wire_line(type="submit_job", name="x", queue="default")) == plain
+
+
+def test_submit_numbers_become_floats() -> None:
+    request = decode_line(wire_line(type="submit_job", name="x", delay=5, priority=2))
+    assert request == SubmitJob("x", delay=5.0, priority=2)
+    assert isinstance(request, SubmitJob)
+    assert type(request.delay) is float
+    request = decode_line(wire_line(type="submit_job", name="x", run_at=1700000000))
+    assert isinstance(request, SubmitJob)
+    assert request.run_at == 1.7e9
+    assert type(request.run_at) is float
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        # priority
+        ({"priority": MAX_PRIORITY + 1}, f'"priority" must be from {-MAX_PRIORITY} to'),
+        ({"priority": -MAX_PRIORITY - 1}, '"priority" must be from'),
+        ({"priority": 1.5}, '"priority" must be an integer'),
+        ({"priority": "1"}, '"priority" must be an integer'),
+        ({"priority": True}, '"priority" must be an integer'),
+        # max_attempts
+        ({"max_attempts": 0}, f'"max_attempts" must be from 1 to {MAX_ATTEMPTS}'),
+        ({"max_attempts": -1}, '"max_attempts" must be from 1'),
+        ({"max_attempts": MAX_ATTEMPTS + 1}, '"max_attempts" must be from 1'),
+        ({"max_attempts": 2.0}, '"max_attempts" must be an integer'),
+        ({"max_attempts": False}, '"max_attempts" must be an integer'),
+        # delay
+        ({"delay": -0.5}, '"delay" must be 0 to'),
+        ({"delay": -1}, '"delay" must be 0 to'),
+        ({"delay": MAX_DELAY_SECONDS + 1}, '"delay" must be 0 to'),
+        ({"delay": "5"}, '"delay" must be a number'),
+        ({"delay": True}, '"delay" must be a number'),
+        ({"delay": [5]}, '"delay" must be a number'),
+        # run_at
+        ({"run_at": "tomorrow"}, '"run_at" must be a number'),
+        ({"run_at": True}, '"run_at" must be a number'),
+        ({"run_at": {}}, '"run_at" must be a number'),
+        # both
+        ({"delay": 5, "run_at": 1.7e9}, 'takes "delay" or "run_at", not both'),
+        ({"delay": 0, "run_at": 1.7e9}, 'takes "delay" or "run_at", not both'),
+        # queue
+        ({"queue": ""}, '"queue" must not be empty'),
+        ({"queue": 5}, '"queue" must be a non-empty string'),
+        ({"queue": ["a"]}, '"queue" must be a non-empty string'),
+        ({"queue": "q" * (MAX_NAME_CHARS + 1)}, f'"queue" is longer than {MAX_NAME_CHARS}'),
+        # key
+        ({"key": ""}, '"key" must not be empty'),
+        ({"key": 17}, '"key" must be a non-empty string'),
+        ({"key": "k" * (MAX_NAME_CHARS + 1)}, f'"key" is longer than {MAX_NAME_CHARS}'),
+    ],
+)
+def test_bad_submit_option_is_bad_request_naming_it(fields: dict[str, Any], expected: str) -> None:
+    error = request_error(wire_line(type="submit_job", name="x", **fields))
+    assert error.code == "bad_request"
+    assert error.message.startswith('"submit_job" ')
+    assert expected in error.message
+    # The same job inside a batch: the same complaint, naming the job.
+    line = wire_line(type="submit_jobs", jobs=[{"name": "ok"}, {"name": "x", **fields}])
+    error = request_error(line)
+    assert error.code == "bad_request"
+    assert error.message.startswith('job 1: "submit_jobs" ')
+    assert expected in error.message
+
+
+def test_submit_limits_are_inclusive() -> None:
+    line = wire_line(
+        type="submit_job",
+        name="x",
+        priority=-MAX_PRIORITY,
+        max_attempts=MAX_ATTEMPTS,
+        delay=MAX_DELAY_SECONDS,
+        queue="q" * MAX_NAME_CHARS,
+        key="é" * MAX_NAME_CHARS,
+    )
+    request = decode_line(line)
+    assert request == SubmitJob(
+        "x",
+        priority=-MAX_PRIORITY,
+        max_attempts=MAX_ATTEMPTS,
+        delay=MAX_DELAY_SECONDS,
+        queue="q" * MAX_NAME_CHARS,
+        key="é" * MAX_NAME_CHARS,
+    )
+    assert decode_line(wire_line(type="submit_job", name="x", max_attempts=1)) == SubmitJob(
+        "x", max_attempts=1
+    )
+
+
+def test_submit_jobs_decodes_every_job_in_order() -> None:
+    line = wire_line(
+        type="submit_jobs",
+        jobs=[
+            {"name": "a", "payload": {"i": 0}},
+            {"name": "b", "queue": "q", "priority": 3, "key": "k", "type": "ignored"},
+            {"name": "c", "delay": 2, "max_attempts": 1},
+        ],
+    )
+    assert decode_line(line) == SubmitJobs(
+        (
+            SubmitJob("a", {"i": 0}),
+            SubmitJob("b", queue="q", priority=3, key="k"),
+            SubmitJob("c", delay=2.0, max_attempts=1),
+        )
+    )
+    # The jobs on the wire carry no "type" of their own.
+    wire = SubmitJobs((SubmitJob("a", 1, queue="q"),)).to_wire()
+    assert wire == {"type": "submit_jobs", "jobs": [{"name": "a", "payload": 1, "queue": "q"}]}
+
+
+@pytest.mark.parametrize(
+    ("jobs", "expected"),
+    [
+        (None, '"submit_jobs" needs field "jobs" (a non-empty array of job objects)'),
+        ([], '"jobs" must be a non-empty array of job objects'),
+        ({"name": "x"}, '"jobs" must be a non-empty array of job objects, not an object'),
+        ("x", '"jobs" must be a non-empty array of job objects, not a string'),
+        ([5], '"submit_jobs" job 0 is not an object'),
+        ([{"name": "a"}, None], '"submit_jobs" job 1 is not an object'),
+        ([{"name": "a"}, {"name": "b"}, [1]], '"submit_jobs" job 2 is not an object'),
+        ([{}], 'job 0: "submit_jobs" needs field "name"'),
+        ([{"name": "a"}, {"name": "b"}, {"name": ""}], 'job 2: "submit_jobs" field "name"'),
+        (
+            [{"name": "a"}, {"name": "b", "delay": 1, "run_at": 2}],
+            'job 1: "submit_jobs" takes "delay" or "run_at", not both',
+        ),
+    ],
+)
+def test_submit_jobs_any_bad_job_rejects_the_batch(jobs: Any, expected: str) -> None:
+    fields = {} if jobs is None else {"jobs": jobs}
+    error = request_error(wire_line(type="submit_jobs", **fields))
+    assert error.code == "bad_request"
+    assert expected in error.message
+
+
+def test_submit_jobs_too_large_payload_names_the_job() -> None:
+    big = "x" * (MAX_LINE_BYTES - ENVELOPE_BYTES)
+    line = wire_line(type="submit_jobs", jobs=[{"name": "a"}, {"name": "b", "payload": big}])
+    with pytest.raises(ProtocolError) as info:
+        decode_request(line)
+    assert info.value.code == "message_too_large"
+    assert info.value.message.startswith('job 1: "submit_jobs" field "payload" encodes to')
+
+
+@pytest.mark.parametrize(
+    "queues",
+    [
+        [],
+        "default",
+        {"a": 1},
+        [""],
+        ["a", ""],
+        [1],
+        ["a", None],
+        [["a"]],
+        ["q" * (MAX_NAME_CHARS + 1)],
+        [f"q{i}" for i in range(MAX_QUEUES + 1)],
+    ],
+)
+def test_bad_request_job_queues(queues: Any) -> None:
+    error = request_error(wire_line(type="request_job", queues=queues))
+    assert error.code == "bad_request"
+    assert '"request_job" field "queues"' in error.message
+    assert f"1 to {MAX_QUEUES} queue names" in error.message
+
+
+def test_request_job_queues_default() -> None:
+    assert RequestJob().queues == ("default",)
+    assert decode_line(b'{"type":"request_job","queues":null}') == RequestJob()
+    assert decode_line(b'{"type":"request_job","queues":["default"]}') == RequestJob()
+    assert RequestJob().to_wire() == {"type": "request_job"}
+    request = decode_line(b'{"type":"request_job","wait":1,"queues":["b","a","b"]}')
+    assert request == RequestJob(wait=1.0, queues=("b", "a", "b"))
+    assert isinstance(request, RequestJob)
+    assert request.may_block
+
+
+def test_progress_fields() -> None:
+    assert decode_line(b'{"type":"progress","job_id":"1"}') == Progress("1")
+    request = decode_line(b'{"type":"progress","job_id":"1","attempt":3,"progress":7,"note":"x"}')
+    assert request == Progress("1", 3, 7.0, "x")
+    assert isinstance(request, Progress)
+    assert type(request.progress) is float
+    assert not request.may_block
+    nulls = b'{"type":"progress","job_id":"1","attempt":null,"progress":null,"note":null}'
+    assert decode_line(nulls) == Progress("1")
+    assert Progress("1").to_wire() == {"type": "progress", "job_id": "1"}
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b'{"type":"progress"}', '"job_id"'),
+        (b'{"type":"progress","job_id":""}', '"job_id"'),
+        (b'{"type":"progress","job_id":1,"progress":0.5}', '"job_id"'),
+        (b'{"type":"progress","job_id":"1","progress":"50%"}', '"progress" must be a number'),
+        (b'{"type":"progress","job_id":"1","progress":true}', '"progress" must be a number'),
+        (b'{"type":"progress","job_id":"1","progress":[0.5]}', '"progress" must be a number'),
+        (b'{"type":"progress","job_id":"1","attempt":0}', '"attempt"'),
+        (b'{"type":"progress","job_id":"1","attempt":"2"}', '"attempt"'),
+        (b'{"type":"cancel_job"}', '"cancel_job" needs field "job_id"'),
+        (b'{"type":"retry_job","job_id":""}', '"retry_job" field "job_id" must not be empty'),
+        (b'{"type":"delete_job","job_id":7}', '"delete_job" field "job_id" must be'),
+        (b'{"type":"cancel_job","job_id":null}', '"cancel_job" field "job_id" must be'),
+        (b'{"type":"list_jobs"}', '"list_jobs" needs field "state"'),
+        (b'{"type":"list_jobs","state":""}', '"state"'),
+        (b'{"type":"list_jobs","state":3}', '"state"'),
+        (b'{"type":"list_jobs","state":"done"}', '"list_jobs" state must be one of'),
+        (b'{"type":"list_jobs","state":"PENDING"}', '"list_jobs" state must be one of'),
+        (b'{"type":"list_jobs","state":"failed","limit":0}', '"limit" must be from 1 to 1000'),
+        (b'{"type":"list_jobs","state":"failed","limit":-5}', '"limit" must be from 1'),
+        (b'{"type":"list_jobs","state":"failed","limit":1001}', '"limit" must be from 1'),
+        (b'{"type":"list_jobs","state":"failed","limit":"10"}', '"limit" must be an integer'),
+        (b'{"type":"list_jobs","state":"failed","limit":1.5}', '"limit" must be an integer'),
+        (b'{"type":"list_jobs","state":"failed","limit":true}', '"limit" must be an integer'),
+        (b'{"type":"list_jobs","state":"failed","queue":""}', '"queue" must not be empty'),
+        (b'{"type":"list_jobs","state":"failed","queue":4}', '"queue" must be a non-empty'),
+    ],
+)
+def test_wrong_lifecycle_field_is_bad_request(line: bytes, expected: str) -> None:
+    error = request_error(line)
+    assert error.code == "bad_request"
+    assert expected in error.message
+
+
+def test_list_jobs_names_every_state_in_its_error() -> None:
+    error = request_error(b'{"type":"list_jobs","state":"dead"}')
+    for state in JOB_STATES:
+        assert state in error.message
+
+
+def test_progress_note_size_limit() -> None:
+    def progress_with(note: Any) -> bytes:
+        return wire_line(type="progress", job_id="1", note=note)
+
+    # The note's own encoded size is measured: a string costs its two quotes.
+    room = MAX_NOTE_BYTES - 2
+    fits = "é" * (room // 2)
+    assert decode_line(progress_with(fits)) == Progress("1", note=fits)
+    for too_big in ("n" * MAX_NOTE_BYTES, {"k": ["v" * 100] * 50}, "é" * (room // 2 + 1)):
+        with pytest.raises(ProtocolError) as info:
+            decode_request(progress_with(too_big))
+        assert info.value.code == "message_too_large"
+        assert f"longer than {MAX_NOTE_BYTES} bytes" in info.value.message
+
+
+@pytest.mark.parametrize("kind", JobAction.TYPES)
+def test_job_actions_decode_with_their_type(kind: str) -> None:
+    request = decode_line(wire_line(type=kind, job_id="j-1"))
+    assert request == JobAction(kind, "j-1")
+    assert isinstance(request, JobAction)
+    assert kind == request.TYPE
+    assert not request.may_block
+    assert request.to_wire() == {"type": kind, "job_id": "j-1"}
+
+
+def test_list_jobs_defaults() -> None:
+    request = decode_line(b'{"type":"list_jobs","state":"failed"}')
+    assert request == ListJobs("failed", None, 100)
+    assert decode_line(b'{"type":"list_jobs","state":"failed","queue":null,"limit":null}') == (
+        request
+    )
+    assert ListJobs("failed").to_wire() == {"type": "list_jobs", "state": "failed", "limit": 100}
+
+
+def test_job_submitted_duplicate_flag() -> None:
+    assert JobSubmitted("1").to_wire() == {"type": "job_submitted", "job_id": "1"}
+    assert JobSubmitted("1", True).to_wire() == {
+        "type": "job_submitted",
+        "job_id": "1",
+        "duplicate": True,
+    }
+    for flag, expected in ((True, True), (False, False), (None, False), ("yes", False)):
+        line = wire_line(type="job_submitted", job_id="1", duplicate=flag)
+        assert decode_reply(line) == JobSubmitted("1", expected)
+
+
+def test_job_info_new_fields_default_for_older_servers() -> None:
+    reply = decode_reply(
+        b'{"type":"job_status","job_id":"1","name":"n","state":"running","attempt":1}'
+    )
+    assert reply == JobInfo("1", "n", "running", 1)
+    assert isinstance(reply, JobInfo)
+    assert (reply.queue, reply.priority, reply.max_attempts) == ("default", 0, None)
+    assert (reply.progress, reply.note) == (None, None)
+    wire = JobInfo("1", "n", "pending", 0).to_wire()
+    assert wire == {
+        "type": "job_status",
+        "job_id": "1",
+        "name": "n",
+        "state": "pending",
+        "attempt": 0,
+        "queue": "default",
+        "priority": 0,
+    }
+
+
+@pytest.mark.parametrize("state", JOB_STATES)
+def test_job_info_finished_states(state: str) -> None:
+    info = JobInfo("1", "n", state, 1)
+    assert info.finished == (state in ("completed", "failed", "cancelled"))
+
+
+def test_stats_queues_default_and_round_trip() -> None:
+    line = (
+        b'{"type":"stats","jobs":{},"totals":{},"connections":0,"waiting_workers":0,"workers":[]}'
+    )
+    reply = decode_reply(line)
+    assert isinstance(reply, Stats)
+    assert reply.queues == {}
+    assert reply.to_wire()["queues"] == {}
+
+
+def test_job_cancelled_notice_is_a_server_push() -> None:
+    reply = decode_reply(b'{"type":"job_cancelled","job_id":"7","attempt":2}')
+    assert reply == JobCancelledNotice("7", 2)
+    # Not something a client may send.
+    assert request_error(b'{"type":"job_cancelled","job_id":"7","attempt":2}').code == (
+        "unknown_type"
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"jobs_submitted"}',
+        b'{"type":"jobs_submitted","job_ids":"1"}',
+        b'{"type":"jobs_submitted","job_ids":[1,2]}',
+        b'{"type":"job_list"}',
+        b'{"type":"job_list","jobs":{}}',
+        b'{"type":"job_list","jobs":[1]}',
+        b'{"type":"job_list","jobs":[{"job_id":"1","state":"pending","attempt":0}]}',
+        b'{"type":"job_cancelled","job_id":"1"}',
+        b'{"type":"job_cancelled","attempt":1}',
+        b'{"type":"job_cancelled","job_id":"1","attempt":"1"}',
+        b'{"type":"job_status","job_id":"1","name":"n","state":"failed","attempt":1,"queue":5}',
+        b'{"type":"job_status","job_id":"1","name":"n","state":"failed","attempt":1,"priority":1e9}',
+        b'{"type":"job_status","job_id":"1","name":"n","state":"failed","attempt":1,'
+        b'"max_attempts":0}',
+        b'{"type":"job_status","job_id":"1","name":"n","state":"running","attempt":1,'
+        b'"progress":"half"}',
+        b'{"type":"stats","jobs":{},"totals":{},"connections":1,"waiting_workers":0,'
+        b'"workers":[],"queues":[]}',
+    ],
+)
+def test_malformed_lifecycle_reply_is_bad_request(line: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_reply(line)
+    assert info.value.code == "bad_request"
 
 
 @pytest.mark.parametrize(
@@ -862,6 +1353,34 @@ TOKENS = [
     b'""',
     b'"\\ud800"',
     b"99999999999999999999",
+    # The job lifecycle's messages and fields.
+    b'"submit_jobs"',
+    b'"progress"',
+    b'"cancel_job"',
+    b'"retry_job"',
+    b'"delete_job"',
+    b'"list_jobs"',
+    b'"jobs_submitted"',
+    b'"job_list"',
+    b'"job_cancelled"',
+    b'"queue"',
+    b'"queues"',
+    b'"priority"',
+    b'"max_attempts"',
+    b'"delay"',
+    b'"run_at"',
+    b'"key"',
+    b'"jobs"',
+    b'"job_ids"',
+    b'"note"',
+    b'"state"',
+    b'"limit"',
+    b'"duplicate"',
+    b'"truncated"',
+    b'"pending"',
+    b'"failed"',
+    b"1000001",
+    b"1001",
 ]
 
 fuzz_bytes = st.one_of(
@@ -933,24 +1452,73 @@ REQUEST_TYPES = sorted(
         GetStatus,
         WaitJob,
         GetStats,
+        SubmitJobs,
+        Progress,
+        ListJobs,
     )
+) + sorted(JobAction.TYPES)
+FIELDS = [
+    "name",
+    "payload",
+    "wait",
+    "job_id",
+    "attempt",
+    "result",
+    "error",
+    "queue",
+    "queues",
+    "priority",
+    "max_attempts",
+    "delay",
+    "run_at",
+    "key",
+    "jobs",
+    "progress",
+    "note",
+    "state",
+    "limit",
+]
+# A job inside submit_jobs: sometimes valid, sometimes not.
+batch_job = st.fixed_dictionaries(
+    {"name": plain_text},
+    optional={
+        "priority": st.integers(-2, 2) | plain_text,
+        "delay": st.integers(-1, 5),
+        "run_at": st.integers(0, 5),
+        "queue": plain_text,
+        "max_attempts": st.integers(0, 3),
+    },
 )
-FIELDS = ["name", "payload", "wait", "job_id", "attempt", "result", "error"]
 
 
-@settings(max_examples=300, deadline=None)
+# Where a fuzzed request starts: a valid request of each kind, or a bare type.
+# Random fields are then laid over it, so valid and invalid fields of every
+# kind of request both get exercised.
+valid_requests = st.sampled_from([request.to_wire() for request in REQUESTS])
+fuzz_bases = (
+    valid_requests
+    | valid_requests
+    | st.sampled_from(REQUEST_TYPES).map(lambda kind: {"type": kind})
+)
+
+
+@settings(max_examples=400, deadline=None)
 @given(
-    kind=st.sampled_from(REQUEST_TYPES),
+    base=fuzz_bases,
     fields=st.dictionaries(
         st.sampled_from(FIELDS),
         json_values(plain_text)
         | st.integers(-2, 3700)
-        | st.fixed_dictionaries({"type": plain_text}, optional={"message": plain_text}),
-        max_size=7,
+        | st.fixed_dictionaries({"type": plain_text}, optional={"message": plain_text})
+        | st.sampled_from(JOB_STATES)
+        | st.lists(plain_text, max_size=3)
+        | st.lists(batch_job | st.integers(), max_size=3),
+        max_size=3,
     ),
 )
-def test_fuzz_decoded_requests_round_trip(kind: str, fields: dict[str, Any]) -> None:
-    line = encode({"type": kind, **fields})[:-1]
+def test_fuzz_decoded_requests_round_trip(base: dict[str, Any], fields: dict[str, Any]) -> None:
+    kind = base["type"]
+    line = encode({**base, **fields, "type": kind})[:-1]
     try:
         request = decode_request(line)
     except ProtocolError as exc:
