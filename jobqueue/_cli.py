@@ -27,6 +27,7 @@ from ._protocol import (
     JobList,
     ProtocolError,
     Stats,
+    SubmitJob,
     decode_value,
 )
 from ._server import serve_queue
@@ -358,21 +359,25 @@ def _submit(args: argparse.Namespace) -> int:
     except ProtocolError as exc:
         raise UsageError(f"--payload is not valid JSON: {exc.message}") from None
 
+    jobs = []
+    for index in range(1, args.count + 1):
+        job: dict[str, Any] = {"name": args.name, "payload": payload}
+        job.update(queue=args.queue, priority=args.priority, delay=args.delay)
+        if args.key is not None:
+            job["key"] = args.key if args.count == 1 else f"{args.key}-{index}"
+        if args.max_attempts is not None:
+            job["max_attempts"] = args.max_attempts
+        jobs.append(job)
+    try:
+        # Checked here, by the server's rules, before connecting: a bad option
+        # is a usage error even when no server is running.
+        SubmitJob.from_wire({**jobs[0], "type": "submit"})
+    except ProtocolError as exc:
+        raise UsageError(f"bad job: {exc.message}") from None
+
     async def run() -> int:
         async with Client.connect(host, port, name="jobqueue-cli") as client:
-            jobs = []
-            for index in range(1, args.count + 1):
-                job: dict[str, Any] = {"name": args.name, "payload": payload}
-                job.update(queue=args.queue, priority=args.priority, delay=args.delay)
-                if args.key is not None:
-                    job["key"] = args.key if args.count == 1 else f"{args.key}-{index}"
-                if args.max_attempts is not None:
-                    job["max_attempts"] = args.max_attempts
-                jobs.append(job)
-            try:
-                job_ids = await client.submit_many(jobs)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
+            job_ids = await client.submit_many(jobs)
             if not args.wait:
                 for job_id in job_ids:
                     print(job_id)

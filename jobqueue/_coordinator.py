@@ -154,6 +154,9 @@ class Coordinator:
     # backlogs are served by a loop (_serve_woken), not by recursion, so no
     # chain of connections can grow the stack.
     _woken: deque[tuple[Connection, Outgoing]] = attrs.field(factory=deque, init=False)
+    # Cancel notices, sent once this step's replies are out so a notice never
+    # overtakes the assignment of the job it cancels.
+    _notices: list[tuple[Connection, JobCancelledNotice]] = attrs.field(factory=list, init=False)
 
     async def run(self, commands: trio.MemoryReceiveChannel[Command]) -> None:
         """Serve commands until cancelled or until every sender is closed.
@@ -254,6 +257,11 @@ class Coordinator:
                 continue
             backlog, conn.backlog = conn.backlog, deque()
             self._serve_items(conn, backlog, now, [reply])
+        if self._notices:
+            notices, self._notices = self._notices, []
+            for conn, notice in notices:
+                if not conn.closed:
+                    self._send(conn, [notice])
 
     def _serve(self, conn: Connection, request: Request, now: float) -> Reply | None:
         """Apply one request; ``None`` means the reply comes later."""
@@ -340,8 +348,9 @@ class Coordinator:
             job, holder = state.cancel(request.job_id, now)
             holder_conn = self._conns.get(holder) if isinstance(holder, int) else None
             if holder_conn is not None:
-                # Tell the worker now, unasked, so it stops the handler.
-                self._send(holder_conn, [JobCancelledNotice(job.id, job.attempt)])
+                # Tell the worker, unasked, so it stops the handler; after any
+                # reply still queued this step (the assignment itself, say).
+                self._notices.append((holder_conn, JobCancelledNotice(job.id, job.attempt)))
             self._notify_watchers(job)
             return job.info()
         if request.TYPE == "retry_job":
@@ -364,7 +373,7 @@ class Coordinator:
         budget = MAX_LINE_BYTES - ENVELOPE_BYTES
         for job in jobs:
             info = attrs.evolve(job.info(), result=None)
-            budget -= len(encode(info.to_wire()))
+            budget -= len(encode(JobList.entry(info)))
             if budget < 0:
                 truncated = True
                 break

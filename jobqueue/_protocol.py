@@ -1172,14 +1172,21 @@ class JobList:
             obj.get("truncated") is True,
         )
 
+    @staticmethod
+    def entry(info: JobInfo) -> dict[str, Any]:
+        """One job as a listing shows it: the status fields minus ``type`` and ``result``."""
+        wire = info.to_wire()
+        del wire["type"]
+        wire.pop("result", None)
+        return wire
+
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
-        jobs = []
-        for info in self.jobs:
-            wire = info.to_wire()
-            del wire["type"]
-            jobs.append(wire)
-        return {"type": self.TYPE, "jobs": jobs, "truncated": self.truncated}
+        return {
+            "type": self.TYPE,
+            "jobs": [self.entry(info) for info in self.jobs],
+            "truncated": self.truncated,
+        }
 
 
 @attrs.frozen

@@ -302,19 +302,28 @@ class Worker:
 
     def _on_notice(self, notice: JobCancelledNotice) -> None:
         key = (notice.job_id, notice.attempt)
+        # Remembered even if the job has not started here yet: the reader can
+        # see the notice in the same read as the assignment it cancels.
+        self._cancelled.add(key)
         scope = self._running.get(key)
         if scope is not None:
-            self._cancelled.add(key)
             scope.cancel()
 
     async def _run_job(self, link: Link, assigned: JobAssigned) -> None:
         key = (assigned.job_id, assigned.attempt)
 
         async def report_progress(progress: float | None, note: Any) -> None:
-            try:
-                await link.request(Progress(assigned.job_id, assigned.attempt, progress, note))
-            except RequestError as exc:
-                log.debug("progress for job %s not recorded: %s", assigned.job_id, exc)
+            # Shielded: a cancel or job_timeout landing mid-request would
+            # leave its reply unread and the connection unusable. The
+            # handler is stopped as soon as the reply is in.
+            with trio.CancelScope(shield=True):
+                try:
+                    await link.request(Progress(assigned.job_id, assigned.attempt, progress, note))
+                except RequestError as exc:
+                    log.debug("progress for job %s not recorded: %s", assigned.job_id, exc)
+            # ...and deliver a pending cancel here, outside the shield, or a
+            # handler that does nothing but report would never see it.
+            await trio.lowlevel.checkpoint_if_cancelled()
 
         job = Job(
             assigned.job_id,
@@ -327,7 +336,17 @@ class Worker:
         outcome: tuple[bool, Any] | None = None
         done = trio.Event()
 
+        # The handler's own scope: a cancel notice stops the handler only, never
+        # a heartbeat that is waiting for its reply.
+        handler_scope = trio.CancelScope()
+
         async def run_handler() -> None:
+            nonlocal outcome
+            with handler_scope:
+                await run_handler_body()
+            done.set()
+
+        async def run_handler_body() -> None:
             nonlocal outcome
             if handler is None:
                 known = ", ".join(sorted(self.handlers))
@@ -349,7 +368,6 @@ class Worker:
                         False,
                         TimeoutError(f"handler ran longer than job_timeout={self.job_timeout:g}s"),
                     )
-            done.set()
 
         log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
         interval = max(assigned.lease_timeout / 3, 0.001)
@@ -357,9 +375,11 @@ class Worker:
         # would come out wrapped in an ExceptionGroup.
         lost: ConnectionLost | RequestError | None = None
         self._stats.running += 1
+        self._running[key] = handler_scope
+        if key in self._cancelled:
+            handler_scope.cancel()  # cancelled before it started
         try:
             async with trio.open_nursery() as nursery:
-                self._running[key] = nursery.cancel_scope
                 nursery.start_soon(run_handler)
                 while not done.is_set():
                     with trio.move_on_after(interval):

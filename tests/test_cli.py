@@ -9,13 +9,14 @@ process prints (no traceback on its stderr, a clean exit), a subprocess runs
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, NoReturn
 import pytest
 import trio
 
-from jobqueue import __version__, _cli
+from jobqueue import Handler, Job, JobInfo, Stats, Worker, __version__, _cli
 from jobqueue._client import Client
 from jobqueue._server import serve_queue
 
@@ -312,16 +313,293 @@ async def test_out_of_range_float_payload_is_one_line_error(payload: str) -> Non
 
 
 async def test_server_errors_are_one_line() -> None:
-    async with serving() as (host, port):
+    async with serving() as (host, port), Client.connect(host, port) as client:
         connect = ("--connect", f"{host}:{port}")
-        unknown = await run_cli("status", "no-such-job", *connect)
-        long_name = await run_cli("submit", "x" * 300, *connect)
-    assert unknown.returncode == 1
-    assert unknown.stdout == b""
-    assert_one_line_error(unknown.stderr.decode(), "unknown_job: no job 'no-such-job'")
-    assert long_name.returncode == 1
-    assert long_name.stdout == b""
-    assert_one_line_error(long_name.stderr.decode(), "bad_request: ")
+        pending = await client.submit("sleep", {"seconds": 0})
+        results = {
+            argv: await run_cli(*argv, *connect)
+            for argv in (
+                ("status", "no-such-job"),
+                ("cancel", "no-such-job"),
+                ("retry", "no-such-job"),
+                ("delete", "no-such-job"),
+                ("retry", pending),
+                ("delete", pending),
+            )
+        }
+        info = await client.status(pending)
+    for argv, starts in [
+        (("status", "no-such-job"), "unknown_job: no job 'no-such-job'"),
+        (("cancel", "no-such-job"), "unknown_job: no job 'no-such-job'"),
+        (("retry", "no-such-job"), "unknown_job: no job 'no-such-job'"),
+        (("delete", "no-such-job"), "unknown_job: no job 'no-such-job'"),
+        (("retry", pending), f"not_failed: only failed jobs can be requeued; {pending!r}"),
+        (("delete", pending), f"not_finished: job {pending!r} is pending"),
+    ]:
+        result = results[argv]
+        assert result.returncode == 1, argv
+        assert result.stdout == b"", argv
+        assert_one_line_error(result.stderr.decode(), starts)
+    # Neither refusal touched the job.
+    assert (info.state, info.attempt) == ("pending", 0)
+
+
+@pytest.mark.parametrize(
+    ("option", "starts"),
+    [
+        pytest.param(
+            ("x" * 300,),
+            'bad job: "submit" field "name" is longer than 200 characters',
+            id="long-name",
+        ),
+        pytest.param(
+            ("sleep", "--priority", "1000001"),
+            'bad job: "submit" field "priority" must be',
+            id="priority",
+        ),
+        pytest.param(
+            ("sleep", "--delay", "-1"), 'bad job: "submit" field "delay" must be', id="delay"
+        ),
+        pytest.param(
+            ("sleep", "--delay", "nan"),
+            'bad job: "submit" field "delay" must be a number',
+            id="nan-delay",
+        ),
+        pytest.param(
+            ("sleep", "--max-attempts", "1001"),
+            'bad job: "submit" field "max_attempts" must be from 1 to 1000',
+            id="max-attempts",
+        ),
+    ],
+)
+async def test_a_job_the_server_would_refuse_is_a_usage_error(
+    option: tuple[str, ...], starts: str
+) -> None:
+    # submit checks its options by the server's own rules before it connects:
+    # nothing reaches the queue, and the mistake is the user's (exit 2).
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        result = await run_cli("submit", *option, "--count", "2", "--connect", f"{host}:{port}")
+        stats = await client.stats()
+    assert result.returncode == 2
+    assert result.stdout == b""
+    assert_one_line_error(result.stderr.decode(), starts)
+    assert stats.totals["submitted"] == 0
+
+
+# -- the job lifecycle commands against a served queue -----------------------------
+
+
+def status_dict(info: JobInfo) -> dict[str, Any]:
+    """``info`` as the CLI prints it: the wire object without its type."""
+    wire = info.to_wire()
+    del wire["type"]
+    return wire
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Return once ``predicate()`` holds; callers bound it with ``fail_after``."""
+    while True:
+        if predicate():
+            return
+        await trio.sleep(0.01)
+
+
+async def until_stats(client: Client, predicate: Callable[[Stats], bool]) -> None:
+    """Return once the server's stats satisfy ``predicate``; bounded by the caller."""
+    while True:
+        if predicate(await client.stats()):
+            return
+        await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def running_worker(
+    host: str, port: int, handlers: dict[str, Handler] | None = None, **options: Any
+) -> AsyncIterator[Worker]:
+    """An in-process Worker on the queue for the block (stopped afterwards)."""
+    async with trio.open_nursery() as nursery:
+        worker = Worker(host, port, handlers=handlers or {}, name="w", **options)
+        await nursery.start(worker.run)
+        yield worker
+        nursery.cancel_scope.cancel()
+
+
+async def test_submit_options_reach_the_queue() -> None:
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        connect = ("--connect", f"{host}:{port}")
+        options = ("--queue", "nightly", "--priority", "7", "--delay", "600",
+                   "--max-attempts", "2", "--key", "report")  # fmt: skip
+        first = await run_cli("submit", "sleep", "--payload", '{"seconds": 0}', *options, *connect)
+        # The same key again: the same job, nothing added.
+        again = await run_cli("submit", "sleep", *options, *connect)
+        batch = await run_cli("submit", "sleep", "--count", "2", "--key", "part", *connect)
+        batch_again = await run_cli("submit", "sleep", "--count", "2", "--key", "part", *connect)
+        for result in (first, again, batch, batch_again):
+            assert result.returncode == 0, err_text(result)
+        [job_id] = first.stdout.decode().split()
+        info = await client.status(job_id)
+        stats = await client.stats()
+    assert again.stdout == first.stdout
+    assert batch_again.stdout == batch.stdout
+    assert len(set(batch.stdout.decode().split()) | {job_id}) == 3
+    assert (info.state, info.queue, info.priority, info.max_attempts) == (
+        "scheduled",
+        "nightly",
+        7,
+        2,
+    )
+    assert stats.totals["submitted"] == 3
+    assert stats.queues == {
+        "nightly": {"pending": 0, "scheduled": 1, "running": 0},
+        "default": {"pending": 2, "scheduled": 0, "running": 0},
+    }
+
+
+def err_text(result: subprocess.CompletedProcess[bytes]) -> str:
+    return result.stderr.decode(errors="replace")
+
+
+async def test_list_retry_cancel_and_delete_against_a_served_queue() -> None:
+    bad = {"seconds": -1}  # the built-in sleep handler raises ValueError
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        connect = ("--connect", f"{host}:{port}")
+
+        async def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+            result = await run_cli(*args, *connect)
+            assert result.returncode == 0, (args, err_text(result))
+            return result
+
+        with trio.fail_after(10):
+            async with running_worker(host, port, queues=("default", "other")):
+                first = await client.submit("sleep", bad, max_attempts=1)
+                second = await client.submit("sleep", bad, queue="other", max_attempts=1)
+                done = await client.submit("sleep", {"seconds": 0})
+                dead = [await client.wait(job_id) for job_id in (first, second)]
+                assert (await client.wait(done)).state == "completed"
+
+        message = 'sleep needs a payload like {"seconds": 1.5} (0 to 86400 seconds)'
+        listed = await cli("list")
+        assert listed.stdout.decode().splitlines() == [
+            f"{first}  sleep  queue=default  attempt=1  ValueError: {message}",
+            f"{second}  sleep  queue=other  attempt=1  ValueError: {message}",
+        ]
+        assert listed.stderr == b""
+        as_json = await cli("list", "--state", "failed", "--queue", "other", "--json")
+        assert [json.loads(line) for line in as_json.stdout.decode().splitlines()] == [
+            status_dict(dead[1])
+        ]
+        limited = await cli("list", "--limit", "1")
+        assert limited.stdout.decode().splitlines() == [listed.stdout.decode().splitlines()[0]]
+        assert err_text(limited) == "(more than 1; use --limit to see more)\n"
+        assert (await cli("list", "--state", "running")).stdout == b""
+
+        # retry: back in line (no worker now), with a fresh budget.
+        retried = await cli("retry", first)
+        assert json.loads(retried.stdout) == {
+            **status_dict(dead[0]),
+            "state": "pending",
+        }
+        pending = await cli("list", "--state", "pending", "--json")
+        assert [json.loads(line)["job_id"] for line in pending.stdout.decode().splitlines()] == [
+            first
+        ]
+        # cancel: it will never run.
+        cancelled = await cli("cancel", first)
+        assert json.loads(cancelled.stdout)["state"] == "cancelled"
+        assert (await client.status(first)).state == "cancelled"
+        # delete: forgotten.
+        for job_id in (first, second):
+            deleted = await cli("delete", job_id)
+            assert deleted.stdout.decode() == f"deleted {job_id}\n"
+        assert (await cli("list")).stdout == b""
+        gone = await run_cli("status", second, *connect)
+        finished = await run_cli("cancel", done, *connect)
+        stats = await client.stats()
+    assert gone.returncode == 1
+    assert_one_line_error(err_text(gone), f"unknown_job: no job {second!r}")
+    assert finished.returncode == 1
+    assert_one_line_error(
+        err_text(finished), f"already_finished: job {done!r} is already completed"
+    )
+    assert stats.jobs == {
+        "pending": 0, "scheduled": 0, "running": 0, "completed": 1, "failed": 0, "cancelled": 0,
+    }  # fmt: skip
+
+
+async def test_cancel_stops_a_running_handler() -> None:
+    started, stopped = trio.Event(), trio.Event()
+
+    async def forever(job: Job) -> None:
+        started.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            stopped.set()
+
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        async with running_worker(host, port, {"forever": forever}) as worker:
+            job_id = await client.submit("forever")
+            with trio.fail_after(10):
+                await started.wait()
+                result = await run_cli("cancel", job_id, "--connect", f"{host}:{port}")
+                await stopped.wait()
+            assert result.returncode == 0, err_text(result)
+            # Stopped, counted and not reported: the worker had no report to make.
+            with trio.fail_after(10):
+                await until(lambda: worker.statistics().cancelled == 1)
+            statistics = worker.statistics()
+        info = await client.status(job_id)
+    assert json.loads(result.stdout) == status_dict(info)
+    assert (info.state, info.attempt, info.worker) == ("cancelled", 1, "w")
+    assert (statistics.completed, statistics.failed, statistics.lost) == (0, 0, 0)
+
+
+@asynccontextmanager
+async def process_with_pipes(argv: Sequence[str]) -> AsyncIterator[trio.Process]:
+    """A process whose stdout and stderr are pipes; killed and reaped when the block ends."""
+    process = await trio.lowlevel.open_process(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        yield process
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            for pipe in (process.stdout, process.stderr):
+                assert pipe is not None
+                await pipe.aclose()
+
+
+async def test_stats_watch_refreshes_until_interrupted() -> None:
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        argv = [
+            *PYTHON_M_JOBQUEUE, "stats", "--watch", "--interval", "0.05",
+            "--connect", f"{host}:{port}",
+        ]  # fmt: skip
+        async with process_with_pipes(argv) as watcher:
+            assert watcher.stdout is not None
+            assert watcher.stderr is not None
+            seen = bytearray()
+            with trio.fail_after(20):
+                await read_until(watcher.stdout, r"connections \d+  waiting workers 0\n", seen)
+                # A change on the server shows in a later refresh.
+                await client.submit("sleep", {"seconds": 0}, queue="watched")
+                text = await read_until(watcher.stdout, "queue watched: pending 1", seen)
+            interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+            watcher.send_signal(signal.SIGINT if interruptible else signal.SIGKILL)
+            with trio.fail_after(10):
+                await watcher.wait()
+                errors = b"".join([chunk async for chunk in watcher.stderr])
+    blocks = text.split("jobs:   ")[1:]
+    assert len(blocks) >= 2, text
+    assert blocks[0].startswith("pending 0  scheduled 0  running 0")
+    assert "queue watched: pending 1  scheduled 0  running 0" in blocks[-1]
+    assert "\x1b" not in text  # not a terminal: no cursor movement, one block after another
+    if interruptible:
+        assert watcher.returncode == 130
+        assert errors == b"", errors.decode(errors="replace")
 
 
 # -- --handlers ---------------------------------------------------------------
@@ -410,7 +688,8 @@ async def test_worker_runs_handlers_from_the_current_directory(tmp_path: Path) -
             nursery.start_soon(fail_if_it_exits, worker)
             shout = await client.submit("shout", {"text": "hello"})
             sleep = await client.submit("sleep", {"seconds": 0})
-            unknown = await client.submit("whisper", {"text": "hello"})
+            # One attempt: without a handler it fails at once, no retry backoff.
+            unknown = await client.submit("whisper", {"text": "hello"}, max_attempts=1)
             with trio.fail_after(30):
                 shouted = await client.wait(shout)
                 slept = await client.wait(sleep)
@@ -423,6 +702,41 @@ async def test_worker_runs_handlers_from_the_current_directory(tmp_path: Path) -
     assert not_handled.state == "failed"
     assert not_handled.error is not None
     assert "'whisper'" in not_handled.error["message"]
+
+
+@pytest.mark.slow
+async def test_worker_queues_and_job_timeout_in_a_real_process() -> None:
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        argv = [
+            *PYTHON_M_JOBQUEUE, "worker", "--connect", f"{host}:{port}", "--name", "picky",
+            "--queues", "fast, slow", "--job-timeout", "0.5",
+        ]  # fmt: skip
+        async with (
+            process_with_stderr(argv) as worker,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(fail_if_it_exits, worker)
+            with trio.fail_after(30):
+                await until_stats(client, lambda stats: stats.waiting_workers == 1)
+                entry = (await client.stats()).workers
+                elsewhere = await client.submit("sleep", {"seconds": 0})
+                hung = await client.submit("sleep", {"seconds": 60}, queue="slow", max_attempts=1)
+                quick = await client.submit("sleep", {"seconds": 0}, queue="fast")
+                started = trio.current_time()
+                timed_out = await client.wait(hung)
+                took = trio.current_time() - started
+                done = await client.wait(quick)
+            left = await client.status(elsewhere)
+            nursery.cancel_scope.cancel()
+    assert entry == [{"name": "picky", "jobs": [], "waiting": True, "queues": ["fast", "slow"]}]
+    assert (timed_out.state, timed_out.worker) == ("failed", "picky")
+    assert timed_out.error == {
+        "type": "TimeoutError",
+        "message": "handler ran longer than job_timeout=0.5s",
+    }
+    assert 0.5 <= took < 5, took
+    assert (done.state, done.worker) == ("completed", "picky")
+    assert (left.state, left.attempt) == ("pending", 0)
 
 
 # -- serve ----------------------------------------------------------------------
@@ -476,6 +790,20 @@ def test_serve_rejects_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
         (["serve", "--lease-timeout", "nan"], "--lease-timeout: must be a positive number"),
         (["serve", "--lease-timeout", "inf"], "--lease-timeout: must be a positive number"),
         (["serve", "--port", "eighty"], "--port"),
+        (["serve", "--max-attempts", "0"], "--max-attempts: must be at least 1, not 0"),
+        (["serve", "--max-attempts", "1001"], "--max-attempts: must be at most 1000, not 1001"),
+        (["serve", "--retry-delay", "0"], "--retry-delay: must be a positive number"),
+        (["serve", "--max-retry-delay", "inf"], "--max-retry-delay: must be a positive number"),
+        (["submit", "sleep", "--max-attempts", "0"], "--max-attempts: must be at least 1"),
+        (["submit", "sleep", "--priority", "high"], "--priority"),
+        (["submit", "sleep", "--delay", "soon"], "--delay"),
+        (["worker", "--job-timeout", "0"], "--job-timeout: must be a positive number"),
+        (["list", "--state", "lost"], "--state: invalid choice: 'lost'"),
+        (["list", "--limit", "0"], "--limit: must be at least 1, not 0"),
+        (["stats", "--watch", "--interval", "0"], "--interval: must be a positive number"),
+        (["cancel"], "the following arguments are required: JOB_ID"),
+        (["retry"], "the following arguments are required: JOB_ID"),
+        (["delete"], "the following arguments are required: JOB_ID"),
         (["no-such-command"], "invalid choice"),
         ([], "required"),
     ],
@@ -490,6 +818,13 @@ def test_usage_errors_exit_2_without_traceback(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert message in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("queues", ["", ",", " , ,"])
+def test_worker_needs_a_queue(queues: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Worker is a stub here (see _isolate_main): reaching it fails the test.
+    assert _cli.main(["worker", "--queues", queues, "--connect", "127.0.0.1:9"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--queues needs at least one queue name")
 
 
 # -- Ctrl-C ---------------------------------------------------------------------

@@ -236,15 +236,31 @@ async def test_sigkilled_worker_process_loses_its_job_to_another_worker(tmp_path
     # Only the victim's job ran twice; nothing else was disturbed.
     assert {info.job_id for info in results if info.attempt > 1} == {victim_job}
     assert all(info.worker in survivors for info in results if info.attempt > 1)
+    # Its first attempt was lost to the closed connection, not to lease expiry
+    # (that would read LeaseExpired) and not to its handler (no retry backoff).
+    assert by_id[victim_job].error == {
+        "type": "WorkerLost",
+        "message": "the worker's connection closed",
+    }
+    assert all(info.error is None for info in results if info.job_id != victim_job)
     assert final.totals == {
         "submitted": N_JOBS,
         "completed": N_JOBS,
         "failed": 0,
+        "cancelled": 0,
+        "retried": 0,
         "reassigned": sum(info.attempt - 1 for info in results),
         "expired": 0,
     }
     assert final.totals["reassigned"] == len(held) == 1
-    assert final.jobs == {"pending": 0, "running": 0, "completed": N_JOBS, "failed": 0}
+    assert final.jobs == {
+        "pending": 0,
+        "scheduled": 0,
+        "running": 0,
+        "completed": N_JOBS,
+        "failed": 0,
+        "cancelled": 0,
+    }
 
 
 # -- the command line against `jobqueue serve` in its own process ---------------
@@ -254,7 +270,8 @@ async def test_cli_against_a_served_queue(tmp_path: Path) -> None:
     port = free_port()
     connect = ("--connect", f"127.0.0.1:{port}")
     serve_argv = [
-        *PYTHON_M_JOBQUEUE, "serve", "--port", str(port), "--lease-timeout", str(LONG_LEASE)
+        *PYTHON_M_JOBQUEUE, "serve", "--port", str(port), "--lease-timeout", str(LONG_LEASE),
+        "--max-attempts", "3", "--retry-delay", "0.05", "--max-retry-delay", "0.05",
     ]  # fmt: skip
     async with background_process(serve_argv, tmp_path / "serve.log") as server:
         await wait_until_accepting(port, server)
@@ -283,18 +300,32 @@ async def test_cli_against_a_served_queue(tmp_path: Path) -> None:
                     "name": "sleep",
                     "state": "completed",
                     "attempt": 1,
+                    "queue": "default",
+                    "priority": 0,
+                    "max_attempts": 3,  # serve --max-attempts
                     "worker": "cli-worker",
                     "result": {"slept": 0.1},
                 }
 
-            # A job that fails makes `submit --wait` exit 1, still printing its status.
+            # A job that fails makes `submit --wait` exit 1, still printing its
+            # status once its last attempt has failed. The server's backoff is
+            # 0.05 s (serve --retry-delay, --max-retry-delay); its defaults would
+            # spend at least 0.5 + 1 s between these three attempts.
+            started = trio.current_time()
             failing = await run_cli("submit", "sleep", "--payload", '{"seconds": -1}',
                                     "--wait", *connect)  # fmt: skip
+            took = trio.current_time() - started
             assert failing.returncode == 1, err(failing)
             [failed] = [json.loads(line) for line in out(failing).splitlines()]
-            assert failed["state"] == "failed"
+            assert (failed["state"], failed["attempt"], failed["max_attempts"]) == ("failed", 3, 3)
             assert failed["error"]["type"] == "ValueError"
             assert "result" not in failed
+            assert took < 1.5, took
+            # --max-attempts overrides the server's default for that job.
+            once = await run_cli("submit", "sleep", "--payload", '{"seconds": -1}',
+                                 "--max-attempts", "1", "--wait", *connect)  # fmt: skip
+            assert once.returncode == 1, err(once)
+            assert json.loads(out(once))["attempt"] == 1
 
         # One worker, one slot, first in first out: the first three finished
         # before the --wait jobs did.
@@ -305,6 +336,9 @@ async def test_cli_against_a_served_queue(tmp_path: Path) -> None:
             "name": "sleep",
             "state": "completed",
             "attempt": 1,
+            "queue": "default",
+            "priority": 0,
+            "max_attempts": 3,
             "worker": "cli-worker",
             "result": {"slept": 0.1},
         }
@@ -312,19 +346,30 @@ async def test_cli_against_a_served_queue(tmp_path: Path) -> None:
         human = await run_cli("stats", *connect)
         assert human.returncode == 0, err(human)
         text = out(human).splitlines()
-        assert text[0] == "jobs:   pending 0  running 0  completed 5  failed 1"
-        assert text[1] == "totals: submitted 6  completed 5  failed 1  reassigned 0  expired 0"
+        assert text[0] == (
+            "jobs:   pending 0  scheduled 0  running 0  completed 5  failed 2  cancelled 0"
+        )
+        assert text[1] == (
+            "totals: submitted 7  completed 5  failed 2  cancelled 0  retried 2  reassigned 0"
+            "  expired 0"
+        )
         assert re.fullmatch(r"connections \d+  waiting workers 0", text[2]), text
-        assert len(text) == 3  # no worker holds a job, so no per-worker lines
+        # No queue has work and no worker is connected: no per-queue or per-worker lines.
+        assert len(text) == 3, text
 
         raw = await run_cli("stats", "--json", *connect)
         assert raw.returncode == 0, err(raw)
         stats = json.loads(out(raw))
-        assert stats["jobs"] == {"pending": 0, "running": 0, "completed": 5, "failed": 1}
+        assert stats["jobs"] == {
+            "pending": 0, "scheduled": 0, "running": 0, "completed": 5, "failed": 2,
+            "cancelled": 0,
+        }  # fmt: skip
         assert stats["totals"] == {
-            "submitted": 6, "completed": 5, "failed": 1, "reassigned": 0, "expired": 0
+            "submitted": 7, "completed": 5, "failed": 2, "cancelled": 0, "retried": 2,
+            "reassigned": 0, "expired": 0,
         }  # fmt: skip
         assert stats["workers"] == []
+        assert stats["queues"] == {}
         assert stats["waiting_workers"] == 0
         assert stats["connections"] >= 1  # this client at least
         assert "type" not in stats
@@ -333,6 +378,20 @@ async def test_cli_against_a_served_queue(tmp_path: Path) -> None:
     log = (tmp_path / "serve.log").read_text()
     assert f"queue listening on 127.0.0.1:{port}" in log
     assert "Traceback" not in log
+
+
+async def test_subprocesses_import_the_jobqueue_under_test(tmp_path: Path) -> None:
+    # Every process these tests start must run this code, not some other
+    # installed copy: the environment (PYTHONPATH included) is inherited.
+    import jobqueue
+
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [sys.executable, "-c", "import jobqueue; print(jobqueue.__file__)"],
+            capture_stdout=True,
+            cwd=tmp_path,
+        )
+    assert Path(result.stdout.decode().strip()) == Path(jobqueue.__file__)
 
 
 async def test_console_script_prints_its_version() -> None:

@@ -109,6 +109,9 @@ async def test_wire_contract_submit_assign_complete(
                 "name": "echo",
                 "state": "pending",
                 "attempt": 0,
+                "queue": "default",
+                "priority": 0,
+                "max_attempts": 5,
             }
 
             assert (await worker.request({"type": "hello", "name": "w1"}))["type"] == "hello"
@@ -142,6 +145,9 @@ async def test_wire_contract_submit_assign_complete(
                 "name": "echo",
                 "state": "completed",
                 "attempt": 1,
+                "queue": "default",
+                "priority": 0,
+                "max_attempts": 5,
                 "worker": "w1",
                 "result": {"n": 3},
             }
@@ -511,7 +517,7 @@ async def test_pipelined_requests_are_answered_in_order(
     assert (replies[5]["name"], replies[5]["payload"]) == ("b", 2)
     assert replies[7]["jobs"]["running"] == 2
     assert replies[7]["workers"] == [
-        {"name": "piper", "jobs": [replies[4]["job_id"], replies[5]["job_id"]]}
+        {"name": "piper", "jobs": [replies[4]["job_id"], replies[5]["job_id"]], "waiting": False}
     ]
 
 
@@ -659,10 +665,27 @@ async def test_many_clients_and_workers_run_every_job_exactly_once(
         "submitted": total,
         "completed": total,
         "failed": 0,
+        "cancelled": 0,
+        "retried": 0,
         "reassigned": 0,
         "expired": 0,
     }
-    assert stats.jobs == {"pending": 0, "running": 0, "completed": total, "failed": 0}
+    assert stats.jobs == {
+        "pending": 0,
+        "scheduled": 0,
+        "running": 0,
+        "completed": total,
+        "failed": 0,
+        "cancelled": 0,
+    }
+    assert stats.queues == {}  # no queue has anything waiting or running
+    assert sorted(entry["name"] for entry in stats.workers) == sorted(
+        f"worker{index}" for index, n in enumerate((2, 3, 2, 3)) for _ in range(n)
+    )
+    assert all(
+        (entry["jobs"], entry["waiting"], entry["queues"]) == ([], True, ["default"])
+        for entry in stats.workers
+    )
 
 
 async def test_client_api(tcp_queue: RunningQueue) -> None:
@@ -731,15 +754,17 @@ async def test_worker_reports_failures(
         worker = await tcp_queue.start_worker(
             {"boom": boom, "not_json": not_json, "nan": not_a_number, "fine": fine}
         )
+        # One attempt each: a failure ends the job (retries are test_lifecycle's).
+        once = partial(client.submit, max_attempts=1)
         ids = {
-            "boom": await client.submit("boom", 7),
-            "not_json": await client.submit("not_json"),
-            "nan": await client.submit("nan"),
-            "unknown": await client.submit("no_such_handler"),
-            "sleep_bad": await client.submit("sleep", {"seconds": "soon"}),
-            "sleep_negative": await client.submit("sleep", {"seconds": -1}),
-            "sleep_no_payload": await client.submit("sleep"),
-            "fine": await client.submit("fine"),
+            "boom": await once("boom", 7),
+            "not_json": await once("not_json"),
+            "nan": await once("nan"),
+            "unknown": await once("no_such_handler"),
+            "sleep_bad": await once("sleep", {"seconds": "soon"}),
+            "sleep_negative": await once("sleep", {"seconds": -1}),
+            "sleep_no_payload": await once("sleep"),
+            "fine": await once("fine"),
         }
         infos = {key: await client.wait(job_id) for key, job_id in ids.items()}
         # The worker counts a job once the server acknowledged its report; it
@@ -764,11 +789,12 @@ async def test_worker_reports_failures(
     for key in ("sleep_bad", "sleep_negative", "sleep_no_payload"):
         assert error_type(key) == "ValueError"
     assert (infos["fine"].state, infos["fine"].result) == ("completed", "fine")
-    assert {info.attempt for info in infos.values()} == {1}
+    assert {(info.attempt, info.max_attempts) for info in infos.values()} == {(1, 1)}
     statistics = worker.statistics()
     assert (statistics.failed, statistics.completed, statistics.lost) == (7, 1, 0)
     stats = await client.stats()
-    assert (stats.totals["failed"], stats.totals["completed"]) == (7, 1)
+    assert (stats.totals["failed"], stats.totals["completed"], stats.totals["retried"]) == (7, 1, 0)
+    assert stats.jobs["failed"] == 7
 
 
 async def _serve_until_cancelled(

@@ -166,7 +166,8 @@ async def test_wait_job_returns_when_the_job_finishes_or_its_wait_ends(
 ) -> None:
     with trio.fail_after(100):  # virtual seconds: a bug fails, not hangs
         async with open_memory_queue() as queue, raw_connection(queue) as watcher:
-            pending = await queue.client.submit("nobody-runs-this")
+            # One attempt: with no handler for it, the first run ends it.
+            pending = await queue.client.submit("nobody-runs-this", max_attempts=1)
             status = await watcher.request({"type": "wait_job", "job_id": pending, "wait": 3})
             assert (status["type"], status["state"]) == ("job_status", "pending")
             assert trio.current_time() == 3.0
@@ -180,6 +181,7 @@ async def test_wait_job_returns_when_the_job_finishes_or_its_wait_ends(
             await queue.start_worker({"after": after})
             # The worker takes the older pending job first: it fails (no handler), at once.
             assert (await queue.client.wait(pending)).state == "failed"
+            assert trio.current_time() == 3.0
             start = trio.current_time()
             job_id = await queue.client.submit("after", 7)
             status = await watcher.request({"type": "wait_job", "job_id": job_id, "wait": 3})
@@ -548,12 +550,11 @@ async def test_worker_connected_slots_never_counts_a_failed_hello(
 async def test_worker_backs_off_when_every_connection_breaks(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # BUG (jobqueue._worker.Worker._slot): the backoff sleep only follows a
-    # refused connection. A connection that opens and then breaks (here: at
-    # hello) is retried at once, so a server that accepts and drops, or a job
-    # whose assignment breaks the link, makes every slot reconnect in a tight
-    # loop. The docstring promises "A lost or refused connection is ...
-    # retried with exponential backoff". Here all attempts come at t=0.0.
+    # A connection that opens and then breaks (here: at hello) must be retried
+    # with backoff like a refused one, or a server that accepts and drops makes
+    # every slot reconnect in a tight loop ("A lost or refused connection is
+    # ... retried with exponential backoff"). Failed at 45821ed (every attempt
+    # at t=0.0); fixed by 7828e69.
     caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")
     hang_up = _HangUp(limit=8)
     worker = Worker("memory", 0, connect=hang_up, reconnect_delay=1.0, max_reconnect_delay=4.0)
@@ -568,12 +569,12 @@ async def test_worker_backs_off_when_every_connection_breaks(
 async def test_result_too_large_to_report_fails_the_job_instead_of_rerunning_it(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # BUG (jobqueue._worker.Worker._report): job_complete with a result over
-    # the server's limit (MAX_LINE_BYTES - ENVELOPE_BYTES since 45821ed) is
-    # refused with message_too_large; the worker treats any
-    # RequestError as "lease lost" and abandons the job without reporting it,
-    # the lease expires, and the job is run again every lease_timeout, for
-    # ever (a non-JSON result, by contrast, fails the job with TypeError).
+    # job_complete with a result over the server's limit (MAX_LINE_BYTES -
+    # ENVELOPE_BYTES) is refused with message_too_large. That is no lost
+    # lease: the worker must report the job failed, not abandon it to lease
+    # expiry and a rerun every lease_timeout for ever. One attempt, so the
+    # failure ends the job and a rerun could only come from expiry.
+    # Failed at 45821ed; fixed by 7828e69.
     caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")
     runs: list[float] = []
 
@@ -584,10 +585,13 @@ async def test_result_too_large_to_report_fails_the_job_instead_of_rerunning_it(
     with trio.fail_after(1000):  # virtual seconds: a bug fails, not hangs
         async with open_memory_queue(lease_timeout=10) as queue:
             await queue.start_worker({"huge": huge})
-            job_id = await queue.client.submit("huge")
+            job_id = await queue.client.submit("huge", max_attempts=1)
             async with queue.connect() as waiter:
                 with trio.move_on_after(100):
                     await waiter.wait(job_id)
             info = await queue.client.status(job_id)
         assert runs == [0.0]
         assert info.state == "failed"
+        assert info.error is not None
+        assert info.error["type"] == "ValueError"
+        assert "the server refused the result" in info.error["message"]
