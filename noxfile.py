@@ -33,6 +33,18 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--strict")
 
 
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """Run the benchmark suite: jobqueue beside its peers (benchmarks/run.py).
+
+    Uses its own venv, .bench-venv, which benchmarks/peers/setup.sh creates
+    with the `bench` extra, Debian's redis-server and beanstalkd (when it can
+    install them); a peer that cannot run is skipped with the reason.
+    """
+    session.run("bash", "benchmarks/peers/setup.sh", external=True)
+    session.run(".bench-venv/bin/python", "-m", "benchmarks.run", *session.posargs, external=True)
+
+
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run the demo: server, worker processes, one killed mid-job."""

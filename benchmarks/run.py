@@ -1,0 +1,356 @@
+"""The benchmark suite's entry point: jobqueue beside its peers, in one run.
+
+    python -m benchmarks.run                  # ours + peers (if set up), default sizes
+    python -m benchmarks.run --only ours      # just jobqueue
+    python -m benchmarks.run --jobs 20000 --rate 500 --failover-trials 100
+
+Every server runs in its own process and every load generator in others, so
+the numbers are what a user would see. Peers run through their own clients
+(see benchmarks/peers/README.md; set them up with benchmarks/peers/setup.sh).
+Prints one table: jobs/s, latency percentiles, server CPU seconds and RSS,
+and each of our figures' ratio to each peer measured in the same invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import trio
+
+from benchmarks.peers.common import cpu_seconds as process_cpu_seconds
+from benchmarks.peers.common import free_port, percentile
+from benchmarks.peers.common import rss_bytes as process_rss_bytes
+from jobqueue import Client, ConnectionLost
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextmanager
+def spawned(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``python -m jobqueue ...`` process, killed on the way out."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobqueue", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def wait_ready(port: int, slots: int) -> None:
+    with trio.fail_after(20):
+        while True:
+            try:
+                async with Client.connect("127.0.0.1", port) as client:
+                    if (await client.stats()).waiting_workers >= slots:
+                        return
+            except ConnectionLost:
+                pass
+            await trio.sleep(0.05)
+
+
+def throughput(jobs: int, concurrency: int) -> dict[str, Any]:
+    """One producer submitting one job per request; 8-way worker concurrency."""
+    port = free_port()
+    with spawned("serve", "--port", str(port)) as server, spawned(
+        "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
+        "--handlers", "benchmarks._noop:HANDLERS",
+    ):  # fmt: skip
+
+        async def drive() -> dict[str, Any]:
+            await wait_ready(port, concurrency)
+            async with Client.connect("127.0.0.1", port) as client:
+                cpu0 = process_cpu_seconds(server.pid)
+                start = time.perf_counter()
+                for _ in range(jobs):
+                    last = await client.submit("noop")
+                submitted = time.perf_counter() - start
+                await client.wait(last)
+                while (await client.stats()).totals["completed"] < jobs:  # noqa: ASYNC110
+                    await trio.sleep(0.002)
+                seconds = time.perf_counter() - start
+                return {
+                    "system": "jobqueue",
+                    "variant": "default",
+                    "scenario": "throughput",
+                    "jobs": jobs,
+                    "seconds": seconds,
+                    "submit_seconds": submitted,
+                    "jobs_per_s": jobs / seconds,
+                    "server_cpu_s": process_cpu_seconds(server.pid) - cpu0,
+                    "server_rss_bytes": process_rss_bytes(server.pid),
+                }
+
+        return trio.run(drive)
+
+
+def latency(rate: float, duration: float, concurrency: int) -> dict[str, Any]:
+    """Submit-to-handler-start latency at a steady rate (no polling on the path)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "latency.log")
+        with spawned("serve", "--port", str(port)), spawned(
+            "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
+            "--handlers", "benchmarks._latency:HANDLERS", env={"JOBQUEUE_LATENCY_LOG": log},
+        ):  # fmt: skip
+
+            async def drive() -> int:
+                await wait_ready(port, concurrency)
+                async with Client.connect("127.0.0.1", port) as client:
+                    count = int(rate * duration)
+                    start = time.perf_counter()
+                    for index in range(count):
+                        await trio.sleep_until(trio.current_time() + max(
+                            0.0, start + index / rate - time.perf_counter()
+                        ))  # fmt: skip
+                        last = await client.submit("stamp", {"t": time.time()})
+                    await client.wait(last)
+                    return count
+
+            count = trio.run(drive)
+            time.sleep(0.2)  # let the worker flush its last line
+        with open(log) as f:
+            samples = sorted(float(line) * 1000 for line in f if line.strip())
+    return {
+        "system": "jobqueue",
+        "variant": "default",
+        "scenario": "latency",
+        "rate": rate,
+        "jobs": count,
+        "p50_ms": percentile(samples, 50),
+        "p90_ms": percentile(samples, 90),
+        "p99_ms": percentile(samples, 99),
+        "max_ms": samples[-1] if samples else None,
+    }
+
+
+def failover(trials: int) -> dict[str, Any]:
+    """Time from SIGKILL of a worker holding a job to the job starting elsewhere."""
+    port = free_port()
+    delays: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "starts.log")
+        env = {"JOBQUEUE_LATENCY_LOG": log}
+        with spawned("serve", "--port", str(port), "--lease-timeout", "60"):
+
+            async def trial(index: int) -> None:
+                with spawned(
+                    "worker", "--connect", f"127.0.0.1:{port}", "--name", f"victim{index}",
+                    "--handlers", "benchmarks._latency:HANDLERS", env=env,
+                ) as victim:  # fmt: skip
+                    await wait_ready(port, 1)
+                    async with Client.connect("127.0.0.1", port) as client:
+                        job_id = await client.submit("hold", {"seconds": 3600})
+                        with trio.fail_after(10):
+                            while (await client.status(job_id)).state != "running":  # noqa: ASYNC110  (remote state)
+                                await trio.sleep(0.002)
+                        with spawned(
+                            "worker", "--connect", f"127.0.0.1:{port}", "--name", f"taker{index}",
+                            "--handlers", "benchmarks._latency:HANDLERS", env=env,
+                        ):  # fmt: skip
+                            await wait_ready(port, 1)
+                            killed_at = time.time()
+                            os.kill(victim.pid, signal.SIGKILL)
+                            with trio.fail_after(10):
+                                while (await client.status(job_id)).attempt < 2:  # noqa: ASYNC110  (remote state)
+                                    await trio.sleep(0.001)
+                            started = _last_start(log, job_id)
+                            delays.append((started - killed_at) * 1000)
+                            await client.cancel(job_id)
+
+            async def drive() -> None:
+                for index in range(trials):
+                    await trial(index)
+
+            trio.run(drive)
+    delays.sort()
+    return {
+        "system": "jobqueue",
+        "variant": "default",
+        "scenario": "failover",
+        "trials": trials,
+        "p50_ms": percentile(delays, 50),
+        "max_ms": delays[-1],
+    }
+
+
+def _last_start(log: str, job_id: str) -> float:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with open(log) as f:
+            for line in reversed(f.read().splitlines()):
+                if line.startswith(job_id + " "):
+                    return float(line.split()[1])
+        time.sleep(0.001)
+    raise RuntimeError(f"no start recorded for {job_id}")
+
+
+def memory(pending: int, body_bytes: int) -> dict[str, Any]:
+    """Server RSS per pending job, with ``pending`` jobs of ``body_bytes`` each."""
+    port = free_port()
+    with spawned("serve", "--port", str(port)) as server:
+
+        async def drive() -> dict[str, Any]:
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        async with Client.connect("127.0.0.1", port) as client:
+                            break
+                    except ConnectionLost:
+                        await trio.sleep(0.05)
+            empty = process_rss_bytes(server.pid)
+            body = "x" * body_bytes
+            async with Client.connect("127.0.0.1", port) as client:
+                batch = getattr(client, "submit_many", None)
+                if batch is not None:
+                    for start in range(0, pending, 1000):
+                        await batch(
+                            [{"name": "noop", "payload": body}] * min(1000, pending - start)
+                        )
+                else:
+                    for _ in range(pending):
+                        await client.submit("noop", body)
+                assert (await client.stats()).jobs["pending"] == pending
+            full = process_rss_bytes(server.pid)
+            return {
+                "system": "jobqueue",
+                "variant": "default",
+                "scenario": "memory",
+                "pending": pending,
+                "body_bytes": body_bytes,
+                "bytes_per_job": (full - empty) / pending,
+                "server_rss_bytes": full,
+            }
+
+        return trio.run(drive)
+
+
+def scaling_state(sizes: list[int]) -> list[dict[str, Any]]:
+    """Cost of submit and assign in the pure state machine at each pending size."""
+    from jobqueue._state import QueueState
+
+    rows = []
+    for size in sizes:
+        state = QueueState()
+        for _ in range(size):
+            state.submit("noop", None, 0.0)
+        n = 20000
+        start = time.perf_counter()
+        for _ in range(n):
+            state.submit("noop", None, 0.0)
+        submit_us = (time.perf_counter() - start) / n * 1e6
+        start = time.perf_counter()
+        for index in range(n):
+            state.assign(index, 0.0)
+        assign_us = (time.perf_counter() - start) / n * 1e6
+        rows.append(
+            {
+                "system": "jobqueue",
+                "scenario": "state_scaling",
+                "pending": size,
+                "submit_us": submit_us,
+                "assign_us": assign_us,
+            }
+        )
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_scenario.setdefault(row["scenario"], []).append(row)
+    ours_tp = next(
+        (r for r in by_scenario.get("throughput", []) if r["system"] == "jobqueue"), None
+    )
+    print("\nthroughput (20k-style no-op jobs, one producer, 8-way concurrency)")
+    print(f"  {'system':<12}{'variant':<12}{'jobs/s':>10}{'server CPU s':>14}{'RSS MiB':>10}"
+          f"{'ours/peer':>11}")  # fmt: skip
+    for row in by_scenario.get("throughput", []):
+        if "jobs_per_s" not in row:
+            print(f"  {row['system']:<12}{row.get('variant', ''):<12} "
+                  f"{row.get('skipped') or row.get('error')}")  # fmt: skip
+            continue
+        ratio = ""
+        if ours_tp and row is not ours_tp:
+            ratio = f"{ours_tp['jobs_per_s'] / row['jobs_per_s']:.2f}x"
+        rss = row.get("server_rss_bytes") or 0
+        print(f"  {row['system']:<12}{row.get('variant', ''):<12}{row['jobs_per_s']:>10,.0f}"
+              f"{row.get('server_cpu_s', 0):>14.2f}{rss / 2**20:>10.1f}{ratio:>11}")  # fmt: skip
+    print("\nlatency, submit to handler start (ms)")
+    for row in by_scenario.get("latency", []):
+        if "p50_ms" in row:
+            print(f"  {row['system']:<12}{row.get('variant', ''):<12}p50 {row['p50_ms']:.2f}  "
+                  f"p90 {row.get('p90_ms', 0):.2f}  p99 {row['p99_ms']:.2f}  "
+                  f"max {row.get('max_ms') or 0:.2f}")  # fmt: skip
+    print("\nfailover after SIGKILL (ms)")
+    for row in by_scenario.get("failover", []):
+        if "p50_ms" in row:
+            print(f"  {row['system']:<12}p50 {row['p50_ms']:.2f}  max {row['max_ms']:.2f}  "
+                  f"({row.get('trials')} trials)")  # fmt: skip
+    print("\nmemory per pending job (bytes, body included)")
+    for row in by_scenario.get("memory", []):
+        if "bytes_per_job" in row:
+            print(f"  {row['system']:<12}{row['bytes_per_job']:.0f}  "
+                  f"({row.get('pending')} pending)")  # fmt: skip
+    if by_scenario.get("state_scaling"):
+        print("\nstate machine cost vs pending jobs (us per operation)")
+        for row in by_scenario["state_scaling"]:
+            print(f"  {row['pending']:>9,} pending: submit {row['submit_us']:.2f}  "
+                  f"assign {row['assign_us']:.2f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["ours", "peers", "all"], default="all")
+    parser.add_argument("--jobs", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--failover-trials", type=int, default=20)
+    parser.add_argument("--pending", type=int, default=200_000)
+    parser.add_argument("--json-out", help="also write every row as JSON lines here")
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    if args.only in ("ours", "all"):
+        rows.append(throughput(args.jobs, args.concurrency))
+        rows.append(latency(args.rate, args.duration, args.concurrency))
+        rows.append(failover(args.failover_trials))
+        rows.append(memory(args.pending, 100))
+        rows.extend(scaling_state([10**3, 10**4, 10**5, 10**6]))
+    if args.only in ("peers", "all"):
+        from benchmarks.peers.run_all import run_peers
+
+        rows.extend(
+            run_peers(
+                jobs=args.jobs,
+                concurrency=args.concurrency,
+                rate=args.rate,
+                latency_duration=args.duration,
+                memory_pending=args.pending,
+                failover_trials=min(args.failover_trials, 20),
+            )
+        )
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
