@@ -470,8 +470,6 @@ class Hello:
     """Optional first message: names the peer (shown in ``stats``)."""
 
     TYPE: ClassVar[str] = "hello"
-    #: May block the connection waiting for the queue (see ``RequestJob``).
-    may_block: ClassVar[bool] = False
     name: str | None = None
 
     @classmethod
@@ -510,7 +508,6 @@ class SubmitJob:
     """
 
     TYPE: ClassVar[str] = "submit_job"
-    may_block: ClassVar[bool] = False
     name: str
     payload: Any = None
     queue: str = "default"
@@ -582,7 +579,6 @@ class SubmitJobs:
     """Add several jobs in one message: all of them, or (if any is invalid) none."""
 
     TYPE: ClassVar[str] = "submit_jobs"
-    may_block: ClassVar[bool] = False
     jobs: tuple[SubmitJob, ...]
 
     @classmethod
@@ -624,11 +620,6 @@ class RequestJob:
     #: The queues this worker serves (the best job across all of them wins).
     queues: tuple[str, ...] = ("default",)
 
-    @property
-    def may_block(self) -> bool:
-        """Whether the reply may be held back waiting for a job."""
-        return self.wait > 0
-
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> RequestJob:
         """Validate a decoded ``request_job``."""
@@ -660,7 +651,6 @@ class JobComplete:
     """Report that the lease holder finished a job, with an optional result."""
 
     TYPE: ClassVar[str] = "job_complete"
-    may_block: ClassVar[bool] = False
     job_id: str
     attempt: int | None = None
     result: Any = None
@@ -687,7 +677,6 @@ class JobFailed:
     """Report that the lease holder's handler raised; the job ends ``failed``."""
 
     TYPE: ClassVar[str] = "job_failed"
-    may_block: ClassVar[bool] = False
     job_id: str
     error_type: str
     error_message: str
@@ -728,7 +717,6 @@ class Heartbeat:
     """Extend the lease on a running job."""
 
     TYPE: ClassVar[str] = "heartbeat"
-    may_block: ClassVar[bool] = False
     job_id: str
     attempt: int | None = None
 
@@ -750,7 +738,6 @@ class Progress:
     """The lease holder reports how far along a job is (also extends the lease)."""
 
     TYPE: ClassVar[str] = "progress"
-    may_block: ClassVar[bool] = False
     job_id: str
     attempt: int | None = None
     #: A number, e.g. a fraction done or items processed.
@@ -787,7 +774,6 @@ class JobAction:
     """A person acts on one job: ``cancel_job``, ``retry_job`` or ``delete_job``."""
 
     TYPES: ClassVar[tuple[str, ...]] = ("cancel_job", "retry_job", "delete_job")
-    may_block: ClassVar[bool] = False
     TYPE: str
     job_id: str
 
@@ -806,7 +792,6 @@ class ListJobs:
     """Ask for the jobs in one state, oldest first, up to ``limit``."""
 
     TYPE: ClassVar[str] = "list_jobs"
-    may_block: ClassVar[bool] = False
     state: str
     queue: str | None = None
     limit: int = 100
@@ -835,7 +820,6 @@ class GetStatus:
     """Ask for one job's state (wire type ``job_status``)."""
 
     TYPE: ClassVar[str] = "job_status"
-    may_block: ClassVar[bool] = False
     job_id: str
 
     @classmethod
@@ -853,7 +837,6 @@ class WaitJob:
     """Reply with the job's status once it has finished (or after ``wait`` seconds)."""
 
     TYPE: ClassVar[str] = "wait_job"
-    may_block: ClassVar[bool] = True
     job_id: str
     wait: float | None = None
 
@@ -875,7 +858,6 @@ class GetStats:
     """Ask for queue-wide counters (wire type ``stats``)."""
 
     TYPE: ClassVar[str] = "stats"
-    may_block: ClassVar[bool] = False
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> GetStats:

@@ -701,8 +701,6 @@ def test_request_wait_integer_becomes_float() -> None:
     assert request == RequestJob(wait=5.0)
     assert isinstance(request, RequestJob)
     assert type(request.wait) is float
-    assert request.may_block
-    assert not RequestJob().may_block
     assert decode_line(b'{"type":"request_job","wait":0}') == RequestJob()
     assert decode_line(b'{"type":"request_job","wait":null}') == RequestJob()
     assert decode_line(b'{"type":"wait_job","job_id":"1","wait":null}') == WaitJob("1")
@@ -977,7 +975,6 @@ def test_request_job_queues_default() -> None:
     request = decode_line(b'{"type":"request_job","wait":1,"queues":["b","a","b"]}')
     assert request == RequestJob(wait=1.0, queues=("b", "a", "b"))
     assert isinstance(request, RequestJob)
-    assert request.may_block
 
 
 def test_progress_fields() -> None:
@@ -986,7 +983,6 @@ def test_progress_fields() -> None:
     assert request == Progress("1", 3, 7.0, "x")
     assert isinstance(request, Progress)
     assert type(request.progress) is float
-    assert not request.may_block
     nulls = b'{"type":"progress","job_id":"1","attempt":null,"progress":null,"note":null}'
     assert decode_line(nulls) == Progress("1")
     assert Progress("1").to_wire() == {"type": "progress", "job_id": "1"}
@@ -1055,7 +1051,6 @@ def test_job_actions_decode_with_their_type(kind: str) -> None:
     assert request == JobAction(kind, "j-1")
     assert isinstance(request, JobAction)
     assert kind == request.TYPE
-    assert not request.may_block
     assert request.to_wire() == {"type": kind, "job_id": "j-1"}
 
 
