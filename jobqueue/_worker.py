@@ -32,7 +32,10 @@ from ._protocol import (
     JobComplete,
     JobFailed,
     Progress,
+    Reply,
+    Request,
     RequestJob,
+    Welcome,
 )
 from ._state import DEFAULT_QUEUE
 
@@ -40,6 +43,24 @@ log = logging.getLogger("jobqueue.worker")
 
 #: Default for Worker.job_timeout: a handler may run for an hour.
 DEFAULT_JOB_TIMEOUT = 3600.0
+
+#: Seconds a reply may take beyond what the request itself asks to wait. A
+#: connection that stays silent longer is treated as dead (a partition that
+#: closes nothing), and the worker reconnects.
+_REPLY_GRACE = 10.0
+
+
+async def _ask(link: Link, message: Request, limit: float) -> Reply:
+    """``link.request`` with a deadline for the reply.
+
+    Raises:
+        ConnectionLost: no reply within ``limit`` seconds (the connection is
+            then unusable, as after any interrupted request).
+    """
+    with trio.move_on_after(limit):
+        return await link.request(message)
+    raise ConnectionLost(f"no reply to {message.TYPE} within {limit:g}s from {link.address}")
+
 
 #: Error codes meaning "this lease is no longer yours": stop, report nothing.
 _LEASE_GONE = frozenset({"not_leased", "unknown_job"})
@@ -195,6 +216,8 @@ class Worker:
     connect: Connector | None = None
     _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
     _link_down: bool = attrs.field(default=False, init=False)
+    # The server's lease, from its hello reply: how long a report may take.
+    _lease_timeout: float = attrs.field(default=30.0, init=False)
     # (job id, attempt) -> the cancel scope of its handler, for cancel notices.
     _running: dict[tuple[str, int], trio.CancelScope] = attrs.field(factory=dict, init=False)
     _cancelled: set[tuple[str, int]] = attrs.field(factory=set, init=False)
@@ -282,13 +305,19 @@ class Worker:
             await nursery.start(link.run_reader, self._on_notice, nursery.cancel_scope.cancel)
             self._stats.connected_slots += 1
             try:
-                await link.request(Hello(self.name))
+                welcome = await _ask(link, Hello(self.name), _REPLY_GRACE)
+                if isinstance(welcome, Welcome):
+                    self._lease_timeout = welcome.lease_timeout
                 if self._link_down:
                     self._link_down = False
                     log.warning("reconnected to the queue at %s", link.address)
                 served()
                 while True:
-                    reply = await link.request(RequestJob(wait=self.poll_wait, queues=self.queues))
+                    reply = await _ask(
+                        link,
+                        RequestJob(wait=self.poll_wait, queues=self.queues),
+                        self.poll_wait + _REPLY_GRACE,
+                    )
                     if isinstance(reply, JobAssigned):
                         await self._run_job(link, reply)
             except (ConnectionLost, RequestError) as exc:
@@ -315,12 +344,16 @@ class Worker:
         async def report_progress(progress: float | None, note: Any) -> None:
             # Shielded: a cancel or job_timeout landing mid-request would
             # leave its reply unread and the connection unusable. The
-            # handler is stopped as soon as the reply is in.
-            with trio.CancelScope(shield=True):
+            # handler is stopped as soon as the reply is in, and the shield
+            # has its own deadline so a silent connection cannot hold it.
+            with trio.move_on_after(self._lease_timeout) as scope:
+                scope.shield = True
                 try:
                     await link.request(Progress(assigned.job_id, assigned.attempt, progress, note))
                 except RequestError as exc:
                     log.debug("progress for job %s not recorded: %s", assigned.job_id, exc)
+                except ConnectionLost:
+                    pass  # the heartbeat loop notices and ends the connection
             # ...and deliver a pending cancel here, outside the shield, or a
             # handler that does nothing but report would never see it.
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -387,7 +420,13 @@ class Worker:
                     if done.is_set():
                         break
                     try:
-                        await link.request(Heartbeat(job.id, job.attempt))
+                        # A heartbeat not answered before the lease would run
+                        # out means the lease is surely gone (a silent
+                        # partition, say): stop the handler rather than run a
+                        # job the server has given to someone else.
+                        await _ask(
+                            link, Heartbeat(job.id, job.attempt), assigned.lease_timeout - interval
+                        )
                     except (ConnectionLost, RequestError) as exc:
                         lost = exc
                         nursery.cancel_scope.cancel()
@@ -403,6 +442,9 @@ class Worker:
             log.info("job %s (%s) was cancelled; its handler was stopped", job.id, job.name)
             return
         if isinstance(lost, ConnectionLost):
+            # Silent or broken: either way the server has taken the job back.
+            self._stats.lost += 1
+            log.warning("gave up job %s (%s): %s", job.id, job.name, lost)
             raise lost
         if lost is not None:
             # The server says this lease is gone (expired and reassigned):
@@ -415,7 +457,7 @@ class Worker:
     async def _report(self, link: Link, job: Job, ok: bool, value: Any) -> None:
         if ok:
             try:
-                await link.request(JobComplete(job.id, job.attempt, value))
+                await _ask(link, JobComplete(job.id, job.attempt, value), self._lease_timeout)
             except RequestError as exc:
                 if exc.code in _LEASE_GONE:
                     self._abandon(job, exc)
@@ -430,8 +472,10 @@ class Worker:
                 log.debug("job %s (%s) completed", job.id, job.name)
                 return
         try:
-            await link.request(
-                JobFailed(job.id, type(value).__name__, str(value)[:2000], job.attempt)
+            await _ask(
+                link,
+                JobFailed(job.id, type(value).__name__, str(value)[:2000], job.attempt),
+                self._lease_timeout,
             )
         except RequestError as exc:
             self._abandon(job, exc)
