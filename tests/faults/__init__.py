@@ -1,0 +1,1 @@
+"""Fault-injection drivers too long for the default test run (see ``chaos``)."""
