@@ -270,9 +270,9 @@ async def test_silent_partition_reassigns_and_the_stale_run_stops_within_its_lea
                 assert stats.totals["reassigned"] == stats.totals["expired"] == 1, stats.totals
 
                 # A hears nothing at all, yet stops its run of the job on its own:
-                # a heartbeat unanswered before the lease would run out means the
-                # lease is gone (design.md §16: at most lease / 3 of overlap, plus
-                # the heartbeat's own deadline).
+                # a heartbeat unanswered before the lease it extends would run
+                # out means the lease is gone (design.md §4), so A stops at most
+                # one lease after the partition began.
                 with trio.move_on_at(partitioned_at + PARTITION_LEASE + 0.5):
                     await handler_a.cancelled.wait()
                 stopped_after = trio.current_time() - partitioned_at

@@ -341,7 +341,9 @@ async def test_worker_abandons_a_job_whose_lease_was_reassigned(
                 # heartbeat at 6.67 had no reply by the time its lease would
                 # run out (6.67 + 20/3), so it stops the handler then.
                 await handler_done.wait()
-                assert handler_ended == [("cancelled", pytest.approx(2 * first_beat + 20 / 3))]
+                [(outcome, ended_at)] = handler_ended
+                assert outcome == "cancelled"
+                assert ended_at == pytest.approx(2 * first_beat + 20 / 3)
                 await trio.sleep_until(20)
                 gate.open()
                 await trio.testing.wait_all_tasks_blocked()
