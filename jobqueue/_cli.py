@@ -9,10 +9,12 @@ import logging
 import os
 import random
 import signal
+import ssl
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from typing import Any, BinaryIO, TextIO
 
@@ -30,11 +32,12 @@ from ._protocol import (
     SubmitJob,
     decode_value,
 )
-from ._server import serve_queue
+from ._server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, serve_queue
 from ._state import (
     DEFAULT_FINISHED_RETENTION,
     DEFAULT_LEASE_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RETRY_DELAY,
     DEFAULT_RETRY_DELAY,
 )
@@ -42,6 +45,8 @@ from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
 
 DEFAULT_ADDRESS = "127.0.0.1:8080"
+#: Environment variable the ``--token`` options default to.
+TOKEN_ENV = "JOBQUEUE_TOKEN"
 
 
 class UsageError(Exception):
@@ -130,6 +135,41 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_RETRY_DELAY,
         metavar="SECONDS",
         help=f"cap on that backoff (default: {DEFAULT_MAX_RETRY_DELAY:g})",
+    )
+    serve.add_argument(
+        "--max-pending",
+        type=int,
+        default=DEFAULT_MAX_PENDING,
+        metavar="N",
+        help="jobs that may wait at once before submits get queue_full; 0: no limit "
+        f"(default: {DEFAULT_MAX_PENDING})",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections open at once (default: {DEFAULT_MAX_CONNECTIONS})",
+    )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=_positive_float,
+        default=DEFAULT_HANDSHAKE_TIMEOUT,
+        metavar="SECONDS",
+        help="time a new connection has for TLS and its first request "
+        f"(default: {DEFAULT_HANDSHAKE_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="close connections silent this long with nothing outstanding (default: never)",
+    )
+    _add_token(serve, "require this shared secret in every connection's hello")
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
+    serve.add_argument(
+        "--tls-key", metavar="FILE", help="the certificate's private key (default: in --tls-cert)"
     )
     serve.set_defaults(command=_serve)
 
@@ -220,6 +260,43 @@ def _add_connect(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help=f"the queue server (default: {DEFAULT_ADDRESS})",
     )
+    _add_token(parser, "the server's shared secret")
+    parser.add_argument(
+        "--tls", action="store_true", help="connect with TLS, trusting the system's CAs"
+    )
+    parser.add_argument(
+        "--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA certificate (PEM)"
+    )
+
+
+def _add_token(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"{what} (default: ${TOKEN_ENV}; prefer that: other users can see command lines)",
+    )
+
+
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """Where and how to connect, from ``--connect``, ``--token`` and ``--tls*``.
+
+    Raises:
+        UsageError: a bad address or an unreadable CA file.
+    """
+    host, port = parse_address(args.connect)
+    context = None
+    if args.tls or args.tls_ca:
+        try:
+            context = ssl.create_default_context(cafile=args.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot use --tls-ca {args.tls_ca!r}: {exc}") from None
+    return {"host": host, "port": port, "token": args.token, "ssl_context": context}
+
+
+def _client(
+    args: argparse.Namespace, name: str = "jobqueue-cli"
+) -> AbstractAsyncContextManager[Client]:
+    return Client.connect(**_connection(args), name=name)
 
 
 def _positive_int(text: str) -> int:
@@ -278,6 +355,17 @@ def parse_address(text: str) -> tuple[str, int]:
 def _serve(args: argparse.Namespace) -> int:
     if not args.retention >= 0:
         raise UsageError("--retention must be 0 or more")
+    if not args.max_pending >= 0:
+        raise UsageError("--max-pending must be 0 (no limit) or more")
+    if args.tls_key and not args.tls_cert:
+        raise UsageError("--tls-key needs --tls-cert")
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load --tls-cert/--tls-key: {exc}") from None
     try:
         trio.run(
             partial(
@@ -289,6 +377,12 @@ def _serve(args: argparse.Namespace) -> int:
                 max_attempts=args.max_attempts,
                 retry_delay=args.retry_delay,
                 max_retry_delay=args.max_retry_delay,
+                max_pending=args.max_pending or None,
+                max_connections=args.max_connections,
+                handshake_timeout=args.handshake_timeout,
+                idle_timeout=args.idle_timeout,
+                token=args.token,
+                ssl_context=context,
             )
         )
     except OSError as exc:
@@ -329,14 +423,13 @@ def load_handlers(spec: str) -> dict[str, Handler]:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    host, port = parse_address(args.connect)
+    connection = _connection(args)
     handlers = load_handlers(args.handlers) if args.handlers else {}
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
     if not queues:
         raise UsageError("--queues needs at least one queue name")
     worker = Worker(
-        host,
-        port,
+        **connection,
         handlers=handlers,
         concurrency=args.concurrency,
         queues=queues,
@@ -352,7 +445,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    host, port = parse_address(args.connect)
+    _connection(args)  # a bad address is a usage error before anything else
     try:
         # The server's own rules: no NaN/Infinity, no 1e999, bounded nesting.
         payload = decode_value(args.payload)
@@ -376,7 +469,7 @@ def _submit(args: argparse.Namespace) -> int:
         raise UsageError(f"bad job: {exc.message}") from None
 
     async def run() -> int:
-        async with Client.connect(host, port, name="jobqueue-cli") as client:
+        async with _client(args) as client:
             job_ids = await client.submit_many(jobs)
             if not args.wait:
                 for job_id in job_ids:
@@ -393,10 +486,9 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    host, port = parse_address(args.connect)
 
     async def run() -> JobInfo:
-        async with Client.connect(host, port, name="jobqueue-cli") as client:
+        async with _client(args) as client:
             return await client.status(args.job_id)
 
     print(_json(_status_dict(trio.run(run))))
@@ -404,10 +496,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _act(action: str, args: argparse.Namespace) -> int:
-    host, port = parse_address(args.connect)
 
     async def run() -> JobInfo | None:
-        async with Client.connect(host, port, name="jobqueue-cli") as client:
+        async with _client(args) as client:
             if action == "cancel":
                 return await client.cancel(args.job_id)
             if action == "retry":
@@ -421,10 +512,9 @@ def _act(action: str, args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    host, port = parse_address(args.connect)
 
     async def run() -> JobList:
-        async with Client.connect(host, port, name="jobqueue-cli") as client:
+        async with _client(args) as client:
             return await client.list_jobs(args.state, queue=args.queue, limit=args.limit)
 
     listing = trio.run(run)
@@ -440,10 +530,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    host, port = parse_address(args.connect)
 
     async def run() -> None:
-        async with Client.connect(host, port, name="jobqueue-cli") as client:
+        async with _client(args) as client:
             while True:
                 stats = await client.stats()
                 if args.json:

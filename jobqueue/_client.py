@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+import logging
+import random
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import attrs
+import trio
 
-from ._link import ConnectionLost, Connector, Link
+from ._link import ConnectionLost, Connector, Link, RequestError, RequestNotSent
 from ._protocol import (
     GetStats,
     GetStatus,
@@ -21,6 +25,7 @@ from ._protocol import (
     ListJobs,
     ProtocolError,
     Reply,
+    Request,
     Stats,
     SubmitJob,
     SubmitJobs,
@@ -28,6 +33,16 @@ from ._protocol import (
 )
 
 _R = TypeVar("_R")
+
+log = logging.getLogger("jobqueue.client")
+
+#: First and longest pause between reconnect attempts, in seconds.
+_RECONNECT_DELAY = 0.1
+_MAX_RECONNECT_DELAY = 5.0
+
+
+#: Default for how long a Client keeps trying to reconnect, in seconds.
+DEFAULT_RECONNECT_TIMEOUT = 30.0
 
 
 @attrs.define(eq=False)
@@ -38,12 +53,18 @@ class Client:
     tasks; their requests take turns on the one connection. There are no
     background tasks: every method is a plain request and reply.
 
-    If a call is cancelled or the connection breaks mid-request, the client
-    cannot know whether the server applied it; further calls raise
-    :class:`ConnectionLost` and you open a new client.
+    If the connection breaks (the server restarted, say), the call in flight
+    raises :class:`ConnectionLost`: the client cannot know whether the
+    server applied it (a ``submit`` with a ``key`` is safe to repeat). The
+    next call reconnects first, retrying with backoff for up to
+    ``reconnect_timeout`` seconds, and logs what happened. A cancelled call
+    also leaves the connection unusable, and the next call reconnects.
     """
 
     _link: Link
+    _open: Callable[[], Awaitable[Link]]
+    _reconnect_timeout: float
+    _reconnecting: trio.Lock = attrs.field(factory=trio.Lock, init=False)
 
     @classmethod
     @asynccontextmanager
@@ -53,6 +74,9 @@ class Client:
         port: int = 8080,
         *,
         name: str | None = None,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
         connect: Connector | None = None,
     ) -> AsyncIterator[Client]:
         """Connect to the queue at ``host:port`` for the ``async with`` block.
@@ -61,19 +85,37 @@ class Client:
             host: The server's address.
             port: The server's port.
             name: How this client is named in the server's ``stats``.
+            token: The server's shared secret, if it was started with one.
+            ssl_context: Speak TLS, checking the server's certificate with
+                this context (e.g. ``ssl.create_default_context(cafile=...)``).
+            reconnect_timeout: After the connection breaks, how long the
+                next call keeps trying to reconnect before it raises
+                :class:`ConnectionLost`; 0 means one try.
             connect: Advanced: an async function returning a connected
                 ``trio.abc.Stream``, used instead of TCP (``jobqueue.testing``
                 uses it for in-memory queues).
 
         Raises:
-            ConnectionLost: if the server cannot be reached.
+            ConnectionLost: if the server cannot be reached (the first
+                connection is tried once: a wrong address fails fast).
+            RequestError: the server refused the connection
+                (``unauthorized``, ``too_many_connections``).
         """
-        link = await Link.open(host, port, connect)
+
+        async def open_link() -> Link:
+            link = await Link.open(host, port, connect, ssl_context)
+            try:
+                await link.request(Hello(name, token))
+            except BaseException:
+                await link.aclose()
+                raise
+            return link
+
+        client = cls(await open_link(), open_link, reconnect_timeout)
         try:
-            await link.request(Hello(name))
-            yield cls(link)
+            yield client
         finally:
-            await link.aclose()
+            await client.aclose()
 
     async def submit(
         self,
@@ -111,7 +153,7 @@ class Client:
             TypeError, ValueError: ``payload`` is not JSON.
         """
         request = SubmitJob(name, payload, queue, priority, max_attempts, delay, run_at, key)
-        return _expect(await self._link.request(request), JobSubmitted).job_id
+        return _expect(await self._request(request), JobSubmitted).job_id
 
     async def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Add several jobs in one round trip; return their ids in order.
@@ -128,7 +170,7 @@ class Client:
             request = SubmitJobs.from_wire({"type": "submit_jobs", "jobs": list(map(dict, jobs))})
         except ProtocolError as exc:
             raise ValueError(exc.message) from None
-        return list(_expect(await self._link.request(request), JobsSubmitted).job_ids)
+        return list(_expect(await self._request(request), JobsSubmitted).job_ids)
 
     async def cancel(self, job_id: str) -> JobInfo:
         """Cancel a job that has not finished; return its state (``cancelled``).
@@ -140,7 +182,7 @@ class Client:
             RequestError: ``unknown_job``, or ``already_finished``.
             ConnectionLost: the connection broke.
         """
-        return _expect(await self._link.request(JobAction("cancel_job", job_id)), JobInfo)
+        return _expect(await self._request(JobAction("cancel_job", job_id)), JobInfo)
 
     async def retry(self, job_id: str) -> JobInfo:
         """Requeue a failed job with a fresh budget of attempts.
@@ -149,7 +191,7 @@ class Client:
             RequestError: ``unknown_job``, or ``not_failed``.
             ConnectionLost: the connection broke.
         """
-        return _expect(await self._link.request(JobAction("retry_job", job_id)), JobInfo)
+        return _expect(await self._request(JobAction("retry_job", job_id)), JobInfo)
 
     async def delete(self, job_id: str) -> None:
         """Forget a finished job now (e.g. to clear the failed set).
@@ -158,7 +200,7 @@ class Client:
             RequestError: ``unknown_job``, or ``not_finished``.
             ConnectionLost: the connection broke.
         """
-        await self._link.request(JobAction("delete_job", job_id))
+        await self._request(JobAction("delete_job", job_id))
 
     async def list_jobs(self, state: str, *, queue: str | None = None, limit: int = 100) -> JobList:
         """Jobs in ``state`` (e.g. ``"failed"``), oldest first, at most ``limit``.
@@ -169,7 +211,7 @@ class Client:
             RequestError: ``bad_request`` for an unknown state or a bad limit.
             ConnectionLost: the connection broke.
         """
-        return _expect(await self._link.request(ListJobs(state, queue, limit)), JobList)
+        return _expect(await self._request(ListJobs(state, queue, limit)), JobList)
 
     async def status(self, job_id: str) -> JobInfo:
         """Return the job's current state.
@@ -178,7 +220,7 @@ class Client:
             RequestError: ``unknown_job`` if the server does not know it.
             ConnectionLost: the connection broke.
         """
-        return _expect(await self._link.request(GetStatus(job_id)), JobInfo)
+        return _expect(await self._request(GetStatus(job_id)), JobInfo)
 
     async def wait(self, job_id: str) -> JobInfo:
         """Block until the job is completed, failed or cancelled; return its final state.
@@ -188,13 +230,14 @@ class Client:
 
         The server answers when the job ends; nothing polls. Wrap in
         ``trio.move_on_after`` / ``trio.fail_after`` to bound the wait (a
-        cancelled wait makes this client unusable, as any cancelled call).
+        cancelled call leaves the connection unusable; the next call
+        reconnects).
 
         Raises:
             RequestError: ``unknown_job`` if the server does not know it.
             ConnectionLost: the connection broke.
         """
-        return _expect(await self._link.request(WaitJob(job_id)), JobInfo)
+        return _expect(await self._request(WaitJob(job_id)), JobInfo)
 
     async def stats(self) -> Stats:
         """Return queue-wide counters and which worker holds which job.
@@ -202,11 +245,61 @@ class Client:
         Raises:
             ConnectionLost: the connection broke.
         """
-        return _expect(await self._link.request(GetStats()), Stats)
+        return _expect(await self._request(GetStats()), Stats)
 
     async def aclose(self) -> None:
         """Close the connection (``connect``'s block does this for you)."""
         await self._link.aclose()
+
+    async def _request(self, message: Request) -> Reply:
+        if self._link.broken is not None:
+            await self._reconnect()
+        try:
+            return await self._link.request(message)
+        except RequestNotSent:
+            pass
+        except RequestError as exc:
+            if exc.code != "idle_timeout":
+                raise
+        # The server never read this request: it closed the connection
+        # before (as idle, say), so sending it again cannot apply it twice.
+        await self._reconnect()
+        return await self._link.request(message)
+
+    async def _reconnect(self) -> None:
+        """Replace a broken connection, retrying with backoff.
+
+        Raises:
+            ConnectionLost: no connection within ``reconnect_timeout``.
+            RequestError: the server refused it (``unauthorized``, ...).
+        """
+        # Tasks sharing the client wait for one reconnect, not one each.
+        async with self._reconnecting:
+            old = self._link
+            if old.broken is None:
+                return  # another task reconnected while this one waited
+            log.warning("connection to the queue at %s %s; reconnecting", old.address, old.broken)
+            await old.aclose()
+            deadline = trio.current_time() + self._reconnect_timeout
+            delay = _RECONNECT_DELAY
+            attempts = 0
+            while True:
+                attempts += 1
+                try:
+                    self._link = await self._open()
+                except ConnectionLost as exc:
+                    if trio.current_time() + delay > deadline:
+                        raise ConnectionLost(
+                            f"could not reconnect to the queue at {old.address} within "
+                            f"{self._reconnect_timeout:g}s ({attempts} attempts): {exc}"
+                        ) from exc
+                    await trio.sleep(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, _MAX_RECONNECT_DELAY)
+                else:
+                    log.warning(
+                        "reconnected to the queue at %s (attempt %d)", old.address, attempts
+                    )
+                    return
 
 
 def _expect(reply: Reply, kind: type[_R]) -> _R:

@@ -295,6 +295,12 @@ class Coordinator:
             self._park(conn, now + wait, job.id)
             return None
         if isinstance(request, SubmitJobs):
+            # All or nothing: refuse the whole batch before adding any of it.
+            # (A key repeated within the batch is counted twice: refusing a
+            # batch that would just fit errs on the safe side.)
+            state.check_room(
+                sum(job.key is None or not state.knows_key(job.key) for job in request.jobs)
+            )
             ids = tuple(self._submit(one, now)[0].id for one in request.jobs)
             self._feed_idle_workers(now)
             return JobsSubmitted(ids)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -30,6 +31,16 @@ from ._protocol import (
 _RECEIVE_SIZE = 65536
 _REPLY_HEADROOM = 65536
 
+#: Seconds to connect, TLS handshake included, before giving up on a server
+#: that accepts nothing and refuses nothing (a black-holed address).
+CONNECT_TIMEOUT = 10.0
+
+#: Error codes the server sends just before it closes the connection itself.
+#: The connection is then unusable, as after a lost connection.
+_FAREWELL_CODES = frozenset(
+    {"idle_timeout", "handshake_timeout", "unauthorized", "too_many_connections"}
+)
+
 #: Opens a byte stream to the queue. The default is TCP to ``host:port``;
 #: ``jobqueue.testing`` passes one that makes in-memory streams.
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
@@ -44,6 +55,14 @@ class ConnectionLost(JobQueueError):
 
     A request that was in flight when this was raised may or may not have
     been applied by the server.
+    """
+
+
+class RequestNotSent(ConnectionLost):
+    """The connection broke before the whole request was sent.
+
+    The server cannot have read it (a request is applied only once its
+    final newline arrives), so sending it again on a new connection is safe.
     """
 
 
@@ -81,20 +100,45 @@ class Link:
     _replies: trio.MemoryReceiveChannel[Reply] | None = attrs.field(default=None, init=False)
 
     @classmethod
-    async def open(cls, host: str, port: int, connect: Connector | None = None) -> Link:
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        connect: Connector | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Link:
         """Connect to the queue at ``host:port`` (or through ``connect``).
 
+        With ``ssl_context``, the connection is TLS, and the server's
+        certificate is checked against ``host`` (as the context says).
+
         Raises:
-            ConnectionLost: if nothing accepts the connection.
+            ConnectionLost: if nothing accepts the connection within
+                :data:`CONNECT_TIMEOUT`, or the TLS handshake fails.
         """
         address = f"{host}:{port}"
+        stream: trio.abc.Stream | None = None
         try:
-            if connect is None:
-                stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            with trio.fail_after(CONNECT_TIMEOUT):
+                if connect is None:
+                    stream = await trio.open_tcp_stream(host, port)
+                else:
+                    stream = await connect()
+                if ssl_context is not None:
+                    stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+                    await stream.do_handshake()
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            if isinstance(exc, trio.TooSlowError):
+                why = f"no answer within {CONNECT_TIMEOUT:g}s"
             else:
-                stream = await connect()
-        except OSError as exc:
-            raise ConnectionLost(f"cannot connect to the queue at {address}: {_why(exc)}") from exc
+                why = _why(exc)
+            if stream is None:
+                raise ConnectionLost(f"cannot connect to the queue at {address}: {why}") from exc
+            raise ConnectionLost(
+                f"TLS handshake with the queue at {address} failed: {why}"
+            ) from exc
         return cls(stream, address)
 
     async def aclose(self) -> None:
@@ -125,8 +169,10 @@ class Link:
             # Until the reply is read, an interruption (cancellation, error)
             # leaves an unread reply on the wire: the connection is then broken.
             self._broken = f"a {message.TYPE} request was interrupted"
+            sent = False
             try:
                 await self.stream.send_all(data)
+                sent = True
                 if self._replies is None:
                     reply = await self._read_reply(skip_notices=True)
                 else:
@@ -136,7 +182,8 @@ class Link:
                         raise trio.BrokenResourceError(self._broken or "connection lost") from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._broken = f"lost: {_why(exc)}"
-                raise ConnectionLost(f"connection to {self.address} lost: {_why(exc)}") from exc
+                lost = ConnectionLost if sent else RequestNotSent
+                raise lost(f"connection to {self.address} lost: {_why(exc)}") from exc
             except ProtocolError as exc:
                 self._broken = f"bad reply: {exc}"
                 raise ConnectionLost(
@@ -146,6 +193,8 @@ class Link:
         finally:
             self._turn.release()
         if isinstance(reply, ErrorReply):
+            if reply.code in _FAREWELL_CODES:
+                self._broken = f"closed by the server ({reply.code}: {reply.message})"
             raise RequestError(reply.code, reply.message)
         return reply
 
@@ -201,6 +250,10 @@ class Link:
 
 def _why(exc: BaseException) -> str:
     """The most specific human reason behind ``exc`` ("Connection refused")."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate rejected: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)  # trio's own text repeats the address
     if isinstance(exc, OSError) and exc.strerror:

@@ -467,10 +467,16 @@ def _object(obj: dict[str, Any], key: str) -> dict[str, Any]:
 
 @attrs.frozen
 class Hello:
-    """Optional first message: names the peer (shown in ``stats``)."""
+    """First message: names the peer (shown in ``stats``) and carries its token.
+
+    Optional unless the server requires a token; then it must come first.
+    """
 
     TYPE: ClassVar[str] = "hello"
     name: str | None = None
+    #: The shared secret, for a server started with one. Kept out of repr so
+    #: it never reaches a log line.
+    token: str | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Hello:
@@ -480,13 +486,15 @@ class Hello:
             raise ProtocolError(
                 "bad_request", f'"hello" name is longer than {MAX_NAME_CHARS} characters'
             )
-        return cls(name=name)
+        return cls(name=name, token=_opt_str(obj, "token"))
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
         out: dict[str, Any] = {"type": self.TYPE}
         if self.name is not None:
             out["name"] = self.name
+        if self.token is not None:
+            out["token"] = self.token
         return out
 
 

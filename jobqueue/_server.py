@@ -8,12 +8,17 @@ coordinator; nothing here decides anything about jobs.
 from __future__ import annotations
 
 import contextlib
+import hmac
+import ipaddress
 import itertools
 import logging
 import math
 import secrets
+import socket
+import ssl
 from typing import NoReturn
 
+import attrs
 import trio
 
 from ._coordinator import (
@@ -31,6 +36,7 @@ from ._protocol import (
     MAX_LINE_BYTES,
     NEED_DATA,
     ErrorReply,
+    Hello,
     JobCancelledNotice,
     LineDecoder,
     ProtocolError,
@@ -41,6 +47,7 @@ from ._state import (
     DEFAULT_FINISHED_RETENTION,
     DEFAULT_LEASE_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RETRY_DELAY,
     DEFAULT_RETRY_DELAY,
     QueueState,
@@ -50,6 +57,14 @@ log = logging.getLogger("jobqueue.server")
 
 #: Bytes asked of the socket per read.
 _RECEIVE_SIZE = 65536
+
+#: Default for how many connections may be open at once.
+DEFAULT_MAX_CONNECTIONS = 1024
+#: Default for how long a new connection has to finish its TLS handshake and
+#: send its first request (its ``hello``, when a token is required), in seconds.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Longest a farewell error may take to write before the connection is dropped.
+_FAREWELL_TIMEOUT = 1.0
 
 
 async def serve_queue(
@@ -62,6 +77,12 @@ async def serve_queue(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     retry_delay: float = DEFAULT_RETRY_DELAY,
     max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
+    max_pending: int | None = DEFAULT_MAX_PENDING,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    idle_timeout: float | None = None,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Run a queue server until cancelled.
@@ -82,6 +103,25 @@ async def serve_queue(
         retry_delay: Backoff before the first retry of a job whose handler
             raised, in seconds; it doubles for each further retry (with jitter).
         max_retry_delay: Cap on that backoff.
+        max_pending: Most jobs that may wait to run at once (pending or
+            scheduled); a submit beyond it gets ``queue_full`` and nothing
+            is added. ``None``: no limit.
+        max_connections: Most connections open at once; one more gets a
+            ``too_many_connections`` error and is closed.
+        handshake_timeout: Seconds a new connection has to finish its TLS
+            handshake and send its first request (its ``hello``, when a
+            token is required); then it gets ``handshake_timeout`` and is closed.
+        idle_timeout: Seconds a connection may go without sending anything
+            while it has no request outstanding; then it gets
+            ``idle_timeout`` and is closed. ``None`` (the default): never.
+            Workers are never idle: they always wait in ``request_job`` or
+            heartbeat.
+        token: A shared secret. When set, every connection must start with
+            a ``hello`` carrying it; anything else is answered with
+            ``unauthorized`` and the connection is closed.
+        ssl_context: Serve TLS with this context (from
+            ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
+            ``load_cert_chain``); ``None`` serves plain TCP.
         task_status: Set by ``nursery.start``.
 
     Error handling:
@@ -89,10 +129,9 @@ async def serve_queue(
         connection only. A peer that vanishes mid-request just ends its own
         connection, and its leased jobs go straight back to the queue.
         Failing to bind raises ``OSError`` before ``start`` returns.
+        Binding an address other machines can reach without a ``token``
+        (or without TLS) logs a warning.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    sockname = listeners[0].socket.getsockname()
-    address = (str(sockname[0]), int(sockname[1]))
     service = QueueService(
         lease_timeout=lease_timeout,
         finished_retention=finished_retention,
@@ -100,12 +139,38 @@ async def serve_queue(
         max_attempts=max_attempts,
         retry_delay=retry_delay,
         max_retry_delay=max_retry_delay,
+        max_pending=max_pending,
+        max_connections=max_connections,
+        handshake_timeout=handshake_timeout,
+        idle_timeout=idle_timeout,
+        token=token,
+        ssl_context=ssl_context,
     )
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    sockname = listeners[0].socket.getsockname()
+    address = (str(sockname[0]), int(sockname[1]))
+    if not all(_is_loopback(listener) for listener in listeners):
+        if token is None:
+            log.warning(
+                "queue bound to %s with no token: anyone who can reach this address can "
+                "submit, cancel and run jobs; set a token (serve --token) or bind 127.0.0.1",
+                host,
+            )
+        if ssl_context is None:
+            log.warning(
+                "queue bound to %s without TLS: jobs%s cross the network in clear text",
+                host,
+                " and the token" if token is not None else "",
+            )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
         await nursery.start(trio.serve_listeners, service.handle_stream, listeners)
         log.info(
-            "queue listening on %s:%d (lease timeout %gs)", address[0], address[1], lease_timeout
+            "queue listening on %s:%d%s (lease timeout %gs)",
+            address[0],
+            address[1],
+            " with TLS" if ssl_context is not None else "",
+            lease_timeout,
         )
         task_status.started(address)
     raise AssertionError("serve_queue's tasks never return")  # pragma: no cover
@@ -127,7 +192,21 @@ class QueueService:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retry_delay: float = DEFAULT_RETRY_DELAY,
         max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
+        max_pending: int | None = DEFAULT_MAX_PENDING,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        idle_timeout: float | None = None,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        if handshake_timeout <= 0:
+            raise ValueError("handshake_timeout must be positive")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (or None for none)")
+        if token is not None and not token:
+            raise ValueError("token must not be empty (use None for no token)")
         self.state = QueueState(
             lease_timeout=lease_timeout,
             finished_retention=finished_retention,
@@ -135,8 +214,15 @@ class QueueService:
             max_attempts=max_attempts,
             retry_delay=retry_delay,
             max_retry_delay=max_retry_delay,
+            max_pending=max_pending,
         )
         self._max_line_bytes = max_line_bytes
+        self._max_connections = max_connections
+        self._open_connections = 0
+        self._ssl_context = ssl_context
+        self._guard = _Guard(
+            token.encode() if token is not None else None, handshake_timeout, idle_timeout
+        )
         # Unbuffered: a handler's send is a hand-off to the coordinator, which
         # gives natural backpressure when it is busy.
         self._commands, self._commands_receive = trio.open_memory_channel[Command](0)
@@ -156,26 +242,50 @@ class QueueService:
         for backpressure), a peer that vanishes is noticed at once, even
         while it is blocked in ``request_job``.
         """
-        peer_name = "memory"
+        peer_name = _peer_name(stream)
         if isinstance(stream, trio.SocketStream):
-            try:
-                peer = stream.socket.getpeername()
-                peer_name = f"{peer[0]}:{peer[1]}"
-            except OSError:  # the peer reset before we asked
-                peer_name = "?"
+            _keep_alive(stream)
+        if self._ssl_context is not None:
+            stream = trio.SSLStream(stream, self._ssl_context, server_side=True)
+        if self._open_connections >= self._max_connections:
+            log.warning(
+                "refused a connection from %s: %d connections are open (max_connections)",
+                peer_name,
+                self._open_connections,
+            )
+            await _farewell(
+                stream,
+                ErrorReply(
+                    "too_many_connections",
+                    f"the server has its limit of {self._max_connections} connections open; "
+                    "try again later",
+                ),
+            )
+            await trio.aclose_forcefully(stream)
+            return
+        self._open_connections += 1
         outbox, replies = trio.open_memory_channel[list[Outgoing] | None](math.inf)
         conn = Connection(next(self._ids), peer_name, outbox)
         handler = _ConnectionHandler(
-            stream, conn, replies, self._commands, LineDecoder(self._max_line_bytes)
+            stream, conn, replies, self._commands, LineDecoder(self._max_line_bytes), self._guard
         )
         log.debug("connection %d from %s opened", conn.id, peer_name)
         try:
             await self._commands.send(Connected(conn))
             await handler.serve()
+            if handler.farewell is not None:
+                log.info(
+                    "closing connection %d from %s: %s",
+                    conn.id,
+                    peer_name,
+                    handler.farewell.message,
+                )
+                await _farewell(stream, handler.farewell)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             # The coordinator is shutting down.
             log.debug("connection %d from %s broke: %r", conn.id, peer_name, exc)
         finally:
+            self._open_connections -= 1
             # Shielded so a cancelled handler still returns its leases; the
             # coordinator closes its channel when it exits, so this cannot hang.
             # (A second Disconnected for the same connection is ignored.)
@@ -194,6 +304,23 @@ class QueueService:
 _MAX_IN_FLIGHT = 64
 
 
+@attrs.frozen
+class _Guard:
+    """What a connection must do to be served: authenticate in time, stay active."""
+
+    token: bytes | None
+    handshake_timeout: float
+    idle_timeout: float | None
+
+    def admits(self, hello: Hello) -> bool:
+        """Whether ``hello`` carries the token (always, without one)."""
+        if self.token is None:
+            return True
+        # Constant time: how long the refusal takes says nothing about how
+        # much of the token was right.
+        return hello.token is not None and hmac.compare_digest(hello.token.encode(), self.token)
+
+
 class _ConnectionHandler:
     """Bytes in, requests to the coordinator, replies out, for one connection."""
 
@@ -204,14 +331,21 @@ class _ConnectionHandler:
         replies: trio.MemoryReceiveChannel[list[Outgoing] | None],
         commands: trio.MemorySendChannel[Command],
         decoder: LineDecoder,
+        guard: _Guard,
     ) -> None:
         self._stream = stream
         self._conn = conn
         self._replies = replies
         self._commands = commands
         self._decoder = decoder
+        self._guard = guard
         self._in_flight = 0
         self._window_open = trio.Event()
+        # When the peer last sent bytes or was last written to (idle timeout).
+        self._last_activity = trio.current_time()
+        #: The error to send after the last reply, just before closing, when
+        #: the server (not the peer) ends the connection.
+        self.farewell: ErrorReply | None = None
 
     async def serve(self) -> None:
         """Run the reader and the writer until the connection is finished."""
@@ -229,7 +363,11 @@ class _ConnectionHandler:
 
     async def _read_requests(self) -> None:
         decoder = self._decoder
+        guard = self._guard
         batch: list[Item] = []
+        # Until the first request is accepted (the hello, with a token), the
+        # connection is in its handshake: anything else ends it.
+        handshake_deadline: float | None = trio.current_time() + guard.handshake_timeout
         while True:
             if self._in_flight + len(batch) >= _MAX_IN_FLIGHT:
                 await self._forward(batch)
@@ -241,29 +379,87 @@ class _ConnectionHandler:
             try:
                 line = decoder.next_line()
             except ProtocolError as exc:
+                if handshake_deadline is not None and guard.token is not None:
+                    self.farewell = ErrorReply.from_exception(exc)
+                    break
+                handshake_deadline = None
                 batch.append(exc)
                 continue
             if line is NEED_DATA:
                 if batch:
                     await self._forward(batch)
                     batch = []
-                try:
-                    data = await self._stream.receive_some(_RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""  # a reset is an end of stream with no goodbye
+                data = await self._receive(handshake_deadline)
+                if data is None:
+                    break
                 decoder.receive_data(data)
                 continue
             if line is EOF:
                 break
             try:
-                batch.append(decode_request(line))
+                request = decode_request(line)
             except ProtocolError as exc:
+                if handshake_deadline is not None and guard.token is not None:
+                    self.farewell = ErrorReply.from_exception(exc)
+                    break
                 batch.append(exc)
-        # The peer has closed its side. Whatever it sent is answered first;
-        # then the coordinator drops any blocking request (a worker that is
-        # gone must not be handed a job) and tells the writer to finish.
+            else:
+                if handshake_deadline is not None and guard.token is not None:
+                    if not isinstance(request, Hello):
+                        self.farewell = ErrorReply(
+                            "unauthorized", 'this server needs a "hello" with its token first'
+                        )
+                        break
+                    if not guard.admits(request):
+                        self.farewell = ErrorReply("unauthorized", "wrong or missing token")
+                        break
+                batch.append(request)
+            handshake_deadline = None
+        # The peer has closed its side (or the server is ending the
+        # connection). Whatever it sent is answered first; then the
+        # coordinator drops any blocking request (a worker that is gone must
+        # not be handed a job) and tells the writer to finish.
         await self._forward(batch)
         await self._commands.send(Disconnected(self._conn))
+
+    async def _receive(self, handshake_deadline: float | None) -> bytes | bytearray | None:
+        """The next bytes from the peer; ``b""`` at its end, ``None`` on a timeout.
+
+        A timeout sets :attr:`farewell`.
+        """
+        guard = self._guard
+        while True:
+            if handshake_deadline is not None:
+                deadline = handshake_deadline
+            elif guard.idle_timeout is not None:
+                deadline = self._last_activity + guard.idle_timeout
+            else:
+                deadline = math.inf
+            with trio.move_on_at(deadline):
+                try:
+                    data = await self._stream.receive_some(_RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""  # a reset (or a failed TLS handshake) is an end of stream
+                self._last_activity = trio.current_time()
+                return data
+            if handshake_deadline is not None:
+                what = '"hello" with the token' if guard.token is not None else "request"
+                self.farewell = ErrorReply(
+                    "handshake_timeout", f"no {what} within {guard.handshake_timeout:g}s"
+                )
+                return None
+            # Idle only if nothing is outstanding and nothing was written
+            # since the wait began: a worker parked in request_job is busy.
+            assert guard.idle_timeout is not None
+            if self._in_flight == 0 and (
+                trio.current_time() >= self._last_activity + guard.idle_timeout
+            ):
+                self.farewell = ErrorReply(
+                    "idle_timeout", f"nothing received for {guard.idle_timeout:g}s"
+                )
+                return None
+            if self._in_flight > 0:
+                self._last_activity = trio.current_time()
 
     async def _forward(self, batch: list[Item]) -> None:
         if batch:
@@ -295,6 +491,7 @@ class _ConnectionHandler:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     cancel_scope.cancel()  # stop the reader too; finally does the rest
                     return
+                self._last_activity = trio.current_time()
             self._in_flight -= written
             if self._in_flight < _MAX_IN_FLIGHT:
                 self._window_open.set()
@@ -306,3 +503,40 @@ def _encode_outgoing(reply: Outgoing) -> bytes:
     if isinstance(reply, ProtocolError):
         reply = ErrorReply.from_exception(reply)
     return encode(reply.to_wire())
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    if not isinstance(stream, trio.SocketStream):
+        return "memory"
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:  # the peer reset before we asked
+        return "?"
+    return f"{peer[0]}:{peer[1]}"
+
+
+def _keep_alive(stream: trio.SocketStream) -> None:
+    """Have the kernel probe a quiet connection.
+
+    A peer whose machine vanished (no FIN, no RST) then frees its connection
+    slot within minutes, not hours.
+    """
+    with contextlib.suppress(OSError):
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6)):
+            if hasattr(socket, option):
+                stream.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+async def _farewell(stream: trio.abc.Stream, error: ErrorReply) -> None:
+    """Best effort: tell the peer why the server is closing its connection."""
+    with (
+        trio.move_on_after(_FAREWELL_TIMEOUT),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(encode(error.to_wire()))
+
+
+def _is_loopback(listener: trio.SocketListener) -> bool:
+    host = str(listener.socket.getsockname()[0]).partition("%")[0]
+    return ipaddress.ip_address(host).is_loopback

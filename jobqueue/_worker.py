@@ -16,6 +16,7 @@ import math
 import os
 import random
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
@@ -196,6 +197,9 @@ class Worker:
             limit). A handler still running then is cancelled and its job
             reported as failed with ``TimeoutError``, so a hung handler
             cannot keep its job for ever by heartbeating.
+        token: The server's shared secret, if it was started with one.
+        ssl_context: Speak TLS, checking the server's certificate with this
+            context (e.g. ``ssl.create_default_context(cafile=...)``).
         connect: Advanced: an async function returning a connected
             ``trio.abc.Stream``, used instead of TCP to ``host:port``
             (``jobqueue.testing`` uses it for in-memory queues).
@@ -213,6 +217,8 @@ class Worker:
     max_reconnect_delay: float = 5.0
     queues: tuple[str, ...] = attrs.field(default=(DEFAULT_QUEUE,), converter=_queue_names)
     job_timeout: float | None = DEFAULT_JOB_TIMEOUT
+    token: str | None = attrs.field(default=None, repr=False)
+    ssl_context: ssl.SSLContext | None = None
     connect: Connector | None = None
     _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
     _link_down: bool = attrs.field(default=False, init=False)
@@ -265,7 +271,7 @@ class Worker:
         first = True
         while True:
             try:
-                link = await Link.open(self.host, self.port, self.connect)
+                link = await Link.open(self.host, self.port, self.connect, self.ssl_context)
             except ConnectionLost as exc:
                 if index == 0:
                     log.warning("%s; retrying in %.1fs", exc, delay)
@@ -305,7 +311,7 @@ class Worker:
             await nursery.start(link.run_reader, self._on_notice, nursery.cancel_scope.cancel)
             self._stats.connected_slots += 1
             try:
-                welcome = await _ask(link, Hello(self.name), _REPLY_GRACE)
+                welcome = await _ask(link, Hello(self.name, self.token), _REPLY_GRACE)
                 if isinstance(welcome, Welcome):
                     self._lease_timeout = welcome.lease_timeout
                 if self._link_down:

@@ -18,6 +18,7 @@ module imports pytest.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
@@ -48,12 +49,16 @@ class RunningQueue:
         nursery: The nursery the server and everything started here run in;
             it is cancelled when the ``async with`` block ends.
         connector: How to open one more connection (``None`` for TCP).
+        token: The server's token, which workers and clients opened here use.
+        ssl_context: The client-side TLS context they use (``None``: plain).
     """
 
     address: tuple[str, int]
     client: Client
     nursery: trio.Nursery
     connector: Connector | None = None
+    token: str | None = attrs.field(default=None, repr=False)
+    ssl_context: ssl.SSLContext | None = None
 
     async def start_worker(
         self,
@@ -93,13 +98,25 @@ class RunningQueue:
             concurrency=concurrency,
             name=name,
             connect=self.connector,
-            **options,
+            **{"token": self.token, "ssl_context": self.ssl_context, **options},
         )
 
-    def connect(self, name: str | None = None) -> AbstractAsyncContextManager[Client]:
-        """Open one more client: ``async with queue.connect() as client: ...``."""
+    def connect(
+        self, name: str | None = None, **options: Any
+    ) -> AbstractAsyncContextManager[Client]:
+        """Open one more client: ``async with queue.connect() as client: ...``.
+
+        ``options`` are passed on to :meth:`~jobqueue.Client.connect`
+        (``token``, ``reconnect_timeout``, ...).
+        """
         host, port = self.address
-        return Client.connect(host, port, name=name, connect=self.connector)
+        return Client.connect(
+            host,
+            port,
+            name=name,
+            connect=self.connector,
+            **{"token": self.token, "ssl_context": self.ssl_context, **options},
+        )
 
 
 @asynccontextmanager
@@ -107,12 +124,15 @@ async def open_test_queue(
     *,
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
     finished_retention: int = DEFAULT_FINISHED_RETENTION,
+    client_ssl_context: ssl.SSLContext | None = None,
     **options: Any,
 ) -> AsyncIterator[RunningQueue]:
     """Run a queue server on ``127.0.0.1``, any free port, for the ``async with`` block.
 
     ``options`` are passed on to :func:`~jobqueue.serve_queue`
-    (``max_attempts``, ``retry_delay``, ...).
+    (``max_attempts``, ``retry_delay``, ``token``, ``ssl_context``, ...).
+    The queue's own client, and the workers and clients it opens, use the
+    server's ``token`` and ``client_ssl_context`` (for a TLS server).
     """
     async with trio.open_nursery() as nursery:
         address = await nursery.start(
@@ -125,8 +145,13 @@ async def open_test_queue(
                 **options,
             )
         )
-        async with Client.connect(*address, name="test-client") as client:
-            yield RunningQueue(address, client, nursery)
+        token = options.get("token")
+        async with Client.connect(
+            *address, name="test-client", token=token, ssl_context=client_ssl_context
+        ) as client:
+            yield RunningQueue(
+                address, client, nursery, token=token, ssl_context=client_ssl_context
+            )
         nursery.cancel_scope.cancel()
 
 
@@ -135,13 +160,15 @@ async def open_memory_queue(
     *,
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
     finished_retention: int = DEFAULT_FINISHED_RETENTION,
+    client_ssl_context: ssl.SSLContext | None = None,
     **options: Any,
 ) -> AsyncIterator[RunningQueue]:
     """Run a queue reached through in-memory streams, for the ``async with`` block.
 
     Safe with trio's autojump clock: no kernel is moving bytes behind trio's
     back, so virtual time only jumps when every task is truly waiting.
-    ``options`` are passed on to the server as for :func:`open_test_queue`.
+    ``options`` are passed on to the server as for :func:`open_test_queue`,
+    and ``token`` and ``client_ssl_context`` are used as there.
     """
     service = QueueService(
         lease_timeout=lease_timeout, finished_retention=finished_retention, **options
@@ -154,8 +181,16 @@ async def open_memory_queue(
             nursery.start_soon(service.handle_stream, server_end)
             return client_end
 
-        async with Client.connect("memory", 0, name="test-client", connect=connect) as client:
-            yield RunningQueue(("memory", 0), client, nursery, connect)
+        token = options.get("token")
+        async with Client.connect(
+            "memory",
+            0,
+            name="test-client",
+            connect=connect,
+            token=token,
+            ssl_context=client_ssl_context,
+        ) as client:
+            yield RunningQueue(("memory", 0), client, nursery, connect, token, client_ssl_context)
         nursery.cancel_scope.cancel()
 
 

@@ -1,0 +1,460 @@
+"""Limits, timeouts, authentication, TLS and client reconnects.
+
+What the server refuses and when it closes a connection, each inflicted for
+real: a queue filled to its limit, one connection too many, a peer that never
+says hello or goes quiet, a wrong token, a certificate the client does not
+trust. The timing cases run in virtual time (``autojump_clock`` with an
+in-memory queue), so their deadlines are exact; the TLS cases also run once
+over real sockets, with a throwaway CA made by ``trustme``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+import trio.testing
+import trustme
+
+from jobqueue import Client, ConnectionLost, Job, RequestError, serve_queue
+from jobqueue._protocol import ProtocolError
+from jobqueue._state import QueueState
+from jobqueue.testing import RunningQueue, open_memory_queue, open_test_queue
+
+if TYPE_CHECKING:
+    from conftest import RawConnection, RawOpener
+
+TOKEN = "correct horse battery staple"
+
+
+async def closed_with(conn: RawConnection, code: str) -> dict[str, Any]:
+    """The farewell error the server sent, after which it closed the connection."""
+    reply = await conn.read_reply()
+    assert reply["type"] == "error", reply
+    assert reply["code"] == code, reply
+    with pytest.raises(EOFError):
+        await conn.read_reply()
+    return reply
+
+
+async def echo(job: Job) -> Any:
+    return job.payload
+
+
+# -- max_pending: queue_full ---------------------------------------------------------
+
+
+def test_state_refuses_new_jobs_beyond_max_pending_but_keeps_accepted_ones() -> None:
+    state = QueueState(max_pending=2, retry_delay=5)
+    first, _ = state.submit("a", None, 0, key="k1")
+    state.submit("b", None, 0, delay=60)  # scheduled jobs wait too
+    assert state.waiting_count == 2
+    with pytest.raises(ProtocolError) as refused:
+        state.submit("c", None, 0)
+    assert refused.value.code == "queue_full"
+    assert len(state) == 2
+    # A repeated key adds nothing, so it is answered even when full.
+    assert state.submit("a", None, 0, key="k1") == (first, False)
+
+    # Accepted jobs always get their place back: a failed attempt is
+    # rescheduled although the queue is at its limit again.
+    job = state.assign("w", 1)
+    assert job is not None
+    state.submit("c", None, 1)
+    assert state.waiting_count == 2
+    state.fail(job.id, "w", job.attempt, "E", "boom", 2)
+    assert state.get(job.id).state.value == "scheduled"
+    assert state.waiting_count == 3
+    with pytest.raises(ProtocolError):
+        state.check_room(1)
+
+
+def test_state_max_pending_none_means_no_limit() -> None:
+    state = QueueState(max_pending=None)
+    for _ in range(100):
+        state.submit("a", None, 0)
+    state.check_room(10**9)
+    with pytest.raises(ValueError, match="max_pending"):
+        QueueState(max_pending=0)
+
+
+async def test_queue_full_is_a_clear_error_and_drops_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_memory_queue(max_pending=3) as queue:
+        client = queue.client
+        ids = [await client.submit("echo", n) for n in range(3)]
+        with pytest.raises(RequestError) as refused:
+            await client.submit("echo", 3)
+        assert refused.value.code == "queue_full"
+        assert "3 waiting jobs" in refused.value.message
+        # A batch is all or nothing: none of it is added.
+        with pytest.raises(RequestError) as batch_refused:
+            await client.submit_many([{"name": "echo", "payload": 9}] * 2)
+        assert batch_refused.value.code == "queue_full"
+        stats = await client.stats()
+        assert stats.jobs["pending"] == 3
+        assert stats.totals["submitted"] == 3
+
+        # The connection and the server carry on; room comes back as jobs run.
+        await queue.start_worker({"echo": echo})
+        assert [(await client.wait(i)).result for i in ids] == [0, 1, 2]
+        ids += await client.submit_many([{"name": "echo", "payload": n} for n in (3, 4, 5)])
+        assert [(await client.wait(i)).result for i in ids[3:]] == [3, 4, 5]
+
+
+# -- max_connections -----------------------------------------------------------------
+
+
+async def test_one_connection_too_many_is_refused_and_the_rest_are_served(
+    raw_connection: RawOpener,
+) -> None:
+    # The queue's own client is connection 1 of 3.
+    async with open_test_queue(max_connections=3) as queue, raw_connection(queue) as second:
+        assert (await second.request({"type": "hello"}))["type"] == "hello"
+        async with raw_connection(queue) as third:
+            assert (await third.request({"type": "stats"}))["connections"] == 3
+            async with raw_connection(queue) as fourth:
+                reply = await closed_with(fourth, "too_many_connections")
+                assert "3 connections" in reply["message"]
+            with pytest.raises(RequestError) as refused:
+                async with queue.connect():
+                    pass  # pragma: no cover
+            assert refused.value.code == "too_many_connections"
+            # Everyone already connected is served as before.
+            job_id = await queue.client.submit("echo", 1)
+            assert (await second.request({"type": "job_status", "job_id": job_id}))["state"] == (
+                "pending"
+            )
+        # A slot that frees up can be taken again.
+        with trio.fail_after(5):
+            while True:
+                try:
+                    async with queue.connect() as again:
+                        assert (await again.stats()).connections == 3
+                        break
+                except RequestError:  # the server has not yet seen `third` close
+                    await trio.sleep(0.01)
+
+
+# -- handshake and idle timeouts -----------------------------------------------------
+
+
+async def test_a_connection_that_never_sends_a_request_is_closed_after_the_handshake_timeout(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    async with (
+        open_memory_queue(handshake_timeout=5) as queue,
+        raw_connection(queue) as silent,
+        raw_connection(queue) as half,
+        raw_connection(queue) as prompt,
+    ):
+        start = trio.current_time()
+        await half.send_raw(b'{"type": "sta')  # half a line, then nothing
+        assert (await prompt.request({"type": "stats"}))["type"] == "stats"
+        for conn in (silent, half):
+            reply = await closed_with(conn, "handshake_timeout")
+            assert reply["message"] == "no request within 5s"
+        assert trio.current_time() - start == pytest.approx(5)
+        # A connection past its first request is not subject to it.
+        await trio.sleep(100)
+        assert (await prompt.request({"type": "stats"}))["connections"] == 2
+
+
+async def test_idle_connections_are_closed_and_busy_ones_are_not(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    async with open_memory_queue(idle_timeout=60) as queue:
+        await queue.start_worker({"echo": echo}, poll_wait=600)
+        async with raw_connection(queue) as idle, raw_connection(queue) as waiting:
+            await idle.request({"type": "hello"})
+            job_id = await queue.client.submit("echo", queue="unserved")
+            await waiting.send({"type": "wait_job", "job_id": job_id})
+            # 59 quiet seconds are fine, and any request restarts the clock.
+            await trio.sleep(59)
+            assert (await idle.request({"type": "stats"}))["type"] == "stats"
+            quiet_from = trio.current_time()
+            reply = await closed_with(idle, "idle_timeout")
+            assert reply["message"] == "nothing received for 60s"
+            assert trio.current_time() - quiet_from == pytest.approx(60)
+            # Ten minutes on: the worker parked in request_job (poll_wait
+            # 600 s) and the client parked in wait_job are not idle.
+            await trio.sleep(600)
+            await queue.client.cancel(job_id)
+            assert (await waiting.read_reply())["state"] == "cancelled"
+            done = await queue.client.submit("echo", "still here")
+            assert (await queue.client.wait(done)).result == "still here"
+
+
+async def test_a_client_closed_as_idle_resends_on_a_new_connection(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="jobqueue.client")
+    async with open_memory_queue(idle_timeout=60) as queue:
+        job_id = await queue.client.submit("echo", 1)
+        await trio.sleep(3600)  # closed as idle long ago
+        # The request could not be sent, so the server never read it: the
+        # client reconnects and sends it again.
+        assert (await queue.client.status(job_id)).state == "pending"
+        assert (await queue.client.stats()).totals["submitted"] == 1
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("reconnecting" in text for text in messages), messages
+    assert any("reconnected" in text for text in messages), messages
+
+
+async def test_over_tcp_the_idle_farewell_tells_the_client_to_resend(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="jobqueue.client")
+    with trio.fail_after(20):
+        async with open_test_queue(idle_timeout=0.3) as queue, queue.connect() as busy:
+            job_id = await queue.client.submit("echo", 1)
+            # `busy` keeps talking, so it stays; the queue's own client goes quiet.
+            # Polling is the point here: each poll keeps `busy` from being idle.
+            while (await busy.stats()).connections > 1:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            # Over TCP the request is sent into the closed connection and the
+            # server's farewell comes back instead of a reply.
+            assert (await queue.client.status(job_id)).state == "pending"
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("idle_timeout" in text and "reconnecting" in text for text in messages), messages
+
+
+# -- the token -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "expected"),
+    [
+        ({"type": "stats"}, 'this server needs a "hello" with its token first'),
+        ({"type": "submit_job", "name": "x"}, 'this server needs a "hello" with its token first'),
+        ({"type": "hello"}, "wrong or missing token"),
+        ({"type": "hello", "token": "wrong"}, "wrong or missing token"),
+        ({"type": "hello", "token": TOKEN[:-1]}, "wrong or missing token"),
+    ],
+)
+async def test_without_the_token_nothing_but_hello_is_answered(
+    autojump_clock: trio.testing.MockClock,
+    raw_connection: RawOpener,
+    first: dict[str, Any],
+    expected: str,
+) -> None:
+    async with open_memory_queue(token=TOKEN) as queue, raw_connection(queue) as intruder:
+        await intruder.send(first)
+        await intruder.send({"type": "submit_job", "name": "pwned"})  # never read
+        reply = await closed_with(intruder, "unauthorized")
+        assert reply["message"] == expected
+        assert (await queue.client.stats()).totals["submitted"] == 0
+
+
+async def test_bad_json_before_the_token_ends_the_connection(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    async with open_memory_queue(token=TOKEN) as queue, raw_connection(queue) as intruder:
+        await intruder.send_line(b"{not json")
+        await closed_with(intruder, "bad_json")
+
+
+async def test_the_right_token_opens_the_connection_even_pipelined(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    async with open_memory_queue(token=TOKEN) as queue, raw_connection(queue) as peer:
+        await peer.send_raw(
+            b'{"type": "hello", "name": "p", "token": "' + TOKEN.encode() + b'"}\n'
+            b'{"type": "submit_job", "name": "echo", "payload": 7}\n'
+        )
+        assert (await peer.read_reply())["type"] == "hello"
+        job_id = (await peer.read_reply())["job_id"]
+        # The queue's own client and workers carry the token too.
+        await queue.start_worker({"echo": echo})
+        assert (await queue.client.wait(job_id)).result == 7
+
+
+async def test_the_token_is_compared_in_constant_time(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return bool(real(a, b))
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    async with open_memory_queue(token=TOKEN) as queue:
+        with pytest.raises(RequestError) as refused:
+            async with queue.connect(token="nope"):
+                pass  # pragma: no cover
+        assert refused.value.code == "unauthorized"
+    assert compared == [(TOKEN.encode(), TOKEN.encode()), (b"nope", TOKEN.encode())]
+
+
+async def test_a_worker_with_the_wrong_token_gets_no_jobs_and_says_why(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="jobqueue.worker")
+    async with open_memory_queue(token=TOKEN) as queue:
+        job_id = await queue.client.submit("echo", 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.worker({"echo": echo}, token="wrong").run)
+            await trio.sleep(60)
+            assert (await queue.client.status(job_id)).state == "pending"
+            nursery.cancel_scope.cancel()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "jobqueue.worker"]
+    assert any("unauthorized: wrong or missing token" in text for text in warnings), warnings
+
+
+def _bind_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "jobqueue.server" and record.levelno == logging.WARNING
+    ]
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "expected"),
+    [
+        ("127.0.0.1", None, []),
+        ("0.0.0.0", None, ["with no token", "without TLS: jobs cross"]),
+        ("0.0.0.0", TOKEN, ["without TLS: jobs and the token cross"]),
+    ],
+)
+async def test_binding_beyond_loopback_without_a_token_warns(
+    caplog: pytest.LogCaptureFixture, host: str, token: str | None, expected: list[str]
+) -> None:
+    caplog.set_level(logging.WARNING, logger="jobqueue.server")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_queue, 0, host=host, token=token))
+        nursery.cancel_scope.cancel()
+    warnings = _bind_warnings(caplog)
+    assert len(warnings) == len(expected), warnings
+    for text, fragment in zip(warnings, expected, strict=True):
+        assert fragment in text
+
+
+# -- TLS -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost", "memory").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def _round_trip(queue: RunningQueue) -> None:
+    await queue.start_worker({"echo": echo}, concurrency=2)
+    ids = [await queue.client.submit("echo", {"n": n}) for n in range(5)]
+    assert [(await queue.client.wait(i)).result for i in ids] == [{"n": n} for n in range(5)]
+
+
+async def test_tls_over_real_sockets(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    with trio.fail_after(20):
+        async with open_test_queue(
+            ssl_context=server_context, client_ssl_context=client_context, token=TOKEN
+        ) as queue:
+            await _round_trip(queue)
+
+
+async def test_tls_in_virtual_time_with_the_handshake_timeout(
+    autojump_clock: trio.testing.MockClock,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    raw_connection: RawOpener,
+) -> None:
+    async with open_memory_queue(
+        ssl_context=server_context, client_ssl_context=client_context, handshake_timeout=5
+    ) as queue:
+        await _round_trip(queue)
+        # A peer that connects and never starts the TLS handshake is dropped.
+        async with raw_connection(queue) as silent:
+            start = trio.current_time()
+            with pytest.raises((EOFError, trio.BrokenResourceError)):
+                await silent.read_reply()
+            # (No farewell: a TLS stream whose handshake was cut off is broken.)
+            assert trio.current_time() - start == pytest.approx(5)
+
+
+async def test_tls_refusals_are_clear(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    untrusting = ssl.create_default_context()
+    trustme.CA().configure_trust(untrusting)
+    with trio.fail_after(20):
+        async with open_test_queue(
+            ssl_context=server_context, client_ssl_context=client_context, handshake_timeout=2
+        ) as queue:
+            host, port = queue.address
+            with pytest.raises(ConnectionLost, match="certificate rejected"):
+                async with Client.connect(host, port, ssl_context=untrusting):
+                    pass  # pragma: no cover
+            # Plain text to a TLS server: the hello is not a TLS handshake.
+            with pytest.raises(ConnectionLost):
+                async with Client.connect(host, port):
+                    pass  # pragma: no cover
+            # And the TLS clients are still served.
+            assert (await queue.client.stats()).connections == 1
+
+
+# -- the client's reconnect ----------------------------------------------------------
+
+
+def flaky(connect: Callable[[], Awaitable[trio.abc.Stream]], failures: list[int]) -> Any:
+    """A connector that refuses while ``failures[0]`` > 0, counting down."""
+
+    async def connector() -> trio.abc.Stream:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise ConnectionRefusedError(111, "Connection refused")
+        return await connect()
+
+    return connector
+
+
+async def test_client_reconnects_with_backoff_after_a_cancelled_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_memory_queue() as queue:
+        assert queue.connector is not None
+        failures = [0]
+        async with Client.connect(
+            "memory", 0, connect=flaky(queue.connector, failures), reconnect_timeout=10
+        ) as client:
+            job_id = await client.submit("echo", 1)
+            with trio.move_on_after(1):
+                await client.wait(job_id)  # cancelled: the connection is now unusable
+            failures[0] = 4  # the next four connects are refused
+            start = trio.current_time()
+            assert (await client.status(job_id)).state == "pending"
+            # Four pauses of 0.1, 0.2, 0.4, 0.8 s, each jittered to 50-100 %.
+            assert 0.75 <= trio.current_time() - start <= 1.5
+            assert failures == [0]
+
+            failures[0] = 1000
+            with trio.move_on_after(1):
+                await client.wait(job_id)
+            start = trio.current_time()
+            with pytest.raises(ConnectionLost, match=r"could not reconnect .* within 10s"):
+                await client.stats()
+            assert trio.current_time() - start <= 10
