@@ -106,6 +106,13 @@ class Client:
             link = await Link.open(host, port, connect, ssl_context)
             try:
                 await link.request(Hello(name, token))
+            except ConnectionLost as exc:
+                await link.aclose()
+                if ssl_context is None:
+                    # What a TLS server does with plain text: say so.
+                    hint = "if the server uses TLS, connect with TLS"
+                    raise ConnectionLost(f"{exc} ({hint})") from exc
+                raise
             except BaseException:
                 await link.aclose()
                 raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -739,6 +740,92 @@ async def test_worker_queues_and_job_timeout_in_a_real_process() -> None:
     assert (left.state, left.attempt) == ("pending", 0)
 
 
+# -- TLS, token and limits, all from the command line ------------------------------
+
+
+@pytest.mark.slow
+async def test_tls_token_and_max_pending_in_real_processes(tmp_path: Path) -> None:
+    import trustme  # the throwaway CA of the TLS tests
+
+    ca = trustme.CA()
+    server_pem = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    ca_pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    token_env = {**os.environ, _cli.TOKEN_ENV: "s3cret"}
+
+    async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        with trio.fail_after(30):
+            result = await trio.run_process(
+                [*PYTHON_M_JOBQUEUE, *args],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env=token_env if env is None else env,
+            )
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+    serve = [
+        *PYTHON_M_JOBQUEUE, "serve", "--port", str(port), "--tls-cert", str(server_pem),
+        "--token", "s3cret", "--max-pending", "2",
+    ]  # fmt: skip
+    async with process_with_stderr(serve) as server:
+        assert server.stderr is not None
+        with trio.fail_after(30):
+            await read_until(server.stderr, "queue listening on .* with TLS", bytearray())
+        tls = ("--connect", address, "--tls-ca", str(ca_pem))
+
+        # The token comes from the environment; the certificate is checked.
+        status, out, err = await cli("submit", "sleep", "--payload", '{"seconds": 0}', *tls)
+        assert status == 0, err
+        job_id = out.strip()
+        # Two waiting jobs is the limit: a third is refused, and says why.
+        zero = ("--payload", '{"seconds": 0}')
+        assert (await cli("submit", "sleep", "--count", "2", *zero, *tls))[0] == 1
+        status, _, err = await cli("submit", "sleep", *zero, *tls)
+        assert status == 0, err
+        status, _, err = await cli("submit", "sleep", *zero, *tls)
+        assert status == 1
+        assert_one_line_error(err, "queue_full: the queue holds its limit of 2 waiting jobs")
+
+        # Without the token, or without TLS, or trusting another CA: refused.
+        status, _, err = await cli("stats", *tls, env=dict(os.environ))
+        assert status == 1
+        assert_one_line_error(err, "unauthorized: wrong or missing token")
+        status, _, err = await cli("stats", "--connect", address)
+        assert status == 1
+        assert "if the server uses TLS, connect with TLS" in assert_one_line_error(err, "")
+        other_ca = tmp_path / "other-ca.pem"
+        trustme.CA().cert_pem.write_to_path(str(other_ca))
+        status, _, err = await cli("stats", "--connect", address, "--tls-ca", str(other_ca))
+        assert status == 1
+        assert_one_line_error(err, f"TLS handshake with the queue at {address} failed")
+        assert "certificate rejected" in err
+
+        # A worker with TLS and the token runs the job.
+        worker = [*PYTHON_M_JOBQUEUE, "worker", *tls]
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                process = await nursery.start(
+                    partial(
+                        trio.run_process,
+                        worker,
+                        env=token_env,
+                        check=False,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+                status, out, err = await cli("submit", "sleep", "--wait", *zero, *tls)
+                assert status == 0, err
+                assert json.loads(out)["state"] == "completed"
+                status, out, err = await cli("status", job_id, *tls)
+                assert json.loads(out)["state"] == "completed", err
+                process.kill()
+
+
 # -- serve ----------------------------------------------------------------------
 
 
@@ -758,6 +845,22 @@ def test_serve_on_an_unknown_host_is_one_line_error() -> None:
     result = run_cli_sync("serve", "--host", "no-such-host.invalid", "--port", "0")
     assert result.returncode == 1
     assert_one_line_error(result.stderr, "cannot listen on no-such-host.invalid:0")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--max-pending", "-1"], "--max-pending must be 0 (no limit) or more"),
+        (["serve", "--tls-key", "key.pem"], "--tls-key needs --tls-cert"),
+        (["serve", "--tls-cert", "/no/such/cert.pem"], "cannot load --tls-cert/--tls-key"),
+        (["stats", "--tls-ca", "/no/such/ca.pem"], "cannot use --tls-ca '/no/such/ca.pem'"),
+    ],
+)
+def test_guard_options_are_checked(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert exit_status(argv) == 2
+    assert message in assert_one_line_error(capsys.readouterr().err, "")
 
 
 def test_negative_retention_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -793,6 +896,9 @@ def test_serve_rejects_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
         (["serve", "--max-attempts", "0"], "--max-attempts: must be at least 1, not 0"),
         (["serve", "--max-attempts", "1001"], "--max-attempts: must be at most 1000, not 1001"),
         (["serve", "--retry-delay", "0"], "--retry-delay: must be a positive number"),
+        (["serve", "--max-connections", "0"], "--max-connections: must be at least 1"),
+        (["serve", "--idle-timeout", "0"], "--idle-timeout: must be a positive number"),
+        (["serve", "--handshake-timeout", "inf"], "--handshake-timeout: must be a positive"),
         (["serve", "--max-retry-delay", "inf"], "--max-retry-delay: must be a positive number"),
         (["submit", "sleep", "--max-attempts", "0"], "--max-attempts: must be at least 1"),
         (["submit", "sleep", "--priority", "high"], "--priority"),
