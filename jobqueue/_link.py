@@ -165,10 +165,7 @@ class Link:
             await self._turn.acquire()
         try:
             if self._broken is not None:
-                raise ConnectionLost(f"connection to {self.address} unusable: {self._broken}")
-            # Until the reply is read, an interruption (cancellation, error)
-            # leaves an unread reply on the wire: the connection is then broken.
-            self._broken = f"a {message.TYPE} request was interrupted"
+                raise RequestNotSent(f"connection to {self.address} unusable: {self._broken}")
             sent = False
             try:
                 await self.stream.send_all(data)
@@ -189,7 +186,11 @@ class Link:
                 raise ConnectionLost(
                     f"the server at {self.address} sent a bad reply: {exc.message}"
                 ) from exc
-            self._broken = None
+            except BaseException:
+                # Interrupted (cancelled) before its reply was read: that reply
+                # is still coming, so nothing else can use the connection.
+                self._broken = f"a {message.TYPE} request was interrupted"
+                raise
         finally:
             self._turn.release()
         if isinstance(reply, ErrorReply):

@@ -458,3 +458,31 @@ async def test_client_reconnects_with_backoff_after_a_cancelled_call(
             with pytest.raises(ConnectionLost, match=r"could not reconnect .* within 10s"):
                 await client.stats()
             assert trio.current_time() - start <= 10
+
+
+async def test_a_call_queued_behind_a_broken_one_is_sent_on_a_new_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_memory_queue() as queue:
+        client = queue.client
+        job_id = await client.submit("echo", 1)
+        stats: list[Any] = []
+        async with trio.open_nursery() as nursery:
+            waiting = trio.CancelScope()
+
+            async def wait_then_give_up() -> None:
+                with waiting:
+                    await client.wait(job_id)
+
+            async def stats_behind_it() -> None:
+                stats.append(await client.stats())
+
+            nursery.start_soon(wait_then_give_up)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(stats_behind_it)  # waits for its turn on the connection
+            await trio.testing.wait_all_tasks_blocked()
+            assert stats == []
+            waiting.cancel()  # breaks the connection under the queued call
+        # The queued call was never sent, so it went out on a new connection.
+        assert len(stats) == 1
+        assert stats[0].totals["submitted"] == 1
