@@ -19,6 +19,7 @@ worker gained reply deadlines (commit 15c6db5).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib
 import json
@@ -995,6 +996,54 @@ async def test_protocol_fuzz_one_reply_per_line_and_others_unaffected(
             # trio run, against the one server and the one good connection.
             await trio.to_thread.run_sync(fuzz_property)
             assert len(probes) >= 30
+        nursery.cancel_scope.cancel()
+
+
+async def test_protocol_fuzz_before_the_token_changes_nothing() -> None:
+    # With a token, whatever a stranger sends gets at most one error line and
+    # a closed connection: nothing reaches the queue.
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(
+            partial(serve_queue, 0, host=LOCALHOST, max_line_bytes=FUZZ_MAX_LINE, token="t0ken")
+        )
+        async with Client.connect(*address, name="well-behaved", token="t0ken") as good:
+            job_id = await good.submit("done")
+            before = await good.stats()
+
+            async def one_example(case: FuzzCase) -> None:
+                received = b""
+                with trio.fail_after(5):
+                    stream = await trio.open_tcp_stream(*address)
+                    async with stream:
+                        with contextlib.suppress(trio.BrokenResourceError):
+                            for chunk in case.chunks():
+                                await stream.send_all(chunk)
+                            await stream.send_eof()
+                        with contextlib.suppress(trio.BrokenResourceError):
+                            while data := await stream.receive_some(65536):
+                                received += data
+                replies = [json.loads(line) for line in received.splitlines()]
+                assert len(replies) <= 1, replies
+                if replies:
+                    assert replies[0]["type"] == "error", replies
+                    assert replies[0]["code"] in LINE_ERRORS | {"unauthorized", "bad_request"}
+                with trio.fail_after(5):
+                    await stats_when(good, lambda s: s.connections == before.connections)
+                    after = await good.stats()
+                assert (after.totals, after.jobs) == (before.totals, before.jobs)
+                assert (await good.status(job_id)).state == "pending"
+
+            @settings(
+                max_examples=30,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=fuzz_cases([job_id, "nope"]))
+            def fuzz_property(case: FuzzCase) -> None:
+                trio.from_thread.run(one_example, case)
+
+            await trio.to_thread.run_sync(fuzz_property)
         nursery.cancel_scope.cancel()
 
 
