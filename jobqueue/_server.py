@@ -146,6 +146,7 @@ async def serve_queue(
         token=token,
         ssl_context=ssl_context,
     )
+    _check_file_limit(max_connections)
     listeners = await trio.open_tcp_listeners(port, host=host)
     sockname = listeners[0].socket.getsockname()
     address = (str(sockname[0]), int(sockname[1]))
@@ -535,6 +536,27 @@ async def _farewell(stream: trio.abc.Stream, error: ErrorReply) -> None:
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
     ):
         await stream.send_all(encode(error.to_wire()))
+
+
+def _check_file_limit(max_connections: int) -> None:
+    """Warn if the process may run out of file descriptors before ``max_connections``.
+
+    Past that limit ``accept`` fails with EMFILE and trio retries quietly, so
+    new connections would hang instead of getting ``too_many_connections``.
+    """
+    try:
+        import resource  # Unix only
+    except ImportError:  # pragma: no cover
+        return
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Headroom for the listeners, logs and whatever the embedding program holds.
+    if soft != resource.RLIM_INFINITY and max_connections + 64 > soft:
+        log.warning(
+            "max_connections is %d but this process may open only %d files; raise the "
+            "limit (ulimit -n) or lower max_connections, or new connections will hang",
+            max_connections,
+            soft,
+        )
 
 
 def _is_loopback(listener: trio.SocketListener) -> bool:

@@ -486,3 +486,18 @@ async def test_a_call_queued_behind_a_broken_one_is_sent_on_a_new_connection(
         # The queued call was never sent, so it went out on a new connection.
         assert len(stats) == 1
         assert stats[0].totals["submitted"] == 1
+
+
+async def test_a_file_limit_below_max_connections_is_warned_about(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resource = pytest.importorskip("resource")  # Unix only, as is the check
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (256, 4096))
+    caplog.set_level(logging.WARNING, logger="jobqueue.server")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_queue, 0, max_connections=1024))
+        await nursery.start(partial(serve_queue, 0, max_connections=100))
+        nursery.cancel_scope.cancel()
+    warnings = _bind_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "max_connections is 1024 but this process may open only 256 files" in warnings[0]
