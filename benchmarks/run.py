@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
 import trio
@@ -64,8 +64,12 @@ async def wait_ready(port: int, slots: int) -> None:
             await trio.sleep(0.05)
 
 
-def throughput(jobs: int, concurrency: int) -> dict[str, Any]:
-    """One producer submitting one job per request; 8-way worker concurrency."""
+def throughput(jobs: int, concurrency: int, idle_clients: int = 0) -> dict[str, Any]:
+    """One producer submitting one job per request; 8-way worker concurrency.
+
+    With ``idle_clients``, that many more clients stay connected, doing
+    nothing, for the whole run.
+    """
     port = free_port()
     with spawned("serve", "--port", str(port)) as server, spawned(
         "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
@@ -74,7 +78,9 @@ def throughput(jobs: int, concurrency: int) -> dict[str, Any]:
 
         async def drive() -> dict[str, Any]:
             await wait_ready(port, concurrency)
-            async with Client.connect("127.0.0.1", port) as client:
+            async with AsyncExitStack() as idle, Client.connect("127.0.0.1", port) as client:
+                for _ in range(idle_clients):
+                    await idle.enter_async_context(Client.connect("127.0.0.1", port))
                 cpu0 = process_cpu_seconds(server.pid)
                 start = time.perf_counter()
                 for _ in range(jobs):
@@ -270,6 +276,18 @@ def scaling_state(sizes: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
+def scaling_connections(jobs: int) -> list[dict[str, Any]]:
+    """Throughput as worker connections go from 1 to 64, and idle clients from 0 to 1,000."""
+    rows = []
+    for concurrency in (1, 4, 8, 16, 64):
+        row = throughput(jobs, concurrency)
+        rows.append({**row, "scenario": "scaling", "workers": concurrency, "idle_clients": 0})
+    for idle_clients in (10, 100, 1000):
+        row = throughput(jobs, 8, idle_clients)
+        rows.append({**row, "scenario": "scaling", "workers": 8, "idle_clients": idle_clients})
+    return rows
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     by_scenario: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -307,6 +325,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if "bytes_per_job" in row:
             print(f"  {row['system']:<12}{row['bytes_per_job']:.0f}  "
                   f"({row.get('pending')} pending)")  # fmt: skip
+    if by_scenario.get("scaling"):
+        print("\njobqueue throughput vs worker connections and idle clients")
+        for row in by_scenario["scaling"]:
+            print(f"  {row['workers']:>3} worker connections, {row['idle_clients']:>5} idle "
+                  f"clients: {row['jobs_per_s']:>8,.0f} jobs/s  "
+                  f"server RSS {row['server_rss_bytes'] / 2**20:.1f} MiB")  # fmt: skip
     if by_scenario.get("state_scaling"):
         print("\nstate machine cost vs pending jobs (us per operation)")
         for row in by_scenario["state_scaling"]:
@@ -324,6 +348,12 @@ def main() -> None:
     parser.add_argument("--failover-trials", type=int, default=20)
     parser.add_argument("--pending", type=int, default=200_000)
     parser.add_argument("--json-out", help="also write every row as JSON lines here")
+    parser.add_argument(
+        "--scaling-jobs",
+        type=int,
+        default=5000,
+        help="jobs per run of the connection-scaling scenario (0: skip it)",
+    )
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     if args.only in ("ours", "all"):
@@ -332,6 +362,8 @@ def main() -> None:
         rows.append(failover(args.failover_trials))
         rows.append(memory(args.pending, 100))
         rows.extend(scaling_state([10**3, 10**4, 10**5, 10**6]))
+        if args.scaling_jobs:
+            rows.extend(scaling_connections(args.scaling_jobs))
     if args.only in ("peers", "all"):
         from benchmarks.peers.run_all import run_peers
 
