@@ -220,6 +220,8 @@ class QueueService:
         self._max_line_bytes = max_line_bytes
         self._max_connections = max_connections
         self._open_connections = 0
+        # Connections refused since the limit was last reached.
+        self._refused = 0
         self._ssl_context = ssl_context
         self._guard = _Guard(
             token.encode() if token is not None else None, handshake_timeout, idle_timeout
@@ -249,11 +251,15 @@ class QueueService:
         if self._ssl_context is not None:
             stream = trio.SSLStream(stream, self._ssl_context, server_side=True)
         if self._open_connections >= self._max_connections:
-            log.warning(
-                "refused a connection from %s: %d connections are open (max_connections)",
-                peer_name,
-                self._open_connections,
-            )
+            # One warning per episode, not one per refused peer: a flood of
+            # connections must not become a flood of log lines.
+            if not self._refused:
+                log.warning(
+                    "refusing connections (from %s first): %d are open (max_connections)",
+                    peer_name,
+                    self._open_connections,
+                )
+            self._refused += 1
             await _farewell(
                 stream,
                 ErrorReply(
@@ -287,6 +293,9 @@ class QueueService:
             log.debug("connection %d from %s broke: %r", conn.id, peer_name, exc)
         finally:
             self._open_connections -= 1
+            if self._refused:
+                log.warning("accepting connections again; %d were refused", self._refused)
+                self._refused = 0
             # Shielded so a cancelled handler still returns its leases; the
             # coordinator closes its channel when it exits, so this cannot hang.
             # (A second Disconnected for the same connection is ignored.)

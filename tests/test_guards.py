@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -113,8 +114,9 @@ async def test_queue_full_is_a_clear_error_and_drops_nothing(
 
 
 async def test_one_connection_too_many_is_refused_and_the_rest_are_served(
-    raw_connection: RawOpener,
+    raw_connection: RawOpener, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="jobqueue.server")
     # The queue's own client is connection 1 of 3.
     async with open_test_queue(max_connections=3) as queue, raw_connection(queue) as second:
         assert (await second.request({"type": "hello"}))["type"] == "hello"
@@ -141,6 +143,11 @@ async def test_one_connection_too_many_is_refused_and_the_rest_are_served(
                         break
                 except RequestError:  # the server has not yet seen `third` close
                     await trio.sleep(0.01)
+    # One warning when refusals start and one when they end, however many.
+    warnings = _bind_warnings(caplog)
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("refusing connections (from 127.0.0.1:")
+    assert re.fullmatch(r"accepting connections again; \d+ were refused", warnings[1])
 
 
 # -- handshake and idle timeouts -----------------------------------------------------
