@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -68,9 +68,10 @@ class Link:
     stream: trio.abc.Stream
     address: str
     # Replies carry a request's payload plus an envelope, so allow headroom
-    # over the limit the server applies to requests.
+    # over the limit the server applies to requests; a jobs_assigned reply
+    # may hold up to two lines' worth of payloads (protocol §1).
     _decoder: LineDecoder = attrs.field(
-        factory=lambda: LineDecoder(MAX_LINE_BYTES + _REPLY_HEADROOM), init=False
+        factory=lambda: LineDecoder(2 * MAX_LINE_BYTES + _REPLY_HEADROOM), init=False
     )
     # A connection carries one request at a time; tasks sharing a Client take
     # turns here. This serialises I/O on one socket, it guards no queue state.
@@ -111,7 +112,30 @@ class Link:
             TypeError, ValueError: ``message`` holds something JSON cannot
                 represent; nothing was sent and the connection is still usable.
         """
-        data = encode(message.to_wire())
+        reply = (await self._exchange((message,)))[0]
+        if isinstance(reply, ErrorReply):
+            raise RequestError(reply.code, reply.message)
+        return reply
+
+    async def request_many(self, messages: Sequence[Request]) -> list[Reply | RequestError]:
+        """Send ``messages`` in one write and return their replies, in order.
+
+        The requests are pipelined (protocol §3.1): one round trip for all of
+        them. An ``error`` reply does not stop the others; it comes back in
+        its place as a :class:`RequestError` instead of being raised.
+
+        Raises:
+            ConnectionLost: the connection is unusable.
+            TypeError, ValueError: a message holds something JSON cannot
+                represent; nothing was sent and the connection is still usable.
+        """
+        return [
+            RequestError(reply.code, reply.message) if isinstance(reply, ErrorReply) else reply
+            for reply in await self._exchange(messages)
+        ]
+
+    async def _exchange(self, messages: Sequence[Request]) -> list[Reply]:
+        data = b"".join([encode(message.to_wire()) for message in messages])
         # Take a free turn without a trip through the scheduler: on this path
         # every yield costs as much as the rest of the request. (The request
         # itself still checkpoints: send_all and the reply wait are awaits.)
@@ -122,18 +146,22 @@ class Link:
         try:
             if self._broken is not None:
                 raise ConnectionLost(f"connection to {self.address} unusable: {self._broken}")
-            # Until the reply is read, an interruption (cancellation, error)
-            # leaves an unread reply on the wire: the connection is then broken.
-            self._broken = f"a {message.TYPE} request was interrupted"
+            # Until the replies are read, an interruption (cancellation, error)
+            # leaves unread replies on the wire: the connection is then broken.
+            self._broken = f"a {messages[0].TYPE} request was interrupted"
+            replies: list[Reply] = []
             try:
                 await self.stream.send_all(data)
-                if self._replies is None:
-                    reply = await self._read_reply(skip_notices=True)
-                else:
-                    try:
-                        reply = await self._replies.receive()
-                    except trio.EndOfChannel:
-                        raise trio.BrokenResourceError(self._broken or "connection lost") from None
+                for _ in messages:
+                    if self._replies is None:
+                        replies.append(await self._read_reply(skip_notices=True))
+                    else:
+                        try:
+                            replies.append(await self._replies.receive())
+                        except trio.EndOfChannel:
+                            raise trio.BrokenResourceError(
+                                self._broken or "connection lost"
+                            ) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._broken = f"lost: {_why(exc)}"
                 raise ConnectionLost(f"connection to {self.address} lost: {_why(exc)}") from exc
@@ -145,9 +173,7 @@ class Link:
             self._broken = None
         finally:
             self._turn.release()
-        if isinstance(reply, ErrorReply):
-            raise RequestError(reply.code, reply.message)
-        return reply
+        return replies
 
     async def run_reader(
         self,

@@ -31,6 +31,7 @@ from ._protocol import (
     JobCancelledNotice,
     JobComplete,
     JobFailed,
+    Ok,
     Progress,
     Reply,
     Request,
@@ -137,8 +138,10 @@ class WorkerStatistics:
     """Counters for one :class:`Worker`.
 
     Attributes:
-        completed: Jobs whose handler returned and whose completion the server accepted.
-        failed: Jobs whose handler raised, reported as failed.
+        completed: Jobs whose handler returned, reported as completed (counted
+            when the report is sent; a report the server refuses, or whose
+            connection breaks before the reply, is taken back out).
+        failed: Jobs whose handler raised, reported as failed (counted likewise).
         lost: Jobs abandoned because the server said the lease was gone.
         cancelled: Jobs stopped because someone cancelled them.
         timed_out: Handlers stopped for running longer than ``job_timeout``
@@ -154,6 +157,15 @@ class WorkerStatistics:
     timed_out: int = 0
     running: int = 0
     connected_slots: int = 0
+
+
+def _fetched(reply: Reply) -> Reply | None:
+    """A report's reply if it answers the fetch; ``None`` for a plain ``ok``.
+
+    A server that predates ``fetch`` ignores the field and answers ``ok``:
+    the worker then asks for its next job with a plain ``request_job``.
+    """
+    return None if isinstance(reply, Ok) else reply
 
 
 def _queue_names(queues: Iterable[str]) -> tuple[str, ...]:
@@ -312,14 +324,19 @@ class Worker:
                     self._link_down = False
                     log.warning("reconnected to the queue at %s", link.address)
                 served()
+                request = RequestJob(wait=self.poll_wait, queues=self.queues)
+                # Each report also asks for the next job (ack and fetch), so
+                # a job costs two requests, not three; its reply is the next
+                # job, or no_job after poll_wait, as for a request_job.
+                fetch = request
+                reply: Reply | None = None
                 while True:
-                    reply = await _ask(
-                        link,
-                        RequestJob(wait=self.poll_wait, queues=self.queues),
-                        self.poll_wait + _REPLY_GRACE,
-                    )
+                    if reply is None:
+                        reply = await _ask(link, request, self.poll_wait + _REPLY_GRACE)
                     if isinstance(reply, JobAssigned):
-                        await self._run_job(link, reply)
+                        reply = await self._run_job(link, reply, fetch)
+                    else:
+                        reply = None
             except (ConnectionLost, RequestError) as exc:
                 error = exc
             finally:
@@ -338,7 +355,14 @@ class Worker:
         if scope is not None:
             scope.cancel()
 
-    async def _run_job(self, link: Link, assigned: JobAssigned) -> None:
+    async def _run_job(self, link: Link, assigned: JobAssigned, fetch: RequestJob) -> Reply | None:
+        """Run one job and report it, asking for the next job in the same request.
+
+        Returns:
+            The reply to ``fetch`` (``job_assigned`` or ``no_job``), or ``None``
+            if nothing was fetched: the job was cancelled or lost, the report
+            was refused, or the server does not know ``fetch``.
+        """
         key = (assigned.job_id, assigned.attempt)
 
         async def report_progress(progress: float | None, note: Any) -> None:
@@ -440,7 +464,7 @@ class Worker:
             self._cancelled.discard(key)
             self._stats.cancelled += 1
             log.info("job %s (%s) was cancelled; its handler was stopped", job.id, job.name)
-            return
+            return None
         if isinstance(lost, ConnectionLost):
             # Silent or broken: either way the server has taken the job back.
             self._stats.lost += 1
@@ -450,37 +474,54 @@ class Worker:
             # The server says this lease is gone (expired and reassigned):
             # the handler was cancelled and nothing is reported.
             self._abandon(job, lost)
-            return
+            return None
         assert outcome is not None
-        await self._report(link, job, *outcome)
+        return await self._report(link, job, *outcome, fetch)
 
-    async def _report(self, link: Link, job: Job, ok: bool, value: Any) -> None:
+    async def _report(
+        self, link: Link, job: Job, ok: bool, value: Any, fetch: RequestJob
+    ) -> Reply | None:
+        # With a waiting fetch, the reply may take as long as a request_job's.
+        limit = max(self._lease_timeout, fetch.wait + _REPLY_GRACE)
+        reply: Reply
+        # Counted once sent (and taken back if refused or lost): with a
+        # waiting fetch, the reply comes only with the next job.
         if ok:
+            self._stats.completed += 1
             try:
-                await _ask(link, JobComplete(job.id, job.attempt, value), self._lease_timeout)
+                reply = await _ask(link, JobComplete(job.id, job.attempt, value, fetch), limit)
             except RequestError as exc:
+                self._stats.completed -= 1
                 if exc.code in _LEASE_GONE:
                     self._abandon(job, exc)
-                    return
+                    return None
                 # The server refused the result itself (too large, say):
                 # the job must end, not be dropped and run again.
                 ok, value = False, ValueError(f"the server refused the result: {exc.message}")
             except (TypeError, ValueError) as exc:
+                self._stats.completed -= 1
                 ok, value = False, TypeError(f"handler result is not JSON: {exc}")
+            except ConnectionLost:
+                self._stats.completed -= 1
+                raise
             else:
-                self._stats.completed += 1
                 log.debug("job %s (%s) completed", job.id, job.name)
-                return
+                return _fetched(reply)
+        self._stats.failed += 1
         try:
-            await _ask(
+            reply = await _ask(
                 link,
-                JobFailed(job.id, type(value).__name__, str(value)[:2000], job.attempt),
-                self._lease_timeout,
+                JobFailed(job.id, type(value).__name__, str(value)[:2000], job.attempt, fetch),
+                limit,
             )
         except RequestError as exc:
+            self._stats.failed -= 1
             self._abandon(job, exc)
-            return
-        self._stats.failed += 1
+            return None
+        except ConnectionLost:
+            self._stats.failed -= 1
+            raise
+        return _fetched(reply)
 
     def _abandon(self, job: Job, exc: RequestError) -> None:
         """Give up a job the server no longer leases to us (nothing to report)."""
