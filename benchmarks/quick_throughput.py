@@ -48,13 +48,13 @@ def main(jobs: int, concurrency: int) -> None:
         "--handlers", "benchmarks._noop:HANDLERS",
     )  # fmt: skip
     try:
-        trio.run(drive, jobs, concurrency, port, server.pid)
+        trio.run(drive, jobs, concurrency, port, server.pid, worker.pid)
     finally:
         server.kill()
         worker.kill()
 
 
-async def drive(jobs: int, concurrency: int, port: int, server_pid: int) -> None:
+async def drive(jobs: int, concurrency: int, port: int, server_pid: int, worker_pid: int) -> None:
     with trio.fail_after(10):
         while True:
             try:
@@ -66,6 +66,8 @@ async def drive(jobs: int, concurrency: int, port: int, server_pid: int) -> None
             await trio.sleep(0.05)
     async with Client.connect("127.0.0.1", port) as client:
         cpu0 = cpu_seconds(server_pid)
+        wcpu0 = cpu_seconds(worker_pid)
+        pcpu0 = time.process_time()
         start = time.perf_counter()
         for _ in range(jobs):
             last = await client.submit("noop", None)
@@ -75,10 +77,13 @@ async def drive(jobs: int, concurrency: int, port: int, server_pid: int) -> None
             await trio.sleep(0.005)
         end = time.perf_counter()
         cpu = cpu_seconds(server_pid) - cpu0
+        wcpu = cpu_seconds(worker_pid) - wcpu0
+        pcpu = time.process_time() - pcpu0
     print(
         f"{jobs} jobs, concurrency {concurrency}: {jobs / (end - start):,.0f} jobs/s end to end"
-        f" (submit phase {jobs / (submitted - start):,.0f}/s); server CPU {cpu:.2f}s"
-        f" = {cpu / jobs * 1e6:.0f} us/job"
+        f" (submit phase {jobs / (submitted - start):,.0f}/s); CPU per job: server"
+        f" {cpu / jobs * 1e6:.0f} us, worker {wcpu / jobs * 1e6:.0f} us,"
+        f" producer {pcpu / jobs * 1e6:.0f} us"
     )
 
 
