@@ -16,7 +16,7 @@ import math
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import attrs
@@ -24,6 +24,7 @@ import trio
 
 from ._link import ConnectionLost, Connector, Link, RequestError
 from ._protocol import (
+    MAX_FETCH,
     MAX_WAIT_SECONDS,
     Heartbeat,
     Hello,
@@ -31,12 +32,14 @@ from ._protocol import (
     JobCancelledNotice,
     JobComplete,
     JobFailed,
+    JobsAssigned,
     Ok,
     Progress,
     Reply,
     Request,
     RequestJob,
     Welcome,
+    encode,
 )
 from ._state import DEFAULT_QUEUE
 
@@ -49,6 +52,17 @@ DEFAULT_JOB_TIMEOUT = 3600.0
 #: connection that stays silent longer is treated as dead (a partition that
 #: closes nothing), and the worker reconnects.
 _REPLY_GRACE = 10.0
+
+
+async def _ask_many(
+    link: Link, messages: Sequence[Request], limit: float
+) -> list[Reply | RequestError]:
+    """``link.request_many`` with a deadline for the replies, as :func:`_ask`."""
+    with trio.move_on_after(limit):
+        return await link.request_many(messages)
+    raise ConnectionLost(
+        f"no reply to {len(messages)} pipelined requests within {limit:g}s from {link.address}"
+    )
 
 
 async def _ask(link: Link, message: Request, limit: float) -> Reply:
@@ -211,6 +225,13 @@ class Worker:
         connect: Advanced: an async function returning a connected
             ``trio.abc.Stream``, used instead of TCP to ``host:port``
             (``jobqueue.testing`` uses it for in-memory queues).
+        prefetch: Jobs each slot takes per round trip (1 to 1000). Above 1, a
+            slot takes up to this many at once, runs them one after another,
+            then reports them all in one write that also takes the next
+            batch. Fewer round trips for short jobs, but a job's result is
+            reported only when its batch is done, and a slot holds (and
+            heartbeats) jobs it has not started; a lost worker's jobs,
+            started or not, go back to the queue.
     """
 
     host: str = "127.0.0.1"
@@ -226,6 +247,9 @@ class Worker:
     queues: tuple[str, ...] = attrs.field(default=(DEFAULT_QUEUE,), converter=_queue_names)
     job_timeout: float | None = DEFAULT_JOB_TIMEOUT
     connect: Connector | None = None
+    prefetch: int = attrs.field(
+        default=1, validator=[attrs.validators.ge(1), attrs.validators.le(MAX_FETCH)]
+    )
     _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
     _link_down: bool = attrs.field(default=False, init=False)
     # The server's lease, from its hello reply: how long a report may take.
@@ -324,6 +348,8 @@ class Worker:
                     self._link_down = False
                     log.warning("reconnected to the queue at %s", link.address)
                 served()
+                if self.prefetch > 1:
+                    await self._serve_batches(link, nursery)
                 request = RequestJob(wait=self.poll_wait, queues=self.queues)
                 # Each report also asks for the next job (ack and fetch), so
                 # a job costs two requests, not three; its reply is the next
@@ -346,6 +372,164 @@ class Worker:
             raise error
         raise ConnectionLost(f"connection to {link.address} {link.broken or 'lost'}")
 
+    async def _serve_batches(self, link: Link, nursery: trio.Nursery) -> NoReturn:
+        """The slot loop with ``prefetch``: take, run and report jobs in batches.
+
+        Up to ``prefetch`` jobs come in one reply; they run one after another
+        and are reported together, pipelined in one write whose last report
+        also fetches the next batch (without waiting: an idle slot then blocks
+        in a plain ``request_job``, so a heartbeat never waits behind it). A
+        heartbeat task renews every lease the slot holds, run or not.
+
+        Raises:
+            ConnectionLost, RequestError: as for the single-job loop.
+        """
+        request = RequestJob(wait=self.poll_wait, queues=self.queues, max=self.prefetch)
+        fetch = RequestJob(queues=self.queues, max=self.prefetch)
+        held: dict[tuple[str, int], JobAssigned] = {}
+        gone: set[tuple[str, int]] = set()
+        nursery.start_soon(self._heartbeat_held, link, held, gone, nursery.cancel_scope)
+        reply: Reply | None = None
+        while True:
+            if reply is None:
+                reply = await _ask(link, request, self.poll_wait + _REPLY_GRACE)
+            if isinstance(reply, JobsAssigned):
+                batch = list(reply.jobs)
+            elif isinstance(reply, JobAssigned):  # a server that ignores max
+                batch = [reply]
+            else:
+                reply = None
+                continue
+            for assigned in batch:
+                held[assigned.job_id, assigned.attempt] = assigned
+            reports: list[tuple[Job, bool, Any]] = []
+            for assigned in batch:
+                key = (assigned.job_id, assigned.attempt)
+                job = self._job(link, assigned)
+                outcome: tuple[bool, Any] | None = None
+                # Not started at all if cancelled or lost while it waited.
+                if key not in self._cancelled and key not in gone:
+                    scope = trio.CancelScope()
+                    self._running[key] = scope
+                    self._stats.running += 1
+                    log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
+                    try:
+                        with scope:
+                            outcome = await self._call_handler(job)
+                    finally:
+                        self._stats.running -= 1
+                        del self._running[key]
+                if key in self._cancelled:
+                    self._cancelled.discard(key)
+                    del held[key]
+                    self._stats.cancelled += 1
+                    log.info("job %s (%s) was cancelled; its handler was stopped", job.id, job.name)
+                elif key in gone:
+                    del held[key]  # already counted and logged by the heartbeat task
+                else:
+                    assert outcome is not None
+                    reports.append((job, *outcome))
+            reply = await self._report_batch(link, reports, held, gone, fetch)
+
+    async def _report_batch(
+        self,
+        link: Link,
+        reports: list[tuple[Job, bool, Any]],
+        held: dict[tuple[str, int], JobAssigned],
+        gone: set[tuple[str, int]],
+        fetch: RequestJob,
+    ) -> Reply | None:
+        """Report a batch in one write; the last report fetches. Returns as ``_report``."""
+        messages: list[JobComplete | JobFailed] = [
+            JobComplete(job.id, job.attempt, value)
+            if ok
+            else JobFailed(job.id, type(value).__name__, str(value)[:2000], job.attempt)
+            for job, ok, value in reports
+        ]
+        if not messages:
+            return await _ask(link, fetch, _REPLY_GRACE)
+        messages[-1] = attrs.evolve(messages[-1], fetch=fetch)
+        try:
+            replies = await _ask_many(link, messages, self._lease_timeout)
+        except (TypeError, ValueError):
+            # A result JSON cannot carry: find it, fail it instead, resend all.
+            for index, message in enumerate(messages):
+                try:
+                    encode(message.to_wire())
+                except (TypeError, ValueError) as exc:
+                    job = reports[index][0]
+                    error = f"handler result is not JSON: {exc}"
+                    messages[index] = JobFailed(
+                        job.id, "TypeError", error[:2000], job.attempt, messages[index].fetch
+                    )
+            replies = await _ask_many(link, messages, self._lease_timeout)
+        refused: list[Request] = []
+        for (job, _, _), message, reply in zip(reports, messages, replies, strict=True):
+            held.pop((job.id, job.attempt), None)
+            gone.discard((job.id, job.attempt))
+            if not isinstance(reply, RequestError):
+                if isinstance(message, JobComplete):
+                    self._stats.completed += 1
+                else:
+                    self._stats.failed += 1
+            elif reply.code in _LEASE_GONE:
+                self._abandon(job, reply)
+            elif isinstance(message, JobComplete):
+                # The server refused the result itself: fail the job instead.
+                error = f"the server refused the result: {reply.message}"
+                refused.append(JobFailed(job.id, "ValueError", error[:2000], job.attempt))
+        if refused:
+            for reply in await _ask_many(link, refused, self._lease_timeout):
+                if isinstance(reply, RequestError):
+                    log.warning("a failure report was refused: %s", reply.message)
+                else:
+                    self._stats.failed += 1
+        last = replies[-1]
+        return None if isinstance(last, (RequestError, Ok)) else last
+
+    async def _heartbeat_held(
+        self,
+        link: Link,
+        held: dict[tuple[str, int], JobAssigned],
+        gone: set[tuple[str, int]],
+        connection: trio.CancelScope,
+    ) -> None:
+        """Renew every lease the slot holds, in one write, every third of a lease.
+
+        A lease the server says is gone is marked ``gone`` and its handler, if
+        running, stopped; a heartbeat not answered in time (or a broken
+        connection) ends the connection, cancelling ``connection``.
+        """
+        try:
+            await self._heartbeat_loop(link, held, gone)
+        except ConnectionLost as exc:
+            log.debug("heartbeats on %s stopped: %s", link.address, exc)
+            connection.cancel()
+
+    async def _heartbeat_loop(
+        self,
+        link: Link,
+        held: dict[tuple[str, int], JobAssigned],
+        gone: set[tuple[str, int]],
+    ) -> NoReturn:
+        while True:
+            interval = max(self._lease_timeout / 3, 0.001)
+            await trio.sleep(interval)
+            keys = [key for key in held if key not in gone]
+            if not keys:
+                continue
+            beats: list[Request] = [Heartbeat(job_id, attempt) for job_id, attempt in keys]
+            replies = await _ask_many(link, beats, self._lease_timeout - interval)
+            for key, reply in zip(keys, replies, strict=True):
+                if isinstance(reply, RequestError) and key in held:
+                    gone.add(key)
+                    scope = self._running.get(key)
+                    if scope is not None:
+                        scope.cancel()
+                    job = held[key]
+                    self._stats.lost += 1
+                    log.warning("gave up job %s (%s): %s", job.job_id, job.name, reply.message)
+
     def _on_notice(self, notice: JobCancelledNotice) -> None:
         key = (notice.job_id, notice.attempt)
         # Remembered even if the job has not started here yet: the reader can
@@ -364,32 +548,7 @@ class Worker:
             was refused, or the server does not know ``fetch``.
         """
         key = (assigned.job_id, assigned.attempt)
-
-        async def report_progress(progress: float | None, note: Any) -> None:
-            # Shielded: a cancel or job_timeout landing mid-request would
-            # leave its reply unread and the connection unusable. The
-            # handler is stopped as soon as the reply is in, and the shield
-            # has its own deadline so a silent connection cannot hold it.
-            with trio.move_on_after(self._lease_timeout) as scope:
-                scope.shield = True
-                try:
-                    await link.request(Progress(assigned.job_id, assigned.attempt, progress, note))
-                except RequestError as exc:
-                    log.debug("progress for job %s not recorded: %s", assigned.job_id, exc)
-                except ConnectionLost:
-                    pass  # the heartbeat loop notices and ends the connection
-            # ...and deliver a pending cancel here, outside the shield, or a
-            # handler that does nothing but report would never see it.
-            await trio.lowlevel.checkpoint_if_cancelled()
-
-        job = Job(
-            assigned.job_id,
-            assigned.name,
-            assigned.payload,
-            assigned.attempt,
-            progress_reporter=report_progress,
-        )
-        handler = self.handlers.get(job.name)
+        job = self._job(link, assigned)
         outcome: tuple[bool, Any] | None = None
         done = trio.Event()
 
@@ -400,31 +559,8 @@ class Worker:
         async def run_handler() -> None:
             nonlocal outcome
             with handler_scope:
-                await run_handler_body()
+                outcome = await self._call_handler(job)
             done.set()
-
-        async def run_handler_body() -> None:
-            nonlocal outcome
-            if handler is None:
-                known = ", ".join(sorted(self.handlers))
-                error = LookupError(f"worker {self.name} has no handler {job.name!r} ({known})")
-                outcome = (False, error)
-            else:
-                with trio.move_on_after(
-                    math.inf if self.job_timeout is None else self.job_timeout
-                ) as limit:
-                    try:
-                        outcome = (True, await handler(job))
-                    except Exception as exc:
-                        log.exception("job %s (%s) failed", job.id, job.name)
-                        outcome = (False, exc)
-                if limit.cancelled_caught:
-                    self._stats.timed_out += 1
-                    log.warning("job %s (%s) ran past job_timeout", job.id, job.name)
-                    outcome = (
-                        False,
-                        TimeoutError(f"handler ran longer than job_timeout={self.job_timeout:g}s"),
-                    )
 
         log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
         interval = max(assigned.lease_timeout / 3, 0.001)
@@ -477,6 +613,50 @@ class Worker:
             return None
         assert outcome is not None
         return await self._report(link, job, *outcome, fetch)
+
+    def _job(self, link: Link, assigned: JobAssigned) -> Job:
+        """The handler's view of ``assigned``, with progress reports sent over ``link``."""
+
+        async def report_progress(progress: float | None, note: Any) -> None:
+            # Shielded: a cancel or job_timeout landing mid-request would
+            # leave its reply unread and the connection unusable. The
+            # handler is stopped as soon as the reply is in, and the shield
+            # has its own deadline so a silent connection cannot hold it.
+            with trio.move_on_after(self._lease_timeout) as scope:
+                scope.shield = True
+                try:
+                    await link.request(Progress(assigned.job_id, assigned.attempt, progress, note))
+                except RequestError as exc:
+                    log.debug("progress for job %s not recorded: %s", assigned.job_id, exc)
+                except ConnectionLost:
+                    pass  # the heartbeat loop notices and ends the connection
+            # ...and deliver a pending cancel here, outside the shield, or a
+            # handler that does nothing but report would never see it.
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+        return Job(
+            assigned.job_id,
+            assigned.name,
+            assigned.payload,
+            assigned.attempt,
+            progress_reporter=report_progress,
+        )
+
+    async def _call_handler(self, job: Job) -> tuple[bool, Any]:
+        """Run ``job``'s handler under ``job_timeout``: (True, result) or (False, error)."""
+        handler = self.handlers.get(job.name)
+        if handler is None:
+            known = ", ".join(sorted(self.handlers))
+            return (False, LookupError(f"worker {self.name} has no handler {job.name!r} ({known})"))
+        with trio.move_on_after(math.inf if self.job_timeout is None else self.job_timeout):
+            try:
+                return (True, await handler(job))
+            except Exception as exc:
+                log.exception("job %s (%s) failed", job.id, job.name)
+                return (False, exc)
+        self._stats.timed_out += 1
+        log.warning("job %s (%s) ran past job_timeout", job.id, job.name)
+        return (False, TimeoutError(f"handler ran longer than job_timeout={self.job_timeout:g}s"))
 
     async def _report(
         self, link: Link, job: Job, ok: bool, value: Any, fetch: RequestJob

@@ -305,15 +305,24 @@ async def test_default_worker_sends_two_requests_per_job(
 
 
 class _Recording(trio.abc.Stream):
-    """A stream that records the type of every request line written to it."""
+    """A stream that records the type of every request line written to it.
 
-    def __init__(self, stream: trio.abc.Stream, sent: list[str]) -> None:
+    ``writes`` (if given) gets the number of lines in each write.
+    """
+
+    def __init__(
+        self, stream: trio.abc.Stream, sent: list[str], writes: list[int] | None = None
+    ) -> None:
         self._stream = stream
         self._sent = sent
+        self._writes = writes
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        for line in bytes(data).splitlines():
+        lines = bytes(data).splitlines()
+        for line in lines:
             self._sent.append(decode_request(line).TYPE)
+        if self._writes is not None:
+            self._writes.append(len(lines))
         await self._stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -339,3 +348,155 @@ async def test_batch_fetch_stops_at_two_lines_worth_of_payloads(
             # The first job leaves room under one line's worth, the second crosses it.
             assert job_ids(await worker.request({"type": "request_job", "max": 10})) == ids[:2]
             assert job_ids(await worker.request({"type": "request_job", "max": 10})) == ids[2:]
+
+
+# -- the prefetching worker -------------------------------------------------------------
+
+
+async def test_prefetching_worker_takes_and_reports_jobs_in_batches(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sent: list[str] = []
+    writes: list[int] = []
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            assert queue.connector is not None
+            connector = queue.connector
+
+            async def recording() -> trio.abc.Stream:
+                return _Recording(await connector(), sent, writes)
+
+            async def double(job: Job) -> int:
+                return int(job.payload) * 2
+
+            async def boom(job: Job) -> None:
+                raise ValueError("boom")
+
+            async def not_json(job: Job) -> object:
+                return {1, 2}
+
+            jobs = [{"name": "double", "payload": i} for i in range(8)]
+            jobs[3] = {"name": "boom", "max_attempts": 1}
+            jobs[5] = {"name": "not_json", "max_attempts": 1}
+            ids = await queue.client.submit_many(jobs)
+            worker = Worker(
+                "memory",
+                0,
+                handlers={"double": double, "boom": boom, "not_json": not_json},
+                connect=recording,
+                prefetch=4,
+            )
+            await queue.nursery.start(worker.run)
+            infos = [await queue.client.wait(job_id) for job_id in ids]
+            assert [info.result for info in infos] == [0, 2, 4, None, 8, None, 12, 14]
+            assert infos[3].error == {"type": "ValueError", "message": "boom"}
+            assert infos[5].error is not None
+            assert infos[5].error["type"] == "TypeError"
+            assert {info.attempt for info in infos} == {1}
+            await trio.testing.wait_all_tasks_blocked()  # the worker has read its replies
+            stats = worker.statistics()
+            assert (stats.completed, stats.failed, stats.lost) == (6, 2, 0)
+            # hello; request_job (max 4); 4 reports in one write, the last fetching 4
+            # more; 4 reports again; then the last one's fetch finds nothing, and the
+            # slot blocks in a plain request_job.
+            assert sent.count("job_complete") + sent.count("job_failed") == 8
+            assert sent.count("request_job") == 2
+            assert writes == [1, 1, 4, 4, 1]
+
+
+async def test_prefetched_jobs_are_all_heartbeated_while_a_long_batch_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(100):
+        async with open_memory_queue(lease_timeout=3) as queue:
+
+            async def slow(job: Job) -> int:
+                await trio.sleep(2)
+                return job.attempt
+
+            ids = await queue.client.submit_many([{"name": "slow"}] * 5)
+            worker = await queue.start_worker({"slow": slow}, prefetch=5)
+            start = trio.current_time()
+            infos = [await queue.client.wait(job_id) for job_id in ids]
+            # Ten seconds of work on 3-second leases: nothing expired, nothing re-ran.
+            assert trio.current_time() == start + 10
+            assert [info.result for info in infos] == [1] * 5
+            stats = await queue.client.stats()
+            assert (stats.totals["expired"], stats.totals["reassigned"]) == (0, 0)
+            assert worker.statistics().lost == 0
+
+
+async def _lost_worker_jobs_go_back(queue: RunningQueue) -> None:
+    started = trio.Event()
+
+    async def hang(job: Job) -> None:
+        started.set()
+        await trio.sleep_forever()
+
+    async def quick(job: Job) -> int:
+        return job.attempt
+
+    ids = await queue.client.submit_many([{"name": "job"}] * 4)
+    async with trio.open_nursery() as crash:
+        await crash.start(queue.worker({"job": hang}, name="doomed", prefetch=3).run)
+        await started.wait()
+        stats = await queue.client.stats()
+        assert stats.jobs["running"] == 3
+        assert stats.workers[0]["name"] == "doomed"
+        crash.cancel_scope.cancel()  # the worker dies holding 3 jobs, 2 never started
+    await queue.start_worker({"job": quick}, name="taker", prefetch=3)
+    infos = [await queue.client.wait(job_id) for job_id in ids]
+    assert [info.result for info in infos] == [2, 2, 2, 1]
+    assert {info.worker for info in infos} == {"taker"}
+    assert (await queue.client.stats()).totals["reassigned"] == 3
+
+
+async def test_lost_prefetching_worker_gives_back_every_job_it_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            await _lost_worker_jobs_go_back(queue)
+
+
+async def test_lost_prefetching_worker_gives_back_every_job_it_held_over_tcp(
+    tcp_queue: RunningQueue,
+) -> None:
+    with trio.fail_after(10):
+        await _lost_worker_jobs_go_back(tcp_queue)
+
+
+async def test_prefetched_job_cancelled_before_it_starts_never_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ran: list[int] = []
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            first_running = trio.Event()
+            release = trio.Event()
+
+            async def handler(job: Job) -> None:
+                ran.append(job.payload)
+                if job.payload == 0:
+                    first_running.set()
+                    await release.wait()
+
+            ids = await queue.client.submit_many([{"name": "h", "payload": i} for i in range(3)])
+            worker = await queue.start_worker({"h": handler}, prefetch=3)
+            await first_running.wait()
+            assert (await queue.client.cancel(ids[1])).state == "cancelled"
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+            assert (await queue.client.wait(ids[2])).state == "completed"
+            assert ran == [0, 2]
+            await trio.testing.wait_all_tasks_blocked()  # the worker has read its replies
+            stats = worker.statistics()
+            assert (stats.completed, stats.cancelled) == (2, 1)
+
+
+def test_prefetch_must_be_from_1_to_max_fetch() -> None:
+    with pytest.raises(ValueError, match="prefetch"):
+        Worker(prefetch=0)
+    with pytest.raises(ValueError, match="prefetch"):
+        Worker(prefetch=MAX_FETCH + 1)
