@@ -254,7 +254,7 @@ def decode_object(line: bytes) -> dict[str, Any]:
             "bad_json", f"message is not valid UTF-8 (bad byte at offset {exc.start})"
         ) from None
     if line.count(b"[") + line.count(b"{") > MAX_DEPTH:
-        _check_depth(text)
+        _check_depth(line, text)
     try:
         obj = _json_decode(text)
     except json.JSONDecodeError as exc:
@@ -280,7 +280,7 @@ def decode_value(text: str) -> Any:
         ProtocolError: ``bad_json``, as for :func:`decode_object`.
     """
     if text.count("[") + text.count("{") > MAX_DEPTH:
-        _check_depth(text)
+        _check_depth(text.encode("utf-8", "surrogatepass"), text)
     try:
         return _json_decode(text)
     except json.JSONDecodeError as exc:
@@ -289,12 +289,35 @@ def decode_value(text: str) -> Any:
         raise ProtocolError("bad_json", str(exc)) from None
 
 
-def _check_depth(text: str) -> None:
+#: Every byte but the ones nesting depends on: brackets, quotes, backslashes.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"\\')
+#: Objects and arrays nest alike: ``{`` reads as ``[`` and ``}`` as ``]``.
+_ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
+
+
+def _check_depth(line: bytes, text: str) -> None:
     """Reject nesting deeper than MAX_DEPTH without recursing.
 
     Only called when the line has more brackets than MAX_DEPTH, so ordinary
     messages never pay for the scan. Brackets inside strings are skipped.
+    A batch (``submit_jobs``, ``jobs_assigned``) has many brackets but little
+    depth, so the check first works in C, on ``line``: keep only brackets
+    (``{}`` read as ``[]``), quotes and backslashes, and drop each ``""`` (a
+    string with no bracket or escape in it). If no quote or backslash is
+    left, each pass that deletes the adjacent ``[]`` pairs removes exactly
+    the innermost level, so nesting of at most MAX_DEPTH levels is gone
+    after MAX_DEPTH passes. Anything else (strings holding brackets or
+    escapes, too deep, not JSON) is scanned exactly, character by
+    character, in ``text``.
     """
+    reduced = line.translate(_ONE_BRACKET, _NOT_STRUCTURE)
+    if b"\\" not in reduced:
+        reduced = reduced.replace(b'""', b"")
+        if b'"' not in reduced:
+            for _ in range(MAX_DEPTH):
+                reduced = reduced.replace(b"[]", b"")
+                if not reduced:
+                    return
     depth = 0
     in_string = False
     escaped = False
