@@ -1395,12 +1395,18 @@ _REPLIES: dict[str, Callable[[dict[str, Any]], Reply]] = {
 }  # fmt: skip
 
 
+_OK = Ok()
+_OK_LINE = encode(_OK.to_wire())[:-1]
+
+
 def decode_reply(line: bytes) -> Reply:
     """Decode one line from the server into a reply message.
 
     Raises:
         ProtocolError: if the line is not a reply this package knows.
     """
+    if line == _OK_LINE:
+        return _OK  # the commonest reply by far for a worker
     obj = decode_object(line)
     from_wire = _REPLIES.get(obj["type"])
     if from_wire is None:

@@ -12,7 +12,6 @@ server requeues all its jobs at once.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import socket
@@ -414,8 +413,7 @@ class Worker:
                     self._stats.running += 1
                     log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
                     try:
-                        with scope:
-                            outcome = await self._call_handler(job)
+                        outcome = await self._call_handler(job, scope)
                     finally:
                         self._stats.running -= 1
                         del self._running[key]
@@ -560,6 +558,7 @@ class Worker:
             nonlocal outcome
             with handler_scope:
                 outcome = await self._call_handler(job)
+                assert outcome is not None  # its own scope: only the job timeout ends it
             done.set()
 
         log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
@@ -642,18 +641,31 @@ class Worker:
             progress_reporter=report_progress,
         )
 
-    async def _call_handler(self, job: Job) -> tuple[bool, Any]:
-        """Run ``job``'s handler under ``job_timeout``: (True, result) or (False, error)."""
+    async def _call_handler(
+        self, job: Job, scope: trio.CancelScope | None = None
+    ) -> tuple[bool, Any] | None:
+        """Run ``job``'s handler under ``job_timeout``: (True, result) or (False, error).
+
+        The handler runs in ``scope`` (a new one by default), whose deadline
+        becomes the job timeout; one scope serves both, so a cancel needs no
+        second scope. ``None`` means something else cancelled ``scope``.
+        """
         handler = self.handlers.get(job.name)
         if handler is None:
             known = ", ".join(sorted(self.handlers))
             return (False, LookupError(f"worker {self.name} has no handler {job.name!r} ({known})"))
-        with trio.move_on_after(math.inf if self.job_timeout is None else self.job_timeout):
+        if scope is None:
+            scope = trio.CancelScope()
+        if self.job_timeout is not None:
+            scope.deadline = trio.current_time() + self.job_timeout
+        with scope:
             try:
                 return (True, await handler(job))
             except Exception as exc:
                 log.exception("job %s (%s) failed", job.id, job.name)
                 return (False, exc)
+        if trio.current_time() < scope.deadline:
+            return None
         self._stats.timed_out += 1
         log.warning("job %s (%s) ran past job_timeout", job.id, job.name)
         return (False, TimeoutError(f"handler ran longer than job_timeout={self.job_timeout:g}s"))
