@@ -7,9 +7,10 @@ and answers on the connection's own one-slot reply channel with
 single owner there is nothing to lock and no interleaving to reason about.
 
 Time is handled the same way: the coordinator waits for its next command
-under ``trio.move_on_at(<earliest deadline>)``, where the deadline is the
-first lease to run out or the first blocked request whose ``wait`` ends. One
-wake-up per deadline, no polling loop, no timer task per job.
+under a cancel scope whose deadline is the earliest one, the first lease to
+run out or the first blocked request whose ``wait`` ends, and which commands
+move as they change it. One wake-up per deadline, no polling loop, no timer
+task per job.
 """
 
 from __future__ import annotations
@@ -172,20 +173,26 @@ class Coordinator:
         """
         async with commands:
             while True:
-                with trio.move_on_at(self.next_deadline()):
-                    try:
-                        command = await commands.receive()
-                    except trio.EndOfChannel:
-                        return
-                    self.handle(command, trio.current_time())
-                    # Serve whatever else is already queued before sleeping
-                    # again: one wake-up, many commands.
+                # One cancel scope per deadline, not per command: it follows
+                # the next deadline as commands move it, and exits when it fires.
+                with trio.CancelScope(deadline=self.next_deadline()) as timer:
                     while True:
                         try:
-                            command = commands.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
+                            command = await commands.receive()
+                        except trio.EndOfChannel:
+                            return
                         self.handle(command, trio.current_time())
+                        # Serve whatever else is already queued before sleeping
+                        # again: one wake-up, many commands.
+                        while True:
+                            try:
+                                command = commands.receive_nowait()
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                break
+                            self.handle(command, trio.current_time())
+                        deadline = self.next_deadline()
+                        if deadline != timer.deadline:
+                            timer.deadline = deadline
                 self.fire_timers(trio.current_time())
 
     def next_deadline(self) -> float:

@@ -268,7 +268,13 @@ class _ConnectionHandler:
     async def _forward(self, batch: list[Item]) -> None:
         if batch:
             self._in_flight += len(batch)
-            await self._commands.send(Batch(self._conn, batch))
+            command = Batch(self._conn, batch)
+            # Hand straight to a waiting coordinator without a trip through
+            # the scheduler; wait (backpressure) only when it is busy.
+            try:
+                self._commands.send_nowait(command)
+            except trio.WouldBlock:
+                await self._commands.send(command)
 
     async def _write(self, cancel_scope: trio.CancelScope) -> None:
         replies = self._replies
