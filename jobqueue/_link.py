@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
@@ -80,6 +81,16 @@ class Link:
     # Set while run_reader is running: replies arrive here instead of being
     # read by the requesting task.
     _replies: trio.MemoryReceiveChannel[Reply] | None = attrs.field(default=None, init=False)
+    # For a plain TCP stream, the socket under it: requests then send and
+    # receive on it directly (see _send and _receive).
+    _raw: socket.socket | None = attrs.field(init=False)
+
+    @_raw.default
+    def _raw_socket(self) -> socket.socket | None:
+        if type(self.stream) is not trio.SocketStream:
+            return None
+        raw = getattr(self.stream.socket, "_sock", None)
+        return raw if isinstance(raw, socket.socket) else None
 
     @classmethod
     async def open(cls, host: str, port: int, connect: Connector | None = None) -> Link:
@@ -151,7 +162,7 @@ class Link:
             self._broken = f"a {messages[0].TYPE} request was interrupted"
             replies: list[Reply] = []
             try:
-                await self.stream.send_all(data)
+                await self._send(data)
                 for _ in messages:
                     if self._replies is None:
                         replies.append(await self._read_reply(skip_notices=True))
@@ -211,13 +222,41 @@ class Link:
         while True:
             line = self._decoder.next_line()
             if line is NEED_DATA:
-                self._decoder.receive_data(await self.stream.receive_some(_RECEIVE_SIZE))
+                self._decoder.receive_data(await self._receive())
             elif line is EOF:
                 raise trio.BrokenResourceError("the server closed the connection")
             else:
                 reply = decode_reply(line)
                 if not (skip_notices and isinstance(reply, JobCancelledNotice)):
                     return reply
+
+    async def _send(self, data: bytes) -> None:
+        raw = self._raw
+        if raw is None:
+            await self.stream.send_all(data)
+            return
+        # trio's send_all would yield after the send and wrap it in several
+        # context managers; on this path that is a good part of a request's
+        # cost. The reply wait that follows is the request's checkpoint.
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[raw.send(view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(raw)
+
+    async def _receive(self) -> bytes | bytearray:
+        raw = self._raw
+        if raw is None:
+            return await self.stream.receive_some(_RECEIVE_SIZE)
+        # Wait first: a reply is almost never there yet, so trying the read
+        # before waiting would cost a system call for nothing.
+        await trio.lowlevel.wait_readable(raw)
+        while True:
+            try:
+                return raw.recv(_RECEIVE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(raw)
 
     @property
     def broken(self) -> str | None:
