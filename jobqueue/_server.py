@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 import secrets
+import socket
 from typing import NoReturn
 
 import trio
@@ -212,6 +213,34 @@ class _ConnectionHandler:
         self._decoder = decoder
         self._in_flight = 0
         self._window_open = trio.Event()
+        self._raw = _raw_socket(stream)
+
+    async def _receive(self) -> bytes | bytearray:
+        raw = self._raw
+        if raw is None:
+            return await self._stream.receive_some(_RECEIVE_SIZE)
+        # Wait first: the reader gets here once it has served everything
+        # buffered, so trying a read before waiting would usually fail.
+        await trio.lowlevel.wait_readable(raw)
+        while True:
+            try:
+                return raw.recv(_RECEIVE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(raw)
+
+    async def _send(self, data: bytes) -> None:
+        raw = self._raw
+        if raw is None:
+            await self._stream.send_all(data)
+            return
+        # Without send_all's yield after each send: the writer goes straight
+        # back to waiting for replies, which is its checkpoint.
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[raw.send(view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(raw)
 
     async def serve(self) -> None:
         """Run the reader and the writer until the connection is finished."""
@@ -248,8 +277,8 @@ class _ConnectionHandler:
                     await self._forward(batch)
                     batch = []
                 try:
-                    data = await self._stream.receive_some(_RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = await self._receive()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     data = b""  # a reset is an end of stream with no goodbye
                 decoder.receive_data(data)
                 continue
@@ -297,8 +326,8 @@ class _ConnectionHandler:
                     break
             if chunks:
                 try:
-                    await self._stream.send_all(b"".join(chunks))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._send(b"".join(chunks))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     cancel_scope.cancel()  # stop the reader too; finally does the rest
                     return
             self._in_flight -= written
@@ -306,6 +335,17 @@ class _ConnectionHandler:
                 self._window_open.set()
             if finished:
                 return
+
+
+def _raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """The socket under a plain TCP stream, for reads and writes without trio's wrappers.
+
+    ``None`` for any other stream (TLS, in-memory), which is then used as is.
+    """
+    if type(stream) is not trio.SocketStream:
+        return None
+    raw = getattr(stream.socket, "_sock", None)
+    return raw if isinstance(raw, socket.socket) else None
 
 
 def _encode_outgoing(reply: Outgoing) -> bytes:
