@@ -423,7 +423,9 @@ class Worker:
                     self._stats.cancelled += 1
                     log.info("job %s (%s) was cancelled; its handler was stopped", job.id, job.name)
                 elif key in gone:
-                    del held[key]  # already counted and logged by the heartbeat task
+                    # Already counted and logged by the heartbeat task.
+                    del held[key]
+                    gone.discard(key)
                 else:
                     assert outcome is not None
                     reports.append((job, *outcome))
@@ -438,6 +440,13 @@ class Worker:
         fetch: RequestJob,
     ) -> Reply | None:
         """Report a batch in one write; the last report fetches. Returns as ``_report``."""
+        # A lease given up while the rest of the batch ran is not reported.
+        for job, _, _ in reports:
+            key = (job.id, job.attempt)
+            if key in gone:
+                del held[key]
+                gone.discard(key)
+        reports = [report for report in reports if (report[0].id, report[0].attempt) in held]
         messages: list[JobComplete | JobFailed] = [
             JobComplete(job.id, job.attempt, value)
             if ok

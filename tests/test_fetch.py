@@ -500,3 +500,70 @@ def test_prefetch_must_be_from_1_to_max_fetch() -> None:
         Worker(prefetch=0)
     with pytest.raises(ValueError, match="prefetch"):
         Worker(prefetch=MAX_FETCH + 1)
+
+
+class _DropNotices(trio.abc.Stream):
+    """A worker's stream that loses every ``job_cancelled`` notice on the way in.
+
+    In-memory streams hand over each write whole, so whole lines can be dropped.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        while True:
+            data = bytes(await self._stream.receive_some(max_bytes))
+            if not data:
+                return data
+            kept = b"".join(
+                line
+                for line in data.splitlines(keepends=True)
+                if b'"type":"job_cancelled"' not in line
+            )
+            if kept:
+                return kept
+
+    async def send_eof(self) -> None:  # pragma: no cover - not used by the worker
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def test_prefetched_job_whose_heartbeat_is_refused_is_given_up(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[int] = []
+    with trio.fail_after(100):
+        async with open_memory_queue(lease_timeout=3) as queue:
+            assert queue.connector is not None
+            connector = queue.connector
+
+            async def deaf() -> trio.abc.Stream:
+                return _DropNotices(await connector())
+
+            async def slow(job: Job) -> int:
+                ran.append(job.payload)
+                await trio.sleep(2)
+                return int(job.payload)
+
+            ids = await queue.client.submit_many([{"name": "slow", "payload": i} for i in range(3)])
+            worker = Worker("memory", 0, handlers={"slow": slow}, connect=deaf, prefetch=3)
+            await queue.nursery.start(worker.run)
+            await trio.sleep(0.5)
+            # The worker never hears of this cancel: its next heartbeat (at 1 s)
+            # is refused, and it gives the job up before it starts.
+            assert (await queue.client.cancel(ids[1])).state == "cancelled"
+            assert (await queue.client.wait(ids[2])).result == 2
+            await trio.testing.wait_all_tasks_blocked()
+            assert ran == [0, 2]
+            stats = worker.statistics()
+            assert (stats.completed, stats.lost, stats.cancelled) == (2, 1, 0)
+            assert any("gave up job" in r.getMessage() for r in caplog.records)
