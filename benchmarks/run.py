@@ -335,12 +335,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ratio = ""
         if ours_tp and row["system"] != "jobqueue":
             ratio = f"{ours_tp['jobs_per_s'] / row['jobs_per_s']:.2f}x"
-        if ours_batched and row["system"] == "beanstalkd":
-            # Batched against the one peer measured with its own cheapest path.
-            ratio += f" (batched {ours_batched['jobs_per_s'] / row['jobs_per_s']:.2f}x)"
         rss = row.get("server_rss_bytes") or 0
         print(f"  {row['system']:<12}{row.get('variant', ''):<12}{row['jobs_per_s']:>10,.0f}"
               f"{row.get('server_cpu_s', 0):>14.2f}{rss / 2**20:>10.1f}{ratio:>11}")  # fmt: skip
+    beanstalkd = next(
+        (r for r in by_scenario.get("throughput", []) if r["system"] == "beanstalkd"), None
+    )
+    if ours_batched and beanstalkd and "jobs_per_s" in beanstalkd:
+        # Batched against the one peer measured on its own cheapest path.
+        print(f"  jobqueue batched / beanstalkd: "
+              f"{ours_batched['jobs_per_s'] / beanstalkd['jobs_per_s']:.2f}x")  # fmt: skip
     print("\nlatency, submit to handler start (ms)")
     for row in by_scenario.get("latency", []):
         if "p50_ms" in row:
