@@ -12,6 +12,7 @@ server requeues all its jobs at once.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import socket
@@ -144,6 +145,39 @@ BUILTIN_HANDLERS: Mapping[str, Handler] = {"sleep": sleep_handler}
 
 def _default_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@attrs.define(eq=False)
+class _Beat:
+    """What a slot's beat task needs to heartbeat the job the slot is running."""
+
+    key: tuple[str, int] | None = None
+    lease: float = 0.0
+    interval: float = math.inf
+    #: When the next heartbeat is due (``inf``: no job, or one in flight).
+    next_at: float = math.inf
+    #: The beat task's current sleep: its deadline is ``next_at``.
+    scope: trio.CancelScope | None = None
+    handler: trio.CancelScope | None = None
+    #: Why the running job's lease was given up, if it was.
+    lost: ConnectionLost | RequestError | None = None
+
+    def start(
+        self, key: tuple[str, int], lease: float, interval: float, handler: trio.CancelScope
+    ) -> None:
+        """A job started: its first heartbeat is due ``interval`` from now."""
+        self.key, self.lease, self.interval, self.handler = key, lease, interval, handler
+        self.lost = None
+        self.next_at = trio.current_time() + interval
+        if self.scope is not None:
+            self.scope.deadline = self.next_at
+
+    def stop(self) -> None:
+        """The job ended: no more heartbeats for it."""
+        self.key = self.handler = None
+        self.next_at = math.inf
+        if self.scope is not None and self.scope.deadline != math.inf:
+            self.scope.deadline = math.inf
 
 
 @attrs.define
@@ -354,12 +388,14 @@ class Worker:
                 # a job costs two requests, not three; its reply is the next
                 # job, or no_job after poll_wait, as for a request_job.
                 fetch = request
+                beat = _Beat()
+                await nursery.start(self._beat_current, link, beat)
                 reply: Reply | None = None
                 while True:
                     if reply is None:
                         reply = await _ask(link, request, self.poll_wait + _REPLY_GRACE)
                     if isinstance(reply, JobAssigned):
-                        reply = await self._run_job(link, reply, fetch)
+                        reply = await self._run_job(link, reply, fetch, beat)
                     else:
                         reply = None
             except (ConnectionLost, RequestError) as exc:
@@ -537,6 +573,44 @@ class Worker:
                     self._stats.lost += 1
                     log.warning("gave up job %s (%s): %s", job.job_id, job.name, reply.message)
 
+    async def _beat_current(
+        self,
+        link: Link,
+        beat: _Beat,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> NoReturn:
+        """Heartbeat the slot's running job every ``interval`` while it runs.
+
+        Sleeps in a cancel scope whose deadline ``_Beat.start`` sets to the
+        next heartbeat and ``_Beat.stop`` clears, so a job that ends within
+        an interval costs no wake-up here at all. A heartbeat not answered
+        before the lease would run out means the lease is surely gone (a
+        silent partition, say), and a refused one that it is gone: either way
+        the handler is stopped rather than run a job the server has given to
+        someone else, and the slot learns why from ``beat.lost``.
+        """
+        task_status.started()
+        while True:
+            with trio.CancelScope(deadline=beat.next_at) as scope:
+                beat.scope = scope
+                await trio.sleep_forever()
+            key = beat.key
+            if key is None or trio.current_time() < beat.next_at:
+                continue
+            beat.next_at = math.inf  # the next one is timed from this one's reply
+            try:
+                await _ask(link, Heartbeat(*key), beat.lease - beat.interval)
+            except (ConnectionLost, RequestError) as exc:
+                # About a job that has ended since, it no longer matters (a
+                # broken connection fails the slot's next request anyway).
+                if beat.key == key and beat.handler is not None:
+                    beat.lost = exc
+                    beat.handler.cancel()
+            else:
+                if beat.key == key:
+                    beat.next_at = trio.current_time() + beat.interval
+
     def _on_notice(self, notice: JobCancelledNotice) -> None:
         key = (notice.job_id, notice.attempt)
         # Remembered even if the job has not started here yet: the reader can
@@ -546,7 +620,9 @@ class Worker:
         if scope is not None:
             scope.cancel()
 
-    async def _run_job(self, link: Link, assigned: JobAssigned, fetch: RequestJob) -> Reply | None:
+    async def _run_job(
+        self, link: Link, assigned: JobAssigned, fetch: RequestJob, beat: _Beat
+    ) -> Reply | None:
         """Run one job and report it, asking for the next job in the same request.
 
         Returns:
@@ -557,51 +633,24 @@ class Worker:
         key = (assigned.job_id, assigned.attempt)
         job = self._job(link, assigned)
         outcome: tuple[bool, Any] | None = None
-        done = trio.Event()
-
-        # The handler's own scope: a cancel notice stops the handler only, never
-        # a heartbeat that is waiting for its reply.
+        # The handler runs right here, in its own scope: a cancel notice stops
+        # the handler only, never a heartbeat that is waiting for its reply.
+        # Heartbeats come from the connection's beat task (_beat_current),
+        # woken only if the job is still running an interval after it started.
         handler_scope = trio.CancelScope()
-
-        async def run_handler() -> None:
-            nonlocal outcome
-            with handler_scope:
-                outcome = await self._call_handler(job)
-                assert outcome is not None  # its own scope: only the job timeout ends it
-            done.set()
-
-        log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
         interval = max(assigned.lease_timeout / 3, 0.001)
-        # Errors are carried out of the nursery by hand: raised inside it they
-        # would come out wrapped in an ExceptionGroup.
-        lost: ConnectionLost | RequestError | None = None
         self._stats.running += 1
         self._running[key] = handler_scope
-        if key in self._cancelled:
-            handler_scope.cancel()  # cancelled before it started
+        beat.start(key, assigned.lease_timeout, interval, handler_scope)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(run_handler)
-                while not done.is_set():
-                    with trio.move_on_after(interval):
-                        await done.wait()
-                    if done.is_set():
-                        break
-                    try:
-                        # A heartbeat not answered before the lease would run
-                        # out means the lease is surely gone (a silent
-                        # partition, say): stop the handler rather than run a
-                        # job the server has given to someone else.
-                        await _ask(
-                            link, Heartbeat(job.id, job.attempt), assigned.lease_timeout - interval
-                        )
-                    except (ConnectionLost, RequestError) as exc:
-                        lost = exc
-                        nursery.cancel_scope.cancel()
-                        break
+            if key not in self._cancelled:  # else cancelled before it started
+                log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
+                outcome = await self._call_handler(job, handler_scope)
         finally:
+            beat.stop()
             self._stats.running -= 1
             del self._running[key]
+        lost = beat.lost
         if key in self._cancelled:
             # Someone cancelled the job: the server already marked it
             # cancelled, so there is nothing to report.
