@@ -4,6 +4,7 @@ The server and the worker each run in their own process; this process is the
 producer. Prints jobs/s and the server's CPU time per job.
 
     python -m benchmarks.quick_throughput [--jobs 20000] [--concurrency 8]
+    python -m benchmarks.quick_throughput --batch 100 --prefetch 64   # batched
 """
 
 from __future__ import annotations
@@ -34,27 +35,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def spawn(*args: str) -> subprocess.Popen[bytes]:
+def spawn(*args: str, module: str = "jobqueue") -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "jobqueue", *args], stderr=subprocess.DEVNULL, cwd=ROOT
+        [sys.executable, "-m", module, *args], stderr=subprocess.DEVNULL, cwd=ROOT
     )
 
 
-def main(jobs: int, concurrency: int) -> None:
+def main(jobs: int, concurrency: int, batch: int, prefetch: int) -> None:
     port = free_port()
     server = spawn("serve", "--port", str(port))
-    worker = spawn(
-        "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
-        "--handlers", "benchmarks._noop:HANDLERS",
-    )  # fmt: skip
+    if prefetch > 1:
+        worker = spawn(
+            "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
+            "--prefetch", str(prefetch), module="benchmarks._batched_worker",
+        )  # fmt: skip
+    else:
+        worker = spawn(
+            "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
+            "--handlers", "benchmarks._noop:HANDLERS",
+        )  # fmt: skip
     try:
-        trio.run(drive, jobs, concurrency, port, server.pid)
+        trio.run(drive, jobs, concurrency, port, server.pid, worker.pid, batch)
     finally:
         server.kill()
         worker.kill()
 
 
-async def drive(jobs: int, concurrency: int, port: int, server_pid: int) -> None:
+async def drive(
+    jobs: int, concurrency: int, port: int, server_pid: int, worker_pid: int, batch: int
+) -> None:
     with trio.fail_after(10):
         while True:
             try:
@@ -66,19 +75,29 @@ async def drive(jobs: int, concurrency: int, port: int, server_pid: int) -> None
             await trio.sleep(0.05)
     async with Client.connect("127.0.0.1", port) as client:
         cpu0 = cpu_seconds(server_pid)
+        wcpu0 = cpu_seconds(worker_pid)
+        pcpu0 = time.process_time()
         start = time.perf_counter()
-        for _ in range(jobs):
-            last = await client.submit("noop", None)
+        if batch > 1:
+            for first in range(0, jobs, batch):
+                ids = await client.submit_many([{"name": "noop"}] * min(batch, jobs - first))
+            last = ids[-1]
+        else:
+            for _ in range(jobs):
+                last = await client.submit("noop", None)
         submitted = time.perf_counter()
         await client.wait(last)
         while (await client.stats()).totals["completed"] < jobs:  # noqa: ASYNC110
             await trio.sleep(0.005)
         end = time.perf_counter()
         cpu = cpu_seconds(server_pid) - cpu0
+        wcpu = cpu_seconds(worker_pid) - wcpu0
+        pcpu = time.process_time() - pcpu0
     print(
         f"{jobs} jobs, concurrency {concurrency}: {jobs / (end - start):,.0f} jobs/s end to end"
-        f" (submit phase {jobs / (submitted - start):,.0f}/s); server CPU {cpu:.2f}s"
-        f" = {cpu / jobs * 1e6:.0f} us/job"
+        f" (submit phase {jobs / (submitted - start):,.0f}/s); CPU per job: server"
+        f" {cpu / jobs * 1e6:.0f} us, worker {wcpu / jobs * 1e6:.0f} us,"
+        f" producer {pcpu / jobs * 1e6:.0f} us"
     )
 
 
@@ -86,5 +105,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=1, help="submit_many size (1: submit)")
+    parser.add_argument("--prefetch", type=int, default=1, help="worker prefetch")
     args = parser.parse_args()
-    main(args.jobs, args.concurrency)
+    main(args.jobs, args.concurrency, args.batch, args.prefetch)

@@ -36,10 +36,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @contextmanager
-def spawned(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``python -m jobqueue ...`` process, killed on the way out."""
+def spawned(
+    *args: str, env: dict[str, str] | None = None, module: str = "jobqueue"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``python -m jobqueue ...`` (or ``-m module``) process, killed on the way out."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "jobqueue", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -95,6 +97,43 @@ def throughput(jobs: int, concurrency: int, idle_clients: int = 0) -> dict[str, 
                     "variant": "default",
                     "scenario": "throughput",
                     "jobs": jobs,
+                    "seconds": seconds,
+                    "submit_seconds": submitted,
+                    "jobs_per_s": jobs / seconds,
+                    "server_cpu_s": process_cpu_seconds(server.pid) - cpu0,
+                    "server_rss_bytes": process_rss_bytes(server.pid),
+                }
+
+        return trio.run(drive)
+
+
+def throughput_batched(jobs: int, concurrency: int, batch: int, prefetch: int) -> dict[str, Any]:
+    """As :func:`throughput`, but batched: ``submit_many`` and a worker with ``prefetch``."""
+    port = free_port()
+    with spawned("serve", "--port", str(port)) as server, spawned(
+        "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
+        "--prefetch", str(prefetch), module="benchmarks._batched_worker",
+    ):  # fmt: skip
+
+        async def drive() -> dict[str, Any]:
+            await wait_ready(port, concurrency)
+            async with Client.connect("127.0.0.1", port) as client:
+                cpu0 = process_cpu_seconds(server.pid)
+                start = time.perf_counter()
+                for first in range(0, jobs, batch):
+                    ids = await client.submit_many([{"name": "noop"}] * min(batch, jobs - first))
+                submitted = time.perf_counter() - start
+                await client.wait(ids[-1])
+                while (await client.stats()).totals["completed"] < jobs:  # noqa: ASYNC110
+                    await trio.sleep(0.002)
+                seconds = time.perf_counter() - start
+                return {
+                    "system": "jobqueue",
+                    "variant": "batched",
+                    "scenario": "throughput",
+                    "jobs": jobs,
+                    "batch": batch,
+                    "prefetch": prefetch,
                     "seconds": seconds,
                     "submit_seconds": submitted,
                     "jobs_per_s": jobs / seconds,
@@ -293,7 +332,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         by_scenario.setdefault(row["scenario"], []).append(row)
     ours_tp = next(
-        (r for r in by_scenario.get("throughput", []) if r["system"] == "jobqueue"), None
+        (
+            r
+            for r in by_scenario.get("throughput", [])
+            if r["system"] == "jobqueue" and r.get("variant") == "default"
+        ),
+        None,
+    )
+    ours_batched = next(
+        (r for r in by_scenario.get("throughput", []) if r.get("variant") == "batched"), None
     )
     print("\nthroughput (20k-style no-op jobs, one producer, 8-way concurrency)")
     print(f"  {'system':<12}{'variant':<12}{'jobs/s':>10}{'server CPU s':>14}{'RSS MiB':>10}"
@@ -304,11 +351,18 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                   f"{row.get('skipped') or row.get('error')}")  # fmt: skip
             continue
         ratio = ""
-        if ours_tp and row is not ours_tp:
+        if ours_tp and row["system"] != "jobqueue":
             ratio = f"{ours_tp['jobs_per_s'] / row['jobs_per_s']:.2f}x"
         rss = row.get("server_rss_bytes") or 0
         print(f"  {row['system']:<12}{row.get('variant', ''):<12}{row['jobs_per_s']:>10,.0f}"
               f"{row.get('server_cpu_s', 0):>14.2f}{rss / 2**20:>10.1f}{ratio:>11}")  # fmt: skip
+    beanstalkd = next(
+        (r for r in by_scenario.get("throughput", []) if r["system"] == "beanstalkd"), None
+    )
+    if ours_batched and beanstalkd and "jobs_per_s" in beanstalkd:
+        # Batched against the one peer measured on its own cheapest path.
+        print(f"  jobqueue batched / beanstalkd: "
+              f"{ours_batched['jobs_per_s'] / beanstalkd['jobs_per_s']:.2f}x")  # fmt: skip
     print("\nlatency, submit to handler start (ms)")
     for row in by_scenario.get("latency", []):
         if "p50_ms" in row:
@@ -347,22 +401,37 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--failover-trials", type=int, default=20)
     parser.add_argument("--pending", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=100, help="submit_many size, batched run")
+    parser.add_argument("--prefetch", type=int, default=64, help="worker prefetch, batched run")
+    parser.add_argument(
+        "--scenarios",
+        default="throughput,batched,latency,failover,memory,scaling,connections",
+        help="which of our scenarios to run (comma-separated)",
+    )
     parser.add_argument("--json-out", help="also write every row as JSON lines here")
     parser.add_argument(
         "--scaling-jobs",
         type=int,
         default=5000,
-        help="jobs per run of the connection-scaling scenario (0: skip it)",
+        help="jobs per run of the 'connections' scenario (0: skip it)",
     )
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
+    scenarios = set(args.scenarios.split(","))
     if args.only in ("ours", "all"):
-        rows.append(throughput(args.jobs, args.concurrency))
-        rows.append(latency(args.rate, args.duration, args.concurrency))
-        rows.append(failover(args.failover_trials))
-        rows.append(memory(args.pending, 100))
-        rows.extend(scaling_state([10**3, 10**4, 10**5, 10**6]))
-        if args.scaling_jobs:
+        if "throughput" in scenarios:
+            rows.append(throughput(args.jobs, args.concurrency))
+        if "batched" in scenarios:
+            rows.append(throughput_batched(args.jobs, args.concurrency, args.batch, args.prefetch))
+        if "latency" in scenarios:
+            rows.append(latency(args.rate, args.duration, args.concurrency))
+        if "failover" in scenarios:
+            rows.append(failover(args.failover_trials))
+        if "memory" in scenarios:
+            rows.append(memory(args.pending, 100))
+        if "scaling" in scenarios:
+            rows.extend(scaling_state([10**3, 10**4, 10**5, 10**6]))
+        if "connections" in scenarios and args.scaling_jobs:
             rows.extend(scaling_connections(args.scaling_jobs))
     if args.only in ("peers", "all"):
         from benchmarks.peers.run_all import run_peers

@@ -7,9 +7,10 @@ and answers on the connection's own one-slot reply channel with
 single owner there is nothing to lock and no interleaving to reason about.
 
 Time is handled the same way: the coordinator waits for its next command
-under ``trio.move_on_at(<earliest deadline>)``, where the deadline is the
-first lease to run out or the first blocked request whose ``wait`` ends. One
-wake-up per deadline, no polling loop, no timer task per job.
+under a cancel scope whose deadline is the earliest one, the first lease to
+run out or the first blocked request whose ``wait`` ends, and which commands
+move as they change it. One wake-up per deadline, no polling loop, no timer
+task per job.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ._protocol import (
     JobComplete,
     JobFailed,
     JobList,
+    JobsAssigned,
     JobsSubmitted,
     JobSubmitted,
     ListJobs,
@@ -105,6 +107,8 @@ class _Parked:
     job_id: str | None
     #: For a worker waiting for a job: the queues it serves.
     queues: Sequence[str] = ()
+    #: For a worker waiting for a job: ``max`` of its request (``None``: one job).
+    most: int | None = None
 
 
 @attrs.frozen
@@ -130,6 +134,9 @@ class Disconnected:
 
 
 Command = Batch | Connected | Disconnected
+
+#: A ``jobs_assigned`` entry's bytes besides its id, name and payload (an over-estimate).
+_JOB_ENTRY_BYTES = 64
 
 
 @attrs.define(eq=False)
@@ -166,20 +173,26 @@ class Coordinator:
         """
         async with commands:
             while True:
-                with trio.move_on_at(self.next_deadline()):
-                    try:
-                        command = await commands.receive()
-                    except trio.EndOfChannel:
-                        return
-                    self.handle(command, trio.current_time())
-                    # Serve whatever else is already queued before sleeping
-                    # again: one wake-up, many commands.
+                # One cancel scope per deadline, not per command: it follows
+                # the next deadline as commands move it, and exits when it fires.
+                with trio.CancelScope(deadline=self.next_deadline()) as timer:
                     while True:
                         try:
-                            command = commands.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
+                            command = await commands.receive()
+                        except trio.EndOfChannel:
+                            return
                         self.handle(command, trio.current_time())
+                        # Serve whatever else is already queued before sleeping
+                        # again: one wake-up, many commands.
+                        while True:
+                            try:
+                                command = commands.receive_nowait()
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                break
+                            self.handle(command, trio.current_time())
+                        deadline = self.next_deadline()
+                        if deadline != timer.deadline:
+                            timer.deadline = deadline
                 self.fire_timers(trio.current_time())
 
     def next_deadline(self) -> float:
@@ -271,16 +284,12 @@ class Coordinator:
             self._feed_idle_workers(now)
             return JobSubmitted(submitted.id, duplicate=not new)
         if isinstance(request, RequestJob):
-            job = state.assign(conn.id, now, conn.label, request.queues)
-            if job is not None:
-                return self._assigned(job)
-            if request.wait > 0:
-                self._park(conn, now + request.wait, None, request.queues)
-                return None
-            return NoJob()
+            return self._fetch(conn, request, now)
         if isinstance(request, JobComplete):
             job = state.complete(request.job_id, conn.id, request.attempt, request.result, now)
             self._notify_watchers(job)
+            if request.fetch is not None:
+                return self._fetch(conn, request.fetch, now)
             return Ok()
         if isinstance(request, Heartbeat):
             state.heartbeat(request.job_id, conn.id, request.attempt, now)
@@ -315,6 +324,8 @@ class Coordinator:
             )
             if job.state in FINISHED:
                 self._notify_watchers(job)
+            if request.fetch is not None:
+                return self._fetch(conn, request.fetch, now)
             return Ok()
         if isinstance(request, Progress):
             state.report_progress(
@@ -330,6 +341,42 @@ class Coordinator:
             return Welcome("jobqueue", __version__, state.lease_timeout)
         assert isinstance(request, GetStats)
         return self._stats()
+
+    def _fetch(self, conn: Connection, request: RequestJob, now: float) -> Reply | None:
+        """Serve a ``request_job`` (alone or as a report's ``fetch``)."""
+        if request.max is None:
+            job = self.state.assign(conn.id, now, conn.label, request.queues)
+            if job is not None:
+                return self._assigned(job)
+        else:
+            reply = self._assign_many(conn, request.queues, request.max, now)
+            if reply is not None:
+                return reply
+        if request.wait > 0:
+            self._park(conn, now + request.wait, None, request.queues, request.max)
+            return None
+        return NoJob()
+
+    def _assign_many(
+        self, conn: Connection, queues: Sequence[str], most: int, now: float
+    ) -> JobsAssigned | None:
+        """Lease up to ``most`` jobs to ``conn``; ``None`` if none is pending.
+
+        The reply stays within two line limits: jobs are added while the
+        ones already in it take up less than one line's worth
+        (``MAX_LINE_BYTES - ENVELOPE_BYTES``), and any one job fits in that.
+        """
+        jobs: list[JobAssigned] = []
+        budget = MAX_LINE_BYTES - ENVELOPE_BYTES
+        while len(jobs) < most and budget > 0:
+            job = self.state.assign(conn.id, now, conn.label, queues)
+            if job is None:
+                break
+            jobs.append(self._assigned(job))
+            budget -= _JOB_ENTRY_BYTES + len(job.id) + len(job.name)
+            if job.payload is not None:
+                budget -= len(encode({"": job.payload}))
+        return JobsAssigned(tuple(jobs), self.state.lease_timeout) if jobs else None
 
     def _submit(self, request: SubmitJob, now: float) -> tuple[JobRecord, bool]:
         delay = request.delay
@@ -409,8 +456,9 @@ class Coordinator:
         deadline: float,
         job_id: str | None,
         queues: Sequence[str] = (),
+        most: int | None = None,
     ) -> None:
-        parked = _Parked(conn, deadline, job_id, queues)
+        parked = _Parked(conn, deadline, job_id, queues, most)
         conn.parked = parked
         if job_id is None:
             self._idle[conn.id] = parked
@@ -444,11 +492,16 @@ class Coordinator:
             if not state.pending_in(parked.queues):
                 continue
             conn = parked.conn
-            job = state.assign(conn.id, now, conn.label, parked.queues)
-            assert job is not None
+            reply: JobAssigned | JobsAssigned | None
+            if parked.most is None:
+                job = state.assign(conn.id, now, conn.label, parked.queues)
+                reply = None if job is None else self._assigned(job)
+            else:
+                reply = self._assign_many(conn, parked.queues, parked.most, now)
+            assert reply is not None
             del self._idle[conn_id]
             conn.parked = None
-            self._woken.append((conn, self._assigned(job)))
+            self._woken.append((conn, reply))
 
     def _notify_watchers(self, job: JobRecord) -> None:
         watchers = self._watchers.pop(job.id, None)

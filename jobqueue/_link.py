@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -87,9 +88,10 @@ class Link:
     stream: trio.abc.Stream
     address: str
     # Replies carry a request's payload plus an envelope, so allow headroom
-    # over the limit the server applies to requests.
+    # over the limit the server applies to requests; a jobs_assigned reply
+    # may hold up to two lines' worth of payloads (protocol §1).
     _decoder: LineDecoder = attrs.field(
-        factory=lambda: LineDecoder(MAX_LINE_BYTES + _REPLY_HEADROOM), init=False
+        factory=lambda: LineDecoder(2 * MAX_LINE_BYTES + _REPLY_HEADROOM), init=False
     )
     # A connection carries one request at a time; tasks sharing a Client take
     # turns here. This serialises I/O on one socket, it guards no queue state.
@@ -98,6 +100,16 @@ class Link:
     # Set while run_reader is running: replies arrive here instead of being
     # read by the requesting task.
     _replies: trio.MemoryReceiveChannel[Reply] | None = attrs.field(default=None, init=False)
+    # For a plain TCP stream, the socket under it: requests then send and
+    # receive on it directly (see _send and _receive).
+    _raw: socket.socket | None = attrs.field(init=False)
+
+    @_raw.default
+    def _raw_socket(self) -> socket.socket | None:
+        if type(self.stream) is not trio.SocketStream:
+            return None
+        raw = getattr(self.stream.socket, "_sock", None)
+        return raw if isinstance(raw, socket.socket) else None
 
     @classmethod
     async def open(
@@ -155,7 +167,30 @@ class Link:
             TypeError, ValueError: ``message`` holds something JSON cannot
                 represent; nothing was sent and the connection is still usable.
         """
-        data = encode(message.to_wire())
+        reply = (await self._exchange((message,)))[0]
+        if isinstance(reply, ErrorReply):
+            raise RequestError(reply.code, reply.message)
+        return reply
+
+    async def request_many(self, messages: Sequence[Request]) -> list[Reply | RequestError]:
+        """Send ``messages`` in one write and return their replies, in order.
+
+        The requests are pipelined (protocol §3.1): one round trip for all of
+        them. An ``error`` reply does not stop the others; it comes back in
+        its place as a :class:`RequestError` instead of being raised.
+
+        Raises:
+            ConnectionLost: the connection is unusable.
+            TypeError, ValueError: a message holds something JSON cannot
+                represent; nothing was sent and the connection is still usable.
+        """
+        return [
+            RequestError(reply.code, reply.message) if isinstance(reply, ErrorReply) else reply
+            for reply in await self._exchange(messages)
+        ]
+
+    async def _exchange(self, messages: Sequence[Request]) -> list[Reply]:
+        data = b"".join([encode(message.to_wire()) for message in messages])
         # Take a free turn without a trip through the scheduler: on this path
         # every yield costs as much as the rest of the request. (The request
         # itself still checkpoints: send_all and the reply wait are awaits.)
@@ -167,19 +202,25 @@ class Link:
             if self._broken is not None:
                 raise RequestNotSent(f"connection to {self.address} unusable: {self._broken}")
             sent = False
+            replies: list[Reply] = []
             try:
-                await self.stream.send_all(data)
+                await self._send(data)
                 sent = True
-                if self._replies is None:
-                    reply = await self._read_reply(skip_notices=True)
-                else:
-                    try:
-                        reply = await self._replies.receive()
-                    except trio.EndOfChannel:
-                        raise trio.BrokenResourceError(self._broken or "connection lost") from None
+                for _ in messages:
+                    if self._replies is None:
+                        replies.append(await self._read_reply(skip_notices=True))
+                    else:
+                        try:
+                            replies.append(await self._replies.receive())
+                        except trio.EndOfChannel:
+                            raise trio.BrokenResourceError(
+                                self._broken or "connection lost"
+                            ) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._broken = f"lost: {_why(exc)}"
-                lost = ConnectionLost if sent else RequestNotSent
+                # A failed send never sent the last newline; but of several
+                # pipelined requests, the first ones may have gone out whole.
+                lost = RequestNotSent if not sent and len(messages) == 1 else ConnectionLost
                 raise lost(f"connection to {self.address} lost: {_why(exc)}") from exc
             except ProtocolError as exc:
                 self._broken = f"bad reply: {exc}"
@@ -189,15 +230,14 @@ class Link:
             except BaseException:
                 # Interrupted (cancelled) before its reply was read: that reply
                 # is still coming, so nothing else can use the connection.
-                self._broken = f"a {message.TYPE} request was interrupted"
+                self._broken = f"a {messages[0].TYPE} request was interrupted"
                 raise
         finally:
             self._turn.release()
-        if isinstance(reply, ErrorReply):
-            if reply.code in _FAREWELL_CODES:
+        for reply in replies:
+            if isinstance(reply, ErrorReply) and reply.code in _FAREWELL_CODES:
                 self._broken = f"closed by the server ({reply.code}: {reply.message})"
-            raise RequestError(reply.code, reply.message)
-        return reply
+        return replies
 
     async def run_reader(
         self,
@@ -235,13 +275,41 @@ class Link:
         while True:
             line = self._decoder.next_line()
             if line is NEED_DATA:
-                self._decoder.receive_data(await self.stream.receive_some(_RECEIVE_SIZE))
+                self._decoder.receive_data(await self._receive())
             elif line is EOF:
                 raise trio.BrokenResourceError("the server closed the connection")
             else:
                 reply = decode_reply(line)
                 if not (skip_notices and isinstance(reply, JobCancelledNotice)):
                     return reply
+
+    async def _send(self, data: bytes) -> None:
+        raw = self._raw
+        if raw is None:
+            await self.stream.send_all(data)
+            return
+        # trio's send_all would yield after the send and wrap it in several
+        # context managers; on this path that is a good part of a request's
+        # cost. The reply wait that follows is the request's checkpoint.
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[raw.send(view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(raw)
+
+    async def _receive(self) -> bytes | bytearray:
+        raw = self._raw
+        if raw is None:
+            return await self.stream.receive_some(_RECEIVE_SIZE)
+        # Wait first: a reply is almost never there yet, so trying the read
+        # before waiting would cost a system call for nothing.
+        await trio.lowlevel.wait_readable(raw)
+        while True:
+            try:
+                return raw.recv(_RECEIVE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(raw)
 
     @property
     def broken(self) -> str | None:

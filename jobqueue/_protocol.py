@@ -61,6 +61,9 @@ MAX_BATCH = 10_000
 #: Most queues one ``request_job`` may name.
 MAX_QUEUES = 64
 
+#: Most jobs one ``request_job`` (or a report's ``fetch``) may take at once.
+MAX_FETCH = 1000
+
 #: Longest progress note, encoded.
 MAX_NOTE_BYTES = 4096
 
@@ -251,7 +254,7 @@ def decode_object(line: bytes) -> dict[str, Any]:
             "bad_json", f"message is not valid UTF-8 (bad byte at offset {exc.start})"
         ) from None
     if line.count(b"[") + line.count(b"{") > MAX_DEPTH:
-        _check_depth(text)
+        _check_depth(line, text)
     try:
         obj = _json_decode(text)
     except json.JSONDecodeError as exc:
@@ -277,7 +280,7 @@ def decode_value(text: str) -> Any:
         ProtocolError: ``bad_json``, as for :func:`decode_object`.
     """
     if text.count("[") + text.count("{") > MAX_DEPTH:
-        _check_depth(text)
+        _check_depth(text.encode("utf-8", "surrogatepass"), text)
     try:
         return _json_decode(text)
     except json.JSONDecodeError as exc:
@@ -286,12 +289,35 @@ def decode_value(text: str) -> Any:
         raise ProtocolError("bad_json", str(exc)) from None
 
 
-def _check_depth(text: str) -> None:
+#: Every byte but the ones nesting depends on: brackets, quotes, backslashes.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"\\')
+#: Objects and arrays nest alike: ``{`` reads as ``[`` and ``}`` as ``]``.
+_ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
+
+
+def _check_depth(line: bytes, text: str) -> None:
     """Reject nesting deeper than MAX_DEPTH without recursing.
 
     Only called when the line has more brackets than MAX_DEPTH, so ordinary
     messages never pay for the scan. Brackets inside strings are skipped.
+    A batch (``submit_jobs``, ``jobs_assigned``) has many brackets but little
+    depth, so the check first works in C, on ``line``: keep only brackets
+    (``{}`` read as ``[]``), quotes and backslashes, and drop each ``""`` (a
+    string with no bracket or escape in it). If no quote or backslash is
+    left, each pass that deletes the adjacent ``[]`` pairs removes exactly
+    the innermost level, so nesting of at most MAX_DEPTH levels is gone
+    after MAX_DEPTH passes. Anything else (strings holding brackets or
+    escapes, too deep, not JSON) is scanned exactly, character by
+    character, in ``text``.
     """
+    reduced = line.translate(_ONE_BRACKET, _NOT_STRUCTURE)
+    if b"\\" not in reduced:
+        reduced = reduced.replace(b'""', b"")
+        if b'"' not in reduced:
+            for _ in range(MAX_DEPTH):
+                reduced = reduced.replace(b"[]", b"")
+                if not reduced:
+                    return
     depth = 0
     in_string = False
     escaped = False
@@ -621,28 +647,35 @@ class SubmitJobs:
 
 @attrs.frozen
 class RequestJob:
-    """Ask for the next job; with ``wait`` > 0 the reply waits for one to arrive."""
+    """Ask for the next job; with ``wait`` > 0 the reply waits for one to arrive.
+
+    With ``max`` set, ask for up to that many jobs at once: the reply is
+    ``jobs_assigned`` (or ``no_job``) instead of ``job_assigned``.
+    """
 
     TYPE: ClassVar[str] = "request_job"
     wait: float = 0.0
     #: The queues this worker serves (the best job across all of them wins).
     queues: tuple[str, ...] = ("default",)
+    #: Most jobs to take at once (``None``: one, as ``job_assigned``).
+    max: int | None = None
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> RequestJob:
-        """Validate a decoded ``request_job``."""
+        """Validate a decoded ``request_job`` (or a report's ``fetch`` object)."""
         wait = _wait(obj, 0.0)
         assert wait is not None
+        most = _opt_int(obj, "max", None, 1, MAX_FETCH)
         queues = obj.get("queues")
         if queues is None:
-            return cls(wait=wait)
+            return cls(wait=wait, max=most)
         if (
             not isinstance(queues, list)
             or not 0 < len(queues) <= MAX_QUEUES
             or not all(isinstance(q, str) and 0 < len(q) <= MAX_NAME_CHARS for q in queues)
         ):
             raise _bad(obj, "queues", f"an array of 1 to {MAX_QUEUES} queue names")
-        return cls(wait=wait, queues=tuple(queues))
+        return cls(wait=wait, queues=tuple(queues), max=most)
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
@@ -651,17 +684,45 @@ class RequestJob:
             out["wait"] = self.wait
         if self.queues != ("default",):
             out["queues"] = list(self.queues)
+        if self.max is not None:
+            out["max"] = self.max
         return out
+
+
+def _fetch(obj: dict[str, Any]) -> RequestJob | None:
+    """The optional ``fetch`` of a report: a ``request_job`` served right after it."""
+    fetch = obj.get("fetch")
+    if fetch is None:
+        return None
+    if not isinstance(fetch, dict):
+        raise _bad(obj, "fetch", "an object with the fields of request_job")
+    try:
+        return RequestJob.from_wire({**fetch, "type": obj["type"]})
+    except ProtocolError as exc:
+        raise ProtocolError(exc.code, f"in fetch: {exc.message}") from None
+
+
+def _fetch_wire(out: dict[str, Any], fetch: RequestJob | None) -> dict[str, Any]:
+    if fetch is not None:
+        wire = fetch.to_wire()
+        del wire["type"]
+        out["fetch"] = wire
+    return out
 
 
 @attrs.frozen
 class JobComplete:
-    """Report that the lease holder finished a job, with an optional result."""
+    """Report that the lease holder finished a job, with an optional result.
+
+    With ``fetch``, the same request then asks for the next job(s) (ack and
+    fetch): the reply is what that ``request_job`` would get, not ``ok``.
+    """
 
     TYPE: ClassVar[str] = "job_complete"
     job_id: str
     attempt: int | None = None
     result: Any = None
+    fetch: RequestJob | None = None
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> JobComplete:
@@ -670,6 +731,7 @@ class JobComplete:
             job_id=_str(obj, "job_id"),
             attempt=_opt_attempt(obj),
             result=_stored_value(obj, "result"),
+            fetch=_fetch(obj),
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -677,18 +739,22 @@ class JobComplete:
         out: dict[str, Any] = {"type": self.TYPE, "job_id": self.job_id, "result": self.result}
         if self.attempt is not None:
             out["attempt"] = self.attempt
-        return out
+        return _fetch_wire(out, self.fetch)
 
 
 @attrs.frozen
 class JobFailed:
-    """Report that the lease holder's handler raised; the job ends ``failed``."""
+    """Report that the lease holder's handler raised; the attempt is spent.
+
+    ``fetch`` works as for :class:`JobComplete`.
+    """
 
     TYPE: ClassVar[str] = "job_failed"
     job_id: str
     error_type: str
     error_message: str
     attempt: int | None = None
+    fetch: RequestJob | None = None
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> JobFailed:
@@ -706,6 +772,7 @@ class JobFailed:
             error_type=error_type[:MAX_NAME_CHARS],
             error_message=message[:MAX_ERROR_CHARS],
             attempt=_opt_attempt(obj),
+            fetch=_fetch(obj),
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -717,7 +784,7 @@ class JobFailed:
         }
         if self.attempt is not None:
             out["attempt"] = self.attempt
-        return out
+        return _fetch_wire(out, self.fetch)
 
 
 @attrs.frozen
@@ -1023,6 +1090,50 @@ class JobAssigned:
 
 
 @attrs.frozen
+class JobsAssigned:
+    """Reply to ``request_job`` with ``max``: one or more jobs, each now leased.
+
+    Each job in ``jobs`` carries the same fields as ``job_assigned``; the
+    lease timeout is shared and given once on the wire.
+    """
+
+    TYPE: ClassVar[str] = "jobs_assigned"
+    jobs: tuple[JobAssigned, ...]
+    lease_timeout: float
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobsAssigned:
+        """Validate a decoded ``jobs_assigned``."""
+        jobs = obj.get("jobs")
+        if not isinstance(jobs, list) or not jobs or not all(isinstance(j, dict) for j in jobs):
+            raise _bad(obj, "jobs", "a non-empty array of job objects")
+        lease_timeout = _number(obj, "lease_timeout")
+        return cls(
+            tuple(
+                JobAssigned.from_wire({**job, "type": cls.TYPE, "lease_timeout": lease_timeout})
+                for job in jobs
+            ),
+            lease_timeout,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {
+            "type": self.TYPE,
+            "jobs": [
+                {
+                    "job_id": job.job_id,
+                    "name": job.name,
+                    "payload": job.payload,
+                    "attempt": job.attempt,
+                }
+                for job in self.jobs
+            ],
+            "lease_timeout": self.lease_timeout,
+        }
+
+
+@attrs.frozen
 class NoJob:
     """Reply to ``request_job`` when nothing is pending (after ``wait``, if given)."""
 
@@ -1279,17 +1390,21 @@ class ErrorReply:
 
 
 Reply = (
-    Welcome | JobSubmitted | JobsSubmitted | JobAssigned | NoJob | Ok | JobInfo | JobList
-    | Stats | ErrorReply | JobCancelledNotice
+    Welcome | JobSubmitted | JobsSubmitted | JobAssigned | JobsAssigned | NoJob | Ok | JobInfo
+    | JobList | Stats | ErrorReply | JobCancelledNotice
 )  # fmt: skip
 
 _REPLIES: dict[str, Callable[[dict[str, Any]], Reply]] = {
     cls.TYPE: cls.from_wire
     for cls in (
-        Welcome, JobSubmitted, JobsSubmitted, JobAssigned, NoJob, Ok, JobInfo, JobList, Stats,
-        ErrorReply, JobCancelledNotice,
+        Welcome, JobSubmitted, JobsSubmitted, JobAssigned, JobsAssigned, NoJob, Ok, JobInfo,
+        JobList, Stats, ErrorReply, JobCancelledNotice,
     )
 }  # fmt: skip
+
+
+_OK = Ok()
+_OK_LINE = encode(_OK.to_wire())[:-1]
 
 
 def decode_reply(line: bytes) -> Reply:
@@ -1298,6 +1413,8 @@ def decode_reply(line: bytes) -> Reply:
     Raises:
         ProtocolError: if the line is not a reply this package knows.
     """
+    if line == _OK_LINE:
+        return _OK  # the commonest reply by far for a worker
     obj = decode_object(line)
     from_wire = _REPLIES.get(obj["type"])
     if from_wire is None:

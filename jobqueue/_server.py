@@ -356,6 +356,34 @@ class _ConnectionHandler:
         #: The error to send after the last reply, just before closing, when
         #: the server (not the peer) ends the connection.
         self.farewell: ErrorReply | None = None
+        self._raw = _raw_socket(stream)
+
+    async def _receive_some(self) -> bytes | bytearray:
+        raw = self._raw
+        if raw is None:
+            return await self._stream.receive_some(_RECEIVE_SIZE)
+        # Wait first: the reader gets here once it has served everything
+        # buffered, so trying a read before waiting would usually fail.
+        await trio.lowlevel.wait_readable(raw)
+        while True:
+            try:
+                return raw.recv(_RECEIVE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(raw)
+
+    async def _send(self, data: bytes) -> None:
+        raw = self._raw
+        if raw is None:
+            await self._stream.send_all(data)
+            return
+        # Without send_all's yield after each send: the writer goes straight
+        # back to waiting for replies, which is its checkpoint.
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[raw.send(view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(raw)
 
     async def serve(self) -> None:
         """Run the reader and the writer until the connection is finished."""
@@ -447,8 +475,8 @@ class _ConnectionHandler:
                 deadline = math.inf
             with trio.move_on_at(deadline):
                 try:
-                    data = await self._stream.receive_some(_RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = await self._receive_some()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     data = b""  # a reset (or a failed TLS handshake) is an end of stream
                 self._last_activity = trio.current_time()
                 return data
@@ -474,7 +502,13 @@ class _ConnectionHandler:
     async def _forward(self, batch: list[Item]) -> None:
         if batch:
             self._in_flight += len(batch)
-            await self._commands.send(Batch(self._conn, batch))
+            command = Batch(self._conn, batch)
+            # Hand straight to a waiting coordinator without a trip through
+            # the scheduler; wait (backpressure) only when it is busy.
+            try:
+                self._commands.send_nowait(command)
+            except trio.WouldBlock:
+                await self._commands.send(command)
 
     async def _write(self, cancel_scope: trio.CancelScope) -> None:
         replies = self._replies
@@ -497,8 +531,8 @@ class _ConnectionHandler:
                     break
             if chunks:
                 try:
-                    await self._stream.send_all(b"".join(chunks))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._send(b"".join(chunks))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     cancel_scope.cancel()  # stop the reader too; finally does the rest
                     return
                 self._last_activity = trio.current_time()
@@ -507,6 +541,17 @@ class _ConnectionHandler:
                 self._window_open.set()
             if finished:
                 return
+
+
+def _raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """The socket under a plain TCP stream, for reads and writes without trio's wrappers.
+
+    ``None`` for any other stream (TLS, in-memory), which is then used as is.
+    """
+    if type(stream) is not trio.SocketStream:
+        return None
+    raw = getattr(stream.socket, "_sock", None)
+    return raw if isinstance(raw, socket.socket) else None
 
 
 def _encode_outgoing(reply: Outgoing) -> bytes:

@@ -17,7 +17,7 @@ import os
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import attrs
@@ -25,6 +25,7 @@ import trio
 
 from ._link import ConnectionLost, Connector, Link, RequestError
 from ._protocol import (
+    MAX_FETCH,
     MAX_WAIT_SECONDS,
     Heartbeat,
     Hello,
@@ -32,11 +33,14 @@ from ._protocol import (
     JobCancelledNotice,
     JobComplete,
     JobFailed,
+    JobsAssigned,
+    Ok,
     Progress,
     Reply,
     Request,
     RequestJob,
     Welcome,
+    encode,
 )
 from ._state import DEFAULT_QUEUE
 
@@ -49,6 +53,17 @@ DEFAULT_JOB_TIMEOUT = 3600.0
 #: connection that stays silent longer is treated as dead (a partition that
 #: closes nothing), and the worker reconnects.
 _REPLY_GRACE = 10.0
+
+
+async def _ask_many(
+    link: Link, messages: Sequence[Request], limit: float
+) -> list[Reply | RequestError]:
+    """``link.request_many`` with a deadline for the replies, as :func:`_ask`."""
+    with trio.move_on_after(limit):
+        return await link.request_many(messages)
+    raise ConnectionLost(
+        f"no reply to {len(messages)} pipelined requests within {limit:g}s from {link.address}"
+    )
 
 
 async def _ask(link: Link, message: Request, limit: float) -> Reply:
@@ -133,13 +148,48 @@ def _default_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@attrs.define(eq=False)
+class _Beat:
+    """What a slot's beat task needs to heartbeat the job the slot is running."""
+
+    key: tuple[str, int] | None = None
+    lease: float = 0.0
+    interval: float = math.inf
+    #: When the next heartbeat is due (``inf``: no job, or one in flight).
+    next_at: float = math.inf
+    #: The beat task's current sleep: its deadline is ``next_at``.
+    scope: trio.CancelScope | None = None
+    handler: trio.CancelScope | None = None
+    #: Why the running job's lease was given up, if it was.
+    lost: ConnectionLost | RequestError | None = None
+
+    def start(
+        self, key: tuple[str, int], lease: float, interval: float, handler: trio.CancelScope
+    ) -> None:
+        """A job started: its first heartbeat is due ``interval`` from now."""
+        self.key, self.lease, self.interval, self.handler = key, lease, interval, handler
+        self.lost = None
+        self.next_at = trio.current_time() + interval
+        if self.scope is not None:
+            self.scope.deadline = self.next_at
+
+    def stop(self) -> None:
+        """The job ended: no more heartbeats for it."""
+        self.key = self.handler = None
+        self.next_at = math.inf
+        if self.scope is not None and self.scope.deadline != math.inf:
+            self.scope.deadline = math.inf
+
+
 @attrs.define
 class WorkerStatistics:
     """Counters for one :class:`Worker`.
 
     Attributes:
-        completed: Jobs whose handler returned and whose completion the server accepted.
-        failed: Jobs whose handler raised, reported as failed.
+        completed: Jobs whose handler returned, reported as completed (counted
+            when the report is sent; a report the server refuses, or whose
+            connection breaks before the reply, is taken back out).
+        failed: Jobs whose handler raised, reported as failed (counted likewise).
         lost: Jobs abandoned because the server said the lease was gone.
         cancelled: Jobs stopped because someone cancelled them.
         timed_out: Handlers stopped for running longer than ``job_timeout``
@@ -155,6 +205,15 @@ class WorkerStatistics:
     timed_out: int = 0
     running: int = 0
     connected_slots: int = 0
+
+
+def _fetched(reply: Reply) -> Reply | None:
+    """A report's reply if it answers the fetch; ``None`` for a plain ``ok``.
+
+    A server that predates ``fetch`` ignores the field and answers ``ok``:
+    the worker then asks for its next job with a plain ``request_job``.
+    """
+    return None if isinstance(reply, Ok) else reply
 
 
 def _queue_names(queues: Iterable[str]) -> tuple[str, ...]:
@@ -203,6 +262,13 @@ class Worker:
         connect: Advanced: an async function returning a connected
             ``trio.abc.Stream``, used instead of TCP to ``host:port``
             (``jobqueue.testing`` uses it for in-memory queues).
+        prefetch: Jobs each slot takes per round trip (1 to 1000). Above 1, a
+            slot takes up to this many at once, runs them one after another,
+            then reports them all in one write that also takes the next
+            batch. Fewer round trips for short jobs, but a job's result is
+            reported only when its batch is done, and a slot holds (and
+            heartbeats) jobs it has not started; a lost worker's jobs,
+            started or not, go back to the queue.
     """
 
     host: str = "127.0.0.1"
@@ -220,6 +286,9 @@ class Worker:
     token: str | None = attrs.field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = None
     connect: Connector | None = None
+    prefetch: int = attrs.field(
+        default=1, validator=[attrs.validators.ge(1), attrs.validators.le(MAX_FETCH)]
+    )
     _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
     _link_down: bool = attrs.field(default=False, init=False)
     # The server's lease, from its hello reply: how long a report may take.
@@ -318,14 +387,23 @@ class Worker:
                     self._link_down = False
                     log.warning("reconnected to the queue at %s", link.address)
                 served()
+                if self.prefetch > 1:
+                    await self._serve_batches(link, nursery)
+                request = RequestJob(wait=self.poll_wait, queues=self.queues)
+                # Each report also asks for the next job (ack and fetch), so
+                # a job costs two requests, not three; its reply is the next
+                # job, or no_job after poll_wait, as for a request_job.
+                fetch = request
+                beat = _Beat()
+                await nursery.start(self._beat_current, link, beat)
+                reply: Reply | None = None
                 while True:
-                    reply = await _ask(
-                        link,
-                        RequestJob(wait=self.poll_wait, queues=self.queues),
-                        self.poll_wait + _REPLY_GRACE,
-                    )
+                    if reply is None:
+                        reply = await _ask(link, request, self.poll_wait + _REPLY_GRACE)
                     if isinstance(reply, JobAssigned):
-                        await self._run_job(link, reply)
+                        reply = await self._run_job(link, reply, fetch, beat)
+                    else:
+                        reply = None
             except (ConnectionLost, RequestError) as exc:
                 error = exc
             finally:
@@ -334,6 +412,210 @@ class Worker:
         if error is not None:
             raise error
         raise ConnectionLost(f"connection to {link.address} {link.broken or 'lost'}")
+
+    async def _serve_batches(self, link: Link, nursery: trio.Nursery) -> NoReturn:
+        """The slot loop with ``prefetch``: take, run and report jobs in batches.
+
+        Up to ``prefetch`` jobs come in one reply; they run one after another
+        and are reported together, pipelined in one write whose last report
+        also fetches the next batch (without waiting: an idle slot then blocks
+        in a plain ``request_job``, so a heartbeat never waits behind it). A
+        heartbeat task renews every lease the slot holds, run or not.
+
+        Raises:
+            ConnectionLost, RequestError: as for the single-job loop.
+        """
+        request = RequestJob(wait=self.poll_wait, queues=self.queues, max=self.prefetch)
+        fetch = RequestJob(queues=self.queues, max=self.prefetch)
+        held: dict[tuple[str, int], JobAssigned] = {}
+        gone: set[tuple[str, int]] = set()
+        nursery.start_soon(self._heartbeat_held, link, held, gone, nursery.cancel_scope)
+        reply: Reply | None = None
+        while True:
+            if reply is None:
+                reply = await _ask(link, request, self.poll_wait + _REPLY_GRACE)
+            if isinstance(reply, JobsAssigned):
+                batch = list(reply.jobs)
+            elif isinstance(reply, JobAssigned):  # a server that ignores max
+                batch = [reply]
+            else:
+                reply = None
+                continue
+            for assigned in batch:
+                held[assigned.job_id, assigned.attempt] = assigned
+            reports: list[tuple[Job, bool, Any]] = []
+            for assigned in batch:
+                key = (assigned.job_id, assigned.attempt)
+                job = self._job(link, assigned)
+                outcome: tuple[bool, Any] | None = None
+                # Not started at all if cancelled or lost while it waited.
+                if key not in self._cancelled and key not in gone:
+                    scope = trio.CancelScope()
+                    self._running[key] = scope
+                    self._stats.running += 1
+                    log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
+                    try:
+                        outcome = await self._call_handler(job, scope)
+                    finally:
+                        self._stats.running -= 1
+                        del self._running[key]
+                if key in self._cancelled:
+                    self._cancelled.discard(key)
+                    del held[key]
+                    self._stats.cancelled += 1
+                    log.info("job %s (%s) was cancelled; its handler was stopped", job.id, job.name)
+                elif key in gone:
+                    # Already counted and logged by the heartbeat task.
+                    del held[key]
+                    gone.discard(key)
+                else:
+                    assert outcome is not None
+                    reports.append((job, *outcome))
+            reply = await self._report_batch(link, reports, held, gone, fetch)
+
+    async def _report_batch(
+        self,
+        link: Link,
+        reports: list[tuple[Job, bool, Any]],
+        held: dict[tuple[str, int], JobAssigned],
+        gone: set[tuple[str, int]],
+        fetch: RequestJob,
+    ) -> Reply | None:
+        """Report a batch in one write; the last report fetches. Returns as ``_report``."""
+        # A lease given up while the rest of the batch ran is not reported.
+        for job, _, _ in reports:
+            key = (job.id, job.attempt)
+            if key in gone:
+                del held[key]
+                gone.discard(key)
+        reports = [report for report in reports if (report[0].id, report[0].attempt) in held]
+        messages: list[JobComplete | JobFailed] = [
+            JobComplete(job.id, job.attempt, value)
+            if ok
+            else JobFailed(job.id, type(value).__name__, str(value)[:2000], job.attempt)
+            for job, ok, value in reports
+        ]
+        if not messages:
+            return await _ask(link, fetch, _REPLY_GRACE)
+        messages[-1] = attrs.evolve(messages[-1], fetch=fetch)
+        try:
+            replies = await _ask_many(link, messages, self._lease_timeout)
+        except (TypeError, ValueError):
+            # A result JSON cannot carry: find it, fail it instead, resend all.
+            for index, message in enumerate(messages):
+                try:
+                    encode(message.to_wire())
+                except (TypeError, ValueError) as exc:
+                    job = reports[index][0]
+                    error = f"handler result is not JSON: {exc}"
+                    messages[index] = JobFailed(
+                        job.id, "TypeError", error[:2000], job.attempt, messages[index].fetch
+                    )
+            replies = await _ask_many(link, messages, self._lease_timeout)
+        refused: list[Request] = []
+        for (job, _, _), message, reply in zip(reports, messages, replies, strict=True):
+            held.pop((job.id, job.attempt), None)
+            gone.discard((job.id, job.attempt))
+            if not isinstance(reply, RequestError):
+                if isinstance(message, JobComplete):
+                    self._stats.completed += 1
+                else:
+                    self._stats.failed += 1
+            elif reply.code in _LEASE_GONE:
+                self._abandon(job, reply)
+            elif isinstance(message, JobComplete):
+                # The server refused the result itself: fail the job instead.
+                error = f"the server refused the result: {reply.message}"
+                refused.append(JobFailed(job.id, "ValueError", error[:2000], job.attempt))
+        if refused:
+            for reply in await _ask_many(link, refused, self._lease_timeout):
+                if isinstance(reply, RequestError):
+                    log.warning("a failure report was refused: %s", reply.message)
+                else:
+                    self._stats.failed += 1
+        last = replies[-1]
+        return None if isinstance(last, (RequestError, Ok)) else last
+
+    async def _heartbeat_held(
+        self,
+        link: Link,
+        held: dict[tuple[str, int], JobAssigned],
+        gone: set[tuple[str, int]],
+        connection: trio.CancelScope,
+    ) -> None:
+        """Renew every lease the slot holds, in one write, every third of a lease.
+
+        A lease the server says is gone is marked ``gone`` and its handler, if
+        running, stopped; a heartbeat not answered in time (or a broken
+        connection) ends the connection, cancelling ``connection``.
+        """
+        try:
+            await self._heartbeat_loop(link, held, gone)
+        except ConnectionLost as exc:
+            log.debug("heartbeats on %s stopped: %s", link.address, exc)
+            connection.cancel()
+
+    async def _heartbeat_loop(
+        self,
+        link: Link,
+        held: dict[tuple[str, int], JobAssigned],
+        gone: set[tuple[str, int]],
+    ) -> NoReturn:
+        while True:
+            interval = max(self._lease_timeout / 3, 0.001)
+            await trio.sleep(interval)
+            keys = [key for key in held if key not in gone]
+            if not keys:
+                continue
+            beats: list[Request] = [Heartbeat(job_id, attempt) for job_id, attempt in keys]
+            replies = await _ask_many(link, beats, self._lease_timeout - interval)
+            for key, reply in zip(keys, replies, strict=True):
+                if isinstance(reply, RequestError) and key in held:
+                    gone.add(key)
+                    scope = self._running.get(key)
+                    if scope is not None:
+                        scope.cancel()
+                    job = held[key]
+                    self._stats.lost += 1
+                    log.warning("gave up job %s (%s): %s", job.job_id, job.name, reply.message)
+
+    async def _beat_current(
+        self,
+        link: Link,
+        beat: _Beat,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> NoReturn:
+        """Heartbeat the slot's running job every ``interval`` while it runs.
+
+        Sleeps in a cancel scope whose deadline ``_Beat.start`` sets to the
+        next heartbeat and ``_Beat.stop`` clears, so a job that ends within
+        an interval costs no wake-up here at all. A heartbeat not answered
+        before the lease would run out means the lease is surely gone (a
+        silent partition, say), and a refused one that it is gone: either way
+        the handler is stopped rather than run a job the server has given to
+        someone else, and the slot learns why from ``beat.lost``.
+        """
+        task_status.started()
+        while True:
+            with trio.CancelScope(deadline=beat.next_at) as scope:
+                beat.scope = scope
+                await trio.sleep_forever()
+            key = beat.key
+            if key is None or trio.current_time() < beat.next_at:
+                continue
+            beat.next_at = math.inf  # the next one is timed from this one's reply
+            try:
+                await _ask(link, Heartbeat(*key), beat.lease - beat.interval)
+            except (ConnectionLost, RequestError) as exc:
+                # About a job that has ended since, it no longer matters (a
+                # broken connection fails the slot's next request anyway).
+                if beat.key == key and beat.handler is not None:
+                    beat.lost = exc
+                    beat.handler.cancel()
+            else:
+                if beat.key == key:
+                    beat.next_at = trio.current_time() + beat.interval
 
     def _on_notice(self, notice: JobCancelledNotice) -> None:
         key = (notice.job_id, notice.attempt)
@@ -344,8 +626,59 @@ class Worker:
         if scope is not None:
             scope.cancel()
 
-    async def _run_job(self, link: Link, assigned: JobAssigned) -> None:
+    async def _run_job(
+        self, link: Link, assigned: JobAssigned, fetch: RequestJob, beat: _Beat
+    ) -> Reply | None:
+        """Run one job and report it, asking for the next job in the same request.
+
+        Returns:
+            The reply to ``fetch`` (``job_assigned`` or ``no_job``), or ``None``
+            if nothing was fetched: the job was cancelled or lost, the report
+            was refused, or the server does not know ``fetch``.
+        """
         key = (assigned.job_id, assigned.attempt)
+        job = self._job(link, assigned)
+        outcome: tuple[bool, Any] | None = None
+        # The handler runs right here, in its own scope: a cancel notice stops
+        # the handler only, never a heartbeat that is waiting for its reply.
+        # Heartbeats come from the connection's beat task (_beat_current),
+        # woken only if the job is still running an interval after it started.
+        handler_scope = trio.CancelScope()
+        interval = max(assigned.lease_timeout / 3, 0.001)
+        self._stats.running += 1
+        self._running[key] = handler_scope
+        beat.start(key, assigned.lease_timeout, interval, handler_scope)
+        try:
+            if key not in self._cancelled:  # else cancelled before it started
+                log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
+                outcome = await self._call_handler(job, handler_scope)
+        finally:
+            beat.stop()
+            self._stats.running -= 1
+            del self._running[key]
+        lost = beat.lost
+        if key in self._cancelled:
+            # Someone cancelled the job: the server already marked it
+            # cancelled, so there is nothing to report.
+            self._cancelled.discard(key)
+            self._stats.cancelled += 1
+            log.info("job %s (%s) was cancelled; its handler was stopped", job.id, job.name)
+            return None
+        if isinstance(lost, ConnectionLost):
+            # Silent or broken: either way the server has taken the job back.
+            self._stats.lost += 1
+            log.warning("gave up job %s (%s): %s", job.id, job.name, lost)
+            raise lost
+        if lost is not None:
+            # The server says this lease is gone (expired and reassigned):
+            # the handler was cancelled and nothing is reported.
+            self._abandon(job, lost)
+            return None
+        assert outcome is not None
+        return await self._report(link, job, *outcome, fetch)
+
+    def _job(self, link: Link, assigned: JobAssigned) -> Job:
+        """The handler's view of ``assigned``, with progress reports sent over ``link``."""
 
         async def report_progress(progress: float | None, note: Any) -> None:
             # Shielded: a cancel or job_timeout landing mid-request would
@@ -364,129 +697,87 @@ class Worker:
             # handler that does nothing but report would never see it.
             await trio.lowlevel.checkpoint_if_cancelled()
 
-        job = Job(
+        return Job(
             assigned.job_id,
             assigned.name,
             assigned.payload,
             assigned.attempt,
             progress_reporter=report_progress,
         )
+
+    async def _call_handler(
+        self, job: Job, scope: trio.CancelScope | None = None
+    ) -> tuple[bool, Any] | None:
+        """Run ``job``'s handler under ``job_timeout``: (True, result) or (False, error).
+
+        The handler runs in ``scope`` (a new one by default), whose deadline
+        becomes the job timeout; one scope serves both, so a cancel needs no
+        second scope. ``None`` means something else cancelled ``scope``.
+        """
         handler = self.handlers.get(job.name)
-        outcome: tuple[bool, Any] | None = None
-        done = trio.Event()
-
-        # The handler's own scope: a cancel notice stops the handler only, never
-        # a heartbeat that is waiting for its reply.
-        handler_scope = trio.CancelScope()
-
-        async def run_handler() -> None:
-            nonlocal outcome
-            with handler_scope:
-                await run_handler_body()
-            done.set()
-
-        async def run_handler_body() -> None:
-            nonlocal outcome
-            if handler is None:
-                known = ", ".join(sorted(self.handlers))
-                error = LookupError(f"worker {self.name} has no handler {job.name!r} ({known})")
-                outcome = (False, error)
-            else:
-                with trio.move_on_after(
-                    math.inf if self.job_timeout is None else self.job_timeout
-                ) as limit:
-                    try:
-                        outcome = (True, await handler(job))
-                    except Exception as exc:
-                        log.exception("job %s (%s) failed", job.id, job.name)
-                        outcome = (False, exc)
-                if limit.cancelled_caught:
-                    self._stats.timed_out += 1
-                    log.warning("job %s (%s) ran past job_timeout", job.id, job.name)
-                    outcome = (
-                        False,
-                        TimeoutError(f"handler ran longer than job_timeout={self.job_timeout:g}s"),
-                    )
-
-        log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
-        interval = max(assigned.lease_timeout / 3, 0.001)
-        # Errors are carried out of the nursery by hand: raised inside it they
-        # would come out wrapped in an ExceptionGroup.
-        lost: ConnectionLost | RequestError | None = None
-        self._stats.running += 1
-        self._running[key] = handler_scope
-        if key in self._cancelled:
-            handler_scope.cancel()  # cancelled before it started
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(run_handler)
-                while not done.is_set():
-                    with trio.move_on_after(interval):
-                        await done.wait()
-                    if done.is_set():
-                        break
-                    try:
-                        # A heartbeat not answered before the lease would run
-                        # out means the lease is surely gone (a silent
-                        # partition, say): stop the handler rather than run a
-                        # job the server has given to someone else.
-                        await _ask(
-                            link, Heartbeat(job.id, job.attempt), assigned.lease_timeout - interval
-                        )
-                    except (ConnectionLost, RequestError) as exc:
-                        lost = exc
-                        nursery.cancel_scope.cancel()
-                        break
-        finally:
-            self._stats.running -= 1
-            del self._running[key]
-        if key in self._cancelled:
-            # Someone cancelled the job: the server already marked it
-            # cancelled, so there is nothing to report.
-            self._cancelled.discard(key)
-            self._stats.cancelled += 1
-            log.info("job %s (%s) was cancelled; its handler was stopped", job.id, job.name)
-            return
-        if isinstance(lost, ConnectionLost):
-            # Silent or broken: either way the server has taken the job back.
-            self._stats.lost += 1
-            log.warning("gave up job %s (%s): %s", job.id, job.name, lost)
-            raise lost
-        if lost is not None:
-            # The server says this lease is gone (expired and reassigned):
-            # the handler was cancelled and nothing is reported.
-            self._abandon(job, lost)
-            return
-        assert outcome is not None
-        await self._report(link, job, *outcome)
-
-    async def _report(self, link: Link, job: Job, ok: bool, value: Any) -> None:
-        if ok:
+        if handler is None:
+            known = ", ".join(sorted(self.handlers))
+            return (False, LookupError(f"worker {self.name} has no handler {job.name!r} ({known})"))
+        if scope is None:
+            scope = trio.CancelScope()
+        if self.job_timeout is not None:
+            scope.deadline = trio.current_time() + self.job_timeout
+        with scope:
             try:
-                await _ask(link, JobComplete(job.id, job.attempt, value), self._lease_timeout)
+                return (True, await handler(job))
+            except Exception as exc:
+                log.exception("job %s (%s) failed", job.id, job.name)
+                return (False, exc)
+        if trio.current_time() < scope.deadline:
+            return None
+        self._stats.timed_out += 1
+        log.warning("job %s (%s) ran past job_timeout", job.id, job.name)
+        return (False, TimeoutError(f"handler ran longer than job_timeout={self.job_timeout:g}s"))
+
+    async def _report(
+        self, link: Link, job: Job, ok: bool, value: Any, fetch: RequestJob
+    ) -> Reply | None:
+        # With a waiting fetch, the reply may take as long as a request_job's.
+        limit = max(self._lease_timeout, fetch.wait + _REPLY_GRACE)
+        reply: Reply
+        # Counted once sent (and taken back if refused or lost): with a
+        # waiting fetch, the reply comes only with the next job.
+        if ok:
+            self._stats.completed += 1
+            try:
+                reply = await _ask(link, JobComplete(job.id, job.attempt, value, fetch), limit)
             except RequestError as exc:
+                self._stats.completed -= 1
                 if exc.code in _LEASE_GONE:
                     self._abandon(job, exc)
-                    return
+                    return None
                 # The server refused the result itself (too large, say):
                 # the job must end, not be dropped and run again.
                 ok, value = False, ValueError(f"the server refused the result: {exc.message}")
             except (TypeError, ValueError) as exc:
+                self._stats.completed -= 1
                 ok, value = False, TypeError(f"handler result is not JSON: {exc}")
+            except ConnectionLost:
+                self._stats.completed -= 1
+                raise
             else:
-                self._stats.completed += 1
                 log.debug("job %s (%s) completed", job.id, job.name)
-                return
+                return _fetched(reply)
+        self._stats.failed += 1
         try:
-            await _ask(
+            reply = await _ask(
                 link,
-                JobFailed(job.id, type(value).__name__, str(value)[:2000], job.attempt),
-                self._lease_timeout,
+                JobFailed(job.id, type(value).__name__, str(value)[:2000], job.attempt, fetch),
+                limit,
             )
         except RequestError as exc:
+            self._stats.failed -= 1
             self._abandon(job, exc)
-            return
-        self._stats.failed += 1
+            return None
+        except ConnectionLost:
+            self._stats.failed -= 1
+            raise
+        return _fetched(reply)
 
     def _abandon(self, job: Job, exc: RequestError) -> None:
         """Give up a job the server no longer leases to us (nothing to report)."""

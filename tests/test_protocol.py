@@ -1542,3 +1542,54 @@ def test_fuzz_payload_round_trips_exactly(data: st.DataObject, payload: Any, nam
     assert isinstance(decoded, SubmitJob)
     assert decoded.name == name
     assert same(decoded.payload, payload)
+
+
+# -- the depth check's fast path for batches --------------------------------------
+
+
+def nested(levels: int, inner: Any = None) -> Any:
+    """``levels`` of alternating arrays and objects around ``inner``."""
+    value = inner
+    for index in range(levels):
+        value = [value] if index % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH - 1, MAX_DEPTH])
+@pytest.mark.parametrize(
+    "text", ["plain", "[{", "]}", '"[', "\\[", "\\", '{"a":[1]}', "\u00e9\u2028\ud800"]
+)
+def test_nesting_limit_is_exact_in_a_batch_with_any_strings(levels: int, text: str) -> None:
+    # A batch is an object (1) holding an array (2) of objects (3): the payload may add
+    # MAX_DEPTH - 3 levels; many siblings give the line far more brackets than MAX_DEPTH.
+    payload = nested(levels - 3, text)
+    jobs = [{"name": text or "x", "payload": [text, {"t": text}]} for _ in range(40)]
+    jobs.append({"name": "deep", "payload": payload})
+    line = encode({"type": "submit_jobs", "jobs": jobs})[:-1]
+    assert depth(json.loads(line)) == levels
+    assert isinstance(decode_request(line), SubmitJobs)
+    # One level more: still fine below the limit, refused above it.
+    jobs[-1] = {"name": "deeper", "payload": [payload]}
+    deeper = encode({"type": "submit_jobs", "jobs": jobs})[:-1]
+    if levels < MAX_DEPTH:
+        assert isinstance(decode_request(deeper), SubmitJobs)
+        return
+    with pytest.raises(ProtocolError) as excinfo:
+        decode_request(deeper)
+    assert (excinfo.value.code, str(MAX_DEPTH) in excinfo.value.message) == ("bad_json", True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=json_values(any_text), extra=st.integers(0, MAX_DEPTH + 2), siblings=st.integers(0, 70)
+)
+def test_fuzz_depth_check_agrees_with_the_real_depth(value: Any, extra: int, siblings: int) -> None:
+    payload = [nested(extra, value), *([[]] * siblings)]
+    line = encode({"type": "submit_job", "name": "x", "payload": payload})[:-1]
+    real = depth(json.loads(line))
+    if real <= MAX_DEPTH:
+        assert isinstance(decode_request(line), SubmitJob)
+    else:
+        with pytest.raises(ProtocolError) as excinfo:
+            decode_request(line)
+        assert excinfo.value.code == "bad_json"

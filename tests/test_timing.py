@@ -377,8 +377,8 @@ async def test_coordinator_wakes_only_for_deadlines(
     raw_connection: RawOpener,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # fire_timers runs once per wake-up: after each batch of commands, and
-    # when the deadline the coordinator sleeps under (move_on_at) arrives.
+    # fire_timers runs when the deadline the coordinator sleeps under arrives,
+    # and only then.
     fired: list[float] = []
     original = Coordinator.fire_timers
 

@@ -1,0 +1,569 @@
+"""Fewer round trips per job: ack and fetch, batch fetch, and prefetching workers.
+
+The wire-level tests run under the autojump clock through in-memory streams
+(``open_memory_queue``), so waits and leases are checked at exact virtual
+times; a few repeat the essentials over real TCP.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+import trio.testing
+
+from jobqueue import Job, Worker
+from jobqueue._protocol import (
+    MAX_FETCH,
+    JobAssigned,
+    JobComplete,
+    JobFailed,
+    JobsAssigned,
+    ProtocolError,
+    RequestJob,
+    decode_reply,
+    decode_request,
+    encode,
+)
+from jobqueue.testing import RunningQueue, open_memory_queue
+
+if TYPE_CHECKING:
+    from conftest import RawConnection, RawOpener
+
+
+async def take(conn: RawConnection, **fields: Any) -> dict[str, Any]:
+    reply = await conn.request({"type": "request_job", **fields})
+    assert reply["type"] == "job_assigned", reply
+    return reply
+
+
+def job_ids(reply: dict[str, Any]) -> list[str]:
+    assert reply["type"] == "jobs_assigned", reply
+    return [job["job_id"] for job in reply["jobs"]]
+
+
+# -- the messages ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        RequestJob(max=1),
+        RequestJob(wait=2.0, queues=("a", "b"), max=MAX_FETCH),
+        JobComplete("j-1", 1, {"r": 1}, RequestJob()),
+        JobComplete("j-1", None, None, RequestJob(wait=30.0, queues=("q",), max=8)),
+        JobFailed("j-1", "ValueError", "boom", 2, RequestJob(max=3)),
+    ],
+)
+def test_new_request_fields_round_trip(message: Any) -> None:
+    assert decode_request(encode(message.to_wire()).rstrip(b"\n")) == message
+
+
+def test_fetch_is_left_off_the_wire_when_not_asked() -> None:
+    assert "fetch" not in JobComplete("j-1").to_wire()
+    assert "fetch" not in JobFailed("j-1", "E", "m").to_wire()
+    assert "max" not in RequestJob().to_wire()
+    assert JobComplete("j-1", fetch=RequestJob()).to_wire()["fetch"] == {}
+
+
+@pytest.mark.parametrize(
+    ("line", "where"),
+    [
+        (b'{"type":"request_job","max":0}', '"max" must be from 1 to 1000'),
+        (b'{"type":"request_job","max":1001}', '"max" must be from 1 to 1000'),
+        (b'{"type":"request_job","max":"2"}', '"max" must be an integer'),
+        (b'{"type":"job_complete","job_id":"j","fetch":true}', '"fetch" must be an object'),
+        (b'{"type":"job_complete","job_id":"j","fetch":{"wait":-1}}', "in fetch: "),
+        (b'{"type":"job_failed","job_id":"j","error":{"type":"E"},"fetch":{"max":0}}', "in fetch"),
+        (b'{"type":"job_complete","job_id":"j","fetch":{"queues":[]}}', "in fetch"),
+    ],
+)
+def test_bad_new_fields_are_bad_requests(line: bytes, where: str) -> None:
+    with pytest.raises(ProtocolError) as excinfo:
+        decode_request(line)
+    assert excinfo.value.code == "bad_request"
+    assert where in excinfo.value.message
+
+
+def test_jobs_assigned_round_trip_and_shares_its_lease_timeout() -> None:
+    reply = JobsAssigned(
+        (JobAssigned("a", "n", {"x": 1}, 1, 30.0), JobAssigned("b", "m", None, 2, 30.0)), 30.0
+    )
+    wire = reply.to_wire()
+    assert wire["jobs"][1] == {"job_id": "b", "name": "m", "payload": None, "attempt": 2}
+    assert decode_reply(encode(wire).rstrip(b"\n")) == reply
+    with pytest.raises(ProtocolError):
+        decode_reply(b'{"type":"jobs_assigned","jobs":[],"lease_timeout":30}')
+
+
+# -- ack and fetch on the wire ------------------------------------------------------
+
+
+async def test_complete_with_fetch_answers_with_the_next_job(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue, raw_connection(queue) as worker:
+            first = await queue.client.submit("a")
+            second = await queue.client.submit("b")
+            assigned = await take(worker)
+            assert assigned["job_id"] == first
+            reply = await worker.request(
+                {"type": "job_complete", "job_id": first, "attempt": 1, "result": 7, "fetch": {}}
+            )
+            assert (reply["type"], reply["job_id"], reply["attempt"]) == (
+                "job_assigned",
+                second,
+                1,
+            )
+            info = await queue.client.status(first)
+            assert (info.state, info.result) == ("completed", 7)
+            # Nothing left: a fetch without wait gets no_job, and the report still counts.
+            reply = await worker.request({"type": "job_complete", "job_id": second, "fetch": {}})
+            assert reply == {"type": "no_job"}
+            assert (await queue.client.status(second)).state == "completed"
+
+
+async def test_waiting_fetch_parks_like_request_job_and_ends_the_wait(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue, raw_connection(queue) as worker:
+            job_id = await queue.client.submit("a")
+            await take(worker)
+            async with queue.connect() as waiter:
+                # A client waiting on the job hears of its end at once, although
+                # the report's own reply waits for the next job.
+                await worker.send({"type": "job_complete", "job_id": job_id, "fetch": {"wait": 10}})
+                assert (await waiter.wait(job_id)).state == "completed"
+            start = trio.current_time()
+            stats = await queue.client.stats()
+            assert stats.waiting_workers == 1
+            await trio.sleep(3)
+            later = await queue.client.submit("b")
+            reply = await worker.read_reply()
+            assert (reply["type"], reply["job_id"]) == ("job_assigned", later)
+            assert trio.current_time() == start + 3
+            # And with nothing submitted, no_job comes when the wait ends.
+            await worker.send({"type": "job_complete", "job_id": later, "fetch": {"wait": 10}})
+            assert await worker.read_reply() == {"type": "no_job"}
+            assert trio.current_time() == start + 13
+
+
+async def test_refused_report_fetches_nothing(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue, raw_connection(queue) as worker:
+            pending = await queue.client.submit("a")
+            reply = await worker.request(
+                {"type": "job_complete", "job_id": pending, "fetch": {"wait": 5}}
+            )
+            assert (reply["type"], reply["code"]) == ("error", "not_leased")
+            # The error is the whole reply: the pending job was not handed out.
+            assert (await queue.client.status(pending)).state == "pending"
+            assert (await queue.client.stats()).waiting_workers == 0
+
+
+async def test_failed_with_fetch_spends_the_attempt_and_takes_the_next_job(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue, raw_connection(queue) as worker:
+            first = await queue.client.submit("a")
+            second = await queue.client.submit("b", queue="other")
+            await take(worker)
+            reply = await worker.request(
+                {
+                    "type": "job_failed",
+                    "job_id": first,
+                    "attempt": 1,
+                    "error": {"type": "E", "message": "m"},
+                    "fetch": {"queues": ["other"], "max": 5},
+                }
+            )
+            assert job_ids(reply) == [second]
+            info = await queue.client.status(first)
+            assert (info.state, info.error) == ("scheduled", {"type": "E", "message": "m"})
+
+
+# -- batch fetch on the wire ----------------------------------------------------------
+
+
+async def test_request_job_with_max_takes_up_to_max_jobs_in_order(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    with trio.fail_after(100):
+        async with open_memory_queue(lease_timeout=20) as queue, raw_connection(queue) as worker:
+            ids = await queue.client.submit_many([{"name": "n", "payload": i} for i in range(5)])
+            reply = await worker.request({"type": "request_job", "max": 3})
+            assert job_ids(reply) == ids[:3]
+            assert reply["lease_timeout"] == 20
+            assert [job["payload"] for job in reply["jobs"]] == [0, 1, 2]
+            assert job_ids(await worker.request({"type": "request_job", "max": 3})) == ids[3:]
+            assert await worker.request({"type": "request_job", "max": 3}) == {"type": "no_job"}
+            stats = await queue.client.stats()
+            assert stats.jobs["running"] == 5
+            assert sorted(stats.workers[0]["jobs"]) == sorted(ids)
+
+
+async def test_blocked_batch_fetch_gets_what_arrives(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    with trio.fail_after(100):
+        async with (
+            open_memory_queue(lease_timeout=100) as queue,
+            raw_connection(queue) as worker,
+        ):
+            await worker.send({"type": "request_job", "max": 10, "wait": 30})
+            await trio.testing.wait_all_tasks_blocked()
+            ids = await queue.client.submit_many([{"name": "n"}] * 4)
+            # The whole batch arrives before the worker is woken: all four at once.
+            assert job_ids(await worker.read_reply()) == ids
+            await worker.send({"type": "request_job", "max": 10, "wait": 30})
+            start = trio.current_time()
+            assert await worker.read_reply() == {"type": "no_job"}
+            assert trio.current_time() == start + 30
+
+
+async def test_every_job_of_a_batch_is_leased_and_requeued_with_its_holder(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    with trio.fail_after(100):
+        async with open_memory_queue(lease_timeout=10) as queue:
+            ids = await queue.client.submit_many([{"name": "n"}] * 3)
+            async with raw_connection(queue) as lost:
+                assert job_ids(await lost.request({"type": "request_job", "max": 3})) == ids
+                # Heartbeats on two of them; the third's lease runs out alone.
+                await trio.sleep(6)
+                for job_id in ids[:2]:
+                    reply = await lost.request({"type": "heartbeat", "job_id": job_id})
+                    assert reply["type"] == "ok"
+                await trio.sleep(5)
+                stats = await queue.client.stats()
+                assert (stats.jobs["pending"], stats.totals["expired"]) == (1, 1)
+            # Closing the connection gives back the two it still held, at once.
+            async with raw_connection(queue) as taker:
+                reply = await taker.request({"type": "request_job", "max": 10})
+                assert sorted(job_ids(reply)) == sorted(ids)
+                assert {job["attempt"] for job in reply["jobs"]} == {2}
+
+
+async def test_fetch_and_batch_fetch_over_tcp(
+    tcp_queue: RunningQueue, raw_connection: RawOpener
+) -> None:
+    with trio.fail_after(10):
+        async with raw_connection(tcp_queue) as worker:
+            ids = await tcp_queue.client.submit_many([{"name": "n"}] * 3)
+            reply = await worker.request({"type": "request_job", "max": 2, "wait": 5})
+            assert job_ids(reply) == ids[:2]
+            # Two reports pipelined in one write; the last also fetches.
+            await worker.send_raw(
+                encode({"type": "job_complete", "job_id": ids[0]})
+                + encode({"type": "job_complete", "job_id": ids[1], "fetch": {"max": 2}})
+            )
+            assert await worker.read_reply() == {"type": "ok"}
+            assert job_ids(await worker.read_reply()) == ids[2:]
+            assert (await tcp_queue.client.stats()).totals["completed"] == 2
+
+
+# -- the worker -----------------------------------------------------------------------
+
+
+async def test_default_worker_sends_two_requests_per_job(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sent: list[str] = []
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            assert queue.connector is not None
+            connector = queue.connector
+
+            async def recording() -> trio.abc.Stream:
+                stream = await connector()
+                return _Recording(stream, sent)
+
+            ran: list[int] = []
+
+            async def handler(job: Job) -> int:
+                ran.append(job.payload)
+                return int(job.payload) * 2
+
+            ids = await queue.client.submit_many([{"name": "h", "payload": i} for i in range(10)])
+            worker = Worker("memory", 0, handlers={"h": handler}, connect=recording)
+            await queue.nursery.start(worker.run)
+            for job_id in ids:
+                await queue.client.wait(job_id)
+            assert ran == list(range(10))
+            assert worker.statistics().completed == 10
+            # hello, one request_job, then one job_complete (with fetch) per job.
+            assert sent.count("request_job") == 1
+            assert sent.count("job_complete") == 10
+            assert len(sent) == 12
+
+
+class _Recording(trio.abc.Stream):
+    """A stream that records the type of every request line written to it.
+
+    ``writes`` (if given) gets the number of lines in each write.
+    """
+
+    def __init__(
+        self, stream: trio.abc.Stream, sent: list[str], writes: list[int] | None = None
+    ) -> None:
+        self._stream = stream
+        self._sent = sent
+        self._writes = writes
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        lines = bytes(data).splitlines()
+        for line in lines:
+            self._sent.append(decode_request(line).TYPE)
+        if self._writes is not None:
+            self._writes.append(len(lines))
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:  # pragma: no cover - not used by the worker
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def test_batch_fetch_stops_at_two_lines_worth_of_payloads(
+    autojump_clock: trio.testing.MockClock, raw_connection: RawOpener
+) -> None:
+    big = "x" * (600 * 1024)
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue, raw_connection(queue) as worker:
+            ids = [await queue.client.submit("n", big) for _ in range(3)]
+            # The first job leaves room under one line's worth, the second crosses it.
+            assert job_ids(await worker.request({"type": "request_job", "max": 10})) == ids[:2]
+            assert job_ids(await worker.request({"type": "request_job", "max": 10})) == ids[2:]
+
+
+# -- the prefetching worker -------------------------------------------------------------
+
+
+async def test_prefetching_worker_takes_and_reports_jobs_in_batches(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sent: list[str] = []
+    writes: list[int] = []
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            assert queue.connector is not None
+            connector = queue.connector
+
+            async def recording() -> trio.abc.Stream:
+                return _Recording(await connector(), sent, writes)
+
+            async def double(job: Job) -> int:
+                return int(job.payload) * 2
+
+            async def boom(job: Job) -> None:
+                raise ValueError("boom")
+
+            async def not_json(job: Job) -> object:
+                return {1, 2}
+
+            jobs = [{"name": "double", "payload": i} for i in range(8)]
+            jobs[3] = {"name": "boom", "max_attempts": 1}
+            jobs[5] = {"name": "not_json", "max_attempts": 1}
+            ids = await queue.client.submit_many(jobs)
+            worker = Worker(
+                "memory",
+                0,
+                handlers={"double": double, "boom": boom, "not_json": not_json},
+                connect=recording,
+                prefetch=4,
+            )
+            await queue.nursery.start(worker.run)
+            infos = [await queue.client.wait(job_id) for job_id in ids]
+            assert [info.result for info in infos] == [0, 2, 4, None, 8, None, 12, 14]
+            assert infos[3].error == {"type": "ValueError", "message": "boom"}
+            assert infos[5].error is not None
+            assert infos[5].error["type"] == "TypeError"
+            assert {info.attempt for info in infos} == {1}
+            await trio.testing.wait_all_tasks_blocked()  # the worker has read its replies
+            stats = worker.statistics()
+            assert (stats.completed, stats.failed, stats.lost) == (6, 2, 0)
+            # hello; request_job (max 4); 4 reports in one write, the last fetching 4
+            # more; 4 reports again; then the last one's fetch finds nothing, and the
+            # slot blocks in a plain request_job.
+            assert sent.count("job_complete") + sent.count("job_failed") == 8
+            assert sent.count("request_job") == 2
+            assert writes == [1, 1, 4, 4, 1]
+
+
+async def test_prefetched_jobs_are_all_heartbeated_while_a_long_batch_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(100):
+        async with open_memory_queue(lease_timeout=3) as queue:
+
+            async def slow(job: Job) -> int:
+                await trio.sleep(2)
+                return job.attempt
+
+            ids = await queue.client.submit_many([{"name": "slow"}] * 5)
+            worker = await queue.start_worker({"slow": slow}, prefetch=5)
+            start = trio.current_time()
+            infos = [await queue.client.wait(job_id) for job_id in ids]
+            # Ten seconds of work on 3-second leases: nothing expired, nothing re-ran.
+            assert trio.current_time() == start + 10
+            assert [info.result for info in infos] == [1] * 5
+            stats = await queue.client.stats()
+            assert (stats.totals["expired"], stats.totals["reassigned"]) == (0, 0)
+            assert worker.statistics().lost == 0
+
+
+async def _lost_worker_jobs_go_back(queue: RunningQueue) -> None:
+    started = trio.Event()
+
+    async def hang(job: Job) -> None:
+        started.set()
+        await trio.sleep_forever()
+
+    async def quick(job: Job) -> int:
+        return job.attempt
+
+    ids = await queue.client.submit_many([{"name": "job"}] * 4)
+    async with trio.open_nursery() as crash:
+        await crash.start(queue.worker({"job": hang}, name="doomed", prefetch=3).run)
+        await started.wait()
+        stats = await queue.client.stats()
+        assert stats.jobs["running"] == 3
+        assert stats.workers[0]["name"] == "doomed"
+        crash.cancel_scope.cancel()  # the worker dies holding 3 jobs, 2 never started
+    await queue.start_worker({"job": quick}, name="taker", prefetch=3)
+    infos = [await queue.client.wait(job_id) for job_id in ids]
+    assert [info.result for info in infos] == [2, 2, 2, 1]
+    assert {info.worker for info in infos} == {"taker"}
+    assert (await queue.client.stats()).totals["reassigned"] == 3
+
+
+async def test_lost_prefetching_worker_gives_back_every_job_it_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            await _lost_worker_jobs_go_back(queue)
+
+
+async def test_lost_prefetching_worker_gives_back_every_job_it_held_over_tcp(
+    tcp_queue: RunningQueue,
+) -> None:
+    with trio.fail_after(10):
+        await _lost_worker_jobs_go_back(tcp_queue)
+
+
+async def test_prefetched_job_cancelled_before_it_starts_never_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ran: list[int] = []
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            first_running = trio.Event()
+            release = trio.Event()
+
+            async def handler(job: Job) -> None:
+                ran.append(job.payload)
+                if job.payload == 0:
+                    first_running.set()
+                    await release.wait()
+
+            ids = await queue.client.submit_many([{"name": "h", "payload": i} for i in range(3)])
+            worker = await queue.start_worker({"h": handler}, prefetch=3)
+            await first_running.wait()
+            assert (await queue.client.cancel(ids[1])).state == "cancelled"
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+            assert (await queue.client.wait(ids[2])).state == "completed"
+            assert ran == [0, 2]
+            await trio.testing.wait_all_tasks_blocked()  # the worker has read its replies
+            stats = worker.statistics()
+            assert (stats.completed, stats.cancelled) == (2, 1)
+
+
+def test_prefetch_must_be_from_1_to_max_fetch() -> None:
+    with pytest.raises(ValueError, match="prefetch"):
+        Worker(prefetch=0)
+    with pytest.raises(ValueError, match="prefetch"):
+        Worker(prefetch=MAX_FETCH + 1)
+
+
+class _DropNotices(trio.abc.Stream):
+    """A worker's stream that loses every ``job_cancelled`` notice on the way in.
+
+    In-memory streams hand over each write whole, so whole lines can be dropped.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        while True:
+            data = bytes(await self._stream.receive_some(max_bytes))
+            if not data:
+                return data
+            kept = b"".join(
+                line
+                for line in data.splitlines(keepends=True)
+                if b'"type":"job_cancelled"' not in line
+            )
+            if kept:
+                return kept
+
+    async def send_eof(self) -> None:  # pragma: no cover - not used by the worker
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def test_prefetched_job_whose_heartbeat_is_refused_is_given_up(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[int] = []
+    with trio.fail_after(100):
+        async with open_memory_queue(lease_timeout=3) as queue:
+            assert queue.connector is not None
+            connector = queue.connector
+
+            async def deaf() -> trio.abc.Stream:
+                return _DropNotices(await connector())
+
+            async def slow(job: Job) -> int:
+                ran.append(job.payload)
+                await trio.sleep(2)
+                return int(job.payload)
+
+            ids = await queue.client.submit_many([{"name": "slow", "payload": i} for i in range(3)])
+            worker = Worker("memory", 0, handlers={"slow": slow}, connect=deaf, prefetch=3)
+            await queue.nursery.start(worker.run)
+            await trio.sleep(0.5)
+            # The worker never hears of this cancel: its next heartbeat (at 1 s)
+            # is refused, and it gives the job up before it starts.
+            assert (await queue.client.cancel(ids[1])).state == "cancelled"
+            assert (await queue.client.wait(ids[2])).result == 2
+            await trio.testing.wait_all_tasks_blocked()
+            assert ran == [0, 2]
+            stats = worker.statistics()
+            assert (stats.completed, stats.lost, stats.cancelled) == (2, 1, 0)
+            assert any("gave up job" in r.getMessage() for r in caplog.records)
