@@ -25,6 +25,7 @@ from ._link import JobQueueError
 from ._protocol import (
     JOB_STATES,
     MAX_ATTEMPTS,
+    MAX_FETCH,
     JobInfo,
     JobList,
     ProtocolError,
@@ -195,6 +196,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"cancel and fail a handler running longer (default: {DEFAULT_JOB_TIMEOUT:g})",
     )
+    worker.add_argument(
+        "--prefetch",
+        type=_prefetch,
+        default=1,
+        metavar="N",
+        help="jobs each slot takes and reports per round trip, run one after another "
+        f"(1 to {MAX_FETCH}; default: 1)",
+    )
     worker.set_defaults(command=_worker)
 
     submit = sub.add_parser("submit", help="submit jobs and print their ids")
@@ -316,6 +325,13 @@ def _attempts(text: str) -> int:
     return value
 
 
+def _prefetch(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_FETCH:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_FETCH}, not {value}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -434,6 +450,7 @@ def _worker(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         queues=queues,
         job_timeout=args.job_timeout,
+        prefetch=args.prefetch,
     )
     if args.name:
         worker.name = args.name

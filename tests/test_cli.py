@@ -740,6 +740,27 @@ async def test_worker_queues_and_job_timeout_in_a_real_process() -> None:
     assert (left.state, left.attempt) == ("pending", 0)
 
 
+@pytest.mark.slow
+async def test_worker_prefetch_in_a_real_process() -> None:
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        argv = [
+            *PYTHON_M_JOBQUEUE, "worker", "--connect", f"{host}:{port}", "--name", "greedy",
+            "--prefetch", "4",
+        ]  # fmt: skip
+        async with process_with_stderr(argv) as worker, trio.open_nursery() as nursery:
+            nursery.start_soon(fail_if_it_exits, worker)
+            with trio.fail_after(30):
+                await until_stats(client, lambda stats: stats.waiting_workers == 1)
+                ids = await client.submit_many([{"name": "sleep", "payload": {"seconds": 0.5}}] * 4)
+                # One slot holds all four at once: one running, three taken ahead.
+                await until_stats(
+                    client, lambda stats: [len(w["jobs"]) for w in stats.workers] == [4]
+                )
+                done = [await client.wait(job_id) for job_id in ids]
+            nursery.cancel_scope.cancel()
+    assert [(info.state, info.worker) for info in done] == [("completed", "greedy")] * 4
+
+
 # -- TLS, token and limits, all from the command line ------------------------------
 
 
@@ -904,6 +925,8 @@ def test_serve_rejects_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
         (["submit", "sleep", "--priority", "high"], "--priority"),
         (["submit", "sleep", "--delay", "soon"], "--delay"),
         (["worker", "--job-timeout", "0"], "--job-timeout: must be a positive number"),
+        (["worker", "--prefetch", "0"], "--prefetch: must be at least 1, not 0"),
+        (["worker", "--prefetch", "1001"], "--prefetch: must be at most 1000, not 1001"),
         (["list", "--state", "lost"], "--state: invalid choice: 'lost'"),
         (["list", "--limit", "0"], "--limit: must be at least 1, not 0"),
         (["stats", "--watch", "--interval", "0"], "--interval: must be a positive number"),
