@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import heapq
 import random
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
@@ -38,6 +39,12 @@ DEFAULT_RETRY_DELAY = 1.0
 DEFAULT_MAX_RETRY_DELAY = 300.0
 #: The queue a job goes to, and a worker listens on, when none is named.
 DEFAULT_QUEUE = "default"
+#: About how many finished jobs share one of the dicts that find them by id.
+#: Small tables are the point: a dict that keeps gaining and losing entries
+#: is rebuilt every so often, and rebuilding one table of 100,000 jobs (7 MiB)
+#: fragments glibc's heap so the server's RSS steps up over a long run; a
+#: thousand-job table is 50 KiB, and blocks that small are reused.
+FINISHED_PER_SHARD = 1024
 
 
 class JobState(enum.Enum):
@@ -240,21 +247,50 @@ class JobRecord:
         )
 
 
+@attrs.define(eq=False, slots=True)
+class _Line:
+    """One queue's pending jobs, best first, at 8 bytes a job.
+
+    Jobs nearly always become pending in submission order, so each priority
+    has a FIFO lane of the records themselves, in ``seq`` order (a heap entry
+    tuple cost 72 bytes a job). A job that comes back out of order (requeued,
+    promoted after a delay or a backoff, revived) goes to a heap, ``late``,
+    keyed like the lanes: ``(-priority, seq, id)``. The best job is the
+    better of the top lane's head and the heap's top.
+
+    Entries are deleted lazily: a job cancelled while waiting keeps its entry
+    until it reaches the front or the line is compacted; ``size`` counts
+    entries, live or not, so the queue knows when to compact.
+    """
+
+    #: ``-priority`` -> jobs of that priority in ``seq`` order (never empty
+    #: once :meth:`QueueState._head` has looked at it).
+    lanes: dict[int, deque[JobRecord]] = attrs.field(factory=dict)
+    #: Heap of the keys of ``lanes``: the top lane is ``lanes[ranks[0]]``.
+    ranks: list[int] = attrs.field(factory=list)
+    late: list[tuple[int, int, str]] = attrs.field(factory=list)
+    size: int = 0
+
+
 @attrs.define(eq=False)
 class QueueState:
     """All queue state, and the rules for changing it.
 
-    Storage: ``_jobs`` maps id -> :class:`JobRecord` for every job the
-    server remembers. Pending jobs also sit in one heap per queue, keyed by
-    ``(-priority, seq)``: highest priority first, then first come, first
-    served, and a requeued job goes back to its original place. Scheduled
-    jobs sit in a heap keyed by the time they may run. Running jobs sit in
-    ``_leases``, ordered by lease deadline. ``_by_state`` indexes ids by
-    state for listing; finished ids sit in ``_finished`` in finishing order,
-    so the oldest can be forgotten.
+    Storage: ``_jobs`` maps id -> :class:`JobRecord` for every job that has
+    not finished. Pending jobs also wait in one :class:`_Line` per queue:
+    highest priority first, then first come, first served, and a requeued
+    job goes back to its original place. Scheduled jobs sit in a heap keyed
+    by the time they may run. Running jobs sit in ``_leases``, ordered by
+    lease deadline. ``_by_state`` indexes unfinished ids by state for
+    listing.
 
-    Heaps are cleaned lazily: cancelling a pending job only changes its
-    state, and its heap entry is dropped when it reaches the top.
+    Finished jobs leave ``_jobs`` for ``_done``, many small dicts chosen by
+    the id's hash (see :data:`FINISHED_PER_SHARD` for why not one big one),
+    and sit in ``_finished`` in finishing order, so the oldest can be
+    forgotten and a listing of a finished state filters it in order.
+
+    Lines and heaps are cleaned lazily: cancelling a pending job only changes
+    its state, and its entry is dropped when it reaches the front.
 
     Args:
         lease_timeout: Seconds a lease lasts after assignment or heartbeat.
@@ -277,7 +313,9 @@ class QueueState:
     rng: random.Random = attrs.field(factory=random.Random)
     on_event: Callable[[Event], None] | None = None
     _jobs: dict[str, JobRecord] = attrs.field(factory=dict, init=False)
-    _queues: dict[str, list[tuple[int, int, str]]] = attrs.field(factory=dict, init=False)
+    _done: list[dict[str, JobRecord]] = attrs.field(factory=list, init=False)
+    _done_mask: int = attrs.field(default=0, init=False)
+    _queues: dict[str, _Line] = attrs.field(factory=dict, init=False)
     _scheduled: list[tuple[float, int, str]] = attrs.field(factory=list, init=False)
     # Every lease has the same length and `now` never goes backwards, so
     # deadlines grow in the order leases are granted or renewed: an OrderedDict
@@ -285,10 +323,13 @@ class QueueState:
     _leases: OrderedDict[str, None] = attrs.field(factory=OrderedDict, init=False)
     _held: dict[Hashable, dict[str, None]] = attrs.field(factory=dict, init=False)
     _by_state: dict[JobState, dict[str, None]] = attrs.field(
-        factory=lambda: {state: {} for state in JobState}, init=False
+        factory=lambda: {state: {} for state in JobState if state not in FINISHED}, init=False
+    )
+    _finished_counts: dict[JobState, int] = attrs.field(
+        factory=lambda: dict.fromkeys(FINISHED, 0), init=False
     )
     _queue_counts: dict[str, dict[str, int]] = attrs.field(factory=dict, init=False)
-    _finished: deque[str] = attrs.field(factory=deque, init=False)
+    _finished: deque[JobRecord] = attrs.field(factory=deque, init=False)
     _keys: dict[str, str] = attrs.field(factory=dict, init=False)
     _next_seq: int = attrs.field(default=1, init=False)
     _last_now: float = attrs.field(default=float("-inf"), init=False)
@@ -310,11 +351,14 @@ class QueueState:
             raise ValueError("finished_retention must be >= 0")
         if not 1 <= self.max_attempts <= MAX_ATTEMPTS:
             raise ValueError(f"max_attempts must be from 1 to {MAX_ATTEMPTS}")
+        shards = 1 << (self.finished_retention // FINISHED_PER_SHARD).bit_length()
+        self._done = [{} for _ in range(shards)]
+        self._done_mask = shards - 1
 
     # -- queries --------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return len(self._jobs) + len(self._finished)
 
     @property
     def pending_count(self) -> int:
@@ -333,7 +377,7 @@ class QueueState:
             ProtocolError: ``unknown_job`` if the id was never issued or the
                 finished job has been forgotten.
         """
-        job = self._jobs.get(job_id)
+        job = self._lookup(job_id)
         if job is None:
             raise ProtocolError(
                 "unknown_job",
@@ -352,7 +396,11 @@ class QueueState:
 
     def counts(self) -> dict[str, int]:
         """How many remembered jobs are in each state."""
-        return {state.value: len(ids) for state, ids in self._by_state.items()}
+        by_state, finished = self._by_state, self._finished_counts
+        return {
+            state.value: finished[state] if state in FINISHED else len(by_state[state])
+            for state in JobState
+        }
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
         """Per queue: jobs pending, scheduled and running (queues in use only)."""
@@ -367,10 +415,19 @@ class QueueState:
     def list_jobs(
         self, state: JobState, queue: str | None, limit: int
     ) -> tuple[list[JobRecord], bool]:
-        """Up to ``limit`` jobs in ``state`` (oldest change first); and whether more exist."""
+        """Up to ``limit`` jobs in ``state`` (oldest change first); and whether more exist.
+
+        A finished state is found by filtering all retained finished jobs in
+        finishing order (the order they entered their state), so a listing of
+        a rare one may scan up to ``finished_retention`` records.
+        """
         found: list[JobRecord] = []
-        for job_id in self._by_state[state]:
-            job = self._jobs[job_id]
+        jobs: Iterable[JobRecord]
+        if state in FINISHED:
+            jobs = (job for job in self._finished if job.state is state)
+        else:
+            jobs = map(self._jobs.__getitem__, self._by_state[state])
+        for job in jobs:
             if queue is not None and job.queue != queue:
                 continue
             if len(found) == limit:
@@ -411,7 +468,9 @@ class QueueState:
         """
         self._tick(now)
         if key is not None and key in self._keys:
-            return self._jobs[self._keys[key]], False
+            known = self._lookup(self._keys[key])
+            assert known is not None
+            return known, False
         seq = self._next_seq
         job_id = f"{self.id_prefix}{seq}"
         self.apply(
@@ -442,18 +501,16 @@ class QueueState:
         named queues together.
         """
         self._tick(now)
-        best: tuple[int, int, str] | None = None
+        best: JobRecord | None = None
         for queue in queues:
-            heap = self._queues.get(queue)
-            while heap and self._jobs.get(heap[0][2], _GONE).state is not JobState.PENDING:
-                heapq.heappop(heap)  # cancelled while waiting
-            if heap and (best is None or heap[0] < best):
-                best = heap[0]
+            line = self._queues.get(queue)
+            job = None if line is None else self._head(line)
+            if job is not None and (best is None or _rank(job) < _rank(best)):
+                best = job
         if best is None:
             return None
-        job_id = best[2]
-        self.apply(Assigned(job_id, worker, worker_name, now + self.lease_timeout))
-        return self._jobs[job_id]
+        self.apply(Assigned(best.id, worker, worker_name, now + self.lease_timeout))
+        return best
 
     def heartbeat(
         self, job_id: str, worker: Hashable, attempt: int | None, now: float
@@ -689,21 +746,20 @@ class QueueState:
             job.not_before = None
             self._enqueue(job)
         elif isinstance(event, Cancelled):
-            job = self._jobs.get(event.job_id, _GONE)
-            source = job.state
-            self._move(event.job_id, "cancel")
+            source = (self._lookup(event.job_id) or _GONE).state
+            job = self._move(event.job_id, "cancel")
             if source is JobState.RUNNING:
                 self._end_lease(job)
             else:
-                # Its heap entry stays (lazy deletion) until it reaches the
-                # top; compacting when dead entries outnumber live ones keeps
-                # a heap's size within twice its live jobs, amortised O(1).
+                # Its line or heap entry stays (lazy deletion) until it
+                # reaches the front; compacting when dead entries outnumber
+                # live ones keeps a line within twice its live jobs,
+                # amortised O(1).
                 self._compact(job.queue)
             job.not_before = None
             self.totals["cancelled"] += 1
         elif isinstance(event, Revived):
             job = self._move(event.job_id, "revive")
-            self._finished.remove(job.id)  # O(retained), but a person's action
             job.attempt_base = job.attempt
             self._enqueue(job)
         else:
@@ -712,14 +768,17 @@ class QueueState:
             self.on_event(event)
 
     def _on_submitted(self, event: Submitted) -> None:
-        if event.job_id in self._jobs:
+        if self._lookup(event.job_id) is not None:
             raise InvalidTransition(f"job {event.job_id!r} already exists")
+        # Every job of a kind shares one name string, and of a queue one
+        # queue string, instead of one decoded per submit (53 bytes a job).
+        # Interned strings die with their last user, so this cannot leak.
         job = JobRecord(
             event.job_id,
-            event.name,
+            sys.intern(event.name),
             event.payload,
             event.seq,
-            queue=event.queue,
+            queue=sys.intern(event.queue),
             priority=event.priority,
             max_attempts=event.max_attempts,
             key=event.key,
@@ -763,20 +822,30 @@ class QueueState:
             self.totals["failed"] += 1
 
     def _on_forgotten(self, event: Forgotten) -> None:
-        job = self._jobs.get(event.job_id)
+        job = self._lookup(event.job_id)
         if job is None or job.state not in FINISHED:
             raise InvalidTransition(f"cannot forget job {event.job_id!r}: not finished")
-        del self._jobs[event.job_id]
-        del self._by_state[job.state][job.id]
+        self._unfinish(job)
         if job.key is not None and self._keys.get(job.key) == job.id:
             del self._keys[job.key]
-        if self._finished[0] == event.job_id:
+
+    def _lookup(self, job_id: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            job = self._done[hash(job_id) & self._done_mask].get(job_id)
+        return job
+
+    def _unfinish(self, job: JobRecord) -> None:
+        """Take a finished job out of the finished records (forgotten or revived)."""
+        del self._done[hash(job.id) & self._done_mask][job.id]
+        self._finished_counts[job.state] -= 1
+        if self._finished[0] is job:
             self._finished.popleft()
-        else:  # deleted by a person, or a hand-made log
-            self._finished.remove(event.job_id)
+        else:  # deleted or revived by a person (O(retained)), or a hand-made log
+            self._finished.remove(job)
 
     def _move(self, job_id: str, action: str) -> JobRecord:
-        job = self._jobs.get(job_id)
+        job = self._lookup(job_id)
         if job is None:
             raise InvalidTransition(f"no job {job_id!r} to {action}")
         source = job.state
@@ -784,15 +853,23 @@ class QueueState:
         if target is None:
             raise InvalidTransition(f"cannot {action} a {source.value} job ({job_id!r})")
         if action == "assign":
-            heap = self._queues.get(job.queue, [])
-            while heap and self._jobs.get(heap[0][2], _GONE).state is not JobState.PENDING:
-                heapq.heappop(heap)  # cancelled while waiting: not part of the state
-            if not heap or heap[0][2] != job_id:
+            line = self._queues.get(job.queue)
+            if line is None or self._head(line) is not job:
                 raise InvalidTransition(f"{job_id!r} is not first in its queue")
-            heapq.heappop(heap)
+            self._pop_head(line, job)
+        if source in FINISHED:  # revived
+            self._unfinish(job)
+            self._jobs[job_id] = job
+        else:
+            del self._by_state[source][job_id]
         job.state = target
-        del self._by_state[source][job_id]
-        self._by_state[target][job_id] = None
+        if target in FINISHED:
+            del self._jobs[job_id]
+            self._done[hash(job_id) & self._done_mask][job_id] = job
+            self._finished.append(job)
+            self._finished_counts[target] += 1
+        else:
+            self._by_state[target][job_id] = None
         counts = self._counts_of(job.queue)
         if source.value in counts:
             counts[source.value] -= 1
@@ -803,8 +880,6 @@ class QueueState:
             self._queues.pop(job.queue, None)
             if not any(counts.values()):
                 del self._queue_counts[job.queue]  # a queue name costs nothing once idle
-        if target in FINISHED:
-            self._finished.append(job_id)
         return job
 
     def _running(self, job_id: str) -> JobRecord:
@@ -819,20 +894,76 @@ class QueueState:
             counts = self._queue_counts[queue] = {"pending": 0, "scheduled": 0, "running": 0}
         return counts
 
+    def _head(self, line: _Line) -> JobRecord | None:
+        """The best pending job in ``line``, dropping dead entries in front of it."""
+        lanes, ranks = line.lanes, line.ranks
+        first = None
+        while ranks:
+            lane = lanes[ranks[0]]
+            while lane and lane[0].state is not JobState.PENDING:
+                lane.popleft()  # cancelled while waiting: not part of the state
+                line.size -= 1
+            if lane:
+                first = lane[0]
+                break
+            del lanes[heapq.heappop(ranks)]
+        late, jobs = line.late, self._jobs
+        while late and jobs.get(late[0][2], _GONE).state is not JobState.PENDING:
+            heapq.heappop(late)
+            line.size -= 1
+        if late and (first is None or late[0] < _rank(first)):
+            return jobs[late[0][2]]
+        return first
+
+    def _pop_head(self, line: _Line, job: JobRecord) -> None:
+        """Remove ``job``, which :meth:`_head` just returned, from ``line``."""
+        late = line.late
+        if late and late[0][2] == job.id:
+            heapq.heappop(late)
+        else:
+            rank = line.ranks[0]
+            lane = line.lanes[rank]
+            lane.popleft()
+            if not lane:
+                del line.lanes[rank]
+                heapq.heappop(line.ranks)
+        line.size -= 1
+
     def _compact(self, queue: str) -> None:
         jobs = self._jobs
-        heap = self._queues.get(queue)
+        line = self._queues.get(queue)
         live = self._queue_counts.get(queue, {}).get("pending", 0)
-        if heap is not None and len(heap) > 2 * live + 64:
-            heap[:] = [e for e in heap if jobs.get(e[2], _GONE).state is JobState.PENDING]
-            heapq.heapify(heap)
+        if line is not None and line.size > 2 * live + 64:
+            pending = JobState.PENDING
+            lanes = {}
+            for rank, lane in line.lanes.items():
+                kept = deque(job for job in lane if job.state is pending)
+                if kept:
+                    lanes[rank] = kept
+            line.lanes = lanes
+            line.ranks = sorted(lanes)
+            line.late = [e for e in line.late if jobs.get(e[2], _GONE).state is pending]
+            heapq.heapify(line.late)
+            line.size = live
         scheduled = self._scheduled
         if len(scheduled) > 2 * len(self._by_state[JobState.SCHEDULED]) + 64:
             scheduled[:] = [e for e in scheduled if self._is_due_entry(e)]
             heapq.heapify(scheduled)
 
     def _enqueue(self, job: JobRecord) -> None:
-        heapq.heappush(self._queues.setdefault(job.queue, []), (-job.priority, job.seq, job.id))
+        line = self._queues.get(job.queue)
+        if line is None:
+            line = self._queues[job.queue] = _Line()
+        rank = -job.priority
+        lane = line.lanes.get(rank)
+        if lane is None:
+            line.lanes[rank] = deque((job,))
+            heapq.heappush(line.ranks, rank)
+        elif not lane or lane[-1].seq < job.seq:
+            lane.append(job)
+        else:  # back in line ahead of later jobs
+            heapq.heappush(line.late, (rank, job.seq, job.id))
+        line.size += 1
 
     def _schedule(self, job: JobRecord, not_before: float) -> None:
         job.not_before = not_before
@@ -850,8 +981,13 @@ class QueueState:
         # job, so the log reads "completed, then forgotten" and replays in
         # that order.
         while len(self._finished) > self.finished_retention:
-            self.apply(Forgotten(self._finished[0]))
+            self.apply(Forgotten(self._finished[0].id))
 
 
 #: Stands in for a missing job so lookups can test ``.state`` without a None check.
 _GONE = JobRecord("", "", None, 0, state=JobState.CANCELLED)
+
+
+def _rank(job: JobRecord) -> tuple[int, int, str]:
+    """A pending job's place in line: smaller runs first (as in ``_Line.late``)."""
+    return (-job.priority, job.seq, job.id)

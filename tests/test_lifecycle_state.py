@@ -1081,3 +1081,62 @@ def test_replay_with_a_revived_job_and_a_cancelled_stale_entry() -> None:
         second = state.assign("w", 2.0, queues=["a"])
         assert (first and first.id, second and second.id) == (dead.id, later.id)
         assert state.assign("w", 2.0, queues=["a"]) is None
+
+
+# -- storage: lines of lanes, finished jobs in small dicts ----------------------------
+
+
+def test_jobs_back_in_line_out_of_order_keep_their_place_across_priorities() -> None:
+    # In-order submits go to a FIFO lane per priority; requeued, promoted and
+    # revived jobs come back behind later jobs and wait in a heap beside the
+    # lanes. Either way the line is (-priority, seq).
+    q = QueueState(max_attempts=1)
+    low1, high2, low3, high4 = (submit(q, priority=p) for p in (0, 5, 0, 5))
+    delayed5 = submit(q, priority=5, delay=1.0)
+    assert q.assign("w", 0.0) is high2
+    assert q.assign("w", 0.0) is high4
+    high6, low7 = submit(q, priority=5), submit(q)
+    q.release("w", 0.0)  # out of attempts: both fail
+    assert [high2.state, high4.state] == [JobState.FAILED, JobState.FAILED]
+    q.revive(high4.id, 0.0)
+    q.tick(1.0)  # delayed5 joins, behind high6 in time but ahead of it in line
+    assert drain(q, [DEFAULT_QUEUE]) == ids([high4, delayed5, high6, low1, low3, low7])
+    assert q.assign("v", 1.0) is high4
+    q.release("v", 1.0)  # failed again, and out of the line
+    q.revive(high2.id, 1.0)
+    assert drain(q, [DEFAULT_QUEUE]) == ids([high2, delayed5, high6, low1, low3, low7])
+
+
+def test_a_line_of_cancelled_jobs_is_compacted() -> None:
+    q = QueueState()
+    jobs = [submit(q, priority=i % 3) for i in range(3000)]
+    for job in jobs[:2900]:
+        q.cancel(job.id, 0.0)
+    line = q._queues[DEFAULT_QUEUE]
+    live = 100
+    assert line.size <= 2 * live + 64
+    assert sum(map(len, line.lanes.values())) + len(line.late) == line.size
+    assert drain(q, [DEFAULT_QUEUE]) == ids(sorted(jobs[2900:], key=lambda j: (-j.priority, j.seq)))
+
+
+def test_finished_jobs_are_kept_in_small_dicts() -> None:
+    # One dict of all finished jobs would be rebuilt at full size as jobs are
+    # forgotten and added, which fragments the heap over a long run.
+    from jobqueue._state import FINISHED_PER_SHARD
+
+    retention = 20 * FINISHED_PER_SHARD
+    q = QueueState(finished_retention=retention)
+    done = []
+    for index in range(3 * retention):
+        job = submit(q)
+        assert q.assign("w", 0.0) is job
+        q.complete(job.id, "w", None, index, 0.0)
+        done.append(job)
+    assert len(q._jobs) == 0
+    assert len(q) == sum(map(len, q._done)) == retention
+    assert max(map(len, q._done)) <= 2 * FINISHED_PER_SHARD
+    assert q.counts()["completed"] == retention
+    assert q.get(done[-retention].id).result == 2 * retention
+    refused("unknown_job", q.get, done[-retention - 1].id)
+    listed, more = q.list_jobs(JobState.COMPLETED, None, 3)
+    assert (ids(listed), more) == (ids(done[-retention : -retention + 3]), True)

@@ -20,6 +20,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from jobqueue import _state
 from jobqueue._protocol import JobInfo, ProtocolError
 from jobqueue._state import (
     DEFAULT_FINISHED_RETENTION,
@@ -1435,3 +1436,19 @@ class QueueMachine(RuleBasedStateMachine):
 
 QueueMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
 TestQueueMachine = QueueMachine.TestCase
+
+
+class ShardedQueueMachine(QueueMachine):
+    """The same rules, with the retained finished jobs spread over four dicts."""
+
+    def __init__(self) -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_state, "FINISHED_PER_SHARD", 1)
+            super().__init__()
+        assert len(self.q._done) == 4
+
+
+ShardedQueueMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=50, deadline=None
+)
+TestShardedQueueMachine = ShardedQueueMachine.TestCase
