@@ -330,7 +330,8 @@ class QueueState:
     )
     _queue_counts: dict[str, dict[str, int]] = attrs.field(factory=dict, init=False)
     _finished: deque[JobRecord] = attrs.field(factory=deque, init=False)
-    _keys: dict[str, str] = attrs.field(factory=dict, init=False)
+    # Sharded like _done, for the same reason: keyed jobs churn through it.
+    _keys: list[dict[str, str]] = attrs.field(factory=list, init=False)
     _next_seq: int = attrs.field(default=1, init=False)
     _last_now: float = attrs.field(default=float("-inf"), init=False)
     totals: dict[str, int] = attrs.field(
@@ -353,6 +354,7 @@ class QueueState:
             raise ValueError(f"max_attempts must be from 1 to {MAX_ATTEMPTS}")
         shards = 1 << (self.finished_retention // FINISHED_PER_SHARD).bit_length()
         self._done = [{} for _ in range(shards)]
+        self._keys = [{} for _ in range(shards)]
         self._done_mask = shards - 1
 
     # -- queries --------------------------------------------------------------
@@ -467,8 +469,9 @@ class QueueState:
         that job is returned, with ``False``.
         """
         self._tick(now)
-        if key is not None and key in self._keys:
-            known = self._lookup(self._keys[key])
+        known_id = None if key is None else self._keys_for(key).get(key)
+        if known_id is not None:
+            known = self._lookup(known_id)
             assert known is not None
             return known, False
         seq = self._next_seq
@@ -787,7 +790,7 @@ class QueueState:
         self._next_seq = max(self._next_seq, event.seq + 1)
         self.totals["submitted"] += 1
         if event.key is not None:
-            self._keys[event.key] = job.id
+            self._keys_for(event.key)[event.key] = job.id
         if event.not_before is not None:
             job.state = JobState.SCHEDULED
         self._by_state[job.state][job.id] = None
@@ -826,8 +829,13 @@ class QueueState:
         if job is None or job.state not in FINISHED:
             raise InvalidTransition(f"cannot forget job {event.job_id!r}: not finished")
         self._unfinish(job)
-        if job.key is not None and self._keys.get(job.key) == job.id:
-            del self._keys[job.key]
+        if job.key is not None:
+            keys = self._keys_for(job.key)
+            if keys.get(job.key) == job.id:
+                del keys[job.key]
+
+    def _keys_for(self, key: str) -> dict[str, str]:
+        return self._keys[hash(key) & self._done_mask]
 
     def _lookup(self, job_id: str) -> JobRecord | None:
         job = self._jobs.get(job_id)

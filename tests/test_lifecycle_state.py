@@ -1120,21 +1120,26 @@ def test_a_line_of_cancelled_jobs_is_compacted() -> None:
 
 
 def test_finished_jobs_are_kept_in_small_dicts() -> None:
-    # One dict of all finished jobs would be rebuilt at full size as jobs are
-    # forgotten and added, which fragments the heap over a long run.
+    # One dict of all finished jobs (or of their keys) would be rebuilt at
+    # full size as jobs are forgotten and added, which fragments the heap
+    # over a long run.
     from jobqueue._state import FINISHED_PER_SHARD
 
     retention = 20 * FINISHED_PER_SHARD
     q = QueueState(finished_retention=retention)
     done = []
     for index in range(3 * retention):
-        job = submit(q)
+        job = submit(q, key=f"k{index}")
         assert q.assign("w", 0.0) is job
         q.complete(job.id, "w", None, index, 0.0)
         done.append(job)
     assert len(q._jobs) == 0
     assert len(q) == sum(map(len, q._done)) == retention
     assert max(map(len, q._done)) <= 2 * FINISHED_PER_SHARD
+    assert sum(map(len, q._keys)) == retention
+    assert max(map(len, q._keys)) <= 2 * FINISHED_PER_SHARD
+    assert q.submit("n", None, 0.0, key=f"k{2 * retention}") == (done[2 * retention], False)
+    assert q.submit("n", None, 0.0, key=f"k{2 * retention - 1}")[1]  # forgotten: a new job
     assert q.counts()["completed"] == retention
     assert q.get(done[-retention].id).result == 2 * retention
     refused("unknown_job", q.get, done[-retention - 1].id)
