@@ -357,6 +357,22 @@ class QueueState:
         self._keys = [{} for _ in range(shards)]
         self._done_mask = shards - 1
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in attrs.fields(type(self))}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # _done and _keys pick a dict by hash(), and str hashes are salted
+        # per process: a state pickled in one process is sorted again for
+        # this one's hashes.
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        for name in ("_done", "_keys"):
+            shards: list[dict[str, Any]] = [{} for _ in getattr(self, name)]
+            for shard in getattr(self, name):
+                for key, value in shard.items():
+                    shards[hash(key) & self._done_mask][key] = value
+            object.__setattr__(self, name, shards)
+
     # -- queries --------------------------------------------------------------
 
     def __len__(self) -> int:

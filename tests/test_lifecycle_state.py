@@ -1145,3 +1145,40 @@ def test_finished_jobs_are_kept_in_small_dicts() -> None:
     refused("unknown_job", q.get, done[-retention - 1].id)
     listed, more = q.list_jobs(JobState.COMPLETED, None, 3)
     assert (ids(listed), more) == (ids(done[-retention : -retention + 3]), True)
+
+
+def test_a_pickled_state_finds_its_jobs_in_a_process_with_other_string_hashes(
+    tmp_path: Any,
+) -> None:
+    # Finished jobs and keys sit in dicts picked by hash(), which is salted
+    # per process; unpickling sorts them again.
+    import subprocess
+    import sys
+
+    q = QueueState(finished_retention=5000)
+    for index in range(3000):
+        job = submit(q, key=f"k{index}")
+        q.assign("w", 0.0)
+        q.complete(job.id, "w", None, index, 0.0)
+    pending = submit(q, key="waiting")
+    path = tmp_path / "state.pickle"
+    path.write_bytes(pickle.dumps(q))
+    check = f"""
+import pickle
+q = pickle.loads(open({str(path)!r}, "rb").read())
+assert len(q._done) > 1
+assert all(q.get(str(i)).result == i - 1 for i in range(1, 3001))
+assert q.submit("n", None, 0.0, key="k17") == (q.get("18"), False)
+assert q.submit("n", None, 0.0, key="waiting") == (q.get({pending.id!r}), False)
+q.delete("1", 0.0)
+print("ok")
+"""
+    for seed in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-c", check],
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.stdout == "ok\n", out.stderr
