@@ -39,12 +39,13 @@ DEFAULT_RETRY_DELAY = 1.0
 DEFAULT_MAX_RETRY_DELAY = 300.0
 #: The queue a job goes to, and a worker listens on, when none is named.
 DEFAULT_QUEUE = "default"
-#: About how many finished jobs share one of the dicts that find them by id.
-#: Small tables are the point: a dict that keeps gaining and losing entries
-#: is rebuilt every so often, and rebuilding one table of 100,000 jobs (7 MiB)
-#: fragments glibc's heap so the server's RSS steps up over a long run; a
-#: thousand-job table is 50 KiB, and blocks that small are reused.
-FINISHED_PER_SHARD = 1024
+#: Table size of one generation of finished jobs (see QueueState): it holds
+#: two thirds as many jobs, 5,461, which fill the table exactly (CPython
+#: dicts use two thirds of their slots), about 100 KiB. With a retention
+#: over 32 generations' worth the size doubles until 32 are enough.
+FINISHED_GENERATION_SLOTS = 8192
+#: About how many idempotency keys share one of the dicts that find them.
+KEYS_PER_SHARD = 1024
 
 
 class JobState(enum.Enum):
@@ -284,10 +285,18 @@ class QueueState:
     lease deadline. ``_by_state`` indexes unfinished ids by state for
     listing.
 
-    Finished jobs leave ``_jobs`` for ``_done``, many small dicts chosen by
-    the id's hash (see :data:`FINISHED_PER_SHARD` for why not one big one),
-    and sit in ``_finished`` in finishing order, so the oldest can be
-    forgotten and a listing of a finished state filters it in order.
+    Finished jobs leave ``_jobs`` for ``_done``, a deque of *generations*:
+    dicts of up to ``_generation`` jobs each, in finishing order. They also
+    sit in ``_finished`` in finishing order, so the oldest can be forgotten
+    and a listing of a finished state filters it in order. Why not one dict
+    of all finished jobs: a dict that keeps gaining and losing entries never
+    reuses a deleted entry's slot, so every so often it is rebuilt into a new
+    table, at twice the size it had while growing; one table of 100,000 jobs
+    is 7 MiB, and rebuilding it fragments glibc's heap so that the server's
+    RSS steps up over a long run. A generation only ever gains jobs until it
+    is full and then only loses them, so it is never rebuilt, and it is freed
+    whole once its last job is forgotten. Finding a finished job costs one
+    probe per generation (at most about 32), newest first.
 
     Lines and heaps are cleaned lazily: cancelling a pending job only changes
     its state, and its entry is dropped when it reaches the front.
@@ -313,8 +322,10 @@ class QueueState:
     rng: random.Random = attrs.field(factory=random.Random)
     on_event: Callable[[Event], None] | None = None
     _jobs: dict[str, JobRecord] = attrs.field(factory=dict, init=False)
-    _done: list[dict[str, JobRecord]] = attrs.field(factory=list, init=False)
-    _done_mask: int = attrs.field(default=0, init=False)
+    _done: deque[dict[str, JobRecord]] = attrs.field(factory=lambda: deque([{}]), init=False)
+    _generation: int = attrs.field(default=0, init=False)
+    #: Jobs added to ``_done[-1]`` (deleted ones included: their slots are spent).
+    _generation_filled: int = attrs.field(default=0, init=False)
     _queues: dict[str, _Line] = attrs.field(factory=dict, init=False)
     _scheduled: list[tuple[float, int, str]] = attrs.field(factory=list, init=False)
     # Every lease has the same length and `now` never goes backwards, so
@@ -330,9 +341,13 @@ class QueueState:
     )
     _queue_counts: dict[str, dict[str, int]] = attrs.field(factory=dict, init=False)
     _finished: deque[JobRecord] = attrs.field(factory=deque, init=False)
-    # Sharded like _done, for the same reason: keyed jobs churn through it.
+    # Keyed jobs churn through their keys' dicts like finished jobs; a key can
+    # belong to a job of any state, so the dicts are picked by the key's hash.
     _keys: list[dict[str, str]] = attrs.field(factory=list, init=False)
+    _keys_mask: int = attrs.field(default=0, init=False)
     _next_seq: int = attrs.field(default=1, init=False)
+    #: Whether a Submitted event ever named a job other than ``id_prefix`` + ``seq``.
+    _foreign_ids: bool = attrs.field(default=False, init=False)
     _last_now: float = attrs.field(default=float("-inf"), init=False)
     totals: dict[str, int] = attrs.field(
         factory=lambda: dict.fromkeys(
@@ -352,26 +367,28 @@ class QueueState:
             raise ValueError("finished_retention must be >= 0")
         if not 1 <= self.max_attempts <= MAX_ATTEMPTS:
             raise ValueError(f"max_attempts must be from 1 to {MAX_ATTEMPTS}")
-        shards = 1 << (self.finished_retention // FINISHED_PER_SHARD).bit_length()
-        self._done = [{} for _ in range(shards)]
+        slots = FINISHED_GENERATION_SLOTS
+        while slots * 2 // 3 * 32 < self.finished_retention:
+            slots *= 2
+        self._generation = slots * 2 // 3
+        shards = 1 << (self.finished_retention // KEYS_PER_SHARD).bit_length()
         self._keys = [{} for _ in range(shards)]
-        self._done_mask = shards - 1
+        self._keys_mask = shards - 1
 
     def __getstate__(self) -> dict[str, Any]:
         return {field.name: getattr(self, field.name) for field in attrs.fields(type(self))}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # _done and _keys pick a dict by hash(), and str hashes are salted
-        # per process: a state pickled in one process is sorted again for
-        # this one's hashes.
+        # _keys picks a dict by hash(), and str hashes are salted per
+        # process: a state pickled in one process is sorted again for this
+        # one's hashes.
         for name, value in state.items():
             object.__setattr__(self, name, value)
-        for name in ("_done", "_keys"):
-            shards: list[dict[str, Any]] = [{} for _ in getattr(self, name)]
-            for shard in getattr(self, name):
-                for key, value in shard.items():
-                    shards[hash(key) & self._done_mask][key] = value
-            object.__setattr__(self, name, shards)
+        keys: list[dict[str, str]] = [{} for _ in self._keys]
+        for shard in self._keys:
+            for key, job_id in shard.items():
+                keys[hash(key) & self._keys_mask][key] = job_id
+        self._keys = keys
 
     # -- queries --------------------------------------------------------------
 
@@ -787,8 +804,13 @@ class QueueState:
             self.on_event(event)
 
     def _on_submitted(self, event: Submitted) -> None:
-        if self._lookup(event.job_id) is not None:
+        regular = event.job_id == f"{self.id_prefix}{event.seq}"
+        # While every id is id_prefix + seq, a seq never used before makes an
+        # id never used before: no need to look through every generation.
+        fresh = regular and not self._foreign_ids and event.seq >= self._next_seq
+        if not fresh and self._lookup(event.job_id) is not None:
             raise InvalidTransition(f"job {event.job_id!r} already exists")
+        self._foreign_ids = self._foreign_ids or not regular
         # Every job of a kind shares one name string, and of a queue one
         # queue string, instead of one decoded per submit (53 bytes a job).
         # Interned strings die with their last user, so this cannot leak.
@@ -841,7 +863,11 @@ class QueueState:
             self.totals["failed"] += 1
 
     def _on_forgotten(self, event: Forgotten) -> None:
-        job = self._lookup(event.job_id)
+        finished = self._finished
+        if finished and finished[0].id == event.job_id:
+            job: JobRecord | None = finished[0]  # retention: the oldest, no search
+        else:
+            job = self._lookup(event.job_id)
         if job is None or job.state not in FINISHED:
             raise InvalidTransition(f"cannot forget job {event.job_id!r}: not finished")
         self._unfinish(job)
@@ -851,17 +877,35 @@ class QueueState:
                 del keys[job.key]
 
     def _keys_for(self, key: str) -> dict[str, str]:
-        return self._keys[hash(key) & self._done_mask]
+        return self._keys[hash(key) & self._keys_mask]
 
     def _lookup(self, job_id: str) -> JobRecord | None:
         job = self._jobs.get(job_id)
         if job is None:
-            job = self._done[hash(job_id) & self._done_mask].get(job_id)
+            for generation in reversed(self._done):
+                job = generation.get(job_id)
+                if job is not None:
+                    break
         return job
+
+    def _finish(self, job: JobRecord) -> None:
+        if self._generation_filled >= self._generation:
+            self._done.append({})
+            self._generation_filled = 0
+        self._done[-1][job.id] = job
+        self._generation_filled += 1
+        self._finished.append(job)
+        self._finished_counts[job.state] += 1
 
     def _unfinish(self, job: JobRecord) -> None:
         """Take a finished job out of the finished records (forgotten or revived)."""
-        del self._done[hash(job.id) & self._done_mask][job.id]
+        done = self._done
+        # The oldest generation when forgetting; any when a person deletes or revives.
+        for index, generation in enumerate(done):
+            if generation.pop(job.id, None) is not None:
+                if not generation and index < len(done) - 1:
+                    del done[index]  # freed whole
+                break
         self._finished_counts[job.state] -= 1
         if self._finished[0] is job:
             self._finished.popleft()
@@ -889,9 +933,7 @@ class QueueState:
         job.state = target
         if target in FINISHED:
             del self._jobs[job_id]
-            self._done[hash(job_id) & self._done_mask][job_id] = job
-            self._finished.append(job)
-            self._finished_counts[target] += 1
+            self._finish(job)
         else:
             self._by_state[target][job_id] = None
         counts = self._counts_of(job.queue)

@@ -1438,17 +1438,18 @@ QueueMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=
 TestQueueMachine = QueueMachine.TestCase
 
 
-class ShardedQueueMachine(QueueMachine):
-    """The same rules, with the retained finished jobs spread over four dicts."""
+class GenerationsQueueMachine(QueueMachine):
+    """The same rules, with each finished job in a generation dict of its own."""
 
     def __init__(self) -> None:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(_state, "FINISHED_PER_SHARD", 1)
+            patch.setattr(_state, "FINISHED_GENERATION_SLOTS", 2)
+            patch.setattr(_state, "KEYS_PER_SHARD", 1)
             super().__init__()
-        assert len(self.q._done) == 4
+        assert (self.q._generation, len(self.q._keys)) == (1, 4)
 
 
-ShardedQueueMachine.TestCase.settings = settings(
+GenerationsQueueMachine.TestCase.settings = settings(
     max_examples=100, stateful_step_count=50, deadline=None
 )
-TestShardedQueueMachine = ShardedQueueMachine.TestCase
+TestGenerationsQueueMachine = GenerationsQueueMachine.TestCase
