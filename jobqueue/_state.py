@@ -890,6 +890,8 @@ class QueueState:
 
     def _finish(self, job: JobRecord) -> None:
         if self._generation_filled >= self._generation:
+            if not self._done[-1]:
+                self._done.pop()  # all forgotten while it was the newest
             self._done.append({})
             self._generation_filled = 0
         self._done[-1][job.id] = job

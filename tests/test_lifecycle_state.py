@@ -1233,3 +1233,17 @@ def test_an_id_already_remembered_is_refused_even_once_finished() -> None:
         q.submit("n", None, 0.0)  # seq 3 makes "3", finished but remembered
     assert q.counts()["completed"] == 2
     assert len(q) == 2
+
+
+@pytest.mark.parametrize("retention", [0, 1, 5460, 5461, 5462])
+def test_emptied_generations_never_pile_up(retention: int) -> None:
+    # With a retention below a generation's size, the newest generation can
+    # be emptied while it is still the one being filled.
+    q = QueueState(finished_retention=retention)
+    for _ in range(4 * q._generation + 7):
+        job = submit(q)
+        q.assign("w", 0.0)
+        q.complete(job.id, "w", None, None, 0.0)
+    assert len(q) == retention
+    assert len(q._done) <= 2
+    assert sum(map(len, q._done)) == retention
