@@ -17,12 +17,13 @@ level off once that many have finished. At the end it prints the RSS growth
 from the first mark (100,000) to the end, and exits 1 if it is over
 ``--max-growth`` percent (10).
 
-On glibc the RSS also moves in steps of about 7 MiB that come and go (86 to
-116 MiB over three million jobs): the finished-job dicts are reallocated as
-they churn, and once glibc has raised its dynamic mmap threshold those tables
-come from the heap, which fragments. Python's own block count stays flat. Run
-with ``MALLOC_MMAP_THRESHOLD_=131072`` in the environment to fix the threshold
-and see the server's memory without that effect (flat after 200,000 jobs).
+The first mark comes before steady state: at 100,000 completed the finished
+jobs have only just filled the retention, and the server's structures (and
+the allocator's pools) keep growing for a while after; from 200,000 on the RSS
+should stay flat. It used to climb on glibc in steps of about 7 MiB (79 to
+101 MiB over a million jobs), each the rebuild of one dict of all 100,000
+finished jobs in a fragmented heap; finished jobs now live in generations of
+5,461 that are never rebuilt (docs/design.md, section 2).
 """
 
 from __future__ import annotations

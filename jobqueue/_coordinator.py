@@ -56,6 +56,7 @@ from ._protocol import (
     WaitJob,
     Welcome,
     encode,
+    stored_form,
 )
 from ._state import FINISHED, JobRecord, JobState, QueueState
 from ._version import __version__
@@ -286,7 +287,8 @@ class Coordinator:
         if isinstance(request, RequestJob):
             return self._fetch(conn, request, now)
         if isinstance(request, JobComplete):
-            job = state.complete(request.job_id, conn.id, request.attempt, request.result, now)
+            result = request.stored_result or stored_form(request.result)
+            job = state.complete(request.job_id, conn.id, request.attempt, result, now)
             self._notify_watchers(job)
             if request.fetch is not None:
                 return self._fetch(conn, request.fetch, now)
@@ -386,7 +388,8 @@ class Coordinator:
             delay = max(0.0, request.run_at - time.time())
         return self.state.submit(
             request.name,
-            request.payload,
+            # Kept as encoded JSON: compact, and sent on without encoding again.
+            request.stored_payload or stored_form(request.payload),
             now,
             queue=request.queue,
             priority=request.priority,

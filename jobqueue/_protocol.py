@@ -15,11 +15,13 @@ The message classes keep the Python model and the wire format apart: each has
 from __future__ import annotations
 
 import enum
+import functools
 import json
+import json.encoder
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final, NoReturn, TypeVar
 
 import attrs
@@ -223,12 +225,76 @@ def _parse_float(text: str) -> float:
     return value
 
 
+class RawJSON(bytes):
+    """A JSON value kept as the UTF-8 text :func:`encode` writes for it.
+
+    The server only stores payloads and results and sends them back, so it
+    keeps them in this form (see :func:`stored_form`): an object of 100 bytes
+    of JSON costs 152 bytes, where its decoded ``dict`` and contents cost
+    731, and a reply carries the text without encoding the value again.
+    :func:`encode` writes it verbatim. It is ``bytes``, not ``str``, because
+    a JSON encoder would quietly write any ``str`` as a string; an encoder
+    that does not know this type raises ``TypeError`` instead.
+    """
+
+    __slots__ = ()
+
+
+class _Splice(Exception):
+    """Raised inside the JSON encoder on meeting a :class:`RawJSON`."""
+
+
+def _no_default(value: object) -> NoReturn:
+    if isinstance(value, RawJSON):
+        raise _Splice
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 _json_decode: Callable[[str], Any] = json.JSONDecoder(
     parse_constant=_reject_constant, parse_float=_parse_float
 ).decode
-_json_encode: Callable[[Any], str] = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":")
-).encode
+#: What the marking encoder writes for a RawJSON, to be replaced by its text.
+#: The control characters are always escaped, so only a string value or key
+#: equal to the marker, or ending in '"' plus the marker's text, can produce
+#: this sequence as well; encode() counts the matches and takes the slow path
+#: if there are more than RawJSON values.
+_MARK = "\x00jobqueue:raw\x00"
+_MARK_TEXT = '"\\u0000jobqueue:raw\\u0000"'
+
+
+def _mark(value: object) -> str:
+    if isinstance(value, RawJSON):
+        return _MARK
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encoder(default: Callable[[object], object]) -> Callable[[Any], Iterable[str]]:
+    """An iterencode with the wire's settings, built once.
+
+    ``json.JSONEncoder.encode`` builds a new C encoder on every call, which
+    costs as much as encoding a small message. No circular reference check:
+    messages are built from decoded JSON and plain fields, which cannot hold
+    a cycle (one would raise RecursionError).
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover  (CPython always has the C encoder)
+        return json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=default
+        ).iterencode
+    encoder = make(
+        None, default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return functools.partial(encoder, _current_indent_level=0)
+
+
+_iterencode = _encoder(_no_default)
+_iterencode_marking = _encoder(_mark)
+
+
+def _json_encode(value: Any) -> str:
+    return "".join(_iterencode(value))
+
+
 # A lone surrogate (legal in JSON as "\ud800") has no UTF-8 encoding. The
 # encoder above leaves it as a raw code point, which can only sit inside a
 # string literal, so escaping just those code points keeps the JSON valid and
@@ -350,11 +416,78 @@ def encode(obj: dict[str, Any]) -> bytes:
         ValueError: if ``obj`` holds NaN or infinity.
         TypeError: if ``obj`` holds something JSON cannot represent.
     """
-    text = _json_encode(obj) + "\n"
+    text = "".join(_iterencode_marking(obj)) + "\n"
+    if _MARK_TEXT not in text:
+        return _utf8(text)
+    # A RawJSON value: splice its text in where the encoder wrote the marker.
+    raws = [value for value in obj.values() if isinstance(value, RawJSON)]
+    pieces = text.split(_MARK_TEXT)
+    if len(pieces) != len(raws) + 1:  # one nested deeper, or a string that looks like one
+        return _splice_container(obj) + b"\n"
+    out = [_utf8(pieces[0])]
+    for raw, piece in zip(raws, pieces[1:], strict=True):
+        out += (raw, _utf8(piece))
+    return b"".join(out)
+
+
+def stored_form(value: Any) -> Any:
+    """``value`` as the server stores a payload or result, to send back as is.
+
+    Strings, arrays and objects become :class:`RawJSON` (their encoded text);
+    numbers, booleans and ``null`` stay as they are, already small and
+    written the same way every time.
+
+    Raises:
+        ValueError: if ``value`` holds NaN or infinity.
+        TypeError: if ``value`` holds something JSON cannot represent.
+    """
+    if isinstance(value, (str, list, dict)):
+        return RawJSON(_utf8(_json_encode(value)))
+    return value
+
+
+def _utf8(text: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return _LONE_SURROGATE.sub(_escape_surrogate, text).encode("utf-8")
+
+
+def _spliced(value: Any) -> bytes:
+    """``value`` encoded as :func:`encode` does, with :class:`RawJSON` written verbatim."""
+    if isinstance(value, RawJSON):
+        return value
+    try:
+        return _utf8(_json_encode(value))
+    except _Splice:
+        return _splice_container(value)
+
+
+def _splice_container(value: Any) -> bytes:
+    """An array or object that holds a :class:`RawJSON` somewhere, encoded.
+
+    The runs of fields around the raw ones go through the encoder in one call
+    each, so a reply with a raw payload costs about three encoder calls.
+    """
+    if isinstance(value, (list, tuple)):
+        return b"[" + b",".join(map(_spliced, value)) + b"]"
+    if not isinstance(value, dict):  # pragma: no cover  (only containers hold one)
+        raise TypeError(f"cannot encode {type(value).__name__}")
+    parts: list[bytes] = []
+    run: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"keys must be str, not {type(key).__name__}")
+        if isinstance(item, (RawJSON, dict, list, tuple)):
+            if run:
+                parts.append(_utf8(_json_encode(run))[1:-1])
+                run = {}
+            parts.append(_utf8(json.encoder.encode_basestring(key)) + b":" + _spliced(item))
+        else:
+            run[key] = item
+    if run:
+        parts.append(_utf8(_json_encode(run))[1:-1])
+    return b"{" + b",".join(parts) + b"}"
 
 
 def _json_type(value: object) -> str:
@@ -462,23 +595,29 @@ def _number(obj: dict[str, Any], key: str) -> float:
     return float(value)
 
 
-def _stored_value(obj: dict[str, Any], key: str) -> Any:
+def _stored_value(obj: dict[str, Any], key: str) -> tuple[Any, Any]:
     """A payload or result the server will store and send back later.
 
     Checked by its re-encoded size, not its size on the wire: numbers can come
     back longer than they went in (``1e15`` is written ``1000000000000000.0``),
     and the reply that carries the value must still fit a peer's line limit.
+
+    Returns:
+        The value, and its :func:`stored_form`: the encoding the size check
+        needed anyway, kept so the server never encodes the value again.
     """
     value = obj.get(key)
+    stored = stored_form(value)
     if isinstance(value, (dict, list, str, float)):
-        size = len(encode({key: value}))
+        # As long as encode({key: value}): '{"' key '":' value '}\n'.
+        size = len(key) + 6 + (len(stored) if isinstance(stored, RawJSON) else len(repr(value)))
         if size > MAX_LINE_BYTES - ENVELOPE_BYTES:
             raise ProtocolError(
                 "message_too_large",
                 f'"{obj["type"]}" field "{key}" encodes to {size} bytes; '
                 f"the limit is {MAX_LINE_BYTES - ENVELOPE_BYTES}",
             )
-    return value
+    return value, stored
 
 
 def _object(obj: dict[str, Any], key: str) -> dict[str, Any]:
@@ -550,6 +689,9 @@ class SubmitJob:
     delay: float = 0.0
     run_at: float | None = None
     key: str | None = None
+    #: ``payload`` as the server stores it (:func:`stored_form`), set by
+    #: :meth:`from_wire`; ``None`` for a ``None`` payload or when not decoded.
+    stored_payload: Any = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> SubmitJob:
@@ -579,9 +721,11 @@ class SubmitJob:
                     "bad_request",
                     f'"{obj["type"]}" field "run_at" is more than a year ahead',
                 )
+        payload, stored = _stored_value(obj, "payload")
         return cls(
             name=name,
-            payload=_stored_value(obj, "payload"),
+            payload=payload,
+            stored_payload=stored,
             queue=queue,
             priority=priority,
             max_attempts=max_attempts,
@@ -723,14 +867,19 @@ class JobComplete:
     attempt: int | None = None
     result: Any = None
     fetch: RequestJob | None = None
+    #: ``result`` as the server stores it (:func:`stored_form`), set by
+    #: :meth:`from_wire`; ``None`` for a ``None`` result or when not decoded.
+    stored_result: Any = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> JobComplete:
         """Validate a decoded ``job_complete``."""
+        result, stored = _stored_value(obj, "result")
         return cls(
             job_id=_str(obj, "job_id"),
             attempt=_opt_attempt(obj),
-            result=_stored_value(obj, "result"),
+            result=result,
+            stored_result=stored,
             fetch=_fetch(obj),
         )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import heapq
 import random
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
@@ -38,9 +39,16 @@ DEFAULT_RETRY_DELAY = 1.0
 DEFAULT_MAX_RETRY_DELAY = 300.0
 #: The queue a job goes to, and a worker listens on, when none is named.
 DEFAULT_QUEUE = "default"
-#: Jobs that may wait at once before submits get ``queue_full``: about 0.7 GB
+#: Jobs that may wait at once before submits get ``queue_full``: about 0.5 GB
 #: of server memory with small payloads.
 DEFAULT_MAX_PENDING = 1_000_000
+#: Table size of one generation of finished jobs (see QueueState): it holds
+#: two thirds as many jobs, 5,461, which fill the table exactly (CPython
+#: dicts use two thirds of their slots), about 100 KiB. With a retention
+#: over 32 generations' worth the size doubles until 32 are enough.
+FINISHED_GENERATION_SLOTS = 8192
+#: About how many idempotency keys share one of the dicts that find them.
+KEYS_PER_SHARD = 1024
 
 
 class JobState(enum.Enum):
@@ -243,21 +251,58 @@ class JobRecord:
         )
 
 
+@attrs.define(eq=False, slots=True)
+class _Line:
+    """One queue's pending jobs, best first, at 8 bytes a job.
+
+    Jobs nearly always become pending in submission order, so each priority
+    has a FIFO lane of the records themselves, in ``seq`` order (a heap entry
+    tuple cost 72 bytes a job). A job that comes back out of order (requeued,
+    promoted after a delay or a backoff, revived) goes to a heap, ``late``,
+    keyed like the lanes: ``(-priority, seq, id)``. The best job is the
+    better of the top lane's head and the heap's top.
+
+    Entries are deleted lazily: a job cancelled while waiting keeps its entry
+    until it reaches the front or the line is compacted; ``size`` counts
+    entries, live or not, so the queue knows when to compact.
+    """
+
+    #: ``-priority`` -> jobs of that priority in ``seq`` order (never empty
+    #: once :meth:`QueueState._head` has looked at it).
+    lanes: dict[int, deque[JobRecord]] = attrs.field(factory=dict)
+    #: Heap of the keys of ``lanes``: the top lane is ``lanes[ranks[0]]``.
+    ranks: list[int] = attrs.field(factory=list)
+    late: list[tuple[int, int, str]] = attrs.field(factory=list)
+    size: int = 0
+
+
 @attrs.define(eq=False)
 class QueueState:
     """All queue state, and the rules for changing it.
 
-    Storage: ``_jobs`` maps id -> :class:`JobRecord` for every job the
-    server remembers. Pending jobs also sit in one heap per queue, keyed by
-    ``(-priority, seq)``: highest priority first, then first come, first
-    served, and a requeued job goes back to its original place. Scheduled
-    jobs sit in a heap keyed by the time they may run. Running jobs sit in
-    ``_leases``, ordered by lease deadline. ``_by_state`` indexes ids by
-    state for listing; finished ids sit in ``_finished`` in finishing order,
-    so the oldest can be forgotten.
+    Storage: ``_jobs`` maps id -> :class:`JobRecord` for every job that has
+    not finished. Pending jobs also wait in one :class:`_Line` per queue:
+    highest priority first, then first come, first served, and a requeued
+    job goes back to its original place. Scheduled jobs sit in a heap keyed
+    by the time they may run. Running jobs sit in ``_leases``, ordered by
+    lease deadline. ``_by_state`` indexes unfinished ids by state for
+    listing.
 
-    Heaps are cleaned lazily: cancelling a pending job only changes its
-    state, and its heap entry is dropped when it reaches the top.
+    Finished jobs leave ``_jobs`` for ``_done``, a deque of *generations*:
+    dicts of up to ``_generation`` jobs each, in finishing order. They also
+    sit in ``_finished`` in finishing order, so the oldest can be forgotten
+    and a listing of a finished state filters it in order. Why not one dict
+    of all finished jobs: a dict that keeps gaining and losing entries never
+    reuses a deleted entry's slot, so every so often it is rebuilt into a new
+    table, at twice the size it had while growing; one table of 100,000 jobs
+    is 7 MiB, and rebuilding it fragments glibc's heap so that the server's
+    RSS steps up over a long run. A generation only ever gains jobs until it
+    is full and then only loses them, so it is never rebuilt, and it is freed
+    whole once its last job is forgotten. Finding a finished job costs one
+    probe per generation (at most about 32), newest first.
+
+    Lines and heaps are cleaned lazily: cancelling a pending job only changes
+    its state, and its entry is dropped when it reaches the front.
 
     Args:
         lease_timeout: Seconds a lease lasts after assignment or heartbeat.
@@ -283,7 +328,11 @@ class QueueState:
     rng: random.Random = attrs.field(factory=random.Random)
     on_event: Callable[[Event], None] | None = None
     _jobs: dict[str, JobRecord] = attrs.field(factory=dict, init=False)
-    _queues: dict[str, list[tuple[int, int, str]]] = attrs.field(factory=dict, init=False)
+    _done: deque[dict[str, JobRecord]] = attrs.field(factory=lambda: deque([{}]), init=False)
+    _generation: int = attrs.field(default=0, init=False)
+    #: Jobs added to ``_done[-1]`` (deleted ones included: their slots are spent).
+    _generation_filled: int = attrs.field(default=0, init=False)
+    _queues: dict[str, _Line] = attrs.field(factory=dict, init=False)
     _scheduled: list[tuple[float, int, str]] = attrs.field(factory=list, init=False)
     # Every lease has the same length and `now` never goes backwards, so
     # deadlines grow in the order leases are granted or renewed: an OrderedDict
@@ -291,12 +340,20 @@ class QueueState:
     _leases: OrderedDict[str, None] = attrs.field(factory=OrderedDict, init=False)
     _held: dict[Hashable, dict[str, None]] = attrs.field(factory=dict, init=False)
     _by_state: dict[JobState, dict[str, None]] = attrs.field(
-        factory=lambda: {state: {} for state in JobState}, init=False
+        factory=lambda: {state: {} for state in JobState if state not in FINISHED}, init=False
+    )
+    _finished_counts: dict[JobState, int] = attrs.field(
+        factory=lambda: dict.fromkeys(FINISHED, 0), init=False
     )
     _queue_counts: dict[str, dict[str, int]] = attrs.field(factory=dict, init=False)
-    _finished: deque[str] = attrs.field(factory=deque, init=False)
-    _keys: dict[str, str] = attrs.field(factory=dict, init=False)
+    _finished: deque[JobRecord] = attrs.field(factory=deque, init=False)
+    # Keyed jobs churn through their keys' dicts like finished jobs; a key can
+    # belong to a job of any state, so the dicts are picked by the key's hash.
+    _keys: list[dict[str, str]] = attrs.field(factory=list, init=False)
+    _keys_mask: int = attrs.field(default=0, init=False)
     _next_seq: int = attrs.field(default=1, init=False)
+    #: Whether a Submitted event ever named a job other than ``id_prefix`` + ``seq``.
+    _foreign_ids: bool = attrs.field(default=False, init=False)
     _last_now: float = attrs.field(default=float("-inf"), init=False)
     totals: dict[str, int] = attrs.field(
         factory=lambda: dict.fromkeys(
@@ -318,11 +375,33 @@ class QueueState:
             raise ValueError(f"max_attempts must be from 1 to {MAX_ATTEMPTS}")
         if self.max_pending is not None and self.max_pending < 1:
             raise ValueError("max_pending must be >= 1 (or None for no limit)")
+        slots = FINISHED_GENERATION_SLOTS
+        while slots * 2 // 3 * 32 < self.finished_retention:
+            slots *= 2
+        self._generation = slots * 2 // 3
+        shards = 1 << (self.finished_retention // KEYS_PER_SHARD).bit_length()
+        self._keys = [{} for _ in range(shards)]
+        self._keys_mask = shards - 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in attrs.fields(type(self))}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # _keys picks a dict by hash(), and str hashes are salted per
+        # process: a state pickled in one process is sorted again for this
+        # one's hashes.
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        keys: list[dict[str, str]] = [{} for _ in self._keys]
+        for shard in self._keys:
+            for key, job_id in shard.items():
+                keys[hash(key) & self._keys_mask][key] = job_id
+        self._keys = keys
 
     # -- queries --------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return len(self._jobs) + len(self._finished)
 
     @property
     def pending_count(self) -> int:
@@ -336,7 +415,7 @@ class QueueState:
 
     def knows_key(self, key: str) -> bool:
         """Whether a remembered job was submitted with idempotency ``key``."""
-        return key in self._keys
+        return key in self._keys_for(key)
 
     def check_room(self, count: int) -> None:
         """Refuse, before anything changes, a submit of ``count`` new jobs that would not fit.
@@ -367,7 +446,7 @@ class QueueState:
             ProtocolError: ``unknown_job`` if the id was never issued or the
                 finished job has been forgotten.
         """
-        job = self._jobs.get(job_id)
+        job = self._lookup(job_id)
         if job is None:
             raise ProtocolError(
                 "unknown_job",
@@ -386,7 +465,11 @@ class QueueState:
 
     def counts(self) -> dict[str, int]:
         """How many remembered jobs are in each state."""
-        return {state.value: len(ids) for state, ids in self._by_state.items()}
+        by_state, finished = self._by_state, self._finished_counts
+        return {
+            state.value: finished[state] if state in FINISHED else len(by_state[state])
+            for state in JobState
+        }
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
         """Per queue: jobs pending, scheduled and running (queues in use only)."""
@@ -401,10 +484,19 @@ class QueueState:
     def list_jobs(
         self, state: JobState, queue: str | None, limit: int
     ) -> tuple[list[JobRecord], bool]:
-        """Up to ``limit`` jobs in ``state`` (oldest change first); and whether more exist."""
+        """Up to ``limit`` jobs in ``state`` (oldest change first); and whether more exist.
+
+        A finished state is found by filtering all retained finished jobs in
+        finishing order (the order they entered their state), so a listing of
+        a rare one may scan up to ``finished_retention`` records.
+        """
         found: list[JobRecord] = []
-        for job_id in self._by_state[state]:
-            job = self._jobs[job_id]
+        jobs: Iterable[JobRecord]
+        if state in FINISHED:
+            jobs = (job for job in self._finished if job.state is state)
+        else:
+            jobs = map(self._jobs.__getitem__, self._by_state[state])
+        for job in jobs:
             if queue is not None and job.queue != queue:
                 continue
             if len(found) == limit:
@@ -444,8 +536,11 @@ class QueueState:
         that job is returned, with ``False``.
         """
         self._tick(now)
-        if key is not None and key in self._keys:
-            return self._jobs[self._keys[key]], False
+        known_id = None if key is None else self._keys_for(key).get(key)
+        if known_id is not None:
+            known = self._lookup(known_id)
+            assert known is not None
+            return known, False
         self.check_room(1)
         seq = self._next_seq
         job_id = f"{self.id_prefix}{seq}"
@@ -477,18 +572,16 @@ class QueueState:
         named queues together.
         """
         self._tick(now)
-        best: tuple[int, int, str] | None = None
+        best: JobRecord | None = None
         for queue in queues:
-            heap = self._queues.get(queue)
-            while heap and self._jobs.get(heap[0][2], _GONE).state is not JobState.PENDING:
-                heapq.heappop(heap)  # cancelled while waiting
-            if heap and (best is None or heap[0] < best):
-                best = heap[0]
+            line = self._queues.get(queue)
+            job = None if line is None else self._head(line)
+            if job is not None and (best is None or _rank(job) < _rank(best)):
+                best = job
         if best is None:
             return None
-        job_id = best[2]
-        self.apply(Assigned(job_id, worker, worker_name, now + self.lease_timeout))
-        return self._jobs[job_id]
+        self.apply(Assigned(best.id, worker, worker_name, now + self.lease_timeout))
+        return best
 
     def heartbeat(
         self, job_id: str, worker: Hashable, attempt: int | None, now: float
@@ -724,21 +817,20 @@ class QueueState:
             job.not_before = None
             self._enqueue(job)
         elif isinstance(event, Cancelled):
-            job = self._jobs.get(event.job_id, _GONE)
-            source = job.state
-            self._move(event.job_id, "cancel")
+            source = (self._lookup(event.job_id) or _GONE).state
+            job = self._move(event.job_id, "cancel")
             if source is JobState.RUNNING:
                 self._end_lease(job)
             else:
-                # Its heap entry stays (lazy deletion) until it reaches the
-                # top; compacting when dead entries outnumber live ones keeps
-                # a heap's size within twice its live jobs, amortised O(1).
+                # Its line or heap entry stays (lazy deletion) until it
+                # reaches the front; compacting when dead entries outnumber
+                # live ones keeps a line within twice its live jobs,
+                # amortised O(1).
                 self._compact(job.queue)
             job.not_before = None
             self.totals["cancelled"] += 1
         elif isinstance(event, Revived):
             job = self._move(event.job_id, "revive")
-            self._finished.remove(job.id)  # O(retained), but a person's action
             job.attempt_base = job.attempt
             self._enqueue(job)
         else:
@@ -747,14 +839,22 @@ class QueueState:
             self.on_event(event)
 
     def _on_submitted(self, event: Submitted) -> None:
-        if event.job_id in self._jobs:
+        regular = event.job_id == f"{self.id_prefix}{event.seq}"
+        # While every id is id_prefix + seq, a seq never used before makes an
+        # id never used before: no need to look through every generation.
+        fresh = regular and not self._foreign_ids and event.seq >= self._next_seq
+        if not fresh and self._lookup(event.job_id) is not None:
             raise InvalidTransition(f"job {event.job_id!r} already exists")
+        self._foreign_ids = self._foreign_ids or not regular
+        # Every job of a kind shares one name string, and of a queue one
+        # queue string, instead of one decoded per submit (53 bytes a job).
+        # Interned strings die with their last user, so this cannot leak.
         job = JobRecord(
             event.job_id,
-            event.name,
+            sys.intern(event.name),
             event.payload,
             event.seq,
-            queue=event.queue,
+            queue=sys.intern(event.queue),
             priority=event.priority,
             max_attempts=event.max_attempts,
             key=event.key,
@@ -763,7 +863,7 @@ class QueueState:
         self._next_seq = max(self._next_seq, event.seq + 1)
         self.totals["submitted"] += 1
         if event.key is not None:
-            self._keys[event.key] = job.id
+            self._keys_for(event.key)[event.key] = job.id
         if event.not_before is not None:
             job.state = JobState.SCHEDULED
         self._by_state[job.state][job.id] = None
@@ -798,20 +898,59 @@ class QueueState:
             self.totals["failed"] += 1
 
     def _on_forgotten(self, event: Forgotten) -> None:
-        job = self._jobs.get(event.job_id)
+        finished = self._finished
+        if finished and finished[0].id == event.job_id:
+            job: JobRecord | None = finished[0]  # retention: the oldest, no search
+        else:
+            job = self._lookup(event.job_id)
         if job is None or job.state not in FINISHED:
             raise InvalidTransition(f"cannot forget job {event.job_id!r}: not finished")
-        del self._jobs[event.job_id]
-        del self._by_state[job.state][job.id]
-        if job.key is not None and self._keys.get(job.key) == job.id:
-            del self._keys[job.key]
-        if self._finished[0] == event.job_id:
+        self._unfinish(job)
+        if job.key is not None:
+            keys = self._keys_for(job.key)
+            if keys.get(job.key) == job.id:
+                del keys[job.key]
+
+    def _keys_for(self, key: str) -> dict[str, str]:
+        return self._keys[hash(key) & self._keys_mask]
+
+    def _lookup(self, job_id: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            for generation in reversed(self._done):
+                job = generation.get(job_id)
+                if job is not None:
+                    break
+        return job
+
+    def _finish(self, job: JobRecord) -> None:
+        if self._generation_filled >= self._generation:
+            if not self._done[-1]:
+                self._done.pop()  # all forgotten while it was the newest
+            self._done.append({})
+            self._generation_filled = 0
+        self._done[-1][job.id] = job
+        self._generation_filled += 1
+        self._finished.append(job)
+        self._finished_counts[job.state] += 1
+
+    def _unfinish(self, job: JobRecord) -> None:
+        """Take a finished job out of the finished records (forgotten or revived)."""
+        done = self._done
+        # The oldest generation when forgetting; any when a person deletes or revives.
+        for index, generation in enumerate(done):
+            if generation.pop(job.id, None) is not None:
+                if not generation and index < len(done) - 1:
+                    del done[index]  # freed whole
+                break
+        self._finished_counts[job.state] -= 1
+        if self._finished[0] is job:
             self._finished.popleft()
-        else:  # deleted by a person, or a hand-made log
-            self._finished.remove(event.job_id)
+        else:  # deleted or revived by a person (O(retained)), or a hand-made log
+            self._finished.remove(job)
 
     def _move(self, job_id: str, action: str) -> JobRecord:
-        job = self._jobs.get(job_id)
+        job = self._lookup(job_id)
         if job is None:
             raise InvalidTransition(f"no job {job_id!r} to {action}")
         source = job.state
@@ -819,15 +958,21 @@ class QueueState:
         if target is None:
             raise InvalidTransition(f"cannot {action} a {source.value} job ({job_id!r})")
         if action == "assign":
-            heap = self._queues.get(job.queue, [])
-            while heap and self._jobs.get(heap[0][2], _GONE).state is not JobState.PENDING:
-                heapq.heappop(heap)  # cancelled while waiting: not part of the state
-            if not heap or heap[0][2] != job_id:
+            line = self._queues.get(job.queue)
+            if line is None or self._head(line) is not job:
                 raise InvalidTransition(f"{job_id!r} is not first in its queue")
-            heapq.heappop(heap)
+            self._pop_head(line, job)
+        if source in FINISHED:  # revived
+            self._unfinish(job)
+            self._jobs[job_id] = job
+        else:
+            del self._by_state[source][job_id]
         job.state = target
-        del self._by_state[source][job_id]
-        self._by_state[target][job_id] = None
+        if target in FINISHED:
+            del self._jobs[job_id]
+            self._finish(job)
+        else:
+            self._by_state[target][job_id] = None
         counts = self._counts_of(job.queue)
         if source.value in counts:
             counts[source.value] -= 1
@@ -838,8 +983,6 @@ class QueueState:
             self._queues.pop(job.queue, None)
             if not any(counts.values()):
                 del self._queue_counts[job.queue]  # a queue name costs nothing once idle
-        if target in FINISHED:
-            self._finished.append(job_id)
         return job
 
     def _running(self, job_id: str) -> JobRecord:
@@ -854,20 +997,76 @@ class QueueState:
             counts = self._queue_counts[queue] = {"pending": 0, "scheduled": 0, "running": 0}
         return counts
 
+    def _head(self, line: _Line) -> JobRecord | None:
+        """The best pending job in ``line``, dropping dead entries in front of it."""
+        lanes, ranks = line.lanes, line.ranks
+        first = None
+        while ranks:
+            lane = lanes[ranks[0]]
+            while lane and lane[0].state is not JobState.PENDING:
+                lane.popleft()  # cancelled while waiting: not part of the state
+                line.size -= 1
+            if lane:
+                first = lane[0]
+                break
+            del lanes[heapq.heappop(ranks)]
+        late, jobs = line.late, self._jobs
+        while late and jobs.get(late[0][2], _GONE).state is not JobState.PENDING:
+            heapq.heappop(late)
+            line.size -= 1
+        if late and (first is None or late[0] < _rank(first)):
+            return jobs[late[0][2]]
+        return first
+
+    def _pop_head(self, line: _Line, job: JobRecord) -> None:
+        """Remove ``job``, which :meth:`_head` just returned, from ``line``."""
+        late = line.late
+        if late and late[0][2] == job.id:
+            heapq.heappop(late)
+        else:
+            rank = line.ranks[0]
+            lane = line.lanes[rank]
+            lane.popleft()
+            if not lane:
+                del line.lanes[rank]
+                heapq.heappop(line.ranks)
+        line.size -= 1
+
     def _compact(self, queue: str) -> None:
         jobs = self._jobs
-        heap = self._queues.get(queue)
+        line = self._queues.get(queue)
         live = self._queue_counts.get(queue, {}).get("pending", 0)
-        if heap is not None and len(heap) > 2 * live + 64:
-            heap[:] = [e for e in heap if jobs.get(e[2], _GONE).state is JobState.PENDING]
-            heapq.heapify(heap)
+        if line is not None and line.size > 2 * live + 64:
+            pending = JobState.PENDING
+            lanes = {}
+            for rank, lane in line.lanes.items():
+                kept = deque(job for job in lane if job.state is pending)
+                if kept:
+                    lanes[rank] = kept
+            line.lanes = lanes
+            line.ranks = sorted(lanes)
+            line.late = [e for e in line.late if jobs.get(e[2], _GONE).state is pending]
+            heapq.heapify(line.late)
+            line.size = live
         scheduled = self._scheduled
         if len(scheduled) > 2 * len(self._by_state[JobState.SCHEDULED]) + 64:
             scheduled[:] = [e for e in scheduled if self._is_due_entry(e)]
             heapq.heapify(scheduled)
 
     def _enqueue(self, job: JobRecord) -> None:
-        heapq.heappush(self._queues.setdefault(job.queue, []), (-job.priority, job.seq, job.id))
+        line = self._queues.get(job.queue)
+        if line is None:
+            line = self._queues[job.queue] = _Line()
+        rank = -job.priority
+        lane = line.lanes.get(rank)
+        if lane is None:
+            line.lanes[rank] = deque((job,))
+            heapq.heappush(line.ranks, rank)
+        elif not lane or lane[-1].seq < job.seq:
+            lane.append(job)
+        else:  # back in line ahead of later jobs
+            heapq.heappush(line.late, (rank, job.seq, job.id))
+        line.size += 1
 
     def _schedule(self, job: JobRecord, not_before: float) -> None:
         job.not_before = not_before
@@ -885,8 +1084,13 @@ class QueueState:
         # job, so the log reads "completed, then forgotten" and replays in
         # that order.
         while len(self._finished) > self.finished_retention:
-            self.apply(Forgotten(self._finished[0]))
+            self.apply(Forgotten(self._finished[0].id))
 
 
 #: Stands in for a missing job so lookups can test ``.state`` without a None check.
 _GONE = JobRecord("", "", None, 0, state=JobState.CANCELLED)
+
+
+def _rank(job: JobRecord) -> tuple[int, int, str]:
+    """A pending job's place in line: smaller runs first (as in ``_Line.late``)."""
+    return (-job.priority, job.seq, job.id)

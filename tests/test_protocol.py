@@ -50,6 +50,7 @@ from jobqueue._protocol import (
     Ok,
     Progress,
     ProtocolError,
+    RawJSON,
     Reply,
     Request,
     RequestJob,
@@ -62,6 +63,7 @@ from jobqueue._protocol import (
     decode_reply,
     decode_request,
     encode,
+    stored_form,
 )
 
 # What a feed produced, in order: a line (bytes), or ("error", code). A feed
@@ -1593,3 +1595,117 @@ def test_fuzz_depth_check_agrees_with_the_real_depth(value: Any, extra: int, sib
         with pytest.raises(ProtocolError) as excinfo:
             decode_request(line)
         assert excinfo.value.code == "bad_json"
+
+
+# -- payloads and results kept as raw JSON text ---------------------------------
+
+ODD_VALUES: list[Any] = [
+    "",
+    "plain",
+    'quotes " and \\ backslashes \n\t and control \x00\x1f',
+    "é✓😀 \u2028\u2029",
+    "\ud800 lone \udfff surrogates",
+    {"\ud800": ["\udc00", {"é": None}]},
+    [],
+    {},
+    [[[[]]], {"a": {"b": {"c": [1, 2.5, True, False, None]}}}],
+    2**70,
+    -(2**64),
+    1e15,
+    1e-7,
+    -0.0,
+    1.7976931348623157e308,
+    0,
+    True,
+    None,
+]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES)
+def test_a_stored_value_encodes_exactly_as_the_value(value: Any) -> None:
+    # The server keeps strings, arrays and objects as their encoded text and
+    # splices it into replies: the bytes on the wire must not change.
+    stored = stored_form(value)
+    assert isinstance(stored, RawJSON) == isinstance(value, (str, list, dict))
+    for wire in (
+        JobAssigned("1", "n", value, 1, 30.0).to_wire(),
+        JobInfo("1", "n", "completed", 1, result=value).to_wire(),
+    ):
+        spliced = {key: stored if item is value else item for key, item in wire.items()}
+        assert encode(spliced) == encode(wire)
+    reply = decode_reply(encode(JobAssigned("1", "n", stored, 1, 30.0).to_wire())[:-1])
+    assert isinstance(reply, JobAssigned)
+    assert same(reply.payload, json.loads(encode({"v": value}))["v"])
+
+
+def test_decoding_keeps_the_stored_form_that_the_size_check_encoded() -> None:
+    line = b'{"type":"submit_job","name":"x","payload":{"k":[1e15,"\\ud800","\xc3\xa9"]}}'
+    request = decode_line(line)
+    assert isinstance(request, SubmitJob)
+    assert request.payload == {"k": [1e15, "\ud800", "é"]}
+    assert request.stored_payload == RawJSON('{"k":[1000000000000000.0,"\\ud800","é"]}'.encode())
+    # Not part of equality: a request built in Python is the same request.
+    assert request == SubmitJob("x", {"k": [1e15, "\ud800", "é"]})
+    complete = decode_line(b'{"type":"job_complete","job_id":"1","result":"r"}')
+    assert isinstance(complete, JobComplete)
+    assert (complete.result, complete.stored_result) == ("r", RawJSON(b'"r"'))
+    scalar = decode_line(b'{"type":"job_complete","job_id":"1","result":12}')
+    assert isinstance(scalar, JobComplete)
+    assert scalar.stored_result == 12
+
+
+def test_raw_values_nested_in_lists_and_objects_are_spliced_in_order() -> None:
+    raw = stored_form({"a": [1, "é"]})
+    message = {
+        "type": "t",
+        "first": 1,
+        "jobs": [{"x": raw, "y": {"z": raw}}, raw, "s"],
+        "raw": raw,
+        "last": None,
+    }
+    expected = {
+        **message,
+        "jobs": [{"x": {"a": [1, "é"]}, "y": {"z": {"a": [1, "é"]}}}, {"a": [1, "é"]}, "s"],
+        "raw": {"a": [1, "é"]},
+    }
+    assert encode(message) == encode(expected)
+
+
+def test_only_raw_json_is_spliced_other_bytes_are_refused() -> None:
+    with pytest.raises(TypeError):
+        encode({"type": "t", "v": b'"not raw"'})
+    with pytest.raises(TypeError):
+        encode({"type": "t", "w": stored_form("s"), "v": [stored_form(1.5), object()]})
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        stored_form([float("nan")])
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values(any_text))
+def test_fuzz_stored_values_encode_exactly_as_the_values(value: Any) -> None:
+    assume(depth(value) < MAX_DEPTH)
+    wire = JobAssigned("1", "n", value, 1, 30.0).to_wire()
+    line = encode({**wire, "payload": stored_form(value)})
+    assert line == encode(wire)
+    decoded = decode_reply(line[:-1])
+    assert isinstance(decoded, JobAssigned)
+    assert same(decoded.payload, json.loads(line)["payload"])
+
+
+@pytest.mark.parametrize(
+    "lookalike",
+    ["\x00jobqueue:raw\x00", 'x"\x00jobqueue:raw\x00', "\x00jobqueue:raw\x00 and more"],
+)
+def test_a_string_that_looks_like_the_splice_marker_is_sent_as_itself(lookalike: str) -> None:
+    # encode() has the JSON encoder write a marker string where a RawJSON goes
+    # and swaps the text in; a user's string that encodes to the same bytes
+    # must neither be swapped nor shift the raw values along.
+    raw = stored_form(["r", 1])
+    for message in (
+        {"type": "t", "a": lookalike, "payload": raw, "b": [lookalike]},
+        {"type": "t", lookalike: raw, "note": {"k": lookalike}},
+        {"type": "t", "payload": raw, "more": raw, "a": lookalike},
+    ):
+        plain = {key: ["r", 1] if value is raw else value for key, value in message.items()}
+        assert encode(message) == encode(plain)
+        assert json.loads(encode(message)) == plain

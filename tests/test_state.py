@@ -20,6 +20,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from jobqueue import _state
 from jobqueue._protocol import JobInfo, ProtocolError
 from jobqueue._state import (
     DEFAULT_FINISHED_RETENTION,
@@ -1435,3 +1436,20 @@ class QueueMachine(RuleBasedStateMachine):
 
 QueueMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
 TestQueueMachine = QueueMachine.TestCase
+
+
+class GenerationsQueueMachine(QueueMachine):
+    """The same rules, with each finished job in a generation dict of its own."""
+
+    def __init__(self) -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_state, "FINISHED_GENERATION_SLOTS", 2)
+            patch.setattr(_state, "KEYS_PER_SHARD", 1)
+            super().__init__()
+        assert (self.q._generation, len(self.q._keys)) == (1, 4)
+
+
+GenerationsQueueMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=50, deadline=None
+)
+TestGenerationsQueueMachine = GenerationsQueueMachine.TestCase
