@@ -1604,6 +1604,11 @@ class CoordinatorModel(RuleBasedStateMachine):
         cid = model.conn.id
         held = [j for j, job in self.jobs.items() if job.state == "running" and job.holder == cid]
         self.lose(held, expired=False)
+        # A step of its own (as `send` counts one): without it, a request
+        # parked in the previous step looked "served first thing in this
+        # step" and had to get the head of the line, though the disconnect
+        # may requeue several jobs for several parked workers at once.
+        self.steps += 1
         self.step(Disconnected(model.conn))
         assert model.told_closed
 
@@ -1666,6 +1671,32 @@ def test_coordinator_keeps_its_rules_under_random_interleavings() -> None:
             report_multiple_bugs=False,
         ),
     )
+
+
+def test_coordinator_model_disconnect_requeuing_two_jobs_for_two_parked_workers() -> None:
+    # Found by the test above: one connection holds two jobs and two others
+    # are parked; its disconnect requeues both, and each parked worker gets
+    # one. The server was right; the model wrongly demanded the head of the
+    # line for the second waiter (it counted the disconnect as no new step).
+    model = CoordinatorModel()
+    for _ in range(5):
+        model.connect()
+    model.advance(1.0)
+    model.submit(c=0, priority=0, max_attempts=None, then_request=False)
+    model.advance(2.0)
+    model.request_job(c=2, wait=0.0)  # connection 3 takes j1
+    model.disconnect(c=0)
+    model.connect()
+    model.submit(c=1, priority=0, max_attempts=None, then_request=True)  # 3 takes j2 too
+    model.advance(0.5)
+    model.request_job(c=0, wait=1.0)  # connection 2 parks
+    model.request_job(c=2, wait=1.0)  # connection 4 parks
+    model.disconnect(c=1)  # connection 3 goes: j1 to connection 2, j2 to 4
+    assert {job_id: (job.state, job.holder) for job_id, job in model.jobs.items()} == {
+        "j1": ("running", 2),
+        "j2": ("running", 4),
+    }
+    model.teardown()
 
 
 # -- 7. chaos: real worker processes SIGKILLed at random ---------------------------------
