@@ -294,7 +294,10 @@ class Client:
                 attempts += 1
                 try:
                     self._link = await self._open()
-                except ConnectionLost as exc:
+                except (ConnectionLost, RequestError) as exc:
+                    # A full server may have room soon; a refused token will not.
+                    if isinstance(exc, RequestError) and exc.code != "too_many_connections":
+                        raise
                     if trio.current_time() + delay > deadline:
                         raise ConnectionLost(
                             f"could not reconnect to the queue at {old.address} within "

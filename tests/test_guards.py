@@ -508,3 +508,56 @@ async def test_a_file_limit_below_max_connections_is_warned_about(
     warnings = _bind_warnings(caplog)
     assert len(warnings) == 1, warnings
     assert "max_connections is 1024 but this process may open only 256 files" in warnings[0]
+
+
+async def test_a_client_waits_for_room_on_a_full_server_when_it_reconnects(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_memory_queue() as queue:
+        assert queue.connector is not None
+        connect = queue.connector
+        full = [0]
+        held: list[trio.abc.Stream] = []
+
+        async def connector() -> trio.abc.Stream:
+            if full[0] == 0:
+                return await connect()
+            full[0] -= 1
+            # What a full server says to one connection too many.
+            client_end, server_end = trio.testing.memory_stream_pair()
+            held.append(server_end)
+            await server_end.send_all(
+                b'{"type":"error","code":"too_many_connections","message":"full"}\n'
+            )
+            return client_end
+
+        async with Client.connect("memory", 0, connect=connector) as client:
+            job_id = await client.submit("echo", 1)
+            with trio.move_on_after(1):
+                await client.wait(job_id)  # cancelled: the next call reconnects
+            full[0] = 3
+            start = trio.current_time()
+            assert (await client.status(job_id)).state == "pending"
+            assert full == [0]
+            assert trio.current_time() - start >= 0.35  # three pauses: 0.05+ 0.1+ 0.2+
+
+            # A refused token is not worth waiting for.
+            async with Client.connect("memory", 0, connect=connector) as other:
+                with trio.move_on_after(1):
+                    await other.wait(job_id)
+                held.clear()
+
+                async def refuse_token() -> trio.abc.Stream:
+                    client_end, server_end = trio.testing.memory_stream_pair()
+                    held.append(server_end)
+                    await server_end.send_all(
+                        b'{"type":"error","code":"unauthorized","message":"no"}\n'
+                    )
+                    return client_end
+
+                connect = refuse_token
+                start = trio.current_time()
+                with pytest.raises(RequestError) as refused:
+                    await other.stats()
+                assert refused.value.code == "unauthorized"
+                assert trio.current_time() == start
