@@ -42,6 +42,7 @@ from ._protocol import (
     ProtocolError,
     decode_request,
     encode,
+    encode_reply,
 )
 from ._state import (
     DEFAULT_FINISHED_RETENTION,
@@ -566,7 +567,7 @@ def _raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
 def _encode_outgoing(reply: Outgoing) -> bytes:
     if isinstance(reply, ProtocolError):
         reply = ErrorReply.from_exception(reply)
-    return encode(reply.to_wire())
+    return encode_reply(reply)
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:

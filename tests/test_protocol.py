@@ -62,6 +62,7 @@ from jobqueue._protocol import (
     decode_reply,
     decode_request,
     encode,
+    encode_reply,
 )
 
 # What a feed produced, in order: a line (bytes), or ("error", code). A feed
@@ -1542,6 +1543,37 @@ def test_fuzz_payload_round_trips_exactly(data: st.DataObject, payload: Any, nam
     assert isinstance(decoded, SubmitJob)
     assert decoded.name == name
     assert same(decoded.payload, payload)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payload=json_values(any_text),
+    name=any_text.filter(bool),
+    job_id=any_text.filter(bool),
+    attempt=st.integers(1, 10**6),
+    lease=st.floats(0.001, 1e6) | st.integers(1, 10**6),
+    duplicate=st.booleans(),
+)
+def test_encode_reply_matches_the_generic_encoding(
+    payload: Any, name: str, job_id: str, attempt: int, lease: float, duplicate: bool
+) -> None:
+    """The server's direct encoding of its hot replies is byte for byte ``encode``'s."""
+    replies: list[Reply] = [
+        JobAssigned(job_id, name, payload, attempt, lease),
+        JobSubmitted(job_id, duplicate=duplicate),
+        Ok(),
+        Ok(lease_timeout=lease),
+        NoJob(),
+    ]
+    for reply in replies:
+        assert encode_reply(reply) == encode(reply.to_wire())
+
+
+def test_encode_reply_refuses_what_encode_refuses() -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        encode_reply(JobAssigned("j", "n", float("nan"), 1, 30.0))
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode_reply(JobAssigned("j", "n", object(), 1, 30.0))
 
 
 # -- the depth check's fast path for batches --------------------------------------
