@@ -63,6 +63,7 @@ from jobqueue._protocol import (
     decode_request,
     encode,
     encode_reply,
+    encode_request,
 )
 
 # What a feed produced, in order: a line (bytes), or ("error", code). A feed
@@ -1567,6 +1568,58 @@ def test_encode_reply_matches_the_generic_encoding(
     ]
     for reply in replies:
         assert encode_reply(reply) == encode(reply.to_wire())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=json_values(any_text),
+    name=any_text.filter(bool),
+    job_id=any_text.filter(bool),
+    attempt=st.none() | st.integers(1, 10**6),
+    wait=st.sampled_from([0.0, 0.5, 30.0]),
+    queues=st.sampled_from([("default",), ("a", "b")]),
+    most=st.none() | st.integers(1, 64),
+    fetch=st.booleans(),
+    priority=st.sampled_from([0, 3]),
+)
+def test_encode_request_matches_the_generic_encoding(
+    value: Any,
+    name: str,
+    job_id: str,
+    attempt: int | None,
+    wait: float,
+    queues: tuple[str, ...],
+    most: int | None,
+    fetch: bool,
+    priority: int,
+) -> None:
+    """The client's direct encoding of its hot requests is byte for byte ``encode``'s."""
+    request_job = RequestJob(wait=wait, queues=queues, max=most) if fetch else None
+    requests: list[Request] = [
+        SubmitJob(name, value),
+        SubmitJob(name, value, priority=priority, key=job_id if priority else None),
+        JobComplete(job_id, attempt, value, request_job),
+        Heartbeat(job_id, attempt),
+    ]
+    for request in requests:
+        assert encode_request(request) == encode(request.to_wire())
+
+
+@pytest.mark.parametrize(
+    "job_id", ["5f3a-1", "x", "é", "a b", "tab\tin", 'q"uote', "back\\slash", "\ud800"]
+)
+def test_decode_reply_reads_job_submitted_ids_exactly(job_id: str) -> None:
+    for reply in (JobSubmitted(job_id), JobSubmitted(job_id, duplicate=True)):
+        assert decode_reply(encode_reply(reply)[:-1]) == reply
+
+
+def test_decode_reply_still_refuses_a_bad_job_submitted() -> None:
+    for line in (
+        b'{"type":"job_submitted","job_id":""}',
+        b'{"type":"job_submitted","job_id":"a\x01"}',
+    ):
+        with pytest.raises(ProtocolError):
+            decode_reply(line)
 
 
 def test_encode_reply_refuses_what_encode_refuses() -> None:
