@@ -26,7 +26,7 @@ from ._protocol import (
     Reply,
     Request,
     decode_reply,
-    encode,
+    encode_request,
 )
 
 _RECEIVE_SIZE = 65536
@@ -190,7 +190,11 @@ class Link:
         ]
 
     async def _exchange(self, messages: Sequence[Request]) -> list[Reply]:
-        data = b"".join([encode(message.to_wire()) for message in messages])
+        data = (
+            encode_request(messages[0])
+            if len(messages) == 1
+            else b"".join([encode_request(message) for message in messages])
+        )
         # Take a free turn without a trip through the scheduler: on this path
         # every yield costs as much as the rest of the request. (The request
         # itself still checkpoints: send_all and the reply wait are awaits.)

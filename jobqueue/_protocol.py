@@ -405,6 +405,63 @@ def _check_depth(line: bytes, text: str) -> None:
             depth -= 1
 
 
+#: The ``fetch`` member of a report, by request: a worker sends the same one
+#: with every report. Cleared when full, so any number of them is fine.
+_FETCH_TEXTS: dict[RequestJob, str] = {}
+
+
+def _fetch_text(fetch: RequestJob) -> str:
+    text = _FETCH_TEXTS.get(fetch)
+    if text is None:
+        if len(_FETCH_TEXTS) >= 64:
+            _FETCH_TEXTS.clear()
+        wire = fetch.to_wire()
+        del wire["type"]
+        text = _FETCH_TEXTS[fetch] = f',"fetch":{_json_encode(wire)}'
+    return text
+
+
+def encode_request(message: Request) -> bytes:
+    """``encode(message.to_wire())``, byte for byte, with the commonest requests built directly.
+
+    A producer sends a ``submit_job`` and a worker a ``job_complete`` for
+    every job; a plain submit (no options) and a completion are written as
+    text, and only their values go through the JSON encoder.
+
+    Raises:
+        ValueError, TypeError: as for :func:`encode`.
+    """
+    cls = type(message)
+    if cls is SubmitJob:
+        assert isinstance(message, SubmitJob)
+        if (
+            message.queue != "default"
+            or message.priority
+            or message.max_attempts is not None
+            or message.delay
+            or message.run_at is not None
+            or message.key is not None
+        ):
+            return encode(message.to_wire())
+        payload = "null" if message.payload is None else _json_encode(message.payload)
+        text = f'{{"type":"submit_job","name":{_json_encode(message.name)},"payload":{payload}}}\n'
+    elif cls is JobComplete:
+        assert isinstance(message, JobComplete)
+        result = "null" if message.result is None else _json_encode(message.result)
+        text = f'{{"type":"job_complete","job_id":{_json_encode(message.job_id)},"result":{result}'
+        if message.attempt is not None:
+            text += f',"attempt":{_json_encode(message.attempt)}'
+        if message.fetch is not None:
+            text += _fetch_text(message.fetch)
+        text += "}\n"
+    else:
+        return encode(message.to_wire())
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub(_escape_surrogate, text).encode("utf-8")
+
+
 def encode(obj: dict[str, Any]) -> bytes:
     r"""Encode one message as a line of UTF-8 JSON ending in ``\n``.
 
@@ -1556,6 +1613,48 @@ _OK = Ok()
 _OK_LINE = encode(_OK.to_wire())[:-1]
 
 
+def encode_reply(reply: Reply) -> bytes:
+    """``encode(reply.to_wire())``, byte for byte, with the commonest replies built directly.
+
+    A server sends ``job_submitted`` and ``job_assigned`` for every job;
+    building them as text skips the dict and the encoder's walk over it
+    (only the name, id and payload go through the JSON encoder).
+
+    Raises:
+        ValueError, TypeError: as for :func:`encode`.
+    """
+    cls = type(reply)
+    if cls is JobSubmitted:
+        assert isinstance(reply, JobSubmitted)
+        if not reply.duplicate:
+            text = f'{{"type":"job_submitted","job_id":{_json_encode(reply.job_id)}}}\n'
+        else:
+            return encode(reply.to_wire())
+    elif cls is JobAssigned:
+        assert isinstance(reply, JobAssigned)
+        # The payload is usually stored as RawJSON: its bytes go in as they are.
+        head = (
+            f'{{"type":"job_assigned","job_id":{_json_encode(reply.job_id)},'
+            f'"name":{_json_encode(reply.name)},"payload":'
+        )
+        tail = (
+            f',"attempt":{int(reply.attempt)},'
+            f'"lease_timeout":{_json_encode(reply.lease_timeout)}}}\n'
+        )
+        return _utf8(head) + _spliced(reply.payload) + _utf8(tail)
+    elif cls is Ok and reply == _OK:
+        return _OK_LINE + b"\n"
+    else:
+        return encode(reply.to_wire())
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub(_escape_surrogate, text).encode("utf-8")
+
+
+_SUBMITTED_HEAD = b'{"type":"job_submitted","job_id":"'
+
+
 def decode_reply(line: bytes) -> Reply:
     """Decode one line from the server into a reply message.
 
@@ -1564,6 +1663,14 @@ def decode_reply(line: bytes) -> Reply:
     """
     if line == _OK_LINE:
         return _OK  # the commonest reply by far for a worker
+    if line.startswith(_SUBMITTED_HEAD) and line.endswith(b'"}'):
+        # The commonest for a producer, exactly as encode_reply writes it:
+        # an id of printable ASCII with no quote or escape is read as is.
+        job_id = line[len(_SUBMITTED_HEAD) : -2]
+        if job_id.isascii() and b'"' not in job_id and b"\\" not in job_id:
+            text = job_id.decode("ascii")
+            if text.isprintable() and text:
+                return JobSubmitted(text)
     obj = decode_object(line)
     from_wire = _REPLIES.get(obj["type"])
     if from_wire is None:

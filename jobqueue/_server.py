@@ -42,6 +42,7 @@ from ._protocol import (
     ProtocolError,
     decode_request,
     encode,
+    encode_reply,
 )
 from ._state import (
     DEFAULT_FINISHED_RETENTION,
@@ -472,7 +473,14 @@ class _ConnectionHandler:
             elif guard.idle_timeout is not None:
                 deadline = self._last_activity + guard.idle_timeout
             else:
-                deadline = math.inf
+                # No deadline (the usual case once the hello is in): neither
+                # a cancel scope nor the activity clock is needed, and on this
+                # path they cost as much as the read itself.
+                try:
+                    data = await self._receive_some()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    data = b""
+                return data
             with trio.move_on_at(deadline):
                 try:
                     data = await self._receive_some()
@@ -512,6 +520,7 @@ class _ConnectionHandler:
 
     async def _write(self, cancel_scope: trio.CancelScope) -> None:
         replies = self._replies
+        idle_timeout = self._guard.idle_timeout  # activity matters only with one
         while True:
             outgoing = await replies.receive()
             chunks: list[bytes] = []
@@ -535,7 +544,8 @@ class _ConnectionHandler:
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     cancel_scope.cancel()  # stop the reader too; finally does the rest
                     return
-                self._last_activity = trio.current_time()
+                if idle_timeout is not None:
+                    self._last_activity = trio.current_time()
             self._in_flight -= written
             if self._in_flight < _MAX_IN_FLIGHT:
                 self._window_open.set()
@@ -557,7 +567,7 @@ def _raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
 def _encode_outgoing(reply: Outgoing) -> bytes:
     if isinstance(reply, ProtocolError):
         reply = ErrorReply.from_exception(reply)
-    return encode(reply.to_wire())
+    return encode_reply(reply)
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:

@@ -78,6 +78,28 @@ async def _ask(link: Link, message: Request, limit: float) -> Reply:
     raise ConnectionLost(f"no reply to {message.TYPE} within {limit:g}s from {link.address}")
 
 
+async def _ask_timed(link: Link, message: Request, limit: float, beat: _Beat) -> Reply:
+    """:func:`_ask` with the deadline kept by the slot's beat task, not a cancel scope.
+
+    A slot reports every job, so this is the worker's hottest request; a
+    cancel scope of its own would cost more than the rest of the request
+    (see :class:`_Beat`).
+
+    Raises:
+        ConnectionLost: no reply within ``limit`` seconds (the beat task has
+            then cancelled the connection, which is unusable).
+    """
+    beat.expect_reply(message.TYPE, limit)
+    try:
+        return await link.request(message)
+    except trio.Cancelled:
+        if beat.expired is not None:
+            raise beat.expired from None
+        raise
+    finally:
+        beat.replied()
+
+
 #: Error codes meaning "this lease is no longer yours": stop, report nothing.
 _LEASE_GONE = frozenset({"not_leased", "unknown_job"})
 
@@ -150,35 +172,77 @@ def _default_name() -> str:
 
 @attrs.define(eq=False)
 class _Beat:
-    """What a slot's beat task needs to heartbeat the job the slot is running."""
+    """The timers of a slot's running job and outstanding report, for its beat task.
+
+    The beat task (:meth:`Worker._beat_current`) sleeps until the earliest
+    of them. Its wake-up is moved only *earlier*, never later: a job or a
+    report that ends before its timer simply leaves the wake-up where it
+    is, and the beat task, woken with nothing due, sleeps again until what
+    is due next. So back-to-back short jobs cost no timer changes at all,
+    only one spare wake-up per heartbeat interval.
+    """
 
     key: tuple[str, int] | None = None
     lease: float = 0.0
     interval: float = math.inf
     #: When the next heartbeat is due (``inf``: no job, or one in flight).
     next_at: float = math.inf
-    #: The beat task's current sleep: its deadline is ``next_at``.
+    #: When the running handler has run for ``job_timeout`` (``inf``: no limit).
+    timeout_at: float = math.inf
+    #: Whether the beat task stopped the handler for running past ``timeout_at``.
+    timed_out: bool = False
+    #: When the slot's outstanding report must have been answered (``inf``: none).
+    reply_at: float = math.inf
+    #: What that report is and how long it may take, for the error message.
+    reply_for: tuple[str, float] = ("", 0.0)
+    #: Set when that reply is overdue: the connection is then ended.
+    expired: ConnectionLost | None = None
+    #: The beat task's current sleep; its deadline is at or before what is due.
     scope: trio.CancelScope | None = None
     handler: trio.CancelScope | None = None
     #: Why the running job's lease was given up, if it was.
     lost: ConnectionLost | RequestError | None = None
 
     def start(
-        self, key: tuple[str, int], lease: float, interval: float, handler: trio.CancelScope
+        self,
+        key: tuple[str, int],
+        lease: float,
+        interval: float,
+        handler: trio.CancelScope,
+        job_timeout: float | None,
     ) -> None:
         """A job started: its first heartbeat is due ``interval`` from now."""
         self.key, self.lease, self.interval, self.handler = key, lease, interval, handler
         self.lost = None
-        self.next_at = trio.current_time() + interval
-        if self.scope is not None:
-            self.scope.deadline = self.next_at
+        self.timed_out = False
+        now = trio.current_time()
+        self.next_at = now + interval
+        self.timeout_at = math.inf if job_timeout is None else now + job_timeout
+        self._wake_by(min(self.next_at, self.timeout_at))
 
     def stop(self) -> None:
-        """The job ended: no more heartbeats for it."""
+        """The job ended: no more heartbeats for it (its wake-up is left as is)."""
         self.key = self.handler = None
-        self.next_at = math.inf
-        if self.scope is not None and self.scope.deadline != math.inf:
-            self.scope.deadline = math.inf
+        self.next_at = self.timeout_at = math.inf
+
+    def expect_reply(self, what: str, limit: float) -> None:
+        """A report went out: its reply is due within ``limit`` seconds."""
+        self.reply_at = trio.current_time() + limit
+        self.reply_for = (what, limit)
+        self._wake_by(self.reply_at)
+
+    def replied(self) -> None:
+        """The report was answered (or failed): no reply is outstanding."""
+        self.reply_at = math.inf
+
+    def due(self) -> float:
+        """When the beat task next has something to do."""
+        return min(self.next_at, self.timeout_at, self.reply_at)
+
+    def _wake_by(self, when: float) -> None:
+        scope = self.scope
+        if scope is not None and when < scope.deadline:
+            scope.deadline = when
 
 
 @attrs.define
@@ -373,6 +437,7 @@ class Worker:
     async def _connection(self, link: Link, served: Callable[[], None]) -> None:
         """Serve jobs over one connection until it breaks (raises ConnectionLost)."""
         error: ConnectionLost | RequestError | None = None
+        beat = _Beat()
         async with trio.open_nursery() as nursery:
             # The reader runs for the whole connection so a cancel notice is
             # seen even while no request is in flight; when the connection
@@ -394,8 +459,7 @@ class Worker:
                 # a job costs two requests, not three; its reply is the next
                 # job, or no_job after poll_wait, as for a request_job.
                 fetch = request
-                beat = _Beat()
-                await nursery.start(self._beat_current, link, beat)
+                await nursery.start(self._beat_current, link, beat, nursery.cancel_scope)
                 reply: Reply | None = None
                 while True:
                     if reply is None:
@@ -409,6 +473,8 @@ class Worker:
             finally:
                 self._stats.connected_slots -= 1
                 nursery.cancel_scope.cancel()
+        if error is None:
+            error = beat.expired  # a report went unanswered (the slot was cancelled)
         if error is not None:
             raise error
         raise ConnectionLost(f"connection to {link.address} {link.broken or 'lost'}")
@@ -583,26 +649,45 @@ class Worker:
         self,
         link: Link,
         beat: _Beat,
+        connection: trio.CancelScope,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> NoReturn:
-        """Heartbeat the slot's running job every ``interval`` while it runs.
+    ) -> None:
+        """Keep the slot's timers: heartbeats, ``job_timeout``, the report's reply.
 
-        Sleeps in a cancel scope whose deadline ``_Beat.start`` sets to the
-        next heartbeat and ``_Beat.stop`` clears, so a job that ends within
-        an interval costs no wake-up here at all. A heartbeat not answered
-        before the lease would run out means the lease is surely gone (a
-        silent partition, say), and a refused one that it is gone: either way
-        the handler is stopped rather than run a job the server has given to
-        someone else, and the slot learns why from ``beat.lost``.
+        Heartbeats the slot's running job every ``interval`` while it runs,
+        and stops a handler still running at ``job_timeout`` (``beat.timed_out``
+        tells the slot why). A report not answered in time means the
+        connection is dead: ``beat.expired`` says so and ``connection`` is
+        cancelled. Sleeps until the earliest of these (see :class:`_Beat`).
+
+        A heartbeat not answered before the lease would run out means the
+        lease is surely gone (a silent partition, say), and a refused one
+        that it is gone: either way the handler is stopped rather than run a
+        job the server has given to someone else, and the slot learns why
+        from ``beat.lost``.
         """
         task_status.started()
         while True:
-            with trio.CancelScope(deadline=beat.next_at) as scope:
+            with trio.CancelScope(deadline=beat.due()) as scope:
                 beat.scope = scope
                 await trio.sleep_forever()
+            now = trio.current_time()
+            if now >= beat.reply_at:
+                what, limit = beat.reply_for
+                beat.expired = ConnectionLost(
+                    f"no reply to {what} within {limit:g}s from {link.address}"
+                )
+                connection.cancel()
+                return
             key = beat.key
-            if key is None or trio.current_time() < beat.next_at:
+            if key is None:
+                continue
+            if now >= beat.timeout_at and beat.handler is not None:
+                beat.timeout_at = math.inf
+                beat.timed_out = True
+                beat.handler.cancel()
+            if now < beat.next_at:
                 continue
             beat.next_at = math.inf  # the next one is timed from this one's reply
             try:
@@ -647,11 +732,11 @@ class Worker:
         interval = max(assigned.lease_timeout / 3, 0.001)
         self._stats.running += 1
         self._running[key] = handler_scope
-        beat.start(key, assigned.lease_timeout, interval, handler_scope)
+        beat.start(key, assigned.lease_timeout, interval, handler_scope, self.job_timeout)
         try:
             if key not in self._cancelled:  # else cancelled before it started
                 log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
-                outcome = await self._call_handler(job, handler_scope)
+                outcome = await self._call_handler(job, handler_scope, beat)
         finally:
             beat.stop()
             self._stats.running -= 1
@@ -675,7 +760,7 @@ class Worker:
             self._abandon(job, lost)
             return None
         assert outcome is not None
-        return await self._report(link, job, *outcome, fetch)
+        return await self._report(link, job, *outcome, fetch, beat)
 
     def _job(self, link: Link, assigned: JobAssigned) -> Job:
         """The handler's view of ``assigned``, with progress reports sent over ``link``."""
@@ -706,13 +791,15 @@ class Worker:
         )
 
     async def _call_handler(
-        self, job: Job, scope: trio.CancelScope | None = None
+        self, job: Job, scope: trio.CancelScope | None = None, beat: _Beat | None = None
     ) -> tuple[bool, Any] | None:
         """Run ``job``'s handler under ``job_timeout``: (True, result) or (False, error).
 
-        The handler runs in ``scope`` (a new one by default), whose deadline
-        becomes the job timeout; one scope serves both, so a cancel needs no
-        second scope. ``None`` means something else cancelled ``scope``.
+        The handler runs in ``scope`` (a new one by default). Without
+        ``beat``, the scope's deadline becomes the job timeout, so one scope
+        serves both and a cancel needs no second scope; with ``beat``, the
+        slot's beat task keeps the timeout instead and cancels ``scope``.
+        ``None`` means something else cancelled ``scope``.
         """
         handler = self.handlers.get(job.name)
         if handler is None:
@@ -720,7 +807,7 @@ class Worker:
             return (False, LookupError(f"worker {self.name} has no handler {job.name!r} ({known})"))
         if scope is None:
             scope = trio.CancelScope()
-        if self.job_timeout is not None:
+        if beat is None and self.job_timeout is not None:
             scope.deadline = trio.current_time() + self.job_timeout
         with scope:
             try:
@@ -728,14 +815,14 @@ class Worker:
             except Exception as exc:
                 log.exception("job %s (%s) failed", job.id, job.name)
                 return (False, exc)
-        if trio.current_time() < scope.deadline:
+        if not (beat.timed_out if beat is not None else trio.current_time() >= scope.deadline):
             return None
         self._stats.timed_out += 1
         log.warning("job %s (%s) ran past job_timeout", job.id, job.name)
         return (False, TimeoutError(f"handler ran longer than job_timeout={self.job_timeout:g}s"))
 
     async def _report(
-        self, link: Link, job: Job, ok: bool, value: Any, fetch: RequestJob
+        self, link: Link, job: Job, ok: bool, value: Any, fetch: RequestJob, beat: _Beat
     ) -> Reply | None:
         # With a waiting fetch, the reply may take as long as a request_job's.
         limit = max(self._lease_timeout, fetch.wait + _REPLY_GRACE)
@@ -745,7 +832,9 @@ class Worker:
         if ok:
             self._stats.completed += 1
             try:
-                reply = await _ask(link, JobComplete(job.id, job.attempt, value, fetch), limit)
+                reply = await _ask_timed(
+                    link, JobComplete(job.id, job.attempt, value, fetch), limit, beat
+                )
             except RequestError as exc:
                 self._stats.completed -= 1
                 if exc.code in _LEASE_GONE:
@@ -765,10 +854,11 @@ class Worker:
                 return _fetched(reply)
         self._stats.failed += 1
         try:
-            reply = await _ask(
+            reply = await _ask_timed(
                 link,
                 JobFailed(job.id, type(value).__name__, str(value)[:2000], job.attempt, fetch),
                 limit,
+                beat,
             )
         except RequestError as exc:
             self._stats.failed -= 1

@@ -839,6 +839,12 @@ async def test_tls_token_and_max_pending_in_real_processes(tmp_path: Path) -> No
                         stderr=subprocess.DEVNULL,
                     )
                 )
+                # Two jobs still wait, the limit: until the worker has taken
+                # them, a third would be refused (the worker process may well
+                # connect after this test's next command on a busy machine). It
+                # is another process: there is no event to wait on, so poll.
+                while "pending 0 " not in (await cli("stats", *tls))[1]:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
                 status, out, err = await cli("submit", "sleep", "--wait", *zero, *tls)
                 assert status == 0, err
                 assert json.loads(out)["state"] == "completed"

@@ -345,6 +345,46 @@ async def test_idle_worker_behind_a_silent_partition_reconnects(
             nursery.cancel_scope.cancel()
 
 
+async def test_reporting_worker_behind_a_silent_partition_reconnects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slot gives up a connection whose report (which also fetches) goes unanswered.
+
+    The report's reply may take as long as a ``request_job``'s (``poll_wait``
+    plus the grace) or one lease, whichever is longer; the slot's beat task
+    keeps that deadline. The report that was never answered is not counted.
+    """
+    poll_wait, grace = 0.3, 0.5
+    monkeypatch.setattr("jobqueue._worker._REPLY_GRACE", grace)
+    with trio.fail_after(15):
+        async with open_test_queue(lease_timeout=0.6) as queue, trio.open_nursery() as nursery:
+            proxy = PartitionProxy(queue.address)
+            proxy_port = await nursery.start(proxy.serve)
+            partitioned_at: list[float] = []
+
+            async def cut_then_return(job: Job) -> str:
+                proxy.partition()  # the report this job's return sends is lost
+                partitioned_at.append(trio.current_time())
+                return "done"
+
+            worker = Worker(
+                LOCALHOST, proxy_port, handlers={"job": cut_then_return}, poll_wait=poll_wait
+            )
+            await nursery.start(worker.run)
+            await queue.client.submit("job")
+            await wait_until(lambda: bool(partitioned_at))
+            with trio.move_on_after(poll_wait + grace + 1.0):
+                await wait_until(lambda: len(proxy.upstream) > 1)
+            waited = trio.current_time() - partitioned_at[0]
+            assert len(proxy.upstream) > 1, (
+                f"worker, its report unanswered behind a silent partition, still waited on "
+                f"its one connection {waited:.1f}s later (poll_wait {poll_wait}s + grace {grace}s)"
+            )
+            assert waited >= poll_wait + grace - 0.05, waited
+            assert worker.statistics().completed == 0
+            nursery.cancel_scope.cancel()
+
+
 # -- 2. a hung handler keeps its job while heartbeats flow ------------------------------
 
 

@@ -63,6 +63,8 @@ from jobqueue._protocol import (
     decode_reply,
     decode_request,
     encode,
+    encode_reply,
+    encode_request,
     stored_form,
 )
 
@@ -1544,6 +1546,92 @@ def test_fuzz_payload_round_trips_exactly(data: st.DataObject, payload: Any, nam
     assert isinstance(decoded, SubmitJob)
     assert decoded.name == name
     assert same(decoded.payload, payload)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payload=json_values(any_text),
+    name=any_text.filter(bool),
+    job_id=any_text.filter(bool),
+    attempt=st.integers(1, 10**6),
+    lease=st.floats(0.001, 1e6) | st.integers(1, 10**6),
+    duplicate=st.booleans(),
+)
+def test_encode_reply_matches_the_generic_encoding(
+    payload: Any, name: str, job_id: str, attempt: int, lease: float, duplicate: bool
+) -> None:
+    """The server's direct encoding of its hot replies is byte for byte ``encode``'s."""
+    replies: list[Reply] = [
+        JobAssigned(job_id, name, payload, attempt, lease),
+        # As the server holds it: stored as raw JSON text (and the same bytes out).
+        JobAssigned(job_id, name, stored_form(payload), attempt, lease),
+        JobSubmitted(job_id, duplicate=duplicate),
+        Ok(),
+        Ok(lease_timeout=lease),
+        NoJob(),
+    ]
+    for reply in replies:
+        assert encode_reply(reply) == encode(reply.to_wire())
+    assert encode_reply(replies[1]) == encode_reply(replies[0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=json_values(any_text),
+    name=any_text.filter(bool),
+    job_id=any_text.filter(bool),
+    attempt=st.none() | st.integers(1, 10**6),
+    wait=st.sampled_from([0.0, 0.5, 30.0]),
+    queues=st.sampled_from([("default",), ("a", "b")]),
+    most=st.none() | st.integers(1, 64),
+    fetch=st.booleans(),
+    priority=st.sampled_from([0, 3]),
+)
+def test_encode_request_matches_the_generic_encoding(
+    value: Any,
+    name: str,
+    job_id: str,
+    attempt: int | None,
+    wait: float,
+    queues: tuple[str, ...],
+    most: int | None,
+    fetch: bool,
+    priority: int,
+) -> None:
+    """The client's direct encoding of its hot requests is byte for byte ``encode``'s."""
+    request_job = RequestJob(wait=wait, queues=queues, max=most) if fetch else None
+    requests: list[Request] = [
+        SubmitJob(name, value),
+        SubmitJob(name, value, priority=priority, key=job_id if priority else None),
+        JobComplete(job_id, attempt, value, request_job),
+        Heartbeat(job_id, attempt),
+    ]
+    for request in requests:
+        assert encode_request(request) == encode(request.to_wire())
+
+
+@pytest.mark.parametrize(
+    "job_id", ["5f3a-1", "x", "é", "a b", "tab\tin", 'q"uote', "back\\slash", "\ud800"]
+)
+def test_decode_reply_reads_job_submitted_ids_exactly(job_id: str) -> None:
+    for reply in (JobSubmitted(job_id), JobSubmitted(job_id, duplicate=True)):
+        assert decode_reply(encode_reply(reply)[:-1]) == reply
+
+
+def test_decode_reply_still_refuses_a_bad_job_submitted() -> None:
+    for line in (
+        b'{"type":"job_submitted","job_id":""}',
+        b'{"type":"job_submitted","job_id":"a\x01"}',
+    ):
+        with pytest.raises(ProtocolError):
+            decode_reply(line)
+
+
+def test_encode_reply_refuses_what_encode_refuses() -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        encode_reply(JobAssigned("j", "n", float("nan"), 1, 30.0))
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode_reply(JobAssigned("j", "n", object(), 1, 30.0))
 
 
 # -- the depth check's fast path for batches --------------------------------------
