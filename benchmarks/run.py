@@ -291,7 +291,7 @@ def scaling_state(sizes: list[int]) -> list[dict[str, Any]]:
 
     rows = []
     for size in sizes:
-        state = QueueState()
+        state = QueueState(max_pending=None)  # it holds 10**6 and then some
         for _ in range(size):
             state.submit("noop", None, 0.0)
         n = 20000
