@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
 
+from ._bytes import ByteStream
 from ._protocol import (
     EOF,
     MAX_LINE_BYTES,
@@ -29,7 +29,6 @@ from ._protocol import (
     encode_request,
 )
 
-_RECEIVE_SIZE = 65536
 _REPLY_HEADROOM = 65536
 
 #: Seconds to connect, TLS handshake included, before giving up on a server
@@ -100,16 +99,12 @@ class Link:
     # Set while run_reader is running: replies arrive here instead of being
     # read by the requesting task.
     _replies: trio.MemoryReceiveChannel[Reply] | None = attrs.field(default=None, init=False)
-    # For a plain TCP stream, the socket under it: requests then send and
-    # receive on it directly (see _send and _receive).
-    _raw: socket.socket | None = attrs.field(init=False)
+    # Reads and writes for the stream (direct on a plain TCP socket).
+    _bytes: ByteStream = attrs.field(init=False)
 
-    @_raw.default
-    def _raw_socket(self) -> socket.socket | None:
-        if type(self.stream) is not trio.SocketStream:
-            return None
-        raw = getattr(self.stream.socket, "_sock", None)
-        return raw if isinstance(raw, socket.socket) else None
+    @_bytes.default
+    def _byte_stream(self) -> ByteStream:
+        return ByteStream(self.stream)
 
     @classmethod
     async def open(
@@ -208,7 +203,7 @@ class Link:
             sent = False
             replies: list[Reply] = []
             try:
-                await self._send(data)
+                await self._bytes.send_all(data)
                 sent = True
                 for _ in messages:
                     if self._replies is None:
@@ -279,41 +274,13 @@ class Link:
         while True:
             line = self._decoder.next_line()
             if line is NEED_DATA:
-                self._decoder.receive_data(await self._receive())
+                self._decoder.receive_data(await self._bytes.receive_some())
             elif line is EOF:
                 raise trio.BrokenResourceError("the server closed the connection")
             else:
                 reply = decode_reply(line)
                 if not (skip_notices and isinstance(reply, JobCancelledNotice)):
                     return reply
-
-    async def _send(self, data: bytes) -> None:
-        raw = self._raw
-        if raw is None:
-            await self.stream.send_all(data)
-            return
-        # trio's send_all would yield after the send and wrap it in several
-        # context managers; on this path that is a good part of a request's
-        # cost. The reply wait that follows is the request's checkpoint.
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[raw.send(view) :]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(raw)
-
-    async def _receive(self) -> bytes | bytearray:
-        raw = self._raw
-        if raw is None:
-            return await self.stream.receive_some(_RECEIVE_SIZE)
-        # Wait first: a reply is almost never there yet, so trying the read
-        # before waiting would cost a system call for nothing.
-        await trio.lowlevel.wait_readable(raw)
-        while True:
-            try:
-                return raw.recv(_RECEIVE_SIZE)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(raw)
 
     @property
     def broken(self) -> str | None:

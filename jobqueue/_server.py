@@ -21,6 +21,7 @@ from typing import NoReturn
 import attrs
 import trio
 
+from ._bytes import ByteStream
 from ._coordinator import (
     Batch,
     Command,
@@ -55,9 +56,6 @@ from ._state import (
 )
 
 log = logging.getLogger("jobqueue.server")
-
-#: Bytes asked of the socket per read.
-_RECEIVE_SIZE = 65536
 
 #: Default for how many connections may be open at once.
 DEFAULT_MAX_CONNECTIONS = 1024
@@ -357,34 +355,7 @@ class _ConnectionHandler:
         #: The error to send after the last reply, just before closing, when
         #: the server (not the peer) ends the connection.
         self.farewell: ErrorReply | None = None
-        self._raw = _raw_socket(stream)
-
-    async def _receive_some(self) -> bytes | bytearray:
-        raw = self._raw
-        if raw is None:
-            return await self._stream.receive_some(_RECEIVE_SIZE)
-        # Wait first: the reader gets here once it has served everything
-        # buffered, so trying a read before waiting would usually fail.
-        await trio.lowlevel.wait_readable(raw)
-        while True:
-            try:
-                return raw.recv(_RECEIVE_SIZE)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(raw)
-
-    async def _send(self, data: bytes) -> None:
-        raw = self._raw
-        if raw is None:
-            await self._stream.send_all(data)
-            return
-        # Without send_all's yield after each send: the writer goes straight
-        # back to waiting for replies, which is its checkpoint.
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[raw.send(view) :]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(raw)
+        self._bytes = ByteStream(stream)
 
     async def serve(self) -> None:
         """Run the reader and the writer until the connection is finished."""
@@ -477,13 +448,13 @@ class _ConnectionHandler:
                 # a cancel scope nor the activity clock is needed, and on this
                 # path they cost as much as the read itself.
                 try:
-                    data = await self._receive_some()
+                    data = await self._bytes.receive_some()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     data = b""
                 return data
             with trio.move_on_at(deadline):
                 try:
-                    data = await self._receive_some()
+                    data = await self._bytes.receive_some()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     data = b""  # a reset (or a failed TLS handshake) is an end of stream
                 self._last_activity = trio.current_time()
@@ -540,7 +511,7 @@ class _ConnectionHandler:
                     break
             if chunks:
                 try:
-                    await self._send(b"".join(chunks))
+                    await self._bytes.send_all(b"".join(chunks))
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     cancel_scope.cancel()  # stop the reader too; finally does the rest
                     return
@@ -551,17 +522,6 @@ class _ConnectionHandler:
                 self._window_open.set()
             if finished:
                 return
-
-
-def _raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
-    """The socket under a plain TCP stream, for reads and writes without trio's wrappers.
-
-    ``None`` for any other stream (TLS, in-memory), which is then used as is.
-    """
-    if type(stream) is not trio.SocketStream:
-        return None
-    raw = getattr(stream.socket, "_sock", None)
-    return raw if isinstance(raw, socket.socket) else None
 
 
 def _encode_outgoing(reply: Outgoing) -> bytes:

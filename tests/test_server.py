@@ -855,11 +855,11 @@ async def test_tcp_links_use_the_socket_directly_and_memory_links_do_not(
 ) -> None:
     # The TCP tests in this file then exercise Link's direct socket path; the
     # in-memory queues (tests/test_timing.py, ...) exercise the stream path.
-    assert tcp_queue.client._link._raw is not None
+    assert tcp_queue.client._link._bytes._raw is not None
     from jobqueue.testing import open_memory_queue
 
     async with open_memory_queue() as queue:
-        assert queue.client._link._raw is None
+        assert queue.client._link._bytes._raw is None
         assert (await queue.client.stats()).connections == 1
     with trio.fail_after(5):
         job_id = await tcp_queue.client.submit("x", {"big": "y" * 300_000})
