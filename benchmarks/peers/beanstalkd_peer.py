@@ -161,14 +161,11 @@ def run_flow(
                 )
                 pacer = common.Pacer(rate, duration) if scenario == "latency" else None
                 n = pacer.count if pacer else jobs
-                cpu0, pcpu0 = server.cpu(), time.process_time()
-                wcpu0 = common.group_cpu([worker.pid])
-                start = time.perf_counter()
+                timed = common.TimedRun(server, worker.pid, pacer)
                 if pacer is None:
                     for _ in range(n):
                         producer.put(NOOP_BODY)
                 else:
-                    pacer.start = start
                     for i in range(n):
                         delay = pacer.delay_before(i)
                         if delay > 0:
@@ -181,28 +178,14 @@ def run_flow(
                     "beanstalkd jobs to finish",
                     0.002,
                 )
-                seconds = time.perf_counter() - start
-            extra = {
-                "concurrency": f"1 process x {concurrency} threads",
-                "submit_s": round(submitted - start, 4),
-                "producer_cpu_s": round(time.process_time() - pcpu0, 3),
-                "worker_cpu_s": round(common.cpu_delta(wcpu0, common.group_cpu([worker.pid])), 3),
-            }
-            server_cpu = server.cpu() - cpu0
-            if pacer:
-                return common.latency_result(
+                return timed.result(
                     SYSTEM,
                     "8threads",
-                    pacer,
-                    seconds,
-                    common.read_latencies(lat_dir),
-                    server,
-                    server_cpu,
-                    **extra,
+                    n,
+                    submitted,
+                    lat_dir,
+                    f"1 process x {concurrency} threads",
                 )
-            return common.throughput_result(
-                SYSTEM, "8threads", n, seconds, server, server_cpu, **extra
-            )
     except Exception:
         common.print_log_tail(os.path.join(lat_dir, "worker.log"))
         raise

@@ -468,5 +468,57 @@ def latency_result(
     return result
 
 
+class TimedRun:
+    """One measured run: counters taken at its start, the result row at its end.
+
+    Start it just before the first submit; call :meth:`result` once every job
+    has finished. Server, worker and producer CPU are measured over the run.
+    """
+
+    def __init__(self, server: Server, worker_pid: int, pacer: Pacer | None) -> None:
+        self.server = server
+        self.worker_pid = worker_pid
+        self.pacer = pacer
+        self.cpu0 = server.cpu()
+        self.wcpu0 = group_cpu([worker_pid])
+        self.pcpu0 = time.process_time()
+        self.start = time.perf_counter()
+        if pacer is not None:
+            pacer.start = self.start
+
+    def result(
+        self,
+        system: str,
+        variant: str,
+        jobs: int,
+        submitted: float,
+        lat_dir: str,
+        concurrency: str,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """The row for this run; ``submitted`` is ``perf_counter()`` after the last submit."""
+        seconds = time.perf_counter() - self.start
+        extra = {
+            "concurrency": concurrency,
+            **extra,
+            "submit_s": round(submitted - self.start, 4),
+            "producer_cpu_s": round(time.process_time() - self.pcpu0, 3),
+            "worker_cpu_s": round(cpu_delta(self.wcpu0, group_cpu([self.worker_pid])), 3),
+        }
+        server_cpu = self.server.cpu() - self.cpu0
+        if self.pacer is not None:
+            return latency_result(
+                system,
+                variant,
+                self.pacer,
+                seconds,
+                read_latencies(lat_dir),
+                self.server,
+                server_cpu,
+                **extra,
+            )
+        return throughput_result(system, variant, jobs, seconds, self.server, server_cpu, **extra)
+
+
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]

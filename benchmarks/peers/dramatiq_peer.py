@@ -93,13 +93,11 @@ def run(
             actor = dramatiq.actor(actor_name="noop", queue_name="default", broker=producer)(_noop)
             pacer = common.Pacer(rate, duration) if scenario == "latency" else None
             n = pacer.count if pacer else jobs
-            cpu0, wcpu0, pcpu0 = server.cpu(), common.group_cpu([worker.pid]), time.process_time()
-            start = time.perf_counter()
+            timed = common.TimedRun(server, worker.pid, pacer)
             if pacer is None:
                 for _ in range(n):
                     actor.send()
             else:
-                pacer.start = start
                 for i in range(n):
                     delay = pacer.delay_before(i)
                     if delay > 0:
@@ -107,28 +105,14 @@ def run(
                     actor.send(t0=time.time())
             submitted = time.perf_counter()
             common.wait_until(lambda: r.hlen(MSGS) == 0, timeout, "dramatiq jobs to finish", 0.002)
-            seconds = time.perf_counter() - start
-            extra = {
-                "concurrency": f"1 process x {concurrency} threads",
-                "prefetch": int(VARIANTS[variant].get("dramatiq_queue_prefetch", 2 * concurrency)),
-                "submit_s": round(submitted - start, 4),
-                "producer_cpu_s": round(time.process_time() - pcpu0, 3),
-                "worker_cpu_s": round(common.cpu_delta(wcpu0, common.group_cpu([worker.pid])), 3),
-            }
-            server_cpu = server.cpu() - cpu0
-            if pacer:
-                return common.latency_result(
-                    SYSTEM,
-                    variant,
-                    pacer,
-                    seconds,
-                    common.read_latencies(lat_dir),
-                    server,
-                    server_cpu,
-                    **extra,
-                )
-            return common.throughput_result(
-                SYSTEM, variant, n, seconds, server, server_cpu, **extra
+            return timed.result(
+                SYSTEM,
+                variant,
+                n,
+                submitted,
+                lat_dir,
+                f"1 process x {concurrency} threads",
+                prefetch=int(VARIANTS[variant].get("dramatiq_queue_prefetch", 2 * concurrency)),
             )
     except Exception:
         common.print_log_tail(os.path.join(lat_dir, "worker.log"))

@@ -117,34 +117,17 @@ def run(
             common.wait_until(lambda: _blocked(r) >= processes, 60, "taskiq workers", 0.05)
             pacer = common.Pacer(rate, duration) if scenario == "latency" else None
             n = pacer.count if pacer else jobs
-            cpu0, wcpu0, pcpu0 = server.cpu(), common.group_cpu([worker.pid]), time.process_time()
-            start = time.perf_counter()
-            if pacer:
-                pacer.start = start
+            timed = common.TimedRun(server, worker.pid, pacer)
             asyncio.run(_produce(server.url, pacer, n))
             submitted = time.perf_counter()
             common.wait_until(lambda: _done(r, n), timeout, "taskiq jobs to finish", 0.002)
-            seconds = time.perf_counter() - start
-            extra = {
-                "concurrency": f"{processes} processes x {per_process} async tasks",
-                "submit_s": round(submitted - start, 4),
-                "producer_cpu_s": round(time.process_time() - pcpu0, 3),
-                "worker_cpu_s": round(common.cpu_delta(wcpu0, common.group_cpu([worker.pid])), 3),
-            }
-            server_cpu = server.cpu() - cpu0
-            if pacer:
-                return common.latency_result(
-                    SYSTEM,
-                    variant,
-                    pacer,
-                    seconds,
-                    common.read_latencies(lat_dir),
-                    server,
-                    server_cpu,
-                    **extra,
-                )
-            return common.throughput_result(
-                SYSTEM, variant, n, seconds, server, server_cpu, **extra
+            return timed.result(
+                SYSTEM,
+                variant,
+                n,
+                submitted,
+                lat_dir,
+                f"{processes} processes x {per_process} async tasks",
             )
     except Exception:
         common.print_log_tail(os.path.join(lat_dir, "worker.log"))
