@@ -35,25 +35,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def spawn(*args: str, module: str = "jobqueue") -> subprocess.Popen[bytes]:
+def spawn(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", module, *args], stderr=subprocess.DEVNULL, cwd=ROOT
+        [sys.executable, "-m", "jobqueue", *args], stderr=subprocess.DEVNULL, cwd=ROOT
     )
 
 
 def main(jobs: int, concurrency: int, batch: int, prefetch: int) -> None:
     port = free_port()
     server = spawn("serve", "--port", str(port))
-    if prefetch > 1:
-        worker = spawn(
-            "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
-            "--prefetch", str(prefetch), module="benchmarks._batched_worker",
-        )  # fmt: skip
-    else:
-        worker = spawn(
-            "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
-            "--handlers", "benchmarks._noop:HANDLERS",
-        )  # fmt: skip
+    worker = spawn(
+        "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
+        "--handlers", "benchmarks._noop:HANDLERS", "--prefetch", str(prefetch),
+    )  # fmt: skip
     try:
         trio.run(drive, jobs, concurrency, port, server.pid, worker.pid, batch)
     finally:

@@ -36,12 +36,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @contextmanager
-def spawned(
-    *args: str, env: dict[str, str] | None = None, module: str = "jobqueue"
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``python -m jobqueue ...`` (or ``-m module``) process, killed on the way out."""
+def spawned(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``python -m jobqueue ...`` process, killed on the way out."""
     process = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, "-m", "jobqueue", *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -66,16 +64,20 @@ async def wait_ready(port: int, slots: int) -> None:
             await trio.sleep(0.05)
 
 
-def throughput(jobs: int, concurrency: int, idle_clients: int = 0) -> dict[str, Any]:
-    """One producer submitting one job per request; 8-way worker concurrency.
+def throughput(
+    jobs: int, concurrency: int, idle_clients: int = 0, *, batch: int = 0, prefetch: int = 1
+) -> dict[str, Any]:
+    """One producer, ``concurrency`` worker slots, no-op jobs, end to end.
 
-    With ``idle_clients``, that many more clients stay connected, doing
-    nothing, for the whole run.
+    By default one job per request, as the issue's shape asks. With ``batch``,
+    the producer uses ``submit_many`` in batches of that size and the worker
+    runs with ``--prefetch``: the "batched" row. With ``idle_clients``, that
+    many more clients stay connected, doing nothing, for the whole run.
     """
     port = free_port()
     with spawned("serve", "--port", str(port)) as server, spawned(
         "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
-        "--handlers", "benchmarks._noop:HANDLERS",
+        "--handlers", "benchmarks._noop:HANDLERS", "--prefetch", str(prefetch),
     ):  # fmt: skip
 
         async def drive() -> dict[str, Any]:
@@ -85,55 +87,27 @@ def throughput(jobs: int, concurrency: int, idle_clients: int = 0) -> dict[str, 
                     await idle.enter_async_context(Client.connect("127.0.0.1", port))
                 cpu0 = process_cpu_seconds(server.pid)
                 start = time.perf_counter()
-                for _ in range(jobs):
-                    last = await client.submit("noop")
+                if batch:
+                    for first in range(0, jobs, batch):
+                        ids = await client.submit_many(
+                            [{"name": "noop"}] * min(batch, jobs - first)
+                        )
+                    last = ids[-1]
+                else:
+                    for _ in range(jobs):
+                        last = await client.submit("noop")
                 submitted = time.perf_counter() - start
                 await client.wait(last)
                 while (await client.stats()).totals["completed"] < jobs:  # noqa: ASYNC110
                     await trio.sleep(0.002)
                 seconds = time.perf_counter() - start
+                shape = {"batch": batch, "prefetch": prefetch} if batch else {}
                 return {
                     "system": "jobqueue",
-                    "variant": "default",
+                    "variant": "batched" if batch else "default",
                     "scenario": "throughput",
                     "jobs": jobs,
-                    "seconds": seconds,
-                    "submit_seconds": submitted,
-                    "jobs_per_s": jobs / seconds,
-                    "server_cpu_s": process_cpu_seconds(server.pid) - cpu0,
-                    "server_rss_bytes": process_rss_bytes(server.pid),
-                }
-
-        return trio.run(drive)
-
-
-def throughput_batched(jobs: int, concurrency: int, batch: int, prefetch: int) -> dict[str, Any]:
-    """As :func:`throughput`, but batched: ``submit_many`` and a worker with ``prefetch``."""
-    port = free_port()
-    with spawned("serve", "--port", str(port)) as server, spawned(
-        "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
-        "--prefetch", str(prefetch), module="benchmarks._batched_worker",
-    ):  # fmt: skip
-
-        async def drive() -> dict[str, Any]:
-            await wait_ready(port, concurrency)
-            async with Client.connect("127.0.0.1", port) as client:
-                cpu0 = process_cpu_seconds(server.pid)
-                start = time.perf_counter()
-                for first in range(0, jobs, batch):
-                    ids = await client.submit_many([{"name": "noop"}] * min(batch, jobs - first))
-                submitted = time.perf_counter() - start
-                await client.wait(ids[-1])
-                while (await client.stats()).totals["completed"] < jobs:  # noqa: ASYNC110
-                    await trio.sleep(0.002)
-                seconds = time.perf_counter() - start
-                return {
-                    "system": "jobqueue",
-                    "variant": "batched",
-                    "scenario": "throughput",
-                    "jobs": jobs,
-                    "batch": batch,
-                    "prefetch": prefetch,
+                    **shape,
                     "seconds": seconds,
                     "submit_seconds": submitted,
                     "jobs_per_s": jobs / seconds,
@@ -422,7 +396,9 @@ def main() -> None:
         if "throughput" in scenarios:
             rows.append(throughput(args.jobs, args.concurrency))
         if "batched" in scenarios:
-            rows.append(throughput_batched(args.jobs, args.concurrency, args.batch, args.prefetch))
+            rows.append(
+                throughput(args.jobs, args.concurrency, batch=args.batch, prefetch=args.prefetch)
+            )
         if "latency" in scenarios:
             rows.append(latency(args.rate, args.duration, args.concurrency))
         if "failover" in scenarios:
