@@ -301,6 +301,40 @@ def scaling_connections(jobs: int) -> list[dict[str, Any]]:
     return rows
 
 
+def print_floor_and_ceiling(floor: list[dict[str, Any]], throughput: list[dict[str, Any]]) -> None:
+    """The round-trip floors, and what they say about the one-producer shape.
+
+    A job end to end is two requests on the server (the producer's submit;
+    the worker's report that also fetches the next job) and each answer is
+    written back, so a server of our shape cannot spend less than two of the
+    ``hops`` round trips' server CPU per job, with no queue in it at all.
+    """
+    from benchmarks.floor import print_floor
+
+    print("\none request/reply round trip at a time (what a sequential producer waits on)")
+    print_floor(floor)
+    hops = next((row for row in floor if row["variant"] == "hops"), None)
+    bare = next((row for row in floor if row["variant"] == "trio"), None)
+    ours = next(
+        (r for r in throughput if r["system"] == "jobqueue" and r.get("variant") == "default"),
+        None,
+    )
+    if hops is None or bare is None:
+        return
+    per_job = 2 * hops["server_cpu_us"]
+    print(f"  two such requests per job: a server of our shape, doing nothing, needs "
+          f"{per_job:.0f} us CPU per job, so at most {1e6 / per_job:,.0f} jobs/s")  # fmt: skip
+    print(f"  of which the reader -> coordinator -> writer hops: "
+          f"{2 * (hops['server_cpu_us'] - bare['server_cpu_us']):.0f} us")  # fmt: skip
+    if ours is not None and ours.get("server_cpu_s"):
+        used = ours["server_cpu_s"] / ours["jobs"] * 1e6
+        print(f"  jobqueue end to end: {used:.0f} us server CPU per job "
+              f"({used - per_job:.0f} us of queue work above that floor)")  # fmt: skip
+    taskiq = next((r for r in throughput if r["system"] == "taskiq" and "jobs_per_s" in r), None)
+    if taskiq is not None:
+        print(f"  2x taskiq in this run would be {2 * taskiq['jobs_per_s']:,.0f} jobs/s")
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     by_scenario: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -359,6 +393,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print(f"  {row['workers']:>3} worker connections, {row['idle_clients']:>5} idle "
                   f"clients: {row['jobs_per_s']:>8,.0f} jobs/s  "
                   f"server RSS {row['server_rss_bytes'] / 2**20:.1f} MiB")  # fmt: skip
+    if by_scenario.get("floor"):
+        print_floor_and_ceiling(by_scenario["floor"], by_scenario.get("throughput", []))
     if by_scenario.get("state_scaling"):
         print("\nstate machine cost vs pending jobs (us per operation)")
         for row in by_scenario["state_scaling"]:
@@ -379,7 +415,7 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=64, help="worker prefetch, batched run")
     parser.add_argument(
         "--scenarios",
-        default="throughput,batched,latency,failover,memory,scaling,connections",
+        default="throughput,batched,latency,failover,memory,scaling,connections,floor",
         help="which of our scenarios to run (comma-separated)",
     )
     parser.add_argument("--json-out", help="also write every row as JSON lines here")
@@ -409,6 +445,10 @@ def main() -> None:
             rows.extend(scaling_state([10**3, 10**4, 10**5, 10**6]))
         if "connections" in scenarios and args.scaling_jobs:
             rows.extend(scaling_connections(args.scaling_jobs))
+        if "floor" in scenarios:
+            from benchmarks.floor import floor
+
+            rows.extend(floor(args.jobs))
     if args.only in ("peers", "all"):
         from benchmarks.peers.run_all import run_peers
 
