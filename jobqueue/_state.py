@@ -64,6 +64,11 @@ class JobState(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    # Members are singletons that compare by identity, so identity is a
+    # correct hash, and a C-level one: Enum's own __hash__ is Python code,
+    # and states key the indexes touched several times per job.
+    __hash__ = object.__hash__
+
 
 #: Every legal change of state: (from, action) -> to. Anything else is a bug
 #: and raises :class:`InvalidTransition` with the job left as it was.
@@ -86,6 +91,8 @@ TRANSITIONS: dict[tuple[JobState, str], JobState] = {
 }
 
 FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+#: The states counted per queue (stats' "queues").
+_COUNTED = (JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING)
 
 
 class InvalidTransition(RuntimeError):
@@ -345,7 +352,8 @@ class QueueState:
     _finished_counts: dict[JobState, int] = attrs.field(
         factory=lambda: dict.fromkeys(FINISHED, 0), init=False
     )
-    _queue_counts: dict[str, dict[str, int]] = attrs.field(factory=dict, init=False)
+    # Per queue in use: jobs pending, scheduled and running.
+    _queue_counts: dict[str, dict[JobState, int]] = attrs.field(factory=dict, init=False)
     _finished: deque[JobRecord] = attrs.field(factory=deque, init=False)
     # Keyed jobs churn through their keys' dicts like finished jobs; a key can
     # belong to a job of any state, so the dicts are picked by the key's hash.
@@ -474,12 +482,16 @@ class QueueState:
     def queue_counts(self) -> dict[str, dict[str, int]]:
         """Per queue: jobs pending, scheduled and running (queues in use only)."""
         counts = self._queue_counts
-        return {queue: dict(by) for queue, by in counts.items() if any(by.values())}
+        return {
+            queue: {state.value: count for state, count in by.items()}
+            for queue, by in counts.items()
+            if any(by.values())
+        }
 
     def pending_in(self, queues: Sequence[str]) -> bool:
         """Whether any of ``queues`` has a job waiting for a worker."""
         counts = self._queue_counts
-        return any(counts.get(queue, {}).get("pending", 0) for queue in queues)
+        return any(counts.get(queue, {}).get(JobState.PENDING, 0) for queue in queues)
 
     def list_jobs(
         self, state: JobState, queue: str | None, limit: int
@@ -867,7 +879,7 @@ class QueueState:
         if event.not_before is not None:
             job.state = JobState.SCHEDULED
         self._by_state[job.state][job.id] = None
-        self._counts_of(job.queue)[job.state.value] += 1
+        self._counts_of(job.queue)[job.state] += 1
         if event.not_before is None:
             self._enqueue(job)
         else:
@@ -974,11 +986,11 @@ class QueueState:
         else:
             self._by_state[target][job_id] = None
         counts = self._counts_of(job.queue)
-        if source.value in counts:
-            counts[source.value] -= 1
-        if target.value in counts:
-            counts[target.value] += 1
-        if not counts["pending"]:
+        if source in counts:
+            counts[source] -= 1
+        if target in counts:
+            counts[target] += 1
+        if not counts[JobState.PENDING]:
             # No live entry left: whatever is in the heap is stale.
             self._queues.pop(job.queue, None)
             if not any(counts.values()):
@@ -991,10 +1003,10 @@ class QueueState:
             raise InvalidTransition(f"cannot extend the lease of {job_id!r}: not running")
         return job
 
-    def _counts_of(self, queue: str) -> dict[str, int]:
+    def _counts_of(self, queue: str) -> dict[JobState, int]:
         counts = self._queue_counts.get(queue)
         if counts is None:
-            counts = self._queue_counts[queue] = {"pending": 0, "scheduled": 0, "running": 0}
+            counts = self._queue_counts[queue] = dict.fromkeys(_COUNTED, 0)
         return counts
 
     def _head(self, line: _Line) -> JobRecord | None:
@@ -1035,7 +1047,7 @@ class QueueState:
     def _compact(self, queue: str) -> None:
         jobs = self._jobs
         line = self._queues.get(queue)
-        live = self._queue_counts.get(queue, {}).get("pending", 0)
+        live = self._queue_counts.get(queue, {}).get(JobState.PENDING, 0)
         if line is not None and line.size > 2 * live + 64:
             pending = JobState.PENDING
             lanes = {}
