@@ -84,14 +84,20 @@ def worker_main(port: int, threads: int) -> None:
 
 
 def failover_worker_main(port: int, hold: bool) -> None:
-    """Reserve one job and say so on stdout; then hold it (``hold``) or delete it."""
+    """Reserve one job and say so on stdout; then hold it (``hold``) or delete it.
+
+    The standby deletes the job before it says so: the harness stops it as soon
+    as it reads the line, and a job released by that stop would be reserved
+    at once by the next trial's victim, which would then never wait.
+    """
     with greenstalk.Client(("127.0.0.1", port)) as client:
         job = client.reserve(timeout=60)
-        print(f"reserved {job.id} {os.getpid()} {time.time():.6f}", flush=True)
+        reserved_at = time.time()
+        if not hold:
+            client.delete(job)
+        print(f"reserved {job.id} {os.getpid()} {reserved_at:.6f}", flush=True)
         if hold:
             time.sleep(60)  # until killed; bounded if not
-        else:
-            client.delete(job)
 
 
 # ---------------------------------------------------------------------- helpers
