@@ -459,7 +459,7 @@ def main() -> None:
                 rate=args.rate,
                 latency_duration=args.duration,
                 memory_pending=args.pending,
-                failover_trials=min(args.failover_trials, 20),
+                failover_trials=args.failover_trials,
             )
         )
     if args.json_out:
