@@ -34,7 +34,7 @@ from typing import Any
 import trio
 
 from benchmarks.peers.common import cpu_seconds, free_port
-from jobqueue import Client, ConnectionLost
+from jobqueue import Client
 from jobqueue._bytes import ByteStream
 
 _REQUEST = b'{"type":"submit_job","name":"noop"}\n'
@@ -179,19 +179,11 @@ def trio_round_trips(trips: int, serve: str = "trio") -> dict[str, Any]:
 
 def submit_only(trips: int) -> dict[str, Any]:
     """jobqueue's server and ``Client.submit``, no worker: a submit's cost alone."""
+    from benchmarks.run import spawned, wait_ready
+
     port = free_port()
-    with _server("-m", "jobqueue", "serve", "--port", str(port)) as server:
-
-        async def ready() -> None:
-            with trio.fail_after(20):
-                while True:
-                    try:
-                        async with Client.connect("127.0.0.1", port):
-                            return
-                    except ConnectionLost:
-                        await trio.sleep(0.05)
-
-        trio.run(ready)
+    with spawned("serve", "--port", str(port)) as server:
+        trio.run(wait_ready, port, 0)
 
         async def drive() -> None:
             async with Client.connect("127.0.0.1", port) as client:

@@ -53,6 +53,7 @@ def spawned(*args: str, env: dict[str, str] | None = None) -> Iterator[subproces
 
 
 async def wait_ready(port: int, slots: int) -> None:
+    """Return once the server at ``port`` answers and has ``slots`` workers waiting."""
     with trio.fail_after(20):
         while True:
             try:
@@ -225,13 +226,7 @@ def memory(pending: int, body_bytes: int) -> dict[str, Any]:
     with spawned("serve", "--port", str(port)) as server:
 
         async def drive() -> dict[str, Any]:
-            with trio.fail_after(20):
-                while True:
-                    try:
-                        async with Client.connect("127.0.0.1", port) as client:
-                            break
-                    except ConnectionLost:
-                        await trio.sleep(0.05)
+            await wait_ready(port, 0)
             empty = process_rss_bytes(server.pid)
             body = "x" * body_bytes
             async with Client.connect("127.0.0.1", port) as client:
