@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
@@ -52,10 +52,23 @@ def spawned(*args: str, env: dict[str, str] | None = None) -> Iterator[subproces
         process.wait()
 
 
-async def wait_ready(port: int, slots: int) -> None:
-    """Return once the server at ``port`` answers and has ``slots`` workers waiting."""
-    with trio.fail_after(20):
+async def wait_ready(
+    port: int,
+    slots: int,
+    processes: Sequence[subprocess.Popen[bytes]] = (),
+    limit: float = 20.0,
+) -> None:
+    """Return once the server at ``port`` answers and has ``slots`` workers waiting.
+
+    Raises:
+        RuntimeError: one of ``processes`` (the server, the workers) exited.
+        trio.TooSlowError: not ready within ``limit`` seconds.
+    """
+    with trio.fail_after(limit):
         while True:
+            for process in processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
             try:
                 async with Client.connect("127.0.0.1", port) as client:
                     if (await client.stats()).waiting_workers >= slots:

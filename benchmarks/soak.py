@@ -29,7 +29,6 @@ finished jobs in a fragmented heap; finished jobs now live in generations of
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import time
@@ -39,15 +38,11 @@ from pathlib import Path
 import attrs
 import trio
 
-from jobqueue import Client, ConnectionLost
+from benchmarks.peers.common import free_port
+from benchmarks.run import wait_ready
+from jobqueue import Client
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_mib(pid: int) -> float:
@@ -90,24 +85,6 @@ class Progress:
 
     async def wait_changed(self) -> None:
         await self._changed.wait()
-
-
-async def wait_for_workers(
-    port: int, slots: int, processes: Sequence[subprocess.Popen[bytes]]
-) -> None:
-    """Until ``slots`` worker connections wait for jobs (other processes cannot tell us)."""
-    with trio.fail_after(30):
-        while True:
-            for process in processes:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-            try:
-                async with Client.connect("127.0.0.1", port) as client:
-                    if (await client.stats()).waiting_workers >= slots:
-                        return
-            except ConnectionLost:
-                pass
-            await trio.sleep(0.05)
 
 
 async def produce(client: Client, jobs: int, window: int, progress: Progress) -> None:
@@ -181,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--handlers", "benchmarks._noop:HANDLERS",
     )  # fmt: skip
     try:
-        trio.run(wait_for_workers, port, args.concurrency, [server, worker])
+        # (Other processes cannot tell us when the workers are connected.)
+        trio.run(wait_ready, port, args.concurrency, [server, worker], 30.0)
         started = time.monotonic()
         samples = trio.run(drive, args, port, server.pid)
         wall = time.monotonic() - started
