@@ -6,9 +6,9 @@ jobs and asks about them. See README.md and docs/ for the whole story.
 """
 
 from ._client import Client as Client
-from ._link import ConnectionLost as ConnectionLost
-from ._link import JobQueueError as JobQueueError
-from ._link import RequestError as RequestError
+from ._errors import ConnectionLost as ConnectionLost
+from ._errors import JobQueueError as JobQueueError
+from ._errors import RequestError as RequestError
 from ._protocol import JobInfo as JobInfo
 from ._protocol import JobList as JobList
 from ._protocol import Stats as Stats

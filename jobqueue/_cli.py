@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, TextIO
 import trio
 
 from ._client import Client
-from ._link import JobQueueError
+from ._errors import JobQueueError
 from ._protocol import (
     JOB_STATES,
     MAX_ATTEMPTS,

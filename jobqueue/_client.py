@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from ._link import ConnectionLost, Connector, Link, RequestError, RequestNotSent
+from ._errors import ConnectionLost, RequestError, RequestNotSent
+from ._link import Connector, Link
 from ._protocol import (
     GetStats,
     GetStatus,

@@ -1,7 +1,7 @@
 """One client-side connection: send a request, read its reply.
 
 Shared by :class:`~jobqueue.Client` and :class:`~jobqueue.Worker`. The
-exceptions users see are defined here.
+exceptions users see are defined in ``_errors``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,12 @@ import attrs
 import trio
 
 from ._bytes import ByteStream
+from ._errors import (
+    FAREWELL_CODES,
+    ConnectionLost,
+    RequestError,
+    RequestNotSent,
+)
 from ._protocol import (
     EOF,
     MAX_LINE_BYTES,
@@ -35,49 +41,9 @@ _REPLY_HEADROOM = 65536
 #: that accepts nothing and refuses nothing (a black-holed address).
 CONNECT_TIMEOUT = 10.0
 
-#: Error codes the server sends just before it closes the connection itself.
-#: The connection is then unusable, as after a lost connection.
-_FAREWELL_CODES = frozenset(
-    {"idle_timeout", "handshake_timeout", "unauthorized", "too_many_connections"}
-)
-
 #: Opens a byte stream to the queue. The default is TCP to ``host:port``;
 #: ``jobqueue.testing`` passes one that makes in-memory streams.
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
-
-
-class JobQueueError(Exception):
-    """Base class for the errors this package raises."""
-
-
-class ConnectionLost(JobQueueError):
-    """The server could not be reached, or the connection to it broke.
-
-    A request that was in flight when this was raised may or may not have
-    been applied by the server.
-    """
-
-
-class RequestNotSent(ConnectionLost):
-    """The connection broke before the whole request was sent.
-
-    The server cannot have read it (a request is applied only once its
-    final newline arrives), so sending it again on a new connection is safe.
-    """
-
-
-class RequestError(JobQueueError):
-    """The server answered a request with an ``error`` reply.
-
-    Attributes:
-        code: The stable snake_case error code (e.g. ``"unknown_job"``).
-        message: The server's explanation.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @attrs.define(eq=False)
@@ -234,7 +200,7 @@ class Link:
         finally:
             self._turn.release()
         for reply in replies:
-            if isinstance(reply, ErrorReply) and reply.code in _FAREWELL_CODES:
+            if isinstance(reply, ErrorReply) and reply.code in FAREWELL_CODES:
                 self._broken = f"closed by the server ({reply.code}: {reply.message})"
         return replies
 

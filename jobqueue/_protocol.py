@@ -26,6 +26,8 @@ from typing import Any, ClassVar, Final, NoReturn, TypeVar
 
 import attrs
 
+from ._errors import ProtocolError as ProtocolError
+
 _T = TypeVar("_T")
 
 #: Longest line (one message, without its ``\n``) a peer may send: 1 MiB.
@@ -80,20 +82,6 @@ MAX_NAME_CHARS = 200
 
 #: Longest wait (``request_job`` / ``wait_job``) a peer may ask for, in seconds.
 MAX_WAIT_SECONDS = 3600.0
-
-
-class ProtocolError(Exception):
-    """A peer broke the protocol; carries the code sent back in an ``error`` reply.
-
-    Args:
-        code: Stable snake_case error code, e.g. ``"bad_json"``.
-        message: What went wrong, phrased so a person can act on it.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 class Need(enum.Enum):

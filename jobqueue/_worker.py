@@ -23,7 +23,8 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
-from ._link import ConnectionLost, Connector, Link, RequestError
+from ._errors import ConnectionLost, RequestError
+from ._link import Connector, Link
 from ._protocol import (
     MAX_FETCH,
     MAX_WAIT_SECONDS,
