@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._job import FINISHED, JobState
 from ._protocol import (
     ENVELOPE_BYTES,
     MAX_LINE_BYTES,
@@ -57,7 +58,7 @@ from ._protocol import (
     encode,
     stored_form,
 )
-from ._state import FINISHED, JobRecord, JobState, QueueState
+from ._state import JobRecord, QueueState
 from ._version import __version__
 
 #: What a connection handler forwards: a decoded request, or the error that

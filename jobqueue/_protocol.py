@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Final, NoReturn, TypeVar
 import attrs
 
 from ._errors import ProtocolError as ProtocolError
+from ._job import FINISHED, JobState
 
 _T = TypeVar("_T")
 
@@ -75,7 +76,10 @@ MAX_NOTE_BYTES = 4096
 MAX_LIST_LIMIT = 1000
 
 #: Every state a job can be in, as the wire names it.
-JOB_STATES = ("pending", "scheduled", "running", "completed", "failed", "cancelled")
+JOB_STATES = tuple(state.value for state in JobState)
+
+#: The states a job never leaves by itself, as the wire names them.
+FINISHED_STATES = frozenset(state.value for state in FINISHED)
 
 #: Longest accepted job name (and ``hello`` name), in characters.
 MAX_NAME_CHARS = 200
@@ -1400,7 +1404,7 @@ class JobInfo:
     @property
     def finished(self) -> bool:
         """Whether the job has reached a state it never leaves by itself."""
-        return self.state in ("completed", "failed", "cancelled")
+        return self.state in FINISHED_STATES
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> JobInfo:

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 import pytest
 
+from jobqueue._job import JobState
 from jobqueue._protocol import ProtocolError
 from jobqueue._state import (
     DEFAULT_QUEUE,
@@ -25,7 +26,6 @@ from jobqueue._state import (
     Event,
     Forgotten,
     JobRecord,
-    JobState,
     Progressed,
     Promoted,
     QueueState,
@@ -1218,7 +1218,7 @@ def test_an_id_already_remembered_is_refused_even_once_finished() -> None:
     # A new job's id is looked up in every generation of finished jobs only
     # when it might not be new: a seq used before, or an id not made from
     # id_prefix and seq (a hand-made log).
-    from jobqueue._state import InvalidTransition
+    from jobqueue._job import InvalidTransition
 
     q = QueueState()
     q.apply(Submitted("1", "n", None, 1))

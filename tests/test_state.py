@@ -21,6 +21,7 @@ from hypothesis.stateful import (
 )
 
 from jobqueue import _state
+from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobState
 from jobqueue._protocol import JobInfo, ProtocolError
 from jobqueue._state import (
     DEFAULT_FINISHED_RETENTION,
@@ -29,16 +30,12 @@ from jobqueue._state import (
     DEFAULT_MAX_RETRY_DELAY,
     DEFAULT_QUEUE,
     DEFAULT_RETRY_DELAY,
-    FINISHED,
-    TRANSITIONS,
     Assigned,
     AttemptFailed,
     Cancelled,
     Completed,
     Event,
     Forgotten,
-    InvalidTransition,
-    JobState,
     LeaseExtended,
     Progressed,
     Promoted,

@@ -1,0 +1,55 @@
+"""What a job's state can be, and every legal change between states.
+
+The one spelling of job states: the state machine keys its indexes by
+:class:`JobState`, and the wire's list of state names is derived from it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class JobState(enum.Enum):
+    """Where a job is in its life."""
+
+    #: Waiting for a worker.
+    PENDING = "pending"
+    #: Waiting for a time (a delayed job, or a retry's backoff).
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    #: Out of attempts: the dead-letter set, until requeued or deleted.
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    # Members are singletons that compare by identity, so identity is a
+    # correct hash, and a C-level one: Enum's own __hash__ is Python code,
+    # and states key the indexes touched several times per job.
+    __hash__ = object.__hash__
+
+
+#: Every legal change of state: (from, action) -> to. Anything else is a bug
+#: and raises :class:`InvalidTransition` with the job left as it was.
+#: docs/design.md draws its diagram from this table.
+TRANSITIONS: dict[tuple[JobState, str], JobState] = {
+    (JobState.PENDING, "assign"): JobState.RUNNING,
+    (JobState.PENDING, "cancel"): JobState.CANCELLED,
+    (JobState.SCHEDULED, "promote"): JobState.PENDING,
+    (JobState.SCHEDULED, "cancel"): JobState.CANCELLED,
+    (JobState.RUNNING, "complete"): JobState.COMPLETED,
+    # The lease was lost (worker gone, lease expired), attempts remain.
+    (JobState.RUNNING, "requeue"): JobState.PENDING,
+    # The handler raised, attempts remain: back off, then run again.
+    (JobState.RUNNING, "retry"): JobState.SCHEDULED,
+    # Any lost attempt when none remain.
+    (JobState.RUNNING, "fail"): JobState.FAILED,
+    (JobState.RUNNING, "cancel"): JobState.CANCELLED,
+    # A person requeues a dead letter, with a fresh budget of attempts.
+    (JobState.FAILED, "revive"): JobState.PENDING,
+}
+
+FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+
+class InvalidTransition(RuntimeError):
+    """An event asked for a state change the table does not allow (a bug)."""
