@@ -24,16 +24,13 @@ from __future__ import annotations
 
 import argparse
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
-from benchmarks.peers.common import cpu_seconds, free_port
+from benchmarks.harness import Stopwatch, free_port, spawned, wait_ready
 from jobqueue import Client
 from jobqueue._bytes import ByteStream
 
@@ -94,16 +91,6 @@ async def _serve_hops(port: int) -> None:
         await trio.serve_tcp(connection, port, host="127.0.0.1")
 
 
-@contextmanager
-def _server(*args: str) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([sys.executable, *args], stderr=subprocess.DEVNULL)
-    try:
-        yield process
-    finally:
-        process.kill()
-        process.wait()
-
-
 def _connect(port: int) -> socket.socket:
     deadline = time.monotonic() + 20
     while True:
@@ -115,9 +102,11 @@ def _connect(port: int) -> socket.socket:
             time.sleep(0.02)
 
 
-def _row(
-    variant: str, trips: int, seconds: float, client_cpu: float, server_cpu: float
-) -> dict[str, Any]:
+def _timed(variant: str, trips: int, server_pid: int, run: Callable[[], None]) -> dict[str, Any]:
+    """Time ``run`` (``trips`` round trips) and make its row."""
+    watch = Stopwatch(server_pid)
+    run()
+    seconds = watch.seconds()
     return {
         "system": "floor",
         "variant": variant,
@@ -125,23 +114,16 @@ def _row(
         "trips": trips,
         "trips_per_s": trips / seconds,
         "rtt_us": seconds / trips * 1e6,
-        "client_cpu_us": client_cpu / trips * 1e6,
-        "server_cpu_us": server_cpu / trips * 1e6,
+        "client_cpu_us": watch.own_cpu() / trips * 1e6,
+        "server_cpu_us": watch.server_cpu() / trips * 1e6,
     }
-
-
-def _timed(server_pid: int, run: Callable[[], None]) -> tuple[float, float, float]:
-    cpu0, own0, start = cpu_seconds(server_pid), time.process_time(), time.perf_counter()
-    run()
-    seconds = time.perf_counter() - start
-    return seconds, time.process_time() - own0, cpu_seconds(server_pid) - cpu0
 
 
 def plain(trips: int) -> dict[str, Any]:
     """Blocking sockets on both sides."""
     port = free_port()
     with (
-        _server("-m", "benchmarks.floor", "--serve", "plain", "--port", str(port)) as server,
+        spawned("--serve", "plain", "--port", str(port), module="benchmarks.floor") as server,
         _connect(port) as sock,
     ):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -152,7 +134,7 @@ def plain(trips: int) -> dict[str, Any]:
                 while not sock.recv(65536).endswith(b"\n"):
                     pass
 
-        return _row("plain", trips, *_timed(server.pid, run))
+        return _timed("plain", trips, server.pid, run)
 
 
 def trio_round_trips(trips: int, serve: str = "trio") -> dict[str, Any]:
@@ -162,7 +144,7 @@ def trio_round_trips(trips: int, serve: str = "trio") -> dict[str, Any]:
     channels (reader, coordinator, writer) but still does no work.
     """
     port = free_port()
-    with _server("-m", "benchmarks.floor", "--serve", serve, "--port", str(port)) as server:
+    with spawned("--serve", serve, "--port", str(port), module="benchmarks.floor") as server:
         _connect(port).close()  # listening
 
         async def drive() -> None:
@@ -174,13 +156,11 @@ def trio_round_trips(trips: int, serve: str = "trio") -> dict[str, Any]:
                     pass
             await stream.aclose()
 
-        return _row(serve, trips, *_timed(server.pid, lambda: trio.run(drive)))
+        return _timed(serve, trips, server.pid, lambda: trio.run(drive))
 
 
 def submit_only(trips: int) -> dict[str, Any]:
     """jobqueue's server and ``Client.submit``, no worker: a submit's cost alone."""
-    from benchmarks.run import spawned, wait_ready
-
     port = free_port()
     with spawned("serve", "--port", str(port)) as server:
         trio.run(wait_ready, port, 0)
@@ -190,7 +170,7 @@ def submit_only(trips: int) -> dict[str, Any]:
                 for _ in range(trips):
                     await client.submit("noop")
 
-        return _row("submit", trips, *_timed(server.pid, lambda: trio.run(drive)))
+        return _timed("submit", trips, server.pid, lambda: trio.run(drive))
 
 
 def floor(trips: int) -> list[dict[str, Any]]:

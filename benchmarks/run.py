@@ -17,65 +17,18 @@ import argparse
 import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import trio
 
-from benchmarks.peers.common import cpu_seconds as process_cpu_seconds
-from benchmarks.peers.common import free_port, percentile
-from benchmarks.peers.common import rss_bytes as process_rss_bytes
-from jobqueue import Client, ConnectionLost
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@contextmanager
-def spawned(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``python -m jobqueue ...`` process, killed on the way out."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobqueue", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
-    try:
-        yield process
-    finally:
-        process.kill()
-        process.wait()
-
-
-async def wait_ready(
-    port: int,
-    slots: int,
-    processes: Sequence[subprocess.Popen[bytes]] = (),
-    limit: float = 20.0,
-) -> None:
-    """Return once the server at ``port`` answers and has ``slots`` workers waiting.
-
-    Raises:
-        RuntimeError: one of ``processes`` (the server, the workers) exited.
-        trio.TooSlowError: not ready within ``limit`` seconds.
-    """
-    with trio.fail_after(limit):
-        while True:
-            for process in processes:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-            try:
-                async with Client.connect("127.0.0.1", port) as client:
-                    if (await client.stats()).waiting_workers >= slots:
-                        return
-            except ConnectionLost:
-                pass
-            await trio.sleep(0.05)
+from benchmarks import harness
+from benchmarks.floor import floor, print_floor
+from benchmarks.harness import free_port, latency_summary, rss_bytes, spawned, wait_ready
+from benchmarks.peers.run_all import run_peers
+from jobqueue import Client
 
 
 def throughput(
@@ -92,15 +45,14 @@ def throughput(
     with spawned("serve", "--port", str(port)) as server, spawned(
         "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
         "--handlers", "benchmarks._noop:HANDLERS", "--prefetch", str(prefetch),
-    ):  # fmt: skip
+    ) as worker:  # fmt: skip
 
         async def drive() -> dict[str, Any]:
             await wait_ready(port, concurrency)
             async with AsyncExitStack() as idle, Client.connect("127.0.0.1", port) as client:
                 for _ in range(idle_clients):
                     await idle.enter_async_context(Client.connect("127.0.0.1", port))
-                cpu0 = process_cpu_seconds(server.pid)
-                start = time.perf_counter()
+                watch = harness.Stopwatch(server.pid, worker_pids=[worker.pid])
                 if batch:
                     for first in range(0, jobs, batch):
                         ids = await client.submit_many(
@@ -110,11 +62,11 @@ def throughput(
                 else:
                     for _ in range(jobs):
                         last = await client.submit("noop")
-                submitted = time.perf_counter() - start
+                submitted = watch.seconds()
                 await client.wait(last)
                 while (await client.stats()).totals["completed"] < jobs:  # noqa: ASYNC110
                     await trio.sleep(0.002)
-                seconds = time.perf_counter() - start
+                seconds = watch.seconds()
                 shape = {"batch": batch, "prefetch": prefetch} if batch else {}
                 return {
                     "system": "jobqueue",
@@ -125,8 +77,10 @@ def throughput(
                     "seconds": seconds,
                     "submit_seconds": submitted,
                     "jobs_per_s": jobs / seconds,
-                    "server_cpu_s": process_cpu_seconds(server.pid) - cpu0,
-                    "server_rss_bytes": process_rss_bytes(server.pid),
+                    "server_cpu_s": watch.server_cpu(),
+                    "server_rss_bytes": rss_bytes(server.pid),
+                    "worker_cpu_s": watch.worker_cpu(),
+                    "producer_cpu_s": watch.own_cpu(),
                 }
 
         return trio.run(drive)
@@ -145,30 +99,24 @@ def latency(rate: float, duration: float, concurrency: int) -> dict[str, Any]:
             async def drive() -> int:
                 await wait_ready(port, concurrency)
                 async with Client.connect("127.0.0.1", port) as client:
-                    count = int(rate * duration)
-                    start = time.perf_counter()
-                    for index in range(count):
-                        await trio.sleep_until(trio.current_time() + max(
-                            0.0, start + index / rate - time.perf_counter()
-                        ))  # fmt: skip
+                    pacer = harness.Pacer(rate, duration)
+                    for index in range(pacer.count):
+                        await trio.sleep(max(0.0, pacer.delay_before(index)))
                         last = await client.submit("stamp", {"t": time.time()})
                     await client.wait(last)
-                    return count
+                    return pacer.count
 
             count = trio.run(drive)
             time.sleep(0.2)  # let the worker flush its last line
         with open(log) as f:
-            samples = sorted(float(line) * 1000 for line in f if line.strip())
+            samples = [float(line) for line in f if line.strip()]
     return {
         "system": "jobqueue",
         "variant": "default",
         "scenario": "latency",
         "rate": rate,
         "jobs": count,
-        "p50_ms": percentile(samples, 50),
-        "p90_ms": percentile(samples, 90),
-        "p99_ms": percentile(samples, 99),
-        "max_ms": samples[-1] if samples else None,
+        **latency_summary(samples),
     }
 
 
@@ -203,7 +151,7 @@ def failover(trials: int) -> dict[str, Any]:
                                 while (await client.status(job_id)).attempt < 2:  # noqa: ASYNC110  (remote state)
                                     await trio.sleep(0.001)
                             started = _last_start(log, job_id)
-                            delays.append((started - killed_at) * 1000)
+                            delays.append(started - killed_at)
                             await client.cancel(job_id)
 
             async def drive() -> None:
@@ -211,14 +159,14 @@ def failover(trials: int) -> dict[str, Any]:
                     await trial(index)
 
             trio.run(drive)
-    delays.sort()
+    summary = latency_summary(delays)
     return {
         "system": "jobqueue",
         "variant": "default",
         "scenario": "failover",
         "trials": trials,
-        "p50_ms": percentile(delays, 50),
-        "max_ms": delays[-1],
+        "p50_ms": summary["p50_ms"],
+        "max_ms": summary["max_ms"],
     }
 
 
@@ -240,7 +188,7 @@ def memory(pending: int, body_bytes: int) -> dict[str, Any]:
 
         async def drive() -> dict[str, Any]:
             await wait_ready(port, 0)
-            empty = process_rss_bytes(server.pid)
+            empty = rss_bytes(server.pid)
             body = "x" * body_bytes
             async with Client.connect("127.0.0.1", port) as client:
                 batch = getattr(client, "submit_many", None)
@@ -253,7 +201,7 @@ def memory(pending: int, body_bytes: int) -> dict[str, Any]:
                     for _ in range(pending):
                         await client.submit("noop", body)
                 assert (await client.stats()).jobs["pending"] == pending
-            full = process_rss_bytes(server.pid)
+            full = rss_bytes(server.pid)
             return {
                 "system": "jobqueue",
                 "variant": "default",
@@ -317,8 +265,6 @@ def print_floor_and_ceiling(floor: list[dict[str, Any]], throughput: list[dict[s
     written back, so a server of our shape cannot spend less than two of the
     ``hops`` round trips' server CPU per job, with no queue in it at all.
     """
-    from benchmarks.floor import print_floor
-
     print("\none request/reply round trip at a time (what a sequential producer waits on)")
     print_floor(floor)
     hops = next((row for row in floor if row["variant"] == "hops"), None)
@@ -413,10 +359,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["ours", "peers", "all"], default="all")
-    parser.add_argument("--jobs", type=int, default=20000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rate", type=float, default=500.0)
-    parser.add_argument("--duration", type=float, default=5.0)
+    harness.add_shape_options(parser)
     parser.add_argument("--failover-trials", type=int, default=20)
     parser.add_argument("--pending", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=100, help="submit_many size, batched run")
@@ -454,12 +397,8 @@ def main() -> None:
         if "connections" in scenarios and args.scaling_jobs:
             rows.extend(scaling_connections(args.scaling_jobs))
         if "floor" in scenarios:
-            from benchmarks.floor import floor
-
             rows.extend(floor(args.jobs))
     if args.only in ("peers", "all"):
-        from benchmarks.peers.run_all import run_peers
-
         rows.extend(
             run_peers(
                 jobs=args.jobs,

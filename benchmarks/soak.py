@@ -29,35 +29,20 @@ finished jobs in a fragmented heap; finished jobs now live in generations of
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import attrs
 import trio
 
-from benchmarks.peers.common import free_port
-from benchmarks.run import wait_ready
+from benchmarks.harness import free_port, rss_bytes, spawned, wait_ready
 from jobqueue import Client
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def rss_mib(pid: int) -> float:
     """The resident set size of process ``pid``, in MiB (Linux ``/proc``)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "jobqueue", *args], stderr=subprocess.DEVNULL, cwd=ROOT
-    )
+    return rss_bytes(pid) / 2**20
 
 
 @attrs.frozen
@@ -152,21 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = ["serve", "--port", str(port)]
     if args.retention is not None:
         serve += ["--retention", str(args.retention)]
-    server = spawn(*serve)
-    worker = spawn(
+    with spawned(*serve) as server, spawned(
         "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(args.concurrency),
         "--handlers", "benchmarks._noop:HANDLERS",
-    )  # fmt: skip
-    try:
+    ) as worker:  # fmt: skip
         # (Other processes cannot tell us when the workers are connected.)
         trio.run(wait_ready, port, args.concurrency, [server, worker], 30.0)
         started = time.monotonic()
         samples = trio.run(drive, args, port, server.pid)
         wall = time.monotonic() - started
-    finally:
-        for process in (server, worker):
-            process.kill()
-            process.wait()
 
     print(f"{args.jobs:,} jobs in {wall:.0f}s ({args.jobs / wall:,.0f} jobs/s)")
     if len(samples) < 2:

@@ -47,7 +47,7 @@ from typing import Any
 
 import greenstalk
 
-from benchmarks.peers import common
+from benchmarks import harness
 
 SYSTEM = "beanstalkd"
 NOOP_BODY = "-"
@@ -63,7 +63,7 @@ def _worker_loop(port: int, stop: threading.Event) -> None:
             except greenstalk.TimedOutError:
                 continue
             if job.body != NOOP_BODY:
-                common.record_latency(float(job.body))
+                harness.record_latency(float(job.body))
             client.delete(job)
 
 
@@ -107,23 +107,11 @@ def _stats(client: greenstalk.Client[str]) -> dict[str, Any]:
     return dict(client.stats())
 
 
-def _spawn_worker(
-    port: int, threads: int, lat_dir: str, lifetime: float
-) -> subprocess.Popen[bytes]:
-    return common.spawn_group(
-        common.python_module(
-            "benchmarks.peers.beanstalkd_peer",
-            "--role",
-            "worker",
-            "--port",
-            str(port),
-            "--threads",
-            str(threads),
-        ),
-        env={common.LAT_DIR_ENV: lat_dir},
-        lifetime=lifetime,
-        log_path=os.path.join(lat_dir, "worker.log"),
-    )
+def _wait_for_waiters(
+    client: greenstalk.Client[str], count: int, timeout: float, what: str
+) -> None:
+    """Until ``count`` connections are blocked in ``reserve``."""
+    harness.wait_until(lambda: _stats(client)["current-waiting"] >= count, timeout, what, 0.005)
 
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
@@ -141,70 +129,46 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
 # -------------------------------------------------------------------- scenarios
 
 
-def run_flow(
-    scenario: str,
-    jobs: int,
-    concurrency: int,
-    rate: float = 500.0,
-    duration: float = 10.0,
-    timeout: float = 300.0,
-) -> dict[str, Any]:
+def run_flow(shape: harness.Shape) -> dict[str, Any]:
     """Throughput or latency."""
-    lat_dir = tempfile.mkdtemp(prefix="bench-lat-")
-    worker = None
-    try:
-        with common.beanstalkd_server() as server:
-            worker = _spawn_worker(server.port, concurrency, lat_dir, timeout + 60)
-            with (
-                greenstalk.Client(("127.0.0.1", server.port)) as producer,
-                greenstalk.Client(("127.0.0.1", server.port)) as watcher,
-            ):
-                common.wait_until(
-                    lambda: _stats(watcher)["current-waiting"] >= concurrency,
-                    60,
-                    "beanstalkd workers",
-                    0.05,
-                )
-                pacer = common.Pacer(rate, duration) if scenario == "latency" else None
-                n = pacer.count if pacer else jobs
-                timed = common.TimedRun(server, worker.pid, pacer)
-                if pacer is None:
-                    for _ in range(n):
-                        producer.put(NOOP_BODY)
-                else:
-                    for i in range(n):
-                        delay = pacer.delay_before(i)
-                        if delay > 0:
-                            time.sleep(delay)
-                        producer.put(repr(time.time()))
-                submitted = time.perf_counter()
-                common.wait_until(
-                    lambda: _stats(watcher)["cmd-delete"] >= n,
-                    timeout,
-                    "beanstalkd jobs to finish",
-                    0.002,
-                )
-                return timed.result(
-                    SYSTEM,
-                    "8threads",
-                    n,
-                    submitted,
-                    lat_dir,
-                    f"1 process x {concurrency} threads",
-                )
-    except Exception:
-        common.print_log_tail(os.path.join(lat_dir, "worker.log"))
-        raise
-    finally:
-        common.stop_group(worker)
-        shutil.rmtree(lat_dir, ignore_errors=True)
+    with (
+        harness.worker_run() as work,
+        harness.beanstalkd_server() as server,
+        greenstalk.Client(("127.0.0.1", server.port)) as producer,
+        greenstalk.Client(("127.0.0.1", server.port)) as watcher,
+    ):
+        worker = work.spawn(
+            harness.python_module(
+                "benchmarks.peers.beanstalkd_peer",
+                "--role", "worker", "--port", str(server.port), "--threads", str(shape.concurrency),
+            ),
+            shape.timeout + 60,
+        )  # fmt: skip
+        _wait_for_waiters(watcher, shape.concurrency, 60, "beanstalkd workers")
+        timed = harness.TimedRun(server, worker.pid, shape)
+        if timed.pacer is None:
+            for _ in range(timed.jobs):
+                producer.put(NOOP_BODY)
+        else:
+            for t0 in timed.pacer.ticks():
+                producer.put(repr(t0))
+        submitted = time.perf_counter()
+        harness.wait_until(
+            lambda: _stats(watcher)["cmd-delete"] >= timed.jobs,
+            shape.timeout,
+            "beanstalkd jobs to finish",
+            0.002,
+        )
+        return timed.result(
+            SYSTEM, "8threads", submitted, work.dir, f"1 process x {shape.concurrency} threads"
+        )
 
 
 def run_memory(pending: int, body_bytes: int, timeout: float = 300.0) -> dict[str, Any]:
     body = b"x" * body_bytes
     batch = 1000
     with (
-        common.beanstalkd_server() as server,
+        harness.beanstalkd_server() as server,
         socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock,
     ):
         reader = sock.makefile("rb")
@@ -242,40 +206,30 @@ def run_failover(trials: int, timeout: float = 60.0) -> dict[str, Any]:
     delays: list[float] = []
     try:
         with (
-            common.beanstalkd_server() as server,
+            harness.beanstalkd_server() as server,
             greenstalk.Client(("127.0.0.1", server.port)) as client,
         ):
             for _ in range(trials):
                 victim = standby = None
                 try:
                     victim = _spawn_failover_worker(server.port, True, tmp)
-                    common.wait_until(
-                        lambda: _stats(client)["current-waiting"] >= 1,
-                        timeout,
-                        "worker A to wait",
-                        0.005,
-                    )
+                    _wait_for_waiters(client, 1, timeout, "worker A to wait")
                     job_id = client.put("failover")  # greenstalk's default TTR (60 s)
                     _, got, victim_pid, _ = _read_line(victim, timeout).split()
                     assert int(got) == job_id
                     standby = _spawn_failover_worker(server.port, False, tmp)
-                    common.wait_until(
-                        lambda: _stats(client)["current-waiting"] >= 1,
-                        timeout,
-                        "worker B to wait",
-                        0.005,
-                    )
+                    _wait_for_waiters(client, 1, timeout, "worker B to wait")
                     killed_at = time.time()
                     os.kill(int(victim_pid), signal.SIGKILL)
                     _, got, _, reserved_at = _read_line(standby, timeout).split()
                     assert int(got) == job_id
                     delays.append(float(reserved_at) - killed_at)
                 finally:
-                    common.stop_group(victim, grace=1)
-                    common.stop_group(standby, grace=1)
+                    harness.stop_group(victim, grace=1)
+                    harness.stop_group(standby, grace=1)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    summary = common.latency_summary(delays)
+    summary = harness.latency_summary(delays)
     return {
         "system": SYSTEM,
         "variant": "default",
@@ -289,8 +243,8 @@ def run_failover(trials: int, timeout: float = 60.0) -> dict[str, Any]:
 
 def _spawn_failover_worker(port: int, hold: bool, tmp: str) -> subprocess.Popen[bytes]:
     args = ["--role", "failover-worker", "--port", str(port)] + (["--hold"] if hold else [])
-    return common.spawn_group(
-        common.python_module("benchmarks.peers.beanstalkd_peer", *args),
+    return harness.spawn_group(
+        harness.python_module("benchmarks.peers.beanstalkd_peer", *args),
         lifetime=120,
         log_path=os.path.join(tmp, "worker.log"),
         stdout=subprocess.PIPE,
@@ -314,19 +268,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             failover_worker_main(role.port, role.hold)
         return
-    args = common.parse_args(
+    args = harness.parse_args(
         argv, variants=["8threads"], scenarios=("throughput", "latency", "memory", "failover")
     )
     if args.scenario == "memory":
-        common.emit(run_memory(args.pending, args.body_bytes, args.timeout))
+        harness.emit(run_memory(args.pending, args.body_bytes, args.timeout))
     elif args.scenario == "failover":
-        common.emit(run_failover(args.trials))
+        harness.emit(run_failover(args.trials))
     else:
-        common.emit(
-            run_flow(
-                args.scenario, args.jobs, args.concurrency, args.rate, args.duration, args.timeout
-            )
-        )
+        harness.emit(run_flow(harness.shape_of(args)))
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ that long; it is part of the measured time, as it would be for a real burst.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -39,102 +37,67 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from benchmarks.peers import common
+from benchmarks import harness
 
 SYSTEM = "dramatiq"
 MSGS = "dramatiq:default.msgs"
 HEARTBEATS = "dramatiq:__heartbeats__"
-VARIANTS = {"default": {}, "prefetch64": {"dramatiq_queue_prefetch": "64"}}
+VARIANTS: dict[str, dict[str, str]] = {
+    "default": {},
+    "prefetch64": {"dramatiq_queue_prefetch": "64"},
+}
 
 
 def _noop(t0: float | None = None) -> None:
-    common.record_latency(t0)
+    harness.record_latency(t0)
 
 
 # What the workers import (``dramatiq benchmarks.peers.dramatiq_peer``).
-broker = RedisBroker(url=os.environ.get(common.REDIS_URL_ENV, "redis://127.0.0.1:6379/0"))  # type: ignore[no-untyped-call]
+broker = RedisBroker(url=os.environ.get(harness.REDIS_URL_ENV, "redis://127.0.0.1:6379/0"))
 dramatiq.set_broker(broker)
 noop = dramatiq.actor(actor_name="noop", queue_name="default", broker=broker)(_noop)
 
 
-def run(
-    scenario: str,
-    jobs: int,
-    concurrency: int,
-    rate: float = 500.0,
-    duration: float = 10.0,
-    variant: str = "default",
-    timeout: float = 300.0,
-) -> dict[str, Any]:
-    lat_dir = tempfile.mkdtemp(prefix="bench-lat-")
-    worker = None
-    try:
-        with common.redis_server() as server:
-            r = redis.Redis.from_url(server.url)
-            env = {common.REDIS_URL_ENV: server.url, common.LAT_DIR_ENV: lat_dir}
-            env.update(VARIANTS[variant])
-            worker = common.spawn_group(
-                common.python_module(
-                    "dramatiq",
-                    "benchmarks.peers.dramatiq_peer",
-                    "--processes",
-                    "1",
-                    "--threads",
-                    str(concurrency),
-                ),
-                env=env,
-                lifetime=timeout + 60,
-                log_path=os.path.join(lat_dir, "worker.log"),
-            )
-            # Each worker broker ZADDs itself here on every fetch.
-            common.wait_until(lambda: r.zcard(HEARTBEATS) >= 1, 60, "dramatiq worker", 0.05)
+def run(shape: harness.Shape) -> dict[str, Any]:
+    with harness.worker_run() as work, harness.redis_server() as server:
+        r = redis.Redis.from_url(server.url)
+        worker = work.spawn(
+            harness.python_module(
+                "dramatiq", "benchmarks.peers.dramatiq_peer",
+                "--processes", "1", "--threads", str(shape.concurrency),
+            ),
+            shape.timeout + 60,
+            {harness.REDIS_URL_ENV: server.url, **VARIANTS[shape.variant]},
+        )  # fmt: skip
+        # Each worker broker ZADDs itself here on every fetch.
+        harness.wait_until(lambda: r.zcard(HEARTBEATS) >= 1, 60, "dramatiq worker", 0.05)
 
-            producer = RedisBroker(url=server.url)  # type: ignore[no-untyped-call]
-            actor = dramatiq.actor(actor_name="noop", queue_name="default", broker=producer)(_noop)
-            pacer = common.Pacer(rate, duration) if scenario == "latency" else None
-            n = pacer.count if pacer else jobs
-            timed = common.TimedRun(server, worker.pid, pacer)
-            if pacer is None:
-                for _ in range(n):
-                    actor.send()
-            else:
-                for i in range(n):
-                    delay = pacer.delay_before(i)
-                    if delay > 0:
-                        time.sleep(delay)
-                    actor.send(t0=time.time())
-            submitted = time.perf_counter()
-            common.wait_until(lambda: r.hlen(MSGS) == 0, timeout, "dramatiq jobs to finish", 0.002)
-            return timed.result(
-                SYSTEM,
-                variant,
-                n,
-                submitted,
-                lat_dir,
-                f"1 process x {concurrency} threads",
-                prefetch=int(VARIANTS[variant].get("dramatiq_queue_prefetch", 2 * concurrency)),
-            )
-    except Exception:
-        common.print_log_tail(os.path.join(lat_dir, "worker.log"))
-        raise
-    finally:
-        common.stop_group(worker)
-        shutil.rmtree(lat_dir, ignore_errors=True)
+        producer = RedisBroker(url=server.url)
+        actor = dramatiq.actor(actor_name="noop", queue_name="default", broker=producer)(_noop)
+        timed = harness.TimedRun(server, worker.pid, shape)
+        if timed.pacer is None:
+            for _ in range(timed.jobs):
+                actor.send()
+        else:
+            for t0 in timed.pacer.ticks():
+                actor.send(t0=t0)
+        submitted = time.perf_counter()
+        harness.wait_until(
+            lambda: r.hlen(MSGS) == 0, shape.timeout, "dramatiq jobs to finish", 0.002
+        )
+        prefetch = VARIANTS[shape.variant].get("dramatiq_queue_prefetch", 2 * shape.concurrency)
+        return timed.result(
+            SYSTEM,
+            shape.variant,
+            submitted,
+            work.dir,
+            f"1 process x {shape.concurrency} threads",
+            prefetch=int(prefetch),
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = common.parse_args(argv, variants=list(VARIANTS))
-    common.emit(
-        run(
-            args.scenario,
-            args.jobs,
-            args.concurrency,
-            args.rate,
-            args.duration,
-            args.variant,
-            args.timeout,
-        )
-    )
+    harness.peer_main(run, list(VARIANTS), argv)
 
 
 if __name__ == "__main__":

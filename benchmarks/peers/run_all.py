@@ -4,9 +4,9 @@
     python -m benchmarks.peers.run_all --only beanstalkd --scenarios throughput,memory
     python -m benchmarks.peers.run_all --full             # beanstalkd memory at 1,000,000
 
-From Python (this module and ``common`` use only the standard library, so any
-interpreter can import them; each peer runs in a subprocess of the bench
-venv's Python)::
+From Python (this module and ``benchmarks.harness`` import only the standard
+library, so any interpreter can import them; each peer runs in a subprocess of
+the bench venv's Python)::
 
     from benchmarks.peers.run_all import run_peers
     results = run_peers(jobs=20000, concurrency=8, rate=500)
@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.harness import ROOT, add_shape_options
+
 SCENARIOS = ("throughput", "latency", "memory", "failover")
 
 #: (system, module, variant, server binary, client modules that must import)
@@ -135,72 +136,30 @@ def run_peers(
     for system, module, variant, binary, modules in PEERS:
         if only and system not in only:
             continue
-        common = ["--concurrency", str(concurrency)]
+        shape = ["--concurrency", str(concurrency)]
         if system != "beanstalkd":
-            common += ["--variant", variant]
-        if "throughput" in scenarios:
-            plan.append(
-                (
-                    system,
-                    module,
-                    variant,
-                    binary,
-                    modules,
-                    "throughput",
-                    ["--scenario", "throughput", "--jobs", str(jobs), *common],
-                )
+            shape += ["--variant", variant]
+        # scenario -> (variant, the runner's arguments); memory and failover are beanstalkd's.
+        runs = {
+            "throughput": (variant, ["--jobs", str(jobs), *shape]),
+            "latency": (
+                variant,
+                ["--rate", str(rate), "--duration", str(latency_duration), *shape],
+            ),
+        }
+        if system == "beanstalkd":
+            runs["memory"] = (
+                "default",
+                ["--pending", str(pending), "--body-bytes", str(body_bytes)],
             )
-        if "latency" in scenarios:
-            plan.append(
-                (
-                    system,
-                    module,
-                    variant,
-                    binary,
-                    modules,
-                    "latency",
-                    [
-                        "--scenario",
-                        "latency",
-                        "--rate",
-                        str(rate),
-                        "--duration",
-                        str(latency_duration),
-                        *common,
-                    ],
-                )
-            )
-        if system == "beanstalkd" and "memory" in scenarios:
-            plan.append(
-                (
-                    system,
-                    module,
-                    "default",
-                    binary,
-                    modules,
-                    "memory",
-                    [
-                        "--scenario",
-                        "memory",
-                        "--pending",
-                        str(pending),
-                        "--body-bytes",
-                        str(body_bytes),
-                    ],
-                )
-            )
-        if system == "beanstalkd" and "failover" in scenarios:
-            plan.append(
-                (
-                    system,
-                    module,
-                    "default",
-                    binary,
-                    modules,
-                    "failover",
-                    ["--scenario", "failover", "--trials", str(failover_trials)],
-                )
-            )
+            runs["failover"] = ("default", ["--trials", str(failover_trials)])
+        for scenario in SCENARIOS:
+            if scenario in scenarios and scenario in runs:
+                run_variant, args = runs[scenario]
+                plan.append(
+                    (system, module, run_variant, binary, modules, scenario,
+                     ["--scenario", scenario, *args])
+                )  # fmt: skip
     for system, module, variant, binary, modules, scenario, args in plan:
         head = {"system": system, "variant": variant, "scenario": scenario}
         reason = _missing(python, binary, modules, cache)
@@ -226,10 +185,7 @@ def run_peers(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=20000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rate", type=float, default=500.0)
-    parser.add_argument("--latency-duration", type=float, default=5.0)
+    add_shape_options(parser, "--latency-duration")
     parser.add_argument("--memory-pending", type=int, default=200_000)
     parser.add_argument("--full", action="store_true", help="beanstalkd memory at 1,000,000")
     parser.add_argument("--body-bytes", type=int, default=100)

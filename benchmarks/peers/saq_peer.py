@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,26 +26,26 @@ from typing import Any
 import redis
 from saq import Queue
 
-from benchmarks.peers import common
+from benchmarks import harness
 
 SYSTEM = "saq"
 CONCURRENCY_ENV = "BENCH_CONCURRENCY"
 
 
 async def _noop(ctx: dict[str, Any], *, t0: float | None = None) -> None:
-    common.record_latency(t0)
+    harness.record_latency(t0)
 
 
 def settings() -> dict[str, Any]:
     """SAQ worker settings (SAQ calls this in the worker process)."""
     return {
-        "queue": Queue.from_url(os.environ.get(common.REDIS_URL_ENV, "redis://127.0.0.1:6379/0")),
+        "queue": Queue.from_url(os.environ.get(harness.REDIS_URL_ENV, "redis://127.0.0.1:6379/0")),
         "functions": [("noop", _noop)],
         "concurrency": int(os.environ.get(CONCURRENCY_ENV, "8")),
     }
 
 
-async def _produce(url: str, pacer: common.Pacer | None, n: int, timeout: float) -> float:
+async def _produce(url: str, pacer: harness.Pacer | None, n: int, timeout: float) -> float:
     """Submit the jobs; return perf_counter() when the last one was submitted."""
     queue = Queue.from_url(url)
     await queue.connect()
@@ -56,11 +54,8 @@ async def _produce(url: str, pacer: common.Pacer | None, n: int, timeout: float)
             for _ in range(n):
                 await queue.enqueue("noop")
         else:
-            for i in range(n):
-                delay = pacer.delay_before(i)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await queue.enqueue("noop", t0=time.time())
+            async for t0 in pacer.aticks():
+                await queue.enqueue("noop", t0=t0)
         submitted = time.perf_counter()
         deadline = time.monotonic() + timeout
         while await queue.count("incomplete") > 0:
@@ -72,70 +67,34 @@ async def _produce(url: str, pacer: common.Pacer | None, n: int, timeout: float)
         await queue.disconnect()
 
 
-def run(
-    scenario: str,
-    jobs: int,
-    concurrency: int,
-    rate: float = 500.0,
-    duration: float = 10.0,
-    variant: str = "default",
-    timeout: float = 300.0,
-) -> dict[str, Any]:
-    lat_dir = tempfile.mkdtemp(prefix="bench-lat-")
-    worker = None
-    try:
-        with common.redis_server() as server:
-            r = redis.Redis.from_url(server.url)
-            worker = common.spawn_group(
-                common.python_module("saq", "benchmarks.peers.saq_peer.settings", "--quiet"),
-                env={
-                    common.REDIS_URL_ENV: server.url,
-                    common.LAT_DIR_ENV: lat_dir,
-                    CONCURRENCY_ENV: str(concurrency),
-                },
-                lifetime=timeout + 60,
-                log_path=os.path.join(lat_dir, "worker.log"),
-            )
-            # Each idle dequeue loop sits in a blocking BLMOVE.
-            common.wait_until(
-                lambda: int(r.info("clients")["blocked_clients"]) >= concurrency,
-                60,
-                "saq worker",
-                0.05,
-            )
-            pacer = common.Pacer(rate, duration) if scenario == "latency" else None
-            n = pacer.count if pacer else jobs
-            timed = common.TimedRun(server, worker.pid, pacer)
-            submitted = asyncio.run(_produce(server.url, pacer, n, timeout))
-            return timed.result(
-                SYSTEM,
-                variant,
-                n,
-                submitted,
-                lat_dir,
-                f"1 process x {concurrency} async dequeue loops",
-            )
-    except Exception:
-        common.print_log_tail(os.path.join(lat_dir, "worker.log"))
-        raise
-    finally:
-        common.stop_group(worker)
-        shutil.rmtree(lat_dir, ignore_errors=True)
+def run(shape: harness.Shape) -> dict[str, Any]:
+    with harness.worker_run() as work, harness.redis_server() as server:
+        r = redis.Redis.from_url(server.url)
+        worker = work.spawn(
+            harness.python_module("saq", "benchmarks.peers.saq_peer.settings", "--quiet"),
+            shape.timeout + 60,
+            {harness.REDIS_URL_ENV: server.url, CONCURRENCY_ENV: str(shape.concurrency)},
+        )
+        # Each idle dequeue loop sits in a blocking BLMOVE.
+        harness.wait_until(
+            lambda: int(r.info("clients")["blocked_clients"]) >= shape.concurrency,
+            60,
+            "saq worker",
+            0.05,
+        )
+        timed = harness.TimedRun(server, worker.pid, shape)
+        submitted = asyncio.run(_produce(server.url, timed.pacer, timed.jobs, shape.timeout))
+        return timed.result(
+            SYSTEM,
+            shape.variant,
+            submitted,
+            work.dir,
+            f"1 process x {shape.concurrency} async dequeue loops",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = common.parse_args(argv, variants=["default"])
-    common.emit(
-        run(
-            args.scenario,
-            args.jobs,
-            args.concurrency,
-            args.rate,
-            args.duration,
-            args.variant,
-            args.timeout,
-        )
-    )
+    harness.peer_main(run, ["default"], argv)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,19 +25,20 @@ from typing import Any
 import redis
 from taskiq_redis import RedisStreamBroker
 
-from benchmarks.peers import common
+from benchmarks import harness
 
 STREAM = "taskiq"
 GROUP = "taskiq"
 SYSTEM = "taskiq"
+PROCESSES = 2
 
 broker = RedisStreamBroker(
-    url=os.environ.get(common.REDIS_URL_ENV, "redis://127.0.0.1:6379/0"), queue_name=STREAM
+    url=os.environ.get(harness.REDIS_URL_ENV, "redis://127.0.0.1:6379/0"), queue_name=STREAM
 )
 
 
 async def _noop(t0: float | None = None) -> None:
-    common.record_latency(t0)
+    harness.record_latency(t0)
 
 
 noop = broker.task(task_name="noop")(_noop)  # what the workers run
@@ -64,7 +63,7 @@ def _blocked(r: redis.Redis) -> int:
     return int(r.info("clients")["blocked_clients"])
 
 
-async def _produce(url: str, pacer: common.Pacer | None, n: int) -> None:
+async def _produce(url: str, pacer: harness.Pacer | None, n: int) -> None:
     producer = RedisStreamBroker(url=url, queue_name=STREAM)
     noop = producer.task(task_name="noop")(_noop)
     await producer.startup()
@@ -73,83 +72,40 @@ async def _produce(url: str, pacer: common.Pacer | None, n: int) -> None:
             for _ in range(n):
                 await noop.kiq()
         else:
-            for i in range(pacer.count):
-                delay = pacer.delay_before(i)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await noop.kiq(t0=time.time())
+            async for t0 in pacer.aticks():
+                await noop.kiq(t0=t0)
     finally:
         await producer.shutdown()
 
 
-def run(
-    scenario: str,
-    jobs: int,
-    concurrency: int,
-    rate: float = 500.0,
-    duration: float = 10.0,
-    variant: str = "2proc",
-    timeout: float = 300.0,
-    processes: int = 2,
-) -> dict[str, Any]:
-    per_process = max(1, concurrency // processes)
-    lat_dir = tempfile.mkdtemp(prefix="bench-lat-")
-    worker = None
-    try:
-        with common.redis_server() as server:
-            r = redis.Redis.from_url(server.url)
-            worker = common.spawn_group(
-                common.python_module(
-                    "taskiq",
-                    "worker",
-                    "benchmarks.peers.taskiq_peer:broker",
-                    "--workers",
-                    str(processes),
-                    "--max-async-tasks",
-                    str(per_process),
-                    "--log-level",
-                    "WARNING",
-                ),
-                env={common.REDIS_URL_ENV: server.url, common.LAT_DIR_ENV: lat_dir},
-                lifetime=timeout + 60,
-                log_path=os.path.join(lat_dir, "worker.log"),
-            )
-            common.wait_until(lambda: _blocked(r) >= processes, 60, "taskiq workers", 0.05)
-            pacer = common.Pacer(rate, duration) if scenario == "latency" else None
-            n = pacer.count if pacer else jobs
-            timed = common.TimedRun(server, worker.pid, pacer)
-            asyncio.run(_produce(server.url, pacer, n))
-            submitted = time.perf_counter()
-            common.wait_until(lambda: _done(r, n), timeout, "taskiq jobs to finish", 0.002)
-            return timed.result(
-                SYSTEM,
-                variant,
-                n,
-                submitted,
-                lat_dir,
-                f"{processes} processes x {per_process} async tasks",
-            )
-    except Exception:
-        common.print_log_tail(os.path.join(lat_dir, "worker.log"))
-        raise
-    finally:
-        common.stop_group(worker)
-        shutil.rmtree(lat_dir, ignore_errors=True)
+def run(shape: harness.Shape) -> dict[str, Any]:
+    per_process = max(1, shape.concurrency // PROCESSES)
+    with harness.worker_run() as work, harness.redis_server() as server:
+        r = redis.Redis.from_url(server.url)
+        worker = work.spawn(
+            harness.python_module(
+                "taskiq", "worker", "benchmarks.peers.taskiq_peer:broker",
+                "--workers", str(PROCESSES), "--max-async-tasks", str(per_process),
+                "--log-level", "WARNING",
+            ),
+            shape.timeout + 60,
+            {harness.REDIS_URL_ENV: server.url},
+        )  # fmt: skip
+        harness.wait_until(lambda: _blocked(r) >= PROCESSES, 60, "taskiq workers", 0.05)
+        timed = harness.TimedRun(server, worker.pid, shape)
+        asyncio.run(_produce(server.url, timed.pacer, timed.jobs))
+        submitted = time.perf_counter()
+        harness.wait_until(
+            lambda: _done(r, timed.jobs), shape.timeout, "taskiq jobs to finish", 0.002
+        )
+        return timed.result(
+            SYSTEM, shape.variant, submitted, work.dir,
+            f"{PROCESSES} processes x {per_process} async tasks",
+        )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = common.parse_args(argv, variants=["2proc"])
-    common.emit(
-        run(
-            args.scenario,
-            args.jobs,
-            args.concurrency,
-            args.rate,
-            args.duration,
-            args.variant,
-            args.timeout,
-        )
-    )
+    harness.peer_main(run, ["2proc"], argv)
 
 
 if __name__ == "__main__":
