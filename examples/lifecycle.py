@@ -104,8 +104,6 @@ async def main() -> None:
             await client.submit_many({**job, "queue": "ordered"} for job in jobs)  # all or nothing
             waiting = await client.list_jobs("pending", queue="ordered")
             say(f"   {len(waiting.jobs)} pending in 'ordered': the default worker leaves them")
-            # (The ignore works around Worker's typing of `queues`: its `tuple`
-            # converter leaves mypy an unsolved type variable.)
             ordered_worker = Worker(
                 host,
                 port,
