@@ -28,7 +28,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """Type-check the package, tests and examples with mypy --strict."""
+    """Type-check the package, tests, examples and benchmarks with mypy --strict."""
     session.install(".[test]", "mypy>=1.10", "nox>=2024.3")
     session.run("mypy", "--strict")
 
