@@ -25,38 +25,40 @@ from typing import Any
 import attrs
 import trio
 
+from ._errors import ProtocolError
 from ._job import FINISHED, JobState
-from ._protocol import (
-    ENVELOPE_BYTES,
-    MAX_LINE_BYTES,
-    GetStats,
-    GetStatus,
-    Heartbeat,
-    Hello,
-    JobAction,
+from ._json import encode, stored_form
+from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
+from ._replies import (
     JobAssigned,
     JobCancelledNotice,
-    JobComplete,
-    JobFailed,
     JobList,
     JobsAssigned,
     JobsSubmitted,
     JobSubmitted,
-    ListJobs,
     NoJob,
     Ok,
-    Progress,
-    ProtocolError,
     Reply,
+    Stats,
+    Welcome,
+)
+from ._requests import (
+    CancelJob,
+    DeleteJob,
+    GetStats,
+    GetStatus,
+    Heartbeat,
+    Hello,
+    JobComplete,
+    JobFailed,
+    ListJobs,
+    Progress,
     Request,
     RequestJob,
-    Stats,
+    RetryJob,
     SubmitJob,
     SubmitJobs,
     WaitJob,
-    Welcome,
-    encode,
-    stored_form,
 )
 from ._state import JobRecord, QueueState
 from ._version import __version__
@@ -337,7 +339,7 @@ class Coordinator:
                 request.job_id, conn.id, request.attempt, request.progress, request.note, now
             )
             return Ok(lease_timeout=state.lease_timeout)
-        if isinstance(request, JobAction):
+        if isinstance(request, (CancelJob, RetryJob, DeleteJob)):
             return self._act(request, now)
         if isinstance(request, ListJobs):
             return self._list(request)
@@ -401,7 +403,7 @@ class Coordinator:
             key=request.key,
         )
 
-    def _act(self, request: JobAction, now: float) -> Reply:
+    def _act(self, request: CancelJob | RetryJob | DeleteJob, now: float) -> Reply:
         state = self.state
         if request.TYPE == "cancel_job":
             job, holder = state.cancel(request.job_id, now)

@@ -33,7 +33,8 @@ import trio.testing
 import jobqueue.testing
 from jobqueue import Client, Job, RequestError, Stats, Worker
 from jobqueue._coordinator import Coordinator, Outgoing
-from jobqueue._protocol import Request, encode
+from jobqueue._json import encode
+from jobqueue._requests import Request
 from jobqueue._server import QueueService
 from jobqueue._state import AttemptFailed, Event
 from jobqueue.testing import RunningQueue, open_memory_queue

@@ -15,9 +15,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from jobqueue._protocol import (
+from jobqueue._codec import decode_reply, decode_request, encode_reply, encode_request
+from jobqueue._errors import ProtocolError
+from jobqueue._framing import EOF, NEED_DATA, LineDecoder
+from jobqueue._json import RawJSON, decode_object, encode, stored_form
+from jobqueue._limits import (
     ENVELOPE_BYTES,
-    EOF,
     JOB_STATES,
     MAX_ATTEMPTS,
     MAX_DELAY_SECONDS,
@@ -29,43 +32,38 @@ from jobqueue._protocol import (
     MAX_PRIORITY,
     MAX_QUEUES,
     MAX_WAIT_SECONDS,
-    NEED_DATA,
+)
+from jobqueue._replies import (
     ErrorReply,
-    GetStats,
-    GetStatus,
-    Heartbeat,
-    Hello,
-    JobAction,
     JobAssigned,
     JobCancelledNotice,
-    JobComplete,
-    JobFailed,
     JobInfo,
     JobList,
     JobsSubmitted,
     JobSubmitted,
-    LineDecoder,
-    ListJobs,
     NoJob,
     Ok,
-    Progress,
-    ProtocolError,
-    RawJSON,
     Reply,
+    Stats,
+    Welcome,
+)
+from jobqueue._requests import (
+    CancelJob,
+    DeleteJob,
+    GetStats,
+    GetStatus,
+    Heartbeat,
+    Hello,
+    JobComplete,
+    JobFailed,
+    ListJobs,
+    Progress,
     Request,
     RequestJob,
-    Stats,
+    RetryJob,
     SubmitJob,
     SubmitJobs,
     WaitJob,
-    Welcome,
-    decode_object,
-    decode_reply,
-    decode_request,
-    encode,
-    encode_reply,
-    encode_request,
-    stored_form,
 )
 
 # What a feed produced, in order: a line (bytes), or ("error", code). A feed
@@ -602,9 +600,9 @@ REQUESTS: list[Request] = [
     Progress(job_id="1", progress=0.0),
     Progress(job_id="1", progress=-3.0, note=""),
     Progress(job_id="1", note="n" * (MAX_NOTE_BYTES - 100)),
-    JobAction("cancel_job", "1"),
-    JobAction("retry_job", "r-2"),
-    JobAction("delete_job", "x" * 300),
+    CancelJob("1"),
+    RetryJob("r-2"),
+    DeleteJob("x" * 300),
     ListJobs(state="failed"),
     ListJobs(state="pending", queue="mail", limit=MAX_LIST_LIMIT),
     ListJobs(state="cancelled", limit=1),
@@ -1049,13 +1047,21 @@ def test_progress_note_size_limit() -> None:
         assert f"longer than {MAX_NOTE_BYTES} bytes" in info.value.message
 
 
-@pytest.mark.parametrize("kind", JobAction.TYPES)
-def test_job_actions_decode_with_their_type(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "cls"),
+    [("cancel_job", CancelJob), ("retry_job", RetryJob), ("delete_job", DeleteJob)],
+)
+def test_job_actions_decode_each_to_its_own_class(
+    kind: str, cls: type[CancelJob | RetryJob | DeleteJob]
+) -> None:
     request = decode_line(wire_line(type=kind, job_id="j-1"))
-    assert request == JobAction(kind, "j-1")
-    assert isinstance(request, JobAction)
+    assert type(request) is cls
+    assert request == cls("j-1")
     assert kind == request.TYPE
     assert request.to_wire() == {"type": kind, "job_id": "j-1"}
+    # Same job, different action: not the same request.
+    others = {CancelJob("j-1"), RetryJob("j-1"), DeleteJob("j-1")} - {request}
+    assert len(others) == 2
 
 
 def test_list_jobs_defaults() -> None:
@@ -1454,8 +1460,11 @@ REQUEST_TYPES = sorted(
         SubmitJobs,
         Progress,
         ListJobs,
+        CancelJob,
+        RetryJob,
+        DeleteJob,
     )
-) + sorted(JobAction.TYPES)
+)
 FIELDS = [
     "name",
     "payload",
