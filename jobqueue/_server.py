@@ -39,6 +39,7 @@ from ._errors import (
     TOO_MANY_CONNECTIONS,
     UNAUTHORIZED,
     ProtocolError,
+    Refusal,
 )
 from ._framing import EOF, NEED_DATA, LineDecoder
 from ._json import encode
@@ -525,7 +526,7 @@ class _ConnectionHandler:
 
 
 def _encode_outgoing(reply: Outgoing) -> bytes:
-    if isinstance(reply, ProtocolError):
+    if isinstance(reply, Refusal):
         reply = ErrorReply.from_exception(reply)
     return encode_reply(reply)
 
