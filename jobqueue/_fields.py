@@ -117,9 +117,12 @@ def number(obj: dict[str, Any], key: str) -> float:
 def stored_value(obj: dict[str, Any], key: str) -> tuple[Any, Any]:
     """A payload or result the server will store and send back later.
 
-    Checked by its re-encoded size, not its size on the wire: numbers can come
-    back longer than they went in (``1e15`` is written ``1000000000000000.0``),
+    The limit, ``MAX_STORED_BYTES``, is on the value's own encoding as the
+    server re-encodes it, not on its size on the wire: numbers can come back
+    longer than they went in (``1e15`` is written ``1000000000000000.0``),
     and the reply that carries the value must still fit a peer's line limit.
+    Only a string, array or object can come near it, and those are encoded
+    by :func:`stored_form` anyway.
 
     Returns:
         The value, and its :func:`stored_form`: the encoding the size check
@@ -127,15 +130,12 @@ def stored_value(obj: dict[str, Any], key: str) -> tuple[Any, Any]:
     """
     value = obj.get(key)
     stored = stored_form(value)
-    if isinstance(value, (dict, list, str, float)):
-        # As long as encode({key: value}): '{"' key '":' value '}\n'.
-        size = len(key) + 6 + (len(stored) if isinstance(stored, RawJSON) else len(repr(value)))
-        if size > MAX_STORED_BYTES:
-            raise ProtocolError(
-                MESSAGE_TOO_LARGE,
-                f'"{obj["type"]}" field "{key}" encodes to {size} bytes; '
-                f"the limit is {MAX_STORED_BYTES}",
-            )
+    if isinstance(stored, RawJSON) and len(stored) > MAX_STORED_BYTES:
+        raise ProtocolError(
+            MESSAGE_TOO_LARGE,
+            f'"{obj["type"]}" field "{key}" encodes to {len(stored)} bytes; '
+            f"the limit is {MAX_STORED_BYTES}",
+        )
     return value, stored
 
 

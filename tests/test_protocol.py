@@ -31,6 +31,7 @@ from jobqueue._limits import (
     MAX_NOTE_BYTES,
     MAX_PRIORITY,
     MAX_QUEUES,
+    MAX_STORED_BYTES,
     MAX_WAIT_SECONDS,
 )
 from jobqueue._replies import (
@@ -1216,12 +1217,72 @@ def test_stored_value_is_limited_by_its_reencoded_size() -> None:
     assert "payload" in info.value.message
 
 
+def stored_line(field: str, value: Any) -> bytes:
+    """A request line carrying ``value`` as its payload or result (UTF-8, not escaped)."""
+    if field == "payload":
+        fields = {"type": "submit_job", "name": "n", "payload": value}
+    else:
+        fields = {"type": "job_complete", "job_id": "j", "result": value}
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def own_size(value: Any) -> int:
+    """``value``'s compact encoding, by the standard library: the oracle for the limit."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def test_the_stored_value_limit_is_the_documented_one() -> None:
+    # docs/protocol.md (submit_job, and section 6): 1,032,192 bytes, 1 MiB - 16 KiB.
+    assert MAX_STORED_BYTES == 1_032_192 == MAX_LINE_BYTES - ENVELOPE_BYTES
+
+
+def numbers_that_grow(size: int) -> list[Any]:
+    """Floats sent as ``1e15`` (written back as ``1000000000000000.0``), padded to ``size``."""
+    numbers: list[Any] = [1e15] * ((size - 32) // 19)
+    return [*numbers, "x" * (size - own_size([*numbers, ""]))]
+
+
+# Values whose own encoding is exactly the limit: ASCII, two-byte UTF-8, and
+# numbers that come back longer than they were sent.
+AT_LIMIT = [
+    pytest.param("x" * (MAX_STORED_BYTES - 2), id="ascii"),
+    pytest.param("é" * ((MAX_STORED_BYTES - 2) // 2), id="two-byte-utf8"),
+    pytest.param(numbers_that_grow(MAX_STORED_BYTES), id="numbers-that-grow"),
+]
+
+
+@pytest.mark.parametrize("field", ["payload", "result"])
+@pytest.mark.parametrize("value", AT_LIMIT)
+def test_a_value_of_exactly_the_stored_limit_is_accepted(field: str, value: Any) -> None:
+    assert own_size(value) == MAX_STORED_BYTES
+    request = decode_line(stored_line(field, value))
+    assert isinstance(request, (SubmitJob, JobComplete))
+    if isinstance(request, SubmitJob):
+        assert (request.payload, len(request.stored_payload)) == (value, MAX_STORED_BYTES)
+    else:
+        assert (request.result, len(request.stored_result)) == (value, MAX_STORED_BYTES)
+
+
+@pytest.mark.parametrize("field", ["payload", "result"])
+@pytest.mark.parametrize("value", AT_LIMIT)
+def test_one_byte_over_the_stored_limit_is_refused_with_the_values_own_size(
+    field: str, value: Any
+) -> None:
+    over = value + "x" if isinstance(value, str) else [*value[:-1], value[-1] + "x"]
+    assert own_size(over) == MAX_STORED_BYTES + 1
+    error = request_error(stored_line(field, over))
+    assert error.code == "message_too_large"
+    assert error.message.endswith(
+        f'field "{field}" encodes to {MAX_STORED_BYTES + 1} bytes; the limit is {MAX_STORED_BYTES}'
+    )
+
+
 @pytest.mark.parametrize("field", ["payload", "result"])
 def test_largest_accepted_value_fits_in_the_clients_reply_limit(field: str) -> None:
     # Fill the value up to the stored-value limit, then build the largest
     # reply that can carry it: it must fit what jobqueue._link reads with.
-    room = MAX_LINE_BYTES - ENVELOPE_BYTES - len(encode({field: ""}))
-    value = "é" * (room // 2)
+    value = "é" * ((MAX_STORED_BYTES - 2) // 2)
+    assert own_size(value) == MAX_STORED_BYTES
     if field == "payload":
         request = decode_request(encode(SubmitJob("x", value).to_wire())[:-1])
         assert isinstance(request, SubmitJob)
