@@ -9,13 +9,14 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from jobqueue._codec import decode_reply, decode_request, encode_reply, encode_request
+from jobqueue._coordinator import Coordinator
 from jobqueue._errors import ProtocolError
 from jobqueue._framing import EOF, NEED_DATA, LineDecoder
 from jobqueue._json import RawJSON, decode_object, encode, stored_form
@@ -459,6 +460,25 @@ def test_unknown_request_type(kind: str) -> None:
     error = request_error(json.dumps({"type": kind}).encode())
     assert error.code == "unknown_type"
     assert repr(kind) in error.message
+
+
+@pytest.mark.parametrize("cls", get_args(Request), ids=lambda cls: cls.__name__)
+def test_every_request_class_is_decoded_by_its_type(cls: type[Request]) -> None:
+    # A class missing from the codec's table would be refused as unknown_type.
+    error: ProtocolError | None = None
+    try:
+        request = decode_request(json.dumps({"type": cls.TYPE}).encode())
+    except ProtocolError as exc:
+        error = exc
+    if error is None:
+        assert type(request) is cls
+    else:
+        assert error.code == "bad_request"  # known, but missing its fields
+
+
+def test_every_request_class_has_a_coordinator_handler() -> None:
+    # A request class with no handler would reach the coordinator and crash it.
+    assert sorted(map(str, get_args(Request))) == sorted(map(str, Coordinator._HANDLERS))
 
 
 @pytest.mark.parametrize(
