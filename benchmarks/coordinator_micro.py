@@ -17,7 +17,8 @@ import time
 import trio
 
 from jobqueue._coordinator import Batch, Connected, Connection, Coordinator, Outgoing
-from jobqueue._protocol import JobAssigned, JobComplete, RequestJob, SubmitJob
+from jobqueue._replies import JobAssigned
+from jobqueue._requests import JobComplete, RequestJob, SubmitJob
 from jobqueue._state import QueueState
 
 

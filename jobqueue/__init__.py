@@ -9,9 +9,9 @@ from ._client import Client as Client
 from ._errors import ConnectionLost as ConnectionLost
 from ._errors import JobQueueError as JobQueueError
 from ._errors import RequestError as RequestError
-from ._protocol import JobInfo as JobInfo
-from ._protocol import JobList as JobList
-from ._protocol import Stats as Stats
+from ._replies import JobInfo as JobInfo
+from ._replies import JobList as JobList
+from ._replies import Stats as Stats
 from ._server import serve_queue as serve_queue
 from ._version import __version__ as __version__
 from ._worker import Handler as Handler

@@ -21,18 +21,11 @@ from typing import Any, BinaryIO, TextIO
 import trio
 
 from ._client import Client
-from ._errors import JobQueueError
-from ._protocol import (
-    JOB_STATES,
-    MAX_ATTEMPTS,
-    MAX_FETCH,
-    JobInfo,
-    JobList,
-    ProtocolError,
-    Stats,
-    SubmitJob,
-    decode_value,
-)
+from ._errors import JobQueueError, ProtocolError
+from ._json import decode_value
+from ._limits import JOB_STATES, MAX_ATTEMPTS, MAX_FETCH
+from ._replies import JobInfo, JobList, Stats
+from ._requests import SubmitJob
 from ._server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, serve_queue
 from ._state import (
     DEFAULT_FINISHED_RETENTION,

@@ -12,22 +12,25 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from ._errors import ConnectionLost, RequestError, RequestNotSent
+from ._errors import (
+    IDLE_TIMEOUT,
+    TOO_MANY_CONNECTIONS,
+    ConnectionLost,
+    ProtocolError,
+    RequestError,
+    RequestNotSent,
+)
 from ._link import Connector, Link
-from ._protocol import (
+from ._replies import JobInfo, JobList, JobsSubmitted, JobSubmitted, Reply, Stats
+from ._requests import (
+    CancelJob,
+    DeleteJob,
     GetStats,
     GetStatus,
     Hello,
-    JobAction,
-    JobInfo,
-    JobList,
-    JobsSubmitted,
-    JobSubmitted,
     ListJobs,
-    ProtocolError,
-    Reply,
     Request,
-    Stats,
+    RetryJob,
     SubmitJob,
     SubmitJobs,
     WaitJob,
@@ -190,7 +193,7 @@ class Client:
             RequestError: ``unknown_job``, or ``already_finished``.
             ConnectionLost: the connection broke.
         """
-        return _expect(await self._request(JobAction("cancel_job", job_id)), JobInfo)
+        return _expect(await self._request(CancelJob(job_id)), JobInfo)
 
     async def retry(self, job_id: str) -> JobInfo:
         """Requeue a failed job with a fresh budget of attempts.
@@ -199,7 +202,7 @@ class Client:
             RequestError: ``unknown_job``, or ``not_failed``.
             ConnectionLost: the connection broke.
         """
-        return _expect(await self._request(JobAction("retry_job", job_id)), JobInfo)
+        return _expect(await self._request(RetryJob(job_id)), JobInfo)
 
     async def delete(self, job_id: str) -> None:
         """Forget a finished job now (e.g. to clear the failed set).
@@ -208,7 +211,7 @@ class Client:
             RequestError: ``unknown_job``, or ``not_finished``.
             ConnectionLost: the connection broke.
         """
-        await self._request(JobAction("delete_job", job_id))
+        await self._request(DeleteJob(job_id))
 
     async def list_jobs(self, state: str, *, queue: str | None = None, limit: int = 100) -> JobList:
         """Jobs in ``state`` (e.g. ``"failed"``), oldest first, at most ``limit``.
@@ -267,7 +270,7 @@ class Client:
         except RequestNotSent:
             pass
         except RequestError as exc:
-            if exc.code != "idle_timeout":
+            if exc.code != IDLE_TIMEOUT:
                 raise
         # The server never read this request: it closed the connection
         # before (as idle, say), so sending it again cannot apply it twice.
@@ -297,7 +300,7 @@ class Client:
                     self._link = await self._open()
                 except (ConnectionLost, RequestError) as exc:
                     # A full server may have room soon; a refused token will not.
-                    if isinstance(exc, RequestError) and exc.code != "too_many_connections":
+                    if isinstance(exc, RequestError) and exc.code != TOO_MANY_CONNECTIONS:
                         raise
                     if trio.current_time() + delay > deadline:
                         raise ConnectionLost(

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from ._protocol import MAX_ATTEMPTS
+from ._limits import MAX_ATTEMPTS
 
 #: The queue a job goes to, and a worker listens on, when none is named.
 DEFAULT_QUEUE = "default"

@@ -19,44 +19,46 @@ import heapq
 import itertools
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
 
 import attrs
 import trio
 
+from ._errors import ProtocolError, Refusal
 from ._job import FINISHED, JobState
-from ._protocol import (
-    ENVELOPE_BYTES,
-    MAX_LINE_BYTES,
-    GetStats,
-    GetStatus,
-    Heartbeat,
-    Hello,
-    JobAction,
+from ._json import encode, stored_form
+from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
+from ._replies import (
     JobAssigned,
     JobCancelledNotice,
-    JobComplete,
-    JobFailed,
     JobList,
     JobsAssigned,
     JobsSubmitted,
     JobSubmitted,
-    ListJobs,
     NoJob,
     Ok,
-    Progress,
-    ProtocolError,
     Reply,
+    Stats,
+    Welcome,
+)
+from ._requests import (
+    CancelJob,
+    DeleteJob,
+    GetStats,
+    GetStatus,
+    Heartbeat,
+    Hello,
+    JobComplete,
+    JobFailed,
+    ListJobs,
+    Progress,
     Request,
     RequestJob,
-    Stats,
+    RetryJob,
     SubmitJob,
     SubmitJobs,
     WaitJob,
-    Welcome,
-    encode,
-    stored_form,
 )
 from ._state import JobRecord, QueueState
 from ._version import __version__
@@ -64,8 +66,9 @@ from ._version import __version__
 #: What a connection handler forwards: a decoded request, or the error that
 #: decoding a line raised (passed through so its reply keeps its place in line).
 Item = Request | ProtocolError
-#: What the coordinator sends back: a reply, or the error a request raised.
-Outgoing = Reply | ProtocolError
+#: What the coordinator sends back: a reply, or the refusal a request raised
+#: (from the codec or from the queue's rules).
+Outgoing = Reply | Refusal
 
 
 @attrs.define(eq=False)
@@ -135,6 +138,10 @@ class Disconnected:
 
 
 Command = Batch | Connected | Disconnected
+
+#: A request handler: (coordinator, connection, request, now) to the reply, or
+#: ``None`` when the request parks and its reply comes later.
+_Handler = Callable[["Coordinator", Connection, Any, float], "Reply | None"]
 
 #: A ``jobs_assigned`` entry's bytes besides its id, name and payload (an over-estimate).
 _JOB_ENTRY_BYTES = 64
@@ -245,15 +252,22 @@ class Coordinator:
         self, conn: Connection, items: Iterable[Item], now: float, replies: list[Outgoing]
     ) -> None:
         """Serve ``items`` in order until one parks; queue the rest behind it."""
+        handlers = self._HANDLERS
         pending = iter(items)
         for item in pending:
-            if isinstance(item, ProtocolError):
+            # One lookup per item: it finds the request's handler, and its
+            # miss is how a decoding error, answered in the request's place,
+            # is told apart.
+            handler = handlers.get(type(item))
+            if handler is None:
+                if not isinstance(item, ProtocolError):
+                    raise TypeError(f"no handler for {type(item).__name__}")
                 replies.append(item)
                 continue
             reply: Outgoing | None
             try:
-                reply = self._serve(conn, item, now)
-            except ProtocolError as exc:
+                reply = handler(self, conn, item, now)
+            except Refusal as exc:
                 # Handed back as is: the connection handler is the one place
                 # that turns errors into wire replies.
                 reply = exc
@@ -280,72 +294,92 @@ class Coordinator:
                 if not conn.closed:
                     self._send(conn, [notice])
 
-    def _serve(self, conn: Connection, request: Request, now: float) -> Reply | None:
-        """Apply one request; ``None`` means the reply comes later."""
+    # -- request handlers: one per request class, dispatched by _HANDLERS. Each
+    # returns the reply, or None when the reply comes later (the request parks).
+
+    def _on_submit_job(self, conn: Connection, request: SubmitJob, now: float) -> Reply:
+        submitted, new = self._submit(request, now)
+        self._feed_idle_workers(now)
+        return JobSubmitted(submitted.id, duplicate=not new)
+
+    def _on_job_complete(self, conn: Connection, request: JobComplete, now: float) -> Reply | None:
+        result = request.stored_result or stored_form(request.result)
+        job = self.state.complete(request.job_id, conn.id, request.attempt, result, now)
+        self._notify_watchers(job)
+        if request.fetch is not None:
+            return self._fetch(conn, request.fetch, now)
+        return Ok()
+
+    def _on_heartbeat(self, conn: Connection, request: Heartbeat, now: float) -> Reply:
+        self.state.heartbeat(request.job_id, conn.id, request.attempt, now)
+        return Ok(lease_timeout=self.state.lease_timeout)
+
+    def _on_job_status(self, conn: Connection, request: GetStatus, now: float) -> Reply:
+        return self.state.get(request.job_id).info()
+
+    def _on_wait_job(self, conn: Connection, request: WaitJob, now: float) -> Reply | None:
+        job = self.state.get(request.job_id)
+        if job.state in FINISHED or request.wait == 0:
+            return job.info()
+        wait = float("inf") if request.wait is None else request.wait
+        self._park(conn, now + wait, job.id)
+        return None
+
+    def _on_submit_jobs(self, conn: Connection, request: SubmitJobs, now: float) -> Reply:
         state = self.state
-        if isinstance(request, SubmitJob):
-            submitted, new = self._submit(request, now)
-            self._feed_idle_workers(now)
-            return JobSubmitted(submitted.id, duplicate=not new)
-        if isinstance(request, RequestJob):
-            return self._fetch(conn, request, now)
-        if isinstance(request, JobComplete):
-            result = request.stored_result or stored_form(request.result)
-            job = state.complete(request.job_id, conn.id, request.attempt, result, now)
+        # All or nothing: refuse the whole batch before adding any of it.
+        # (A key repeated within the batch is counted twice: refusing a
+        # batch that would just fit errs on the safe side.)
+        state.check_room(
+            sum(job.key is None or not state.knows_key(job.key) for job in request.jobs)
+        )
+        ids = tuple(self._submit(one, now)[0].id for one in request.jobs)
+        self._feed_idle_workers(now)
+        return JobsSubmitted(ids)
+
+    def _on_job_failed(self, conn: Connection, request: JobFailed, now: float) -> Reply | None:
+        job = self.state.fail(
+            request.job_id,
+            conn.id,
+            request.attempt,
+            request.error_type,
+            request.error_message,
+            now,
+        )
+        if job.state in FINISHED:
             self._notify_watchers(job)
-            if request.fetch is not None:
-                return self._fetch(conn, request.fetch, now)
-            return Ok()
-        if isinstance(request, Heartbeat):
-            state.heartbeat(request.job_id, conn.id, request.attempt, now)
-            return Ok(lease_timeout=state.lease_timeout)
-        if isinstance(request, GetStatus):
-            return state.get(request.job_id).info()
-        if isinstance(request, WaitJob):
-            job = state.get(request.job_id)
-            if job.state in FINISHED or request.wait == 0:
-                return job.info()
-            wait = float("inf") if request.wait is None else request.wait
-            self._park(conn, now + wait, job.id)
-            return None
-        if isinstance(request, SubmitJobs):
-            # All or nothing: refuse the whole batch before adding any of it.
-            # (A key repeated within the batch is counted twice: refusing a
-            # batch that would just fit errs on the safe side.)
-            state.check_room(
-                sum(job.key is None or not state.knows_key(job.key) for job in request.jobs)
-            )
-            ids = tuple(self._submit(one, now)[0].id for one in request.jobs)
-            self._feed_idle_workers(now)
-            return JobsSubmitted(ids)
-        if isinstance(request, JobFailed):
-            job = state.fail(
-                request.job_id,
-                conn.id,
-                request.attempt,
-                request.error_type,
-                request.error_message,
-                now,
-            )
-            if job.state in FINISHED:
-                self._notify_watchers(job)
-            if request.fetch is not None:
-                return self._fetch(conn, request.fetch, now)
-            return Ok()
-        if isinstance(request, Progress):
-            state.report_progress(
-                request.job_id, conn.id, request.attempt, request.progress, request.note, now
-            )
-            return Ok(lease_timeout=state.lease_timeout)
-        if isinstance(request, JobAction):
-            return self._act(request, now)
-        if isinstance(request, ListJobs):
-            return self._list(request)
-        if isinstance(request, Hello):
-            conn.name = request.name
-            return Welcome("jobqueue", __version__, state.lease_timeout)
-        assert isinstance(request, GetStats)
-        return self._stats()
+        if request.fetch is not None:
+            return self._fetch(conn, request.fetch, now)
+        return Ok()
+
+    def _on_progress(self, conn: Connection, request: Progress, now: float) -> Reply:
+        self.state.report_progress(
+            request.job_id, conn.id, request.attempt, request.progress, request.note, now
+        )
+        return Ok(lease_timeout=self.state.lease_timeout)
+
+    def _on_cancel_job(self, conn: Connection, request: CancelJob, now: float) -> Reply:
+        job, holder = self.state.cancel(request.job_id, now)
+        holder_conn = self._conns.get(holder) if isinstance(holder, int) else None
+        if holder_conn is not None:
+            # Tell the worker, unasked, so it stops the handler; after any
+            # reply still queued this step (the assignment itself, say).
+            self._notices.append((holder_conn, JobCancelledNotice(job.id, job.attempt)))
+        self._notify_watchers(job)
+        return job.info()
+
+    def _on_retry_job(self, conn: Connection, request: RetryJob, now: float) -> Reply:
+        job = self.state.revive(request.job_id, now)
+        self._feed_idle_workers(now)
+        return job.info()
+
+    def _on_delete_job(self, conn: Connection, request: DeleteJob, now: float) -> Reply:
+        self.state.delete(request.job_id, now)
+        return Ok()
+
+    def _on_hello(self, conn: Connection, request: Hello, now: float) -> Reply:
+        conn.name = request.name
+        return Welcome("jobqueue", __version__, self.state.lease_timeout)
 
     def _fetch(self, conn: Connection, request: RequestJob, now: float) -> Reply | None:
         """Serve a ``request_job`` (alone or as a report's ``fetch``)."""
@@ -401,25 +435,7 @@ class Coordinator:
             key=request.key,
         )
 
-    def _act(self, request: JobAction, now: float) -> Reply:
-        state = self.state
-        if request.TYPE == "cancel_job":
-            job, holder = state.cancel(request.job_id, now)
-            holder_conn = self._conns.get(holder) if isinstance(holder, int) else None
-            if holder_conn is not None:
-                # Tell the worker, unasked, so it stops the handler; after any
-                # reply still queued this step (the assignment itself, say).
-                self._notices.append((holder_conn, JobCancelledNotice(job.id, job.attempt)))
-            self._notify_watchers(job)
-            return job.info()
-        if request.TYPE == "retry_job":
-            job = state.revive(request.job_id, now)
-            self._feed_idle_workers(now)
-            return job.info()
-        state.delete(request.job_id, now)
-        return Ok()
-
-    def _list(self, request: ListJobs) -> JobList:
+    def _on_list_jobs(self, conn: Connection, request: ListJobs, now: float) -> JobList:
         """A listing that fits in one reply line.
 
         Results are left out (``job_status`` gives one), and the list is cut
@@ -524,7 +540,7 @@ class Coordinator:
                 parked.conn.parked = None
                 self._woken.append((parked.conn, info))
 
-    def _stats(self) -> Stats:
+    def _on_stats(self, conn: Connection, request: GetStats, now: float) -> Stats:
         workers: list[dict[str, Any]] = []
         held = dict(self.state.holders())
         for conn in self._conns.values():
@@ -548,3 +564,22 @@ class Coordinator:
             workers=workers,
             queues=self.state.queue_counts(),
         )
+
+    #: The handler of each request class: a new request is one entry here.
+    _HANDLERS: ClassVar[dict[type[Item], _Handler]] = {
+        SubmitJob: _on_submit_job,
+        RequestJob: _fetch,
+        JobComplete: _on_job_complete,
+        JobFailed: _on_job_failed,
+        Heartbeat: _on_heartbeat,
+        Progress: _on_progress,
+        GetStatus: _on_job_status,
+        WaitJob: _on_wait_job,
+        SubmitJobs: _on_submit_jobs,
+        CancelJob: _on_cancel_job,
+        RetryJob: _on_retry_job,
+        DeleteJob: _on_delete_job,
+        ListJobs: _on_list_jobs,
+        Hello: _on_hello,
+        GetStats: _on_stats,
+    }

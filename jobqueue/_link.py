@@ -15,25 +15,18 @@ import attrs
 import trio
 
 from ._bytes import ByteStream
+from ._codec import decode_reply, encode_request
 from ._errors import (
     FAREWELL_CODES,
     ConnectionLost,
+    ProtocolError,
     RequestError,
     RequestNotSent,
 )
-from ._protocol import (
-    EOF,
-    MAX_LINE_BYTES,
-    NEED_DATA,
-    ErrorReply,
-    JobCancelledNotice,
-    LineDecoder,
-    ProtocolError,
-    Reply,
-    Request,
-    decode_reply,
-    encode_request,
-)
+from ._framing import EOF, NEED_DATA, LineDecoder
+from ._limits import MAX_LINE_BYTES
+from ._replies import ErrorReply, JobCancelledNotice, Reply
+from ._requests import Request
 
 _REPLY_HEADROOM = 65536
 

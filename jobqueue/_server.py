@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from ._bytes import ByteStream
+from ._codec import decode_request, encode_reply
 from ._coordinator import (
     Batch,
     Command,
@@ -32,19 +33,19 @@ from ._coordinator import (
     Item,
     Outgoing,
 )
-from ._protocol import (
-    EOF,
-    MAX_LINE_BYTES,
-    NEED_DATA,
-    ErrorReply,
-    Hello,
-    JobCancelledNotice,
-    LineDecoder,
+from ._errors import (
+    HANDSHAKE_TIMEOUT,
+    IDLE_TIMEOUT,
+    TOO_MANY_CONNECTIONS,
+    UNAUTHORIZED,
     ProtocolError,
-    decode_request,
-    encode,
-    encode_reply,
+    Refusal,
 )
+from ._framing import EOF, NEED_DATA, LineDecoder
+from ._json import encode
+from ._limits import MAX_LINE_BYTES
+from ._replies import ErrorReply, JobCancelledNotice
+from ._requests import Hello
 from ._state import (
     DEFAULT_FINISHED_RETENTION,
     DEFAULT_LEASE_TIMEOUT,
@@ -262,7 +263,7 @@ class QueueService:
             await _farewell(
                 stream,
                 ErrorReply(
-                    "too_many_connections",
+                    TOO_MANY_CONNECTIONS,
                     f"the server has its limit of {self._max_connections} connections open; "
                     "try again later",
                 ),
@@ -417,11 +418,11 @@ class _ConnectionHandler:
                 if handshake_deadline is not None and guard.token is not None:
                     if not isinstance(request, Hello):
                         self.farewell = ErrorReply(
-                            "unauthorized", 'this server needs a "hello" with its token first'
+                            UNAUTHORIZED, 'this server needs a "hello" with its token first'
                         )
                         break
                     if not guard.admits(request):
-                        self.farewell = ErrorReply("unauthorized", "wrong or missing token")
+                        self.farewell = ErrorReply(UNAUTHORIZED, "wrong or missing token")
                         break
                 batch.append(request)
             handshake_deadline = None
@@ -462,7 +463,7 @@ class _ConnectionHandler:
             if handshake_deadline is not None:
                 what = '"hello" with the token' if guard.token is not None else "request"
                 self.farewell = ErrorReply(
-                    "handshake_timeout", f"no {what} within {guard.handshake_timeout:g}s"
+                    HANDSHAKE_TIMEOUT, f"no {what} within {guard.handshake_timeout:g}s"
                 )
                 return None
             # Idle only if nothing is outstanding and nothing was written
@@ -472,7 +473,7 @@ class _ConnectionHandler:
                 trio.current_time() >= self._last_activity + guard.idle_timeout
             ):
                 self.farewell = ErrorReply(
-                    "idle_timeout", f"nothing received for {guard.idle_timeout:g}s"
+                    IDLE_TIMEOUT, f"nothing received for {guard.idle_timeout:g}s"
                 )
                 return None
             if self._in_flight > 0:
@@ -525,7 +526,7 @@ class _ConnectionHandler:
 
 
 def _encode_outgoing(reply: Outgoing) -> bytes:
-    if isinstance(reply, ProtocolError):
+    if isinstance(reply, Refusal):
         reply = ErrorReply.from_exception(reply)
     return encode_reply(reply)
 

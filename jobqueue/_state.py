@@ -24,8 +24,10 @@ from typing import Any
 
 import attrs
 
+from ._errors import ProtocolError
 from ._job import FINISHED, TRANSITIONS, InvalidTransition, JobState
-from ._protocol import MAX_ATTEMPTS, JobInfo, ProtocolError
+from ._limits import MAX_ATTEMPTS
+from ._replies import JobInfo
 
 #: Default for how long a lease lasts without a heartbeat, in seconds.
 DEFAULT_LEASE_TIMEOUT = 30.0

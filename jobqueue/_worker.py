@@ -24,25 +24,11 @@ import attrs
 import trio
 
 from ._errors import ConnectionLost, RequestError
+from ._json import encode
+from ._limits import MAX_FETCH, MAX_WAIT_SECONDS
 from ._link import Connector, Link
-from ._protocol import (
-    MAX_FETCH,
-    MAX_WAIT_SECONDS,
-    Heartbeat,
-    Hello,
-    JobAssigned,
-    JobCancelledNotice,
-    JobComplete,
-    JobFailed,
-    JobsAssigned,
-    Ok,
-    Progress,
-    Reply,
-    Request,
-    RequestJob,
-    Welcome,
-    encode,
-)
+from ._replies import JobAssigned, JobCancelledNotice, JobsAssigned, Ok, Reply, Welcome
+from ._requests import Heartbeat, Hello, JobComplete, JobFailed, Progress, Request, RequestJob
 from ._state import DEFAULT_QUEUE
 
 log = logging.getLogger("jobqueue.worker")

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import trio
 
-from jobqueue._protocol import EOF, NEED_DATA, LineDecoder, decode_object, encode
+from jobqueue._framing import EOF, NEED_DATA, LineDecoder
+from jobqueue._json import decode_object, encode
 from jobqueue.testing import RunningQueue, open_test_queue
 
 

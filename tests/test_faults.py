@@ -44,6 +44,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from jobqueue import Client, ConnectionLost, Job, RequestError, Stats, Worker, serve_queue
+from jobqueue._codec import decode_reply
 from jobqueue._coordinator import (
     Batch,
     Command,
@@ -53,25 +54,21 @@ from jobqueue._coordinator import (
     Disconnected,
     Outgoing,
 )
-from jobqueue._protocol import (
+from jobqueue._errors import Refusal
+from jobqueue._json import encode
+from jobqueue._replies import JobAssigned, JobCancelledNotice, JobInfo, JobSubmitted, NoJob, Ok
+from jobqueue._requests import (
+    CancelJob,
+    DeleteJob,
     GetStatus,
     Heartbeat,
-    JobAction,
-    JobAssigned,
-    JobCancelledNotice,
     JobComplete,
     JobFailed,
-    JobInfo,
-    JobSubmitted,
-    NoJob,
-    Ok,
-    ProtocolError,
     Request,
     RequestJob,
+    RetryJob,
     SubmitJob,
     WaitJob,
-    decode_reply,
-    encode,
 )
 from jobqueue._state import QueueState
 from jobqueue.testing import open_memory_queue, open_test_queue
@@ -1421,7 +1418,7 @@ class CoordinatorModel(RuleBasedStateMachine):
                 and request.attempt in (None, job_or_none.attempt)
             )
             if not holds:
-                assert isinstance(reply, ProtocolError), where
+                assert isinstance(reply, Refusal), where
                 expected = "unknown_job" if job_or_none is None else "not_leased"
                 assert reply.code == expected, where
                 return
@@ -1449,12 +1446,12 @@ class CoordinatorModel(RuleBasedStateMachine):
             else:
                 job.state = "failed"
                 self.totals["failed"] += 1
-        elif isinstance(request, JobAction):
+        elif isinstance(request, (CancelJob, RetryJob, DeleteJob)):
             self.check_action(request, reply, cid, where)
         else:
             assert isinstance(request, (GetStatus, WaitJob)), where
             if request.job_id not in self.jobs:
-                assert isinstance(reply, ProtocolError), where
+                assert isinstance(reply, Refusal), where
                 assert reply.code == "unknown_job", where
                 return
             assert isinstance(reply, JobInfo), where
@@ -1468,16 +1465,18 @@ class CoordinatorModel(RuleBasedStateMachine):
                 assert reply.state == self.states_before[request.job_id], where
             self.status_replies.append(reply)
 
-    def check_action(self, request: JobAction, reply: Outgoing, cid: int, where: str) -> None:
+    def check_action(
+        self, request: CancelJob | RetryJob | DeleteJob, reply: Outgoing, cid: int, where: str
+    ) -> None:
         """cancel_job, retry_job, delete_job: only ever sent as a step's command."""
         job = self.jobs.get(request.job_id)
         if job is None:
-            assert isinstance(reply, ProtocolError), where
+            assert isinstance(reply, Refusal), where
             assert reply.code == "unknown_job", where
             return
         if request.TYPE == "cancel_job":
             if job.state in ("completed", "failed"):
-                assert isinstance(reply, ProtocolError), where
+                assert isinstance(reply, Refusal), where
                 assert reply.code == "already_finished", where
                 return
             assert isinstance(reply, JobInfo), where
@@ -1492,7 +1491,7 @@ class CoordinatorModel(RuleBasedStateMachine):
             job.deadline = job.not_before = math.inf
         elif request.TYPE == "retry_job":
             if job.state != "failed":
-                assert isinstance(reply, ProtocolError), where
+                assert isinstance(reply, Refusal), where
                 assert reply.code == "not_failed", where
                 return
             assert isinstance(reply, JobInfo), where
@@ -1501,7 +1500,7 @@ class CoordinatorModel(RuleBasedStateMachine):
             job.state, job.attempt_base = "pending", job.attempt
         else:
             if job.state not in FINISHED_STATES:
-                assert isinstance(reply, ProtocolError), where
+                assert isinstance(reply, Refusal), where
                 assert reply.code == "not_finished", where
                 return
             assert isinstance(reply, Ok), where
@@ -1628,10 +1627,10 @@ class CoordinatorModel(RuleBasedStateMachine):
     @rule(
         c=st.integers(0, 99),
         j=st.integers(0, 99),
-        kind=st.sampled_from(["cancel_job", "cancel_job", "retry_job", "delete_job"]),
+        kind=st.sampled_from([CancelJob, CancelJob, RetryJob, DeleteJob]),
     )
-    def act(self, c: int, j: int, kind: str) -> None:
-        request = JobAction(kind, self.pick_job(j))
+    def act(self, c: int, j: int, kind: type[CancelJob | RetryJob | DeleteJob]) -> None:
+        request = kind(self.pick_job(j))
         self.send(self.pick_conn(c, request), request)
 
     @precondition(lambda self: self.open_conns())

@@ -14,18 +14,12 @@ import trio
 import trio.testing
 
 from jobqueue import Job, Worker
-from jobqueue._protocol import (
-    MAX_FETCH,
-    JobAssigned,
-    JobComplete,
-    JobFailed,
-    JobsAssigned,
-    ProtocolError,
-    RequestJob,
-    decode_reply,
-    decode_request,
-    encode,
-)
+from jobqueue._codec import decode_reply, decode_request
+from jobqueue._errors import ProtocolError
+from jobqueue._json import encode
+from jobqueue._limits import MAX_FETCH
+from jobqueue._replies import JobAssigned, JobsAssigned
+from jobqueue._requests import JobComplete, JobFailed, RequestJob
 from jobqueue.testing import RunningQueue, open_memory_queue
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ import trio.testing
 import trustme
 
 from jobqueue import Client, ConnectionLost, Job, RequestError, serve_queue
-from jobqueue._protocol import ProtocolError
+from jobqueue._errors import ProtocolError
 from jobqueue._state import QueueState
 from jobqueue.testing import RunningQueue, open_memory_queue, open_test_queue
 

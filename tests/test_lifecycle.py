@@ -32,8 +32,7 @@ import trio.testing
 
 import jobqueue.testing
 from jobqueue import Client, Job, RequestError, Stats, Worker
-from jobqueue._coordinator import Coordinator, Outgoing
-from jobqueue._protocol import Request, encode
+from jobqueue._json import decode_object, encode
 from jobqueue._server import QueueService
 from jobqueue._state import AttemptFailed, Event
 from jobqueue.testing import RunningQueue, open_memory_queue
@@ -230,18 +229,27 @@ async def stats_when(client: Client, predicate: Callable[[Stats], bool]) -> Stat
         await trio.sleep(0.002)
 
 
-@pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Counts, by message class, every request the coordinator serves."""
-    counts: Counter[str] = Counter()
-    original = Coordinator._serve
+class SentStream(trio.abc.Stream):
+    """A stream that counts, by wire type, every message sent through it."""
 
-    def counting(self: Coordinator, conn: Any, request: Request, now: float) -> Outgoing | None:
-        counts[type(request).__name__] += 1
-        return original(self, conn, request, now)
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.sent: Counter[str] = Counter()
+        self._partial = b""
 
-    monkeypatch.setattr(Coordinator, "_serve", counting)
-    return counts
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        *lines, self._partial = (self._partial + bytes(data)).split(b"\n")
+        self.sent.update(decode_object(line)["type"] for line in lines)
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 # -- retries and dead letters -------------------------------------------------------
@@ -455,26 +463,34 @@ async def test_a_lost_lease_spends_an_attempt_but_goes_back_in_line_at_once(
 
 
 async def test_wait_returns_at_the_moment_the_job_ends_without_polling(
-    autojump_clock: trio.testing.MockClock, served: Counter[str]
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     async def slow(job: Job) -> dict[str, int]:
         await trio.sleep(job.payload)
         return {"slept": job.payload}
 
+    streams: list[SentStream] = []
+
+    def record(stream: trio.abc.Stream) -> trio.abc.Stream:
+        streams.append(SentStream(stream))
+        return streams[-1]
+
     with trio.fail_after(100):
         async with open_memory_queue() as queue:
             await queue.start_worker({"slow": slow})
-            async with queue.connect("waiter") as waiter:
+            connect = Connections(queue, record)
+            async with Client.connect("memory", 0, name="waiter", connect=connect) as waiter:
                 await trio.sleep(2)
                 job_id = await queue.client.submit("slow", 7)
-                before = served.copy()
+                (waiter_stream,) = streams
+                before = waiter_stream.sent.copy()
                 info = await waiter.wait(job_id)
                 assert trio.current_time() == 9.0
-                asked = served - before
+                asked = waiter_stream.sent - before
     assert (info.state, info.result) == ("completed", {"slept": 7})
-    # One wait_job, answered when the job completed: nobody asked for its status.
-    assert asked["WaitJob"] == 1
-    assert asked["GetStatus"] == 0
+    # One wait_job, answered when the job completed: the waiter never asked
+    # for its status (no polling) and sent nothing else.
+    assert asked == Counter({"wait_job": 1})
 
 
 # -- delays -------------------------------------------------------------------------

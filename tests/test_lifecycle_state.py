@@ -17,8 +17,8 @@ from typing import Any
 import attrs
 import pytest
 
+from jobqueue._errors import ProtocolError
 from jobqueue._job import JobState
-from jobqueue._protocol import ProtocolError
 from jobqueue._state import (
     DEFAULT_QUEUE,
     AttemptFailed,

@@ -26,7 +26,7 @@ import trio
 
 from jobqueue import __version__
 from jobqueue._client import Client
-from jobqueue._protocol import JobInfo, Stats
+from jobqueue._replies import JobInfo, Stats
 from jobqueue._server import serve_queue
 
 pytestmark = pytest.mark.slow

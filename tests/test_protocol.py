@@ -9,15 +9,19 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from jobqueue._protocol import (
+from jobqueue._codec import decode_reply, decode_request, encode_reply, encode_request
+from jobqueue._coordinator import Coordinator
+from jobqueue._errors import ProtocolError
+from jobqueue._framing import EOF, NEED_DATA, LineDecoder
+from jobqueue._json import RawJSON, decode_object, encode, stored_form
+from jobqueue._limits import (
     ENVELOPE_BYTES,
-    EOF,
     JOB_STATES,
     MAX_ATTEMPTS,
     MAX_DELAY_SECONDS,
@@ -28,44 +32,40 @@ from jobqueue._protocol import (
     MAX_NOTE_BYTES,
     MAX_PRIORITY,
     MAX_QUEUES,
+    MAX_STORED_BYTES,
     MAX_WAIT_SECONDS,
-    NEED_DATA,
+)
+from jobqueue._replies import (
     ErrorReply,
-    GetStats,
-    GetStatus,
-    Heartbeat,
-    Hello,
-    JobAction,
     JobAssigned,
     JobCancelledNotice,
-    JobComplete,
-    JobFailed,
     JobInfo,
     JobList,
     JobsSubmitted,
     JobSubmitted,
-    LineDecoder,
-    ListJobs,
     NoJob,
     Ok,
-    Progress,
-    ProtocolError,
-    RawJSON,
     Reply,
+    Stats,
+    Welcome,
+)
+from jobqueue._requests import (
+    CancelJob,
+    DeleteJob,
+    GetStats,
+    GetStatus,
+    Heartbeat,
+    Hello,
+    JobComplete,
+    JobFailed,
+    ListJobs,
+    Progress,
     Request,
     RequestJob,
-    Stats,
+    RetryJob,
     SubmitJob,
     SubmitJobs,
     WaitJob,
-    Welcome,
-    decode_object,
-    decode_reply,
-    decode_request,
-    encode,
-    encode_reply,
-    encode_request,
-    stored_form,
 )
 
 # What a feed produced, in order: a line (bytes), or ("error", code). A feed
@@ -462,6 +462,25 @@ def test_unknown_request_type(kind: str) -> None:
     assert repr(kind) in error.message
 
 
+@pytest.mark.parametrize("cls", get_args(Request), ids=lambda cls: cls.__name__)
+def test_every_request_class_is_decoded_by_its_type(cls: type[Request]) -> None:
+    # A class missing from the codec's table would be refused as unknown_type.
+    error: ProtocolError | None = None
+    try:
+        request = decode_request(json.dumps({"type": cls.TYPE}).encode())
+    except ProtocolError as exc:
+        error = exc
+    if error is None:
+        assert type(request) is cls
+    else:
+        assert error.code == "bad_request"  # known, but missing its fields
+
+
+def test_every_request_class_has_a_coordinator_handler() -> None:
+    # A request class with no handler would reach the coordinator and crash it.
+    assert sorted(map(str, get_args(Request))) == sorted(map(str, Coordinator._HANDLERS))
+
+
 @pytest.mark.parametrize(
     "kind",
     [
@@ -602,9 +621,9 @@ REQUESTS: list[Request] = [
     Progress(job_id="1", progress=0.0),
     Progress(job_id="1", progress=-3.0, note=""),
     Progress(job_id="1", note="n" * (MAX_NOTE_BYTES - 100)),
-    JobAction("cancel_job", "1"),
-    JobAction("retry_job", "r-2"),
-    JobAction("delete_job", "x" * 300),
+    CancelJob("1"),
+    RetryJob("r-2"),
+    DeleteJob("x" * 300),
     ListJobs(state="failed"),
     ListJobs(state="pending", queue="mail", limit=MAX_LIST_LIMIT),
     ListJobs(state="cancelled", limit=1),
@@ -1049,13 +1068,21 @@ def test_progress_note_size_limit() -> None:
         assert f"longer than {MAX_NOTE_BYTES} bytes" in info.value.message
 
 
-@pytest.mark.parametrize("kind", JobAction.TYPES)
-def test_job_actions_decode_with_their_type(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "cls"),
+    [("cancel_job", CancelJob), ("retry_job", RetryJob), ("delete_job", DeleteJob)],
+)
+def test_job_actions_decode_each_to_its_own_class(
+    kind: str, cls: type[CancelJob | RetryJob | DeleteJob]
+) -> None:
     request = decode_line(wire_line(type=kind, job_id="j-1"))
-    assert request == JobAction(kind, "j-1")
-    assert isinstance(request, JobAction)
+    assert type(request) is cls
+    assert request == cls("j-1")
     assert kind == request.TYPE
     assert request.to_wire() == {"type": kind, "job_id": "j-1"}
+    # Same job, different action: not the same request.
+    others = {CancelJob("j-1"), RetryJob("j-1"), DeleteJob("j-1")} - {request}
+    assert len(others) == 2
 
 
 def test_list_jobs_defaults() -> None:
@@ -1210,12 +1237,72 @@ def test_stored_value_is_limited_by_its_reencoded_size() -> None:
     assert "payload" in info.value.message
 
 
+def stored_line(field: str, value: Any) -> bytes:
+    """A request line carrying ``value`` as its payload or result (UTF-8, not escaped)."""
+    if field == "payload":
+        fields = {"type": "submit_job", "name": "n", "payload": value}
+    else:
+        fields = {"type": "job_complete", "job_id": "j", "result": value}
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def own_size(value: Any) -> int:
+    """``value``'s compact encoding, by the standard library: the oracle for the limit."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def test_the_stored_value_limit_is_the_documented_one() -> None:
+    # docs/protocol.md (submit_job, and section 6): 1,032,192 bytes, 1 MiB - 16 KiB.
+    assert MAX_STORED_BYTES == 1_032_192 == MAX_LINE_BYTES - ENVELOPE_BYTES
+
+
+def numbers_that_grow(size: int) -> list[Any]:
+    """Floats sent as ``1e15`` (written back as ``1000000000000000.0``), padded to ``size``."""
+    numbers: list[Any] = [1e15] * ((size - 32) // 19)
+    return [*numbers, "x" * (size - own_size([*numbers, ""]))]
+
+
+# Values whose own encoding is exactly the limit: ASCII, two-byte UTF-8, and
+# numbers that come back longer than they were sent.
+AT_LIMIT = [
+    pytest.param("x" * (MAX_STORED_BYTES - 2), id="ascii"),
+    pytest.param("é" * ((MAX_STORED_BYTES - 2) // 2), id="two-byte-utf8"),
+    pytest.param(numbers_that_grow(MAX_STORED_BYTES), id="numbers-that-grow"),
+]
+
+
+@pytest.mark.parametrize("field", ["payload", "result"])
+@pytest.mark.parametrize("value", AT_LIMIT)
+def test_a_value_of_exactly_the_stored_limit_is_accepted(field: str, value: Any) -> None:
+    assert own_size(value) == MAX_STORED_BYTES
+    request = decode_line(stored_line(field, value))
+    assert isinstance(request, (SubmitJob, JobComplete))
+    if isinstance(request, SubmitJob):
+        assert (request.payload, len(request.stored_payload)) == (value, MAX_STORED_BYTES)
+    else:
+        assert (request.result, len(request.stored_result)) == (value, MAX_STORED_BYTES)
+
+
+@pytest.mark.parametrize("field", ["payload", "result"])
+@pytest.mark.parametrize("value", AT_LIMIT)
+def test_one_byte_over_the_stored_limit_is_refused_with_the_values_own_size(
+    field: str, value: Any
+) -> None:
+    over = value + "x" if isinstance(value, str) else [*value[:-1], value[-1] + "x"]
+    assert own_size(over) == MAX_STORED_BYTES + 1
+    error = request_error(stored_line(field, over))
+    assert error.code == "message_too_large"
+    assert error.message.endswith(
+        f'field "{field}" encodes to {MAX_STORED_BYTES + 1} bytes; the limit is {MAX_STORED_BYTES}'
+    )
+
+
 @pytest.mark.parametrize("field", ["payload", "result"])
 def test_largest_accepted_value_fits_in_the_clients_reply_limit(field: str) -> None:
     # Fill the value up to the stored-value limit, then build the largest
     # reply that can carry it: it must fit what jobqueue._link reads with.
-    room = MAX_LINE_BYTES - ENVELOPE_BYTES - len(encode({field: ""}))
-    value = "é" * (room // 2)
+    value = "é" * ((MAX_STORED_BYTES - 2) // 2)
+    assert own_size(value) == MAX_STORED_BYTES
     if field == "payload":
         request = decode_request(encode(SubmitJob("x", value).to_wire())[:-1])
         assert isinstance(request, SubmitJob)
@@ -1454,8 +1541,11 @@ REQUEST_TYPES = sorted(
         SubmitJobs,
         Progress,
         ListJobs,
+        CancelJob,
+        RetryJob,
+        DeleteJob,
     )
-) + sorted(JobAction.TYPES)
+)
 FIELDS = [
     "name",
     "payload",

@@ -20,7 +20,8 @@ import trio
 import trio.lowlevel
 
 from jobqueue import Client, ConnectionLost, Job, RequestError, Stats, Worker, serve_queue
-from jobqueue._protocol import MAX_LINE_BYTES, encode
+from jobqueue._json import encode
+from jobqueue._limits import MAX_LINE_BYTES
 from jobqueue.testing import RunningQueue, open_test_queue
 
 if TYPE_CHECKING:

@@ -21,8 +21,9 @@ from hypothesis.stateful import (
 )
 
 from jobqueue import _state
+from jobqueue._errors import ProtocolError
 from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobState
-from jobqueue._protocol import JobInfo, ProtocolError
+from jobqueue._replies import JobInfo
 from jobqueue._state import (
     DEFAULT_FINISHED_RETENTION,
     DEFAULT_LEASE_TIMEOUT,

@@ -23,7 +23,8 @@ import trio.testing
 
 from jobqueue import Job, Worker
 from jobqueue._coordinator import Coordinator
-from jobqueue._protocol import MAX_LINE_BYTES, encode
+from jobqueue._json import encode
+from jobqueue._limits import MAX_LINE_BYTES
 from jobqueue.testing import open_memory_queue
 
 if TYPE_CHECKING:

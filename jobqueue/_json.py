@@ -1,0 +1,325 @@
+"""Strict JSON for the wire, and the raw-JSON splice for stored values.
+
+Python's :mod:`json` accepts things RFC 8259 does not (``NaN``, ``1e400`` read
+as infinity) and recurses without a bound; every message goes through
+:func:`decode_object` instead, which refuses both with ``bad_json`` so one
+peer cannot poison a later reply or raise RecursionError in the server.
+
+Encoding is compact, UTF-8, built once per process (see :func:`_encoder`),
+and splices :class:`RawJSON` in verbatim: the server keeps payloads and
+results as the text it will send back (:func:`stored_form`), so a reply
+never encodes them again.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import json.encoder
+import math
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
+
+from ._errors import BAD_JSON, BAD_REQUEST, ProtocolError
+from ._limits import MAX_DEPTH
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ProtocolError(BAD_JSON, f"{name} is not valid JSON (RFC 8259 has no {name})")
+
+
+def _parse_float(text: str) -> float:
+    # Python reads an out-of-range literal such as 1e400 as infinity, which
+    # JSON cannot represent: accepting it would poison every later reply.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError(BAD_JSON, f"number {text} is out of range for JSON")
+    return value
+
+
+class RawJSON(bytes):
+    """A JSON value kept as the UTF-8 text :func:`encode` writes for it.
+
+    The server only stores payloads and results and sends them back, so it
+    keeps them in this form (see :func:`stored_form`): an object of 100 bytes
+    of JSON costs 152 bytes, where its decoded ``dict`` and contents cost
+    731, and a reply carries the text without encoding the value again.
+    :func:`encode` writes it verbatim. It is ``bytes``, not ``str``, because
+    a JSON encoder would quietly write any ``str`` as a string; an encoder
+    that does not know this type raises ``TypeError`` instead.
+    """
+
+    __slots__ = ()
+
+
+class _Splice(Exception):
+    """Raised inside the JSON encoder on meeting a :class:`RawJSON`."""
+
+
+def _no_default(value: object) -> NoReturn:
+    if isinstance(value, RawJSON):
+        raise _Splice
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_json_decode: Callable[[str], Any] = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_parse_float
+).decode
+#: What the marking encoder writes for a RawJSON, to be replaced by its text.
+#: The control characters are always escaped, so only a string value or key
+#: equal to the marker, or ending in '"' plus the marker's text, can produce
+#: this sequence as well; encode() counts the matches and takes the slow path
+#: if there are more than RawJSON values.
+_MARK = "\x00jobqueue:raw\x00"
+_MARK_TEXT = '"\\u0000jobqueue:raw\\u0000"'
+
+
+def _mark(value: object) -> str:
+    if isinstance(value, RawJSON):
+        return _MARK
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encoder(default: Callable[[object], object]) -> Callable[[Any], Iterable[str]]:
+    """An iterencode with the wire's settings, built once.
+
+    ``json.JSONEncoder.encode`` builds a new C encoder on every call, which
+    costs as much as encoding a small message. No circular reference check:
+    messages are built from decoded JSON and plain fields, which cannot hold
+    a cycle (one would raise RecursionError).
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover  (CPython always has the C encoder)
+        return json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=default
+        ).iterencode
+    encoder = make(
+        None, default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return functools.partial(encoder, _current_indent_level=0)
+
+
+_iterencode = _encoder(_no_default)
+_iterencode_marking = _encoder(_mark)
+
+
+def encode_value(value: Any) -> str:
+    """``value`` as compact JSON text, lone surrogates left raw (see :func:`utf8`).
+
+    For the codec's fast paths, which build a message as text around it.
+    ``value`` must hold no :class:`RawJSON` (:func:`encode_spliced` takes one).
+
+    Raises:
+        ValueError, TypeError: as for :func:`encode`.
+    """
+    return "".join(_iterencode(value))
+
+
+# A lone surrogate (legal in JSON as "\ud800") has no UTF-8 encoding. The
+# encoder above leaves it as a raw code point, which can only sit inside a
+# string literal, so escaping just those code points keeps the JSON valid and
+# no longer than it came in.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def decode_object(line: bytes) -> dict[str, Any]:
+    """Decode one line as a strict JSON object with a string ``type`` field.
+
+    Raises:
+        ProtocolError: ``bad_json`` (not UTF-8, not JSON, ``NaN``/``Infinity``,
+            too deeply nested) or ``bad_request`` (not an object, no ``type``).
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(
+            BAD_JSON, f"message is not valid UTF-8 (bad byte at offset {exc.start})"
+        ) from None
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH:
+        _check_depth(line, text)
+    try:
+        obj = _json_decode(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(
+            BAD_JSON, f"message is not valid JSON: {exc.msg} at column {exc.colno}"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError: e.g. an integer literal with more digits than Python allows.
+        raise ProtocolError(BAD_JSON, f"message is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(BAD_REQUEST, f"a message must be a JSON object, not {json_type(obj)}")
+    if not isinstance(obj.get("type"), str):
+        raise ProtocolError(BAD_REQUEST, 'a message must have a string field "type"')
+    return obj
+
+
+def decode_value(text: str) -> Any:
+    """Decode any JSON value by the same strict rules as messages.
+
+    Raises:
+        ProtocolError: ``bad_json``, as for :func:`decode_object`.
+    """
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        _check_depth(text.encode("utf-8", "surrogatepass"), text)
+    try:
+        return _json_decode(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(BAD_JSON, f"{exc.msg} at column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(BAD_JSON, str(exc)) from None
+
+
+#: Every byte but the ones nesting depends on: brackets, quotes, backslashes.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"\\')
+#: Objects and arrays nest alike: ``{`` reads as ``[`` and ``}`` as ``]``.
+_ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
+
+
+def _check_depth(line: bytes, text: str) -> None:
+    """Reject nesting deeper than MAX_DEPTH without recursing.
+
+    Only called when the line has more brackets than MAX_DEPTH, so ordinary
+    messages never pay for the scan. Brackets inside strings are skipped.
+    A batch (``submit_jobs``, ``jobs_assigned``) has many brackets but little
+    depth, so the check first works in C, on ``line``: keep only brackets
+    (``{}`` read as ``[]``), quotes and backslashes, and drop each ``""`` (a
+    string with no bracket or escape in it). If no quote or backslash is
+    left, each pass that deletes the adjacent ``[]`` pairs removes exactly
+    the innermost level, so nesting of at most MAX_DEPTH levels is gone
+    after MAX_DEPTH passes. Anything else (strings holding brackets or
+    escapes, too deep, not JSON) is scanned exactly, character by
+    character, in ``text``.
+    """
+    reduced = line.translate(_ONE_BRACKET, _NOT_STRUCTURE)
+    if b"\\" not in reduced:
+        reduced = reduced.replace(b'""', b"")
+        if b'"' not in reduced:
+            for _ in range(MAX_DEPTH):
+                reduced = reduced.replace(b"[]", b"")
+                if not reduced:
+                    return
+    depth = 0
+    in_string = False
+    escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ProtocolError(BAD_JSON, f"message is nested deeper than {MAX_DEPTH} levels")
+        elif char in "]}":
+            depth -= 1
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    r"""Encode one message as a line of UTF-8 JSON ending in ``\n``.
+
+    Non-ASCII text is written as UTF-8, not escaped (escaping could triple
+    its size); only lone surrogates, which UTF-8 cannot carry, are written as
+    ``\\uXXXX`` escapes.
+
+    Raises:
+        ValueError: if ``obj`` holds NaN or infinity.
+        TypeError: if ``obj`` holds something JSON cannot represent.
+    """
+    text = "".join(_iterencode_marking(obj)) + "\n"
+    if _MARK_TEXT not in text:
+        return utf8(text)
+    # A RawJSON value: splice its text in where the encoder wrote the marker.
+    raws = [value for value in obj.values() if isinstance(value, RawJSON)]
+    pieces = text.split(_MARK_TEXT)
+    if len(pieces) != len(raws) + 1:  # one nested deeper, or a string that looks like one
+        return _splice_container(obj) + b"\n"
+    out = [utf8(pieces[0])]
+    for raw, piece in zip(raws, pieces[1:], strict=True):
+        out += (raw, utf8(piece))
+    return b"".join(out)
+
+
+def stored_form(value: Any) -> Any:
+    """``value`` as the server stores a payload or result, to send back as is.
+
+    Strings, arrays and objects become :class:`RawJSON` (their encoded text);
+    numbers, booleans and ``null`` stay as they are, already small and
+    written the same way every time.
+
+    Raises:
+        ValueError: if ``value`` holds NaN or infinity.
+        TypeError: if ``value`` holds something JSON cannot represent.
+    """
+    if isinstance(value, (str, list, dict)):
+        return RawJSON(utf8(encode_value(value)))
+    return value
+
+
+def utf8(text: str) -> bytes:
+    """``text`` (JSON from :func:`encode_value`) as UTF-8, lone surrogates escaped."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub(_escape_surrogate, text).encode("utf-8")
+
+
+def encode_spliced(value: Any) -> bytes:
+    """``value`` encoded as :func:`encode` does, with :class:`RawJSON` written verbatim."""
+    if isinstance(value, RawJSON):
+        return value
+    try:
+        return utf8(encode_value(value))
+    except _Splice:
+        return _splice_container(value)
+
+
+def _splice_container(value: Any) -> bytes:
+    """An array or object that holds a :class:`RawJSON` somewhere, encoded.
+
+    The runs of fields around the raw ones go through the encoder in one call
+    each, so a reply with a raw payload costs about three encoder calls.
+    """
+    if isinstance(value, (list, tuple)):
+        return b"[" + b",".join(map(encode_spliced, value)) + b"]"
+    if not isinstance(value, dict):  # pragma: no cover  (only containers hold one)
+        raise TypeError(f"cannot encode {type(value).__name__}")
+    parts: list[bytes] = []
+    run: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"keys must be str, not {type(key).__name__}")
+        if isinstance(item, (RawJSON, dict, list, tuple)):
+            if run:
+                parts.append(utf8(encode_value(run))[1:-1])
+                run = {}
+            parts.append(utf8(json.encoder.encode_basestring(key)) + b":" + encode_spliced(item))
+        else:
+            run[key] = item
+    if run:
+        parts.append(utf8(encode_value(run))[1:-1])
+    return b"{" + b",".join(parts) + b"}"
+
+
+def json_type(value: object) -> str:
+    """How an error message names the JSON type of a decoded ``value``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -1,0 +1,439 @@
+"""The replies: what the server sends a client or worker, one class per wire type.
+
+Built by the server and read by this package's own Client and Worker. Their
+``from_wire`` methods are strict all the same, so a protocol mismatch
+between versions shows up as a clear :class:`ProtocolError`, not as a wrong
+value somewhere later. :class:`JobInfo`, :class:`JobList` and :class:`Stats`
+are public: they are what Client methods return.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+
+from ._errors import Refusal
+from ._fields import (
+    field_error,
+    integer,
+    json_object,
+    nonempty_str,
+    number,
+    optional_int,
+    optional_str,
+)
+from ._limits import FINISHED_STATES, MAX_ATTEMPTS, MAX_PRIORITY
+
+
+@attrs.frozen
+class Welcome:
+    """Reply to ``hello``: who the server is and the lease it grants."""
+
+    TYPE: ClassVar[str] = "hello"
+    server: str
+    version: str
+    lease_timeout: float
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Welcome:
+        """Validate a decoded ``hello`` reply."""
+        return cls(
+            server=nonempty_str(obj, "server"),
+            version=nonempty_str(obj, "version"),
+            lease_timeout=number(obj, "lease_timeout"),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {
+            "type": self.TYPE,
+            "server": self.server,
+            "version": self.version,
+            "lease_timeout": self.lease_timeout,
+        }
+
+
+@attrs.frozen
+class JobSubmitted:
+    """Reply to ``submit_job``: the job's id.
+
+    ``duplicate`` is true when the submit's ``key`` matched a job the server
+    still remembers: no new job was added and this is that job's id.
+    """
+
+    TYPE: ClassVar[str] = "job_submitted"
+    job_id: str
+    duplicate: bool = False
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobSubmitted:
+        """Validate a decoded ``job_submitted``."""
+        return cls(job_id=nonempty_str(obj, "job_id"), duplicate=obj.get("duplicate") is True)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        if self.duplicate:
+            return {"type": self.TYPE, "job_id": self.job_id, "duplicate": True}
+        return {"type": self.TYPE, "job_id": self.job_id}
+
+
+@attrs.frozen
+class JobsSubmitted:
+    """Reply to ``submit_jobs``: the ids, in the order the jobs were given."""
+
+    TYPE: ClassVar[str] = "jobs_submitted"
+    job_ids: tuple[str, ...]
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobsSubmitted:
+        """Validate a decoded ``jobs_submitted``."""
+        ids = obj.get("job_ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise field_error(obj, "job_ids", "an array of strings")
+        return cls(tuple(ids))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE, "job_ids": list(self.job_ids)}
+
+
+@attrs.frozen
+class JobAssigned:
+    """Reply to ``request_job``: a job is now leased to this connection."""
+
+    TYPE: ClassVar[str] = "job_assigned"
+    job_id: str
+    name: str
+    payload: Any
+    attempt: int
+    #: Seconds the lease lasts without a heartbeat.
+    lease_timeout: float
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobAssigned:
+        """Validate a decoded ``job_assigned``."""
+        return cls(
+            job_id=nonempty_str(obj, "job_id"),
+            name=nonempty_str(obj, "name"),
+            payload=obj.get("payload"),
+            attempt=integer(obj, "attempt"),
+            lease_timeout=number(obj, "lease_timeout"),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {
+            "type": self.TYPE,
+            "job_id": self.job_id,
+            "name": self.name,
+            "payload": self.payload,
+            "attempt": self.attempt,
+            "lease_timeout": self.lease_timeout,
+        }
+
+
+@attrs.frozen
+class JobsAssigned:
+    """Reply to ``request_job`` with ``max``: one or more jobs, each now leased.
+
+    Each job in ``jobs`` carries the same fields as ``job_assigned``; the
+    lease timeout is shared and given once on the wire.
+    """
+
+    TYPE: ClassVar[str] = "jobs_assigned"
+    jobs: tuple[JobAssigned, ...]
+    lease_timeout: float
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobsAssigned:
+        """Validate a decoded ``jobs_assigned``."""
+        jobs = obj.get("jobs")
+        if not isinstance(jobs, list) or not jobs or not all(isinstance(j, dict) for j in jobs):
+            raise field_error(obj, "jobs", "a non-empty array of job objects")
+        lease_timeout = number(obj, "lease_timeout")
+        return cls(
+            tuple(
+                JobAssigned.from_wire({**job, "type": cls.TYPE, "lease_timeout": lease_timeout})
+                for job in jobs
+            ),
+            lease_timeout,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {
+            "type": self.TYPE,
+            "jobs": [
+                {
+                    "job_id": job.job_id,
+                    "name": job.name,
+                    "payload": job.payload,
+                    "attempt": job.attempt,
+                }
+                for job in self.jobs
+            ],
+            "lease_timeout": self.lease_timeout,
+        }
+
+
+@attrs.frozen
+class NoJob:
+    """Reply to ``request_job`` when nothing is pending (after ``wait``, if given)."""
+
+    TYPE: ClassVar[str] = "no_job"
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> NoJob:
+        """Validate a decoded ``no_job``."""
+        return cls()
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE}
+
+
+@attrs.frozen
+class Ok:
+    """Reply to ``job_complete``, ``job_failed`` and ``heartbeat``."""
+
+    TYPE: ClassVar[str] = "ok"
+    #: For ``heartbeat``: seconds until the extended lease runs out.
+    lease_timeout: float | None = None
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Ok:
+        """Validate a decoded ``ok``."""
+        return cls(lease_timeout=number(obj, "lease_timeout") if "lease_timeout" in obj else None)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        if self.lease_timeout is None:
+            return {"type": self.TYPE}
+        return {"type": self.TYPE, "lease_timeout": self.lease_timeout}
+
+
+@attrs.frozen
+class JobInfo:
+    """One job as ``job_status``, ``wait_job`` and ``list_jobs`` report it.
+
+    Attributes:
+        job_id: The id the server gave the job.
+        name: The handler name it was submitted with.
+        state: One of ``pending``, ``scheduled``, ``running``, ``completed``,
+            ``failed``, ``cancelled``.
+        attempt: How many times it has been handed to a worker (0 = never yet).
+        worker: Name of the worker holding it (running) or that last held it.
+        result: The handler's return value, once completed.
+        error: ``{"type": ..., "message": ...}`` of the last failed attempt.
+        queue: The queue it waits in.
+        priority: Higher runs first.
+        max_attempts: How many runs it may take.
+        progress: The last progress number its current run reported.
+        note: The last progress note its current run reported.
+    """
+
+    TYPE: ClassVar[str] = "job_status"
+    job_id: str
+    name: str
+    state: str
+    attempt: int
+    worker: str | None = None
+    result: Any = None
+    error: dict[str, str] | None = None
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int | None = None
+    progress: float | None = None
+    note: Any = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job has reached a state it never leaves by itself."""
+        return self.state in FINISHED_STATES
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobInfo:
+        """Validate a decoded ``job_status`` reply."""
+        error = obj.get("error")
+        progress = obj.get("progress")
+        return cls(
+            job_id=nonempty_str(obj, "job_id"),
+            name=nonempty_str(obj, "name"),
+            state=nonempty_str(obj, "state"),
+            attempt=integer(obj, "attempt"),
+            worker=optional_str(obj, "worker"),
+            result=obj.get("result"),
+            error=error if isinstance(error, dict) else None,
+            queue=optional_str(obj, "queue") or "default",
+            priority=optional_int(obj, "priority", 0, -MAX_PRIORITY, MAX_PRIORITY),
+            max_attempts=optional_int(obj, "max_attempts", None, 1, MAX_ATTEMPTS),
+            progress=number(obj, "progress") if progress is not None else None,
+            note=obj.get("note"),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        out: dict[str, Any] = {
+            "type": self.TYPE,
+            "job_id": self.job_id,
+            "name": self.name,
+            "state": self.state,
+            "attempt": self.attempt,
+            "queue": self.queue,
+            "priority": self.priority,
+        }
+        if self.max_attempts is not None:
+            out["max_attempts"] = self.max_attempts
+        if self.worker is not None:
+            out["worker"] = self.worker
+        if self.state == "completed":
+            out["result"] = self.result
+        if self.error is not None:
+            out["error"] = self.error
+        if self.progress is not None:
+            out["progress"] = self.progress
+        if self.note is not None:
+            out["note"] = self.note
+        return out
+
+
+@attrs.frozen
+class JobList:
+    """Reply to ``list_jobs``: the jobs, and whether the limit cut the list short."""
+
+    TYPE: ClassVar[str] = "job_list"
+    jobs: tuple[JobInfo, ...]
+    truncated: bool = False
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobList:
+        """Validate a decoded ``job_list``."""
+        jobs = obj.get("jobs")
+        if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
+            raise field_error(obj, "jobs", "an array of job objects")
+        return cls(
+            tuple(JobInfo.from_wire({**j, "type": "job_status"}) for j in jobs),
+            obj.get("truncated") is True,
+        )
+
+    @staticmethod
+    def entry(info: JobInfo) -> dict[str, Any]:
+        """One job as a listing shows it: the status fields minus ``type`` and ``result``."""
+        wire = info.to_wire()
+        del wire["type"]
+        wire.pop("result", None)
+        return wire
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {
+            "type": self.TYPE,
+            "jobs": [self.entry(info) for info in self.jobs],
+            "truncated": self.truncated,
+        }
+
+
+@attrs.frozen
+class JobCancelledNotice:
+    """Sent by the server, unasked, to the worker running a job that was cancelled.
+
+    Not a reply: it may arrive at any moment, between replies. The worker
+    should stop the job's handler and report nothing; the job is already
+    ``cancelled`` and a late report gets ``not_leased``.
+    """
+
+    TYPE: ClassVar[str] = "job_cancelled"
+    job_id: str
+    attempt: int
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> JobCancelledNotice:
+        """Validate a decoded ``job_cancelled``."""
+        return cls(nonempty_str(obj, "job_id"), integer(obj, "attempt"))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE, "job_id": self.job_id, "attempt": self.attempt}
+
+
+@attrs.frozen
+class Stats:
+    """Reply to ``stats``: queue-wide counters and who holds what.
+
+    Attributes:
+        jobs: Jobs currently known, by state (finished ones within retention).
+        totals: Counters since the server started: ``submitted``,
+            ``completed``, ``failed``, ``reassigned`` (a lease lost to a closed
+            connection or to expiry) and ``expired`` (the expiry share of it).
+        connections: Open connections.
+        waiting_workers: Connections blocked in ``request_job`` right now.
+        workers: One entry per worker connection (holding jobs or waiting
+            in ``request_job``): ``{"name", "jobs": [ids], "waiting": bool,
+            "queues": [names]}``.
+        queues: Per queue in use: ``{"pending", "scheduled", "running"}``.
+    """
+
+    TYPE: ClassVar[str] = "stats"
+    jobs: dict[str, int]
+    totals: dict[str, int]
+    connections: int
+    waiting_workers: int
+    workers: list[dict[str, Any]]
+    queues: dict[str, dict[str, int]] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Stats:
+        """Validate a decoded ``stats`` reply."""
+        workers = obj.get("workers")
+        if not isinstance(workers, list):
+            raise field_error(obj, "workers", "an array")
+        return cls(
+            jobs=json_object(obj, "jobs"),
+            totals=json_object(obj, "totals"),
+            connections=integer(obj, "connections"),
+            waiting_workers=integer(obj, "waiting_workers"),
+            workers=workers,
+            queues=json_object(obj, "queues") if "queues" in obj else {},
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {
+            "type": self.TYPE,
+            "jobs": self.jobs,
+            "totals": self.totals,
+            "connections": self.connections,
+            "waiting_workers": self.waiting_workers,
+            "workers": self.workers,
+            "queues": self.queues,
+        }
+
+
+@attrs.frozen
+class ErrorReply:
+    """Sent instead of a request's usual reply when the request cannot be served."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> ErrorReply:
+        """Validate a decoded ``error``."""
+        return cls(code=nonempty_str(obj, "code"), message=optional_str(obj, "message") or "")
+
+    @classmethod
+    def from_exception(cls, exc: Refusal) -> ErrorReply:
+        """The reply that reports ``exc`` to the peer."""
+        return cls(code=exc.code, message=exc.message)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object."""
+        return {"type": self.TYPE, "code": self.code, "message": self.message}
+
+
+Reply = (
+    Welcome | JobSubmitted | JobsSubmitted | JobAssigned | JobsAssigned | NoJob | Ok | JobInfo
+    | JobList | Stats | ErrorReply | JobCancelledNotice
+)  # fmt: skip
