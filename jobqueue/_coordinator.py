@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._errors import Refusal
 from ._job import FINISHED, JobState
 from ._protocol import (
     ENVELOPE_BYTES,
@@ -38,6 +39,7 @@ from ._protocol import (
     JobCancelledNotice,
     JobComplete,
     JobFailed,
+    JobInfo,
     JobList,
     JobsAssigned,
     JobsSubmitted,
@@ -64,8 +66,8 @@ from ._version import __version__
 #: What a connection handler forwards: a decoded request, or the error that
 #: decoding a line raised (passed through so its reply keeps its place in line).
 Item = Request | ProtocolError
-#: What the coordinator sends back: a reply, or the error a request raised.
-Outgoing = Reply | ProtocolError
+#: What the coordinator sends back: a reply, or the refusal a request raised.
+Outgoing = Reply | Refusal
 
 
 @attrs.define(eq=False)
@@ -215,7 +217,7 @@ class Coordinator:
                 if parked.job_id is None:
                     self._woken.append((parked.conn, NoJob()))
                 else:
-                    self._woken.append((parked.conn, self.state.get(parked.job_id).info()))
+                    self._woken.append((parked.conn, job_info(self.state.get(parked.job_id))))
         self._serve_woken(now)
 
     def handle(self, command: Command, now: float) -> None:
@@ -253,7 +255,7 @@ class Coordinator:
             reply: Outgoing | None
             try:
                 reply = self._serve(conn, item, now)
-            except ProtocolError as exc:
+            except Refusal as exc:
                 # Handed back as is: the connection handler is the one place
                 # that turns errors into wire replies.
                 reply = exc
@@ -300,11 +302,11 @@ class Coordinator:
             state.heartbeat(request.job_id, conn.id, request.attempt, now)
             return Ok(lease_timeout=state.lease_timeout)
         if isinstance(request, GetStatus):
-            return state.get(request.job_id).info()
+            return job_info(state.get(request.job_id))
         if isinstance(request, WaitJob):
             job = state.get(request.job_id)
             if job.state in FINISHED or request.wait == 0:
-                return job.info()
+                return job_info(job)
             wait = float("inf") if request.wait is None else request.wait
             self._park(conn, now + wait, job.id)
             return None
@@ -411,11 +413,11 @@ class Coordinator:
                 # reply still queued this step (the assignment itself, say).
                 self._notices.append((holder_conn, JobCancelledNotice(job.id, job.attempt)))
             self._notify_watchers(job)
-            return job.info()
+            return job_info(job)
         if request.TYPE == "retry_job":
             job = state.revive(request.job_id, now)
             self._feed_idle_workers(now)
-            return job.info()
+            return job_info(job)
         state.delete(request.job_id, now)
         return Ok()
 
@@ -431,7 +433,7 @@ class Coordinator:
         infos = []
         budget = MAX_LINE_BYTES - ENVELOPE_BYTES
         for job in jobs:
-            info = attrs.evolve(job.info(), result=None)
+            info = attrs.evolve(job_info(job), result=None)
             budget -= len(encode(JobList.entry(info)))
             if budget < 0:
                 truncated = True
@@ -519,7 +521,7 @@ class Coordinator:
     def _notify_watchers(self, job: JobRecord) -> None:
         watchers = self._watchers.pop(job.id, None)
         if watchers:
-            info = job.info()
+            info = job_info(job)
             for parked in watchers.values():
                 parked.conn.parked = None
                 self._woken.append((parked.conn, info))
@@ -548,3 +550,21 @@ class Coordinator:
             workers=workers,
             queues=self.state.queue_counts(),
         )
+
+
+def job_info(job: JobRecord) -> JobInfo:
+    """``job`` as ``job_status`` reports it."""
+    return JobInfo(
+        job_id=job.id,
+        name=job.name,
+        state=job.state.value,
+        attempt=job.attempt,
+        worker=job.worker_name,
+        result=job.result,
+        error=job.error,
+        queue=job.queue,
+        priority=job.priority,
+        max_attempts=job.max_attempts,
+        progress=job.progress,
+        note=job.note,
+    )

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Final, NoReturn, TypeVar
 import attrs
 
 from ._errors import ProtocolError as ProtocolError
+from ._errors import Refusal
 from ._job import FINISHED, JobState
 
 _T = TypeVar("_T")
@@ -1578,7 +1579,7 @@ class ErrorReply:
         return cls(code=_str(obj, "code"), message=_opt_str(obj, "message") or "")
 
     @classmethod
-    def from_exception(cls, exc: ProtocolError) -> ErrorReply:
+    def from_exception(cls, exc: Refusal) -> ErrorReply:
         """The reply that reports ``exc`` to the peer."""
         return cls(code=exc.code, message=exc.message)
 

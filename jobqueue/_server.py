@@ -32,6 +32,7 @@ from ._coordinator import (
     Item,
     Outgoing,
 )
+from ._errors import Refusal
 from ._protocol import (
     EOF,
     MAX_LINE_BYTES,
@@ -525,7 +526,7 @@ class _ConnectionHandler:
 
 
 def _encode_outgoing(reply: Outgoing) -> bytes:
-    if isinstance(reply, ProtocolError):
+    if isinstance(reply, Refusal):
         reply = ErrorReply.from_exception(reply)
     return encode_reply(reply)
 

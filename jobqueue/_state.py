@@ -24,8 +24,17 @@ from typing import Any
 
 import attrs
 
+from ._errors import (
+    ALREADY_FINISHED,
+    NOT_FAILED,
+    NOT_FINISHED,
+    NOT_LEASED,
+    QUEUE_FULL,
+    UNKNOWN_JOB,
+    RuleError,
+)
 from ._job import FINISHED, TRANSITIONS, InvalidTransition, JobState
-from ._protocol import MAX_ATTEMPTS, JobInfo, ProtocolError
+from ._protocol import MAX_ATTEMPTS
 
 #: Default for how long a lease lasts without a heartbeat, in seconds.
 DEFAULT_LEASE_TIMEOUT = 30.0
@@ -195,23 +204,6 @@ class JobRecord:
     def attempts_left(self) -> int:
         """Runs still allowed after the current one."""
         return self.max_attempts - (self.attempt - self.attempt_base)
-
-    def info(self) -> JobInfo:
-        """This job as ``job_status`` reports it."""
-        return JobInfo(
-            job_id=self.id,
-            name=self.name,
-            state=self.state.value,
-            attempt=self.attempt,
-            worker=self.worker_name,
-            result=self.result,
-            error=self.error,
-            queue=self.queue,
-            priority=self.priority,
-            max_attempts=self.max_attempts,
-            progress=self.progress,
-            note=self.note,
-        )
 
 
 @attrs.define(eq=False, slots=True)
@@ -389,12 +381,12 @@ class QueueState:
         drops anything.
 
         Raises:
-            ProtocolError: ``queue_full``.
+            RuleError: ``queue_full``.
         """
         limit = self.max_pending
         if limit is not None and self.waiting_count + count > limit:
-            raise ProtocolError(
-                "queue_full",
+            raise RuleError(
+                QUEUE_FULL,
                 f"the queue holds its limit of {limit} waiting jobs; try again later",
             )
 
@@ -407,13 +399,13 @@ class QueueState:
         """The record of ``job_id``.
 
         Raises:
-            ProtocolError: ``unknown_job`` if the id was never issued or the
+            RuleError: ``unknown_job`` if the id was never issued or the
                 finished job has been forgotten.
         """
         job = self._lookup(job_id)
         if job is None:
-            raise ProtocolError(
-                "unknown_job",
+            raise RuleError(
+                UNKNOWN_JOB,
                 f"no job {job_id!r}: never submitted, or finished long enough ago "
                 f"to be forgotten (the last {self.finished_retention} are kept)",
             )
@@ -557,7 +549,7 @@ class QueueState:
         """Extend ``worker``'s lease on ``job_id``.
 
         Raises:
-            ProtocolError: ``unknown_job`` or ``not_leased``.
+            RuleError: ``unknown_job`` or ``not_leased``.
         """
         self._tick(now)
         job = self._leased(job_id, worker, attempt, "heartbeat")
@@ -576,7 +568,7 @@ class QueueState:
         """Record the lease holder's progress; this extends the lease too.
 
         Raises:
-            ProtocolError: ``unknown_job`` or ``not_leased``.
+            RuleError: ``unknown_job`` or ``not_leased``.
         """
         self._tick(now)
         job = self._leased(job_id, worker, attempt, "report progress on")
@@ -589,7 +581,7 @@ class QueueState:
         """Mark ``job_id`` completed by its lease holder.
 
         Raises:
-            ProtocolError: ``unknown_job`` or ``not_leased``; a job that is
+            RuleError: ``unknown_job`` or ``not_leased``; a job that is
                 already finished (completed, failed or cancelled) is never
                 completed, or handed out, again.
         """
@@ -611,7 +603,7 @@ class QueueState:
         """The lease holder's handler raised: retry after a backoff, or fail.
 
         Raises:
-            ProtocolError: ``unknown_job`` or ``not_leased``.
+            RuleError: ``unknown_job`` or ``not_leased``.
         """
         self._tick(now)
         job = self._leased(job_id, worker, attempt, "fail")
@@ -635,7 +627,7 @@ class QueueState:
         Cancelling an already cancelled job changes nothing.
 
         Raises:
-            ProtocolError: ``unknown_job``, or ``already_finished`` for a job
+            RuleError: ``unknown_job``, or ``already_finished`` for a job
                 that completed or failed.
         """
         self._tick(now)
@@ -643,7 +635,7 @@ class QueueState:
         if job.state is JobState.CANCELLED:
             return job, None
         if job.state in FINISHED:
-            raise ProtocolError("already_finished", f"job {job_id!r} is already {job.state.value}")
+            raise RuleError(ALREADY_FINISHED, f"job {job_id!r} is already {job.state.value}")
         holder = job.worker if job.state is JobState.RUNNING else None
         self.apply(Cancelled(job_id))
         self._enforce_retention()
@@ -653,13 +645,13 @@ class QueueState:
         """Put a failed job back in line with a fresh budget of attempts.
 
         Raises:
-            ProtocolError: ``unknown_job``, or ``not_failed``.
+            RuleError: ``unknown_job``, or ``not_failed``.
         """
         self._tick(now)
         job = self.get(job_id)
         if job.state is not JobState.FAILED:
-            raise ProtocolError(
-                "not_failed", f"only failed jobs can be requeued; {job_id!r} is {job.state.value}"
+            raise RuleError(
+                NOT_FAILED, f"only failed jobs can be requeued; {job_id!r} is {job.state.value}"
             )
         self.apply(Revived(job_id))
         return job
@@ -668,13 +660,13 @@ class QueueState:
         """Forget a finished job now.
 
         Raises:
-            ProtocolError: ``unknown_job``, or ``not_finished`` (cancel it first).
+            RuleError: ``unknown_job``, or ``not_finished`` (cancel it first).
         """
         self._tick(now)
         job = self.get(job_id)
         if job.state not in FINISHED:
-            raise ProtocolError(
-                "not_finished",
+            raise RuleError(
+                NOT_FINISHED,
                 f"job {job_id!r} is {job.state.value}; cancel it before deleting it",
             )
         self.apply(Forgotten(job_id))
@@ -743,7 +735,7 @@ class QueueState:
             why = "it is scheduled to run later (delayed, or backing off before a retry)"
         else:
             why = f"it is already {job.state.value}"
-        raise ProtocolError("not_leased", f"cannot {verb} job {job_id!r}: {why}")
+        raise RuleError(NOT_LEASED, f"cannot {verb} job {job_id!r}: {why}")
 
     # -- the one place state changes ------------------------------------------
 

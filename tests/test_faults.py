@@ -53,6 +53,7 @@ from jobqueue._coordinator import (
     Disconnected,
     Outgoing,
 )
+from jobqueue._errors import RuleError
 from jobqueue._protocol import (
     GetStatus,
     Heartbeat,
@@ -65,7 +66,6 @@ from jobqueue._protocol import (
     JobSubmitted,
     NoJob,
     Ok,
-    ProtocolError,
     Request,
     RequestJob,
     SubmitJob,
@@ -1421,7 +1421,7 @@ class CoordinatorModel(RuleBasedStateMachine):
                 and request.attempt in (None, job_or_none.attempt)
             )
             if not holds:
-                assert isinstance(reply, ProtocolError), where
+                assert isinstance(reply, RuleError), where
                 expected = "unknown_job" if job_or_none is None else "not_leased"
                 assert reply.code == expected, where
                 return
@@ -1454,7 +1454,7 @@ class CoordinatorModel(RuleBasedStateMachine):
         else:
             assert isinstance(request, (GetStatus, WaitJob)), where
             if request.job_id not in self.jobs:
-                assert isinstance(reply, ProtocolError), where
+                assert isinstance(reply, RuleError), where
                 assert reply.code == "unknown_job", where
                 return
             assert isinstance(reply, JobInfo), where
@@ -1472,12 +1472,12 @@ class CoordinatorModel(RuleBasedStateMachine):
         """cancel_job, retry_job, delete_job: only ever sent as a step's command."""
         job = self.jobs.get(request.job_id)
         if job is None:
-            assert isinstance(reply, ProtocolError), where
+            assert isinstance(reply, RuleError), where
             assert reply.code == "unknown_job", where
             return
         if request.TYPE == "cancel_job":
             if job.state in ("completed", "failed"):
-                assert isinstance(reply, ProtocolError), where
+                assert isinstance(reply, RuleError), where
                 assert reply.code == "already_finished", where
                 return
             assert isinstance(reply, JobInfo), where
@@ -1492,7 +1492,7 @@ class CoordinatorModel(RuleBasedStateMachine):
             job.deadline = job.not_before = math.inf
         elif request.TYPE == "retry_job":
             if job.state != "failed":
-                assert isinstance(reply, ProtocolError), where
+                assert isinstance(reply, RuleError), where
                 assert reply.code == "not_failed", where
                 return
             assert isinstance(reply, JobInfo), where
@@ -1501,7 +1501,7 @@ class CoordinatorModel(RuleBasedStateMachine):
             job.state, job.attempt_base = "pending", job.attempt
         else:
             if job.state not in FINISHED_STATES:
-                assert isinstance(reply, ProtocolError), where
+                assert isinstance(reply, RuleError), where
                 assert reply.code == "not_finished", where
                 return
             assert isinstance(reply, Ok), where

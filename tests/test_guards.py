@@ -24,7 +24,7 @@ import trio.testing
 import trustme
 
 from jobqueue import Client, ConnectionLost, Job, RequestError, serve_queue
-from jobqueue._protocol import ProtocolError
+from jobqueue._errors import RuleError
 from jobqueue._state import QueueState
 from jobqueue.testing import RunningQueue, open_memory_queue, open_test_queue
 
@@ -56,7 +56,7 @@ def test_state_refuses_new_jobs_beyond_max_pending_but_keeps_accepted_ones() -> 
     first, _ = state.submit("a", None, 0, key="k1")
     state.submit("b", None, 0, delay=60)  # scheduled jobs wait too
     assert state.waiting_count == 2
-    with pytest.raises(ProtocolError) as refused:
+    with pytest.raises(RuleError) as refused:
         state.submit("c", None, 0)
     assert refused.value.code == "queue_full"
     assert len(state) == 2
@@ -72,7 +72,7 @@ def test_state_refuses_new_jobs_beyond_max_pending_but_keeps_accepted_ones() -> 
     state.fail(job.id, "w", job.attempt, "E", "boom", 2)
     assert state.get(job.id).state.value == "scheduled"
     assert state.waiting_count == 3
-    with pytest.raises(ProtocolError):
+    with pytest.raises(RuleError):
         state.check_room(1)
 
 

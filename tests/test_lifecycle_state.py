@@ -17,8 +17,9 @@ from typing import Any
 import attrs
 import pytest
 
+from jobqueue._coordinator import job_info
+from jobqueue._errors import RuleError
 from jobqueue._job import JobState
-from jobqueue._protocol import ProtocolError
 from jobqueue._state import (
     DEFAULT_QUEUE,
     AttemptFailed,
@@ -40,8 +41,8 @@ STATES = [state.value for state in JobState]
 # -- helpers ------------------------------------------------------------------------
 
 
-def refused(code: str, call: Callable[..., object], *args: Any) -> ProtocolError:
-    with pytest.raises(ProtocolError) as info:
+def refused(code: str, call: Callable[..., object], *args: Any) -> RuleError:
+    with pytest.raises(RuleError) as info:
         call(*args)
     assert info.value.code == code
     return info.value
@@ -89,7 +90,7 @@ def snapshot(q: QueueState, job_ids: list[str], queues: list[str]) -> dict[str, 
     for job_id in job_ids:
         try:
             records[job_id] = attrs.asdict(q.get(job_id), recurse=False)
-        except ProtocolError as exc:
+        except RuleError as exc:
             records[job_id] = exc.code
     return {
         "jobs": records,
@@ -139,7 +140,7 @@ def test_retry_backoff_exact_times_with_a_seeded_rng() -> None:
         assert events == [
             AttemptFailed(job.id, "error", "ValueError", f"try {attempt}", now + delay)
         ]
-        assert job.info().state == "scheduled"
+        assert job_info(job).state == "scheduled"
         assert job.not_before == now + delay
         assert job.error == {"type": "ValueError", "message": f"try {attempt}"}
         assert job.attempts_left == 8 - attempt
@@ -314,8 +315,8 @@ def test_running_out_of_attempts_fails_the_job(reason: str, max_attempts: int) -
     assert job.attempt == max_attempts
     assert job.attempts_left == 0
     assert job.error == {"type": LOSSES[reason][0], "message": LOSSES[reason][1]}
-    assert job.info().state == "failed"
-    assert job.info().finished
+    assert job_info(job).state == "failed"
+    assert job_info(job).finished
     # A dead letter: listed, never handed out again.
     assert ids(q.list_jobs(JobState.FAILED, None, 10)[0]) == [job.id]
     assert q.assign("w2", now) is bystander
@@ -395,7 +396,7 @@ def test_revive_gives_a_fresh_budget() -> None:
     run(q, job, "w", 1.0)
     assert job.attempt == 3
     q.fail(job.id, "w", 3, "E", "m", 1.0)
-    assert job.info().state == "scheduled"
+    assert job_info(job).state == "scheduled"
     retry_at = job.not_before
     assert retry_at == 1.0 + expected_backoff(twin, 1.0, 300.0, 1)
     q.tick(retry_at)
@@ -557,7 +558,7 @@ def test_cancel_a_pending_job() -> None:
     assert q.cancel(job.id, 1.0) == (job, None)
     assert events == [Cancelled(job.id)]
     assert job.state is JobState.CANCELLED
-    assert job.info().finished
+    assert job_info(job).finished
     assert q.counts()["cancelled"] == 1
     assert q.pending_count == 1
     assert q.totals["cancelled"] == 1
@@ -830,7 +831,7 @@ def test_progress_is_stored_and_extends_the_lease() -> None:
     assert q.report_progress(job.id, "w", 1, 0.25, {"stage": "download"}, 4.0) is job
     assert events[-1] == Progressed(job.id, 0.25, {"stage": "download"}, 14.0)
     assert (job.progress, job.note, job.lease_deadline) == (0.25, {"stage": "download"}, 14.0)
-    info = job.info()
+    info = job_info(job)
     assert (info.progress, info.note) == (0.25, {"stage": "download"})
     # The extended lease now ends after the other job's.
     assert q.next_deadline() == 11.0
@@ -971,7 +972,7 @@ def random_lifecycle(
                     q.complete(job_id, worker, None, now, now)
                 else:
                     q.fail(job_id, worker, None, "E", str(now), now)
-        except ProtocolError as exc:
+        except RuleError as exc:
             refusals.add(exc.code)
         if check is not None:
             check(q, issued)
@@ -988,7 +989,7 @@ def random_lifecycle(
 def check_counts(q: QueueState, issued: list[str]) -> None:
     remembered = []
     for job_id in issued:
-        with contextlib.suppress(ProtocolError):
+        with contextlib.suppress(RuleError):
             remembered.append(q.get(job_id))
     assert len(q) == len(remembered)
     assert q.counts() == {s: sum(j.state.value == s for j in remembered) for s in STATES}

@@ -21,8 +21,10 @@ from hypothesis.stateful import (
 )
 
 from jobqueue import _state
+from jobqueue._coordinator import job_info
+from jobqueue._errors import RuleError
 from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobState
-from jobqueue._protocol import JobInfo, ProtocolError
+from jobqueue._protocol import JobInfo
 from jobqueue._state import (
     DEFAULT_FINISHED_RETENTION,
     DEFAULT_LEASE_TIMEOUT,
@@ -73,7 +75,7 @@ def record(q: QueueState, job_id: str) -> dict[str, Any] | None:
     """Every field of a job's record, or None if the queue does not remember it."""
     try:
         job = q.get(job_id)
-    except ProtocolError as exc:
+    except RuleError as exc:
         code = exc.code
     else:
         return attrs.asdict(job, recurse=False)
@@ -130,7 +132,7 @@ def snapshot(q: QueueState, ids: list[str]) -> dict[str, Any]:
 
 
 def refused(code: str, call: Callable[..., object], *args: Any) -> None:
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(RuleError) as info:
         call(*args)
     assert info.value.code == code
 
@@ -212,7 +214,7 @@ def test_ids_and_records() -> None:
     assert a.attempts_left == 5
     assert q.get("r7-1") is a
     unknown_job(lambda: q.get("1"))
-    assert a.info() == JobInfo(
+    assert job_info(a) == JobInfo(
         job_id="r7-1", name="resize", state="pending", attempt=0, max_attempts=5
     )
 
@@ -232,7 +234,7 @@ def test_submit_options_reach_the_record_and_the_event() -> None:
         Submitted(job.id, "n", 1, 1, "mail", -4, 9, 3.5, "k-1"),
         Submitted(other.id, "n", 2, 2, "default", 0, 3, None, None),
     ]
-    info = job.info()
+    info = job_info(job)
     assert (info.state, info.queue, info.priority, info.max_attempts) == (
         "scheduled",
         "mail",
@@ -877,7 +879,7 @@ def run_scenario(q: QueueState, rng: random.Random, steps: int) -> list[str]:
                     q.complete(job_id, worker, attempt, [job_id, now], now)
                 else:
                     q.fail(job_id, worker, attempt, "E", job_id, now)
-        except ProtocolError:
+        except RuleError:
             pass
     return ids
 
@@ -1196,7 +1198,7 @@ class QueueMachine(RuleBasedStateMachine):
         if allowed:
             call()
             return True
-        with pytest.raises(ProtocolError) as info:
+        with pytest.raises(RuleError) as info:
             call()
         assert info.value.code == ("unknown_job" if model is None else "not_leased")
         return False
