@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from ._config import DEFAULT_QUEUE, QueueRules
 from ._errors import (
     ALREADY_FINISHED,
     NOT_FAILED,
@@ -34,23 +35,7 @@ from ._errors import (
     RuleError,
 )
 from ._job import FINISHED, TRANSITIONS, InvalidTransition, JobState
-from ._protocol import MAX_ATTEMPTS
 
-#: Default for how long a lease lasts without a heartbeat, in seconds.
-DEFAULT_LEASE_TIMEOUT = 30.0
-#: Default for how many finished jobs are remembered for status queries.
-DEFAULT_FINISHED_RETENTION = 100_000
-#: Default for how many times a job may be handed to a worker.
-DEFAULT_MAX_ATTEMPTS = 5
-#: First retry delay after a handler raised, in seconds; doubles each time.
-DEFAULT_RETRY_DELAY = 1.0
-#: Longest retry delay, in seconds.
-DEFAULT_MAX_RETRY_DELAY = 300.0
-#: The queue a job goes to, and a worker listens on, when none is named.
-DEFAULT_QUEUE = "default"
-#: Jobs that may wait at once before submits get ``queue_full``: about 0.5 GB
-#: of server memory with small payloads.
-DEFAULT_MAX_PENDING = 1_000_000
 #: Table size of one generation of finished jobs (see QueueState): it holds
 #: two thirds as many jobs, 5,461, which fill the table exactly (CPython
 #: dicts use two thirds of their slots), about 100 KiB. With a retention
@@ -77,7 +62,7 @@ class Submitted:
     seq: int
     queue: str = DEFAULT_QUEUE
     priority: int = 0
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_attempts: int = QueueRules().max_attempts
     #: Not to run before this time (``None``: at once).
     not_before: float | None = None
     key: str | None = None
@@ -182,7 +167,7 @@ class JobRecord:
     seq: int
     queue: str = DEFAULT_QUEUE
     priority: int = 0
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_attempts: int = QueueRules().max_attempts
     key: str | None = None
     state: JobState = JobState.PENDING
     #: How many times the job has been assigned (the current run's number).
@@ -260,26 +245,16 @@ class QueueState:
     its state, and its entry is dropped when it reaches the front.
 
     Args:
-        lease_timeout: Seconds a lease lasts after assignment or heartbeat.
-        finished_retention: How many finished jobs to remember.
+        rules: Lease length, retry budget and backoff, retention and room
+            (``max_pending``: beyond it a submit is refused with ``queue_full``).
         id_prefix: Prepended to job ids; the server uses a random one per
             run so ids from a previous run are never mistaken for new ones.
-        max_attempts: Default for jobs that do not set their own.
-        retry_delay: First backoff after a handler raised, in seconds.
-        max_retry_delay: Cap on the backoff.
-        max_pending: Most jobs that may wait (pending or scheduled) at once;
-            a submit beyond it is refused with ``queue_full`` (``None``: no limit).
         rng: Source of retry jitter (seed it for reproducible tests).
         on_event: Called with every event after it is applied (a journal).
     """
 
-    lease_timeout: float = DEFAULT_LEASE_TIMEOUT
-    finished_retention: int = DEFAULT_FINISHED_RETENTION
+    rules: QueueRules = attrs.field(factory=QueueRules)
     id_prefix: str = ""
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    retry_delay: float = DEFAULT_RETRY_DELAY
-    max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY
-    max_pending: int | None = DEFAULT_MAX_PENDING
     rng: random.Random = attrs.field(factory=random.Random)
     on_event: Callable[[Event], None] | None = None
     _jobs: dict[str, JobRecord] = attrs.field(factory=dict, init=False)
@@ -323,19 +298,12 @@ class QueueState:
     )  # fmt: skip
 
     def __attrs_post_init__(self) -> None:
-        if self.lease_timeout <= 0:
-            raise ValueError("lease_timeout must be positive")
-        if self.finished_retention < 0:
-            raise ValueError("finished_retention must be >= 0")
-        if not 1 <= self.max_attempts <= MAX_ATTEMPTS:
-            raise ValueError(f"max_attempts must be from 1 to {MAX_ATTEMPTS}")
-        if self.max_pending is not None and self.max_pending < 1:
-            raise ValueError("max_pending must be >= 1 (or None for no limit)")
+        retention = self.rules.finished_retention
         slots = FINISHED_GENERATION_SLOTS
-        while slots * 2 // 3 * 32 < self.finished_retention:
+        while slots * 2 // 3 * 32 < retention:
             slots *= 2
         self._generation = slots * 2 // 3
-        shards = 1 << (self.finished_retention // KEYS_PER_SHARD).bit_length()
+        shards = 1 << (retention // KEYS_PER_SHARD).bit_length()
         self._keys = [{} for _ in range(shards)]
         self._keys_mask = shards - 1
 
@@ -358,6 +326,11 @@ class QueueState:
 
     def __len__(self) -> int:
         return len(self._jobs) + len(self._finished)
+
+    @property
+    def lease_timeout(self) -> float:
+        """Seconds a lease lasts after assignment or heartbeat (workers are told)."""
+        return self.rules.lease_timeout
 
     @property
     def pending_count(self) -> int:
@@ -383,7 +356,7 @@ class QueueState:
         Raises:
             RuleError: ``queue_full``.
         """
-        limit = self.max_pending
+        limit = self.rules.max_pending
         if limit is not None and self.waiting_count + count > limit:
             raise RuleError(
                 QUEUE_FULL,
@@ -407,7 +380,7 @@ class QueueState:
             raise RuleError(
                 UNKNOWN_JOB,
                 f"no job {job_id!r}: never submitted, or finished long enough ago "
-                f"to be forgotten (the last {self.finished_retention} are kept)",
+                f"to be forgotten (the last {self.rules.finished_retention} are kept)",
             )
         return job
 
@@ -512,7 +485,7 @@ class QueueState:
                 seq,
                 queue,
                 priority,
-                self.max_attempts if max_attempts is None else max_attempts,
+                self.rules.max_attempts if max_attempts is None else max_attempts,
                 now + delay if delay > 0 else None,
                 key,
             )
@@ -540,7 +513,7 @@ class QueueState:
                 best = job
         if best is None:
             return None
-        self.apply(Assigned(best.id, worker, worker_name, now + self.lease_timeout))
+        self.apply(Assigned(best.id, worker, worker_name, now + self.rules.lease_timeout))
         return best
 
     def heartbeat(
@@ -553,7 +526,7 @@ class QueueState:
         """
         self._tick(now)
         job = self._leased(job_id, worker, attempt, "heartbeat")
-        self.apply(LeaseExtended(job_id, now + self.lease_timeout))
+        self.apply(LeaseExtended(job_id, now + self.rules.lease_timeout))
         return job
 
     def report_progress(
@@ -572,7 +545,7 @@ class QueueState:
         """
         self._tick(now)
         job = self._leased(job_id, worker, attempt, "report progress on")
-        self.apply(Progressed(job_id, progress, note, now + self.lease_timeout))
+        self.apply(Progressed(job_id, progress, note, now + self.rules.lease_timeout))
         return job
 
     def complete(
@@ -611,7 +584,8 @@ class QueueState:
             retries = job.attempt - job.attempt_base
             # The exponent is capped first: 2.0 ** 1024 would overflow a float
             # long before min() could apply the cap.
-            ceiling = min(self.retry_delay * 2.0 ** min(retries - 1, 64), self.max_retry_delay)
+            rules = self.rules
+            ceiling = min(rules.retry_delay * 2.0 ** min(retries - 1, 64), rules.max_retry_delay)
             # "Equal jitter": at least half the backoff, so retries of many
             # jobs failing together spread out without collapsing to zero.
             delay = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
@@ -1043,8 +1017,9 @@ class QueueState:
         # A separate step, not part of applying the event that finished a
         # job, so the log reads "completed, then forgotten" and replays in
         # that order.
-        while len(self._finished) > self.finished_retention:
-            self.apply(Forgotten(self._finished[0].id))
+        finished, retention = self._finished, self.rules.finished_retention
+        while len(finished) > retention:
+            self.apply(Forgotten(finished[0].id))
 
 
 #: Stands in for a missing job so lookups can test ``.state`` without a None check.

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
+from ._config import DEFAULT_QUEUE
 from ._errors import ConnectionLost, RequestError
 from ._link import Connector, Link
 from ._protocol import (
@@ -43,7 +44,6 @@ from ._protocol import (
     Welcome,
     encode,
 )
-from ._state import DEFAULT_QUEUE
 
 log = logging.getLogger("jobqueue.worker")
 

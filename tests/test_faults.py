@@ -44,6 +44,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from jobqueue import Client, ConnectionLost, Job, RequestError, Stats, Worker, serve_queue
+from jobqueue._config import QueueRules
 from jobqueue._coordinator import (
     Batch,
     Command,
@@ -1180,11 +1181,13 @@ class CoordinatorModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.state = QueueState(
-            lease_timeout=MODEL_LEASE,
+            rules=QueueRules(
+                lease_timeout=MODEL_LEASE,
+                max_attempts=MODEL_MAX_ATTEMPTS,
+                retry_delay=MODEL_RETRY_DELAY,
+                max_retry_delay=MODEL_MAX_RETRY_DELAY,
+            ),
             id_prefix="j",
-            max_attempts=MODEL_MAX_ATTEMPTS,
-            retry_delay=MODEL_RETRY_DELAY,
-            max_retry_delay=MODEL_MAX_RETRY_DELAY,
             rng=random.Random(0),
         )
         self.coordinator = Coordinator(self.state)
