@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from ._errors import Refusal
-from ._job import FINISHED, JobState
+from ._job import FINISHED, JobRecord, JobState
 from ._protocol import (
     ENVELOPE_BYTES,
     MAX_LINE_BYTES,
@@ -60,7 +60,7 @@ from ._protocol import (
     encode,
     stored_form,
 )
-from ._state import JobRecord, QueueState
+from ._state import QueueState
 from ._version import __version__
 
 #: What a connection handler forwards: a decoded request, or the error that

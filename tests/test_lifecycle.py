@@ -33,9 +33,9 @@ import trio.testing
 import jobqueue.testing
 from jobqueue import Client, Job, RequestError, Stats, Worker
 from jobqueue._coordinator import Coordinator, Outgoing
+from jobqueue._events import AttemptFailed, Event
 from jobqueue._protocol import Request, encode
 from jobqueue._server import QueueService
-from jobqueue._state import AttemptFailed, Event
 from jobqueue.testing import RunningQueue, open_memory_queue
 
 if TYPE_CHECKING:

@@ -20,19 +20,18 @@ import pytest
 from jobqueue._config import DEFAULT_QUEUE, QueueRules
 from jobqueue._coordinator import job_info
 from jobqueue._errors import RuleError
-from jobqueue._job import JobState
-from jobqueue._state import (
+from jobqueue._events import (
     AttemptFailed,
     Cancelled,
     Event,
     Forgotten,
-    JobRecord,
     Progressed,
     Promoted,
-    QueueState,
     Revived,
     Submitted,
 )
+from jobqueue._job import JobRecord, JobState
+from jobqueue._state import QueueState
 
 INF = math.inf
 STATES = [state.value for state in JobState]
@@ -1129,7 +1128,7 @@ def test_finished_jobs_are_kept_in_generations_and_keys_in_small_dicts() -> None
     # One dict of all finished jobs (or of their keys) would be rebuilt at
     # full size as jobs are forgotten and added, which fragments the heap
     # over a long run. A generation fills up, then only empties, and goes.
-    from jobqueue._state import KEYS_PER_SHARD
+    from jobqueue._store import KEYS_PER_SHARD
 
     retention = 20_000
     q = new_state(finished_retention=retention)

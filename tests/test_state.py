@@ -20,13 +20,11 @@ from hypothesis.stateful import (
     rule,
 )
 
-from jobqueue import _state
+from jobqueue import _store
 from jobqueue._config import DEFAULT_QUEUE, QueueRules
 from jobqueue._coordinator import job_info
 from jobqueue._errors import RuleError
-from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobState
-from jobqueue._protocol import JobInfo
-from jobqueue._state import (
+from jobqueue._events import (
     Assigned,
     AttemptFailed,
     Cancelled,
@@ -36,10 +34,12 @@ from jobqueue._state import (
     LeaseExtended,
     Progressed,
     Promoted,
-    QueueState,
     Revived,
     Submitted,
 )
+from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobState
+from jobqueue._protocol import JobInfo
+from jobqueue._state import QueueState
 
 INF = math.inf
 STATES = [state.value for state in JobState]
@@ -1452,8 +1452,8 @@ class GenerationsQueueMachine(QueueMachine):
 
     def __init__(self) -> None:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(_state, "FINISHED_GENERATION_SLOTS", 2)
-            patch.setattr(_state, "KEYS_PER_SHARD", 1)
+            patch.setattr(_store, "FINISHED_GENERATION_SLOTS", 2)
+            patch.setattr(_store, "KEYS_PER_SHARD", 1)
             super().__init__()
         assert (self.q._generation, len(self.q._keys)) == (1, 4)
 
