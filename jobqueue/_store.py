@@ -258,16 +258,6 @@ class JobStore:
         """The running job whose lease runs out first."""
         return self._jobs[next(iter(self._leases))] if self._leases else None
 
-    def _best(self, queues: Sequence[str]) -> JobRecord | None:
-        """The best pending job across ``queues``: highest priority, then earliest submitted."""
-        best: JobRecord | None = None
-        for queue in queues:
-            line = self._queues.get(queue)
-            job = None if line is None else self._head(line)
-            if job is not None and (best is None or _rank(job) < _rank(best)):
-                best = job
-        return best
-
     def _head(self, line: _Line) -> JobRecord | None:
         """The best pending job in ``line``, dropping dead entries in front of it."""
         lanes, ranks = line.lanes, line.ranks
