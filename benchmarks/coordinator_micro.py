@@ -16,6 +16,7 @@ import time
 
 import trio
 
+from jobqueue._config import QueueRules
 from jobqueue._coordinator import Batch, Connected, Connection, Coordinator, Outgoing
 from jobqueue._replies import JobAssigned
 from jobqueue._requests import JobComplete, RequestJob, SubmitJob
@@ -24,7 +25,7 @@ from jobqueue._state import QueueState
 
 def one_round(jobs: int) -> float:
     """Microseconds of coordinator time per job (the driver's own work included)."""
-    coordinator = Coordinator(QueueState(lease_timeout=30.0))
+    coordinator = Coordinator(QueueState(rules=QueueRules(lease_timeout=30.0)))
     send, producer_replies = trio.open_memory_channel[list[Outgoing] | None](math.inf)
     producer = Connection(1, "producer", send)
     coordinator.handle(Connected(producer), 0.0)

@@ -217,11 +217,12 @@ def memory(pending: int, body_bytes: int) -> dict[str, Any]:
 
 def scaling_state(sizes: list[int]) -> list[dict[str, Any]]:
     """Cost of submit and assign in the pure state machine at each pending size."""
+    from jobqueue._config import QueueRules
     from jobqueue._state import QueueState
 
     rows = []
     for size in sizes:
-        state = QueueState(max_pending=None)  # it holds 10**6 and then some
+        state = QueueState(rules=QueueRules(max_pending=None))  # it holds 10**6 and then some
         for _ in range(size):
             state.submit("noop", None, 0.0)
         n = 20000

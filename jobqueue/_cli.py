@@ -26,14 +26,16 @@ from ._json import decode_value
 from ._limits import JOB_STATES, MAX_ATTEMPTS, MAX_FETCH
 from ._replies import JobInfo, JobList, Stats
 from ._requests import SubmitJob
-from ._server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, serve_queue
-from ._state import (
+from ._server import (
     DEFAULT_FINISHED_RETENTION,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_LEASE_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RETRY_DELAY,
     DEFAULT_RETRY_DELAY,
+    serve_queue,
 )
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker

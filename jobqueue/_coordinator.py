@@ -26,12 +26,13 @@ import attrs
 import trio
 
 from ._errors import ProtocolError, Refusal
-from ._job import FINISHED, JobState
+from ._job import FINISHED, JobRecord, JobState
 from ._json import encode, stored_form
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
 from ._replies import (
     JobAssigned,
     JobCancelledNotice,
+    JobInfo,
     JobList,
     JobsAssigned,
     JobsSubmitted,
@@ -60,7 +61,7 @@ from ._requests import (
     SubmitJobs,
     WaitJob,
 )
-from ._state import JobRecord, QueueState
+from ._state import QueueState
 from ._version import __version__
 
 #: What a connection handler forwards: a decoded request, or the error that
@@ -222,7 +223,7 @@ class Coordinator:
                 if parked.job_id is None:
                     self._woken.append((parked.conn, NoJob()))
                 else:
-                    self._woken.append((parked.conn, self.state.get(parked.job_id).info()))
+                    self._woken.append((parked.conn, job_info(self.state.get(parked.job_id))))
         self._serve_woken(now)
 
     def handle(self, command: Command, now: float) -> None:
@@ -315,12 +316,12 @@ class Coordinator:
         return Ok(lease_timeout=self.state.lease_timeout)
 
     def _on_job_status(self, conn: Connection, request: GetStatus, now: float) -> Reply:
-        return self.state.get(request.job_id).info()
+        return job_info(self.state.get(request.job_id))
 
     def _on_wait_job(self, conn: Connection, request: WaitJob, now: float) -> Reply | None:
         job = self.state.get(request.job_id)
         if job.state in FINISHED or request.wait == 0:
-            return job.info()
+            return job_info(job)
         wait = float("inf") if request.wait is None else request.wait
         self._park(conn, now + wait, job.id)
         return None
@@ -366,12 +367,12 @@ class Coordinator:
             # reply still queued this step (the assignment itself, say).
             self._notices.append((holder_conn, JobCancelledNotice(job.id, job.attempt)))
         self._notify_watchers(job)
-        return job.info()
+        return job_info(job)
 
     def _on_retry_job(self, conn: Connection, request: RetryJob, now: float) -> Reply:
         job = self.state.revive(request.job_id, now)
         self._feed_idle_workers(now)
-        return job.info()
+        return job_info(job)
 
     def _on_delete_job(self, conn: Connection, request: DeleteJob, now: float) -> Reply:
         self.state.delete(request.job_id, now)
@@ -447,7 +448,7 @@ class Coordinator:
         infos = []
         budget = MAX_LINE_BYTES - ENVELOPE_BYTES
         for job in jobs:
-            info = attrs.evolve(job.info(), result=None)
+            info = attrs.evolve(job_info(job), result=None)
             budget -= len(encode(JobList.entry(info)))
             if budget < 0:
                 truncated = True
@@ -535,7 +536,7 @@ class Coordinator:
     def _notify_watchers(self, job: JobRecord) -> None:
         watchers = self._watchers.pop(job.id, None)
         if watchers:
-            info = job.info()
+            info = job_info(job)
             for parked in watchers.values():
                 parked.conn.parked = None
                 self._woken.append((parked.conn, info))
@@ -583,3 +584,21 @@ class Coordinator:
         Hello: _on_hello,
         GetStats: _on_stats,
     }
+
+
+def job_info(job: JobRecord) -> JobInfo:
+    """``job`` as ``job_status`` reports it."""
+    return JobInfo(
+        job_id=job.id,
+        name=job.name,
+        state=job.state.value,
+        attempt=job.attempt,
+        worker=job.worker_name,
+        result=job.result,
+        error=job.error,
+        queue=job.queue,
+        priority=job.priority,
+        max_attempts=job.max_attempts,
+        progress=job.progress,
+        note=job.note,
+    )

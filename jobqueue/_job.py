@@ -1,4 +1,4 @@
-"""What a job's state can be, and every legal change between states.
+"""What a job's state can be, every legal change between states, and a job's record.
 
 The one spelling of job states: the state machine keys its indexes by
 :class:`JobState`, and the wire's list of state names is derived from it.
@@ -7,6 +7,10 @@ The one spelling of job states: the state machine keys its indexes by
 from __future__ import annotations
 
 import enum
+from collections.abc import Hashable
+from typing import Any
+
+import attrs
 
 
 class JobState(enum.Enum):
@@ -53,3 +57,43 @@ FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
 class InvalidTransition(RuntimeError):
     """An event asked for a state change the table does not allow (a bug)."""
+
+
+@attrs.define(eq=False, slots=True)
+class JobRecord:
+    """The server's record of one job.
+
+    Only :meth:`~jobqueue._state.QueueState.apply` changes a record; every
+    field but ``key`` comes from the ``Submitted`` event or a later one, so
+    none has a default of its own.
+    """
+
+    id: str
+    name: str
+    payload: Any
+    #: Submission order; ties within a priority are broken by it.
+    seq: int
+    queue: str
+    priority: int
+    max_attempts: int
+    key: str | None = None
+    state: JobState = JobState.PENDING
+    #: How many times the job has been assigned (the current run's number).
+    attempt: int = 0
+    #: ``attempt`` when the budget last started (a revive starts a new one).
+    attempt_base: int = 0
+    #: Identity of the lease holder while running; of the last holder after.
+    worker: Hashable | None = None
+    worker_name: str | None = None
+    lease_deadline: float = 0.0
+    #: When a scheduled job may run.
+    not_before: float | None = None
+    result: Any = None
+    error: dict[str, str] | None = None
+    progress: float | None = None
+    note: Any = None
+
+    @property
+    def attempts_left(self) -> int:
+        """Runs still allowed after the current one."""
+        return self.max_attempts - (self.attempt - self.attempt_base)

@@ -23,6 +23,7 @@ import trio
 
 from ._bytes import ByteStream
 from ._codec import decode_request, encode_reply
+from ._config import QueueRules
 from ._coordinator import (
     Batch,
     Command,
@@ -46,17 +47,19 @@ from ._json import encode
 from ._limits import MAX_LINE_BYTES
 from ._replies import ErrorReply, JobCancelledNotice
 from ._requests import Hello
-from ._state import (
-    DEFAULT_FINISHED_RETENTION,
-    DEFAULT_LEASE_TIMEOUT,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_RETRY_DELAY,
-    DEFAULT_RETRY_DELAY,
-    QueueState,
-)
+from ._state import QueueState
 
 log = logging.getLogger("jobqueue.server")
+
+# QueueRules' defaults, under the names the signatures below (and the
+# command line's help) use until they take a QueueRules themselves.
+_RULES = QueueRules()
+DEFAULT_LEASE_TIMEOUT = _RULES.lease_timeout
+DEFAULT_FINISHED_RETENTION = _RULES.finished_retention
+DEFAULT_MAX_ATTEMPTS = _RULES.max_attempts
+DEFAULT_RETRY_DELAY = _RULES.retry_delay
+DEFAULT_MAX_RETRY_DELAY = _RULES.max_retry_delay
+DEFAULT_MAX_PENDING = _RULES.max_pending
 
 #: Default for how many connections may be open at once.
 DEFAULT_MAX_CONNECTIONS = 1024
@@ -209,13 +212,15 @@ class QueueService:
         if token is not None and not token:
             raise ValueError("token must not be empty (use None for no token)")
         self.state = QueueState(
-            lease_timeout=lease_timeout,
-            finished_retention=finished_retention,
+            rules=QueueRules(
+                lease_timeout=lease_timeout,
+                max_attempts=max_attempts,
+                retry_delay=retry_delay,
+                max_retry_delay=max_retry_delay,
+                finished_retention=finished_retention,
+                max_pending=max_pending,
+            ),
             id_prefix=secrets.token_hex(4) + "-",
-            max_attempts=max_attempts,
-            retry_delay=retry_delay,
-            max_retry_delay=max_retry_delay,
-            max_pending=max_pending,
         )
         self._max_line_bytes = max_line_bytes
         self._max_connections = max_connections

@@ -23,13 +23,13 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
+from ._config import DEFAULT_QUEUE
 from ._errors import ConnectionLost, RequestError
 from ._json import encode
 from ._limits import MAX_FETCH, MAX_WAIT_SECONDS
 from ._link import Connector, Link
 from ._replies import JobAssigned, JobCancelledNotice, JobsAssigned, Ok, Reply, Welcome
 from ._requests import Heartbeat, Hello, JobComplete, JobFailed, Progress, Request, RequestJob
-from ._state import DEFAULT_QUEUE
 
 log = logging.getLogger("jobqueue.worker")
 

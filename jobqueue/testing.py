@@ -31,8 +31,7 @@ import trio.testing
 
 from ._client import Client
 from ._link import Connector
-from ._server import QueueService, serve_queue
-from ._state import DEFAULT_FINISHED_RETENTION, DEFAULT_LEASE_TIMEOUT
+from ._server import DEFAULT_FINISHED_RETENTION, DEFAULT_LEASE_TIMEOUT, QueueService, serve_queue
 from ._worker import Handler, Worker
 
 __all__ = ["RunningQueue", "job_queue", "open_memory_queue", "open_test_queue"]

@@ -45,6 +45,7 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_s
 
 from jobqueue import Client, ConnectionLost, Job, RequestError, Stats, Worker, serve_queue
 from jobqueue._codec import decode_reply
+from jobqueue._config import QueueRules
 from jobqueue._coordinator import (
     Batch,
     Command,
@@ -54,7 +55,7 @@ from jobqueue._coordinator import (
     Disconnected,
     Outgoing,
 )
-from jobqueue._errors import Refusal
+from jobqueue._errors import RuleError
 from jobqueue._json import encode
 from jobqueue._replies import JobAssigned, JobCancelledNotice, JobInfo, JobSubmitted, NoJob, Ok
 from jobqueue._requests import (
@@ -1177,11 +1178,13 @@ class CoordinatorModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.state = QueueState(
-            lease_timeout=MODEL_LEASE,
+            rules=QueueRules(
+                lease_timeout=MODEL_LEASE,
+                max_attempts=MODEL_MAX_ATTEMPTS,
+                retry_delay=MODEL_RETRY_DELAY,
+                max_retry_delay=MODEL_MAX_RETRY_DELAY,
+            ),
             id_prefix="j",
-            max_attempts=MODEL_MAX_ATTEMPTS,
-            retry_delay=MODEL_RETRY_DELAY,
-            max_retry_delay=MODEL_MAX_RETRY_DELAY,
             rng=random.Random(0),
         )
         self.coordinator = Coordinator(self.state)
@@ -1418,7 +1421,7 @@ class CoordinatorModel(RuleBasedStateMachine):
                 and request.attempt in (None, job_or_none.attempt)
             )
             if not holds:
-                assert isinstance(reply, Refusal), where
+                assert isinstance(reply, RuleError), where
                 expected = "unknown_job" if job_or_none is None else "not_leased"
                 assert reply.code == expected, where
                 return
@@ -1451,7 +1454,7 @@ class CoordinatorModel(RuleBasedStateMachine):
         else:
             assert isinstance(request, (GetStatus, WaitJob)), where
             if request.job_id not in self.jobs:
-                assert isinstance(reply, Refusal), where
+                assert isinstance(reply, RuleError), where
                 assert reply.code == "unknown_job", where
                 return
             assert isinstance(reply, JobInfo), where
@@ -1471,12 +1474,12 @@ class CoordinatorModel(RuleBasedStateMachine):
         """cancel_job, retry_job, delete_job: only ever sent as a step's command."""
         job = self.jobs.get(request.job_id)
         if job is None:
-            assert isinstance(reply, Refusal), where
+            assert isinstance(reply, RuleError), where
             assert reply.code == "unknown_job", where
             return
         if request.TYPE == "cancel_job":
             if job.state in ("completed", "failed"):
-                assert isinstance(reply, Refusal), where
+                assert isinstance(reply, RuleError), where
                 assert reply.code == "already_finished", where
                 return
             assert isinstance(reply, JobInfo), where
@@ -1491,7 +1494,7 @@ class CoordinatorModel(RuleBasedStateMachine):
             job.deadline = job.not_before = math.inf
         elif request.TYPE == "retry_job":
             if job.state != "failed":
-                assert isinstance(reply, Refusal), where
+                assert isinstance(reply, RuleError), where
                 assert reply.code == "not_failed", where
                 return
             assert isinstance(reply, JobInfo), where
@@ -1500,7 +1503,7 @@ class CoordinatorModel(RuleBasedStateMachine):
             job.state, job.attempt_base = "pending", job.attempt
         else:
             if job.state not in FINISHED_STATES:
-                assert isinstance(reply, Refusal), where
+                assert isinstance(reply, RuleError), where
                 assert reply.code == "not_finished", where
                 return
             assert isinstance(reply, Ok), where

@@ -24,7 +24,8 @@ import trio.testing
 import trustme
 
 from jobqueue import Client, ConnectionLost, Job, RequestError, serve_queue
-from jobqueue._errors import ProtocolError
+from jobqueue._config import QueueRules
+from jobqueue._errors import RuleError
 from jobqueue._state import QueueState
 from jobqueue.testing import RunningQueue, open_memory_queue, open_test_queue
 
@@ -52,11 +53,11 @@ async def echo(job: Job) -> Any:
 
 
 def test_state_refuses_new_jobs_beyond_max_pending_but_keeps_accepted_ones() -> None:
-    state = QueueState(max_pending=2, retry_delay=5)
+    state = QueueState(rules=QueueRules(max_pending=2, retry_delay=5))
     first, _ = state.submit("a", None, 0, key="k1")
     state.submit("b", None, 0, delay=60)  # scheduled jobs wait too
     assert state.waiting_count == 2
-    with pytest.raises(ProtocolError) as refused:
+    with pytest.raises(RuleError) as refused:
         state.submit("c", None, 0)
     assert refused.value.code == "queue_full"
     assert len(state) == 2
@@ -72,17 +73,17 @@ def test_state_refuses_new_jobs_beyond_max_pending_but_keeps_accepted_ones() -> 
     state.fail(job.id, "w", job.attempt, "E", "boom", 2)
     assert state.get(job.id).state.value == "scheduled"
     assert state.waiting_count == 3
-    with pytest.raises(ProtocolError):
+    with pytest.raises(RuleError):
         state.check_room(1)
 
 
 def test_state_max_pending_none_means_no_limit() -> None:
-    state = QueueState(max_pending=None)
+    state = QueueState(rules=QueueRules(max_pending=None))
     for _ in range(100):
         state.submit("a", None, 0)
     state.check_room(10**9)
     with pytest.raises(ValueError, match="max_pending"):
-        QueueState(max_pending=0)
+        QueueRules(max_pending=0)
 
 
 async def test_queue_full_is_a_clear_error_and_drops_nothing(

@@ -32,9 +32,9 @@ import trio.testing
 
 import jobqueue.testing
 from jobqueue import Client, Job, RequestError, Stats, Worker
+from jobqueue._events import AttemptFailed, Event
 from jobqueue._json import decode_object, encode
 from jobqueue._server import QueueService
-from jobqueue._state import AttemptFailed, Event
 from jobqueue.testing import RunningQueue, open_memory_queue
 
 if TYPE_CHECKING:

@@ -17,21 +17,21 @@ from typing import Any
 import attrs
 import pytest
 
-from jobqueue._errors import ProtocolError
-from jobqueue._job import JobState
-from jobqueue._state import (
-    DEFAULT_QUEUE,
+from jobqueue._config import DEFAULT_QUEUE, QueueRules
+from jobqueue._coordinator import job_info
+from jobqueue._errors import RuleError
+from jobqueue._events import (
     AttemptFailed,
     Cancelled,
     Event,
     Forgotten,
-    JobRecord,
     Progressed,
     Promoted,
-    QueueState,
     Revived,
     Submitted,
 )
+from jobqueue._job import JobRecord, JobState
+from jobqueue._state import QueueState
 
 INF = math.inf
 STATES = [state.value for state in JobState]
@@ -39,9 +39,17 @@ STATES = [state.value for state in JobState]
 
 # -- helpers ------------------------------------------------------------------------
 
+RULE_NAMES = {field.name for field in attrs.fields(QueueRules)}
 
-def refused(code: str, call: Callable[..., object], *args: Any) -> ProtocolError:
-    with pytest.raises(ProtocolError) as info:
+
+def new_state(**kwargs: Any) -> QueueState:
+    """A ``QueueState`` with the rules named in ``kwargs`` and its other arguments."""
+    rules = {name: kwargs.pop(name) for name in RULE_NAMES & kwargs.keys()}
+    return QueueState(rules=QueueRules(**rules), **kwargs)
+
+
+def refused(code: str, call: Callable[..., object], *args: Any) -> RuleError:
+    with pytest.raises(RuleError) as info:
         call(*args)
     assert info.value.code == code
     return info.value
@@ -89,7 +97,7 @@ def snapshot(q: QueueState, job_ids: list[str], queues: list[str]) -> dict[str, 
     for job_id in job_ids:
         try:
             records[job_id] = attrs.asdict(q.get(job_id), recurse=False)
-        except ProtocolError as exc:
+        except RuleError as exc:
             records[job_id] = exc.code
     return {
         "jobs": records,
@@ -116,7 +124,7 @@ def expected_backoff(rng: random.Random, retry_delay: float, cap: float, n: int)
 
 def test_retry_backoff_exact_times_with_a_seeded_rng() -> None:
     events: list[Event] = []
-    q = QueueState(
+    q = new_state(
         lease_timeout=1000.0,
         retry_delay=0.5,
         max_retry_delay=6.0,
@@ -139,7 +147,7 @@ def test_retry_backoff_exact_times_with_a_seeded_rng() -> None:
         assert events == [
             AttemptFailed(job.id, "error", "ValueError", f"try {attempt}", now + delay)
         ]
-        assert job.info().state == "scheduled"
+        assert job_info(job).state == "scheduled"
         assert job.not_before == now + delay
         assert job.error == {"type": "ValueError", "message": f"try {attempt}"}
         assert job.attempts_left == 8 - attempt
@@ -168,7 +176,7 @@ def test_retry_backoff_exact_times_with_a_seeded_rng() -> None:
 
 
 def test_jitter_spreads_jobs_that_fail_together() -> None:
-    q = QueueState(retry_delay=8.0, rng=random.Random(7))
+    q = new_state(retry_delay=8.0, rng=random.Random(7))
     twin = random.Random(7)
     jobs = [submit(q) for _ in range(20)]
     for job in jobs:
@@ -187,7 +195,7 @@ def test_jitter_spreads_jobs_that_fail_together() -> None:
 
 
 def test_a_lost_lease_spends_an_attempt_and_makes_the_next_backoff_longer() -> None:
-    q = QueueState(lease_timeout=5.0, retry_delay=2.0, rng=random.Random(3))
+    q = new_state(lease_timeout=5.0, retry_delay=2.0, rng=random.Random(3))
     twin = random.Random(3)
     job = submit(q)
     run(q, job, "w1", 0.0)
@@ -212,7 +220,7 @@ def test_a_lost_lease_spends_an_attempt_and_makes_the_next_backoff_longer() -> N
 
 
 def test_cap_below_the_first_delay_caps_every_delay() -> None:
-    q = QueueState(retry_delay=10.0, max_retry_delay=3.0, rng=random.Random(5))
+    q = new_state(retry_delay=10.0, max_retry_delay=3.0, rng=random.Random(5))
     twin = random.Random(5)
     job = submit(q)
     now = 0.0
@@ -226,34 +234,31 @@ def test_cap_below_the_first_delay_caps_every_delay() -> None:
         q.tick(now)
 
 
-def test_zero_retry_delay_retries_at_once_after_a_tick() -> None:
-    q = QueueState(retry_delay=0.0, rng=random.Random(1))
-    job = submit(q)
-    run(q, job, "w", 1.0)
-    q.fail(job.id, "w", 1, "E", "m", 1.0)
-    assert (job.state, job.not_before) == (JobState.SCHEDULED, 1.0)
-    assert q.next_deadline() == 1.0
-    assert q.tick(1.0) == [job]
-    run(q, job, "w", 1.0)
+def test_zero_retry_delay_is_refused_by_the_rules() -> None:
+    # The state once took a zero backoff (retry at the next tick); the rules
+    # now want a positive one, as the command line always did.
+    for name in ("retry_delay", "max_retry_delay"):
+        with pytest.raises(ValueError, match=name):
+            new_state(**{name: 0.0})
 
 
 def test_max_attempts_is_bounded() -> None:
     for bad in (0, 1001):
         with pytest.raises(ValueError, match="max_attempts"):
-            QueueState(max_attempts=bad)
+            new_state(max_attempts=bad)
 
 
 def test_backoff_stays_capped_through_the_largest_budget() -> None:
     # 2 ** (retries - 1) as a float overflows at 1025 retries; the largest
     # budget (1000) must still back off within the cap on every retry.
-    q = QueueState(max_attempts=1000, lease_timeout=1e9, rng=random.Random(0))
+    q = new_state(max_attempts=1000, lease_timeout=1e9, rng=random.Random(0))
     job = submit(q)
     now = 0.0
     for attempt in range(1, 1000):
         run(q, job, "w", now)
         q.fail(job.id, "w", attempt, "E", "m", now)
         assert job.not_before is not None
-        assert job.not_before - now <= q.max_retry_delay
+        assert job.not_before - now <= q.rules.max_retry_delay
         now = job.not_before
         q.tick(now)
     assert job.state is JobState.PENDING
@@ -283,7 +288,7 @@ def lose(q: QueueState, job: JobRecord, reason: str, now: float) -> list[JobReco
 @pytest.mark.parametrize("max_attempts", [1, 3])
 def test_running_out_of_attempts_fails_the_job(reason: str, max_attempts: int) -> None:
     events: list[Event] = []
-    q = QueueState(lease_timeout=5.0, retry_delay=1.0, on_event=events.append)
+    q = new_state(lease_timeout=5.0, retry_delay=1.0, on_event=events.append)
     job = submit(q, max_attempts=max_attempts)
     bystander = submit(q)
     now = 0.0
@@ -314,8 +319,8 @@ def test_running_out_of_attempts_fails_the_job(reason: str, max_attempts: int) -
     assert job.attempt == max_attempts
     assert job.attempts_left == 0
     assert job.error == {"type": LOSSES[reason][0], "message": LOSSES[reason][1]}
-    assert job.info().state == "failed"
-    assert job.info().finished
+    assert job_info(job).state == "failed"
+    assert job_info(job).finished
     # A dead letter: listed, never handed out again.
     assert ids(q.list_jobs(JobState.FAILED, None, 10)[0]) == [job.id]
     assert q.assign("w2", now) is bystander
@@ -333,7 +338,7 @@ def test_running_out_of_attempts_fails_the_job(reason: str, max_attempts: int) -
 
 
 def test_every_kind_of_loss_spends_the_same_budget() -> None:
-    q = QueueState(lease_timeout=5.0, retry_delay=1.0, rng=random.Random(0))
+    q = new_state(lease_timeout=5.0, retry_delay=1.0, rng=random.Random(0))
     job = submit(q, max_attempts=3)
     run(q, job, "w", 0.0)
     q.fail(job.id, "w", 1, "E", "m", 0.0)
@@ -349,7 +354,7 @@ def test_every_kind_of_loss_spends_the_same_budget() -> None:
 
 
 def test_default_budget_comes_from_the_queue() -> None:
-    q = QueueState(max_attempts=2)
+    q = new_state(max_attempts=2)
     default = submit(q)
     own = submit(q, max_attempts=4)
     assert (default.max_attempts, own.max_attempts) == (2, 4)
@@ -368,7 +373,7 @@ def test_default_budget_comes_from_the_queue() -> None:
 
 def test_revive_gives_a_fresh_budget() -> None:
     events: list[Event] = []
-    q = QueueState(retry_delay=1.0, rng=random.Random(9), on_event=events.append)
+    q = new_state(retry_delay=1.0, rng=random.Random(9), on_event=events.append)
     twin = random.Random(9)
     job = submit(q, max_attempts=2)
     later = submit(q)
@@ -395,7 +400,7 @@ def test_revive_gives_a_fresh_budget() -> None:
     run(q, job, "w", 1.0)
     assert job.attempt == 3
     q.fail(job.id, "w", 3, "E", "m", 1.0)
-    assert job.info().state == "scheduled"
+    assert job_info(job).state == "scheduled"
     retry_at = job.not_before
     assert retry_at == 1.0 + expected_backoff(twin, 1.0, 300.0, 1)
     q.tick(retry_at)
@@ -413,7 +418,7 @@ def test_revive_gives_a_fresh_budget() -> None:
 
 def test_delayed_job_runs_exactly_at_its_time() -> None:
     events: list[Event] = []
-    q = QueueState(on_event=events.append)
+    q = new_state(on_event=events.append)
     job = submit(q, 10.0, delay=5.0)
     assert events == [Submitted(job.id, "n", None, 1, not_before=15.0)]
     assert (job.state, job.not_before) == (JobState.SCHEDULED, 15.0)
@@ -444,7 +449,7 @@ def test_assign_does_not_promote_by_itself() -> None:
 
 
 def test_next_deadline_is_the_earlier_of_leases_and_scheduled_jobs() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     submit(q, 0.0)
     late = submit(q, 0.0, delay=20.0)
     assert q.assign("w", 0.0) is not None
@@ -482,7 +487,7 @@ def test_higher_priority_first_then_first_come_first_served() -> None:
 
 
 def test_a_retried_job_keeps_its_priority() -> None:
-    q = QueueState(retry_delay=1.0, rng=random.Random(0))
+    q = new_state(retry_delay=1.0, rng=random.Random(0))
     high = submit(q, priority=3)
     low = [submit(q) for _ in range(3)]
     run(q, high, "w", 0.0)
@@ -550,14 +555,14 @@ def test_queue_counts_drop_queues_no_longer_in_use() -> None:
 
 def test_cancel_a_pending_job() -> None:
     events: list[Event] = []
-    q = QueueState(on_event=events.append)
+    q = new_state(on_event=events.append)
     job = submit(q)
     nxt = submit(q)
     del events[:]
     assert q.cancel(job.id, 1.0) == (job, None)
     assert events == [Cancelled(job.id)]
     assert job.state is JobState.CANCELLED
-    assert job.info().finished
+    assert job_info(job).finished
     assert q.counts()["cancelled"] == 1
     assert q.pending_count == 1
     assert q.totals["cancelled"] == 1
@@ -602,7 +607,7 @@ def test_cancel_a_scheduled_job() -> None:
 
 
 def test_cancel_a_retrying_job() -> None:
-    q = QueueState(rng=random.Random(0))
+    q = new_state(rng=random.Random(0))
     job = submit(q)
     run(q, job, "w", 0.0)
     q.fail(job.id, "w", 1, "E", "m", 0.0)
@@ -613,7 +618,7 @@ def test_cancel_a_retrying_job() -> None:
 
 
 def test_cancel_a_running_job() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     job = submit(q)
     other = submit(q)
     worker = ("conn", 7)
@@ -647,7 +652,7 @@ def test_cancel_a_running_job() -> None:
 
 def test_cancel_twice_is_a_no_op() -> None:
     events: list[Event] = []
-    q = QueueState(on_event=events.append)
+    q = new_state(on_event=events.append)
     job = submit(q)
     run(q, job, "w", 0.0)
     assert q.cancel(job.id, 0.0) == (job, "w")
@@ -675,7 +680,7 @@ def test_cancel_a_finished_job_is_refused(finish: str) -> None:
 
 def test_cancelled_jobs_are_subject_to_retention() -> None:
     events: list[Event] = []
-    q = QueueState(finished_retention=0, on_event=events.append)
+    q = new_state(finished_retention=0, on_event=events.append)
     job = submit(q)
     q.cancel(job.id, 0.0)
     assert events[-2:] == [Cancelled(job.id), Forgotten(job.id)]
@@ -688,7 +693,7 @@ def test_cancelled_jobs_are_subject_to_retention() -> None:
 
 def test_a_key_returns_the_same_job() -> None:
     events: list[Event] = []
-    q = QueueState(on_event=events.append)
+    q = new_state(on_event=events.append)
     job, new = q.submit("n", {"v": 1}, 0.0, key="order-17")
     assert new
     assert job.key == "order-17"
@@ -723,7 +728,7 @@ def test_a_key_is_remembered_while_its_job_is(state: str) -> None:
 
 
 def test_a_key_is_forgotten_with_its_job() -> None:
-    q = QueueState(finished_retention=1)
+    q = new_state(finished_retention=1)
     first, _ = q.submit("n", None, 0.0, key="k")
     q.cancel(first.id, 0.0)
     refused("unknown_job", q.delete, "nope", 0.0)
@@ -743,7 +748,7 @@ def test_a_key_is_forgotten_with_its_job() -> None:
 
 def test_a_replayed_journal_remembers_keys() -> None:
     events: list[Event] = []
-    q = QueueState(on_event=events.append)
+    q = new_state(on_event=events.append)
     job, _ = q.submit("n", None, 0.0, key="k")
     replayed = QueueState()
     for event in events:
@@ -774,7 +779,7 @@ def job_in(q: QueueState, state: JobState) -> JobRecord:
 @pytest.mark.parametrize("state", list(JobState), ids=lambda s: s.value)
 def test_delete(state: JobState) -> None:
     events: list[Event] = []
-    q = QueueState(on_event=events.append)
+    q = new_state(on_event=events.append)
     job = job_in(q, state)
     before = attrs.asdict(job, recurse=False)
     del events[:]
@@ -821,7 +826,7 @@ def test_a_deleted_failed_job_cannot_be_revived() -> None:
 
 def test_progress_is_stored_and_extends_the_lease() -> None:
     events: list[Event] = []
-    q = QueueState(lease_timeout=10.0, on_event=events.append)
+    q = new_state(lease_timeout=10.0, on_event=events.append)
     job = submit(q)
     other = submit(q)
     run(q, job, "w", 0.0)
@@ -830,7 +835,7 @@ def test_progress_is_stored_and_extends_the_lease() -> None:
     assert q.report_progress(job.id, "w", 1, 0.25, {"stage": "download"}, 4.0) is job
     assert events[-1] == Progressed(job.id, 0.25, {"stage": "download"}, 14.0)
     assert (job.progress, job.note, job.lease_deadline) == (0.25, {"stage": "download"}, 14.0)
-    info = job.info()
+    info = job_info(job)
     assert (info.progress, info.note) == (0.25, {"stage": "download"})
     # The extended lease now ends after the other job's.
     assert q.next_deadline() == 11.0
@@ -844,7 +849,7 @@ def test_progress_is_stored_and_extends_the_lease() -> None:
 
 
 def test_progress_survives_a_lost_lease_until_the_next_run() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     job = submit(q)
     run(q, job, "w1", 0.0)
     q.report_progress(job.id, "w1", 1, 0.5, "half", 1.0)
@@ -971,7 +976,7 @@ def random_lifecycle(
                     q.complete(job_id, worker, None, now, now)
                 else:
                     q.fail(job_id, worker, None, "E", str(now), now)
-        except ProtocolError as exc:
+        except RuleError as exc:
             refusals.add(exc.code)
         if check is not None:
             check(q, issued)
@@ -988,7 +993,7 @@ def random_lifecycle(
 def check_counts(q: QueueState, issued: list[str]) -> None:
     remembered = []
     for job_id in issued:
-        with contextlib.suppress(ProtocolError):
+        with contextlib.suppress(RuleError):
             remembered.append(q.get(job_id))
     assert len(q) == len(remembered)
     assert q.counts() == {s: sum(j.state.value == s for j in remembered) for s in STATES}
@@ -1010,7 +1015,7 @@ def check_counts(q: QueueState, issued: list[str]) -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_counts_stay_consistent(seed: int) -> None:
-    q = QueueState(lease_timeout=3.0, finished_retention=5, rng=random.Random(seed))
+    q = new_state(lease_timeout=3.0, finished_retention=5, rng=random.Random(seed))
     rng = random.Random(seed)
     issued = random_lifecycle(q, rng, 300, check_counts)
     assert len(issued) > 20
@@ -1023,7 +1028,7 @@ def test_counts_stay_consistent(seed: int) -> None:
 @pytest.mark.parametrize("retention", [0, 3, 1000])
 def test_replaying_a_lifecycle_rebuilds_the_same_state(seed: int, retention: int) -> None:
     events: list[Event] = []
-    q = QueueState(
+    q = new_state(
         lease_timeout=3.0,
         finished_retention=retention,
         retry_delay=0.5,
@@ -1035,7 +1040,7 @@ def test_replaying_a_lifecycle_rebuilds_the_same_state(seed: int, retention: int
     assert {Submitted, Promoted, Cancelled, AttemptFailed} <= kinds
     if retention:
         assert Revived in kinds
-    replayed = QueueState(lease_timeout=3.0, finished_retention=retention, retry_delay=0.5)
+    replayed = new_state(lease_timeout=3.0, finished_retention=retention, retry_delay=0.5)
     for event in events:
         replayed.apply(event)
     queues = ["a", "b", DEFAULT_QUEUE]
@@ -1061,7 +1066,7 @@ def test_replay_with_a_revived_job_and_a_cancelled_stale_entry() -> None:
     # A hand-made scenario: the cancelled job's entry heads its queue's heap
     # and the revived job re-enters the heap, in the original and the replay.
     events: list[Event] = []
-    q = QueueState(on_event=events.append)
+    q = new_state(on_event=events.append)
     doomed = submit(q, queue="a")
     dead = submit(q, queue="a", max_attempts=1)
     later = submit(q, queue="a")
@@ -1090,7 +1095,7 @@ def test_jobs_back_in_line_out_of_order_keep_their_place_across_priorities() -> 
     # In-order submits go to a FIFO lane per priority; requeued, promoted and
     # revived jobs come back behind later jobs and wait in a heap beside the
     # lanes. Either way the line is (-priority, seq).
-    q = QueueState(max_attempts=1)
+    q = new_state(max_attempts=1)
     low1, high2, low3, high4 = (submit(q, priority=p) for p in (0, 5, 0, 5))
     delayed5 = submit(q, priority=5, delay=1.0)
     assert q.assign("w", 0.0) is high2
@@ -1123,10 +1128,10 @@ def test_finished_jobs_are_kept_in_generations_and_keys_in_small_dicts() -> None
     # One dict of all finished jobs (or of their keys) would be rebuilt at
     # full size as jobs are forgotten and added, which fragments the heap
     # over a long run. A generation fills up, then only empties, and goes.
-    from jobqueue._state import KEYS_PER_SHARD
+    from jobqueue._store import KEYS_PER_SHARD
 
     retention = 20_000
-    q = QueueState(finished_retention=retention)
+    q = new_state(finished_retention=retention)
     assert q._generation == 5461
     done = []
     for index in range(3 * retention):
@@ -1152,7 +1157,7 @@ def test_finished_jobs_are_kept_in_generations_and_keys_in_small_dicts() -> None
 
 
 def test_deleting_and_reviving_finished_jobs_in_any_generation() -> None:
-    q = QueueState(finished_retention=30_000, max_attempts=1)
+    q = new_state(finished_retention=30_000, max_attempts=1)
     jobs = []
     for index in range(12_000):  # three generations of 5,461 or fewer
         job = submit(q)
@@ -1185,7 +1190,7 @@ def test_a_pickled_state_finds_its_jobs_in_a_process_with_other_string_hashes(
     import subprocess
     import sys
 
-    q = QueueState(finished_retention=5000)
+    q = new_state(finished_retention=5000)
     for index in range(3000):
         job = submit(q, key=f"k{index}")
         q.assign("w", 0.0)
@@ -1239,7 +1244,7 @@ def test_an_id_already_remembered_is_refused_even_once_finished() -> None:
 def test_emptied_generations_never_pile_up(retention: int) -> None:
     # With a retention below a generation's size, the newest generation can
     # be emptied while it is still the one being filled.
-    q = QueueState(finished_retention=retention)
+    q = new_state(finished_retention=retention)
     for _ in range(4 * q._generation + 7):
         job = submit(q)
         q.assign("w", 0.0)

@@ -20,17 +20,11 @@ from hypothesis.stateful import (
     rule,
 )
 
-from jobqueue import _state
-from jobqueue._errors import ProtocolError
-from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobState
-from jobqueue._replies import JobInfo
-from jobqueue._state import (
-    DEFAULT_FINISHED_RETENTION,
-    DEFAULT_LEASE_TIMEOUT,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_RETRY_DELAY,
-    DEFAULT_QUEUE,
-    DEFAULT_RETRY_DELAY,
+from jobqueue import _store
+from jobqueue._config import DEFAULT_QUEUE, QueueRules
+from jobqueue._coordinator import job_info
+from jobqueue._errors import RuleError
+from jobqueue._events import (
     Assigned,
     AttemptFailed,
     Cancelled,
@@ -40,10 +34,12 @@ from jobqueue._state import (
     LeaseExtended,
     Progressed,
     Promoted,
-    QueueState,
     Revived,
     Submitted,
 )
+from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobState
+from jobqueue._replies import JobInfo
+from jobqueue._state import QueueState
 
 INF = math.inf
 STATES = [state.value for state in JobState]
@@ -56,6 +52,15 @@ ZERO_TOTALS = {
     "reassigned": 0,
     "expired": 0,
 }
+
+
+RULE_NAMES = {field.name for field in attrs.fields(QueueRules)}
+
+
+def new_state(**kwargs: Any) -> QueueState:
+    """A ``QueueState`` with the rules named in ``kwargs`` and its other arguments."""
+    rules = {name: kwargs.pop(name) for name in RULE_NAMES & kwargs.keys()}
+    return QueueState(rules=QueueRules(**rules), **kwargs)
 
 
 def totals(**nonzero: int) -> dict[str, int]:
@@ -74,7 +79,7 @@ def record(q: QueueState, job_id: str) -> dict[str, Any] | None:
     """Every field of a job's record, or None if the queue does not remember it."""
     try:
         job = q.get(job_id)
-    except ProtocolError as exc:
+    except RuleError as exc:
         code = exc.code
     else:
         return attrs.asdict(job, recurse=False)
@@ -131,7 +136,7 @@ def snapshot(q: QueueState, ids: list[str]) -> dict[str, Any]:
 
 
 def refused(code: str, call: Callable[..., object], *args: Any) -> None:
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(RuleError) as info:
         call(*args)
     assert info.value.code == code
 
@@ -149,11 +154,17 @@ def unknown_job(call: Callable[..., object], *args: Any) -> None:
 
 def test_defaults() -> None:
     q = QueueState()
-    assert q.lease_timeout == DEFAULT_LEASE_TIMEOUT == 30.0
-    assert q.finished_retention == DEFAULT_FINISHED_RETENTION == 100_000
-    assert q.max_attempts == DEFAULT_MAX_ATTEMPTS == 5
-    assert q.retry_delay == DEFAULT_RETRY_DELAY == 1.0
-    assert q.max_retry_delay == DEFAULT_MAX_RETRY_DELAY == 300.0
+    assert q.rules == QueueRules()
+    assert attrs.asdict(q.rules) == {
+        "lease_timeout": 30.0,
+        "max_attempts": 5,
+        "retry_delay": 1.0,
+        "max_retry_delay": 300.0,
+        "finished_retention": 100_000,
+        "max_pending": 1_000_000,
+    }
+    assert q.lease_timeout == 30.0
+    assert (q.id_prefix, q.on_event) == ("", None)
     assert len(q) == 0
     assert q.counts() == counts()
     assert list(q.counts()) == STATES
@@ -178,11 +189,11 @@ def test_defaults() -> None:
 )
 def test_bad_configuration(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        QueueState(**kwargs)
+        new_state(**kwargs)
 
 
 def test_ids_and_records() -> None:
-    q = QueueState(id_prefix="r7-")
+    q = new_state(id_prefix="r7-")
     a, a_new = q.submit("resize", {"w": 10}, 0.0)
     b, b_new = q.submit("crop", [1, 2], 0.0)
     assert a_new
@@ -213,14 +224,14 @@ def test_ids_and_records() -> None:
     assert a.attempts_left == 5
     assert q.get("r7-1") is a
     unknown_job(lambda: q.get("1"))
-    assert a.info() == JobInfo(
+    assert job_info(a) == JobInfo(
         job_id="r7-1", name="resize", state="pending", attempt=0, max_attempts=5
     )
 
 
 def test_submit_options_reach_the_record_and_the_event() -> None:
     events: list[Event] = []
-    q = QueueState(max_attempts=3, on_event=events.append)
+    q = new_state(max_attempts=3, on_event=events.append)
     job, new = q.submit(
         "n", 1, 2.0, queue="mail", priority=-4, max_attempts=9, delay=1.5, key="k-1"
     )
@@ -233,7 +244,7 @@ def test_submit_options_reach_the_record_and_the_event() -> None:
         Submitted(job.id, "n", 1, 1, "mail", -4, 9, 3.5, "k-1"),
         Submitted(other.id, "n", 2, 2, "default", 0, 3, None, None),
     ]
-    info = job.info()
+    info = job_info(job)
     assert (info.state, info.queue, info.priority, info.max_attempts) == (
         "scheduled",
         "mail",
@@ -246,7 +257,7 @@ def test_submit_options_reach_the_record_and_the_event() -> None:
 
 
 def test_assigned_in_submission_order_with_attempt_from_one() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     ids = [q.submit(f"job{i}", i, float(i))[0].id for i in range(5)]
     got = []
     for t in range(5, 10):
@@ -279,7 +290,7 @@ def test_requeued_jobs_come_back_in_submission_order() -> None:
 
 
 def test_requeued_job_goes_behind_earlier_pending_and_ahead_of_later() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     a, b, c, d, e = (q.submit(n, None, 0.0)[0].id for n in "abcde")
     for worker in ("w1", "w2", "w3"):
         q.assign(worker, 0.0)
@@ -296,7 +307,7 @@ def test_requeued_job_goes_behind_earlier_pending_and_ahead_of_later() -> None:
 
 
 def test_attempt_counts_every_assignment() -> None:
-    q = QueueState(lease_timeout=5.0)
+    q = new_state(lease_timeout=5.0)
     job_id = q.submit("n", None, 0.0, max_attempts=6)[0].id
     now = 0.0
     for attempt in range(1, 6):
@@ -318,7 +329,7 @@ def test_attempt_counts_every_assignment() -> None:
 
 
 def test_release_requeues_exactly_that_workers_jobs() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     ids = [q.submit("n", i, 0.0)[0].id for i in range(5)]
     for worker in ("w1", "w2", "w1", "w3"):
         q.assign(worker, 1.0)
@@ -357,7 +368,7 @@ def test_release_leaves_finished_jobs_alone() -> None:
 
 
 def test_tick_uses_exact_deadlines() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     a, b, c, d = (q.submit(n, None, 0.0)[0].id for n in "abcd")
     assert q.next_deadline() == INF  # pending jobs have no deadline
     assert q.assign("w1", 0.0) is q.get(a)
@@ -392,7 +403,7 @@ def test_tick_uses_exact_deadlines() -> None:
 
 
 def test_heartbeat_extends_from_now_not_from_old_deadline() -> None:
-    q = QueueState(lease_timeout=4.0)
+    q = new_state(lease_timeout=4.0)
     job_id = q.submit("n", None, 0.0)[0].id
     q.assign("w", 1.0)
     for now in (2.0, 2.5, 4.75, 8.5):
@@ -404,7 +415,7 @@ def test_heartbeat_extends_from_now_not_from_old_deadline() -> None:
 
 
 def test_heartbeat_reorders_lease_deadlines() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     a = q.submit("n", None, 0.0)[0].id
     b = q.submit("n", None, 0.0)[0].id
     q.assign("w", 0.0)
@@ -418,7 +429,7 @@ def test_heartbeat_reorders_lease_deadlines() -> None:
 
 
 def test_tick_returns_expired_leases_then_promoted_jobs() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     late = q.submit("late", None, 0.0, delay=10.0)[0]
     early = q.submit("early", None, 0.0, delay=4.0)[0]
     running = q.submit("run", None, 0.0)[0]
@@ -448,7 +459,7 @@ def reporters(
 
 
 def test_only_the_lease_holder_may_report() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     a = q.submit("n", None, 0.0)[0].id
     b = q.submit("n", None, 0.0)[0].id
     c = q.submit("n", None, 0.0, delay=50.0)[0].id
@@ -467,7 +478,7 @@ def test_only_the_lease_holder_may_report() -> None:
 
 
 def test_stale_attempt_is_refused() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     a = q.submit("n", None, 0.0)[0].id
     q.assign("w1", 0.0)
     q.release("w1", 1.0)
@@ -501,7 +512,7 @@ def test_unknown_job() -> None:
 
 @pytest.mark.parametrize("finish", ["complete", "fail", "cancel"])
 def test_finished_job_is_final(finish: str) -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     a = q.submit("n", {"x": 1}, 0.0, max_attempts=1)[0].id
     b = q.submit("n", None, 0.0)[0].id
     q.assign("w1", 0.0)
@@ -539,7 +550,7 @@ def test_finished_job_is_final(finish: str) -> None:
 
 
 def test_completing_after_lease_expiry_is_refused() -> None:
-    q = QueueState(lease_timeout=10.0)
+    q = new_state(lease_timeout=10.0)
     a = q.submit("n", None, 0.0)[0].id
     q.assign("w1", 0.0)
     q.heartbeat(a, "w1", 1, 5.0)
@@ -573,7 +584,7 @@ def test_completing_after_lease_expiry_is_refused() -> None:
 
 
 def test_only_the_last_n_finished_jobs_are_remembered() -> None:
-    q = QueueState(finished_retention=3, max_attempts=1)
+    q = new_state(finished_retention=3, max_attempts=1)
     ids = [q.submit("n", i, 0.0)[0].id for i in range(8)]
     for _ in range(7):
         q.assign("w", 0.0)
@@ -605,7 +616,7 @@ def test_only_the_last_n_finished_jobs_are_remembered() -> None:
 
 
 def test_retention_never_drops_unfinished_jobs() -> None:
-    q = QueueState(finished_retention=0)
+    q = new_state(finished_retention=0)
     a = q.submit("n", None, 0.0)[0].id
     b = q.submit("n", None, 0.0)[0].id
     c = q.submit("n", None, 0.0)[0].id
@@ -669,7 +680,7 @@ ACTIONS: dict[str, Callable[[str], Event]] = {
 def queue_with_job_in(state: JobState) -> tuple[QueueState, list[Event], str, list[str]]:
     """A queue with a running job, a job X in ``state`` first in line, and a later job."""
     events: list[Event] = []
-    q = QueueState(lease_timeout=10.0, on_event=events.append)
+    q = new_state(lease_timeout=10.0, on_event=events.append)
     z = q.submit("z", None, 0.0)[0].id
     q.assign("w1", 0.0)
     max_attempts = 1 if state is JobState.FAILED else None
@@ -878,13 +889,13 @@ def run_scenario(q: QueueState, rng: random.Random, steps: int) -> list[str]:
                     q.complete(job_id, worker, attempt, [job_id, now], now)
                 else:
                     q.fail(job_id, worker, attempt, "E", job_id, now)
-        except ProtocolError:
+        except RuleError:
             pass
     return ids
 
 
 def replay(events: list[Event], **kwargs: Any) -> QueueState:
-    replayed = QueueState(**kwargs)
+    replayed = new_state(**kwargs)
     for event in events:
         replayed.apply(event)
     return replayed
@@ -894,7 +905,7 @@ def replay(events: list[Event], **kwargs: Any) -> QueueState:
 @pytest.mark.parametrize("retention", [0, 1, 4, 1000])
 def test_replaying_events_rebuilds_the_same_state(seed: int, retention: int) -> None:
     events: list[Event] = []
-    q = QueueState(
+    q = new_state(
         lease_timeout=4.0,
         finished_retention=retention,
         rng=random.Random(seed),
@@ -925,7 +936,7 @@ def test_replay_covers_every_kind_of_event() -> None:
     reasons: set[tuple[str, bool, bool]] = set()
     for seed in range(12):
         events: list[Event] = []
-        q = QueueState(lease_timeout=4.0, finished_retention=1, on_event=events.append)
+        q = new_state(lease_timeout=4.0, finished_retention=1, on_event=events.append)
         run_scenario(q, random.Random(seed), 150)
         kinds.update(type(e) for e in events)
         reasons.update(
@@ -967,7 +978,7 @@ def test_replayed_submission_numbers_are_kept() -> None:
 
 def test_journal_with_zero_retention() -> None:
     events: list[Event] = []
-    q = QueueState(lease_timeout=5.0, finished_retention=0, on_event=events.append)
+    q = new_state(lease_timeout=5.0, finished_retention=0, on_event=events.append)
     job_id = q.submit("n", {"p": 1}, 0.0)[0].id
     q.assign("w", 1.0, "W")
     q.heartbeat(job_id, "w", 1, 2.0)
@@ -988,7 +999,7 @@ def test_journal_with_zero_retention() -> None:
 
 def test_journal_reports_events_in_the_order_applied() -> None:
     events: list[Event] = []
-    q = QueueState(finished_retention=1, on_event=events.append)
+    q = new_state(finished_retention=1, on_event=events.append)
     a = q.submit("n", None, 0.0)[0].id
     b = q.submit("n", None, 0.0, max_attempts=1)[0].id
     q.assign("w", 0.0)
@@ -1045,7 +1056,7 @@ class ModelJob:
 class QueueMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.q = QueueState(
+        self.q = new_state(
             lease_timeout=LEASE,
             finished_retention=RETENTION,
             max_attempts=MAX_ATTEMPTS,
@@ -1197,7 +1208,7 @@ class QueueMachine(RuleBasedStateMachine):
         if allowed:
             call()
             return True
-        with pytest.raises(ProtocolError) as info:
+        with pytest.raises(RuleError) as info:
             call()
         assert info.value.code == ("unknown_job" if model is None else "not_leased")
         return False
@@ -1441,8 +1452,8 @@ class GenerationsQueueMachine(QueueMachine):
 
     def __init__(self) -> None:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(_state, "FINISHED_GENERATION_SLOTS", 2)
-            patch.setattr(_state, "KEYS_PER_SHARD", 1)
+            patch.setattr(_store, "FINISHED_GENERATION_SLOTS", 2)
+            patch.setattr(_store, "KEYS_PER_SHARD", 1)
             super().__init__()
         assert (self.q._generation, len(self.q._keys)) == (1, 4)
 

@@ -53,8 +53,8 @@ import attrs
 import trio
 
 from jobqueue import Client, Handler, Job, JobInfo
+from jobqueue._events import Assigned, AttemptFailed, Event
 from jobqueue._server import QueueService
-from jobqueue._state import Assigned, AttemptFailed, Event
 
 #: The repository root: worker processes run here so they can import this module.
 ROOT = Path(__file__).resolve().parents[2]

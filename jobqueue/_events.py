@@ -1,0 +1,121 @@
+"""The events of a job's life: every change of queue state is one of these.
+
+:meth:`~jobqueue._state.QueueState.apply` is the only code that changes the
+state, and it takes one event at a time; replaying the same events into a
+fresh state rebuilds the same state, which is what an append-only journal
+needs. So an event carries everything its change depends on, the outcome of
+any decision (the retry time, the jitter already drawn) included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import attrs
+
+from ._config import DEFAULT_QUEUE, QueueRules
+
+
+@attrs.frozen
+class Submitted:
+    """A job entered the queue; ``seq`` fixes its place in line for good."""
+
+    job_id: str
+    name: str
+    payload: Any
+    seq: int
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    max_attempts: int = QueueRules().max_attempts
+    #: Not to run before this time (``None``: at once).
+    not_before: float | None = None
+    key: str | None = None
+
+
+@attrs.frozen
+class Promoted:
+    """A scheduled job's time came: it joins its queue."""
+
+    job_id: str
+
+
+@attrs.frozen
+class Assigned:
+    """A job was leased to ``worker`` until ``lease_deadline``."""
+
+    job_id: str
+    worker: Hashable
+    worker_name: str | None
+    lease_deadline: float
+
+
+@attrs.frozen
+class LeaseExtended:
+    """The lease holder heartbeated; its lease now ends at ``lease_deadline``."""
+
+    job_id: str
+    lease_deadline: float
+
+
+@attrs.frozen
+class Progressed:
+    """The lease holder reported progress (this also extends the lease)."""
+
+    job_id: str
+    progress: float | None
+    note: Any
+    lease_deadline: float
+
+
+@attrs.frozen
+class Completed:
+    """The lease holder finished the job."""
+
+    job_id: str
+    result: Any
+
+
+@attrs.frozen
+class AttemptFailed:
+    """A run ended without a result.
+
+    ``reason`` is ``"error"`` (the handler raised), ``"worker_lost"`` or
+    ``"lease_expired"``. ``retry_at`` says what follows: ``None`` with
+    attempts left means back in line at once; a time means scheduled for
+    then; ``final`` means no attempts are left and the job has failed.
+    """
+
+    job_id: str
+    reason: str
+    error_type: str
+    error_message: str
+    retry_at: float | None = None
+    final: bool = False
+
+
+@attrs.frozen
+class Cancelled:
+    """A person cancelled the job."""
+
+    job_id: str
+
+
+@attrs.frozen
+class Revived:
+    """A failed job was put back in line with a fresh budget of attempts."""
+
+    job_id: str
+
+
+@attrs.frozen
+class Forgotten:
+    """A finished job's record was dropped (retention, or deleted by a person)."""
+
+    job_id: str
+
+
+Event = (
+    Submitted | Promoted | Assigned | LeaseExtended | Progressed | Completed | AttemptFailed
+    | Cancelled | Revived | Forgotten
+)  # fmt: skip

@@ -1,0 +1,185 @@
+"""The queue as the events so far have made it: the store, and ``apply``.
+
+:class:`QueueModel` is the half of the state machine that *evolves*: given
+an event, it changes the store accordingly, and it is the only code that
+changes jobs. It makes no decisions: which events happen, and when, is up to
+the rules in :class:`~jobqueue._state.QueueState`, which builds on it (and is
+what gets built: it sizes the store from its rules). Replaying a journal of
+events needs this layer's ``apply`` and nothing above it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import attrs
+
+from ._events import (
+    Assigned,
+    AttemptFailed,
+    Cancelled,
+    Completed,
+    Event,
+    Forgotten,
+    LeaseExtended,
+    Progressed,
+    Promoted,
+    Revived,
+    Submitted,
+)
+from ._job import FINISHED, InvalidTransition, JobRecord, JobState
+from ._store import _GONE, JobStore
+
+
+# getstate_setstate=False: attrs would give a slotted subclass its own
+# pickling, in place of JobStore's, which sorts the key shards again.
+@attrs.define(eq=False, getstate_setstate=False)
+class QueueModel(JobStore):
+    """The job store, changed only by applying events.
+
+    Args:
+        id_prefix: Prepended to job ids; the server uses a random one per
+            run so ids from a previous run are never mistaken for new ones.
+        on_event: Called with every event after it is applied (a journal).
+    """
+
+    id_prefix: str = ""
+    on_event: Callable[[Event], None] | None = None
+    _next_seq: int = attrs.field(default=1, init=False)
+    #: Whether a Submitted event ever named a job other than ``id_prefix`` + ``seq``.
+    _foreign_ids: bool = attrs.field(default=False, init=False)
+    totals: dict[str, int] = attrs.field(
+        factory=lambda: dict.fromkeys(
+            (
+                "submitted", "completed", "failed", "cancelled", "retried", "reassigned",
+                "expired",
+            ),
+            0,
+        ),
+        init=False,
+    )  # fmt: skip
+
+    def apply(self, event: Event) -> None:
+        """Apply one event; the only method that mutates jobs.
+
+        Raises:
+            InvalidTransition: if the event asks for a change the transition
+                table forbids; nothing is changed.
+        """
+        if isinstance(event, Submitted):
+            self._on_submitted(event)
+        elif isinstance(event, Assigned):
+            job = self._move(event.job_id, "assign")
+            job.attempt += 1
+            job.worker = event.worker
+            job.worker_name = event.worker_name
+            job.lease_deadline = event.lease_deadline
+            job.progress = None
+            job.note = None
+            # The lease indexes written here, not by a store method: an
+            # extra call per assignment is measurable.
+            self._leases[job.id] = None
+            self._held.setdefault(event.worker, {})[job.id] = None
+        elif isinstance(event, (LeaseExtended, Progressed)):
+            job = self._running(event.job_id)
+            job.lease_deadline = event.lease_deadline
+            self._leases.move_to_end(job.id)
+            if isinstance(event, Progressed):
+                job.progress = event.progress
+                job.note = event.note
+        elif isinstance(event, Completed):
+            job = self._move(event.job_id, "complete")
+            self._end_lease(job)
+            job.result = event.result
+            self.totals["completed"] += 1
+        elif isinstance(event, AttemptFailed):
+            self._on_attempt_failed(event)
+        elif isinstance(event, Promoted):
+            job = self._move(event.job_id, "promote")
+            job.not_before = None
+            self._enqueue(job)
+        elif isinstance(event, Cancelled):
+            source = (self._lookup(event.job_id) or _GONE).state
+            job = self._move(event.job_id, "cancel")
+            if source is JobState.RUNNING:
+                self._end_lease(job)
+            else:
+                # Its line or heap entry stays (lazy deletion) until it
+                # reaches the front; compacting when dead entries outnumber
+                # live ones keeps a line within twice its live jobs,
+                # amortised O(1).
+                self._compact(job.queue)
+            job.not_before = None
+            self.totals["cancelled"] += 1
+        elif isinstance(event, Revived):
+            job = self._move(event.job_id, "revive")
+            job.attempt_base = job.attempt
+            self._enqueue(job)
+        else:
+            self._on_forgotten(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _on_submitted(self, event: Submitted) -> None:
+        regular = event.job_id == f"{self.id_prefix}{event.seq}"
+        # While every id is id_prefix + seq, a seq never used before makes an
+        # id never used before: no need to look through every generation.
+        fresh = regular and not self._foreign_ids and event.seq >= self._next_seq
+        if not fresh and self._lookup(event.job_id) is not None:
+            raise InvalidTransition(f"job {event.job_id!r} already exists")
+        self._foreign_ids = self._foreign_ids or not regular
+        # Every job of a kind shares one name string, and of a queue one
+        # queue string, instead of one decoded per submit (53 bytes a job).
+        # Interned strings die with their last user, so this cannot leak.
+        job = JobRecord(
+            event.job_id,
+            sys.intern(event.name),
+            event.payload,
+            event.seq,
+            sys.intern(event.queue),
+            event.priority,
+            event.max_attempts,
+            event.key,
+        )
+        if event.not_before is not None:
+            job.state = JobState.SCHEDULED
+            job.not_before = event.not_before
+        self._add(job)
+        self._next_seq = max(self._next_seq, event.seq + 1)
+        self.totals["submitted"] += 1
+
+    def _on_attempt_failed(self, event: AttemptFailed) -> None:
+        job = self._jobs.get(event.job_id, _GONE)
+        if event.final:
+            action = "fail"
+        elif event.retry_at is not None:
+            action = "retry"
+        else:
+            action = "requeue"
+        self._move(event.job_id, action)
+        self._end_lease(job)
+        job.error = {"type": event.error_type, "message": event.error_message}
+        if event.reason != "error":
+            self.totals["reassigned"] += 1
+            if event.reason == "lease_expired":
+                self.totals["expired"] += 1
+        if action == "requeue":
+            self._enqueue(job)
+        elif action == "retry":
+            assert event.retry_at is not None
+            self.totals["retried"] += 1
+            job.not_before = event.retry_at
+            self._schedule(job)
+        else:
+            self.totals["failed"] += 1
+
+    def _on_forgotten(self, event: Forgotten) -> None:
+        finished = self._finished
+        if finished and finished[0].id == event.job_id:
+            job: JobRecord | None = finished[0]  # retention: the oldest, no search
+        else:
+            job = self._lookup(event.job_id)
+        if job is None or job.state not in FINISHED:
+            raise InvalidTransition(f"cannot forget job {event.job_id!r}: not finished")
+        self._forget(job)

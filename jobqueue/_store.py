@@ -1,0 +1,471 @@
+"""Where the queue keeps its jobs, and how it finds them fast.
+
+:class:`JobStore` is storage only: the records, the lines of pending jobs,
+the scheduled heap, the lease order, the finished generations, the
+idempotency-key shards and the counts, with the queries that read them and
+the primitives that keep them consistent, the transition table included. It
+knows no queue rules and no events: :class:`~jobqueue._model.QueueModel`
+builds on it, and its ``apply`` is the only caller of the primitives (the
+methods that change jobs).
+
+QueueState *inherits* the store rather than holding one: every command and
+every event touches these structures several times, and reaching them
+through ``self._store`` would add an attribute load to each of those
+touches, on the hot path of every job.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from ._job import FINISHED, TRANSITIONS, InvalidTransition, JobRecord, JobState
+
+#: Table size of one generation of finished jobs (see JobStore): it holds
+#: two thirds as many jobs, 5,461, which fill the table exactly (CPython
+#: dicts use two thirds of their slots), about 100 KiB. With a retention
+#: over 32 generations' worth the size doubles until 32 are enough.
+FINISHED_GENERATION_SLOTS = 8192
+#: About how many idempotency keys share one of the dicts that find them.
+KEYS_PER_SHARD = 1024
+
+#: The states counted per queue (stats' "queues").
+_COUNTED = (JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING)
+
+
+@attrs.define(eq=False, slots=True)
+class _Line:
+    """One queue's pending jobs, best first, at 8 bytes a job.
+
+    Jobs nearly always become pending in submission order, so each priority
+    has a FIFO lane of the records themselves, in ``seq`` order (a heap entry
+    tuple cost 72 bytes a job). A job that comes back out of order (requeued,
+    promoted after a delay or a backoff, revived) goes to a heap, ``late``,
+    keyed like the lanes: ``(-priority, seq, id)``. The best job is the
+    better of the top lane's head and the heap's top.
+
+    Entries are deleted lazily: a job cancelled while waiting keeps its entry
+    until it reaches the front or the line is compacted; ``size`` counts
+    entries, live or not, so the queue knows when to compact.
+    """
+
+    #: ``-priority`` -> jobs of that priority in ``seq`` order (never empty
+    #: once :meth:`JobStore._head` has looked at it).
+    lanes: dict[int, deque[JobRecord]] = attrs.field(factory=dict)
+    #: Heap of the keys of ``lanes``: the top lane is ``lanes[ranks[0]]``.
+    ranks: list[int] = attrs.field(factory=list)
+    late: list[tuple[int, int, str]] = attrs.field(factory=list)
+    size: int = 0
+
+
+@attrs.define(eq=False)
+class JobStore:
+    """Every job the queue remembers, indexed for each question asked of it.
+
+    ``_jobs`` maps id -> :class:`JobRecord` for every job that has not
+    finished. Pending jobs also wait in one :class:`_Line` per queue:
+    highest priority first, then first come, first served, and a requeued
+    job goes back to its original place. Scheduled jobs sit in a heap keyed
+    by the time they may run. Running jobs sit in ``_leases``, ordered by
+    lease deadline. ``_by_state`` indexes unfinished ids by state for
+    listing.
+
+    Finished jobs leave ``_jobs`` for ``_done``, a deque of *generations*:
+    dicts of up to ``_generation`` jobs each, in finishing order. They also
+    sit in ``_finished`` in finishing order, so the oldest can be forgotten
+    and a listing of a finished state filters it in order. Why not one dict
+    of all finished jobs: a dict that keeps gaining and losing entries never
+    reuses a deleted entry's slot, so every so often it is rebuilt into a new
+    table, at twice the size it had while growing; one table of 100,000 jobs
+    is 7 MiB, and rebuilding it fragments glibc's heap so that the server's
+    RSS steps up over a long run. A generation only ever gains jobs until it
+    is full and then only loses them, so it is never rebuilt, and it is freed
+    whole once its last job is forgotten. Finding a finished job costs one
+    probe per generation (at most about 32), newest first.
+
+    Lines and heaps are cleaned lazily: cancelling a pending job only changes
+    its state, and its entry is dropped when it reaches the front.
+
+    Sized by :meth:`_plan` for the number of finished jobs it will keep.
+    """
+
+    _jobs: dict[str, JobRecord] = attrs.field(factory=dict, init=False)
+    _done: deque[dict[str, JobRecord]] = attrs.field(factory=lambda: deque([{}]), init=False)
+    _generation: int = attrs.field(default=0, init=False)
+    #: Jobs added to ``_done[-1]`` (deleted ones included: their slots are spent).
+    _generation_filled: int = attrs.field(default=0, init=False)
+    _queues: dict[str, _Line] = attrs.field(factory=dict, init=False)
+    _scheduled: list[tuple[float, int, str]] = attrs.field(factory=list, init=False)
+    # Every lease has the same length and `now` never goes backwards, so
+    # deadlines grow in the order leases are granted or renewed: an OrderedDict
+    # with move_to_end keeps them sorted in O(1), no heap needed.
+    _leases: OrderedDict[str, None] = attrs.field(factory=OrderedDict, init=False)
+    _held: dict[Hashable, dict[str, None]] = attrs.field(factory=dict, init=False)
+    _by_state: dict[JobState, dict[str, None]] = attrs.field(
+        factory=lambda: {state: {} for state in JobState if state not in FINISHED}, init=False
+    )
+    _finished_counts: dict[JobState, int] = attrs.field(
+        factory=lambda: dict.fromkeys(FINISHED, 0), init=False
+    )
+    # Per queue in use: jobs pending, scheduled and running.
+    _queue_counts: dict[str, dict[JobState, int]] = attrs.field(factory=dict, init=False)
+    _finished: deque[JobRecord] = attrs.field(factory=deque, init=False)
+    # Keyed jobs churn through their keys' dicts like finished jobs; a key can
+    # belong to a job of any state, so the dicts are picked by the key's hash.
+    _keys: list[dict[str, str]] = attrs.field(factory=list, init=False)
+    _keys_mask: int = attrs.field(default=0, init=False)
+
+    def _plan(self, finished_retention: int) -> None:
+        """Size the generations and key shards for ``finished_retention`` finished jobs."""
+        slots = FINISHED_GENERATION_SLOTS
+        while slots * 2 // 3 * 32 < finished_retention:
+            slots *= 2
+        self._generation = slots * 2 // 3
+        shards = 1 << (finished_retention // KEYS_PER_SHARD).bit_length()
+        self._keys = [{} for _ in range(shards)]
+        self._keys_mask = shards - 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in attrs.fields(type(self))}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # _keys picks a dict by hash(), and str hashes are salted per
+        # process: a state pickled in one process is sorted again for this
+        # one's hashes.
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        keys: list[dict[str, str]] = [{} for _ in self._keys]
+        for shard in self._keys:
+            for key, job_id in shard.items():
+                keys[hash(key) & self._keys_mask][key] = job_id
+        self._keys = keys
+
+    # -- queries --------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._jobs) + len(self._finished)
+
+    @property
+    def pending_count(self) -> int:
+        """Jobs waiting for a worker, in all queues."""
+        return len(self._by_state[JobState.PENDING])
+
+    @property
+    def waiting_count(self) -> int:
+        """Jobs waiting to run: pending, or scheduled for later (retries included)."""
+        return self.pending_count + len(self._by_state[JobState.SCHEDULED])
+
+    @property
+    def running_count(self) -> int:
+        """Jobs leased to a worker."""
+        return len(self._leases)
+
+    def knows_key(self, key: str) -> bool:
+        """Whether a remembered job was submitted with idempotency ``key``."""
+        return key in self._keys_for(key)
+
+    def held_by(self, worker: Hashable) -> list[str]:
+        """Ids of the jobs ``worker`` holds leases on, oldest first."""
+        return list(self._held.get(worker, ()))
+
+    def holders(self) -> Iterable[tuple[Hashable, list[str]]]:
+        """Each worker holding leases, with its job ids."""
+        return ((worker, list(jobs)) for worker, jobs in self._held.items())
+
+    def counts(self) -> dict[str, int]:
+        """How many remembered jobs are in each state."""
+        by_state, finished = self._by_state, self._finished_counts
+        return {
+            state.value: finished[state] if state in FINISHED else len(by_state[state])
+            for state in JobState
+        }
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        """Per queue: jobs pending, scheduled and running (queues in use only)."""
+        counts = self._queue_counts
+        return {
+            queue: {state.value: count for state, count in by.items()}
+            for queue, by in counts.items()
+            if any(by.values())
+        }
+
+    def pending_in(self, queues: Sequence[str]) -> bool:
+        """Whether any of ``queues`` has a job waiting for a worker."""
+        counts = self._queue_counts
+        return any(counts.get(queue, {}).get(JobState.PENDING, 0) for queue in queues)
+
+    def list_jobs(
+        self, state: JobState, queue: str | None, limit: int
+    ) -> tuple[list[JobRecord], bool]:
+        """Up to ``limit`` jobs in ``state`` (oldest change first); and whether more exist.
+
+        A finished state is found by filtering all retained finished jobs in
+        finishing order (the order they entered their state), so a listing of
+        a rare one may scan up to ``finished_retention`` records.
+        """
+        found: list[JobRecord] = []
+        jobs: Iterable[JobRecord]
+        if state in FINISHED:
+            jobs = (job for job in self._finished if job.state is state)
+        else:
+            jobs = map(self._jobs.__getitem__, self._by_state[state])
+        for job in jobs:
+            if queue is not None and job.queue != queue:
+                continue
+            if len(found) == limit:
+                return found, True
+            found.append(job)
+        return found, False
+
+    def next_deadline(self) -> float:
+        """When the earliest lease runs out or scheduled job comes due (or ``inf``)."""
+        deadline = float("inf")
+        if self._leases:
+            deadline = self._jobs[next(iter(self._leases))].lease_deadline
+        scheduled = self._scheduled
+        while scheduled and not self._is_due_entry(scheduled[0]):
+            heapq.heappop(scheduled)
+        if scheduled:
+            deadline = min(deadline, scheduled[0][0])
+        return deadline
+
+    def _lookup(self, job_id: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            for generation in reversed(self._done):
+                job = generation.get(job_id)
+                if job is not None:
+                    break
+        return job
+
+    def _keys_for(self, key: str) -> dict[str, str]:
+        return self._keys[hash(key) & self._keys_mask]
+
+    def _keyed(self, key: str) -> JobRecord | None:
+        """The remembered job submitted with idempotency ``key``, if any."""
+        job_id = self._keys_for(key).get(key)
+        return None if job_id is None else self._lookup(job_id)
+
+    def _leased_to(self, worker: Hashable) -> list[JobRecord]:
+        """The jobs ``worker`` holds leases on, oldest first."""
+        return [self._jobs[job_id] for job_id in self._held.get(worker, ())]
+
+    def _first_lease(self) -> JobRecord | None:
+        """The running job whose lease runs out first."""
+        return self._jobs[next(iter(self._leases))] if self._leases else None
+
+    def _head(self, line: _Line) -> JobRecord | None:
+        """The best pending job in ``line``, dropping dead entries in front of it."""
+        lanes, ranks = line.lanes, line.ranks
+        first = None
+        while ranks:
+            lane = lanes[ranks[0]]
+            while lane and lane[0].state is not JobState.PENDING:
+                lane.popleft()  # cancelled while waiting: not part of the state
+                line.size -= 1
+            if lane:
+                first = lane[0]
+                break
+            del lanes[heapq.heappop(ranks)]
+        late, jobs = line.late, self._jobs
+        while late and jobs.get(late[0][2], _GONE).state is not JobState.PENDING:
+            heapq.heappop(late)
+            line.size -= 1
+        if late and (first is None or late[0] < _rank(first)):
+            return jobs[late[0][2]]
+        return first
+
+    def _pop_due(self, now: float) -> JobRecord | None:
+        """Take the next scheduled job due by ``now`` off the heap (``None``: none is)."""
+        scheduled = self._scheduled
+        while scheduled and scheduled[0][0] <= now:
+            entry = heapq.heappop(scheduled)
+            if self._is_due_entry(entry):
+                return self._jobs[entry[2]]
+        return None
+
+    def _is_due_entry(self, entry: tuple[float, int, str]) -> bool:
+        job = self._jobs.get(entry[2])
+        return job is not None and job.state is JobState.SCHEDULED and job.not_before == entry[0]
+
+    # -- primitives: called only while applying an event -----------------------
+
+    def _add(self, job: JobRecord) -> None:
+        """Index a new job: in line if pending, in the heap by ``not_before`` if scheduled."""
+        self._jobs[job.id] = job
+        if job.key is not None:
+            self._keys_for(job.key)[job.key] = job.id
+        self._by_state[job.state][job.id] = None
+        self._counts_of(job.queue)[job.state] += 1
+        if job.not_before is None:
+            self._enqueue(job)
+        else:
+            self._schedule(job)
+
+    def _move(self, job_id: str, action: str) -> JobRecord:
+        """Change ``job_id``'s state by ``action``, as the transition table allows.
+
+        The store enforces the table itself, so that no caller can leave a
+        job's state and the indexes that sort it by state disagreeing.
+
+        Raises:
+            InvalidTransition: no such job, a change the table forbids, or an
+                assignment of a job that is not first in its line; nothing is
+                changed.
+        """
+        job = self._lookup(job_id)
+        if job is None:
+            raise InvalidTransition(f"no job {job_id!r} to {action}")
+        source = job.state
+        target = TRANSITIONS.get((source, action))
+        if target is None:
+            raise InvalidTransition(f"cannot {action} a {source.value} job ({job_id!r})")
+        if action == "assign":
+            line = self._queues.get(job.queue)
+            if line is None or self._head(line) is not job:
+                raise InvalidTransition(f"{job_id!r} is not first in its queue")
+            self._pop_head(line, job)
+        if source in FINISHED:  # revived
+            self._unfinish(job)
+            self._jobs[job_id] = job
+        else:
+            del self._by_state[source][job_id]
+        job.state = target
+        if target in FINISHED:
+            del self._jobs[job_id]
+            self._finish(job)
+        else:
+            self._by_state[target][job_id] = None
+        counts = self._counts_of(job.queue)
+        if source in counts:
+            counts[source] -= 1
+        if target in counts:
+            counts[target] += 1
+        if not counts[JobState.PENDING]:
+            # No live entry left: whatever is in the heap is stale.
+            self._queues.pop(job.queue, None)
+            if not any(counts.values()):
+                del self._queue_counts[job.queue]  # a queue name costs nothing once idle
+        return job
+
+    def _running(self, job_id: str) -> JobRecord:
+        """The running job ``job_id``, whose lease an event extends."""
+        job = self._jobs.get(job_id)
+        if job is None or job.state is not JobState.RUNNING:
+            raise InvalidTransition(f"cannot extend the lease of {job_id!r}: not running")
+        return job
+
+    def _forget(self, job: JobRecord) -> None:
+        """Drop a finished job's record and its key."""
+        self._unfinish(job)
+        if job.key is not None:
+            keys = self._keys_for(job.key)
+            if keys.get(job.key) == job.id:
+                del keys[job.key]
+
+    def _finish(self, job: JobRecord) -> None:
+        if self._generation_filled >= self._generation:
+            if not self._done[-1]:
+                self._done.pop()  # all forgotten while it was the newest
+            self._done.append({})
+            self._generation_filled = 0
+        self._done[-1][job.id] = job
+        self._generation_filled += 1
+        self._finished.append(job)
+        self._finished_counts[job.state] += 1
+
+    def _unfinish(self, job: JobRecord) -> None:
+        """Take a finished job out of the finished records (forgotten or revived)."""
+        done = self._done
+        # The oldest generation when forgetting; any when a person deletes or revives.
+        for index, generation in enumerate(done):
+            if generation.pop(job.id, None) is not None:
+                if not generation and index < len(done) - 1:
+                    del done[index]  # freed whole
+                break
+        self._finished_counts[job.state] -= 1
+        if self._finished[0] is job:
+            self._finished.popleft()
+        else:  # deleted or revived by a person (O(retained)), or a hand-made log
+            self._finished.remove(job)
+
+    def _counts_of(self, queue: str) -> dict[JobState, int]:
+        counts = self._queue_counts.get(queue)
+        if counts is None:
+            counts = self._queue_counts[queue] = dict.fromkeys(_COUNTED, 0)
+        return counts
+
+    def _pop_head(self, line: _Line, job: JobRecord) -> None:
+        """Remove ``job``, which :meth:`_head` just returned, from ``line``."""
+        late = line.late
+        if late and late[0][2] == job.id:
+            heapq.heappop(late)
+        else:
+            rank = line.ranks[0]
+            lane = line.lanes[rank]
+            lane.popleft()
+            if not lane:
+                del line.lanes[rank]
+                heapq.heappop(line.ranks)
+        line.size -= 1
+
+    def _compact(self, queue: str) -> None:
+        jobs = self._jobs
+        line = self._queues.get(queue)
+        live = self._queue_counts.get(queue, {}).get(JobState.PENDING, 0)
+        if line is not None and line.size > 2 * live + 64:
+            pending = JobState.PENDING
+            lanes = {}
+            for rank, lane in line.lanes.items():
+                kept = deque(job for job in lane if job.state is pending)
+                if kept:
+                    lanes[rank] = kept
+            line.lanes = lanes
+            line.ranks = sorted(lanes)
+            line.late = [e for e in line.late if jobs.get(e[2], _GONE).state is pending]
+            heapq.heapify(line.late)
+            line.size = live
+        scheduled = self._scheduled
+        if len(scheduled) > 2 * len(self._by_state[JobState.SCHEDULED]) + 64:
+            scheduled[:] = [e for e in scheduled if self._is_due_entry(e)]
+            heapq.heapify(scheduled)
+
+    def _enqueue(self, job: JobRecord) -> None:
+        line = self._queues.get(job.queue)
+        if line is None:
+            line = self._queues[job.queue] = _Line()
+        rank = -job.priority
+        lane = line.lanes.get(rank)
+        if lane is None:
+            line.lanes[rank] = deque((job,))
+            heapq.heappush(line.ranks, rank)
+        elif not lane or lane[-1].seq < job.seq:
+            lane.append(job)
+        else:  # back in line ahead of later jobs
+            heapq.heappush(line.late, (rank, job.seq, job.id))
+        line.size += 1
+
+    def _schedule(self, job: JobRecord) -> None:
+        """Put a scheduled job in the heap, to come due at its ``not_before``."""
+        assert job.not_before is not None
+        heapq.heappush(self._scheduled, (job.not_before, job.seq, job.id))
+
+    def _end_lease(self, job: JobRecord) -> None:
+        del self._leases[job.id]
+        held = self._held[job.worker]
+        del held[job.id]
+        if not held:
+            del self._held[job.worker]
+
+
+#: Stands in for a missing job so lookups can test ``.state`` without a None check.
+_GONE = JobRecord("", "", None, 0, "", 0, 0, state=JobState.CANCELLED)
+
+
+def _rank(job: JobRecord) -> tuple[int, int, str]:
+    """A pending job's place in line: smaller runs first (as in ``_Line.late``)."""
+    return (-job.priority, job.seq, job.id)
