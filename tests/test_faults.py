@@ -1761,3 +1761,26 @@ async def test_chaos_short_run_loses_nothing_and_completes_each_job_once(tmp_pat
     assert report.violations == [], report.summary()
     assert len(report.kills) == 2
     assert sum(report.runs_per_job.values()) == 300
+
+
+async def test_worker_says_once_that_its_connection_was_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Regression: the reader task marked the connection "lost: <why>", and the
+    # request waiting on it wrapped that reason in a second "lost:", so the
+    # worker logged "connection to ... lost: lost: the server closed ...".
+    caplog.set_level(logging.WARNING, logger="jobqueue.worker")
+    server = RestartableServer(lease_timeout=30)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            host, port = await server.start(nursery, 0)
+            await nursery.start(Worker(host, port, name="W", poll_wait=60).run)
+            async with Client.connect(host, port) as client:
+                await stats_when(client, lambda s: s.waiting_workers == 1)
+            server.stop_nowait()  # the worker is parked in request_job
+            await wait_until(lambda: bool(worker_warnings(caplog, "lost the queue")))
+            nursery.cancel_scope.cancel()
+    [record] = worker_warnings(caplog, "lost the queue")
+    message = record.getMessage()
+    assert message.count("lost:") == 1, message
+    assert f"connection to {host}:{port} lost: the server closed the connection" in message
