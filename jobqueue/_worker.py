@@ -17,13 +17,14 @@ import os
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import attrs
 import trio
 
 from ._errors import ConnectionLost, RequestError
+from ._handler import BUILTIN_HANDLERS, DEFAULT_JOB_TIMEOUT, Handler, Job
 from ._link import Connector, Link
 from ._protocol import (
     MAX_FETCH,
@@ -45,10 +46,9 @@ from ._protocol import (
 )
 from ._state import DEFAULT_QUEUE
 
-log = logging.getLogger("jobqueue.worker")
+__all__ = ["DEFAULT_JOB_TIMEOUT", "Handler", "Job", "Worker", "WorkerStatistics"]
 
-#: Default for Worker.job_timeout: a handler may run for an hour.
-DEFAULT_JOB_TIMEOUT = 3600.0
+log = logging.getLogger("jobqueue.worker")
 
 #: Seconds a reply may take beyond what the request itself asks to wait. A
 #: connection that stays silent longer is treated as dead (a partition that
@@ -103,68 +103,6 @@ async def _ask_timed(link: Link, message: Request, limit: float, beat: _Beat) ->
 
 #: Error codes meaning "this lease is no longer yours": stop, report nothing.
 _LEASE_GONE = frozenset({"not_leased", "unknown_job"})
-
-
-@attrs.frozen
-class Job:
-    """A job as its handler sees it.
-
-    Attributes:
-        id: The server's id for the job.
-        name: The handler name it was submitted under.
-        payload: The JSON value it was submitted with.
-        attempt: 1 on the first run; higher when a previous holder was lost.
-    """
-
-    id: str
-    name: str
-    payload: Any
-    attempt: int
-    _progress: Callable[[float | None, Any], Awaitable[None]] | None = attrs.field(
-        default=None, repr=False, eq=False, alias="progress_reporter"
-    )
-
-    async def report_progress(self, progress: float | None = None, note: Any = None) -> None:
-        """Tell the server how far along this job is; shows in ``job_status``.
-
-        Also extends the lease, like a heartbeat. If the lease is already
-        gone, this returns quietly and the worker stops the handler soon after.
-
-        Args:
-            progress: A number, e.g. the fraction done.
-            note: A short JSON value (up to 4 KiB encoded), e.g. ``{"stage": "upload"}``.
-        """
-        if self._progress is not None:
-            await self._progress(progress, note)
-
-
-#: A job handler: an async function taking the :class:`Job` and returning a
-#: JSON-serialisable result. An exception it raises fails the job.
-Handler = Callable[[Job], Awaitable[Any]]
-
-
-async def sleep_handler(job: Job) -> dict[str, float]:
-    """The built-in ``sleep`` handler: simulates work.
-
-    Payload: ``{"seconds": <float>}`` (0 to 86400). Returns ``{"slept": seconds}``.
-
-    Raises:
-        ValueError: if the payload is not of that shape.
-    """
-    payload = job.payload
-    seconds = payload.get("seconds") if isinstance(payload, dict) else None
-    if (
-        not isinstance(seconds, (int, float))
-        or isinstance(seconds, bool)
-        or not 0 <= seconds <= 86400
-    ):
-        raise ValueError('sleep needs a payload like {"seconds": 1.5} (0 to 86400 seconds)')
-    await trio.sleep(seconds)
-    return {"slept": seconds}
-
-
-#: Handlers every worker has unless its own handlers replace them.
-BUILTIN_HANDLERS: Mapping[str, Handler] = {"sleep": sleep_handler}
 
 
 def _default_name() -> str:
