@@ -46,14 +46,20 @@ from ._protocol import (
 )
 from ._state import DEFAULT_QUEUE
 
-__all__ = ["DEFAULT_JOB_TIMEOUT", "Handler", "Job", "Worker", "WorkerStatistics"]
+__all__ = [
+    "DEFAULT_JOB_TIMEOUT",
+    "DEFAULT_REPLY_GRACE",
+    "Handler",
+    "Job",
+    "Worker",
+    "WorkerStatistics",
+]
 
 log = logging.getLogger("jobqueue.worker")
 
-#: Seconds a reply may take beyond what the request itself asks to wait. A
-#: connection that stays silent longer is treated as dead (a partition that
-#: closes nothing), and the worker reconnects.
-_REPLY_GRACE = 10.0
+#: Default for Worker.reply_grace: seconds a reply may take beyond what its
+#: request asks the server to wait.
+DEFAULT_REPLY_GRACE = 10.0
 
 
 async def _ask_many(
@@ -272,6 +278,11 @@ class Worker:
             reported only when its batch is done, and a slot holds (and
             heartbeats) jobs it has not started; a lost worker's jobs,
             started or not, go back to the queue.
+        reply_grace: Seconds a reply may take beyond what its request asks
+            the server to wait (``poll_wait`` for a ``request_job``) before
+            the slot gives up on the connection and reconnects: how soon a
+            silent partition, which closes nothing, is noticed. Must exceed
+            the worst round trip to the server.
     """
 
     host: str = "127.0.0.1"
@@ -292,6 +303,7 @@ class Worker:
     prefetch: int = attrs.field(
         default=1, validator=[attrs.validators.ge(1), attrs.validators.le(MAX_FETCH)]
     )
+    reply_grace: float = attrs.field(default=DEFAULT_REPLY_GRACE, validator=attrs.validators.gt(0))
     _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
     _link_down: bool = attrs.field(default=False, init=False)
     # The server's lease, from its hello reply: how long a report may take.
@@ -384,7 +396,7 @@ class Worker:
             await nursery.start(link.run_reader, self._on_notice, nursery.cancel_scope.cancel)
             self._stats.connected_slots += 1
             try:
-                welcome = await _ask(link, Hello(self.name, self.token), _REPLY_GRACE)
+                welcome = await _ask(link, Hello(self.name, self.token), self.reply_grace)
                 if isinstance(welcome, Welcome):
                     self._lease_timeout = welcome.lease_timeout
                 if self._link_down:
@@ -402,7 +414,7 @@ class Worker:
                 reply: Reply | None = None
                 while True:
                     if reply is None:
-                        reply = await _ask(link, request, self.poll_wait + _REPLY_GRACE)
+                        reply = await _ask(link, request, self.poll_wait + self.reply_grace)
                     if isinstance(reply, JobAssigned):
                         reply = await self._run_job(link, reply, fetch, beat)
                     else:
@@ -438,7 +450,7 @@ class Worker:
         reply: Reply | None = None
         while True:
             if reply is None:
-                reply = await _ask(link, request, self.poll_wait + _REPLY_GRACE)
+                reply = await _ask(link, request, self.poll_wait + self.reply_grace)
             if isinstance(reply, JobsAssigned):
                 batch = list(reply.jobs)
             elif isinstance(reply, JobAssigned):  # a server that ignores max
@@ -501,7 +513,7 @@ class Worker:
             for job, ok, value in reports
         ]
         if not messages:
-            return await _ask(link, fetch, _REPLY_GRACE)
+            return await _ask(link, fetch, self.reply_grace)
         messages[-1] = attrs.evolve(messages[-1], fetch=fetch)
         try:
             replies = await _ask_many(link, messages, self._lease_timeout)
@@ -764,7 +776,7 @@ class Worker:
         self, link: Link, job: Job, ok: bool, value: Any, fetch: RequestJob, beat: _Beat
     ) -> Reply | None:
         # With a waiting fetch, the reply may take as long as a request_job's.
-        limit = max(self._lease_timeout, fetch.wait + _REPLY_GRACE)
+        limit = max(self._lease_timeout, fetch.wait + self.reply_grace)
         reply: Reply
         # Counted once sent (and taken back if refused or lost): with a
         # waiting fetch, the reply comes only with the next job.
