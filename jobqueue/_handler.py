@@ -1,4 +1,9 @@
-"""What a worker runs: ``Job``, ``Handler`` and the built-in handlers."""
+"""What a worker runs and what it reports: ``Job``, ``Handler``, outcomes.
+
+A handler's run comes to an :class:`Outcome`, its result or the exception
+that failed it, and :func:`report_for` is the one place an outcome becomes
+the ``job_complete`` or ``job_failed`` that reports it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from typing import Any
 
 import attrs
 import trio
+
+from ._protocol import MAX_ERROR_CHARS, JobComplete, JobFailed, RequestJob
 
 #: Default for Worker.job_timeout: a handler may run for an hour.
 DEFAULT_JOB_TIMEOUT = 3600.0
@@ -72,3 +79,29 @@ async def sleep_handler(job: Job) -> dict[str, float]:
 
 #: Handlers every worker has unless its own handlers replace them.
 BUILTIN_HANDLERS: Mapping[str, Handler] = {"sleep": sleep_handler}
+
+
+@attrs.frozen
+class Outcome:
+    """How one run of a handler ended: it returned ``result``, or ``error`` failed it.
+
+    ``error`` is also how the worker fails a job for reasons of its own: no
+    handler by that name, ``job_timeout``, a result the wire cannot carry.
+    """
+
+    result: Any = None
+    error: BaseException | None = None
+
+
+def report_for(
+    job: Job, outcome: Outcome, fetch: RequestJob | None = None
+) -> JobComplete | JobFailed:
+    """The report of ``job``'s ``outcome``; with ``fetch``, it also asks for more work.
+
+    A failure is reported as the exception's class name and text, the text
+    cut to what the server keeps (``MAX_ERROR_CHARS``).
+    """
+    error = outcome.error
+    if error is None:
+        return JobComplete(job.id, job.attempt, outcome.result, fetch)
+    return JobFailed(job.id, type(error).__name__, str(error)[:MAX_ERROR_CHARS], job.attempt, fetch)
