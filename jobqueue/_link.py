@@ -171,9 +171,11 @@ class Link:
                         try:
                             replies.append(await self._replies.receive())
                         except trio.EndOfChannel:
-                            raise trio.BrokenResourceError(
-                                self._broken or "connection lost"
-                            ) from None
+                            # The reader has ended, and _broken says why as
+                            # "lost: <why>": pass on only the why, which is
+                            # wrapped below (else it reads "lost: lost:").
+                            why = (self._broken or "").removeprefix("lost: ")
+                            raise trio.BrokenResourceError(why or "connection lost") from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._broken = f"lost: {_why(exc)}"
                 # A failed send never sent the last newline; but of several

@@ -306,22 +306,25 @@ async def test_silent_partition_reassigns_and_the_stale_run_stops_within_its_lea
             assert (totals["completed"], totals["failed"], totals["reassigned"]) == (1, 0, 1)
 
 
-async def test_idle_worker_behind_a_silent_partition_reconnects(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_idle_worker_behind_a_silent_partition_reconnects() -> None:
     """An idle slot gives up a connection whose request_job reply is overdue.
 
-    The worker allows a reply ``poll_wait`` plus a grace (10 s) before it calls
-    the connection dead; the grace is shortened here to keep the test quick.
+    The worker allows a reply ``poll_wait`` plus ``reply_grace`` (10 s by
+    default) before it calls the connection dead; the grace is shortened
+    here to keep the test quick.
     """
     poll_wait, grace = 0.3, 0.5
-    monkeypatch.setattr("jobqueue._worker._REPLY_GRACE", grace)
     with trio.fail_after(15):
         async with open_test_queue() as queue, trio.open_nursery() as nursery:
             proxy = PartitionProxy(queue.address)
             proxy_port = await nursery.start(proxy.serve)
             worker_a = Worker(
-                LOCALHOST, proxy_port, handlers={"job": return_b}, name="A", poll_wait=poll_wait
+                LOCALHOST,
+                proxy_port,
+                handlers={"job": return_b},
+                name="A",
+                poll_wait=poll_wait,
+                reply_grace=grace,
             )
             await nursery.start(worker_a.run)
             # A's slot is parked in request_job and its polls flow.
@@ -343,17 +346,14 @@ async def test_idle_worker_behind_a_silent_partition_reconnects(
             nursery.cancel_scope.cancel()
 
 
-async def test_reporting_worker_behind_a_silent_partition_reconnects(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_reporting_worker_behind_a_silent_partition_reconnects() -> None:
     """A slot gives up a connection whose report (which also fetches) goes unanswered.
 
     The report's reply may take as long as a ``request_job``'s (``poll_wait``
-    plus the grace) or one lease, whichever is longer; the slot's beat task
-    keeps that deadline. The report that was never answered is not counted.
+    plus ``reply_grace``) or one lease, whichever is longer; the slot's lease
+    keeper keeps that deadline. The report that was never answered is not counted.
     """
     poll_wait, grace = 0.3, 0.5
-    monkeypatch.setattr("jobqueue._worker._REPLY_GRACE", grace)
     with trio.fail_after(15):
         async with open_test_queue(lease_timeout=0.6) as queue, trio.open_nursery() as nursery:
             proxy = PartitionProxy(queue.address)
@@ -366,7 +366,11 @@ async def test_reporting_worker_behind_a_silent_partition_reconnects(
                 return "done"
 
             worker = Worker(
-                LOCALHOST, proxy_port, handlers={"job": cut_then_return}, poll_wait=poll_wait
+                LOCALHOST,
+                proxy_port,
+                handlers={"job": cut_then_return},
+                poll_wait=poll_wait,
+                reply_grace=grace,
             )
             await nursery.start(worker.run)
             await queue.client.submit("job")
@@ -1763,3 +1767,26 @@ async def test_chaos_short_run_loses_nothing_and_completes_each_job_once(tmp_pat
     assert report.violations == [], report.summary()
     assert len(report.kills) == 2
     assert sum(report.runs_per_job.values()) == 300
+
+
+async def test_worker_says_once_that_its_connection_was_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Regression: the reader task marked the connection "lost: <why>", and the
+    # request waiting on it wrapped that reason in a second "lost:", so the
+    # worker logged "connection to ... lost: lost: the server closed ...".
+    caplog.set_level(logging.WARNING, logger="jobqueue.worker")
+    server = RestartableServer(lease_timeout=30)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            host, port = await server.start(nursery, 0)
+            await nursery.start(Worker(host, port, name="W", poll_wait=60).run)
+            async with Client.connect(host, port) as client:
+                await stats_when(client, lambda s: s.waiting_workers == 1)
+            server.stop_nowait()  # the worker is parked in request_job
+            await wait_until(lambda: bool(worker_warnings(caplog, "lost the queue")))
+            nursery.cancel_scope.cancel()
+    [record] = worker_warnings(caplog, "lost the queue")
+    message = record.getMessage()
+    assert message.count("lost:") == 1, message
+    assert f"connection to {host}:{port} lost: the server closed the connection" in message

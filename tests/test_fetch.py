@@ -17,7 +17,7 @@ from jobqueue import Job, Worker
 from jobqueue._codec import decode_reply, decode_request
 from jobqueue._errors import ProtocolError
 from jobqueue._json import encode
-from jobqueue._limits import MAX_FETCH
+from jobqueue._limits import MAX_ERROR_CHARS, MAX_FETCH
 from jobqueue._replies import JobAssigned, JobsAssigned
 from jobqueue._requests import JobComplete, JobFailed, RequestJob
 from jobqueue.testing import RunningQueue, open_memory_queue
@@ -561,3 +561,21 @@ async def test_prefetched_job_whose_heartbeat_is_refused_is_given_up(
             stats = worker.statistics()
             assert (stats.completed, stats.lost, stats.cancelled) == (2, 1, 0)
             assert any("gave up job" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("prefetch", [1, 3])
+async def test_a_failure_is_reported_with_as_much_text_as_the_server_keeps(
+    autojump_clock: trio.testing.MockClock, prefetch: int
+) -> None:
+    # Both batch sizes report through the one place that cuts the error
+    # text, at the server's own limit (it once cut at 2,000 of 4,096).
+    async def wordy(job: Job) -> None:
+        raise ValueError("x" * (MAX_ERROR_CHARS + 100))
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            worker = await queue.start_worker({"wordy": wordy}, prefetch=prefetch)
+            job_id = await queue.client.submit("wordy", max_attempts=1)
+            info = await queue.client.wait(job_id)
+            assert info.error == {"type": "ValueError", "message": "x" * MAX_ERROR_CHARS}
+            assert worker.statistics().failed == 1

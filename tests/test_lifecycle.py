@@ -1058,6 +1058,9 @@ def test_worker_defaults_and_queue_names() -> None:
     assert Worker(queues=["a", "b"]).queues == ("a", "b")
     with pytest.raises(ValueError, match="at least one queue"):
         Worker(queues=())
+    assert Worker().reply_grace == 10.0
+    with pytest.raises(ValueError, match="reply_grace"):
+        Worker(reply_grace=0)
 
 
 # -- stats -------------------------------------------------------------------------------

@@ -1,0 +1,375 @@
+"""The worker's engine: one slot's connection, taking, running and reporting jobs.
+
+Every slot runs the same loop, whatever its ``prefetch``: take a batch of
+jobs (one, with the default ``prefetch=1``), run them one after another,
+report them all in one write whose last report also asks for the next
+batch (protocol §4, *ack and fetch*), repeat. Beside the loop run the
+connection's reader (replies, and ``job_cancelled`` notices at once) and
+its :class:`~jobqueue._lease.LeaseKeeper` (heartbeats, ``job_timeout``,
+reply deadlines).
+
+The loop has three single places: :meth:`_Engine._run` runs a handler
+under cancellation and the job timeout and returns an
+:class:`~jobqueue._handler.Outcome`; :meth:`_Engine._settled` decides
+whether a job may still be reported (not cancelled, lease not lost);
+:meth:`_Engine._report` turns outcomes into reports and applies the rules
+for a refused one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import attrs
+import trio
+
+from ._errors import LEASE_GONE_CODES, ConnectionLost, RequestError
+from ._handler import Job, Outcome, report_for
+from ._json import encode
+from ._lease import LeaseKeeper
+from ._link import Link
+from ._replies import JobAssigned, JobCancelledNotice, JobsAssigned, Ok, Reply, Welcome
+from ._requests import Hello, JobComplete, JobFailed, Progress, Request, RequestJob
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+log = logging.getLogger("jobqueue.worker")
+
+#: A job the slot ran, and how the run ended.
+_Ran = tuple[Job, Outcome]
+
+
+@attrs.define
+class WorkerStatistics:
+    """Counters for one :class:`Worker`.
+
+    Attributes:
+        completed: Jobs whose handler returned, reported as completed (counted
+            when the report is sent; a report the server refuses, or whose
+            connection breaks before the reply, is taken back out).
+        failed: Jobs whose handler raised, reported as failed (counted likewise).
+        lost: Jobs abandoned because the server said the lease was gone.
+        cancelled: Jobs stopped because someone cancelled them.
+        timed_out: Handlers stopped for running longer than ``job_timeout``
+            (also counted in ``failed``).
+        running: Handlers running right now.
+        connected_slots: Slots connected (``hello`` answered) right now.
+    """
+
+    completed: int = 0
+    failed: int = 0
+    lost: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
+    running: int = 0
+    connected_slots: int = 0
+
+
+async def serve_connection(
+    worker: Worker, stats: WorkerStatistics, link: Link, served: Callable[[], None]
+) -> NoReturn:
+    """Serve jobs over ``link`` until it breaks; ``served()`` once ``hello`` is answered.
+
+    Raises:
+        ConnectionLost: the connection broke, or a reply was overdue.
+        RequestError: the server refused a request outside any job (``hello``).
+    """
+    error: ConnectionLost | RequestError | None = None
+    async with trio.open_nursery() as nursery:
+        keeper = LeaseKeeper(link, nursery.cancel_scope)
+
+        def on_notice(notice: JobCancelledNotice) -> None:
+            keeper.notice((notice.job_id, notice.attempt))
+
+        # The reader runs for the whole connection so a cancel notice is
+        # seen even while no request is in flight; when the connection
+        # ends it cancels everything here, running handlers included.
+        await nursery.start(link.run_reader, on_notice, nursery.cancel_scope.cancel)
+        await nursery.start(keeper.run)
+        stats.connected_slots += 1
+        try:
+            await _Engine(worker, stats, link, keeper).serve(served)
+        except (ConnectionLost, RequestError) as exc:
+            error = exc
+        finally:
+            stats.connected_slots -= 1
+            nursery.cancel_scope.cancel()
+    error = error or keeper.failure
+    if error is not None:
+        raise error
+    raise ConnectionLost(f"connection to {link.address} {link.broken or 'lost'}")
+
+
+@attrs.define(eq=False)
+class _Engine:
+    """One slot's loop over one connection (see the module docstring)."""
+
+    worker: Worker
+    stats: WorkerStatistics
+    link: Link
+    keeper: LeaseKeeper
+    #: The server's lease, from its hello reply: how long a report may take.
+    lease_timeout: float = 30.0
+
+    async def serve(self, served: Callable[[], None]) -> NoReturn:
+        """Say hello, then take, run and report jobs until the connection breaks."""
+        worker = self.worker
+        grace = worker.reply_grace
+        welcome = await self._ask_one(Hello(worker.name, worker.token), grace)
+        if isinstance(welcome, Welcome):
+            self.lease_timeout = welcome.lease_timeout
+        served()
+        if worker.prefetch == 1:
+            # Each report also asks for the next job with the same wait, so
+            # a job costs one request, not two; its reply is the next job,
+            # or no_job after poll_wait, as for a request_job.
+            request = RequestJob(wait=worker.poll_wait, queues=worker.queues)
+            fetch = request
+        else:
+            # A batch's reports are pipelined, and a refused one must be
+            # failed at once, before its lease runs out: a waiting fetch
+            # would hold that retry back. So the fetch takes what there is,
+            # and an idle slot then blocks in request_job.
+            request = RequestJob(wait=worker.poll_wait, queues=worker.queues, max=worker.prefetch)
+            fetch = RequestJob(queues=worker.queues, max=worker.prefetch)
+        reply: Reply | None = None
+        while True:
+            if reply is None:
+                reply = await self._ask_one(request, worker.poll_wait + grace)
+            if isinstance(reply, JobAssigned):
+                batch: Sequence[JobAssigned] = (reply,)
+            elif isinstance(reply, JobsAssigned):
+                batch = reply.jobs
+            else:
+                reply = None
+                continue
+            self.keeper.hold(batch, reply.lease_timeout)
+            ran: list[_Ran] = []
+            for assigned in batch:  # a loop, not a comprehension: one frame less per await
+                job = self._job(assigned)
+                ran.append((job, await self._run(job)))
+            reply = await self._report(ran, fetch)
+
+    async def _run(self, job: Job) -> Outcome:
+        """Run ``job``'s handler under cancellation and ``job_timeout``.
+
+        The handler runs right here, in its own scope: a cancel notice or a
+        lost lease stops the handler only, never a heartbeat that is waiting
+        for its reply. The keeper cancels the scope for those and for the
+        job timeout. A job cancelled or lost before it starts never runs.
+
+        Returns:
+            The handler's result or exception; a timeout is a ``TimeoutError``.
+            If the handler was stopped for any other reason, the outcome is
+            moot (:meth:`_settled` drops the job) and is an empty one.
+        """
+        handler = self.worker.handlers.get(job.name)
+        if handler is None:
+            known = ", ".join(sorted(self.worker.handlers))
+            return Outcome(
+                error=LookupError(
+                    f"worker {self.worker.name} has no handler {job.name!r} ({known})"
+                )
+            )
+        keeper = self.keeper
+        scope = trio.CancelScope()
+        if not keeper.start((job.id, job.attempt), scope, self.worker.job_timeout):
+            return Outcome()
+        log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
+        self.stats.running += 1
+        try:
+            with scope:
+                try:
+                    return Outcome(await handler(job))
+                except Exception as exc:
+                    log.exception("job %s (%s) failed", job.id, job.name)
+                    return Outcome(error=exc)
+        finally:
+            keeper.stop()
+            self.stats.running -= 1
+        if not keeper.timed_out:
+            return Outcome()
+        self.stats.timed_out += 1
+        log.warning("job %s (%s) ran past job_timeout", job.id, job.name)
+        return Outcome(
+            error=TimeoutError(f"handler ran longer than job_timeout={self.worker.job_timeout:g}s")
+        )
+
+    def _settled(self, job: Job) -> bool:
+        """Whether ``job`` is out of this slot's hands: cancelled, or its lease lost.
+
+        Such a job is counted (``cancelled`` or ``lost``), logged and
+        released, and nothing is reported for it: the server has already
+        marked it cancelled, or taken it back.
+
+        Raises:
+            ConnectionLost: the lease was lost because the connection is
+                silent or broken; the connection must end.
+        """
+        key = (job.id, job.attempt)
+        keeper = self.keeper
+        if key in keeper.cancelled:
+            keeper.release(key)
+            self.stats.cancelled += 1
+            log.info("job %s (%s) was cancelled; its handler was stopped", job.id, job.name)
+            return True
+        lost = keeper.lost.get(key)
+        if lost is None:
+            return False
+        keeper.release(key)
+        self._abandon(job, lost)
+        if isinstance(lost, ConnectionLost):
+            raise lost
+        return True
+
+    async def _report(self, ran: list[_Ran], fetch: RequestJob) -> Reply | None:
+        """Report what ran, in one write whose last report also carries ``fetch``.
+
+        A completion the server refuses for itself (a result too large, say)
+        is failed instead, so the job ends rather than run again; a report
+        refused because the lease is gone (``LEASE_GONE_CODES``), or a
+        refused failure, abandons its job. Whatever is refused fetched
+        nothing, so the fetch then rides on the failures that follow.
+
+        Returns:
+            The reply to ``fetch`` (``job_assigned``, ``jobs_assigned`` or
+            ``no_job``), or ``None`` if nothing was fetched: every job was
+            cancelled or lost, the report was refused, or the server does
+            not know ``fetch``.
+        """
+        keeper = self.keeper
+        reports = ran
+        if keeper.cancelled or keeper.lost:  # else, as nearly always, nothing to settle
+            reports = [(job, outcome) for job, outcome in ran if not self._settled(job)]
+        fetched: Reply | None = None
+        asked: RequestJob | None = fetch
+        while reports:
+            replies = await self._send(reports, asked)
+            refused: list[_Ran] = []
+            for (job, outcome), reply in zip(reports, replies, strict=True):
+                if not isinstance(reply, RequestError):
+                    continue
+                self._count(outcome, -1)
+                if reply.code in LEASE_GONE_CODES or outcome.error is not None:
+                    self._abandon(job, reply)
+                else:
+                    error = ValueError(f"the server refused the result: {reply.message}")
+                    refused.append((job, Outcome(error=error)))
+            if asked is not None and not isinstance(replies[-1], RequestError):
+                fetched = replies[-1]
+                asked = None
+            reports = refused
+        return None if isinstance(fetched, Ok) else fetched
+
+    async def _send(
+        self, reports: list[_Ran], fetch: RequestJob | None
+    ) -> list[Reply | RequestError]:
+        """Send the reports of ``reports``, ``fetch`` on the last; counted once sent.
+
+        A result JSON cannot carry fails its job with ``TypeError`` instead
+        (nothing was sent, so the connection is still usable).
+        """
+        keeper, stats = self.keeper, self.stats
+        last = len(reports) - 1
+        messages: list[JobComplete | JobFailed] = []
+        for index, (job, outcome) in enumerate(reports):
+            keeper.release((job.id, job.attempt))  # a report renews nothing
+            messages.append(report_for(job, outcome, fetch if index == last else None))
+            # Counted once sent (and taken back if refused or lost): with a
+            # waiting fetch, the reply comes only with the next job.
+            if outcome.error is None:
+                stats.completed += 1
+            else:
+                stats.failed += 1
+        # With a waiting fetch, the reply may take as long as a request_job's.
+        limit = self.lease_timeout
+        if fetch is not None:
+            limit = max(limit, fetch.wait + self.worker.reply_grace)
+        # The deadline is the keeper's, not a cancel scope's: a slot reports
+        # every job, so this is the worker's hottest request, and a cancel
+        # scope of its own would cost more than the rest of the request.
+        keeper.expect_reply(messages, limit)
+        try:
+            return await self.link.request_many(messages)
+        except (TypeError, ValueError):
+            for _, outcome in reports:
+                self._count(outcome, -1)
+            for index, message in enumerate(messages):
+                try:
+                    encode(message.to_wire())
+                except (TypeError, ValueError) as exc:
+                    job = reports[index][0]
+                    reports[index] = (
+                        job,
+                        Outcome(error=TypeError(f"handler result is not JSON: {exc}")),
+                    )
+            return await self._send(reports, fetch)
+        except (ConnectionLost, trio.Cancelled) as exc:
+            # Lost or overdue, the report may never have been applied. (A
+            # worker that is being stopped leaves its counts as they are.)
+            if isinstance(exc, ConnectionLost) or keeper.failure is not None:
+                for _, outcome in reports:
+                    self._count(outcome, -1)
+            raise
+        finally:
+            keeper.replied()
+
+    def _count(self, outcome: Outcome, sign: int) -> None:
+        if outcome.error is None:
+            self.stats.completed += sign
+        else:
+            self.stats.failed += sign
+
+    def _abandon(self, job: Job, why: ConnectionLost | RequestError) -> None:
+        """Give up a job the server no longer leases to us (nothing to report)."""
+        self.stats.lost += 1
+        reason = why.message if isinstance(why, RequestError) else str(why)
+        log.warning("gave up job %s (%s): %s", job.id, job.name, reason)
+
+    async def _ask_one(self, message: Request, limit: float) -> Reply:
+        """Send ``message``; its reply must come within ``limit`` seconds.
+
+        The deadline is kept by the keeper, as for reports (see :meth:`_send`):
+        a reply that misses it ends the connection, and the keeper says why.
+
+        Raises:
+            RequestError: the server refused it.
+        """
+        keeper = self.keeper
+        keeper.expect_reply((message,), limit)
+        try:
+            return await self.link.request(message)
+        finally:
+            keeper.replied()
+
+    def _job(self, assigned: JobAssigned) -> Job:
+        """The handler's view of ``assigned``, with progress reports sent over the link."""
+        link = self.link
+
+        async def report_progress(progress: float | None, note: Any) -> None:
+            # Shielded: a cancel or job_timeout landing mid-request would
+            # leave its reply unread and the connection unusable. The
+            # handler is stopped as soon as the reply is in, and the shield
+            # has its own deadline so a silent connection cannot hold it.
+            with trio.move_on_after(self.lease_timeout) as scope:
+                scope.shield = True
+                try:
+                    await link.request(Progress(assigned.job_id, assigned.attempt, progress, note))
+                except RequestError as exc:
+                    log.debug("progress for job %s not recorded: %s", assigned.job_id, exc)
+                except ConnectionLost:
+                    pass  # the next heartbeat or request notices and ends the connection
+            # ...and deliver a pending cancel here, outside the shield, or a
+            # handler that does nothing but report would never see it.
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+        return Job(
+            assigned.job_id,
+            assigned.name,
+            assigned.payload,
+            assigned.attempt,
+            progress_reporter=report_progress,
+        )
