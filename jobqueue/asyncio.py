@@ -85,11 +85,11 @@ class _Connection:
         conn = cls(reader, writer, address)
         try:
             await conn.ask(core.hello(name, token), deadline - time.monotonic())
-        except ConnectionLost as exc:
+        except BaseException as exc:
             conn.close()
-            raise core.hello_failed(exc, tls=ssl_context is not None) from exc
-        except BaseException:
-            conn.close()
+            await conn.closed()
+            if isinstance(exc, ConnectionLost):
+                raise core.hello_failed(exc, tls=ssl_context is not None) from exc
             raise
         return conn
 
@@ -157,8 +157,10 @@ class _Connection:
         self._task.cancel()
 
     async def closed(self) -> None:
-        """Wait until the reader task has finished."""
+        """Wait until the reader task has finished and the socket is closed."""
         await asyncio.wait([self._task])
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
 
 
 def _expire(waiter: asyncio.Future[None], message: str) -> None:
