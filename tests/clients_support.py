@@ -9,11 +9,17 @@ sends. Test modules import this as ``tests.clients_support`` at run time
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -32,7 +38,11 @@ async def fail(job: Job) -> Any:
     raise RuntimeError(f"failed on purpose: {job.payload}")
 
 
-HANDLERS = {"echo": echo, "fail": fail}
+async def add(job: Job) -> Any:
+    return sum(job.payload["numbers"])
+
+
+HANDLERS = {"echo": echo, "fail": fail, "add": add}
 
 
 class QueueThread:
@@ -234,3 +244,31 @@ def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     client = ssl.create_default_context()
     ca.configure_trust(client)
     return server, client
+
+
+@contextmanager
+def example_app(module: str, queue: tuple[str, int]) -> Iterator[Callable[[str], Any]]:
+    """Run ``python -m examples.<module> HOST:PORT 0`` as a user would; yield a GET function.
+
+    The function takes a path (``"/?numbers=1,2"``) and returns the decoded JSON answer.
+    """
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", f"examples.{module}", f"{queue[0]}:{queue[1]}", "0"]
+    with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as app:
+        try:
+            assert app.stdout is not None
+            line = app.stdout.readline()  # "serving on http://127.0.0.1:PORT/", once it is
+            assert line.startswith("serving on "), f"the app did not start: {line!r}"
+            base = line.split()[-1].rstrip("/")
+
+            def get(path: str) -> Any:
+                try:
+                    with urllib.request.urlopen(base + path, timeout=LIMIT) as response:
+                        return json.load(response)
+                except urllib.error.HTTPError as exc:
+                    return {"status": exc.code, **json.load(exc)}
+
+            yield get
+        finally:
+            app.terminate()
+            app.wait(LIMIT)

@@ -226,3 +226,11 @@ def test_no_server_and_a_closed_client(queue: support.QueueThread) -> None:
             await client.stats()
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_the_asyncio_example_runs_a_job_per_request(queue: support.QueueThread) -> None:
+    with support.example_app("asyncio_app", queue.address) as get:
+        first = get("/?numbers=1,2,3")
+        assert (first["state"], first["result"]) == ("completed", 6)
+        assert get("/?numbers=10,5")["result"] == 15
+        assert get("/?numbers=x") == {"status": 400, "error": "numbers must be like 1,2,3"}
