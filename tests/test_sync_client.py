@@ -151,11 +151,12 @@ def test_reconnects_after_a_server_restart(queue: support.QueueThread) -> None:
             except BaseException as exc:
                 lost.append(exc)
 
+        before = client.stats().connections
         waiting = threading.Thread(target=wait_for_it)
         waiting.start()
         deadline = time.monotonic() + 5
-        while client.stats().connections < 2:  # the wait is in
-            assert time.monotonic() < deadline
+        while client.stats().connections == before:  # until the wait's own connection is in
+            assert time.monotonic() < deadline, "the wait never connected"
         queue.stop()  # mid-call
         waiting.join(5)
         assert len(lost) == 1
