@@ -1,0 +1,484 @@
+"""An asyncio client, for programs on asyncio: FastAPI, aiohttp, Starlette, plain scripts.
+
+Standard-library ``asyncio`` streams only; see docs/asyncio-client.md. The
+protocol work (encoding, reply matching, errors, backoff) is the sans-IO
+core in ``_client_core``, shared with :mod:`jobqueue.sync`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from typing import Any, TypeVar
+
+from . import _client_core as core
+from ._client_core import DEFAULT_RECONNECT_TIMEOUT, DEFAULT_TIMEOUT, JobInfo, JobList, Stats
+from ._client_errors import ClientClosed, RequestTimeout
+from ._errors import ConnectionLost, RequestError, RequestNotSent
+
+__all__ = ["Client", "ClientClosed", "RequestTimeout"]
+
+_T = TypeVar("_T")
+
+#: Most idle connections a Client keeps for later waits; more are closed.
+MAX_SPARE_CONNECTIONS = 8
+
+#: Above this many unsent bytes, a call waits for the socket to take them.
+_WRITE_BUFFER_LIMIT = 65536
+
+
+class _Connection:
+    """One connection to the queue: requests pipelined, a task reading the replies.
+
+    Callers write their request and wait on a future; the reader task
+    feeds every byte to the :class:`~jobqueue._client_core.Conversation`,
+    which settles requests in the order they were sent. A caller that is
+    cancelled or times out just stops waiting: its reply is still read,
+    matched to it, and dropped, so the connection stays usable.
+    """
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
+    ) -> None:
+        self.address = address
+        self._reader = reader
+        self._writer = writer
+        self._conv = core.Conversation(address)
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._read())
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        timeout: float,
+        *,
+        name: str | None,
+        token: str | None,
+        ssl_context: ssl.SSLContext | None,
+    ) -> _Connection:
+        """Connect, shake hands (TLS, then ``hello``) and return the connection.
+
+        Raises:
+            ConnectionLost: nothing answered, or the handshake failed.
+            RequestError: the server refused (``unauthorized``, ...).
+        """
+        address = f"{host}:{port}"
+        deadline = time.monotonic() + timeout
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    host, port, ssl=ssl_context, server_hostname=host if ssl_context else None
+                ),
+                timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            # (asyncio's TimeoutError is not the builtin one before 3.11.)
+            why = exc if isinstance(exc, OSError) else TimeoutError()
+            handshake = isinstance(exc, ssl.SSLError)
+            raise core.cannot_connect(address, why, timeout, handshake=handshake) from exc
+        conn = cls(reader, writer, address)
+        try:
+            await conn.ask(core.hello(name, token), deadline - time.monotonic())
+        except BaseException as exc:
+            conn.close()
+            await conn.closed()
+            if isinstance(exc, ConnectionLost):
+                raise core.hello_failed(exc, tls=ssl_context is not None) from exc
+            raise
+        return conn
+
+    @property
+    def usable(self) -> bool:
+        """Whether a new request may be sent (nothing known to be wrong)."""
+        return self._conv.broken is None and not self._writer.is_closing()
+
+    @property
+    def idle(self) -> bool:
+        """Usable and owing no reply: fit to be a spare for the next wait."""
+        return self.usable and not self._conv.outstanding
+
+    async def ask(self, request: core.Request, timeout: float) -> core.Reply:
+        """Send ``request`` and return its reply, within ``timeout`` seconds.
+
+        Raises:
+            RequestNotSent: the connection was already unusable.
+            ConnectionLost: the connection broke, or the reply was bad.
+            RequestError: the server answered with an ``error``.
+            RequestTimeout: no reply in time (it will be dropped when it comes).
+        """
+        if self._writer.is_closing():
+            self._settle(self._conv.lose("the connection was closed"))
+        data, pending = self._conv.send(request)
+        waiter = pending.waiter = self._loop.create_future()
+        self._writer.write(data)
+        message = (
+            f"no reply from the queue at {self.address} within {timeout:.3g}s "
+            "(the request may or may not have been applied)"
+        )
+        timer = self._loop.call_later(max(timeout, 0.0), _expire, waiter, message)
+        try:
+            if self._writer.transport.get_write_buffer_size() > _WRITE_BUFFER_LIMIT:
+                # A fault here is the reader task's to see; it settles the call.
+                with contextlib.suppress(OSError):
+                    await self._writer.drain()
+            await waiter
+        finally:
+            timer.cancel()
+        return pending.result()
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                data = await self._reader.read(65536)
+                self._settle(self._conv.receive(data))
+                if not data or self._conv.broken is not None:
+                    break
+        except OSError as exc:
+            self._settle(self._conv.lose(core.reason(exc)))
+        finally:
+            self._settle(self._conv.lose("the connection was closed"))
+            self._writer.close()
+
+    @staticmethod
+    def _settle(done: list[core.Pending]) -> None:
+        for pending in done:
+            if not pending.waiter.done():  # else its caller gave up: dropped
+                pending.waiter.set_result(None)
+
+    def close(self) -> None:
+        """Close at once; calls still waiting get :class:`~jobqueue.ConnectionLost`."""
+        self._writer.close()
+        self._task.cancel()
+
+    async def closed(self) -> None:
+        """Wait until the reader task has finished and the socket is closed."""
+        await asyncio.wait([self._task])
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+
+def _expire(waiter: asyncio.Future[None], message: str) -> None:
+    if not waiter.done():
+        waiter.set_exception(RequestTimeout(message))
+
+
+class _Connecting:
+    """What :meth:`Client.connect` returns: ``await`` it, or ``async with`` it."""
+
+    def __init__(self, start: Callable[[], Awaitable[Client]]) -> None:
+        self._start = start
+        self._client: Client | None = None
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> Client:
+        self._client = await self._start()
+        return self._client
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._client is not None
+        await self._client.aclose()
+
+
+class Client:
+    """An asyncio connection to the queue, safe to share between tasks of one event loop.
+
+    Open one with :meth:`connect`. It has the trio :class:`~jobqueue.Client`'s
+    methods, with the same arguments, results and errors, plus ``timeout=``.
+
+    Sharing: concurrent calls are pipelined on one connection (protocol
+    §3.1): each writes its request at once and is handed its own reply, in
+    the order sent, by the connection's reader task. :meth:`wait` is the
+    exception: the server holds every later reply on a connection behind a
+    ``wait`` (§3.2), so each wait has a connection of its own, kept for the
+    next wait afterwards (up to :data:`MAX_SPARE_CONNECTIONS`).
+
+    Cancellation: a call cancelled while it waits for its reply leaves the
+    connection usable for the others; its reply is read and dropped, never
+    handed to another call. (A cancelled wait closes its own connection,
+    which the server would otherwise keep holding.) As with any cancelled
+    request, it may or may not have been applied.
+
+    Timeouts: every call waits at most ``timeout`` seconds (the client's, or
+    its own ``timeout=``) for its reply and then raises
+    :class:`RequestTimeout` (a :class:`TimeoutError`); :meth:`wait`'s
+    ``timeout`` bounds the whole wait, and without one it waits as long as
+    the job takes.
+
+    Reconnects: as :class:`jobqueue.sync.Client`: a request the server
+    cannot have read is sent again on a new connection; one that may have
+    been applied raises :class:`~jobqueue.ConnectionLost`; the next call
+    reconnects, with backoff, for up to ``reconnect_timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        first: _Connection,
+        open_connection: Callable[[float], Awaitable[_Connection]],
+        timeout: float,
+        reconnect_timeout: float,
+    ) -> None:
+        """Use :meth:`connect`."""
+        self._address = first.address
+        self._open = open_connection
+        self._timeout = timeout
+        self._reconnect_timeout = reconnect_timeout
+        self._shared = first
+        self._spares: list[_Connection] = []
+        self._all = {first}
+        self._reconnecting = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    def connect(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        name: str | None = None,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> _Connecting:
+        """Connect to the queue at ``host:port``: ``async with Client.connect(...) as client:``.
+
+        ``client = await Client.connect(...)`` works too, for a client that
+        lives longer than one block (close it with :meth:`aclose`).
+
+        Args:
+            host: The server's address.
+            port: The server's port.
+            name: How this client's connections are named in the server's ``stats``.
+            token: The server's shared secret, if it was started with one.
+            ssl_context: Speak TLS, checking the server's certificate with
+                this context (e.g. ``ssl.create_default_context(cafile=...)``).
+            reconnect_timeout: How long a call keeps trying to reconnect
+                before it raises :class:`~jobqueue.ConnectionLost`.
+            timeout: How long a call waits for its reply (and to connect),
+                unless it says otherwise, in seconds.
+
+        Raises:
+            ConnectionLost: the server cannot be reached (the first
+                connection is tried once: a wrong address fails fast).
+            RequestError: the server refused the connection
+                (``unauthorized``, ``too_many_connections``).
+        """
+        opener = functools.partial(
+            _Connection.open, host, port, name=name, token=token, ssl_context=ssl_context
+        )
+
+        async def start() -> Client:
+            return cls(await opener(timeout), opener, timeout, reconnect_timeout)
+
+        return _Connecting(start)
+
+    async def submit(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        delay: float = 0.0,
+        run_at: float | None = None,
+        key: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Add a job to the queue and return its id (see :meth:`jobqueue.Client.submit`).
+
+        Raises:
+            RequestError: the server refused the job (``bad_request``, ...).
+            ConnectionLost: the connection broke; the job may have been added.
+            RequestTimeout: no reply within ``timeout`` (default: the client's).
+            TypeError, ValueError: ``payload`` is not JSON.
+        """
+        call = core.submit(name, payload, queue, priority, delay, run_at, key, max_attempts)
+        return await self._run(call, timeout)
+
+    async def submit_many(
+        self, jobs: Iterable[Mapping[str, Any]], *, timeout: float | None = None
+    ) -> list[str]:
+        """Add several jobs in one round trip; return their ids in order (all or none).
+
+        Raises:
+            ValueError: a job is invalid (checked before anything is sent).
+            RequestError, ConnectionLost, RequestTimeout: as for :meth:`submit`.
+        """
+        return await self._run(core.submit_many(jobs), timeout)
+
+    async def cancel(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
+        """Cancel a job that has not finished; return its state (``cancelled``).
+
+        Raises:
+            RequestError: ``unknown_job``, or ``already_finished``.
+            ConnectionLost, RequestTimeout: as for :meth:`submit`.
+        """
+        return await self._run(core.cancel(job_id), timeout)
+
+    async def retry(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
+        """Requeue a failed job with a fresh budget of attempts.
+
+        Raises:
+            RequestError: ``unknown_job``, or ``not_failed``.
+            ConnectionLost, RequestTimeout: as for :meth:`submit`.
+        """
+        return await self._run(core.retry(job_id), timeout)
+
+    async def delete(self, job_id: str, *, timeout: float | None = None) -> None:
+        """Forget a finished job now.
+
+        Raises:
+            RequestError: ``unknown_job``, or ``not_finished``.
+            ConnectionLost, RequestTimeout: as for :meth:`submit`.
+        """
+        await self._run(core.delete(job_id), timeout)
+
+    async def list_jobs(
+        self,
+        state: str,
+        *,
+        queue: str | None = None,
+        limit: int = 100,
+        timeout: float | None = None,
+    ) -> JobList:
+        """Jobs in ``state`` (e.g. ``"failed"``), oldest first, at most ``limit``.
+
+        Raises:
+            RequestError: ``bad_request`` for an unknown state or a bad limit.
+            ConnectionLost, RequestTimeout: as for :meth:`submit`.
+        """
+        return await self._run(core.list_jobs(state, queue, limit), timeout)
+
+    async def status(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
+        """Return the job's current state.
+
+        Raises:
+            RequestError: ``unknown_job`` if the server does not know it.
+            ConnectionLost, RequestTimeout: as for :meth:`submit`.
+        """
+        return await self._run(core.status(job_id), timeout)
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
+        """Wait until the job is completed, failed or cancelled; return its final state.
+
+        Nothing polls: the server answers when the job ends. Other tasks'
+        calls go on meanwhile (the wait has a connection of its own).
+
+        Args:
+            job_id: The job.
+            timeout: Give up after this many seconds (``None``: wait as long
+                as the job takes).
+
+        Raises:
+            RequestTimeout: the job had not finished within ``timeout``;
+                its ``info`` is the job's state then.
+            RequestError: ``unknown_job`` if the server does not know it.
+            ConnectionLost: the connection broke.
+        """
+        return await self._run(core.wait(job_id, timeout), None)
+
+    async def stats(self, *, timeout: float | None = None) -> Stats:
+        """Return queue-wide counters and which worker holds which job.
+
+        Raises:
+            ConnectionLost, RequestTimeout: as for :meth:`submit`.
+        """
+        return await self._run(core.stats(), timeout)
+
+    async def aclose(self) -> None:
+        """Close every connection.
+
+        Calls in flight get ``ConnectionLost``; later ones
+        get :class:`ClientClosed`.
+        """
+        self._closed = True
+        conns, self._all, self._spares = self._all, set(), []
+        for conn in conns:
+            conn.close()
+        await asyncio.gather(*(conn.closed() for conn in conns))
+
+    async def _run(self, call: core.Call[_T], timeout: float | None) -> _T:
+        """Drive one call: send each request it yields, give it the reply."""
+        timeout = self._timeout if timeout is None else timeout
+        request = next(call)
+        while True:
+            reply = await self._exchange(request, core.patience(request, timeout))
+            try:
+                request = call.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def _exchange(self, request: core.Request, patience: float) -> core.Reply:
+        deadline = time.monotonic() + patience
+        blocking = core.is_blocking(request)
+        resent = False
+        while True:
+            conn = await (self._spare(deadline) if blocking else self._connection(deadline))
+            try:
+                return await conn.ask(request, deadline - time.monotonic())
+            except RequestNotSent:
+                # The server never read it: once more, on a new connection.
+                if resent:
+                    raise
+                resent = True
+            finally:
+                if blocking:
+                    self._release(conn)
+
+    async def _connection(self, deadline: float) -> _Connection:
+        """The shared connection, replaced first if it broke."""
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        if self._shared.usable:
+            return self._shared
+        async with self._reconnecting:  # tasks wait for one reconnect, not one each
+            if not self._shared.usable:
+                self._shared.close()
+                self._all.discard(self._shared)
+                self._shared = await self._open_retrying(deadline)
+            return self._shared
+
+    async def _spare(self, deadline: float) -> _Connection:
+        """A connection for one blocking request: an idle spare, or a new one."""
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        while self._spares:
+            conn = self._spares.pop()
+            if conn.idle:
+                return conn
+            self._forget(conn)
+        return await self._open_retrying(deadline)
+
+    def _release(self, conn: _Connection) -> None:
+        if conn.idle and not self._closed and len(self._spares) < MAX_SPARE_CONNECTIONS:
+            self._spares.append(conn)
+        else:
+            self._forget(conn)
+
+    def _forget(self, conn: _Connection) -> None:
+        conn.close()
+        self._all.discard(conn)
+
+    async def _open_retrying(self, deadline: float) -> _Connection:
+        retry = core.Reconnect(self._address, self._reconnect_timeout, deadline)
+        while True:
+            try:
+                conn = await self._open(max(deadline - time.monotonic(), 0.01))
+            except (ConnectionLost, RequestError) as exc:
+                await asyncio.sleep(retry.after(exc))
+            else:
+                retry.succeeded()
+                if self._closed:
+                    conn.close()
+                    raise ClientClosed("the client is closed")
+                self._all.add(conn)
+                return conn

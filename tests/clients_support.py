@@ -1,0 +1,274 @@
+"""Servers for the blocking and asyncio client tests, each in a background thread.
+
+:class:`QueueThread` runs a real queue (and a worker) with ``trio.run`` in a
+thread, so a test's own thread or event loop is free to be the client.
+:class:`FakeServer` is a scripted socket server, for replies no real server
+sends. Test modules import this as ``tests.clients_support`` at run time
+(mypy sees it as ``clients_support``).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from jobqueue import Job, Worker, serve_queue
+
+#: Seconds any thread start or stop may take before the test fails.
+LIMIT = 10.0
+
+
+async def echo(job: Job) -> Any:
+    return job.payload
+
+
+async def fail(job: Job) -> Any:
+    raise RuntimeError(f"failed on purpose: {job.payload}")
+
+
+async def add(job: Job) -> Any:
+    return sum(job.payload["numbers"])
+
+
+HANDLERS = {"echo": echo, "fail": fail, "add": add}
+
+
+class QueueThread:
+    """A queue server, with one echo/fail worker, on ``127.0.0.1`` in a thread.
+
+    ``with QueueThread() as queue:`` then ``queue.address``; ``port`` picks
+    the port (a restart on the same one), 0 a free one.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        worker: bool = True,
+        worker_ssl_context: ssl.SSLContext | None = None,
+        **options: Any,
+    ) -> None:
+        self._port = port
+        self._worker = worker
+        self._worker_ssl = worker_ssl_context
+        self._options = options
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._scope: trio.CancelScope | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._error: BaseException | None = None
+        self.address = ("127.0.0.1", 0)
+
+    def __enter__(self) -> QueueThread:
+        self._thread.start()
+        if not self._ready.wait(LIMIT) or self._error is not None:
+            raise RuntimeError(f"the queue did not start: {self._error!r}")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the server: every connection to it is closed at once."""
+        if self._thread.is_alive():
+            assert self._scope is not None
+            assert self._token is not None
+            trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
+            self._thread.join(LIMIT)
+            assert not self._thread.is_alive(), "the queue thread did not stop"
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        with trio.CancelScope() as self._scope:
+            self._token = trio.lowlevel.current_trio_token()
+            async with trio.open_nursery() as nursery:
+                self.address = await nursery.start(
+                    lambda task_status: serve_queue(
+                        self._port, host="127.0.0.1", task_status=task_status, **self._options
+                    )
+                )
+                if self._worker:
+                    worker = Worker(
+                        *self.address,
+                        handlers=HANDLERS,
+                        concurrency=8,
+                        token=self._options.get("token"),
+                        ssl_context=self._worker_ssl,
+                    )
+                    await nursery.start(worker.run)
+                self._ready.set()
+
+
+class FakeServer:
+    """A socket server that answers ``hello`` properly, then as ``answer`` says.
+
+    ``answer(connection_number, request_line)`` returns the bytes to send
+    back (``b""``: nothing). Each connection is served by its own thread.
+    """
+
+    WELCOME = b'{"type":"hello","server":"fake","version":"0","lease_timeout":30}\n'
+
+    def __init__(self, answer: Callable[[int, bytes], bytes]) -> None:
+        self._answer = answer
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)  # to see _closing soon
+        self.address: tuple[str, int] = self._listener.getsockname()[:2]
+        self.requests: list[bytes] = []
+        self._threads: list[threading.Thread] = []
+        self._closing = threading.Event()
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> FakeServer:
+        self._accepting.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._closing.set()
+        self._listener.close()
+        for thread in [self._accepting, *self._threads]:
+            thread.join(LIMIT)
+
+    def _accept(self) -> None:
+        number = 0
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn, number), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+            number += 1
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        conn.settimeout(0.1)
+        buffer = b""
+        with conn:
+            while not self._closing.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    self.requests.append(line)
+                    reply = self.WELCOME if b'"hello"' in line else self._answer(number, line)
+                    if reply:
+                        conn.sendall(reply)
+
+
+def status_of(line: bytes) -> bytes:
+    """A ``job_status`` reply for the job a request line names (``"job_id":"a"`` → ``a``)."""
+    job_id = line.split(b'"job_id":"', 1)[1].split(b'"', 1)[0]
+    return (
+        b'{"type":"job_status","job_id":"%s","name":"n","state":"pending","attempt":0}\n' % job_id
+    )
+
+
+def late_for_a(number: int, line: bytes) -> bytes:
+    """An ``answer``: every status in order, but job ``a``'s half a second late."""
+    if b'"job_id":"a"' in line:
+        time.sleep(0.5)
+    return status_of(line)
+
+
+def free_port() -> int:
+    """A loopback port nothing was listening on a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def scripted(*replies: bytes) -> Callable[[int, bytes], bytes]:
+    """An ``answer`` giving each request after ``hello`` the next of ``replies``."""
+    queue: list[bytes] = list(replies)
+    return lambda _number, _line: queue.pop(0) if queue else b""
+
+
+def run_threads(target: Callable[[int], None], count: int) -> Sequence[BaseException]:
+    """Run ``target(i)`` in ``count`` threads at once; return what they raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(count)
+
+    def one(index: int) -> None:
+        try:
+            start.wait(LIMIT)
+            target(index)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(LIMIT * 3)
+        assert not thread.is_alive(), "a client thread hung"
+    return errors
+
+
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1, and a client context trusting it."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+@contextmanager
+def example_app(module: str, queue: tuple[str, int]) -> Iterator[Callable[[str], Any]]:
+    """Run ``python -m examples.<module> HOST:PORT 0`` as a user would; yield a GET function.
+
+    The function takes a path (``"/?numbers=1,2"``) and returns the decoded JSON answer.
+    """
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", f"examples.{module}", f"{queue[0]}:{queue[1]}", "0"]
+    with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as app:
+        try:
+            assert app.stdout is not None
+            line = app.stdout.readline()  # "serving on http://127.0.0.1:PORT/", once it is
+            assert line.startswith("serving on "), f"the app did not start: {line!r}"
+            base = line.split()[-1].rstrip("/")
+
+            def get(path: str) -> Any:
+                try:
+                    with urllib.request.urlopen(base + path, timeout=LIMIT) as response:
+                        return json.load(response)
+                except urllib.error.HTTPError as exc:
+                    return {"status": exc.code, **json.load(exc)}
+
+            yield get
+        finally:
+            app.terminate()
+            app.wait(LIMIT)

@@ -1,0 +1,239 @@
+"""The asyncio client against a real queue over TCP (and a fake one for bad replies).
+
+The suite runs async tests under trio, so each test here is a plain
+function running its own ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from jobqueue import ConnectionLost, RequestError
+from jobqueue.asyncio import Client, ClientClosed, RequestTimeout
+
+if TYPE_CHECKING:
+    import clients_support as support
+else:
+    support = importlib.import_module("tests.clients_support")
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def queue() -> Iterator[support.QueueThread]:
+    with support.QueueThread() as running:
+        yield running
+
+
+def with_client(
+    address: tuple[str, int], body: Callable[[Client], Awaitable[None]], **options: object
+) -> None:
+    """Run ``body(client)`` in a fresh event loop, bounded in time."""
+
+    async def main() -> None:
+        async with Client.connect(*address, timeout=5, **options) as client:  # type: ignore[arg-type]
+            await body(client)
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_every_method(queue: support.QueueThread) -> None:
+    async def body(client: Client) -> None:
+        job = await client.submit("echo", {"x": 1})
+        assert (await client.wait(job, timeout=5)).result == {"x": 1}
+        assert (await client.status(job)).state == "completed"
+        many = await client.submit_many([{"name": "echo", "payload": n} for n in range(3)])
+        assert [(await client.wait(i, timeout=5)).result for i in many] == [0, 1, 2]
+        failed = await client.submit("fail", "boom", max_attempts=1)
+        assert (await client.wait(failed, timeout=5)).state == "failed"
+        assert failed in [i.job_id for i in (await client.list_jobs("failed")).jobs]
+        assert (await client.retry(failed)).state in {"pending", "running", "failed"}
+        later = await client.submit("echo", delay=60)
+        assert (await client.cancel(later)).state == "cancelled"
+        await client.delete(later)
+        with pytest.raises(RequestError, match="unknown_job"):
+            await client.status(later)
+        assert (await client.stats()).totals["submitted"] == 6
+        with pytest.raises(ValueError, match="job 0"):
+            await client.submit_many([{"payload": 1}])
+        with pytest.raises(TypeError):
+            await client.submit("echo", object())
+        assert (await client.status(job)).result == {"x": 1}
+
+    with_client(queue.address, body)
+
+
+def test_hundreds_of_tasks_share_one_client_and_each_gets_its_own_reply(
+    queue: support.QueueThread,
+) -> None:
+    async def body(client: Client) -> None:
+        payloads = [{"task": n, "text": f"payload-{n}"} for n in range(300)]
+        ids = await asyncio.gather(*(client.submit("echo", p) for p in payloads))
+        assert len(set(ids)) == 300
+        infos = await asyncio.gather(*(client.status(i) for i in ids))
+        assert [info.job_id for info in infos] == ids
+        ends = await asyncio.gather(*(client.wait(i, timeout=10) for i in ids[:40]))
+        assert [info.result for info in ends] == payloads[:40]
+        # One shared connection, plus spares for the waits.
+        assert (await client.stats()).connections <= 2 + 40
+
+    with_client(queue.address, body)
+
+
+def test_a_cancelled_call_leaves_the_connection_usable(queue: support.QueueThread) -> None:
+    async def body(client: Client) -> None:
+        ids = [await client.submit("echo", n, delay=60) for n in range(2)]
+        connections = (await client.stats()).connections
+        for _ in range(50):
+            first = asyncio.ensure_future(client.status(ids[0]))
+            await asyncio.sleep(0)  # it has sent its request
+            first.cancel()
+            # Its reply comes first, and must not be taken for this one.
+            assert (await client.status(ids[1])).job_id == ids[1]
+        # The same connection all along: none was closed and replaced.
+        assert (await client.stats()).connections == connections
+        stuck = asyncio.ensure_future(client.wait(ids[0]))
+        await asyncio.sleep(0.1)
+        stuck.cancel()
+        assert (await client.status(ids[0])).job_id == ids[0]
+        with pytest.raises(RequestTimeout) as timed_out:  # a new wait is answered as usual
+            await client.wait(ids[1], timeout=0.1)
+        assert timed_out.value.info is not None
+        assert timed_out.value.info.job_id == ids[1]
+
+    with_client(queue.address, body)
+
+
+def test_a_blocked_wait_does_not_hold_up_other_tasks(queue: support.QueueThread) -> None:
+    async def body(client: Client) -> None:
+        stuck = await client.submit("echo", queue="nobody-serves-this")
+        waiting = asyncio.ensure_future(client.wait(stuck, timeout=1.5))
+        started = time.monotonic()
+        for n in range(20):
+            job = await client.submit("echo", n, timeout=2)
+            assert (await client.wait(job, timeout=2)).result == n
+        assert time.monotonic() - started < 1.2
+        assert not waiting.done()
+        with pytest.raises(RequestTimeout) as timed_out:
+            await waiting
+        assert isinstance(timed_out.value, TimeoutError)
+        assert timed_out.value.info is not None
+        assert timed_out.value.info.state == "pending"
+
+    with_client(queue.address, body)
+
+
+def test_a_late_reply_times_out_and_is_never_handed_to_the_next_call() -> None:
+
+    async def body(client: Client) -> None:
+        with pytest.raises(RequestTimeout, match="may or may not"):
+            await client.status("a", timeout=0.2)
+        assert (await client.status("b")).job_id == "b"
+
+    with support.FakeServer(support.late_for_a) as fake:
+        with_client(fake.address, body)
+
+
+def test_reconnects_after_a_server_restart(queue: support.QueueThread) -> None:
+    port = queue.address[1]
+
+    async def body(client: Client) -> None:
+        stuck = await client.submit("echo", queue="nobody-serves-this")
+        before = (await client.stats()).connections
+        waiting = asyncio.ensure_future(client.wait(stuck))
+        for _ in range(500):  # until the wait's own connection is in
+            if (await client.stats()).connections > before:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the wait never connected")
+        await asyncio.to_thread(queue.stop)  # mid-call
+        with pytest.raises(ConnectionLost):
+            await waiting
+        with support.QueueThread(port):
+            job = await client.submit("echo", "again")
+            assert (await client.wait(job, timeout=5)).result == "again"
+
+    with_client(queue.address, body, reconnect_timeout=5)
+
+
+def test_a_request_the_server_never_read_is_sent_again() -> None:
+    idle = b'{"type":"error","code":"idle_timeout","message":"idle"}\n'
+    submitted = b'{"type":"job_submitted","job_id":"j-1"}\n'
+
+    async def body(client: Client) -> None:
+        assert await client.submit("echo") == "j-1"
+
+    with support.FakeServer(lambda number, line: idle if number == 0 else submitted) as fake:
+        with_client(fake.address, body)
+        assert [line for line in fake.requests if b"submit_job" in line] == [
+            b'{"type":"submit_job","name":"echo","payload":null}'
+        ] * 2
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [(b"this is not json\n", "bad reply"), (b'{"type":"ok"}\n', "protocol mismatch")],
+)
+def test_a_bad_reply_is_a_lost_connection(line: bytes, error: str) -> None:
+    async def body(client: Client) -> None:
+        with pytest.raises(ConnectionLost, match=error):
+            await client.submit("echo")
+
+    with support.FakeServer(support.scripted(line)) as fake:
+        with_client(fake.address, body)
+
+
+def test_token_tls_and_their_refusals() -> None:
+    server_context, client_context = support.tls_contexts()
+
+    async def body(client: Client) -> None:
+        job = await client.submit("echo", "secret")
+        assert (await client.wait(job, timeout=5)).result == "secret"
+
+    async def refused(**options: object) -> BaseException:
+        with pytest.raises((ConnectionLost, RequestError)) as failed:
+            await Client.connect(*tls.address, timeout=2, **options)  # type: ignore[arg-type]
+        return failed.value
+
+    with support.QueueThread(
+        ssl_context=server_context, worker_ssl_context=client_context, token=TOKEN
+    ) as tls:
+        with_client(tls.address, body, ssl_context=client_context, token=TOKEN)
+        untrusting = ssl.create_default_context()
+        error = asyncio.run(refused(ssl_context=untrusting))
+        assert "certificate rejected" in str(error)
+        error = asyncio.run(refused(token=TOKEN))
+        assert "if the server uses TLS" in str(error)
+        error = asyncio.run(refused(ssl_context=client_context, token="wrong"))
+        assert isinstance(error, RequestError)
+        assert error.code == "unauthorized"
+
+
+def test_no_server_and_a_closed_client(queue: support.QueueThread) -> None:
+    port = support.free_port()
+
+    async def main() -> None:
+        with pytest.raises(ConnectionLost, match="cannot connect"):
+            await Client.connect("127.0.0.1", port, timeout=2)
+        client = await Client.connect(*queue.address)
+        await client.aclose()
+        with pytest.raises(ClientClosed):
+            await client.stats()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_the_asyncio_example_runs_a_job_per_request(queue: support.QueueThread) -> None:
+    with support.example_app("asyncio_app", queue.address) as get:
+        first = get("/?numbers=1,2,3")
+        assert (first["state"], first["result"]) == ("completed", 6)
+        assert get("/?numbers=10,5")["result"] == 15
+        assert get("/?numbers=x") == {"status": 400, "error": "numbers must be like 1,2,3"}
