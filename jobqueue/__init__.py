@@ -6,9 +6,11 @@ jobs and asks about them. See README.md and docs/ for the whole story.
 """
 
 from ._client import Client as Client
+from ._errors import ClientClosed as ClientClosed
 from ._errors import ConnectionLost as ConnectionLost
 from ._errors import JobQueueError as JobQueueError
 from ._errors import RequestError as RequestError
+from ._errors import RequestTimeout as RequestTimeout
 from ._replies import JobInfo as JobInfo
 from ._replies import JobList as JobList
 from ._replies import Stats as Stats
@@ -21,6 +23,7 @@ from ._worker import WorkerStatistics as WorkerStatistics
 
 __all__ = [
     "Client",
+    "ClientClosed",
     "ConnectionLost",
     "Handler",
     "Job",
@@ -28,6 +31,7 @@ __all__ = [
     "JobList",
     "JobQueueError",
     "RequestError",
+    "RequestTimeout",
     "Stats",
     "Worker",
     "WorkerStatistics",

@@ -30,36 +30,43 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ._client_errors import RequestTimeout
-from ._errors import FAREWELL_CODES, IDLE_TIMEOUT, ConnectionLost, RequestError, RequestNotSent
-from ._link import _why
-from ._protocol import (
-    EOF,
-    MAX_LINE_BYTES,
-    NEED_DATA,
+from ._codec import decode_reply, encode_request
+from ._errors import (
+    FAREWELL_CODES,
+    IDLE_TIMEOUT,
+    ConnectionLost,
+    ProtocolError,
+    RequestError,
+    RequestNotSent,
+    RequestTimeout,
+    reason,
+)
+from ._framing import EOF, NEED_DATA, LineDecoder
+from ._limits import MAX_LINE_BYTES
+from ._replies import (
     ErrorReply,
-    GetStats,
-    GetStatus,
-    Hello,
-    JobAction,
     JobCancelledNotice,
     JobInfo,
     JobList,
     JobsSubmitted,
     JobSubmitted,
-    LineDecoder,
-    ListJobs,
     Ok,
-    ProtocolError,
     Reply,
-    Request,
     Stats,
+    Welcome,
+)
+from ._requests import (
+    CancelJob,
+    DeleteJob,
+    GetStats,
+    GetStatus,
+    Hello,
+    ListJobs,
+    Request,
+    RetryJob,
     SubmitJob,
     SubmitJobs,
     WaitJob,
-    Welcome,
-    decode_reply,
-    encode_request,
 )
 
 __all__ = [
@@ -123,8 +130,6 @@ _EXPECTED: dict[str, type[Reply]] = {
 #: A public method as the I/O layers run it: it yields each request to send
 #: and is sent that request's reply; its return value is the method's.
 Call = Generator[Request, Reply, _T]
-
-reason = _why
 
 
 @attrs.define(eq=False, slots=True)
@@ -329,17 +334,17 @@ def status(job_id: str) -> Call[JobInfo]:
 
 def cancel(job_id: str) -> Call[JobInfo]:
     """``cancel``: the job's state once cancelled."""
-    return _job(JobAction("cancel_job", job_id))
+    return _job(CancelJob(job_id))
 
 
 def retry(job_id: str) -> Call[JobInfo]:
     """``retry``: the job's state once requeued."""
-    return _job(JobAction("retry_job", job_id))
+    return _job(RetryJob(job_id))
 
 
 def delete(job_id: str) -> Call[None]:
     """``delete``: forget a finished job."""
-    yield JobAction("delete_job", job_id)
+    yield DeleteJob(job_id)
 
 
 def list_jobs(state: str, queue: str | None, limit: int) -> Call[JobList]:
@@ -383,7 +388,7 @@ def cannot_connect(
     address: str, exc: BaseException, timeout: float, *, handshake: bool
 ) -> ConnectionLost:
     """The error for a connection (or, once connected, a TLS ``handshake``) that failed."""
-    why = f"no answer within {timeout:g}s" if isinstance(exc, TimeoutError) else _why(exc)
+    why = f"no answer within {timeout:g}s" if isinstance(exc, TimeoutError) else reason(exc)
     if handshake:
         return ConnectionLost(f"TLS handshake with the queue at {address} failed: {why}")
     return ConnectionLost(f"cannot connect to the queue at {address}: {why}")

@@ -14,7 +14,12 @@ that no client recognises; docs/protocol.md §6 says when each is sent.
 
 from __future__ import annotations
 
-from typing import Final
+import os
+import ssl
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ._replies import JobInfo
 
 # The request was malformed (codec).
 BAD_JSON: Final = "bad_json"
@@ -106,3 +111,51 @@ class RuleError(Refusal):
     Raised by the pure state machine, which leaves its state exactly as it
     was; it knows nothing of the wire, only the code and the message.
     """
+
+
+class RequestTimeout(JobQueueError, TimeoutError):
+    """A call's ``timeout`` passed before its answer came.
+
+    For :meth:`~jobqueue.sync.Client.wait` this means the job had not
+    finished; ``info`` is its state when the wait gave up. For any other
+    call it means the server did not answer in time, and (as with
+    :class:`~jobqueue.ConnectionLost`) the request may or may not have been
+    applied. It is a :class:`TimeoutError` too, so code that bounds calls
+    with the standard library's timeouts catches it where it expects to.
+
+    Attributes:
+        info: The job's last known state (``wait`` only), else ``None``.
+    """
+
+    def __init__(self, message: str, info: JobInfo | None = None) -> None:
+        super().__init__(message)
+        self.info = info
+
+
+class ClientClosed(JobQueueError, RuntimeError):
+    """A call was made on a client that was closed: a bug in the caller.
+
+    Not a :class:`~jobqueue.ConnectionLost`: retrying cannot help, so code
+    that retries on a lost connection must not loop on this.
+    """
+
+
+def reason(exc: BaseException) -> str:
+    """The most specific human reason behind ``exc`` ("Connection refused")."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate rejected: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)  # trio's own text repeats the address
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    cause = exc.__cause__
+    # trio.open_tcp_stream raises OSError("all attempts ... failed") caused by
+    # an ExceptionGroup of the per-address errors: report the first of those.
+    inner = getattr(cause, "exceptions", None)
+    if inner:
+        return reason(inner[0])
+    if cause is not None:
+        return reason(cause)
+    return str(exc) or type(exc).__name__

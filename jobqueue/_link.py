@@ -7,7 +7,6 @@ exceptions users see are defined in ``_errors``.
 from __future__ import annotations
 
 import math
-import os
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -22,6 +21,7 @@ from ._errors import (
     ProtocolError,
     RequestError,
     RequestNotSent,
+    reason,
 )
 from ._framing import EOF, NEED_DATA, LineDecoder
 from ._limits import MAX_LINE_BYTES
@@ -99,7 +99,7 @@ class Link:
             if isinstance(exc, trio.TooSlowError):
                 why = f"no answer within {CONNECT_TIMEOUT:g}s"
             else:
-                why = _why(exc)
+                why = reason(exc)
             if stream is None:
                 raise ConnectionLost(f"cannot connect to the queue at {address}: {why}") from exc
             raise ConnectionLost(
@@ -177,11 +177,11 @@ class Link:
                             why = (self._broken or "").removeprefix("lost: ")
                             raise trio.BrokenResourceError(why or "connection lost") from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._broken = f"lost: {_why(exc)}"
+                self._broken = f"lost: {reason(exc)}"
                 # A failed send never sent the last newline; but of several
                 # pipelined requests, the first ones may have gone out whole.
                 lost = RequestNotSent if not sent and len(messages) == 1 else ConnectionLost
-                raise lost(f"connection to {self.address} lost: {_why(exc)}") from exc
+                raise lost(f"connection to {self.address} lost: {reason(exc)}") from exc
             except ProtocolError as exc:
                 self._broken = f"bad reply: {exc}"
                 raise ConnectionLost(
@@ -224,7 +224,7 @@ class Link:
                 else:
                     send.send_nowait(reply)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._broken = f"lost: {_why(exc)}"
+            self._broken = f"lost: {reason(exc)}"
         except ProtocolError as exc:
             self._broken = f"bad reply: {exc.message}"
         finally:
@@ -247,24 +247,3 @@ class Link:
     def broken(self) -> str | None:
         """Why the connection is unusable, or ``None`` if it is fine."""
         return self._broken
-
-
-def _why(exc: BaseException) -> str:
-    """The most specific human reason behind ``exc`` ("Connection refused")."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate rejected: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)  # trio's own text repeats the address
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    cause = exc.__cause__
-    # trio.open_tcp_stream raises OSError("all attempts ... failed") caused by
-    # an ExceptionGroup of the per-address errors: report the first of those.
-    inner = getattr(cause, "exceptions", None)
-    if inner:
-        return _why(inner[0])
-    if cause is not None:
-        return _why(cause)
-    return str(exc) or type(exc).__name__

@@ -18,8 +18,7 @@ from typing import Any, TypeVar
 
 from . import _client_core as core
 from ._client_core import DEFAULT_RECONNECT_TIMEOUT, DEFAULT_TIMEOUT, JobInfo, JobList, Stats
-from ._client_errors import ClientClosed, RequestTimeout
-from ._errors import ConnectionLost, RequestError, RequestNotSent
+from ._errors import ClientClosed, ConnectionLost, RequestError, RequestNotSent, RequestTimeout
 
 __all__ = ["Client", "ClientClosed", "RequestTimeout"]
 
