@@ -6,6 +6,8 @@ jobs and asks about them. See README.md and docs/ for the whole story.
 """
 
 from ._client import Client as Client
+from ._config import QueueRules as QueueRules
+from ._config import ServerConfig as ServerConfig
 from ._errors import ConnectionLost as ConnectionLost
 from ._errors import JobQueueError as JobQueueError
 from ._errors import RequestError as RequestError
@@ -27,7 +29,9 @@ __all__ = [
     "JobInfo",
     "JobList",
     "JobQueueError",
+    "QueueRules",
     "RequestError",
+    "ServerConfig",
     "Stats",
     "Worker",
     "WorkerStatistics",

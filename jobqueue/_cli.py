@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, TextIO
 import trio
 
 from ._client import Client
+from ._config import QueueRules, ServerConfig
 from ._errors import JobQueueError
 from ._protocol import (
     JOB_STATES,
@@ -33,19 +34,21 @@ from ._protocol import (
     SubmitJob,
     decode_value,
 )
-from ._server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, serve_queue
-from ._state import (
-    DEFAULT_FINISHED_RETENTION,
-    DEFAULT_LEASE_TIMEOUT,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_RETRY_DELAY,
-    DEFAULT_RETRY_DELAY,
-)
+from ._server import serve_queue
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
 
 DEFAULT_ADDRESS = "127.0.0.1:8080"
+_RULES = QueueRules()
+_SERVER = ServerConfig()
+DEFAULT_LEASE_TIMEOUT = _RULES.lease_timeout
+DEFAULT_FINISHED_RETENTION = _RULES.finished_retention
+DEFAULT_MAX_ATTEMPTS = _RULES.max_attempts
+DEFAULT_RETRY_DELAY = _RULES.retry_delay
+DEFAULT_MAX_RETRY_DELAY = _RULES.max_retry_delay
+DEFAULT_MAX_PENDING = _RULES.max_pending
+DEFAULT_MAX_CONNECTIONS = _SERVER.max_connections
+DEFAULT_HANDSHAKE_TIMEOUT = _SERVER.handshake_timeout
 #: Environment variable the ``--token`` options default to.
 TOKEN_ENV = "JOBQUEUE_TOKEN"
 
@@ -383,24 +386,25 @@ def _serve(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot load --tls-cert/--tls-key: {exc}") from None
     try:
-        trio.run(
-            partial(
-                serve_queue,
-                args.port,
-                host=args.host,
+        config = ServerConfig(
+            rules=QueueRules(
                 lease_timeout=args.lease_timeout,
                 finished_retention=args.retention,
                 max_attempts=args.max_attempts,
                 retry_delay=args.retry_delay,
                 max_retry_delay=args.max_retry_delay,
                 max_pending=args.max_pending or None,
-                max_connections=args.max_connections,
-                handshake_timeout=args.handshake_timeout,
-                idle_timeout=args.idle_timeout,
-                token=args.token,
-                ssl_context=context,
-            )
+            ),
+            max_connections=args.max_connections,
+            handshake_timeout=args.handshake_timeout,
+            idle_timeout=args.idle_timeout,
+            token=args.token,
+            ssl_context=context,
         )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        trio.run(partial(serve_queue, args.port, host=args.host, config=config))
     except OSError as exc:
         raise JobQueueError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
