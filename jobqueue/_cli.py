@@ -6,18 +6,21 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import os
 import ssl
 import sys
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import partial
 from typing import Any
 
+import attrs
 import trio
 
 from ._client import Client
-from ._config import QueueRules, ServerConfig
+from ._config import OptionError, QueueRules, ServerConfig
 from ._demo import run_demo
 from ._errors import JobQueueError
 from ._protocol import (
@@ -36,16 +39,6 @@ from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
 
 DEFAULT_ADDRESS = "127.0.0.1:8080"
-_RULES = QueueRules()
-_SERVER = ServerConfig()
-DEFAULT_LEASE_TIMEOUT = _RULES.lease_timeout
-DEFAULT_FINISHED_RETENTION = _RULES.finished_retention
-DEFAULT_MAX_ATTEMPTS = _RULES.max_attempts
-DEFAULT_RETRY_DELAY = _RULES.retry_delay
-DEFAULT_MAX_RETRY_DELAY = _RULES.max_retry_delay
-DEFAULT_MAX_PENDING = _RULES.max_pending
-DEFAULT_MAX_CONNECTIONS = _SERVER.max_connections
-DEFAULT_HANDSHAKE_TIMEOUT = _SERVER.handshake_timeout
 #: Environment variable the ``--token`` options default to.
 TOKEN_ENV = "JOBQUEUE_TOKEN"
 
@@ -102,71 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port", type=_port, default=8080, help="TCP port; 0 picks a free one (default: 8080)"
     )
-    serve.add_argument(
-        "--lease-timeout",
-        type=_positive_float,
-        default=DEFAULT_LEASE_TIMEOUT,
-        metavar="SECONDS",
-        help=f"how long a silent worker keeps a job (default: {DEFAULT_LEASE_TIMEOUT:g})",
-    )
-    serve.add_argument(
-        "--retention",
-        type=int,
-        default=DEFAULT_FINISHED_RETENTION,
-        metavar="N",
-        help=f"finished jobs remembered for status (default: {DEFAULT_FINISHED_RETENTION})",
-    )
-    serve.add_argument(
-        "--max-attempts",
-        type=_attempts,
-        default=DEFAULT_MAX_ATTEMPTS,
-        metavar="N",
-        help=f"runs a job may take unless it sets its own (default: {DEFAULT_MAX_ATTEMPTS})",
-    )
-    serve.add_argument(
-        "--retry-delay",
-        type=_positive_float,
-        default=DEFAULT_RETRY_DELAY,
-        metavar="SECONDS",
-        help=f"first backoff after a handler raised; doubles (default: {DEFAULT_RETRY_DELAY:g})",
-    )
-    serve.add_argument(
-        "--max-retry-delay",
-        type=_positive_float,
-        default=DEFAULT_MAX_RETRY_DELAY,
-        metavar="SECONDS",
-        help=f"cap on that backoff (default: {DEFAULT_MAX_RETRY_DELAY:g})",
-    )
-    serve.add_argument(
-        "--max-pending",
-        type=int,
-        default=DEFAULT_MAX_PENDING,
-        metavar="N",
-        help="jobs that may wait at once before submits get queue_full; 0: no limit "
-        f"(default: {DEFAULT_MAX_PENDING})",
-    )
-    serve.add_argument(
-        "--max-connections",
-        type=_positive_int,
-        default=DEFAULT_MAX_CONNECTIONS,
-        metavar="N",
-        help=f"connections open at once (default: {DEFAULT_MAX_CONNECTIONS})",
-    )
-    serve.add_argument(
-        "--handshake-timeout",
-        type=_positive_float,
-        default=DEFAULT_HANDSHAKE_TIMEOUT,
-        metavar="SECONDS",
-        help="time a new connection has for TLS and its first request "
-        f"(default: {DEFAULT_HANDSHAKE_TIMEOUT:g})",
-    )
-    serve.add_argument(
-        "--idle-timeout",
-        type=_positive_float,
-        default=None,
-        metavar="SECONDS",
-        help="close connections silent this long with nothing outstanding (default: never)",
-    )
+    for record in (QueueRules, ServerConfig):
+        _add_record_options(serve, record)
     _add_token(serve, "require this shared secret in every connection's hello")
     serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
     serve.add_argument(
@@ -286,6 +216,65 @@ def _add_token(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _add_record_options(parser: argparse.ArgumentParser, record: type[Any]) -> None:
+    """One option per field of ``record`` (``--lease-timeout`` for ``lease_timeout``).
+
+    The field gives the option its default, its help and metavar, the type
+    of its value and its check, so a new server option needs only a new
+    field. Fields the command line spells its own way say so in their
+    metadata (a ``flag`` of their own, a word for ``None``, or none at all).
+    """
+    hints = typing.get_type_hints(record)
+    for field in attrs.fields(record):
+        meta = field.metadata
+        if not meta.get("cli", True):
+            continue
+        help_text: str = meta["help"]
+        if meta.get("none_means"):
+            help_text += f"; {meta['none_means']}"
+        if "(default" not in help_text:
+            help_text += f" (default: {field.default})"
+        parser.add_argument(
+            meta.get("flag") or "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=_field_value(field, hints[field.name]),
+            default=field.default,
+            metavar=meta.get("metavar"),
+            help=help_text,
+        )
+
+
+def _field_value(field: attrs.Attribute[Any], hint: Any) -> Callable[[str], Any]:
+    """Parse an option's text as its field's type, then apply the field's check."""
+    kinds = [kind for kind in typing.get_args(hint) or (hint,) if kind is not type(None)]
+    parse = {int: _whole_number, float: _finite_number}[kinds[0]]
+    none_means: str | None = field.metadata.get("none_means")
+    none_word = none_means.partition(":")[0] if none_means else None
+
+    def value(text: str) -> Any:
+        if none_word is not None and text.strip() == none_word:
+            return None
+        result = parse(text)
+        try:
+            if field.validator is not None:
+                field.validator(None, field, result)
+        except OptionError as exc:
+            rule = exc.rule if none_means is None else f"{exc.rule} (or {none_means})"
+            raise argparse.ArgumentTypeError(rule) from None
+        return result
+
+    return value
+
+
+def _record_values(args: argparse.Namespace, record: type[Any]) -> dict[str, Any]:
+    """The values of ``record``'s fields that ``_add_record_options`` parsed."""
+    return {
+        field.name: getattr(args, field.name)
+        for field in attrs.fields(record)
+        if field.metadata.get("cli", True)
+    }
+
+
 def _connection(args: argparse.Namespace) -> dict[str, Any]:
     """Where and how to connect, from ``--connect``, ``--token`` and ``--tls*``.
 
@@ -342,6 +331,23 @@ def _port(text: str) -> int:
     return value
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+
+
+def _finite_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -369,10 +375,6 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if not args.retention >= 0:
-        raise UsageError("--retention must be 0 or more")
-    if not args.max_pending >= 0:
-        raise UsageError("--max-pending must be 0 (no limit) or more")
     if args.tls_key and not args.tls_cert:
         raise UsageError("--tls-key needs --tls-cert")
     context = None
@@ -384,22 +386,14 @@ def _serve(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot load --tls-cert/--tls-key: {exc}") from None
     try:
         config = ServerConfig(
-            rules=QueueRules(
-                lease_timeout=args.lease_timeout,
-                finished_retention=args.retention,
-                max_attempts=args.max_attempts,
-                retry_delay=args.retry_delay,
-                max_retry_delay=args.max_retry_delay,
-                max_pending=args.max_pending or None,
-            ),
-            max_connections=args.max_connections,
-            handshake_timeout=args.handshake_timeout,
-            idle_timeout=args.idle_timeout,
+            rules=QueueRules(**_record_values(args, QueueRules)),
             token=args.token,
             ssl_context=context,
+            **_record_values(args, ServerConfig),
         )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    except OptionError as exc:
+        # The options parsed above were checked already: only --token is left.
+        raise UsageError(f"--{exc.name.replace('_', '-')} {exc.rule}") from None
     try:
         trio.run(partial(serve_queue, args.port, host=args.host, config=config))
     except OSError as exc:

@@ -97,7 +97,7 @@ def _at_most(high: int) -> Check:
     return Check(lambda value: value <= high, f"must be at most {high}")
 
 
-_non_empty = Check(lambda value: len(value) > 0, "must not be empty (None means no token)")
+_non_empty = Check(lambda value: len(value) > 0, "must not be empty")
 
 
 @attrs.frozen

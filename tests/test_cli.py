@@ -9,6 +9,7 @@ process prints (no traceback on its stderr, a clean exit), a subprocess runs
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -23,10 +24,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
+import attrs
 import pytest
 import trio
 
-from jobqueue import Handler, Job, JobInfo, Stats, Worker, __version__, _cli
+from jobqueue import (
+    Handler,
+    Job,
+    JobInfo,
+    QueueRules,
+    ServerConfig,
+    Stats,
+    Worker,
+    __version__,
+    _cli,
+)
 from jobqueue._client import Client
 from jobqueue._server import serve_queue
 
@@ -135,6 +147,15 @@ def exit_status(argv: Sequence[str]) -> int:
         code = exc.code
     assert isinstance(code, int)
     return code
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand (``serve``, ``worker``, ...)."""
+    for action in _cli._parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parser: argparse.ArgumentParser = action.choices[name]
+            return parser
+    raise AssertionError("no subcommands")
 
 
 def _refuse_to_start(*args: Any, **kwargs: Any) -> NoReturn:
@@ -877,7 +898,6 @@ def test_serve_on_an_unknown_host_is_one_line_error() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["serve", "--max-pending", "-1"], "--max-pending must be 0 (no limit) or more"),
         (["serve", "--tls-key", "key.pem"], "--tls-key needs --tls-cert"),
         (["serve", "--tls-cert", "/no/such/cert.pem"], "cannot load --tls-cert/--tls-key"),
         (["stats", "--tls-ca", "/no/such/ca.pem"], "cannot use --tls-ca '/no/such/ca.pem'"),
@@ -890,9 +910,62 @@ def test_guard_options_are_checked(
     assert message in assert_one_line_error(capsys.readouterr().err, "")
 
 
-def test_negative_retention_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli.main(["serve", "--port", "0", "--retention", "-1"]) == 2
-    assert_one_line_error(capsys.readouterr().err, "--retention must be 0 or more")
+def test_an_empty_token_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli.main(["serve", "--token", ""]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--token must not be empty")
+
+
+@pytest.fixture
+def served_configs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, ServerConfig]]:
+    """What ``main(["serve", ...])`` would serve: port, host and config, per call."""
+    calls: list[tuple[int, str, ServerConfig]] = []
+
+    async def record(port: int, *, host: str, config: ServerConfig) -> None:
+        calls.append((port, host, config))
+
+    monkeypatch.setattr(_cli, "serve_queue", record)
+    monkeypatch.delenv(_cli.TOKEN_ENV, raising=False)
+    return calls
+
+
+def test_serve_options_build_the_config(
+    served_configs: list[tuple[int, str, ServerConfig]],
+) -> None:
+    assert _cli.main(["serve"]) == 0
+    assert served_configs.pop() == (8080, "127.0.0.1", ServerConfig())
+    argv = ["serve", "--port", "0", "--host", "::1", "--lease-timeout", "2.5"]
+    argv += ["--retention", "7", "--max-attempts", "3", "--retry-delay", "0.5"]
+    argv += ["--max-retry-delay", "9", "--max-pending", "0", "--max-connections", "4"]
+    argv += ["--handshake-timeout", "2", "--idle-timeout", "60", "--token", "s3cret"]
+    assert _cli.main(argv) == 0
+    rules = QueueRules(
+        lease_timeout=2.5,
+        finished_retention=7,
+        max_attempts=3,
+        retry_delay=0.5,
+        max_retry_delay=9,
+        max_pending=None,  # --max-pending 0: no limit
+    )
+    config = ServerConfig(
+        rules=rules, max_connections=4, handshake_timeout=2, idle_timeout=60, token="s3cret"
+    )
+    assert served_configs.pop() == (0, "::1", config)
+
+
+def test_every_server_option_has_a_flag() -> None:
+    # A new field of either record is a new serve option without touching the CLI.
+    dests = {action.dest for action in command_parser("serve")._actions}
+    offered = {
+        field.name
+        for record in (QueueRules, ServerConfig)
+        for field in attrs.fields(record)
+        if field.metadata.get("cli", True)
+    }
+    # The others are built from options of the CLI's own.
+    assert {"rules", "token", "ssl_context", "max_line_bytes"} == {
+        field.name for field in attrs.fields(ServerConfig)
+    } - offered
+    assert offered <= dests
 
 
 @pytest.mark.parametrize("port", ["65536", "70000", "-1"])
@@ -917,16 +990,20 @@ def test_serve_rejects_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
         (["submit", "sleep", "--count", "0"], "--count: must be at least 1, not 0"),
         (["submit", "sleep", "--count", "many"], "--count"),
         (["serve", "--lease-timeout", "0"], "--lease-timeout: must be a positive number"),
-        (["serve", "--lease-timeout", "nan"], "--lease-timeout: must be a positive number"),
-        (["serve", "--lease-timeout", "inf"], "--lease-timeout: must be a positive number"),
+        (["serve", "--lease-timeout", "nan"], "--lease-timeout: must be a finite number"),
+        (["serve", "--lease-timeout", "inf"], "--lease-timeout: must be a finite number"),
+        (["serve", "--lease-timeout", "soon"], "--lease-timeout: expected a number, not 'soon'"),
         (["serve", "--port", "eighty"], "--port"),
         (["serve", "--max-attempts", "0"], "--max-attempts: must be at least 1, not 0"),
         (["serve", "--max-attempts", "1001"], "--max-attempts: must be at most 1000, not 1001"),
         (["serve", "--retry-delay", "0"], "--retry-delay: must be a positive number"),
         (["serve", "--max-connections", "0"], "--max-connections: must be at least 1"),
         (["serve", "--idle-timeout", "0"], "--idle-timeout: must be a positive number"),
-        (["serve", "--handshake-timeout", "inf"], "--handshake-timeout: must be a positive"),
-        (["serve", "--max-retry-delay", "inf"], "--max-retry-delay: must be a positive number"),
+        (["serve", "--handshake-timeout", "inf"], "--handshake-timeout: must be a finite"),
+        (["serve", "--max-retry-delay", "inf"], "--max-retry-delay: must be a finite number"),
+        (["serve", "--retention", "-1"], "--retention: must be at least 0, not -1"),
+        (["serve", "--retention", "all"], "--retention: expected a whole number, not 'all'"),
+        (["serve", "--max-pending", "-1"], "--max-pending: must be at least 1, not -1 (or 0: no"),
         (["submit", "sleep", "--max-attempts", "0"], "--max-attempts: must be at least 1"),
         (["submit", "sleep", "--priority", "high"], "--priority"),
         (["submit", "sleep", "--delay", "soon"], "--delay"),
