@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import trio
@@ -49,7 +49,11 @@ class UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"jobqueue: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -82,76 +86,141 @@ def _only_interrupts(exc: BaseException) -> bool:
     return bool(inner) and all(_only_interrupts(e) for e in inner)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are :class:`UsageError`.
+
+    So a mistake argparse finds (an unknown option, a bad value) is reported
+    like every other: one ``jobqueue: ...`` line, exit status 2, rather than
+    argparse's usage block.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Ends every option's help with its default, as ``ArgumentDefaultsHelpFormatter`` does.
+
+    Except: a help that states its default itself, ``(default: ...)``, is
+    left alone (how ``--token`` keeps ``$JOBQUEUE_TOKEN``'s secret out of
+    ``--help``); a flag's default reads "off" and ``None`` reads "none".
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        flag = isinstance(action, argparse._StoreTrueAction)
+        if not action.option_strings or "(default" in text:
+            return text
+        if flag:
+            return f"{text} (default: off)"
+        if action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: {'none' if action.default is None else '%(default)s'})"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jobqueue", description="A distributed job queue built on trio."
+    parser = _Parser(
+        prog="jobqueue",
+        description="A distributed job queue built on trio.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    # -v works after the command too. The command's copy has no default, so
+    # it cannot undo a -v given before the command.
+    verbose = _Parser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug detail"
     )
     parser.add_argument("--version", action="version", version=f"jobqueue {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the queue server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[verbose],
+            formatter_class=_HelpFormatter,
+        )
+
+    serve = command("serve", "run the queue server")
     serve.add_argument(
-        "--port", type=_port, default=8080, help="TCP port; 0 picks a free one (default: 8080)"
+        "--host", default="127.0.0.1", help="address to bind; the default serves this machine only"
     )
+    serve.add_argument("--port", type=_port, default=8080, help="TCP port; 0 picks a free one")
     for record in (QueueRules, ServerConfig):
         _add_record_options(serve, record)
     _add_token(serve, "require this shared secret in every connection's hello")
-    serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve TLS with this certificate (PEM) (default: plain TCP)",
+    )
     serve.add_argument(
         "--tls-key", metavar="FILE", help="the certificate's private key (default: in --tls-cert)"
     )
     serve.set_defaults(command=_serve)
 
-    worker = sub.add_parser("worker", help="run jobs from the queue")
+    worker = command("worker", "run jobs from the queue")
     _add_connect(worker)
-    worker.add_argument("--concurrency", type=_positive_int, default=1, metavar="N")
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=1, metavar="N", help="jobs run at once"
+    )
     worker.add_argument(
         "--handlers",
         metavar="MODULE:ATTR",
-        help="a dict (or other mapping) of job name -> async handler, added to built-in 'sleep'",
+        help="a dict (or other mapping) of job name -> async handler, added to built-in 'sleep' "
+        "(default: only 'sleep')",
     )
     worker.add_argument("--name", help="how the server names this worker (default: host:pid)")
     worker.add_argument(
         "--queues",
         default="default",
         metavar="Q1,Q2",
-        help="comma-separated queues to take jobs from (default: default)",
+        help="comma-separated queues to take jobs from",
     )
     worker.add_argument(
         "--job-timeout",
         type=_positive_float,
         default=DEFAULT_JOB_TIMEOUT,
         metavar="SECONDS",
-        help=f"cancel and fail a handler running longer (default: {DEFAULT_JOB_TIMEOUT:g})",
+        help="cancel and fail a handler running longer",
     )
     worker.add_argument(
         "--prefetch",
         type=_prefetch,
         default=1,
         metavar="N",
-        help="jobs each slot takes and reports per round trip, run one after another "
-        f"(1 to {MAX_FETCH}; default: 1)",
+        help=f"jobs each slot takes and reports per round trip, 1 to {MAX_FETCH}; "
+        "they run one after another",
     )
     worker.set_defaults(command=_worker)
 
-    submit = sub.add_parser("submit", help="submit jobs and print their ids")
+    submit = command("submit", "submit jobs and print their ids")
     _add_connect(submit)
     submit.add_argument("name", metavar="NAME", help="handler name, e.g. sleep")
     submit.add_argument("--payload", default="null", metavar="JSON", help="job payload (JSON)")
-    submit.add_argument("--count", type=_positive_int, default=1, metavar="N")
+    submit.add_argument(
+        "--count", type=_positive_int, default=1, metavar="N", help="how many jobs to submit"
+    )
     submit.add_argument(
         "--wait", action="store_true", help="wait for the jobs to finish and print their results"
     )
-    submit.add_argument("--queue", default="default", help="queue to submit to (default: default)")
-    submit.add_argument("--priority", type=int, default=0, help="higher runs first (default: 0)")
-    submit.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="run later")
+    submit.add_argument("--queue", default="default", help="queue to submit to")
+    submit.add_argument("--priority", type=int, default=0, help="higher runs first")
+    submit.add_argument(
+        "--delay", type=float, default=0.0, metavar="SECONDS", help="run this much later"
+    )
     submit.add_argument("--key", help="idempotency key (with --count N: KEY-1 ... KEY-N)")
-    submit.add_argument("--max-attempts", type=_positive_int, metavar="N")
+    submit.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        metavar="N",
+        help="runs each job may take (default: the server's)",
+    )
     submit.set_defaults(command=_submit)
 
-    status = sub.add_parser("status", help="print one job's status as JSON")
+    status = command("status", "print one job's status as JSON")
     _add_connect(status)
     status.add_argument("job_id", metavar="JOB_ID")
     status.set_defaults(command=_status)
@@ -161,33 +230,43 @@ def _parser() -> argparse.ArgumentParser:
         ("retry", "requeue a failed job with a fresh budget of attempts"),
         ("delete", "forget a finished job"),
     ):
-        act = sub.add_parser(action, help=help_text)
+        act = command(action, help_text)
         _add_connect(act)
         act.add_argument("job_id", metavar="JOB_ID")
         act.set_defaults(command=partial(_act, action))
 
-    listing = sub.add_parser("list", help="list jobs in one state, oldest first")
+    listing = command("list", "list jobs in one state, oldest first")
     _add_connect(listing)
-    listing.add_argument("--state", default="failed", choices=JOB_STATES)
-    listing.add_argument("--queue", help="only this queue")
-    listing.add_argument("--limit", type=_positive_int, default=50, metavar="N")
+    listing.add_argument("--state", default="failed", choices=JOB_STATES, help="the state")
+    listing.add_argument("--queue", help="only this queue (default: all)")
+    listing.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="most jobs to list"
+    )
     listing.add_argument("--json", action="store_true", help="one JSON object per job")
     listing.set_defaults(command=_list)
 
-    stats = sub.add_parser("stats", help="print queue statistics")
+    stats = command("stats", "print queue statistics")
     _add_connect(stats)
     stats.add_argument("--json", action="store_true", help="print the raw stats reply")
     stats.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
-    stats.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS")
+    stats.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="time between refreshes with --watch",
+    )
     stats.set_defaults(command=_stats)
 
-    demo = sub.add_parser(
-        "demo", help="run a server, worker processes and a job stream; kill a worker mid-job"
+    demo = command("demo", "run a server, worker processes and a job stream; kill a worker mid-job")
+    demo.add_argument(
+        "--workers", type=_positive_int, default=3, metavar="N", help="worker processes"
     )
-    demo.add_argument("--workers", type=_positive_int, default=3, metavar="N")
-    demo.add_argument("--concurrency", type=_positive_int, default=2, metavar="N")
-    demo.add_argument("--jobs", type=_positive_int, default=30, metavar="N")
-    demo.add_argument("--seed", type=int, default=None, help="seed for job durations")
+    demo.add_argument(
+        "--concurrency", type=_positive_int, default=2, metavar="N", help="slots per worker"
+    )
+    demo.add_argument("--jobs", type=_positive_int, default=30, metavar="N", help="jobs to run")
+    demo.add_argument("--seed", type=int, help="seed for job durations (default: random)")
     demo.set_defaults(command=run_demo)
     return parser
 
@@ -197,7 +276,7 @@ def _add_connect(parser: argparse.ArgumentParser) -> None:
         "--connect",
         default=DEFAULT_ADDRESS,
         metavar="HOST:PORT",
-        help=f"the queue server (default: {DEFAULT_ADDRESS})",
+        help="the queue server",
     )
     _add_token(parser, "the server's shared secret")
     parser.add_argument(
@@ -232,8 +311,6 @@ def _add_record_options(parser: argparse.ArgumentParser, record: type[Any]) -> N
         help_text: str = meta["help"]
         if meta.get("none_means"):
             help_text += f"; {meta['none_means']}"
-        if "(default" not in help_text:
-            help_text += f" (default: {field.default})"
         parser.add_argument(
             meta.get("flag") or "--" + field.name.replace("_", "-"),
             dest=field.name,
@@ -259,7 +336,10 @@ def _field_value(field: attrs.Attribute[Any], hint: Any) -> Callable[[str], Any]
             if field.validator is not None:
                 field.validator(None, field, result)
         except OptionError as exc:
-            rule = exc.rule if none_means is None else f"{exc.rule} (or {none_means})"
+            # The value as typed: "not 0", where the record would say "not 0.0".
+            rule = f"{exc.requirement}, not {text.strip()}"
+            if none_means is not None:
+                rule += f" (or {none_means})"
             raise argparse.ArgumentTypeError(rule) from None
         return result
 

@@ -64,10 +64,12 @@ class OptionError(ValueError):
     :attr:`rule` does not, for a command line that names it its own way.
     """
 
-    def __init__(self, name: str, rule: str, value: object) -> None:
+    def __init__(self, name: str, requirement: str, value: object) -> None:
         self.name = name
+        #: What the value must be: ``must be at least 1``.
+        self.requirement = requirement
         #: What is wrong, without the option's name: ``must be at least 1, not 0``.
-        self.rule = f"{rule}, not {value!r}"
+        self.rule = f"{requirement}, not {value!r}"
         super().__init__(f"{name} {self.rule}")
 
 

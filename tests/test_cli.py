@@ -1004,6 +1004,9 @@ def test_serve_rejects_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
         (["serve", "--retention", "-1"], "--retention: must be at least 0, not -1"),
         (["serve", "--retention", "all"], "--retention: expected a whole number, not 'all'"),
         (["serve", "--max-pending", "-1"], "--max-pending: must be at least 1, not -1 (or 0: no"),
+        (["serve", "--lease-timeout", "0"], "--lease-timeout: must be a positive number, not 0 "),
+        (["serve", "--bogus"], "unrecognized arguments: --bogus"),
+        (["stats", "-v", "--bogus"], "unrecognized arguments: --bogus"),
         (["submit", "sleep", "--max-attempts", "0"], "--max-attempts: must be at least 1"),
         (["submit", "sleep", "--priority", "high"], "--priority"),
         (["submit", "sleep", "--delay", "soon"], "--delay"),
@@ -1023,13 +1026,73 @@ def test_serve_rejects_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
 def test_usage_errors_exit_2_without_traceback(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # argparse's format (a usage line, then "error: ..."), not jobqueue's own.
-    with pytest.raises(SystemExit) as exc_info:
-        _cli.main(argv)
-    assert exc_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert message in err.splitlines()[-1]
+    # argparse's own errors too are one "jobqueue: ..." line, as README promises.
+    assert exit_status(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = assert_one_line_error(captured.err, "")
+    assert message in line
+    assert line.endswith("--help')")  # where to look next
+
+
+def test_argparse_errors_are_one_line_in_a_real_process() -> None:
+    result = run_cli_sync("serve", "--no-such-option")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_line_error(result.stderr, "unrecognized arguments: --no-such-option")
+    result = run_cli_sync("serve", "--max-connections", "0")
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "argument --max-connections: must be at least 1, not 0")
+
+
+@pytest.mark.parametrize("argv", [["-v", "serve"], ["serve", "-v"], ["serve", "--verbose"]])
+def test_verbose_before_or_after_the_command(argv: list[str]) -> None:
+    assert _cli._parser().parse_args(argv).verbose is True
+
+
+@pytest.mark.parametrize("argv", [["serve"], ["stats"], ["status", "x-1"]])
+def test_not_verbose_by_default(argv: list[str]) -> None:
+    assert _cli._parser().parse_args(argv).verbose is False
+
+
+COMMANDS = ["serve", "worker", "submit", "status", "cancel", "retry", "delete", "list"]
+COMMANDS += ["stats", "demo"]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_help_shows_its_default(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(_cli.TOKEN_ENV, "hunter2-secret")
+    parser = command_parser(name)
+    options = [
+        action
+        for action in parser._actions
+        if action.option_strings and action.dest not in ("help", "version")
+    ]
+    assert options
+    for action in options:
+        assert action.help, action.option_strings
+        shown = parser._get_formatter()._get_help_string(action)
+        assert shown is not None
+        assert "(default: " in shown, action.option_strings
+    with pytest.raises(SystemExit):
+        _cli.main([name, "--help"])
+    text = capsys.readouterr().out
+    # The token's default is the secret in the environment: never printed.
+    assert "hunter2-secret" not in text
+    assert "(default: $JOBQUEUE_TOKEN" in text or name == "demo"
+
+
+def test_serve_help_shows_the_records_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _cli.main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # undo the wrapping
+    assert "how long a silent worker keeps a job (default: 30.0)" in text
+    assert "--retention N finished jobs remembered for status (default: 100000)" in text
+    assert "0: no limit (default: 1000000)" in text
+    assert "--max-connections N connections open at once (default: 1024)" in text
+    assert "(default: never)" in text
 
 
 @pytest.mark.parametrize("queues", ["", ",", " , ,"])
