@@ -38,7 +38,9 @@ from ._server import serve_queue
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
 
-DEFAULT_ADDRESS = "127.0.0.1:8080"
+#: The port a server listens on, and ``--connect HOST`` reaches, unless told.
+DEFAULT_PORT = 8080
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
 #: Environment variable the ``--token`` options default to.
 TOKEN_ENV = "JOBQUEUE_TOKEN"
 
@@ -147,7 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind; the default serves this machine only"
     )
-    serve.add_argument("--port", type=_port, default=8080, help="TCP port; 0 picks a free one")
+    serve.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="TCP port; 0 picks a free one"
+    )
     for record in (QueueRules, ServerConfig):
         _add_record_options(serve, record)
     _add_token(serve, "require this shared secret in every connection's hello")
@@ -276,7 +280,7 @@ def _add_connect(parser: argparse.ArgumentParser) -> None:
         "--connect",
         default=DEFAULT_ADDRESS,
         metavar="HOST:PORT",
-        help="the queue server",
+        help=f"the queue server; without :PORT, port {DEFAULT_PORT}",
     )
     _add_token(parser, "the server's shared secret")
     parser.add_argument(
@@ -439,15 +443,18 @@ def _positive_float(text: str) -> float:
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6).
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6); a bare ``HOST`` takes port 8080.
 
     Raises:
         UsageError: if it is not of that shape.
     """
-    host, sep, port_text = text.rpartition(":")
+    if ":" not in text or (text.startswith("[") and text.endswith("]")):
+        host, port_text = text, str(DEFAULT_PORT)
+    else:
+        host, _, port_text = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"bad address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"bad address {text!r}: expected HOST:PORT or HOST, e.g. 127.0.0.1:8080")
     return host, int(port_text)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -260,6 +261,9 @@ def _why(exc: BaseException) -> str:
         return f"certificate rejected: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        # Its errno is a resolver code, which os.strerror calls "Unknown error -2".
+        return f"the host name did not resolve ({exc.strerror})"
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)  # trio's own text repeats the address
     if isinstance(exc, OSError) and exc.strerror:

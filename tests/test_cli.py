@@ -40,6 +40,7 @@ from jobqueue import (
     _cli,
 )
 from jobqueue._client import Client
+from jobqueue._link import _why
 from jobqueue._server import serve_queue
 
 PYTHON_M_JOBQUEUE = (sys.executable, "-m", "jobqueue")
@@ -201,7 +202,8 @@ def test_console_script_runs() -> None:
 # -- bad addresses -------------------------------------------------------------
 
 BAD_ADDRESSES = [
-    "nonsense",
+    "",
+    "[]",
     "host:notaport",
     ":80",
     "127.0.0.1:",
@@ -235,6 +237,10 @@ def test_bad_address_is_one_line_error(
         ("localhost:1", ("localhost", 1)),
         ("example.com:65535", ("example.com", 65535)),
         ("[::1]:9000", ("::1", 9000)),
+        # Without a port: the server's default port.
+        ("queue.example", ("queue.example", 8080)),
+        ("localhost", ("localhost", 8080)),
+        ("[::1]", ("::1", 8080)),
     ],
 )
 def test_good_addresses_parse(text: str, expected: tuple[str, int]) -> None:
@@ -254,6 +260,28 @@ def test_no_server_is_one_line_error_in_a_real_process(command: list[str]) -> No
     assert result.stdout == ""
     line = assert_one_line_error(result.stderr, f"cannot connect to the queue at 127.0.0.1:{port}")
     assert "refused" in line.lower()
+
+
+@pytest.mark.parametrize("address", ["nohost.invalid:8080", "nohost.invalid"])
+def test_a_host_that_does_not_resolve_is_named(
+    address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Was "Unknown error -2": os.strerror of a resolver's error code.
+    assert _cli.main(["stats", "--connect", address]) == 1
+    line = assert_one_line_error(
+        capsys.readouterr().err, "cannot connect to the queue at nohost.invalid:8080: "
+    )
+    assert "the host name did not resolve" in line
+    assert "Unknown error" not in line
+
+
+def test_a_resolver_error_is_reported_as_such() -> None:
+    # Whatever the resolver says (no such name, or no answer at all).
+    for error in (
+        socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+        socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+    ):
+        assert _why(error) == f"the host name did not resolve ({error.strerror})"
 
 
 @pytest.mark.slow
