@@ -14,6 +14,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import partial
+from pathlib import Path
 from typing import Any, NoReturn
 
 import attrs
@@ -203,7 +204,12 @@ def _parser() -> argparse.ArgumentParser:
     submit = command("submit", "submit jobs and print their ids")
     _add_connect(submit)
     submit.add_argument("name", metavar="NAME", help="handler name, e.g. sleep")
-    submit.add_argument("--payload", default="null", metavar="JSON", help="job payload (JSON)")
+    submit.add_argument(
+        "--payload",
+        default="null",
+        metavar="JSON",
+        help="job payload: JSON, @FILE to read it from FILE, or - to read standard input",
+    )
     submit.add_argument(
         "--count", type=_positive_int, default=1, metavar="N", help="how many jobs to submit"
     )
@@ -545,11 +551,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     _connection(args)  # a bad address is a usage error before anything else
+    text = _payload_text(args.payload)
     try:
         # The server's own rules: no NaN/Infinity, no 1e999, bounded nesting.
-        payload = decode_value(args.payload)
+        payload = decode_value(text)
     except ProtocolError as exc:
-        raise UsageError(f"--payload is not valid JSON: {exc.message}") from None
+        where = "" if text is args.payload else f" {args.payload}"
+        raise UsageError(f"--payload{where} is not valid JSON: {exc.message}") from None
 
     jobs = []
     for index in range(1, args.count + 1):
@@ -582,6 +590,32 @@ def _submit(args: argparse.Namespace) -> int:
             return 1 if failures else 0
 
     return trio.run(run)
+
+
+def _payload_text(spec: str) -> str:
+    """``--payload``'s JSON: ``spec`` itself, or read from ``@FILE`` or ``-`` (standard input).
+
+    A payload may take up to 1 MiB - 16 KiB, but one command-line argument
+    is limited to 128 KiB on Linux: a larger payload has to come from a file
+    or a pipe. (No JSON text starts with ``@`` or is ``-`` alone.)
+
+    Raises:
+        UsageError: the file cannot be read, or is not UTF-8.
+    """
+    if spec == "-":
+        read: Callable[[], bytes] = sys.stdin.buffer.read
+    elif spec.startswith("@"):
+        read = Path(spec[1:]).read_bytes
+    else:
+        return spec
+    try:
+        data = read()
+    except OSError as exc:
+        raise UsageError(f"cannot read --payload {spec}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--payload {spec} is not UTF-8 (byte {exc.start})") from None
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ process prints (no traceback on its stderr, a clean exit), a subprocess runs
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -345,6 +346,67 @@ def test_deeply_nested_payload_is_one_line_error(capsys: pytest.CaptureFixture[s
         _cli.main(["submit", "sleep", "--payload", payload, "--connect", f"127.0.0.1:{port}"]) == 2
     )
     assert_one_line_error(capsys.readouterr().err, "--payload")
+
+
+#: Larger than one command-line argument may be on Linux (MAX_ARG_STRLEN, 128 KiB),
+#: well within what the server stores (1 MiB - 16 KiB).
+LARGE_PAYLOAD = {"blob": "x" * 300_000, "n": [1, 2.5, None]}
+
+
+async def test_a_large_payload_from_a_file_or_standard_input(tmp_path: Path) -> None:
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps(LARGE_PAYLOAD, indent=2))
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        connect = ("--connect", f"{host}:{port}")
+        from_file = await run_cli("submit", "echo", "--payload", f"@{path}", *connect)
+        with trio.fail_after(30):
+            from_stdin = await trio.run_process(
+                [*PYTHON_M_JOBQUEUE, "submit", "echo", "--payload", "-", *connect],
+                stdin=json.dumps(LARGE_PAYLOAD).encode(),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        async with running_worker(host, port, {"echo": echo_payload}):
+            for result in (from_file, from_stdin):
+                assert result.returncode == 0, err_text(result)
+                [job_id] = result.stdout.decode().split()
+                with trio.fail_after(30):
+                    assert (await client.wait(job_id)).result == LARGE_PAYLOAD
+
+
+async def echo_payload(job: Job) -> Any:
+    return job.payload
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read --payload @{path}: No such file or directory"),
+        (b"{nope", "--payload @{path} is not valid JSON"),
+        (b'"\xff"', "--payload @{path} is not UTF-8"),
+        (json.dumps("x" * 1_100_000).encode(), 'bad job: "submit" field "payload" encodes to'),
+    ],
+)
+def test_a_bad_payload_file_is_one_line_error(
+    content: bytes | None, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "payload.json"
+    if content is not None:
+        path.write_bytes(content)
+    # Nothing listens on this port: the payload must be refused before connecting.
+    argv = ["submit", "sleep", "--payload", f"@{path}", "--connect", f"127.0.0.1:{free_port()}"]
+    assert _cli.main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, message.format(path=path))
+
+
+def test_a_bad_payload_on_standard_input_is_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"[1, 2")))
+    argv = ["submit", "sleep", "--payload", "-", "--connect", f"127.0.0.1:{free_port()}"]
+    assert _cli.main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, "--payload - is not valid JSON")
 
 
 @pytest.mark.parametrize("payload", ["1e999", '{"seconds": -1e999}'])
