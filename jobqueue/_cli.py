@@ -26,7 +26,6 @@ from ._demo import run_demo
 from ._errors import JobQueueError
 from ._protocol import (
     JOB_STATES,
-    MAX_ATTEMPTS,
     MAX_FETCH,
     JobInfo,
     JobList,
@@ -394,13 +393,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _attempts(text: str) -> int:
-    value = _positive_int(text)
-    if value > MAX_ATTEMPTS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_ATTEMPTS}, not {value}")
     return value
 
 
