@@ -6,6 +6,8 @@ jobs and asks about them. See README.md and docs/ for the whole story.
 """
 
 from ._client import Client as Client
+from ._config import QueueRules as QueueRules
+from ._config import ServerConfig as ServerConfig
 from ._errors import ClientClosed as ClientClosed
 from ._errors import ConnectionLost as ConnectionLost
 from ._errors import JobQueueError as JobQueueError
@@ -30,8 +32,10 @@ __all__ = [
     "JobInfo",
     "JobList",
     "JobQueueError",
+    "QueueRules",
     "RequestError",
     "RequestTimeout",
+    "ServerConfig",
     "Stats",
     "Worker",
     "WorkerStatistics",

@@ -6,41 +6,35 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import os
-import random
-import signal
 import ssl
 import sys
-import tempfile
-import time
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import partial
-from typing import Any, BinaryIO, TextIO
+from pathlib import Path
+from typing import Any, NoReturn
 
+import attrs
 import trio
 
 from ._client import Client
+from ._config import OptionError, QueueRules, ServerConfig
+from ._demo import run_demo
 from ._errors import JobQueueError, ProtocolError
 from ._json import decode_value
-from ._limits import JOB_STATES, MAX_ATTEMPTS, MAX_FETCH
+from ._limits import JOB_STATES, MAX_FETCH
 from ._replies import JobInfo, JobList, Stats
 from ._requests import SubmitJob
-from ._server import (
-    DEFAULT_FINISHED_RETENTION,
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_LEASE_TIMEOUT,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_RETRY_DELAY,
-    DEFAULT_RETRY_DELAY,
-    serve_queue,
-)
+from ._server import serve_queue
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
 
-DEFAULT_ADDRESS = "127.0.0.1:8080"
+#: The port a server listens on, and ``--connect HOST`` reaches, unless told.
+DEFAULT_PORT = 8080
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
 #: Environment variable the ``--token`` options default to.
 TOKEN_ENV = "JOBQUEUE_TOKEN"
 
@@ -51,7 +45,11 @@ class UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"jobqueue: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -84,139 +82,148 @@ def _only_interrupts(exc: BaseException) -> bool:
     return bool(inner) and all(_only_interrupts(e) for e in inner)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are :class:`UsageError`.
+
+    So a mistake argparse finds (an unknown option, a bad value) is reported
+    like every other: one ``jobqueue: ...`` line, exit status 2, rather than
+    argparse's usage block.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Ends every option's help with its default, as ``ArgumentDefaultsHelpFormatter`` does.
+
+    Except: a help that states its default itself, ``(default: ...)``, is
+    left alone (how ``--token`` keeps ``$JOBQUEUE_TOKEN``'s secret out of
+    ``--help``); a flag's default reads "off" and ``None`` reads "none".
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        flag = isinstance(action, argparse._StoreTrueAction)
+        if not action.option_strings or "(default" in text:
+            return text
+        if flag:
+            return f"{text} (default: off)"
+        if action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: {'none' if action.default is None else '%(default)s'})"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jobqueue", description="A distributed job queue built on trio."
+    parser = _Parser(
+        prog="jobqueue",
+        description="A distributed job queue built on trio.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    # -v works after the command too. The command's copy has no default, so
+    # it cannot undo a -v given before the command.
+    verbose = _Parser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug detail"
     )
     parser.add_argument("--version", action="version", version=f"jobqueue {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the queue server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[verbose],
+            formatter_class=_HelpFormatter,
+        )
+
+    serve = command("serve", "run the queue server")
     serve.add_argument(
-        "--port", type=_port, default=8080, help="TCP port; 0 picks a free one (default: 8080)"
+        "--host", default="127.0.0.1", help="address to bind; the default serves this machine only"
     )
     serve.add_argument(
-        "--lease-timeout",
-        type=_positive_float,
-        default=DEFAULT_LEASE_TIMEOUT,
-        metavar="SECONDS",
-        help=f"how long a silent worker keeps a job (default: {DEFAULT_LEASE_TIMEOUT:g})",
+        "--port", type=_port, default=DEFAULT_PORT, help="TCP port; 0 picks a free one"
     )
-    serve.add_argument(
-        "--retention",
-        type=int,
-        default=DEFAULT_FINISHED_RETENTION,
-        metavar="N",
-        help=f"finished jobs remembered for status (default: {DEFAULT_FINISHED_RETENTION})",
-    )
-    serve.add_argument(
-        "--max-attempts",
-        type=_attempts,
-        default=DEFAULT_MAX_ATTEMPTS,
-        metavar="N",
-        help=f"runs a job may take unless it sets its own (default: {DEFAULT_MAX_ATTEMPTS})",
-    )
-    serve.add_argument(
-        "--retry-delay",
-        type=_positive_float,
-        default=DEFAULT_RETRY_DELAY,
-        metavar="SECONDS",
-        help=f"first backoff after a handler raised; doubles (default: {DEFAULT_RETRY_DELAY:g})",
-    )
-    serve.add_argument(
-        "--max-retry-delay",
-        type=_positive_float,
-        default=DEFAULT_MAX_RETRY_DELAY,
-        metavar="SECONDS",
-        help=f"cap on that backoff (default: {DEFAULT_MAX_RETRY_DELAY:g})",
-    )
-    serve.add_argument(
-        "--max-pending",
-        type=int,
-        default=DEFAULT_MAX_PENDING,
-        metavar="N",
-        help="jobs that may wait at once before submits get queue_full; 0: no limit "
-        f"(default: {DEFAULT_MAX_PENDING})",
-    )
-    serve.add_argument(
-        "--max-connections",
-        type=_positive_int,
-        default=DEFAULT_MAX_CONNECTIONS,
-        metavar="N",
-        help=f"connections open at once (default: {DEFAULT_MAX_CONNECTIONS})",
-    )
-    serve.add_argument(
-        "--handshake-timeout",
-        type=_positive_float,
-        default=DEFAULT_HANDSHAKE_TIMEOUT,
-        metavar="SECONDS",
-        help="time a new connection has for TLS and its first request "
-        f"(default: {DEFAULT_HANDSHAKE_TIMEOUT:g})",
-    )
-    serve.add_argument(
-        "--idle-timeout",
-        type=_positive_float,
-        default=None,
-        metavar="SECONDS",
-        help="close connections silent this long with nothing outstanding (default: never)",
-    )
+    for record in (QueueRules, ServerConfig):
+        _add_record_options(serve, record)
     _add_token(serve, "require this shared secret in every connection's hello")
-    serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve TLS with this certificate (PEM) (default: plain TCP)",
+    )
     serve.add_argument(
         "--tls-key", metavar="FILE", help="the certificate's private key (default: in --tls-cert)"
     )
     serve.set_defaults(command=_serve)
 
-    worker = sub.add_parser("worker", help="run jobs from the queue")
+    worker = command("worker", "run jobs from the queue")
     _add_connect(worker)
-    worker.add_argument("--concurrency", type=_positive_int, default=1, metavar="N")
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=1, metavar="N", help="jobs run at once"
+    )
     worker.add_argument(
         "--handlers",
         metavar="MODULE:ATTR",
-        help="a dict (or other mapping) of job name -> async handler, added to built-in 'sleep'",
+        help="a dict (or other mapping) of job name -> async handler, added to built-in 'sleep' "
+        "(default: only 'sleep')",
     )
     worker.add_argument("--name", help="how the server names this worker (default: host:pid)")
     worker.add_argument(
         "--queues",
         default="default",
         metavar="Q1,Q2",
-        help="comma-separated queues to take jobs from (default: default)",
+        help="comma-separated queues to take jobs from",
     )
     worker.add_argument(
         "--job-timeout",
         type=_positive_float,
         default=DEFAULT_JOB_TIMEOUT,
         metavar="SECONDS",
-        help=f"cancel and fail a handler running longer (default: {DEFAULT_JOB_TIMEOUT:g})",
+        help="cancel and fail a handler running longer",
     )
     worker.add_argument(
         "--prefetch",
         type=_prefetch,
         default=1,
         metavar="N",
-        help="jobs each slot takes and reports per round trip, run one after another "
-        f"(1 to {MAX_FETCH}; default: 1)",
+        help=f"jobs each slot takes and reports per round trip, 1 to {MAX_FETCH}; "
+        "they run one after another",
     )
     worker.set_defaults(command=_worker)
 
-    submit = sub.add_parser("submit", help="submit jobs and print their ids")
+    submit = command("submit", "submit jobs and print their ids")
     _add_connect(submit)
     submit.add_argument("name", metavar="NAME", help="handler name, e.g. sleep")
-    submit.add_argument("--payload", default="null", metavar="JSON", help="job payload (JSON)")
-    submit.add_argument("--count", type=_positive_int, default=1, metavar="N")
+    submit.add_argument(
+        "--payload",
+        default="null",
+        metavar="JSON",
+        help="job payload: JSON, @FILE to read it from FILE, or - to read standard input",
+    )
+    submit.add_argument(
+        "--count", type=_positive_int, default=1, metavar="N", help="how many jobs to submit"
+    )
     submit.add_argument(
         "--wait", action="store_true", help="wait for the jobs to finish and print their results"
     )
-    submit.add_argument("--queue", default="default", help="queue to submit to (default: default)")
-    submit.add_argument("--priority", type=int, default=0, help="higher runs first (default: 0)")
-    submit.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="run later")
+    submit.add_argument("--queue", default="default", help="queue to submit to")
+    submit.add_argument("--priority", type=int, default=0, help="higher runs first")
+    submit.add_argument(
+        "--delay", type=float, default=0.0, metavar="SECONDS", help="run this much later"
+    )
     submit.add_argument("--key", help="idempotency key (with --count N: KEY-1 ... KEY-N)")
-    submit.add_argument("--max-attempts", type=_positive_int, metavar="N")
+    submit.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        metavar="N",
+        help="runs each job may take (default: the server's)",
+    )
     submit.set_defaults(command=_submit)
 
-    status = sub.add_parser("status", help="print one job's status as JSON")
+    status = command("status", "print one job's status as JSON")
     _add_connect(status)
     status.add_argument("job_id", metavar="JOB_ID")
     status.set_defaults(command=_status)
@@ -226,34 +233,44 @@ def _parser() -> argparse.ArgumentParser:
         ("retry", "requeue a failed job with a fresh budget of attempts"),
         ("delete", "forget a finished job"),
     ):
-        act = sub.add_parser(action, help=help_text)
+        act = command(action, help_text)
         _add_connect(act)
         act.add_argument("job_id", metavar="JOB_ID")
         act.set_defaults(command=partial(_act, action))
 
-    listing = sub.add_parser("list", help="list jobs in one state, oldest first")
+    listing = command("list", "list jobs in one state, oldest first")
     _add_connect(listing)
-    listing.add_argument("--state", default="failed", choices=JOB_STATES)
-    listing.add_argument("--queue", help="only this queue")
-    listing.add_argument("--limit", type=_positive_int, default=50, metavar="N")
+    listing.add_argument("--state", default="failed", choices=JOB_STATES, help="the state")
+    listing.add_argument("--queue", help="only this queue (default: all)")
+    listing.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="most jobs to list"
+    )
     listing.add_argument("--json", action="store_true", help="one JSON object per job")
     listing.set_defaults(command=_list)
 
-    stats = sub.add_parser("stats", help="print queue statistics")
+    stats = command("stats", "print queue statistics")
     _add_connect(stats)
     stats.add_argument("--json", action="store_true", help="print the raw stats reply")
     stats.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
-    stats.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS")
+    stats.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="time between refreshes with --watch",
+    )
     stats.set_defaults(command=_stats)
 
-    demo = sub.add_parser(
-        "demo", help="run a server, worker processes and a job stream; kill a worker mid-job"
+    demo = command("demo", "run a server, worker processes and a job stream; kill a worker mid-job")
+    demo.add_argument(
+        "--workers", type=_positive_int, default=3, metavar="N", help="worker processes"
     )
-    demo.add_argument("--workers", type=_positive_int, default=3, metavar="N")
-    demo.add_argument("--concurrency", type=_positive_int, default=2, metavar="N")
-    demo.add_argument("--jobs", type=_positive_int, default=30, metavar="N")
-    demo.add_argument("--seed", type=int, default=None, help="seed for job durations")
-    demo.set_defaults(command=_demo)
+    demo.add_argument(
+        "--concurrency", type=_positive_int, default=2, metavar="N", help="slots per worker"
+    )
+    demo.add_argument("--jobs", type=_positive_int, default=30, metavar="N", help="jobs to run")
+    demo.add_argument("--seed", type=int, help="seed for job durations (default: random)")
+    demo.set_defaults(command=run_demo)
     return parser
 
 
@@ -262,7 +279,7 @@ def _add_connect(parser: argparse.ArgumentParser) -> None:
         "--connect",
         default=DEFAULT_ADDRESS,
         metavar="HOST:PORT",
-        help=f"the queue server (default: {DEFAULT_ADDRESS})",
+        help=f"the queue server; without :PORT, port {DEFAULT_PORT}",
     )
     _add_token(parser, "the server's shared secret")
     parser.add_argument(
@@ -279,6 +296,66 @@ def _add_token(parser: argparse.ArgumentParser, what: str) -> None:
         default=os.environ.get(TOKEN_ENV) or None,
         help=f"{what} (default: ${TOKEN_ENV}; prefer that: other users can see command lines)",
     )
+
+
+def _add_record_options(parser: argparse.ArgumentParser, record: type[Any]) -> None:
+    """One option per field of ``record`` (``--lease-timeout`` for ``lease_timeout``).
+
+    The field gives the option its default, its help and metavar, the type
+    of its value and its check, so a new server option needs only a new
+    field. Fields the command line spells its own way say so in their
+    metadata (a ``flag`` of their own, a word for ``None``, or none at all).
+    """
+    hints = typing.get_type_hints(record)
+    for field in attrs.fields(record):
+        meta = field.metadata
+        if not meta.get("cli", True):
+            continue
+        help_text: str = meta["help"]
+        if meta.get("none_means"):
+            help_text += f"; {meta['none_means']}"
+        parser.add_argument(
+            meta.get("flag") or "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=_field_value(field, hints[field.name]),
+            default=field.default,
+            metavar=meta.get("metavar"),
+            help=help_text,
+        )
+
+
+def _field_value(field: attrs.Attribute[Any], hint: Any) -> Callable[[str], Any]:
+    """Parse an option's text as its field's type, then apply the field's check."""
+    kinds = [kind for kind in typing.get_args(hint) or (hint,) if kind is not type(None)]
+    parse = {int: _whole_number, float: _finite_number}[kinds[0]]
+    none_means: str | None = field.metadata.get("none_means")
+    none_word = none_means.partition(":")[0] if none_means else None
+
+    def value(text: str) -> Any:
+        if none_word is not None and text.strip() == none_word:
+            return None
+        result = parse(text)
+        try:
+            if field.validator is not None:
+                field.validator(None, field, result)
+        except OptionError as exc:
+            # The value as typed: "not 0", where the record would say "not 0.0".
+            rule = f"{exc.requirement}, not {text.strip()}"
+            if none_means is not None:
+                rule += f" (or {none_means})"
+            raise argparse.ArgumentTypeError(rule) from None
+        return result
+
+    return value
+
+
+def _record_values(args: argparse.Namespace, record: type[Any]) -> dict[str, Any]:
+    """The values of ``record``'s fields that ``_add_record_options`` parsed."""
+    return {
+        field.name: getattr(args, field.name)
+        for field in attrs.fields(record)
+        if field.metadata.get("cli", True)
+    }
 
 
 def _connection(args: argparse.Namespace) -> dict[str, Any]:
@@ -313,13 +390,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _attempts(text: str) -> int:
-    value = _positive_int(text)
-    if value > MAX_ATTEMPTS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_ATTEMPTS}, not {value}")
-    return value
-
-
 def _prefetch(text: str) -> int:
     value = _positive_int(text)
     if value > MAX_FETCH:
@@ -337,6 +407,23 @@ def _port(text: str) -> int:
     return value
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+
+
+def _finite_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -348,15 +435,18 @@ def _positive_float(text: str) -> float:
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6).
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6); a bare ``HOST`` takes port 8080.
 
     Raises:
         UsageError: if it is not of that shape.
     """
-    host, sep, port_text = text.rpartition(":")
+    if ":" not in text or (text.startswith("[") and text.endswith("]")):
+        host, port_text = text, str(DEFAULT_PORT)
+    else:
+        host, _, port_text = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"bad address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"bad address {text!r}: expected HOST:PORT or HOST, e.g. 127.0.0.1:8080")
     return host, int(port_text)
 
 
@@ -364,10 +454,6 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if not args.retention >= 0:
-        raise UsageError("--retention must be 0 or more")
-    if not args.max_pending >= 0:
-        raise UsageError("--max-pending must be 0 (no limit) or more")
     if args.tls_key and not args.tls_cert:
         raise UsageError("--tls-key needs --tls-cert")
     context = None
@@ -378,24 +464,17 @@ def _serve(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot load --tls-cert/--tls-key: {exc}") from None
     try:
-        trio.run(
-            partial(
-                serve_queue,
-                args.port,
-                host=args.host,
-                lease_timeout=args.lease_timeout,
-                finished_retention=args.retention,
-                max_attempts=args.max_attempts,
-                retry_delay=args.retry_delay,
-                max_retry_delay=args.max_retry_delay,
-                max_pending=args.max_pending or None,
-                max_connections=args.max_connections,
-                handshake_timeout=args.handshake_timeout,
-                idle_timeout=args.idle_timeout,
-                token=args.token,
-                ssl_context=context,
-            )
+        config = ServerConfig(
+            rules=QueueRules(**_record_values(args, QueueRules)),
+            token=args.token,
+            ssl_context=context,
+            **_record_values(args, ServerConfig),
         )
+    except OptionError as exc:
+        # The options parsed above were checked already: only --token is left.
+        raise UsageError(f"--{exc.name.replace('_', '-')} {exc.rule}") from None
+    try:
+        trio.run(partial(serve_queue, args.port, host=args.host, config=config))
     except OSError as exc:
         raise JobQueueError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
@@ -458,11 +537,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     _connection(args)  # a bad address is a usage error before anything else
+    text = _payload_text(args.payload)
     try:
         # The server's own rules: no NaN/Infinity, no 1e999, bounded nesting.
-        payload = decode_value(args.payload)
+        payload = decode_value(text)
     except ProtocolError as exc:
-        raise UsageError(f"--payload is not valid JSON: {exc.message}") from None
+        where = "" if text is args.payload else f" {args.payload}"
+        raise UsageError(f"--payload{where} is not valid JSON: {exc.message}") from None
 
     jobs = []
     for index in range(1, args.count + 1):
@@ -495,6 +576,32 @@ def _submit(args: argparse.Namespace) -> int:
             return 1 if failures else 0
 
     return trio.run(run)
+
+
+def _payload_text(spec: str) -> str:
+    """``--payload``'s JSON: ``spec`` itself, or read from ``@FILE`` or ``-`` (standard input).
+
+    A payload may take up to 1 MiB - 16 KiB, but one command-line argument
+    is limited to 128 KiB on Linux: a larger payload has to come from a file
+    or a pipe. (No JSON text starts with ``@`` or is ``-`` alone.)
+
+    Raises:
+        UsageError: the file cannot be read, or is not UTF-8.
+    """
+    if spec == "-":
+        read: Callable[[], bytes] = sys.stdin.buffer.read
+    elif spec.startswith("@"):
+        read = Path(spec[1:]).read_bytes
+    else:
+        return spec
+    try:
+        data = read()
+    except OSError as exc:
+        raise UsageError(f"cannot read --payload {spec}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--payload {spec} is not UTF-8 (byte {exc.start})") from None
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -583,192 +690,3 @@ def _status_dict(info: JobInfo) -> dict[str, Any]:
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=False)
-
-
-# -- demo ------------------------------------------------------------------------
-
-
-def _demo(args: argparse.Namespace) -> int:
-    return trio.run(_Demo(args, sys.stdout).run)
-
-
-def _open_log(path: str) -> BinaryIO:
-    # A local file opened once per worker process: not worth a thread.
-    return open(path, "wb")
-
-
-class _Demo:
-    """Server in this process, workers as real processes, one killed mid-job."""
-
-    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
-        self.n_workers: int = args.workers
-        self.concurrency: int = args.concurrency
-        self.n_jobs: int = args.jobs
-        self.rng = random.Random(args.seed)
-        self.out = out
-        self.live = out.isatty()
-        self.submitted: list[str] = []
-        self.started = 0.0
-        self.processes: dict[str, trio.Process] = {}
-        self.killed: dict[str, list[str]] = {}
-        self.half_submitted = trio.Event()
-        self.all_submitted = trio.Event()
-
-    def say(self, text: str) -> None:
-        if self.live:
-            self.out.write("\r\x1b[K")
-        self.out.write(f"[{time.monotonic() - self.started:5.1f}s] {text}\n")
-        self.out.flush()
-
-    async def run(self) -> int:
-        self.started = time.monotonic()
-        logging.getLogger("jobqueue").setLevel(logging.WARNING)
-        with tempfile.TemporaryDirectory(prefix="jobqueue-demo-") as logdir:
-            async with trio.open_nursery() as nursery:
-                host, port = await nursery.start(
-                    partial(serve_queue, 0, host="127.0.0.1", lease_timeout=10.0)
-                )
-                self.say(f"queue server listening on {host}:{port} (in this process)")
-                ok = await self._drive(host, port, logdir)
-                nursery.cancel_scope.cancel()
-        return 0 if ok else 1
-
-    async def _drive(self, host: str, port: int, logdir: str) -> bool:
-        try:
-            await self._start_workers(host, port, logdir)
-            async with (
-                Client.connect(host, port, name="demo-submit") as submitter,
-                Client.connect(host, port, name="demo-watch") as watcher,
-                Client.connect(host, port, name="demo-wait") as waiter,
-            ):
-                await self._wait_for_workers(watcher)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._progress, watcher)
-                    nursery.start_soon(self._submit_stream, submitter)
-                    await self._kill_one_worker_mid_job(watcher)
-                    results = await self._wait_all(waiter)
-                    nursery.cancel_scope.cancel()
-                stats = await submitter.stats()
-            return self._summary(results, stats)
-        finally:
-            for process in self.processes.values():
-                if process.returncode is None:
-                    process.kill()
-            with trio.CancelScope(shield=True):
-                for process in self.processes.values():
-                    await process.wait()
-
-    async def _start_workers(self, host: str, port: int, logdir: str) -> None:
-        for index in range(1, self.n_workers + 1):
-            name = f"worker-{index}"
-            with _open_log(os.path.join(logdir, f"{name}.log")) as log_file:
-                self.processes[name] = await trio.lowlevel.open_process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "jobqueue",
-                        "worker",
-                        "--connect",
-                        f"{host}:{port}",
-                        "--concurrency",
-                        str(self.concurrency),
-                        "--name",
-                        name,
-                    ],
-                    stdout=log_file,
-                    stderr=log_file,
-                )
-        pids = ", ".join(f"{n} pid {p.pid}" for n, p in self.processes.items())
-        self.say(f"started {self.n_workers} worker processes x {self.concurrency} slots ({pids})")
-
-    async def _wait_for_workers(self, watcher: Client) -> None:
-        want = self.n_workers * self.concurrency
-        with trio.fail_after(30):
-            while (await watcher.stats()).waiting_workers < want:
-                for name, process in self.processes.items():
-                    if process.returncode is not None:
-                        raise JobQueueError(f"{name} exited early ({process.returncode})")
-                await trio.sleep(0.05)
-        self.say(f"all {want} worker slots connected and waiting for jobs")
-
-    async def _submit_stream(self, submitter: Client) -> None:
-        for _ in range(self.n_jobs):
-            seconds = round(self.rng.uniform(0.3, 1.5), 2)
-            self.submitted.append(await submitter.submit("sleep", {"seconds": seconds}))
-            if len(self.submitted) >= self.n_jobs // 2:
-                self.half_submitted.set()
-            await trio.sleep(0.05)
-        self.all_submitted.set()
-
-    async def _kill_one_worker_mid_job(self, watcher: Client) -> None:
-        # Wait until the stream is well under way, then kill whichever worker
-        # process holds the most jobs right now.
-        await self.half_submitted.wait()
-        held: dict[str, list[str]] = {}
-        while not held:
-            await trio.sleep(0.02)
-            # One entry per connection; a worker process has one per slot.
-            for entry in (await watcher.stats()).workers:
-                if entry["name"] in self.processes:
-                    held.setdefault(entry["name"], []).extend(entry["jobs"])
-        victim = max(held, key=lambda name: len(held[name]))
-        process = self.processes[victim]
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
-        self.killed[victim] = held[victim]
-        self.say(
-            f"killed {victim} (pid {process.pid}) with SIGKILL while it ran "
-            f"{', '.join(held[victim])}"
-        )
-
-    async def _progress(self, watcher: Client) -> None:
-        while True:
-            stats = await watcher.stats()
-            jobs, totals = stats.jobs, stats.totals
-            line = (
-                f"[{time.monotonic() - self.started:5.1f}s] submitted {totals['submitted']:>3}/"
-                f"{self.n_jobs}  pending {jobs['pending']:>3}  running {jobs['running']:>2}  "
-                f"completed {jobs['completed']:>3}  reassigned {totals['reassigned']}"
-            )
-            if self.live:
-                self.out.write("\r\x1b[K" + line)
-                self.out.flush()
-                await trio.sleep(0.1)
-            else:
-                self.out.write(line + "\n")
-                self.out.flush()
-                await trio.sleep(1.0)
-
-    async def _wait_all(self, waiter: Client) -> list[JobInfo]:
-        await self.all_submitted.wait()
-        with trio.fail_after(120):
-            return [await waiter.wait(job_id) for job_id in self.submitted]
-
-    def _summary(self, results: list[JobInfo], stats: Stats) -> bool:
-        if self.live:
-            self.out.write("\r\x1b[K")
-        self.say("every submitted job has finished")
-        victims = ", ".join(self.killed)
-        for info in results:
-            if info.attempt > 1:
-                self.say(
-                    f"  job {info.job_id}: lost when {victims} was killed, then {info.state} "
-                    f"on attempt {info.attempt} by {info.worker}"
-                )
-        completed = sum(info.state == "completed" for info in results)
-        totals = stats.totals
-        wall = time.monotonic() - self.started
-        self.out.write(
-            "\nsummary\n"
-            f"  jobs submitted   {len(self.submitted)}\n"
-            f"  jobs completed   {completed}\n"
-            f"  jobs reassigned  {totals['reassigned']}\n"
-            f"  workers killed   {len(self.killed)} ({', '.join(self.killed)})\n"
-            f"  wall time        {wall:.1f}s\n"
-        )
-        ok = completed == len(self.submitted)
-        self.out.write(
-            "every job completed\n" if ok else f"{len(results) - completed} jobs did not complete\n"
-        )
-        self.out.flush()
-        return ok

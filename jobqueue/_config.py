@@ -3,50 +3,103 @@
 A record is frozen and validated when it is built, so a bad value fails where
 it was written, with a message naming the option, not later inside the
 coordinator. Each field's ``metadata`` carries what the command line needs
-(its flag, help text and metavar), so ``jobqueue serve`` builds its options
-from these fields rather than declaring them again.
+(its help text and metavar, and a flag name where the CLI spells it
+differently), so ``jobqueue serve`` builds its options from these fields
+rather than declaring them again.
 """
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
-from ._limits import MAX_ATTEMPTS
+from ._limits import MAX_ATTEMPTS, MAX_LINE_BYTES
 
 #: The queue a job goes to, and a worker listens on, when none is named.
 DEFAULT_QUEUE = "default"
 
 
-def option(default: Any, help: str, *, metavar: str | None = None, **kwargs: Any) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    metavar: str | None = None,
+    flag: str | None = None,
+    none_means: str | None = None,
+    cli: bool = True,
+    **kwargs: Any,
+) -> Any:
     """An ``attrs.field`` carrying its command-line help.
 
     Args:
         default: The option's default value.
         help: One line for ``--help``; the default is added to it there.
         metavar: How ``--help`` names the value (``SECONDS``, ``N``).
+        flag: The command-line flag, when it is not the field's name with
+            dashes (``--retention`` for ``finished_retention``).
+        none_means: For a field that may be ``None``: the command-line word
+            that stands for ``None`` and what it means (``"0: no limit"``).
+        cli: Whether ``jobqueue serve`` has a flag for it; ``False`` for
+            values a command line cannot spell (an SSL context) or that it
+            builds its own way (the token, from the environment too).
         **kwargs: Passed on to ``attrs.field`` (``validator``, ``converter``).
     """
-    return attrs.field(default=default, metadata={"help": help, "metavar": metavar}, **kwargs)
+    metadata = {
+        "help": help,
+        "metavar": metavar,
+        "flag": flag,
+        "none_means": none_means,
+        "cli": cli,
+    }
+    return attrs.field(default=default, metadata=metadata, **kwargs)
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{attribute.name} must be positive, not {value!r}")
+class OptionError(ValueError):
+    """An option's value breaks its rule.
+
+    ``str(error)`` names the option (``lease_timeout must be ...``);
+    :attr:`rule` does not, for a command line that names it its own way.
+    """
+
+    def __init__(self, name: str, requirement: str, value: object) -> None:
+        self.name = name
+        #: What the value must be: ``must be at least 1``.
+        self.requirement = requirement
+        #: What is wrong, without the option's name: ``must be at least 1, not 0``.
+        self.rule = f"{requirement}, not {value!r}"
+        super().__init__(f"{name} {self.rule}")
 
 
-def _at_least(low: int) -> Any:
-    def check(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
-        if value is not None and value < low:
-            raise ValueError(f"{attribute.name} must be >= {low}, not {value!r}")
+@attrs.frozen
+class Check:
+    """A validator: ``value`` must pass ``test`` (``None`` always passes).
 
-    return check
+    Also callable by the command line, which has no attrs instance to hand.
+    """
+
+    test: Callable[[Any], bool]
+    rule: str
+
+    def __call__(self, instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not self.test(value):
+            raise OptionError(attribute.name, self.rule, value)
 
 
-def _attempts(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
-    if not 1 <= value <= MAX_ATTEMPTS:
-        raise ValueError(f"{attribute.name} must be from 1 to {MAX_ATTEMPTS}, not {value!r}")
+_positive = Check(lambda value: value > 0, "must be a positive number")
+
+
+def _at_least(low: int) -> Check:
+    return Check(lambda value: value >= low, f"must be at least {low}")
+
+
+def _at_most(high: int) -> Check:
+    return Check(lambda value: value <= high, f"must be at most {high}")
+
+
+_non_empty = Check(lambda value: len(value) > 0, "must not be empty")
 
 
 @attrs.frozen
@@ -54,7 +107,7 @@ class QueueRules:
     """The rules the queue applies to every job: leases, retries, retention, room.
 
     These are what :class:`~jobqueue._state.QueueState` needs; the options
-    of the listener and its connections live in the server's record.
+    of the listener and its connections live in :class:`ServerConfig`.
     """
 
     #: Seconds a worker keeps a job without a heartbeat before it goes back
@@ -64,7 +117,10 @@ class QueueRules:
     )
     #: How many runs a job may take, unless it sets its own.
     max_attempts: int = option(
-        5, "runs a job may take unless it sets its own", metavar="N", validator=_attempts
+        5,
+        "runs a job may take unless it sets its own",
+        metavar="N",
+        validator=[_at_least(1), _at_most(MAX_ATTEMPTS)],
     )
     #: Backoff before the first retry of a job whose handler raised, in
     #: seconds; it doubles for each further retry (with jitter).
@@ -78,14 +134,125 @@ class QueueRules:
     #: How many finished jobs are remembered for ``job_status``; older ones
     #: are forgotten, oldest first.
     finished_retention: int = option(
-        100_000, "finished jobs remembered for status", metavar="N", validator=_at_least(0)
+        100_000,
+        "finished jobs remembered for status",
+        metavar="N",
+        flag="--retention",
+        validator=_at_least(0),
     )
     #: Most jobs that may wait at once (pending or scheduled) before submits
     #: get ``queue_full``: about 0.5 GB of server memory with small payloads.
-    #: ``None``: no limit.
+    #: Jobs already accepted (a retry, a requeue) always get their place
+    #: back. ``None``: no limit.
     max_pending: int | None = option(
         1_000_000,
         "jobs that may wait at once before submits get queue_full",
         metavar="N",
+        none_means="0: no limit",
         validator=_at_least(1),
     )
+
+
+@attrs.frozen
+class ServerConfig:
+    """Everything ``serve_queue`` needs besides where to listen.
+
+    Build one with keyword arguments (``ServerConfig(token="s3cret")``) and
+    replace parts with ``attrs.evolve``; :func:`server_config` does the same
+    from the flat keyword arguments ``serve_queue`` and ``jobqueue.testing``
+    accept.
+    """
+
+    #: The queue's rules for jobs.
+    rules: QueueRules = attrs.field(factory=QueueRules, metadata={"cli": False})
+    #: Longest message accepted from a peer, in bytes; a longer line gets
+    #: ``message_too_large``.
+    max_line_bytes: int = option(
+        MAX_LINE_BYTES,
+        "longest message accepted from a peer",
+        metavar="BYTES",
+        # The command line has never offered it: raising it does not help our
+        # own clients and workers, whose read limits are fixed (protocol.md §1).
+        cli=False,
+        validator=_at_least(1),
+    )
+    #: Most connections open at once; one more gets a
+    #: ``too_many_connections`` error and is closed.
+    max_connections: int = option(
+        1024, "connections open at once", metavar="N", validator=_at_least(1)
+    )
+    #: Seconds a new connection has to finish its TLS handshake and send its
+    #: first request (its ``hello``, when a token is required); then it gets
+    #: ``handshake_timeout`` and is closed.
+    handshake_timeout: float = option(
+        10.0,
+        "time a new connection has for TLS and its first request",
+        metavar="SECONDS",
+        validator=_positive,
+    )
+    #: Seconds a connection may go without sending anything while it has no
+    #: request outstanding; then it gets ``idle_timeout`` and is closed.
+    #: ``None``: never. Workers are never idle: they always wait in
+    #: ``request_job`` or heartbeat.
+    idle_timeout: float | None = option(
+        None,
+        "close connections silent this long with nothing outstanding (default: never)",
+        metavar="SECONDS",
+        validator=_positive,
+    )
+    #: A shared secret. When set, every connection must start with a
+    #: ``hello`` carrying it; anything else is answered with ``unauthorized``
+    #: and the connection is closed. ``None``: no token.
+    token: str | None = option(
+        None,
+        "the shared secret every hello must carry",
+        cli=False,
+        repr=False,
+        validator=_non_empty,
+    )
+    #: Serve TLS with this context (from
+    #: ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
+    #: ``load_cert_chain``); ``None`` serves plain TCP.
+    # (option() is attrs.field: the default is not a shared call result.)
+    ssl_context: ssl.SSLContext | None = option(  # noqa: RUF009
+        None,
+        "serve TLS with this context",
+        cli=False,
+        validator=attrs.validators.optional(attrs.validators.instance_of(ssl.SSLContext)),
+    )
+
+
+_RULES = frozenset(field.name for field in attrs.fields(QueueRules))
+_SERVER = frozenset(field.name for field in attrs.fields(ServerConfig))
+
+
+def server_config(
+    config: ServerConfig | None, options: Mapping[str, Any], *, caller: str
+) -> ServerConfig:
+    """``config`` (or the defaults) with ``options`` replacing some of its values.
+
+    This is what lets ``serve_queue(0, lease_timeout=5)`` keep working: each
+    option is a field name of :class:`ServerConfig` or of :class:`QueueRules`,
+    and wins over the same value in ``config``.
+
+    Args:
+        config: The starting point; ``None`` for the defaults.
+        options: Field names of either record, with their values.
+        caller: The function taking them, for the error message.
+
+    Raises:
+        TypeError: an option that is neither record's field.
+        ValueError: a value its field's check refuses (an :class:`OptionError`).
+    """
+    unknown = sorted(options.keys() - _RULES - _SERVER)
+    if unknown:
+        known = ", ".join(sorted(_SERVER | _RULES))
+        raise TypeError(
+            f"{caller}() got an unexpected keyword argument {unknown[0]!r} (options: {known})"
+        )
+    config = config if config is not None else ServerConfig()
+    server = {name: value for name, value in options.items() if name in _SERVER}
+    rules = {name: value for name, value in options.items() if name in _RULES}
+    if rules:
+        server["rules"] = attrs.evolve(server.get("rules", config.rules), **rules)
+    return attrs.evolve(config, **server) if server else config

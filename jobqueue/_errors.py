@@ -15,6 +15,7 @@ that no client recognises; docs/protocol.md §6 says when each is sent.
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from typing import TYPE_CHECKING, Final
 
@@ -146,6 +147,9 @@ def reason(exc: BaseException) -> str:
         return f"certificate rejected: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        # Its errno is a resolver code, which os.strerror calls "Unknown error -2".
+        return f"the host name did not resolve ({exc.strerror})"
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)  # trio's own text repeats the address
     if isinstance(exc, OSError) and exc.strerror:

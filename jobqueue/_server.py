@@ -15,15 +15,14 @@ import logging
 import math
 import secrets
 import socket
-import ssl
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import attrs
 import trio
 
 from ._bytes import ByteStream
 from ._codec import decode_request, encode_reply
-from ._config import QueueRules
+from ._config import ServerConfig, server_config
 from ._coordinator import (
     Batch,
     Command,
@@ -44,28 +43,12 @@ from ._errors import (
 )
 from ._framing import EOF, NEED_DATA, LineDecoder
 from ._json import encode
-from ._limits import MAX_LINE_BYTES
 from ._replies import ErrorReply, JobCancelledNotice
 from ._requests import Hello
 from ._state import QueueState
 
 log = logging.getLogger("jobqueue.server")
 
-# QueueRules' defaults, under the names the signatures below (and the
-# command line's help) use until they take a QueueRules themselves.
-_RULES = QueueRules()
-DEFAULT_LEASE_TIMEOUT = _RULES.lease_timeout
-DEFAULT_FINISHED_RETENTION = _RULES.finished_retention
-DEFAULT_MAX_ATTEMPTS = _RULES.max_attempts
-DEFAULT_RETRY_DELAY = _RULES.retry_delay
-DEFAULT_MAX_RETRY_DELAY = _RULES.max_retry_delay
-DEFAULT_MAX_PENDING = _RULES.max_pending
-
-#: Default for how many connections may be open at once.
-DEFAULT_MAX_CONNECTIONS = 1024
-#: Default for how long a new connection has to finish its TLS handshake and
-#: send its first request (its ``hello``, when a token is required), in seconds.
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: Longest a farewell error may take to write before the connection is dropped.
 _FAREWELL_TIMEOUT = 1.0
 
@@ -74,19 +57,9 @@ async def serve_queue(
     port: int = 8080,
     *,
     host: str = "127.0.0.1",
-    lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
-    finished_retention: int = DEFAULT_FINISHED_RETENTION,
-    max_line_bytes: int = MAX_LINE_BYTES,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    retry_delay: float = DEFAULT_RETRY_DELAY,
-    max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
-    max_pending: int | None = DEFAULT_MAX_PENDING,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    idle_timeout: float | None = None,
-    token: str | None = None,
-    ssl_context: ssl.SSLContext | None = None,
+    config: ServerConfig | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
 ) -> NoReturn:
     """Run a queue server until cancelled.
 
@@ -94,38 +67,31 @@ async def serve_queue(
     accepting connections by the time ``start`` returns the bound
     ``(host, port)``, so port 0 (any free port) works.
 
+    Options come either as one record, ``config=ServerConfig(...)``, or as
+    keyword arguments named after its fields and those of its
+    :class:`~jobqueue.QueueRules` (``serve_queue(0, lease_timeout=5,
+    token="s3cret")``); keyword arguments win over the same values in
+    ``config``. The fields, with their defaults, are:
+
+    - ``lease_timeout`` (30 s), ``max_attempts`` (5), ``retry_delay`` (1 s),
+      ``max_retry_delay`` (300 s), ``finished_retention`` (100,000),
+      ``max_pending`` (1,000,000; ``None``: no limit): the queue's rules,
+      see :class:`~jobqueue.QueueRules`.
+    - ``max_line_bytes`` (1 MiB), ``max_connections`` (1,024),
+      ``handshake_timeout`` (10 s), ``idle_timeout`` (``None``: never),
+      ``token`` (``None``), ``ssl_context`` (``None``: plain TCP): the
+      listener's, see :class:`~jobqueue.ServerConfig`.
+
     Args:
         port: TCP port to listen on; 0 picks a free one.
         host: Address to bind. The default serves this machine only.
-        lease_timeout: Seconds a worker keeps a job without a heartbeat
-            before it goes back to the queue.
-        finished_retention: How many finished jobs are remembered for
-            ``job_status``; older ones are forgotten, oldest first.
-        max_line_bytes: Longest message accepted from a peer.
-        max_attempts: How many runs a job may take, unless it sets its own.
-        retry_delay: Backoff before the first retry of a job whose handler
-            raised, in seconds; it doubles for each further retry (with jitter).
-        max_retry_delay: Cap on that backoff.
-        max_pending: Most jobs that may wait to run at once (pending or
-            scheduled); a submit beyond it gets ``queue_full`` and nothing
-            is added. ``None``: no limit.
-        max_connections: Most connections open at once; one more gets a
-            ``too_many_connections`` error and is closed.
-        handshake_timeout: Seconds a new connection has to finish its TLS
-            handshake and send its first request (its ``hello``, when a
-            token is required); then it gets ``handshake_timeout`` and is closed.
-        idle_timeout: Seconds a connection may go without sending anything
-            while it has no request outstanding; then it gets
-            ``idle_timeout`` and is closed. ``None`` (the default): never.
-            Workers are never idle: they always wait in ``request_job`` or
-            heartbeat.
-        token: A shared secret. When set, every connection must start with
-            a ``hello`` carrying it; anything else is answered with
-            ``unauthorized`` and the connection is closed.
-        ssl_context: Serve TLS with this context (from
-            ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
-            ``load_cert_chain``); ``None`` serves plain TCP.
+        config: The server's options; ``None`` for the defaults.
         task_status: Set by ``nursery.start``.
+        **options: Fields of ``ServerConfig`` or ``QueueRules`` by name.
+
+    Raises:
+        TypeError: an option that is no field of either record.
+        ValueError: an option's value its field refuses; the message names it.
 
     Error handling:
         Anything a peer sends wrong gets an ``error`` reply on that
@@ -135,21 +101,10 @@ async def serve_queue(
         Binding an address other machines can reach without a ``token``
         (or without TLS) logs a warning.
     """
-    service = QueueService(
-        lease_timeout=lease_timeout,
-        finished_retention=finished_retention,
-        max_line_bytes=max_line_bytes,
-        max_attempts=max_attempts,
-        retry_delay=retry_delay,
-        max_retry_delay=max_retry_delay,
-        max_pending=max_pending,
-        max_connections=max_connections,
-        handshake_timeout=handshake_timeout,
-        idle_timeout=idle_timeout,
-        token=token,
-        ssl_context=ssl_context,
-    )
-    _check_file_limit(max_connections)
+    config = server_config(config, options, caller="serve_queue")
+    service = QueueService(config)
+    token, ssl_context = config.token, config.ssl_context
+    _check_file_limit(config.max_connections)
     listeners = await trio.open_tcp_listeners(port, host=host)
     sockname = listeners[0].socket.getsockname()
     address = (str(sockname[0]), int(sockname[1]))
@@ -174,7 +129,7 @@ async def serve_queue(
             address[0],
             address[1],
             " with TLS" if ssl_context is not None else "",
-            lease_timeout,
+            config.rules.lease_timeout,
         )
         task_status.started(address)
     raise AssertionError("serve_queue's tasks never return")  # pragma: no cover
@@ -187,49 +142,32 @@ class QueueService:
     in-memory streams so whole systems can run under trio's mock clock.
     """
 
-    def __init__(
-        self,
-        *,
-        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
-        finished_retention: int = DEFAULT_FINISHED_RETENTION,
-        max_line_bytes: int = MAX_LINE_BYTES,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        retry_delay: float = DEFAULT_RETRY_DELAY,
-        max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
-        max_pending: int | None = DEFAULT_MAX_PENDING,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        idle_timeout: float | None = None,
-        token: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        if max_connections < 1:
-            raise ValueError("max_connections must be >= 1")
-        if handshake_timeout <= 0:
-            raise ValueError("handshake_timeout must be positive")
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise ValueError("idle_timeout must be positive (or None for none)")
-        if token is not None and not token:
-            raise ValueError("token must not be empty (use None for no token)")
+    def __init__(self, config: ServerConfig | None = None, **options: Any) -> None:
+        """Build the queue from ``config`` and ``options``, as :func:`serve_queue` does.
+
+        Raises:
+            TypeError: an option that is no field of either record.
+            ValueError: an option's value its field refuses.
+        """
+        config = server_config(config, options, caller="QueueService")
+        #: The options this queue was built with.
+        self.config = config
+        rules = config.rules
         self.state = QueueState(
-            rules=QueueRules(
-                lease_timeout=lease_timeout,
-                max_attempts=max_attempts,
-                retry_delay=retry_delay,
-                max_retry_delay=max_retry_delay,
-                finished_retention=finished_retention,
-                max_pending=max_pending,
-            ),
+            rules=rules,
             id_prefix=secrets.token_hex(4) + "-",
         )
-        self._max_line_bytes = max_line_bytes
-        self._max_connections = max_connections
+        token = config.token
+        self._max_line_bytes = config.max_line_bytes
+        self._max_connections = config.max_connections
         self._open_connections = 0
         # Connections refused since the limit was last reached.
         self._refused = 0
-        self._ssl_context = ssl_context
+        self._ssl_context = config.ssl_context
         self._guard = _Guard(
-            token.encode() if token is not None else None, handshake_timeout, idle_timeout
+            token.encode() if token is not None else None,
+            config.handshake_timeout,
+            config.idle_timeout,
         )
         # Unbuffered: a handler's send is a hand-off to the coordinator, which
         # gives natural backpressure when it is busy.

@@ -30,8 +30,9 @@ import trio
 import trio.testing
 
 from ._client import Client
+from ._config import ServerConfig, server_config
 from ._link import Connector
-from ._server import DEFAULT_FINISHED_RETENTION, DEFAULT_LEASE_TIMEOUT, QueueService, serve_queue
+from ._server import QueueService, serve_queue
 from ._worker import Handler, Worker
 
 __all__ = ["RunningQueue", "job_queue", "open_memory_queue", "open_test_queue"]
@@ -50,6 +51,7 @@ class RunningQueue:
         connector: How to open one more connection (``None`` for TCP).
         token: The server's token, which workers and clients opened here use.
         ssl_context: The client-side TLS context they use (``None``: plain).
+        config: The server's options (its rules: ``config.rules``).
     """
 
     address: tuple[str, int]
@@ -58,6 +60,7 @@ class RunningQueue:
     connector: Connector | None = None
     token: str | None = attrs.field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = None
+    config: ServerConfig = attrs.field(factory=ServerConfig, repr=False)
 
     async def start_worker(
         self,
@@ -121,35 +124,32 @@ class RunningQueue:
 @asynccontextmanager
 async def open_test_queue(
     *,
-    lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
-    finished_retention: int = DEFAULT_FINISHED_RETENTION,
+    config: ServerConfig | None = None,
     client_ssl_context: ssl.SSLContext | None = None,
     **options: Any,
 ) -> AsyncIterator[RunningQueue]:
     """Run a queue server on ``127.0.0.1``, any free port, for the ``async with`` block.
 
-    ``options`` are passed on to :func:`~jobqueue.serve_queue`
-    (``max_attempts``, ``retry_delay``, ``token``, ``ssl_context``, ...).
-    The queue's own client, and the workers and clients it opens, use the
-    server's ``token`` and ``client_ssl_context`` (for a TLS server).
+    The server's options are taken as by :func:`~jobqueue.serve_queue`: a
+    ``config`` record, and keyword arguments named after its fields or its
+    rules' (``lease_timeout``, ``max_attempts``, ``token``, ``ssl_context``,
+    ...), which win. The queue's own client, and the workers and clients it
+    opens, use the server's ``token`` and ``client_ssl_context`` (for a TLS
+    server).
+
+    Raises:
+        TypeError: an option that is no field of either record.
+        ValueError: an option's value its field refuses.
     """
+    config = server_config(config, options, caller="open_test_queue")
     async with trio.open_nursery() as nursery:
-        address = await nursery.start(
-            partial(
-                serve_queue,
-                0,
-                host="127.0.0.1",
-                lease_timeout=lease_timeout,
-                finished_retention=finished_retention,
-                **options,
-            )
-        )
-        token = options.get("token")
+        address = await nursery.start(partial(serve_queue, 0, host="127.0.0.1", config=config))
+        token = config.token
         async with Client.connect(
             *address, name="test-client", token=token, ssl_context=client_ssl_context
         ) as client:
             yield RunningQueue(
-                address, client, nursery, token=token, ssl_context=client_ssl_context
+                address, client, nursery, token=token, ssl_context=client_ssl_context, config=config
             )
         nursery.cancel_scope.cancel()
 
@@ -157,8 +157,7 @@ async def open_test_queue(
 @asynccontextmanager
 async def open_memory_queue(
     *,
-    lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
-    finished_retention: int = DEFAULT_FINISHED_RETENTION,
+    config: ServerConfig | None = None,
     client_ssl_context: ssl.SSLContext | None = None,
     **options: Any,
 ) -> AsyncIterator[RunningQueue]:
@@ -166,12 +165,16 @@ async def open_memory_queue(
 
     Safe with trio's autojump clock: no kernel is moving bytes behind trio's
     back, so virtual time only jumps when every task is truly waiting.
-    ``options`` are passed on to the server as for :func:`open_test_queue`,
-    and ``token`` and ``client_ssl_context`` are used as there.
+    ``config`` and ``options`` are the server's, as for
+    :func:`open_test_queue`, and ``token`` and ``client_ssl_context`` are
+    used as there.
+
+    Raises:
+        TypeError: an option that is no field of either record.
+        ValueError: an option's value its field refuses.
     """
-    service = QueueService(
-        lease_timeout=lease_timeout, finished_retention=finished_retention, **options
-    )
+    config = server_config(config, options, caller="open_memory_queue")
+    service = QueueService(config=config)
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
 
@@ -180,7 +183,7 @@ async def open_memory_queue(
             nursery.start_soon(service.handle_stream, server_end)
             return client_end
 
-        token = options.get("token")
+        token = config.token
         async with Client.connect(
             "memory",
             0,
@@ -189,7 +192,9 @@ async def open_memory_queue(
             token=token,
             ssl_context=client_ssl_context,
         ) as client:
-            yield RunningQueue(("memory", 0), client, nursery, connect, token, client_ssl_context)
+            yield RunningQueue(
+                ("memory", 0), client, nursery, connect, token, client_ssl_context, config
+            )
         nursery.cancel_scope.cancel()
 
 

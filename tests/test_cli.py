@@ -9,6 +9,8 @@ process prints (no traceback on its stderr, a clean exit), a subprocess runs
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import logging
 import os
@@ -23,11 +25,23 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
+import attrs
 import pytest
 import trio
 
-from jobqueue import Handler, Job, JobInfo, Stats, Worker, __version__, _cli
+from jobqueue import (
+    Handler,
+    Job,
+    JobInfo,
+    QueueRules,
+    ServerConfig,
+    Stats,
+    Worker,
+    __version__,
+    _cli,
+)
 from jobqueue._client import Client
+from jobqueue._errors import reason
 from jobqueue._server import serve_queue
 
 PYTHON_M_JOBQUEUE = (sys.executable, "-m", "jobqueue")
@@ -137,6 +151,15 @@ def exit_status(argv: Sequence[str]) -> int:
     return code
 
 
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand (``serve``, ``worker``, ...)."""
+    for action in _cli._parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parser: argparse.ArgumentParser = action.choices[name]
+            return parser
+    raise AssertionError("no subcommands")
+
+
 def _refuse_to_start(*args: Any, **kwargs: Any) -> NoReturn:
     raise AssertionError(f"a worker started although the command line was bad: {args}")
 
@@ -180,7 +203,8 @@ def test_console_script_runs() -> None:
 # -- bad addresses -------------------------------------------------------------
 
 BAD_ADDRESSES = [
-    "nonsense",
+    "",
+    "[]",
     "host:notaport",
     ":80",
     "127.0.0.1:",
@@ -214,6 +238,10 @@ def test_bad_address_is_one_line_error(
         ("localhost:1", ("localhost", 1)),
         ("example.com:65535", ("example.com", 65535)),
         ("[::1]:9000", ("::1", 9000)),
+        # Without a port: the server's default port.
+        ("queue.example", ("queue.example", 8080)),
+        ("localhost", ("localhost", 8080)),
+        ("[::1]", ("::1", 8080)),
     ],
 )
 def test_good_addresses_parse(text: str, expected: tuple[str, int]) -> None:
@@ -233,6 +261,28 @@ def test_no_server_is_one_line_error_in_a_real_process(command: list[str]) -> No
     assert result.stdout == ""
     line = assert_one_line_error(result.stderr, f"cannot connect to the queue at 127.0.0.1:{port}")
     assert "refused" in line.lower()
+
+
+@pytest.mark.parametrize("address", ["nohost.invalid:8080", "nohost.invalid"])
+def test_a_host_that_does_not_resolve_is_named(
+    address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Was "Unknown error -2": os.strerror of a resolver's error code.
+    assert _cli.main(["stats", "--connect", address]) == 1
+    line = assert_one_line_error(
+        capsys.readouterr().err, "cannot connect to the queue at nohost.invalid:8080: "
+    )
+    assert "the host name did not resolve" in line
+    assert "Unknown error" not in line
+
+
+def test_a_resolver_error_is_reported_as_such() -> None:
+    # Whatever the resolver says (no such name, or no answer at all).
+    for error in (
+        socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+        socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+    ):
+        assert reason(error) == f"the host name did not resolve ({error.strerror})"
 
 
 @pytest.mark.slow
@@ -296,6 +346,67 @@ def test_deeply_nested_payload_is_one_line_error(capsys: pytest.CaptureFixture[s
         _cli.main(["submit", "sleep", "--payload", payload, "--connect", f"127.0.0.1:{port}"]) == 2
     )
     assert_one_line_error(capsys.readouterr().err, "--payload")
+
+
+#: Larger than one command-line argument may be on Linux (MAX_ARG_STRLEN, 128 KiB),
+#: well within what the server stores (1 MiB - 16 KiB).
+LARGE_PAYLOAD = {"blob": "x" * 300_000, "n": [1, 2.5, None]}
+
+
+async def test_a_large_payload_from_a_file_or_standard_input(tmp_path: Path) -> None:
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps(LARGE_PAYLOAD, indent=2))
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        connect = ("--connect", f"{host}:{port}")
+        from_file = await run_cli("submit", "echo", "--payload", f"@{path}", *connect)
+        with trio.fail_after(30):
+            from_stdin = await trio.run_process(
+                [*PYTHON_M_JOBQUEUE, "submit", "echo", "--payload", "-", *connect],
+                stdin=json.dumps(LARGE_PAYLOAD).encode(),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        async with running_worker(host, port, {"echo": echo_payload}):
+            for result in (from_file, from_stdin):
+                assert result.returncode == 0, err_text(result)
+                [job_id] = result.stdout.decode().split()
+                with trio.fail_after(30):
+                    assert (await client.wait(job_id)).result == LARGE_PAYLOAD
+
+
+async def echo_payload(job: Job) -> Any:
+    return job.payload
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read --payload @{path}: No such file or directory"),
+        (b"{nope", "--payload @{path} is not valid JSON"),
+        (b'"\xff"', "--payload @{path} is not UTF-8"),
+        (json.dumps("x" * 1_100_000).encode(), 'bad job: "submit" field "payload" encodes to'),
+    ],
+)
+def test_a_bad_payload_file_is_one_line_error(
+    content: bytes | None, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "payload.json"
+    if content is not None:
+        path.write_bytes(content)
+    # Nothing listens on this port: the payload must be refused before connecting.
+    argv = ["submit", "sleep", "--payload", f"@{path}", "--connect", f"127.0.0.1:{free_port()}"]
+    assert _cli.main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, message.format(path=path))
+
+
+def test_a_bad_payload_on_standard_input_is_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"[1, 2")))
+    argv = ["submit", "sleep", "--payload", "-", "--connect", f"127.0.0.1:{free_port()}"]
+    assert _cli.main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, "--payload - is not valid JSON")
 
 
 @pytest.mark.parametrize("payload", ["1e999", '{"seconds": -1e999}'])
@@ -877,7 +988,6 @@ def test_serve_on_an_unknown_host_is_one_line_error() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["serve", "--max-pending", "-1"], "--max-pending must be 0 (no limit) or more"),
         (["serve", "--tls-key", "key.pem"], "--tls-key needs --tls-cert"),
         (["serve", "--tls-cert", "/no/such/cert.pem"], "cannot load --tls-cert/--tls-key"),
         (["stats", "--tls-ca", "/no/such/ca.pem"], "cannot use --tls-ca '/no/such/ca.pem'"),
@@ -890,9 +1000,62 @@ def test_guard_options_are_checked(
     assert message in assert_one_line_error(capsys.readouterr().err, "")
 
 
-def test_negative_retention_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli.main(["serve", "--port", "0", "--retention", "-1"]) == 2
-    assert_one_line_error(capsys.readouterr().err, "--retention must be 0 or more")
+def test_an_empty_token_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli.main(["serve", "--token", ""]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--token must not be empty")
+
+
+@pytest.fixture
+def served_configs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, ServerConfig]]:
+    """What ``main(["serve", ...])`` would serve: port, host and config, per call."""
+    calls: list[tuple[int, str, ServerConfig]] = []
+
+    async def record(port: int, *, host: str, config: ServerConfig) -> None:
+        calls.append((port, host, config))
+
+    monkeypatch.setattr(_cli, "serve_queue", record)
+    monkeypatch.delenv(_cli.TOKEN_ENV, raising=False)
+    return calls
+
+
+def test_serve_options_build_the_config(
+    served_configs: list[tuple[int, str, ServerConfig]],
+) -> None:
+    assert _cli.main(["serve"]) == 0
+    assert served_configs.pop() == (8080, "127.0.0.1", ServerConfig())
+    argv = ["serve", "--port", "0", "--host", "::1", "--lease-timeout", "2.5"]
+    argv += ["--retention", "7", "--max-attempts", "3", "--retry-delay", "0.5"]
+    argv += ["--max-retry-delay", "9", "--max-pending", "0", "--max-connections", "4"]
+    argv += ["--handshake-timeout", "2", "--idle-timeout", "60", "--token", "s3cret"]
+    assert _cli.main(argv) == 0
+    rules = QueueRules(
+        lease_timeout=2.5,
+        finished_retention=7,
+        max_attempts=3,
+        retry_delay=0.5,
+        max_retry_delay=9,
+        max_pending=None,  # --max-pending 0: no limit
+    )
+    config = ServerConfig(
+        rules=rules, max_connections=4, handshake_timeout=2, idle_timeout=60, token="s3cret"
+    )
+    assert served_configs.pop() == (0, "::1", config)
+
+
+def test_every_server_option_has_a_flag() -> None:
+    # A new field of either record is a new serve option without touching the CLI.
+    dests = {action.dest for action in command_parser("serve")._actions}
+    offered = {
+        field.name
+        for record in (QueueRules, ServerConfig)
+        for field in attrs.fields(record)
+        if field.metadata.get("cli", True)
+    }
+    # The others are built from options of the CLI's own.
+    assert {"rules", "token", "ssl_context", "max_line_bytes"} == {
+        field.name for field in attrs.fields(ServerConfig)
+    } - offered
+    assert offered <= dests
 
 
 @pytest.mark.parametrize("port", ["65536", "70000", "-1"])
@@ -917,16 +1080,23 @@ def test_serve_rejects_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
         (["submit", "sleep", "--count", "0"], "--count: must be at least 1, not 0"),
         (["submit", "sleep", "--count", "many"], "--count"),
         (["serve", "--lease-timeout", "0"], "--lease-timeout: must be a positive number"),
-        (["serve", "--lease-timeout", "nan"], "--lease-timeout: must be a positive number"),
-        (["serve", "--lease-timeout", "inf"], "--lease-timeout: must be a positive number"),
+        (["serve", "--lease-timeout", "nan"], "--lease-timeout: must be a finite number"),
+        (["serve", "--lease-timeout", "inf"], "--lease-timeout: must be a finite number"),
+        (["serve", "--lease-timeout", "soon"], "--lease-timeout: expected a number, not 'soon'"),
         (["serve", "--port", "eighty"], "--port"),
         (["serve", "--max-attempts", "0"], "--max-attempts: must be at least 1, not 0"),
         (["serve", "--max-attempts", "1001"], "--max-attempts: must be at most 1000, not 1001"),
         (["serve", "--retry-delay", "0"], "--retry-delay: must be a positive number"),
         (["serve", "--max-connections", "0"], "--max-connections: must be at least 1"),
         (["serve", "--idle-timeout", "0"], "--idle-timeout: must be a positive number"),
-        (["serve", "--handshake-timeout", "inf"], "--handshake-timeout: must be a positive"),
-        (["serve", "--max-retry-delay", "inf"], "--max-retry-delay: must be a positive number"),
+        (["serve", "--handshake-timeout", "inf"], "--handshake-timeout: must be a finite"),
+        (["serve", "--max-retry-delay", "inf"], "--max-retry-delay: must be a finite number"),
+        (["serve", "--retention", "-1"], "--retention: must be at least 0, not -1"),
+        (["serve", "--retention", "all"], "--retention: expected a whole number, not 'all'"),
+        (["serve", "--max-pending", "-1"], "--max-pending: must be at least 1, not -1 (or 0: no"),
+        (["serve", "--lease-timeout", "0"], "--lease-timeout: must be a positive number, not 0 "),
+        (["serve", "--bogus"], "unrecognized arguments: --bogus"),
+        (["stats", "-v", "--bogus"], "unrecognized arguments: --bogus"),
         (["submit", "sleep", "--max-attempts", "0"], "--max-attempts: must be at least 1"),
         (["submit", "sleep", "--priority", "high"], "--priority"),
         (["submit", "sleep", "--delay", "soon"], "--delay"),
@@ -946,13 +1116,73 @@ def test_serve_rejects_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
 def test_usage_errors_exit_2_without_traceback(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # argparse's format (a usage line, then "error: ..."), not jobqueue's own.
-    with pytest.raises(SystemExit) as exc_info:
-        _cli.main(argv)
-    assert exc_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert message in err.splitlines()[-1]
+    # argparse's own errors too are one "jobqueue: ..." line, as README promises.
+    assert exit_status(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = assert_one_line_error(captured.err, "")
+    assert message in line
+    assert line.endswith("--help')")  # where to look next
+
+
+def test_argparse_errors_are_one_line_in_a_real_process() -> None:
+    result = run_cli_sync("serve", "--no-such-option")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_line_error(result.stderr, "unrecognized arguments: --no-such-option")
+    result = run_cli_sync("serve", "--max-connections", "0")
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "argument --max-connections: must be at least 1, not 0")
+
+
+@pytest.mark.parametrize("argv", [["-v", "serve"], ["serve", "-v"], ["serve", "--verbose"]])
+def test_verbose_before_or_after_the_command(argv: list[str]) -> None:
+    assert _cli._parser().parse_args(argv).verbose is True
+
+
+@pytest.mark.parametrize("argv", [["serve"], ["stats"], ["status", "x-1"]])
+def test_not_verbose_by_default(argv: list[str]) -> None:
+    assert _cli._parser().parse_args(argv).verbose is False
+
+
+COMMANDS = ["serve", "worker", "submit", "status", "cancel", "retry", "delete", "list"]
+COMMANDS += ["stats", "demo"]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_help_shows_its_default(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(_cli.TOKEN_ENV, "hunter2-secret")
+    parser = command_parser(name)
+    options = [
+        action
+        for action in parser._actions
+        if action.option_strings and action.dest not in ("help", "version")
+    ]
+    assert options
+    for action in options:
+        assert action.help, action.option_strings
+        shown = parser._get_formatter()._get_help_string(action)
+        assert shown is not None
+        assert "(default: " in shown, action.option_strings
+    with pytest.raises(SystemExit):
+        _cli.main([name, "--help"])
+    text = capsys.readouterr().out
+    # The token's default is the secret in the environment: never printed.
+    assert "hunter2-secret" not in text
+    assert "(default: $JOBQUEUE_TOKEN" in text or name == "demo"
+
+
+def test_serve_help_shows_the_records_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _cli.main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # undo the wrapping
+    assert "how long a silent worker keeps a job (default: 30.0)" in text
+    assert "--retention N finished jobs remembered for status (default: 100000)" in text
+    assert "0: no limit (default: 1000000)" in text
+    assert "--max-connections N connections open at once (default: 1024)" in text
+    assert "(default: never)" in text
 
 
 @pytest.mark.parametrize("queues", ["", ",", " , ,"])

@@ -1,0 +1,213 @@
+"""``jobqueue demo``: a server, worker processes and a job stream, one worker killed.
+
+The demonstration README describes: it shows a job lost with a killed worker
+going back to the queue and completing elsewhere. It uses the public pieces
+only (``serve_queue``, ``Client``, ``jobqueue worker`` processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from functools import partial
+from typing import BinaryIO, TextIO
+
+import trio
+
+from ._client import Client
+from ._errors import JobQueueError
+from ._replies import JobInfo, Stats
+from ._server import serve_queue
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``jobqueue demo``: run the demonstration; 0 when every job completed."""
+    return trio.run(_Demo(args, sys.stdout).run)
+
+
+def _open_log(path: str) -> BinaryIO:
+    # A local file opened once per worker process: not worth a thread.
+    return open(path, "wb")
+
+
+class _Demo:
+    """Server in this process, workers as real processes, one killed mid-job."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.n_workers: int = args.workers
+        self.concurrency: int = args.concurrency
+        self.n_jobs: int = args.jobs
+        self.rng = random.Random(args.seed)
+        self.out = out
+        self.live = out.isatty()
+        self.submitted: list[str] = []
+        self.started = 0.0
+        self.processes: dict[str, trio.Process] = {}
+        self.killed: dict[str, list[str]] = {}
+        self.half_submitted = trio.Event()
+        self.all_submitted = trio.Event()
+
+    def say(self, text: str) -> None:
+        if self.live:
+            self.out.write("\r\x1b[K")
+        self.out.write(f"[{time.monotonic() - self.started:5.1f}s] {text}\n")
+        self.out.flush()
+
+    async def run(self) -> int:
+        self.started = time.monotonic()
+        logging.getLogger("jobqueue").setLevel(logging.WARNING)
+        with tempfile.TemporaryDirectory(prefix="jobqueue-demo-") as logdir:
+            async with trio.open_nursery() as nursery:
+                host, port = await nursery.start(
+                    partial(serve_queue, 0, host="127.0.0.1", lease_timeout=10.0)
+                )
+                self.say(f"queue server listening on {host}:{port} (in this process)")
+                ok = await self._drive(host, port, logdir)
+                nursery.cancel_scope.cancel()
+        return 0 if ok else 1
+
+    async def _drive(self, host: str, port: int, logdir: str) -> bool:
+        try:
+            await self._start_workers(host, port, logdir)
+            async with (
+                Client.connect(host, port, name="demo-submit") as submitter,
+                Client.connect(host, port, name="demo-watch") as watcher,
+                Client.connect(host, port, name="demo-wait") as waiter,
+            ):
+                await self._wait_for_workers(watcher)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._progress, watcher)
+                    nursery.start_soon(self._submit_stream, submitter)
+                    await self._kill_one_worker_mid_job(watcher)
+                    results = await self._wait_all(waiter)
+                    nursery.cancel_scope.cancel()
+                stats = await submitter.stats()
+            return self._summary(results, stats)
+        finally:
+            for process in self.processes.values():
+                if process.returncode is None:
+                    process.kill()
+            with trio.CancelScope(shield=True):
+                for process in self.processes.values():
+                    await process.wait()
+
+    async def _start_workers(self, host: str, port: int, logdir: str) -> None:
+        for index in range(1, self.n_workers + 1):
+            name = f"worker-{index}"
+            with _open_log(os.path.join(logdir, f"{name}.log")) as log_file:
+                self.processes[name] = await trio.lowlevel.open_process(
+                    [
+                        sys.executable,
+                        "-m",
+                        "jobqueue",
+                        "worker",
+                        "--connect",
+                        f"{host}:{port}",
+                        "--concurrency",
+                        str(self.concurrency),
+                        "--name",
+                        name,
+                    ],
+                    stdout=log_file,
+                    stderr=log_file,
+                )
+        pids = ", ".join(f"{n} pid {p.pid}" for n, p in self.processes.items())
+        self.say(f"started {self.n_workers} worker processes x {self.concurrency} slots ({pids})")
+
+    async def _wait_for_workers(self, watcher: Client) -> None:
+        want = self.n_workers * self.concurrency
+        with trio.fail_after(30):
+            while (await watcher.stats()).waiting_workers < want:
+                for name, process in self.processes.items():
+                    if process.returncode is not None:
+                        raise JobQueueError(f"{name} exited early ({process.returncode})")
+                await trio.sleep(0.05)
+        self.say(f"all {want} worker slots connected and waiting for jobs")
+
+    async def _submit_stream(self, submitter: Client) -> None:
+        for _ in range(self.n_jobs):
+            seconds = round(self.rng.uniform(0.3, 1.5), 2)
+            self.submitted.append(await submitter.submit("sleep", {"seconds": seconds}))
+            if len(self.submitted) >= self.n_jobs // 2:
+                self.half_submitted.set()
+            await trio.sleep(0.05)
+        self.all_submitted.set()
+
+    async def _kill_one_worker_mid_job(self, watcher: Client) -> None:
+        # Wait until the stream is well under way, then kill whichever worker
+        # process holds the most jobs right now.
+        await self.half_submitted.wait()
+        held: dict[str, list[str]] = {}
+        while not held:
+            await trio.sleep(0.02)
+            # One entry per connection; a worker process has one per slot.
+            for entry in (await watcher.stats()).workers:
+                if entry["name"] in self.processes:
+                    held.setdefault(entry["name"], []).extend(entry["jobs"])
+        victim = max(held, key=lambda name: len(held[name]))
+        process = self.processes[victim]
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        self.killed[victim] = held[victim]
+        self.say(
+            f"killed {victim} (pid {process.pid}) with SIGKILL while it ran "
+            f"{', '.join(held[victim])}"
+        )
+
+    async def _progress(self, watcher: Client) -> None:
+        while True:
+            stats = await watcher.stats()
+            jobs, totals = stats.jobs, stats.totals
+            line = (
+                f"[{time.monotonic() - self.started:5.1f}s] submitted {totals['submitted']:>3}/"
+                f"{self.n_jobs}  pending {jobs['pending']:>3}  running {jobs['running']:>2}  "
+                f"completed {jobs['completed']:>3}  reassigned {totals['reassigned']}"
+            )
+            if self.live:
+                self.out.write("\r\x1b[K" + line)
+                self.out.flush()
+                await trio.sleep(0.1)
+            else:
+                self.out.write(line + "\n")
+                self.out.flush()
+                await trio.sleep(1.0)
+
+    async def _wait_all(self, waiter: Client) -> list[JobInfo]:
+        await self.all_submitted.wait()
+        with trio.fail_after(120):
+            return [await waiter.wait(job_id) for job_id in self.submitted]
+
+    def _summary(self, results: list[JobInfo], stats: Stats) -> bool:
+        if self.live:
+            self.out.write("\r\x1b[K")
+        self.say("every submitted job has finished")
+        victims = ", ".join(self.killed)
+        for info in results:
+            if info.attempt > 1:
+                self.say(
+                    f"  job {info.job_id}: lost when {victims} was killed, then {info.state} "
+                    f"on attempt {info.attempt} by {info.worker}"
+                )
+        completed = sum(info.state == "completed" for info in results)
+        totals = stats.totals
+        wall = time.monotonic() - self.started
+        self.out.write(
+            "\nsummary\n"
+            f"  jobs submitted   {len(self.submitted)}\n"
+            f"  jobs completed   {completed}\n"
+            f"  jobs reassigned  {totals['reassigned']}\n"
+            f"  workers killed   {len(self.killed)} ({', '.join(self.killed)})\n"
+            f"  wall time        {wall:.1f}s\n"
+        )
+        ok = completed == len(self.submitted)
+        self.out.write(
+            "every job completed\n" if ok else f"{len(results) - completed} jobs did not complete\n"
+        )
+        self.out.flush()
+        return ok
