@@ -24,6 +24,7 @@ from ._client import Client
 from ._config import OptionError, QueueRules, ServerConfig
 from ._demo import run_demo
 from ._errors import JobQueueError, ProtocolError
+from ._journal import JournalError
 from ._json import decode_value
 from ._limits import JOB_STATES, MAX_FETCH
 from ._replies import JobInfo, JobList, Stats
@@ -327,7 +328,8 @@ def _add_record_options(parser: argparse.ArgumentParser, record: type[Any]) -> N
 def _field_value(field: attrs.Attribute[Any], hint: Any) -> Callable[[str], Any]:
     """Parse an option's text as its field's type, then apply the field's check."""
     kinds = [kind for kind in typing.get_args(hint) or (hint,) if kind is not type(None)]
-    parse = {int: _whole_number, float: _finite_number}[kinds[0]]
+    parsers: dict[Any, Callable[[str], Any]] = {int: _whole_number, float: _finite_number, str: str}
+    parse = parsers[kinds[0]]
     none_means: str | None = field.metadata.get("none_means")
     none_word = none_means.partition(":")[0] if none_means else None
 
@@ -475,6 +477,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--{exc.name.replace('_', '-')} {exc.rule}") from None
     try:
         trio.run(partial(serve_queue, args.port, host=args.host, config=config))
+    except JournalError as exc:
+        raise JobQueueError(str(exc)) from exc
     except OSError as exc:
         raise JobQueueError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"

@@ -10,6 +10,7 @@ rather than declaring them again.
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -100,6 +101,13 @@ def _at_most(high: int) -> Check:
 
 
 _non_empty = Check(lambda value: len(value) > 0, "must not be empty")
+
+#: How ``fsync`` may flush the journal (``jobqueue._journal_writer`` obeys them).
+FSYNC_MODES = ("always", "interval", "never")
+
+
+def _path(value: Any) -> str | None:
+    return None if value is None else os.fspath(value)
 
 
 @attrs.frozen
@@ -220,6 +228,30 @@ class ServerConfig:
         cli=False,
         validator=attrs.validators.optional(attrs.validators.instance_of(ssl.SSLContext)),
     )
+    #: Keep the queue in this directory: replayed at start, appended to
+    #: while serving (docs/design.md, "The journal"). ``None``: in memory
+    #: only, and a restart loses every job.
+    journal: str | None = option(
+        None,
+        "keep jobs in this directory, so a restart or crash loses none (default: memory only)",
+        metavar="DIR",
+        converter=_path,
+        validator=_non_empty,
+    )
+    #: When the journal is flushed to disk: ``always`` before any reply
+    #: that acknowledges a change; ``interval`` every ``fsync_interval``
+    #: seconds; ``never`` (left to the operating system).
+    fsync: str = option(
+        "always",
+        "flush the journal before acknowledging (always), every --fsync-interval, or never",
+        metavar="|".join(FSYNC_MODES),
+        validator=Check(lambda value: value in FSYNC_MODES, "must be always, interval or never"),
+    )
+    #: Seconds between journal flushes with ``fsync="interval"``.
+    fsync_interval: float = option(
+        1.0, "seconds between journal flushes with --fsync interval", metavar="SECONDS",
+        validator=_positive,
+    )  # fmt: skip
 
 
 _RULES = frozenset(field.name for field in attrs.fields(QueueRules))

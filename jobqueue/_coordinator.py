@@ -20,7 +20,7 @@ import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import attrs
 import trio
@@ -140,6 +140,17 @@ class Disconnected:
 
 Command = Batch | Connected | Disconnected
 
+
+class Durability(Protocol):
+    """What the coordinator asks of a journal that flushes before acknowledging."""
+
+    def begin(self) -> None:
+        """A command begins: replies from here on depend on the events it applies."""
+
+    def hold(self, conn: Connection, replies: list[Outgoing] | None) -> bool:
+        """Keep ``replies`` for ``conn`` until a flush covers them; ``False``: send now."""
+
+
 #: A request handler: (coordinator, connection, request, now) to the reply, or
 #: ``None`` when the request parks and its reply comes later.
 _Handler = Callable[["Coordinator", Connection, Any, float], "Reply | None"]
@@ -154,9 +165,13 @@ class Coordinator:
 
     Args:
         state: The queue state this coordinator alone will touch.
+        durability: With a journal that flushes before acknowledging: told
+            when each command begins, and given every connection's replies,
+            to keep those that depend on events not yet on disk.
     """
 
     state: QueueState
+    durability: Durability | None = None
     _conns: dict[int, Connection] = attrs.field(factory=dict, init=False)
     # Workers blocked in request_job, first come first served.
     _idle: OrderedDict[int, _Parked] = attrs.field(factory=OrderedDict, init=False)
@@ -215,6 +230,8 @@ class Coordinator:
 
     def fire_timers(self, now: float) -> None:
         """Expire leases and blocking requests whose time is up."""
+        if self.durability is not None:
+            self.durability.begin()
         self._after_changes(self.state.tick(now), now)
         while self._timeouts and self._timeouts[0][0] <= now:
             parked = heapq.heappop(self._timeouts)[2]
@@ -228,6 +245,8 @@ class Coordinator:
 
     def handle(self, command: Command, now: float) -> None:
         """Apply one command."""
+        if self.durability is not None:
+            self.durability.begin()
         conn = command.conn
         if isinstance(command, Batch):
             if conn.closed:
@@ -468,6 +487,8 @@ class Coordinator:
         return JobAssigned(job.id, job.name, job.payload, job.attempt, self.state.lease_timeout)
 
     def _send(self, conn: Connection, replies: list[Outgoing] | None) -> None:
+        if self.durability is not None and self.durability.hold(conn, replies):
+            return
         # If the handler is gone, its Disconnected command is on its way and
         # will release anything these replies handed out. (try, not
         # contextlib.suppress: this runs for every reply and try costs nothing.)

@@ -42,6 +42,7 @@ from ._errors import (
     Refusal,
 )
 from ._framing import EOF, NEED_DATA, LineDecoder
+from ._journal_writer import Journal
 from ._json import encode
 from ._replies import ErrorReply, JobCancelledNotice
 from ._requests import Hello
@@ -81,6 +82,8 @@ async def serve_queue(
       ``handshake_timeout`` (10 s), ``idle_timeout`` (``None``: never),
       ``token`` (``None``), ``ssl_context`` (``None``: plain TCP): the
       listener's, see :class:`~jobqueue.ServerConfig`.
+    - ``journal`` (``None``: memory only), ``fsync`` (``"always"``),
+      ``fsync_interval`` (1 s): keep the queue on disk across restarts.
 
     Args:
         port: TCP port to listen on; 0 picks a free one.
@@ -97,7 +100,9 @@ async def serve_queue(
         Anything a peer sends wrong gets an ``error`` reply on that
         connection only. A peer that vanishes mid-request just ends its own
         connection, and its leased jobs go straight back to the queue.
-        Failing to bind raises ``OSError`` before ``start`` returns.
+        Failing to bind raises ``OSError`` before ``start`` returns; a
+        journal directory another server holds, or one damaged before its
+        end, raises ``JournalError``.
         Binding an address other machines can reach without a ``token``
         (or without TLS) logs a warning.
     """
@@ -105,6 +110,7 @@ async def serve_queue(
     service = QueueService(config)
     token, ssl_context = config.token, config.ssl_context
     _check_file_limit(config.max_connections)
+    await service.open_journal()
     listeners = await trio.open_tcp_listeners(port, host=host)
     sockname = listeners[0].socket.getsockname()
     address = (str(sockname[0]), int(sockname[1]))
@@ -173,11 +179,47 @@ class QueueService:
         # gives natural backpressure when it is busy.
         self._commands, self._commands_receive = trio.open_memory_channel[Command](0)
         self._ids = itertools.count(1)
+        self.journal: Journal | None = None
+        self._journal_open = False
+        if config.journal is not None:
+            self.journal = Journal(config.journal, config.fsync, config.fsync_interval)
+
+    async def open_journal(self) -> None:
+        """Lock and replay the journal, if there is one and it is not open yet.
+
+        ``serve_queue`` calls this before it listens, so a locked or damaged
+        journal stops it before any client can connect; ``run`` calls it
+        otherwise.
+
+        Raises:
+            JournalError: the directory is locked by another server, or damaged.
+            OSError: it cannot be read or written.
+        """
+        journal = self.journal
+        if journal is None or self._journal_open:
+            return
+        await trio.to_thread.run_sync(journal.open, self.state, trio.current_time())
+        self._journal_open = True
+        journal.start(self.state, trio.current_time())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the coordinator until cancelled."""
-        task_status.started()
-        await Coordinator(self.state).run(self._commands_receive)
+        """Run the coordinator (and the journal, with one) until cancelled.
+
+        Raises:
+            JournalError: before ``started``, if the journal directory is
+                locked by another server or damaged.
+        """
+        journal = self.journal
+        if journal is None:
+            task_status.started()
+            await Coordinator(self.state).run(self._commands_receive)
+            return
+        await self.open_journal()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(journal.run)
+            task_status.started()
+            durable = journal if journal.fsync == "always" else None
+            await Coordinator(self.state, durable).run(self._commands_receive)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until the peer closes it.

@@ -1,0 +1,331 @@
+"""The journal on disk: open and replay at start, then append with group commit.
+
+The coordinator never waits for the disk. Each event is encoded into a
+buffer as it is applied (:meth:`Journal.append`); a flusher task hands the
+buffer to a thread that writes it and, with ``fsync="always"``, flushes it
+(``fdatasync``). One flush covers every event since the last one, from every
+connection: group commit. Replies that acknowledge a change must not leave
+before the events behind them are on disk, so while events are waiting for
+a flush the coordinator gives its replies to :meth:`Journal.hold` instead of
+the connection's outbox; the flusher puts them there, in order, once the
+flush that covers them is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._events import Event
+from ._journal import (
+    MAGIC,
+    JournalError,
+    decode_all,
+    encode_event,
+    frame,
+    id_prefix_of,
+    read_journal,
+    segment_name,
+)
+
+if TYPE_CHECKING:
+    from ._coordinator import Connection, Outgoing
+    from ._state import QueueState
+
+log = logging.getLogger("jobqueue.journal")
+
+#: Longest wait between attempts to write after the disk failed.
+_MAX_RETRY_DELAY = 5.0
+
+
+def _lock(directory: str) -> int:
+    """Take the directory's lock file, so a second server refuses to share it.
+
+    Raises:
+        JournalError: another process holds it.
+    """
+    path = os.path.join(directory, "lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl  # Unix only
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise JournalError(
+            f"journal directory {directory} is in use by another server (pid {owner}); "
+            "two servers must not share one journal"
+        ) from None
+    except ImportError:  # pragma: no cover  (no flock: no protection)
+        pass
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """One server's journal directory: locked, replayed, appended to.
+
+    Args:
+        directory: Where the segments live; created if missing.
+        fsync: ``always``, ``interval`` or ``never`` (``ServerConfig.fsync``).
+        fsync_interval: Seconds between flushes with ``interval``.
+        write: The seam through which every write goes (tests inject
+            failures here): ``write(fd, data)`` then, when flushing,
+            ``write(fd, None)``.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        fsync: str = "always",
+        fsync_interval: float = 1.0,
+        *,
+        write: Callable[[int, bytes | None], None] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval
+        self._write = write or _write
+        self._fd = -1
+        self._lock_fd = -1
+        self._buffer = bytearray()
+        self._wake = trio.Event()
+        #: Events appended, and of those, the ones known to be on disk.
+        self.appended = 0
+        self.durable = 0
+        #: The error of the last failed write, ``None`` while writes succeed.
+        self.failure: OSError | None = None
+        self._held: deque[tuple[int, Connection, list[Outgoing] | None]] = deque()
+        self._held_by: dict[int, int] = {}
+        self._offset = 0.0
+        self._replayed = 0
+        self._begun = 0
+        self._replay_seconds = 0.0
+
+    # -- start ------------------------------------------------------------------------
+
+    def open(self, state: QueueState, now: float) -> None:
+        """Lock the directory, replay it into ``state``, and open it for appending.
+
+        ``state`` must be fresh. Blocking: run it in a thread, then
+        :meth:`start` in trio's.
+
+        Raises:
+            JournalError: the directory is locked by another server, damaged,
+                or cannot be read or written.
+        """
+        self._offset = time.time() - now
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            self._lock_fd = _lock(self.directory)
+            self._replay(state)
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, OSError):
+                raise JournalError(f"cannot use journal {self.directory}: {exc}") from exc
+            raise
+
+    def _replay(self, state: QueueState) -> None:
+        started = time.perf_counter()
+        reading = read_journal(self.directory)
+        try:
+            events = list(decode_all(reading.payloads, self._offset))
+        except ValueError as exc:
+            raise JournalError(f"journal {self.directory} cannot be replayed: {exc}") from None
+        prefix = id_prefix_of(events)
+        if prefix is not None:
+            state.id_prefix = prefix
+        for event in events:
+            state.apply(event)
+        if reading.last is None:
+            path = os.path.join(self.directory, segment_name(1))
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._fd, MAGIC)
+            os.fsync(self._fd)
+            _fsync_directory(self.directory)
+        else:
+            path = reading.last[1]
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            if reading.torn:
+                log.warning(
+                    "journal %s: cut off %d bytes of a torn last record at byte %d "
+                    "(a crash mid-write; nothing acknowledged is lost)",
+                    path,
+                    reading.torn,
+                    reading.good_end,
+                )
+                os.ftruncate(self._fd, reading.good_end)
+                if reading.good_end == 0:
+                    os.write(self._fd, MAGIC)
+                os.fsync(self._fd)
+        self._replayed = len(events)
+        self._replay_seconds = time.perf_counter() - started
+
+    def start(self, state: QueueState, now: float) -> None:
+        """Journal ``state``'s changes from now on; recover the runs the restart cut short.
+
+        Called in trio's thread, after :meth:`open` (which may run in a
+        worker thread: it only reads and replays).
+        """
+        state.on_event = self.append
+        # Runs cut short by the restart count as attempts, and their jobs go
+        # back in line in their original place; then today's retention.
+        lost = 0
+        for worker, _ in list(state.holders()):
+            lost += len(state.release(worker, now))
+        state._enforce_retention()
+        log.info(
+            "journal %s: replayed %d events in %.2fs; %d jobs (%d runs cut short by the restart)",
+            self.directory,
+            self._replayed,
+            self._replay_seconds,
+            len(state),
+            lost,
+        )
+
+    def close(self) -> None:
+        """Write what is buffered (best effort) and release the directory."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                if self._buffer:
+                    self._write(self._fd, bytes(self._buffer))
+                    self._write(self._fd, None)
+            os.close(self._fd)
+            self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- the coordinator's side (never blocks) ---------------------------------------
+
+    def append(self, event: Event) -> None:
+        """Buffer ``event`` for the next flush (``QueueState.on_event``)."""
+        self._buffer += frame(encode_event(event, self._offset))
+        self.appended += 1
+        self._wake.set()
+
+    def begin(self) -> None:
+        """The coordinator starts a command (see :meth:`hold`)."""
+        self._begun = self.appended
+
+    def hold(self, conn: Connection, replies: list[Outgoing] | None) -> bool:
+        """Keep ``replies`` until the events so far are on disk; ``False``: send now.
+
+        Replies depend on the flush when the command that produced them
+        applied events (a submit, a completion, an assignment, a lease lost):
+        a read that changed nothing goes out at once, even while a flush for
+        other connections is under way. A connection whose earlier replies
+        are held has its later ones held too, so they never overtake each
+        other.
+        """
+        held_by = self._held_by
+        if self.appended == self._begun and conn.id not in held_by:
+            return False
+        if self.appended == self.durable and conn.id not in held_by:
+            return False
+        self._held.append((self.appended, conn, replies))
+        held_by[conn.id] = held_by.get(conn.id, 0) + 1
+        return True
+
+    # -- the flusher ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Write and flush the buffer whenever it has events, until cancelled."""
+        try:
+            await self._run()
+        finally:
+            self.close()
+
+    async def _run(self) -> None:
+        delay = 0.1
+        last_sync = trio.current_time()
+        synced = True
+        while True:
+            if not self._buffer:
+                if synced or self.fsync != "interval":
+                    await self._wake.wait()
+                else:
+                    with trio.move_on_at(last_sync + self.fsync_interval):
+                        await self._wake.wait()
+            self._wake = trio.Event()
+            data, self._buffer = self._buffer, bytearray()
+            covered = self.appended
+            sync = self.fsync == "always" or (
+                self.fsync == "interval" and trio.current_time() >= last_sync + self.fsync_interval
+            )
+            try:
+                await trio.to_thread.run_sync(self._write_all, bytes(data), sync)
+            except OSError as exc:
+                # Nothing is lost: the data goes back in front of whatever came
+                # since, and is written again; held replies keep waiting.
+                self._buffer[:0] = data
+                if self.failure is None:
+                    log.error("journal %s: cannot write: %s; retrying", self.directory, exc)
+                self.failure = exc
+                await trio.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY_DELAY)
+                continue
+            if self.failure is not None:
+                log.warning("journal %s: writing again", self.directory)
+                self.failure = None
+                delay = 0.1
+            if sync:
+                last_sync = trio.current_time()
+            synced = sync or (synced and not data)
+            self.durable = covered
+            self._release()
+
+    def _write_all(self, data: bytes, sync: bool) -> None:
+        # Runs in a thread. On failure the segment is cut back to where this
+        # write began, so writing the same data again cannot leave half a
+        # record in the middle of the journal.
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            if data:
+                self._write(self._fd, data)
+            if sync:
+                self._write(self._fd, None)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise
+
+    def _release(self) -> None:
+        held, held_by, durable = self._held, self._held_by, self.durable
+        while held and held[0][0] <= durable:
+            _, conn, replies = held.popleft()
+            count = held_by[conn.id] - 1
+            if count:
+                held_by[conn.id] = count
+            else:
+                del held_by[conn.id]
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                conn.outbox.send_nowait(replies)
+
+
+def _write(fd: int, data: bytes | None) -> None:
+    """Write all of ``data`` to ``fd``, or flush ``fd`` to disk when it is ``None``."""
+    if data is None:
+        os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
+        return
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

@@ -1,0 +1,215 @@
+"""A server with a journal: restarts keep jobs, runs cut short count, flushes gate replies."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from jobqueue import Client, serve_queue
+from jobqueue._events import Assigned, Event, Submitted
+from jobqueue._journal import MAGIC, JournalError, encode_event, frame, segment_name
+from jobqueue._journal_writer import Journal
+from jobqueue._server import QueueService
+from jobqueue.testing import RunningQueue, open_test_queue
+
+Raw = Callable[[RunningQueue], AbstractAsyncContextManager[Any]]
+
+
+async def test_jobs_survive_a_restart(tmp_path: Path, raw_connection: Raw) -> None:
+    journal = str(tmp_path)
+    async with open_test_queue(journal=journal, max_attempts=1) as queue:
+        client = queue.client
+        first = await client.submit("n", {"a": [1, "é"]}, key="k1")
+        urgent = await client.submit("n", "two", priority=5)
+        later = await client.submit("n", None, run_at=time.time() + 3600)
+        waiting = [await client.submit("n", i) for i in range(3)]
+        cancelled = await client.submit("n", 5)
+        await client.cancel(cancelled)
+        async with raw_connection(queue) as worker:
+            job = await worker.request({"type": "request_job"})
+            assert job["job_id"] == urgent
+            reply = await worker.request(
+                {"type": "job_complete", "job_id": urgent, "attempt": 1, "result": [1]}
+            )
+            assert reply["type"] == "ok"
+            job = await worker.request({"type": "request_job"})
+            assert job["job_id"] == first
+            # The worker vanishes with the job: it fails (one attempt only).
+    async with open_test_queue(journal=journal, max_attempts=1) as queue:
+        client = queue.client
+        done = await client.status(urgent)
+        assert (done.state, done.result) == ("completed", [1])
+        lost = await client.status(first)
+        assert (lost.state, lost.attempt) == ("failed", 1)
+        assert lost.error is not None
+        assert lost.error["type"] == "WorkerLost"
+        assert (await client.status(later)).state == "scheduled"
+        assert (await client.status(cancelled)).state == "cancelled"
+        assert await client.submit("n", None, key="k1") == first
+        new = await client.submit("n", None)
+        assert new.rpartition("-")[0] == first.rpartition("-")[0]  # ids go on, same prefix
+        async with raw_connection(queue) as worker:
+            order = [(await worker.request({"type": "request_job"}))["job_id"] for _ in range(4)]
+        assert order == [*waiting, new]
+        stats = await client.stats()
+        assert stats.totals["submitted"] == 8
+
+
+def write_journal(directory: Path, events: list[Event]) -> None:
+    """A journal as a server that was SIGKILLed would have left it (times as wall clock)."""
+    data = MAGIC + b"".join(frame(encode_event(event)) for event in events)
+    (directory / segment_name(1)).write_bytes(data)
+
+
+async def test_runs_cut_short_by_a_crash_are_lost_attempts(
+    tmp_path: Path, raw_connection: Raw
+) -> None:
+    wall = time.time()
+    write_journal(
+        tmp_path,
+        [
+            Submitted("old-1", "n", None, 1),
+            Submitted("old-2", "n", None, 2),
+            Submitted("old-3", "n", None, 3),
+            Submitted("old-4", "n", None, 4, not_before=wall + 3600),
+            Submitted("old-5", "n", None, 5, not_before=wall - 10),
+            Assigned("old-1", 1, "w", wall + 30),
+            Assigned("old-2", 1, "w", wall + 30),
+        ],
+    )
+    async with open_test_queue(journal=str(tmp_path)) as queue:
+        client = queue.client
+        for job_id in ("old-1", "old-2"):
+            info = await client.status(job_id)
+            assert (info.state, info.attempt) == ("pending", 1)
+            assert info.error is not None
+            assert info.error["type"] == "WorkerLost"
+        assert (await client.stats()).totals["reassigned"] == 2
+        assert (await client.status("old-4")).state == "scheduled"  # deadline kept
+        async with raw_connection(queue) as old_worker, raw_connection(queue) as new_worker:
+            # The worker that ran old-2 before the crash reports it: too late.
+            reply = await old_worker.request(
+                {"type": "job_complete", "job_id": "old-2", "attempt": 1, "result": None}
+            )
+            assert (reply["type"], reply["code"]) == ("error", "not_leased")
+            # Back in line in their original places, ahead of later jobs;
+            # old-5's time passed while the server was down.
+            got = [await new_worker.request({"type": "request_job"}) for _ in range(4)]
+            assert [(j["job_id"], j["attempt"]) for j in got] == [
+                ("old-1", 2),
+                ("old-2", 2),
+                ("old-3", 1),
+                ("old-5", 1),
+            ]
+            reply = await old_worker.request(
+                {"type": "job_complete", "job_id": "old-1", "attempt": 1, "result": None}
+            )
+            assert reply["code"] == "not_leased"
+
+
+async def test_a_second_server_on_the_same_journal_is_refused(tmp_path: Path) -> None:
+    async with open_test_queue(journal=str(tmp_path)) as queue:
+        await queue.client.submit("n")
+        with pytest.raises(JournalError, match="in use by another server") as info:
+            await serve_queue(0, journal=str(tmp_path))
+        assert str(os.getpid()) in str(info.value)
+        # The first one is unharmed.
+        assert (await queue.client.stats()).jobs["pending"] == 1
+    # Released when the first one stops.
+    async with open_test_queue(journal=str(tmp_path)) as queue:
+        assert (await queue.client.stats()).jobs["pending"] == 1
+
+
+class GatedDisk:
+    """A write seam whose flushes wait for the test to open a gate."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.flushes = 0
+        self.flushing = threading.Event()
+        self.gate = threading.Event()
+
+    def __call__(self, fd: int, data: bytes | None) -> None:
+        if data is not None:
+            self.writes.append(data)
+            os.write(fd, data)
+            return
+        self.flushing.set()
+        assert self.gate.wait(10)
+        os.fdatasync(fd)
+        self.flushes += 1
+
+
+@asynccontextmanager
+async def gated_queue(path: Path, disk: GatedDisk) -> AsyncIterator[Callable[[], Any]]:
+    service = QueueService(journal=str(path))
+    assert service.journal is not None
+    service.journal = Journal(str(path), write=disk)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+
+        async def connect() -> trio.abc.Stream:
+            client_end, server_end = trio.testing.memory_stream_pair()
+            nursery.start_soon(service.handle_stream, server_end)
+            return client_end
+
+        yield lambda: Client.connect("memory", 0, connect=connect)
+        nursery.cancel_scope.cancel()
+
+
+async def test_replies_wait_for_the_flush_and_one_flush_covers_many(tmp_path: Path) -> None:
+    disk = GatedDisk()
+    async with (
+        gated_queue(tmp_path, disk) as connect,
+        connect() as first,
+        connect() as second,
+        connect() as third,
+        connect() as fourth,
+        trio.open_nursery() as nursery,
+    ):
+        disk.gate.set()
+        await second.submit("warm-up")  # the journal's start-up writes are done
+        disk.writes.clear()
+        disk.gate.clear()
+        disk.flushing.clear()
+        acknowledged: list[str] = []
+
+        async def submit(client: Client, name: str) -> None:
+            acknowledged.append(await client.submit(name))
+
+        nursery.start_soon(submit, first, "a")
+        await trio.to_thread.run_sync(disk.flushing.wait)
+        # The flush is under way: its submit is not acknowledged, but the
+        # coordinator serves on, and a read that changed nothing is answered.
+        assert (await second.stats()).jobs["pending"] == 2
+        for client, name in ((second, "b"), (third, "c"), (fourth, "d")):
+            nursery.start_soon(submit, client, name)
+        await trio.testing.wait_all_tasks_blocked()
+        assert acknowledged == []
+        flushes = disk.flushes
+        disk.gate.set()
+    assert len(acknowledged) == 4
+    # One flush for "a", one for the three that came while it ran.
+    assert disk.flushes - flushes == 2
+    assert [w.count(b'"@":"Submitted"') for w in disk.writes] == [1, 3]
+
+
+async def test_an_unflushed_submit_is_not_acknowledged(tmp_path: Path) -> None:
+    disk = GatedDisk()
+    async with gated_queue(tmp_path, disk) as connect, connect() as client:
+        disk.gate.set()
+        await client.submit("warm-up")
+        disk.gate.clear()
+        with trio.move_on_after(0.2) as waited:
+            await client.submit("never flushed")
+        assert waited.cancelled_caught
+        disk.gate.set()

@@ -1,0 +1,34 @@
+"""The journal's options: fields of ServerConfig, so ``serve`` generates their flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobqueue import ServerConfig
+from jobqueue._cli import UsageError, _parser, _record_values
+
+
+def serve_options(*argv: str) -> dict[str, object]:
+    args = _parser().parse_args(["serve", *argv])
+    return _record_values(args, ServerConfig)
+
+
+def test_serve_has_journal_flags_from_the_record() -> None:
+    values = serve_options("--journal", "/tmp/q", "--fsync", "interval", "--fsync-interval", "0.5")
+    config = ServerConfig(**values)  # type: ignore[arg-type]
+    assert (config.journal, config.fsync, config.fsync_interval) == ("/tmp/q", "interval", 0.5)
+    defaults = ServerConfig(**serve_options())  # type: ignore[arg-type]
+    assert (defaults.journal, defaults.fsync) == (None, "always")
+
+
+def test_a_bad_fsync_mode_is_refused() -> None:
+    with pytest.raises(UsageError, match="--fsync: must be always, interval or never"):
+        serve_options("--fsync", "sometimes")
+    with pytest.raises(ValueError, match="fsync must be always"):
+        ServerConfig(fsync="sometimes")
+
+
+def test_the_journal_may_be_a_path(tmp_path: Path) -> None:
+    assert ServerConfig(journal=tmp_path).journal == str(tmp_path)  # type: ignore[arg-type]
