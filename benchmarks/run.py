@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from benchmarks import harness
+from benchmarks._kinds import KINDS
 from benchmarks.floor import floor, print_floor
 from benchmarks.harness import free_port, latency_summary, rss_bytes, spawned, wait_ready
 from benchmarks.peers.run_all import run_peers
@@ -32,7 +33,13 @@ from jobqueue import Client
 
 
 def throughput(
-    jobs: int, concurrency: int, idle_clients: int = 0, *, batch: int = 0, prefetch: int = 1
+    jobs: int,
+    concurrency: int,
+    idle_clients: int = 0,
+    *,
+    batch: int = 0,
+    prefetch: int = 1,
+    kind: str = "async",
 ) -> dict[str, Any]:
     """One producer, ``concurrency`` worker slots, no-op jobs, end to end.
 
@@ -40,11 +47,17 @@ def throughput(
     the producer uses ``submit_many`` in batches of that size and the worker
     runs with ``--prefetch``: the "batched" row. With ``idle_clients``, that
     many more clients stay connected, doing nothing, for the whole run.
+    ``kind`` is the no-op handler's kind: ``async`` (the default), ``def``
+    (a worker thread) or ``process`` (``jobqueue[processes]``).
     """
+    if kind == "async":
+        name, handlers = "noop", "benchmarks._noop:HANDLERS"
+    else:
+        name, handlers = KINDS[kind], "benchmarks._kinds:HANDLERS"
     port = free_port()
     with spawned("serve", "--port", str(port)) as server, spawned(
         "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
-        "--handlers", "benchmarks._noop:HANDLERS", "--prefetch", str(prefetch),
+        "--handlers", handlers, "--prefetch", str(prefetch),
     ) as worker:  # fmt: skip
 
         async def drive() -> dict[str, Any]:
@@ -55,13 +68,11 @@ def throughput(
                 watch = harness.Stopwatch(server.pid, worker_pids=[worker.pid])
                 if batch:
                     for first in range(0, jobs, batch):
-                        ids = await client.submit_many(
-                            [{"name": "noop"}] * min(batch, jobs - first)
-                        )
+                        ids = await client.submit_many([{"name": name}] * min(batch, jobs - first))
                     last = ids[-1]
                 else:
                     for _ in range(jobs):
-                        last = await client.submit("noop")
+                        last = await client.submit(name)
                 submitted = watch.seconds()
                 await client.wait(last)
                 while (await client.stats()).totals["completed"] < jobs:  # noqa: ASYNC110
@@ -71,6 +82,7 @@ def throughput(
                 return {
                     "system": "jobqueue",
                     "variant": "batched" if batch else "default",
+                    **({"handler_kind": kind} if kind != "async" else {}),
                     "scenario": "throughput",
                     "jobs": jobs,
                     **shape,

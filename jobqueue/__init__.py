@@ -13,9 +13,11 @@ from ._errors import ConnectionLost as ConnectionLost
 from ._errors import JobQueueError as JobQueueError
 from ._errors import RequestError as RequestError
 from ._errors import RequestTimeout as RequestTimeout
+from ._handler import JobCancelled as JobCancelled
 from ._replies import JobInfo as JobInfo
 from ._replies import JobList as JobList
 from ._replies import Stats as Stats
+from ._runners import in_process as in_process
 from ._server import serve_queue as serve_queue
 from ._version import __version__ as __version__
 from ._worker import Handler as Handler
@@ -29,6 +31,7 @@ __all__ = [
     "ConnectionLost",
     "Handler",
     "Job",
+    "JobCancelled",
     "JobInfo",
     "JobList",
     "JobQueueError",
@@ -40,5 +43,6 @@ __all__ = [
     "Worker",
     "WorkerStatistics",
     "__version__",
+    "in_process",
     "serve_queue",
 ]

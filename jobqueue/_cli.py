@@ -168,8 +168,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--handlers",
         metavar="MODULE:ATTR",
-        help="a dict (or other mapping) of job name -> async handler, added to built-in 'sleep' "
-        "(default: only 'sleep')",
+        help="a dict (or other mapping) of job name -> handler (async def, def, or in_process), "
+        "added to built-in 'sleep' (default: only 'sleep')",
     )
     worker.add_argument("--name", help="how the server names this worker (default: host:pid)")
     worker.add_argument(
@@ -512,7 +512,7 @@ def load_handlers(spec: str) -> dict[str, Handler]:
     if not isinstance(handlers, Mapping) or not all(
         isinstance(name, str) and callable(fn) for name, fn in handlers.items()
     ):
-        raise UsageError(f"{spec} must be a mapping of job name -> async handler function")
+        raise UsageError(f"{spec} must be a mapping of job name -> handler function")
     return dict(handlers)
 
 

@@ -183,7 +183,8 @@ class _Engine:
         try:
             with scope:
                 try:
-                    return Outcome(await handler(job))
+                    # An async handler as it is; a def in a thread or a process.
+                    return Outcome(await self.worker._runner.resolve(handler)(job))
                 except Exception as exc:
                     log.exception("job %s (%s) failed", job.id, job.name)
                     return Outcome(error=exc)

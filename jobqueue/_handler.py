@@ -7,17 +7,28 @@ the ``job_complete`` or ``job_failed`` that reports it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
 import trio
 
+from ._errors import JobQueueError
 from ._limits import MAX_ERROR_CHARS
 from ._requests import JobComplete, JobFailed, RequestJob
 
 #: Default for Worker.job_timeout: a handler may run for an hour.
 DEFAULT_JOB_TIMEOUT = 3600.0
+
+
+class JobCancelled(JobQueueError):
+    """Raised in a blocking handler by :meth:`Job.check_cancelled` once its job is stopped.
+
+    The worker has already decided the job's outcome (cancelled, timed out,
+    lease lost, or the worker stopping) and reports nothing the thread does
+    afterwards; raising this just ends the thread early.
+    """
 
 
 @attrs.frozen
@@ -38,6 +49,47 @@ class Job:
     _progress: Callable[[float | None, Any], Awaitable[None]] | None = attrs.field(
         default=None, repr=False, eq=False, alias="progress_reporter"
     )
+    # Set by the worker when it stops a blocking handler's job; only blocking
+    # (thread) handlers get one: an async handler sees trio.Cancelled instead.
+    _stopped: threading.Event | None = attrs.field(
+        default=None, repr=False, eq=False, alias="stopped"
+    )
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the worker has stopped this job (blocking handlers only).
+
+        True once the job was cancelled, ran past ``job_timeout``, lost its
+        lease, or the worker is stopping. The worker has then already
+        decided the job's outcome and ignores whatever the handler's thread
+        does next, so a long blocking handler should check this now and then
+        and return early. Always false for async and process handlers: trio
+        cancels the first, and the second's process is killed.
+        """
+        return self._stopped is not None and self._stopped.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`JobCancelled` if :attr:`cancelled`; a cheap stopping point.
+
+        Raises:
+            JobCancelled: the worker has stopped this job.
+        """
+        if self._stopped is not None and self._stopped.is_set():
+            raise JobCancelled(f"job {self.id} was stopped by the worker")
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Block up to ``timeout`` seconds until the job is stopped; whether it was.
+
+        For a blocking handler that waits between steps: ``job.wait_cancelled(5)``
+        instead of ``time.sleep(5)`` returns at once when the job is stopped.
+
+        Raises:
+            RuntimeError: called outside a blocking handler (nothing would
+                ever set it).
+        """
+        if self._stopped is None:
+            raise RuntimeError("wait_cancelled is only for blocking (def) handlers")
+        return self._stopped.wait(timeout)
 
     async def report_progress(self, progress: float | None = None, note: Any = None) -> None:
         """Tell the server how far along this job is; shows in ``job_status``.
@@ -52,10 +104,38 @@ class Job:
         if self._progress is not None:
             await self._progress(progress, note)
 
+    def report_progress_sync(self, progress: float | None = None, note: Any = None) -> None:
+        """:meth:`report_progress` for a blocking (``def``) handler, from its thread.
 
-#: A job handler: an async function taking the :class:`Job` and returning a
-#: JSON-serialisable result. An exception it raises fails the job.
-Handler = Callable[[Job], Awaitable[Any]]
+        Blocks until the server has the report (the worker's trio side sends
+        it). Not available in a process handler: its process has no
+        connection to the worker.
+
+        Raises:
+            JobCancelled: the job was stopped; the report was not sent.
+            RuntimeError: called outside a blocking handler's thread.
+        """
+        self.check_cancelled()
+        if self._stopped is None or self._progress is None:
+            raise RuntimeError(
+                "report_progress_sync is only available in a blocking (def) handler's "
+                "thread; async handlers await report_progress, process handlers cannot report"
+            )
+        try:
+            trio.from_thread.run(self._progress, progress, note)
+        except (trio.Cancelled, trio.RunFinishedError):
+            raise JobCancelled(f"job {self.id} was stopped by the worker") from None
+        self.check_cancelled()
+
+
+#: A job handler: a function taking the :class:`Job` and returning a
+#: JSON-serialisable result; an exception it raises fails the job. An
+#: ``async def`` runs on the worker's trio loop, a plain ``def`` in a worker
+#: thread, and one marked with :func:`jobqueue.in_process` in a process.
+Handler = Callable[[Job], Any]
+
+#: A handler as the worker's engine calls it: always awaitable.
+AsyncHandler = Callable[[Job], Awaitable[Any]]
 
 
 async def sleep_handler(job: Job) -> dict[str, float]:
@@ -79,7 +159,7 @@ async def sleep_handler(job: Job) -> dict[str, float]:
 
 
 #: Handlers every worker has unless its own handlers replace them.
-BUILTIN_HANDLERS: Mapping[str, Handler] = {"sleep": sleep_handler}
+BUILTIN_HANDLERS: Mapping[str, AsyncHandler] = {"sleep": sleep_handler}
 
 
 @attrs.frozen

@@ -30,6 +30,7 @@ from ._errors import ConnectionLost, RequestError
 from ._handler import BUILTIN_HANDLERS, DEFAULT_JOB_TIMEOUT, Handler, Job
 from ._limits import MAX_FETCH, MAX_WAIT_SECONDS
 from ._link import Connector, Link
+from ._runners import HandlerRunner
 
 __all__ = [
     "DEFAULT_JOB_TIMEOUT",
@@ -75,8 +76,13 @@ class Worker:
     Args:
         host: The server's address.
         port: The server's port.
-        handlers: Job name -> async handler; added to (and able to replace)
-            the built-in ``sleep``.
+        handlers: Job name -> handler; added to (and able to replace) the
+            built-in ``sleep``. An ``async def`` runs on the worker's trio
+            loop, a plain ``def`` in a worker thread (at most
+            twice ``concurrency`` threads, counting threads of cancelled
+            jobs still winding down), one marked with
+            :func:`jobqueue.in_process` in a separate process (README,
+            "Handlers").
         concurrency: How many jobs to run at once (one connection each).
         name: How the server names this worker in status and stats.
         poll_wait: How long one ``request_job`` waits on the server for a
@@ -109,6 +115,14 @@ class Worker:
             the slot gives up on the connection and reconnects: how soon a
             silent partition, which closes nothing, is noticed. Must exceed
             the worst round trip to the server.
+        processes: How many :func:`~jobqueue.in_process` handlers may run at
+            once (``None``: ``concurrency``). Fewer than ``concurrency``
+            keeps CPU-bound jobs from taking every core while the other
+            slots run I/O handlers.
+
+    Raises:
+        ImportError: a handler is marked with :func:`~jobqueue.in_process`
+            but the ``jobqueue[processes]`` extra is not installed.
     """
 
     host: str = "127.0.0.1"
@@ -130,9 +144,19 @@ class Worker:
         default=1, validator=[attrs.validators.ge(1), attrs.validators.le(MAX_FETCH)]
     )
     reply_grace: float = attrs.field(default=DEFAULT_REPLY_GRACE, validator=attrs.validators.gt(0))
+    processes: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
+    )
+    # How handlers run (threads, processes); the engine asks it per handler.
+    _runner: HandlerRunner = attrs.field(init=False)
     _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
     # Whether "lost the queue" was logged and "reconnected" is still to come.
     _link_down: bool = attrs.field(default=False, init=False)
+
+    @_runner.default
+    def _make_runner(self) -> HandlerRunner:
+        HandlerRunner.check(self.handlers)
+        return HandlerRunner.create(self.concurrency, self.processes or self.concurrency)
 
     def statistics(self) -> WorkerStatistics:
         """A snapshot of this worker's counters."""
@@ -157,7 +181,7 @@ class Worker:
             if remaining == 0:
                 all_connected.set()
 
-        async with trio.open_nursery() as nursery:
+        async with self._runner.open(self.handlers), trio.open_nursery() as nursery:
             for index in range(self.concurrency):
                 nursery.start_soon(self._slot, index, slot_connected)
             await all_connected.wait()
