@@ -28,7 +28,7 @@ from jobqueue._limits import MAX_LINE_BYTES
 from jobqueue.testing import open_memory_queue
 
 if TYPE_CHECKING:
-    from conftest import RawConnection, RawOpener
+    from tests.conftest import RawConnection, RawOpener
 
 
 async def take(conn: RawConnection) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from jobqueue._limits import MAX_LINE_BYTES
 from jobqueue.testing import RunningQueue, open_test_queue
 
 if TYPE_CHECKING:
-    from conftest import RawConnection, RawOpener
+    from tests.conftest import RawConnection, RawOpener
 
 LOCALHOST = "127.0.0.1"
 

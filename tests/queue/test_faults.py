@@ -75,8 +75,8 @@ from jobqueue._state import QueueState
 from jobqueue.testing import open_memory_queue, open_test_queue
 
 if TYPE_CHECKING:
-    from conftest import RawOpener
-    from faults.chaos import ChaosReport
+    from tests.conftest import RawOpener
+    from tests.process.chaos import ChaosReport
 
 LOCALHOST = "127.0.0.1"
 #: Every job state (protocol.md §5).
@@ -1750,10 +1750,8 @@ def test_coordinator_model_disconnect_requeuing_two_jobs_for_two_parked_workers(
 
 @pytest.mark.slow
 async def test_chaos_short_run_loses_nothing_and_completes_each_job_once(tmp_path: Path) -> None:
-    """The chaos run of ``python -m tests.faults.chaos``, scaled down for the quick suite."""
-    # Imported by its runtime name; mypy knows the module as ``faults.chaos``
-    # (tests/ is not a package), hence the annotation below.
-    chaos = importlib.import_module("tests.faults.chaos")
+    """The chaos run of ``python -m tests.process.chaos``, scaled down for the quick suite."""
+    chaos = importlib.import_module("tests.process.chaos")
     report: ChaosReport = await chaos.run_chaos(
         jobs=300,
         kills=2,

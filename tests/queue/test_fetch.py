@@ -23,7 +23,7 @@ from jobqueue._requests import JobComplete, JobFailed, RequestJob
 from jobqueue.testing import RunningQueue, open_memory_queue
 
 if TYPE_CHECKING:
-    from conftest import RawConnection, RawOpener
+    from tests.conftest import RawConnection, RawOpener
 
 
 async def take(conn: RawConnection, **fields: Any) -> dict[str, Any]:

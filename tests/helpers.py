@@ -3,8 +3,7 @@
 :class:`QueueThread` runs a real queue (and a worker) with ``trio.run`` in a
 thread, so a test's own thread or event loop is free to be the client.
 :class:`FakeServer` is a scripted socket server, for replies no real server
-sends. Test modules import this as ``tests.clients_support`` at run time
-(mypy sees it as ``clients_support``).
+sends. Test modules import it as ``tests.helpers``.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from jobqueue._server import QueueService
 from jobqueue.testing import RunningQueue, open_memory_queue
 
 if TYPE_CHECKING:
-    from conftest import RawConnection, RawOpener
+    from tests.conftest import RawConnection, RawOpener
 
 
 # -- helpers -------------------------------------------------------------------
