@@ -173,11 +173,13 @@ class QueueService:
         # gives natural backpressure when it is busy.
         self._commands, self._commands_receive = trio.open_memory_channel[Command](0)
         self._ids = itertools.count(1)
+        #: The coordinator that alone touches ``state`` once :meth:`run` starts.
+        self.coordinator = Coordinator(self.state)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the coordinator until cancelled."""
         task_status.started()
-        await Coordinator(self.state).run(self._commands_receive)
+        await self.coordinator.run(self._commands_receive)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until the peer closes it.
