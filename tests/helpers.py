@@ -1,14 +1,23 @@
-"""Servers for the blocking and asyncio client tests, each in a background thread.
+"""Helpers the tests share, imported as ``from tests.helpers import ...``.
 
-:class:`QueueThread` runs a real queue (and a worker) with ``trio.run`` in a
-thread, so a test's own thread or event loop is free to be the client.
-:class:`FakeServer` is a scripted socket server, for replies no real server
-sends. Test modules import it as ``tests.helpers``.
+- Waiting: :func:`wait_until` (local state), :func:`stats_when` (the
+  server's own view, polled), :func:`settle` (everything in flight served).
+- The wire by hand: :class:`RawConnection` and :func:`open_raw_connection`
+  (also the ``raw_connection`` fixture), :func:`take` a job with it;
+  :class:`StreamWrapper` to change what a stream does.
+- Exact retry times: :class:`FixedJitter`; a port nobody listens on:
+  :func:`free_port`.
+- For the blocking and asyncio clients, servers in a background thread:
+  :class:`QueueThread` runs a real queue (and a worker) with ``trio.run`` in
+  a thread, so a test's own thread or event loop is free to be the client;
+  :class:`FakeServer` is a scripted socket server, for replies no real
+  server sends.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import socket
 import ssl
 import subprocess
@@ -16,14 +25,168 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
 
-from jobqueue import Job, Worker, serve_queue
+from jobqueue import Client, Job, Stats, Worker, serve_queue
+from jobqueue._framing import EOF, NEED_DATA, LineDecoder
+from jobqueue._json import decode_object, encode
+from jobqueue.testing import RunningQueue
+
+# -- waiting -------------------------------------------------------------------
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Return once ``predicate()`` holds; for local state with no event to wait on.
+
+    Callers bound it with ``fail_after``.
+    """
+    while True:
+        if predicate():
+            return
+        await trio.sleep(0.002)
+
+
+async def stats_when(client: Client, predicate: Callable[[Stats], bool]) -> Stats:
+    """Return the server's stats once ``predicate`` holds for them.
+
+    Only for conditions the server alone can see (a close noticed, a request
+    parked); callers bound it with ``fail_after``.
+    """
+    while True:
+        stats = await client.stats()
+        if predicate(stats):
+            return stats
+        await trio.sleep(0.002)
+
+
+async def settle() -> None:
+    """Let every message in flight arrive and be served (no virtual time passes)."""
+    await trio.testing.wait_all_tasks_blocked()
+
+
+# -- the wire by hand ----------------------------------------------------------
+
+
+class RawConnection:
+    """One connection speaking the wire protocol by hand: bytes and dicts, no Client."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        # Replies are ours to read, so no line limit worth enforcing here.
+        self._decoder = LineDecoder(max_line=1 << 26)
+
+    async def send_raw(self, data: bytes) -> None:
+        """Send bytes exactly as given."""
+        await self.stream.send_all(data)
+
+    async def send_line(self, line: bytes) -> None:
+        """Send one line, adding its newline."""
+        await self.stream.send_all(line + b"\n")
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Send one message without reading its reply (for pipelining or blocking)."""
+        await self.stream.send_all(encode(message))
+
+    async def read_reply(self) -> dict[str, Any]:
+        """Read the next reply line, however it arrives.
+
+        Raises:
+            EOFError: the server closed the connection first.
+        """
+        while True:
+            line = self._decoder.next_line()
+            if line is NEED_DATA:
+                self._decoder.receive_data(await self.stream.receive_some(65536))
+            elif line is EOF:
+                raise EOFError("the server closed the connection")
+            else:
+                return decode_object(line)
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one message and return its reply."""
+        await self.send(message)
+        return await self.read_reply()
+
+    async def aclose(self) -> None:
+        """Close abruptly: whatever is in flight is abandoned."""
+        await trio.aclose_forcefully(self.stream)
+
+
+#: ``async with raw_connection(queue_or_address) as conn: ...``
+RawOpener = Callable[[RunningQueue | tuple[str, int]], AbstractAsyncContextManager[RawConnection]]
+
+
+@asynccontextmanager
+async def open_raw_connection(
+    target: RunningQueue | tuple[str, int],
+) -> AsyncIterator[RawConnection]:
+    """A raw connection to a queue: TCP to an address, or a RunningQueue's own transport."""
+    if isinstance(target, RunningQueue) and target.connector is not None:
+        stream = await target.connector()
+    else:
+        host, port = target.address if isinstance(target, RunningQueue) else target
+        stream = await trio.open_tcp_stream(host, port)
+    conn = RawConnection(stream)
+    try:
+        yield conn
+    finally:
+        await conn.aclose()
+
+
+async def take(conn: RawConnection, *queues: str, **fields: Any) -> dict[str, Any]:
+    """Send ``request_job`` (from ``queues``, with ``fields``); return its ``job_assigned``."""
+    request: dict[str, Any] = {"type": "request_job", **fields}
+    if queues:
+        request["queues"] = list(queues)
+    reply = await conn.request(request)
+    assert reply["type"] == "job_assigned", reply
+    return reply
+
+
+class StreamWrapper(trio.abc.Stream):
+    """A stream that passes everything to ``inner``; subclasses change what they must."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+# -- odds and ends -------------------------------------------------------------
+
+
+class FixedJitter(random.Random):
+    """Retry jitter that is always ``fraction`` of the way through its range.
+
+    Assign it to ``RunningQueue.state.rng`` for exact retry times.
+    """
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__(0)
+        self.fraction = fraction
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.fraction
+
+
+# -- servers in a thread, for the blocking and asyncio clients -----------------------
+
 
 #: Seconds any thread start or stop may take before the test fails.
 LIMIT = 10.0

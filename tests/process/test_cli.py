@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -35,7 +35,6 @@ from jobqueue import (
     JobInfo,
     QueueRules,
     ServerConfig,
-    Stats,
     Worker,
     __version__,
     _cli,
@@ -43,6 +42,7 @@ from jobqueue import (
 from jobqueue._client import Client
 from jobqueue._errors import reason
 from jobqueue._server import serve_queue
+from tests.helpers import free_port, stats_when, wait_until
 
 PYTHON_M_JOBQUEUE = (sys.executable, "-m", "jobqueue")
 #: The console script installed next to this interpreter. Unlike ``python -m``,
@@ -51,14 +51,6 @@ JOBQUEUE_SCRIPT = str(Path(sys.executable).parent / "jobqueue")
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port nothing was listening on a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def assert_one_line_error(stderr: str, starts: str) -> str:
@@ -508,22 +500,6 @@ def status_dict(info: JobInfo) -> dict[str, Any]:
     return wire
 
 
-async def until(predicate: Callable[[], bool]) -> None:
-    """Return once ``predicate()`` holds; callers bound it with ``fail_after``."""
-    while True:
-        if predicate():
-            return
-        await trio.sleep(0.01)
-
-
-async def until_stats(client: Client, predicate: Callable[[Stats], bool]) -> None:
-    """Return once the server's stats satisfy ``predicate``; bounded by the caller."""
-    while True:
-        if predicate(await client.stats()):
-            return
-        await trio.sleep(0.01)
-
-
 @asynccontextmanager
 async def running_worker(
     host: str, port: int, handlers: dict[str, Handler] | None = None, **options: Any
@@ -658,7 +634,7 @@ async def test_cancel_stops_a_running_handler() -> None:
             assert result.returncode == 0, err_text(result)
             # Stopped, counted and not reported: the worker had no report to make.
             with trio.fail_after(10):
-                await until(lambda: worker.statistics().cancelled == 1)
+                await wait_until(lambda: worker.statistics().cancelled == 1)
             statistics = worker.statistics()
         info = await client.status(job_id)
     assert json.loads(result.stdout) == status_dict(info)
@@ -829,7 +805,7 @@ async def test_worker_queues_and_job_timeout_in_a_real_process() -> None:
         ):
             nursery.start_soon(fail_if_it_exits, worker)
             with trio.fail_after(30):
-                await until_stats(client, lambda stats: stats.waiting_workers == 1)
+                await stats_when(client, lambda stats: stats.waiting_workers == 1)
                 entry = (await client.stats()).workers
                 elsewhere = await client.submit("sleep", {"seconds": 0})
                 hung = await client.submit("sleep", {"seconds": 60}, queue="slow", max_attempts=1)
@@ -861,10 +837,10 @@ async def test_worker_prefetch_in_a_real_process() -> None:
         async with process_with_stderr(argv) as worker, trio.open_nursery() as nursery:
             nursery.start_soon(fail_if_it_exits, worker)
             with trio.fail_after(30):
-                await until_stats(client, lambda stats: stats.waiting_workers == 1)
+                await stats_when(client, lambda stats: stats.waiting_workers == 1)
                 ids = await client.submit_many([{"name": "sleep", "payload": {"seconds": 0.5}}] * 4)
                 # One slot holds all four at once: one running, three taken ahead.
-                await until_stats(
+                await stats_when(
                     client, lambda stats: [len(w["jobs"]) for w in stats.workers] == [4]
                 )
                 done = [await client.wait(job_id) for job_id in ids]

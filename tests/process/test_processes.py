@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -28,6 +27,7 @@ from jobqueue import __version__
 from jobqueue._client import Client
 from jobqueue._replies import JobInfo, Stats
 from jobqueue._server import serve_queue
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -42,14 +42,6 @@ LONG_LEASE = 60.0
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port nothing was listening on a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # Small local files, opened once per process: not worth a thread.

@@ -30,7 +30,6 @@ import re
 import struct
 import termios
 from collections import deque
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,38 +72,15 @@ from jobqueue._requests import (
 )
 from jobqueue._state import QueueState
 from jobqueue.testing import open_memory_queue, open_test_queue
+from tests.helpers import stats_when, wait_until
 
 if TYPE_CHECKING:
-    from tests.conftest import RawOpener
+    from tests.helpers import RawOpener
     from tests.process.chaos import ChaosReport
 
 LOCALHOST = "127.0.0.1"
 #: Every job state (protocol.md §5).
 STATES = ("pending", "scheduled", "running", "completed", "failed", "cancelled")
-
-
-async def stats_when(client: Client, predicate: Callable[[Stats], bool]) -> Stats:
-    """Return the server's stats once ``predicate`` holds for them.
-
-    Only for conditions the server alone can see (a close noticed, a request
-    parked); callers bound it with ``fail_after``.
-    """
-    while True:
-        stats = await client.stats()
-        if predicate(stats):
-            return stats
-        await trio.sleep(0.005)
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Return once ``predicate()`` holds; for local state with no event to wait on.
-
-    Callers bound it with ``fail_after``.
-    """
-    while True:
-        if predicate():
-            return
-        await trio.sleep(0.005)
 
 
 def wire_lines(data: bytes | bytearray) -> list[dict[str, Any]]:

@@ -21,15 +21,10 @@ from jobqueue._limits import MAX_ERROR_CHARS, MAX_FETCH
 from jobqueue._replies import JobAssigned, JobsAssigned
 from jobqueue._requests import JobComplete, JobFailed, RequestJob
 from jobqueue.testing import RunningQueue, open_memory_queue
+from tests.helpers import StreamWrapper, take
 
 if TYPE_CHECKING:
-    from tests.conftest import RawConnection, RawOpener
-
-
-async def take(conn: RawConnection, **fields: Any) -> dict[str, Any]:
-    reply = await conn.request({"type": "request_job", **fields})
-    assert reply["type"] == "job_assigned", reply
-    return reply
+    from tests.helpers import RawOpener
 
 
 def job_ids(reply: dict[str, Any]) -> list[str]:
@@ -298,7 +293,7 @@ async def test_default_worker_sends_two_requests_per_job(
             assert len(sent) == 12
 
 
-class _Recording(trio.abc.Stream):
+class _Recording(StreamWrapper):
     """A stream that records the type of every request line written to it.
 
     ``writes`` (if given) gets the number of lines in each write.
@@ -307,7 +302,7 @@ class _Recording(trio.abc.Stream):
     def __init__(
         self, stream: trio.abc.Stream, sent: list[str], writes: list[int] | None = None
     ) -> None:
-        self._stream = stream
+        super().__init__(stream)
         self._sent = sent
         self._writes = writes
 
@@ -317,19 +312,10 @@ class _Recording(trio.abc.Stream):
             self._sent.append(decode_request(line).TYPE)
         if self._writes is not None:
             self._writes.append(len(lines))
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._stream.receive_some(max_bytes)
+        await self.inner.send_all(data)
 
     async def send_eof(self) -> None:  # pragma: no cover - not used by the worker
         raise NotImplementedError
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 async def test_batch_fetch_stops_at_two_lines_worth_of_payloads(
@@ -496,24 +482,15 @@ def test_prefetch_must_be_from_1_to_max_fetch() -> None:
         Worker(prefetch=MAX_FETCH + 1)
 
 
-class _DropNotices(trio.abc.Stream):
+class _DropNotices(StreamWrapper):
     """A worker's stream that loses every ``job_cancelled`` notice on the way in.
 
     In-memory streams hand over each write whole, so whole lines can be dropped.
     """
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self._stream = stream
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         while True:
-            data = bytes(await self._stream.receive_some(max_bytes))
+            data = bytes(await self.inner.receive_some(max_bytes))
             if not data:
                 return data
             kept = b"".join(
@@ -526,9 +503,6 @@ class _DropNotices(trio.abc.Stream):
 
     async def send_eof(self) -> None:  # pragma: no cover - not used by the worker
         raise NotImplementedError
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 async def test_prefetched_job_whose_heartbeat_is_refused_is_given_up(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -19,28 +18,16 @@ import pytest
 import trio
 import trio.lowlevel
 
-from jobqueue import Client, ConnectionLost, Job, RequestError, Stats, Worker, serve_queue
+from jobqueue import Client, ConnectionLost, Job, RequestError, Worker, serve_queue
 from jobqueue._json import encode
 from jobqueue._limits import MAX_LINE_BYTES
 from jobqueue.testing import RunningQueue, open_test_queue
+from tests.helpers import free_port, stats_when, take
 
 if TYPE_CHECKING:
-    from tests.conftest import RawConnection, RawOpener
+    from tests.helpers import RawConnection, RawOpener
 
 LOCALHOST = "127.0.0.1"
-
-
-async def stats_when(client: Client, predicate: Callable[[Stats], bool]) -> Stats:
-    """Return the server's stats once ``predicate`` holds for them.
-
-    Used only where the server's own view is the event (a close noticed, a
-    request parked); callers bound it with ``fail_after``.
-    """
-    while True:
-        stats = await client.stats()
-        if predicate(stats):
-            return stats
-        await trio.sleep(0.002)
 
 
 async def park(client: Client, conn: RawConnection, *, wait: float, waiting: int) -> None:
@@ -55,21 +42,6 @@ async def submit(conn: RawConnection, name: str = "job", payload: Any = None) ->
     job_id = reply["job_id"]
     assert isinstance(job_id, str)
     return job_id
-
-
-async def take(conn: RawConnection) -> dict[str, Any]:
-    reply = await conn.request({"type": "request_job"})
-    assert reply["type"] == "job_assigned", reply
-    return reply
-
-
-async def free_port() -> int:
-    """A port nothing listens on (bound, then closed)."""
-    sock = trio.socket.socket()
-    with sock:
-        await sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # -- the server entry point and the wire contract -------------------------------------
@@ -728,7 +700,7 @@ async def test_client_api(tcp_queue: RunningQueue) -> None:
 
 
 async def test_connecting_to_a_port_with_nothing_listening_is_connection_lost() -> None:
-    port = await free_port()
+    port = free_port()
     with trio.fail_after(5), pytest.raises(ConnectionLost):
         async with Client.connect(LOCALHOST, port):
             pass  # pragma: no cover
