@@ -3,7 +3,7 @@
 - Waiting: :func:`wait_until` (local state), :func:`stats_when` (the
   server's own view, polled), :func:`settle` (everything in flight served).
 - The wire by hand: :class:`RawConnection` and :func:`open_raw_connection`
-  (also the ``raw_connection`` fixture), :func:`take` a job with it;
+  (also the ``raw_connection`` fixture), :func:`submit`, :func:`take` and :func:`park` with it;
   :class:`StreamWrapper` to change what a stream does.
 - Exact retry times: :class:`FixedJitter`; a port nobody listens on:
   :func:`free_port`.
@@ -137,6 +137,21 @@ async def open_raw_connection(
         yield conn
     finally:
         await conn.aclose()
+
+
+async def park(client: Client, conn: RawConnection, *, wait: float, waiting: int) -> None:
+    """Send ``request_job`` with ``wait`` on ``conn``; return once the server has parked it."""
+    await conn.send({"type": "request_job", "wait": wait})
+    await stats_when(client, lambda s: s.waiting_workers == waiting)
+
+
+async def submit(conn: RawConnection, name: str = "job", payload: Any = None) -> str:
+    """Send ``submit_job``; return the new job's id."""
+    reply = await conn.request({"type": "submit_job", "name": name, "payload": payload})
+    assert reply["type"] == "job_submitted", reply
+    job_id = reply["job_id"]
+    assert isinstance(job_id, str)
+    return job_id
 
 
 async def take(conn: RawConnection, *queues: str, **fields: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ exits non-zero if any check fails:
   among what the server took back from it (the rest: jobs assigned in the
   instant between snapshot and kill, which never started).
 
-The quick test suite runs a short version of this (``tests/test_faults.py``).
+The quick test suite runs a short version of this (``tests/process/test_chaos.py``).
 """
 
 from __future__ import annotations
