@@ -5,6 +5,9 @@
 - The wire by hand: :class:`RawConnection` and :func:`open_raw_connection`
   (also the ``raw_connection`` fixture), :func:`submit`, :func:`take` and :func:`park` with it;
   :class:`StreamWrapper` to change what a stream does.
+- The codec: :func:`feed_both` (a LineDecoder fed whole and byte by byte),
+  :func:`decode_line`, :func:`request_error`, :func:`same`, :func:`depth`,
+  and :func:`json_values` to generate JSON.
 - Exact retry times: :class:`FixedJitter`; a port nobody listens on:
   :func:`free_port`.
 - For the blocking and asyncio clients, servers in a background thread:
@@ -25,17 +28,51 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
+from hypothesis import strategies as st
 
 from jobqueue import Client, Job, Stats, Worker, serve_queue
+from jobqueue._codec import decode_request
+from jobqueue._errors import ProtocolError
 from jobqueue._framing import EOF, NEED_DATA, LineDecoder
 from jobqueue._json import decode_object, encode
+from jobqueue._limits import (
+    JOB_STATES,
+    MAX_ATTEMPTS,
+    MAX_DELAY_SECONDS,
+    MAX_LINE_BYTES,
+    MAX_LIST_LIMIT,
+    MAX_NAME_CHARS,
+    MAX_NOTE_BYTES,
+    MAX_PRIORITY,
+    MAX_QUEUES,
+    MAX_WAIT_SECONDS,
+)
+from jobqueue._requests import (
+    CancelJob,
+    DeleteJob,
+    GetStats,
+    GetStatus,
+    Heartbeat,
+    Hello,
+    JobComplete,
+    JobFailed,
+    ListJobs,
+    Progress,
+    Request,
+    RequestJob,
+    RetryJob,
+    SubmitJob,
+    SubmitJobs,
+    WaitJob,
+)
 from jobqueue.testing import RunningQueue
 
 # -- waiting -------------------------------------------------------------------
@@ -181,6 +218,185 @@ class StreamWrapper(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+# -- the codec, fed by hand ------------------------------------------------------
+
+
+# What a feed produced, in order: a line (bytes), or ("error", code). A feed
+# always ends with "EOF".
+Output = bytes | tuple[str, str]
+
+
+def drain(decoder: LineDecoder, out: list[Output | str], limit: int) -> None:
+    """Pull lines until the decoder wants more data or reports EOF.
+
+    Every line or error uses up at least one byte, so more than ``limit``
+    (bytes fed + 1) outputs means the decoder is stuck repeating itself.
+    """
+    while True:
+        assert len(out) <= limit
+        try:
+            item = decoder.next_line()
+        except ProtocolError as exc:
+            out.append(("error", exc.code))
+            continue
+        if item is NEED_DATA:
+            return
+        if item is EOF:
+            out.append("EOF")
+            return
+        assert isinstance(item, bytes)
+        out.append(item)
+
+
+def feed(chunks: Iterable[bytes], *, max_line: int = MAX_LINE_BYTES) -> list[Output | str]:
+    """Feed ``chunks`` then EOF; everything the decoder handed out."""
+    decoder = LineDecoder(max_line)
+    out: list[Output | str] = []
+    fed = 0
+    for chunk in chunks:
+        decoder.receive_data(chunk)
+        fed += len(chunk)
+        drain(decoder, out, fed + 1)
+    decoder.receive_data(b"")
+    drain(decoder, out, fed + 1)
+    assert out[-1] == "EOF"
+    # EOF is sticky: asking again changes nothing.
+    assert decoder.next_line() is EOF
+    return out
+
+
+def bytewise(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def feed_both(data: bytes, *, max_line: int = MAX_LINE_BYTES) -> list[Output | str]:
+    """Feed ``data`` whole and one byte at a time; both must agree."""
+    whole = feed([data] if data else [], max_line=max_line)
+    assert feed(bytewise(data), max_line=max_line) == whole
+    return whole
+
+
+def decode_line(line: bytes) -> Request:
+    """Decode ``line`` as a request after passing it through a LineDecoder both ways."""
+    lines = feed_both(line + b"\n")
+    assert lines == [line, "EOF"]
+    return decode_request(line)
+
+
+def request_error(line: bytes) -> ProtocolError:
+    lines = feed_both(line + b"\n")
+    assert lines == [line, "EOF"]
+    with pytest.raises(ProtocolError) as info:
+        decode_request(line)
+    return info.value
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, and of the same JSON types all the way down (True is not 1)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of arrays and objects in ``value`` (a scalar is 0)."""
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    return 0
+
+
+def json_values(text: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | text,
+        lambda children: (
+            st.lists(children, max_size=5) | st.dictionaries(text, children, max_size=5)
+        ),
+        max_leaves=25,
+    )
+
+
+# Any code point, lone surrogates included.
+any_text = st.text(st.characters(exclude_categories=()), max_size=12)
+plain_text = st.text(max_size=12)
+
+
+#: One valid request of each kind and shape, for round trips.
+REQUESTS: list[Request] = [
+    Hello(),
+    Hello(name="worker-1"),
+    Hello(name=""),
+    Hello(name="h" * MAX_NAME_CHARS),
+    SubmitJob(name="resize"),
+    SubmitJob(name="n" * MAX_NAME_CHARS, payload={"a": [1, 2.5, None, True, False, "s"], "b": {}}),
+    SubmitJob(name="é✓😀", payload="\U0001f600 \u2028 \x00"),
+    SubmitJob(name="x", payload=[]),
+    SubmitJob(name="x", payload=-(2**70)),
+    RequestJob(),
+    RequestJob(wait=0.5),
+    RequestJob(wait=2.5),
+    RequestJob(wait=MAX_WAIT_SECONDS),
+    JobComplete(job_id="1"),
+    JobComplete(job_id="abc-7", attempt=3, result={"ok": [1, None]}),
+    JobComplete(job_id="1", attempt=1, result=0.1),
+    JobFailed(job_id="1", error_type="ValueError", error_message="boom"),
+    JobFailed(job_id="j", error_type="", error_message="", attempt=2),
+    Heartbeat(job_id="1"),
+    Heartbeat(job_id="1", attempt=7),
+    GetStatus(job_id="r9"),
+    WaitJob(job_id="1"),
+    WaitJob(job_id="1", wait=0.0),
+    WaitJob(job_id="1", wait=12.5),
+    GetStats(),
+    # Submit options.
+    SubmitJob(name="x", queue="mail", priority=7, max_attempts=3, delay=2.5, key="order-1"),
+    SubmitJob(name="x", priority=-MAX_PRIORITY, max_attempts=1, run_at=1.7e9),
+    SubmitJob(
+        name="x",
+        queue="q" * MAX_NAME_CHARS,
+        priority=MAX_PRIORITY,
+        max_attempts=MAX_ATTEMPTS,
+        delay=MAX_DELAY_SECONDS,
+        key="k" * MAX_NAME_CHARS,
+    ),
+    SubmitJob(name="x", run_at=-5.0),
+    SubmitJob(name="x", delay=1e-9),
+    SubmitJobs(jobs=(SubmitJob(name="one"),)),
+    SubmitJobs(
+        jobs=(
+            SubmitJob(name="a", payload=[1]),
+            SubmitJob(name="b", queue="q", priority=-1, max_attempts=2, delay=1.0, key="k"),
+            SubmitJob(name="c", run_at=10.0),
+        )
+    ),
+    RequestJob(queues=("mail",)),
+    RequestJob(wait=5.0, queues=("a", "default", "b")),
+    RequestJob(queues=tuple(f"q{i}" for i in range(MAX_QUEUES))),
+    RequestJob(queues=("q" * MAX_NAME_CHARS, "a")),
+    Progress(job_id="1"),
+    Progress(job_id="1", attempt=2, progress=0.5, note={"stage": "upload", "n": [1, 2]}),
+    Progress(job_id="1", progress=0.0),
+    Progress(job_id="1", progress=-3.0, note=""),
+    Progress(job_id="1", note="n" * (MAX_NOTE_BYTES - 100)),
+    CancelJob("1"),
+    RetryJob("r-2"),
+    DeleteJob("x" * 300),
+    ListJobs(state="failed"),
+    ListJobs(state="pending", queue="mail", limit=MAX_LIST_LIMIT),
+    ListJobs(state="cancelled", limit=1),
+    *(ListJobs(state=state) for state in JOB_STATES),
+]
 
 
 # -- odds and ends -------------------------------------------------------------

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from jobqueue import Client, serve_queue
 from jobqueue._codec import decode_reply
 from jobqueue._json import encode
-from tests.helpers import stats_when
+from tests.helpers import depth, stats_when
 
 if TYPE_CHECKING:
     from tests.helpers import RawOpener
@@ -113,14 +113,6 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{text} is out of range")
     return value
-
-
-def depth(value: object) -> int:
-    if isinstance(value, dict):
-        return 1 + max(map(depth, value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max(map(depth, value), default=0)
-    return 0
 
 
 def line_error(line: bytes) -> str | None:
