@@ -3,11 +3,14 @@
 - Waiting: :func:`wait_until` (local state), :func:`stats_when` (the
   server's own view, polled), :func:`settle` (everything in flight served).
 - The wire by hand: :class:`RawConnection` and :func:`open_raw_connection`
-  (also the ``raw_connection`` fixture), :func:`submit`, :func:`take` and :func:`park` with it;
+  (also the ``raw_connection`` fixture), :func:`submit_raw`, :func:`take` and :func:`park` with it;
   :class:`StreamWrapper` to change what a stream does.
 - The codec: :func:`feed_both` (a LineDecoder fed whole and byte by byte),
   :func:`decode_line`, :func:`request_error`, :func:`same`, :func:`depth`,
   and :func:`json_values` to generate JSON.
+- The pure state: :func:`new_state` (rules by name), :func:`submit`,
+  :func:`run`, :func:`refused`, :func:`clone`, :func:`drain` (the order
+  jobs come out in) and :func:`ids`.
 - Exact retry times: :class:`FixedJitter`; a port nobody listens on:
   :func:`free_port`.
 - For the blocking and asyncio clients, servers in a background thread:
@@ -20,6 +23,8 @@
 from __future__ import annotations
 
 import json
+import math
+import pickle
 import random
 import socket
 import ssl
@@ -28,11 +33,12 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -40,8 +46,10 @@ from hypothesis import strategies as st
 
 from jobqueue import Client, Job, Stats, Worker, serve_queue
 from jobqueue._codec import decode_request
-from jobqueue._errors import ProtocolError
+from jobqueue._config import QueueRules
+from jobqueue._errors import ProtocolError, RuleError
 from jobqueue._framing import EOF, NEED_DATA, LineDecoder
+from jobqueue._job import JobRecord
 from jobqueue._json import decode_object, encode
 from jobqueue._limits import (
     JOB_STATES,
@@ -73,6 +81,7 @@ from jobqueue._requests import (
     SubmitJobs,
     WaitJob,
 )
+from jobqueue._state import QueueState
 from jobqueue.testing import RunningQueue
 
 # -- waiting -------------------------------------------------------------------
@@ -182,7 +191,7 @@ async def park(client: Client, conn: RawConnection, *, wait: float, waiting: int
     await stats_when(client, lambda s: s.waiting_workers == waiting)
 
 
-async def submit(conn: RawConnection, name: str = "job", payload: Any = None) -> str:
+async def submit_raw(conn: RawConnection, name: str = "job", payload: Any = None) -> str:
     """Send ``submit_job``; return the new job's id."""
     reply = await conn.request({"type": "submit_job", "name": name, "payload": payload})
     assert reply["type"] == "job_submitted", reply
@@ -228,7 +237,7 @@ class StreamWrapper(trio.abc.Stream):
 Output = bytes | tuple[str, str]
 
 
-def drain(decoder: LineDecoder, out: list[Output | str], limit: int) -> None:
+def drain_decoder(decoder: LineDecoder, out: list[Output | str], limit: int) -> None:
     """Pull lines until the decoder wants more data or reports EOF.
 
     Every line or error uses up at least one byte, so more than ``limit``
@@ -258,9 +267,9 @@ def feed(chunks: Iterable[bytes], *, max_line: int = MAX_LINE_BYTES) -> list[Out
     for chunk in chunks:
         decoder.receive_data(chunk)
         fed += len(chunk)
-        drain(decoder, out, fed + 1)
+        drain_decoder(decoder, out, fed + 1)
     decoder.receive_data(b"")
-    drain(decoder, out, fed + 1)
+    drain_decoder(decoder, out, fed + 1)
     assert out[-1] == "EOF"
     # EOF is sticky: asking again changes nothing.
     assert decoder.next_line() is EOF
@@ -397,6 +406,66 @@ REQUESTS: list[Request] = [
     ListJobs(state="cancelled", limit=1),
     *(ListJobs(state=state) for state in JOB_STATES),
 ]
+
+
+# -- the pure state, driven by hand ----------------------------------------------
+
+
+#: The fields of QueueRules, which new_state takes by name.
+RULE_NAMES = {field.name for field in attrs.fields(QueueRules)}
+
+
+def new_state(**kwargs: Any) -> QueueState:
+    """A ``QueueState`` with the rules named in ``kwargs`` and its other arguments."""
+    rules = {name: kwargs.pop(name) for name in RULE_NAMES & kwargs.keys()}
+    return QueueState(rules=QueueRules(**rules), **kwargs)
+
+
+def refused(code: str, call: Callable[..., object], *args: Any) -> RuleError:
+    """Call ``call(*args)``, which must refuse with ``code``; return the error."""
+    with pytest.raises(RuleError) as info:
+        call(*args)
+    assert info.value.code == code
+    return info.value
+
+
+def ids(jobs: list[JobRecord]) -> list[str]:
+    """The jobs' ids, in order."""
+    return [job.id for job in jobs]
+
+
+def submit(q: QueueState, now: float = 0.0, name: str = "n", **options: Any) -> JobRecord:
+    """Submit a new job and return it (it must be new)."""
+    job, new = q.submit(name, None, now, **options)
+    assert new
+    return job
+
+
+def run(q: QueueState, job: JobRecord, worker: Hashable, now: float, **kw: Any) -> JobRecord:
+    """Assign, expecting ``job`` to come out."""
+    assigned = q.assign(worker, now, **kw)
+    assert assigned is job
+    return assigned
+
+
+def clone(q: QueueState) -> QueueState:
+    """A deep copy of ``q`` that reports no events (pickled: much faster than deepcopy)."""
+    on_event, q.on_event = q.on_event, None
+    try:
+        copied = pickle.loads(pickle.dumps(q))
+    finally:
+        q.on_event = on_event
+    assert isinstance(copied, QueueState)
+    return copied
+
+
+def drain(q: QueueState, queues: list[str]) -> list[str]:
+    """The order a copy of ``q`` hands out its pending jobs in ``queues``."""
+    copied = clone(q)
+    order = []
+    while (job := copied.assign(object(), math.inf, queues=queues)) is not None:
+        order.append(job.id)
+    return order
 
 
 # -- odds and ends -------------------------------------------------------------

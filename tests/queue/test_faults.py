@@ -37,7 +37,7 @@ import trio.testing
 from jobqueue import Client, ConnectionLost, Job, RequestError, Stats, Worker, serve_queue
 from jobqueue._json import encode
 from jobqueue.testing import RunningQueue, open_memory_queue, open_test_queue
-from tests.helpers import park, stats_when, submit, take, wait_until
+from tests.helpers import park, stats_when, submit_raw, take, wait_until
 
 if TYPE_CHECKING:
     from tests.helpers import RawConnection, RawOpener
@@ -760,7 +760,7 @@ async def test_completion_must_come_from_the_current_lease(
 ) -> None:
     with trio.fail_after(5):
         async with raw_connection(tcp_queue) as holder, raw_connection(tcp_queue) as other:
-            job_id = await submit(other)
+            job_id = await submit_raw(other)
             assert (await take(holder))["attempt"] == 1
 
             async def code_of(conn: RawConnection, message: dict[str, Any]) -> str:

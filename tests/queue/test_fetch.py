@@ -14,12 +14,9 @@ import trio
 import trio.testing
 
 from jobqueue import Job, Worker
-from jobqueue._codec import decode_reply, decode_request
-from jobqueue._errors import ProtocolError
+from jobqueue._codec import decode_request
 from jobqueue._json import encode
 from jobqueue._limits import MAX_ERROR_CHARS, MAX_FETCH
-from jobqueue._replies import JobAssigned, JobsAssigned
-from jobqueue._requests import JobComplete, JobFailed, RequestJob
 from jobqueue.testing import RunningQueue, open_memory_queue
 from tests.helpers import StreamWrapper, take
 
@@ -30,60 +27,6 @@ if TYPE_CHECKING:
 def job_ids(reply: dict[str, Any]) -> list[str]:
     assert reply["type"] == "jobs_assigned", reply
     return [job["job_id"] for job in reply["jobs"]]
-
-
-# -- the messages ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "message",
-    [
-        RequestJob(max=1),
-        RequestJob(wait=2.0, queues=("a", "b"), max=MAX_FETCH),
-        JobComplete("j-1", 1, {"r": 1}, RequestJob()),
-        JobComplete("j-1", None, None, RequestJob(wait=30.0, queues=("q",), max=8)),
-        JobFailed("j-1", "ValueError", "boom", 2, RequestJob(max=3)),
-    ],
-)
-def test_new_request_fields_round_trip(message: Any) -> None:
-    assert decode_request(encode(message.to_wire()).rstrip(b"\n")) == message
-
-
-def test_fetch_is_left_off_the_wire_when_not_asked() -> None:
-    assert "fetch" not in JobComplete("j-1").to_wire()
-    assert "fetch" not in JobFailed("j-1", "E", "m").to_wire()
-    assert "max" not in RequestJob().to_wire()
-    assert JobComplete("j-1", fetch=RequestJob()).to_wire()["fetch"] == {}
-
-
-@pytest.mark.parametrize(
-    ("line", "where"),
-    [
-        (b'{"type":"request_job","max":0}', '"max" must be from 1 to 1000'),
-        (b'{"type":"request_job","max":1001}', '"max" must be from 1 to 1000'),
-        (b'{"type":"request_job","max":"2"}', '"max" must be an integer'),
-        (b'{"type":"job_complete","job_id":"j","fetch":true}', '"fetch" must be an object'),
-        (b'{"type":"job_complete","job_id":"j","fetch":{"wait":-1}}', "in fetch: "),
-        (b'{"type":"job_failed","job_id":"j","error":{"type":"E"},"fetch":{"max":0}}', "in fetch"),
-        (b'{"type":"job_complete","job_id":"j","fetch":{"queues":[]}}', "in fetch"),
-    ],
-)
-def test_bad_new_fields_are_bad_requests(line: bytes, where: str) -> None:
-    with pytest.raises(ProtocolError) as excinfo:
-        decode_request(line)
-    assert excinfo.value.code == "bad_request"
-    assert where in excinfo.value.message
-
-
-def test_jobs_assigned_round_trip_and_shares_its_lease_timeout() -> None:
-    reply = JobsAssigned(
-        (JobAssigned("a", "n", {"x": 1}, 1, 30.0), JobAssigned("b", "m", None, 2, 30.0)), 30.0
-    )
-    wire = reply.to_wire()
-    assert wire["jobs"][1] == {"job_id": "b", "name": "m", "payload": None, "attempt": 2}
-    assert decode_reply(encode(wire).rstrip(b"\n")) == reply
-    with pytest.raises(ProtocolError):
-        decode_reply(b'{"type":"jobs_assigned","jobs":[],"lease_timeout":30}')
 
 
 # -- ack and fetch on the wire ------------------------------------------------------

@@ -22,7 +22,7 @@ from jobqueue import serve_queue
 from jobqueue._json import encode
 from jobqueue._limits import MAX_LINE_BYTES
 from jobqueue.testing import RunningQueue
-from tests.helpers import park, stats_when, submit, take
+from tests.helpers import park, stats_when, submit_raw, take
 
 if TYPE_CHECKING:
     from tests.helpers import RawOpener
@@ -121,7 +121,7 @@ async def test_request_job_wait_blocks_until_a_submission_elsewhere(
     with trio.fail_after(5):
         async with raw_connection(tcp_queue) as worker, raw_connection(tcp_queue) as client:
             await park(tcp_queue.client, worker, wait=10, waiting=1)
-            job_id = await submit(client, "late", {"k": 1})
+            job_id = await submit_raw(client, "late", {"k": 1})
             # 10 s wait, 5 s budget: only the submission can have answered it.
             assigned = await worker.read_reply()
     assert assigned["type"] == "job_assigned"
@@ -135,7 +135,7 @@ async def test_jobs_are_handed_out_in_submission_order(
 ) -> None:
     with trio.fail_after(5):
         async with raw_connection(tcp_queue) as client, raw_connection(tcp_queue) as worker:
-            ids = [await submit(client, f"job{i}", i) for i in range(20)]
+            ids = [await submit_raw(client, f"job{i}", i) for i in range(20)]
             taken = [await take(worker) for _ in ids]
             assert await worker.request({"type": "request_job"}) == {"type": "no_job"}
     assert [job["job_id"] for job in taken] == ids
@@ -216,7 +216,7 @@ async def test_bad_line_gets_an_error_and_the_connection_keeps_working(
             assert isinstance(error["message"], str)
             assert error["message"]
             # Same connection, next request: its proper reply.
-            job_id = await submit(conn, "after", [1])
+            job_id = await submit_raw(conn, "after", [1])
             status = await conn.request({"type": "job_status", "job_id": job_id})
             assert status["state"] == "pending"
         stats = await tcp_queue.client.stats()

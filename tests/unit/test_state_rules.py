@@ -1,26 +1,24 @@
-"""Tests for the pure queue state machine, with explicit ``now`` values."""
+"""The rules of the pure queue state machine, with explicit ``now`` values.
+
+Construction, the order jobs are handed out in, release and tick, who may
+report on a job, retention, time and the transition table; then the job
+lifecycle: retries and their backoff, the attempt budget, dead letters and
+reviving them, delays, priorities and queues, cancellation, idempotency
+keys, deleting, progress, listing and counts; last, replaying all of it
+from the journal, in one section.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
-import pickle
 import random
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import attrs
 import pytest
-from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
 
-from jobqueue import _store
 from jobqueue._config import DEFAULT_QUEUE, QueueRules
 from jobqueue._coordinator import job_info
 from jobqueue._errors import RuleError
@@ -37,9 +35,10 @@ from jobqueue._events import (
     Revived,
     Submitted,
 )
-from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobState
+from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobRecord, JobState
 from jobqueue._replies import JobInfo
 from jobqueue._state import QueueState
+from tests.helpers import clone, drain, ids, new_state, refused, run, submit
 
 INF = math.inf
 STATES = [state.value for state in JobState]
@@ -52,15 +51,6 @@ ZERO_TOTALS = {
     "reassigned": 0,
     "expired": 0,
 }
-
-
-RULE_NAMES = {field.name for field in attrs.fields(QueueRules)}
-
-
-def new_state(**kwargs: Any) -> QueueState:
-    """A ``QueueState`` with the rules named in ``kwargs`` and its other arguments."""
-    rules = {name: kwargs.pop(name) for name in RULE_NAMES & kwargs.keys()}
-    return QueueState(rules=QueueRules(**rules), **kwargs)
 
 
 def totals(**nonzero: int) -> dict[str, int]:
@@ -85,17 +75,6 @@ def record(q: QueueState, job_id: str) -> dict[str, Any] | None:
         return attrs.asdict(job, recurse=False)
     assert code == "unknown_job"
     return None
-
-
-def clone(q: QueueState) -> QueueState:
-    """A deep copy of ``q`` that reports no events (pickled: much faster than deepcopy)."""
-    on_event, q.on_event = q.on_event, None
-    try:
-        copied = pickle.loads(pickle.dumps(q))
-    finally:
-        q.on_event = on_event
-    assert isinstance(copied, QueueState)
-    return copied
 
 
 def pending_order(q: QueueState) -> list[str]:
@@ -135,18 +114,40 @@ def snapshot(q: QueueState, ids: list[str]) -> dict[str, Any]:
     }
 
 
-def refused(code: str, call: Callable[..., object], *args: Any) -> None:
-    with pytest.raises(RuleError) as info:
-        call(*args)
-    assert info.value.code == code
-
-
 def not_leased(call: Callable[..., object], *args: Any) -> None:
     refused("not_leased", call, *args)
 
 
 def unknown_job(call: Callable[..., object], *args: Any) -> None:
     refused("unknown_job", call, *args)
+
+
+def queue_snapshot(q: QueueState, job_ids: list[str], queues: list[str]) -> dict[str, Any]:
+    """Everything observable about ``q``, with each queue's own order, for ``job_ids``."""
+    records: dict[str, dict[str, Any] | str] = {}
+    for job_id in job_ids:
+        try:
+            records[job_id] = attrs.asdict(q.get(job_id), recurse=False)
+        except RuleError as exc:
+            records[job_id] = exc.code
+    return {
+        "jobs": records,
+        "len": len(q),
+        "order": drain(q, queues),
+        "per_queue": {queue: drain(q, [queue]) for queue in queues},
+        "counts": q.counts(),
+        "queue_counts": q.queue_counts(),
+        "listed": {state.value: ids(q.list_jobs(state, None, 1 << 30)[0]) for state in JobState},
+        "totals": dict(q.totals),
+        "next_deadline": q.next_deadline(),
+        "holders": sorted((str(w), jobs) for w, jobs in q.holders()),
+    }
+
+
+def expected_backoff(rng: random.Random, retry_delay: float, cap: float, n: int) -> float:
+    """The documented formula: equal jitter over min(retry_delay * 2**(n-1), cap)."""
+    ceiling: float = min(retry_delay * 2 ** (n - 1), cap)
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
 # -- construction -----------------------------------------------------------------
@@ -832,6 +833,908 @@ def test_submitting_an_existing_id_is_refused() -> None:
     assert snapshot(q, ids) == before
 
 
+# -- retries and backoff ----------------------------------------------------------------
+
+
+def test_retry_backoff_exact_times_with_a_seeded_rng() -> None:
+    events: list[Event] = []
+    q = new_state(
+        lease_timeout=1000.0,
+        retry_delay=0.5,
+        max_retry_delay=6.0,
+        rng=random.Random(2024),
+        on_event=events.append,
+    )
+    twin = random.Random(2024)
+    job = submit(q, max_attempts=8)
+    now = 0.0
+    ceilings = []
+    for attempt in range(1, 8):
+        run(q, job, "w", now)
+        assert job.attempt == attempt
+        del events[:]
+        q.fail(job.id, "w", attempt, "ValueError", f"try {attempt}", now)
+        delay = expected_backoff(twin, 0.5, 6.0, attempt)
+        ceiling = min(0.5 * 2 ** (attempt - 1), 6.0)
+        ceilings.append(ceiling)
+        assert ceiling / 2 <= delay <= ceiling
+        assert events == [
+            AttemptFailed(job.id, "error", "ValueError", f"try {attempt}", now + delay)
+        ]
+        assert job_info(job).state == "scheduled"
+        assert job.not_before == now + delay
+        assert job.error == {"type": "ValueError", "message": f"try {attempt}"}
+        assert job.attempts_left == 8 - attempt
+        # Not before its time: not promoted, not assignable.
+        assert q.next_deadline() == now + delay
+        assert q.tick(math.nextafter(now + delay, -INF)) == []
+        assert q.assign("w", math.nextafter(now + delay, -INF)) is None
+        now += delay
+        assert q.tick(now) == [job]
+        assert events[-1] == Promoted(job.id)
+        promoted = q.get(job.id)  # (a fresh reference: mypy narrowed `job`'s fields)
+        assert (promoted.state, promoted.not_before) == (JobState.PENDING, None)
+    # Doubling from retry_delay, then held at the cap.
+    assert ceilings == [0.5, 1.0, 2.0, 4.0, 6.0, 6.0, 6.0]
+    assert q.totals["retried"] == 7
+    # The last attempt fails for good, and draws no jitter.
+    run(q, job, "w", now)
+    del events[:]
+    q.fail(job.id, "w", 8, "ValueError", "last", now)
+    assert events == [AttemptFailed(job.id, "error", "ValueError", "last", None, final=True)]
+    assert job.state is JobState.FAILED
+    assert job.not_before is None
+    assert q.rng.random() == twin.random()
+    assert q.totals["failed"] == 1
+    assert q.next_deadline() == INF
+
+
+def test_jitter_spreads_jobs_that_fail_together() -> None:
+    q = new_state(retry_delay=8.0, rng=random.Random(7))
+    twin = random.Random(7)
+    jobs = [submit(q) for _ in range(20)]
+    for job in jobs:
+        run(q, job, "w", 0.0)
+    for job in jobs:
+        q.fail(job.id, "w", 1, "E", "m", 0.0)
+    retry_at = [job.not_before for job in jobs]
+    assert retry_at == [expected_backoff(twin, 8.0, 300.0, 1) for _ in jobs]
+    assert all(t is not None and 4.0 <= t <= 8.0 for t in retry_at)
+    assert len(set(retry_at)) == 20
+    # Promoted in the order they come due.
+    due_order = sorted(jobs, key=lambda j: (j.not_before, j.seq))
+    assert q.tick(8.0) == due_order
+    # Back in line in submission order, whatever order they came due in.
+    assert drain(q, [DEFAULT_QUEUE]) == ids(jobs)
+
+
+def test_a_lost_lease_spends_an_attempt_and_makes_the_next_backoff_longer() -> None:
+    q = new_state(lease_timeout=5.0, retry_delay=2.0, rng=random.Random(3))
+    twin = random.Random(3)
+    job = submit(q)
+    run(q, job, "w1", 0.0)
+    assert q.release("w1", 1.0) == [job]
+    assert job.state is JobState.PENDING  # a lost worker: back in line at once
+    run(q, job, "w2", 1.0)
+    assert q.tick(6.0) == [job]
+    assert job.state is JobState.PENDING  # an expired lease: likewise
+    run(q, job, "w3", 6.0)
+    q.fail(job.id, "w3", 3, "E", "m", 7.0)
+    # Third spent attempt: the ceiling is retry_delay * 2**2.
+    assert job.not_before == 7.0 + expected_backoff(twin, 2.0, 300.0, 3)
+    assert q.totals == {
+        "submitted": 1,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "retried": 1,
+        "reassigned": 2,
+        "expired": 1,
+    }
+
+
+def test_cap_below_the_first_delay_caps_every_delay() -> None:
+    q = new_state(retry_delay=10.0, max_retry_delay=3.0, rng=random.Random(5))
+    twin = random.Random(5)
+    job = submit(q)
+    now = 0.0
+    for attempt in range(1, 5):
+        run(q, job, "w", now)
+        q.fail(job.id, "w", attempt, "E", "m", now)
+        delay = expected_backoff(twin, 10.0, 3.0, attempt)
+        assert 1.5 <= delay <= 3.0
+        assert job.not_before == now + delay
+        now += delay
+        q.tick(now)
+
+
+def test_zero_retry_delay_is_refused_by_the_rules() -> None:
+    # The state once took a zero backoff (retry at the next tick); the rules
+    # now want a positive one, as the command line always did.
+    for name in ("retry_delay", "max_retry_delay"):
+        with pytest.raises(ValueError, match=name):
+            new_state(**{name: 0.0})
+
+
+def test_max_attempts_is_bounded() -> None:
+    for bad in (0, 1001):
+        with pytest.raises(ValueError, match="max_attempts"):
+            new_state(max_attempts=bad)
+
+
+def test_backoff_stays_capped_through_the_largest_budget() -> None:
+    # 2 ** (retries - 1) as a float overflows at 1025 retries; the largest
+    # budget (1000) must still back off within the cap on every retry.
+    q = new_state(max_attempts=1000, lease_timeout=1e9, rng=random.Random(0))
+    job = submit(q)
+    now = 0.0
+    for attempt in range(1, 1000):
+        run(q, job, "w", now)
+        q.fail(job.id, "w", attempt, "E", "m", now)
+        assert job.not_before is not None
+        assert job.not_before - now <= q.rules.max_retry_delay
+        now = job.not_before
+        q.tick(now)
+    assert job.state is JobState.PENDING
+
+
+# -- the attempt budget -----------------------------------------------------------------
+
+
+LOSSES: dict[str, tuple[str, str]] = {
+    "error": ("ValueError", "bad input"),
+    "worker_lost": ("WorkerLost", "the worker's connection closed"),
+    "lease_expired": ("LeaseExpired", "no heartbeat within the lease"),
+}
+
+
+def lose(q: QueueState, job: JobRecord, reason: str, now: float) -> list[JobRecord]:
+    """End ``job``'s current run by ``reason`` at ``now``; what the command returned."""
+    if reason == "error":
+        q.fail(job.id, "w", job.attempt, *LOSSES[reason], now)
+        return [job]
+    if reason == "worker_lost":
+        return q.release("w", now)
+    return q.tick(now)
+
+
+@pytest.mark.parametrize("reason", sorted(LOSSES))
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_running_out_of_attempts_fails_the_job(reason: str, max_attempts: int) -> None:
+    events: list[Event] = []
+    q = new_state(lease_timeout=5.0, retry_delay=1.0, on_event=events.append)
+    job = submit(q, max_attempts=max_attempts)
+    bystander = submit(q)
+    now = 0.0
+    for attempt in range(1, max_attempts + 1):
+        if job.state is JobState.SCHEDULED:
+            assert job.not_before is not None
+            now = job.not_before
+            assert q.tick(now) == [job]
+        run(q, job, "w", now)
+        now = job.lease_deadline if reason == "lease_expired" else now + 1.0
+        changed = lose(q, job, reason, now)
+        assert changed == [job]
+        failed = events[-1]
+        assert isinstance(failed, AttemptFailed)
+        assert (failed.job_id, failed.reason) == (job.id, reason)
+        assert failed.error_type == LOSSES[reason][0]
+        assert job.error is not None
+        assert job.error["type"] == LOSSES[reason][0]
+        if attempt < max_attempts:
+            assert not failed.final
+            assert (failed.retry_at is None) == (reason != "error")
+            expected = JobState.SCHEDULED if reason == "error" else JobState.PENDING
+            assert job.state is expected
+        else:
+            assert failed.final
+            assert failed.retry_at is None
+    assert job.state is JobState.FAILED
+    assert job.attempt == max_attempts
+    assert job.attempts_left == 0
+    assert job.error == {"type": LOSSES[reason][0], "message": LOSSES[reason][1]}
+    assert job_info(job).state == "failed"
+    assert job_info(job).finished
+    # A dead letter: listed, never handed out again.
+    assert ids(q.list_jobs(JobState.FAILED, None, 10)[0]) == [job.id]
+    assert q.assign("w2", now) is bystander
+    assert q.assign("w2", now) is None
+    lost = max_attempts if reason != "error" else 0
+    assert q.totals == {
+        "submitted": 2,
+        "completed": 0,
+        "failed": 1,
+        "cancelled": 0,
+        "retried": max_attempts - 1 if reason == "error" else 0,
+        "reassigned": lost,
+        "expired": lost if reason == "lease_expired" else 0,
+    }
+
+
+def test_every_kind_of_loss_spends_the_same_budget() -> None:
+    q = new_state(lease_timeout=5.0, retry_delay=1.0, rng=random.Random(0))
+    job = submit(q, max_attempts=3)
+    run(q, job, "w", 0.0)
+    q.fail(job.id, "w", 1, "E", "m", 0.0)
+    retry_at = job.not_before
+    assert retry_at is not None
+    assert q.tick(retry_at) == [job]
+    run(q, job, "w", retry_at)
+    assert q.release("w", 2.0) == [job]
+    run(q, job, "w", 2.0)
+    assert q.tick(7.0) == [job]
+    assert job.state is JobState.FAILED
+    assert job.error == {"type": "LeaseExpired", "message": LOSSES["lease_expired"][1]}
+
+
+def test_default_budget_comes_from_the_queue() -> None:
+    q = new_state(max_attempts=2)
+    default = submit(q)
+    own = submit(q, max_attempts=4)
+    assert (default.max_attempts, own.max_attempts) == (2, 4)
+    for _ in range(2):
+        run(q, default, "a", 0.0)
+        run(q, own, "b", 0.0)
+        q.release("a", 0.0)
+        q.release("b", 0.0)
+    assert default.state is JobState.FAILED
+    assert own.state is JobState.PENDING
+    assert own.attempts_left == 2
+
+
+# -- reviving a dead letter ---------------------------------------------------------------
+
+
+def test_revive_gives_a_fresh_budget() -> None:
+    events: list[Event] = []
+    q = new_state(retry_delay=1.0, rng=random.Random(9), on_event=events.append)
+    twin = random.Random(9)
+    job = submit(q, max_attempts=2)
+    later = submit(q)
+    run(q, job, "w", 0.0)
+    q.release("w", 0.0)
+    run(q, job, "w", 0.0)
+    q.release("w", 0.0)
+    assert job.state is JobState.FAILED
+    assert q.counts()["failed"] == 1
+    del events[:]
+    assert q.revive(job.id, 1.0) is job
+    assert events == [Revived(job.id)]
+    assert (job.state, job.attempt, job.attempt_base, job.attempts_left) == (
+        JobState.PENDING,
+        2,
+        2,
+        2,
+    )
+    # Back in its old place in line, ahead of a job submitted after it.
+    assert drain(q, [DEFAULT_QUEUE]) == [job.id, later.id]
+    assert ids(q.list_jobs(JobState.FAILED, None, 10)[0]) == []
+    assert q.counts()["failed"] == 0
+    # The attempt number keeps counting; the backoff starts over.
+    run(q, job, "w", 1.0)
+    assert job.attempt == 3
+    q.fail(job.id, "w", 3, "E", "m", 1.0)
+    assert job_info(job).state == "scheduled"
+    retry_at = job.not_before
+    assert retry_at == 1.0 + expected_backoff(twin, 1.0, 300.0, 1)
+    q.tick(retry_at)
+    run(q, job, "w", retry_at)
+    q.fail(job.id, "w", 4, "E", "m", retry_at)
+    assert job.state is JobState.FAILED
+    assert q.totals["failed"] == 2
+    # And it can be revived again.
+    q.revive(job.id, 10.0)
+    assert (job.state, job.attempts_left) == (JobState.PENDING, 2)
+
+
+# -- delays ----------------------------------------------------------------------------------
+
+
+def test_delayed_job_runs_exactly_at_its_time() -> None:
+    events: list[Event] = []
+    q = new_state(on_event=events.append)
+    job = submit(q, 10.0, delay=5.0)
+    assert events == [Submitted(job.id, "n", None, 1, not_before=15.0)]
+    assert (job.state, job.not_before) == (JobState.SCHEDULED, 15.0)
+    assert q.counts()["scheduled"] == 1
+    assert q.queue_counts() == {"default": {"pending": 0, "scheduled": 1, "running": 0}}
+    assert not q.pending_in([DEFAULT_QUEUE])
+    assert q.next_deadline() == 15.0
+    for now in (10.0, 14.0, math.nextafter(15.0, 0.0)):
+        assert q.tick(now) == []
+        assert q.assign("w", now) is None
+    assert q.tick(15.0) == [job]
+    assert events[-1] == Promoted(job.id)
+    assert (job.state, job.not_before) == (JobState.PENDING, None)
+    assert q.pending_in([DEFAULT_QUEUE])
+    assert q.next_deadline() == INF
+    run(q, job, "w", 15.0)
+    assert job.attempt == 1
+
+
+def test_assign_does_not_promote_by_itself() -> None:
+    # Promotion is tick's job; the server ticks at next_deadline.
+    q = QueueState()
+    job = submit(q, delay=1.0)
+    assert q.assign("w", 2.0) is None
+    assert q.next_deadline() == 1.0
+    assert q.tick(2.0) == [job]
+    run(q, job, "w", 2.0)
+
+
+def test_next_deadline_is_the_earlier_of_leases_and_scheduled_jobs() -> None:
+    q = new_state(lease_timeout=10.0)
+    submit(q, 0.0)
+    late = submit(q, 0.0, delay=20.0)
+    assert q.assign("w", 0.0) is not None
+    assert q.next_deadline() == 10.0
+    assert len(q.tick(10.0)) == 1
+    run(q, q.get("1"), "w", 10.0)
+    assert q.next_deadline() == 20.0
+    # The lease and the delay end together: the lost lease first, then the promotion.
+    assert q.tick(20.0) == [q.get("1"), late]
+
+
+def test_a_zero_or_negative_delay_means_at_once() -> None:
+    q = QueueState()
+    assert submit(q, delay=0.0).state is JobState.PENDING
+    assert submit(q, delay=-5.0).state is JobState.PENDING
+
+
+# -- priorities and queues ---------------------------------------------------------------
+
+
+def test_higher_priority_first_then_first_come_first_served() -> None:
+    q = QueueState()
+    prios = [0, 5, -1, 5, 0, 10, -1]
+    jobs = [submit(q, priority=p) for p in prios]
+    expected = [jobs[5], jobs[1], jobs[3], jobs[0], jobs[4], jobs[2], jobs[6]]
+    assert drain(q, [DEFAULT_QUEUE]) == ids(expected)
+    got = [q.assign("w", 1.0) for _ in jobs]
+    assert got == expected
+    # A requeued job keeps its priority and its place.
+    q.release("w", 2.0)
+    assert drain(q, [DEFAULT_QUEUE]) == ids(expected)
+    # A later, higher-priority submission jumps the line.
+    urgent = submit(q, 3.0, priority=6)
+    assert drain(q, [DEFAULT_QUEUE])[:3] == [jobs[5].id, urgent.id, jobs[1].id]
+
+
+def test_a_retried_job_keeps_its_priority() -> None:
+    q = new_state(retry_delay=1.0, rng=random.Random(0))
+    high = submit(q, priority=3)
+    low = [submit(q) for _ in range(3)]
+    run(q, high, "w", 0.0)
+    q.fail(high.id, "w", 1, "E", "m", 0.0)
+    assert high.not_before is not None
+    q.tick(high.not_before)
+    assert drain(q, [DEFAULT_QUEUE]) == [high.id, *ids(low)]
+
+
+def test_queues_are_separate_lines() -> None:
+    q = QueueState()
+    a1 = submit(q, queue="a")
+    b1 = submit(q, queue="b", priority=1)
+    d1 = submit(q)
+    a2 = submit(q, queue="a", priority=2)
+    b2 = submit(q, queue="b")
+    assert q.queue_counts() == {
+        "a": {"pending": 2, "scheduled": 0, "running": 0},
+        "b": {"pending": 2, "scheduled": 0, "running": 0},
+        "default": {"pending": 1, "scheduled": 0, "running": 0},
+    }
+    assert q.pending_in(["a"])
+    assert q.pending_in(["nowhere", "b"])
+    assert not q.pending_in(["nowhere"])
+    assert not q.pending_in([])
+    # A worker only ever gets jobs from the queues it names.
+    assert q.assign("w", 0.0, queues=["nowhere"]) is None
+    assert q.assign("w", 0.0, queues=[]) is None
+    assert drain(q, ["a"]) == [a2.id, a1.id]
+    assert drain(q, ["b"]) == [b1.id, b2.id]
+    assert drain(q, [DEFAULT_QUEUE]) == [d1.id]
+    # Across queues: the best job of all of them (priority, then seq), in
+    # whatever order the queues are named.
+    for queues in (["a", "b", "default"], ["default", "b", "a"]):
+        assert drain(q, queues) == [a2.id, b1.id, a1.id, d1.id, b2.id]
+    assert q.assign("w", 0.0) is d1  # the default queue by default
+    assert q.assign("w", 0.0, queues=["b", "a"]) is a2
+    assert q.assign("w", 0.0, queues=["b", "b"]) is b1
+    assert q.queue_counts() == {
+        "a": {"pending": 1, "scheduled": 0, "running": 1},
+        "b": {"pending": 1, "scheduled": 0, "running": 1},
+        "default": {"pending": 0, "scheduled": 0, "running": 1},
+    }
+    # A lost job goes back to its own queue.
+    q.release("w", 1.0)
+    assert drain(q, ["a"]) == [a2.id, a1.id]
+    assert drain(q, ["b"]) == [b1.id, b2.id]
+    assert [j.queue for j in (a1, a2, b1, b2, d1)] == ["a", "a", "b", "b", "default"]
+
+
+def test_queue_counts_drop_queues_no_longer_in_use() -> None:
+    q = QueueState()
+    job = submit(q, queue="tmp", delay=1.0)
+    assert q.queue_counts() == {"tmp": {"pending": 0, "scheduled": 1, "running": 0}}
+    q.tick(1.0)
+    assert q.queue_counts() == {"tmp": {"pending": 1, "scheduled": 0, "running": 0}}
+    run(q, job, "w", 1.0, queues=["tmp"])
+    assert q.queue_counts() == {"tmp": {"pending": 0, "scheduled": 0, "running": 1}}
+    q.complete(job.id, "w", 1, None, 2.0)
+    assert q.queue_counts() == {}
+
+
+# -- cancellation ------------------------------------------------------------------------
+
+
+def test_cancel_a_pending_job() -> None:
+    events: list[Event] = []
+    q = new_state(on_event=events.append)
+    job = submit(q)
+    nxt = submit(q)
+    del events[:]
+    assert q.cancel(job.id, 1.0) == (job, None)
+    assert events == [Cancelled(job.id)]
+    assert job.state is JobState.CANCELLED
+    assert job_info(job).finished
+    assert q.counts()["cancelled"] == 1
+    assert q.pending_count == 1
+    assert q.totals["cancelled"] == 1
+    # Its stale heap entry at the head of the line is skipped.
+    assert q.assign("w", 1.0) is nxt
+    assert q.assign("w", 1.0) is None
+    assert job.state is JobState.CANCELLED
+    assert job.attempt == 0
+
+
+def test_cancel_the_only_pending_job() -> None:
+    q = QueueState()
+    job = submit(q, queue="solo")
+    q.cancel(job.id, 0.0)
+    assert not q.pending_in(["solo"])
+    assert q.queue_counts() == {}
+    assert q.assign("w", 0.0, queues=["solo"]) is None
+    assert q.next_deadline() == INF
+
+
+def test_a_cancelled_head_does_not_hide_another_queues_job() -> None:
+    q = QueueState()
+    high = submit(q, queue="a", priority=9)
+    low = submit(q, queue="b")
+    q.cancel(high.id, 0.0)
+    assert q.assign("w", 0.0, queues=["a", "b"]) is low
+
+
+def test_cancel_a_scheduled_job() -> None:
+    q = QueueState()
+    job = submit(q, delay=5.0)
+    other = submit(q, delay=8.0)
+    assert q.next_deadline() == 5.0
+    assert q.cancel(job.id, 1.0) == (job, None)
+    assert (job.state, job.not_before) == (JobState.CANCELLED, None)
+    # Its time comes and goes: it is not promoted, and no longer a deadline.
+    assert q.next_deadline() == 8.0
+    assert q.tick(5.0) == []
+    assert q.assign("w", 5.0) is None
+    assert q.tick(8.0) == [other]
+    assert job.state is JobState.CANCELLED
+
+
+def test_cancel_a_retrying_job() -> None:
+    q = new_state(rng=random.Random(0))
+    job = submit(q)
+    run(q, job, "w", 0.0)
+    q.fail(job.id, "w", 1, "E", "m", 0.0)
+    assert job.state is JobState.SCHEDULED
+    assert q.cancel(job.id, 0.1) == (job, None)
+    assert q.tick(1e6) == []
+    assert job.error == {"type": "E", "message": "m"}  # the last error is kept
+
+
+def test_cancel_a_running_job() -> None:
+    q = new_state(lease_timeout=10.0)
+    job = submit(q)
+    other = submit(q)
+    worker = ("conn", 7)
+    run(q, job, worker, 0.0)
+    run(q, other, worker, 0.0)
+    assert q.cancel(job.id, 1.0) == (job, worker)
+    assert job.state is JobState.CANCELLED
+    assert job.worker == worker  # the last holder, as for any finished job
+    assert q.held_by(worker) == [other.id]
+    assert q.running_count == 1
+    # Late reports from the old holder are refused and change nothing.
+    for call in (
+        lambda: q.complete(job.id, worker, 1, "late", 2.0),
+        lambda: q.heartbeat(job.id, worker, 1, 2.0),
+        lambda: q.report_progress(job.id, worker, None, 0.9, None, 2.0),
+        lambda: q.fail(job.id, worker, None, "E", "m", 2.0),
+    ):
+        error = refused("not_leased", call)
+        assert "cancelled" in error.message
+    assert (job.state, job.result, job.error) == (JobState.CANCELLED, None, None)
+    # Neither its lease running out nor its worker going away revives it.
+    assert q.next_deadline() == 10.0  # the other job's lease
+    assert q.tick(10.0) == [other]
+    assert q.release(worker, 11.0) == []
+    assert job.state is JobState.CANCELLED
+    assert q.assign("w2", 11.0) is other
+    assert q.assign("w2", 11.0) is None
+    assert q.totals["cancelled"] == 1
+    assert q.totals["reassigned"] == 1
+
+
+def test_cancel_twice_is_a_no_op() -> None:
+    events: list[Event] = []
+    q = new_state(on_event=events.append)
+    job = submit(q)
+    run(q, job, "w", 0.0)
+    assert q.cancel(job.id, 0.0) == (job, "w")
+    del events[:]
+    assert q.cancel(job.id, 1.0) == (job, None)
+    assert events == []
+    assert q.totals["cancelled"] == 1
+
+
+@pytest.mark.parametrize("finish", ["complete", "fail"])
+def test_cancel_a_finished_job_is_refused(finish: str) -> None:
+    q = QueueState()
+    job = submit(q, max_attempts=1)
+    run(q, job, "w", 0.0)
+    if finish == "complete":
+        q.complete(job.id, "w", 1, "r", 0.0)
+    else:
+        q.fail(job.id, "w", 1, "E", "m", 0.0)
+    state = job.state
+    error = refused("already_finished", q.cancel, job.id, 1.0)
+    assert state.value in error.message
+    assert job.state is state
+    assert q.totals["cancelled"] == 0
+
+
+def test_cancelled_jobs_are_subject_to_retention() -> None:
+    events: list[Event] = []
+    q = new_state(finished_retention=0, on_event=events.append)
+    job = submit(q)
+    q.cancel(job.id, 0.0)
+    assert events[-2:] == [Cancelled(job.id), Forgotten(job.id)]
+    refused("unknown_job", q.get, job.id)
+    assert q.assign("w", 0.0) is None
+
+
+# -- idempotency keys ----------------------------------------------------------------------
+
+
+def test_a_key_returns_the_same_job() -> None:
+    events: list[Event] = []
+    q = new_state(on_event=events.append)
+    job, new = q.submit("n", {"v": 1}, 0.0, key="order-17")
+    assert new
+    assert job.key == "order-17"
+    del events[:]
+    # Different options, even a different name: the first job wins.
+    again, new = q.submit("other", {"v": 2}, 1.0, key="order-17", priority=5, queue="x")
+    assert (again, new) == (job, False)
+    assert (job.name, job.payload, job.priority, job.queue) == ("n", {"v": 1}, 0, "default")
+    assert events == []
+    assert q.totals["submitted"] == 1
+    assert len(q) == 1
+    # Other keys, and no key, add jobs.
+    assert q.submit("n", None, 1.0, key="order-18")[1]
+    assert q.submit("n", None, 1.0)[1]
+    assert q.submit("n", None, 1.0)[1]
+
+
+@pytest.mark.parametrize("state", ["running", "completed", "failed", "cancelled"])
+def test_a_key_is_remembered_while_its_job_is(state: str) -> None:
+    q = QueueState()
+    job, _ = q.submit("n", None, 0.0, key="k", max_attempts=1)
+    if state != "cancelled":
+        run(q, job, "w", 0.0)
+    if state == "completed":
+        q.complete(job.id, "w", 1, None, 0.0)
+    elif state == "failed":
+        q.fail(job.id, "w", 1, "E", "m", 0.0)
+    elif state == "cancelled":
+        q.cancel(job.id, 0.0)
+    assert job.state.value == state
+    assert q.submit("n", None, 1.0, key="k") == (job, False)
+
+
+def test_a_key_is_forgotten_with_its_job() -> None:
+    q = new_state(finished_retention=1)
+    first, _ = q.submit("n", None, 0.0, key="k")
+    q.cancel(first.id, 0.0)
+    refused("unknown_job", q.delete, "nope", 0.0)
+    q.delete(first.id, 0.0)
+    second, new = q.submit("n", None, 1.0, key="k")
+    assert new
+    assert second.id != first.id
+    # Forgotten by retention: the key goes too.
+    q.cancel(second.id, 1.0)
+    assert q.submit("n", None, 1.0, key="k") == (second, False)
+    q.cancel(submit(q, 1.0).id, 1.0)  # pushes `second` out
+    refused("unknown_job", q.get, second.id)
+    third, new = q.submit("n", None, 2.0, key="k")
+    assert new
+    assert third.id not in (first.id, second.id)
+
+
+def test_a_replayed_journal_remembers_keys() -> None:
+    events: list[Event] = []
+    q = new_state(on_event=events.append)
+    job, _ = q.submit("n", None, 0.0, key="k")
+    replayed = QueueState()
+    for event in events:
+        replayed.apply(event)
+    assert replayed.submit("n", None, 1.0, key="k")[0].id == job.id
+    assert not replayed.submit("n", None, 1.0, key="k")[1]
+
+
+# -- delete and revive errors ----------------------------------------------------------------
+
+
+def job_in(q: QueueState, state: JobState) -> JobRecord:
+    """A new job brought to ``state``, all at time 0."""
+    delay = 100.0 if state is JobState.SCHEDULED else 0.0
+    job = submit(q, queue=state.value, delay=delay, max_attempts=1)
+    if state in (JobState.RUNNING, JobState.COMPLETED, JobState.FAILED):
+        run(q, job, "w", 0.0, queues=[state.value])
+    if state is JobState.COMPLETED:
+        q.complete(job.id, "w", 1, "r", 0.0)
+    elif state is JobState.FAILED:
+        q.fail(job.id, "w", 1, "E", "m", 0.0)
+    elif state is JobState.CANCELLED:
+        q.cancel(job.id, 0.0)
+    assert job.state is state
+    return job
+
+
+@pytest.mark.parametrize("state", list(JobState), ids=lambda s: s.value)
+def test_delete(state: JobState) -> None:
+    events: list[Event] = []
+    q = new_state(on_event=events.append)
+    job = job_in(q, state)
+    before = attrs.asdict(job, recurse=False)
+    del events[:]
+    if state.value in ("pending", "scheduled", "running"):
+        error = refused("not_finished", q.delete, job.id, 1.0)
+        assert state.value in error.message
+        assert attrs.asdict(job, recurse=False) == before
+        assert q.get(job.id) is job
+        assert events == []
+    else:
+        q.delete(job.id, 1.0)
+        assert events == [Forgotten(job.id)]
+        refused("unknown_job", q.get, job.id)
+        refused("unknown_job", q.delete, job.id, 1.0)
+        assert len(q) == 0
+        assert q.counts()[state.value] == 0
+
+
+@pytest.mark.parametrize("state", list(JobState), ids=lambda s: s.value)
+def test_revive_only_failed_jobs(state: JobState) -> None:
+    q = QueueState()
+    job = job_in(q, state)
+    if state is JobState.FAILED:
+        assert q.revive(job.id, 1.0) is job
+        assert job.state is JobState.PENDING
+        refused("not_failed", q.revive, job.id, 1.0)
+    else:
+        before = attrs.asdict(job, recurse=False)
+        error = refused("not_failed", q.revive, job.id, 1.0)
+        assert state.value in error.message
+        assert attrs.asdict(job, recurse=False) == before
+    refused("unknown_job", q.revive, "nope", 1.0)
+
+
+def test_a_deleted_failed_job_cannot_be_revived() -> None:
+    q = QueueState()
+    job = job_in(q, JobState.FAILED)
+    q.delete(job.id, 1.0)
+    refused("unknown_job", q.revive, job.id, 1.0)
+
+
+# -- progress ------------------------------------------------------------------------------
+
+
+def test_progress_is_stored_and_extends_the_lease() -> None:
+    events: list[Event] = []
+    q = new_state(lease_timeout=10.0, on_event=events.append)
+    job = submit(q)
+    other = submit(q)
+    run(q, job, "w", 0.0)
+    run(q, other, "w", 1.0)
+    assert (job.progress, job.note) == (None, None)
+    assert q.report_progress(job.id, "w", 1, 0.25, {"stage": "download"}, 4.0) is job
+    assert events[-1] == Progressed(job.id, 0.25, {"stage": "download"}, 14.0)
+    assert (job.progress, job.note, job.lease_deadline) == (0.25, {"stage": "download"}, 14.0)
+    info = job_info(job)
+    assert (info.progress, info.note) == (0.25, {"stage": "download"})
+    # The extended lease now ends after the other job's.
+    assert q.next_deadline() == 11.0
+    assert q.tick(11.0) == [other]
+    assert q.tick(13.9) == []
+    # A note alone, or a number alone, replaces both.
+    q.report_progress(job.id, "w", None, None, "almost", 13.9)
+    assert (job.progress, job.note, job.lease_deadline) == (None, "almost", 23.9)
+    q.report_progress(job.id, "w", None, 7.0, None, 14.0)
+    assert (job.progress, job.note) == (7.0, None)
+
+
+def test_progress_survives_a_lost_lease_until_the_next_run() -> None:
+    q = new_state(lease_timeout=10.0)
+    job = submit(q)
+    run(q, job, "w1", 0.0)
+    q.report_progress(job.id, "w1", 1, 0.5, "half", 1.0)
+    q.release("w1", 2.0)
+    assert (job.state, job.progress, job.note) == (JobState.PENDING, 0.5, "half")
+    refused("not_leased", q.report_progress, job.id, "w1", 1, 0.6, None, 2.0)
+    run(q, job, "w2", 3.0)
+    assert (job.attempt, job.progress, job.note) == (2, None, None)
+    q.report_progress(job.id, "w2", 2, 0.1, None, 4.0)
+    q.complete(job.id, "w2", 2, "r", 5.0)
+    assert (job.progress, job.note) == (0.1, None)  # the finished run's last report
+
+
+def test_progress_from_a_stale_attempt_is_refused() -> None:
+    q = QueueState()
+    job = submit(q)
+    run(q, job, "w", 0.0)
+    q.release("w", 0.0)
+    run(q, job, "w", 0.0)
+    refused("not_leased", q.report_progress, job.id, "w", 1, 0.5, None, 1.0)
+    refused("not_leased", q.report_progress, job.id, "x", 2, 0.5, None, 1.0)
+    refused("unknown_job", q.report_progress, "nope", "w", 2, 0.5, None, 1.0)
+    assert (job.progress, job.note) == (None, None)
+
+
+# -- listing ------------------------------------------------------------------------------
+
+
+def test_list_jobs_oldest_change_first_with_limit() -> None:
+    q = QueueState()
+    jobs = [submit(q, queue="a" if i % 2 else "b") for i in range(6)]
+    # Pending in submission order.
+    assert q.list_jobs(JobState.PENDING, None, 100) == (jobs, False)
+    # A job that leaves and comes back goes to the end.
+    run(q, jobs[0], "w", 0.0, queues=["b"])
+    q.release("w", 1.0)
+    assert ids(q.list_jobs(JobState.PENDING, None, 100)[0]) == ids([*jobs[1:], jobs[0]])
+    # Limit and truncation.
+    assert q.list_jobs(JobState.PENDING, None, 6) == ([*jobs[1:], jobs[0]], False)
+    assert q.list_jobs(JobState.PENDING, None, 5) == (jobs[1:], True)
+    assert q.list_jobs(JobState.PENDING, None, 1) == ([jobs[1]], True)
+    # The queue filter counts only that queue's jobs toward the limit.
+    assert q.list_jobs(JobState.PENDING, "a", 100) == ([jobs[1], jobs[3], jobs[5]], False)
+    assert q.list_jobs(JobState.PENDING, "a", 3) == ([jobs[1], jobs[3], jobs[5]], False)
+    assert q.list_jobs(JobState.PENDING, "a", 2) == ([jobs[1], jobs[3]], True)
+    assert q.list_jobs(JobState.PENDING, "b", 2) == ([jobs[2], jobs[4]], True)
+    assert q.list_jobs(JobState.PENDING, "nowhere", 5) == ([], False)
+    assert q.list_jobs(JobState.RUNNING, None, 5) == ([], False)
+    # Finished jobs in finishing order.
+    for job in (jobs[3], jobs[1]):
+        q.cancel(job.id, 2.0)
+    assert q.list_jobs(JobState.CANCELLED, None, 5) == ([jobs[3], jobs[1]], False)
+    assert q.list_jobs(JobState.CANCELLED, "b", 5) == ([], False)
+
+
+def test_list_jobs_covers_every_state() -> None:
+    q = QueueState()
+    by_state = {state: job_in(q, state) for state in JobState}
+    for state, job in by_state.items():
+        assert q.list_jobs(state, None, 10) == ([job], False)
+    assert q.counts() == dict.fromkeys(STATES, 1)
+
+
+# -- counts stay consistent ---------------------------------------------------------------
+
+
+def random_lifecycle(
+    q: QueueState,
+    rng: random.Random,
+    steps: int,
+    check: Callable[[QueueState, list[str]], None] | None = None,
+) -> list[str]:
+    """Random commands of every kind, each either applied or refused."""
+    queues = ["a", "b", DEFAULT_QUEUE]
+    issued: list[str] = []
+    refusals: set[str] = set()
+    now = 0.0
+    for _ in range(steps):
+        now += rng.choice([0.0, 0.25, 1.0, 4.0])
+        action = rng.choices(
+            ["submit", "assign", "report", "release", "tick", "cancel", "revive", "delete"],
+            weights=[5, 6, 8, 1, 2, 2, 2, 1],
+        )[0]
+        try:
+            if action == "submit":
+                job, new = q.submit(
+                    "n",
+                    len(issued),
+                    now,
+                    queue=rng.choice(queues),
+                    priority=rng.choice([-1, 0, 0, 2]),
+                    max_attempts=rng.choice([None, 1, 2, 3]),
+                    delay=rng.choice([0.0, 0.0, 1.5, 6.0]),
+                    key=rng.choice([None, None, "x", "y"]),
+                )
+                if new:
+                    issued.append(job.id)
+            elif action == "assign":
+                served = rng.sample(queues, rng.randint(1, 3))
+                q.assign(rng.choice(["w1", "w2"]), now, queues=served)
+            elif action == "release":
+                q.release(rng.choice(["w1", "w2"]), now)
+            elif action == "tick":
+                q.tick(now)
+            elif issued and action in ("cancel", "revive", "delete"):
+                # Mostly a job the action suits, sometimes any job.
+                want = {
+                    "cancel": rng.choice([JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING]),
+                    "revive": JobState.FAILED,
+                    "delete": rng.choice([JobState.COMPLETED, JobState.CANCELLED]),
+                }[action]
+                suited = ids(q.list_jobs(want, None, 50)[0])
+                pool = suited if suited and rng.random() < 0.7 else issued
+                getattr(q, action)(rng.choice(pool), now)
+            elif issued:
+                held = [(w, j) for w, js in q.holders() for j in js]
+                worker, job_id = rng.choice(held) if held else ("w1", rng.choice(issued))
+                verb = rng.choice(["heartbeat", "progress", "complete", "fail", "fail"])
+                if verb == "heartbeat":
+                    q.heartbeat(job_id, worker, None, now)
+                elif verb == "progress":
+                    q.report_progress(job_id, worker, None, now, [now], now)
+                elif verb == "complete":
+                    q.complete(job_id, worker, None, now, now)
+                else:
+                    q.fail(job_id, worker, None, "E", str(now), now)
+        except RuleError as exc:
+            refusals.add(exc.code)
+        if check is not None:
+            check(q, issued)
+    assert refusals <= {
+        "not_leased",
+        "unknown_job",
+        "already_finished",
+        "not_failed",
+        "not_finished",
+    }
+    return issued
+
+
+def check_counts(q: QueueState, issued: list[str]) -> None:
+    remembered = []
+    for job_id in issued:
+        with contextlib.suppress(RuleError):
+            remembered.append(q.get(job_id))
+    assert len(q) == len(remembered)
+    assert q.counts() == {s: sum(j.state.value == s for j in remembered) for s in STATES}
+    expected: dict[str, dict[str, int]] = {}
+    for job in remembered:
+        if job.state.value in ("pending", "scheduled", "running"):
+            by = expected.setdefault(
+                job.queue, dict.fromkeys(("pending", "scheduled", "running"), 0)
+            )
+            by[job.state.value] += 1
+    assert q.queue_counts() == expected
+    assert q.pending_count == q.counts()["pending"]
+    assert q.running_count == q.counts()["running"]
+    for state in JobState:
+        listed, truncated = q.list_jobs(state, None, len(q) + 1)
+        assert not truncated
+        assert sorted(ids(listed)) == sorted(j.id for j in remembered if j.state is state)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_counts_stay_consistent(seed: int) -> None:
+    q = new_state(lease_timeout=3.0, finished_retention=5, rng=random.Random(seed))
+    rng = random.Random(seed)
+    issued = random_lifecycle(q, rng, 300, check_counts)
+    assert len(issued) > 20
+
+
 # -- event replay --------------------------------------------------------------------
 
 
@@ -1010,455 +1913,65 @@ def test_journal_reports_events_in_the_order_applied() -> None:
     assert events == [AttemptFailed(b, "error", "E", "m", final=True), Forgotten(a)]
 
 
-# -- stateful: the queue against a tiny reference model ------------------------------
-
-WORKERS = ["w1", "w2", "w3"]
-QUEUES = ["default", "hi"]
-KEYS = ["k1", "k2"]
-LEASE = 10.0
-RETENTION = 3
-MAX_ATTEMPTS = 3
-RETRY_DELAY = 1.0
-MAX_RETRY_DELAY = 4.0
-UNFINISHED = ("pending", "scheduled", "running")
-FINISHED_STATES = ("completed", "failed", "cancelled")
-
-
-@attrs.define
-class ModelJob:
-    seq: int
-    queue: str
-    priority: int
-    max_attempts: int
-    key: str | None
-    state: str = "pending"
-    worker: str | None = None
-    attempt: int = 0
-    base: int = 0
-    deadline: float = 0.0
-    #: When the lease was granted or last renewed (leases expire in this order).
-    lease_order: int = 0
-    #: When the lease was granted (``release`` returns jobs in this order).
-    held_order: int = 0
-    not_before: float | None = None
-    result: Any = None
-    error: dict[str, str] | None = None
-    progress: float | None = None
-    note: Any = None
-    #: When the job last changed state (``list_jobs`` order).
-    moved: int = 0
-
-    @property
-    def attempts_left(self) -> int:
-        return self.max_attempts - (self.attempt - self.base)
-
-
-class QueueMachine(RuleBasedStateMachine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q = new_state(
-            lease_timeout=LEASE,
-            finished_retention=RETENTION,
-            max_attempts=MAX_ATTEMPTS,
-            retry_delay=RETRY_DELAY,
-            max_retry_delay=MAX_RETRY_DELAY,
-        )
-        # The model draws the same jitter from a twin of the queue's rng.
-        self.rng = random.Random()
-        self.now = 0.0
-        self.jobs: dict[str, ModelJob] = {}  # remembered jobs
-        self.forgotten: set[str] = set()
-        self.finished_order: list[str] = []
-        self.issued: list[str] = []
-        self.keys: dict[str, str] = {}
-        self.totals = dict(ZERO_TOTALS)
-        self.clock = 0
-        self.drained_at = -1
-
-    def tock(self) -> int:
-        self.clock += 1
-        return self.clock
-
-    def in_state(self, *states: str) -> list[str]:
-        return sorted(j for j, m in self.jobs.items() if m.state in states)
-
-    def move(self, job_id: str, state: str) -> None:
-        job = self.jobs[job_id]
-        job.state = state
-        job.moved = self.tock()
-        if state != "scheduled":
-            job.not_before = None
-
-    def finish(self, job_id: str, state: str) -> None:
-        self.move(job_id, state)
-        self.totals[state] += 1
-        self.finished_order.append(job_id)
-        while len(self.finished_order) > RETENTION:
-            self.forget(self.finished_order.pop(0))
-
-    def forget(self, job_id: str) -> None:
-        job = self.jobs.pop(job_id)
-        self.forgotten.add(job_id)
-        if job.key is not None:
-            assert self.keys.pop(job.key) == job_id
-
-    def lose(self, job_id: str, reason: str, error_type: str) -> None:
-        job = self.jobs[job_id]
-        job.error = {"type": error_type, "message": "?"}
-        self.totals["reassigned"] += 1
-        if reason == "lease_expired":
-            self.totals["expired"] += 1
-        if job.attempts_left > 0:
-            self.move(job_id, "pending")  # back in line at once
-        else:
-            self.finish(job_id, "failed")
-
-    @initialize(seed=st.integers(0, 2**32), count=st.integers(0, 4))
-    def start(self, seed: int, count: int) -> None:
-        self.q.rng.seed(seed)
-        self.rng.seed(seed)
-        self.submit(count, "default", 0, None, 0.0, None)
-
-    @rule(
-        count=st.integers(1, 3),
-        queue=st.sampled_from(QUEUES),
-        priority=st.sampled_from([0, 0, 1, -1]),
-        max_attempts=st.none() | st.integers(1, 3),
-        delay=st.sampled_from([0.0, 0.0, 3.0, 12.0]),
-        key=st.none() | st.sampled_from(KEYS),
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("retention", [0, 3, 1000])
+def test_replaying_a_lifecycle_rebuilds_the_same_state(seed: int, retention: int) -> None:
+    events: list[Event] = []
+    q = new_state(
+        lease_timeout=3.0,
+        finished_retention=retention,
+        retry_delay=0.5,
+        rng=random.Random(seed),
+        on_event=events.append,
     )
-    def submit(
-        self,
-        count: int,
-        queue: str,
-        priority: int,
-        max_attempts: int | None,
-        delay: float,
-        key: str | None,
-    ) -> None:
-        for _ in range(count):
-            job, new = self.q.submit(
-                "n",
-                {"i": len(self.issued)},
-                self.now,
-                queue=queue,
-                priority=priority,
-                max_attempts=max_attempts,
-                delay=delay,
-                key=key,
-            )
-            if key is not None and key in self.keys:
-                # The key's job is remembered: nothing added, that job returned.
-                assert (job.id, new) == (self.keys[key], False)
-                continue
-            assert new
-            seq = len(self.issued) + 1
-            assert job.id == str(seq)
-            state = "scheduled" if delay else "pending"
-            assert (job.state.value, job.attempt, job.payload) == (state, 0, {"i": seq - 1})
-            self.issued.append(job.id)
-            self.totals["submitted"] += 1
-            model = ModelJob(
-                seq, queue, priority, MAX_ATTEMPTS if max_attempts is None else max_attempts, key
-            )
-            self.jobs[job.id] = model
-            self.move(job.id, state)
-            if delay:
-                model.not_before = self.now + delay
-            if key is not None:
-                self.keys[key] = job.id
-
-    @rule(worker=st.sampled_from(WORKERS), queues=st.sampled_from([*QUEUES, QUEUES, QUEUES[::-1]]))
-    def assign(self, worker: str, queues: str | list[str]) -> None:
-        served = [queues] if isinstance(queues, str) else queues
-        pending = [j for j in self.in_state("pending") if self.jobs[j].queue in served]
-        job = self.q.assign(worker, self.now, worker.upper(), queues=served)
-        if not pending:
-            assert job is None
-            return
-        assert job is not None
-        # Highest priority first, then first come, first served.
-        assert job.id == min(pending, key=lambda j: (-self.jobs[j].priority, self.jobs[j].seq))
-        model = self.jobs[job.id]
-        self.move(job.id, "running")
-        model.worker = worker
-        model.attempt += 1
-        model.deadline = self.now + LEASE
-        model.lease_order = model.held_order = self.tock()
-        model.progress = model.note = None
-        assert (job.state, job.attempt, job.worker, job.worker_name) == (
-            JobState.RUNNING,
-            model.attempt,
-            worker,
-            worker.upper(),
+    issued = random_lifecycle(q, random.Random(seed), 250)
+    kinds = {type(e) for e in events}
+    assert {Submitted, Promoted, Cancelled, AttemptFailed} <= kinds
+    if retention:
+        assert Revived in kinds
+    replayed = new_state(lease_timeout=3.0, finished_retention=retention, retry_delay=0.5)
+    for event in events:
+        replayed.apply(event)
+    queues = ["a", "b", DEFAULT_QUEUE]
+    assert queue_snapshot(replayed, issued, queues) == queue_snapshot(q, issued, queues)
+    # Both go on alike: stale heap entries (cancelled jobs, revived jobs) never
+    # surface, keys are remembered, and every job runs out its budget the same way.
+    for key in ("x", "y"):
+        assert (
+            replayed.submit("n", None, 1e6, key=key)[0].id
+            == q.submit("n", None, 1e6, key=key)[0].id
         )
-        assert job.lease_deadline == model.deadline
-
-    def check_report(
-        self, job_id: str, worker: str, attempt: int | None, call: Callable[[], object]
-    ) -> bool:
-        """Run a heartbeat/progress/complete/fail; True if the model says it must succeed."""
-        model = self.jobs.get(job_id)
-        allowed = (
-            model is not None
-            and model.state == "running"
-            and model.worker == worker
-            and attempt in (None, model.attempt)
-        )
-        if allowed:
-            call()
-            return True
-        with pytest.raises(RuleError) as info:
-            call()
-        assert info.value.code == ("unknown_job" if model is None else "not_leased")
-        return False
-
-    def report(self, verb: str, job_id: str, worker: str, attempt: int | None) -> None:
-        """Report on ``job_id`` as ``worker``, checked against the model."""
-        q, now = self.q, self.now
-        result = [job_id, now]
-        calls: dict[str, Callable[[], object]] = {
-            "heartbeat": lambda: q.heartbeat(job_id, worker, attempt, now),
-            "progress": lambda: q.report_progress(job_id, worker, attempt, now, [job_id], now),
-            "complete": lambda: q.complete(job_id, worker, attempt, result, now),
-            "fail": lambda: q.fail(job_id, worker, attempt, "E", job_id, now),
-        }
-        if not self.check_report(job_id, worker, attempt, calls[verb]):
-            return
-        model = self.jobs[job_id]
-        if verb in ("heartbeat", "progress"):
-            model.deadline = now + LEASE
-            model.lease_order = self.tock()
-            if verb == "progress":
-                model.progress, model.note = now, [job_id]
-        elif verb == "complete":
-            model.result = result
-            self.finish(job_id, "completed")
-        else:
-            model.error = {"type": "E", "message": job_id}
-            if model.attempts_left > 0:
-                retries = model.attempt - model.base
-                ceiling = min(RETRY_DELAY * 2 ** (retries - 1), MAX_RETRY_DELAY)
-                delay = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
-                assert ceiling / 2 <= delay <= ceiling
-                self.move(job_id, "scheduled")
-                model.not_before = now + delay
-                self.totals["retried"] += 1
-            else:
-                self.finish(job_id, "failed")
-
-    @rule(
-        verb=st.sampled_from(["heartbeat", "progress", "complete", "fail"]),
-        n=st.integers(1, 12),
-        worker=st.sampled_from(WORKERS),
-        attempt=st.none() | st.integers(1, 3),
-    )
-    def report_as_anyone(self, verb: str, n: int, worker: str, attempt: int | None) -> None:
-        # Mostly refused: not the holder, a stale attempt, a finished,
-        # forgotten or never-issued job.
-        self.report(verb, str(n), worker, attempt)
-
-    @precondition(lambda self: self.in_state("running"))
-    @rule(
-        data=st.data(),
-        verb=st.sampled_from(["heartbeat", "progress", "complete", "fail", "fail"]),
-    )
-    def report_as_holder(self, data: st.DataObject, verb: str) -> None:
-        # The rule above rarely hits the real holder; this one does, so jobs
-        # finish, retry and run out of attempts often enough.
-        job_id = data.draw(st.sampled_from(self.in_state("running")))
-        model = self.jobs[job_id]
-        assert model.worker is not None
-        attempt = data.draw(st.sampled_from([None, model.attempt]))
-        self.report(verb, job_id, model.worker, attempt)
-        if verb == "fail":
-            after: tuple[str, ...] = ("scheduled", "failed")
-        else:
-            after = (
-                {"heartbeat": "running", "progress": "running", "complete": "completed"}[verb],
-            )
-        assert job_id in self.forgotten or self.jobs[job_id].state in after
-
-    @rule(worker=st.sampled_from(WORKERS))
-    def release(self, worker: str) -> None:
-        expected = sorted(
-            (j for j in self.in_state("running") if self.jobs[j].worker == worker),
-            key=lambda j: self.jobs[j].held_order,
-        )
-        lost = self.q.release(worker, self.now)
-        assert [j.id for j in lost] == expected
-        for job_id in expected:
-            self.lose(job_id, "worker_lost", "WorkerLost")
-
-    @rule(dt=st.sampled_from([0.0, 0.5, 1.0, 2.5, 5.0, 10.0]))
-    def advance_and_tick(self, dt: float) -> None:
-        self.now += dt
-        jobs = self.jobs
-        expired = sorted(
-            (j for j in self.in_state("running") if jobs[j].deadline <= self.now),
-            key=lambda j: jobs[j].lease_order,
-        )
-        due = sorted(
-            (j for j in self.in_state("scheduled") if (jobs[j].not_before or 0.0) <= self.now),
-            key=lambda j: (jobs[j].not_before, jobs[j].seq),
-        )
-        changed = self.q.tick(self.now)
-        # Expired leases first (in lease order), then promotions (by due time).
-        assert [j.id for j in changed] == expired + due
-        for job_id in expired:
-            self.lose(job_id, "lease_expired", "LeaseExpired")
-        for job_id in due:
-            self.move(job_id, "pending")
-
-    def act(self, action: str, job_id: str) -> None:
-        """Cancel, revive or delete ``job_id``, checked against the model."""
-        q, now = self.q, self.now
-        model = self.jobs.get(job_id)
-        if model is None:
-            unknown_job(getattr(q, action), job_id, now)
-        elif action == "cancel":
-            if model.state in ("completed", "failed"):
-                refused("already_finished", q.cancel, job_id, now)
-                return
-            job, holder = q.cancel(job_id, now)
-            assert job.id == job_id
-            if model.state == "cancelled":
-                assert holder is None  # again: nothing changes
-                return
-            assert holder == (model.worker if model.state == "running" else None)
-            self.finish(job_id, "cancelled")
-        elif action == "revive":
-            if model.state != "failed":
-                refused("not_failed", q.revive, job_id, now)
-                return
-            assert q.revive(job_id, now).id == job_id
-            self.finished_order.remove(job_id)
-            model.base = model.attempt  # a fresh budget
-            self.move(job_id, "pending")
-        else:
-            if model.state in UNFINISHED:
-                refused("not_finished", q.delete, job_id, now)
-                return
-            q.delete(job_id, now)
-            self.finished_order.remove(job_id)
-            self.forget(job_id)
-
-    @rule(action=st.sampled_from(["cancel", "revive", "delete"]), n=st.integers(1, 12))
-    def act_on_anyone(self, action: str, n: int) -> None:
-        self.act(action, str(n))
-
-    @precondition(lambda self: self.jobs)
-    @rule(data=st.data(), action=st.sampled_from(["cancel", "revive", "revive", "delete"]))
-    def act_on_remembered(self, data: st.DataObject, action: str) -> None:
-        self.act(action, data.draw(st.sampled_from(sorted(self.jobs))))
-
-    @precondition(lambda self: self.in_state(*FINISHED_STATES))
-    @rule(data=st.data(), action=st.sampled_from(["revive", "revive", "delete", "cancel"]))
-    def act_on_finished(self, data: st.DataObject, action: str) -> None:
-        # Dead letters are rare and soon forgotten: reach for them directly.
-        failed = self.in_state("failed")
-        pool = failed if failed and action == "revive" else self.in_state(*FINISHED_STATES)
-        self.act(action, data.draw(st.sampled_from(pool)))
-
-    @precondition(lambda self: self.jobs)
-    @rule()
-    def time_cannot_go_backwards(self) -> None:
-        with pytest.raises(ValueError, match="backwards"):
-            self.q.tick(self.now - 0.5)
-
-    @invariant()
-    def matches_model(self) -> None:
-        q = self.q
-        for job_id in self.issued:
-            if job_id in self.forgotten:
-                unknown_job(q.get, job_id)
-                continue
-            model = self.jobs[job_id]  # no job lost
-            job = q.get(job_id)
-            assert (job.state.value, job.attempt, job.attempt_base, job.worker) == (
-                model.state,
-                model.attempt,
-                model.base,
-                model.worker,
-            )
-            assert (job.queue, job.priority, job.max_attempts, job.key) == (
-                model.queue,
-                model.priority,
-                model.max_attempts,
-                model.key,
-            )
-            assert job.not_before == model.not_before
-            assert (job.progress, job.note) == (model.progress, model.note)
-            if model.state == "running":
-                assert job.lease_deadline == model.deadline
-            if model.state == "completed":
-                assert job.result == model.result
-            if model.error is None or model.error["type"] != "E":
-                assert (job.error or {}).get("type") == (model.error or {}).get("type")
-            else:
-                assert job.error == model.error
-        assert len(q) == len(self.jobs)
-
-    @invariant()
-    def one_holder_per_job(self) -> None:
-        seen: dict[str, Hashable] = {}
-        for worker, job_ids in self.q.holders():
-            assert job_ids  # no empty entries left behind
-            assert job_ids == self.q.held_by(worker)
-            for job_id in job_ids:
-                assert job_id not in seen  # never held by two workers
-                seen[job_id] = worker
-                assert self.q.get(job_id).state is JobState.RUNNING
-        running = {j: self.jobs[j].worker for j in self.in_state("running")}
-        assert seen == running
-
-    @invariant()
-    def counts_and_totals(self) -> None:
-        q, jobs = self.q, self.jobs
-        states = [m.state for m in jobs.values()]
-        assert q.counts() == {s: states.count(s) for s in STATES}
-        assert q.pending_count == states.count("pending")
-        assert q.running_count == states.count("running")
-        by_queue = {
-            queue: {
-                s: sum(m.queue == queue and m.state == s for m in jobs.values()) for s in UNFINISHED
-            }
-            for queue in QUEUES
-        }
-        assert q.queue_counts() == {k: v for k, v in by_queue.items() if any(v.values())}
-        for queue in QUEUES:
-            assert q.pending_in([queue]) == (by_queue[queue]["pending"] > 0)
-        assert q.totals == self.totals
-        times = [m.deadline for m in jobs.values() if m.state == "running"]
-        times += [m.not_before or 0.0 for m in jobs.values() if m.state == "scheduled"]
-        assert q.next_deadline() == min(times, default=INF)
-        # Draining a copy is the costly check: only when the model saw a change.
-        if self.clock != self.drained_at:
-            self.drained_at = self.clock
-            pending = self.in_state("pending")
-            expected = sorted(pending, key=lambda j: (-jobs[j].priority, jobs[j].seq))
-            assert pending_order(q) == expected
-        assert listed(q) == {
-            s: sorted(self.in_state(s), key=lambda j: jobs[j].moved) for s in STATES
-        }
+    for now in (1e6, 2e6, 3e6, 4e6, 5e6):
+        assert ids(replayed.tick(now)) == ids(q.tick(now))
+        while (job := q.assign("z", now, queues=queues)) is not None:
+            again = replayed.assign("z", now, queues=queues)
+            assert again is not None
+            assert (again.id, again.attempt) == (job.id, job.attempt)
+        assert replayed.assign("z", now, queues=queues) is None
+    assert queue_snapshot(replayed, issued, queues) == queue_snapshot(q, issued, queues)
 
 
-QueueMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
-TestQueueMachine = QueueMachine.TestCase
-
-
-class GenerationsQueueMachine(QueueMachine):
-    """The same rules, with each finished job in a generation dict of its own."""
-
-    def __init__(self) -> None:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(_store, "FINISHED_GENERATION_SLOTS", 2)
-            patch.setattr(_store, "KEYS_PER_SHARD", 1)
-            super().__init__()
-        assert (self.q._generation, len(self.q._keys)) == (1, 4)
-
-
-GenerationsQueueMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=50, deadline=None
-)
-TestGenerationsQueueMachine = GenerationsQueueMachine.TestCase
+def test_replay_with_a_revived_job_and_a_cancelled_stale_entry() -> None:
+    # A hand-made scenario: the cancelled job's entry heads its queue's heap
+    # and the revived job re-enters the heap, in the original and the replay.
+    events: list[Event] = []
+    q = new_state(on_event=events.append)
+    doomed = submit(q, queue="a")
+    dead = submit(q, queue="a", max_attempts=1)
+    later = submit(q, queue="a")
+    run(q, doomed, "w", 0.0, queues=["a"])
+    q.release("w", 0.0)  # doomed is back at the head of the heap
+    q.cancel(doomed.id, 0.0)  # a stale entry at the head
+    run(q, dead, "w", 0.0, queues=["a"])
+    q.fail(dead.id, "w", 1, "E", "m", 0.0)
+    q.revive(dead.id, 1.0)
+    replayed = QueueState()
+    for event in events:
+        replayed.apply(event)
+    all_ids = [doomed.id, dead.id, later.id]
+    assert queue_snapshot(replayed, all_ids, ["a"]) == queue_snapshot(q, all_ids, ["a"])
+    for state in (q, replayed):
+        first = state.assign("w", 2.0, queues=["a"])
+        second = state.assign("w", 2.0, queues=["a"])
+        assert (first and first.id, second and second.id) == (dead.id, later.id)
+        assert state.assign("w", 2.0, queues=["a"]) is None
