@@ -10,7 +10,10 @@
   and :func:`json_values` to generate JSON.
 - The pure state: :func:`new_state` (rules by name), :func:`submit`,
   :func:`run`, :func:`refused`, :func:`clone`, :func:`drain` (the order
-  jobs come out in) and :func:`ids`.
+  jobs come out in), :func:`pending_order`, :func:`ids`, :func:`totals`,
+  :func:`counts` and :func:`listed`.
+- Processes: :func:`run_cli`, :func:`running_process` (killed and reaped
+  afterwards), :func:`serving` (a server in this trio run).
 - Exact retry times: :class:`FixedJitter`; a port nobody listens on:
   :func:`free_port`.
 - For the blocking and asyncio clients, servers in a background thread:
@@ -35,6 +38,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +50,10 @@ from hypothesis import strategies as st
 
 from jobqueue import Client, Job, Stats, Worker, serve_queue
 from jobqueue._codec import decode_request
-from jobqueue._config import QueueRules
+from jobqueue._config import DEFAULT_QUEUE, QueueRules
 from jobqueue._errors import ProtocolError, RuleError
 from jobqueue._framing import EOF, NEED_DATA, LineDecoder
-from jobqueue._job import JobRecord
+from jobqueue._job import JobRecord, JobState
 from jobqueue._json import decode_object, encode
 from jobqueue._limits import (
     JOB_STATES,
@@ -466,6 +470,109 @@ def drain(q: QueueState, queues: list[str]) -> list[str]:
     while (job := copied.assign(object(), math.inf, queues=queues)) is not None:
         order.append(job.id)
     return order
+
+
+#: Every job state's name.
+STATES = [state.value for state in JobState]
+#: ``QueueState.totals`` with nothing counted yet.
+ZERO_TOTALS = {
+    "submitted": 0,
+    "completed": 0,
+    "failed": 0,
+    "cancelled": 0,
+    "retried": 0,
+    "reassigned": 0,
+    "expired": 0,
+}
+
+
+def totals(**nonzero: int) -> dict[str, int]:
+    """The totals dict with the given counters set and the rest zero."""
+    assert set(nonzero) <= set(ZERO_TOTALS)
+    return {**ZERO_TOTALS, **nonzero}
+
+
+def counts(**nonzero: int) -> dict[str, int]:
+    """The counts dict with the given states set and the rest zero."""
+    assert set(nonzero) <= set(STATES)
+    return {state: nonzero.get(state, 0) for state in STATES}
+
+
+def pending_order(q: QueueState) -> list[str]:
+    """Ids of the pending jobs, in every queue, in the order ``assign`` hands them out.
+
+    Found by draining a copy, serving every queue in use, so ``q`` is left alone.
+    """
+    copied = clone(q)
+    queues = [*copied.queue_counts(), DEFAULT_QUEUE]
+    order = []
+    while (job := copied.assign(object(), math.inf, queues=queues)) is not None:
+        order.append(job.id)
+    return order
+
+
+def listed(q: QueueState) -> dict[str, list[str]]:
+    """``list_jobs`` for every state, unlimited."""
+    return {
+        state.value: [job.id for job in q.list_jobs(state, None, 1 << 30)[0]] for state in JobState
+    }
+
+
+def not_leased(call: Callable[..., object], *args: Any) -> None:
+    """``call(*args)`` must refuse with ``not_leased``."""
+    refused("not_leased", call, *args)
+
+
+def unknown_job(call: Callable[..., object], *args: Any) -> None:
+    """``call(*args)`` must refuse with ``unknown_job``."""
+    refused("unknown_job", call, *args)
+
+
+# -- processes -----------------------------------------------------------------
+
+#: ``python -m jobqueue``, with this interpreter.
+PYTHON_M_JOBQUEUE = (sys.executable, "-m", "jobqueue")
+#: The console script installed next to this interpreter. Unlike ``python -m``,
+#: it does not put the current directory on ``sys.path`` by itself.
+JOBQUEUE_SCRIPT = str(Path(sys.executable).parent / "jobqueue")
+
+
+async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """``python -m jobqueue ARGS`` in a subprocess to completion, capturing its output."""
+    with trio.fail_after(30):
+        return await trio.run_process(
+            [*PYTHON_M_JOBQUEUE, *args], capture_stdout=True, capture_stderr=True, check=False
+        )
+
+
+@asynccontextmanager
+async def serving(*, lease_timeout: float = 60.0) -> AsyncIterator[tuple[str, int]]:
+    """A queue server in this trio run, on a free loopback port, for the block."""
+    async with trio.open_nursery() as nursery:
+        address: tuple[str, int] = await nursery.start(
+            partial(serve_queue, 0, host="127.0.0.1", lease_timeout=lease_timeout)
+        )
+        yield address
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def running_process(argv: Sequence[str], **options: Any) -> AsyncIterator[trio.Process]:
+    """``argv`` as a process for the block; killed, reaped and its pipes closed afterwards.
+
+    ``options`` are :func:`trio.lowlevel.open_process`'s (``stdout``, ``cwd``, ...).
+    """
+    process = await trio.lowlevel.open_process(list(argv), **options)
+    try:
+        yield process
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    await pipe.aclose()
 
 
 # -- odds and ends -------------------------------------------------------------

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -41,14 +41,16 @@ from jobqueue import (
 )
 from jobqueue._client import Client
 from jobqueue._errors import reason
-from jobqueue._server import serve_queue
-from tests.helpers import free_port, stats_when, wait_until
-
-PYTHON_M_JOBQUEUE = (sys.executable, "-m", "jobqueue")
-#: The console script installed next to this interpreter. Unlike ``python -m``,
-#: it does not put the current directory on ``sys.path`` by itself.
-JOBQUEUE_SCRIPT = str(Path(sys.executable).parent / "jobqueue")
-
+from tests.helpers import (
+    JOBQUEUE_SCRIPT,
+    PYTHON_M_JOBQUEUE,
+    free_port,
+    run_cli,
+    running_process,
+    serving,
+    stats_when,
+    wait_until,
+)
 
 # -- helpers -----------------------------------------------------------------
 
@@ -75,42 +77,11 @@ def run_cli_sync(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
     )
 
 
-async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
-    """``python -m jobqueue ARGS`` in a subprocess, from inside a trio test."""
-    with trio.fail_after(30):
-        return await trio.run_process(
-            [*PYTHON_M_JOBQUEUE, *args], capture_stdout=True, capture_stderr=True, check=False
-        )
-
-
-@asynccontextmanager
-async def serving(*, lease_timeout: float = 60.0) -> AsyncIterator[tuple[str, int]]:
-    """A queue server in this trio run, on a free loopback port, for the block."""
-    async with trio.open_nursery() as nursery:
-        address: tuple[str, int] = await nursery.start(
-            partial(serve_queue, 0, host="127.0.0.1", lease_timeout=lease_timeout)
-        )
-        yield address
-        nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def process_with_stderr(
+def process_with_stderr(
     argv: Sequence[str], *, cwd: Path | None = None
-) -> AsyncIterator[trio.Process]:
+) -> AbstractAsyncContextManager[trio.Process]:
     """A process whose stderr is a pipe; killed and reaped when the block ends."""
-    process = await trio.lowlevel.open_process(
-        list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd
-    )
-    try:
-        yield process
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            assert process.stderr is not None
-            await process.stderr.aclose()
+    return running_process(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
 
 
 async def read_until(
@@ -642,22 +613,9 @@ async def test_cancel_stops_a_running_handler() -> None:
     assert (statistics.completed, statistics.failed, statistics.lost) == (0, 0, 0)
 
 
-@asynccontextmanager
-async def process_with_pipes(argv: Sequence[str]) -> AsyncIterator[trio.Process]:
+def process_with_pipes(argv: Sequence[str]) -> AbstractAsyncContextManager[trio.Process]:
     """A process whose stdout and stderr are pipes; killed and reaped when the block ends."""
-    process = await trio.lowlevel.open_process(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        yield process
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            for pipe in (process.stdout, process.stderr):
-                assert pipe is not None
-                await pipe.aclose()
+    return running_process(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 async def test_stats_watch_refreshes_until_interrupted() -> None:

@@ -264,7 +264,7 @@ async def test_tcp_links_use_the_socket_directly_and_memory_links_do_not(
     tcp_queue: RunningQueue,
 ) -> None:
     # The TCP tests in this file then exercise Link's direct socket path; the
-    # in-memory queues (tests/test_timing.py, ...) exercise the stream path.
+    # in-memory queues (tests/queue/test_timing.py, ...) exercise the stream path.
     assert tcp_queue.client._link._bytes._raw is not None
     from jobqueue.testing import open_memory_queue
 

@@ -24,63 +24,19 @@ from hypothesis.stateful import (
 )
 
 from jobqueue import _store
-from jobqueue._config import DEFAULT_QUEUE
 from jobqueue._errors import RuleError
 from jobqueue._job import JobState
-from jobqueue._state import QueueState
-from tests.helpers import clone, new_state, refused
+from tests.helpers import (
+    STATES,
+    ZERO_TOTALS,
+    listed,
+    new_state,
+    pending_order,
+    refused,
+    unknown_job,
+)
 
 INF = math.inf
-STATES = [state.value for state in JobState]
-ZERO_TOTALS = {
-    "submitted": 0,
-    "completed": 0,
-    "failed": 0,
-    "cancelled": 0,
-    "retried": 0,
-    "reassigned": 0,
-    "expired": 0,
-}
-
-
-def totals(**nonzero: int) -> dict[str, int]:
-    """The totals dict with the given counters set and the rest zero."""
-    assert set(nonzero) <= set(ZERO_TOTALS)
-    return {**ZERO_TOTALS, **nonzero}
-
-
-def counts(**nonzero: int) -> dict[str, int]:
-    """The counts dict with the given states set and the rest zero."""
-    assert set(nonzero) <= set(STATES)
-    return {state: nonzero.get(state, 0) for state in STATES}
-
-
-def pending_order(q: QueueState) -> list[str]:
-    """Ids of the pending jobs, in every queue, in the order ``assign`` hands them out.
-
-    Found by draining a copy, serving every queue in use, so ``q`` is left alone.
-    """
-    copied = clone(q)
-    queues = [*copied.queue_counts(), DEFAULT_QUEUE]
-    order = []
-    while (job := copied.assign(object(), INF, queues=queues)) is not None:
-        order.append(job.id)
-    return order
-
-
-def listed(q: QueueState) -> dict[str, list[str]]:
-    """``list_jobs`` for every state, unlimited."""
-    return {
-        state.value: [job.id for job in q.list_jobs(state, None, 1 << 30)[0]] for state in JobState
-    }
-
-
-def not_leased(call: Callable[..., object], *args: Any) -> None:
-    refused("not_leased", call, *args)
-
-
-def unknown_job(call: Callable[..., object], *args: Any) -> None:
-    refused("unknown_job", call, *args)
 
 
 # -- stateful: the queue against a tiny reference model ------------------------------

@@ -38,31 +38,24 @@ from jobqueue._events import (
 from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobRecord, JobState
 from jobqueue._replies import JobInfo
 from jobqueue._state import QueueState
-from tests.helpers import clone, drain, ids, new_state, refused, run, submit
+from tests.helpers import (
+    STATES,
+    ZERO_TOTALS,
+    counts,
+    drain,
+    ids,
+    listed,
+    new_state,
+    not_leased,
+    pending_order,
+    refused,
+    run,
+    submit,
+    totals,
+    unknown_job,
+)
 
 INF = math.inf
-STATES = [state.value for state in JobState]
-ZERO_TOTALS = {
-    "submitted": 0,
-    "completed": 0,
-    "failed": 0,
-    "cancelled": 0,
-    "retried": 0,
-    "reassigned": 0,
-    "expired": 0,
-}
-
-
-def totals(**nonzero: int) -> dict[str, int]:
-    """The totals dict with the given counters set and the rest zero."""
-    assert set(nonzero) <= set(ZERO_TOTALS)
-    return {**ZERO_TOTALS, **nonzero}
-
-
-def counts(**nonzero: int) -> dict[str, int]:
-    """The counts dict with the given states set and the rest zero."""
-    assert set(nonzero) <= set(STATES)
-    return {state: nonzero.get(state, 0) for state in STATES}
 
 
 def record(q: QueueState, job_id: str) -> dict[str, Any] | None:
@@ -75,26 +68,6 @@ def record(q: QueueState, job_id: str) -> dict[str, Any] | None:
         return attrs.asdict(job, recurse=False)
     assert code == "unknown_job"
     return None
-
-
-def pending_order(q: QueueState) -> list[str]:
-    """Ids of the pending jobs, in every queue, in the order ``assign`` hands them out.
-
-    Found by draining a copy, serving every queue in use, so ``q`` is left alone.
-    """
-    copied = clone(q)
-    queues = [*copied.queue_counts(), DEFAULT_QUEUE]
-    order = []
-    while (job := copied.assign(object(), INF, queues=queues)) is not None:
-        order.append(job.id)
-    return order
-
-
-def listed(q: QueueState) -> dict[str, list[str]]:
-    """``list_jobs`` for every state, unlimited."""
-    return {
-        state.value: [job.id for job in q.list_jobs(state, None, 1 << 30)[0]] for state in JobState
-    }
 
 
 def snapshot(q: QueueState, ids: list[str]) -> dict[str, Any]:
@@ -112,14 +85,6 @@ def snapshot(q: QueueState, ids: list[str]) -> dict[str, Any]:
         "next_deadline": q.next_deadline(),
         "holders": sorted((str(w), jobs) for w, jobs in q.holders()),
     }
-
-
-def not_leased(call: Callable[..., object], *args: Any) -> None:
-    refused("not_leased", call, *args)
-
-
-def unknown_job(call: Callable[..., object], *args: Any) -> None:
-    refused("unknown_job", call, *args)
 
 
 def queue_snapshot(q: QueueState, job_ids: list[str], queues: list[str]) -> dict[str, Any]:
