@@ -1,4 +1,4 @@
-"""Development sessions: ``nox -s tests lint typecheck demo``.
+"""Development sessions: ``nox -s tests lint typecheck demo chaos``.
 
 Each session installs the project from this checkout into its own virtualenv,
 so what is tested is the installed package, as a user gets it.
@@ -43,6 +43,13 @@ def bench(session: nox.Session) -> None:
     """
     session.run("bash", "benchmarks/peers/setup.sh", external=True)
     session.run(".bench-venv/bin/python", "-m", "benchmarks.run", *session.posargs, external=True)
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """The long chaos run: real worker processes SIGKILLed at random (tests/process/chaos.py)."""
+    session.install(".[test]")
+    session.run("python", "-m", "tests.process.chaos", *session.posargs)
 
 
 @nox.session

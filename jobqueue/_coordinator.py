@@ -159,6 +159,22 @@ _Handler = Callable[["Coordinator", Connection, Any, float], "Reply | None"]
 _JOB_ENTRY_BYTES = 64
 
 
+@attrs.frozen
+class CoordinatorStatistics:
+    """What :meth:`Coordinator.statistics` reports.
+
+    Attributes:
+        timer_wakeups: How many times the coordinator woke because a deadline
+            arrived (a lease or a blocking request timing out), as opposed to
+            a command arriving. Idle peers cause none.
+        last_timer_wakeup: The trio time of the latest such wake-up
+            (``None`` before the first).
+    """
+
+    timer_wakeups: int
+    last_timer_wakeup: float | None
+
+
 @attrs.define(eq=False)
 class Coordinator:
     """Owns a :class:`QueueState` and serves commands from a channel.
@@ -188,6 +204,10 @@ class Coordinator:
     # Cancel notices, sent once this step's replies are out so a notice never
     # overtakes the assignment of the job it cancels.
     _notices: list[tuple[Connection, JobCancelledNotice]] = attrs.field(factory=list, init=False)
+    # Times run() woke because a deadline arrived (not for a command), and the
+    # last such moment: what statistics() reports.
+    _timer_wakeups: int = attrs.field(default=0, init=False)
+    _last_timer_wakeup: float | None = attrs.field(default=None, init=False)
 
     async def run(self, commands: trio.MemoryReceiveChannel[Command]) -> None:
         """Serve commands until cancelled or until every sender is closed.
@@ -217,7 +237,14 @@ class Coordinator:
                         deadline = self.next_deadline()
                         if deadline != timer.deadline:
                             timer.deadline = deadline
-                self.fire_timers(trio.current_time())
+                now = trio.current_time()
+                self._timer_wakeups += 1
+                self._last_timer_wakeup = now
+                self.fire_timers(now)
+
+    def statistics(self) -> CoordinatorStatistics:
+        """How often this coordinator has woken for a deadline (see the record)."""
+        return CoordinatorStatistics(self._timer_wakeups, self._last_timer_wakeup)
 
     def next_deadline(self) -> float:
         """The next moment something times out (``inf`` if nothing can)."""

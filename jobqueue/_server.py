@@ -183,6 +183,8 @@ class QueueService:
         self._journal_open = False
         if config.journal is not None:
             self.journal = Journal(config.journal, config.fsync, config.fsync_interval)
+        #: The coordinator that alone touches ``state`` once :meth:`run` starts.
+        self.coordinator = Coordinator(self.state)
 
     async def open_journal(self) -> None:
         """Lock and replay the journal, if there is one and it is not open yet.
@@ -212,14 +214,15 @@ class QueueService:
         journal = self.journal
         if journal is None:
             task_status.started()
-            await Coordinator(self.state).run(self._commands_receive)
+            await self.coordinator.run(self._commands_receive)
             return
         await self.open_journal()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(journal.run)
             task_status.started()
-            durable = journal if journal.fsync == "always" else None
-            await Coordinator(self.state, durable).run(self._commands_receive)
+            if journal.fsync == "always":
+                self.coordinator.durability = journal
+            await self.coordinator.run(self._commands_receive)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until the peer closes it.

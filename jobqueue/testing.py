@@ -14,13 +14,18 @@ Both yield a :class:`RunningQueue` with a connected :class:`~jobqueue.Client`;
 ``job_queue`` fixture gives each test a fresh TCP queue; enable it with
 ``pytest_plugins = ["jobqueue.testing"]`` in your ``conftest.py``. This
 module imports pytest.
+
+An in-memory queue also lets a test look inside the server: ``queue.state``
+(the running queue state, to read), ``queue.record_events()`` (every event
+the state applies, in order) and ``queue.statistics()`` (how often the
+coordinator woke for a deadline).
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
 
@@ -31,11 +36,20 @@ import trio.testing
 
 from ._client import Client
 from ._config import ServerConfig, server_config
+from ._coordinator import CoordinatorStatistics
+from ._events import Event
 from ._link import Connector
 from ._server import QueueService, serve_queue
+from ._state import QueueState
 from ._worker import Handler, Worker
 
-__all__ = ["RunningQueue", "job_queue", "open_memory_queue", "open_test_queue"]
+__all__ = [
+    "CoordinatorStatistics",
+    "RunningQueue",
+    "job_queue",
+    "open_memory_queue",
+    "open_test_queue",
+]
 
 
 @attrs.frozen
@@ -52,6 +66,9 @@ class RunningQueue:
         token: The server's token, which workers and clients opened here use.
         ssl_context: The client-side TLS context they use (``None``: plain).
         config: The server's options (its rules: ``config.rules``).
+
+    An in-memory queue (:func:`open_memory_queue`) can also be seen from the
+    inside: :attr:`state`, :meth:`record_events` and :meth:`statistics`.
     """
 
     address: tuple[str, int]
@@ -61,6 +78,64 @@ class RunningQueue:
     token: str | None = attrs.field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = None
     config: ServerConfig = attrs.field(factory=ServerConfig, repr=False)
+    _service: QueueService | None = attrs.field(default=None, repr=False, alias="service")
+
+    @property
+    def state(self) -> QueueState:
+        """The server's running queue state (an in-memory queue's only).
+
+        It is the coordinator's own object, live: read it (``counts()``,
+        ``get(job_id)``, ...) and change nothing but its documented test seam
+        ``rng``, the retry-jitter source (assign one that returns fixed
+        fractions for exact retry times).
+
+        Raises:
+            RuntimeError: a TCP queue (:func:`open_test_queue`), whose state
+                lives inside :func:`~jobqueue.serve_queue`.
+        """
+        return self._inside().state
+
+    @contextmanager
+    def record_events(self) -> Iterator[list[Event]]:
+        """Record every event the server's state applies, in order, during the block.
+
+        ``with queue.record_events() as events: ...``; the list grows as the
+        state applies events (``Submitted``, ``Assigned``, ``AttemptFailed``
+        with its ``retry_at``, ...) and stops growing when the block ends.
+        Blocks may nest. An in-memory queue's only, like :attr:`state`.
+        """
+        state = self._inside().state
+        outer = state.on_event
+        events: list[Event] = []
+
+        def record(event: Event) -> None:
+            events.append(event)
+            if outer is not None:
+                outer(event)
+
+        state.on_event = record
+        try:
+            yield events
+        finally:
+            state.on_event = outer
+
+    def statistics(self) -> CoordinatorStatistics:
+        """The coordinator's statistics, as trio's ``statistics()`` methods report theirs.
+
+        ``timer_wakeups`` counts the times the coordinator woke because a
+        deadline arrived (a lease or a blocking request timing out), and
+        ``last_timer_wakeup`` says when the latest was: with the autojump
+        clock a test can check the server sleeps until exactly the next
+        deadline and no sooner. An in-memory queue's only, like :attr:`state`.
+        """
+        return self._inside().coordinator.statistics()
+
+    def _inside(self) -> QueueService:
+        if self._service is None:
+            raise RuntimeError(
+                "only an in-memory queue (open_memory_queue) can be seen from the inside"
+            )
+        return self._service
 
     async def start_worker(
         self,
@@ -193,7 +268,14 @@ async def open_memory_queue(
             ssl_context=client_ssl_context,
         ) as client:
             yield RunningQueue(
-                ("memory", 0), client, nursery, connect, token, client_ssl_context, config
+                ("memory", 0),
+                client,
+                nursery,
+                connect,
+                token,
+                client_ssl_context,
+                config,
+                service=service,
             )
         nursery.cancel_scope.cancel()
 

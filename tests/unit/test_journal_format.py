@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import random
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import pytest
@@ -40,11 +39,7 @@ from jobqueue._journal import (
 )
 from jobqueue._json import RawJSON
 from jobqueue._state import QueueState
-
-if TYPE_CHECKING:
-    import journal_support as support
-else:
-    support = importlib.import_module("tests.unit.journal_support")
+from tests.unit import journal_support as support
 
 OFFSET = 1_700_000_000.0  # wall clock minus monotonic clock, exact in binary
 

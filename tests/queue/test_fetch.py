@@ -14,81 +14,19 @@ import trio
 import trio.testing
 
 from jobqueue import Job, Worker
-from jobqueue._codec import decode_reply, decode_request
-from jobqueue._errors import ProtocolError
+from jobqueue._codec import decode_request
 from jobqueue._json import encode
 from jobqueue._limits import MAX_ERROR_CHARS, MAX_FETCH
-from jobqueue._replies import JobAssigned, JobsAssigned
-from jobqueue._requests import JobComplete, JobFailed, RequestJob
 from jobqueue.testing import RunningQueue, open_memory_queue
+from tests.helpers import StreamWrapper, take
 
 if TYPE_CHECKING:
-    from conftest import RawConnection, RawOpener
-
-
-async def take(conn: RawConnection, **fields: Any) -> dict[str, Any]:
-    reply = await conn.request({"type": "request_job", **fields})
-    assert reply["type"] == "job_assigned", reply
-    return reply
+    from tests.helpers import RawOpener
 
 
 def job_ids(reply: dict[str, Any]) -> list[str]:
     assert reply["type"] == "jobs_assigned", reply
     return [job["job_id"] for job in reply["jobs"]]
-
-
-# -- the messages ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "message",
-    [
-        RequestJob(max=1),
-        RequestJob(wait=2.0, queues=("a", "b"), max=MAX_FETCH),
-        JobComplete("j-1", 1, {"r": 1}, RequestJob()),
-        JobComplete("j-1", None, None, RequestJob(wait=30.0, queues=("q",), max=8)),
-        JobFailed("j-1", "ValueError", "boom", 2, RequestJob(max=3)),
-    ],
-)
-def test_new_request_fields_round_trip(message: Any) -> None:
-    assert decode_request(encode(message.to_wire()).rstrip(b"\n")) == message
-
-
-def test_fetch_is_left_off_the_wire_when_not_asked() -> None:
-    assert "fetch" not in JobComplete("j-1").to_wire()
-    assert "fetch" not in JobFailed("j-1", "E", "m").to_wire()
-    assert "max" not in RequestJob().to_wire()
-    assert JobComplete("j-1", fetch=RequestJob()).to_wire()["fetch"] == {}
-
-
-@pytest.mark.parametrize(
-    ("line", "where"),
-    [
-        (b'{"type":"request_job","max":0}', '"max" must be from 1 to 1000'),
-        (b'{"type":"request_job","max":1001}', '"max" must be from 1 to 1000'),
-        (b'{"type":"request_job","max":"2"}', '"max" must be an integer'),
-        (b'{"type":"job_complete","job_id":"j","fetch":true}', '"fetch" must be an object'),
-        (b'{"type":"job_complete","job_id":"j","fetch":{"wait":-1}}', "in fetch: "),
-        (b'{"type":"job_failed","job_id":"j","error":{"type":"E"},"fetch":{"max":0}}', "in fetch"),
-        (b'{"type":"job_complete","job_id":"j","fetch":{"queues":[]}}', "in fetch"),
-    ],
-)
-def test_bad_new_fields_are_bad_requests(line: bytes, where: str) -> None:
-    with pytest.raises(ProtocolError) as excinfo:
-        decode_request(line)
-    assert excinfo.value.code == "bad_request"
-    assert where in excinfo.value.message
-
-
-def test_jobs_assigned_round_trip_and_shares_its_lease_timeout() -> None:
-    reply = JobsAssigned(
-        (JobAssigned("a", "n", {"x": 1}, 1, 30.0), JobAssigned("b", "m", None, 2, 30.0)), 30.0
-    )
-    wire = reply.to_wire()
-    assert wire["jobs"][1] == {"job_id": "b", "name": "m", "payload": None, "attempt": 2}
-    assert decode_reply(encode(wire).rstrip(b"\n")) == reply
-    with pytest.raises(ProtocolError):
-        decode_reply(b'{"type":"jobs_assigned","jobs":[],"lease_timeout":30}')
 
 
 # -- ack and fetch on the wire ------------------------------------------------------
@@ -298,7 +236,7 @@ async def test_default_worker_sends_two_requests_per_job(
             assert len(sent) == 12
 
 
-class _Recording(trio.abc.Stream):
+class _Recording(StreamWrapper):
     """A stream that records the type of every request line written to it.
 
     ``writes`` (if given) gets the number of lines in each write.
@@ -307,7 +245,7 @@ class _Recording(trio.abc.Stream):
     def __init__(
         self, stream: trio.abc.Stream, sent: list[str], writes: list[int] | None = None
     ) -> None:
-        self._stream = stream
+        super().__init__(stream)
         self._sent = sent
         self._writes = writes
 
@@ -317,19 +255,10 @@ class _Recording(trio.abc.Stream):
             self._sent.append(decode_request(line).TYPE)
         if self._writes is not None:
             self._writes.append(len(lines))
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._stream.receive_some(max_bytes)
+        await self.inner.send_all(data)
 
     async def send_eof(self) -> None:  # pragma: no cover - not used by the worker
         raise NotImplementedError
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 async def test_batch_fetch_stops_at_two_lines_worth_of_payloads(
@@ -496,24 +425,15 @@ def test_prefetch_must_be_from_1_to_max_fetch() -> None:
         Worker(prefetch=MAX_FETCH + 1)
 
 
-class _DropNotices(trio.abc.Stream):
+class _DropNotices(StreamWrapper):
     """A worker's stream that loses every ``job_cancelled`` notice on the way in.
 
     In-memory streams hand over each write whole, so whole lines can be dropped.
     """
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self._stream = stream
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         while True:
-            data = bytes(await self._stream.receive_some(max_bytes))
+            data = bytes(await self.inner.receive_some(max_bytes))
             if not data:
                 return data
             kept = b"".join(
@@ -526,9 +446,6 @@ class _DropNotices(trio.abc.Stream):
 
     async def send_eof(self) -> None:  # pragma: no cover - not used by the worker
         raise NotImplementedError
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 async def test_prefetched_job_whose_heartbeat_is_refused_is_given_up(

@@ -12,12 +12,10 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -27,13 +25,17 @@ import trio
 from jobqueue import __version__
 from jobqueue._client import Client
 from jobqueue._replies import JobInfo, Stats
-from jobqueue._server import serve_queue
+from tests.helpers import (
+    JOBQUEUE_SCRIPT,
+    PYTHON_M_JOBQUEUE,
+    free_port,
+    run_cli,
+    running_process,
+    serving,
+)
 
 pytestmark = pytest.mark.slow
 
-PYTHON_M_JOBQUEUE = (sys.executable, "-m", "jobqueue")
-#: The console script installed next to this interpreter.
-JOBQUEUE_SCRIPT = str(Path(sys.executable).parent / "jobqueue")
 
 #: Long enough that nothing in these tests can be rescued by lease expiry:
 #: a reassignment seen here was caused by the server noticing a closed
@@ -42,14 +44,6 @@ LONG_LEASE = 60.0
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port nothing was listening on a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # Small local files, opened once per process: not worth a thread.
@@ -70,27 +64,17 @@ async def background_process(
     The log is printed on the way out, so a failing test shows what the
     process said (pytest only shows captured output for failures).
     """
-    with _open_log(log_path) as log_file:
-        process = await trio.lowlevel.open_process(
-            list(argv), stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd
-        )
+    process: trio.Process | None = None
     try:
-        yield process
+        with _open_log(log_path) as log_file:
+            async with running_process(
+                argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd
+            ) as process:
+                yield process
     finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            print(f"--- {' '.join(argv)} (exit {process.returncode}) ---")
-            print(_read_log(log_path))
-
-
-async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python -m jobqueue ARGS`` to completion, capturing its output."""
-    with trio.fail_after(30):
-        return await trio.run_process(
-            [*PYTHON_M_JOBQUEUE, *args], capture_stdout=True, capture_stderr=True, check=False
-        )
+        status = None if process is None else process.returncode
+        print(f"--- {' '.join(argv)} (exit {status}) ---")
+        print(_read_log(log_path))
 
 
 def out(result: subprocess.CompletedProcess[bytes]) -> str:
@@ -165,17 +149,6 @@ async def worker_processes(
         for name in names:
             processes[name] = await nursery.start(one, name)
         yield processes
-        nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def serving(*, lease_timeout: float) -> AsyncIterator[tuple[str, int]]:
-    """A queue server in this trio run, on a free loopback port, for the block."""
-    async with trio.open_nursery() as nursery:
-        address: tuple[str, int] = await nursery.start(
-            partial(serve_queue, 0, host="127.0.0.1", lease_timeout=lease_timeout)
-        )
-        yield address
         nursery.cancel_scope.cancel()
 
 

@@ -1,15 +1,17 @@
-"""The job lifecycle in the pure state machine, with explicit ``now`` values.
+"""The rules of the pure queue state machine, with explicit ``now`` values.
 
-Retries and their backoff, the attempt budget, dead letters and reviving
-them, delays, priorities and queues, cancellation, idempotency keys,
-deleting, progress, listing, and replaying all of it from the journal.
+Construction, the order jobs are handed out in, release and tick, who may
+report on a job, retention, time and the transition table; then the job
+lifecycle: retries and their backoff, the attempt budget, dead letters and
+reviving them, delays, priorities and queues, cancellation, idempotency
+keys, deleting, progress, listing and counts; last, replaying all of it
+from the journal, in one section.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import pickle
 import random
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -21,78 +23,72 @@ from jobqueue._config import DEFAULT_QUEUE, QueueRules
 from jobqueue._coordinator import job_info
 from jobqueue._errors import RuleError
 from jobqueue._events import (
+    Assigned,
     AttemptFailed,
     Cancelled,
+    Completed,
     Event,
     Forgotten,
+    LeaseExtended,
     Progressed,
     Promoted,
     Revived,
     Submitted,
 )
-from jobqueue._job import JobRecord, JobState
+from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobRecord, JobState
+from jobqueue._replies import JobInfo
 from jobqueue._state import QueueState
+from tests.helpers import (
+    STATES,
+    ZERO_TOTALS,
+    counts,
+    drain,
+    ids,
+    listed,
+    new_state,
+    not_leased,
+    pending_order,
+    refused,
+    run,
+    submit,
+    totals,
+    unknown_job,
+)
 
 INF = math.inf
-STATES = [state.value for state in JobState]
 
 
-# -- helpers ------------------------------------------------------------------------
-
-RULE_NAMES = {field.name for field in attrs.fields(QueueRules)}
-
-
-def new_state(**kwargs: Any) -> QueueState:
-    """A ``QueueState`` with the rules named in ``kwargs`` and its other arguments."""
-    rules = {name: kwargs.pop(name) for name in RULE_NAMES & kwargs.keys()}
-    return QueueState(rules=QueueRules(**rules), **kwargs)
-
-
-def refused(code: str, call: Callable[..., object], *args: Any) -> RuleError:
-    with pytest.raises(RuleError) as info:
-        call(*args)
-    assert info.value.code == code
-    return info.value
-
-
-def ids(jobs: list[JobRecord]) -> list[str]:
-    return [job.id for job in jobs]
-
-
-def submit(q: QueueState, now: float = 0.0, name: str = "n", **options: Any) -> JobRecord:
-    """Submit a new job and return it (it must be new)."""
-    job, new = q.submit(name, None, now, **options)
-    assert new
-    return job
-
-
-def run(q: QueueState, job: JobRecord, worker: Hashable, now: float, **kw: Any) -> JobRecord:
-    """Assign, expecting ``job`` to come out."""
-    assigned = q.assign(worker, now, **kw)
-    assert assigned is job
-    return assigned
-
-
-def clone(q: QueueState) -> QueueState:
-    on_event, q.on_event = q.on_event, None
+def record(q: QueueState, job_id: str) -> dict[str, Any] | None:
+    """Every field of a job's record, or None if the queue does not remember it."""
     try:
-        copied = pickle.loads(pickle.dumps(q))
-    finally:
-        q.on_event = on_event
-    assert isinstance(copied, QueueState)
-    return copied
+        job = q.get(job_id)
+    except RuleError as exc:
+        code = exc.code
+    else:
+        return attrs.asdict(job, recurse=False)
+    assert code == "unknown_job"
+    return None
 
 
-def drain(q: QueueState, queues: list[str]) -> list[str]:
-    """The order a copy of ``q`` hands out its pending jobs in ``queues``."""
-    copied = clone(q)
-    order = []
-    while (job := copied.assign(object(), INF, queues=queues)) is not None:
-        order.append(job.id)
-    return order
+def snapshot(q: QueueState, ids: list[str]) -> dict[str, Any]:
+    """Everything observable about ``q``, for the jobs in ``ids``."""
+    return {
+        "jobs": {job_id: record(q, job_id) for job_id in ids},
+        "len": len(q),
+        "pending": pending_order(q),
+        "pending_count": q.pending_count,
+        "running_count": q.running_count,
+        "counts": q.counts(),
+        "queue_counts": q.queue_counts(),
+        "listed": listed(q),
+        "totals": dict(q.totals),
+        "next_deadline": q.next_deadline(),
+        "holders": sorted((str(w), jobs) for w, jobs in q.holders()),
+    }
 
 
-def snapshot(q: QueueState, job_ids: list[str], queues: list[str]) -> dict[str, Any]:
+def queue_snapshot(q: QueueState, job_ids: list[str], queues: list[str]) -> dict[str, Any]:
+    """Everything observable about ``q``, with each queue's own order, for ``job_ids``."""
     records: dict[str, dict[str, Any] | str] = {}
     for job_id in job_ids:
         try:
@@ -117,6 +113,689 @@ def expected_backoff(rng: random.Random, retry_delay: float, cap: float, n: int)
     """The documented formula: equal jitter over min(retry_delay * 2**(n-1), cap)."""
     ceiling: float = min(retry_delay * 2 ** (n - 1), cap)
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+# -- construction -----------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    q = QueueState()
+    assert q.rules == QueueRules()
+    assert attrs.asdict(q.rules) == {
+        "lease_timeout": 30.0,
+        "max_attempts": 5,
+        "retry_delay": 1.0,
+        "max_retry_delay": 300.0,
+        "finished_retention": 100_000,
+        "max_pending": 1_000_000,
+    }
+    assert q.lease_timeout == 30.0
+    assert (q.id_prefix, q.on_event) == ("", None)
+    assert len(q) == 0
+    assert q.counts() == counts()
+    assert list(q.counts()) == STATES
+    assert q.queue_counts() == {}
+    assert q.totals == ZERO_TOTALS
+    assert q.next_deadline() == INF
+    assert q.assign("w", 0.0) is None
+    assert not q.pending_in([DEFAULT_QUEUE])
+    assert list(q.holders()) == []
+    assert listed(q) == {state: [] for state in STATES}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lease_timeout": 0.0}, "lease_timeout"),
+        ({"lease_timeout": -1.0}, "lease_timeout"),
+        ({"finished_retention": -1}, "finished_retention"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": -3}, "max_attempts"),
+    ],
+)
+def test_bad_configuration(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        new_state(**kwargs)
+
+
+def test_ids_and_records() -> None:
+    q = new_state(id_prefix="r7-")
+    a, a_new = q.submit("resize", {"w": 10}, 0.0)
+    b, b_new = q.submit("crop", [1, 2], 0.0)
+    assert a_new
+    assert b_new
+    assert (a.id, b.id) == ("r7-1", "r7-2")
+    assert (a.seq, b.seq) == (1, 2)
+    assert attrs.asdict(a, recurse=False) == {
+        "id": "r7-1",
+        "name": "resize",
+        "payload": {"w": 10},
+        "seq": 1,
+        "queue": "default",
+        "priority": 0,
+        "max_attempts": 5,
+        "key": None,
+        "state": JobState.PENDING,
+        "attempt": 0,
+        "attempt_base": 0,
+        "worker": None,
+        "worker_name": None,
+        "lease_deadline": 0.0,
+        "not_before": None,
+        "result": None,
+        "error": None,
+        "progress": None,
+        "note": None,
+    }
+    assert a.attempts_left == 5
+    assert q.get("r7-1") is a
+    unknown_job(lambda: q.get("1"))
+    assert job_info(a) == JobInfo(
+        job_id="r7-1", name="resize", state="pending", attempt=0, max_attempts=5
+    )
+
+
+def test_submit_options_reach_the_record_and_the_event() -> None:
+    events: list[Event] = []
+    q = new_state(max_attempts=3, on_event=events.append)
+    job, new = q.submit(
+        "n", 1, 2.0, queue="mail", priority=-4, max_attempts=9, delay=1.5, key="k-1"
+    )
+    assert new
+    assert (job.queue, job.priority, job.max_attempts, job.key) == ("mail", -4, 9, "k-1")
+    assert (job.state, job.not_before) == (JobState.SCHEDULED, 3.5)
+    other, _ = q.submit("n", 2, 2.0)
+    assert (other.queue, other.priority, other.max_attempts, other.key) == ("default", 0, 3, None)
+    assert events == [
+        Submitted(job.id, "n", 1, 1, "mail", -4, 9, 3.5, "k-1"),
+        Submitted(other.id, "n", 2, 2, "default", 0, 3, None, None),
+    ]
+    info = job_info(job)
+    assert (info.state, info.queue, info.priority, info.max_attempts) == (
+        "scheduled",
+        "mail",
+        -4,
+        9,
+    )
+
+
+# -- first come, first served (within a priority) ----------------------------------
+
+
+def test_assigned_in_submission_order_with_attempt_from_one() -> None:
+    q = new_state(lease_timeout=10.0)
+    ids = [q.submit(f"job{i}", i, float(i))[0].id for i in range(5)]
+    got = []
+    for t in range(5, 10):
+        job = q.assign(f"w{t}", float(t), f"name{t}")
+        assert job is not None
+        assert job.state is JobState.RUNNING
+        assert job.attempt == 1
+        assert job.worker == f"w{t}"
+        assert job.worker_name == f"name{t}"
+        assert job.lease_deadline == t + 10.0
+        got.append(job.id)
+    assert got == ids
+    assert q.assign("w", 10.0) is None
+    assert q.running_count == 5
+    assert q.pending_count == 0
+
+
+def test_requeued_jobs_come_back_in_submission_order() -> None:
+    # A(seq1) and B(seq2) are running, C and D pending; the workers holding B
+    # and then A are lost. A must come out first, then B, then C and D.
+    q = QueueState()
+    a, b, c, d = (q.submit(n, None, 0.0)[0].id for n in "abcd")
+    assert q.assign("wa", 0.0) is not None
+    assert q.assign("wb", 0.0) is not None
+    assert [j.id for j in q.release("wb", 1.0)] == [b]
+    assert [j.id for j in q.release("wa", 2.0)] == [a]
+    assert pending_order(q) == [a, b, c, d]
+    out = [q.assign("w", 3.0) for _ in range(4)]
+    assert [(j.id, j.attempt) for j in out if j] == [(a, 2), (b, 2), (c, 1), (d, 1)]
+
+
+def test_requeued_job_goes_behind_earlier_pending_and_ahead_of_later() -> None:
+    q = new_state(lease_timeout=10.0)
+    a, b, c, d, e = (q.submit(n, None, 0.0)[0].id for n in "abcde")
+    for worker in ("w1", "w2", "w3"):
+        q.assign(worker, 0.0)
+    # A (seq 1) back in line, then C (seq 3): pending A, C, D, E.
+    q.release("w1", 1.0)
+    q.release("w3", 1.0)
+    assert pending_order(q) == [a, c, d, e]
+    # B's lease expires: it goes behind A (earlier, still pending) and ahead
+    # of C, D and E (all submitted after it).
+    assert [j.id for j in q.tick(10.0)] == [b]
+    assert pending_order(q) == [a, b, c, d, e]
+    out = [q.assign("w", 11.0) for _ in range(5)]
+    assert [(j.id, j.attempt) for j in out if j] == [(a, 2), (b, 2), (c, 2), (d, 1), (e, 1)]
+
+
+def test_attempt_counts_every_assignment() -> None:
+    q = new_state(lease_timeout=5.0)
+    job_id = q.submit("n", None, 0.0, max_attempts=6)[0].id
+    now = 0.0
+    for attempt in range(1, 6):
+        job = q.assign("w", now)
+        assert job is not None
+        assert (job.id, job.attempt) == (job_id, attempt)
+        if attempt % 2:
+            assert q.release("w", now) == [job]
+        else:
+            now += 5.0
+            assert q.tick(now) == [job]
+        assert job.state is JobState.PENDING
+        assert job.attempt == attempt
+        assert job.attempts_left == 6 - attempt
+    assert q.totals == totals(submitted=1, reassigned=5, expired=2)
+
+
+# -- release and tick --------------------------------------------------------------
+
+
+def test_release_requeues_exactly_that_workers_jobs() -> None:
+    q = new_state(lease_timeout=10.0)
+    ids = [q.submit("n", i, 0.0)[0].id for i in range(5)]
+    for worker in ("w1", "w2", "w1", "w3"):
+        q.assign(worker, 1.0)
+    assert q.held_by("w1") == [ids[0], ids[2]]
+    assert q.held_by("w2") == [ids[1]]
+    assert q.held_by("nobody") == []
+    before_w2 = record(q, ids[1])
+    lost = q.release("w1", 2.0)
+    assert [j.id for j in lost] == [ids[0], ids[2]]
+    assert all(j.state is JobState.PENDING for j in lost)
+    assert [(j.error or {}).get("type") for j in lost] == ["WorkerLost", "WorkerLost"]
+    assert q.held_by("w1") == []
+    assert sorted((str(w), jobs) for w, jobs in q.holders()) == [("w2", [ids[1]]), ("w3", [ids[3]])]
+    assert record(q, ids[1]) == before_w2
+    assert q.get(ids[3]).state is JobState.RUNNING
+    assert pending_order(q) == [ids[0], ids[2], ids[4]]
+    assert q.totals == totals(submitted=5, reassigned=2)
+    # Releasing again, or a worker that holds nothing, changes nothing.
+    assert q.release("w1", 3.0) == []
+    assert q.release("ghost", 3.0) == []
+    assert q.totals["reassigned"] == 2
+
+
+def test_release_leaves_finished_jobs_alone() -> None:
+    q = QueueState()
+    a = q.submit("n", None, 0.0)[0].id
+    b = q.submit("n", None, 0.0)[0].id
+    q.assign("w", 0.0)
+    q.assign("w", 0.0)
+    q.complete(a, "w", 1, "done", 1.0)
+    assert [j.id for j in q.release("w", 2.0)] == [b]
+    assert q.get(a).state is JobState.COMPLETED
+    assert q.get(a).result == "done"
+    assert q.assign("w2", 3.0) is q.get(b)
+    assert q.assign("w2", 3.0) is None
+
+
+def test_tick_uses_exact_deadlines() -> None:
+    q = new_state(lease_timeout=10.0)
+    a, b, c, d = (q.submit(n, None, 0.0)[0].id for n in "abcd")
+    assert q.next_deadline() == INF  # pending jobs have no deadline
+    assert q.assign("w1", 0.0) is q.get(a)
+    assert q.next_deadline() == 10.0
+    assert q.assign("w2", 3.0) is q.get(b)
+    assert q.assign("w3", 5.0) is q.get(c)
+    assert q.next_deadline() == 10.0
+    assert q.heartbeat(a, "w1", 1, 6.0) is q.get(a)
+    assert [q.get(i).lease_deadline for i in (a, b, c)] == [16.0, 13.0, 15.0]
+    assert q.next_deadline() == 13.0
+    assert q.tick(12.999) == []
+    assert q.tick(12.999) == []
+    assert [j.id for j in q.tick(13.0)] == [b]
+    assert q.next_deadline() == 15.0
+    assert q.assign("w4", 14.0) is q.get(b)  # b comes back before d
+    assert q.get(b).lease_deadline == 24.0
+    assert q.get(b).attempt == 2
+    assert sorted(j.id for j in q.tick(16.0)) == [a, c]
+    assert q.next_deadline() == 24.0
+    assert q.get(d).state is JobState.PENDING
+    assert pending_order(q) == [a, c, d]
+    assert q.totals == totals(submitted=4, reassigned=3, expired=3)
+    assert [(q.get(i).error or {}).get("type") for i in (a, b, c, d)] == [
+        "LeaseExpired",
+        "LeaseExpired",
+        "LeaseExpired",
+        None,
+    ]
+    q.complete(b, "w4", 2, None, 20.0)
+    assert q.next_deadline() == INF
+    assert q.tick(1e9) == []
+
+
+def test_heartbeat_extends_from_now_not_from_old_deadline() -> None:
+    q = new_state(lease_timeout=4.0)
+    job_id = q.submit("n", None, 0.0)[0].id
+    q.assign("w", 1.0)
+    for now in (2.0, 2.5, 4.75, 8.5):
+        q.heartbeat(job_id, "w", None, now)
+        assert q.get(job_id).lease_deadline == now + 4.0
+        assert q.next_deadline() == now + 4.0
+    assert q.tick(12.4) == []
+    assert [j.id for j in q.tick(12.5)] == [job_id]
+
+
+def test_heartbeat_reorders_lease_deadlines() -> None:
+    q = new_state(lease_timeout=10.0)
+    a = q.submit("n", None, 0.0)[0].id
+    b = q.submit("n", None, 0.0)[0].id
+    q.assign("w", 0.0)
+    q.assign("w", 1.0)
+    q.heartbeat(a, "w", 1, 2.0)
+    assert q.next_deadline() == 11.0
+    assert [j.id for j in q.tick(11.0)] == [b]
+    assert q.next_deadline() == 12.0
+    assert [j.id for j in q.tick(12.0)] == [a]
+    assert q.next_deadline() == INF
+
+
+def test_tick_returns_expired_leases_then_promoted_jobs() -> None:
+    q = new_state(lease_timeout=10.0)
+    late = q.submit("late", None, 0.0, delay=10.0)[0]
+    early = q.submit("early", None, 0.0, delay=4.0)[0]
+    running = q.submit("run", None, 0.0)[0]
+    assert q.assign("w", 0.0) is running
+    assert q.next_deadline() == 4.0
+    assert q.tick(4.0) == [early]
+    assert q.next_deadline() == 10.0
+    assert q.tick(10.0) == [running, late]
+    assert [running.state, late.state, early.state] == [JobState.PENDING] * 3
+    # Line order is by submission: the delay did not cost the jobs their place.
+    assert pending_order(q) == [late.id, early.id, running.id]
+    assert q.next_deadline() == INF
+
+
+# -- who may report on a job -------------------------------------------------------
+
+
+def reporters(
+    job_id: str, worker: Hashable, attempt: int | None, now: float
+) -> list[Callable[[QueueState], object]]:
+    return [
+        lambda q: q.heartbeat(job_id, worker, attempt, now),
+        lambda q: q.report_progress(job_id, worker, attempt, 0.5, {"n": 1}, now),
+        lambda q: q.complete(job_id, worker, attempt, "r", now),
+        lambda q: q.fail(job_id, worker, attempt, "E", "m", now),
+    ]
+
+
+def test_only_the_lease_holder_may_report() -> None:
+    q = new_state(lease_timeout=10.0)
+    a = q.submit("n", None, 0.0)[0].id
+    b = q.submit("n", None, 0.0)[0].id
+    c = q.submit("n", None, 0.0, delay=50.0)[0].id
+    q.assign("w1", 0.0)
+    ids = [a, b, c]
+    before = snapshot(q, ids)
+    for call in (
+        *reporters(a, "w2", None, 1.0),  # not the holder
+        *reporters(a, "w2", 1, 1.0),  # not the holder, right attempt
+        *reporters(a, "w1", 2, 1.0),  # the holder, an attempt that never was
+        *reporters(b, "w1", None, 1.0),  # pending, never assigned
+        *reporters(c, "w1", None, 1.0),  # scheduled, never assigned
+    ):
+        not_leased(call, q)
+        assert snapshot(q, ids) == before
+
+
+def test_stale_attempt_is_refused() -> None:
+    q = new_state(lease_timeout=10.0)
+    a = q.submit("n", None, 0.0)[0].id
+    q.assign("w1", 0.0)
+    q.release("w1", 1.0)
+    job = q.assign("w1", 2.0)  # the same worker, a new attempt
+    assert job is not None
+    assert job.attempt == 2
+    before = snapshot(q, [a])
+    for call in reporters(a, "w1", 1, 3.0):
+        not_leased(call, q)
+        assert snapshot(q, [a]) == before
+    assert q.heartbeat(a, "w1", 2, 4.0).lease_deadline == 14.0
+    assert q.heartbeat(a, "w1", None, 5.0).lease_deadline == 15.0
+    assert q.complete(a, "w1", 2, "ok", 6.0) is job
+    assert job.state is JobState.COMPLETED
+    assert job.result == "ok"
+
+
+def test_unknown_job() -> None:
+    q = QueueState()
+    q.submit("n", None, 0.0)
+    q.assign("w", 0.0)
+    before = snapshot(q, ["1"])
+    for call in reporters("2", "w", None, 1.0) + reporters("", "w", 1, 1.0):
+        unknown_job(call, q)
+    unknown_job(lambda: q.get("nope"))
+    unknown_job(lambda: q.cancel("nope", 1.0))
+    unknown_job(lambda: q.revive("nope", 1.0))
+    unknown_job(lambda: q.delete("nope", 1.0))
+    assert snapshot(q, ["1"]) == before
+
+
+@pytest.mark.parametrize("finish", ["complete", "fail", "cancel"])
+def test_finished_job_is_final(finish: str) -> None:
+    q = new_state(lease_timeout=10.0)
+    a = q.submit("n", {"x": 1}, 0.0, max_attempts=1)[0].id
+    b = q.submit("n", None, 0.0)[0].id
+    q.assign("w1", 0.0)
+    if finish == "complete":
+        job = q.complete(a, "w1", 1, [1, 2], 1.0)
+        assert (job.state, job.result, job.error) == (JobState.COMPLETED, [1, 2], None)
+    elif finish == "fail":
+        job = q.fail(a, "w1", 1, "KeyError", "'x'", 1.0)
+        assert (job.state, job.result) == (JobState.FAILED, None)
+        assert job.error == {"type": "KeyError", "message": "'x'"}
+    else:
+        job, holder = q.cancel(a, 1.0)
+        assert holder == "w1"
+        assert (job.state, job.result, job.error) == (JobState.CANCELLED, None, None)
+    assert job.not_before is None
+    assert q.held_by("w1") == []
+    before = snapshot(q, [a, b])
+    for worker in ("w1", "w2"):
+        for attempt in (None, 1, 2):
+            for call in reporters(a, worker, attempt, 2.0):
+                not_leased(call, q)
+                assert snapshot(q, [a, b]) == before
+    # Never handed out again, whatever happens to the workers.
+    assert q.release("w1", 3.0) == []
+    assert q.tick(100.0) == []
+    assert q.assign("w3", 100.0) is q.get(b)
+    assert q.assign("w3", 100.0) is None
+    state = {"complete": JobState.COMPLETED, "fail": JobState.FAILED}.get(
+        finish, JobState.CANCELLED
+    )
+    assert q.get(a).state is state
+    assert q.get(a).attempt == 1
+    assert q.totals[state.value] == 1
+    assert sum(q.totals[s] for s in ("completed", "failed", "cancelled")) == 1
+
+
+def test_completing_after_lease_expiry_is_refused() -> None:
+    q = new_state(lease_timeout=10.0)
+    a = q.submit("n", None, 0.0)[0].id
+    q.assign("w1", 0.0)
+    q.heartbeat(a, "w1", 1, 5.0)
+    assert q.tick(14.0) == []
+    assert [j.id for j in q.tick(15.0)] == [a]
+    # The lease is gone: waiting to be reassigned.
+    before = snapshot(q, [a])
+    for call in reporters(a, "w1", 1, 15.0) + reporters(a, "w1", None, 15.0):
+        not_leased(call, q)
+        assert snapshot(q, [a]) == before
+    # Reassigned elsewhere: the old holder still may not report.
+    job = q.assign("w2", 16.0)
+    assert job is not None
+    assert (job.id, job.attempt, job.worker) == (a, 2, "w2")
+    for call in reporters(a, "w1", 1, 17.0) + reporters(a, "w1", None, 17.0):
+        not_leased(call, q)
+    # Reassigned to the same worker again: the old attempt may not report.
+    q.release("w2", 18.0)
+    job = q.assign("w1", 19.0)
+    assert job is not None
+    assert job.attempt == 3
+    for call in reporters(a, "w1", 1, 20.0) + reporters(a, "w1", 2, 20.0):
+        not_leased(call, q)
+    assert q.complete(a, "w1", 3, "late but valid", 21.0).result == "late but valid"
+    not_leased(lambda: q.complete(a, "w1", 3, "twice", 22.0))
+    assert q.get(a).result == "late but valid"
+    assert q.totals == totals(submitted=1, completed=1, reassigned=2, expired=1)
+
+
+# -- retention ---------------------------------------------------------------------
+
+
+def test_only_the_last_n_finished_jobs_are_remembered() -> None:
+    q = new_state(finished_retention=3, max_attempts=1)
+    ids = [q.submit("n", i, 0.0)[0].id for i in range(8)]
+    for _ in range(7):
+        q.assign("w", 0.0)
+    # Finish out of submission order: retention follows finishing order.
+    order = [ids[4], ids[1], ids[6], ids[0], ids[5], ids[2]]
+    for i, job_id in enumerate(order):
+        if i % 2:
+            q.fail(job_id, "w", 1, "E", str(i), 1.0)
+        else:
+            q.complete(job_id, "w", 1, i, 1.0)
+    # ids[3] still running, ids[7] pending, the last three finished remembered.
+    for job_id in order[:3]:
+        unknown_job(q.get, job_id)
+        unknown_job(q.complete, job_id, "w", 1, None, 2.0)
+    assert [q.get(i).state for i in order[3:]] == [
+        JobState.FAILED,
+        JobState.COMPLETED,
+        JobState.FAILED,
+    ]
+    assert q.get(ids[3]).state is JobState.RUNNING
+    assert q.get(ids[7]).state is JobState.PENDING
+    assert len(q) == 5
+    assert q.counts() == counts(pending=1, running=1, completed=1, failed=2)
+    assert q.totals == totals(submitted=8, completed=3, failed=3)
+    # A cancelled job counts as finished too.
+    q.cancel(ids[7], 3.0)
+    unknown_job(q.get, order[3])
+    assert q.counts() == counts(running=1, completed=1, failed=1, cancelled=1)
+
+
+def test_retention_never_drops_unfinished_jobs() -> None:
+    q = new_state(finished_retention=0)
+    a = q.submit("n", None, 0.0)[0].id
+    b = q.submit("n", None, 0.0)[0].id
+    c = q.submit("n", None, 0.0)[0].id
+    d = q.submit("n", None, 0.0, delay=5.0)[0].id
+    q.assign("w", 0.0)
+    q.assign("w", 0.0)
+    q.complete(a, "w", 1, "x", 1.0)
+    unknown_job(lambda: q.get(a))
+    q.fail(b, "w", 1, "E", "retried, not finished", 1.0)
+    assert q.get(b).state is JobState.SCHEDULED
+    assert q.get(c).state is JobState.PENDING
+    assert q.get(d).state is JobState.SCHEDULED
+    assert len(q) == 3
+    assert q.counts() == counts(pending=1, scheduled=2)
+    assert q.totals["completed"] == 1
+
+
+# -- time --------------------------------------------------------------------------
+
+
+def test_time_going_backwards_is_refused() -> None:
+    q = QueueState()
+    a = q.submit("n", None, 5.0)[0].id
+    q.submit("n", None, 5.0)
+    q.assign("w", 5.0)
+    before = snapshot(q, [a, "2"])
+    for call in (
+        lambda: q.submit("n", None, 4.0),
+        lambda: q.assign("w", 4.999),
+        lambda: q.heartbeat(a, "w", 1, 4.0),
+        lambda: q.report_progress(a, "w", 1, 1.0, None, 4.0),
+        lambda: q.complete(a, "w", 1, None, 4.0),
+        lambda: q.fail(a, "w", 1, "E", "m", 4.0),
+        lambda: q.cancel(a, 4.0),
+        lambda: q.revive(a, 4.0),
+        lambda: q.delete(a, 4.0),
+        lambda: q.release("w", 4.0),
+        lambda: q.tick(-INF),
+    ):
+        with pytest.raises(ValueError, match="backwards"):
+            call()
+        assert snapshot(q, [a, "2"]) == before
+    # The same instant is fine.
+    assert q.heartbeat(a, "w", 1, 5.0).lease_deadline == 35.0
+
+
+# -- the transition table -----------------------------------------------------------
+
+ACTIONS: dict[str, Callable[[str], Event]] = {
+    "assign": lambda job_id: Assigned(job_id, "w9", "nine", 99.0),
+    "cancel": lambda job_id: Cancelled(job_id),
+    "promote": lambda job_id: Promoted(job_id),
+    "complete": lambda job_id: Completed(job_id, "r"),
+    "requeue": lambda job_id: AttemptFailed(job_id, "worker_lost", "WorkerLost", "m"),
+    "retry": lambda job_id: AttemptFailed(job_id, "error", "E", "m", retry_at=50.0),
+    "fail": lambda job_id: AttemptFailed(job_id, "error", "E", "m", final=True),
+    "revive": lambda job_id: Revived(job_id),
+}
+
+
+def queue_with_job_in(state: JobState) -> tuple[QueueState, list[Event], str, list[str]]:
+    """A queue with a running job, a job X in ``state`` first in line, and a later job."""
+    events: list[Event] = []
+    q = new_state(lease_timeout=10.0, on_event=events.append)
+    z = q.submit("z", None, 0.0)[0].id
+    q.assign("w1", 0.0)
+    max_attempts = 1 if state is JobState.FAILED else None
+    x = q.submit("x", None, 0.0, max_attempts=max_attempts)[0].id
+    y = q.submit("y", None, 0.0)[0].id
+    if state not in (JobState.PENDING, JobState.CANCELLED):
+        assert q.assign("w2", 1.0) is q.get(x)
+    if state is JobState.COMPLETED:
+        q.complete(x, "w2", 1, "done", 2.0)
+    elif state in (JobState.FAILED, JobState.SCHEDULED):
+        q.fail(x, "w2", 1, "E", "boom", 2.0)
+    elif state is JobState.CANCELLED:
+        # Cancelled while first in line: its heap entry is left behind.
+        assert q.cancel(x, 2.0) == (q.get(x), None)
+    assert q.get(x).state is state
+    return q, events, x, [x, y, z]
+
+
+def test_table_is_what_the_design_says() -> None:
+    p, s, r = JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING
+    assert {
+        (p, "assign"): r,
+        (p, "cancel"): JobState.CANCELLED,
+        (s, "promote"): p,
+        (s, "cancel"): JobState.CANCELLED,
+        (r, "complete"): JobState.COMPLETED,
+        (r, "requeue"): p,
+        (r, "retry"): s,
+        (r, "fail"): JobState.FAILED,
+        (r, "cancel"): JobState.CANCELLED,
+        (JobState.FAILED, "revive"): p,
+    } == TRANSITIONS
+    assert {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED} == FINISHED
+    # Only a person's revive leaves a finished state; nothing leaves completed
+    # or cancelled, and every state but those two has a way out.
+    assert [key for key in TRANSITIONS if key[0] in FINISHED] == [(JobState.FAILED, "revive")]
+    assert {state for state, _ in TRANSITIONS} == set(JobState) - {
+        JobState.COMPLETED,
+        JobState.CANCELLED,
+    }
+    assert {action for _, action in TRANSITIONS} == set(ACTIONS)
+
+
+@pytest.mark.parametrize("action", sorted(ACTIONS))
+@pytest.mark.parametrize("state", list(JobState), ids=lambda s: s.value)
+def test_every_transition_not_in_the_table_is_refused(state: JobState, action: str) -> None:
+    q, events, x, ids = queue_with_job_in(state)
+    before = snapshot(q, ids)
+    events_before = list(events)
+    event = ACTIONS[action](x)
+    if (state, action) in TRANSITIONS:
+        q.apply(event)
+        assert q.get(x).state is TRANSITIONS[state, action]
+        assert events == [*events_before, event]
+        assert q.counts()[state.value] == before["counts"][state.value] - 1
+        assert sum(q.counts().values()) == len(q) == before["len"]
+    else:
+        with pytest.raises(InvalidTransition):
+            q.apply(event)
+        assert snapshot(q, ids) == before
+        assert events == events_before
+
+
+@pytest.mark.parametrize("action", sorted(ACTIONS))
+def test_event_for_unknown_job_is_refused(action: str) -> None:
+    q, _, _, ids = queue_with_job_in(JobState.RUNNING)
+    before = snapshot(q, ids)
+    with pytest.raises(InvalidTransition):
+        q.apply(ACTIONS[action]("no-such-job"))
+    assert snapshot(q, ids) == before
+
+
+def test_assigning_a_job_out_of_line_is_refused() -> None:
+    q, _, x, ids = queue_with_job_in(JobState.PENDING)
+    y = ids[1]
+    before = snapshot(q, ids)
+    with pytest.raises(InvalidTransition):
+        q.apply(Assigned(y, "w3", None, 50.0))
+    assert snapshot(q, ids) == before
+    assert pending_order(q) == [x, y]
+
+
+def test_assigning_behind_a_cancelled_head_is_allowed() -> None:
+    # X was cancelled while first in line; its stale entry does not hold Y back.
+    q, events, x, ids = queue_with_job_in(JobState.CANCELLED)
+    y = ids[1]
+    q.apply(Assigned(y, "w3", None, 50.0))
+    assert q.get(y).state is JobState.RUNNING
+    assert q.get(x).state is JobState.CANCELLED
+    assert events[-1] == Assigned(y, "w3", None, 50.0)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [JobState.PENDING, JobState.SCHEDULED, JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED],
+    ids=lambda s: s.value,
+)
+@pytest.mark.parametrize("kind", [LeaseExtended, Progressed])
+def test_lease_extension_of_a_job_not_running_is_refused(state: JobState, kind: type) -> None:
+    q, _, x, ids = queue_with_job_in(state)
+    before = snapshot(q, ids)
+    event = LeaseExtended(x, 50.0) if kind is LeaseExtended else Progressed(x, 0.5, "n", 50.0)
+    with pytest.raises(InvalidTransition):
+        q.apply(event)
+    assert snapshot(q, ids) == before
+
+
+def test_lease_extension_of_unknown_job_is_refused() -> None:
+    q, events, _, ids = queue_with_job_in(JobState.RUNNING)
+    before = snapshot(q, ids)
+    events_before = list(events)
+    for event in (LeaseExtended("no-such-job", 50.0), Progressed("no-such-job", 1.0, None, 50.0)):
+        with pytest.raises(InvalidTransition):
+            q.apply(event)
+    assert snapshot(q, ids) == before
+    assert events == events_before
+
+
+@pytest.mark.parametrize(
+    "state", [JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING], ids=lambda s: s.value
+)
+def test_forgetting_an_unfinished_job_is_refused(state: JobState) -> None:
+    q, _, x, ids = queue_with_job_in(state)
+    before = snapshot(q, ids)
+    for job_id in (x, "no-such-job"):
+        with pytest.raises(InvalidTransition):
+            q.apply(Forgotten(job_id))
+        assert snapshot(q, ids) == before
+
+
+@pytest.mark.parametrize(
+    "state", [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED], ids=lambda s: s.value
+)
+def test_forgetting_a_finished_job(state: JobState) -> None:
+    q, events, x, _ = queue_with_job_in(state)
+    q.apply(Forgotten(x))
+    unknown_job(q.get, x)
+    assert events[-1] == Forgotten(x)
+    assert q.counts()[state.value] == 0
+    with pytest.raises(InvalidTransition):
+        q.apply(Forgotten(x))
+
+
+def test_submitting_an_existing_id_is_refused() -> None:
+    q, _, x, ids = queue_with_job_in(JobState.COMPLETED)
+    before = snapshot(q, ids)
+    with pytest.raises(InvalidTransition):
+        q.apply(Submitted(x, "again", None, 42))
+    assert snapshot(q, ids) == before
 
 
 # -- retries and backoff ----------------------------------------------------------------
@@ -1021,7 +1700,182 @@ def test_counts_stay_consistent(seed: int) -> None:
     assert len(issued) > 20
 
 
-# -- replay --------------------------------------------------------------------------------
+# -- event replay --------------------------------------------------------------------
+
+
+def run_scenario(q: QueueState, rng: random.Random, steps: int) -> list[str]:
+    """Drive ``q`` through ``steps`` random legal-or-refused commands."""
+    workers = ["w1", "w2", "w3"]
+    queues = ["default", "default", "q2"]
+    ids: list[str] = []
+    now = 0.0
+    for _ in range(steps):
+        now += rng.choice([0.0, 0.0, 0.5, 1.0, 3.0])
+        action = rng.choices(
+            ["submit", "assign", "report", "release", "tick", "cancel", "revive", "delete"],
+            weights=[4, 6, 8, 1, 2, 1, 1, 1],
+        )[0]
+        try:
+            if action == "submit":
+                job, new = q.submit(
+                    f"n{len(ids)}",
+                    {"i": len(ids)},
+                    now,
+                    queue=rng.choice(queues),
+                    priority=rng.choice([0, 0, 1, -1]),
+                    max_attempts=rng.choice([None, 1, 2]),
+                    delay=rng.choice([0.0, 0.0, 0.0, 2.0]),
+                    key=rng.choice([None, None, None, "k1", "k2"]),
+                )
+                if new:
+                    ids.append(job.id)
+            elif action == "assign":
+                served = rng.choice([["default"], ["q2"], ["default", "q2"]])
+                q.assign(rng.choice(workers), now, rng.choice([None, "name"]), queues=served)
+            elif action == "release":
+                q.release(rng.choice(workers), now)
+            elif action == "tick":
+                q.tick(now)
+            elif action in ("cancel", "revive", "delete") and ids:
+                getattr(q, action)(rng.choice(ids), now)
+            elif ids:
+                held = sorted((str(w), j) for w, jobs in q.holders() for j in jobs)
+                if held and rng.random() < 0.8:
+                    # Mostly the real holder, sometimes with a stale attempt.
+                    worker, job_id = rng.choice(held)
+                    attempt = rng.choice([None, q.get(job_id).attempt, 1])
+                else:
+                    job_id = rng.choice(ids)
+                    worker = rng.choice(workers)
+                    attempt = rng.choice([None, 1, 2])
+                verb = rng.choice(["heartbeat", "progress", "complete", "fail", "fail"])
+                if verb == "heartbeat":
+                    q.heartbeat(job_id, worker, attempt, now)
+                elif verb == "progress":
+                    q.report_progress(job_id, worker, attempt, now, {"at": now}, now)
+                elif verb == "complete":
+                    q.complete(job_id, worker, attempt, [job_id, now], now)
+                else:
+                    q.fail(job_id, worker, attempt, "E", job_id, now)
+        except RuleError:
+            pass
+    return ids
+
+
+def replay(events: list[Event], **kwargs: Any) -> QueueState:
+    replayed = new_state(**kwargs)
+    for event in events:
+        replayed.apply(event)
+    return replayed
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("retention", [0, 1, 4, 1000])
+def test_replaying_events_rebuilds_the_same_state(seed: int, retention: int) -> None:
+    events: list[Event] = []
+    q = new_state(
+        lease_timeout=4.0,
+        finished_retention=retention,
+        rng=random.Random(seed),
+        on_event=events.append,
+    )
+    ids = run_scenario(q, random.Random(seed), 150)
+    assert q.totals["submitted"] > 10
+    # A different seed for the replay: jitter is recorded, never drawn again.
+    replayed = replay(
+        events, lease_timeout=4.0, finished_retention=retention, rng=random.Random(seed + 1)
+    )
+    assert snapshot(replayed, ids) == snapshot(q, ids)
+    # The two go on the same way: the next id, and every job run to its end.
+    assert replayed.submit("next", None, 1e6)[0].id == q.submit("next", None, 1e6)[0].id
+    for now in (1e6, 2e6, 3e6):
+        assert [j.id for j in replayed.tick(now)] == [j.id for j in q.tick(now)]
+        for queues in (["default"], ["q2"]):
+            while (job := q.assign("x", now, queues=queues)) is not None:
+                again = replayed.assign("x", now, queues=queues)
+                assert again is not None
+                assert (again.id, again.attempt) == (job.id, job.attempt)
+            assert replayed.assign("x", now, queues=queues) is None
+    assert snapshot(replayed, ids) == snapshot(q, ids)
+
+
+def test_replay_covers_every_kind_of_event() -> None:
+    kinds: set[type] = set()
+    reasons: set[tuple[str, bool, bool]] = set()
+    for seed in range(12):
+        events: list[Event] = []
+        q = new_state(lease_timeout=4.0, finished_retention=1, on_event=events.append)
+        run_scenario(q, random.Random(seed), 150)
+        kinds.update(type(e) for e in events)
+        reasons.update(
+            (e.reason, e.retry_at is not None, e.final)
+            for e in events
+            if isinstance(e, AttemptFailed)
+        )
+    assert kinds == {
+        Submitted,
+        Promoted,
+        Assigned,
+        LeaseExtended,
+        Progressed,
+        Completed,
+        AttemptFailed,
+        Cancelled,
+        Revived,
+        Forgotten,
+    }
+    assert reasons == {
+        ("error", True, False),
+        ("error", False, True),
+        ("worker_lost", False, False),
+        ("worker_lost", False, True),
+        ("lease_expired", False, False),
+        ("lease_expired", False, True),
+    }
+
+
+def test_replayed_submission_numbers_are_kept() -> None:
+    # A journal may start after jobs were forgotten: the next id follows the
+    # highest number seen, and line order follows the numbers.
+    q = QueueState()
+    q.apply(Submitted("7", "late", None, 7))
+    q.apply(Submitted("3", "early", None, 3))
+    assert q.submit("n", None, 0.0)[0].id == "8"
+    assert pending_order(q) == ["3", "7", "8"]
+
+
+def test_journal_with_zero_retention() -> None:
+    events: list[Event] = []
+    q = new_state(lease_timeout=5.0, finished_retention=0, on_event=events.append)
+    job_id = q.submit("n", {"p": 1}, 0.0)[0].id
+    q.assign("w", 1.0, "W")
+    q.heartbeat(job_id, "w", 1, 2.0)
+    q.report_progress(job_id, "w", 1, 0.25, {"stage": "a"}, 2.5)
+    q.complete(job_id, "w", 1, "r", 3.0)
+    assert events == [
+        Submitted(job_id, "n", {"p": 1}, 1),
+        Assigned(job_id, "w", "W", 6.0),
+        LeaseExtended(job_id, 7.0),
+        Progressed(job_id, 0.25, {"stage": "a"}, 7.5),
+        Completed(job_id, "r"),
+        Forgotten(job_id),
+    ]
+    replayed = replay(events, lease_timeout=5.0, finished_retention=0)
+    assert snapshot(replayed, [job_id]) == snapshot(q, [job_id])
+    assert replayed.totals == totals(submitted=1, completed=1)
+
+
+def test_journal_reports_events_in_the_order_applied() -> None:
+    events: list[Event] = []
+    q = new_state(finished_retention=1, on_event=events.append)
+    a = q.submit("n", None, 0.0)[0].id
+    b = q.submit("n", None, 0.0, max_attempts=1)[0].id
+    q.assign("w", 0.0)
+    q.assign("w", 0.0)
+    q.complete(a, "w", 1, None, 1.0)
+    del events[:]
+    q.fail(b, "w", 1, "E", "m", 1.0)
+    assert events == [AttemptFailed(b, "error", "E", "m", final=True), Forgotten(a)]
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -1044,7 +1898,7 @@ def test_replaying_a_lifecycle_rebuilds_the_same_state(seed: int, retention: int
     for event in events:
         replayed.apply(event)
     queues = ["a", "b", DEFAULT_QUEUE]
-    assert snapshot(replayed, issued, queues) == snapshot(q, issued, queues)
+    assert queue_snapshot(replayed, issued, queues) == queue_snapshot(q, issued, queues)
     # Both go on alike: stale heap entries (cancelled jobs, revived jobs) never
     # surface, keys are remembered, and every job runs out its budget the same way.
     for key in ("x", "y"):
@@ -1059,7 +1913,7 @@ def test_replaying_a_lifecycle_rebuilds_the_same_state(seed: int, retention: int
             assert again is not None
             assert (again.id, again.attempt) == (job.id, job.attempt)
         assert replayed.assign("z", now, queues=queues) is None
-    assert snapshot(replayed, issued, queues) == snapshot(q, issued, queues)
+    assert queue_snapshot(replayed, issued, queues) == queue_snapshot(q, issued, queues)
 
 
 def test_replay_with_a_revived_job_and_a_cancelled_stale_entry() -> None:
@@ -1080,175 +1934,9 @@ def test_replay_with_a_revived_job_and_a_cancelled_stale_entry() -> None:
     for event in events:
         replayed.apply(event)
     all_ids = [doomed.id, dead.id, later.id]
-    assert snapshot(replayed, all_ids, ["a"]) == snapshot(q, all_ids, ["a"])
+    assert queue_snapshot(replayed, all_ids, ["a"]) == queue_snapshot(q, all_ids, ["a"])
     for state in (q, replayed):
         first = state.assign("w", 2.0, queues=["a"])
         second = state.assign("w", 2.0, queues=["a"])
         assert (first and first.id, second and second.id) == (dead.id, later.id)
         assert state.assign("w", 2.0, queues=["a"]) is None
-
-
-# -- storage: lines of lanes, generations of finished jobs ----------------------------
-
-
-def test_jobs_back_in_line_out_of_order_keep_their_place_across_priorities() -> None:
-    # In-order submits go to a FIFO lane per priority; requeued, promoted and
-    # revived jobs come back behind later jobs and wait in a heap beside the
-    # lanes. Either way the line is (-priority, seq).
-    q = new_state(max_attempts=1)
-    low1, high2, low3, high4 = (submit(q, priority=p) for p in (0, 5, 0, 5))
-    delayed5 = submit(q, priority=5, delay=1.0)
-    assert q.assign("w", 0.0) is high2
-    assert q.assign("w", 0.0) is high4
-    high6, low7 = submit(q, priority=5), submit(q)
-    q.release("w", 0.0)  # out of attempts: both fail
-    assert [high2.state, high4.state] == [JobState.FAILED, JobState.FAILED]
-    q.revive(high4.id, 0.0)
-    q.tick(1.0)  # delayed5 joins, behind high6 in time but ahead of it in line
-    assert drain(q, [DEFAULT_QUEUE]) == ids([high4, delayed5, high6, low1, low3, low7])
-    assert q.assign("v", 1.0) is high4
-    q.release("v", 1.0)  # failed again, and out of the line
-    q.revive(high2.id, 1.0)
-    assert drain(q, [DEFAULT_QUEUE]) == ids([high2, delayed5, high6, low1, low3, low7])
-
-
-def test_a_line_of_cancelled_jobs_is_compacted() -> None:
-    q = QueueState()
-    jobs = [submit(q, priority=i % 3) for i in range(3000)]
-    for job in jobs[:2900]:
-        q.cancel(job.id, 0.0)
-    line = q._queues[DEFAULT_QUEUE]
-    live = 100
-    assert line.size <= 2 * live + 64
-    assert sum(map(len, line.lanes.values())) + len(line.late) == line.size
-    assert drain(q, [DEFAULT_QUEUE]) == ids(sorted(jobs[2900:], key=lambda j: (-j.priority, j.seq)))
-
-
-def test_finished_jobs_are_kept_in_generations_and_keys_in_small_dicts() -> None:
-    # One dict of all finished jobs (or of their keys) would be rebuilt at
-    # full size as jobs are forgotten and added, which fragments the heap
-    # over a long run. A generation fills up, then only empties, and goes.
-    from jobqueue._store import KEYS_PER_SHARD
-
-    retention = 20_000
-    q = new_state(finished_retention=retention)
-    assert q._generation == 5461
-    done = []
-    for index in range(3 * retention):
-        job = submit(q, key=f"k{index}")
-        assert q.assign("w", 0.0) is job
-        q.complete(job.id, "w", None, index, 0.0)
-        done.append(job)
-        if index % 997 == 0:
-            assert len(q._done) <= retention // q._generation + 2
-            assert all(len(generation) <= q._generation for generation in q._done)
-            assert all(q._done)  # an empty generation is dropped
-    assert len(q._jobs) == 0
-    assert len(q) == sum(map(len, q._done)) == retention
-    assert q.counts()["completed"] == retention
-    assert q.get(done[-retention].id).result == 2 * retention
-    refused("unknown_job", q.get, done[-retention - 1].id)
-    listed, more = q.list_jobs(JobState.COMPLETED, None, 3)
-    assert (ids(listed), more) == (ids(done[-retention : -retention + 3]), True)
-    assert sum(map(len, q._keys)) == retention
-    assert max(map(len, q._keys)) <= 2 * KEYS_PER_SHARD
-    assert q.submit("n", None, 0.0, key=f"k{2 * retention}") == (done[2 * retention], False)
-    assert q.submit("n", None, 0.0, key=f"k{2 * retention - 1}")[1]  # forgotten: a new job
-
-
-def test_deleting_and_reviving_finished_jobs_in_any_generation() -> None:
-    q = new_state(finished_retention=30_000, max_attempts=1)
-    jobs = []
-    for index in range(12_000):  # three generations of 5,461 or fewer
-        job = submit(q)
-        q.assign("w", 0.0)
-        if index % 2:
-            q.fail(job.id, "w", None, "E", "m", 0.0)
-        else:
-            q.complete(job.id, "w", None, None, 0.0)
-        jobs.append(job)
-    assert [len(generation) for generation in q._done] == [5461, 5461, 1078]
-    middle = jobs[5461 : 2 * 5461]
-    for job in middle:
-        if job.state is JobState.FAILED:
-            q.revive(job.id, 1.0)
-        else:
-            q.delete(job.id, 1.0)
-    assert [len(generation) for generation in q._done] == [5461, 1078]  # the emptied one went
-    assert q.counts()["pending"] == len(middle) // 2 + 1
-    assert q.get(jobs[0].id) is jobs[0]
-    assert q.get(jobs[-1].id) is jobs[-1]
-    assert q.get(middle[0].id).state is JobState.PENDING  # failed, revived
-    refused("unknown_job", q.get, middle[1].id)  # completed, deleted
-
-
-def test_a_pickled_state_finds_its_jobs_in_a_process_with_other_string_hashes(
-    tmp_path: Any,
-) -> None:
-    # Finished jobs and keys sit in dicts picked by hash(), which is salted
-    # per process; unpickling sorts them again.
-    import subprocess
-    import sys
-
-    q = new_state(finished_retention=5000)
-    for index in range(3000):
-        job = submit(q, key=f"k{index}")
-        q.assign("w", 0.0)
-        q.complete(job.id, "w", None, index, 0.0)
-    pending = submit(q, key="waiting")
-    path = tmp_path / "state.pickle"
-    path.write_bytes(pickle.dumps(q))
-    check = f"""
-import pickle
-q = pickle.loads(open({str(path)!r}, "rb").read())
-assert len(q._keys) > 1
-assert all(q.get(str(i)).result == i - 1 for i in range(1, 3001))
-assert q.submit("n", None, 0.0, key="k17") == (q.get("18"), False)
-assert q.submit("n", None, 0.0, key="waiting") == (q.get({pending.id!r}), False)
-q.delete("1", 0.0)
-print("ok")
-"""
-    for seed in ("1", "2"):
-        out = subprocess.run(
-            [sys.executable, "-c", check],
-            env={"PYTHONHASHSEED": seed, "PATH": ""},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert out.stdout == "ok\n", out.stderr
-
-
-def test_an_id_already_remembered_is_refused_even_once_finished() -> None:
-    # A new job's id is looked up in every generation of finished jobs only
-    # when it might not be new: a seq used before, or an id not made from
-    # id_prefix and seq (a hand-made log).
-    from jobqueue._job import InvalidTransition
-
-    q = QueueState()
-    q.apply(Submitted("1", "n", None, 1))
-    q.assign("w", 0.0)
-    q.complete("1", "w", None, None, 0.0)
-    with pytest.raises(InvalidTransition, match="already exists"):
-        q.apply(Submitted("1", "n", None, 1))
-    q.apply(Submitted("3", "n", None, 2))  # not "2": a foreign id
-    q.assign("w", 0.0)
-    q.complete("3", "w", None, None, 0.0)
-    with pytest.raises(InvalidTransition, match="already exists"):
-        q.submit("n", None, 0.0)  # seq 3 makes "3", finished but remembered
-    assert q.counts()["completed"] == 2
-    assert len(q) == 2
-
-
-@pytest.mark.parametrize("retention", [0, 1, 5460, 5461, 5462])
-def test_emptied_generations_never_pile_up(retention: int) -> None:
-    # With a retention below a generation's size, the newest generation can
-    # be emptied while it is still the one being filled.
-    q = new_state(finished_retention=retention)
-    for _ in range(4 * q._generation + 7):
-        job = submit(q)
-        q.assign("w", 0.0)
-        q.complete(job.id, "w", None, None, 0.0)
-    assert len(q) == retention
-    assert len(q._done) <= 2
-    assert sum(map(len, q._done)) == retention

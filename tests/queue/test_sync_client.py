@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import ssl
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import pytest
 
 from jobqueue import ConnectionLost, RequestError
 from jobqueue.sync import Client, ClientClosed, RequestTimeout
-
-if TYPE_CHECKING:
-    import clients_support as support
-else:
-    support = importlib.import_module("tests.clients_support")
+from tests import helpers as support
 
 TOKEN = "s3cret-token"
 

@@ -19,8 +19,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -35,30 +35,24 @@ from jobqueue import (
     JobInfo,
     QueueRules,
     ServerConfig,
-    Stats,
     Worker,
     __version__,
     _cli,
 )
 from jobqueue._client import Client
 from jobqueue._errors import reason
-from jobqueue._server import serve_queue
-
-PYTHON_M_JOBQUEUE = (sys.executable, "-m", "jobqueue")
-#: The console script installed next to this interpreter. Unlike ``python -m``,
-#: it does not put the current directory on ``sys.path`` by itself.
-JOBQUEUE_SCRIPT = str(Path(sys.executable).parent / "jobqueue")
-
+from tests.helpers import (
+    JOBQUEUE_SCRIPT,
+    PYTHON_M_JOBQUEUE,
+    free_port,
+    run_cli,
+    running_process,
+    serving,
+    stats_when,
+    wait_until,
+)
 
 # -- helpers -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port nothing was listening on a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def assert_one_line_error(stderr: str, starts: str) -> str:
@@ -83,42 +77,11 @@ def run_cli_sync(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
     )
 
 
-async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
-    """``python -m jobqueue ARGS`` in a subprocess, from inside a trio test."""
-    with trio.fail_after(30):
-        return await trio.run_process(
-            [*PYTHON_M_JOBQUEUE, *args], capture_stdout=True, capture_stderr=True, check=False
-        )
-
-
-@asynccontextmanager
-async def serving(*, lease_timeout: float = 60.0) -> AsyncIterator[tuple[str, int]]:
-    """A queue server in this trio run, on a free loopback port, for the block."""
-    async with trio.open_nursery() as nursery:
-        address: tuple[str, int] = await nursery.start(
-            partial(serve_queue, 0, host="127.0.0.1", lease_timeout=lease_timeout)
-        )
-        yield address
-        nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def process_with_stderr(
+def process_with_stderr(
     argv: Sequence[str], *, cwd: Path | None = None
-) -> AsyncIterator[trio.Process]:
+) -> AbstractAsyncContextManager[trio.Process]:
     """A process whose stderr is a pipe; killed and reaped when the block ends."""
-    process = await trio.lowlevel.open_process(
-        list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd
-    )
-    try:
-        yield process
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            assert process.stderr is not None
-            await process.stderr.aclose()
+    return running_process(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
 
 
 async def read_until(
@@ -508,22 +471,6 @@ def status_dict(info: JobInfo) -> dict[str, Any]:
     return wire
 
 
-async def until(predicate: Callable[[], bool]) -> None:
-    """Return once ``predicate()`` holds; callers bound it with ``fail_after``."""
-    while True:
-        if predicate():
-            return
-        await trio.sleep(0.01)
-
-
-async def until_stats(client: Client, predicate: Callable[[Stats], bool]) -> None:
-    """Return once the server's stats satisfy ``predicate``; bounded by the caller."""
-    while True:
-        if predicate(await client.stats()):
-            return
-        await trio.sleep(0.01)
-
-
 @asynccontextmanager
 async def running_worker(
     host: str, port: int, handlers: dict[str, Handler] | None = None, **options: Any
@@ -658,7 +605,7 @@ async def test_cancel_stops_a_running_handler() -> None:
             assert result.returncode == 0, err_text(result)
             # Stopped, counted and not reported: the worker had no report to make.
             with trio.fail_after(10):
-                await until(lambda: worker.statistics().cancelled == 1)
+                await wait_until(lambda: worker.statistics().cancelled == 1)
             statistics = worker.statistics()
         info = await client.status(job_id)
     assert json.loads(result.stdout) == status_dict(info)
@@ -666,22 +613,9 @@ async def test_cancel_stops_a_running_handler() -> None:
     assert (statistics.completed, statistics.failed, statistics.lost) == (0, 0, 0)
 
 
-@asynccontextmanager
-async def process_with_pipes(argv: Sequence[str]) -> AsyncIterator[trio.Process]:
+def process_with_pipes(argv: Sequence[str]) -> AbstractAsyncContextManager[trio.Process]:
     """A process whose stdout and stderr are pipes; killed and reaped when the block ends."""
-    process = await trio.lowlevel.open_process(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        yield process
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            for pipe in (process.stdout, process.stderr):
-                assert pipe is not None
-                await pipe.aclose()
+    return running_process(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 async def test_stats_watch_refreshes_until_interrupted() -> None:
@@ -829,7 +763,7 @@ async def test_worker_queues_and_job_timeout_in_a_real_process() -> None:
         ):
             nursery.start_soon(fail_if_it_exits, worker)
             with trio.fail_after(30):
-                await until_stats(client, lambda stats: stats.waiting_workers == 1)
+                await stats_when(client, lambda stats: stats.waiting_workers == 1)
                 entry = (await client.stats()).workers
                 elsewhere = await client.submit("sleep", {"seconds": 0})
                 hung = await client.submit("sleep", {"seconds": 60}, queue="slow", max_attempts=1)
@@ -861,10 +795,10 @@ async def test_worker_prefetch_in_a_real_process() -> None:
         async with process_with_stderr(argv) as worker, trio.open_nursery() as nursery:
             nursery.start_soon(fail_if_it_exits, worker)
             with trio.fail_after(30):
-                await until_stats(client, lambda stats: stats.waiting_workers == 1)
+                await stats_when(client, lambda stats: stats.waiting_workers == 1)
                 ids = await client.submit_many([{"name": "sleep", "payload": {"seconds": 0.5}}] * 4)
                 # One slot holds all four at once: one running, three taken ahead.
-                await until_stats(
+                await stats_when(
                     client, lambda stats: [len(w["jobs"]) for w in stats.workers] == [4]
                 )
                 done = [await client.wait(job_id) for job_id in ids]

@@ -30,7 +30,7 @@ from jobqueue._state import QueueState
 from jobqueue.testing import RunningQueue, open_memory_queue, open_test_queue
 
 if TYPE_CHECKING:
-    from conftest import RawConnection, RawOpener
+    from tests.helpers import RawConnection, RawOpener
 
 TOKEN = "correct horse battery staple"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 import pytest
@@ -22,19 +22,13 @@ import trio
 import trio.testing
 
 from jobqueue import Job, Worker
-from jobqueue._coordinator import Coordinator
 from jobqueue._json import encode
 from jobqueue._limits import MAX_LINE_BYTES
-from jobqueue.testing import open_memory_queue
+from jobqueue.testing import RunningQueue, open_memory_queue
+from tests.helpers import StreamWrapper, take
 
 if TYPE_CHECKING:
-    from conftest import RawConnection, RawOpener
-
-
-async def take(conn: RawConnection) -> dict[str, Any]:
-    reply = await conn.request({"type": "request_job"})
-    assert reply["type"] == "job_assigned", reply
-    return reply
+    from tests.helpers import RawOpener
 
 
 # -- leases -------------------------------------------------------------------------------
@@ -272,7 +266,7 @@ class _Gate:
 
 
 @attrs.define(eq=False)
-class _GatedStream(trio.abc.Stream):
+class _GatedStream(StreamWrapper):
     """A stream whose sends hold while the gate is shut: a connection that stalls."""
 
     inner: trio.abc.Stream
@@ -281,15 +275,6 @@ class _GatedStream(trio.abc.Stream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.gate.wait_open()
         await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def test_worker_abandons_a_job_whose_lease_was_reassigned(
@@ -376,23 +361,18 @@ async def test_worker_abandons_a_job_whose_lease_was_reassigned(
 async def test_coordinator_wakes_only_for_deadlines(
     autojump_clock: trio.testing.MockClock,
     raw_connection: RawOpener,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # fire_timers runs when the deadline the coordinator sleeps under arrives,
-    # and only then.
-    fired: list[float] = []
-    original = Coordinator.fire_timers
-
-    def recording(self: Coordinator, now: float) -> None:
-        fired.append(now)
-        original(self, now)
-
-    monkeypatch.setattr(Coordinator, "fire_timers", recording)
-
-    async def settled() -> int:
+    # The coordinator wakes when the deadline it sleeps under arrives, and only
+    # then: its statistics count those wake-ups and say when the latest was.
+    async def settled(queue: RunningQueue) -> int:
         """Let every command in flight be served; return the wake-up count so far."""
         await trio.testing.wait_all_tasks_blocked()
-        return len(fired)
+        return queue.statistics().timer_wakeups
+
+    def woken_since(queue: RunningQueue, mark: int) -> tuple[int, float | None]:
+        """Wake-ups since ``mark``, and when the latest one was."""
+        statistics = queue.statistics()
+        return statistics.timer_wakeups - mark, statistics.last_timer_wakeup
 
     with trio.fail_after(10000):  # virtual seconds: a bug fails, not hangs
         async with (
@@ -404,29 +384,30 @@ async def test_coordinator_wakes_only_for_deadlines(
             # and have nothing to do: no wake-ups at all, however long.
             for peer in (holder, other):
                 assert (await peer.request({"type": "hello"}))["type"] == "hello"
-            mark = await settled()
+            mark = await settled(queue)
             await trio.sleep(1000)
-            assert fired[mark:] == []
+            assert woken_since(queue, mark)[0] == 0
 
             job_id = await queue.client.submit("work")
             assert (await take(holder))["attempt"] == 1  # lease runs to 1030
-            mark = await settled()
-            assert fired[mark:] == []
+            mark = await settled(queue)
+            assert woken_since(queue, mark)[0] == 0
             await trio.sleep_until(1020)
-            assert fired[mark:] == []
+            assert woken_since(queue, mark)[0] == 0
             await holder.request({"type": "heartbeat", "job_id": job_id})  # now to 1050
-            mark = await settled()
+            mark = await settled(queue)
             await trio.sleep_until(3000)
-            assert fired[mark:] == [1050.0]  # not at 1030: the deadline moved
+            assert woken_since(queue, mark) == (1, 1050.0)  # not at 1030: the deadline moved
 
             # A blocked request_job is a deadline of its own.
             assert (await take(holder))["attempt"] == 2  # lease runs to 3030
             await other.send({"type": "request_job", "wait": 5})
-            mark = await settled()
+            mark = await settled(queue)
             assert await other.read_reply() == {"type": "no_job"}
             assert trio.current_time() == 3005.0
+            assert woken_since(queue, mark) == (1, 3005.0)
             await trio.sleep_until(5000)
-            assert fired[mark:] == [3005.0, 3030.0]
+            assert woken_since(queue, mark) == (2, 3030.0)
             stats = await queue.client.stats()
         assert (stats.totals["expired"], stats.jobs["pending"]) == (2, 1)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,43 +29,17 @@ import pytest
 import trio
 import trio.testing
 
-import jobqueue.testing
-from jobqueue import Client, Job, RequestError, Stats, Worker
+from jobqueue import Client, Job, RequestError, Worker
 from jobqueue._events import AttemptFailed, Event
 from jobqueue._json import decode_object, encode
-from jobqueue._server import QueueService
 from jobqueue.testing import RunningQueue, open_memory_queue
+from tests.helpers import FixedJitter, StreamWrapper, settle, stats_when, take
 
 if TYPE_CHECKING:
-    from conftest import RawConnection, RawOpener
+    from tests.helpers import RawConnection, RawOpener
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-@pytest.fixture
-def services(monkeypatch: pytest.MonkeyPatch) -> list[QueueService]:
-    """Every QueueService ``open_memory_queue`` makes in this test, in order.
-
-    For reading the server's event log (``state.on_event``) and for giving it a
-    jitter source; the queue itself is the unmodified one.
-    """
-    made: list[QueueService] = []
-
-    class Recorded(QueueService):
-        def __init__(self, **options: Any) -> None:
-            super().__init__(**options)
-            made.append(self)
-
-    monkeypatch.setattr(jobqueue.testing, "QueueService", Recorded)
-    return made
-
-
-def record_events(service: QueueService) -> list[Event]:
-    """Start recording the events the server's state applies."""
-    events: list[Event] = []
-    service.state.on_event = events.append
-    return events
 
 
 def retry_times(events: list[Event]) -> list[float]:
@@ -74,36 +47,11 @@ def retry_times(events: list[Event]) -> list[float]:
     return [e.retry_at for e in events if isinstance(e, AttemptFailed) and e.retry_at is not None]
 
 
-class FixedJitter(random.Random):
-    """Retry jitter that is always ``fraction`` of the way through its range."""
-
-    def __init__(self, fraction: float) -> None:
-        super().__init__(0)
-        self.fraction = fraction
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.fraction
-
-
-async def take(conn: RawConnection, *queues: str) -> dict[str, Any]:
-    request: dict[str, Any] = {"type": "request_job"}
-    if queues:
-        request["queues"] = list(queues)
-    reply = await conn.request(request)
-    assert reply["type"] == "job_assigned", reply
-    return reply
-
-
 async def error_code(conn: RawConnection, message: dict[str, Any]) -> str:
     reply = await conn.request(message)
     assert reply["type"] == "error", reply
     code: str = reply["code"]
     return code
-
-
-async def settle() -> None:
-    """Let every message in flight arrive and be served (no virtual time passes)."""
-    await trio.testing.wait_all_tasks_blocked()
 
 
 class Connections:
@@ -125,7 +73,7 @@ class Connections:
         return stream if self._wrap is None else self._wrap(stream)
 
 
-class LatencyStream(trio.abc.Stream):
+class LatencyStream(StreamWrapper):
     """What this end sends reaches the far end ``delay`` seconds later, in order.
 
     ``send_all`` returns at once, as it does on a socket with room in its
@@ -155,15 +103,12 @@ class LatencyStream(trio.abc.Stream):
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint()
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
     async def aclose(self) -> None:
         self._send.close()
         await trio.lowlevel.checkpoint()
 
 
-class HeldStream(trio.abc.Stream):
+class HeldStream(StreamWrapper):
     """A stream whose reader can be held: what arrives meanwhile is read in one piece.
 
     Models a worker process that is slow to read its socket for a moment (its
@@ -203,12 +148,6 @@ class HeldStream(trio.abc.Stream):
         self._held = False
         self._change()
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         while self._held or not (self._buffer or self._eof):
             await self._changed.wait()
@@ -216,20 +155,8 @@ class HeldStream(trio.abc.Stream):
         self._buffer.clear()
         return data
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
-
-async def stats_when(client: Client, predicate: Callable[[Stats], bool]) -> Stats:
-    """The server's stats once ``predicate`` holds (over TCP, where nothing else can tell)."""
-    while True:
-        stats = await client.stats()
-        if predicate(stats):
-            return stats
-        await trio.sleep(0.002)
-
-
-class SentStream(trio.abc.Stream):
+class SentStream(StreamWrapper):
     """A stream that counts, by wire type, every message sent through it."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
@@ -242,22 +169,12 @@ class SentStream(trio.abc.Stream):
         self.sent.update(decode_object(line)["type"] for line in lines)
         await self.inner.send_all(data)
 
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
 
 # -- retries and dead letters -------------------------------------------------------
 
 
 async def test_a_failing_handler_is_retried_with_backoff_until_it_succeeds(
     autojump_clock: trio.testing.MockClock,
-    services: list[QueueService],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")  # the tracebacks are expected
@@ -271,18 +188,18 @@ async def test_a_failing_handler_is_retried_with_backoff_until_it_succeeds(
 
     with trio.fail_after(100):  # virtual seconds: a bug fails, not hangs
         async with open_memory_queue() as queue:  # the defaults: retry_delay 1 s, 5 attempts
-            events = record_events(services[0])
-            worker = await queue.start_worker({"flaky": flaky})
-            await trio.sleep(3)
-            job_id = await queue.client.submit("flaky")
-            # The first backoff is at least 0.5 s: the job is waiting for its retry.
-            await trio.sleep(0.25)
-            between = await queue.client.status(job_id)
-            info = await queue.client.wait(job_id)
-            done_at = trio.current_time()
-            stats = await queue.client.stats()
-            await settle()
-            statistics = worker.statistics()
+            with queue.record_events() as events:
+                worker = await queue.start_worker({"flaky": flaky})
+                await trio.sleep(3)
+                job_id = await queue.client.submit("flaky")
+                # The first backoff is at least 0.5 s: the job is waiting for its retry.
+                await trio.sleep(0.25)
+                between = await queue.client.status(job_id)
+                info = await queue.client.wait(job_id)
+                done_at = trio.current_time()
+                stats = await queue.client.stats()
+                await settle()
+                statistics = worker.statistics()
 
     assert (between.state, between.attempt) == ("scheduled", 1)
     assert between.error == {"type": "RuntimeError", "message": "attempt 1 failed"}
@@ -307,7 +224,6 @@ async def test_a_failing_handler_is_retried_with_backoff_until_it_succeeds(
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
 async def test_backoff_doubles_up_to_max_retry_delay_at_exact_times(
     autojump_clock: trio.testing.MockClock,
-    services: list[QueueService],
     caplog: pytest.LogCaptureFixture,
     fraction: float,
 ) -> None:
@@ -320,7 +236,7 @@ async def test_backoff_doubles_up_to_max_retry_delay_at_exact_times(
 
     with trio.fail_after(100):
         async with open_memory_queue(retry_delay=2.0, max_retry_delay=5.0) as queue:
-            services[0].state.rng = FixedJitter(fraction)
+            queue.state.rng = FixedJitter(fraction)
             await queue.start_worker({"broken": broken})
             await trio.sleep(1)
             job_id = await queue.client.submit("broken")
@@ -341,7 +257,6 @@ async def test_backoff_doubles_up_to_max_retry_delay_at_exact_times(
 
 async def test_out_of_attempts_is_a_dead_letter_to_list_requeue_or_delete(
     autojump_clock: trio.testing.MockClock,
-    services: list[QueueService],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")
@@ -356,7 +271,7 @@ async def test_out_of_attempts_is_a_dead_letter_to_list_requeue_or_delete(
 
     with trio.fail_after(1000):
         async with open_memory_queue(max_attempts=2, retry_delay=4.0) as queue:
-            services[0].state.rng = FixedJitter(1.0)
+            queue.state.rng = FixedJitter(1.0)
             client = queue.client
             await queue.start_worker({"until_fixed": until_fixed}, queues=("default", "other"))
             keep = await client.submit("until_fixed", "keep")

@@ -1,6 +1,6 @@
 """Chaos run: SIGKILL worker processes at random while thousands of jobs run.
 
-    python -m tests.faults.chaos [--jobs 3000] [--kills 8] [--seed N]
+    python -m tests.process.chaos [--jobs 3000] [--kills 8] [--seed N]
 
 Run it from the repository root (the worker processes import their handler
 from this module). A queue server runs in this process; ``--workers`` real
@@ -29,7 +29,7 @@ exits non-zero if any check fails:
   among what the server took back from it (the rest: jobs assigned in the
   instant between snapshot and kill, which never started).
 
-The quick test suite runs a short version of this (``tests/test_faults.py``).
+The quick test suite runs a short version of this (``tests/process/test_chaos.py``).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from jobqueue._server import QueueService
 ROOT = Path(__file__).resolve().parents[2]
 #: Where the handler (in the worker processes) writes its run records.
 LOG_DIR_ENV = "JOBQUEUE_CHAOS_LOG_DIR"
-HANDLER_SPEC = "tests.faults.chaos:HANDLERS"
+HANDLER_SPEC = "tests.process.chaos:HANDLERS"
 
 # -- the handler, run inside the worker processes ----------------------------------------
 
@@ -524,7 +524,7 @@ async def _kill_at_random(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run from the command line; exit status 1 on any violation."""
-    parser = argparse.ArgumentParser(prog="python -m tests.faults.chaos", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.process.chaos", description=__doc__)
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--kills", type=int, default=8)
     parser.add_argument("--workers", type=int, default=4)

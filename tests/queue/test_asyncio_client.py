@@ -7,21 +7,15 @@ function running its own ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
 
 import pytest
 
 from jobqueue import ConnectionLost, RequestError
 from jobqueue.asyncio import Client, ClientClosed, RequestTimeout
-
-if TYPE_CHECKING:
-    import clients_support as support
-else:
-    support = importlib.import_module("tests.clients_support")
+from tests import helpers as support
 
 TOKEN = "s3cret-token"
 

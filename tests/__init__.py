@@ -1,0 +1,1 @@
+"""The jobqueue test suite, in layers: ``unit``, ``queue`` and ``process``."""

@@ -1,1 +1,0 @@
-"""Fault-injection drivers too long for the default test run (see ``chaos``)."""

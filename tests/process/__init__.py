@@ -1,0 +1,1 @@
+"""Tests that start whole processes: the CLI, real workers and servers, chaos."""

@@ -1,0 +1,1 @@
+"""The queue over memory streams and real TCP, inside the test's own trio run."""

@@ -1,0 +1,1 @@
+"""Pure tests: no sockets, no processes (codec, state, coordinator model)."""
