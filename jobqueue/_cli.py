@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
+from ._cli_worker import DEFAULT_DRAIN_TIMEOUT, run_worker
 from ._client import Client
 from ._config import OptionError, QueueRules, ServerConfig
 from ._demo import run_demo
@@ -192,6 +193,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"jobs each slot takes and reports per round trip, 1 to {MAX_FETCH}; "
         "they run one after another",
+    )
+    worker.add_argument(
+        "--drain-timeout",
+        type=_positive_float,
+        default=DEFAULT_DRAIN_TIMEOUT,
+        metavar="SECONDS",
+        help="on SIGTERM or the first Ctrl-C, how long running jobs may take to finish "
+        "before they are stopped and given back; a second signal stops at once",
     )
     worker.set_defaults(command=_worker)
 
@@ -532,8 +541,7 @@ def _worker(args: argparse.Namespace) -> int:
     )
     if args.name:
         worker.name = args.name
-    trio.run(worker.run)
-    return 0  # pragma: no cover  (Worker.run only returns by raising)
+    return run_worker(worker, args.drain_timeout)
 
 
 # -- submit / status / stats ---------------------------------------------------

@@ -45,6 +45,7 @@ from ._requests import (
     JobFailed,
     ListJobs,
     Progress,
+    ReleaseJob,
     Request,
     RequestJob,
     RetryJob,
@@ -57,7 +58,7 @@ _REQUESTS: dict[str, Callable[[dict[str, Any]], Request]] = {
     cls.TYPE: cls.from_wire
     for cls in (
         Hello, SubmitJob, SubmitJobs, RequestJob, JobComplete, JobFailed, Heartbeat, Progress,
-        GetStatus, WaitJob, GetStats, CancelJob, RetryJob, DeleteJob, ListJobs,
+        GetStatus, WaitJob, GetStats, CancelJob, RetryJob, DeleteJob, ListJobs, ReleaseJob,
     )
 }  # fmt: skip
 

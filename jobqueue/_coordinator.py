@@ -54,6 +54,7 @@ from ._requests import (
     JobFailed,
     ListJobs,
     Progress,
+    ReleaseJob,
     Request,
     RequestJob,
     RetryJob,
@@ -415,6 +416,12 @@ class Coordinator:
         self._notify_watchers(job)
         return job_info(job)
 
+    def _on_release_job(self, conn: Connection, request: ReleaseJob, now: float) -> Reply:
+        self.state.give_back(conn.id, request.leases, now)
+        # Back in line: a worker waiting for one of these gets it at once.
+        self._feed_idle_workers(now)
+        return Ok()
+
     def _on_retry_job(self, conn: Connection, request: RetryJob, now: float) -> Reply:
         job = self.state.revive(request.job_id, now)
         self._feed_idle_workers(now)
@@ -627,6 +634,7 @@ class Coordinator:
         SubmitJobs: _on_submit_jobs,
         CancelJob: _on_cancel_job,
         RetryJob: _on_retry_job,
+        ReleaseJob: _on_release_job,
         DeleteJob: _on_delete_job,
         ListJobs: _on_list_jobs,
         Hello: _on_hello,

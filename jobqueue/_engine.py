@@ -19,8 +19,9 @@ for a refused one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -28,10 +29,10 @@ import trio
 from ._errors import LEASE_GONE_CODES, ConnectionLost, RequestError
 from ._handler import Job, Outcome, report_for
 from ._json import encode
-from ._lease import LeaseKeeper
+from ._lease import Key, LeaseKeeper, ask_many
 from ._link import Link
 from ._replies import JobAssigned, JobCancelledNotice, JobsAssigned, Ok, Reply, Welcome
-from ._requests import Hello, JobComplete, JobFailed, Progress, Request, RequestJob
+from ._requests import Hello, JobComplete, JobFailed, Progress, ReleaseJob, Request, RequestJob
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -55,6 +56,8 @@ class WorkerStatistics:
         cancelled: Jobs stopped because someone cancelled them.
         timed_out: Handlers stopped for running longer than ``job_timeout``
             (also counted in ``failed``).
+        given_back: Jobs handed back unfinished during a drain (``release_job``):
+            taken and not started, or stopped at the drain's deadline.
         running: Handlers running right now.
         connected_slots: Slots connected (``hello`` answered) right now.
     """
@@ -64,14 +67,18 @@ class WorkerStatistics:
     lost: int = 0
     cancelled: int = 0
     timed_out: int = 0
+    given_back: int = 0
     running: int = 0
     connected_slots: int = 0
 
 
 async def serve_connection(
     worker: Worker, stats: WorkerStatistics, link: Link, served: Callable[[], None]
-) -> NoReturn:
-    """Serve jobs over ``link`` until it breaks; ``served()`` once ``hello`` is answered.
+) -> None:
+    """Serve jobs over ``link``; ``served()`` once ``hello`` is answered.
+
+    Returns once the worker drains (:meth:`Worker.drain`) and this slot has
+    finished, reported or given back everything it held.
 
     Raises:
         ConnectionLost: the connection broke, or a reply was overdue.
@@ -89,14 +96,19 @@ async def serve_connection(
         # ends it cancels everything here, running handlers included.
         await nursery.start(link.run_reader, on_notice, nursery.cancel_scope.cancel)
         await nursery.start(keeper.run)
+        engine = _Engine(worker, stats, link, keeper, nursery.cancel_scope)
+        nursery.start_soon(engine.watch_drain)
         stats.connected_slots += 1
         try:
-            await _Engine(worker, stats, link, keeper).serve(served)
+            await engine.serve(served)
+            engine.drained = True
         except (ConnectionLost, RequestError) as exc:
             error = exc
         finally:
             stats.connected_slots -= 1
             nursery.cancel_scope.cancel()
+    if engine.drained:
+        return
     error = error or keeper.failure
     if error is not None:
         raise error
@@ -111,11 +123,23 @@ class _Engine:
     stats: WorkerStatistics
     link: Link
     keeper: LeaseKeeper
+    #: Cancelled to end the connection (a drain that finds the slot idle).
+    connection: trio.CancelScope
     #: The server's lease, from its hello reply: how long a report may take.
     lease_timeout: float = 30.0
+    #: Whether the slot ended because the worker drained (not a failure).
+    drained: bool = False
+    #: Whether the slot is only waiting for a request_job's reply, a blocking one.
+    _idle: bool = False
+    #: The batch's jobs not started yet (a drain gives them back at once).
+    _queue: deque[JobAssigned] = attrs.field(factory=deque)
+    #: Leases whose handler the drain's deadline stopped: given back, not reported.
+    _stopped: set[Key] = attrs.field(factory=set)
+    #: Set once the drain has given back the jobs it found not started.
+    _early: trio.Event = attrs.field(factory=trio.Event)
 
-    async def serve(self, served: Callable[[], None]) -> NoReturn:
-        """Say hello, then take, run and report jobs until the connection breaks."""
+    async def serve(self, served: Callable[[], None]) -> None:
+        """Say hello, then take, run and report jobs until the worker drains."""
         worker = self.worker
         grace = worker.reply_grace
         welcome = await self._ask_one(Hello(worker.name, worker.token), grace)
@@ -135,10 +159,17 @@ class _Engine:
             # and an idle slot then blocks in request_job.
             request = RequestJob(wait=worker.poll_wait, queues=worker.queues, max=worker.prefetch)
             fetch = RequestJob(queues=worker.queues, max=worker.prefetch)
+        draining = worker.draining
         reply: Reply | None = None
         while True:
             if reply is None:
-                reply = await self._ask_one(request, worker.poll_wait + grace)
+                if draining.is_set():
+                    return
+                self._idle = True
+                try:
+                    reply = await self._ask_one(request, worker.poll_wait + grace)
+                finally:
+                    self._idle = False
             if isinstance(reply, JobAssigned):
                 batch: Sequence[JobAssigned] = (reply,)
             elif isinstance(reply, JobsAssigned):
@@ -147,11 +178,88 @@ class _Engine:
                 reply = None
                 continue
             self.keeper.hold(batch, reply.lease_timeout)
+            if draining.is_set():  # taken as the drain began: none of it starts
+                await self._give_back((a.job_id, a.attempt) for a in batch)
+                return
+            queue = self._queue
+            queue.extend(batch)
             ran: list[_Ran] = []
-            for assigned in batch:  # a loop, not a comprehension: one frame less per await
-                job = self._job(assigned)
+            while queue and not draining.is_set():
+                job = self._job(queue.popleft())
                 ran.append((job, await self._run(job)))
-            reply = await self._report(ran, fetch)
+            if draining.is_set():
+                await self._end_drain(ran)
+                return
+            # A report whose fetch waits is the slot's wait for work: a
+            # drain may end it by closing the connection (see watch_drain).
+            self._idle = fetch.wait > 0
+            try:
+                reply = await self._report(ran, fetch)
+            finally:
+                self._idle = False
+
+    async def watch_drain(self) -> None:
+        """On a drain: stop waiting, give back what has not started, stop what overruns.
+
+        What has not started is given back at once, while the running
+        handler goes on; at the drain's deadline that handler is stopped,
+        and its job given back too (by :meth:`_end_drain`).
+
+        A slot that is only waiting for work (a blocking ``request_job``, or
+        a report's waiting ``fetch``) and holds no lease ends its connection
+        at once: the server requeues a job it handed out in that instant.
+        """
+        worker = self.worker
+        await worker.draining.wait()
+        if self._idle and not self.keeper.held:
+            self.drained = True
+            self.connection.cancel()
+            return
+        early = [(assigned.job_id, assigned.attempt) for assigned in self._queue]
+        self._queue.clear()
+        try:
+            await self._give_back(early)
+        finally:
+            self._early.set()
+        await trio.sleep_until(worker.drain_deadline)
+        key = self.keeper.stop_running()
+        if key is not None:
+            self._stopped.add(key)
+            log.warning("drain deadline: stopping job %s to give it back", key[0])
+
+    async def _end_drain(self, ran: list[_Ran]) -> None:
+        """Report the jobs that ran to the end; give back those the deadline stopped."""
+        stopped = self._stopped
+        finished = [(job, outcome) for job, outcome in ran if (job.id, job.attempt) not in stopped]
+        if finished:
+            await self._report(finished, None)
+        await self._give_back(
+            (job.id, job.attempt) for job, _ in ran if (job.id, job.attempt) in stopped
+        )
+        await self._early.wait()
+
+    async def _give_back(self, leases: Iterable[Key]) -> None:
+        """Release these leases (``release_job``): back in line, no attempt spent.
+
+        The batch form is all or nothing; if it is refused (one of the jobs
+        was cancelled or lost meanwhile), each is released on its own.
+        """
+        keys = [key for key in leases if key not in self.keeper.cancelled]
+        if not keys:
+            return
+        limit = self.lease_timeout
+        replies = await ask_many(self.link, [ReleaseJob(tuple(keys))], limit)
+        if isinstance(replies[0], RequestError) and len(keys) > 1:
+            replies = await ask_many(self.link, [ReleaseJob((key,)) for key in keys], limit)
+        else:
+            replies = replies * len(keys)
+        for key, reply in zip(keys, replies, strict=True):
+            self.keeper.release(key)
+            if isinstance(reply, RequestError):
+                log.info("job %s was not given back: %s", key[0], reply.message)
+            else:
+                self.stats.given_back += 1
+                log.info("gave back job %s (attempt %d) unfinished", key[0], key[1])
 
     async def _run(self, job: Job) -> Outcome:
         """Run ``job``'s handler under cancellation and ``job_timeout``.
@@ -226,7 +334,7 @@ class _Engine:
             raise lost
         return True
 
-    async def _report(self, ran: list[_Ran], fetch: RequestJob) -> Reply | None:
+    async def _report(self, ran: list[_Ran], fetch: RequestJob | None) -> Reply | None:
         """Report what ran, in one write whose last report also carries ``fetch``.
 
         A completion the server refuses for itself (a result too large, say)

@@ -95,6 +95,19 @@ class AttemptFailed:
 
 
 @attrs.frozen
+class Released:
+    """The lease holder gave a job back (``release_job``) without spending an attempt.
+
+    The job goes back in line at its original place. ``attempt`` keeps the
+    released run's number, so every run's number stays unique for the lease
+    check; the run is not counted against the budget instead (the budget
+    starts one run later: ``attempt_base`` goes up by one).
+    """
+
+    job_id: str
+
+
+@attrs.frozen
 class Cancelled:
     """A person cancelled the job."""
 
@@ -117,5 +130,5 @@ class Forgotten:
 
 Event = (
     Submitted | Promoted | Assigned | LeaseExtended | Progressed | Completed | AttemptFailed
-    | Cancelled | Revived | Forgotten
+    | Released | Cancelled | Revived | Forgotten
 )  # fmt: skip

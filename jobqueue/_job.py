@@ -43,6 +43,8 @@ TRANSITIONS: dict[tuple[JobState, str], JobState] = {
     (JobState.RUNNING, "complete"): JobState.COMPLETED,
     # The lease was lost (worker gone, lease expired), attempts remain.
     (JobState.RUNNING, "requeue"): JobState.PENDING,
+    # The holder gave the job back (release_job): back in line, no attempt spent.
+    (JobState.RUNNING, "release"): JobState.PENDING,
     # The handler raised, attempts remain: back off, then run again.
     (JobState.RUNNING, "retry"): JobState.SCHEDULED,
     # Any lost attempt when none remain.

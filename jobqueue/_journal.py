@@ -12,7 +12,8 @@ caught as damage, not mistaken for a record that runs past the end of the
 file (which is what a crash mid-write leaves, and what start-up cuts off).
 
 Events are encoded generically, from their attrs fields, and found again by
-class name in :data:`EVENT_TYPES`: a new event class needs one entry there.
+class name in :data:`EVENT_TYPES`, which is read off the ``Event`` union: a new
+event class needs no journal code.
 Payloads, results and notes the server holds as :class:`~jobqueue._json.RawJSON`
 are written verbatim and read back as ``RawJSON`` (their keys are listed
 under ``"~"``). Times are the state's monotonic times shifted by
@@ -28,6 +29,7 @@ import logging
 import os
 import re
 import struct
+import typing
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -35,16 +37,7 @@ from typing import Any
 import attrs
 
 from ._events import (
-    Assigned,
-    AttemptFailed,
-    Cancelled,
-    Completed,
     Event,
-    Forgotten,
-    LeaseExtended,
-    Progressed,
-    Promoted,
-    Revived,
     Submitted,
 )
 from ._json import RawJSON, encode, stored_form
@@ -52,21 +45,7 @@ from ._json import RawJSON, encode, stored_form
 log = logging.getLogger("jobqueue.journal")
 
 #: Every event class, by the name its records carry: a new event is one entry.
-EVENT_TYPES: dict[str, type[Any]] = {
-    cls.__name__: cls
-    for cls in (
-        Submitted,
-        Promoted,
-        Assigned,
-        LeaseExtended,
-        Progressed,
-        Completed,
-        AttemptFailed,
-        Cancelled,
-        Revived,
-        Forgotten,
-    )
-}
+EVENT_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in typing.get_args(Event)}
 
 #: Fields holding a moment on the state's clock: shifted to wall-clock time.
 TIME_FIELDS = frozenset({"not_before", "lease_deadline", "retry_at"})

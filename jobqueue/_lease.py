@@ -140,6 +140,16 @@ class LeaseKeeper:
         self._running = self._handler = None
         self._timeout_at = math.inf
 
+    def stop_running(self) -> Key | None:
+        """Stop the running handler (a drain's deadline); return its lease, if any.
+
+        Its job is neither cancelled nor lost: the slot gives it back.
+        """
+        key, handler = self._running, self._handler
+        if key is not None and handler is not None:
+            handler.cancel()
+        return key
+
     def notice(self, key: Key) -> None:
         """A ``job_cancelled`` notice for ``key``: stop its handler, or never start it."""
         self.cancelled.add(key)

@@ -25,6 +25,7 @@ from ._events import (
     LeaseExtended,
     Progressed,
     Promoted,
+    Released,
     Revived,
     Submitted,
 )
@@ -112,6 +113,14 @@ class QueueModel(JobStore):
                 self._compact(job.queue)
             job.not_before = None
             self.totals["cancelled"] += 1
+        elif isinstance(event, Released):
+            # Like a lost lease's requeue, but the run is not counted: its
+            # number stays (unique for the lease check), the budget starts
+            # one run later.
+            job = self._move(event.job_id, "release")
+            self._end_lease(job)
+            job.attempt_base += 1
+            self._enqueue(job)
         elif isinstance(event, Revived):
             job = self._move(event.job_id, "revive")
             job.attempt_base = job.attempt

@@ -404,6 +404,58 @@ class Progress:
 
 
 @attrs.frozen
+class ReleaseJob:
+    """The lease holder gives jobs back unfinished, without spending an attempt.
+
+    One job (``job_id``, ``attempt``) or a batch (``jobs``, up to
+    ``MAX_FETCH``, as many as one ``request_job`` can take): all are given
+    back, or none. A draining worker sends it for the jobs it took and has
+    not started, and for those it stopped at its drain deadline.
+    """
+
+    TYPE: ClassVar[str] = "release_job"
+    #: ``(job_id, attempt)`` per job; ``attempt`` ``None`` skips that check.
+    leases: tuple[tuple[str, int | None], ...]
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> ReleaseJob:
+        """Validate a decoded ``release_job``: ``job_id`` (and ``attempt``), or ``jobs``."""
+        jobs = obj.get("jobs")
+        if jobs is None:
+            return cls(((nonempty_str(obj, "job_id"), optional_attempt(obj)),))
+        if obj.get("job_id") is not None:
+            raise ProtocolError(BAD_REQUEST, '"release_job" takes "job_id" or "jobs", not both')
+        if not isinstance(jobs, list) or not 0 < len(jobs) <= MAX_FETCH:
+            raise field_error(obj, "jobs", f"an array of 1 to {MAX_FETCH} objects")
+        leases = []
+        for index, job in enumerate(jobs):
+            if not isinstance(job, dict):
+                raise ProtocolError(BAD_REQUEST, f'"release_job" job {index} is not an object')
+            job = {**job, "type": obj["type"]}  # field errors name the request
+            try:
+                leases.append((nonempty_str(job, "job_id"), optional_attempt(job)))
+            except ProtocolError as exc:
+                raise ProtocolError(exc.code, f"job {index}: {exc.message}") from None
+        if len({job_id for job_id, _ in leases}) < len(leases):
+            raise ProtocolError(BAD_REQUEST, '"release_job" names a job twice')
+        return cls(tuple(leases))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Build the wire object (the one-job form for one job)."""
+        if len(self.leases) == 1:
+            ((job_id, attempt),) = self.leases
+            out: dict[str, Any] = {"type": self.TYPE, "job_id": job_id}
+            if attempt is not None:
+                out["attempt"] = attempt
+            return out
+        jobs = [
+            {"job_id": job_id} if attempt is None else {"job_id": job_id, "attempt": attempt}
+            for job_id, attempt in self.leases
+        ]
+        return {"type": self.TYPE, "jobs": jobs}
+
+
+@attrs.frozen
 class CancelJob:
     """Cancel a job that has not finished; a running one's worker is told to stop."""
 
@@ -538,5 +590,5 @@ class GetStats:
 
 Request = (
     Hello | SubmitJob | SubmitJobs | RequestJob | JobComplete | JobFailed | Heartbeat | Progress
-    | GetStatus | WaitJob | GetStats | CancelJob | RetryJob | DeleteJob | ListJobs
+    | GetStatus | WaitJob | GetStats | CancelJob | RetryJob | DeleteJob | ListJobs | ReleaseJob
 )  # fmt: skip

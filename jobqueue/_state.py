@@ -45,6 +45,7 @@ from ._events import (
     LeaseExtended,
     Progressed,
     Promoted,
+    Released,
     Revived,
     Submitted,
 )
@@ -318,6 +319,44 @@ class QueueState(QueueModel):
                 f"job {job_id!r} is {job.state.value}; cancel it before deleting it",
             )
         self.apply(Forgotten(job_id))
+
+    def give_back(
+        self, worker: Hashable, leases: Sequence[tuple[str, int | None]], now: float
+    ) -> list[JobRecord]:
+        """The lease holder gives jobs back (``release_job``): all of them, or none.
+
+        Each job goes back in line at its original place and the run is not
+        counted (see :class:`~jobqueue._events.Released`): a worker that is
+        stopping hands back what it has not started, or what it had to
+        stop, without using up the job's attempts.
+
+        Args:
+            worker: The connection sending the request.
+            leases: ``(job_id, attempt)`` pairs; ``attempt`` ``None`` checks
+                only that the job is leased to ``worker``.
+            now: The current time.
+
+        Raises:
+            RuleError: ``unknown_job`` or ``not_leased`` for any of them (in
+                a batch, the message starts with ``job <index>:``); then
+                nothing was given back.
+        """
+        self._tick(now)
+        jobs = []
+        seen: set[str] = set()
+        for index, (job_id, attempt) in enumerate(leases):
+            try:
+                if job_id in seen:
+                    raise RuleError(NOT_LEASED, f"cannot release job {job_id!r} twice")
+                jobs.append(self._leased(job_id, worker, attempt, "release"))
+            except RuleError as exc:
+                if len(leases) == 1:
+                    raise
+                raise RuleError(exc.code, f"job {index}: {exc.message}") from None
+            seen.add(job_id)
+        for job in jobs:
+            self.apply(Released(job.id))
+        return jobs
 
     def release(self, worker: Hashable, now: float) -> list[JobRecord]:
         """End every lease ``worker`` holds (its connection closed)."""

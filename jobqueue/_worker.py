@@ -14,12 +14,12 @@ the options, the slots and reconnecting.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping
-from typing import NoReturn
 
 import attrs
 import trio
@@ -33,6 +33,7 @@ from ._link import Connector, Link
 from ._runners import HandlerRunner
 
 __all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_JOB_TIMEOUT",
     "DEFAULT_REPLY_GRACE",
     "Handler",
@@ -46,6 +47,9 @@ log = logging.getLogger("jobqueue.worker")
 #: Default for Worker.reply_grace: seconds a reply may take beyond what its
 #: request asks the server to wait.
 DEFAULT_REPLY_GRACE = 10.0
+#: Default for Worker.drain: seconds running jobs get to finish (Kubernetes'
+#: default grace period between SIGTERM and SIGKILL is the same).
+DEFAULT_DRAIN_TIMEOUT = 30.0
 
 
 def _default_name() -> str:
@@ -68,10 +72,13 @@ class Worker:
     """Runs jobs from the queue at ``host:port``.
 
     ``await worker.run()`` (or ``await nursery.start(worker.run)``, which
-    returns once every slot has connected) runs until cancelled. Cancelling
-    it stops at once: running handlers are cancelled, nothing more is
-    reported, and the server puts their jobs back in the queue as soon as
-    the connections close.
+    returns once every slot has connected) runs until :meth:`drain` or
+    until cancelled. :meth:`drain` stops gracefully: no new jobs, running
+    ones finish (within a deadline), the rest are given back without
+    spending an attempt, then ``run()`` returns. Cancelling it stops at
+    once: running handlers are cancelled, nothing more is reported, and the
+    server puts their jobs back in the queue as soon as the connections
+    close, each spending an attempt.
 
     Args:
         host: The server's address.
@@ -152,6 +159,10 @@ class Worker:
     _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
     # Whether "lost the queue" was logged and "reconnected" is still to come.
     _link_down: bool = attrs.field(default=False, init=False)
+    #: Set by :meth:`drain`; every slot watches it.
+    draining: trio.Event = attrs.field(factory=trio.Event, init=False, repr=False)
+    #: When a drain stops the handlers still running (trio time; ``inf``: no drain).
+    drain_deadline: float = attrs.field(default=math.inf, init=False, repr=False)
 
     @_runner.default
     def _make_runner(self) -> HandlerRunner:
@@ -162,15 +173,31 @@ class Worker:
         """A snapshot of this worker's counters."""
         return attrs.evolve(self._stats)
 
-    async def run(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> NoReturn:
-        """Run until cancelled; with ``nursery.start``, start once all slots connect.
+    def drain(self, timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
+        """Stop gracefully: :meth:`run` returns once every slot is done.
+
+        Each slot stops taking jobs at once (a slot waiting for one closes
+        its connection; it holds nothing), gives back at once the jobs it
+        took and has not started, lets its running handler finish for up to
+        ``timeout`` seconds, reports it, and then stops that handler and
+        gives its job back. A job given back (``release_job``) is back in
+        line at its original place and has spent no attempt. Call it from a
+        task in the worker's trio run; calling it again changes nothing.
+        """
+        if timeout < 0:
+            raise ValueError(f"drain timeout must be >= 0, not {timeout}")
+        if not self.draining.is_set():
+            self.drain_deadline = trio.current_time() + timeout
+            self.draining.set()
+            log.info("worker %s draining (up to %gs for running jobs)", self.name, timeout)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until drained or cancelled; with ``nursery.start``, start once all slots connect.
 
         Error handling:
             A lost or refused connection is logged and retried with
-            exponential backoff, for ever. A handler's exception fails that
-            job and is logged; it never stops the worker.
+            exponential backoff until the worker drains. A handler's
+            exception fails that job and is logged; it never stops the worker.
         """
         all_connected = trio.Event()
         remaining = self.concurrency
@@ -185,21 +212,45 @@ class Worker:
             for index in range(self.concurrency):
                 nursery.start_soon(self._slot, index, slot_connected)
             await all_connected.wait()
-            log.info(
-                "worker %s connected to %s:%d with %d slot(s); handlers: %s",
-                self.name,
-                self.host,
-                self.port,
-                self.concurrency,
-                ", ".join(sorted(self.handlers)),
-            )
+            if not self.draining.is_set():
+                log.info(
+                    "worker %s connected to %s:%d with %d slot(s); handlers: %s",
+                    self.name,
+                    self.host,
+                    self.port,
+                    self.concurrency,
+                    ", ".join(sorted(self.handlers)),
+                )
             task_status.started()
-        raise AssertionError("slots never return")  # pragma: no cover
+            await self.draining.wait()
+            done = self._stats.completed + self._stats.failed
+        stats = self._stats
+        log.info(
+            "worker %s drained: %d job(s) finished during the drain, %d given back",
+            self.name,
+            stats.completed + stats.failed - done,
+            stats.given_back,
+        )
 
     async def _slot(self, index: int, connected: Callable[[], None]) -> None:
+        told = False
+
+        def connected_once() -> None:
+            nonlocal told
+            if not told:
+                told = True
+                connected()
+
+        try:
+            await self._serve_slot(index, connected_once)
+        finally:
+            # A slot drained before it ever connected: run() must not wait for it.
+            connected_once()
+
+    async def _serve_slot(self, index: int, connected: Callable[[], None]) -> None:
+        """Connect and serve until the worker drains, reconnecting after failures."""
         delay = self.reconnect_delay
-        first = True
-        while True:
+        while not self.draining.is_set():
             try:
                 link = await Link.open(self.host, self.port, self.connect, self.ssl_context)
             except ConnectionLost as exc:
@@ -209,17 +260,16 @@ class Worker:
                 healthy = False
 
                 def served(address: str = link.address) -> None:
-                    nonlocal healthy, first
+                    nonlocal healthy
                     healthy = True
                     if self._link_down:
                         self._link_down = False
                         log.warning("reconnected to the queue at %s", address)
-                    if first:
-                        first = False
-                        connected()
+                    connected()
 
                 try:
                     await serve_connection(self, self._stats, link, served)
+                    return  # drained
                 except (ConnectionLost, RequestError) as exc:
                     if not self._link_down:
                         self._link_down = True
@@ -231,5 +281,6 @@ class Worker:
                 # send every slot into a tight reconnect loop.
                 if healthy:
                     delay = self.reconnect_delay
-            await trio.sleep(delay * random.uniform(0.5, 1.0))
+            with trio.move_on_after(delay * random.uniform(0.5, 1.0)):
+                await self.draining.wait()
             delay = min(delay * 2, self.max_reconnect_delay)

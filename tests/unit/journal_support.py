@@ -28,7 +28,8 @@ def lifecycle(q: QueueState, rng: random.Random, steps: int, now: float = 100.0)
 
     Every kind of event happens: submits (delayed, keyed, prioritised, in
     several queues, with raw JSON payloads), runs that complete, fail, lose
-    their worker or their lease, progress, cancels, revives and deletes.
+    their worker or their lease or are given back, progress, cancels, revives
+    and deletes.
     """
     workers = [1, 2, 3, "w"]
     for _ in range(steps):
@@ -54,12 +55,14 @@ def lifecycle(q: QueueState, rng: random.Random, steps: int, now: float = 100.0)
                     action = rng.random()
                     if action < 0.4:
                         q.complete(job.id, job.worker, job.attempt, stored_form({"r": 1}), now)
-                    elif action < 0.6:
+                    elif action < 0.55:
                         q.fail(job.id, job.worker, job.attempt, "E", "boom", now)
-                    elif action < 0.75:
+                    elif action < 0.7:
                         q.report_progress(job.id, job.worker, None, 0.5, stored_form("n"), now)
-                    elif action < 0.85:
+                    elif action < 0.8:
                         q.heartbeat(job.id, job.worker, job.attempt, now)
+                    elif action < 0.9:
+                        q.give_back(job.worker, [(job.id, job.attempt)], now)
                     else:
                         q.release(job.worker, now)
             elif roll < 0.88:

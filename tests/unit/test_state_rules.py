@@ -32,6 +32,7 @@ from jobqueue._events import (
     LeaseExtended,
     Progressed,
     Promoted,
+    Released,
     Revived,
     Submitted,
 )
@@ -640,6 +641,7 @@ ACTIONS: dict[str, Callable[[str], Event]] = {
     "retry": lambda job_id: AttemptFailed(job_id, "error", "E", "m", retry_at=50.0),
     "fail": lambda job_id: AttemptFailed(job_id, "error", "E", "m", final=True),
     "revive": lambda job_id: Revived(job_id),
+    "release": lambda job_id: Released(job_id),
 }
 
 
@@ -674,6 +676,7 @@ def test_table_is_what_the_design_says() -> None:
         (s, "cancel"): JobState.CANCELLED,
         (r, "complete"): JobState.COMPLETED,
         (r, "requeue"): p,
+        (r, "release"): p,
         (r, "retry"): s,
         (r, "fail"): JobState.FAILED,
         (r, "cancel"): JobState.CANCELLED,

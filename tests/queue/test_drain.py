@@ -1,0 +1,157 @@
+"""``Worker.drain`` in virtual time, over in-memory streams (``open_memory_queue``).
+
+A drain stops taking jobs, lets the running handler finish within the drain
+timeout, gives back at once the jobs a slot took and has not started, stops and
+gives back a handler still running at the deadline, and then ``run()`` returns.
+A job given back is back in line and has spent no attempt.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from jobqueue import Job
+from jobqueue.testing import open_memory_queue
+
+
+async def test_drain_lets_the_running_job_finish_and_gives_prefetched_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    started: list[str] = []
+    first = trio.Event()
+
+    async def work(job: Job) -> str:
+        started.append(job.id)
+        first.set()
+        await trio.sleep(5)
+        return f"done {job.payload}"
+
+    with trio.fail_after(100):
+        async with open_memory_queue(lease_timeout=30.0) as queue:
+            client = queue.client
+            ids = [await client.submit("work", n) for n in range(3)]
+            worker = queue.worker({"work": work}, prefetch=3)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.run)
+                await first.wait()
+                assert started == [ids[0]]
+                held = (await client.stats()).workers[0]["jobs"]
+                assert sorted(held) == sorted(ids)  # all three taken, one running
+
+                drain_at = trio.current_time()
+                worker.drain(timeout=30.0)
+                # The prefetched ones are back in line at once, attempt unchanged,
+                # while the first one still runs.
+                await trio.sleep(0.1)
+                for job_id in ids[1:]:
+                    status = await client.status(job_id)
+                    assert (status.state, status.attempt, status.error) == ("pending", 1, None)
+                assert (await client.status(ids[0])).state == "running"
+                # run() returns once the running job is done and reported.
+            assert trio.current_time() - drain_at < 6
+            assert started == [ids[0]]
+            head = await client.status(ids[0])
+            assert (head.state, head.result) == ("completed", "done 0")
+            stats = worker.statistics()
+            assert (stats.completed, stats.given_back, stats.lost) == (1, 2, 0)
+            server = await client.stats()
+            assert server.totals["reassigned"] == 0
+            assert server.jobs["pending"] == 2
+            assert server.workers == []
+
+            # Given back without spending: a job with one attempt still runs.
+            again = await queue.start_worker({"work": work})
+            for job_id in ids[1:]:
+                done = await client.wait(job_id)
+                assert (done.state, done.attempt) == ("completed", 2)
+            del again
+
+
+async def test_drain_stops_and_gives_back_a_job_still_running_at_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stopped = trio.Event()
+    running = trio.Event()
+
+    async def forever(job: Job) -> None:
+        running.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            stopped.set()
+
+    with trio.fail_after(100):
+        async with open_memory_queue(lease_timeout=30.0) as queue:
+            client = queue.client
+            job_id = await client.submit("forever", None, max_attempts=1)
+            worker = queue.worker({"forever": forever})
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.run)
+                await running.wait()
+                drain_at = trio.current_time()
+                worker.drain(timeout=7.0)
+            # run() returned at the deadline, not before, and no later than a beat after.
+            assert 7.0 <= trio.current_time() - drain_at < 7.5
+            assert stopped.is_set()
+            status = await client.status(job_id)
+            # max_attempts 1: had the run counted, the job would have failed.
+            assert (status.state, status.attempt, status.error) == ("pending", 1, None)
+            assert worker.statistics().given_back == 1
+            assert (await client.stats()).totals["reassigned"] == 0
+
+
+async def test_drain_ends_an_idle_waiting_slot_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def work(job: Job) -> str:
+        return "ok"
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            client = queue.client
+            worker = queue.worker({"work": work}, concurrency=3, poll_wait=600.0)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.run)
+                for _ in range(1000):
+                    if (await client.stats()).waiting_workers == 3:
+                        break
+                    await trio.sleep(0.01)
+                drain_at = trio.current_time()
+                worker.drain()
+            # Not poll_wait: the waiting slots closed their connections at once.
+            assert trio.current_time() - drain_at < 1.0
+            assert (await client.stats()).waiting_workers == 0
+            # A job submitted now stays for another worker.
+            job_id = await client.submit("work", None)
+            await trio.sleep(1)
+            assert (await client.status(job_id)).state == "pending"
+
+
+async def test_drain_with_the_default_prefetch_reports_and_stops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = trio.Event()
+    running = trio.Event()
+
+    async def work(job: Job) -> str:
+        running.set()
+        await gate.wait()
+        return "ok"
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            client = queue.client
+            ids = [await client.submit("work", n) for n in range(2)]
+            worker = queue.worker({"work": work})
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.run)
+                await running.wait()
+                worker.drain()
+                await trio.sleep(1)
+                gate.set()
+            # The report carried no fetch: the second job was never taken.
+            assert (await client.status(ids[0])).state == "completed"
+            second = await client.status(ids[1])
+            assert (second.state, second.attempt) == ("pending", 0)
+            assert worker.statistics().completed == 1
