@@ -1,10 +1,12 @@
-"""Development sessions: ``nox -s tests lint typecheck demo chaos``.
+"""Development sessions: ``nox -s tests lint typecheck demo chaos prometheus``.
 
 Each session installs the project from this checkout into its own virtualenv,
 so what is tested is the installed package, as a user gets it.
 """
 
 from __future__ import annotations
+
+import os
 
 import nox
 
@@ -50,6 +52,27 @@ def chaos(session: nox.Session) -> None:
     """The long chaos run: real worker processes SIGKILLed at random (tests/process/chaos.py)."""
     session.install(".[test]")
     session.run("python", "-m", "tests.process.chaos", *session.posargs)
+
+
+@nox.session
+def prometheus(session: nox.Session) -> None:
+    """A real Prometheus scrapes a real queue (tests/process/prometheus_scrape.py).
+
+    Uses Debian's ``prometheus`` package: installed with apt-get when it is
+    missing and this runs as root; otherwise the session is skipped, saying why.
+    """
+    import shutil
+
+    binary = shutil.which("prometheus")
+    if binary is None and shutil.which("apt-get") is not None and os.geteuid() == 0:
+        session.run(
+            "apt-get", "install", "-y", "-q", "prometheus", external=True, success_codes=[0, 100]
+        )
+        binary = shutil.which("prometheus")
+    if binary is None:
+        session.skip("no prometheus binary, and Debian's package could not be installed here")
+    session.install(".[test]")
+    session.run("python", "-m", "tests.process.prometheus_scrape", binary)
 
 
 @nox.session

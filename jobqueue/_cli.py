@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import math
 import os
 import ssl
@@ -28,6 +27,7 @@ from ._errors import JobQueueError, ProtocolError
 from ._journal import JournalError
 from ._json import decode_value
 from ._limits import JOB_STATES, MAX_FETCH
+from ._logformat import add_log_format_option, configure_logging
 from ._replies import JobInfo, JobList, Stats
 from ._requests import SubmitJob
 from ._server import serve_queue
@@ -52,11 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"jobqueue: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(verbose=args.verbose, log_format=getattr(args, "log_format", "text"))
     command: Callable[[argparse.Namespace], int] = args.command
     try:
         return command(args)
@@ -159,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--tls-key", metavar="FILE", help="the certificate's private key (default: in --tls-cert)"
     )
+    add_log_format_option(serve)
     serve.set_defaults(command=_serve)
 
     worker = command("worker", "run jobs from the queue")
@@ -202,6 +199,7 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM or the first Ctrl-C, how long running jobs may take to finish "
         "before they are stopped and given back; a second signal stops at once",
     )
+    add_log_format_option(worker)
     worker.set_defaults(command=_worker)
 
     submit = command("submit", "submit jobs and print their ids")

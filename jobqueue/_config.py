@@ -106,6 +106,31 @@ _non_empty = Check(lambda value: len(value) > 0, "must not be empty")
 FSYNC_MODES = ("always", "interval", "never")
 
 
+def metrics_address(text: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6; a bare ``PORT`` is on 127.0.0.1).
+
+    Raises:
+        ValueError: it is not of that shape.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"bad address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9100")
+    return host, int(port)
+
+
+def _is_metrics_address(text: str) -> bool:
+    try:
+        metrics_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _path(value: Any) -> str | None:
     return None if value is None else os.fspath(value)
 
@@ -246,6 +271,16 @@ class ServerConfig:
         "flush the journal before acknowledging (always), every --fsync-interval, or never",
         metavar="|".join(FSYNC_MODES),
         validator=Check(lambda value: value in FSYNC_MODES, "must be always, interval or never"),
+    )
+    #: Serve Prometheus metrics at ``http://HOST:PORT/metrics`` (a bare
+    #: ``PORT`` binds 127.0.0.1); needs the ``jobqueue[metrics]`` extra.
+    #: ``None``: no metrics endpoint (docs/metrics.md).
+    metrics: str | None = option(
+        None,
+        "serve Prometheus metrics at http://HOST:PORT/metrics; needs jobqueue[metrics] "
+        "(default: none)",
+        metavar="HOST:PORT",
+        validator=Check(_is_metrics_address, "must be HOST:PORT, e.g. 127.0.0.1:9100"),
     )
     #: Seconds between journal flushes with ``fsync="interval"``.
     fsync_interval: float = option(

@@ -15,6 +15,7 @@ task per job.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import time
@@ -29,6 +30,7 @@ from ._errors import ProtocolError, Refusal
 from ._job import FINISHED, JobRecord, JobState
 from ._json import encode, stored_form
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
+from ._metrics import JobTimes, MetricsSnapshot
 from ._replies import (
     JobAssigned,
     JobCancelledNotice,
@@ -139,7 +141,18 @@ class Disconnected:
     conn: Connection
 
 
-Command = Batch | Connected | Disconnected
+@attrs.frozen
+class Snapshot:
+    """The metrics endpoint asks for the figures; they go to ``reply``.
+
+    A command like any other, so the numbers are read by the task that owns
+    them, between two commands, and cost O(queues + connections).
+    """
+
+    reply: trio.MemorySendChannel[MetricsSnapshot]
+
+
+Command = Batch | Connected | Disconnected | Snapshot
 
 
 class Durability(Protocol):
@@ -189,6 +202,8 @@ class Coordinator:
 
     state: QueueState
     durability: Durability | None = None
+    #: With metrics: the wait and run times it observes (``None``: none kept).
+    times: JobTimes | None = None
     _conns: dict[int, Connection] = attrs.field(factory=dict, init=False)
     # Workers blocked in request_job, first come first served.
     _idle: OrderedDict[int, _Parked] = attrs.field(factory=OrderedDict, init=False)
@@ -275,6 +290,9 @@ class Coordinator:
         """Apply one command."""
         if self.durability is not None:
             self.durability.begin()
+        if isinstance(command, Snapshot):
+            self._snapshot(command)
+            return
         conn = command.conn
         if isinstance(command, Batch):
             if conn.closed:
@@ -353,6 +371,8 @@ class Coordinator:
     def _on_job_complete(self, conn: Connection, request: JobComplete, now: float) -> Reply | None:
         result = request.stored_result or stored_form(request.result)
         job = self.state.complete(request.job_id, conn.id, request.attempt, result, now)
+        if self.times is not None:
+            self.times.reported(job, now)
         self._notify_watchers(job)
         if request.fetch is not None:
             return self._fetch(conn, request.fetch, now)
@@ -394,6 +414,8 @@ class Coordinator:
             request.error_message,
             now,
         )
+        if self.times is not None:
+            self.times.reported(job, now)
         if job.state in FINISHED:
             self._notify_watchers(job)
         if request.fetch is not None:
@@ -408,6 +430,8 @@ class Coordinator:
 
     def _on_cancel_job(self, conn: Connection, request: CancelJob, now: float) -> Reply:
         job, holder = self.state.cancel(request.job_id, now)
+        if self.times is not None:
+            self.times.ended((job,))
         holder_conn = self._conns.get(holder) if isinstance(holder, int) else None
         if holder_conn is not None:
             # Tell the worker, unasked, so it stops the handler; after any
@@ -440,7 +464,7 @@ class Coordinator:
         if request.max is None:
             job = self.state.assign(conn.id, now, conn.label, request.queues)
             if job is not None:
-                return self._assigned(job)
+                return self._assigned(job, now)
         else:
             reply = self._assign_many(conn, request.queues, request.max, now)
             if reply is not None:
@@ -465,7 +489,7 @@ class Coordinator:
             job = self.state.assign(conn.id, now, conn.label, queues)
             if job is None:
                 break
-            jobs.append(self._assigned(job))
+            jobs.append(self._assigned(job, now))
             budget -= _JOB_ENTRY_BYTES + len(job.id) + len(job.name)
             if job.payload is not None:
                 budget -= len(encode({"": job.payload}))
@@ -477,7 +501,7 @@ class Coordinator:
             # The one place wall-clock time enters: the state machine runs on
             # the coordinator's monotonic clock.
             delay = max(0.0, request.run_at - time.time())
-        return self.state.submit(
+        submitted = self.state.submit(
             request.name,
             # Kept as encoded JSON: compact, and sent on without encoding again.
             request.stored_payload or stored_form(request.payload),
@@ -488,6 +512,9 @@ class Coordinator:
             delay=delay,
             key=request.key,
         )
+        if self.times is not None and submitted[1]:
+            self.times.submitted(submitted[0], now)
+        return submitted
 
     def _on_list_jobs(self, conn: Connection, request: ListJobs, now: float) -> JobList:
         """A listing that fits in one reply line.
@@ -514,10 +541,14 @@ class Coordinator:
         for job in jobs:
             if job.state in FINISHED:
                 self._notify_watchers(job)
+        if self.times is not None:
+            self.times.ended(jobs)
         if jobs:
             self._feed_idle_workers(now)
 
-    def _assigned(self, job: JobRecord) -> JobAssigned:
+    def _assigned(self, job: JobRecord, now: float) -> JobAssigned:
+        if self.times is not None:
+            self.times.assigned(job, now)
         return JobAssigned(job.id, job.name, job.payload, job.attempt, self.state.lease_timeout)
 
     def _send(self, conn: Connection, replies: list[Outgoing] | None) -> None:
@@ -577,7 +608,7 @@ class Coordinator:
             reply: JobAssigned | JobsAssigned | None
             if parked.most is None:
                 job = state.assign(conn.id, now, conn.label, parked.queues)
-                reply = None if job is None else self._assigned(job)
+                reply = None if job is None else self._assigned(job, now)
             else:
                 reply = self._assign_many(conn, parked.queues, parked.most, now)
             assert reply is not None
@@ -620,6 +651,28 @@ class Coordinator:
             workers=workers,
             queues=self.state.queue_counts(),
         )
+
+    def _snapshot(self, command: Snapshot) -> None:
+        """Send the metrics endpoint its figures: O(queues + connections), never O(jobs)."""
+        state, times = self.state, self.times
+        holders = state._held  # worker -> its leases; only the keys are read
+        workers = len(holders) + sum(conn_id not in holders for conn_id in self._idle)
+        queues: dict[str, dict[str, int]] = {queue: {} for queue in times.wait} if times else {}
+        queues.update(state.queue_counts())
+        counts = state.counts()
+        snapshot = MetricsSnapshot(
+            queues=queues,
+            finished={name: counts[name] for name in ("completed", "failed", "cancelled")},
+            totals=dict(state.totals),
+            connections=len(self._conns),
+            workers=workers,
+            waiting_workers=len(self._idle),
+            wait={queue: h.copy() for queue, h in times.wait.items()} if times else {},
+            run={queue: h.copy() for queue, h in times.run.items()} if times else {},
+        )
+        # The asker's channel has room for this one reply; if it gave up, so be it.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            command.reply.send_nowait(snapshot)
 
     #: The handler of each request class: a new request is one entry here.
     _HANDLERS: ClassVar[dict[type[Item], _Handler]] = {

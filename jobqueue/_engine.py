@@ -277,32 +277,45 @@ class _Engine:
         handler = self.worker.handlers.get(job.name)
         if handler is None:
             known = ", ".join(sorted(self.worker.handlers))
-            return Outcome(
-                error=LookupError(
-                    f"worker {self.worker.name} has no handler {job.name!r} ({known})"
-                )
-            )
+            error = LookupError(f"worker {self.worker.name} has no handler {job.name!r} ({known})")
+            log.error("job %s failed: %s", job.id, error, extra=self._fields(job))
+            return Outcome(error=error)
         keeper = self.keeper
         scope = trio.CancelScope()
         if not keeper.start((job.id, job.attempt), scope, self.worker.job_timeout):
             return Outcome()
         log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
         self.stats.running += 1
+        started = trio.current_time()
         try:
             with scope:
                 try:
                     # An async handler as it is; a def in a thread or a process.
-                    return Outcome(await self.worker._runner.resolve(handler)(job))
+                    result = await self.worker._runner.resolve(handler)(job)
                 except Exception as exc:
-                    log.exception("job %s (%s) failed", job.id, job.name)
+                    log.exception(
+                        "job %s (%s) failed", job.id, job.name, extra=self._fields(job, started)
+                    )
                     return Outcome(error=exc)
+                if log.isEnabledFor(logging.INFO):  # (the fields cost more than the check)
+                    fields = self._fields(job, started)
+                    log.info(
+                        "job %s (%s) completed in %.3fs",
+                        job.id,
+                        job.name,
+                        fields["seconds"],
+                        extra=fields,
+                    )
+                return Outcome(result)
         finally:
             keeper.stop()
             self.stats.running -= 1
         if not keeper.timed_out:
             return Outcome()
         self.stats.timed_out += 1
-        log.warning("job %s (%s) ran past job_timeout", job.id, job.name)
+        log.warning(
+            "job %s (%s) ran past job_timeout", job.id, job.name, extra=self._fields(job, started)
+        )
         return Outcome(
             error=TimeoutError(f"handler ran longer than job_timeout={self.worker.job_timeout:g}s")
         )
@@ -323,7 +336,12 @@ class _Engine:
         if key in keeper.cancelled:
             keeper.release(key)
             self.stats.cancelled += 1
-            log.info("job %s (%s) was cancelled; its handler was stopped", job.id, job.name)
+            log.info(
+                "job %s (%s) was cancelled; its handler was stopped",
+                job.id,
+                job.name,
+                extra=self._fields(job),
+            )
             return True
         lost = keeper.lost.get(key)
         if lost is None:
@@ -436,7 +454,26 @@ class _Engine:
         """Give up a job the server no longer leases to us (nothing to report)."""
         self.stats.lost += 1
         reason = why.message if isinstance(why, RequestError) else str(why)
-        log.warning("gave up job %s (%s): %s", job.id, job.name, reason)
+        log.warning("gave up job %s (%s): %s", job.id, job.name, reason, extra=self._fields(job))
+
+    def _fields(self, job: Job, started: float | None = None) -> dict[str, Any]:
+        """What a job's log line carries for ``--log-format json`` (``extra=``).
+
+        The queue is known only to a worker serving one: ``job_assigned``
+        does not say which of a worker's queues the job came from.
+        """
+        worker = self.worker
+        fields: dict[str, Any] = {
+            "job_id": job.id,
+            "job_name": job.name,
+            "attempt": job.attempt,
+            "worker": worker.name,
+        }
+        if len(worker.queues) == 1:
+            fields["queue"] = worker.queues[0]
+        if started is not None:
+            fields["seconds"] = round(trio.current_time() - started, 6)
+        return fields
 
     async def _ask_one(self, message: Request, limit: float) -> Reply:
         """Send ``message``; its reply must come within ``limit`` seconds.

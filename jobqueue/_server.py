@@ -22,7 +22,7 @@ import trio
 
 from ._bytes import ByteStream
 from ._codec import decode_request, encode_reply
-from ._config import ServerConfig, server_config
+from ._config import ServerConfig, metrics_address, server_config
 from ._coordinator import (
     Batch,
     Command,
@@ -32,6 +32,7 @@ from ._coordinator import (
     Disconnected,
     Item,
     Outgoing,
+    Snapshot,
 )
 from ._errors import (
     HANDSHAKE_TIMEOUT,
@@ -44,6 +45,8 @@ from ._errors import (
 from ._framing import EOF, NEED_DATA, LineDecoder
 from ._journal_writer import Journal
 from ._json import encode
+from ._metrics import JobTimes, MetricsSnapshot
+from ._metrics_http import require_h11, serve_metrics
 from ._replies import ErrorReply, JobCancelledNotice
 from ._requests import Hello
 from ._state import QueueState
@@ -84,6 +87,8 @@ async def serve_queue(
       listener's, see :class:`~jobqueue.ServerConfig`.
     - ``journal`` (``None``: memory only), ``fsync`` (``"always"``),
       ``fsync_interval`` (1 s): keep the queue on disk across restarts.
+    - ``metrics`` (``None``): serve Prometheus metrics at ``"HOST:PORT"``
+      (``GET /metrics``; needs ``jobqueue[metrics]``; docs/metrics.md).
 
     Args:
         port: TCP port to listen on; 0 picks a free one.
@@ -110,6 +115,8 @@ async def serve_queue(
     service = QueueService(config)
     token, ssl_context = config.token, config.ssl_context
     _check_file_limit(config.max_connections)
+    if config.metrics is not None:
+        require_h11()  # before anything starts: the error names the extra
     await service.open_journal()
     listeners = await trio.open_tcp_listeners(port, host=host)
     sockname = listeners[0].socket.getsockname()
@@ -130,6 +137,10 @@ async def serve_queue(
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
         await nursery.start(trio.serve_listeners, service.handle_stream, listeners)
+        if config.metrics is not None:
+            await nursery.start(
+                serve_metrics, service.metrics_snapshot, *metrics_address(config.metrics)
+            )
         log.info(
             "queue listening on %s:%d%s (lease timeout %gs)",
             address[0],
@@ -184,7 +195,9 @@ class QueueService:
         if config.journal is not None:
             self.journal = Journal(config.journal, config.fsync, config.fsync_interval)
         #: The coordinator that alone touches ``state`` once :meth:`run` starts.
-        self.coordinator = Coordinator(self.state)
+        self.coordinator = Coordinator(
+            self.state, times=JobTimes() if config.metrics is not None else None
+        )
 
     async def open_journal(self) -> None:
         """Lock and replay the journal, if there is one and it is not open yet.
@@ -223,6 +236,17 @@ class QueueService:
             if journal.fsync == "always":
                 self.coordinator.durability = journal
             await self.coordinator.run(self._commands_receive)
+
+    async def metrics_snapshot(self) -> MetricsSnapshot:
+        """The figures of ``GET /metrics``, taken by the coordinator between two commands.
+
+        Raises:
+            trio.BrokenResourceError: the coordinator has stopped.
+        """
+        send, receive = trio.open_memory_channel[MetricsSnapshot](1)
+        async with receive:
+            await self._commands.send(Snapshot(send))
+            return await receive.receive()
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until the peer closes it.
