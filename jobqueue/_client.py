@@ -359,16 +359,13 @@ class Client:
             ConnectionLost: no connection within ``reconnect_timeout``.
             RequestError: the server refused it (``unauthorized``, ...).
         """
-        try:
-            return await self._open()
-        except (ConnectionLost, RequestError) as exc:
-            if isinstance(exc, RequestError) and exc.code != TOO_MANY_CONNECTIONS:
-                raise
-            log.warning("cannot open a connection to the queue: %s; retrying", exc)
-        link, _ = await self._open_retrying(self._link.address, first_delay=True)
+        address = self._link.address
+        link, attempts = await self._open_retrying(address)
+        if attempts > 1:
+            log.warning("connected to the queue at %s for a wait (attempt %d)", address, attempts)
         return link
 
-    async def _open_retrying(self, address: str, *, first_delay: bool = False) -> tuple[Link, int]:
+    async def _open_retrying(self, address: str) -> tuple[Link, int]:
         """Open a connection, retrying with backoff; return it and the attempts made.
 
         Raises:
@@ -378,9 +375,6 @@ class Client:
         deadline = trio.current_time() + self._reconnect_timeout
         delay = _RECONNECT_DELAY
         attempts = 0
-        if first_delay:
-            await trio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, _MAX_RECONNECT_DELAY)
         while True:
             attempts += 1
             try:

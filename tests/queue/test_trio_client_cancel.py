@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from jobqueue import Client, Job
+from jobqueue import Client, ClientClosed, Job
 from jobqueue.testing import RunningQueue, open_memory_queue
 
 #: Virtual seconds each read from the server takes.
@@ -167,3 +167,30 @@ async def test_replies_match_callers_with_many_tasks_some_cancelled(
                     assert (await client.wait(job_id)).result == {"index": index}
             assert connector.opened == 1 + 1  # the calls', and the waits' one spare
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_spare_closed_as_idle_is_replaced_for_the_next_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(100):
+        async with open_memory_queue(idle_timeout=5) as queue:
+            await queue.start_worker({"echo": echo})
+            connector = Counted(queue)
+            async with Client.connect("memory", 0, connect=connector) as client:
+                first = await client.submit("echo", 1)
+                assert (await client.wait(first)).result == 1  # its connection is kept
+                assert connector.opened == 2
+                await trio.sleep(10)  # the server closes both as idle meanwhile
+                second = await client.submit("echo", 2)  # the shared one: reconnects
+                assert (await client.wait(second)).result == 2
+                # The spare told the wait it was closed unread: sent again on a new one.
+                assert connector.opened == 4
+
+
+async def test_calls_on_a_closed_client_raise_client_closed() -> None:
+    async with open_memory_queue() as queue:
+        async with queue.connect() as client:
+            job_id = await client.submit("echo", 1)
+        for call in (client.status(job_id), client.wait(job_id), client.stats()):
+            with pytest.raises(ClientClosed):
+                await call
