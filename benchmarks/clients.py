@@ -11,7 +11,10 @@ no-op worker with 8 slots in another), from this process:
 - ``shared_per_s``: ``sharers`` threads (blocking) or tasks (trio, asyncio)
   submitting through one shared client at once.
 
-    python -m benchmarks.clients [--jobs 20000] [--round-trips 5000] [--sharers 16]
+    python -m benchmarks.clients [--jobs 20000] [--round-trips 5000] [--sharers 16] [--rounds 3]
+
+Each figure is the median of ``--rounds`` rounds, the clients taking
+turns within each, so that the machine's changing load falls on all.
 
 It is also the ``clients`` scenario of ``benchmarks.run``.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -163,43 +167,57 @@ _SHARED = {"trio": _trio_shared, "sync": _sync_shared, "asyncio": _asyncio_share
 
 
 def clients(
-    jobs: int = 20_000, round_trips: int = 5_000, sharers: int = 16
+    jobs: int = 20_000, round_trips: int = 5_000, sharers: int = 16, rounds: int = 3
 ) -> list[dict[str, Any]]:
-    """Measure each client; one row per client (see the module docstring)."""
-    rows = []
-    for name in CLIENTS:
-        sequential, shared = _SEQUENTIAL[name], _SHARED[name]
+    """Measure each client; one row per client, each figure the median of ``rounds``.
+
+    The clients take turns within each round (in reverse order every other
+    round), so a change in the machine's load falls on all of them alike.
+    """
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {"rt": [], "cpu": [], "shared": [], "jobs": []} for name in CLIENTS
+    }
+    for index in range(rounds):
+        order = CLIENTS if index % 2 == 0 else CLIENTS[::-1]
         with _queue(worker=False) as port:
-            sequential(port, WARMUP, False)
-            rate, cpu_us = _timed(sequential, port, round_trips, False)
-        with _queue(worker=False) as port:
-            shared(port, WARMUP, sharers)
-            shared_rate, _ = _timed(shared, port, round_trips, sharers)
-        with _queue(worker=True) as port:
-            jobs_rate, _ = _timed(sequential, port, jobs, True)
-        rows.append(
-            {
-                "system": "jobqueue",
-                "variant": name,
-                "scenario": "clients",
-                "jobs": jobs,
-                "round_trips_per_s": rate,
-                "client_cpu_us_per_submit": cpu_us,
-                "jobs_per_s": jobs_rate,
-                "sharers": sharers,
-                "shared_per_s": shared_rate,
-            }
-        )
-    return rows
+            for name in order:
+                _SEQUENTIAL[name](port, WARMUP, False)
+            for name in order:
+                rate, cpu_us = _timed(_SEQUENTIAL[name], port, round_trips, False)
+                samples[name]["rt"].append(rate)
+                samples[name]["cpu"].append(cpu_us)
+                samples[name]["shared"].append(_timed(_SHARED[name], port, round_trips, sharers)[0])
+        for name in order:
+            with _queue(worker=True) as port:
+                samples[name]["jobs"].append(_timed(_SEQUENTIAL[name], port, jobs, True)[0])
+    return [
+        {
+            "system": "jobqueue",
+            "variant": name,
+            "scenario": "clients",
+            "jobs": jobs,
+            "rounds": rounds,
+            "round_trips_per_s": statistics.median(samples[name]["rt"]),
+            "client_cpu_us_per_submit": statistics.median(samples[name]["cpu"]),
+            "jobs_per_s": statistics.median(samples[name]["jobs"]),
+            "sharers": sharers,
+            "shared_per_s": statistics.median(samples[name]["shared"]),
+        }
+        for name in CLIENTS
+    ]
 
 
 def print_clients(rows: list[dict[str, Any]]) -> None:
     """The ``clients`` rows as a table, each figure also as a ratio to the trio client's."""
     base = next((row for row in rows if row["variant"] == "trio"), None)
-    print(f"\nclients (load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}):")
+    rounds, jobs, sharers = (
+        (rows[0]["rounds"], rows[0]["jobs"], rows[0]["sharers"]) if rows else (0, 0, 0)
+    )
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nclients, medians of {rounds} rounds (load average {load}):")
     print(
         f"{'client':<8} {'submit round trips/s':>21} {'CPU µs/submit':>14} "
-        f"{'20,000 jobs/s':>14} {'shared by N':>14}"
+        f"{f'{jobs:,} jobs/s':>14} {f'shared by {sharers}':>14}"
     )
     for row in rows:
 
@@ -219,5 +237,6 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--round-trips", type=int, default=5_000)
     parser.add_argument("--sharers", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="figures are medians of these")
     args = parser.parse_args()
-    print_clients(clients(args.jobs, args.round_trips, args.sharers))
+    print_clients(clients(args.jobs, args.round_trips, args.sharers, args.rounds))
