@@ -26,6 +26,7 @@ import trio
 
 from benchmarks import harness
 from benchmarks._kinds import KINDS
+from benchmarks.clients import clients, print_clients
 from benchmarks.floor import floor, print_floor
 from benchmarks.harness import free_port, latency_summary, rss_bytes, spawned, wait_ready
 from benchmarks.peers.run_all import run_peers
@@ -367,6 +368,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         for row in by_scenario["state_scaling"]:
             print(f"  {row['pending']:>9,} pending: submit {row['submit_us']:.2f}  "
                   f"assign {row['assign_us']:.2f}")  # fmt: skip
+    if by_scenario.get("clients"):
+        print_clients(by_scenario["clients"])
 
 
 def main() -> None:
@@ -379,7 +382,7 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=64, help="worker prefetch, batched run")
     parser.add_argument(
         "--scenarios",
-        default="throughput,batched,latency,failover,memory,scaling,connections,floor",
+        default="throughput,batched,latency,failover,memory,scaling,connections,floor,clients",
         help="which of our scenarios to run (comma-separated)",
     )
     parser.add_argument("--json-out", help="also write every row as JSON lines here")
@@ -411,6 +414,8 @@ def main() -> None:
             rows.extend(scaling_connections(args.scaling_jobs))
         if "floor" in scenarios:
             rows.extend(floor(args.jobs))
+        if "clients" in scenarios:
+            rows.extend(clients(args.jobs))
     if args.only in ("peers", "all"):
         rows.extend(
             run_peers(

@@ -9,16 +9,31 @@ import math
 import os
 import ssl
 import sys
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import attrs
 import trio
 
+from ._cli_options import (
+    DEFAULT_PORT,
+    HelpFormatter,
+    Parser,
+    UsageError,
+    add_connect,
+    add_record_options,
+    add_token,
+    connect_options,
+    port_number,
+    positive_float,
+    positive_int,
+    prefetch,
+    record_values,
+)
+from ._cli_options import TOKEN_ENV as TOKEN_ENV
+from ._cli_options import parse_address as parse_address
 from ._cli_worker import DEFAULT_DRAIN_TIMEOUT, run_worker
 from ._client import Client
 from ._config import OptionError, QueueRules, ServerConfig
@@ -33,16 +48,6 @@ from ._requests import SubmitJob
 from ._server import serve_queue
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
-
-#: The port a server listens on, and ``--connect HOST`` reaches, unless told.
-DEFAULT_PORT = 8080
-DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
-#: Environment variable the ``--token`` options default to.
-TOKEN_ENV = "JOBQUEUE_TOKEN"
-
-
-class UsageError(Exception):
-    """A mistake on the command line: printed as one line, exit status 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,48 +85,16 @@ def _only_interrupts(exc: BaseException) -> bool:
     return bool(inner) and all(_only_interrupts(e) for e in inner)
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are :class:`UsageError`.
-
-    So a mistake argparse finds (an unknown option, a bad value) is reported
-    like every other: one ``jobqueue: ...`` line, exit status 2, rather than
-    argparse's usage block.
-    """
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Ends every option's help with its default, as ``ArgumentDefaultsHelpFormatter`` does.
-
-    Except: a help that states its default itself, ``(default: ...)``, is
-    left alone (how ``--token`` keeps ``$JOBQUEUE_TOKEN``'s secret out of
-    ``--help``); a flag's default reads "off" and ``None`` reads "none".
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        flag = isinstance(action, argparse._StoreTrueAction)
-        if not action.option_strings or "(default" in text:
-            return text
-        if flag:
-            return f"{text} (default: off)"
-        if action.default is argparse.SUPPRESS:
-            return text
-        return f"{text} (default: {'none' if action.default is None else '%(default)s'})"
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="jobqueue",
         description="A distributed job queue built on trio.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     # -v works after the command too. The command's copy has no default, so
     # it cannot undo a -v given before the command.
-    verbose = _Parser(add_help=False)
+    verbose = Parser(add_help=False)
     verbose.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug detail"
     )
@@ -134,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
             help=help_text,
             description=help_text,
             parents=[verbose],
-            formatter_class=_HelpFormatter,
+            formatter_class=HelpFormatter,
         )
 
     serve = command("serve", "run the queue server")
@@ -142,11 +115,11 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind; the default serves this machine only"
     )
     serve.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help="TCP port; 0 picks a free one"
+        "--port", type=port_number, default=DEFAULT_PORT, help="TCP port; 0 picks a free one"
     )
     for record in (QueueRules, ServerConfig):
-        _add_record_options(serve, record)
-    _add_token(serve, "require this shared secret in every connection's hello")
+        add_record_options(serve, record)
+    add_token(serve, "require this shared secret in every connection's hello")
     serve.add_argument(
         "--tls-cert",
         metavar="FILE",
@@ -159,9 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(command=_serve)
 
     worker = command("worker", "run jobs from the queue")
-    _add_connect(worker)
+    add_connect(worker)
     worker.add_argument(
-        "--concurrency", type=_positive_int, default=1, metavar="N", help="jobs run at once"
+        "--concurrency", type=positive_int, default=1, metavar="N", help="jobs run at once"
     )
     worker.add_argument(
         "--handlers",
@@ -178,14 +151,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--job-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_JOB_TIMEOUT,
         metavar="SECONDS",
         help="cancel and fail a handler running longer",
     )
     worker.add_argument(
         "--prefetch",
-        type=_prefetch,
+        type=prefetch,
         default=1,
         metavar="N",
         help=f"jobs each slot takes and reports per round trip, 1 to {MAX_FETCH}; "
@@ -193,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--drain-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_DRAIN_TIMEOUT,
         metavar="SECONDS",
         help="on SIGTERM or the first Ctrl-C, how long running jobs may take to finish "
@@ -203,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(command=_worker)
 
     submit = command("submit", "submit jobs and print their ids")
-    _add_connect(submit)
+    add_connect(submit)
     submit.add_argument("name", metavar="NAME", help="handler name, e.g. sleep")
     submit.add_argument(
         "--payload",
@@ -212,10 +185,19 @@ def _parser() -> argparse.ArgumentParser:
         help="job payload: JSON, @FILE to read it from FILE, or - to read standard input",
     )
     submit.add_argument(
-        "--count", type=_positive_int, default=1, metavar="N", help="how many jobs to submit"
+        "--count", type=positive_int, default=1, metavar="N", help="how many jobs to submit"
     )
     submit.add_argument(
-        "--wait", action="store_true", help="wait for the jobs to finish and print their results"
+        "--wait",
+        action="store_true",
+        help="print the ids to standard error, then wait for the jobs to finish and print "
+        "their results",
+    )
+    submit.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="with --wait: give up waiting after this long (exit status 3)",
     )
     submit.add_argument("--queue", default="default", help="queue to submit to")
     submit.add_argument("--priority", type=int, default=0, help="higher runs first")
@@ -225,14 +207,14 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--key", help="idempotency key (with --count N: KEY-1 ... KEY-N)")
     submit.add_argument(
         "--max-attempts",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="runs each job may take (default: the server's)",
     )
     submit.set_defaults(command=_submit)
 
     status = command("status", "print one job's status as JSON")
-    _add_connect(status)
+    add_connect(status)
     status.add_argument("job_id", metavar="JOB_ID")
     status.set_defaults(command=_status)
 
@@ -242,27 +224,27 @@ def _parser() -> argparse.ArgumentParser:
         ("delete", "forget a finished job"),
     ):
         act = command(action, help_text)
-        _add_connect(act)
+        add_connect(act)
         act.add_argument("job_id", metavar="JOB_ID")
         act.set_defaults(command=partial(_act, action))
 
     listing = command("list", "list jobs in one state, oldest first")
-    _add_connect(listing)
+    add_connect(listing)
     listing.add_argument("--state", default="failed", choices=JOB_STATES, help="the state")
     listing.add_argument("--queue", help="only this queue (default: all)")
     listing.add_argument(
-        "--limit", type=_positive_int, default=50, metavar="N", help="most jobs to list"
+        "--limit", type=positive_int, default=50, metavar="N", help="most jobs to list"
     )
     listing.add_argument("--json", action="store_true", help="one JSON object per job")
     listing.set_defaults(command=_list)
 
     stats = command("stats", "print queue statistics")
-    _add_connect(stats)
+    add_connect(stats)
     stats.add_argument("--json", action="store_true", help="print the raw stats reply")
     stats.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     stats.add_argument(
         "--interval",
-        type=_positive_float,
+        type=positive_float,
         default=1.0,
         metavar="SECONDS",
         help="time between refreshes with --watch",
@@ -271,192 +253,21 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "run a server, worker processes and a job stream; kill a worker mid-job")
     demo.add_argument(
-        "--workers", type=_positive_int, default=3, metavar="N", help="worker processes"
+        "--workers", type=positive_int, default=3, metavar="N", help="worker processes"
     )
     demo.add_argument(
-        "--concurrency", type=_positive_int, default=2, metavar="N", help="slots per worker"
+        "--concurrency", type=positive_int, default=2, metavar="N", help="slots per worker"
     )
-    demo.add_argument("--jobs", type=_positive_int, default=30, metavar="N", help="jobs to run")
+    demo.add_argument("--jobs", type=positive_int, default=30, metavar="N", help="jobs to run")
     demo.add_argument("--seed", type=int, help="seed for job durations (default: random)")
     demo.set_defaults(command=run_demo)
     return parser
 
 
-def _add_connect(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--connect",
-        default=DEFAULT_ADDRESS,
-        metavar="HOST:PORT",
-        help=f"the queue server; without :PORT, port {DEFAULT_PORT}",
-    )
-    _add_token(parser, "the server's shared secret")
-    parser.add_argument(
-        "--tls", action="store_true", help="connect with TLS, trusting the system's CAs"
-    )
-    parser.add_argument(
-        "--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA certificate (PEM)"
-    )
-
-
-def _add_token(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument(
-        "--token",
-        default=os.environ.get(TOKEN_ENV) or None,
-        help=f"{what} (default: ${TOKEN_ENV}; prefer that: other users can see command lines)",
-    )
-
-
-def _add_record_options(parser: argparse.ArgumentParser, record: type[Any]) -> None:
-    """One option per field of ``record`` (``--lease-timeout`` for ``lease_timeout``).
-
-    The field gives the option its default, its help and metavar, the type
-    of its value and its check, so a new server option needs only a new
-    field. Fields the command line spells its own way say so in their
-    metadata (a ``flag`` of their own, a word for ``None``, or none at all).
-    """
-    hints = typing.get_type_hints(record)
-    for field in attrs.fields(record):
-        meta = field.metadata
-        if not meta.get("cli", True):
-            continue
-        help_text: str = meta["help"]
-        if meta.get("none_means"):
-            help_text += f"; {meta['none_means']}"
-        parser.add_argument(
-            meta.get("flag") or "--" + field.name.replace("_", "-"),
-            dest=field.name,
-            type=_field_value(field, hints[field.name]),
-            default=field.default,
-            metavar=meta.get("metavar"),
-            help=help_text,
-        )
-
-
-def _field_value(field: attrs.Attribute[Any], hint: Any) -> Callable[[str], Any]:
-    """Parse an option's text as its field's type, then apply the field's check."""
-    kinds = [kind for kind in typing.get_args(hint) or (hint,) if kind is not type(None)]
-    parsers: dict[Any, Callable[[str], Any]] = {int: _whole_number, float: _finite_number, str: str}
-    parse = parsers[kinds[0]]
-    none_means: str | None = field.metadata.get("none_means")
-    none_word = none_means.partition(":")[0] if none_means else None
-
-    def value(text: str) -> Any:
-        if none_word is not None and text.strip() == none_word:
-            return None
-        result = parse(text)
-        try:
-            if field.validator is not None:
-                field.validator(None, field, result)
-        except OptionError as exc:
-            # The value as typed: "not 0", where the record would say "not 0.0".
-            rule = f"{exc.requirement}, not {text.strip()}"
-            if none_means is not None:
-                rule += f" (or {none_means})"
-            raise argparse.ArgumentTypeError(rule) from None
-        return result
-
-    return value
-
-
-def _record_values(args: argparse.Namespace, record: type[Any]) -> dict[str, Any]:
-    """The values of ``record``'s fields that ``_add_record_options`` parsed."""
-    return {
-        field.name: getattr(args, field.name)
-        for field in attrs.fields(record)
-        if field.metadata.get("cli", True)
-    }
-
-
-def _connection(args: argparse.Namespace) -> dict[str, Any]:
-    """Where and how to connect, from ``--connect``, ``--token`` and ``--tls*``.
-
-    Raises:
-        UsageError: a bad address or an unreadable CA file.
-    """
-    host, port = parse_address(args.connect)
-    context = None
-    if args.tls or args.tls_ca:
-        try:
-            context = ssl.create_default_context(cafile=args.tls_ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot use --tls-ca {args.tls_ca!r}: {exc}") from None
-    return {"host": host, "port": port, "token": args.token, "ssl_context": context}
-
-
 def _client(
     args: argparse.Namespace, name: str = "jobqueue-cli"
 ) -> AbstractAsyncContextManager[Client]:
-    return Client.connect(**_connection(args), name=name)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _prefetch(text: str) -> int:
-    value = _positive_int(text)
-    if value > MAX_FETCH:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_FETCH}, not {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, not {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, not {value}")
-    return value
-
-
-def _whole_number(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-
-
-def _finite_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
-    return value
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6); a bare ``HOST`` takes port 8080.
-
-    Raises:
-        UsageError: if it is not of that shape.
-    """
-    if ":" not in text or (text.startswith("[") and text.endswith("]")):
-        host, port_text = text, str(DEFAULT_PORT)
-    else:
-        host, _, port_text = text.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"bad address {text!r}: expected HOST:PORT or HOST, e.g. 127.0.0.1:8080")
-    return host, int(port_text)
+    return Client.connect(**connect_options(args), name=name)
 
 
 # -- serve / worker ------------------------------------------------------------
@@ -474,10 +285,10 @@ def _serve(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot load --tls-cert/--tls-key: {exc}") from None
     try:
         config = ServerConfig(
-            rules=QueueRules(**_record_values(args, QueueRules)),
+            rules=QueueRules(**record_values(args, QueueRules)),
             token=args.token,
             ssl_context=context,
-            **_record_values(args, ServerConfig),
+            **record_values(args, ServerConfig),
         )
     except OptionError as exc:
         # The options parsed above were checked already: only --token is left.
@@ -524,7 +335,7 @@ def load_handlers(spec: str) -> dict[str, Handler]:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    connection = _connection(args)
+    connection = connect_options(args)
     handlers = load_handlers(args.handlers) if args.handlers else {}
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
     if not queues:
@@ -546,7 +357,9 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    _connection(args)  # a bad address is a usage error before anything else
+    connect_options(args)  # a bad address is a usage error before anything else
+    if args.timeout is not None and not args.wait:
+        raise UsageError("--timeout needs --wait: without it, submit does not wait")
     text = _payload_text(args.payload)
     try:
         # The server's own rules: no NaN/Infinity, no 1e999, bounded nesting.
@@ -578,14 +391,37 @@ def _submit(args: argparse.Namespace) -> int:
                 for job_id in job_ids:
                     print(job_id)
                 return 0
-            failures = 0
+            # Before the wait: whoever stops it (Ctrl-C, --timeout) still
+            # has the ids. Standard output keeps one JSON line per job.
             for job_id in job_ids:
-                info = await client.wait(job_id)
-                failures += info.state != "completed"
-                print(_json(_status_dict(info)))
-            return 1 if failures else 0
+                print(f"submitted {job_id}", file=sys.stderr, flush=True)
+            failures = 0
+            done = 0
+            with trio.move_on_after(math.inf if args.timeout is None else args.timeout):
+                for job_id in job_ids:
+                    info = await client.wait(job_id)
+                    failures += info.state != "completed"
+                    print(_json(_status_dict(info)), flush=True)
+                    done += 1
+                return 1 if failures else 0
+            left = job_ids[done:]
+            states = [(await client.status(job_id)).state for job_id in left[:5]]
+            named = ", ".join(
+                f"{job_id} ({state})" for job_id, state in zip(left[:5], states, strict=True)
+            )
+            more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+            print(
+                f"jobqueue: {len(left)} of {len(job_ids)} jobs did not finish within "
+                f"{args.timeout:g}s: {named}{more}",
+                file=sys.stderr,
+            )
+            return TIMED_OUT
 
     return trio.run(run)
+
+
+#: ``submit --wait``'s exit status when ``--timeout`` ran out (1: a job failed).
+TIMED_OUT = 3
 
 
 def _payload_text(spec: str) -> str:

@@ -15,6 +15,7 @@ import trio
 from ._errors import (
     IDLE_TIMEOUT,
     TOO_MANY_CONNECTIONS,
+    ClientClosed,
     ConnectionLost,
     ProtocolError,
     RequestError,
@@ -48,27 +49,46 @@ _MAX_RECONNECT_DELAY = 5.0
 #: Default for how long a Client keeps trying to reconnect, in seconds.
 DEFAULT_RECONNECT_TIMEOUT = 30.0
 
+#: Idle connections a Client keeps for its next ``wait`` (as the asyncio client).
+MAX_SPARE_CONNECTIONS = 8
+
 
 @attrs.define(eq=False)
 class Client:
     """A connection to the queue for submitting jobs and reading their state.
 
     Open one with :meth:`connect`. A ``Client`` may be shared by several
-    tasks; their requests take turns on the one connection. There are no
-    background tasks: every method is a plain request and reply.
+    tasks; their requests take turns on the one connection. :meth:`wait` is
+    the exception: the server holds every later reply on a connection behind
+    a ``wait_job`` (protocol §3.2), so each wait has a connection of its
+    own, kept for the next wait afterwards (up to
+    :data:`MAX_SPARE_CONNECTIONS`), and a waiting task holds up no other
+    task's requests. There are no background tasks: every method is a plain
+    request and reply.
+
+    Cancellation (``trio.move_on_after`` around a call) is safe: the
+    connection stays usable, the reply still owed is read and dropped by the
+    next call, and no reply is handed to the wrong caller; nothing
+    reconnects. A cancelled :meth:`wait` closes its own connection, which
+    the server would otherwise keep holding. As with any cancelled request,
+    it may or may not have been applied.
 
     If the connection breaks (the server restarted, say), the call in flight
     raises :class:`ConnectionLost`: the client cannot know whether the
     server applied it (a ``submit`` with a ``key`` is safe to repeat). The
     next call reconnects first, retrying with backoff for up to
-    ``reconnect_timeout`` seconds, and logs what happened. A cancelled call
-    also leaves the connection unusable, and the next call reconnects.
+    ``reconnect_timeout`` seconds, and logs what happened.
     """
 
     _link: Link
     _open: Callable[[], Awaitable[Link]]
     _reconnect_timeout: float
     _reconnecting: trio.Lock = attrs.field(factory=trio.Lock, init=False)
+    # Connections for wait: idle ones kept for the next wait, and those a
+    # wait is using now (closed by aclose).
+    _spares: list[Link] = attrs.field(factory=list, init=False)
+    _waiting: set[Link] = attrs.field(factory=set, init=False)
+    _closed: bool = attrs.field(default=False, init=False)
 
     @classmethod
     @asynccontextmanager
@@ -107,7 +127,7 @@ class Client:
         """
 
         async def open_link() -> Link:
-            link = await Link.open(host, port, connect, ssl_context)
+            link = await Link.open(host, port, connect, ssl_context, keep_on_cancel=True)
             try:
                 await link.request(Hello(name, token))
             except ConnectionLost as exc:
@@ -240,15 +260,15 @@ class Client:
         failed job's last error. Retries in between do not end the wait.
 
         The server answers when the job ends; nothing polls. Wrap in
-        ``trio.move_on_after`` / ``trio.fail_after`` to bound the wait (a
-        cancelled call leaves the connection unusable; the next call
-        reconnects).
+        ``trio.move_on_after`` / ``trio.fail_after`` to bound the wait: the
+        wait has a connection of its own, which a cancelled wait closes, so
+        other tasks' calls neither wait behind it nor notice.
 
         Raises:
             RequestError: ``unknown_job`` if the server does not know it.
             ConnectionLost: the connection broke.
         """
-        return _expect(await self._request(WaitJob(job_id)), JobInfo)
+        return _expect(await self._request_alone(WaitJob(job_id)), JobInfo)
 
     async def stats(self) -> Stats:
         """Return queue-wide counters and which worker holds which job.
@@ -259,11 +279,22 @@ class Client:
         return _expect(await self._request(GetStats()), Stats)
 
     async def aclose(self) -> None:
-        """Close the connection (``connect``'s block does this for you)."""
-        await self._link.aclose()
+        """Close every connection (``connect``'s block does this for you).
+
+        Calls in flight get :class:`ConnectionLost`; later ones
+        :class:`ClientClosed`.
+        """
+        self._closed = True
+        links = [self._link, *self._spares, *self._waiting]
+        self._spares.clear()
+        self._waiting.clear()
+        for link in links:
+            await link.aclose()
 
     async def _request(self, message: Request) -> Reply:
         if self._link.broken is not None:
+            if self._closed:
+                raise ClientClosed("the client is closed")
             await self._reconnect()
         try:
             return await self._link.request(message)
@@ -276,6 +307,89 @@ class Client:
         # before (as idle, say), so sending it again cannot apply it twice.
         await self._reconnect()
         return await self._link.request(message)
+
+    async def _request_alone(self, message: Request) -> Reply:
+        """Send ``message`` on a connection of its own: a spare, or a new one.
+
+        For requests the server holds (``wait_job``). The connection goes
+        back to the spares once answered; if the call is cancelled or the
+        connection fails, it is closed instead (quietly: nothing the
+        shared connection or the user need hear about).
+        """
+        for resent in (False, True):
+            if self._closed:
+                raise ClientClosed("the client is closed")
+            link = self._spares.pop() if self._spares else await self._open_spare()
+            self._waiting.add(link)
+            keep = False
+            try:
+                reply = await link.request(message)
+                keep = True
+                return reply
+            except RequestNotSent:
+                # A spare the server closed meanwhile: it never read this.
+                if resent:
+                    raise
+            except ConnectionLost as exc:
+                # The server went away, most likely: from the shared
+                # connection too, which would only learn so on its next call.
+                self._link.suspect(f"lost as another connection was ({exc})")
+                raise
+            except RequestError as exc:
+                keep = exc.code != IDLE_TIMEOUT
+                if keep or resent:
+                    raise
+            finally:
+                self._waiting.discard(link)
+                if (
+                    keep
+                    and link.broken is None
+                    and not self._closed
+                    and len(self._spares) < MAX_SPARE_CONNECTIONS
+                ):
+                    self._spares.append(link)
+                else:
+                    await link.aclose()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _open_spare(self) -> Link:
+        """A new connection for :meth:`_request_alone`, retrying as a reconnect does.
+
+        Raises:
+            ConnectionLost: no connection within ``reconnect_timeout``.
+            RequestError: the server refused it (``unauthorized``, ...).
+        """
+        address = self._link.address
+        link, attempts = await self._open_retrying(address)
+        if attempts > 1:
+            log.warning("connected to the queue at %s for a wait (attempt %d)", address, attempts)
+        return link
+
+    async def _open_retrying(self, address: str) -> tuple[Link, int]:
+        """Open a connection, retrying with backoff; return it and the attempts made.
+
+        Raises:
+            ConnectionLost: no connection within ``reconnect_timeout``.
+            RequestError: the server refused it (``unauthorized``, ...).
+        """
+        deadline = trio.current_time() + self._reconnect_timeout
+        delay = _RECONNECT_DELAY
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await self._open(), attempts
+            except (ConnectionLost, RequestError) as exc:
+                # A full server may have room soon; a refused token will not.
+                if isinstance(exc, RequestError) and exc.code != TOO_MANY_CONNECTIONS:
+                    raise
+                if trio.current_time() + delay > deadline:
+                    raise ConnectionLost(
+                        f"could not reconnect to the queue at {address} within "
+                        f"{self._reconnect_timeout:g}s ({attempts} attempts): {exc}"
+                    ) from exc
+                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, _MAX_RECONNECT_DELAY)
 
     async def _reconnect(self) -> None:
         """Replace a broken connection, retrying with backoff.
@@ -291,29 +405,8 @@ class Client:
                 return  # another task reconnected while this one waited
             log.warning("connection to the queue at %s %s; reconnecting", old.address, old.broken)
             await old.aclose()
-            deadline = trio.current_time() + self._reconnect_timeout
-            delay = _RECONNECT_DELAY
-            attempts = 0
-            while True:
-                attempts += 1
-                try:
-                    self._link = await self._open()
-                except (ConnectionLost, RequestError) as exc:
-                    # A full server may have room soon; a refused token will not.
-                    if isinstance(exc, RequestError) and exc.code != TOO_MANY_CONNECTIONS:
-                        raise
-                    if trio.current_time() + delay > deadline:
-                        raise ConnectionLost(
-                            f"could not reconnect to the queue at {old.address} within "
-                            f"{self._reconnect_timeout:g}s ({attempts} attempts): {exc}"
-                        ) from exc
-                    await trio.sleep(delay * random.uniform(0.5, 1.0))
-                    delay = min(delay * 2, _MAX_RECONNECT_DELAY)
-                else:
-                    log.warning(
-                        "reconnected to the queue at %s (attempt %d)", old.address, attempts
-                    )
-                    return
+            self._link, attempts = await self._open_retrying(old.address)
+            log.warning("reconnected to the queue at %s (attempt %d)", old.address, attempts)
 
 
 def _expect(reply: Reply, kind: type[_R]) -> _R:

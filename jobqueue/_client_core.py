@@ -204,7 +204,7 @@ class Conversation:
         self._pending.append(pending)
         return data, pending
 
-    def receive(self, data: bytes) -> list[Pending]:
+    def receive(self, data: bytes | bytearray) -> list[Pending]:
         """Feed bytes from the server (``b""``: it closed); return the requests answered.
 
         A reply of the wrong kind, a line that is not a reply, or the end of

@@ -60,6 +60,15 @@ class Link:
     _replies: trio.MemoryReceiveChannel[Reply] | None = attrs.field(default=None, init=False)
     # Reads and writes for the stream (direct on a plain TCP socket).
     _bytes: ByteStream = attrs.field(init=False)
+    #: Whether a call cancelled while it waits for its reply leaves the
+    #: connection usable (see :meth:`request`). The Client sets it; a
+    #: worker's link breaks instead, because there an overdue reply means
+    #: the server is gone (and its reader task would hand on a late reply).
+    keep_on_cancel: bool = attrs.field(default=False, kw_only=True)
+    # Replies the server still owes on this connection, read by the task
+    # whose turn it is: its own, and before them any owed to a call that
+    # was cancelled while it waited (read and dropped). Direct reads only.
+    _unread: int = attrs.field(default=0, init=False)
 
     @_bytes.default
     def _byte_stream(self) -> ByteStream:
@@ -72,11 +81,14 @@ class Link:
         port: int,
         connect: Connector | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        *,
+        keep_on_cancel: bool = False,
     ) -> Link:
         """Connect to the queue at ``host:port`` (or through ``connect``).
 
         With ``ssl_context``, the connection is TLS, and the server's
         certificate is checked against ``host`` (as the context says).
+        ``keep_on_cancel`` is the attribute of that name.
 
         Raises:
             ConnectionLost: if nothing accepts the connection within
@@ -105,7 +117,7 @@ class Link:
             raise ConnectionLost(
                 f"TLS handshake with the queue at {address} failed: {why}"
             ) from exc
-        return cls(stream, address)
+        return cls(stream, address, keep_on_cancel=keep_on_cancel)
 
     async def aclose(self) -> None:
         """Close the connection."""
@@ -114,6 +126,14 @@ class Link:
 
     async def request(self, message: Request) -> Reply:
         """Send ``message`` and return the server's reply.
+
+        Cancelled while it waits for the reply, the call leaves the
+        connection usable if :attr:`keep_on_cancel` is set: the reply still
+        comes, and the next call reads and drops it before reading its own,
+        so no reply is ever handed to the wrong caller. (That next call
+        then waits for it too: a request the server holds, ``wait_job``,
+        belongs on a connection of its own.) Otherwise, and whenever the
+        request may have been sent only in part, the connection is broken.
 
         Raises:
             RequestError: the server answered with an ``error`` reply.
@@ -161,13 +181,21 @@ class Link:
                 raise RequestNotSent(f"connection to {self.address} unusable: {self._broken}")
             sent = False
             replies: list[Reply] = []
+            count = len(messages)
             try:
                 await self._bytes.send_all(data)
                 sent = True
-                for _ in messages:
-                    if self._replies is None:
-                        replies.append(await self._read_reply(skip_notices=True))
-                    else:
+                if self._replies is None:
+                    self._unread += count
+                    while len(replies) < count:
+                        reply = await self._read_reply(skip_notices=True)
+                        self._unread -= 1
+                        # More unread than this call awaits: that reply was
+                        # owed to a cancelled call. Dropped, as it asked.
+                        if self._unread < count - len(replies):
+                            replies.append(reply)
+                else:
+                    for _ in messages:
                         try:
                             replies.append(await self._replies.receive())
                         except trio.EndOfChannel:
@@ -188,9 +216,11 @@ class Link:
                     f"the server at {self.address} sent a bad reply: {exc.message}"
                 ) from exc
             except BaseException:
-                # Interrupted (cancelled) before its reply was read: that reply
-                # is still coming, so nothing else can use the connection.
-                self._broken = f"a {messages[0].TYPE} request was interrupted"
+                # Interrupted (cancelled) before its replies were read. Sent
+                # whole and read directly, they are counted in _unread and
+                # dropped when they come; otherwise the connection is spent.
+                if not (sent and self.keep_on_cancel and self._replies is None):
+                    self._broken = f"a {messages[0].TYPE} request was interrupted"
                 raise
         finally:
             self._turn.release()
@@ -242,6 +272,19 @@ class Link:
                 reply = decode_reply(line)
                 if not (skip_notices and isinstance(reply, JobCancelledNotice)):
                     return reply
+
+    def suspect(self, why: str) -> None:
+        """Treat the connection as lost if it is idle: another to the same server was.
+
+        A connection that only speaks when spoken to learns that the server
+        closed it only on its next request, which by then may have been
+        applied or not (:class:`ConnectionLost`). When a sibling connection
+        is lost, the server most likely went away; an idle connection is
+        then marked broken, so the next request goes out on a new one. A
+        connection in use is left alone: its caller will find out.
+        """
+        if self._broken is None and self._unread == 0 and not self._turn.locked():
+            self._broken = why
 
     @property
     def broken(self) -> str | None:

@@ -12,13 +12,18 @@ Two ways to run a queue inside the caller's trio run:
 Both yield a :class:`RunningQueue` with a connected :class:`~jobqueue.Client`;
 ``RunningQueue.start_worker`` adds in-process workers. With pytest-trio, the
 ``job_queue`` fixture gives each test a fresh TCP queue; enable it with
-``pytest_plugins = ["jobqueue.testing"]`` in your ``conftest.py``. This
-module imports pytest.
+``pytest_plugins = ["jobqueue.testing"]`` in your ``conftest.py``.
 
 An in-memory queue also lets a test look inside the server: ``queue.state``
 (the running queue state, to read), ``queue.record_events()`` (every event
 the state applies, in order) and ``queue.statistics()`` (how often the
 coordinator woke for a deadline).
+
+For tests of blocking or asyncio code (Django, Flask, FastAPI, scripts),
+:func:`run_queue_in_thread` runs the same queue in a background thread on a
+free loopback port, as a context manager, and the ``queue_in_thread``
+fixture is a plain synchronous fixture around it: no trio in those tests.
+This module imports pytest.
 """
 
 from __future__ import annotations
@@ -39,16 +44,20 @@ from ._config import ServerConfig, server_config
 from ._coordinator import CoordinatorStatistics
 from ._events import Event
 from ._link import Connector
+from ._queue_thread import QueueInThread, run_queue_in_thread
 from ._server import QueueService, serve_queue
 from ._state import QueueState
 from ._worker import Handler, Worker
 
 __all__ = [
     "CoordinatorStatistics",
+    "QueueInThread",
     "RunningQueue",
     "job_queue",
     "open_memory_queue",
     "open_test_queue",
+    "queue_in_thread",
+    "run_queue_in_thread",
 ]
 
 
@@ -284,4 +293,16 @@ async def open_memory_queue(
 async def job_queue() -> AsyncIterator[RunningQueue]:
     """A fresh TCP queue server on loopback for one test (pytest-trio)."""
     async with open_test_queue() as queue:
+        yield queue
+
+
+@pytest.fixture
+def queue_in_thread() -> Iterator[QueueInThread]:
+    """A fresh queue server on loopback, in a background thread, for one test.
+
+    A plain fixture for blocking and asyncio tests: connect to
+    ``queue_in_thread.host`` and ``.port``, and start workers with
+    ``queue_in_thread.start_worker({...})``.
+    """
+    with run_queue_in_thread() as queue:
         yield queue

@@ -440,18 +440,22 @@ def flaky(connect: Callable[[], Awaitable[trio.abc.Stream]], failures: list[int]
     return connector
 
 
-async def test_client_reconnects_with_backoff_after_a_cancelled_call(
+async def test_client_reconnects_with_backoff_after_a_lost_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_memory_queue() as queue:
         assert queue.connector is not None
         failures = [0]
-        async with Client.connect(
-            "memory", 0, connect=flaky(queue.connector, failures), reconnect_timeout=10
-        ) as client:
+        opened: list[trio.abc.Stream] = []
+        refusing = flaky(queue.connector, failures)
+
+        async def connector() -> trio.abc.Stream:
+            opened.append(await refusing())
+            return opened[-1]
+
+        async with Client.connect("memory", 0, connect=connector, reconnect_timeout=10) as client:
             job_id = await client.submit("echo", 1)
-            with trio.move_on_after(1):
-                await client.wait(job_id)  # cancelled: the connection is now unusable
+            await opened[-1].aclose()  # the connection is lost
             failures[0] = 4  # the next four connects are refused
             start = trio.current_time()
             assert (await client.status(job_id)).state == "pending"
@@ -460,8 +464,7 @@ async def test_client_reconnects_with_backoff_after_a_cancelled_call(
             assert failures == [0]
 
             failures[0] = 1000
-            with trio.move_on_after(1):
-                await client.wait(job_id)
+            await opened[-1].aclose()
             start = trio.current_time()
             with pytest.raises(ConnectionLost, match=r"could not reconnect .* within 10s"):
                 await client.stats()
@@ -472,28 +475,63 @@ async def test_a_call_queued_behind_a_broken_one_is_sent_on_a_new_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_memory_queue() as queue:
-        client = queue.client
-        job_id = await client.submit("echo", 1)
-        stats: list[Any] = []
-        async with trio.open_nursery() as nursery:
-            waiting = trio.CancelScope()
+        assert queue.connector is not None
+        connect = queue.connector
+        gates: list[trio.Event] = []
 
-            async def wait_then_give_up() -> None:
-                with waiting:
-                    await client.wait(job_id)
+        class Stalled(trio.abc.Stream):
+            """A connection whose replies stall until it is closed."""
+
+            def __init__(self, inner: trio.abc.Stream) -> None:
+                self.inner = inner
+                self.gate = trio.Event()
+                gates.append(self.gate)
+
+            async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+                await self.inner.send_all(data)
+
+            async def wait_send_all_might_not_block(self) -> None:
+                await self.inner.wait_send_all_might_not_block()
+
+            async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+                data = await self.inner.receive_some(max_bytes)
+                if len(gates) == 1 and b"stats" in data:
+                    await self.gate.wait()  # the first connection's stats reply stalls
+                    await self.inner.aclose()
+                    return await self.inner.receive_some(max_bytes)
+                return data
+
+            async def aclose(self) -> None:
+                self.gate.set()
+                await self.inner.aclose()
+
+        async def connector() -> trio.abc.Stream:
+            return Stalled(await connect())
+
+        async with Client.connect("memory", 0, connect=connector) as client:
+            stats: list[Any] = []
+            lost: list[ConnectionLost] = []
+
+            async def stats_in_flight() -> None:
+                try:
+                    await client.stats()
+                except ConnectionLost as exc:
+                    lost.append(exc)
 
             async def stats_behind_it() -> None:
                 stats.append(await client.stats())
 
-            nursery.start_soon(wait_then_give_up)
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(stats_behind_it)  # waits for its turn on the connection
-            await trio.testing.wait_all_tasks_blocked()
-            assert stats == []
-            waiting.cancel()  # breaks the connection under the queued call
-        # The queued call was never sent, so it went out on a new connection.
-        assert len(stats) == 1
-        assert stats[0].totals["submitted"] == 1
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stats_in_flight)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(stats_behind_it)  # waits for its turn on the connection
+                await trio.testing.wait_all_tasks_blocked()
+                assert stats == []
+                gates[0].set()  # the connection breaks under the queued call
+            # The queued call was never sent, so it went out on a new connection.
+            assert len(lost) == 1
+            assert len(stats) == 1
+            assert len(gates) == 2
 
 
 async def test_a_file_limit_below_max_connections_is_warned_about(
@@ -520,9 +558,12 @@ async def test_a_client_waits_for_room_on_a_full_server_when_it_reconnects(
         full = [0]
         held: list[trio.abc.Stream] = []
 
+        opened: list[trio.abc.Stream] = []
+
         async def connector() -> trio.abc.Stream:
             if full[0] == 0:
-                return await connect()
+                opened.append(await connect())
+                return opened[-1]
             full[0] -= 1
             # What a full server says to one connection too many.
             client_end, server_end = trio.testing.memory_stream_pair()
@@ -534,8 +575,7 @@ async def test_a_client_waits_for_room_on_a_full_server_when_it_reconnects(
 
         async with Client.connect("memory", 0, connect=connector) as client:
             job_id = await client.submit("echo", 1)
-            with trio.move_on_after(1):
-                await client.wait(job_id)  # cancelled: the next call reconnects
+            await opened[-1].aclose()  # lost: the next call reconnects
             full[0] = 3
             start = trio.current_time()
             assert (await client.status(job_id)).state == "pending"
@@ -544,8 +584,7 @@ async def test_a_client_waits_for_room_on_a_full_server_when_it_reconnects(
 
             # A refused token is not worth waiting for.
             async with Client.connect("memory", 0, connect=connector) as other:
-                with trio.move_on_after(1):
-                    await other.wait(job_id)
+                await opened[-1].aclose()
                 held.clear()
 
                 async def refuse_token() -> trio.abc.Stream:

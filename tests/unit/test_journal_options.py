@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from jobqueue import ServerConfig
-from jobqueue._cli import UsageError, _parser, _record_values
+from jobqueue._cli import _parser
+from jobqueue._cli_options import UsageError, record_values
 
 
 def serve_options(*argv: str) -> dict[str, object]:
     args = _parser().parse_args(["serve", *argv])
-    return _record_values(args, ServerConfig)
+    return record_values(args, ServerConfig)
 
 
 def test_serve_has_journal_flags_from_the_record() -> None:

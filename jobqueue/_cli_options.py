@@ -1,0 +1,235 @@
+"""The command line's option plumbing: parsing values, shared options, usage errors.
+
+Split from ``_cli`` (which has the commands) so each stays a readable size:
+everything here turns text on a command line into checked values, and
+reports a mistake as one :class:`UsageError` line rather than argparse's
+usage block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import ssl
+import typing
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import attrs
+
+from ._config import OptionError
+from ._limits import MAX_FETCH
+
+#: The port a server listens on, and ``--connect HOST`` reaches, unless told.
+DEFAULT_PORT = 8080
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+#: Environment variable the ``--token`` options default to.
+TOKEN_ENV = "JOBQUEUE_TOKEN"
+
+
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are :class:`UsageError`.
+
+    So a mistake argparse finds (an unknown option, a bad value) is reported
+    like every other: one ``jobqueue: ...`` line, exit status 2, rather than
+    argparse's usage block.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Ends every option's help with its default, as ``ArgumentDefaultsHelpFormatter`` does.
+
+    Except: a help that states its default itself, ``(default: ...)``, is
+    left alone (how ``--token`` keeps ``$JOBQUEUE_TOKEN``'s secret out of
+    ``--help``); a flag's default reads "off" and ``None`` reads "none".
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        flag = isinstance(action, argparse._StoreTrueAction)
+        if not action.option_strings or "(default" in text:
+            return text
+        if flag:
+            return f"{text} (default: off)"
+        if action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: {'none' if action.default is None else '%(default)s'})"
+
+
+def add_connect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--connect",
+        default=DEFAULT_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"the queue server; without :PORT, port {DEFAULT_PORT}",
+    )
+    add_token(parser, "the server's shared secret")
+    parser.add_argument(
+        "--tls", action="store_true", help="connect with TLS, trusting the system's CAs"
+    )
+    parser.add_argument(
+        "--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA certificate (PEM)"
+    )
+
+
+def add_token(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"{what} (default: ${TOKEN_ENV}; prefer that: other users can see command lines)",
+    )
+
+
+def add_record_options(parser: argparse.ArgumentParser, record: type[Any]) -> None:
+    """One option per field of ``record`` (``--lease-timeout`` for ``lease_timeout``).
+
+    The field gives the option its default, its help and metavar, the type
+    of its value and its check, so a new server option needs only a new
+    field. Fields the command line spells its own way say so in their
+    metadata (a ``flag`` of their own, a word for ``None``, or none at all).
+    """
+    hints = typing.get_type_hints(record)
+    for field in attrs.fields(record):
+        meta = field.metadata
+        if not meta.get("cli", True):
+            continue
+        help_text: str = meta["help"]
+        if meta.get("none_means"):
+            help_text += f"; {meta['none_means']}"
+        parser.add_argument(
+            meta.get("flag") or "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=_field_value(field, hints[field.name]),
+            default=field.default,
+            metavar=meta.get("metavar"),
+            help=help_text,
+        )
+
+
+def _field_value(field: attrs.Attribute[Any], hint: Any) -> Callable[[str], Any]:
+    """Parse an option's text as its field's type, then apply the field's check."""
+    kinds = [kind for kind in typing.get_args(hint) or (hint,) if kind is not type(None)]
+    parsers: dict[Any, Callable[[str], Any]] = {int: whole_number, float: finite_number, str: str}
+    parse = parsers[kinds[0]]
+    none_means: str | None = field.metadata.get("none_means")
+    none_word = none_means.partition(":")[0] if none_means else None
+
+    def value(text: str) -> Any:
+        if none_word is not None and text.strip() == none_word:
+            return None
+        result = parse(text)
+        try:
+            if field.validator is not None:
+                field.validator(None, field, result)
+        except OptionError as exc:
+            # The value as typed: "not 0", where the record would say "not 0.0".
+            rule = f"{exc.requirement}, not {text.strip()}"
+            if none_means is not None:
+                rule += f" (or {none_means})"
+            raise argparse.ArgumentTypeError(rule) from None
+        return result
+
+    return value
+
+
+def record_values(args: argparse.Namespace, record: type[Any]) -> dict[str, Any]:
+    """The values of ``record``'s fields that ``add_record_options`` parsed."""
+    return {
+        field.name: getattr(args, field.name)
+        for field in attrs.fields(record)
+        if field.metadata.get("cli", True)
+    }
+
+
+def connect_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Where and how to connect, from ``--connect``, ``--token`` and ``--tls*``.
+
+    Raises:
+        UsageError: a bad address or an unreadable CA file.
+    """
+    host, port = parse_address(args.connect)
+    context = None
+    if args.tls or args.tls_ca:
+        try:
+            context = ssl.create_default_context(cafile=args.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot use --tls-ca {args.tls_ca!r}: {exc}") from None
+    return {"host": host, "port": port, "token": args.token, "ssl_context": context}
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def prefetch(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_FETCH:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_FETCH}, not {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, not {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, not {value}")
+    return value
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+
+
+def finite_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6); a bare ``HOST`` takes port 8080.
+
+    Raises:
+        UsageError: if it is not of that shape.
+    """
+    if ":" not in text or (text.startswith("[") and text.endswith("]")):
+        host, port_text = text, str(DEFAULT_PORT)
+    else:
+        host, _, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"bad address {text!r}: expected HOST:PORT or HOST, e.g. 127.0.0.1:8080")
+    return host, int(port_text)

@@ -1,0 +1,190 @@
+"""A real queue in a background thread, for tests of blocking and asyncio code.
+
+:func:`run_queue_in_thread` runs :func:`~jobqueue.testing.open_test_queue`
+under its own ``trio.run`` in a daemon thread, so the test's own thread (or
+its asyncio loop) is free to be the client: a Django, Flask or FastAPI
+project tests its job code against the real server, over TCP on a free
+loopback port, with no trio in its tests. Workers started here run in the
+queue's thread; a plain function as a handler runs in a worker thread of
+trio's, so a synchronous job function needs no wrapper.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import ssl
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+
+from ._config import ServerConfig
+from ._handler import Handler, Job
+from ._worker import Worker
+
+if TYPE_CHECKING:
+    from .testing import RunningQueue
+
+_T = TypeVar("_T")
+
+#: Seconds the queue's thread may take to start or stop before that is an error.
+THREAD_LIMIT = 10.0
+
+
+class QueueInThread:
+    """A queue server running in a background thread; see :func:`run_queue_in_thread`.
+
+    Attributes:
+        host: The address it listens on (``127.0.0.1``).
+        port: The port it listens on (a free one).
+        token: The server's token (``None``: none), for clients to pass on.
+        ssl_context: The client-side TLS context, for a TLS server.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None,
+        client_ssl_context: ssl.SSLContext | None,
+        options: dict[str, Any],
+    ) -> None:
+        """Use :func:`run_queue_in_thread`."""
+        self._config = config
+        self._options = options
+        self.ssl_context = client_ssl_context
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.token: str | None = None
+        self._running: RunningQueue | None = None
+        self._trio_token: trio.lowlevel.TrioToken | None = None
+        self._scope = trio.CancelScope()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="jobqueue-test-queue", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``."""
+        return self.host, self.port
+
+    def start_worker(
+        self,
+        handlers: Mapping[str, Handler | Callable[[Job], Any]],
+        *,
+        concurrency: int = 1,
+        name: str = "test-worker",
+        **options: Any,
+    ) -> Worker:
+        """Start a worker on this queue; return once it is connected.
+
+        It runs until the queue stops. ``handlers`` map job names to async
+        functions (run in the queue's trio thread) or to plain functions
+        (run in a thread of their own, so they may block); ``options`` go to
+        :class:`~jobqueue.Worker` (``queues``, ``job_timeout``, ...).
+        """
+        if self._running is None:
+            raise RuntimeError("the test queue is not running")
+        wrapped = {job_name: _as_handler(handler) for job_name, handler in handlers.items()}
+        start = functools.partial(
+            self._running.start_worker, wrapped, concurrency=concurrency, name=name, **options
+        )
+        worker: Worker = self._call(start)
+        return worker
+
+    def stop(self) -> None:
+        """Stop the server and its workers (the ``with`` block does this).
+
+        Raises:
+            RuntimeError: the queue's thread did not stop in time.
+        """
+        if self._thread.is_alive() and self._trio_token is not None:
+            with suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._scope.cancel, trio_token=self._trio_token)
+            self._thread.join(THREAD_LIMIT)
+            if self._thread.is_alive():
+                raise RuntimeError(f"the test queue's thread did not stop in {THREAD_LIMIT:g}s")
+        if self._error is not None:
+            raise self._error
+
+    def _start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(THREAD_LIMIT):
+            raise RuntimeError(f"the test queue did not start in {THREAD_LIMIT:g}s")
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _call(self, async_fn: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``async_fn()`` in the queue's trio thread; return its result."""
+        if self._trio_token is None or not self._thread.is_alive():
+            raise RuntimeError("the test queue is not running")
+        return trio.from_thread.run(async_fn, trio_token=self._trio_token)
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:  # reported to the test's thread
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        from .testing import open_test_queue  # testing imports this module
+
+        with self._scope:
+            async with open_test_queue(
+                config=self._config, client_ssl_context=self.ssl_context, **self._options
+            ) as running:
+                self._running = running
+                self.host, self.port = running.address
+                self.token = running.token
+                self._trio_token = trio.lowlevel.current_trio_token()
+                self._ready.set()
+                await trio.sleep_forever()
+
+
+def _as_handler(handler: Handler | Callable[[Job], Any]) -> Handler:
+    """``handler`` as a worker runs it: a plain function goes to a thread."""
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 (an object with async __call__)
+    ):
+        return handler
+
+    async def in_thread(job: Job) -> Any:
+        return await trio.to_thread.run_sync(handler, job)
+
+    return in_thread
+
+
+@contextmanager
+def run_queue_in_thread(
+    *,
+    config: ServerConfig | None = None,
+    client_ssl_context: ssl.SSLContext | None = None,
+    **options: Any,
+) -> Iterator[QueueInThread]:
+    """Run a queue server on a free loopback port in a background thread, for the ``with`` block.
+
+    For tests of blocking or asyncio code::
+
+        with run_queue_in_thread(lease_timeout=5) as queue:
+            queue.start_worker({"resize": resize})
+            with jobqueue.sync.Client.connect(queue.host, queue.port) as client:
+                ...
+
+    ``config`` and ``options`` are the server's, as for
+    :func:`~jobqueue.testing.open_test_queue`; clients should pass on
+    ``queue.token`` and ``queue.ssl_context`` when the server has them.
+
+    Raises:
+        TypeError, ValueError: a bad server option (as ``open_test_queue``).
+        RuntimeError: the queue's thread did not start or stop in time.
+    """
+    queue = QueueInThread(config, client_ssl_context, options)
+    queue._start()
+    try:
+        yield queue
+    finally:
+        queue.stop()

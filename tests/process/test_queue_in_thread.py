@@ -1,0 +1,85 @@
+"""``jobqueue.testing.run_queue_in_thread``: a real queue for blocking and asyncio tests.
+
+These tests are what a Django or FastAPI project would write: plain
+synchronous test functions (asyncio through ``asyncio.run``), no trio, a
+real server over TCP in a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import pytest
+
+import jobqueue.asyncio
+import jobqueue.sync
+from jobqueue import Job
+from jobqueue.testing import QueueInThread, run_queue_in_thread
+
+# The fixture, as a project gets it with pytest_plugins = ["jobqueue.testing"].
+from jobqueue.testing import queue_in_thread as queue_in_thread
+
+
+def resize(job: Job) -> dict[str, object]:
+    """A plain (blocking) job function, as a Django project has them."""
+    width, height = job.payload["size"]
+    return {"size": [width // 2, height // 2], "thread": threading.get_ident()}
+
+
+async def add(job: Job) -> int:
+    return sum(job.payload)
+
+
+def test_blocking_code_submits_and_waits_against_a_real_queue() -> None:
+    with run_queue_in_thread() as queue:
+        worker = queue.start_worker({"resize": resize, "add": add}, concurrency=2)
+        with jobqueue.sync.Client.connect(queue.host, queue.port, timeout=10) as client:
+            job_id = client.submit("resize", {"size": [640, 480]})
+            info = client.wait(job_id, timeout=10)
+            assert info.state == "completed"
+            assert info.result["size"] == [320, 240]
+            # A plain function runs in a thread of its own, not the test's.
+            assert info.result["thread"] != threading.get_ident()
+            assert client.wait(client.submit("add", [1, 2, 3]), timeout=10).result == 6
+        assert worker.statistics().completed == 2
+        address = queue.address
+    # Stopped with the block: nothing listens there any more.
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(address, timeout=5):
+        pass
+
+
+def test_asyncio_code_submits_and_waits_against_a_real_queue() -> None:
+    async def main(queue: QueueInThread) -> list[int]:
+        async with jobqueue.asyncio.Client.connect(queue.host, queue.port) as client:
+            ids = await asyncio.gather(*(client.submit("add", [n, n]) for n in range(20)))
+            infos = await asyncio.gather(*(client.wait(job_id, timeout=10) for job_id in ids))
+            return [info.result for info in infos]
+
+    with run_queue_in_thread() as queue:
+        queue.start_worker({"add": add}, concurrency=4)
+        assert asyncio.run(main(queue)) == [2 * n for n in range(20)]
+
+
+def test_the_fixture_is_a_plain_sync_fixture(queue_in_thread: QueueInThread) -> None:
+    queue_in_thread.start_worker({"add": add})
+    with jobqueue.sync.Client.connect(*queue_in_thread.address) as client:
+        assert client.wait(client.submit("add", [40, 2]), timeout=10).result == 42
+
+
+def test_server_options_and_token_are_passed_on() -> None:
+    with run_queue_in_thread(token="s3cret", max_attempts=1) as queue:
+        assert queue.token == "s3cret"
+        queue.start_worker({"add": add})  # the worker uses the queue's token
+        with pytest.raises(jobqueue.RequestError) as refused:
+            jobqueue.sync.Client.connect(queue.host, queue.port).close()
+        assert refused.value.code == "unauthorized"
+        with jobqueue.sync.Client.connect(queue.host, queue.port, token=queue.token) as client:
+            info = client.wait(client.submit("add", "not numbers"), timeout=10)
+            assert (info.state, info.attempt) == ("failed", 1)  # max_attempts=1 applied
+
+
+def test_a_bad_server_option_is_raised_in_the_test_thread() -> None:
+    with pytest.raises(TypeError, match="no_such_option"), run_queue_in_thread(no_such_option=1):
+        pass  # pragma: no cover
