@@ -20,6 +20,8 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
+from ._cli_schedule import add_serve_options, serve_schedules
+from ._cli_schedule import register as register_schedule_commands
 from ._cli_worker import DEFAULT_DRAIN_TIMEOUT, run_worker
 from ._client import Client
 from ._config import OptionError, QueueRules, ServerConfig
@@ -159,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--tls-key", metavar="FILE", help="the certificate's private key (default: in --tls-cert)"
     )
+    add_serve_options(serve)
     serve.set_defaults(command=_serve)
 
     worker = command("worker", "run jobs from the queue")
@@ -270,6 +273,8 @@ def _parser() -> argparse.ArgumentParser:
         help="time between refreshes with --watch",
     )
     stats.set_defaults(command=_stats)
+
+    register_schedule_commands(command, _add_connect, _client)
 
     demo = command("demo", "run a server, worker processes and a job stream; kill a worker mid-job")
     demo.add_argument(
@@ -479,6 +484,7 @@ def _serve(args: argparse.Namespace) -> int:
             rules=QueueRules(**_record_values(args, QueueRules)),
             token=args.token,
             ssl_context=context,
+            schedules=serve_schedules(args),
             **_record_values(args, ServerConfig),
         )
     except OptionError as exc:
