@@ -18,6 +18,8 @@ from ._replies import JobInfo as JobInfo
 from ._replies import JobList as JobList
 from ._replies import Stats as Stats
 from ._runners import in_process as in_process
+from ._schedule_spec import Schedule as Schedule
+from ._schedule_wire import ScheduleInfo as ScheduleInfo
 from ._server import serve_queue as serve_queue
 from ._version import __version__ as __version__
 from ._worker import Handler as Handler
@@ -38,6 +40,8 @@ __all__ = [
     "QueueRules",
     "RequestError",
     "RequestTimeout",
+    "Schedule",
+    "ScheduleInfo",
     "ServerConfig",
     "Stats",
     "Worker",

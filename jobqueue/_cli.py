@@ -34,6 +34,8 @@ from ._cli_options import (
 )
 from ._cli_options import TOKEN_ENV as TOKEN_ENV
 from ._cli_options import parse_address as parse_address
+from ._cli_schedule import add_serve_options, serve_schedules
+from ._cli_schedule import register as register_schedule_commands
 from ._cli_worker import DEFAULT_DRAIN_TIMEOUT, run_worker
 from ._client import Client
 from ._config import OptionError, QueueRules, ServerConfig
@@ -129,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-key", metavar="FILE", help="the certificate's private key (default: in --tls-cert)"
     )
     add_log_format_option(serve)
+    add_serve_options(serve)
     serve.set_defaults(command=_serve)
 
     worker = command("worker", "run jobs from the queue")
@@ -251,6 +254,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     stats.set_defaults(command=_stats)
 
+    register_schedule_commands(command, add_connect, _client)
+
     demo = command("demo", "run a server, worker processes and a job stream; kill a worker mid-job")
     demo.add_argument(
         "--workers", type=positive_int, default=3, metavar="N", help="worker processes"
@@ -288,6 +293,7 @@ def _serve(args: argparse.Namespace) -> int:
             rules=QueueRules(**record_values(args, QueueRules)),
             token=args.token,
             ssl_context=context,
+            schedules=serve_schedules(args),
             **record_values(args, ServerConfig),
         )
     except OptionError as exc:

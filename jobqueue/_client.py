@@ -36,6 +36,8 @@ from ._requests import (
     SubmitJobs,
     WaitJob,
 )
+from ._schedule_spec import Schedule
+from ._schedule_wire import AddSchedule, ListSchedules, RemoveSchedule, ScheduleInfo, ScheduleList
 
 _R = TypeVar("_R")
 
@@ -277,6 +279,53 @@ class Client:
             ConnectionLost: the connection broke.
         """
         return _expect(await self._request(GetStats()), Stats)
+
+    async def add_schedule(
+        self,
+        name: str,
+        job: str,
+        payload: Any = None,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int | None = None,
+    ) -> ScheduleInfo:
+        """Add a periodic schedule (or replace the one named ``name``); return it.
+
+        Each firing submits a job ``job`` with ``payload`` (and ``queue``,
+        ``priority``, ``max_attempts``), keyed ``schedule:<name>:<time>``.
+        Give ``every`` (seconds; fires at its multiples since the Unix epoch)
+        or ``cron`` (five fields, read in time zone ``tz``). Adding the very
+        same schedule again changes nothing. README, "Periodic jobs".
+
+        Raises:
+            ValueError: not exactly one of ``every`` and ``cron``, or a bad
+                expression, time zone or period (before anything is sent).
+            RequestError: ``bad_request``.
+            ConnectionLost: the connection broke.
+        """
+        schedule = Schedule(name, job, payload, every, cron, tz, queue, priority, max_attempts)
+        return _expect(await self._request(AddSchedule(schedule)), ScheduleInfo)
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule on the server, by name, with its next and last firing.
+
+        Raises:
+            ConnectionLost: the connection broke.
+        """
+        return list(_expect(await self._request(ListSchedules()), ScheduleList).schedules)
+
+    async def remove_schedule(self, name: str) -> None:
+        """Remove a schedule; the jobs it already submitted stay.
+
+        Raises:
+            RequestError: ``unknown_schedule``.
+            ConnectionLost: the connection broke.
+        """
+        await self._request(RemoveSchedule(name))
 
     async def aclose(self) -> None:
         """Close every connection (``connect``'s block does this for you).

@@ -68,6 +68,8 @@ from ._requests import (
     SubmitJobs,
     WaitJob,
 )
+from ._schedule_spec import Schedule
+from ._schedule_wire import AddSchedule, ListSchedules, RemoveSchedule, ScheduleInfo, ScheduleList
 
 __all__ = [
     "DEFAULT_RECONNECT_TIMEOUT",
@@ -125,6 +127,9 @@ _EXPECTED: dict[str, type[Reply]] = {
     "delete_job": Ok,
     "list_jobs": JobList,
     "stats": Stats,
+    "add_schedule": ScheduleInfo,
+    "list_schedules": ScheduleList,
+    "remove_schedule": Ok,
 }
 
 #: A public method as the I/O layers run it: it yields each request to send
@@ -359,6 +364,25 @@ def stats() -> Call[Stats]:
     reply = yield GetStats()
     assert isinstance(reply, Stats)
     return reply
+
+
+def add_schedule(schedule: Schedule) -> Call[ScheduleInfo]:
+    """``add_schedule``: the schedule as the server now has it."""
+    reply = yield AddSchedule(schedule)
+    assert isinstance(reply, ScheduleInfo)
+    return reply
+
+
+def list_schedules() -> Call[list[ScheduleInfo]]:
+    """``list_schedules``: every schedule, by name."""
+    reply = yield ListSchedules()
+    assert isinstance(reply, ScheduleList)
+    return list(reply.schedules)
+
+
+def remove_schedule(name: str) -> Call[None]:
+    """``remove_schedule``: it fires no more."""
+    yield RemoveSchedule(name)
 
 
 def wait(job_id: str, timeout: float | None) -> Call[JobInfo]:

@@ -53,12 +53,20 @@ from ._requests import (
     SubmitJobs,
     WaitJob,
 )
+from ._schedule_wire import (
+    AddSchedule,
+    ListSchedules,
+    RemoveSchedule,
+    ScheduleInfo,
+    ScheduleList,
+)
 
 _REQUESTS: dict[str, Callable[[dict[str, Any]], Request]] = {
     cls.TYPE: cls.from_wire
     for cls in (
         Hello, SubmitJob, SubmitJobs, RequestJob, JobComplete, JobFailed, Heartbeat, Progress,
         GetStatus, WaitJob, GetStats, CancelJob, RetryJob, DeleteJob, ListJobs, ReleaseJob,
+        AddSchedule, ListSchedules, RemoveSchedule,
     )
 }  # fmt: skip
 
@@ -66,7 +74,7 @@ _REPLIES: dict[str, Callable[[dict[str, Any]], Reply]] = {
     cls.TYPE: cls.from_wire
     for cls in (
         Welcome, JobSubmitted, JobsSubmitted, JobAssigned, JobsAssigned, NoJob, Ok, JobInfo,
-        JobList, Stats, ErrorReply, JobCancelledNotice,
+        JobList, Stats, ErrorReply, JobCancelledNotice, ScheduleInfo, ScheduleList,
     )
 }  # fmt: skip
 

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from ._limits import MAX_ATTEMPTS, MAX_LINE_BYTES
+from ._schedule_spec import Schedule
 
 #: The queue a job goes to, and a worker listens on, when none is named.
 DEFAULT_QUEUE = "default"
@@ -287,6 +288,16 @@ class ServerConfig:
         1.0, "seconds between journal flushes with --fsync interval", metavar="SECONDS",
         validator=_positive,
     )  # fmt: skip
+    #: Periodic schedules to add when the server starts (README, "Periodic
+    #: jobs"); one that is already there unchanged keeps its history. The
+    #: command line builds them from ``--schedule`` and ``--schedules``.
+    schedules: tuple[Schedule, ...] = option(
+        (),
+        "periodic schedules to add at start",
+        cli=False,
+        converter=tuple,
+        validator=attrs.validators.deep_iterable(attrs.validators.instance_of(Schedule)),
+    )
 
 
 _RULES = frozenset(field.name for field in attrs.fields(QueueRules))

@@ -64,6 +64,8 @@ from ._requests import (
     SubmitJobs,
     WaitJob,
 )
+from ._schedule_wire import AddSchedule, ListSchedules, RemoveSchedule
+from ._scheduler import Scheduler
 from ._state import QueueState
 from ._version import __version__
 
@@ -224,6 +226,10 @@ class Coordinator:
     # last such moment: what statistics() reports.
     _timer_wakeups: int = attrs.field(default=0, init=False)
     _last_timer_wakeup: float | None = attrs.field(default=None, init=False)
+    #: Periodic jobs: their requests, and their next firing as one more deadline.
+    scheduler: Scheduler = attrs.field(
+        default=attrs.Factory(lambda self: Scheduler(self.state), takes_self=True), init=False
+    )
 
     async def run(self, commands: trio.MemoryReceiveChannel[Command]) -> None:
         """Serve commands until cancelled or until every sender is closed.
@@ -269,13 +275,15 @@ class Coordinator:
         deadline = self.state.next_deadline()
         if self._timeouts:
             deadline = min(deadline, self._timeouts[0][0])
+        if self.state.schedules.next_due != float("inf"):
+            deadline = min(deadline, self.scheduler.deadline())
         return deadline
 
     def fire_timers(self, now: float) -> None:
-        """Expire leases and blocking requests whose time is up."""
+        """Expire leases and blocking requests whose time is up; fire due schedules."""
         if self.durability is not None:
             self.durability.begin()
-        self._after_changes(self.state.tick(now), now)
+        self._after_changes(self.state.tick(now) + self.scheduler.fire(now), now)
         while self._timeouts and self._timeouts[0][0] <= now:
             parked = heapq.heappop(self._timeouts)[2]
             if parked.conn.parked is parked:
@@ -692,6 +700,9 @@ class Coordinator:
         ListJobs: _on_list_jobs,
         Hello: _on_hello,
         GetStats: _on_stats,
+        AddSchedule: lambda self, conn, request, now: self.scheduler.on_add(request, now),
+        ListSchedules: lambda self, conn, request, now: self.scheduler.on_list(request, now),
+        RemoveSchedule: lambda self, conn, request, now: self.scheduler.on_remove(request, now),
     }
 
 

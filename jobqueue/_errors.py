@@ -36,6 +36,7 @@ ALREADY_FINISHED: Final = "already_finished"
 NOT_FAILED: Final = "not_failed"
 NOT_FINISHED: Final = "not_finished"
 QUEUE_FULL: Final = "queue_full"
+UNKNOWN_SCHEDULE: Final = "unknown_schedule"
 
 # Farewells: the server sends one of these, then closes the connection.
 TOO_MANY_CONNECTIONS: Final = "too_many_connections"

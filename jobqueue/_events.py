@@ -128,7 +128,44 @@ class Forgotten:
     job_id: str
 
 
+@attrs.frozen
+class ScheduleAdded:
+    """A schedule was added, or replaced the one of the same name.
+
+    The fields are :class:`~jobqueue._schedule.Schedule`'s, flat, so the
+    journal writes them as they are. Times here are wall-clock (Unix
+    seconds), never shifted: a firing's time names its job's key.
+    """
+
+    name: str
+    job: str
+    payload: Any
+    every: float | None
+    cron: str | None
+    tz: str
+    queue: str
+    priority: int
+    max_attempts: int | None
+    #: When it was added: its first firing is the first after this.
+    since: float
+
+
+@attrs.frozen
+class ScheduleFired:
+    """A schedule fired (or a missed firing was made up) for ``fire_time`` (wall clock)."""
+
+    name: str
+    fire_time: float
+
+
+@attrs.frozen
+class ScheduleRemoved:
+    """A schedule was removed: it fires no more."""
+
+    name: str
+
+
 Event = (
     Submitted | Promoted | Assigned | LeaseExtended | Progressed | Completed | AttemptFailed
-    | Released | Cancelled | Revived | Forgotten
+    | Released | Cancelled | Revived | Forgotten | ScheduleAdded | ScheduleFired | ScheduleRemoved
 )  # fmt: skip

@@ -27,9 +27,13 @@ from ._events import (
     Promoted,
     Released,
     Revived,
+    ScheduleAdded,
+    ScheduleFired,
+    ScheduleRemoved,
     Submitted,
 )
 from ._job import FINISHED, InvalidTransition, JobRecord, JobState
+from ._schedule import ScheduleBook
 from ._store import _GONE, JobStore
 
 
@@ -50,6 +54,8 @@ class QueueModel(JobStore):
     _next_seq: int = attrs.field(default=1, init=False)
     #: Whether a Submitted event ever named a job other than ``id_prefix`` + ``seq``.
     _foreign_ids: bool = attrs.field(default=False, init=False)
+    #: The periodic schedules (docs/design.md, "Periodic jobs").
+    schedules: ScheduleBook = attrs.field(factory=ScheduleBook, init=False)
     totals: dict[str, int] = attrs.field(
         factory=lambda: dict.fromkeys(
             (
@@ -125,6 +131,8 @@ class QueueModel(JobStore):
             job = self._move(event.job_id, "revive")
             job.attempt_base = job.attempt
             self._enqueue(job)
+        elif isinstance(event, (ScheduleAdded, ScheduleFired, ScheduleRemoved)):
+            self.schedules.apply(event)
         else:
             self._on_forgotten(event)
         if self.on_event is not None:

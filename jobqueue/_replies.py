@@ -24,6 +24,7 @@ from ._fields import (
     optional_str,
 )
 from ._limits import FINISHED_STATES, MAX_ATTEMPTS, MAX_PRIORITY
+from ._schedule_wire import ScheduleInfo, ScheduleList
 
 
 @attrs.frozen
@@ -435,5 +436,5 @@ class ErrorReply:
 
 Reply = (
     Welcome | JobSubmitted | JobsSubmitted | JobAssigned | JobsAssigned | NoJob | Ok | JobInfo
-    | JobList | Stats | ErrorReply | JobCancelledNotice
+    | JobList | Stats | ErrorReply | JobCancelledNotice | ScheduleInfo | ScheduleList
 )  # fmt: skip

@@ -40,6 +40,7 @@ from ._limits import (
     MAX_PRIORITY,
     MAX_QUEUES,
 )
+from ._schedule_wire import AddSchedule, ListSchedules, RemoveSchedule
 
 
 @attrs.frozen
@@ -591,4 +592,5 @@ class GetStats:
 Request = (
     Hello | SubmitJob | SubmitJobs | RequestJob | JobComplete | JobFailed | Heartbeat | Progress
     | GetStatus | WaitJob | GetStats | CancelJob | RetryJob | DeleteJob | ListJobs | ReleaseJob
+    | AddSchedule | ListSchedules | RemoveSchedule
 )  # fmt: skip

@@ -226,10 +226,13 @@ class QueueService:
         """
         journal = self.journal
         if journal is None:
+            self.coordinator.scheduler.add_all(self.config.schedules)
             task_status.started()
             await self.coordinator.run(self._commands_receive)
             return
         await self.open_journal()
+        # After the replay, so the journal records them and knows their history.
+        self.coordinator.scheduler.add_all(self.config.schedules)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(journal.run)
             task_status.started()

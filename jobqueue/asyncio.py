@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from . import _client_core as core
 from ._client_core import DEFAULT_RECONNECT_TIMEOUT, DEFAULT_TIMEOUT, JobInfo, JobList, Stats
 from ._errors import ClientClosed, ConnectionLost, RequestError, RequestNotSent, RequestTimeout
+from ._schedule_spec import Schedule
+from ._schedule_wire import ScheduleInfo
 
 __all__ = ["Client", "ClientClosed", "RequestTimeout"]
 
@@ -443,6 +445,54 @@ class Client:
             ConnectionLost, RequestTimeout: as for :meth:`submit`.
         """
         return await self._run(core.stats(), timeout)
+
+    async def add_schedule(
+        self,
+        name: str,
+        job: str,
+        payload: Any = None,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> ScheduleInfo:
+        """Add a periodic schedule (or replace the one named ``name``); return it.
+
+        Each firing submits a job ``job`` with ``payload`` (and ``queue``,
+        ``priority``, ``max_attempts``), keyed ``schedule:<name>:<time>``.
+        Give ``every`` (seconds; fires at its multiples since the Unix epoch)
+        or ``cron`` (five fields, read in time zone ``tz``). Adding the very
+        same schedule again changes nothing. README, "Periodic jobs".
+
+        Raises:
+            ValueError: not exactly one of ``every`` and ``cron``, or a bad
+                expression, time zone or period (before anything is sent).
+            RequestError: ``bad_request``.
+            ConnectionLost, RequestTimeout: as for :meth:`submit`.
+        """
+        schedule = Schedule(name, job, payload, every, cron, tz, queue, priority, max_attempts)
+        return await self._run(core.add_schedule(schedule), timeout)
+
+    async def list_schedules(self, *, timeout: float | None = None) -> list[ScheduleInfo]:
+        """Every schedule on the server, by name, with its next and last firing.
+
+        Raises:
+            ConnectionLost, RequestTimeout: as for :meth:`submit`.
+        """
+        return await self._run(core.list_schedules(), timeout)
+
+    async def remove_schedule(self, name: str, *, timeout: float | None = None) -> None:
+        """Remove a schedule; the jobs it already submitted stay.
+
+        Raises:
+            RequestError: ``unknown_schedule``.
+            ConnectionLost, RequestTimeout: as for :meth:`submit`.
+        """
+        await self._run(core.remove_schedule(name), timeout)
 
     async def aclose(self) -> None:
         """Close every connection.

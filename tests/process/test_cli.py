@@ -986,7 +986,7 @@ def test_every_server_option_has_a_flag() -> None:
         if field.metadata.get("cli", True)
     }
     # The others are built from options of the CLI's own.
-    assert {"rules", "token", "ssl_context", "max_line_bytes"} == {
+    assert {"rules", "token", "ssl_context", "max_line_bytes", "schedules"} == {
         field.name for field in attrs.fields(ServerConfig)
     } - offered
     assert offered <= dests

@@ -12,6 +12,8 @@ from jobqueue._config import QueueRules
 from jobqueue._errors import RuleError
 from jobqueue._job import JobState
 from jobqueue._json import stored_form
+from jobqueue._schedule import add_schedule, fire_schedules, remove_schedule
+from jobqueue._schedule_spec import Schedule
 from jobqueue._state import QueueState
 
 QUEUES = ["default", "a", "b"]
@@ -23,17 +25,30 @@ def new_state(**rules: Any) -> QueueState:
     return QueueState(rules=QueueRules(**{**base, **rules}), id_prefix="p-")
 
 
+def _schedules(q: QueueState, step: int, steps: int, now: float) -> None:
+    """Schedule events at fixed steps (drawing nothing from the lifecycle's rng)."""
+    wall = 1_700_000_000.0 + 60 * now  # a minute of wall clock per second of ``now``
+    if step == 0:
+        add_schedule(q, Schedule("tick", "n", stored_form({"s": 1}), every=120), wall)
+        add_schedule(q, Schedule("cron", "m", cron="*/5 * * * *", queue="a"), wall)
+    elif step == steps * 3 // 4:
+        remove_schedule(q, "tick")
+    elif step % 5 == 0:
+        fire_schedules(q, now, wall)
+
+
 def lifecycle(q: QueueState, rng: random.Random, steps: int, now: float = 100.0) -> float:
     """Drive ``q`` through ``steps`` random commands; returns the last ``now``.
 
     Every kind of event happens: submits (delayed, keyed, prioritised, in
     several queues, with raw JSON payloads), runs that complete, fail, lose
     their worker or their lease or are given back, progress, cancels, revives
-    and deletes.
+    and deletes; schedules are added, fire and are removed.
     """
     workers = [1, 2, 3, "w"]
-    for _ in range(steps):
+    for step in range(steps):
         now += rng.choice([0.0, 0.1, 0.7, 2.0])
+        _schedules(q, step, steps, now)
         roll = rng.random()
         try:
             if roll < 0.3:
@@ -108,6 +123,8 @@ def view(q: QueueState) -> dict[str, Any]:
         "holders": sorted((str(w), ids) for w, ids in q.holders()),
         "keys": {key: q.knows_key(key) for key in ("x", "y", "z")},
         "next_seq": q._next_seq,
+        "schedules": [(e.schedule, e.last, e.fired, e.due) for e in q.schedules],
+        "next_schedule": q.schedules.next_due,
     }
 
 

@@ -22,6 +22,9 @@ from jobqueue._events import (
     Promoted,
     Released,
     Revived,
+    ScheduleAdded,
+    ScheduleFired,
+    ScheduleRemoved,
     Submitted,
 )
 from jobqueue._journal import (
@@ -62,6 +65,10 @@ def one_of_each() -> list[Event]:
         Revived("p-3"),
         Released("p-2"),
         Forgotten("p-3"),
+        ScheduleAdded("s", "n", RawJSON(b'{"a":1}'), 60.0, None, "UTC", "q", 2, 3, 1.7e9),
+        ScheduleAdded("c", "n", None, None, "0 9 * * *", "Europe/Paris", "default", 0, None, 5.5),
+        ScheduleFired("s", 1_700_000_060.0),
+        ScheduleRemoved("s"),
     ]
 
 

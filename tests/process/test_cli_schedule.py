@@ -1,0 +1,68 @@
+"""``jobqueue schedule add|list|remove`` in subprocesses against a served queue."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from jobqueue import Client
+from jobqueue._cli import _parser
+from jobqueue._cli_schedule import serve_schedules
+from tests.helpers import run_cli, serving
+
+
+async def test_schedule_add_list_remove_against_a_served_queue() -> None:
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        connect = ("--connect", f"{host}:{port}")
+
+        async def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+            return await run_cli("schedule", *args, *connect)
+
+        added = await cli(
+            "add", "nightly", "cleanup", "--cron", "0 3 * * *", "--tz", "Europe/Paris"
+        )
+        assert added.returncode == 0, added.stderr
+        assert added.stdout.decode().startswith(
+            "nightly  cron 0 3 * * * (Europe/Paris)  -> cleanup  queue=default  next="
+        )
+        added = await cli("add", "tick", "report", "--every", "3600", "--payload", '{"a": 1}')
+        assert added.returncode == 0, added.stderr
+        listed = await cli("list", "--json")
+        rows = [json.loads(line) for line in listed.stdout.decode().splitlines()]
+        assert [(r["name"], r["every"], r["cron"], r["payload"]) for r in rows] == [
+            ("nightly", None, "0 3 * * *", None),
+            ("tick", 3600, None, {"a": 1}),
+        ]
+        assert rows[1]["next_fire"] % 3600 == 0
+        removed = await cli("remove", "tick")
+        assert removed.stdout.decode() == "removed tick\n"
+        assert [info.schedule.name for info in await client.list_schedules()] == ["nightly"]
+        unknown = await cli("remove", "tick")
+        assert unknown.returncode == 1
+        assert b"unknown_schedule" in unknown.stderr or b"no schedule 'tick'" in unknown.stderr
+        bad = await cli("add", "x", "j", "--cron", "61 * * * *")
+        assert bad.returncode == 2
+        assert b"61 is not from 0 to 59" in bad.stderr
+
+
+def test_serve_schedule_options(tmp_path: Path) -> None:
+    path = tmp_path / "schedules.json"
+    path.write_text(json.dumps([{"name": "f", "job": "j", "cron": "@daily", "payload": [1]}]))
+    args = _parser().parse_args(
+        [
+            "serve",
+            "--schedules",
+            str(path),
+            "--schedule",
+            "tick=every 60:report",
+            "--schedule",
+            "nightly=0 3 * * 1-5 Europe/Paris:cleanup",
+        ]
+    )
+    schedules = serve_schedules(args)
+    assert [(s.name, s.job, s.every, s.cron, s.tz, s.payload) for s in schedules] == [
+        ("f", "j", None, "@daily", "UTC", [1]),
+        ("tick", "report", 60.0, None, "UTC", None),
+        ("nightly", "cleanup", None, "0 3 * * 1-5", "Europe/Paris", None),
+    ]
