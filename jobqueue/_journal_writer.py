@@ -140,6 +140,8 @@ class Journal:
         self._state: QueueState | None = None
         self._compacting = False
         self._progress = trio.Event()
+        #: Replies wait for the flush only when every change is flushed before it is acknowledged.
+        self._holds = fsync == "always"
 
     # -- start ------------------------------------------------------------------------
 
@@ -246,6 +248,11 @@ class Journal:
         self.appended += 1
         self._wake.set()
 
+    @property
+    def failing(self) -> bool:
+        """Whether the last write failed (the coordinator then refuses changes)."""
+        return self.failure is not None
+
     def begin(self) -> None:
         """The coordinator starts a command (see :meth:`hold`)."""
         self._begun = self.appended
@@ -261,6 +268,8 @@ class Journal:
         other.
         """
         held_by = self._held_by
+        if not self._holds:
+            return False
         if self.appended == self._begun and conn.id not in held_by:
             return False
         if self.appended == self.durable and conn.id not in held_by:

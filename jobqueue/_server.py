@@ -218,8 +218,7 @@ class QueueService:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(journal.run)
             task_status.started()
-            durable = journal if journal.fsync == "always" else None
-            await Coordinator(self.state, durable).run(self._commands_receive)
+            await Coordinator(self.state, journal).run(self._commands_receive)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until the peer closes it.
