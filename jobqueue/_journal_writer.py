@@ -313,6 +313,7 @@ class Journal:
                 if self.failure is None:
                     log.error("journal %s: cannot write: %s; retrying", self.directory, exc)
                 self.failure = exc
+                self._progressed()
                 await trio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
                 continue
@@ -361,6 +362,11 @@ class Journal:
     async def wait_idle(self) -> None:
         """Wait until :attr:`idle` (tests, and a server that stops cleanly)."""
         while not self.idle:
+            await self._progress.wait()
+
+    async def wait_failing(self) -> None:
+        """Wait until a write has failed (:attr:`failing`; for tests)."""
+        while not self.failing:
             await self._progress.wait()
 
     def _progressed(self) -> None:

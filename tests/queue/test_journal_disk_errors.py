@@ -96,9 +96,8 @@ async def test_a_failing_disk_refuses_changes_and_acknowledges_nothing_unflushed
 
         disk.broken.set()
         nursery.start_soon(submit)
-        await failed(disk)
+        await journal.wait_failing()
         await trio.testing.wait_all_tasks_blocked()
-        assert journal.failing
         # The change made before the failure was noticed is not acknowledged...
         assert acknowledged == []
         # ...later changes are refused by name, and change nothing...
@@ -138,7 +137,7 @@ async def test_refused_while_failing_with_fsync_never_too(
         await c.submit("before")
         disk.broken.set()
         await c.submit("buffered")  # not held: never promised to be on disk
-        await failed(disk)
+        await journal.wait_failing()
         with pytest.raises(RequestError) as refused:
             await c.submit("refused")
         assert refused.value.code == "journal_unavailable"
