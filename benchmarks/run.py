@@ -19,6 +19,7 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -32,7 +33,13 @@ from jobqueue import Client
 
 
 def throughput(
-    jobs: int, concurrency: int, idle_clients: int = 0, *, batch: int = 0, prefetch: int = 1
+    jobs: int,
+    concurrency: int,
+    idle_clients: int = 0,
+    *,
+    batch: int = 0,
+    prefetch: int = 1,
+    server_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One producer, ``concurrency`` worker slots, no-op jobs, end to end.
 
@@ -40,9 +47,10 @@ def throughput(
     the producer uses ``submit_many`` in batches of that size and the worker
     runs with ``--prefetch``: the "batched" row. With ``idle_clients``, that
     many more clients stay connected, doing nothing, for the whole run.
+    ``server_args`` go to ``jobqueue serve`` (``--journal DIR``, say).
     """
     port = free_port()
-    with spawned("serve", "--port", str(port)) as server, spawned(
+    with spawned("serve", "--port", str(port), *server_args) as server, spawned(
         "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
         "--handlers", "benchmarks._noop:HANDLERS", "--prefetch", str(prefetch),
     ) as worker:  # fmt: skip
