@@ -19,6 +19,7 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -41,6 +42,7 @@ def throughput(
     batch: int = 0,
     prefetch: int = 1,
     kind: str = "async",
+    server_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One producer, ``concurrency`` worker slots, no-op jobs, end to end.
 
@@ -50,13 +52,14 @@ def throughput(
     many more clients stay connected, doing nothing, for the whole run.
     ``kind`` is the no-op handler's kind: ``async`` (the default), ``def``
     (a worker thread) or ``process`` (``jobqueue[processes]``).
+    ``server_args`` go to ``jobqueue serve`` (``--journal DIR``, say).
     """
     if kind == "async":
         name, handlers = "noop", "benchmarks._noop:HANDLERS"
     else:
         name, handlers = KINDS[kind], "benchmarks._kinds:HANDLERS"
     port = free_port()
-    with spawned("serve", "--port", str(port)) as server, spawned(
+    with spawned("serve", "--port", str(port), *server_args) as server, spawned(
         "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
         "--handlers", handlers, "--prefetch", str(prefetch),
     ) as worker:  # fmt: skip

@@ -39,15 +39,16 @@ from ._cli_schedule import register as register_schedule_commands
 from ._cli_worker import DEFAULT_DRAIN_TIMEOUT, run_worker
 from ._client import Client
 from ._config import OptionError, QueueRules, ServerConfig
-from ._demo import run_demo
+from ._demo import add_demo_command
 from ._errors import JobQueueError, ProtocolError
 from ._journal import JournalError
+from ._journal_cli import add_journal_commands
 from ._json import decode_value
 from ._limits import JOB_STATES, MAX_FETCH
 from ._logformat import add_log_format_option, configure_logging
 from ._replies import JobInfo, JobList, Stats
 from ._requests import SubmitJob
-from ._server import serve_queue
+from ._server import serve_queue, stop_on_sigterm
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
 
@@ -255,17 +256,8 @@ def _parser() -> argparse.ArgumentParser:
     stats.set_defaults(command=_stats)
 
     register_schedule_commands(command, add_connect, _client)
-
-    demo = command("demo", "run a server, worker processes and a job stream; kill a worker mid-job")
-    demo.add_argument(
-        "--workers", type=positive_int, default=3, metavar="N", help="worker processes"
-    )
-    demo.add_argument(
-        "--concurrency", type=positive_int, default=2, metavar="N", help="slots per worker"
-    )
-    demo.add_argument("--jobs", type=positive_int, default=30, metavar="N", help="jobs to run")
-    demo.add_argument("--seed", type=int, help="seed for job durations (default: random)")
-    demo.set_defaults(command=run_demo)
+    add_demo_command(command)
+    add_journal_commands(command)
     return parser
 
 
@@ -300,14 +292,14 @@ def _serve(args: argparse.Namespace) -> int:
         # The options parsed above were checked already: only --token is left.
         raise UsageError(f"--{exc.name.replace('_', '-')} {exc.rule}") from None
     try:
-        trio.run(partial(serve_queue, args.port, host=args.host, config=config))
+        trio.run(stop_on_sigterm, partial(serve_queue, args.port, host=args.host, config=config))
     except JournalError as exc:
         raise JobQueueError(str(exc)) from exc
     except OSError as exc:
         raise JobQueueError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from exc
-    return 0  # pragma: no cover  (serve_queue only returns by raising)
+    return 0  # stopped by SIGTERM (or a test's stub returned)
 
 
 def load_handlers(spec: str) -> dict[str, Handler]:

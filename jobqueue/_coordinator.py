@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol
 import attrs
 import trio
 
-from ._errors import ProtocolError, Refusal
+from ._errors import JOURNAL_UNAVAILABLE, ProtocolError, Refusal, RuleError
 from ._job import FINISHED, JobRecord, JobState
 from ._json import encode, stored_form
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
@@ -158,7 +158,11 @@ Command = Batch | Connected | Disconnected | Snapshot
 
 
 class Durability(Protocol):
-    """What the coordinator asks of a journal that flushes before acknowledging."""
+    """What the coordinator asks of a journal."""
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last write failed: changes are refused until one succeeds."""
 
     def begin(self) -> None:
         """A command begins: replies from here on depend on the events it applies."""
@@ -170,6 +174,25 @@ class Durability(Protocol):
 #: A request handler: (coordinator, connection, request, now) to the reply, or
 #: ``None`` when the request parks and its reply comes later.
 _Handler = Callable[["Coordinator", Connection, Any, float], "Reply | None"]
+
+#: The requests refused while the journal cannot write: those whose ``ok`` or
+#: new id acknowledges a change. A worker's request_job, heartbeat and
+#: progress go on; their replies wait for the disk (docs/design.md §12a).
+_CHANGES = frozenset(
+    {
+        SubmitJob, SubmitJobs, JobComplete, JobFailed, CancelJob, RetryJob, DeleteJob, ReleaseJob,
+        AddSchedule, RemoveSchedule,
+    }
+)  # fmt: skip
+
+
+def _journal_unavailable() -> RuleError:
+    return RuleError(
+        JOURNAL_UNAVAILABLE,
+        "the server cannot write its journal (disk full or failing); nothing was changed; "
+        "try again later",
+    )
+
 
 #: A ``jobs_assigned`` entry's bytes besides its id, name and payload (an over-estimate).
 _JOB_ENTRY_BYTES = 64
@@ -197,9 +220,10 @@ class Coordinator:
 
     Args:
         state: The queue state this coordinator alone will touch.
-        durability: With a journal that flushes before acknowledging: told
-            when each command begins, and given every connection's replies,
-            to keep those that depend on events not yet on disk.
+        durability: With a journal: told when each command begins, and given
+            every connection's replies, to keep those that depend on events
+            not yet on disk (``fsync="always"``); while it cannot write,
+            requests that would change jobs are refused.
     """
 
     state: QueueState
@@ -327,6 +351,7 @@ class Coordinator:
     ) -> None:
         """Serve ``items`` in order until one parks; queue the rest behind it."""
         handlers = self._HANDLERS
+        refusing = self.durability is not None and self.durability.failing
         pending = iter(items)
         for item in pending:
             # One lookup per item: it finds the request's handler, and its
@@ -337,6 +362,9 @@ class Coordinator:
                 if not isinstance(item, ProtocolError):
                     raise TypeError(f"no handler for {type(item).__name__}")
                 replies.append(item)
+                continue
+            if refusing and type(item) in _CHANGES:
+                replies.append(_journal_unavailable())
                 continue
             reply: Outgoing | None
             try:

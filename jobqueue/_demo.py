@@ -3,6 +3,11 @@
 The demonstration README describes: it shows a job lost with a killed worker
 going back to the queue and completing elsewhere. It uses the public pieces
 only (``serve_queue``, ``Client``, ``jobqueue worker`` processes).
+
+``jobqueue demo --crash-server`` shows the journal instead: the server runs
+as a process of its own with ``--journal``, is killed with SIGKILL while
+jobs run, and is started again on the same journal; every job still
+completes.
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import BinaryIO, TextIO
 
 import trio
 
+from ._cli_options import positive_int
 from ._client import Client
 from ._errors import JobQueueError
 from ._replies import JobInfo, Stats
@@ -28,7 +36,28 @@ from ._server import serve_queue
 
 def run_demo(args: argparse.Namespace) -> int:
     """``jobqueue demo``: run the demonstration; 0 when every job completed."""
+    if getattr(args, "crash_server", False):
+        return trio.run(_CrashDemo(args, sys.stdout).run)
     return trio.run(_Demo(args, sys.stdout).run)
+
+
+def add_demo_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Add ``jobqueue demo`` with ``_cli``'s ``command`` helper."""
+    demo = command("demo", "run a server, worker processes and a job stream; kill a worker mid-job")
+    demo.add_argument(
+        "--workers", type=positive_int, default=3, metavar="N", help="worker processes"
+    )
+    demo.add_argument(
+        "--concurrency", type=positive_int, default=2, metavar="N", help="slots per worker"
+    )
+    demo.add_argument("--jobs", type=positive_int, default=30, metavar="N", help="jobs to run")
+    demo.add_argument("--seed", type=int, help="seed for job durations (default: random)")
+    demo.add_argument(
+        "--crash-server",
+        action="store_true",
+        help="kill the server (with a journal) mid-run instead; restart it",
+    )
+    demo.set_defaults(command=run_demo)
 
 
 def _open_log(path: str) -> BinaryIO:
@@ -204,6 +233,127 @@ class _Demo:
             f"  jobs reassigned  {totals['reassigned']}\n"
             f"  workers killed   {len(self.killed)} ({', '.join(self.killed)})\n"
             f"  wall time        {wall:.1f}s\n"
+        )
+        ok = completed == len(self.submitted)
+        self.out.write(
+            "every job completed\n" if ok else f"{len(results) - completed} jobs did not complete\n"
+        )
+        self.out.flush()
+        return ok
+
+
+class _CrashDemo(_Demo):
+    """The server as a process of its own with a journal, killed and restarted mid-run."""
+
+    server: trio.Process
+    journal = ""
+    server_log = ""
+    starts = 0
+
+    async def run(self) -> int:
+        self.started = time.monotonic()
+        logging.getLogger("jobqueue").setLevel(logging.WARNING)
+        with tempfile.TemporaryDirectory(prefix="jobqueue-demo-") as workdir:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            self.journal = os.path.join(workdir, "journal")
+            self.server_log = os.path.join(workdir, "server.log")
+            server = await self._start_server(port)
+            try:
+                ok = await self._drive_crash(port, workdir)
+            finally:
+                server = self.server
+                if server.returncode is None:
+                    server.terminate()
+                with trio.CancelScope(shield=True):
+                    await server.wait()
+        return 0 if ok else 1
+
+    async def _start_server(self, port: int) -> trio.Process:
+        self.starts += 1
+        with _open_log(f"{self.server_log}.{self.starts}") as log_file:
+            self.server = await trio.lowlevel.open_process(
+                [
+                    *(sys.executable, "-m", "jobqueue", "serve", "--port", str(port)),
+                    *("--journal", self.journal, "--lease-timeout", "10"),
+                ],
+                stdout=log_file,
+                stderr=log_file,
+            )
+        with trio.fail_after(30):
+            while True:
+                if self.server.returncode is not None:
+                    raise JobQueueError(f"the server exited ({self.server.returncode})")
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    await trio.sleep(0.05)
+                else:
+                    await stream.aclose()
+                    break
+        self.say(
+            f"queue server pid {self.server.pid} listening on 127.0.0.1:{port} "
+            f"with --journal {self.journal}"
+        )
+        return self.server
+
+    async def _drive_crash(self, port: int, workdir: str) -> bool:
+        try:
+            await self._start_workers("127.0.0.1", port, workdir)
+            async with Client.connect("127.0.0.1", port, name="demo-submit") as client:
+                await self._wait_for_workers(client)
+                for _ in range(self.n_jobs):
+                    seconds = round(self.rng.uniform(0.3, 1.5), 2)
+                    self.submitted.append(await client.submit("sleep", {"seconds": seconds}))
+                self.say(f"submitted {self.n_jobs} jobs; each acknowledged once on disk")
+                with trio.fail_after(60):
+                    while True:
+                        stats = await client.stats()
+                        if stats.jobs["completed"] >= self.n_jobs // 4 and stats.jobs["running"]:
+                            break
+                        await trio.sleep(0.05)
+            jobs = stats.jobs
+            self.server.send_signal(signal.SIGKILL)
+            await self.server.wait()
+            self.say(
+                f"killed the server (pid {self.server.pid}) with SIGKILL: {jobs['completed']} "
+                f"completed, {jobs['running']} running, {jobs['pending']} pending"
+            )
+            await self._start_server(port)
+            async with Client.connect("127.0.0.1", port, name="demo-wait") as waiter:
+                stats = await waiter.stats()
+                self.say(
+                    f"restarted on the same journal: {stats.jobs['completed']} completed, "
+                    f"{stats.jobs['pending']} pending (the runs cut short are back in line)"
+                )
+                with trio.fail_after(120):
+                    results = [await waiter.wait(job_id) for job_id in self.submitted]
+                stats = await waiter.stats()
+            return self._crash_summary(results, stats)
+        finally:
+            for process in self.processes.values():
+                if process.returncode is None:
+                    process.kill()
+            with trio.CancelScope(shield=True):
+                for process in self.processes.values():
+                    await process.wait()
+
+    def _crash_summary(self, results: list[JobInfo], stats: Stats) -> bool:
+        self.say("every submitted job has finished")
+        for info in results:
+            if info.attempt > 1:
+                self.say(
+                    f"  job {info.job_id}: its run was cut short by the crash, then "
+                    f"{info.state} on attempt {info.attempt} by {info.worker}"
+                )
+        completed = sum(info.state == "completed" for info in results)
+        self.out.write(
+            "\nsummary\n"
+            f"  jobs submitted   {len(self.submitted)}\n"
+            f"  jobs completed   {completed}\n"
+            f"  server killed    1 (SIGKILL), restarted on its journal\n"
+            f"  wall time        {time.monotonic() - self.started:.1f}s\n"
         )
         ok = completed == len(self.submitted)
         self.out.write(

@@ -38,6 +38,9 @@ NOT_FINISHED: Final = "not_finished"
 QUEUE_FULL: Final = "queue_full"
 UNKNOWN_SCHEDULE: Final = "unknown_schedule"
 
+# The server cannot make a change durable: its journal cannot be written.
+JOURNAL_UNAVAILABLE: Final = "journal_unavailable"
+
 # Farewells: the server sends one of these, then closes the connection.
 TOO_MANY_CONNECTIONS: Final = "too_many_connections"
 HANDSHAKE_TIMEOUT: Final = "handshake_timeout"

@@ -52,6 +52,11 @@ TIME_FIELDS = frozenset({"not_before", "lease_deadline", "retry_at"})
 
 #: What every segment starts with (its version is the digit).
 MAGIC = b"jobqueue-journal 1\n"
+#: How every snapshot record's payload starts (events start ``{"@":``), and
+#: how the first record of a segment that starts with a snapshot starts
+#: (see :mod:`jobqueue._snapshot`).
+SNAPSHOT_MARK = b'{"$":'
+SNAPSHOT_HEADER = b'{"$":"snapshot"'
 _HEADER = struct.Struct("<III")
 HEADER_BYTES = _HEADER.size
 _SEGMENT = re.compile(r"^(\d{20})\.jqj$")
@@ -221,19 +226,29 @@ class Reading:
         last: The last segment's ``(number, path)``, ``None`` if there is none.
         good_end: Where the last segment's complete records end.
         torn: Bytes of a torn record at the end of the last segment.
+        obsolete: Segments before the last one that starts with a snapshot:
+            compaction made them redundant and was cut short before
+            removing them.
+        size: Bytes in the segments replayed (the obsolete ones left out).
+        snapshot_size: Bytes of the segment the snapshot starts (0: none).
     """
 
     payloads: list[bytes] = attrs.field(factory=list)
     last: tuple[int, str] | None = None
     good_end: int = 0
     torn: int = 0
+    obsolete: list[str] = attrs.field(factory=list)
+    size: int = 0
+    snapshot_size: int = 0
 
 
 def read_journal(directory: str) -> Reading:
     """Read every segment of ``directory``, oldest first.
 
     Only the last segment may end in a torn record: an earlier one was
-    complete when the next was started, so a short one is damage.
+    complete when the next was started, so a short one is damage. A segment
+    that starts with a snapshot stands alone: the segments before it are
+    listed as obsolete, not read.
 
     Raises:
         JournalDamaged: a record that fails its checksum, with file and offset.
@@ -241,6 +256,15 @@ def read_journal(directory: str) -> Reading:
     """
     reading = Reading()
     found = segments(directory)
+    start, snapshotted = 0, False
+    for index in range(len(found) - 1, -1, -1):
+        with open(found[index][1], "rb") as file:
+            head = file.read(len(MAGIC) + HEADER_BYTES + len(SNAPSHOT_HEADER))
+        if head[len(MAGIC) + HEADER_BYTES :] == SNAPSHOT_HEADER:
+            start, snapshotted = index, True
+            break
+    reading.obsolete = [path for _, path in found[:start]]
+    found = found[start:]
     for index, (number, path) in enumerate(found):
         with open(path, "rb") as file:
             data = file.read()
@@ -248,6 +272,9 @@ def read_journal(directory: str) -> Reading:
         if result.torn and index < len(found) - 1:
             raise JournalDamaged(path, result.end, "a segment that is not the last ends early")
         reading.payloads.extend(result.payloads)
+        reading.size += result.end
+        if index == 0 and snapshotted:
+            reading.snapshot_size = result.end
         reading.last = (number, path)
         reading.good_end, reading.torn = result.end, result.torn
     return reading

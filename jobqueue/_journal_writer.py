@@ -27,13 +27,13 @@ from ._events import Event
 from ._journal import (
     MAGIC,
     JournalError,
-    decode_all,
     encode_event,
     frame,
-    id_prefix_of,
     read_journal,
     segment_name,
+    segments,
 )
+from ._snapshot import Capture, capture, encode_snapshot, replay
 
 if TYPE_CHECKING:
     from ._coordinator import Connection, Outgoing
@@ -43,6 +43,10 @@ log = logging.getLogger("jobqueue.journal")
 
 #: Longest wait between attempts to write after the disk failed.
 _MAX_RETRY_DELAY = 5.0
+#: Compaction starts once the journal holds this many bytes, or
+#: ``COMPACT_RATIO`` times its last snapshot, whichever is more.
+COMPACT_MIN_BYTES = 1 << 20
+COMPACT_RATIO = 4.0
 
 
 def _lock(directory: str) -> int:
@@ -89,6 +93,11 @@ class Journal:
         write: The seam through which every write goes (tests inject
             failures here): ``write(fd, data)`` then, when flushing,
             ``write(fd, None)``.
+        compact_min_bytes: Compact once the journal holds at least this
+            many bytes, and ...
+        compact_ratio: ... this many times the size of its last snapshot.
+            The journal thus stays under about ``compact_ratio`` times the
+            live state (plus ``compact_min_bytes``), however many jobs pass.
     """
 
     def __init__(
@@ -98,6 +107,8 @@ class Journal:
         fsync_interval: float = 1.0,
         *,
         write: Callable[[int, bytes | None], None] | None = None,
+        compact_min_bytes: int = COMPACT_MIN_BYTES,
+        compact_ratio: float = COMPACT_RATIO,
     ) -> None:
         self.directory = directory
         self.fsync = fsync
@@ -118,6 +129,19 @@ class Journal:
         self._replayed = 0
         self._begun = 0
         self._replay_seconds = 0.0
+        self.compact_min_bytes = compact_min_bytes
+        self.compact_ratio = compact_ratio
+        #: The last segment's number; bytes in the live segments; bytes of the last snapshot.
+        self._number = 0
+        self.size = 0
+        self.snapshot_size = 0
+        #: Compactions done since start.
+        self.compactions = 0
+        self._state: QueueState | None = None
+        self._compacting = False
+        self._progress = trio.Event()
+        #: Replies wait for the flush only when every change is flushed before it is acknowledged.
+        self._holds = fsync == "always"
 
     # -- start ------------------------------------------------------------------------
 
@@ -144,25 +168,27 @@ class Journal:
 
     def _replay(self, state: QueueState) -> None:
         started = time.perf_counter()
-        reading = read_journal(self.directory)
-        try:
-            events = list(decode_all(reading.payloads, self._offset))
-        except ValueError as exc:
-            raise JournalError(f"journal {self.directory} cannot be replayed: {exc}") from None
-        prefix = id_prefix_of(events)
-        if prefix is not None:
-            state.id_prefix = prefix
-        for event in events:
-            state.apply(event)
+        directory = self.directory
+        for name in os.listdir(directory):
+            if name.endswith(".tmp"):  # a compaction cut short: never renamed, never used
+                os.unlink(os.path.join(directory, name))
+        reading = read_journal(directory)
+        self._replayed = replay(state, reading.payloads, self._offset)
+        reading.payloads.clear()
+        for path in reading.obsolete:  # a compaction cut short after its rename
+            os.unlink(path)
         if reading.last is None:
-            path = os.path.join(self.directory, segment_name(1))
+            self._number = 1
+            path = os.path.join(directory, segment_name(1))
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             os.write(self._fd, MAGIC)
             os.fsync(self._fd)
-            _fsync_directory(self.directory)
+            _fsync_directory(directory)
+            self.size = len(MAGIC)
         else:
-            path = reading.last[1]
+            self._number, path = reading.last
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            self.size, self.snapshot_size = reading.size, reading.snapshot_size
             if reading.torn:
                 log.warning(
                     "journal %s: cut off %d bytes of a torn last record at byte %d "
@@ -174,8 +200,8 @@ class Journal:
                 os.ftruncate(self._fd, reading.good_end)
                 if reading.good_end == 0:
                     os.write(self._fd, MAGIC)
+                    self.size += len(MAGIC)
                 os.fsync(self._fd)
-        self._replayed = len(events)
         self._replay_seconds = time.perf_counter() - started
 
     def start(self, state: QueueState, now: float) -> None:
@@ -185,6 +211,7 @@ class Journal:
         worker thread: it only reads and replays).
         """
         state.on_event = self.append
+        self._state = state
         # Runs cut short by the restart count as attempts, and their jobs go
         # back in line in their original place; then today's retention.
         lost = 0
@@ -221,6 +248,11 @@ class Journal:
         self.appended += 1
         self._wake.set()
 
+    @property
+    def failing(self) -> bool:
+        """Whether the last write failed (the coordinator then refuses changes)."""
+        return self.failure is not None
+
     def begin(self) -> None:
         """The coordinator starts a command (see :meth:`hold`)."""
         self._begun = self.appended
@@ -236,6 +268,8 @@ class Journal:
         other.
         """
         held_by = self._held_by
+        if not self._holds:
+            return False
         if self.appended == self._begun and conn.id not in held_by:
             return False
         if self.appended == self.durable and conn.id not in held_by:
@@ -279,6 +313,7 @@ class Journal:
                 if self.failure is None:
                     log.error("journal %s: cannot write: %s; retrying", self.directory, exc)
                 self.failure = exc
+                self._progressed()
                 await trio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
                 continue
@@ -289,8 +324,121 @@ class Journal:
             if sync:
                 last_sync = trio.current_time()
             synced = sync or (synced and not data)
+            self.size += len(data)
             self.durable = covered
             self._release()
+            self._progressed()
+            if self.size >= max(self.compact_min_bytes, self.compact_ratio * self.snapshot_size):
+                await self.compact()
+                synced = True
+
+    async def compact(self) -> bool:
+        """Write the live state as a new segment, then remove the old ones.
+
+        The state is copied here, in trio's thread, between two commands
+        (cheap: a tuple of references a job); the copy is encoded and written
+        in a thread while the coordinator serves on. The snapshot covers
+        every event appended so far, so the events still buffered are not
+        written: the snapshot holds them. Its segment is written under a
+        temporary name, flushed, renamed and the directory flushed; only
+        then are the old segments removed, so a crash at any point leaves
+        either the old journal or the new one whole. Returns whether it
+        succeeded; on failure the buffered events go back to be written to
+        the old segment, as if nothing had been tried.
+        """
+        assert self._state is not None, "start() first"
+        self._compacting = True
+        try:
+            return await self._compact(self._state)
+        finally:
+            self._compacting = False
+            self._progressed()
+
+    @property
+    def idle(self) -> bool:
+        """Whether every event is on disk and no compaction is under way."""
+        return self.durable == self.appended and not self._compacting
+
+    async def wait_idle(self) -> None:
+        """Wait until :attr:`idle` (tests, and a server that stops cleanly)."""
+        while not self.idle:
+            await self._progress.wait()
+
+    async def wait_failing(self) -> None:
+        """Wait until a write has failed (:attr:`failing`; for tests)."""
+        while not self.failing:
+            await self._progress.wait()
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def _compact(self, state: QueueState) -> bool:
+        started = time.perf_counter()
+        snapshot = capture(state)
+        data, self._buffer = self._buffer, bytearray()
+        covered = self.appended
+        paused = time.perf_counter() - started
+        try:
+            size = await trio.to_thread.run_sync(self._write_snapshot, snapshot)
+        except OSError as exc:
+            self._buffer[:0] = data
+            log.error("journal %s: cannot compact: %s", self.directory, exc)
+            return False
+        self.size = self.snapshot_size = size
+        self.compactions += 1
+        self.durable = covered
+        self._release()
+        log.info(
+            "journal %s: compacted to %d jobs in %d bytes "
+            "(the coordinator paused %.1f ms; %.0f ms in all)",
+            self.directory,
+            len(snapshot.jobs),
+            size,
+            paused * 1e3,
+            (time.perf_counter() - started) * 1e3,
+        )
+        return True
+
+    def _write_snapshot(self, snapshot: Capture) -> int:
+        # Runs in a thread; returns the new segment's size.
+        number = self._number + 1
+        final = os.path.join(self.directory, segment_name(number))
+        temporary = final + ".tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            size = 0
+            chunk = bytearray(MAGIC)
+            for payload in encode_snapshot(snapshot, self._offset):
+                chunk += frame(payload)
+                if len(chunk) >= 1 << 20:
+                    self._write(fd, bytes(chunk))
+                    size += len(chunk)
+                    chunk.clear()
+            self._write(fd, bytes(chunk))
+            size += len(chunk)
+            self._write(fd, None)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        os.close(fd)
+        os.rename(temporary, final)
+        _fsync_directory(self.directory)
+        # From here on the new segment is the journal: append to it.
+        new_fd = os.open(final, os.O_WRONLY | os.O_APPEND)
+        old_fd, self._fd, self._number = self._fd, new_fd, number
+        os.close(old_fd)
+        for old, path in segments(self.directory):
+            if old < number:
+                try:
+                    os.unlink(path)
+                except OSError as exc:  # harmless: replay starts at the snapshot
+                    log.warning("journal %s: cannot remove %s: %s", self.directory, path, exc)
+        with contextlib.suppress(OSError):
+            _fsync_directory(self.directory)
+        return size
 
     def _write_all(self, data: bytes, sync: bool) -> None:
         # Runs in a thread. On failure the segment is cut back to where this

@@ -14,7 +14,9 @@ import itertools
 import logging
 import math
 import secrets
+import signal
 import socket
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 import attrs
@@ -152,6 +154,34 @@ async def serve_queue(
     raise AssertionError("serve_queue's tasks never return")  # pragma: no cover
 
 
+async def stop_on_sigterm(serve: Callable[[], Awaitable[None]]) -> None:
+    """Run ``serve()`` (``serve_queue``) until SIGTERM, which stops it as Ctrl-C does.
+
+    Python's default for SIGTERM ends the process on the spot, so the
+    server could not say what becomes of its jobs (see ``_log_stop``).
+    """
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def watch() -> None:
+                    async for _ in signals:
+                        log.info("SIGTERM received: stopping")
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(watch)
+                await serve()
+                nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            # serve()'s own error (it cannot listen, say), not wrapped in the
+            # nursery's group: callers handle it as they would serve_queue's.
+            inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
+            if len(inner) == 1:
+                raise inner[0] from None
+            raise
+
+
 class QueueService:
     """The queue without a listener: a coordinator plus a per-stream handler.
 
@@ -228,17 +258,22 @@ class QueueService:
         if journal is None:
             self.coordinator.scheduler.add_all(self.config.schedules)
             task_status.started()
-            await self.coordinator.run(self._commands_receive)
+            try:
+                await self.coordinator.run(self._commands_receive)
+            finally:
+                self._log_stop()
             return
         await self.open_journal()
         # After the replay, so the journal records them and knows their history.
         self.coordinator.scheduler.add_all(self.config.schedules)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(journal.run)
-            task_status.started()
-            if journal.fsync == "always":
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(journal.run)
+                task_status.started()
                 self.coordinator.durability = journal
-            await self.coordinator.run(self._commands_receive)
+                await self.coordinator.run(self._commands_receive)
+        finally:
+            self._log_stop()
 
     async def metrics_snapshot(self) -> MetricsSnapshot:
         """The figures of ``GET /metrics``, taken by the coordinator between two commands.
@@ -250,6 +285,27 @@ class QueueService:
         async with receive:
             await self._commands.send(Snapshot(send))
             return await receive.receive()
+
+    def _log_stop(self) -> None:
+        """Say what becomes of the jobs as the server stops (Ctrl-C, SIGTERM, cancelled)."""
+        counts = self.state.counts()
+        live = "%d pending, %d scheduled and %d running jobs"
+        numbers = (counts["pending"], counts["scheduled"], counts["running"])
+        if self.journal is None:
+            log.info(
+                "stopping without a journal: dropping " + live + " and %d finished records "
+                "(serve --journal DIR keeps them across restarts)",
+                *numbers,
+                len(self.state) - sum(numbers),
+            )
+        else:
+            log.info(
+                "stopping: " + live + " are safe in the journal %s%s; running jobs run "
+                "again after a restart",
+                *numbers,
+                self.journal.directory,
+                "" if self.journal.idle else " (the last changes, never acknowledged, may not be)",
+            )
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until the peer closes it.

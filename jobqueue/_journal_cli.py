@@ -1,0 +1,252 @@
+"""``jobqueue journal check DIR`` and ``jobqueue journal repair DIR``.
+
+A server refuses to start on a journal damaged before its end (a record
+that fails its checksum, or that does not replay), naming the file and the
+offset. ``check`` reports what a start would find, without changing
+anything; ``repair`` keeps every record before the first damage and moves
+the rest aside, into ``DIR/damaged-<time>/``, so that nothing is deleted
+and the server can start on what was readable. Both refuse a directory a
+running server holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+
+import attrs
+
+from ._errors import JobQueueError
+from ._job import InvalidTransition
+from ._journal import (
+    HEADER_BYTES,
+    MAGIC,
+    JournalDamaged,
+    JournalError,
+    decode_event,
+    scan,
+    segments,
+)
+from ._journal_writer import _lock
+from ._snapshot import is_snapshot, replay
+from ._state import QueueState
+
+
+@attrs.define
+class Segment:
+    """What one segment holds, as ``check`` found it.
+
+    Attributes:
+        path: The file.
+        size: Its bytes.
+        records: Complete records before any damage.
+        snapshot: Whether it starts with a snapshot.
+        obsolete: A later segment starts with a snapshot: this one is not
+            replayed (a compaction stopped before removing it).
+        torn: Bytes of a torn record at its end.
+        damage: Where and why its first bad record is, ``None`` if none.
+    """
+
+    path: str
+    size: int
+    records: int = 0
+    snapshot: bool = False
+    obsolete: bool = False
+    torn: int = 0
+    damage: tuple[int, str] | None = None
+
+
+def examine(directory: str) -> list[Segment]:
+    """Check every segment of ``directory``: checksums, then a replay of the live ones.
+
+    The first damage found (a failed checksum, a torn record in a segment
+    that is not the last, or a record that does not replay) is recorded on
+    its segment; the segments after it are not replayed.
+    """
+    found = []
+    start = 0
+    for index, (_, path) in enumerate(segments(directory)):
+        with open(path, "rb") as file:
+            data = file.read()
+        segment = Segment(path, len(data))
+        found.append(segment)
+        try:
+            result = scan(data, path)
+        except JournalDamaged as exc:
+            segment.damage = (exc.offset, str(exc).split(": ", 2)[-1].split(";")[0])
+            if exc.offset >= len(MAGIC):
+                segment.records = len(scan(data[: exc.offset], path).payloads)
+            continue
+        segment.records, segment.torn = len(result.payloads), result.torn
+        segment.snapshot = bool(result.payloads) and is_snapshot(result.payloads[0])
+        if segment.snapshot:
+            start = index
+    for segment in found[:start]:
+        segment.obsolete = True
+    state = QueueState()
+    live = found[start:]
+    for position, segment in enumerate(live):
+        if segment.damage is not None:
+            return found
+        if segment.torn and position < len(live) - 1:
+            segment.damage = (
+                segment.size - segment.torn,
+                "a segment that is not the last ends early",
+            )
+            return found
+        with open(segment.path, "rb") as file:
+            data = file.read()
+        payloads = scan(data, segment.path).payloads
+        bad = _first_unreplayable(state, payloads)
+        if bad is not None:
+            index, why = bad
+            segment.damage = (_offset_of(payloads, index), why)
+            segment.records = index
+            return found
+    return found
+
+
+def _first_unreplayable(state: QueueState, payloads: list[bytes]) -> tuple[int, str] | None:
+    first = 0
+    if payloads and is_snapshot(payloads[0]):
+        try:
+            count = int(json.loads(payloads[0])["jobs"])
+            replay(state, payloads[: count + 1], 0.0)
+        except (JournalError, ValueError, KeyError, TypeError, InvalidTransition) as exc:
+            return 0, f"a snapshot that does not restore: {exc}"
+        first = count + 1
+    for index in range(first, len(payloads)):
+        try:
+            state.apply(decode_event(payloads[index]))
+        except (ValueError, KeyError, TypeError, InvalidTransition) as exc:
+            return index, f"a record that does not replay: {exc}"
+    return None
+
+
+def _offset_of(payloads: list[bytes], index: int) -> int:
+    return len(MAGIC) + sum(HEADER_BYTES + len(p) for p in payloads[:index])
+
+
+def check(args: argparse.Namespace) -> int:
+    """``jobqueue journal check DIR``: exit 0 if a server would start on it as it is."""
+    directory = args.directory
+    lock = _locked(directory)
+    try:
+        found = examine(directory)
+    finally:
+        os.close(lock)
+    damaged = False
+    for segment in found:
+        name = os.path.basename(segment.path)
+        notes = []
+        if segment.snapshot:
+            notes.append("starts with a snapshot")
+        if segment.obsolete:
+            notes.append("obsolete (a later snapshot replaces it; removed at start)")
+        if segment.torn:
+            notes.append(f"torn tail of {segment.torn} bytes (cut off at start)")
+        print(f"{name}: {segment.size} bytes, {segment.records} records", *notes, sep="; ")
+        if segment.damage is not None and not damaged:
+            damaged = True
+            offset, why = segment.damage
+            print(f"DAMAGED: {segment.path} at byte {offset}: {why}")
+    total = sum(s.records for s in found if not s.obsolete)
+    if damaged:
+        print(
+            f"journal {directory} is damaged: a server will not start on it; "
+            f"`jobqueue journal repair {directory}` keeps the records before the damage"
+        )
+        return 1
+    print(f"journal {directory} is clean: {len(found)} segments, {total} records to replay")
+    return 0
+
+
+def repair(args: argparse.Namespace) -> int:
+    """``jobqueue journal repair DIR``: keep what is readable up to the first damage."""
+    directory = args.directory
+    lock = _locked(directory)
+    try:
+        found = examine(directory)
+        first = next((i for i, s in enumerate(found) if s.damage is not None), None)
+        torn = found[-1] if found and found[-1].torn and first is None else None
+        if first is None and torn is None:
+            print(f"journal {directory} is clean; nothing to repair")
+            return 0
+        aside = os.path.join(directory, time.strftime("damaged-%Y%m%dT%H%M%S"))
+        os.makedirs(aside, exist_ok=True)
+        if first is None:
+            assert torn is not None
+            _cut(torn, torn.size - torn.torn, aside)
+        else:
+            segment = found[first]
+            assert segment.damage is not None
+            offset, why = segment.damage
+            print(f"damage: {segment.path} at byte {offset}: {why}")
+            if offset < len(MAGIC) or (segment.records == 0 and segment.snapshot):
+                _move(segment.path, aside)
+            else:
+                _cut(segment, offset, aside)
+            for later in found[first + 1 :]:
+                _move(later.path, aside)
+        _fsync_directory(directory)
+        print(f"journal {directory} repaired; what was removed is in {aside}")
+        return 0
+    finally:
+        os.close(lock)
+
+
+def _cut(segment: Segment, offset: int, aside: str) -> None:
+    with open(segment.path, "r+b") as file:
+        file.seek(offset)
+        rest = file.read()
+        with open(
+            os.path.join(aside, f"{os.path.basename(segment.path)}.from-{offset}"), "wb"
+        ) as out:
+            out.write(rest)
+            out.flush()
+            os.fsync(out.fileno())
+        file.truncate(offset)
+        file.flush()
+        os.fsync(file.fileno())
+    print(
+        f"kept {segment.records} records ({offset} bytes) of {segment.path}; "
+        f"moved its last {len(rest)} bytes aside"
+    )
+
+
+def _move(path: str, aside: str) -> None:
+    os.rename(path, os.path.join(aside, os.path.basename(path)))
+    print(f"moved {path} aside")
+
+
+def _fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _locked(directory: str) -> int:
+    if not os.path.isdir(directory):
+        raise JobQueueError(f"no journal directory {directory}")
+    try:
+        return _lock(directory)
+    except JournalError as exc:
+        raise JobQueueError(f"{exc}; stop it first") from None
+
+
+def add_journal_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Add ``jobqueue journal check|repair DIR`` with ``_cli``'s ``command`` helper."""
+    journal = command("journal", "check or repair a journal directory (with its server stopped)")
+    actions = journal.add_subparsers(required=True, metavar="ACTION")
+    for name, run, text in (
+        ("check", check, "report segments, records, torn tail and damage; exit 1 if damaged"),
+        ("repair", repair, "keep the records before the first damage, move the rest aside"),
+    ):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("directory", metavar="DIR", help="the journal directory")
+        action.set_defaults(command=run)

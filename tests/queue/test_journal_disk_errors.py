@@ -1,0 +1,165 @@
+"""Disk trouble: changes are refused by name, nothing unflushed is acknowledged, reads go on."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from jobqueue import Client, RequestError
+from jobqueue._journal_writer import Journal
+from jobqueue._server import QueueService
+from jobqueue._state import QueueState
+
+
+class FlakyDisk:
+    """A write seam that fails (``ENOSPC``) while ``broken`` is set.
+
+    Attributes:
+        broken: Set by the test: every write (or, with ``flushes_only``,
+            every flush) then fails.
+        failed: Set by the seam each time it fails.
+    """
+
+    def __init__(self, *, flushes_only: bool = False) -> None:
+        self.broken = threading.Event()
+        self.failed = threading.Event()
+        self.flushes_only = flushes_only
+        self.failures = 0
+
+    def __call__(self, fd: int, data: bytes | None) -> None:
+        if self.broken.is_set() and (data is None or not self.flushes_only):
+            self.failures += 1
+            self.failed.set()
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        if data is None:
+            os.fdatasync(fd)
+        else:
+            os.write(fd, data)
+
+
+@asynccontextmanager
+async def flaky_queue(
+    path: Path, disk: FlakyDisk, fsync: str = "always"
+) -> AsyncIterator[tuple[Journal, Callable[[], Any]]]:
+    service = QueueService(journal=str(path), fsync=fsync)
+    journal = service.journal = Journal(str(path), fsync, 0.05, write=disk)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+
+        async def connect() -> trio.abc.Stream:
+            client_end, server_end = trio.testing.memory_stream_pair()
+            nursery.start_soon(service.handle_stream, server_end)
+            return client_end
+
+        yield journal, lambda: Client.connect("memory", 0, connect=connect)
+        nursery.cancel_scope.cancel()
+
+
+def replayed(path: Path) -> QueueState:
+    state = QueueState()
+    journal = Journal(str(path))
+    journal.open(state, 0.0)
+    journal.close()
+    return state
+
+
+async def failed(disk: FlakyDisk) -> None:
+    disk.failed.clear()
+    await trio.to_thread.run_sync(disk.failed.wait)
+
+
+@pytest.mark.parametrize("flushes_only", [False, True])
+async def test_a_failing_disk_refuses_changes_and_acknowledges_nothing_unflushed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, flushes_only: bool
+) -> None:
+    disk = FlakyDisk(flushes_only=flushes_only)
+    async with (
+        flaky_queue(tmp_path, disk) as (journal, connect),
+        connect() as first,
+        connect() as second,
+        trio.open_nursery() as nursery,
+    ):
+        kept = await first.submit("before")
+        acknowledged: list[str] = []
+
+        async def submit() -> None:
+            acknowledged.append(await first.submit("during"))
+
+        disk.broken.set()
+        nursery.start_soon(submit)
+        await journal.wait_failing()
+        await trio.testing.wait_all_tasks_blocked()
+        # The change made before the failure was noticed is not acknowledged...
+        assert acknowledged == []
+        # ...later changes are refused by name, and change nothing...
+        with pytest.raises(RequestError) as refused:
+            await second.submit("refused")
+        assert refused.value.code == "journal_unavailable"
+        for change in (second.cancel(kept), second.delete(kept), second.retry(kept)):
+            with pytest.raises(RequestError) as refused:
+                await change
+            assert refused.value.code == "journal_unavailable"
+        # ...and reads go on.
+        stats = await second.stats()
+        assert stats.jobs["pending"] == 2
+        assert (await second.status(kept)).state == "pending"
+        # It keeps retrying, with a growing delay, while the disk fails.
+        await failed(disk)
+        await failed(disk)
+        assert acknowledged == []
+        disk.broken.clear()
+        await journal.wait_idle()
+        assert not journal.failing
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(acknowledged) == 1
+        # Recovered by itself: changes are accepted again.
+        after = await second.submit("after")
+    # Everything acknowledged is on disk, and nothing refused is.
+    names = sorted(job.name for job in replayed(tmp_path)._jobs.values())
+    assert names == ["after", "before", "during"]
+    assert after
+
+
+async def test_refused_while_failing_with_fsync_never_too(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    disk = FlakyDisk()
+    async with flaky_queue(tmp_path, disk, fsync="never") as (journal, connect), connect() as c:
+        await c.submit("before")
+        disk.broken.set()
+        await c.submit("buffered")  # not held: never promised to be on disk
+        await journal.wait_failing()
+        with pytest.raises(RequestError) as refused:
+            await c.submit("refused")
+        assert refused.value.code == "journal_unavailable"
+        assert (await c.stats()).jobs["pending"] == 2
+        disk.broken.clear()
+        await journal.wait_idle()
+        await c.submit("after")
+    names = sorted(job.name for job in replayed(tmp_path)._jobs.values())
+    assert names == ["after", "before", "buffered"]
+
+
+async def test_a_failed_compaction_loses_nothing(tmp_path: Path) -> None:
+    disk = FlakyDisk()
+    async with flaky_queue(tmp_path, disk) as (journal, connect), connect() as c:
+        ids = [await c.submit("n", i) for i in range(5)]
+        disk.broken.set()
+        assert not await journal.compact()
+        assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
+        disk.broken.clear()
+        ids.append(await c.submit("n", 5))
+        assert await journal.compact()
+        ids.append(await c.submit("n", 6))
+    state = replayed(tmp_path)
+    assert sorted(state._jobs) == sorted(ids)
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".jqj")] == ["00000000000000000002.jqj"]

@@ -1,0 +1,155 @@
+"""Compaction: a snapshot restores the state field by field, and keeps the journal small."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import types
+from pathlib import Path
+
+import pytest
+import trio
+
+from jobqueue._events import Event
+from jobqueue._journal import MAGIC, JournalError, encode_event, frame, read_journal
+from jobqueue._journal_writer import Journal
+from jobqueue._json import stored_form
+from jobqueue._snapshot import capture, encode_snapshot, is_snapshot, replay
+from jobqueue._state import QueueState
+from tests.unit import journal_support as support
+
+
+def replayed(payloads: list[bytes]) -> QueueState:
+    q = support.new_state()
+    q.id_prefix = ""
+    replay(q, payloads, 0.0)
+    return q
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_snapshot_restores_the_state_field_by_field(seed: int) -> None:
+    rng = random.Random(seed)
+    q = support.new_state()
+    now = support.lifecycle(q, rng, 300)
+    payloads = list(encode_snapshot(capture(q)))
+    assert is_snapshot(payloads[0])
+    restored = replayed(payloads)
+    assert support.view(restored) == support.view(q)
+    # Both go on alike: the same ids, the same order, the same decisions.
+    restored.rng.setstate(q.rng.getstate())
+    support.lifecycle(q, random.Random(seed + 100), 200, now)
+    support.lifecycle(restored, random.Random(seed + 100), 200, now)
+    assert support.view(restored) == support.view(q)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_snapshot_then_events_replay_to_the_same_state(seed: int) -> None:
+    rng = random.Random(seed)
+    q = support.new_state()
+    now = support.lifecycle(q, rng, 250)
+    snapshot = capture(q)
+    events: list[Event] = []
+    q.on_event = events.append
+    support.lifecycle(q, rng, 250, now)
+    # The capture is of the moment it was taken, however the state moved on.
+    payloads = list(encode_snapshot(snapshot)) + [encode_event(e) for e in events]
+    assert support.view(replayed(payloads)) == support.view(q)
+
+
+def test_a_snapshot_cut_short_is_refused() -> None:
+    q = support.new_state()
+    support.lifecycle(q, random.Random(1), 200)
+    payloads = list(encode_snapshot(capture(q)))
+    assert len(payloads) > 3
+    with pytest.raises(JournalError, match="not whole"):
+        replayed(payloads[:-2])
+
+
+def test_a_segment_that_starts_with_a_snapshot_stands_alone(tmp_path: Path) -> None:
+    q = support.new_state()
+    events: list[Event] = []
+    q.on_event = events.append
+    support.lifecycle(q, random.Random(2), 200)
+    (tmp_path / "00000000000000000001.jqj").write_bytes(
+        MAGIC + b"".join(frame(encode_event(e)) for e in events)
+    )
+    snapshot = MAGIC + b"".join(frame(p) for p in encode_snapshot(capture(q)))
+    (tmp_path / "00000000000000000002.jqj").write_bytes(snapshot)
+    reading = read_journal(str(tmp_path))
+    assert reading.obsolete == [str(tmp_path / "00000000000000000001.jqj")]
+    assert reading.snapshot_size == len(snapshot)
+    assert support.view(replayed(reading.payloads)) == support.view(q)
+
+
+# -- the writer, in a temporary directory -------------------------------------------
+
+
+@pytest.fixture
+def no_wall_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's clock reads the state's: times are written unshifted, so compare exactly."""
+    fake = types.SimpleNamespace(time=lambda: 0.0, perf_counter=time.perf_counter)
+    monkeypatch.setattr("jobqueue._journal_writer.time", fake)
+
+
+def journal_bytes(directory: Path) -> int:
+    return sum(
+        os.path.getsize(directory / name) for name in os.listdir(directory) if name.endswith(".jqj")
+    )
+
+
+def reopen(directory: Path) -> QueueState:
+    again = support.new_state()
+    journal = Journal(str(directory))
+    journal.open(again, 0.0)
+    journal.close()
+    return again
+
+
+@pytest.mark.usefixtures("no_wall_offset")
+async def test_compaction_keeps_the_state_and_bounds_the_size(tmp_path: Path) -> None:
+    q = support.new_state(finished_retention=20)
+    journal = Journal(str(tmp_path), compact_min_bytes=32 * 1024, compact_ratio=4.0)
+    journal.open(q, 0.0)
+    journal.start(q, 0.0)
+    rng = random.Random(7)
+    largest = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        now = 1.0
+        for round_ in range(300):
+            # About 20 jobs a round pass through; some stay behind, live.
+            now = support.lifecycle(q, rng, 10, now)
+            for _ in range(20):
+                q.submit("n", stored_form({"round": round_, "pad": "x" * 40}), now)
+                job = q.assign("v", now, "name", ["default"])
+                assert job is not None
+                q.complete(job.id, "v", None, stored_form([1, 2]), now)
+            await journal.wait_idle()
+            largest = max(largest, journal.size)
+            assert journal.size == journal_bytes(tmp_path)
+        assert q.totals["submitted"] > 6000
+        assert journal.compactions >= 5
+        # Bounded: under the trigger, plus what one flush can add.
+        bound = max(journal.compact_min_bytes, journal.compact_ratio * journal.snapshot_size)
+        assert largest < bound + 64 * 1024
+        assert len([n for n in os.listdir(tmp_path) if n.endswith(".jqj")]) == 1
+        nursery.cancel_scope.cancel()
+    assert support.view(reopen(tmp_path)) == support.view(q)
+
+
+@pytest.mark.usefixtures("no_wall_offset")
+async def test_a_compaction_covers_the_events_still_buffered(tmp_path: Path) -> None:
+    q = support.new_state()
+    journal = Journal(str(tmp_path))
+    journal.open(q, 0.0)
+    journal.start(q, 0.0)
+    support.lifecycle(q, random.Random(3), 300, 1.0)
+    # Nothing flushed (the flusher is not even running): the snapshot alone
+    # makes it all durable.
+    assert journal.durable < journal.appended
+    assert await journal.compact()
+    assert journal.durable == journal.appended
+    journal.close()
+    assert sorted(os.listdir(tmp_path)) == ["00000000000000000002.jqj", "lock"]
+    assert support.view(reopen(tmp_path)) == support.view(q)
