@@ -21,7 +21,8 @@ The state speaks no wire: a refused request raises
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import attrs
@@ -51,7 +52,7 @@ from ._events import (
 )
 from ._job import FINISHED, JobRecord, JobState
 from ._model import QueueModel
-from ._store import _rank
+from ._store import _Line, _rank
 
 
 # getstate_setstate=False: attrs would give a slotted subclass its own
@@ -171,21 +172,37 @@ class QueueState(QueueModel):
         now: float,
         worker_name: str | None = None,
         queues: Sequence[str] = (DEFAULT_QUEUE,),
+        names: AbstractSet[str] | None = None,
     ) -> JobRecord | None:
-        """Lease the best pending job in ``queues`` to ``worker``; ``None`` if none.
+        """Lease the best pending job in ``queues`` that ``worker`` can run; ``None`` if none.
 
         Best means highest priority, then earliest submitted, across all the
-        named queues together.
+        named queues together. With ``names`` (the job names the worker has
+        handlers for; ``None``: any), only jobs of those names are
+        candidates; the others keep their places for workers that run them.
+        Each queue keeps a line per job name, so this looks at one head per
+        line the worker can take from, whatever the number of pending jobs.
         """
         self._tick(now)
         # The search is written out here, not a store method: one call more
         # per assignment showed in the benchmarks.
         best: JobRecord | None = None
+        by_queue = self._queues
         for queue in queues:
-            line = self._queues.get(queue)
-            job = None if line is None else self._head(line)
-            if job is not None and (best is None or _rank(job) < _rank(best)):
-                best = job
+            lines = by_queue.get(queue)
+            if lines is None:
+                continue
+            candidates: Iterable[_Line]
+            if names is None:
+                candidates = lines.values()
+            elif len(names) < len(lines):
+                candidates = [lines[name] for name in names if name in lines]
+            else:
+                candidates = [line for name, line in lines.items() if name in names]
+            for line in candidates:
+                job = self._head(line)
+                if job is not None and (best is None or _rank(job) < _rank(best)):
+                    best = job
         if best is None:
             return None
         self.apply(Assigned(best.id, worker, worker_name, now + self.rules.lease_timeout))
