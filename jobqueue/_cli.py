@@ -30,6 +30,7 @@ from ._json import decode_value
 from ._limits import JOB_STATES, MAX_FETCH
 from ._replies import JobInfo, JobList, Stats
 from ._requests import SubmitJob
+from ._routing import warn_if_unserved
 from ._server import serve_queue
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
@@ -576,6 +577,7 @@ def _submit(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with _client(args) as client:
             job_ids = await client.submit_many(jobs)
+            await warn_if_unserved(client, args.name)
             if not args.wait:
                 for job_id in job_ids:
                     print(job_id)
