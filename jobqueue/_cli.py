@@ -30,7 +30,7 @@ from ._json import decode_value
 from ._limits import JOB_STATES, MAX_FETCH
 from ._replies import JobInfo, JobList, Stats
 from ._requests import SubmitJob
-from ._routing import warn_if_unserved
+from ._routing import waiting_lines, warn_if_unserved
 from ._server import serve_queue
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
@@ -692,6 +692,7 @@ def _format_stats(stats: Stats) -> str:
     ]
     for queue, counts in sorted(stats.queues.items()):
         lines.append(f"queue {queue}: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    lines.extend(waiting_lines(stats))
     for worker in stats.workers:
         held = ", ".join(worker["jobs"]) or ("waiting" if worker.get("waiting") else "idle")
         lines.append(f"  {worker['name']}: {held}")

@@ -97,6 +97,15 @@ def unserved_warning(name: str, stats: Stats) -> str | None:
     )
 
 
+def waiting_lines(stats: Stats) -> list[str]:
+    """For ``jobqueue stats``: a line per job name whose pending jobs no connected worker runs."""
+    return [
+        f"name {name}: pending {entry['pending']}, no connected worker runs it"
+        for name, entry in stats.names.items()
+        if isinstance(entry, Mapping) and entry.get("pending") and not entry.get("workers")
+    ]
+
+
 async def warn_if_unserved(client: Client, name: str) -> None:
     """Print the warning on stderr, in one line, if no connected worker runs ``name``.
 

@@ -40,3 +40,5 @@ async def test_submit_warns_when_no_connected_worker_runs_the_name() -> None:
             nursery.cancel_scope.cancel()
         stats = await client.stats()
         assert stats.names["thumbnail"] == {"pending": 2, "workers": 0}
+        text = await run_cli("stats", *connect)
+        assert "name thumbnail: pending 2, no connected worker runs it" in text.stdout.decode()

@@ -12,7 +12,7 @@ from jobqueue._json import encode
 from jobqueue._limits import MAX_HANDLER_NAMES, MAX_NAME_CHARS
 from jobqueue._replies import Stats
 from jobqueue._requests import Hello
-from jobqueue._routing import Routes, unserved_warning, workers_for
+from jobqueue._routing import Routes, unserved_warning, waiting_lines, workers_for
 from tests.helpers import decode_line, request_error
 
 
@@ -116,3 +116,15 @@ def test_the_warning_is_one_line_naming_the_job() -> None:
     assert "\n" not in warning
     assert "'thumbnail'" in warning
     assert unserved_warning("a", stats_with(names={"a": {"pending": 1, "workers": 1}})) is None
+
+
+def test_stats_text_lists_names_no_worker_runs() -> None:
+    names = {
+        "a": {"pending": 2, "workers": 0},
+        "b": {"pending": 1, "workers": 1},
+        "c": {"pending": 0, "workers": 0},
+    }
+    assert waiting_lines(stats_with(names=names)) == [
+        "name a: pending 2, no connected worker runs it"
+    ]
+    assert waiting_lines(stats_with()) == []
