@@ -8,7 +8,10 @@ name, submitted first, so every one of them is ahead of the others), plus
 jobs of a few names the workers do run. Then, in steady state (one submit,
 one assign, one complete per step, so the number pending stays put):
 
-- ``routed``: a worker with ``names={"old"}`` takes the next ``old`` job;
+- ``routed``: a worker running three names takes the next of its jobs (it
+  looks at its three lines' heads);
+- ``many``: the same with 200 names in the queue, the worker running all
+  but the filler's (it walks the heap of the lines' heads);
 - ``any``: a worker without names (the default path) takes the best job of
   a queue holding only jobs it can run, as before routing existed.
 
@@ -25,29 +28,32 @@ from jobqueue._state import QueueState
 
 #: Names the routed worker runs, besides the one that fills the queue.
 _SERVED = ("old", "old-b", "old-c")
+#: Names the ``many`` worker runs.
+_MANY = tuple(f"task-{index}" for index in range(200))
 
 
-def measure(pending: int, steps: int, routed: bool) -> tuple[float, float]:
+def measure(pending: int, steps: int, path: str) -> tuple[float, float]:
     """Microseconds per submit and per assign(+complete) with ``pending`` jobs waiting."""
     q = QueueState(rules=QueueRules(max_pending=None, finished_retention=1000))
     now = 0.0
-    if routed:
+    served = _MANY if path == "many" else _SERVED
+    names: frozenset[str] | None = None
+    if path == "any":
+        for index in range(pending):
+            q.submit(served[index % len(served)], None, now)
+    else:
         # The jobs nobody measured can run come first: all of them ahead in line.
         for _ in range(pending):
             q.submit("new", None, now)
-        names: frozenset[str] | None = frozenset(_SERVED)
-    else:
-        names = None
-        for index in range(pending):
-            q.submit(_SERVED[index % 3], None, now)
-    for index in range(8):
-        q.submit(_SERVED[index % 3], None, now)
+        names = frozenset(served)
+    for index in range(2 * len(served)):
+        q.submit(served[index % len(served)], None, now)
     submit_s = assign_s = 0.0
     clock = time.perf_counter
     for index in range(steps):
         now += 1e-4
         start = clock()
-        q.submit(_SERVED[index % 3], None, now, priority=index % 2)
+        q.submit(served[index % len(served)], None, now, priority=index % 2)
         middle = clock()
         job = q.assign("w", now, "w", names=names)
         assert job is not None
@@ -62,9 +68,8 @@ def measure(pending: int, steps: int, routed: bool) -> tuple[float, float]:
 def main(sizes: list[int], steps: int) -> None:
     print(f"{'pending':>10} {'path':>7} {'submit us':>10} {'assign+complete us':>19}")
     for size in sizes:
-        for routed in (False, True):
-            submit_us, assign_us = measure(size, steps, routed)
-            path = "routed" if routed else "any"
+        for path in ("any", "routed", "many"):
+            submit_us, assign_us = measure(size, steps, path)
             print(f"{size:>10,} {path:>7} {submit_us:>10.2f} {assign_us:>19.2f}")
 
 

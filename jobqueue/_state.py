@@ -21,7 +21,7 @@ The state speaks no wire: a refused request raises
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -52,7 +52,7 @@ from ._events import (
 )
 from ._job import FINISHED, JobRecord, JobState
 from ._model import QueueModel
-from ._store import _Line, _rank
+from ._store import _rank
 
 
 # getstate_setstate=False: attrs would give a slotted subclass its own
@@ -180,29 +180,22 @@ class QueueState(QueueModel):
         named queues together. With ``names`` (the job names the worker has
         handlers for; ``None``: any), only jobs of those names are
         candidates; the others keep their places for workers that run them.
-        Each queue keeps a line per job name, so this looks at one head per
-        line the worker can take from, whatever the number of pending jobs.
+        Each queue keeps a line per job name and a heap of their heads
+        (:mod:`jobqueue._lines`), so this costs the same whatever the
+        number of pending jobs.
         """
         self._tick(now)
         # The search is written out here, not a store method: one call more
         # per assignment showed in the benchmarks.
         best: JobRecord | None = None
-        by_queue = self._queues
+        by_queue, head = self._queues, self._head
         for queue in queues:
             lines = by_queue.get(queue)
             if lines is None:
                 continue
-            candidates: Iterable[_Line]
-            if names is None:
-                candidates = lines.values()
-            elif len(names) < len(lines):
-                candidates = [lines[name] for name in names if name in lines]
-            else:
-                candidates = [line for name, line in lines.items() if name in names]
-            for line in candidates:
-                job = self._head(line)
-                if job is not None and (best is None or _rank(job) < _rank(best)):
-                    best = job
+            job = lines.best(head) if names is None else lines.best_of(names, head)
+            if job is not None and (best is None or _rank(job) < _rank(best)):
+                best = job
         if best is None:
             return None
         self.apply(Assigned(best.id, worker, worker_name, now + self.rules.lease_timeout))

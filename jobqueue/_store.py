@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from ._job import FINISHED, TRANSITIONS, InvalidTransition, JobRecord, JobState
+from ._lines import QueueLines
 
 #: Table size of one generation of finished jobs (see JobStore): it holds
 #: two thirds as many jobs, 5,461, which fill the table exactly (CPython
@@ -74,9 +75,10 @@ class JobStore:
     finished. Pending jobs also wait in one :class:`_Line` per queue and
     job name (``_queues[queue][name]``): highest priority first, then first
     come, first served, and a requeued job goes back to its original place.
-    The best job of a queue is the best of its lines' heads, so a worker
-    that runs only some names looks at the heads of those lines alone, and
-    no job it cannot run is ever in its way (docs/design.md §2). Scheduled jobs sit in a heap keyed
+    The best job of a queue is the best of its lines' heads (found through
+    a heap of them, :class:`~jobqueue._lines.QueueLines`), so a worker that
+    runs only some names never walks past a job it cannot run
+    (docs/design.md §2). Scheduled jobs sit in a heap keyed
     by the time they may run. Running jobs sit in ``_leases``, ordered by
     lease deadline. ``_by_state`` indexes unfinished ids by state for
     listing.
@@ -105,9 +107,10 @@ class JobStore:
     _generation: int = attrs.field(default=0, init=False)
     #: Jobs added to ``_done[-1]`` (deleted ones included: their slots are spent).
     _generation_filled: int = attrs.field(default=0, init=False)
-    #: queue -> job name -> that name's pending jobs in that queue; a line
-    #: is kept while it has a live entry, a queue while it has a line.
-    _queues: dict[str, dict[str, _Line]] = attrs.field(factory=dict, init=False)
+    #: queue -> job name -> that name's pending jobs in that queue (with a
+    #: heap of the lines' heads); a line is kept while it has a live entry,
+    #: a queue while it has a line.
+    _queues: dict[str, QueueLines] = attrs.field(factory=dict, init=False)
     _scheduled: list[tuple[float, int, str]] = attrs.field(factory=list, init=False)
     # Every lease has the same length and `now` never goes backwards, so
     # deadlines grow in the order leases are granted or renewed: an OrderedDict
@@ -478,10 +481,21 @@ class JobStore:
     def _enqueue(self, job: JobRecord) -> None:
         lines = self._queues.get(job.queue)
         if lines is None:
-            lines = self._queues[job.queue] = {}
+            lines = self._queues[job.queue] = QueueLines()
         line = lines.get(job.name)
+        # The heap of heads is kept only while the queue has several lines
+        # (one kind of job, the usual case, pays nothing for it).
         if line is None:
             line = lines[job.name] = _Line()
+            if len(lines) > 1:
+                lines.arrived(job, self._head)
+        elif len(lines) > 1:
+            head = self._head(line)
+            if head is None or (
+                job.priority > head.priority
+                or (job.priority == head.priority and _rank(job) < _rank(head))
+            ):
+                lines.arrived(job, self._head)  # ahead of the line's head
         rank = -job.priority
         lane = line.lanes.get(rank)
         if lane is None:
@@ -508,7 +522,7 @@ class JobStore:
 
 
 #: Stands in for a queue without pending jobs, so lookups need no None check.
-_NO_LINES: dict[str, _Line] = {}
+_NO_LINES = QueueLines()
 
 #: Stands in for a missing job so lookups can test ``.state`` without a None check.
 _GONE = JobRecord("", "", None, 0, "", 0, 0, state=JobState.CANCELLED)

@@ -94,6 +94,23 @@ def test_cancelled_jobs_of_one_name_are_dropped_without_touching_another() -> No
     assert q.pending_by_name() == {"b": len(b_jobs)}
 
 
+def test_a_better_job_arriving_in_a_line_is_seen_across_names() -> None:
+    # The queue keeps a heap of its lines' heads: a job that arrives ahead of
+    # its line's head (higher priority, or back in line early) must outrank
+    # the heads of other lines at once, for any kind of worker.
+    many = {f"other{i}" for i in range(10)} | {"a", "b"}
+    for names in (None, {"a", "b"}, many):
+        q = new_state(lease_timeout=10.0)
+        a_low = submit(q, name="a")
+        b_mid = submit(q, name="b", priority=1)
+        a_high = submit(q, name="a", priority=2)
+        assert take_all(q, names) == ids([a_high, b_mid, a_low])
+        # Back in line at its place (ahead of b's head) after a lost lease.
+        assert q.assign("w", 0.0, names=names) is a_high
+        q.release("w", 1.0)
+        assert take_all(q, names) == ids([a_high, b_mid, a_low])
+
+
 def test_pending_in_and_pending_by_name_see_names_and_queues() -> None:
     q = QueueState()
     submit(q, name="a")
@@ -129,7 +146,9 @@ def test_a_replayed_journal_routes_the_same() -> None:
 
 # -- a property: routed assign is the reference's pick ------------------------
 
-NAMES = ["a", "b", "c"]
+#: More names than ``_lines.FEW_NAMES``: a worker running many of them walks
+#: the heap of heads, one running a few looks at their lines one by one.
+NAMES = [f"n{i}" for i in range(12)]
 QUEUES = [DEFAULT_QUEUE, "q2"]
 
 operations = st.lists(
@@ -163,7 +182,7 @@ def reference_pick(q: QueueState, names: set[str] | None, queues: list[str]) -> 
     return min(eligible, key=lambda job: (-job.priority, job.seq), default=None)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(operations)
 def test_routed_assign_always_takes_the_best_eligible_job(ops: list[tuple[Any, ...]]) -> None:
     q = new_state(lease_timeout=100.0)
