@@ -48,6 +48,7 @@ from ._limits import JOB_STATES, MAX_FETCH
 from ._logformat import add_log_format_option, configure_logging
 from ._replies import JobInfo, JobList, Stats
 from ._requests import SubmitJob
+from ._routing import waiting_lines, warn_if_unserved
 from ._server import serve_queue, stop_on_sigterm
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
@@ -385,6 +386,7 @@ def _submit(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with _client(args) as client:
             job_ids = await client.submit_many(jobs)
+            await warn_if_unserved(client, args.name)
             if not args.wait:
                 for job_id in job_ids:
                     print(job_id)
@@ -522,6 +524,7 @@ def _format_stats(stats: Stats) -> str:
     ]
     for queue, counts in sorted(stats.queues.items()):
         lines.append(f"queue {queue}: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    lines.extend(waiting_lines(stats))
     for worker in stats.workers:
         held = ", ".join(worker["jobs"]) or ("waiting" if worker.get("waiting") else "idle")
         lines.append(f"  {worker['name']}: {held}")

@@ -64,6 +64,7 @@ from ._requests import (
     SubmitJobs,
     WaitJob,
 )
+from ._routing import Routes
 from ._schedule_wire import AddSchedule, ListSchedules, RemoveSchedule
 from ._scheduler import Scheduler
 from ._state import QueueState
@@ -90,12 +91,15 @@ class Connection:
             blocks the coordinator; the handler bounds it by never having
             more than a fixed number of requests in flight.
         name: What the peer called itself in ``hello``.
+        names: The job names it said in ``hello`` it runs (``None``: any);
+            it is handed no other jobs.
     """
 
     id: int
     peer: str
     outbox: trio.MemorySendChannel[list[Outgoing] | None]
     name: str | None = None
+    names: frozenset[str] | None = None
     #: The blocking request this connection is parked in, if any.
     parked: _Parked | None = None
     #: Requests that arrived behind the parked one; served once it is answered.
@@ -493,12 +497,13 @@ class Coordinator:
 
     def _on_hello(self, conn: Connection, request: Hello, now: float) -> Reply:
         conn.name = request.name
+        conn.names = request.names
         return Welcome("jobqueue", __version__, self.state.lease_timeout)
 
     def _fetch(self, conn: Connection, request: RequestJob, now: float) -> Reply | None:
         """Serve a ``request_job`` (alone or as a report's ``fetch``)."""
         if request.max is None:
-            job = self.state.assign(conn.id, now, conn.label, request.queues)
+            job = self.state.assign(conn.id, now, conn.label, request.queues, conn.names)
             if job is not None:
                 return self._assigned(job, now)
         else:
@@ -522,7 +527,7 @@ class Coordinator:
         jobs: list[JobAssigned] = []
         budget = MAX_LINE_BYTES - ENVELOPE_BYTES
         while len(jobs) < most and budget > 0:
-            job = self.state.assign(conn.id, now, conn.label, queues)
+            job = self.state.assign(conn.id, now, conn.label, queues, conn.names)
             if job is None:
                 break
             jobs.append(self._assigned(job, now))
@@ -628,8 +633,9 @@ class Coordinator:
     def _feed_idle_workers(self, now: float) -> None:
         """Hand pending jobs to blocked workers, longest-waiting first.
 
-        A worker only takes jobs from the queues it serves, so one whose
-        queues are all empty is passed over and keeps its place.
+        A worker only takes jobs from the queues it serves, and of the
+        names it runs, so one that can take none of the pending jobs is
+        passed over and keeps its place.
         """
         state = self.state
         if not self._idle or not state.pending_count:
@@ -638,12 +644,12 @@ class Coordinator:
         for conn_id, parked in self._idle.items():
             if not state.pending_count:
                 break
-            if not state.pending_in(parked.queues):
-                continue
             conn = parked.conn
+            if not state.pending_in(parked.queues, conn.names):
+                continue
             reply: JobAssigned | JobsAssigned | None
             if parked.most is None:
-                job = state.assign(conn.id, now, conn.label, parked.queues)
+                job = state.assign(conn.id, now, conn.label, parked.queues, conn.names)
                 reply = None if job is None else self._assigned(job, now)
             else:
                 reply = self._assign_many(conn, parked.queues, parked.most, now)
@@ -679,6 +685,7 @@ class Coordinator:
                     assert parked is not None
                     entry["queues"] = list(parked.queues)
                 workers.append(entry)
+        routes = Routes.of(self._conns.values(), held)
         return Stats(
             jobs=self.state.counts(),
             totals=dict(self.state.totals),
@@ -686,6 +693,8 @@ class Coordinator:
             waiting_workers=len(self._idle),
             workers=workers,
             queues=self.state.queue_counts(),
+            names=routes.report(self.state.pending_by_name()),
+            any_name_workers=routes.anyone,
         )
 
     def _snapshot(self, command: Snapshot) -> None:

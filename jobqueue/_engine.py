@@ -142,7 +142,9 @@ class _Engine:
         """Say hello, then take, run and report jobs until the worker drains."""
         worker = self.worker
         grace = worker.reply_grace
-        welcome = await self._ask_one(Hello(worker.name, worker.token), grace)
+        welcome = await self._ask_one(
+            Hello(worker.name, worker.token, frozenset(worker.handlers)), grace
+        )
         if isinstance(welcome, Welcome):
             self.lease_timeout = welcome.lease_timeout
         served()

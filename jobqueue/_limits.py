@@ -48,6 +48,9 @@ MAX_BATCH = 10_000
 #: Most queues one ``request_job`` may name.
 MAX_QUEUES = 64
 
+#: Most job names one ``hello`` may say its worker runs.
+MAX_HANDLER_NAMES = 1000
+
 #: Most jobs one ``request_job`` (or a report's ``fetch``) may take at once.
 MAX_FETCH = 1000
 

@@ -116,7 +116,7 @@ class QueueModel(JobStore):
                 # reaches the front; compacting when dead entries outnumber
                 # live ones keeps a line within twice its live jobs,
                 # amortised O(1).
-                self._compact(job.queue)
+                self._compact(job.queue, job.name)
             job.not_before = None
             self.totals["cancelled"] += 1
         elif isinstance(event, Released):

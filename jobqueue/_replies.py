@@ -373,6 +373,13 @@ class Stats:
             in ``request_job``): ``{"name", "jobs": [ids], "waiting": bool,
             "queues": [names]}``.
         queues: Per queue in use: ``{"pending", "scheduled", "running"}``.
+        names: Per job name pending or run by a worker that said so in
+            ``hello``: ``{"pending", "workers"}`` (``workers``: connections
+            that run it, ``any_name_workers`` included); pending jobs of a
+            name with no workers wait for one that runs it.
+        any_name_workers: Worker connections (waiting in ``request_job``
+            or holding jobs) that did not say which names they run: they
+            take any job.
     """
 
     TYPE: ClassVar[str] = "stats"
@@ -382,6 +389,8 @@ class Stats:
     waiting_workers: int
     workers: list[dict[str, Any]]
     queues: dict[str, dict[str, int]] = attrs.field(factory=dict)
+    names: dict[str, dict[str, int]] = attrs.field(factory=dict)
+    any_name_workers: int = 0
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Stats:
@@ -396,6 +405,8 @@ class Stats:
             waiting_workers=integer(obj, "waiting_workers"),
             workers=workers,
             queues=json_object(obj, "queues") if "queues" in obj else {},
+            names=json_object(obj, "names") if "names" in obj else {},
+            any_name_workers=integer(obj, "any_name_workers") if "any_name_workers" in obj else 0,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -408,6 +419,8 @@ class Stats:
             "waiting_workers": self.waiting_workers,
             "workers": self.workers,
             "queues": self.queues,
+            "names": self.names,
+            "any_name_workers": self.any_name_workers,
         }
 
 

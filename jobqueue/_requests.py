@@ -34,6 +34,7 @@ from ._limits import (
     MAX_DELAY_SECONDS,
     MAX_ERROR_CHARS,
     MAX_FETCH,
+    MAX_HANDLER_NAMES,
     MAX_LIST_LIMIT,
     MAX_NAME_CHARS,
     MAX_NOTE_BYTES,
@@ -47,7 +48,9 @@ from ._schedule_wire import AddSchedule, ListSchedules, RemoveSchedule
 class Hello:
     """First message: names the peer (shown in ``stats``) and carries its token.
 
-    Optional unless the server requires a token; then it must come first.
+    Optional unless the server requires a token; then it must come first. A
+    worker also says which job names it has handlers for (``names``), so
+    the server hands it only those; without them it takes any job.
     """
 
     TYPE: ClassVar[str] = "hello"
@@ -55,6 +58,8 @@ class Hello:
     #: The shared secret, for a server started with one. Kept out of repr so
     #: it never reaches a log line.
     token: str | None = attrs.field(default=None, repr=False)
+    #: The job names this connection runs (``None``: any).
+    names: frozenset[str] | None = None
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Hello:
@@ -64,7 +69,18 @@ class Hello:
             raise ProtocolError(
                 BAD_REQUEST, f'"hello" name is longer than {MAX_NAME_CHARS} characters'
             )
-        return cls(name=name, token=optional_str(obj, "token"))
+        names = obj.get("names")
+        if names is not None and (
+            not isinstance(names, list)
+            or len(names) > MAX_HANDLER_NAMES
+            or not all(isinstance(n, str) and 0 < len(n) <= MAX_NAME_CHARS for n in names)
+        ):
+            raise field_error(obj, "names", f"an array of at most {MAX_HANDLER_NAMES} job names")
+        return cls(
+            name=name,
+            token=optional_str(obj, "token"),
+            names=None if names is None else frozenset(names),
+        )
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
@@ -73,6 +89,8 @@ class Hello:
             out["name"] = self.name
         if self.token is not None:
             out["token"] = self.token
+        if self.names is not None:
+            out["names"] = sorted(self.names)
         return out
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Hashable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import attrs
@@ -171,19 +172,28 @@ class QueueState(QueueModel):
         now: float,
         worker_name: str | None = None,
         queues: Sequence[str] = (DEFAULT_QUEUE,),
+        names: AbstractSet[str] | None = None,
     ) -> JobRecord | None:
-        """Lease the best pending job in ``queues`` to ``worker``; ``None`` if none.
+        """Lease the best pending job in ``queues`` that ``worker`` can run; ``None`` if none.
 
         Best means highest priority, then earliest submitted, across all the
-        named queues together.
+        named queues together. With ``names`` (the job names the worker has
+        handlers for; ``None``: any), only jobs of those names are
+        candidates; the others keep their places for workers that run them.
+        Each queue keeps a line per job name and a heap of their heads
+        (:mod:`jobqueue._lines`), so this costs the same whatever the
+        number of pending jobs.
         """
         self._tick(now)
         # The search is written out here, not a store method: one call more
         # per assignment showed in the benchmarks.
         best: JobRecord | None = None
+        by_queue, head = self._queues, self._head
         for queue in queues:
-            line = self._queues.get(queue)
-            job = None if line is None else self._head(line)
+            lines = by_queue.get(queue)
+            if lines is None:
+                continue
+            job = lines.best(head) if names is None else lines.best_of(names, head)
             if job is not None and (best is None or _rank(job) < _rank(best)):
                 best = job
         if best is None:

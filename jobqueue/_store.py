@@ -19,11 +19,13 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import attrs
 
 from ._job import FINISHED, TRANSITIONS, InvalidTransition, JobRecord, JobState
+from ._lines import QueueLines
 
 #: Table size of one generation of finished jobs (see JobStore): it holds
 #: two thirds as many jobs, 5,461, which fill the table exactly (CPython
@@ -39,7 +41,7 @@ _COUNTED = (JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING)
 
 @attrs.define(eq=False, slots=True)
 class _Line:
-    """One queue's pending jobs, best first, at 8 bytes a job.
+    """One queue's pending jobs of one name, best first, at 8 bytes a job.
 
     Jobs nearly always become pending in submission order, so each priority
     has a FIFO lane of the records themselves, in ``seq`` order (a heap entry
@@ -50,7 +52,9 @@ class _Line:
 
     Entries are deleted lazily: a job cancelled while waiting keeps its entry
     until it reaches the front or the line is compacted; ``size`` counts
-    entries, live or not, so the queue knows when to compact.
+    entries, live or not, so the queue knows when to compact, and ``live``
+    the pending jobs among them: the line is dropped when it reaches 0, so
+    every line kept has a head.
     """
 
     #: ``-priority`` -> jobs of that priority in ``seq`` order (never empty
@@ -60,6 +64,7 @@ class _Line:
     ranks: list[int] = attrs.field(factory=list)
     late: list[tuple[int, int, str]] = attrs.field(factory=list)
     size: int = 0
+    live: int = 0
 
 
 @attrs.define(eq=False)
@@ -67,9 +72,13 @@ class JobStore:
     """Every job the queue remembers, indexed for each question asked of it.
 
     ``_jobs`` maps id -> :class:`JobRecord` for every job that has not
-    finished. Pending jobs also wait in one :class:`_Line` per queue:
-    highest priority first, then first come, first served, and a requeued
-    job goes back to its original place. Scheduled jobs sit in a heap keyed
+    finished. Pending jobs also wait in one :class:`_Line` per queue and
+    job name (``_queues[queue][name]``): highest priority first, then first
+    come, first served, and a requeued job goes back to its original place.
+    The best job of a queue is the best of its lines' heads (found through
+    a heap of them, :class:`~jobqueue._lines.QueueLines`), so a worker that
+    runs only some names never walks past a job it cannot run
+    (docs/design.md §2). Scheduled jobs sit in a heap keyed
     by the time they may run. Running jobs sit in ``_leases``, ordered by
     lease deadline. ``_by_state`` indexes unfinished ids by state for
     listing.
@@ -98,7 +107,10 @@ class JobStore:
     _generation: int = attrs.field(default=0, init=False)
     #: Jobs added to ``_done[-1]`` (deleted ones included: their slots are spent).
     _generation_filled: int = attrs.field(default=0, init=False)
-    _queues: dict[str, _Line] = attrs.field(factory=dict, init=False)
+    #: queue -> job name -> that name's pending jobs in that queue (with a
+    #: heap of the lines' heads); a line is kept while it has a live entry,
+    #: a queue while it has a line.
+    _queues: dict[str, QueueLines] = attrs.field(factory=dict, init=False)
     _scheduled: list[tuple[float, int, str]] = attrs.field(factory=list, init=False)
     # Every lease has the same length and `now` never goes backwards, so
     # deadlines grow in the order leases are granted or renewed: an OrderedDict
@@ -193,10 +205,32 @@ class JobStore:
             if any(by.values())
         }
 
-    def pending_in(self, queues: Sequence[str]) -> bool:
-        """Whether any of ``queues`` has a job waiting for a worker."""
-        counts = self._queue_counts
-        return any(counts.get(queue, {}).get(JobState.PENDING, 0) for queue in queues)
+    def pending_in(self, queues: Sequence[str], names: AbstractSet[str] | None = None) -> bool:
+        """Whether any of ``queues`` has a job waiting that a worker running ``names`` can take.
+
+        ``names`` ``None`` means any name. The cost is one look per queue
+        and per name (the fewer of ``names`` and the queue's names), never
+        per job.
+        """
+        if names is None:
+            counts = self._queue_counts
+            return any(counts.get(queue, {}).get(JobState.PENDING, 0) for queue in queues)
+        for queue in queues:
+            lines = self._queues.get(queue)
+            if lines is not None and not names.isdisjoint(lines):
+                return True
+        return False
+
+    def pending_by_name(self) -> dict[str, int]:
+        """Pending jobs per job name, over all queues (names with any only).
+
+        One step per (queue, name) line, not per job: for ``stats``.
+        """
+        counts: dict[str, int] = {}
+        for lines in self._queues.values():
+            for name, line in lines.items():
+                counts[name] = counts.get(name, 0) + line.live
+        return counts
 
     def list_jobs(
         self, state: JobState, queue: str | None, limit: int
@@ -324,8 +358,10 @@ class JobStore:
         target = TRANSITIONS.get((source, action))
         if target is None:
             raise InvalidTransition(f"cannot {action} a {source.value} job ({job_id!r})")
+        line = None
         if action == "assign":
-            line = self._queues.get(job.queue)
+            lines = self._queues.get(job.queue, _NO_LINES)
+            line = lines.get(job.name)
             if line is None or self._head(line) is not job:
                 raise InvalidTransition(f"{job_id!r} is not first in its queue")
             self._pop_head(line, job)
@@ -345,11 +381,18 @@ class JobStore:
             counts[source] -= 1
         if target in counts:
             counts[target] += 1
-        if not counts[JobState.PENDING]:
-            # No live entry left: whatever is in the heap is stale.
-            self._queues.pop(job.queue, None)
-            if not any(counts.values()):
-                del self._queue_counts[job.queue]  # a queue name costs nothing once idle
+        if source is JobState.PENDING:  # out of its line: assigned or cancelled
+            if line is None:
+                lines = self._queues[job.queue]
+                line = lines[job.name]
+            line.live -= 1
+            if not line.live:
+                # No live entry left: whatever is in the lanes or heap is stale.
+                del lines[job.name]
+                if not lines:
+                    del self._queues[job.queue]
+        if not any(counts.values()):
+            del self._queue_counts[job.queue]  # a queue name costs nothing once idle
         return job
 
     def _running(self, job_id: str) -> JobRecord:
@@ -413,11 +456,12 @@ class JobStore:
                 heapq.heappop(line.ranks)
         line.size -= 1
 
-    def _compact(self, queue: str) -> None:
+    def _compact(self, queue: str, name: str) -> None:
+        """Drop dead entries from ``name``'s line in ``queue`` once they outnumber live ones."""
         jobs = self._jobs
-        line = self._queues.get(queue)
-        live = self._queue_counts.get(queue, {}).get(JobState.PENDING, 0)
-        if line is not None and line.size > 2 * live + 64:
+        line = self._queues.get(queue, _NO_LINES).get(name)
+        if line is not None and line.size > 2 * line.live + 64:
+            live = line.live
             pending = JobState.PENDING
             lanes = {}
             for rank, lane in line.lanes.items():
@@ -435,9 +479,23 @@ class JobStore:
             heapq.heapify(scheduled)
 
     def _enqueue(self, job: JobRecord) -> None:
-        line = self._queues.get(job.queue)
+        lines = self._queues.get(job.queue)
+        if lines is None:
+            lines = self._queues[job.queue] = QueueLines()
+        line = lines.get(job.name)
+        # The heap of heads is kept only while the queue has several lines
+        # (one kind of job, the usual case, pays nothing for it).
         if line is None:
-            line = self._queues[job.queue] = _Line()
+            line = lines[job.name] = _Line()
+            if len(lines) > 1:
+                lines.arrived(job, self._head)
+        elif len(lines) > 1:
+            head = self._head(line)
+            if head is None or (
+                job.priority > head.priority
+                or (job.priority == head.priority and _rank(job) < _rank(head))
+            ):
+                lines.arrived(job, self._head)  # ahead of the line's head
         rank = -job.priority
         lane = line.lanes.get(rank)
         if lane is None:
@@ -448,6 +506,7 @@ class JobStore:
         else:  # back in line ahead of later jobs
             heapq.heappush(line.late, (rank, job.seq, job.id))
         line.size += 1
+        line.live += 1
 
     def _schedule(self, job: JobRecord) -> None:
         """Put a scheduled job in the heap, to come due at its ``not_before``."""
@@ -461,6 +520,9 @@ class JobStore:
         if not held:
             del self._held[job.worker]
 
+
+#: Stands in for a queue without pending jobs, so lookups need no None check.
+_NO_LINES = QueueLines()
 
 #: Stands in for a missing job so lookups can test ``.state`` without a None check.
 _GONE = JobRecord("", "", None, 0, "", 0, 0, state=JobState.CANCELLED)

@@ -77,11 +77,14 @@ async def test_json_logs_and_metrics_from_real_processes() -> None:
             assert worker.stderr is not None
             async with Client.connect("127.0.0.1", port) as client:
                 done = await client.submit("sleep", {"seconds": 0}, queue="jobs")
-                failed = await client.submit("missing", None, queue="jobs", max_attempts=1)
+                # The built-in handler refuses this payload: the job fails.
+                failed = await client.submit(
+                    "sleep", {"seconds": "soon"}, queue="jobs", max_attempts=1
+                )
                 with trio.fail_after(20):
                     assert (await client.wait(done)).state == "completed"
                     assert (await client.wait(failed)).state == "failed"
-                    await read_lines(worker.stderr, worker_log, f"job {failed} failed")
+                    await read_lines(worker.stderr, worker_log, f"job {failed} (sleep) failed")
                     await read_lines(worker.stderr, worker_log, f"job {done} (sleep) completed")
             with trio.fail_after(20):
                 figures = await scrape(metrics_port)

@@ -161,7 +161,7 @@ async def test_wait_job_returns_when_the_job_finishes_or_its_wait_ends(
 ) -> None:
     with trio.fail_after(100):  # virtual seconds: a bug fails, not hangs
         async with open_memory_queue() as queue, raw_connection(queue) as watcher:
-            # One attempt: with no handler for it, the first run ends it.
+            # No worker runs it: it waits until cancelled.
             pending = await queue.client.submit("nobody-runs-this", max_attempts=1)
             status = await watcher.request({"type": "wait_job", "job_id": pending, "wait": 3})
             assert (status["type"], status["state"]) == ("job_status", "pending")
@@ -174,8 +174,9 @@ async def test_wait_job_returns_when_the_job_finishes_or_its_wait_ends(
                 return "slept"
 
             await queue.start_worker({"after": after})
-            # The worker takes the older pending job first: it fails (no handler), at once.
-            assert (await queue.client.wait(pending)).state == "failed"
+            # The worker has no handler for it and is never handed it.
+            await queue.client.cancel(pending)
+            assert (await queue.client.wait(pending)).state == "cancelled"
             assert trio.current_time() == 3.0
             start = trio.current_time()
             job_id = await queue.client.submit("after", 7)

@@ -49,7 +49,7 @@ def test_a_line_of_cancelled_jobs_is_compacted() -> None:
     jobs = [submit(q, priority=i % 3) for i in range(3000)]
     for job in jobs[:2900]:
         q.cancel(job.id, 0.0)
-    line = q._queues[DEFAULT_QUEUE]
+    line = q._queues[DEFAULT_QUEUE]["n"]  # the line of the jobs named "n"
     live = 100
     assert line.size <= 2 * live + 64
     assert sum(map(len, line.lanes.values())) + len(line.late) == line.size
