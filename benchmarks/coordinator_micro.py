@@ -16,8 +16,9 @@ import time
 
 import trio
 
+from jobqueue._commands import Batch, Connected, Connection, Outgoing
 from jobqueue._config import QueueRules
-from jobqueue._coordinator import Batch, Connected, Connection, Coordinator, Outgoing
+from jobqueue._coordinator import Coordinator
 from jobqueue._replies import JobAssigned
 from jobqueue._requests import JobComplete, RequestJob, SubmitJob
 from jobqueue._state import QueueState

@@ -21,20 +21,31 @@ import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import attrs
 import trio
 
+from ._commands import (
+    Batch,
+    Command,
+    Connected,
+    Connection,
+    CoordinatorStatistics,
+    Durability,
+    Item,
+    Outgoing,
+    Parked,
+    Snapshot,
+)
 from ._errors import JOURNAL_UNAVAILABLE, ProtocolError, Refusal, RuleError
-from ._job import FINISHED, JobRecord, JobState
+from ._job import FINISHED, JobRecord
 from ._json import encode, stored_form
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
-from ._metrics import JobTimes, MetricsSnapshot
+from ._metrics import JobTimes
 from ._replies import (
     JobAssigned,
     JobCancelledNotice,
-    JobInfo,
     JobList,
     JobsAssigned,
     JobsSubmitted,
@@ -57,123 +68,17 @@ from ._requests import (
     ListJobs,
     Progress,
     ReleaseJob,
-    Request,
     RequestJob,
     RetryJob,
     SubmitJob,
     SubmitJobs,
     WaitJob,
 )
-from ._routing import Routes
 from ._schedule_wire import AddSchedule, ListSchedules, RemoveSchedule
 from ._scheduler import Scheduler
 from ._state import QueueState
 from ._version import __version__
-
-#: What a connection handler forwards: a decoded request, or the error that
-#: decoding a line raised (passed through so its reply keeps its place in line).
-Item = Request | ProtocolError
-#: What the coordinator sends back: a reply, or the refusal a request raised
-#: (from the codec or from the queue's rules).
-Outgoing = Reply | Refusal
-
-
-@attrs.define(eq=False)
-class Connection:
-    """The coordinator's view of one client or worker connection.
-
-    Attributes:
-        id: Unique per server run; the identity leases are held under.
-        peer: ``host:port`` of the remote end, used when it gave no name.
-        outbox: Where the coordinator puts this connection's replies, in
-            request order, a list per batch; ``None`` tells the writer the
-            connection is finished. Unbounded, so ``send_nowait`` never
-            blocks the coordinator; the handler bounds it by never having
-            more than a fixed number of requests in flight.
-        name: What the peer called itself in ``hello``.
-        names: The job names it said in ``hello`` it runs (``None``: any);
-            it is handed no other jobs.
-    """
-
-    id: int
-    peer: str
-    outbox: trio.MemorySendChannel[list[Outgoing] | None]
-    name: str | None = None
-    names: frozenset[str] | None = None
-    #: The blocking request this connection is parked in, if any.
-    parked: _Parked | None = None
-    #: Requests that arrived behind the parked one; served once it is answered.
-    backlog: deque[Item] = attrs.field(factory=deque)
-    closed: bool = False
-
-    @property
-    def label(self) -> str:
-        """How this connection is named in status and stats."""
-        return self.name or self.peer
-
-
-@attrs.define(eq=False)
-class _Parked:
-    """A blocking request waiting for a job (``job_id`` None) or for a job to end."""
-
-    conn: Connection
-    deadline: float
-    job_id: str | None
-    #: For a worker waiting for a job: the queues it serves.
-    queues: Sequence[str] = ()
-    #: For a worker waiting for a job: ``max`` of its request (``None``: one job).
-    most: int | None = None
-
-
-@attrs.frozen
-class Batch:
-    """Requests from one connection, in the order they arrived."""
-
-    conn: Connection
-    items: list[Item]
-
-
-@attrs.frozen
-class Connected:
-    """A connection opened."""
-
-    conn: Connection
-
-
-@attrs.frozen
-class Disconnected:
-    """A connection closed: its leases, parked request and backlog end now."""
-
-    conn: Connection
-
-
-@attrs.frozen
-class Snapshot:
-    """The metrics endpoint asks for the figures; they go to ``reply``.
-
-    A command like any other, so the numbers are read by the task that owns
-    them, between two commands, and cost O(queues + connections).
-    """
-
-    reply: trio.MemorySendChannel[MetricsSnapshot]
-
-
-Command = Batch | Connected | Disconnected | Snapshot
-
-
-class Durability(Protocol):
-    """What the coordinator asks of a journal."""
-
-    @property
-    def failing(self) -> bool:
-        """Whether the last write failed: changes are refused until one succeeds."""
-
-    def begin(self) -> None:
-        """A command begins: replies from here on depend on the events it applies."""
-
-    def hold(self, conn: Connection, replies: list[Outgoing] | None) -> bool:
-        """Keep ``replies`` for ``conn`` until a flush covers them; ``False``: send now."""
-
+from ._views import job_info, job_list, metrics_snapshot, queue_stats
 
 #: A request handler: (coordinator, connection, request, now) to the reply, or
 #: ``None`` when the request parks and its reply comes later.
@@ -202,22 +107,6 @@ def _journal_unavailable() -> RuleError:
 _JOB_ENTRY_BYTES = 64
 
 
-@attrs.frozen
-class CoordinatorStatistics:
-    """What :meth:`Coordinator.statistics` reports.
-
-    Attributes:
-        timer_wakeups: How many times the coordinator woke because a deadline
-            arrived (a lease or a blocking request timing out), as opposed to
-            a command arriving. Idle peers cause none.
-        last_timer_wakeup: The trio time of the latest such wake-up
-            (``None`` before the first).
-    """
-
-    timer_wakeups: int
-    last_timer_wakeup: float | None
-
-
 @attrs.define(eq=False)
 class Coordinator:
     """Owns a :class:`QueueState` and serves commands from a channel.
@@ -236,12 +125,12 @@ class Coordinator:
     times: JobTimes | None = None
     _conns: dict[int, Connection] = attrs.field(factory=dict, init=False)
     # Workers blocked in request_job, first come first served.
-    _idle: OrderedDict[int, _Parked] = attrs.field(factory=OrderedDict, init=False)
+    _idle: OrderedDict[int, Parked] = attrs.field(factory=OrderedDict, init=False)
     # Clients blocked in wait_job, by job id then connection id.
-    _watchers: dict[str, dict[int, _Parked]] = attrs.field(factory=dict, init=False)
+    _watchers: dict[str, dict[int, Parked]] = attrs.field(factory=dict, init=False)
     # (deadline, tiebreak, parked) for every blocking request; an entry whose
     # request was already answered is skipped when it reaches the top.
-    _timeouts: list[tuple[float, int, _Parked]] = attrs.field(factory=list, init=False)
+    _timeouts: list[tuple[float, int, Parked]] = attrs.field(factory=list, init=False)
     _tiebreak: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
     # Parked requests answered during this step, with their replies; their
     # backlogs are served by a loop (_serve_woken), not by recursion, so no
@@ -558,24 +447,7 @@ class Coordinator:
         return submitted
 
     def _on_list_jobs(self, conn: Connection, request: ListJobs, now: float) -> JobList:
-        """A listing that fits in one reply line.
-
-        Results are left out (``job_status`` gives one), and the list is cut
-        short, marked truncated, before its encoded size passes the limit.
-        """
-        jobs, truncated = self.state.list_jobs(
-            JobState(request.state), request.queue, request.limit
-        )
-        infos = []
-        budget = MAX_LINE_BYTES - ENVELOPE_BYTES
-        for job in jobs:
-            info = attrs.evolve(job_info(job), result=None)
-            budget -= len(encode(JobList.entry(info)))
-            if budget < 0:
-                truncated = True
-                break
-            infos.append(info)
-        return JobList(tuple(infos), truncated)
+        return job_list(self.state, request)
 
     def _after_changes(self, jobs: list[JobRecord], now: float) -> None:
         """Feed workers if jobs came back in line; tell watchers of jobs that ended."""
@@ -611,7 +483,7 @@ class Coordinator:
         queues: Sequence[str] = (),
         most: int | None = None,
     ) -> None:
-        parked = _Parked(conn, deadline, job_id, queues, most)
+        parked = Parked(conn, deadline, job_id, queues, most)
         conn.parked = parked
         if job_id is None:
             self._idle[conn.id] = parked
@@ -620,7 +492,7 @@ class Coordinator:
         if deadline != float("inf"):
             heapq.heappush(self._timeouts, (deadline, next(self._tiebreak), parked))
 
-    def _unpark(self, parked: _Parked) -> None:
+    def _unpark(self, parked: Parked) -> None:
         parked.conn.parked = None
         if parked.job_id is None:
             del self._idle[parked.conn.id]
@@ -670,51 +542,11 @@ class Coordinator:
                 self._woken.append((parked.conn, info))
 
     def _on_stats(self, conn: Connection, request: GetStats, now: float) -> Stats:
-        workers: list[dict[str, Any]] = []
-        held = dict(self.state.holders())
-        for conn in self._conns.values():
-            parked = conn.parked
-            waiting = parked is not None and parked.job_id is None
-            if waiting or conn.id in held:
-                entry: dict[str, Any] = {
-                    "name": conn.label,
-                    "jobs": held.get(conn.id, []),
-                    "waiting": waiting,
-                }
-                if waiting:
-                    assert parked is not None
-                    entry["queues"] = list(parked.queues)
-                workers.append(entry)
-        routes = Routes.of(self._conns.values(), held)
-        return Stats(
-            jobs=self.state.counts(),
-            totals=dict(self.state.totals),
-            connections=len(self._conns),
-            waiting_workers=len(self._idle),
-            workers=workers,
-            queues=self.state.queue_counts(),
-            names=routes.report(self.state.pending_by_name()),
-            any_name_workers=routes.anyone,
-        )
+        return queue_stats(self.state, self._conns.values(), len(self._idle))
 
     def _snapshot(self, command: Snapshot) -> None:
         """Send the metrics endpoint its figures: O(queues + connections), never O(jobs)."""
-        state, times = self.state, self.times
-        holders = state._held  # worker -> its leases; only the keys are read
-        workers = len(holders) + sum(conn_id not in holders for conn_id in self._idle)
-        queues: dict[str, dict[str, int]] = {queue: {} for queue in times.wait} if times else {}
-        queues.update(state.queue_counts())
-        counts = state.counts()
-        snapshot = MetricsSnapshot(
-            queues=queues,
-            finished={name: counts[name] for name in ("completed", "failed", "cancelled")},
-            totals=dict(state.totals),
-            connections=len(self._conns),
-            workers=workers,
-            waiting_workers=len(self._idle),
-            wait={queue: h.copy() for queue, h in times.wait.items()} if times else {},
-            run={queue: h.copy() for queue, h in times.run.items()} if times else {},
-        )
+        snapshot = metrics_snapshot(self.state, self.times, len(self._conns), self._idle)
         # The asker's channel has room for this one reply; if it gave up, so be it.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             command.reply.send_nowait(snapshot)
@@ -741,21 +573,3 @@ class Coordinator:
         ListSchedules: lambda self, conn, request, now: self.scheduler.on_list(request, now),
         RemoveSchedule: lambda self, conn, request, now: self.scheduler.on_remove(request, now),
     }
-
-
-def job_info(job: JobRecord) -> JobInfo:
-    """``job`` as ``job_status`` reports it."""
-    return JobInfo(
-        job_id=job.id,
-        name=job.name,
-        state=job.state.value,
-        attempt=job.attempt,
-        worker=job.worker_name,
-        result=job.result,
-        error=job.error,
-        queue=job.queue,
-        priority=job.priority,
-        max_attempts=job.max_attempts,
-        progress=job.progress,
-        note=job.note,
-    )

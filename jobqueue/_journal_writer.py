@@ -36,7 +36,7 @@ from ._journal import (
 from ._snapshot import Capture, capture, encode_snapshot, replay
 
 if TYPE_CHECKING:
-    from ._coordinator import Connection, Outgoing
+    from ._commands import Connection, Outgoing
     from ._state import QueueState
 
 log = logging.getLogger("jobqueue.journal")

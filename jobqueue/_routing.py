@@ -16,7 +16,7 @@ import attrs
 
 if TYPE_CHECKING:
     from ._client import Client
-    from ._coordinator import Connection
+    from ._commands import Connection
     from ._replies import Stats
 
 

@@ -24,18 +24,9 @@ import trio
 
 from ._bytes import ByteStream
 from ._codec import decode_request, encode_reply
+from ._commands import Batch, Command, Connected, Connection, Disconnected, Item, Outgoing, Snapshot
 from ._config import ServerConfig, metrics_address, server_config
-from ._coordinator import (
-    Batch,
-    Command,
-    Connected,
-    Connection,
-    Coordinator,
-    Disconnected,
-    Item,
-    Outgoing,
-    Snapshot,
-)
+from ._coordinator import Coordinator
 from ._errors import (
     HANDSHAKE_TIMEOUT,
     IDLE_TIMEOUT,

@@ -40,8 +40,8 @@ import trio
 import trio.testing
 
 from ._client import Client
+from ._commands import CoordinatorStatistics
 from ._config import ServerConfig, server_config
-from ._coordinator import CoordinatorStatistics
 from ._events import Event
 from ._link import Connector
 from ._queue_thread import QueueInThread, run_queue_in_thread

@@ -19,16 +19,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
+from jobqueue._commands import Batch, Command, Connected, Connection, Disconnected, Outgoing
 from jobqueue._config import QueueRules
-from jobqueue._coordinator import (
-    Batch,
-    Command,
-    Connected,
-    Connection,
-    Coordinator,
-    Disconnected,
-    Outgoing,
-)
+from jobqueue._coordinator import Coordinator
 from jobqueue._errors import RuleError
 from jobqueue._replies import JobAssigned, JobCancelledNotice, JobInfo, JobSubmitted, NoJob, Ok
 from jobqueue._requests import (

@@ -20,7 +20,6 @@ import attrs
 import pytest
 
 from jobqueue._config import DEFAULT_QUEUE, QueueRules
-from jobqueue._coordinator import job_info
 from jobqueue._errors import RuleError
 from jobqueue._events import (
     Assigned,
@@ -39,6 +38,7 @@ from jobqueue._events import (
 from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobRecord, JobState
 from jobqueue._replies import JobInfo
 from jobqueue._state import QueueState
+from jobqueue._views import job_info
 from tests.helpers import (
     STATES,
     ZERO_TOTALS,

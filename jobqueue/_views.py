@@ -1,0 +1,115 @@
+"""Replies that show the state: a job's status, a listing, stats, the metrics figures.
+
+Read-only views of a :class:`~jobqueue._state.QueueState`, built by the
+coordinator between two commands (it alone may read the state). They are
+plain functions so the rules and the wire stay apart: the state knows
+nothing of ``JobInfo`` or ``Stats``, and the coordinator's class holds only
+what it does with requests. Each costs O(queues + connections), or
+O(limit) for a listing, never O(jobs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from ._commands import Connection, Parked
+from ._job import JobRecord, JobState
+from ._json import encode
+from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
+from ._metrics import JobTimes, MetricsSnapshot
+from ._replies import JobInfo, JobList, Stats
+from ._requests import ListJobs
+from ._routing import Routes
+from ._state import QueueState
+
+
+def job_info(job: JobRecord) -> JobInfo:
+    """``job`` as ``job_status`` reports it."""
+    return JobInfo(
+        job_id=job.id,
+        name=job.name,
+        state=job.state.value,
+        attempt=job.attempt,
+        worker=job.worker_name,
+        result=job.result,
+        error=job.error,
+        queue=job.queue,
+        priority=job.priority,
+        max_attempts=job.max_attempts,
+        progress=job.progress,
+        note=job.note,
+    )
+
+
+def job_list(state: QueueState, request: ListJobs) -> JobList:
+    """A listing that fits in one reply line.
+
+    Results are left out (``job_status`` gives one), and the list is cut
+    short, marked truncated, before its encoded size passes the limit.
+    """
+    jobs, truncated = state.list_jobs(JobState(request.state), request.queue, request.limit)
+    infos = []
+    budget = MAX_LINE_BYTES - ENVELOPE_BYTES
+    for job in jobs:
+        info = attrs.evolve(job_info(job), result=None)
+        budget -= len(encode(JobList.entry(info)))
+        if budget < 0:
+            truncated = True
+            break
+        infos.append(info)
+    return JobList(tuple(infos), truncated)
+
+
+def queue_stats(state: QueueState, conns: Iterable[Connection], waiting_workers: int) -> Stats:
+    """The ``stats`` reply: counts, totals, and every worker connection with what it holds."""
+    conns = list(conns)
+    workers: list[dict[str, Any]] = []
+    held = dict(state.holders())
+    for conn in conns:
+        parked = conn.parked
+        waiting = parked is not None and parked.job_id is None
+        if waiting or conn.id in held:
+            entry: dict[str, Any] = {
+                "name": conn.label,
+                "jobs": held.get(conn.id, []),
+                "waiting": waiting,
+            }
+            if waiting:
+                assert parked is not None
+                entry["queues"] = list(parked.queues)
+            workers.append(entry)
+    routes = Routes.of(conns, held)
+    return Stats(
+        jobs=state.counts(),
+        totals=dict(state.totals),
+        connections=len(conns),
+        waiting_workers=waiting_workers,
+        workers=workers,
+        queues=state.queue_counts(),
+        names=routes.report(state.pending_by_name()),
+        any_name_workers=routes.anyone,
+    )
+
+
+def metrics_snapshot(
+    state: QueueState, times: JobTimes | None, connections: int, idle: Mapping[int, Parked]
+) -> MetricsSnapshot:
+    """The figures of ``GET /metrics``; ``idle`` maps each waiting worker's connection id."""
+    holders = state._held  # worker -> its leases; only the keys are read
+    workers = len(holders) + sum(conn_id not in holders for conn_id in idle)
+    queues: dict[str, dict[str, int]] = {queue: {} for queue in times.wait} if times else {}
+    queues.update(state.queue_counts())
+    counts = state.counts()
+    return MetricsSnapshot(
+        queues=queues,
+        finished={name: counts[name] for name in ("completed", "failed", "cancelled")},
+        totals=dict(state.totals),
+        connections=connections,
+        workers=workers,
+        waiting_workers=len(idle),
+        wait={queue: h.copy() for queue, h in times.wait.items()} if times else {},
+        run={queue: h.copy() for queue, h in times.run.items()} if times else {},
+    )
