@@ -213,26 +213,32 @@ class _Demo:
             return [await waiter.wait(job_id) for job_id in self.submitted]
 
     def _summary(self, results: list[JobInfo], stats: Stats) -> bool:
+        victims = ", ".join(self.killed)
+        return self._report(
+            results,
+            f"lost when {victims} was killed",
+            f"  jobs reassigned  {stats.totals['reassigned']}\n"
+            f"  workers killed   {len(self.killed)} ({victims})\n",
+        )
+
+    def _report(self, results: list[JobInfo], rerun_because: str, what_happened: str) -> bool:
+        """Say which jobs ran again and why, then the summary; ``True`` if all completed."""
         if self.live:
             self.out.write("\r\x1b[K")
         self.say("every submitted job has finished")
-        victims = ", ".join(self.killed)
         for info in results:
             if info.attempt > 1:
                 self.say(
-                    f"  job {info.job_id}: lost when {victims} was killed, then {info.state} "
+                    f"  job {info.job_id}: {rerun_because}, then {info.state} "
                     f"on attempt {info.attempt} by {info.worker}"
                 )
         completed = sum(info.state == "completed" for info in results)
-        totals = stats.totals
-        wall = time.monotonic() - self.started
         self.out.write(
             "\nsummary\n"
             f"  jobs submitted   {len(self.submitted)}\n"
             f"  jobs completed   {completed}\n"
-            f"  jobs reassigned  {totals['reassigned']}\n"
-            f"  workers killed   {len(self.killed)} ({', '.join(self.killed)})\n"
-            f"  wall time        {wall:.1f}s\n"
+            f"{what_happened}"
+            f"  wall time        {time.monotonic() - self.started:.1f}s\n"
         )
         ok = completed == len(self.submitted)
         self.out.write(
@@ -340,24 +346,8 @@ class _CrashDemo(_Demo):
                     await process.wait()
 
     def _crash_summary(self, results: list[JobInfo], stats: Stats) -> bool:
-        self.say("every submitted job has finished")
-        for info in results:
-            if info.attempt > 1:
-                self.say(
-                    f"  job {info.job_id}: its run was cut short by the crash, then "
-                    f"{info.state} on attempt {info.attempt} by {info.worker}"
-                )
-        completed = sum(info.state == "completed" for info in results)
-        self.out.write(
-            "\nsummary\n"
-            f"  jobs submitted   {len(self.submitted)}\n"
-            f"  jobs completed   {completed}\n"
-            f"  server killed    1 (SIGKILL), restarted on its journal\n"
-            f"  wall time        {time.monotonic() - self.started:.1f}s\n"
+        return self._report(
+            results,
+            "its run was cut short by the crash",
+            "  server killed    1 (SIGKILL), restarted on its journal\n",
         )
-        ok = completed == len(self.submitted)
-        self.out.write(
-            "every job completed\n" if ok else f"{len(results) - completed} jobs did not complete\n"
-        )
-        self.out.flush()
-        return ok
