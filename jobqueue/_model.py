@@ -34,7 +34,7 @@ from ._events import (
 )
 from ._job import FINISHED, InvalidTransition, JobRecord, JobState
 from ._schedule import ScheduleBook
-from ._store import _GONE, JobStore
+from ._store import GONE, JobStore
 
 
 # getstate_setstate=False: attrs would give a slotted subclass its own
@@ -107,7 +107,7 @@ class QueueModel(JobStore):
             job.not_before = None
             self._enqueue(job)
         elif isinstance(event, Cancelled):
-            source = (self._lookup(event.job_id) or _GONE).state
+            source = (self._lookup(event.job_id) or GONE).state
             job = self._move(event.job_id, "cancel")
             if source is JobState.RUNNING:
                 self._end_lease(job)
@@ -167,7 +167,7 @@ class QueueModel(JobStore):
         self.totals["submitted"] += 1
 
     def _on_attempt_failed(self, event: AttemptFailed) -> None:
-        job = self._jobs.get(event.job_id, _GONE)
+        job = self._jobs.get(event.job_id, GONE)
         if event.final:
             action = "fail"
         elif event.retry_at is not None:

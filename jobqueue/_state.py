@@ -52,7 +52,7 @@ from ._events import (
 )
 from ._job import FINISHED, JobRecord, JobState
 from ._model import QueueModel
-from ._store import _rank
+from ._store import line_order
 
 
 # getstate_setstate=False: attrs would give a slotted subclass its own
@@ -194,7 +194,7 @@ class QueueState(QueueModel):
             if lines is None:
                 continue
             job = lines.best(head) if names is None else lines.best_of(names, head)
-            if job is not None and (best is None or _rank(job) < _rank(best)):
+            if job is not None and (best is None or line_order(job) < line_order(best)):
                 best = job
         if best is None:
             return None

@@ -306,10 +306,10 @@ class JobStore:
                 break
             del lanes[heapq.heappop(ranks)]
         late, jobs = line.late, self._jobs
-        while late and jobs.get(late[0][2], _GONE).state is not JobState.PENDING:
+        while late and jobs.get(late[0][2], GONE).state is not JobState.PENDING:
             heapq.heappop(late)
             line.size -= 1
-        if late and (first is None or late[0] < _rank(first)):
+        if late and (first is None or late[0] < line_order(first)):
             return jobs[late[0][2]]
         return first
 
@@ -470,7 +470,7 @@ class JobStore:
                     lanes[rank] = kept
             line.lanes = lanes
             line.ranks = sorted(lanes)
-            line.late = [e for e in line.late if jobs.get(e[2], _GONE).state is pending]
+            line.late = [e for e in line.late if jobs.get(e[2], GONE).state is pending]
             heapq.heapify(line.late)
             line.size = live
         scheduled = self._scheduled
@@ -493,7 +493,7 @@ class JobStore:
             head = self._head(line)
             if head is None or (
                 job.priority > head.priority
-                or (job.priority == head.priority and _rank(job) < _rank(head))
+                or (job.priority == head.priority and line_order(job) < line_order(head))
             ):
                 lines.arrived(job, self._head)  # ahead of the line's head
         rank = -job.priority
@@ -525,9 +525,9 @@ class JobStore:
 _NO_LINES = QueueLines()
 
 #: Stands in for a missing job so lookups can test ``.state`` without a None check.
-_GONE = JobRecord("", "", None, 0, "", 0, 0, state=JobState.CANCELLED)
+GONE = JobRecord("", "", None, 0, "", 0, 0, state=JobState.CANCELLED)
 
 
-def _rank(job: JobRecord) -> tuple[int, int, str]:
+def line_order(job: JobRecord) -> tuple[int, int, str]:
     """A pending job's place in line: smaller runs first (as in ``_Line.late``)."""
     return (-job.priority, job.seq, job.id)
