@@ -43,7 +43,7 @@ def one_round(jobs: int) -> float:
     for _ in range(jobs):
         now += 1e-4
         # Workers are fed longest-waiting first: this one gets the job.
-        worker = next(iter(coordinator._idle.values())).conn
+        worker = next(iter(coordinator._parking.idle.values())).conn
         coordinator.handle(Batch(producer, [SubmitJob("noop", None)]), now)
         coordinator.next_deadline()
         producer_replies.receive_nowait()

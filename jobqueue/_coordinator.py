@@ -16,10 +16,8 @@ task per job.
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -35,7 +33,6 @@ from ._commands import (
     Durability,
     Item,
     Outgoing,
-    Parked,
     Snapshot,
 )
 from ._errors import JOURNAL_UNAVAILABLE, ProtocolError, Refusal, RuleError
@@ -43,6 +40,7 @@ from ._job import FINISHED, JobRecord
 from ._json import encode, stored_form
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
 from ._metrics import JobTimes
+from ._parking import Parking
 from ._replies import (
     JobAssigned,
     JobCancelledNotice,
@@ -124,14 +122,8 @@ class Coordinator:
     #: With metrics: the wait and run times it observes (``None``: none kept).
     times: JobTimes | None = None
     _conns: dict[int, Connection] = attrs.field(factory=dict, init=False)
-    # Workers blocked in request_job, first come first served.
-    _idle: OrderedDict[int, Parked] = attrs.field(factory=OrderedDict, init=False)
-    # Clients blocked in wait_job, by job id then connection id.
-    _watchers: dict[str, dict[int, Parked]] = attrs.field(factory=dict, init=False)
-    # (deadline, tiebreak, parked) for every blocking request; an entry whose
-    # request was already answered is skipped when it reaches the top.
-    _timeouts: list[tuple[float, int, Parked]] = attrs.field(factory=list, init=False)
-    _tiebreak: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
+    # Blocking requests waiting for a job or for a job's end.
+    _parking: Parking = attrs.field(factory=Parking, init=False)
     # Parked requests answered during this step, with their replies; their
     # backlogs are served by a loop (_serve_woken), not by recursion, so no
     # chain of connections can grow the stack.
@@ -187,11 +179,7 @@ class Coordinator:
 
     def next_deadline(self) -> float:
         """The next moment something times out (``inf`` if nothing can)."""
-        while self._timeouts and self._timeouts[0][2].conn.parked is not self._timeouts[0][2]:
-            heapq.heappop(self._timeouts)
-        deadline = self.state.next_deadline()
-        if self._timeouts:
-            deadline = min(deadline, self._timeouts[0][0])
+        deadline = min(self.state.next_deadline(), self._parking.next_deadline())
         if self.state.schedules.next_due != float("inf"):
             deadline = min(deadline, self.scheduler.deadline())
         return deadline
@@ -201,14 +189,11 @@ class Coordinator:
         if self.durability is not None:
             self.durability.begin()
         self._after_changes(self.state.tick(now) + self.scheduler.fire(now), now)
-        while self._timeouts and self._timeouts[0][0] <= now:
-            parked = heapq.heappop(self._timeouts)[2]
-            if parked.conn.parked is parked:
-                self._unpark(parked)
-                if parked.job_id is None:
-                    self._woken.append((parked.conn, NoJob()))
-                else:
-                    self._woken.append((parked.conn, job_info(self.state.get(parked.job_id))))
+        for parked in self._parking.expired(now):
+            if parked.job_id is None:
+                self._woken.append((parked.conn, NoJob()))
+            else:
+                self._woken.append((parked.conn, job_info(self.state.get(parked.job_id))))
         self._serve_woken(now)
 
     def handle(self, command: Command, now: float) -> None:
@@ -233,7 +218,7 @@ class Coordinator:
             # pop: a handler cancelled at shutdown may never have sent Connected.
             self._conns.pop(conn.id, None)
             if conn.parked is not None:
-                self._unpark(conn.parked)
+                self._parking.unpark(conn.parked)
             conn.backlog.clear()
             self._after_changes(self.state.release(conn.id, now), now)
             self._send(conn, None)
@@ -319,7 +304,7 @@ class Coordinator:
         if job.state in FINISHED or request.wait == 0:
             return job_info(job)
         wait = float("inf") if request.wait is None else request.wait
-        self._park(conn, now + wait, job.id)
+        self._parking.park(conn, now + wait, job.id)
         return None
 
     def _on_submit_jobs(self, conn: Connection, request: SubmitJobs, now: float) -> Reply:
@@ -400,7 +385,7 @@ class Coordinator:
             if reply is not None:
                 return reply
         if request.wait > 0:
-            self._park(conn, now + request.wait, None, request.queues, request.max)
+            self._parking.park(conn, now + request.wait, None, request.queues, request.max)
             return None
         return NoJob()
 
@@ -475,33 +460,6 @@ class Coordinator:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    def _park(
-        self,
-        conn: Connection,
-        deadline: float,
-        job_id: str | None,
-        queues: Sequence[str] = (),
-        most: int | None = None,
-    ) -> None:
-        parked = Parked(conn, deadline, job_id, queues, most)
-        conn.parked = parked
-        if job_id is None:
-            self._idle[conn.id] = parked
-        else:
-            self._watchers.setdefault(job_id, {})[conn.id] = parked
-        if deadline != float("inf"):
-            heapq.heappush(self._timeouts, (deadline, next(self._tiebreak), parked))
-
-    def _unpark(self, parked: Parked) -> None:
-        parked.conn.parked = None
-        if parked.job_id is None:
-            del self._idle[parked.conn.id]
-        else:
-            watchers = self._watchers[parked.job_id]
-            del watchers[parked.conn.id]
-            if not watchers:
-                del self._watchers[parked.job_id]
-
     def _feed_idle_workers(self, now: float) -> None:
         """Hand pending jobs to blocked workers, longest-waiting first.
 
@@ -509,11 +467,11 @@ class Coordinator:
         names it runs, so one that can take none of the pending jobs is
         passed over and keeps its place.
         """
-        state = self.state
-        if not self._idle or not state.pending_count:
+        state, idle = self.state, self._parking.idle
+        if not idle or not state.pending_count:
             return
         fed: list[int] = []
-        for conn_id, parked in self._idle.items():
+        for conn_id, parked in idle.items():
             if not state.pending_count:
                 break
             conn = parked.conn
@@ -529,12 +487,12 @@ class Coordinator:
             fed.append(conn_id)
             conn.parked = None
             self._woken.append((conn, reply))
-        # Removed after the loop, not during it: no copy of _idle per call.
+        # Removed after the loop, not during it: no copy of idle per call.
         for conn_id in fed:
-            del self._idle[conn_id]
+            del idle[conn_id]
 
     def _notify_watchers(self, job: JobRecord) -> None:
-        watchers = self._watchers.pop(job.id, None)
+        watchers = self._parking.watchers.pop(job.id, None)
         if watchers:
             info = job_info(job)
             for parked in watchers.values():
@@ -542,11 +500,11 @@ class Coordinator:
                 self._woken.append((parked.conn, info))
 
     def _on_stats(self, conn: Connection, request: GetStats, now: float) -> Stats:
-        return queue_stats(self.state, self._conns.values(), len(self._idle))
+        return queue_stats(self.state, self._conns.values(), len(self._parking.idle))
 
     def _snapshot(self, command: Snapshot) -> None:
         """Send the metrics endpoint its figures: O(queues + connections), never O(jobs)."""
-        snapshot = metrics_snapshot(self.state, self.times, len(self._conns), self._idle)
+        snapshot = metrics_snapshot(self.state, self.times, len(self._conns), self._parking.idle)
         # The asker's channel has room for this one reply; if it gave up, so be it.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             command.reply.send_nowait(snapshot)
