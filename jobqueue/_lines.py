@@ -1,7 +1,7 @@
 """One queue's pending jobs: a line per job name, and a heap of the lines' heads.
 
 A worker is handed only jobs it has a handler for (``hello``'s ``names``),
-so each queue keeps one line per job name (:class:`~jobqueue._store._Line`)
+so each queue keeps one line per job name (:class:`Line`)
 and the best job for a worker is the best of the heads of the lines it may
 take from. Looking at every line's head would cost O(names in the queue) per
 assignment, so :class:`QueueLines` also keeps a heap of those heads: the
@@ -20,22 +20,94 @@ right.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Set
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Callable, Mapping, Set
 
-if TYPE_CHECKING:
-    from ._job import JobRecord
-    from ._store import _Line
+import attrs
+
+from ._job import JobRecord, JobState
 
 #: A line's best pending job, dropping dead entries in front of it.
-Head = Callable[["_Line"], "JobRecord | None"]
+Head = Callable[["Line"], "JobRecord | None"]
 
 #: Workers running at most this many names look at their lines' heads one
 #: by one; above it they walk the heap of heads.
 FEW_NAMES = 8
 
 
-class QueueLines(dict[str, "_Line"]):
+@attrs.define(eq=False, slots=True)
+class Line:
+    """One queue's pending jobs of one name, best first, at 8 bytes a job.
+
+    Jobs nearly always become pending in submission order, so each priority
+    has a FIFO lane of the records themselves, in ``seq`` order (a heap entry
+    tuple cost 72 bytes a job). A job that comes back out of order (requeued,
+    promoted after a delay or a backoff, revived) goes to a heap, ``late``,
+    keyed like the lanes: ``(-priority, seq, id)``. The best job is the
+    better of the top lane's head and the heap's top.
+
+    Entries are deleted lazily: a job cancelled while waiting keeps its entry
+    until it reaches the front or the line is compacted; ``size`` counts
+    entries, live or not, so the queue knows when to compact, and ``live``
+    the pending jobs among them: the line is dropped when it reaches 0, so
+    every line kept has a head.
+    """
+
+    #: ``-priority`` -> jobs of that priority in ``seq`` order (never empty
+    #: once :meth:`~jobqueue._store.JobStore._head` has looked at it).
+    lanes: dict[int, deque[JobRecord]] = attrs.field(factory=dict)
+    #: Heap of the keys of ``lanes``: the top lane is ``lanes[ranks[0]]``.
+    ranks: list[int] = attrs.field(factory=list)
+    late: list[tuple[int, int, str]] = attrs.field(factory=list)
+    size: int = 0
+    live: int = 0
+
+    def place(self, job: JobRecord) -> None:
+        """Put ``job``, just become pending, in its place: its lane, or ``late``."""
+        rank = -job.priority
+        lane = self.lanes.get(rank)
+        if lane is None:
+            self.lanes[rank] = deque((job,))
+            heapq.heappush(self.ranks, rank)
+        elif not lane or lane[-1].seq < job.seq:
+            lane.append(job)
+        else:  # back in line ahead of later jobs
+            heapq.heappush(self.late, (rank, job.seq, job.id))
+        self.size += 1
+        self.live += 1
+
+    def pop_head(self, job: JobRecord) -> None:
+        """Remove ``job``, which the store's ``_head`` just returned, from the line."""
+        late = self.late
+        if late and late[0][2] == job.id:
+            heapq.heappop(late)
+        else:
+            rank = self.ranks[0]
+            lane = self.lanes[rank]
+            lane.popleft()
+            if not lane:
+                del self.lanes[rank]
+                heapq.heappop(self.ranks)
+        self.size -= 1
+
+    def compact(self, jobs: Mapping[str, JobRecord]) -> None:
+        """Drop the entries of jobs no longer pending (``jobs``: the unfinished, by id)."""
+        pending = JobState.PENDING
+        lanes = {}
+        for rank, lane in self.lanes.items():
+            kept = deque(job for job in lane if job.state is pending)
+            if kept:
+                lanes[rank] = kept
+        self.lanes = lanes
+        self.ranks = sorted(lanes)
+        self.late = [
+            e for e in self.late if (j := jobs.get(e[2])) is not None and j.state is pending
+        ]
+        heapq.heapify(self.late)
+        self.size = self.live
+
+
+class QueueLines(dict[str, Line]):
     """Job name -> that name's line in one queue, with ``heads``, a heap of the lines' heads.
 
     Entries of ``heads`` are ``(-priority, seq, job_id, name)``; some may be

@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from ._job import FINISHED, TRANSITIONS, InvalidTransition, JobRecord, JobState
-from ._lines import QueueLines
+from ._lines import Line, QueueLines
 
 #: Table size of one generation of finished jobs (see JobStore): it holds
 #: two thirds as many jobs, 5,461, which fill the table exactly (CPython
@@ -39,40 +39,12 @@ KEYS_PER_SHARD = 1024
 _COUNTED = (JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING)
 
 
-@attrs.define(eq=False, slots=True)
-class _Line:
-    """One queue's pending jobs of one name, best first, at 8 bytes a job.
-
-    Jobs nearly always become pending in submission order, so each priority
-    has a FIFO lane of the records themselves, in ``seq`` order (a heap entry
-    tuple cost 72 bytes a job). A job that comes back out of order (requeued,
-    promoted after a delay or a backoff, revived) goes to a heap, ``late``,
-    keyed like the lanes: ``(-priority, seq, id)``. The best job is the
-    better of the top lane's head and the heap's top.
-
-    Entries are deleted lazily: a job cancelled while waiting keeps its entry
-    until it reaches the front or the line is compacted; ``size`` counts
-    entries, live or not, so the queue knows when to compact, and ``live``
-    the pending jobs among them: the line is dropped when it reaches 0, so
-    every line kept has a head.
-    """
-
-    #: ``-priority`` -> jobs of that priority in ``seq`` order (never empty
-    #: once :meth:`JobStore._head` has looked at it).
-    lanes: dict[int, deque[JobRecord]] = attrs.field(factory=dict)
-    #: Heap of the keys of ``lanes``: the top lane is ``lanes[ranks[0]]``.
-    ranks: list[int] = attrs.field(factory=list)
-    late: list[tuple[int, int, str]] = attrs.field(factory=list)
-    size: int = 0
-    live: int = 0
-
-
 @attrs.define(eq=False)
 class JobStore:
     """Every job the queue remembers, indexed for each question asked of it.
 
     ``_jobs`` maps id -> :class:`JobRecord` for every job that has not
-    finished. Pending jobs also wait in one :class:`_Line` per queue and
+    finished. Pending jobs also wait in one :class:`Line` per queue and
     job name (``_queues[queue][name]``): highest priority first, then first
     come, first served, and a requeued job goes back to its original place.
     The best job of a queue is the best of its lines' heads (found through
@@ -292,7 +264,7 @@ class JobStore:
         """The running job whose lease runs out first."""
         return self._jobs[next(iter(self._leases))] if self._leases else None
 
-    def _head(self, line: _Line) -> JobRecord | None:
+    def _head(self, line: Line) -> JobRecord | None:
         """The best pending job in ``line``, dropping dead entries in front of it."""
         lanes, ranks = line.lanes, line.ranks
         first = None
@@ -364,7 +336,7 @@ class JobStore:
             line = lines.get(job.name)
             if line is None or self._head(line) is not job:
                 raise InvalidTransition(f"{job_id!r} is not first in its queue")
-            self._pop_head(line, job)
+            line.pop_head(job)
         if source in FINISHED:  # revived
             self._unfinish(job)
             self._jobs[job_id] = job
@@ -442,37 +414,12 @@ class JobStore:
             counts = self._queue_counts[queue] = dict.fromkeys(_COUNTED, 0)
         return counts
 
-    def _pop_head(self, line: _Line, job: JobRecord) -> None:
-        """Remove ``job``, which :meth:`_head` just returned, from ``line``."""
-        late = line.late
-        if late and late[0][2] == job.id:
-            heapq.heappop(late)
-        else:
-            rank = line.ranks[0]
-            lane = line.lanes[rank]
-            lane.popleft()
-            if not lane:
-                del line.lanes[rank]
-                heapq.heappop(line.ranks)
-        line.size -= 1
-
     def _compact(self, queue: str, name: str) -> None:
         """Drop dead entries from ``name``'s line in ``queue`` once they outnumber live ones."""
         jobs = self._jobs
         line = self._queues.get(queue, _NO_LINES).get(name)
         if line is not None and line.size > 2 * line.live + 64:
-            live = line.live
-            pending = JobState.PENDING
-            lanes = {}
-            for rank, lane in line.lanes.items():
-                kept = deque(job for job in lane if job.state is pending)
-                if kept:
-                    lanes[rank] = kept
-            line.lanes = lanes
-            line.ranks = sorted(lanes)
-            line.late = [e for e in line.late if jobs.get(e[2], GONE).state is pending]
-            heapq.heapify(line.late)
-            line.size = live
+            line.compact(jobs)
         scheduled = self._scheduled
         if len(scheduled) > 2 * len(self._by_state[JobState.SCHEDULED]) + 64:
             scheduled[:] = [e for e in scheduled if self._is_due_entry(e)]
@@ -486,7 +433,7 @@ class JobStore:
         # The heap of heads is kept only while the queue has several lines
         # (one kind of job, the usual case, pays nothing for it).
         if line is None:
-            line = lines[job.name] = _Line()
+            line = lines[job.name] = Line()
             if len(lines) > 1:
                 lines.arrived(job, self._head)
         elif len(lines) > 1:
@@ -496,17 +443,7 @@ class JobStore:
                 or (job.priority == head.priority and line_order(job) < line_order(head))
             ):
                 lines.arrived(job, self._head)  # ahead of the line's head
-        rank = -job.priority
-        lane = line.lanes.get(rank)
-        if lane is None:
-            line.lanes[rank] = deque((job,))
-            heapq.heappush(line.ranks, rank)
-        elif not lane or lane[-1].seq < job.seq:
-            lane.append(job)
-        else:  # back in line ahead of later jobs
-            heapq.heappush(line.late, (rank, job.seq, job.id))
-        line.size += 1
-        line.live += 1
+        line.place(job)
 
     def _schedule(self, job: JobRecord) -> None:
         """Put a scheduled job in the heap, to come due at its ``not_before``."""
@@ -529,5 +466,5 @@ GONE = JobRecord("", "", None, 0, "", 0, 0, state=JobState.CANCELLED)
 
 
 def line_order(job: JobRecord) -> tuple[int, int, str]:
-    """A pending job's place in line: smaller runs first (as in ``_Line.late``)."""
+    """A pending job's place in line: smaller runs first (as in ``Line.late``)."""
     return (-job.priority, job.seq, job.id)
