@@ -141,7 +141,9 @@ class Cron:
             ValueError: the expression never fires (``0 0 30 2 *``).
         """
         zone = self.zone
-        local = datetime.fromtimestamp(moment, zone).replace(tzinfo=None, fold=0)
+        # Whole seconds: fromtimestamp rounds the fraction to the nearest
+        # microsecond, which can carry a moment just before a minute into it.
+        local = datetime.fromtimestamp(math.floor(moment), zone).replace(tzinfo=None, fold=0)
         at = local.replace(second=0, microsecond=0) + timedelta(minutes=1)
         end_year = at.year + _HORIZON_YEARS
         while at.year <= end_year:

@@ -156,6 +156,12 @@ def test_examples_in_utc(text: str, moment: str, expected: str) -> None:
     assert datetime.fromtimestamp(fire, UTC).isoformat() == expected + "+00:00"
 
 
+def test_a_moment_a_rounding_step_before_a_minute_fires_at_that_minute() -> None:
+    # Found by hypothesis: fromtimestamp rounds 0.9999995 s up into the next
+    # second, which carried the moment into the minute and skipped it.
+    assert parse_cron("* * * * *").next_after(1104494399.9999995) == 1104494400.0
+
+
 def test_a_named_time_zone_fires_on_its_local_clock_across_daylight_saving() -> None:
     cron = parse_cron("0 9 * * *", tz="Europe/Paris")
     # 9:00 in Paris is 8:00 UTC in winter and 7:00 UTC in summer (from 31 March 2024).
