@@ -104,7 +104,10 @@ class Response:
         stream: For a response of unknown length (server-sent events): an
             async function that writes the body with the ``Send`` it is
             given, for as long as it likes; the connection closes when it
-            returns. It runs outside the request deadline.
+            returns. It runs outside the request deadline, and is called
+            exactly once, unless the request was ``HEAD`` (then the head
+            alone is sent), so it may release what its handler took. The
+            response's head goes out with its first write.
     """
 
     status: int
@@ -223,9 +226,9 @@ class _Server:
         request = _request(event, body)
         response = await self._handler(request)
         head = request.method == "HEAD"
-        await _respond(stream, conn, response, head=head)
         if response.stream is not None and not head:
-            return response
+            return response  # its head goes with its first write
+        await _respond(stream, conn, response, head=head)
         if response.close:
             return False
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
@@ -252,14 +255,19 @@ class _Server:
     ) -> None:
         h11 = self._h11
         timeout = self._limits.send_timeout
+        unsent = [_head(response)]
 
         async def send(data: bytes) -> None:
+            chunk = b"".join(conn.send(event) for event in [*unsent, h11.Data(data=data)])
+            unsent.clear()
             with trio.fail_after(timeout):
-                await stream.send_all(conn.send(h11.Data(data=data)))
+                await stream.send_all(chunk)
 
         assert response.stream is not None
         try:
             await response.stream(send)
+            if unsent:
+                await send(b"")
             with trio.move_on_after(timeout):
                 await stream.send_all(conn.send(h11.EndOfMessage()))
         except trio.TooSlowError:
@@ -291,7 +299,21 @@ async def _next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
 async def _respond(
     stream: trio.SocketStream, conn: h11.Connection, response: Response, *, head: bool
 ) -> None:
-    """Send ``response`` (its head only, for a streamed one)."""
+    """Send ``response`` (its head only, for ``HEAD``)."""
+    import h11
+
+    events: list[h11.Response | h11.Data | h11.EndOfMessage] = [_head(response)]
+    if not head:
+        events.append(h11.Data(data=response.body))
+    events.append(h11.EndOfMessage())
+    try:
+        data = b"".join(conn.send(event) or b"" for event in events)
+    except h11.LocalProtocolError:
+        return  # h11 says no response can be sent now: the connection just ends
+    await stream.send_all(data)
+
+
+def _head(response: Response) -> h11.Response:
     import h11
 
     headers = [("Content-Type", response.content_type), ("Cache-Control", "no-store")]
@@ -301,18 +323,7 @@ async def _respond(
     if response.close:
         headers.append(("Connection", "close"))
     reason = HTTPStatus(response.status).phrase
-    events: list[h11.Response | h11.Data | h11.EndOfMessage] = [
-        h11.Response(status_code=response.status, headers=headers, reason=reason)
-    ]
-    if response.stream is None or head:
-        if not head:
-            events.append(h11.Data(data=response.body))
-        events.append(h11.EndOfMessage())
-    try:
-        data = b"".join(conn.send(event) or b"" for event in events)
-    except h11.LocalProtocolError:
-        return  # h11 says no response can be sent now: the connection just ends
-    await stream.send_all(data)
+    return h11.Response(status_code=response.status, headers=headers, reason=reason)
 
 
 async def _linger(stream: trio.SocketStream) -> None:
