@@ -360,6 +360,7 @@ class _Dashboard:
             return attrs.evolve(
                 _error(503, "too_many_streams", f"{self._max_streams} live views are open"),
                 headers=(("Retry-After", "5"),),
+                close=True,
             )
         self._streams += 1
         feed, gate = self._feed, self._gate
