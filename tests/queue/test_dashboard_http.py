@@ -104,13 +104,19 @@ def parse(response: bytes) -> Reply:
 
 @asynccontextmanager
 async def dashboard(**options: Any) -> AsyncIterator[Dashboard]:
-    async with open_test_queue(retry_delay=600.0) as queue, queue.connect("dashboard") as client:
-        address = await queue.nursery.start(
+    async with (
+        open_test_queue(retry_delay=600.0) as queue,
+        queue.connect("dashboard") as client,
+        trio.open_nursery() as nursery,
+    ):
+        # The dashboard stops before its client closes.
+        address = await nursery.start(
             lambda task_status: serve_dashboard(
                 client, "127.0.0.1", 0, interval=0.05, task_status=task_status, **options
             )
         )
         yield Dashboard(queue, address)
+        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
