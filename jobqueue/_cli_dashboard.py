@@ -39,6 +39,7 @@ def add_dashboard_command(command: Callable[[str, str], argparse.ArgumentParser]
     parser.add_argument(
         "--login-token",
         default=os.environ.get(LOGIN_TOKEN_ENV) or None,
+        metavar="TOKEN",
         help=f"the token people log in with, at least {MIN_TOKEN_CHARS} characters; required "
         f"unless --listen is loopback (default: ${LOGIN_TOKEN_ENV}; prefer that: other users "
         "can see command lines)",

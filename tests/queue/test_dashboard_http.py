@@ -21,7 +21,7 @@ import attrs
 import pytest
 import trio
 
-from jobqueue import Client, Job, RequestError, serve_dashboard
+from jobqueue import Client, Job, RequestError, serve_dashboard, serve_queue
 from jobqueue.testing import RunningQueue, open_test_queue
 
 TOKEN = "a-login-token-long-enough"
@@ -40,8 +40,9 @@ class Reply:
 
 
 @attrs.frozen
-class Dashboard:
-    queue: RunningQueue
+class Endpoint:
+    """A dashboard's HTTP address, and requests to it."""
+
     address: tuple[str, int]
 
     @property
@@ -92,6 +93,13 @@ class Dashboard:
                 await trio.sleep(0.02)
 
 
+@attrs.frozen
+class Dashboard(Endpoint):
+    """A dashboard, and the test queue it shows."""
+
+    queue: RunningQueue
+
+
 def parse(response: bytes) -> Reply:
     head, _, body = response.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -115,7 +123,7 @@ async def dashboard(**options: Any) -> AsyncIterator[Dashboard]:
                 client, "127.0.0.1", 0, interval=0.05, task_status=task_status, **options
             )
         )
-        yield Dashboard(queue, address)
+        yield Dashboard(address, queue)
         nursery.cancel_scope.cancel()
 
 
@@ -432,3 +440,32 @@ async def test_bad_clients_never_affect_the_queue() -> None:
         assert (await board.queue.client.stats()).jobs["pending"] == 200
         view = await board.overview_when(lambda v: v["jobs"].get("pending") == 200)
         assert view["connected"] is True
+
+
+async def test_a_vanished_queue_is_shown_and_actions_answer_502() -> None:
+    async with trio.open_nursery() as outer:
+        server = trio.CancelScope()
+
+        async def run_server(task_status: trio.TaskStatus[tuple[str, int]]) -> None:
+            with server:
+                await serve_queue(0, host="127.0.0.1", task_status=task_status)
+
+        host, port = await outer.start(run_server)
+        async with (
+            Client.connect(host, port, name="dashboard", reconnect_timeout=0) as client,
+            trio.open_nursery() as nursery,
+        ):
+            address = await nursery.start(
+                lambda task_status: serve_dashboard(
+                    client, "127.0.0.1", 0, interval=0.05, task_status=task_status
+                )
+            )
+            board = Endpoint(address)
+            assert (await board.overview_when(lambda v: v["connected"]))["error"] is None
+            server.cancel()
+            view = await board.overview_when(lambda v: not v["connected"])
+            assert view["error"]
+            token = await board.csrf()
+            refused = await board.act("retry", "some-job", **{"X-CSRF-Token": token})
+            assert (refused.status, refused.json()["error"]) == (502, "queue_unreachable")
+            nursery.cancel_scope.cancel()
