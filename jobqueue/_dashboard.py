@@ -35,6 +35,7 @@ from ._errors import ConnectionLost, JobQueueError, RequestError
 from ._http import HttpLimits, Request, Response, Send, host_for_url, is_loopback, serve_http
 from ._http import require_h11 as _require
 from ._limits import MAX_NAME_CHARS
+from ._replies import JobList
 
 log = logging.getLogger("jobqueue.dashboard")
 
@@ -56,10 +57,9 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 4 * 1024
 #: Seconds between comments on an idle event stream (so proxies keep it).
 KEEPALIVE_SECONDS = 15.0
-#: Jobs listed per state on the page.
-FAILED_SHOWN = 50
-PENDING_SHOWN = 20
-RUNNING_SHOWN = 500
+#: Jobs listed per state on the page (running: all that the workers show).
+LISTED = {"running": 500, "pending": 20, "failed": 50}
+_NONE = JobList(())
 
 #: Where the command line and the docs send a user without the extra.
 INSTALL_HINT = "pip install 'jobqueue[dashboard]'"
@@ -222,10 +222,13 @@ class _Dashboard:
             try:
                 client = self._client
                 stats = await client.stats()
-                running = await client.list_jobs("running", limit=RUNNING_SHOWN)
-                pending = await client.list_jobs("pending", limit=PENDING_SHOWN)
-                failed = await client.list_jobs("failed", limit=FAILED_SHOWN)
-                view = overview(time.time(), stats, running, pending, failed)
+                lists = {}
+                for state, limit in LISTED.items():
+                    # A listing of failed jobs scans the retained finished
+                    # ones: ask only when there are some.
+                    wanted = stats.jobs.get(state, 0) > 0
+                    lists[state] = await client.list_jobs(state, limit=limit) if wanted else _NONE
+                view = overview(time.time(), stats, **lists)
             except (ConnectionLost, RequestError) as exc:
                 error = str(exc)
         if view is None:

@@ -24,6 +24,7 @@ body. Only the names below without an underscore are for other modules.
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
@@ -171,7 +172,9 @@ class _Server:
     _limits: HttpLimits
     _log: logging.Logger
     _open: int = attrs.field(default=0, init=False)
-    _h11: Any = attrs.field(factory=lambda: require_h11(JobQueueError, "h11 is missing"))
+    # Imported here: the module imports without h11, and callers check for
+    # it first with require_h11, whose error names their extra.
+    _h11: Any = attrs.field(factory=lambda: importlib.import_module("h11"), init=False)
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one connection's requests; any failure ends only this connection."""
