@@ -255,8 +255,11 @@ async function showDetail(id, message) {
   else if (id !== detailId) detailMessage = "";
   detailId = id;
   try {
-    renderDetail((await api("GET", jobPath(id))).job);
+    const job = (await api("GET", jobPath(id))).job;
+    if (detailId !== id) return; // another job was opened meanwhile
+    changed("detail", [job, detailMessage], () => renderDetail(job));
   } catch (error) {
+    shown.delete("detail");
     document.getElementById("detail-id").textContent = id;
     document.getElementById("detail-message").textContent = error.message;
     document.getElementById("detail-fields").replaceChildren();
@@ -265,6 +268,7 @@ async function showDetail(id, message) {
 }
 
 function closeDetail() {
+  shown.delete("detail");
   detailId = null;
   detailMessage = "";
   document.getElementById("detail").hidden = true;
