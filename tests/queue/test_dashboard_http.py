@@ -368,23 +368,32 @@ async def test_live_view_streams_each_new_overview() -> None:
 
 async def test_live_views_are_capped_and_a_stalled_one_holds_up_no_other() -> None:
     async with dashboard(max_event_streams=2) as board:
-        async with event_stream(board) as (stalled, _), event_stream(board) as (live, buffer):
-            # ``stalled`` never reads; ``live`` keeps getting fresh views.
-            views = [await read_event(live, buffer) for _ in range(5)]
-            assert [v["at"] for v in views] == sorted({v["at"] for v in views})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_submitting, board.queue.client, 100)
+            await live_views_capped(board)
+        # The submits made meanwhile were all answered, and all are there.
+        assert (await board.queue.client.stats()).totals["submitted"] == 100
+
+
+async def live_views_capped(board: Dashboard) -> None:
+    async with event_stream(board) as (stalled, _), event_stream(board) as (live, buffer):
+        # ``stalled`` never reads; ``live`` keeps getting fresh views.
+        views = [await read_event(live, buffer) for _ in range(5)]
+        assert [v["at"] for v in views] == sorted({v["at"] for v in views})
+        for _ in range(10):
             refused = await board.request("GET", "/events")
             assert (refused.status, refused.json()["error"]) == (503, "too_many_streams")
             assert refused.headers["retry-after"] == "5"
-            assert await stalled.receive_some(1)  # it was served all along
-        # Both closed: their places are free again (once each stream notices).
-        with trio.fail_after(LIMIT):
-            while True:
-                async with event_stream(board) as (again, buffer):
-                    try:
-                        await read_event(again, buffer)
-                        break
-                    except AssertionError:  # refused (503) and closed: not yet
-                        await trio.sleep(0.05)
+        assert await stalled.receive_some(1)  # it was served all along
+    # Both closed: their places are free again (once each stream notices).
+    with trio.fail_after(LIMIT):
+        while True:
+            async with event_stream(board) as (again, buffer):
+                try:
+                    await read_event(again, buffer)
+                    return
+                except AssertionError:  # refused (503) and closed: not yet
+                    await trio.sleep(0.05)
 
 
 async def keep_submitting(client: Client, count: int) -> None:
