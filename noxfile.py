@@ -1,4 +1,4 @@
-"""Development sessions: ``nox -s tests lint typecheck demo chaos prometheus``.
+"""Development sessions: ``nox -s tests lint typecheck demo chaos prometheus browser``.
 
 Each session installs the project from this checkout into its own virtualenv,
 so what is tested is the installed package, as a user gets it.
@@ -87,3 +87,36 @@ def crash(session: nox.Session) -> None:
     """SIGKILL a journaled server 50 times under load; check nothing acknowledged is lost."""
     session.install(".[test]")
     session.run("python", "-m", "tests.process.journal_crash", "--restarts", "50", *session.posargs)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """The dashboard in headless Chromium (tests/process/test_dashboard_browser.py).
+
+    Uses Debian's ``chromium`` and ``chromium-driver``: installed with
+    apt-get when missing and this runs as root; otherwise the session is
+    skipped, saying why. Screenshots go to build/browser/.
+    """
+    import shutil
+
+    packages = {"chromium": "chromium", "chromedriver": "chromium-driver"}
+    missing = [package for binary, package in packages.items() if shutil.which(binary) is None]
+    if missing and shutil.which("apt-get") is not None and os.geteuid() == 0:
+        session.run(
+            "apt-get", "install", "-y", "-q", *missing, external=True, success_codes=[0, 100]
+        )
+        missing = [package for binary, package in packages.items() if shutil.which(binary) is None]
+    if missing:
+        session.skip(
+            f"no {' or '.join(missing)}, and Debian's packages could not be installed here"
+        )
+    session.install(".[browser]")
+    session.env["JOBQUEUE_BROWSER_TEST"] = "required"
+    session.env.setdefault("JOBQUEUE_SCREENSHOT_DIR", os.path.abspath("build/browser"))
+    session.run(
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "tests/process/test_dashboard_browser.py",
+        *session.posargs,
+    )

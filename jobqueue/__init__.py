@@ -8,6 +8,7 @@ jobs and asks about them. See README.md and docs/ for the whole story.
 from ._client import Client as Client
 from ._config import QueueRules as QueueRules
 from ._config import ServerConfig as ServerConfig
+from ._dashboard import serve_dashboard as serve_dashboard
 from ._errors import ClientClosed as ClientClosed
 from ._errors import ConnectionLost as ConnectionLost
 from ._errors import JobQueueError as JobQueueError
@@ -48,5 +49,6 @@ __all__ = [
     "WorkerStatistics",
     "__version__",
     "in_process",
+    "serve_dashboard",
     "serve_queue",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from ._cli_dashboard import add_dashboard_command
 from ._cli_options import (
     DEFAULT_PORT,
     HelpFormatter,
@@ -258,6 +259,7 @@ def _parser() -> argparse.ArgumentParser:
 
     register_schedule_commands(command, add_connect, _client)
     add_demo_command(command)
+    add_dashboard_command(command)
     add_journal_commands(command)
     return parser
 

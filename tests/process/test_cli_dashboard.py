@@ -1,0 +1,70 @@
+"""``jobqueue dashboard`` as a user runs it: what it refuses, and what it says at start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from tests.helpers import PYTHON_M_JOBQUEUE, free_port, run_cli, running_process, serving
+
+TOKEN = "a-login-token-long-enough"
+
+pytestmark = pytest.mark.slow
+
+
+async def test_beyond_loopback_without_a_login_token_it_refuses_to_start() -> None:
+    async with serving() as (host, port):
+        done = await run_cli("dashboard", "--connect", f"{host}:{port}", "--listen", "0.0.0.0:0")
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert err.startswith("jobqueue: the dashboard bound to 0.0.0.0 needs a login token"), err
+    assert "--login-token or $JOBQUEUE_DASHBOARD_TOKEN" in err
+
+
+async def test_a_short_login_token_is_a_usage_error() -> None:
+    done = await run_cli("dashboard", "--login-token", "short")
+    assert done.returncode == 2
+    assert b"--login-token is too short" in done.stderr
+
+
+async def test_without_h11_the_error_names_the_extra() -> None:
+    script = (
+        "import sys; sys.modules['h11'] = None; from jobqueue._cli import main; "
+        "sys.exit(main(['dashboard']))"
+    )
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            [sys.executable, "-c", script], capture_stderr=True, check=False
+        )
+    assert done.returncode == 1
+    assert b"pip install 'jobqueue[dashboard]'" in done.stderr
+
+
+async def test_it_says_at_start_that_login_is_required() -> None:
+    dashboard_port = free_port()
+    listen = f"127.0.0.1:{dashboard_port}"
+    async with serving() as (host, port):
+        argv = [*PYTHON_M_JOBQUEUE, "dashboard", "--connect", f"{host}:{port}"]
+        argv += ["--listen", listen, "--login-token", TOKEN]
+        async with running_process(argv, stderr=subprocess.PIPE) as process:
+            assert process.stderr is not None
+            said = b""
+            with trio.fail_after(30):
+                while b"dashboard at" not in said:
+                    chunk = await process.stderr.receive_some(4096)
+                    assert chunk, said
+                    said += chunk
+            assert f"dashboard at http://{listen}/ (login required".encode() in said
+            stream = await trio.open_tcp_stream("127.0.0.1", dashboard_port)
+            async with stream:
+                await stream.send_all(
+                    b"GET /api/overview HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )
+                reply = b""
+                with trio.fail_after(10):
+                    while chunk := await stream.receive_some(4096):
+                        reply += chunk
+            assert reply.startswith(b"HTTP/1.1 401 ")
