@@ -19,8 +19,8 @@ its reply is read and dropped, and the connection stays usable. A write
 cancelled half-way (on TCP, only when the socket would not take the bytes:
 a server that stopped reading) spends the connection: every call in flight
 on it gets :class:`~jobqueue.ConnectionLost`, and the next call reconnects.
-(A shielded write with a deadline of its own would spare them, but its
-cancel scope measured about 30 us per request, a third of the call.)
+(A shielded write with a deadline of its own would spare them, but with
+it one caller's submit measured 102 us of client CPU against 73 without.)
 """
 
 from __future__ import annotations
