@@ -74,3 +74,25 @@ async def test_concurrent_calls_share_round_trips_and_writes(
             # Each caller got its own job's id: the name says whose it is.
             for index, job_id in ids.items():
                 assert (await client.status(job_id)).name == f"job{index}"
+
+
+async def test_a_call_cancelled_before_it_starts_sends_nothing_and_keeps_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_memory_queue() as queue:
+        assert queue.connector is not None
+        connect = queue.connector
+        opened: list[trio.abc.Stream] = []
+
+        async def connector() -> trio.abc.Stream:
+            opened.append(await connect())
+            return opened[-1]
+
+        async with Client.connect("memory", 0, connect=connector) as client:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await client.submit("never")
+            assert scope.cancelled_caught
+            stats = await client.stats()
+            assert stats.jobs["pending"] == 0
+            assert len(opened) == 1
