@@ -67,8 +67,8 @@ def add_log_format_option(parser: argparse.ArgumentParser) -> None:
         "--log-level",
         choices=LOG_LEVELS,
         default="info",
-        help="the least severe lines written (default info: the worker writes a line per "
-        "job; warning keeps only the trouble, and spares a busy worker that line's CPU)",
+        help="the least severe lines written; at info the worker writes a line per job, "
+        "warning keeps only the trouble and spares a busy worker that line's CPU",
     )
 
 
