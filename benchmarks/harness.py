@@ -554,6 +554,8 @@ class Shape:
     duration: float = 10.0
     variant: str = "default"
     timeout: float = 300.0
+    #: Producer processes submitting at once (``producers`` scenario); 1 is this process.
+    producers: int = 1
 
 
 class TimedRun(Stopwatch):
@@ -566,6 +568,7 @@ class TimedRun(Stopwatch):
 
     def __init__(self, server: Server, worker_group: int, shape: Shape) -> None:
         self.server = server
+        self.scenario = shape.scenario
         self.pacer = Pacer(shape.rate, shape.duration) if shape.scenario == "latency" else None
         self.jobs = self.pacer.count if self.pacer else shape.jobs
         super().__init__(server.pid, worker_groups=[worker_group])
@@ -579,14 +582,19 @@ class TimedRun(Stopwatch):
         submitted: float,
         lat_dir: str,
         concurrency: str,
+        producer_cpu: float | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        """The row for this run; ``submitted`` is ``perf_counter()`` after the last submit."""
+        """The row for this run; ``submitted`` is ``perf_counter()`` after the last submit.
+
+        ``producer_cpu`` is the producers' CPU seconds when they were other
+        processes (the ``producers`` scenario); by default it is this process's.
+        """
         seconds = self.seconds()
         row: dict[str, Any] = {
             "system": system,
             "variant": variant,
-            "scenario": "throughput" if self.pacer is None else "latency",
+            "scenario": self.scenario,
             "jobs": self.jobs,
         }
         if self.pacer is not None:
@@ -604,7 +612,7 @@ class TimedRun(Stopwatch):
             concurrency=concurrency,
             **extra,
             submit_s=round(submitted - self.start, 4),
-            producer_cpu_s=round(self.own_cpu(), 3),
+            producer_cpu_s=round(self.own_cpu() if producer_cpu is None else producer_cpu, 3),
             worker_cpu_s=round(self.worker_cpu(), 3),
         )
         return row
@@ -644,6 +652,8 @@ def parse_args(
         parser.add_argument("--body-bytes", type=int, default=100)
     if "failover" in scenarios:
         parser.add_argument("--trials", type=int, default=20)
+    if "producers" in scenarios:
+        parser.add_argument("--producers", type=int, default=8, help="producers: how many")
     return parser.parse_args(argv)
 
 
@@ -653,10 +663,13 @@ def emit(result: dict[str, Any]) -> None:
 
 
 def peer_main(
-    run: Callable[[Shape], dict[str, Any]], variants: Sequence[str], argv: Sequence[str] | None
+    run: Callable[[Shape], dict[str, Any]],
+    variants: Sequence[str],
+    argv: Sequence[str] | None,
+    scenarios: Sequence[str] = ("throughput", "latency"),
 ) -> None:
     """A throughput/latency peer runner's command line: parse, run once, emit the row."""
-    args = parse_args(argv, variants)
+    args = parse_args(argv, variants, scenarios)
     emit(run(shape_of(args)))
 
 
@@ -664,5 +677,5 @@ def shape_of(args: argparse.Namespace) -> Shape:
     """The :class:`Shape` that :func:`parse_args`' options describe."""
     return Shape(
         args.scenario, args.jobs, args.concurrency, args.rate, args.duration, args.variant,
-        args.timeout,
+        args.timeout, getattr(args, "producers", 1),
     )  # fmt: skip

@@ -19,7 +19,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -30,6 +30,8 @@ from benchmarks._kinds import KINDS
 from benchmarks.clients import clients, print_clients
 from benchmarks.floor import floor, print_floor
 from benchmarks.harness import free_port, latency_summary, rss_bytes, spawned, wait_ready
+from benchmarks.peers import producers
+from benchmarks.peers.run_all import SCENARIOS as PEER_SCENARIOS
 from benchmarks.peers.run_all import run_peers
 from jobqueue import Client
 
@@ -100,6 +102,64 @@ def throughput(
                 }
 
         return trio.run(drive)
+
+
+def produce(address: str, jobs: int, go: Callable[[], None]) -> None:
+    """One of the ``producers`` scenario's producer processes: a trio ``Client`` of its own."""
+    host, _, port = address.rpartition(":")
+
+    async def submit_all() -> None:
+        async with Client.connect(host, int(port)) as client:
+            go()
+            for _ in range(jobs):
+                await client.submit("noop")
+
+    trio.run(submit_all)
+
+
+def many_producers(
+    jobs: int, concurrency: int, count: int = producers.PRODUCERS, timeout: float = 300.0
+) -> dict[str, Any]:
+    """``count`` producer processes at once, each through its own ``Client``, one job per request.
+
+    The workers are the ``throughput`` shape's (one process, ``concurrency``
+    slots, prefetch 1), so what changes is only how many connections submit
+    at once: the server's capacity as many web processes would see it.
+    """
+    port = free_port()
+    with spawned("serve", "--port", str(port)) as server, spawned(
+        "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
+        "--handlers", "benchmarks._noop:HANDLERS",
+    ) as worker:  # fmt: skip
+        trio.run(wait_ready, port, concurrency)
+        with producers.crowd(
+            "benchmarks.run:produce", f"127.0.0.1:{port}", jobs, count, timeout=timeout
+        ) as crowd:
+            watch = harness.Stopwatch(server.pid, worker_pids=[worker.pid])
+            crowd.go()
+            submitted, producer_cpu = crowd.finish(timeout)
+
+        async def completed() -> None:
+            async with Client.connect("127.0.0.1", port) as client:
+                while (await client.stats()).totals["completed"] < jobs:  # noqa: ASYNC110
+                    await trio.sleep(0.002)
+
+        trio.run(completed)
+        seconds = watch.seconds()
+        return {
+            "system": "jobqueue",
+            "variant": "default",
+            "scenario": "producers",
+            "jobs": jobs,
+            "producers": count,
+            "seconds": seconds,
+            "submit_seconds": submitted - watch.start,
+            "jobs_per_s": jobs / seconds,
+            "server_cpu_s": watch.server_cpu(),
+            "server_rss_bytes": rss_bytes(server.pid),
+            "worker_cpu_s": watch.worker_cpu(),
+            "producer_cpu_s": producer_cpu,
+        }
 
 
 def latency(rate: float, duration: float, concurrency: int) -> dict[str, Any]:
@@ -306,6 +366,32 @@ def print_floor_and_ceiling(floor: list[dict[str, Any]], throughput: list[dict[s
         print(f"  2x taskiq in this run would be {2 * taskiq['jobs_per_s']:,.0f} jobs/s")
 
 
+def print_producers(rows: list[dict[str, Any]]) -> None:
+    """The ``producers`` scenario: jobs/s and CPU per job in each process, ours/peer."""
+    if not rows:
+        return
+    ours = next((r for r in rows if r["system"] == "jobqueue" and "jobs_per_s" in r), None)
+    count = next((r["producers"] for r in rows if "producers" in r), "?")
+    print(f"\n{count} producers at once (processes, one job per request), same workers")
+    print(f"  {'system':<12}{'variant':<12}{'jobs/s':>10}{'submit s':>10}"
+          f"{'CPU us/job: server':>20}{'workers':>9}{'producers':>11}"
+          f"{'ours/peer':>11}")  # fmt: skip
+    for row in rows:
+        if "jobs_per_s" not in row:
+            print(f"  {row['system']:<12}{row.get('variant', ''):<12} "
+                  f"{row.get('skipped') or row.get('error')}")  # fmt: skip
+            continue
+        per_job = 1e6 / row["jobs"]
+        submit = row.get("submit_seconds", row.get("submit_s", 0.0))
+        ratio = ""
+        if ours and row is not ours:
+            ratio = f"{ours['jobs_per_s'] / row['jobs_per_s']:.2f}x"
+        print(f"  {row['system']:<12}{row.get('variant', ''):<12}{row['jobs_per_s']:>10,.0f}"
+              f"{submit:>10.2f}{row['server_cpu_s'] * per_job:>20.0f}"
+              f"{row['worker_cpu_s'] * per_job:>9.0f}{row['producer_cpu_s'] * per_job:>11.0f}"
+              f"{ratio:>11}")  # fmt: skip
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     by_scenario: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -342,6 +428,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         # Batched against the one peer measured on its own cheapest path.
         print(f"  jobqueue batched / beanstalkd: "
               f"{ours_batched['jobs_per_s'] / beanstalkd['jobs_per_s']:.2f}x")  # fmt: skip
+    print_producers(by_scenario.get("producers", []))
     print("\nlatency, submit to handler start (ms)")
     for row in by_scenario.get("latency", []):
         if "p50_ms" in row:
@@ -385,8 +472,16 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=64, help="worker prefetch, batched run")
     parser.add_argument(
         "--scenarios",
-        default="throughput,batched,latency,failover,memory,scaling,connections,floor,clients",
+        default=(
+            "throughput,batched,producers,latency,failover,memory,scaling,connections,floor,clients"
+        ),
         help="which of our scenarios to run (comma-separated)",
+    )
+    parser.add_argument(
+        "--producers",
+        type=int,
+        default=producers.PRODUCERS,
+        help="producer processes at once in the 'producers' scenario",
     )
     parser.add_argument("--json-out", help="also write every row as JSON lines here")
     parser.add_argument(
@@ -405,6 +500,8 @@ def main() -> None:
             rows.append(
                 throughput(args.jobs, args.concurrency, batch=args.batch, prefetch=args.prefetch)
             )
+        if "producers" in scenarios:
+            rows.append(many_producers(args.jobs, args.concurrency, args.producers))
         if "latency" in scenarios:
             rows.append(latency(args.rate, args.duration, args.concurrency))
         if "failover" in scenarios:
@@ -428,6 +525,8 @@ def main() -> None:
                 latency_duration=args.duration,
                 memory_pending=args.pending,
                 failover_trials=args.failover_trials,
+                producers=args.producers,
+                scenarios=[name for name in PEER_SCENARIOS if name in scenarios],
             )
         )
     if args.json_out:

@@ -62,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"jobqueue: {exc}", file=sys.stderr)
         return 2
-    configure_logging(verbose=args.verbose, log_format=getattr(args, "log_format", "text"))
+    configure_logging(
+        verbose=args.verbose,
+        log_format=getattr(args, "log_format", "text"),
+        level=getattr(args, "log_level", "info"),
+    )
     command: Callable[[argparse.Namespace], int] = args.command
     try:
         return command(args)

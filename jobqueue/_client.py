@@ -22,6 +22,7 @@ from ._errors import (
     RequestNotSent,
 )
 from ._link import Connector, Link
+from ._pipeline import Pipeline
 from ._replies import JobInfo, JobList, JobsSubmitted, JobSubmitted, Reply, Stats
 from ._requests import (
     CancelJob,
@@ -60,29 +61,33 @@ class Client:
     """A connection to the queue for submitting jobs and reading their state.
 
     Open one with :meth:`connect`. A ``Client`` may be shared by several
-    tasks; their requests take turns on the one connection. :meth:`wait` is
-    the exception: the server holds every later reply on a connection behind
-    a ``wait_job`` (protocol §3.2), so each wait has a connection of its
-    own, kept for the next wait afterwards (up to
-    :data:`MAX_SPARE_CONNECTIONS`), and a waiting task holds up no other
-    task's requests. There are no background tasks: every method is a plain
-    request and reply.
+    tasks; their requests are pipelined on the one connection: each goes
+    out without waiting for the replies owed to the others, requests ready
+    at the same moment leave in one write, and the server's in-order
+    replies are matched to their callers. :meth:`wait` is the exception:
+    the server holds every later reply on a connection behind a
+    ``wait_job`` (protocol §3.2), so each wait has a connection of its own,
+    kept for the next wait afterwards (up to :data:`MAX_SPARE_CONNECTIONS`),
+    and a waiting task holds up no other task's requests. There are no
+    background tasks: a caller waiting for its reply reads for everyone.
 
     Cancellation (``trio.move_on_after`` around a call) is safe: the
-    connection stays usable, the reply still owed is read and dropped by the
-    next call, and no reply is handed to the wrong caller; nothing
-    reconnects. A cancelled :meth:`wait` closes its own connection, which
-    the server would otherwise keep holding. As with any cancelled request,
-    it may or may not have been applied.
+    connection stays usable, the reply still owed is read and dropped when
+    it comes, and no reply is handed to the wrong caller; nothing
+    reconnects. (The one exception: a write the socket would not take,
+    cancelled half-way, spends the connection for every call on it.) A
+    cancelled :meth:`wait` closes its own connection, which the server
+    would otherwise keep holding. As with any cancelled request, it may or
+    may not have been applied.
 
-    If the connection breaks (the server restarted, say), the call in flight
-    raises :class:`ConnectionLost`: the client cannot know whether the
-    server applied it (a ``submit`` with a ``key`` is safe to repeat). The
+    If the connection breaks (the server restarted, say), every call in
+    flight raises :class:`ConnectionLost`: the client cannot know whether
+    the server applied it (a ``submit`` with a ``key`` is safe to repeat). The
     next call reconnects first, retrying with backoff for up to
     ``reconnect_timeout`` seconds, and logs what happened.
     """
 
-    _link: Link
+    _link: Pipeline
     _open: Callable[[], Awaitable[Link]]
     _reconnect_timeout: float
     _reconnecting: trio.Lock = attrs.field(factory=trio.Lock, init=False)
@@ -144,7 +149,7 @@ class Client:
                 raise
             return link
 
-        client = cls(await open_link(), open_link, reconnect_timeout)
+        client = cls(Pipeline.of(await open_link()), open_link, reconnect_timeout)
         try:
             yield client
         finally:
@@ -334,9 +339,10 @@ class Client:
         :class:`ClientClosed`.
         """
         self._closed = True
-        links = [self._link, *self._spares, *self._waiting]
+        links = [*self._spares, *self._waiting]
         self._spares.clear()
         self._waiting.clear()
+        await self._link.aclose()
         for link in links:
             await link.aclose()
 
@@ -454,7 +460,8 @@ class Client:
                 return  # another task reconnected while this one waited
             log.warning("connection to the queue at %s %s; reconnecting", old.address, old.broken)
             await old.aclose()
-            self._link, attempts = await self._open_retrying(old.address)
+            link, attempts = await self._open_retrying(old.address)
+            self._link = Pipeline.of(link)
             log.warning("reconnected to the queue at %s (attempt %d)", old.address, attempts)
 
 

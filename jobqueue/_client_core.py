@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -191,6 +191,10 @@ class Conversation:
     def outstanding(self) -> int:
         """Requests sent and not yet answered (those given up on included)."""
         return len(self._pending)
+
+    def waiting(self) -> Iterator[Pending]:
+        """The requests not yet answered, oldest first (given-up ones included)."""
+        return iter(self._pending)
 
     def send(self, request: Request) -> tuple[bytes, Pending]:
         """Encode ``request`` and expect its reply next after those pending.

@@ -23,6 +23,9 @@ JOB_FIELDS = ("job_id", "job_name", "queue", "attempt", "worker", "seconds")
 #: The choices of ``--log-format``.
 LOG_FORMATS = ("text", "json")
 
+#: The choices of ``--log-level`` (``-v`` is ``debug``).
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 #: The text format (the default).
 TEXT_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
@@ -53,18 +56,26 @@ class JsonFormatter(logging.Formatter):
 
 
 def add_log_format_option(parser: argparse.ArgumentParser) -> None:
-    """Add ``--log-format text|json`` to a command (``serve``, ``worker``)."""
+    """Add ``--log-format text|json`` and ``--log-level`` to a command (``serve``, ``worker``)."""
     parser.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
         default="text",
         help="how log lines are written: text, or one JSON object per line for log shippers",
     )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="the least severe lines written; at info the worker writes a line per job, "
+        "warning keeps only the trouble and spares a busy worker that line's CPU",
+    )
 
 
-def configure_logging(*, verbose: bool, log_format: str = "text") -> None:
-    """Log to stderr at INFO (DEBUG when ``verbose``) in ``log_format``."""
+def configure_logging(*, verbose: bool, log_format: str = "text", level: str = "info") -> None:
+    """Log to stderr at ``level`` (DEBUG when ``verbose``) in ``log_format``."""
     handler = logging.StreamHandler(sys.stderr)
     formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    threshold = logging.DEBUG if verbose else getattr(logging, level.upper())
+    logging.basicConfig(level=threshold, handlers=[handler])

@@ -31,7 +31,10 @@ from typing import Any
 
 from benchmarks.harness import ROOT, add_shape_options
 
-SCENARIOS = ("throughput", "latency", "memory", "failover")
+SCENARIOS = ("throughput", "latency", "producers", "memory", "failover")
+
+#: The systems that run the ``producers`` scenario (many producers at once).
+CROWD_SYSTEMS = ("taskiq", "dramatiq")
 
 #: (system, module, variant, server binary, client modules that must import)
 PEERS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
@@ -102,6 +105,7 @@ def run_peers(
     full: bool = False,
     body_bytes: int = 100,
     failover_trials: int = 20,
+    producers: int = 8,
     scenarios: Sequence[str] = SCENARIOS,
     only: Sequence[str] | None = None,
     python: str | None = None,
@@ -119,7 +123,8 @@ def run_peers(
         full: Use the full-size beanstalkd memory run.
         body_bytes: beanstalkd memory: body size of each job.
         failover_trials: beanstalkd failover: number of kills.
-        scenarios: Which of throughput, latency, memory, failover to run.
+        producers: ``producers`` scenario (taskiq, Dramatiq): producer processes at once.
+        scenarios: Which of throughput, latency, producers, memory, failover to run.
         only: Limit to these systems (e.g. ``["taskiq", "beanstalkd"]``).
         python: The interpreter with the peer clients (default: the bench venv's).
         run_timeout: Seconds before one runner is killed and reported as an error.
@@ -147,6 +152,11 @@ def run_peers(
                 ["--rate", str(rate), "--duration", str(latency_duration), *shape],
             ),
         }
+        if system in CROWD_SYSTEMS:
+            runs["producers"] = (
+                variant,
+                ["--jobs", str(jobs), "--producers", str(producers), *shape],
+            )
         if system == "beanstalkd":
             runs["memory"] = (
                 "default",
@@ -190,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="beanstalkd memory at 1,000,000")
     parser.add_argument("--body-bytes", type=int, default=100)
     parser.add_argument("--failover-trials", type=int, default=20)
+    parser.add_argument("--producers", type=int, default=8, help="producers scenario: how many")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--only", default="", help="comma-separated systems, e.g. taskiq,saq")
     parser.add_argument("--python", default=None, help="interpreter with the peer clients")
@@ -209,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         full=args.full,
         body_bytes=args.body_bytes,
         failover_trials=args.failover_trials,
+        producers=args.producers,
         scenarios=scenarios,
         only=[s for s in args.only.split(",") if s] or None,
         python=args.python,

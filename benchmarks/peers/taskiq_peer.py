@@ -2,12 +2,15 @@
 
     python -m benchmarks.peers.taskiq_peer --scenario throughput --jobs 20000 --concurrency 8
     python -m benchmarks.peers.taskiq_peer --scenario latency --rate 500 --duration 10
+    python -m benchmarks.peers.taskiq_peer --scenario producers --producers 8
 
 Workers: ``taskiq worker`` with 2 processes x (concurrency / 2) async tasks
 (``--workers 2 --max-async-tasks 4`` for concurrency 8); every other setting is
 taskiq's default (``--max-prefetch 0``, ack when saved, no result backend,
 RedisStreamBroker's ``xread_count=100``). This process is the one producer:
-``await noop.kiq()`` once per job, one XADD each.
+``await noop.kiq()`` once per job, one XADD each. In the ``producers``
+scenario, ``--producers`` processes (8) do the same at once, each with its own
+broker connection, sharing the jobs between them.
 
 Completion is read from the stream's consumer group (``XINFO GROUPS``): all N
 entries read by the group and none left pending (unacknowledged). taskiq acks a
@@ -19,18 +22,21 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+import redis.asyncio
 from taskiq_redis import RedisStreamBroker
 
 from benchmarks import harness
+from benchmarks.peers import producers
 
 STREAM = "taskiq"
 GROUP = "taskiq"
 SYSTEM = "taskiq"
 PROCESSES = 2
+SCENARIOS = ("throughput", "latency", "producers")
 
 broker = RedisStreamBroker(
     url=os.environ.get(harness.REDIS_URL_ENV, "redis://127.0.0.1:6379/0"), queue_name=STREAM
@@ -63,11 +69,18 @@ def _blocked(r: redis.Redis) -> int:
     return int(r.info("clients")["blocked_clients"])
 
 
-async def _produce(url: str, pacer: harness.Pacer | None, n: int) -> None:
+async def _produce(
+    url: str, pacer: harness.Pacer | None, n: int, go: Callable[[], None] | None = None
+) -> None:
     producer = RedisStreamBroker(url=url, queue_name=STREAM)
     noop = producer.task(task_name="noop")(_noop)
     await producer.startup()
     try:
+        if go is not None:
+            # Connected (the pool holds the connection) before the clock starts.
+            async with redis.asyncio.Redis(connection_pool=producer.connection_pool) as r:
+                await r.ping()
+            go()
         if pacer is None:
             for _ in range(n):
                 await noop.kiq()
@@ -76,6 +89,11 @@ async def _produce(url: str, pacer: harness.Pacer | None, n: int) -> None:
                 await noop.kiq(t0=t0)
     finally:
         await producer.shutdown()
+
+
+def produce(url: str, jobs: int, go: Callable[[], None]) -> None:
+    """One of the ``producers`` scenario's producer processes (see ``producers.py``)."""
+    asyncio.run(_produce(url, None, jobs, go))
 
 
 def run(shape: harness.Shape) -> dict[str, Any]:
@@ -92,20 +110,31 @@ def run(shape: harness.Shape) -> dict[str, Any]:
             {harness.REDIS_URL_ENV: server.url},
         )  # fmt: skip
         harness.wait_until(lambda: _blocked(r) >= PROCESSES, 60, "taskiq workers", 0.05)
-        timed = harness.TimedRun(server, worker.pid, shape)
-        asyncio.run(_produce(server.url, timed.pacer, timed.jobs))
-        submitted = time.perf_counter()
+        producer_cpu: float | None = None
+        if shape.scenario == "producers":
+            with producers.crowd(
+                "benchmarks.peers.taskiq_peer:produce", server.url, shape.jobs, shape.producers,
+                timeout=shape.timeout,
+            ) as crowd:  # fmt: skip
+                timed = harness.TimedRun(server, worker.pid, shape)
+                crowd.go()
+                submitted, producer_cpu = crowd.finish(shape.timeout)
+        else:
+            timed = harness.TimedRun(server, worker.pid, shape)
+            asyncio.run(_produce(server.url, timed.pacer, timed.jobs))
+            submitted = time.perf_counter()
         harness.wait_until(
             lambda: _done(r, timed.jobs), shape.timeout, "taskiq jobs to finish", 0.002
         )
         return timed.result(
             SYSTEM, shape.variant, submitted, work.dir,
-            f"{PROCESSES} processes x {per_process} async tasks",
+            f"{PROCESSES} processes x {per_process} async tasks", producer_cpu,
+            **({"producers": shape.producers} if producer_cpu is not None else {}),
         )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    harness.peer_main(run, ["2proc"], argv)
+    harness.peer_main(run, ["2proc"], argv, SCENARIOS)
 
 
 if __name__ == "__main__":

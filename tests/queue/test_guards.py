@@ -471,7 +471,7 @@ async def test_client_reconnects_with_backoff_after_a_lost_connection(
             assert trio.current_time() - start <= 10
 
 
-async def test_a_call_queued_behind_a_broken_one_is_sent_on_a_new_connection(
+async def test_calls_in_flight_on_a_broken_connection_are_lost_and_the_next_reconnects(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_memory_queue() as queue:
@@ -518,19 +518,18 @@ async def test_a_call_queued_behind_a_broken_one_is_sent_on_a_new_connection(
                 except ConnectionLost as exc:
                     lost.append(exc)
 
-            async def stats_behind_it() -> None:
-                stats.append(await client.stats())
-
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stats_in_flight)
                 await trio.testing.wait_all_tasks_blocked()
-                nursery.start_soon(stats_behind_it)  # waits for its turn on the connection
+                # Pipelined behind the first: sent at once, not held for a turn.
+                nursery.start_soon(stats_in_flight)
                 await trio.testing.wait_all_tasks_blocked()
-                assert stats == []
-                gates[0].set()  # the connection breaks under the queued call
-            # The queued call was never sent, so it went out on a new connection.
-            assert len(lost) == 1
-            assert len(stats) == 1
+                assert lost == []
+                gates[0].set()  # the connection breaks under both
+            # Both were sent, so neither can be known applied or not: both lost.
+            assert len(lost) == 2
+            assert len(gates) == 1
+            stats.append(await client.stats())  # the next call reconnects
             assert len(gates) == 2
 
 
