@@ -2,21 +2,25 @@
 
 The coordinator never waits for the disk. Each event is encoded into a
 buffer as it is applied (:meth:`Journal.append`); a flusher task hands the
-buffer to a thread that writes it and, with ``fsync="always"``, flushes it
-(``fdatasync``). One flush covers every event since the last one, from every
-connection: group commit. Replies that acknowledge a change must not leave
-before the events behind them are on disk, so while events are waiting for
-a flush the coordinator gives its replies to :meth:`Journal.hold` instead of
-the connection's outbox; the flusher puts them there, in order, once the
-flush that covers them is done.
+buffer to the journal's own thread (:class:`DiskThread`), which writes it
+and, with ``fsync="always"``, flushes it (``fdatasync``). One flush covers
+every event since the last one, from every connection: group commit.
+Replies that acknowledge a change must not leave before the events behind
+them are on disk, so while events are waiting for a flush the coordinator
+gives its replies to :meth:`Journal.hold` instead of the connection's
+outbox; they are put there, in order, by the callback the disk thread
+schedules in trio's thread the moment the flush that covers them is done.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -84,6 +88,48 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+class DiskThread:
+    """A thread of the journal's own that runs its writes and flushes, one at a time.
+
+    ``trio.to_thread.run_sync`` per flush costs the coordinator's thread
+    about twice the CPU of this hand-off (a capacity limiter, a thread cache,
+    a context copy and a task rescheduled to learn the outcome, for each of
+    the one or two flushes a job needs with ``fsync="always"``). Here a
+    call is a put on a queue the thread waits on, and its outcome comes back
+    as a callback run in trio's thread (``run_sync_soon``), which can act on
+    it at once.
+    """
+
+    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+        self._token = token
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[], None], Callable[[OSError | None], None]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="jobqueue-journal", daemon=True)
+        self._thread.start()
+
+    def call(self, work: Callable[[], None], done: Callable[[OSError | None], None]) -> None:
+        """Run ``work`` in the thread, then ``done(None)``, or ``done(error)``, in trio's."""
+        self._calls.put((work, done))
+
+    def stop(self) -> None:
+        """Let the thread end once the calls already made are done."""
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            work, done = call
+            error: OSError | None = None
+            try:
+                work()
+            except OSError as exc:
+                error = exc
+            try:
+                self._token.run_sync_soon(done, error)
+            except trio.RunFinishedError:  # pragma: no cover  (stopped after trio's run)
+                return
+
+
 class Journal:
     """One server's journal directory: locked, replayed, appended to.
 
@@ -143,6 +189,7 @@ class Journal:
         self._progress = trio.Event()
         #: Replies wait for the flush only when every change is flushed before it is acknowledged.
         self._holds = fsync == "always"
+        self._disk: DiskThread | None = None
 
     # -- start ------------------------------------------------------------------------
 
@@ -290,10 +337,41 @@ class Journal:
 
     async def run(self) -> None:
         """Write and flush the buffer whenever it has events, until cancelled."""
+        self._disk = DiskThread(trio.lowlevel.current_trio_token())
         try:
             await self._run()
         finally:
+            self._disk.stop()
             self.close()
+
+    async def _flush(self, data: bytes, sync: bool, covered: int) -> None:
+        """Write (and flush) ``data`` in the disk thread; release what it covers at once.
+
+        The wait cannot be cancelled: the thread is using the segment's
+        file, which :meth:`close` must not pull from under it.
+
+        Raises:
+            OSError: the write or flush failed; nothing was released.
+        """
+        finished = trio.Event()
+        failure: list[OSError] = []
+
+        def done(error: OSError | None) -> None:
+            # Runs in trio's thread as soon as the disk thread is done: the
+            # replies go out now, not when the flusher task is next scheduled.
+            if error is None:
+                self.durable = covered
+                self._release()
+            else:
+                failure.append(error)
+            finished.set()
+
+        assert self._disk is not None, "run() starts the disk thread"
+        self._disk.call(functools.partial(self._write_all, data, sync), done)
+        with trio.CancelScope(shield=True):
+            await finished.wait()
+        if failure:
+            raise failure[0]
 
     async def _run(self) -> None:
         delay = 0.1
@@ -313,7 +391,7 @@ class Journal:
                 self.fsync == "interval" and trio.current_time() >= last_sync + self.fsync_interval
             )
             try:
-                await trio.to_thread.run_sync(self._write_all, bytes(data), sync)
+                await self._flush(bytes(data), sync, covered)
             except OSError as exc:
                 # Nothing is lost: the data goes back in front of whatever came
                 # since, and is written again; held replies keep waiting.
