@@ -279,12 +279,18 @@ class Scan:
     Attributes:
         payloads: Every complete record's payload, in order.
         end: Where the last complete record ends (the segment's good length).
-        torn: Bytes after ``end``: a record a crash cut short (0: none).
+        torn: Bytes after ``end``: a record a crash cut short, and any zero
+            bytes after it (0: none).
+        spare: How many of the ``torn`` bytes are zeros at the very end:
+            space the writer prepared and had not yet written (see
+            :mod:`jobqueue._journal_writer`). ``torn == spare``: no record
+            was cut short.
     """
 
     payloads: list[bytes]
     end: int
     torn: int
+    spare: int = 0
 
 
 @attrs.define
@@ -292,23 +298,24 @@ class Records:
     """The records of one segment's bytes, read as they are iterated.
 
     Iterating yields each complete record's payload, checking every
-    checksum on the way; once it is exhausted, ``end`` and ``torn`` say
-    where the good records end and how many bytes follow them (see
-    :func:`scan`). ``data`` may be a memory map, so a large segment is never
-    copied into the heap whole: each payload is copied out as it is reached.
+    checksum on the way; once it is exhausted, ``end``, ``torn`` and
+    ``spare`` are as in :class:`Scan`. ``data`` may be a memory map, so a
+    large segment is never copied into the heap whole: each payload is
+    copied out as it is reached.
     """
 
     data: bytes | mmap.mmap
     path: str = "<segment>"
     end: int = 0
     torn: int = 0
+    spare: int = 0
 
     def __iter__(self) -> Iterator[bytes]:
         data, path = self.data, self.path
         size = len(data)
         if size < len(MAGIC):
             if MAGIC.startswith(data[:size]):
-                self.end, self.torn = 0, size
+                self._stop(0)
                 return
             raise JournalDamaged(path, 0, "not a jobqueue journal segment (bad first line)")
         if data[: len(MAGIC)] != MAGIC:
@@ -316,15 +323,13 @@ class Records:
         offset = len(MAGIC)
         crc32 = zlib.crc32
         unpack_from = _HEADER.unpack_from
-        self.end = offset
-        while offset < size:
-            if size - offset < HEADER_BYTES:
-                break
+        while size - offset >= HEADER_BYTES:
             length, crc, head_crc = unpack_from(data, offset)
             if crc32(data[offset : offset + 8]) != head_crc:
-                # A power cut can leave zeros where data was never written;
-                # so does a segment written into preallocated space.
-                if data[offset:].count(0) == size - offset:
+                # Torn, not damaged, if nothing was written after the header's
+                # first bytes: a crash mid-write, or the zeros of space the
+                # writer prepared (or a power cut left) after the last record.
+                if self._written(offset) < HEADER_BYTES:
                     break
                 raise JournalDamaged(path, offset, "a record's header fails its checksum")
             start = offset + HEADER_BYTES
@@ -333,19 +338,32 @@ class Records:
                 break
             payload = data[start:end]
             if crc32(payload) != crc:
+                # Torn if its end was never written (the zeros of prepared
+                # space) and nothing after it was: our payloads never end in
+                # a zero byte, and no single flipped bit makes one.
+                if offset + self._written(offset) < end:
+                    break
                 raise JournalDamaged(path, offset, "a record's contents fail their checksum")
             yield payload
-            offset = self.end = end
-        self.torn = size - offset
+            offset = end
+        self._stop(offset)
+
+    def _written(self, offset: int) -> int:
+        """How many bytes from ``offset`` on come before the zeros at the end."""
+        return len(self.data[offset:].rstrip(b"\0"))
+
+    def _stop(self, offset: int) -> None:
+        self.end, self.torn = offset, len(self.data) - offset
+        self.spare = self.torn - self._written(offset)
 
 
 def scan(data: bytes, path: str = "<segment>") -> Scan:
     """Split a segment's bytes into record payloads, checking every checksum.
 
-    A record the file ends inside of (or a tail of zero bytes, which a power
-    cut can leave where data was never written) is a torn write: it is
-    reported in ``torn``, not raised, because the crash that made it came
-    before its change could have been acknowledged.
+    A record the file ends inside of, or whose end is still zeros (space
+    prepared for it, or that a power cut left unwritten), is a torn write:
+    it is reported in ``torn``, not raised, because the crash that made it
+    came before its change could have been acknowledged.
 
     Raises:
         JournalDamaged: a bad magic line, or a complete record whose
@@ -353,7 +371,7 @@ def scan(data: bytes, path: str = "<segment>") -> Scan:
     """
     records = Records(data, path)
     payloads = list(records)
-    return Scan(payloads, records.end, records.torn)
+    return Scan(payloads, records.end, records.torn, records.spare)
 
 
 def batches(payloads: Iterable[bytes], size: int = BATCH) -> Iterator[list[bytes]]:
@@ -397,7 +415,9 @@ class Reading:
             :func:`read_journal`; :meth:`records` streams them instead).
         last: The last segment's ``(number, path)``, ``None`` if there is none.
         good_end: Where the last segment's complete records end.
-        torn: Bytes of a torn record at the end of the last segment.
+        torn: Bytes after the last segment's good end (a torn record, zeros).
+        spare: How many of those are zeros at the very end (``torn == spare``:
+            nothing was cut short; see :class:`Scan`).
         obsolete: Segments before the last one that starts with a snapshot:
             compaction made them redundant and was cut short before
             removing them.
@@ -411,6 +431,7 @@ class Reading:
     last: tuple[int, str] | None = None
     good_end: int = 0
     torn: int = 0
+    spare: int = 0
     obsolete: list[str] = attrs.field(factory=list)
     size: int = 0
     snapshot_size: int = 0
@@ -437,13 +458,13 @@ class Reading:
             finally:
                 if isinstance(data, mmap.mmap):
                     data.close()
-            if found.torn and index < len(self.live) - 1:
+            if found.torn > found.spare and index < len(self.live) - 1:
                 raise JournalDamaged(path, found.end, "a segment that is not the last ends early")
             self.size += found.end
             if index == 0 and self.snapshotted:
                 self.snapshot_size = found.end
             self.last = (number, path)
-            self.good_end, self.torn = found.end, found.torn
+            self.good_end, self.torn, self.spare = found.end, found.torn, found.spare
 
 
 def find_journal(directory: str) -> Reading:
