@@ -50,10 +50,10 @@ log = logging.getLogger("jobqueue.journal")
 _MAX_RETRY_DELAY = 5.0
 #: Compaction starts once the journal holds this many bytes, or
 #: ``COMPACT_RATIO`` times its last snapshot, whichever is more.
-COMPACT_MIN_BYTES = 1 << 20
+COMPACT_MIN_BYTES = 256 << 10
 COMPACT_RATIO = 4.0
 #: Zeros written ahead of the records (see :meth:`Journal._prepare`).
-PREPARED_BYTES = 1 << 20
+PREPARED_BYTES = 256 << 10
 
 
 def _lock(directory: str) -> int:
