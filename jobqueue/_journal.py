@@ -185,11 +185,11 @@ def unpack(payloads: Sequence[bytes]) -> list[list[Any]]:
         ValueError: a payload that is not an array laid out as ``pack`` lays them.
     """
     heads: list[bytes] = []
-    tails: list[bytes] = []
+    tails: list[bytes | None] = []
     for payload in payloads:
-        head, _, tail = payload.partition(b"\n")
+        head, newline, rest = payload.partition(b"\n")
         heads.append(head)
-        tails.append(tail)
+        tails.append(rest if newline else None)
     try:
         rows: list[list[Any]] = json.loads(b"[" + b",".join(heads) + b"]")
     except ValueError:
@@ -203,18 +203,20 @@ def unpack(payloads: Sequence[bytes]) -> list[list[Any]]:
             raise ValueError("a record is not an array with a tag and a mask")
         mask = row[1]
         if mask:
+            if tail is None:
+                raise ValueError("a record's raw values do not match its mask")
             raw = tail.split(b"\n")
             index = 2
             while mask:
                 if mask & 1:
-                    if not raw or index >= len(row):
+                    if not raw or not raw[0] or index >= len(row):
                         raise ValueError("a record's raw values do not match its mask")
                     row[index] = RawJSON(raw.pop(0))
                 mask >>= 1
                 index += 1
             if raw:
                 raise ValueError("a record's raw values do not match its mask")
-        elif tail:
+        elif tail is not None:
             raise ValueError("a record has raw values its mask does not name")
     return rows
 
