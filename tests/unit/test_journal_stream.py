@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from jobqueue._events import Event, ScheduleAdded, ScheduleRemoved, Submitted
-from jobqueue._journal import BATCH, JournalError, decode_events, encode_event
+from jobqueue._journal import (
+    BATCH,
+    JournalDamaged,
+    JournalError,
+    decode_events,
+    encode_event,
+    scan,
+)
 from jobqueue._json import RawJSON
 from jobqueue._snapshot import replay
 from jobqueue._state import QueueState
@@ -61,3 +68,8 @@ def test_a_record_that_is_not_laid_out_right_is_refused(payload: bytes, why: str
         decode_events([good, payload, good])
     with pytest.raises(JournalError, match=why):
         replay(QueueState(), [good, payload], 0.0)
+
+
+def test_a_segment_of_another_format_version_is_named_as_such() -> None:
+    with pytest.raises(JournalDamaged, match="journal format 1, which this version does not"):
+        scan(b"jobqueue-journal 1\n" + bytes(30), "dir/x.jqj")
