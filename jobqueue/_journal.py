@@ -322,11 +322,12 @@ class Records:
             raise JournalDamaged(path, 0, "not a jobqueue journal segment (bad first line)")
         if data[: len(MAGIC)] != MAGIC:
             first = bytes(data[: len(MAGIC)])
-            if first.startswith(MAGIC[:-2]) and first.endswith(b"\n"):
+            version = first[-2:-1]
+            if first.startswith(MAGIC[:-2]) and version.isdigit() and first.endswith(b"\n"):
                 raise JournalDamaged(
                     path,
                     0,
-                    f"a segment of journal format {first[-2:-1].decode()}, "
+                    f"a segment of journal format {version.decode()}, "
                     f"which this version does not read (it reads {MAGIC[-2:-1].decode()})",
                 )
             raise JournalDamaged(path, 0, "not a jobqueue journal segment (bad first line)")
