@@ -4,18 +4,23 @@
 
 Four measurements, each beside its target from issue 11:
 
-- end-to-end throughput (one producer, 8 worker slots, no-op jobs; the
-  ``throughput`` scenario of ``benchmarks.run``) with ``--journal DIR
-  --fsync always`` as a ratio to no journal, one job per request and batched
-  (``submit_many`` of 100, ``--prefetch 64``); target >= 0.8x. Runs
-  alternate, with and without, and the best of each is kept;
+- end-to-end throughput (8 worker slots, no-op jobs) with ``--journal DIR
+  --fsync always`` as a ratio to no journal, in three shapes: one producer,
+  one job per request (the ``throughput`` scenario of ``benchmarks.run``);
+  the same batched (``submit_many`` of 100, ``--prefetch 64``); and
+  ``--producers`` producers (8) at once, one job per request each, where
+  group commit lets one flush answer many producers. Target >= 0.8x. Runs
+  alternate, with and without, round after round, and the best of each is
+  kept; the server's CPU per job is printed beside each run;
 - journal bytes per job: the records a no-op job's life writes (submitted,
   assigned, completed, forgotten);
 - recovery: a process builds a journal of ``--recover`` pending jobs through
   the real writer (compacting as it goes), notes its RSS, and dies with
   ``os._exit`` (no clean-up, as after SIGKILL); then ``jobqueue serve
   --journal`` is started on it and timed until it answers with every job;
-  target <= 10 s, and its RSS is compared with the builder's;
+  target <= 10 s (the server's CPU time is printed beside it: on a shared
+  machine the wall clock depends on the other tenants), and its RSS is
+  compared with the builder's;
 - size: ``--passed`` jobs pass through (submitted, run, completed, forgotten)
   while 1,000 stay pending; the journal's largest size and its size at the
   end against the live state (its snapshot); target < 10x.
@@ -29,11 +34,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import trio
 
-from benchmarks.harness import free_port, rss_bytes
+from benchmarks.harness import (
+    Stopwatch,
+    cpu_seconds,
+    free_port,
+    rss_bytes,
+    spawned,
+    wait_ready,
+)
 from benchmarks.run import throughput
 from jobqueue import Client, ConnectionLost, QueueRules
 from jobqueue._events import Event
@@ -43,27 +56,78 @@ from jobqueue._snapshot import capture, encode_snapshot
 from jobqueue._state import QueueState
 
 
-def compare_throughput(jobs: int, rounds: int) -> dict[str, Any]:
-    """Best-of-``rounds`` jobs/s with and without the journal, both shapes."""
+def compare_throughput(jobs: int, rounds: int, producers: int) -> dict[str, Any]:
+    """Best-of-``rounds`` jobs/s with and without the journal, in each shape."""
+    shapes = ("one per request", "batched", f"{producers} producers")
     best: dict[tuple[str, bool], float] = {}
     for _ in range(rounds):
         for journaled in (False, True):
-            for shape, batch, prefetch in (("one per request", 0, 1), ("batched", 100, 64)):
+            for shape in shapes:
                 with tempfile.TemporaryDirectory(prefix="bench-journal-") as directory:
                     args = ("--journal", directory, "--fsync", "always") if journaled else ()
-                    row = throughput(jobs, 8, batch=batch, prefetch=prefetch, server_args=args)
+                    if shape == "batched":
+                        row = throughput(jobs, 8, batch=100, prefetch=64, server_args=args)
+                    elif shape == "one per request":
+                        row = throughput(jobs, 8, server_args=args)
+                    else:
+                        row = concurrent_throughput(jobs, producers, 8, server_args=args)
                 rate = row["jobs_per_s"]
                 key = (shape, journaled)
                 best[key] = max(best.get(key, 0.0), rate)
-                print(f"  {shape:16} journal={journaled!s:5} {rate:9,.0f} jobs/s", flush=True)
+                cpu = row["server_cpu_s"] / jobs * 1e6
+                print(
+                    f"  {shape:16} journal={journaled!s:5} {rate:9,.0f} jobs/s, "
+                    f"server CPU {cpu:4.0f} us/job",
+                    flush=True,
+                )
     return {
         shape: {
             "without": best[shape, False],
             "with": best[shape, True],
             "ratio": best[shape, True] / best[shape, False],
         }
-        for shape in ("one per request", "batched")
+        for shape in shapes
     }
+
+
+def concurrent_throughput(
+    jobs: int, producers: int, concurrency: int, server_args: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``producers`` producers at once, one job per request each; ``concurrency`` worker slots.
+
+    Each producer awaits each submit, as one sequential producer does, so
+    only group commit (one flush answering every producer waiting) keeps the
+    journal from costing a flush per job.
+    """
+    port = free_port()
+    each = jobs // producers
+    with spawned("serve", "--port", str(port), *server_args) as server, spawned(
+        "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
+        "--handlers", "benchmarks._noop:HANDLERS",
+    ) as worker:  # fmt: skip
+
+        async def produce() -> None:
+            async with Client.connect("127.0.0.1", port) as client:
+                for _ in range(each):
+                    await client.submit("noop")
+
+        async def drive() -> dict[str, Any]:
+            await wait_ready(port, concurrency)
+            async with Client.connect("127.0.0.1", port) as client:
+                watch = Stopwatch(server.pid, worker_pids=[worker.pid])
+                async with trio.open_nursery() as nursery:
+                    for _ in range(producers):
+                        nursery.start_soon(produce)
+                while (await client.stats()).totals["completed"] < each * producers:  # noqa: ASYNC110
+                    await trio.sleep(0.002)
+                seconds = watch.seconds()
+                return {
+                    "jobs": each * producers,
+                    "jobs_per_s": each * producers / seconds,
+                    "server_cpu_s": watch.server_cpu(),
+                }
+
+        return trio.run(drive)
 
 
 def bytes_per_job() -> int:
@@ -129,6 +193,7 @@ def recovery(count: int) -> dict[str, Any]:
         try:
             pending = trio.run(_await_jobs, port, count)
             seconds = time.perf_counter() - started
+            cpu = cpu_seconds(server.pid)
             after = rss_bytes(server.pid)
         finally:
             server.kill()
@@ -139,6 +204,7 @@ def recovery(count: int) -> dict[str, Any]:
         "compactions_while_building": compactions,
         "journal_bytes": size,
         "recover_seconds": seconds,
+        "recover_cpu_seconds": cpu,
         "rss_before": before,
         "rss_after": after,
     }
@@ -173,7 +239,7 @@ def size_after(passed: int, live: int = 1000) -> dict[str, Any]:
                 job, _ = q.submit("noop", {"i": index}, now, queue="work")
                 q.assign(1, now, "worker-1", ["work"])
                 q.complete(job.id, 1, None, None, now)
-                if index % 2000 == 0:
+                if index % 200 == 0:
                     await journal.wait_idle()
                     largest = max(largest, journal.size)
             await journal.wait_idle()
@@ -192,7 +258,13 @@ def size_after(passed: int, live: int = 1000) -> dict[str, Any]:
         return result
 
     with tempfile.TemporaryDirectory(prefix="bench-size-") as directory:
-        return trio.run(main, directory)
+        result = trio.run(main, directory)
+        result["file_bytes_end"] = sum(
+            os.path.getsize(os.path.join(directory, name))
+            for name in os.listdir(directory)
+            if name.endswith(".jqj")
+        )
+        return result
 
 
 def snapshot_bytes(snapshot: Any) -> bytes:
@@ -204,6 +276,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.journal")
     parser.add_argument("--jobs", type=int, default=20000, help="jobs per throughput run")
     parser.add_argument("--rounds", type=int, default=2, help="throughput runs of each kind")
+    parser.add_argument("--producers", type=int, default=8, help="producers of the third shape")
     parser.add_argument("--recover", type=int, default=1_000_000, help="pending jobs to recover")
     parser.add_argument("--passed", type=int, default=1_000_000, help="jobs through, 1,000 live")
     parser.add_argument("--build", nargs=2, metavar=("DIR", "N"), help=argparse.SUPPRESS)
@@ -214,7 +287,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}", flush=True)
     print(f"journal bytes per no-op job: {bytes_per_job()}", flush=True)
     print("throughput, best of each:", flush=True)
-    for shape, row in compare_throughput(args.jobs, args.rounds).items():
+    for shape, row in compare_throughput(args.jobs, args.rounds, args.producers).items():
         print(
             f"  {shape:16} {row['without']:9,.0f} -> {row['with']:9,.0f} jobs/s "
             f"= {row['ratio']:.2f}x",
@@ -225,7 +298,8 @@ def main() -> None:
     print(
         f"  journal {rec['journal_bytes'] / 2**20:,.0f} MiB ({rec['compactions_while_building']}"
         f" compactions while built); serve answered with every job after "
-        f"{rec['recover_seconds']:.1f}s; RSS {rec['rss_before'] / 2**20:,.0f} MiB before the "
+        f"{rec['recover_seconds']:.1f}s ({rec['recover_cpu_seconds']:.1f}s of the server's CPU, "
+        f"start-up included); RSS {rec['rss_before'] / 2**20:,.0f} MiB before the "
         f"crash, {rec['rss_after'] / 2**20:,.0f} MiB after recovery",
         flush=True,
     )
@@ -234,7 +308,8 @@ def main() -> None:
     print(
         f"  live state {size['live_state_bytes'] / 1024:,.0f} KiB ({size['live_jobs']} jobs); "
         f"journal at most {size['journal_bytes_largest'] / 1024:,.0f} KiB "
-        f"({size['ratio_largest']:.1f}x), {size['journal_bytes_end'] / 1024:,.0f} KiB at the end; "
+        f"({size['ratio_largest']:.1f}x), {size['journal_bytes_end'] / 1024:,.0f} KiB at the end "
+        f"({size['file_bytes_end'] / 1024:,.0f} KiB of file with the zeros prepared ahead); "
         f"{size['compactions']} compactions",
         flush=True,
     )

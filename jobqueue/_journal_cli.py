@@ -80,7 +80,9 @@ def examine(directory: str) -> list[Segment]:
             if exc.offset >= len(MAGIC):
                 segment.records = len(scan(data[: exc.offset], path).payloads)
             continue
-        segment.records, segment.torn = len(result.payloads), result.torn
+        segment.records = len(result.payloads)
+        # Zeros alone after the last record are prepared space, not a torn record.
+        segment.torn = result.torn if result.torn > result.spare else 0
         segment.snapshot = bool(result.payloads) and is_snapshot(result.payloads[0])
         if segment.snapshot:
             start = index

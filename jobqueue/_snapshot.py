@@ -3,7 +3,7 @@
 Compaction (:mod:`jobqueue._journal_writer`) writes a new segment that starts
 with a snapshot: a *header* record, then one *job* record per job the queue
 remembers. These are records of their own kind (``{"$": "snapshot", ...}``
-and ``{"$": "job", ...}``), not events: they are no part of any job's
+and ``["$", mask, id, name, ...]``), not events: they are no part of any job's
 history, and :meth:`~jobqueue._model.QueueModel.apply` never sees them.
 :func:`replay` restores them straight into the store's indexes, then applies
 the events that follow.
@@ -20,26 +20,47 @@ consistent however the state moves on.
 
 from __future__ import annotations
 
+import itertools
 import json
-import sys
 from collections.abc import Iterable, Iterator
 from operator import attrgetter
+from sys import intern
 from typing import Any
 
 import attrs
 
-from ._events import ScheduleAdded, ScheduleFired
+from ._events import Event, ScheduleAdded, ScheduleFired
 from ._job import FINISHED, JobRecord, JobState
-from ._journal import SNAPSHOT_HEADER, SNAPSHOT_MARK, JournalError, decode_event, id_prefix_of
-from ._json import RawJSON, encode, stored_form
+from ._journal import (
+    SNAPSHOT_HEADER,
+    SNAPSHOT_MARK,
+    JournalError,
+    Layout,
+    batches,
+    decode_events,
+    fields_of,
+    id_prefix_of,
+    pack,
+    unpack,
+)
+from ._json import encode, stored_form
 from ._schedule import Entry, added_event
 from ._state import QueueState
 
 _JOB_FIELDS = tuple(field.name for field in attrs.fields(JobRecord))
 _GET_FIELDS = attrgetter(*_JOB_FIELDS)
 _STATE = _JOB_FIELDS.index("state")
-_TIMES = tuple(_JOB_FIELDS.index(name) for name in ("lease_deadline", "not_before"))
+_NAME = _JOB_FIELDS.index("name")
+_QUEUE = _JOB_FIELDS.index("queue")
 _STATES = {state.value: state for state in JobState}
+#: How a snapshot lays out a job: its state by name, so its default is a name too.
+JOB_LAYOUT = attrs.evolve(
+    Layout.of("$", attrs.fields(JobRecord)),
+    defaults=tuple(
+        default.value if isinstance(default, JobState) else default
+        for default in Layout.of("$", attrs.fields(JobRecord)).defaults
+    ),
+)
 
 
 @attrs.frozen
@@ -89,24 +110,16 @@ def _schedule_record(entry: Entry) -> dict[str, Any]:
 def encode_snapshot(snapshot: Capture, wall_offset: float = 0.0) -> Iterator[bytes]:
     """The snapshot's record payloads: the header, then one per job.
 
-    Times are shifted to wall-clock time, as events' are.
+    A job record is an array laid out as events are (:mod:`jobqueue._journal`),
+    tagged ``"$"``, its fields in :class:`JobRecord` order and its state by
+    name; times are shifted to wall-clock time, as events' are.
     """
     yield encode(snapshot.header)[:-1]
-    names = _JOB_FIELDS
+    layout, state = JOB_LAYOUT, _STATE
     for fields in snapshot.jobs:
-        obj: dict[str, Any] = {"$": "job"}
-        raw = []
-        for name, value in zip(names, fields, strict=True):
-            if isinstance(value, RawJSON):
-                raw.append(name)
-            obj[name] = value
-        obj["state"] = fields[_STATE].value
-        for index in _TIMES:
-            if fields[index] is not None:
-                obj[names[index]] = fields[index] + wall_offset
-        if raw:
-            obj["~"] = raw
-        yield encode(obj)[:-1]
+        values = list(fields)
+        values[state] = values[state].value
+        yield pack(layout, values, wall_offset)
 
 
 def is_snapshot(payload: bytes) -> bool:
@@ -118,38 +131,48 @@ def replay(state: QueueState, payloads: Iterable[bytes], wall_offset: float) -> 
     """Rebuild ``state`` (fresh) from a journal's records; returns how many there were.
 
     A leading snapshot is restored job by job into the store's indexes;
-    every event after it is applied as it was when the server ran.
+    every event after it is applied as it was when the server ran. Records
+    are decoded a batch at a time as ``payloads`` yields them, so a journal
+    streamed from disk is never held in memory whole.
 
     Raises:
         JournalError: a snapshot that is not whole (fewer job records than
             its header says), or a record this version does not know.
     """
-    payloads = iter(payloads)
+    records = iter(payloads)
+    first = next(records, None)
+    if first is None:
+        return 0
     count = 0
-    first = next(payloads, None)
-    events = []
-    if first is not None:
-        count = 1
-        if is_snapshot(first):
-            count += _restore(state, json.loads(first), payloads, wall_offset)
-        else:
-            events.append(_decode(first, wall_offset))
-    for payload in payloads:
-        events.append(_decode(payload, wall_offset))
-        count += 1
-    if first is not None and not is_snapshot(first):
-        prefix = id_prefix_of(events)
-        if prefix is not None:
-            state.id_prefix = prefix
+    if is_snapshot(first):
+        count = 1 + _restore(state, json.loads(first), records, wall_offset)
+        prefixed = True
+    else:
+        records = itertools.chain((first,), records)
+        prefixed = False
     apply = state.apply
-    for event in events:
+    waiting: list[Event] = []
+    for batch in batches(records):
+        count += len(batch)
+        events = _decode(batch, wall_offset)
+        if not prefixed:
+            # Ids go on from the journal's prefix, which the first Submitted
+            # shows; events wait until it is known, as applying depends on it.
+            waiting.extend(events)
+            prefix = id_prefix_of(events)
+            if prefix is None:
+                continue
+            state.id_prefix, prefixed, events, waiting = prefix, True, waiting, []
+        for event in events:
+            apply(event)
+    for event in waiting:
         apply(event)
     return count
 
 
-def _decode(payload: bytes, wall_offset: float) -> Any:
+def _decode(payloads: list[bytes], wall_offset: float) -> list[Event]:
     try:
-        return decode_event(payload, wall_offset)
+        return decode_events(payloads, wall_offset)
     except ValueError as exc:
         raise JournalError(f"the journal cannot be replayed: {exc}") from None
 
@@ -162,13 +185,21 @@ def _restore(
     state._foreign_ids = header["foreign_ids"]
     state.totals.update(header["totals"])
     expected = int(header["jobs"])
-    for index in range(expected):
-        payload = next(payloads, None)
-        if payload is None or not payload.startswith(SNAPSHOT_MARK):
-            raise JournalError(
-                f"the journal's snapshot is not whole: {index} of {expected} job records"
-            )
-        restore_job(state, _job_from(json.loads(payload), wall_offset))
+    restored = 0
+    for batch in batches(itertools.islice(payloads, expected)):
+        if not all(payload.startswith(SNAPSHOT_MARK) for payload in batch):
+            break
+        try:
+            jobs = [_job_from(row, wall_offset) for row in unpack(batch)]
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise JournalError(f"the journal's snapshot cannot be restored: {exc}") from None
+        for job in jobs:
+            restore_job(state, job)
+        restored += len(batch)
+    if restored < expected:
+        raise JournalError(
+            f"the journal's snapshot is not whole: {restored} of {expected} job records"
+        )
     leases = state._leases
     for job_id in header["leases"]:
         leases[job_id] = None
@@ -184,17 +215,15 @@ def _restore(
     return expected
 
 
-def _job_from(obj: dict[str, Any], wall_offset: float) -> JobRecord:
-    del obj["$"]
-    for name in obj.pop("~", ()):
-        obj[name] = stored_form(obj[name])
-    obj["state"] = _STATES[obj["state"]]
-    obj["name"] = sys.intern(obj["name"])
-    obj["queue"] = sys.intern(obj["queue"])
-    if obj["not_before"] is not None:
-        obj["not_before"] -= wall_offset
-    obj["lease_deadline"] -= wall_offset
-    return JobRecord(**obj)
+def _job_from(row: list[Any], wall_offset: float) -> JobRecord:
+    if row[0] != "$":
+        raise ValueError("a snapshot's job record is not tagged as one")
+    values = fields_of(row, JOB_LAYOUT, wall_offset)
+    values[_NAME] = intern(values[_NAME])
+    values[_QUEUE] = intern(values[_QUEUE])
+    if len(values) > _STATE:
+        values[_STATE] = _STATES[values[_STATE]]
+    return JobRecord(*values)
 
 
 def restore_job(state: QueueState, job: JobRecord) -> None:

@@ -200,7 +200,7 @@ async def test_replies_wait_for_the_flush_and_one_flush_covers_many(tmp_path: Pa
     assert len(acknowledged) == 4
     # One flush for "a", one for the three that came while it ran.
     assert disk.flushes - flushes == 2
-    assert [w.count(b'"@":"Submitted"') for w in disk.writes] == [1, 3]
+    assert [w.count(b'["Submitted",') for w in disk.writes] == [1, 3]
 
 
 async def test_an_unflushed_submit_is_not_acknowledged(tmp_path: Path) -> None:

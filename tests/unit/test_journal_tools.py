@@ -114,7 +114,7 @@ def test_a_torn_tail_is_clean_and_repair_cuts_it(
 ) -> None:
     events = events_of(4, 80)
     (data,) = write(tmp_path, events)
-    (tmp_path / segment_name(1)).write_bytes(data + frame(b'{"@":"Promoted"}')[:7])
+    (tmp_path / segment_name(1)).write_bytes(data + frame(b'["Promoted",0,"x"]')[:7])
     status, out = run(capsys, "journal", "check", str(tmp_path))
     assert status == 0
     assert "torn tail of 7 bytes" in out
