@@ -94,6 +94,12 @@ class JobRecord:
     error: dict[str, str] | None = None
     progress: float | None = None
     note: Any = None
+    #: When it was submitted, its current (or last) run started, and it
+    #: finished: the state's clock, like the deadlines; ``None`` when not yet
+    #: (or when replayed from a journal written before these were kept).
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
 
     @property
     def attempts_left(self) -> int:

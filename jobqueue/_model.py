@@ -82,6 +82,7 @@ class QueueModel(JobStore):
             job.worker = event.worker
             job.worker_name = event.worker_name
             job.lease_deadline = event.lease_deadline
+            job.started_at = event.at
             job.progress = None
             job.note = None
             # The lease indexes written here, not by a store method: an
@@ -99,6 +100,7 @@ class QueueModel(JobStore):
             job = self._move(event.job_id, "complete")
             self._end_lease(job)
             job.result = event.result
+            job.finished_at = event.at
             self.totals["completed"] += 1
         elif isinstance(event, AttemptFailed):
             self._on_attempt_failed(event)
@@ -118,6 +120,7 @@ class QueueModel(JobStore):
                 # amortised O(1).
                 self._compact(job.queue, job.name)
             job.not_before = None
+            job.finished_at = event.at
             self.totals["cancelled"] += 1
         elif isinstance(event, Released):
             # Like a lost lease's requeue, but the run is not counted: its
@@ -130,6 +133,7 @@ class QueueModel(JobStore):
         elif isinstance(event, Revived):
             job = self._move(event.job_id, "revive")
             job.attempt_base = job.attempt
+            job.finished_at = None
             self._enqueue(job)
         elif isinstance(event, (ScheduleAdded, ScheduleFired, ScheduleRemoved)):
             self.schedules.apply(event)
@@ -158,6 +162,7 @@ class QueueModel(JobStore):
             event.priority,
             event.max_attempts,
             event.key,
+            submitted_at=event.at,
         )
         if event.not_before is not None:
             job.state = JobState.SCHEDULED
@@ -189,6 +194,7 @@ class QueueModel(JobStore):
             job.not_before = event.retry_at
             self._schedule(job)
         else:
+            job.finished_at = event.at
             self.totals["failed"] += 1
 
     def _on_forgotten(self, event: Forgotten) -> None:

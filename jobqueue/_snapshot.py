@@ -38,7 +38,9 @@ from ._state import QueueState
 _JOB_FIELDS = tuple(field.name for field in attrs.fields(JobRecord))
 _GET_FIELDS = attrgetter(*_JOB_FIELDS)
 _STATE = _JOB_FIELDS.index("state")
-_TIMES = tuple(_JOB_FIELDS.index(name) for name in ("lease_deadline", "not_before"))
+#: The fields holding a moment on the state's clock: written as wall-clock time.
+_TIME_NAMES = ("lease_deadline", "not_before", "submitted_at", "started_at", "finished_at")
+_TIMES = tuple(_JOB_FIELDS.index(name) for name in _TIME_NAMES)
 _STATES = {state.value: state for state in JobState}
 
 
@@ -191,9 +193,9 @@ def _job_from(obj: dict[str, Any], wall_offset: float) -> JobRecord:
     obj["state"] = _STATES[obj["state"]]
     obj["name"] = sys.intern(obj["name"])
     obj["queue"] = sys.intern(obj["queue"])
-    if obj["not_before"] is not None:
-        obj["not_before"] -= wall_offset
-    obj["lease_deadline"] -= wall_offset
+    for name in _TIME_NAMES:
+        if obj.get(name) is not None:  # absent: a snapshot from before it was kept
+            obj[name] -= wall_offset
     return JobRecord(**obj)
 
 

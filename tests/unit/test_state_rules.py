@@ -187,6 +187,9 @@ def test_ids_and_records() -> None:
         "error": None,
         "progress": None,
         "note": None,
+        "submitted_at": 0.0,
+        "started_at": None,
+        "finished_at": None,
     }
     assert a.attempts_left == 5
     assert q.get("r7-1") is a
@@ -208,8 +211,8 @@ def test_submit_options_reach_the_record_and_the_event() -> None:
     other, _ = q.submit("n", 2, 2.0)
     assert (other.queue, other.priority, other.max_attempts, other.key) == ("default", 0, 3, None)
     assert events == [
-        Submitted(job.id, "n", 1, 1, "mail", -4, 9, 3.5, "k-1"),
-        Submitted(other.id, "n", 2, 2, "default", 0, 3, None, None),
+        Submitted(job.id, "n", 1, 1, "mail", -4, 9, 3.5, "k-1", at=2.0),
+        Submitted(other.id, "n", 2, 2, "default", 0, 3, None, None, at=2.0),
     ]
     info = job_info(job)
     assert (info.state, info.queue, info.priority, info.max_attempts) == (
@@ -831,7 +834,7 @@ def test_retry_backoff_exact_times_with_a_seeded_rng() -> None:
         ceilings.append(ceiling)
         assert ceiling / 2 <= delay <= ceiling
         assert events == [
-            AttemptFailed(job.id, "error", "ValueError", f"try {attempt}", now + delay)
+            AttemptFailed(job.id, "error", "ValueError", f"try {attempt}", now + delay, at=now)
         ]
         assert job_info(job).state == "scheduled"
         assert job.not_before == now + delay
@@ -853,7 +856,9 @@ def test_retry_backoff_exact_times_with_a_seeded_rng() -> None:
     run(q, job, "w", now)
     del events[:]
     q.fail(job.id, "w", 8, "ValueError", "last", now)
-    assert events == [AttemptFailed(job.id, "error", "ValueError", "last", None, final=True)]
+    assert events == [
+        AttemptFailed(job.id, "error", "ValueError", "last", None, final=True, at=now)
+    ]
     assert job.state is JobState.FAILED
     assert job.not_before is None
     assert q.rng.random() == twin.random()
@@ -1106,7 +1111,7 @@ def test_delayed_job_runs_exactly_at_its_time() -> None:
     events: list[Event] = []
     q = new_state(on_event=events.append)
     job = submit(q, 10.0, delay=5.0)
-    assert events == [Submitted(job.id, "n", None, 1, not_before=15.0)]
+    assert events == [Submitted(job.id, "n", None, 1, not_before=15.0, at=10.0)]
     assert (job.state, job.not_before) == (JobState.SCHEDULED, 15.0)
     assert q.counts()["scheduled"] == 1
     assert q.queue_counts() == {"default": {"pending": 0, "scheduled": 1, "running": 0}}
@@ -1246,7 +1251,7 @@ def test_cancel_a_pending_job() -> None:
     nxt = submit(q)
     del events[:]
     assert q.cancel(job.id, 1.0) == (job, None)
-    assert events == [Cancelled(job.id)]
+    assert events == [Cancelled(job.id, at=1.0)]
     assert job.state is JobState.CANCELLED
     assert job_info(job).finished
     assert q.counts()["cancelled"] == 1
@@ -1369,7 +1374,7 @@ def test_cancelled_jobs_are_subject_to_retention() -> None:
     q = new_state(finished_retention=0, on_event=events.append)
     job = submit(q)
     q.cancel(job.id, 0.0)
-    assert events[-2:] == [Cancelled(job.id), Forgotten(job.id)]
+    assert events[-2:] == [Cancelled(job.id, at=0.0), Forgotten(job.id)]
     refused("unknown_job", q.get, job.id)
     assert q.assign("w", 0.0) is None
 
@@ -1860,11 +1865,11 @@ def test_journal_with_zero_retention() -> None:
     q.report_progress(job_id, "w", 1, 0.25, {"stage": "a"}, 2.5)
     q.complete(job_id, "w", 1, "r", 3.0)
     assert events == [
-        Submitted(job_id, "n", {"p": 1}, 1),
-        Assigned(job_id, "w", "W", 6.0),
+        Submitted(job_id, "n", {"p": 1}, 1, at=0.0),
+        Assigned(job_id, "w", "W", 6.0, at=1.0),
         LeaseExtended(job_id, 7.0),
         Progressed(job_id, 0.25, {"stage": "a"}, 7.5),
-        Completed(job_id, "r"),
+        Completed(job_id, "r", at=3.0),
         Forgotten(job_id),
     ]
     replayed = replay(events, lease_timeout=5.0, finished_retention=0)
@@ -1882,7 +1887,7 @@ def test_journal_reports_events_in_the_order_applied() -> None:
     q.complete(a, "w", 1, None, 1.0)
     del events[:]
     q.fail(b, "w", 1, "E", "m", 1.0)
-    assert events == [AttemptFailed(b, "error", "E", "m", final=True), Forgotten(a)]
+    assert events == [AttemptFailed(b, "error", "E", "m", final=True, at=1.0), Forgotten(a)]
 
 
 @pytest.mark.parametrize("seed", range(10))
