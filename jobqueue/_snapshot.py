@@ -29,14 +29,18 @@ from typing import Any
 import attrs
 
 from ._events import ScheduleAdded, ScheduleFired
-from ._job import FINISHED, JobRecord, JobState
+from ._job import FINISHED, FLAT_FIELDS, RUN_FIELDS, JobRecord, JobState, Run
 from ._journal import SNAPSHOT_HEADER, SNAPSHOT_MARK, JournalError, decode_event, id_prefix_of
 from ._json import RawJSON, encode, stored_form
 from ._schedule import Entry, added_event
 from ._state import QueueState
 
-_JOB_FIELDS = tuple(field.name for field in attrs.fields(JobRecord))
-_GET_FIELDS = attrgetter(*_JOB_FIELDS)
+_JOB_FIELDS = FLAT_FIELDS
+_OWN_FIELDS = FLAT_FIELDS[: len(FLAT_FIELDS) - len(RUN_FIELDS)]
+_GET_OWN = attrgetter(*_OWN_FIELDS)
+_GET_RUN = attrgetter(*RUN_FIELDS)
+#: A run's fields for a job that has not run.
+_NO_RUN = _GET_RUN(Run())
 _STATE = _JOB_FIELDS.index("state")
 #: The fields holding a moment on the state's clock: written as wall-clock time.
 _TIME_NAMES = ("lease_deadline", "not_before", "submitted_at", "started_at", "finished_at")
@@ -62,9 +66,16 @@ class Capture:
     jobs: list[tuple[Any, ...]]
 
 
+def _fields(job: JobRecord) -> tuple[Any, ...]:
+    # The run's fields copied too: a run is changed in place (a heartbeat
+    # moves its deadline), the record's own fields are only reassigned.
+    run = job.run
+    return _GET_OWN(job) + (_NO_RUN if run is None else _GET_RUN(run))
+
+
 def capture(state: QueueState) -> Capture:
     """Copy ``state``'s jobs and counters (synchronous, cheap: tuples of references)."""
-    get = _GET_FIELDS
+    get = _fields
     jobs = [get(job) for job in state._finished]
     by_id = state._jobs
     for ids in state._by_state.values():  # each state's jobs in the order they entered it
@@ -196,7 +207,7 @@ def _job_from(obj: dict[str, Any], wall_offset: float) -> JobRecord:
     for name in _TIME_NAMES:
         if obj.get(name) is not None:  # absent: a snapshot from before it was kept
             obj[name] -= wall_offset
-    return JobRecord(**obj)
+    return JobRecord.from_fields(obj)
 
 
 def restore_job(state: QueueState, job: JobRecord) -> None:

@@ -415,7 +415,8 @@ class QueueState(QueueModel):
 
     def _leased(self, job_id: str, worker: Hashable, attempt: int | None, verb: str) -> JobRecord:
         job = self.get(job_id)
-        if job.state is JobState.RUNNING and job.worker == worker:
+        run = job.run
+        if job.state is JobState.RUNNING and run is not None and run.worker == worker:
             if attempt is None or attempt == job.attempt:
                 return job
             why = f"attempt {attempt} is over; the job is now on attempt {job.attempt}"

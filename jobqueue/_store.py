@@ -231,7 +231,7 @@ class JobStore:
         """When the earliest lease runs out or scheduled job comes due (or ``inf``)."""
         deadline = float("inf")
         if self._leases:
-            deadline = self._jobs[next(iter(self._leases))].lease_deadline
+            deadline = self._jobs[next(iter(self._leases))].lease_deadline  # (a running job's)
         scheduled = self._scheduled
         while scheduled and not self._is_due_entry(scheduled[0]):
             heapq.heappop(scheduled)
@@ -452,10 +452,13 @@ class JobStore:
 
     def _end_lease(self, job: JobRecord) -> None:
         del self._leases[job.id]
-        held = self._held[job.worker]
+        run = job.run
+        assert run is not None, "a leased job has run"
+        worker = run.worker
+        held = self._held[worker]
         del held[job.id]
         if not held:
-            del self._held[job.worker]
+            del self._held[worker]
 
 
 #: Stands in for a queue without pending jobs, so lookups need no None check.

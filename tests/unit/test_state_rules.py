@@ -179,23 +179,18 @@ def test_ids_and_records() -> None:
         "state": JobState.PENDING,
         "attempt": 0,
         "attempt_base": 0,
-        "worker": None,
-        "worker_name": None,
-        "lease_deadline": 0.0,
         "not_before": None,
-        "result": None,
-        "error": None,
-        "progress": None,
-        "note": None,
         "submitted_at": 0.0,
-        "started_at": None,
-        "finished_at": None,
+        "run": None,  # not run yet: no worker, lease, result, error, progress or note
     }
+    assert (a.worker, a.lease_deadline, a.result, a.error, a.started_at) == (
+        None, 0.0, None, None, None,
+    )  # fmt: skip
     assert a.attempts_left == 5
     assert q.get("r7-1") is a
     unknown_job(lambda: q.get("1"))
     assert job_info(a) == JobInfo(
-        job_id="r7-1", name="resize", state="pending", attempt=0, max_attempts=5
+        job_id="r7-1", name="resize", state="pending", attempt=0, max_attempts=5, submitted_at=0.0
     )
 
 
