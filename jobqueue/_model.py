@@ -95,7 +95,8 @@ class QueueModel(JobStore):
             self._held.setdefault(event.worker, {})[job.id] = None
         elif isinstance(event, (LeaseExtended, Progressed)):
             job = self._running(event.job_id)
-            run = job.outcome()
+            run = job.run
+            assert run is not None, "a running job has run"
             run.lease_deadline = event.lease_deadline
             self._leases.move_to_end(job.id)
             if isinstance(event, Progressed):
@@ -104,7 +105,8 @@ class QueueModel(JobStore):
         elif isinstance(event, Completed):
             job = self._move(event.job_id, "complete")
             self._end_lease(job)
-            run = job.outcome()
+            run = job.run
+            assert run is not None, "a completed job has run"
             run.result = event.result
             run.finished_at = event.at
             self.totals["completed"] += 1

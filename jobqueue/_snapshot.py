@@ -56,10 +56,11 @@ class Capture:
         header: Counters and orders: ``next_seq``, ``id_prefix``,
             ``foreign_ids``, ``totals``, ``leases`` (running ids in lease
             order) and ``jobs`` (how many job records follow).
-        jobs: Each job's fields, in :class:`JobRecord` order: finished jobs
-            in the order they finished, then pending, scheduled and running
-            jobs, each in the order they entered their state (the order
-            listings show, and the order a worker's leases are held in).
+        jobs: Each job's fields, in :data:`~jobqueue._job.FLAT_FIELDS`
+            order: finished jobs in the order they finished, pending jobs line
+            by line (each in the order it will run), then scheduled and running jobs in the
+            order they entered their state (the order listings show, and the
+            order a worker's leases are held in).
     """
 
     header: dict[str, Any]
@@ -77,6 +78,7 @@ def capture(state: QueueState) -> Capture:
     """Copy ``state``'s jobs and counters (synchronous, cheap: tuples of references)."""
     get = _fields
     jobs = [get(job) for job in state._finished]
+    jobs.extend(map(get, state.pending_by_line()))
     by_id = state._jobs
     for ids in state._by_state.values():  # each state's jobs in the order they entered it
         jobs.extend(get(by_id[job_id]) for job_id in ids)
@@ -226,6 +228,6 @@ def restore_job(state: QueueState, job: JobRecord) -> None:
         state._finish(job)
         return
     state._jobs[job.id] = job
-    state._by_state[job.state][job.id] = None
+    state._by_state[job.state][job.id] = None  # (running: the only state left here)
     state._counts_of(job.queue)[job.state] += 1
     state._held.setdefault(job.worker, {})[job.id] = None

@@ -1564,30 +1564,33 @@ def test_progress_from_a_stale_attempt_is_refused() -> None:
 # -- listing ------------------------------------------------------------------------------
 
 
-def test_list_jobs_oldest_change_first_with_limit() -> None:
+def test_list_jobs_in_order_with_limit() -> None:
     q = QueueState()
     jobs = [submit(q, queue="a" if i % 2 else "b") for i in range(6)]
-    # Pending in submission order.
+    # Pending in the order they will run: here, submission order.
     assert q.list_jobs(JobState.PENDING, None, 100) == (jobs, False)
-    # A job that leaves and comes back goes to the end.
+    # A job that leaves and comes back is back in its place in line.
     run(q, jobs[0], "w", 0.0, queues=["b"])
     q.release("w", 1.0)
-    assert ids(q.list_jobs(JobState.PENDING, None, 100)[0]) == ids([*jobs[1:], jobs[0]])
+    assert ids(q.list_jobs(JobState.PENDING, None, 100)[0]) == ids(jobs)
+    urgent = submit(q, 1.0, queue="a", priority=5)
+    assert q.list_jobs(JobState.PENDING, None, 2) == ([urgent, jobs[0]], True)
+    q.cancel(urgent.id, 1.0)
     # Limit and truncation.
-    assert q.list_jobs(JobState.PENDING, None, 6) == ([*jobs[1:], jobs[0]], False)
-    assert q.list_jobs(JobState.PENDING, None, 5) == (jobs[1:], True)
-    assert q.list_jobs(JobState.PENDING, None, 1) == ([jobs[1]], True)
+    assert q.list_jobs(JobState.PENDING, None, 6) == (jobs, False)
+    assert q.list_jobs(JobState.PENDING, None, 5) == (jobs[:5], True)
+    assert q.list_jobs(JobState.PENDING, None, 1) == ([jobs[0]], True)
     # The queue filter counts only that queue's jobs toward the limit.
     assert q.list_jobs(JobState.PENDING, "a", 100) == ([jobs[1], jobs[3], jobs[5]], False)
     assert q.list_jobs(JobState.PENDING, "a", 3) == ([jobs[1], jobs[3], jobs[5]], False)
     assert q.list_jobs(JobState.PENDING, "a", 2) == ([jobs[1], jobs[3]], True)
-    assert q.list_jobs(JobState.PENDING, "b", 2) == ([jobs[2], jobs[4]], True)
+    assert q.list_jobs(JobState.PENDING, "b", 2) == ([jobs[0], jobs[2]], True)
     assert q.list_jobs(JobState.PENDING, "nowhere", 5) == ([], False)
     assert q.list_jobs(JobState.RUNNING, None, 5) == ([], False)
     # Finished jobs in finishing order.
     for job in (jobs[3], jobs[1]):
         q.cancel(job.id, 2.0)
-    assert q.list_jobs(JobState.CANCELLED, None, 5) == ([jobs[3], jobs[1]], False)
+    assert q.list_jobs(JobState.CANCELLED, None, 5) == ([urgent, jobs[3], jobs[1]], False)
     assert q.list_jobs(JobState.CANCELLED, "b", 5) == ([], False)
 
 
