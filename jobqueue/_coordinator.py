@@ -469,7 +469,9 @@ class Coordinator:
     def _assigned(self, job: JobRecord, now: float) -> JobAssigned:
         if self.times is not None:
             self.times.assigned(job, now)
-        return JobAssigned(job.id, job.name, job.payload, job.attempt, self.state.lease_timeout)
+        run = job.run
+        assert run is not None, "an assigned job has run"
+        return JobAssigned(job.id, job.name, job.payload, run.attempt, self.state.lease_timeout)
 
     def _send(self, conn: Connection, replies: list[Outgoing] | None) -> None:
         if self.durability is not None and self.durability.hold(conn, replies):

@@ -78,11 +78,11 @@ class QueueModel(JobStore):
             self._on_submitted(event)
         elif isinstance(event, Assigned):
             job = self._move(event.job_id, "assign")
-            job.attempt += 1
             run = job.run
             if run is None:  # the first run: most jobs, one allocation
-                job.run = Run(event.worker, event.worker_name, event.lease_deadline, event.at)
+                job.run = Run(1, event.worker, event.worker_name, event.lease_deadline, event.at)
             else:  # the last failure's error stays, as status shows it
+                run.attempt += 1
                 run.worker = event.worker
                 run.worker_name = event.worker_name
                 run.lease_deadline = event.lease_deadline
@@ -137,12 +137,13 @@ class QueueModel(JobStore):
             # one run later.
             job = self._move(event.job_id, "release")
             self._end_lease(job)
-            job.attempt_base += 1
+            job.outcome().attempt_base += 1
             self._enqueue(job)
         elif isinstance(event, Revived):
             job = self._move(event.job_id, "revive")
-            job.attempt_base = job.attempt
-            job.outcome().finished_at = None
+            run = job.outcome()
+            run.attempt_base = run.attempt
+            run.finished_at = None
             self._enqueue(job)
         elif isinstance(event, (ScheduleAdded, ScheduleFired, ScheduleRemoved)):
             self.schedules.apply(event)

@@ -417,7 +417,7 @@ class QueueState(QueueModel):
         job = self.get(job_id)
         run = job.run
         if job.state is JobState.RUNNING and run is not None and run.worker == worker:
-            if attempt is None or attempt == job.attempt:
+            if attempt is None or attempt == run.attempt:
                 return job
             why = f"attempt {attempt} is over; the job is now on attempt {job.attempt}"
         elif job.state is JobState.RUNNING:

@@ -177,14 +177,12 @@ def test_ids_and_records() -> None:
         "max_attempts": 5,
         "key": None,
         "state": JobState.PENDING,
-        "attempt": 0,
-        "attempt_base": 0,
         "not_before": None,
         "submitted_at": 0.0,
-        "run": None,  # not run yet: no worker, lease, result, error, progress or note
+        "run": None,  # not run yet: no attempt, worker, lease, result, error, progress, note
     }
-    assert (a.worker, a.lease_deadline, a.result, a.error, a.started_at) == (
-        None, 0.0, None, None, None,
+    assert (a.attempt, a.attempt_base, a.worker, a.lease_deadline, a.result, a.error) == (
+        0, 0, None, 0.0, None, None,
     )  # fmt: skip
     assert a.attempts_left == 5
     assert q.get("r7-1") is a
