@@ -9,6 +9,7 @@ import math
 import os
 import ssl
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import partial
@@ -42,6 +43,7 @@ from ._client import Client
 from ._config import OptionError, QueueRules, ServerConfig
 from ._demo import add_demo_command
 from ._errors import JobQueueError, ProtocolError
+from ._job_text import describe
 from ._journal import JournalError
 from ._journal_cli import add_journal_commands
 from ._json import decode_value
@@ -223,9 +225,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     submit.set_defaults(command=_submit)
 
-    status = command("status", "print one job's status as JSON")
+    status = command("status", "print one job's status: its state, times, result or error")
     add_connect(status)
     status.add_argument("job_id", metavar="JOB_ID")
+    status.add_argument("--payload", action="store_true", help="show the job's payload too")
+    status.add_argument("--json", action="store_true", help="print the reply as JSON")
     status.set_defaults(command=_status)
 
     for action, help_text in (
@@ -460,9 +464,10 @@ def _status(args: argparse.Namespace) -> int:
 
     async def run() -> JobInfo:
         async with _client(args) as client:
-            return await client.status(args.job_id)
+            return await client.status(args.job_id, payload=args.payload)
 
-    print(_json(_status_dict(trio.run(run))))
+    info = trio.run(run)
+    print(_json(_status_dict(info)) if args.json else describe(info, time.time()))
     return 0
 
 

@@ -241,9 +241,10 @@ class Client:
         await self._request(DeleteJob(job_id))
 
     async def list_jobs(self, state: str, *, queue: str | None = None, limit: int = 100) -> JobList:
-        """Jobs in ``state`` (e.g. ``"failed"``), oldest first, at most ``limit``.
+        """Jobs in ``state`` (e.g. ``"failed"``), at most ``limit``.
 
-        ``JobList.truncated`` says whether there were more.
+        Pending jobs come in the order they will run, the others oldest
+        first; ``JobList.truncated`` says whether there were more.
 
         Raises:
             RequestError: ``bad_request`` for an unknown state or a bad limit.
@@ -251,14 +252,17 @@ class Client:
         """
         return _expect(await self._request(ListJobs(state, queue, limit)), JobList)
 
-    async def status(self, job_id: str) -> JobInfo:
-        """Return the job's current state.
+    async def status(self, job_id: str, *, payload: bool = False) -> JobInfo:
+        """Return the job's current state, with when it was submitted, started and finished.
+
+        ``payload=True`` adds the job's payload to the reply (left out by
+        default so that status polls stay small).
 
         Raises:
             RequestError: ``unknown_job`` if the server does not know it.
             ConnectionLost: the connection broke.
         """
-        return _expect(await self._request(GetStatus(job_id)), JobInfo)
+        return _expect(await self._request(GetStatus(job_id, payload)), JobInfo)
 
     async def wait(self, job_id: str) -> JobInfo:
         """Block until the job is completed, failed or cancelled; return its final state.

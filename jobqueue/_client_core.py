@@ -336,9 +336,9 @@ def _job(request: Request) -> Call[JobInfo]:
     return reply
 
 
-def status(job_id: str) -> Call[JobInfo]:
-    """``status``: the job's current state."""
-    return _job(GetStatus(job_id))
+def status(job_id: str, payload: bool = False) -> Call[JobInfo]:
+    """``status``: the job's current state (with its payload if ``payload``)."""
+    return _job(GetStatus(job_id, payload))
 
 
 def cancel(job_id: str) -> Call[JobInfo]:

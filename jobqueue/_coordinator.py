@@ -44,6 +44,7 @@ from ._parking import Parking
 from ._replies import (
     JobAssigned,
     JobCancelledNotice,
+    JobInfo,
     JobList,
     JobsAssigned,
     JobsSubmitted,
@@ -135,6 +136,9 @@ class Coordinator:
     # last such moment: what statistics() reports.
     _timer_wakeups: int = attrs.field(default=0, init=False)
     _last_timer_wakeup: float | None = attrs.field(default=None, init=False)
+    # The `now` of the command being applied, for replies that show times.
+    _now: float = attrs.field(default=0.0, init=False)
+    _offset: float | None = attrs.field(default=None, init=False)
     #: Periodic jobs: their requests, and their next firing as one more deadline.
     scheduler: Scheduler = attrs.field(
         default=attrs.Factory(lambda self: Scheduler(self.state), takes_self=True), init=False
@@ -186,6 +190,7 @@ class Coordinator:
 
     def fire_timers(self, now: float) -> None:
         """Expire leases and blocking requests whose time is up; fire due schedules."""
+        self._now = now
         if self.durability is not None:
             self.durability.begin()
         self._after_changes(self.state.tick(now) + self.scheduler.fire(now), now)
@@ -193,11 +198,12 @@ class Coordinator:
             if parked.job_id is None:
                 self._woken.append((parked.conn, NoJob()))
             else:
-                self._woken.append((parked.conn, job_info(self.state.get(parked.job_id))))
+                self._woken.append((parked.conn, self._info(self.state.get(parked.job_id))))
         self._serve_woken(now)
 
     def handle(self, command: Command, now: float) -> None:
         """Apply one command."""
+        self._now = now
         if self.durability is not None:
             self.durability.begin()
         if isinstance(command, Snapshot):
@@ -297,12 +303,28 @@ class Coordinator:
         return Ok(lease_timeout=self.state.lease_timeout)
 
     def _on_job_status(self, conn: Connection, request: GetStatus, now: float) -> Reply:
-        return job_info(self.state.get(request.job_id))
+        return self._info(self.state.get(request.job_id), payload=request.payload)
+
+    def _info(self, job: JobRecord, *, payload: bool = False) -> JobInfo:
+        """``job`` as a reply shows it, its times on the wall clock."""
+        return job_info(job, self._wall_offset(), payload=payload)
+
+    def _wall_offset(self) -> float:
+        """Wall-clock time minus the state's clock, fixed when first asked.
+
+        Fixed, not read again per reply, so that a job's times read the same
+        in every reply (the two clocks drift apart by microseconds between
+        two reads); and read only for replies that show times, never per
+        command.
+        """
+        if self._offset is None:
+            self._offset = time.time() - self._now
+        return self._offset
 
     def _on_wait_job(self, conn: Connection, request: WaitJob, now: float) -> Reply | None:
         job = self.state.get(request.job_id)
         if job.state in FINISHED or request.wait == 0:
-            return job_info(job)
+            return self._info(job)
         wait = float("inf") if request.wait is None else request.wait
         self._parking.park(conn, now + wait, job.id)
         return None
@@ -352,7 +374,7 @@ class Coordinator:
             # reply still queued this step (the assignment itself, say).
             self._notices.append((holder_conn, JobCancelledNotice(job.id, job.attempt)))
         self._notify_watchers(job)
-        return job_info(job)
+        return self._info(job)
 
     def _on_release_job(self, conn: Connection, request: ReleaseJob, now: float) -> Reply:
         self.state.give_back(conn.id, request.leases, now)
@@ -363,7 +385,7 @@ class Coordinator:
     def _on_retry_job(self, conn: Connection, request: RetryJob, now: float) -> Reply:
         job = self.state.revive(request.job_id, now)
         self._feed_idle_workers(now)
-        return job_info(job)
+        return self._info(job)
 
     def _on_delete_job(self, conn: Connection, request: DeleteJob, now: float) -> Reply:
         self.state.delete(request.job_id, now)
@@ -432,7 +454,7 @@ class Coordinator:
         return submitted
 
     def _on_list_jobs(self, conn: Connection, request: ListJobs, now: float) -> JobList:
-        return job_list(self.state, request)
+        return job_list(self.state, request, self._wall_offset())
 
     def _after_changes(self, jobs: list[JobRecord], now: float) -> None:
         """Feed workers if jobs came back in line; tell watchers of jobs that ended."""
@@ -447,7 +469,9 @@ class Coordinator:
     def _assigned(self, job: JobRecord, now: float) -> JobAssigned:
         if self.times is not None:
             self.times.assigned(job, now)
-        return JobAssigned(job.id, job.name, job.payload, job.attempt, self.state.lease_timeout)
+        run = job.run
+        assert run is not None, "an assigned job has run"
+        return JobAssigned(job.id, job.name, job.payload, run.attempt, self.state.lease_timeout)
 
     def _send(self, conn: Connection, replies: list[Outgoing] | None) -> None:
         if self.durability is not None and self.durability.hold(conn, replies):
@@ -494,7 +518,7 @@ class Coordinator:
     def _notify_watchers(self, job: JobRecord) -> None:
         watchers = self._parking.watchers.pop(job.id, None)
         if watchers:
-            info = job_info(job)
+            info = self._info(job)
             for parked in watchers.values():
                 parked.conn.parked = None
                 self._woken.append((parked.conn, info))

@@ -31,6 +31,8 @@ class Submitted:
     #: Not to run before this time (``None``: at once).
     not_before: float | None = None
     key: str | None = None
+    #: When it was submitted (``None``: not recorded).
+    at: float | None = None
 
 
 @attrs.frozen
@@ -48,6 +50,8 @@ class Assigned:
     worker: Hashable
     worker_name: str | None
     lease_deadline: float
+    #: When the run started (``None``: not recorded).
+    at: float | None = None
 
 
 @attrs.frozen
@@ -74,6 +78,8 @@ class Completed:
 
     job_id: str
     result: Any
+    #: When (``None``: not recorded).
+    at: float | None = None
 
 
 @attrs.frozen
@@ -92,6 +98,8 @@ class AttemptFailed:
     error_message: str
     retry_at: float | None = None
     final: bool = False
+    #: When the run ended: the job's finishing time when ``final``.
+    at: float | None = None
 
 
 @attrs.frozen
@@ -112,6 +120,8 @@ class Cancelled:
     """A person cancelled the job."""
 
     job_id: str
+    #: When (``None``: not recorded).
+    at: float | None = None
 
 
 @attrs.frozen

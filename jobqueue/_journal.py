@@ -61,7 +61,9 @@ log = logging.getLogger("jobqueue.journal")
 EVENT_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in typing.get_args(Event)}
 
 #: Fields holding a moment on the state's clock: shifted to wall-clock time.
-TIME_FIELDS = frozenset({"not_before", "lease_deadline", "retry_at"})
+TIME_FIELDS = frozenset(
+    {"not_before", "lease_deadline", "retry_at", "at", "submitted_at", "started_at", "finished_at"}
+)
 
 #: What every segment starts with (its version is the digit).
 MAGIC = b"jobqueue-journal 2\n"

@@ -32,7 +32,7 @@ from ._events import (
     ScheduleRemoved,
     Submitted,
 )
-from ._job import FINISHED, InvalidTransition, JobRecord, JobState
+from ._job import FINISHED, InvalidTransition, JobRecord, JobState, Run
 from ._schedule import ScheduleBook
 from ._store import GONE, JobStore
 
@@ -78,27 +78,37 @@ class QueueModel(JobStore):
             self._on_submitted(event)
         elif isinstance(event, Assigned):
             job = self._move(event.job_id, "assign")
-            job.attempt += 1
-            job.worker = event.worker
-            job.worker_name = event.worker_name
-            job.lease_deadline = event.lease_deadline
-            job.progress = None
-            job.note = None
+            run = job.run
+            if run is None:  # the first run: most jobs, one allocation
+                job.run = Run(1, event.worker, event.worker_name, event.lease_deadline, event.at)
+            else:  # the last failure's error stays, as status shows it
+                run.attempt += 1
+                run.worker = event.worker
+                run.worker_name = event.worker_name
+                run.lease_deadline = event.lease_deadline
+                run.started_at = event.at
+                run.progress = None
+                run.note = None
             # The lease indexes written here, not by a store method: an
             # extra call per assignment is measurable.
             self._leases[job.id] = None
             self._held.setdefault(event.worker, {})[job.id] = None
         elif isinstance(event, (LeaseExtended, Progressed)):
             job = self._running(event.job_id)
-            job.lease_deadline = event.lease_deadline
+            run = job.run
+            assert run is not None, "a running job has run"
+            run.lease_deadline = event.lease_deadline
             self._leases.move_to_end(job.id)
             if isinstance(event, Progressed):
-                job.progress = event.progress
-                job.note = event.note
+                run.progress = event.progress
+                run.note = event.note
         elif isinstance(event, Completed):
             job = self._move(event.job_id, "complete")
             self._end_lease(job)
-            job.result = event.result
+            run = job.run
+            assert run is not None, "a completed job has run"
+            run.result = event.result
+            run.finished_at = event.at
             self.totals["completed"] += 1
         elif isinstance(event, AttemptFailed):
             self._on_attempt_failed(event)
@@ -118,6 +128,8 @@ class QueueModel(JobStore):
                 # amortised O(1).
                 self._compact(job.queue, job.name)
             job.not_before = None
+            if event.at is not None:  # (a journal from before times were kept: no run made)
+                job.outcome().finished_at = event.at
             self.totals["cancelled"] += 1
         elif isinstance(event, Released):
             # Like a lost lease's requeue, but the run is not counted: its
@@ -125,11 +137,13 @@ class QueueModel(JobStore):
             # one run later.
             job = self._move(event.job_id, "release")
             self._end_lease(job)
-            job.attempt_base += 1
+            job.outcome().attempt_base += 1
             self._enqueue(job)
         elif isinstance(event, Revived):
             job = self._move(event.job_id, "revive")
-            job.attempt_base = job.attempt
+            run = job.outcome()
+            run.attempt_base = run.attempt
+            run.finished_at = None
             self._enqueue(job)
         elif isinstance(event, (ScheduleAdded, ScheduleFired, ScheduleRemoved)):
             self.schedules.apply(event)
@@ -158,6 +172,7 @@ class QueueModel(JobStore):
             event.priority,
             event.max_attempts,
             event.key,
+            submitted_at=event.at,
         )
         if event.not_before is not None:
             job.state = JobState.SCHEDULED
@@ -176,7 +191,7 @@ class QueueModel(JobStore):
             action = "requeue"
         self._move(event.job_id, action)
         self._end_lease(job)
-        job.error = {"type": event.error_type, "message": event.error_message}
+        job.outcome().error = {"type": event.error_type, "message": event.error_message}
         if event.reason != "error":
             self.totals["reassigned"] += 1
             if event.reason == "lease_expired":
@@ -189,6 +204,7 @@ class QueueModel(JobStore):
             job.not_before = event.retry_at
             self._schedule(job)
         else:
+            job.outcome().finished_at = event.at
             self.totals["failed"] += 1
 
     def _on_forgotten(self, event: Forgotten) -> None:

@@ -232,6 +232,20 @@ class JobInfo:
         max_attempts: How many runs it may take.
         progress: The last progress number its current run reported.
         note: The last progress note its current run reported.
+        submitted_at: When it was submitted.
+        started_at: When its current run started (running), or its last
+            run (after); ``None`` if it never ran.
+        finished_at: When it completed, failed for good or was cancelled.
+        run_at: When a scheduled job (delayed, or backing off before a
+            retry) will join its queue.
+        payload: Its payload, only when asked for (``status(...,
+            payload=True)``); ``None`` otherwise.
+        result_omitted: With the payload asked for, the result was left
+            out because the two would not fit one reply; a status without
+            the payload has it.
+
+    The four times are wall-clock Unix seconds; each is ``None`` when it
+    does not apply.
     """
 
     TYPE: ClassVar[str] = "job_status"
@@ -247,6 +261,12 @@ class JobInfo:
     max_attempts: int | None = None
     progress: float | None = None
     note: Any = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    run_at: float | None = None
+    payload: Any = None
+    result_omitted: bool = False
 
     @property
     def finished(self) -> bool:
@@ -271,6 +291,12 @@ class JobInfo:
             max_attempts=optional_int(obj, "max_attempts", None, 1, MAX_ATTEMPTS),
             progress=number(obj, "progress") if progress is not None else None,
             note=obj.get("note"),
+            submitted_at=_moment(obj, "submitted_at"),
+            started_at=_moment(obj, "started_at"),
+            finished_at=_moment(obj, "finished_at"),
+            run_at=_moment(obj, "run_at"),
+            payload=obj.get("payload"),
+            result_omitted=obj.get("result_omitted") is True,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -296,7 +322,25 @@ class JobInfo:
             out["progress"] = self.progress
         if self.note is not None:
             out["note"] = self.note
+        # Only the times that apply, and the payload only when asked for:
+        # ordinary replies stay small.
+        for name in _MOMENTS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.payload is not None:
+            out["payload"] = self.payload
+        if self.result_omitted:
+            out["result_omitted"] = True
         return out
+
+
+#: ``JobInfo``'s wall-clock times, as the wire names them.
+_MOMENTS = ("submitted_at", "started_at", "finished_at", "run_at")
+
+
+def _moment(obj: dict[str, Any], key: str) -> float | None:
+    return number(obj, key) if obj.get(key) is not None else None
 
 
 @attrs.frozen

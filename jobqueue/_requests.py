@@ -555,19 +555,30 @@ class ListJobs:
 
 @attrs.frozen
 class GetStatus:
-    """Ask for one job's state (wire type ``job_status``)."""
+    """Ask for one job's state (wire type ``job_status``).
+
+    ``payload`` asks for the job's payload too; left out by default so that
+    a status poll stays small whatever the job carries.
+    """
 
     TYPE: ClassVar[str] = "job_status"
     job_id: str
+    payload: bool = False
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> GetStatus:
         """Validate a decoded ``job_status`` request."""
-        return cls(job_id=nonempty_str(obj, "job_id"))
+        payload = obj.get("payload", False)
+        if not isinstance(payload, bool):
+            raise field_error(obj, "payload", "true or false")
+        return cls(job_id=nonempty_str(obj, "job_id"), payload=payload)
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
-        return {"type": self.TYPE, "job_id": self.job_id}
+        out: dict[str, Any] = {"type": self.TYPE, "job_id": self.job_id}
+        if self.payload:
+            out["payload"] = True
+        return out
 
 
 @attrs.frozen

@@ -275,7 +275,12 @@ class QueueService:
         send, receive = trio.open_memory_channel[MetricsSnapshot](1)
         async with receive:
             await self._commands.send(Snapshot(send))
-            return await receive.receive()
+            snapshot = await receive.receive()
+        if self.journal is None:
+            return snapshot
+        # The journal's own figures, read here in trio's thread: they are the
+        # flusher's, not queue state, so the coordinator need not copy them.
+        return attrs.evolve(snapshot, journal=self.journal.figures())
 
     def _log_stop(self) -> None:
         """Say what becomes of the jobs as the server stops (Ctrl-C, SIGTERM, cancelled)."""

@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 
 from ._events import Event, ScheduleAdded, ScheduleFired
-from ._job import FINISHED, JobRecord, JobState
+from ._job import FINISHED, FLAT_FIELDS, RUN_FIELDS, JobRecord, JobState, Run
 from ._journal import (
     SNAPSHOT_HEADER,
     SNAPSHOT_MARK,
@@ -47,18 +47,28 @@ from ._json import encode, stored_form
 from ._schedule import Entry, added_event
 from ._state import QueueState
 
-_JOB_FIELDS = tuple(field.name for field in attrs.fields(JobRecord))
-_GET_FIELDS = attrgetter(*_JOB_FIELDS)
+_JOB_FIELDS = FLAT_FIELDS
+_OWN_FIELDS = FLAT_FIELDS[: len(FLAT_FIELDS) - len(RUN_FIELDS)]
+_GET_OWN = attrgetter(*_OWN_FIELDS)
+_GET_RUN = attrgetter(*RUN_FIELDS)
+#: A run's fields for a job that has not run.
+_NO_RUN = _GET_RUN(Run())
 _STATE = _JOB_FIELDS.index("state")
 _NAME = _JOB_FIELDS.index("name")
 _QUEUE = _JOB_FIELDS.index("queue")
 _STATES = {state.value: state for state in JobState}
+_OWN = len(_OWN_FIELDS)
+#: Every field a snapshot writes for a job: the record's own, then its run's.
+_FLAT_ATTRIBUTES = (
+    *(field for field in attrs.fields(JobRecord) if field.name != "run"),
+    *attrs.fields(Run),
+)
 #: How a snapshot lays out a job: its state by name, so its default is a name too.
 JOB_LAYOUT = attrs.evolve(
-    Layout.of("$", attrs.fields(JobRecord)),
+    Layout.of("$", _FLAT_ATTRIBUTES),
     defaults=tuple(
         default.value if isinstance(default, JobState) else default
-        for default in Layout.of("$", attrs.fields(JobRecord)).defaults
+        for default in Layout.of("$", _FLAT_ATTRIBUTES).defaults
     ),
 )
 
@@ -71,20 +81,29 @@ class Capture:
         header: Counters and orders: ``next_seq``, ``id_prefix``,
             ``foreign_ids``, ``totals``, ``leases`` (running ids in lease
             order) and ``jobs`` (how many job records follow).
-        jobs: Each job's fields, in :class:`JobRecord` order: finished jobs
-            in the order they finished, then pending, scheduled and running
-            jobs, each in the order they entered their state (the order
-            listings show, and the order a worker's leases are held in).
+        jobs: Each job's fields, in :data:`~jobqueue._job.FLAT_FIELDS`
+            order: finished jobs in the order they finished, pending jobs line
+            by line (each in the order it will run), then scheduled and running jobs in the
+            order they entered their state (the order listings show, and the
+            order a worker's leases are held in).
     """
 
     header: dict[str, Any]
     jobs: list[tuple[Any, ...]]
 
 
+def _fields(job: JobRecord) -> tuple[Any, ...]:
+    # The run's fields copied too: a run is changed in place (a heartbeat
+    # moves its deadline), the record's own fields are only reassigned.
+    run = job.run
+    return _GET_OWN(job) + (_NO_RUN if run is None else _GET_RUN(run))
+
+
 def capture(state: QueueState) -> Capture:
     """Copy ``state``'s jobs and counters (synchronous, cheap: tuples of references)."""
-    get = _GET_FIELDS
+    get = _fields
     jobs = [get(job) for job in state._finished]
+    jobs.extend(map(get, state.pending_by_line()))
     by_id = state._jobs
     for ids in state._by_state.values():  # each state's jobs in the order they entered it
         jobs.extend(get(by_id[job_id]) for job_id in ids)
@@ -111,8 +130,9 @@ def encode_snapshot(snapshot: Capture, wall_offset: float = 0.0) -> Iterator[byt
     """The snapshot's record payloads: the header, then one per job.
 
     A job record is an array laid out as events are (:mod:`jobqueue._journal`),
-    tagged ``"$"``, its fields in :class:`JobRecord` order and its state by
-    name; times are shifted to wall-clock time, as events' are.
+    tagged ``"$"``, its fields in :data:`~jobqueue._job.FLAT_FIELDS` order
+    (the record's own, then its run's) and its state by name; times are
+    shifted to wall-clock time, as events' are.
     """
     yield encode(snapshot.header)[:-1]
     layout, state = JOB_LAYOUT, _STATE
@@ -223,7 +243,12 @@ def _job_from(row: list[Any], wall_offset: float) -> JobRecord:
     values[_QUEUE] = intern(values[_QUEUE])
     if len(values) > _STATE:
         values[_STATE] = _STATES[values[_STATE]]
-    return JobRecord(*values)
+    job = JobRecord(*values[:_OWN])
+    ran = values[_OWN:]
+    # A run only where the job had one (a field not at its default), as live.
+    if any(value != default for value, default in zip(ran, _NO_RUN, strict=False)):
+        job.run = Run(*ran)
+    return job
 
 
 def restore_job(state: QueueState, job: JobRecord) -> None:
@@ -242,6 +267,6 @@ def restore_job(state: QueueState, job: JobRecord) -> None:
         state._finish(job)
         return
     state._jobs[job.id] = job
-    state._by_state[job.state][job.id] = None
+    state._by_state[job.state][job.id] = None  # (running: the only state left here)
     state._counts_of(job.queue)[job.state] += 1
     state._held.setdefault(job.worker, {})[job.id] = None

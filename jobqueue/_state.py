@@ -162,6 +162,7 @@ class QueueState(QueueModel):
                 self.rules.max_attempts if max_attempts is None else max_attempts,
                 now + delay if delay > 0 else None,
                 key,
+                now,
             )
         )
         return self._jobs[job_id], True
@@ -198,7 +199,7 @@ class QueueState(QueueModel):
                 best = job
         if best is None:
             return None
-        self.apply(Assigned(best.id, worker, worker_name, now + self.rules.lease_timeout))
+        self.apply(Assigned(best.id, worker, worker_name, now + self.rules.lease_timeout, now))
         return best
 
     def heartbeat(
@@ -245,7 +246,7 @@ class QueueState(QueueModel):
         """
         self._tick(now)
         job = self._leased(job_id, worker, attempt, "complete")
-        self.apply(Completed(job_id, result))
+        self.apply(Completed(job_id, result, now))
         self._enforce_retention()
         return job
 
@@ -274,9 +275,13 @@ class QueueState(QueueModel):
             # "Equal jitter": at least half the backoff, so retries of many
             # jobs failing together spread out without collapsing to zero.
             delay = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
-            self.apply(AttemptFailed(job_id, "error", error_type, error_message, now + delay))
+            self.apply(
+                AttemptFailed(job_id, "error", error_type, error_message, now + delay, at=now)
+            )
         else:
-            self.apply(AttemptFailed(job_id, "error", error_type, error_message, final=True))
+            self.apply(
+                AttemptFailed(job_id, "error", error_type, error_message, final=True, at=now)
+            )
             self._enforce_retention()
         return job
 
@@ -296,7 +301,7 @@ class QueueState(QueueModel):
         if job.state in FINISHED:
             raise RuleError(ALREADY_FINISHED, f"job {job_id!r} is already {job.state.value}")
         holder = job.worker if job.state is JobState.RUNNING else None
-        self.apply(Cancelled(job_id))
+        self.apply(Cancelled(job_id, now))
         self._enforce_retention()
         return job, holder
 
@@ -373,7 +378,7 @@ class QueueState(QueueModel):
         self._tick(now)
         lost = self._leased_to(worker)
         for job in lost:
-            self._lose(job, "worker_lost", "WorkerLost", "the worker's connection closed")
+            self._lose(job, "worker_lost", "WorkerLost", "the worker's connection closed", now)
         return lost
 
     def tick(self, now: float) -> list[JobRecord]:
@@ -386,21 +391,21 @@ class QueueState(QueueModel):
         self._tick(now)
         changed = []
         while (job := self._first_lease()) is not None and job.lease_deadline <= now:
-            self._lose(job, "lease_expired", "LeaseExpired", "no heartbeat within the lease")
+            self._lose(job, "lease_expired", "LeaseExpired", "no heartbeat within the lease", now)
             changed.append(job)
         while (job := self._pop_due(now)) is not None:
             self.apply(Promoted(job.id))
             changed.append(job)
         return changed
 
-    def _lose(self, job: JobRecord, reason: str, error_type: str, message: str) -> None:
+    def _lose(self, job: JobRecord, reason: str, error_type: str, message: str, now: float) -> None:
         # A lost lease is a spent attempt (so a job that kills every worker
         # that runs it ends up failed), but it goes back in line at once: the
         # job did not fail, its worker did.
         if job.attempts_left > 0:
-            self.apply(AttemptFailed(job.id, reason, error_type, message))
+            self.apply(AttemptFailed(job.id, reason, error_type, message, at=now))
         else:
-            self.apply(AttemptFailed(job.id, reason, error_type, message, final=True))
+            self.apply(AttemptFailed(job.id, reason, error_type, message, final=True, at=now))
             self._enforce_retention()
 
     def _tick(self, now: float) -> None:
@@ -410,8 +415,9 @@ class QueueState(QueueModel):
 
     def _leased(self, job_id: str, worker: Hashable, attempt: int | None, verb: str) -> JobRecord:
         job = self.get(job_id)
-        if job.state is JobState.RUNNING and job.worker == worker:
-            if attempt is None or attempt == job.attempt:
+        run = job.run
+        if job.state is JobState.RUNNING and run is not None and run.worker == worker:
+            if attempt is None or attempt == run.attempt:
                 return job
             why = f"attempt {attempt} is over; the job is now on attempt {job.attempt}"
         elif job.state is JobState.RUNNING:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -34,6 +34,9 @@ from ._lines import Line, QueueLines
 FINISHED_GENERATION_SLOTS = 8192
 #: About how many idempotency keys share one of the dicts that find them.
 KEYS_PER_SHARD = 1024
+
+#: The states whose jobs ``_by_state`` lists (pending jobs are in their lines).
+_INDEXED = (JobState.SCHEDULED, JobState.RUNNING)
 
 #: The states counted per queue (stats' "queues").
 _COUNTED = (JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING)
@@ -52,8 +55,10 @@ class JobStore:
     runs only some names never walks past a job it cannot run
     (docs/design.md §2). Scheduled jobs sit in a heap keyed
     by the time they may run. Running jobs sit in ``_leases``, ordered by
-    lease deadline. ``_by_state`` indexes unfinished ids by state for
-    listing.
+    lease deadline. ``_by_state`` indexes scheduled and running ids by
+    state for listing; pending jobs are only counted (``_pending``): their
+    lines already hold them, in the order they will run, and a second index
+    of a deep queue cost 31 bytes a job.
 
     Finished jobs leave ``_jobs`` for ``_done``, a deque of *generations*:
     dicts of up to ``_generation`` jobs each, in finishing order. They also
@@ -90,8 +95,10 @@ class JobStore:
     _leases: OrderedDict[str, None] = attrs.field(factory=OrderedDict, init=False)
     _held: dict[Hashable, dict[str, None]] = attrs.field(factory=dict, init=False)
     _by_state: dict[JobState, dict[str, None]] = attrs.field(
-        factory=lambda: {state: {} for state in JobState if state not in FINISHED}, init=False
+        factory=lambda: {state: {} for state in _INDEXED}, init=False
     )
+    #: How many jobs are pending (they are found through their lines).
+    _pending: int = attrs.field(default=0, init=False)
     _finished_counts: dict[JobState, int] = attrs.field(
         factory=lambda: dict.fromkeys(FINISHED, 0), init=False
     )
@@ -136,7 +143,7 @@ class JobStore:
     @property
     def pending_count(self) -> int:
         """Jobs waiting for a worker, in all queues."""
-        return len(self._by_state[JobState.PENDING])
+        return self._pending
 
     @property
     def waiting_count(self) -> int:
@@ -164,7 +171,13 @@ class JobStore:
         """How many remembered jobs are in each state."""
         by_state, finished = self._by_state, self._finished_counts
         return {
-            state.value: finished[state] if state in FINISHED else len(by_state[state])
+            state.value: (
+                finished[state]
+                if state in FINISHED
+                else self._pending
+                if state is JobState.PENDING
+                else len(by_state[state])
+            )
             for state in JobState
         }
 
@@ -207,16 +220,20 @@ class JobStore:
     def list_jobs(
         self, state: JobState, queue: str | None, limit: int
     ) -> tuple[list[JobRecord], bool]:
-        """Up to ``limit`` jobs in ``state`` (oldest change first); and whether more exist.
+        """Up to ``limit`` jobs in ``state``; and whether more exist.
 
-        A finished state is found by filtering all retained finished jobs in
-        finishing order (the order they entered their state), so a listing of
-        a rare one may scan up to ``finished_retention`` records.
+        Pending jobs come in the order they will run (highest priority
+        first, then first submitted, queues merged); the others in the
+        order they entered their state. A finished state is found by
+        filtering all retained finished jobs in finishing order, so a
+        listing of a rare one may scan up to ``finished_retention`` records.
         """
         found: list[JobRecord] = []
         jobs: Iterable[JobRecord]
         if state in FINISHED:
             jobs = (job for job in self._finished if job.state is state)
+        elif state is JobState.PENDING:
+            jobs = self.pending_in_order(queue)
         else:
             jobs = map(self._jobs.__getitem__, self._by_state[state])
         for job in jobs:
@@ -227,11 +244,54 @@ class JobStore:
             found.append(job)
         return found, False
 
+    def pending_in_order(self, queue: str | None = None) -> Iterator[JobRecord]:
+        """Pending jobs (of ``queue``, or all) in the order they will run, lazily.
+
+        Each line yields its jobs best first (its lanes, and its ``late``
+        heap sorted); the lines are merged by the same order. The cost is
+        that of the jobs taken from it, plus sorting the few jobs that came
+        back out of order.
+        """
+        jobs, pending = self._jobs, JobState.PENDING
+        lines = [
+            line
+            for name, by_name in self._queues.items()
+            if queue is None or name == queue
+            for line in by_name.values()
+        ]
+
+        def live(line: Line) -> Iterator[JobRecord]:
+            lanes = [
+                (job for job in line.lanes[rank] if job.state is pending)
+                for rank in sorted(line.lanes)
+            ]
+            late = (jobs.get(entry[2], GONE) for entry in sorted(line.late))
+            late = (job for job in late if job.state is pending)
+            return heapq.merge(*lanes, late, key=line_order)
+
+        return heapq.merge(*map(live, lines), key=line_order)
+
+    def pending_by_line(self) -> Iterator[JobRecord]:
+        """Every pending job, line by line, each line's lanes in order, then its late ones.
+
+        The order a snapshot writes them in: restoring them one by one
+        rebuilds the same lines, without the cost of merging the lines.
+        """
+        jobs, pending = self._jobs, JobState.PENDING
+        for by_name in self._queues.values():
+            for line in by_name.values():
+                for rank in sorted(line.lanes):
+                    yield from (job for job in line.lanes[rank] if job.state is pending)
+                late = (jobs.get(entry[2], GONE) for entry in sorted(line.late))
+                yield from (job for job in late if job.state is pending)
+
     def next_deadline(self) -> float:
         """When the earliest lease runs out or scheduled job comes due (or ``inf``)."""
         deadline = float("inf")
         if self._leases:
-            deadline = self._jobs[next(iter(self._leases))].lease_deadline
+            run = self._jobs[next(iter(self._leases))].run
+            assert run is not None, "a leased job has run"
+            deadline = run.lease_deadline
         scheduled = self._scheduled
         while scheduled and not self._is_due_entry(scheduled[0]):
             heapq.heappop(scheduled)
@@ -305,7 +365,10 @@ class JobStore:
         self._jobs[job.id] = job
         if job.key is not None:
             self._keys_for(job.key)[job.key] = job.id
-        self._by_state[job.state][job.id] = None
+        if job.state is JobState.PENDING:
+            self._pending += 1
+        else:
+            self._by_state[job.state][job.id] = None
         self._counts_of(job.queue)[job.state] += 1
         if job.not_before is None:
             self._enqueue(job)
@@ -340,12 +403,16 @@ class JobStore:
         if source in FINISHED:  # revived
             self._unfinish(job)
             self._jobs[job_id] = job
+        elif source is JobState.PENDING:
+            self._pending -= 1
         else:
             del self._by_state[source][job_id]
         job.state = target
         if target in FINISHED:
             del self._jobs[job_id]
             self._finish(job)
+        elif target is JobState.PENDING:
+            self._pending += 1
         else:
             self._by_state[target][job_id] = None
         counts = self._counts_of(job.queue)
@@ -452,10 +519,13 @@ class JobStore:
 
     def _end_lease(self, job: JobRecord) -> None:
         del self._leases[job.id]
-        held = self._held[job.worker]
+        run = job.run
+        assert run is not None, "a leased job has run"
+        worker = run.worker
+        held = self._held[worker]
         del held[job.id]
         if not held:
-            del self._held[job.worker]
+            del self._held[worker]
 
 
 #: Stands in for a queue without pending jobs, so lookups need no None check.

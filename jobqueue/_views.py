@@ -17,7 +17,7 @@ import attrs
 
 from ._commands import Connection, Parked
 from ._job import JobRecord, JobState
-from ._json import encode
+from ._json import encode, encode_spliced
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
 from ._metrics import JobTimes, MetricsSnapshot
 from ._replies import JobInfo, JobList, Stats
@@ -26,9 +26,20 @@ from ._routing import Routes
 from ._state import QueueState
 
 
-def job_info(job: JobRecord) -> JobInfo:
-    """``job`` as ``job_status`` reports it."""
-    return JobInfo(
+def job_info(job: JobRecord, wall_offset: float = 0.0, *, payload: bool = False) -> JobInfo:
+    """``job`` as ``job_status`` reports it.
+
+    Args:
+        job: The record.
+        wall_offset: Wall-clock time minus the state's clock: the record's
+            times are on the state's (monotonic) clock, the wire's are Unix
+            seconds.
+        payload: Whether to include the payload. A reply must fit one line,
+            and a payload and a result may each take most of one: when the
+            two together would not fit, the result is left out and
+            ``result_omitted`` says so (a status without the payload has it).
+    """
+    info = JobInfo(
         job_id=job.id,
         name=job.name,
         state=job.state.value,
@@ -41,20 +52,36 @@ def job_info(job: JobRecord) -> JobInfo:
         max_attempts=job.max_attempts,
         progress=job.progress,
         note=job.note,
+        submitted_at=_wall(job.submitted_at, wall_offset),
+        started_at=_wall(job.started_at, wall_offset),
+        finished_at=_wall(job.finished_at, wall_offset),
+        run_at=_wall(job.not_before, wall_offset) if job.state is JobState.SCHEDULED else None,
     )
+    if not payload:
+        return info
+    room = MAX_LINE_BYTES - ENVELOPE_BYTES
+    if len(encode_spliced(job.payload)) + len(encode_spliced(job.result)) > room:
+        return attrs.evolve(info, payload=job.payload, result=None, result_omitted=True)
+    return attrs.evolve(info, payload=job.payload)
 
 
-def job_list(state: QueueState, request: ListJobs) -> JobList:
+def _wall(moment: float | None, wall_offset: float) -> float | None:
+    # Microseconds are plenty for a person, and keep the reply short.
+    return None if moment is None else round(moment + wall_offset, 6)
+
+
+def job_list(state: QueueState, request: ListJobs, wall_offset: float = 0.0) -> JobList:
     """A listing that fits in one reply line.
 
     Results are left out (``job_status`` gives one), and the list is cut
     short, marked truncated, before its encoded size passes the limit.
+    ``wall_offset`` is as for :func:`job_info`.
     """
     jobs, truncated = state.list_jobs(JobState(request.state), request.queue, request.limit)
     infos = []
     budget = MAX_LINE_BYTES - ENVELOPE_BYTES
     for job in jobs:
-        info = attrs.evolve(job_info(job), result=None)
+        info = attrs.evolve(job_info(job, wall_offset), result=None)
         budget -= len(encode(JobList.entry(info)))
         if budget < 0:
             truncated = True

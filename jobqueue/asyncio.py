@@ -402,7 +402,9 @@ class Client:
         limit: int = 100,
         timeout: float | None = None,
     ) -> JobList:
-        """Jobs in ``state`` (e.g. ``"failed"``), oldest first, at most ``limit``.
+        """Jobs in ``state`` (e.g. ``"failed"``), at most ``limit``.
+
+        Pending jobs come in the order they will run, the others oldest first.
 
         Raises:
             RequestError: ``bad_request`` for an unknown state or a bad limit.
@@ -410,14 +412,19 @@ class Client:
         """
         return await self._run(core.list_jobs(state, queue, limit), timeout)
 
-    async def status(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
-        """Return the job's current state.
+    async def status(
+        self, job_id: str, *, payload: bool = False, timeout: float | None = None
+    ) -> JobInfo:
+        """Return the job's current state, with when it was submitted, started and finished.
+
+        ``payload=True`` adds the job's payload to the reply (left out by
+        default so that status polls stay small).
 
         Raises:
             RequestError: ``unknown_job`` if the server does not know it.
             ConnectionLost, RequestTimeout: as for :meth:`submit`.
         """
-        return await self._run(core.status(job_id), timeout)
+        return await self._run(core.status(job_id, payload), timeout)
 
     async def wait(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
         """Wait until the job is completed, failed or cancelled; return its final state.

@@ -191,7 +191,7 @@ function renderFailed(failed, truncated) {
 
 function renderPending(pending, truncated) {
   document.getElementById("pending-count").textContent =
-    `${pending.length}${truncated ? "+" : ""} waiting, oldest first`;
+    `${pending.length}${truncated ? "+" : ""} waiting, in the order they will run`;
   const rows = pending.map((job) => jobRow(job, [
     el("td", {}, job.name), el("td", {}, job.queue), el("td", { class: "num" }, job.priority ?? 0),
   ]));

@@ -4,7 +4,8 @@ Not part of the pytest run: it needs Debian's ``prometheus`` binary, which
 the nox session installs when it can (and skips, saying why, when it cannot).
 It starts ``jobqueue serve --metrics``, submits jobs, points a Prometheus at
 the endpoint with a one-second scrape interval, and asks Prometheus' own
-query API until it reports the target up and the submitted count, or gives
+query API until it reports the target up, the submitted count and the
+journal's flush count and size (the server runs with a journal), or gives
 up after a minute.
 
     python -m tests.process.prometheus_scrape [PATH_TO_PROMETHEUS]
@@ -56,6 +57,8 @@ def main(binary: str) -> int:
             str(port),
             "--metrics",
             f"127.0.0.1:{metrics}",
+            "--journal",
+            f"{tmp}/journal",
         ]
         prom = [
             binary, f"--config.file={config}", f"--storage.tsdb.path={tmp}/data",
@@ -96,16 +99,24 @@ def check(prometheus: int) -> int:
             up = query(prometheus, 'up{job="jobqueue"}')
             pending = query(prometheus, 'jobqueue_jobs{queue="scraped",state="pending"}')
             submitted = query(prometheus, "jobqueue_jobs_submitted_total")
+            flushes = query(prometheus, "jobqueue_journal_flush_seconds_count")
+            size = query(prometheus, "jobqueue_journal_bytes")
         except OSError as exc:
             last = exc  # Prometheus is starting
         else:
-            last = (up, pending, submitted)
+            last = (up, pending, submitted, flushes, size)
             if (
                 up and up[0]["value"][1] == "1"
                 and pending and pending[0]["value"][1] == str(JOBS)
                 and submitted and submitted[0]["value"][1] == str(JOBS)
+                and flushes and float(flushes[0]["value"][1]) >= 1
+                and size and float(size[0]["value"][1]) > 0
             ):  # fmt: skip
-                print(f"prometheus scraped the queue: {JOBS} jobs pending, target up")
+                print(
+                    f"prometheus scraped the queue: target up, {JOBS} jobs pending, "
+                    f"{flushes[0]['value'][1]} journal flushes, "
+                    f"journal {size[0]['value'][1]} bytes"
+                )
                 return 0
         time.sleep(0.5)  # an external system's scrape interval: nothing to wait on but time
     print(f"prometheus never saw the expected figures; last answer: {last}", file=sys.stderr)

@@ -554,8 +554,9 @@ async def test_list_retry_cancel_and_delete_against_a_served_queue() -> None:
 
         # retry: back in line (no worker now), with a fresh budget.
         retried = await cli("retry", first)
+        # Revived: not finished any more, so no finishing time.
         assert json.loads(retried.stdout) == {
-            **status_dict(dead[0]),
+            **{k: v for k, v in status_dict(dead[0]).items() if k != "finished_at"},
             "state": "pending",
         }
         pending = await cli("list", "--state", "pending", "--json")
@@ -891,7 +892,7 @@ async def test_tls_token_and_max_pending_in_real_processes(tmp_path: Path) -> No
                 status, out, err = await cli("submit", "sleep", "--wait", *zero, *tls)
                 assert status == 0, err
                 assert json.loads(out)["state"] == "completed"
-                status, out, err = await cli("status", job_id, *tls)
+                status, out, err = await cli("status", job_id, "--json", *tls)
                 assert json.loads(out)["state"] == "completed", err
                 process.kill()
 

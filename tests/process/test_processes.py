@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -268,6 +269,8 @@ async def test_cli_against_a_served_queue(tmp_path: Path) -> None:
             assert len(lines) == 2
             for line in lines:
                 assert line["job_id"] not in first_ids
+                times = [line.pop(k) for k in ("submitted_at", "started_at", "finished_at")]
+                assert times == sorted(times), times
                 assert line == {
                     "job_id": line["job_id"],
                     "name": "sleep",
@@ -302,9 +305,13 @@ async def test_cli_against_a_served_queue(tmp_path: Path) -> None:
 
         # One worker, one slot, first in first out: the first three finished
         # before the --wait jobs did.
-        status = await run_cli("status", first_ids[0], *connect)
+        status = await run_cli("status", first_ids[0], "--json", *connect)
         assert status.returncode == 0, err(status)
-        assert json.loads(out(status)) == {
+        shown = json.loads(out(status))
+        times = [shown.pop(name) for name in ("submitted_at", "started_at", "finished_at")]
+        assert times == sorted(times), times
+        assert abs(times[0] - time.time()) < 600, times
+        assert shown == {
             "job_id": first_ids[0],
             "name": "sleep",
             "state": "completed",

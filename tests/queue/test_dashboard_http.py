@@ -184,8 +184,9 @@ async def test_overview_shows_the_known_counts() -> None:
         assert running["progress"] == 0.25
         assert running["note"] == {"stage": "upload"}
         # Pending, oldest first (as list_jobs gives them).
-        assert [j["job_id"] for j in view["pending"]] == [ids["pending1"], ids["pending2"]]
-        assert view["pending"][1]["priority"] == 5
+        # In the order they will run: the higher priority first.
+        assert [j["job_id"] for j in view["pending"]] == [ids["pending2"], ids["pending1"]]
+        assert view["pending"][0]["priority"] == 5
         [failed] = view["failed"]
         assert failed["job_id"] == ids["failed"]
         assert failed["error"] == {"type": "ConnectionError", "message": "gateway down"}

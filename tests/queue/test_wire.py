@@ -62,6 +62,8 @@ async def test_wire_contract_submit_assign_complete(
             job_id = reply["job_id"]
 
             status = await client.request({"type": "job_status", "job_id": job_id})
+            # When it was submitted: wall-clock Unix seconds, checked in test_job_status_times.
+            assert isinstance(status.pop("submitted_at"), float)
             assert status == {
                 "type": "job_status",
                 "job_id": job_id,
@@ -98,6 +100,8 @@ async def test_wire_contract_submit_assign_complete(
             assert done == {"type": "ok"}
 
             status = await client.request({"type": "job_status", "job_id": job_id})
+            times = [status.pop(name) for name in ("submitted_at", "started_at", "finished_at")]
+            assert times == sorted(times)
             assert status == {
                 "type": "job_status",
                 "job_id": job_id,

@@ -467,8 +467,16 @@ class QueueMachine(RuleBasedStateMachine):
             pending = self.in_state("pending")
             expected = sorted(pending, key=lambda j: (-jobs[j].priority, jobs[j].seq))
             assert pending_order(q) == expected
+        # Pending jobs are listed in the order they will run; the others in
+        # the order they entered their state.
         assert listed(q) == {
-            s: sorted(self.in_state(s), key=lambda j: jobs[j].moved) for s in STATES
+            s: sorted(
+                self.in_state(s),
+                key=(lambda j: (-jobs[j].priority, jobs[j].seq))
+                if s == "pending"
+                else (lambda j: jobs[j].moved),
+            )
+            for s in STATES
         }
 
 

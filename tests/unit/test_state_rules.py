@@ -177,22 +177,18 @@ def test_ids_and_records() -> None:
         "max_attempts": 5,
         "key": None,
         "state": JobState.PENDING,
-        "attempt": 0,
-        "attempt_base": 0,
-        "worker": None,
-        "worker_name": None,
-        "lease_deadline": 0.0,
         "not_before": None,
-        "result": None,
-        "error": None,
-        "progress": None,
-        "note": None,
+        "submitted_at": 0.0,
+        "run": None,  # not run yet: no attempt, worker, lease, result, error, progress, note
     }
+    assert (a.attempt, a.attempt_base, a.worker, a.lease_deadline, a.result, a.error) == (
+        0, 0, None, 0.0, None, None,
+    )  # fmt: skip
     assert a.attempts_left == 5
     assert q.get("r7-1") is a
     unknown_job(lambda: q.get("1"))
     assert job_info(a) == JobInfo(
-        job_id="r7-1", name="resize", state="pending", attempt=0, max_attempts=5
+        job_id="r7-1", name="resize", state="pending", attempt=0, max_attempts=5, submitted_at=0.0
     )
 
 
@@ -208,8 +204,8 @@ def test_submit_options_reach_the_record_and_the_event() -> None:
     other, _ = q.submit("n", 2, 2.0)
     assert (other.queue, other.priority, other.max_attempts, other.key) == ("default", 0, 3, None)
     assert events == [
-        Submitted(job.id, "n", 1, 1, "mail", -4, 9, 3.5, "k-1"),
-        Submitted(other.id, "n", 2, 2, "default", 0, 3, None, None),
+        Submitted(job.id, "n", 1, 1, "mail", -4, 9, 3.5, "k-1", at=2.0),
+        Submitted(other.id, "n", 2, 2, "default", 0, 3, None, None, at=2.0),
     ]
     info = job_info(job)
     assert (info.state, info.queue, info.priority, info.max_attempts) == (
@@ -831,7 +827,7 @@ def test_retry_backoff_exact_times_with_a_seeded_rng() -> None:
         ceilings.append(ceiling)
         assert ceiling / 2 <= delay <= ceiling
         assert events == [
-            AttemptFailed(job.id, "error", "ValueError", f"try {attempt}", now + delay)
+            AttemptFailed(job.id, "error", "ValueError", f"try {attempt}", now + delay, at=now)
         ]
         assert job_info(job).state == "scheduled"
         assert job.not_before == now + delay
@@ -853,7 +849,9 @@ def test_retry_backoff_exact_times_with_a_seeded_rng() -> None:
     run(q, job, "w", now)
     del events[:]
     q.fail(job.id, "w", 8, "ValueError", "last", now)
-    assert events == [AttemptFailed(job.id, "error", "ValueError", "last", None, final=True)]
+    assert events == [
+        AttemptFailed(job.id, "error", "ValueError", "last", None, final=True, at=now)
+    ]
     assert job.state is JobState.FAILED
     assert job.not_before is None
     assert q.rng.random() == twin.random()
@@ -1106,7 +1104,7 @@ def test_delayed_job_runs_exactly_at_its_time() -> None:
     events: list[Event] = []
     q = new_state(on_event=events.append)
     job = submit(q, 10.0, delay=5.0)
-    assert events == [Submitted(job.id, "n", None, 1, not_before=15.0)]
+    assert events == [Submitted(job.id, "n", None, 1, not_before=15.0, at=10.0)]
     assert (job.state, job.not_before) == (JobState.SCHEDULED, 15.0)
     assert q.counts()["scheduled"] == 1
     assert q.queue_counts() == {"default": {"pending": 0, "scheduled": 1, "running": 0}}
@@ -1246,7 +1244,7 @@ def test_cancel_a_pending_job() -> None:
     nxt = submit(q)
     del events[:]
     assert q.cancel(job.id, 1.0) == (job, None)
-    assert events == [Cancelled(job.id)]
+    assert events == [Cancelled(job.id, at=1.0)]
     assert job.state is JobState.CANCELLED
     assert job_info(job).finished
     assert q.counts()["cancelled"] == 1
@@ -1369,7 +1367,7 @@ def test_cancelled_jobs_are_subject_to_retention() -> None:
     q = new_state(finished_retention=0, on_event=events.append)
     job = submit(q)
     q.cancel(job.id, 0.0)
-    assert events[-2:] == [Cancelled(job.id), Forgotten(job.id)]
+    assert events[-2:] == [Cancelled(job.id, at=0.0), Forgotten(job.id)]
     refused("unknown_job", q.get, job.id)
     assert q.assign("w", 0.0) is None
 
@@ -1564,30 +1562,33 @@ def test_progress_from_a_stale_attempt_is_refused() -> None:
 # -- listing ------------------------------------------------------------------------------
 
 
-def test_list_jobs_oldest_change_first_with_limit() -> None:
+def test_list_jobs_in_order_with_limit() -> None:
     q = QueueState()
     jobs = [submit(q, queue="a" if i % 2 else "b") for i in range(6)]
-    # Pending in submission order.
+    # Pending in the order they will run: here, submission order.
     assert q.list_jobs(JobState.PENDING, None, 100) == (jobs, False)
-    # A job that leaves and comes back goes to the end.
+    # A job that leaves and comes back is back in its place in line.
     run(q, jobs[0], "w", 0.0, queues=["b"])
     q.release("w", 1.0)
-    assert ids(q.list_jobs(JobState.PENDING, None, 100)[0]) == ids([*jobs[1:], jobs[0]])
+    assert ids(q.list_jobs(JobState.PENDING, None, 100)[0]) == ids(jobs)
+    urgent = submit(q, 1.0, queue="a", priority=5)
+    assert q.list_jobs(JobState.PENDING, None, 2) == ([urgent, jobs[0]], True)
+    q.cancel(urgent.id, 1.0)
     # Limit and truncation.
-    assert q.list_jobs(JobState.PENDING, None, 6) == ([*jobs[1:], jobs[0]], False)
-    assert q.list_jobs(JobState.PENDING, None, 5) == (jobs[1:], True)
-    assert q.list_jobs(JobState.PENDING, None, 1) == ([jobs[1]], True)
+    assert q.list_jobs(JobState.PENDING, None, 6) == (jobs, False)
+    assert q.list_jobs(JobState.PENDING, None, 5) == (jobs[:5], True)
+    assert q.list_jobs(JobState.PENDING, None, 1) == ([jobs[0]], True)
     # The queue filter counts only that queue's jobs toward the limit.
     assert q.list_jobs(JobState.PENDING, "a", 100) == ([jobs[1], jobs[3], jobs[5]], False)
     assert q.list_jobs(JobState.PENDING, "a", 3) == ([jobs[1], jobs[3], jobs[5]], False)
     assert q.list_jobs(JobState.PENDING, "a", 2) == ([jobs[1], jobs[3]], True)
-    assert q.list_jobs(JobState.PENDING, "b", 2) == ([jobs[2], jobs[4]], True)
+    assert q.list_jobs(JobState.PENDING, "b", 2) == ([jobs[0], jobs[2]], True)
     assert q.list_jobs(JobState.PENDING, "nowhere", 5) == ([], False)
     assert q.list_jobs(JobState.RUNNING, None, 5) == ([], False)
     # Finished jobs in finishing order.
     for job in (jobs[3], jobs[1]):
         q.cancel(job.id, 2.0)
-    assert q.list_jobs(JobState.CANCELLED, None, 5) == ([jobs[3], jobs[1]], False)
+    assert q.list_jobs(JobState.CANCELLED, None, 5) == ([urgent, jobs[3], jobs[1]], False)
     assert q.list_jobs(JobState.CANCELLED, "b", 5) == ([], False)
 
 
@@ -1860,11 +1861,11 @@ def test_journal_with_zero_retention() -> None:
     q.report_progress(job_id, "w", 1, 0.25, {"stage": "a"}, 2.5)
     q.complete(job_id, "w", 1, "r", 3.0)
     assert events == [
-        Submitted(job_id, "n", {"p": 1}, 1),
-        Assigned(job_id, "w", "W", 6.0),
+        Submitted(job_id, "n", {"p": 1}, 1, at=0.0),
+        Assigned(job_id, "w", "W", 6.0, at=1.0),
         LeaseExtended(job_id, 7.0),
         Progressed(job_id, 0.25, {"stage": "a"}, 7.5),
-        Completed(job_id, "r"),
+        Completed(job_id, "r", at=3.0),
         Forgotten(job_id),
     ]
     replayed = replay(events, lease_timeout=5.0, finished_retention=0)
@@ -1882,7 +1883,7 @@ def test_journal_reports_events_in_the_order_applied() -> None:
     q.complete(a, "w", 1, None, 1.0)
     del events[:]
     q.fail(b, "w", 1, "E", "m", 1.0)
-    assert events == [AttemptFailed(b, "error", "E", "m", final=True), Forgotten(a)]
+    assert events == [AttemptFailed(b, "error", "E", "m", final=True, at=1.0), Forgotten(a)]
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -1,0 +1,35 @@
+"""``jobqueue status``: a person's view of one job, its times and, when asked, its payload."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import trio
+
+from jobqueue import Client
+from tests.helpers import run_cli, serving
+
+
+async def test_status_shows_the_times_and_the_payload_when_asked() -> None:
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        connect = ("--connect", f"{host}:{port}")
+        with trio.fail_after(20):
+            job_id = await client.submit("resize", {"width": 640}, delay=3600)
+            plain, with_payload, as_json = [
+                await run_cli("status", job_id, *extra, *connect)
+                for extra in ((), ("--payload",), ("--json", "--payload"))
+            ]
+    for result in (plain, with_payload, as_json):
+        assert result.returncode == 0, result.stderr
+    lines = dict(line.split(None, 1) for line in plain.stdout.decode().splitlines())
+    assert lines["job"] == job_id
+    assert lines["state"] == "scheduled (not run yet)"
+    assert lines["submitted"].endswith(" ago)")
+    assert re.search(r"\(in (59 min \d+ s|1 h 0 min 0 s)\)$", lines["due"]), lines["due"]
+    assert "payload" not in lines
+    shown = dict(line.split(None, 1) for line in with_payload.stdout.decode().splitlines())
+    assert shown["payload"] == '{"width": 640}'
+    wire = json.loads(as_json.stdout)
+    assert wire["payload"] == {"width": 640}
+    assert wire["run_at"] - wire["submitted_at"] == 3600
