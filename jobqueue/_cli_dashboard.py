@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import trio
 
-from ._cli_options import UsageError, add_connect, connect_options
+from ._cli_options import UsageError, add_connect, connect_options, parse_address
 from ._client import Client
 from ._dashboard import (
     DEFAULT_HOST,
@@ -60,14 +60,7 @@ def listen_address(text: str) -> tuple[str, int]:
     Raises:
         UsageError: if it is not of that shape.
     """
-    if ":" not in text or (text.startswith("[") and text.endswith("]")):
-        host, port_text = text, str(DEFAULT_PORT)
-    else:
-        host, _, port_text = text.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
-        raise UsageError(f"bad --listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8081")
-    return host, int(port_text)
+    return parse_address(text, default_port=DEFAULT_PORT, what="--listen", listen=True)
 
 
 def _interval(text: str) -> float:

@@ -219,17 +219,28 @@ def positive_float(text: str) -> float:
     return value
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6); a bare ``HOST`` takes port 8080.
+def parse_address(
+    text: str, *, default_port: int = DEFAULT_PORT, what: str = "address", listen: bool = False
+) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6); a bare ``HOST`` takes ``default_port``.
+
+    Args:
+        text: The option's value.
+        default_port: The port of a bare ``HOST`` (the queue's, 8080, by default).
+        what: How the error names the value (``--listen``, say).
+        listen: An address to listen on, where port 0 (any free port) is allowed.
 
     Raises:
         UsageError: if it is not of that shape.
     """
     if ":" not in text or (text.startswith("[") and text.endswith("]")):
-        host, port_text = text, str(DEFAULT_PORT)
+        host, port_text = text, str(default_port)
     else:
         host, _, port_text = text.rpartition(":")
     host = host.strip("[]")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"bad address {text!r}: expected HOST:PORT or HOST, e.g. 127.0.0.1:8080")
+    lowest = 0 if listen else 1
+    if not host or not port_text.isdigit() or not lowest <= int(port_text) < 65536:
+        raise UsageError(
+            f"bad {what} {text!r}: expected HOST:PORT or HOST, e.g. 127.0.0.1:{default_port}"
+        )
     return host, int(port_text)

@@ -68,3 +68,9 @@ async def test_it_says_at_start_that_login_is_required() -> None:
                     while chunk := await stream.receive_some(4096):
                         reply += chunk
             assert reply.startswith(b"HTTP/1.1 401 ")
+
+
+async def test_a_bad_listen_address_is_a_usage_error_naming_the_option() -> None:
+    done = await run_cli("dashboard", "--listen", "127.0.0.1:port")
+    assert done.returncode == 2
+    assert b"bad --listen '127.0.0.1:port': expected HOST:PORT or HOST" in done.stderr
