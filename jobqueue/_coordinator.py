@@ -169,13 +169,18 @@ class Coordinator:
                             except (trio.WouldBlock, trio.EndOfChannel):
                                 break
                             self.handle(command, trio.current_time())
+                        # Moved only when it comes sooner: most commands move
+                        # it later (a lease renewed, a worker parked again),
+                        # and a stale, earlier one costs one wake-up that
+                        # finds nothing due, not a reschedule per command.
                         deadline = self.next_deadline()
-                        if deadline != timer.deadline:
+                        if deadline < timer.deadline:
                             timer.deadline = deadline
                 now = trio.current_time()
-                self._timer_wakeups += 1
-                self._last_timer_wakeup = now
-                self.fire_timers(now)
+                if self.next_deadline() <= now:
+                    self._timer_wakeups += 1
+                    self._last_timer_wakeup = now
+                    self.fire_timers(now)
 
     def statistics(self) -> CoordinatorStatistics:
         """How often this coordinator has woken for a deadline (see the record)."""
