@@ -2,8 +2,9 @@
 
 Connection handlers never touch :class:`~jobqueue._state.QueueState`. They
 send commands over a trio memory channel; the coordinator applies each one
-and answers on the connection's own one-slot reply channel with
-``send_nowait``, so a slow or vanished connection can never block it. With a
+and answers on the connection's outbox with ``send_nowait`` (a non-blocking
+write, or a place in the connection writer's queue), so a slow or vanished
+connection can never block it. With a
 single owner there is nothing to lock and no interleaving to reason about.
 
 Time is handled the same way: the coordinator waits for its next command

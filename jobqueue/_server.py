@@ -306,8 +306,8 @@ class QueueService:
         """Serve one connection until the peer closes it.
 
         Two tasks per connection: a reader that decodes requests and forwards
-        them to the coordinator in batches, and a writer that encodes the
-        coordinator's replies. Because the reader never stops reading (except
+        them to the coordinator in batches, and a writer that sends the
+        replies the connection's outbox could not send at once. Because the reader never stops reading (except
         for backpressure), a peer that vanishes is noticed at once, even
         while it is blocked in ``request_job``.
         """
