@@ -307,9 +307,10 @@ class QueueService:
 
         Two tasks per connection: a reader that decodes requests and forwards
         them to the coordinator in batches, and a writer that sends the
-        replies the connection's outbox could not send at once. Because the reader never stops reading (except
-        for backpressure), a peer that vanishes is noticed at once, even
-        while it is blocked in ``request_job``.
+        replies the connection's outbox could not send at once. Because the
+        reader never stops reading (except for backpressure), a peer that
+        vanishes is noticed at once, even while it is blocked in
+        ``request_job``.
         """
         peer_name = _peer_name(stream)
         if isinstance(stream, trio.SocketStream):
