@@ -28,6 +28,13 @@ Item = Request | ProtocolError
 Outgoing = Reply | Refusal
 
 
+class ReplySink(Protocol):
+    """Where a connection's replies go: the server's ``Outbox``, or a memory channel in tests."""
+
+    def send_nowait(self, replies: list[Outgoing] | None, /) -> None:
+        """Take ``replies`` (``None``: the connection is finished) without blocking."""
+
+
 @attrs.define(eq=False)
 class Connection:
     """The coordinator's view of one client or worker connection.
@@ -37,9 +44,9 @@ class Connection:
         peer: ``host:port`` of the remote end, used when it gave no name.
         outbox: Where the coordinator puts this connection's replies, in
             request order, a list per batch; ``None`` tells the writer the
-            connection is finished. Unbounded, so ``send_nowait`` never
-            blocks the coordinator; the handler bounds it by never having
-            more than a fixed number of requests in flight.
+            connection is finished. ``send_nowait`` never blocks the
+            coordinator; the handler bounds what waits there by never
+            having more than a fixed number of requests in flight.
         name: What the peer called itself in ``hello``.
         names: The job names it said in ``hello`` it runs (``None``: any);
             it is handed no other jobs.
@@ -47,7 +54,7 @@ class Connection:
 
     id: int
     peer: str
-    outbox: trio.MemorySendChannel[list[Outgoing] | None]
+    outbox: ReplySink
     name: str | None = None
     names: frozenset[str] | None = None
     #: The blocking request this connection is parked in, if any.

@@ -2,8 +2,9 @@
 
 Connection handlers never touch :class:`~jobqueue._state.QueueState`. They
 send commands over a trio memory channel; the coordinator applies each one
-and answers on the connection's own one-slot reply channel with
-``send_nowait``, so a slow or vanished connection can never block it. With a
+and answers on the connection's outbox with ``send_nowait`` (a non-blocking
+write, or a place in the connection writer's queue), so a slow or vanished
+connection can never block it. With a
 single owner there is nothing to lock and no interleaving to reason about.
 
 Time is handled the same way: the coordinator waits for its next command
@@ -169,13 +170,18 @@ class Coordinator:
                             except (trio.WouldBlock, trio.EndOfChannel):
                                 break
                             self.handle(command, trio.current_time())
+                        # Moved only when it comes sooner: most commands move
+                        # it later (a lease renewed, a worker parked again),
+                        # and a stale, earlier one costs one wake-up that
+                        # finds nothing due, not a reschedule per command.
                         deadline = self.next_deadline()
-                        if deadline != timer.deadline:
+                        if deadline < timer.deadline:
                             timer.deadline = deadline
                 now = trio.current_time()
-                self._timer_wakeups += 1
-                self._last_timer_wakeup = now
-                self.fire_timers(now)
+                if self.next_deadline() <= now:
+                    self._timer_wakeups += 1
+                    self._last_timer_wakeup = now
+                    self.fire_timers(now)
 
     def statistics(self) -> CoordinatorStatistics:
         """How often this coordinator has woken for a deadline (see the record)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import json.encoder
+import json.scanner
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -63,9 +64,12 @@ def _no_default(value: object) -> NoReturn:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-_json_decode: Callable[[str], Any] = json.JSONDecoder(
-    parse_constant=_reject_constant, parse_float=_parse_float
-).decode
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
+_json_decode: Callable[[str], Any] = _decoder.decode
+#: The decoder's scanner, called directly for a line that is one object and
+#: nothing else: ``decode`` around it costs two regex matches and a wrapper.
+#: (typeshed types ``make_scanner``'s argument as the scanner class itself.)
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
 #: What the marking encoder writes for a RawJSON, to be replaced by its text.
 #: The control characters are always escaped, so only a string value or key
 #: equal to the marker, or ending in '"' plus the marker's text, can produce
@@ -142,6 +146,15 @@ def decode_object(line: bytes) -> dict[str, Any]:
         ) from None
     if line.count(b"[") + line.count(b"{") > MAX_DEPTH:
         _check_depth(line, text)
+    if text.startswith("{"):
+        # The usual line; anything else (whitespace around it, bad JSON)
+        # takes the full path below, which words its errors.
+        try:
+            obj, end = _scan_once(text, 0)
+        except Exception:  # decoded again below, which raises it as it should
+            end = -1
+        if end == len(text) and isinstance(obj, dict) and isinstance(obj.get("type"), str):
+            return obj
     try:
         obj = _json_decode(text)
     except json.JSONDecodeError as exc:

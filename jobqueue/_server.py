@@ -12,7 +12,6 @@ import hmac
 import ipaddress
 import itertools
 import logging
-import math
 import secrets
 import signal
 import socket
@@ -23,8 +22,8 @@ import attrs
 import trio
 
 from ._bytes import ByteStream
-from ._codec import decode_request, encode_reply
-from ._commands import Batch, Command, Connected, Connection, Disconnected, Item, Outgoing, Snapshot
+from ._codec import decode_request
+from ._commands import Batch, Command, Connected, Connection, Disconnected, Item, Snapshot
 from ._config import ServerConfig, metrics_address, server_config
 from ._coordinator import Coordinator
 from ._errors import (
@@ -33,14 +32,14 @@ from ._errors import (
     TOO_MANY_CONNECTIONS,
     UNAUTHORIZED,
     ProtocolError,
-    Refusal,
 )
 from ._framing import EOF, NEED_DATA, LineDecoder
 from ._journal_writer import Journal
 from ._json import encode
 from ._metrics import JobTimes, MetricsSnapshot
 from ._metrics_http import require_h11, serve_metrics
-from ._replies import ErrorReply, JobCancelledNotice
+from ._outbox import MAX_IN_FLIGHT, Outbox
+from ._replies import ErrorReply
 from ._requests import Hello
 from ._state import QueueState
 
@@ -307,10 +306,11 @@ class QueueService:
         """Serve one connection until the peer closes it.
 
         Two tasks per connection: a reader that decodes requests and forwards
-        them to the coordinator in batches, and a writer that encodes the
-        coordinator's replies. Because the reader never stops reading (except
-        for backpressure), a peer that vanishes is noticed at once, even
-        while it is blocked in ``request_job``.
+        them to the coordinator in batches, and a writer that sends the
+        replies the connection's outbox could not send at once. Because the
+        reader never stops reading (except for backpressure), a peer that
+        vanishes is noticed at once, even while it is blocked in
+        ``request_job``.
         """
         peer_name = _peer_name(stream)
         if isinstance(stream, trio.SocketStream):
@@ -338,15 +338,20 @@ class QueueService:
             await trio.aclose_forcefully(stream)
             return
         self._open_connections += 1
-        outbox, replies = trio.open_memory_channel[list[Outgoing] | None](math.inf)
+        outbox = Outbox(_descriptor(stream), track_activity=self._guard.idle_timeout is not None)
         conn = Connection(next(self._ids), peer_name, outbox)
         handler = _ConnectionHandler(
-            stream, conn, replies, self._commands, LineDecoder(self._max_line_bytes), self._guard
+            stream, conn, outbox, self._commands, LineDecoder(self._max_line_bytes), self._guard
         )
         log.debug("connection %d from %s opened", conn.id, peer_name)
         try:
             await self._commands.send(Connected(conn))
-            await handler.serve()
+            try:
+                await handler.serve()
+            finally:
+                # From here on only this task writes to the stream, which it
+                # closes below.
+                outbox.close()
             if handler.farewell is not None:
                 log.info(
                     "closing connection %d from %s: %s",
@@ -363,22 +368,18 @@ class QueueService:
             if self._refused:
                 log.warning("accepting connections again; %d were refused", self._refused)
                 self._refused = 0
-            # Shielded so a cancelled handler still returns its leases; the
-            # coordinator closes its channel when it exits, so this cannot hang.
-            # (A second Disconnected for the same connection is ignored.)
-            with (
-                trio.CancelScope(shield=True),
-                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-            ):
-                await self._commands.send(Disconnected(conn))
+            if not handler.said_goodbye:
+                # Shielded so a cancelled handler still returns its leases; the
+                # coordinator closes its channel when it exits, so this cannot
+                # hang. (A second Disconnected for the same connection would be
+                # ignored, but would cost the coordinator a wake-up.)
+                with (
+                    trio.CancelScope(shield=True),
+                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                ):
+                    await self._commands.send(Disconnected(conn))
             await trio.aclose_forcefully(stream)
             log.debug("connection %d from %s closed", conn.id, peer_name)
-
-
-#: Requests one connection may have sent to the coordinator and not yet had
-#: written back. Bounds what a peer that stops reading can make the server
-#: hold (at most this many replies), while letting pipelined requests flow.
-_MAX_IN_FLIGHT = 64
 
 
 @attrs.frozen
@@ -405,21 +406,22 @@ class _ConnectionHandler:
         self,
         stream: trio.abc.Stream,
         conn: Connection,
-        replies: trio.MemoryReceiveChannel[list[Outgoing] | None],
+        outbox: Outbox,
         commands: trio.MemorySendChannel[Command],
         decoder: LineDecoder,
         guard: _Guard,
     ) -> None:
         self._stream = stream
         self._conn = conn
-        self._replies = replies
+        self._outbox = outbox
         self._commands = commands
         self._decoder = decoder
         self._guard = guard
-        self._in_flight = 0
-        self._window_open = trio.Event()
-        # When the peer last sent bytes or was last written to (idle timeout).
-        self._last_activity = trio.current_time()
+        # When the peer last sent bytes (idle timeout; the outbox keeps when
+        # it was last written to).
+        self._last_received = trio.current_time()
+        #: Whether the reader has told the coordinator the connection is over.
+        self.said_goodbye = False
         #: The error to send after the last reply, just before closing, when
         #: the server (not the peer) ends the connection.
         self.farewell: ErrorReply | None = None
@@ -429,7 +431,10 @@ class _ConnectionHandler:
         """Run the reader and the writer until the connection is finished."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, nursery.cancel_scope)
-            await self._write(nursery.cancel_scope)
+            try:
+                await self._outbox.drain(self._bytes)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                nursery.cancel_scope.cancel()  # stop the reader too; the caller does the rest
 
     async def _read(self, cancel_scope: trio.CancelScope) -> None:
         try:
@@ -442,17 +447,18 @@ class _ConnectionHandler:
     async def _read_requests(self) -> None:
         decoder = self._decoder
         guard = self._guard
+        outbox = self._outbox
         batch: list[Item] = []
         # Until the first request is accepted (the hello, with a token), the
         # connection is in its handshake: anything else ends it.
         handshake_deadline: float | None = trio.current_time() + guard.handshake_timeout
         while True:
-            if self._in_flight + len(batch) >= _MAX_IN_FLIGHT:
+            if outbox.in_flight + len(batch) >= MAX_IN_FLIGHT:
                 await self._forward(batch)
                 batch = []
-                while self._in_flight >= _MAX_IN_FLIGHT:
-                    self._window_open = trio.Event()
-                    await self._window_open.wait()
+                while outbox.in_flight >= MAX_IN_FLIGHT:
+                    outbox.window_open = trio.Event()
+                    await outbox.window_open.wait()
                 continue
             try:
                 line = decoder.next_line()
@@ -499,6 +505,7 @@ class _ConnectionHandler:
         # not be handed a job) and tells the writer to finish.
         await self._forward(batch)
         await self._commands.send(Disconnected(self._conn))
+        self.said_goodbye = True
 
     async def _receive(self, handshake_deadline: float | None) -> bytes | bytearray | None:
         """The next bytes from the peer; ``b""`` at its end, ``None`` on a timeout.
@@ -510,7 +517,7 @@ class _ConnectionHandler:
             if handshake_deadline is not None:
                 deadline = handshake_deadline
             elif guard.idle_timeout is not None:
-                deadline = self._last_activity + guard.idle_timeout
+                deadline = self._last_activity() + guard.idle_timeout
             else:
                 # No deadline (the usual case once the hello is in): neither
                 # a cancel scope nor the activity clock is needed, and on this
@@ -525,7 +532,7 @@ class _ConnectionHandler:
                     data = await self._bytes.receive_some()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     data = b""  # a reset (or a failed TLS handshake) is an end of stream
-                self._last_activity = trio.current_time()
+                self._last_received = trio.current_time()
                 return data
             if handshake_deadline is not None:
                 what = '"hello" with the token' if guard.token is not None else "request"
@@ -536,19 +543,19 @@ class _ConnectionHandler:
             # Idle only if nothing is outstanding and nothing was written
             # since the wait began: a worker parked in request_job is busy.
             assert guard.idle_timeout is not None
-            if self._in_flight == 0 and (
-                trio.current_time() >= self._last_activity + guard.idle_timeout
+            if self._outbox.in_flight == 0 and (
+                trio.current_time() >= self._last_activity() + guard.idle_timeout
             ):
                 self.farewell = ErrorReply(
                     IDLE_TIMEOUT, f"nothing received for {guard.idle_timeout:g}s"
                 )
                 return None
-            if self._in_flight > 0:
-                self._last_activity = trio.current_time()
+            if self._outbox.in_flight > 0:
+                self._last_received = trio.current_time()
 
     async def _forward(self, batch: list[Item]) -> None:
         if batch:
-            self._in_flight += len(batch)
+            self._outbox.in_flight += len(batch)
             command = Batch(self._conn, batch)
             # Hand straight to a waiting coordinator without a trip through
             # the scheduler; wait (backpressure) only when it is busy.
@@ -557,45 +564,16 @@ class _ConnectionHandler:
             except trio.WouldBlock:
                 await self._commands.send(command)
 
-    async def _write(self, cancel_scope: trio.CancelScope) -> None:
-        replies = self._replies
-        idle_timeout = self._guard.idle_timeout  # activity matters only with one
-        while True:
-            outgoing = await replies.receive()
-            chunks: list[bytes] = []
-            written = 0
-            finished = False
-            # Coalesce whatever else is ready: one write for many replies.
-            while True:
-                if outgoing is None:
-                    finished = True
-                    break
-                # Notices were not asked for: they do not free the window.
-                written += sum(not isinstance(reply, JobCancelledNotice) for reply in outgoing)
-                chunks.extend(map(_encode_outgoing, outgoing))
-                try:
-                    outgoing = replies.receive_nowait()
-                except trio.WouldBlock:
-                    break
-            if chunks:
-                try:
-                    await self._bytes.send_all(b"".join(chunks))
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    cancel_scope.cancel()  # stop the reader too; finally does the rest
-                    return
-                if idle_timeout is not None:
-                    self._last_activity = trio.current_time()
-            self._in_flight -= written
-            if self._in_flight < _MAX_IN_FLIGHT:
-                self._window_open.set()
-            if finished:
-                return
+    def _last_activity(self) -> float:
+        """When the peer last sent bytes or was last written to."""
+        return max(self._last_received, self._outbox.last_activity)
 
 
-def _encode_outgoing(reply: Outgoing) -> bytes:
-    if isinstance(reply, Refusal):
-        reply = ErrorReply.from_exception(reply)
-    return encode_reply(reply)
+def _descriptor(stream: trio.abc.Stream) -> int | None:
+    """The descriptor of a plain TCP stream, for the outbox's direct send; else ``None``."""
+    if type(stream) is not trio.SocketStream:
+        return None
+    return stream.socket.fileno()
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:
