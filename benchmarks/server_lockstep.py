@@ -57,7 +57,7 @@ class _Lines:
 
 
 def _connect(port: int) -> socket.socket:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a server under valgrind starts slowly
     while True:
         try:
             sock = socket.create_connection(("127.0.0.1", port))
