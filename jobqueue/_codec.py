@@ -14,6 +14,7 @@ general path gives: the tests hold each fast path to that.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -295,6 +296,17 @@ def encode_request(message: Request) -> bytes:
         return utf8(text)
 
 
+def _string(text: str) -> str:
+    """``encode_value(text)`` for a string; one that needs no escape is quoted as it is.
+
+    Job ids and names are nearly always printable ASCII with no quote or
+    backslash, which the encoder writes unchanged between quotes.
+    """
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return encode_value(text)
+
+
 _OK = Ok()
 _OK_LINE = encode(_OK.to_wire())[:-1]
 
@@ -313,21 +325,25 @@ def encode_reply(reply: Reply) -> bytes:
     if cls is JobSubmitted:
         assert isinstance(reply, JobSubmitted)
         if not reply.duplicate:
-            text = f'{{"type":"job_submitted","job_id":{encode_value(reply.job_id)}}}\n'
+            text = f'{{"type":"job_submitted","job_id":{_string(reply.job_id)}}}\n'
         else:
             return encode(reply.to_wire())
     elif cls is JobAssigned:
         assert isinstance(reply, JobAssigned)
         # The payload is usually stored as RawJSON: its bytes go in as they are.
         head = (
-            f'{{"type":"job_assigned","job_id":{encode_value(reply.job_id)},'
-            f'"name":{encode_value(reply.name)},"payload":'
+            f'{{"type":"job_assigned","job_id":{_string(reply.job_id)},'
+            f'"name":{_string(reply.name)},"payload":'
         )
+        lease = reply.lease_timeout
+        # A finite float is written as its repr, as the encoder writes it.
+        lease_text = repr(lease) if type(lease) is float and math.isfinite(lease) else None
         tail = (
             f',"attempt":{int(reply.attempt)},'
-            f'"lease_timeout":{encode_value(reply.lease_timeout)}}}\n'
+            f'"lease_timeout":{lease_text or encode_value(lease)}}}\n'
         )
-        return utf8(head) + encode_spliced(reply.payload) + utf8(tail)
+        payload = b"null" if reply.payload is None else encode_spliced(reply.payload)
+        return utf8(head) + payload + utf8(tail)
     elif cls is Ok and reply == _OK:
         return _OK_LINE + b"\n"
     else:
