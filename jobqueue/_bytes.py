@@ -32,6 +32,9 @@ class ByteStream:
 
     stream: trio.abc.Stream
     _raw: socket.socket | None = attrs.field(init=False)
+    # The raw socket's descriptor: wait_readable given the socket would ask
+    # it for its fileno() on every wait.
+    _fd: int = attrs.field(init=False)
 
     @_raw.default
     def _raw_socket(self) -> socket.socket | None:
@@ -39,6 +42,10 @@ class ByteStream:
             return None
         raw = getattr(self.stream.socket, "_sock", None)
         return raw if isinstance(raw, socket.socket) else None
+
+    @_fd.default
+    def _raw_descriptor(self) -> int:
+        return -1 if self._raw is None else self._raw.fileno()
 
     async def receive_some(self) -> bytes | bytearray:
         """The next bytes; ``b""`` at the end of the stream.
@@ -50,12 +57,12 @@ class ByteStream:
         if raw is None:
             return await self.stream.receive_some(RECEIVE_SIZE)
         # Wait first: whoever reads here has consumed everything buffered.
-        await trio.lowlevel.wait_readable(raw)
+        await trio.lowlevel.wait_readable(self._fd)
         while True:
             try:
                 return raw.recv(RECEIVE_SIZE)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(raw)
+                await trio.lowlevel.wait_readable(self._fd)
 
     async def send_all(self, data: bytes) -> None:
         """Send all of ``data``.

@@ -14,11 +14,23 @@ general path gives: the tests hold each fast path to that.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 from ._errors import UNKNOWN_TYPE, ProtocolError
-from ._json import decode_object, encode, encode_spliced, encode_value, utf8
+from ._fields import optional_attempt
+from ._json import (
+    RawJSON,
+    decode_object,
+    encode,
+    encode_spliced,
+    encode_value,
+    scan_value,
+    stored_form,
+    utf8,
+)
+from ._limits import MAX_DEPTH, MAX_NAME_CHARS, MAX_STORED_BYTES
 from ._replies import (
     ErrorReply,
     JobAssigned,
@@ -52,6 +64,7 @@ from ._requests import (
     SubmitJob,
     SubmitJobs,
     WaitJob,
+    fetch_of,
 )
 from ._schedule_wire import (
     AddSchedule,
@@ -80,7 +93,29 @@ _REPLIES: dict[str, Callable[[dict[str, Any]], Reply]] = {
 
 
 def decode_request(line: bytes) -> Request:
-    """Decode one line into a request message.
+    """Decode one line into a request message, the commonest two read directly.
+
+    A ``submit_job`` with a name and a payload only, and a ``job_complete``,
+    written as :func:`encode_request` writes them, are built without the
+    decoded object and its field readers: only their values go through the
+    JSON scanner. Anything else, or anything those readers would refuse,
+    goes through :func:`decode_request_fully`, which words every error; the
+    tests hold the fast paths to the same results.
+
+    Raises:
+        ProtocolError: ``bad_json``, ``bad_request`` or ``unknown_type``.
+    """
+    if line.startswith(_SUBMIT_HEAD):
+        request: Request | None = _plain_submit(line)
+    elif line.startswith(_COMPLETE_HEAD):
+        request = _plain_complete(line)
+    else:
+        request = None
+    return decode_request_fully(line) if request is None else request
+
+
+def decode_request_fully(line: bytes) -> Request:
+    """:func:`decode_request` without its fast paths: the decoded object, checked field by field.
 
     Raises:
         ProtocolError: ``bad_json``, ``bad_request`` or ``unknown_type``.
@@ -93,6 +128,115 @@ def decode_request(line: bytes) -> Request:
             UNKNOWN_TYPE, f"unknown message type {obj['type']!r}; expected one of: {known}"
         )
     return from_wire(obj)
+
+
+_SUBMIT_HEAD = b'{"type":"submit_job","name":"'
+_PAYLOAD_KEY = b'","payload":'
+_COMPLETE_HEAD = b'{"type":"job_complete","job_id":"'
+_RESULT_KEY = b'","result":'
+#: What follows a report's result (``,"attempt":1,"fetch":{...}}``), read:
+#: a worker sends the same few. Cleared when full, so any number is fine.
+_REPORT_TAILS: dict[str, tuple[int | None, RequestJob | None]] = {}
+
+
+def _plain_text(raw: bytes) -> str | None:
+    """``raw``, the bytes between a string's quotes, as the string, if it needs no decoding.
+
+    Printable ASCII with no backslash reads as itself; anything else (an
+    escape, a control character, non-ASCII text) is left to the full decode.
+    """
+    if raw and raw.isascii() and b"\\" not in raw:
+        text = raw.decode("ascii")
+        if text.isprintable():
+            return text
+    return None
+
+
+def _value_then(line: bytes, start: int) -> tuple[Any, str] | None:
+    """The JSON value at ``line[start:]`` and the text after it, if it reads cleanly.
+
+    ``None`` for anything the full decode must look at: not UTF-8, nesting
+    that needs the depth check, or no valid value there (the scanner's own
+    errors, ``NaN``, a number out of range, an over-long integer).
+    """
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH:
+        return None
+    try:
+        text = line[start:].decode("utf-8")
+        value, end = scan_value(text, 0)
+    except Exception:
+        return None
+    return value, text[end:]
+
+
+def _plain_submit(line: bytes) -> SubmitJob | None:
+    """``{"type":"submit_job","name":NAME,"payload":VALUE}`` built directly, else ``None``."""
+    name_end = line.find(b'"', len(_SUBMIT_HEAD))
+    if not line.startswith(_PAYLOAD_KEY, name_end):
+        return None
+    name = _plain_text(line[len(_SUBMIT_HEAD) : name_end])
+    if name is None or len(name) > MAX_NAME_CHARS:
+        return None
+    read = _value_then(line, name_end + len(_PAYLOAD_KEY))
+    if read is None or read[1] != "}":
+        return None
+    payload = read[0]
+    stored = stored_form(payload)
+    if isinstance(stored, RawJSON) and len(stored) > MAX_STORED_BYTES:
+        return None
+    return SubmitJob(name, payload, stored_payload=stored)
+
+
+def _plain_complete(line: bytes) -> JobComplete | None:
+    """A ``job_complete`` with ``job_id`` and ``result`` first, built directly, else ``None``."""
+    id_end = line.find(b'"', len(_COMPLETE_HEAD))
+    if not line.startswith(_RESULT_KEY, id_end):
+        return None
+    job_id = _plain_text(line[len(_COMPLETE_HEAD) : id_end])
+    if job_id is None:
+        return None
+    read = _value_then(line, id_end + len(_RESULT_KEY))
+    if read is None:
+        return None
+    result, tail = read
+    stored = stored_form(result)
+    if isinstance(stored, RawJSON) and len(stored) > MAX_STORED_BYTES:
+        return None
+    options = _REPORT_TAILS.get(tail)
+    if options is None:
+        options = _report_tail(tail)
+        if options is None:
+            return None
+    return JobComplete(job_id, options[0], result, options[1], stored_result=stored)
+
+
+def _report_tail(tail: str) -> tuple[int | None, RequestJob | None] | None:
+    """The ``attempt`` and ``fetch`` of a report's ``tail``, remembered; ``None`` if not plain.
+
+    Plain: ``}``, or ``,"...`` members that are only ``attempt`` and
+    ``fetch`` and read without error. Other members (unknown ones, which the
+    full decode ignores, or ``result`` again) go to the full decode.
+    """
+    if tail == "}":
+        members: Any = {}
+    elif tail.startswith(',"'):
+        try:
+            members, end = scan_value("{" + tail[1:], 0)
+        except Exception:
+            return None
+        if end != len(tail) or not members.keys() <= {"attempt", "fetch"}:
+            return None
+    else:
+        return None
+    obj = {"type": JobComplete.TYPE, **members}
+    try:
+        options = optional_attempt(obj), fetch_of(obj)
+    except ProtocolError:
+        return None
+    if len(_REPORT_TAILS) >= 64:
+        _REPORT_TAILS.clear()
+    _REPORT_TAILS[tail] = options
+    return options
 
 
 #: The ``fetch`` member of a report, by request: a worker sends the same one
@@ -152,6 +296,17 @@ def encode_request(message: Request) -> bytes:
         return utf8(text)
 
 
+def _string(text: str) -> str:
+    """``encode_value(text)`` for a string; one that needs no escape is quoted as it is.
+
+    Job ids and names are nearly always printable ASCII with no quote or
+    backslash, which the encoder writes unchanged between quotes.
+    """
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return encode_value(text)
+
+
 _OK = Ok()
 _OK_LINE = encode(_OK.to_wire())[:-1]
 
@@ -170,21 +325,25 @@ def encode_reply(reply: Reply) -> bytes:
     if cls is JobSubmitted:
         assert isinstance(reply, JobSubmitted)
         if not reply.duplicate:
-            text = f'{{"type":"job_submitted","job_id":{encode_value(reply.job_id)}}}\n'
+            text = f'{{"type":"job_submitted","job_id":{_string(reply.job_id)}}}\n'
         else:
             return encode(reply.to_wire())
     elif cls is JobAssigned:
         assert isinstance(reply, JobAssigned)
         # The payload is usually stored as RawJSON: its bytes go in as they are.
         head = (
-            f'{{"type":"job_assigned","job_id":{encode_value(reply.job_id)},'
-            f'"name":{encode_value(reply.name)},"payload":'
+            f'{{"type":"job_assigned","job_id":{_string(reply.job_id)},'
+            f'"name":{_string(reply.name)},"payload":'
         )
+        lease = reply.lease_timeout
+        # A finite float is written as its repr, as the encoder writes it.
+        lease_text = repr(lease) if type(lease) is float and math.isfinite(lease) else None
         tail = (
             f',"attempt":{int(reply.attempt)},'
-            f'"lease_timeout":{encode_value(reply.lease_timeout)}}}\n'
+            f'"lease_timeout":{lease_text or encode_value(lease)}}}\n'
         )
-        return utf8(head) + encode_spliced(reply.payload) + utf8(tail)
+        payload = b"null" if reply.payload is None else encode_spliced(reply.payload)
+        return utf8(head) + payload + utf8(tail)
     elif cls is Ok and reply == _OK:
         return _OK_LINE + b"\n"
     else:

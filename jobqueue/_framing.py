@@ -53,6 +53,10 @@ class LineDecoder:
         self._scan_from = 0
         self._discarding = False
         self._eof = False
+        # A chunk that came in as exactly one line while nothing else was
+        # buffered (the usual read: one request), kept as it came: the line
+        # is cut from it without a trip through the buffer.
+        self._whole: bytes | None = None
 
     @property
     def max_line(self) -> int:
@@ -62,7 +66,7 @@ class LineDecoder:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet handed out as lines."""
-        return len(self._buf)
+        return len(self._buf) + (0 if self._whole is None else len(self._whole))
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes from the peer; ``b""`` marks end of stream.
@@ -74,10 +78,21 @@ class LineDecoder:
             if data:
                 raise RuntimeError("received data after EOF")
             return
-        if data:
-            self._buf += data
-        else:
+        if not data:
             self._eof = True
+            return
+        if self._whole is not None:
+            self._buf += self._whole
+            self._whole = None
+        elif (
+            not self._buf
+            and not self._discarding
+            and type(data) is bytes
+            and data.find(b"\n") == len(data) - 1
+        ):
+            self._whole = data
+            return
+        self._buf += data
 
     def next_line(self) -> bytes | Need:
         """Return the next complete line, or :data:`NEED_DATA` / :data:`EOF`.
@@ -86,6 +101,19 @@ class LineDecoder:
             ProtocolError: ``message_too_large`` or ``incomplete_message``, as
                 described in the class docstring.
         """
+        whole = self._whole
+        if whole is not None:
+            self._whole = None
+            line = whole[:-1]
+            if len(line) > self._max_line:
+                raise _too_large(self._max_line)
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.strip():
+                return line
+        elif not self._buf:
+            # Nothing buffered, so nothing to discard or to find too long.
+            return EOF if self._eof else NEED_DATA
         while True:
             newline = self._buf.find(b"\n", self._scan_from)
             if newline < 0:

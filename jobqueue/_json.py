@@ -70,6 +70,13 @@ _json_decode: Callable[[str], Any] = _decoder.decode
 #: nothing else: ``decode`` around it costs two regex matches and a wrapper.
 #: (typeshed types ``make_scanner``'s argument as the scanner class itself.)
 _scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
+
+#: The JSON value at ``text[start]`` and the index just after it, by the
+#: rules of :func:`decode_object`, for the codec's fast paths. No whitespace
+#: is skipped and nesting is not limited: the caller checks the depth first,
+#: as :func:`decode_object` does. Raises ``StopIteration`` where no value
+#: starts, and as the scanner does for a bad one.
+scan_value = _scan_once
 #: What the marking encoder writes for a RawJSON, to be replaced by its text.
 #: The control characters are always escaped, so only a string value or key
 #: equal to the marker, or ending in '"' plus the marker's text, can produce

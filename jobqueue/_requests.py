@@ -262,7 +262,7 @@ class RequestJob:
         return out
 
 
-def _fetch(obj: dict[str, Any]) -> RequestJob | None:
+def fetch_of(obj: dict[str, Any]) -> RequestJob | None:
     """The optional ``fetch`` of a report: a ``request_job`` served right after it."""
     fetch = obj.get("fetch")
     if fetch is None:
@@ -309,7 +309,7 @@ class JobComplete:
             attempt=optional_attempt(obj),
             result=result,
             stored_result=stored,
-            fetch=_fetch(obj),
+            fetch=fetch_of(obj),
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -350,7 +350,7 @@ class JobFailed:
             error_type=error_type[:MAX_NAME_CHARS],
             error_message=message[:MAX_ERROR_CHARS],
             attempt=optional_attempt(obj),
-            fetch=_fetch(obj),
+            fetch=fetch_of(obj),
         )
 
     def to_wire(self) -> dict[str, Any]:

@@ -448,6 +448,8 @@ class _ConnectionHandler:
         decoder = self._decoder
         guard = self._guard
         outbox = self._outbox
+        idle_timeout = guard.idle_timeout
+        receive_some = self._bytes.receive_some
         batch: list[Item] = []
         # Until the first request is accepted (the hello, with a token), the
         # connection is in its handshake: anything else ends it.
@@ -473,9 +475,19 @@ class _ConnectionHandler:
                 if batch:
                     await self._forward(batch)
                     batch = []
-                data = await self._receive(handshake_deadline)
-                if data is None:
-                    break
+                if handshake_deadline is None and idle_timeout is None:
+                    # The usual case once the hello is in: no deadline, so
+                    # neither a cancel scope nor the activity clock is
+                    # needed, and on this path they cost as much as the read.
+                    try:
+                        data = await receive_some()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        data = b""  # a reset is an end of stream
+                else:
+                    received = await self._receive(handshake_deadline)
+                    if received is None:
+                        break
+                    data = received
                 decoder.receive_data(data)
                 continue
             if line is EOF:
@@ -508,25 +520,18 @@ class _ConnectionHandler:
         self.said_goodbye = True
 
     async def _receive(self, handshake_deadline: float | None) -> bytes | bytearray | None:
-        """The next bytes from the peer; ``b""`` at its end, ``None`` on a timeout.
+        """The next bytes from the peer by a deadline; ``b""`` at its end, ``None`` on a timeout.
 
-        A timeout sets :attr:`farewell`.
+        For the handshake, or with an idle timeout (the reader reads
+        without a deadline itself otherwise). A timeout sets :attr:`farewell`.
         """
         guard = self._guard
         while True:
             if handshake_deadline is not None:
                 deadline = handshake_deadline
-            elif guard.idle_timeout is not None:
-                deadline = self._last_activity() + guard.idle_timeout
             else:
-                # No deadline (the usual case once the hello is in): neither
-                # a cancel scope nor the activity clock is needed, and on this
-                # path they cost as much as the read itself.
-                try:
-                    data = await self._bytes.receive_some()
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    data = b""
-                return data
+                assert guard.idle_timeout is not None
+                deadline = self._last_activity() + guard.idle_timeout
             with trio.move_on_at(deadline):
                 try:
                     data = await self._bytes.receive_some()

@@ -7,6 +7,8 @@ at a time, and both feeds must produce the same lines and the same errors.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jobqueue._errors import ProtocolError
 from jobqueue._framing import EOF, NEED_DATA, LineDecoder
@@ -185,3 +187,50 @@ def test_byte_at_a_time_long_line_is_not_quadratic() -> None:
     decoder.receive_data(b"\n")
     assert decoder.next_line() == payload
     assert decoder.buffered == 0
+
+
+def _events(decoder: LineDecoder, chunks: list[bytes]) -> list[object]:
+    """Feed ``chunks`` then EOF; every line, error code and the end, in order."""
+    events: list[object] = []
+
+    def pull() -> bool:
+        while True:
+            try:
+                line = decoder.next_line()
+            except ProtocolError as exc:
+                events.append(exc.code)
+                continue
+            if line is NEED_DATA:
+                return False
+            if line is EOF:
+                events.append("EOF")
+                return True
+            events.append(line)
+
+    for chunk in [*chunks, b""]:
+        decoder.receive_data(chunk)
+        if pull():
+            break
+    return events
+
+
+_stream_lines = st.lists(
+    st.sampled_from([b"", b"\r", b" ", b"a", b"ab\r", b"abcdefgh", b"abcdefghijk", b"\r\r"]),
+    max_size=8,
+)
+
+
+@given(lines=_stream_lines, tail=st.sampled_from([b"", b"x", b"abcdefghijk"]), data=st.data())
+def test_lines_do_not_depend_on_how_the_stream_is_cut(
+    lines: list[bytes], tail: bytes, data: st.DataObject
+) -> None:
+    """One line per read (the whole-line fast path), random cuts and single bytes agree."""
+    stream = b"".join(line + b"\n" for line in lines) + tail
+    per_line = [line + b"\n" for line in lines] + ([tail] if tail else [])
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    random_cut = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    random_cut = [chunk for chunk in random_cut if chunk]
+    bytewise = [stream[i : i + 1] for i in range(len(stream))]
+    expected = _events(LineDecoder(max_line=8), bytewise)
+    assert _events(LineDecoder(max_line=8), per_line) == expected
+    assert _events(LineDecoder(max_line=8), random_cut) == expected

@@ -1,0 +1,195 @@
+"""``decode_request``'s fast paths give what the full decode gives, or the same error.
+
+The plain ``submit_job`` and ``job_complete`` are read without the decoded
+object and its field readers (``jobqueue._codec``); every line they do not
+take goes to :func:`decode_request_fully`. These tests generate such lines,
+well formed and not, and hold the two to the same request (compared by
+``repr``, so ``1`` and ``1.0`` differ, and with the stored form the
+server keeps) or the same ``ProtocolError``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jobqueue._codec import decode_request, decode_request_fully, encode_request
+from jobqueue._errors import ProtocolError
+from jobqueue._limits import MAX_DEPTH, MAX_NAME_CHARS, MAX_STORED_BYTES
+from jobqueue._requests import JobComplete, RequestJob, SubmitJob
+
+
+def _outcome(decode: Any, line: bytes) -> tuple[object, ...]:
+    try:
+        request = decode(line)
+    except ProtocolError as exc:
+        return ("error", exc.code, exc.message)
+    stored = getattr(request, "stored_payload", getattr(request, "stored_result", None))
+    return ("request", type(request), repr(request), type(stored), repr(stored))
+
+
+def _same(line: bytes) -> None:
+    assert _outcome(decode_request, line) == _outcome(decode_request_fully, line)
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+#: Texts a value's place may hold that no JSON encoder writes.
+_odd_values = st.sampled_from(
+    [
+        "NaN", "-Infinity", "1e400", "-1e400", "1E2", "1.0e2", "-0", "-0.0", "01", "1.", ".5",
+        "tru", "nul", "", " 1", "1 ", "[1,]", "{}", "[]", '"a\\u0000b"', '"\\ud800"', '"\t"',
+        '"\\"', "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "[" * MAX_DEPTH + "]" * MAX_DEPTH,
+        "9" * 5000, '"' + "x" * (MAX_STORED_BYTES + 1) + '"', "\xff", '"\u00e9"', "}", ",",
+    ]
+)  # fmt: skip
+
+
+@st.composite
+def _value_text(draw: st.DrawFn) -> str:
+    if draw(st.integers(0, 4)) == 0:
+        return draw(_odd_values)
+    return json.dumps(
+        draw(_values),
+        ensure_ascii=draw(st.booleans()),
+        separators=draw(st.sampled_from([(",", ":"), (", ", ": ")])),
+    )
+
+
+#: Names and ids: plain ones, and every kind the fast paths must leave alone.
+_names = st.one_of(
+    st.sampled_from(["noop", "a", "x" * MAX_NAME_CHARS, "x" * (MAX_NAME_CHARS + 1), ""]),
+    st.text(max_size=10),
+    st.text(alphabet=st.sampled_from('ab"\\\x00\x1f\x7f\u00e9 '), max_size=5),
+)
+
+
+@st.composite
+def _name_text(draw: st.DrawFn) -> str:
+    name = draw(_names)
+    if draw(st.integers(0, 5)) == 0:
+        return draw(st.sampled_from(["null", "1", "[]", '"a" ', '"a', "a"]))
+    return json.dumps(name, ensure_ascii=draw(st.booleans()))
+
+
+@st.composite
+def _member(draw: st.DrawFn) -> str:
+    key = draw(
+        st.sampled_from(
+            ["attempt", "fetch", "result", "job_id", "type", "payload", "name", "queue", "x"]
+        )
+    )
+    if key == "attempt":
+        value = draw(st.sampled_from(["1", "2", "0", "-1", "1.0", "true", "null", '"1"']))
+    elif key == "fetch":
+        value = draw(
+            st.sampled_from(
+                [
+                    '{"wait":30.0}', "{}", '{"wait":-1}', '{"max":3}', '{"max":0}',
+                    '{"queues":["a","b"]}', '{"queues":[]}', "null", "1", "[]",
+                ]
+            )
+        )  # fmt: skip
+    elif key == "type":
+        value = draw(st.sampled_from(['"job_complete"', '"submit_job"', '"hello"', "1"]))
+    else:
+        value = draw(_value_text())
+    return f'"{key}":{value}'
+
+
+@st.composite
+def _lines(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["submit_job", "job_complete"]))
+    first, second = ("name", "payload") if kind == "submit_job" else ("job_id", "result")
+    text = (
+        f'{{"type":"{kind}","{first}":{draw(_name_text())},"{second}":{draw(_value_text())}'
+        + "".join("," + draw(_member()) for _ in range(draw(st.integers(0, 3))))
+        + draw(st.sampled_from(["}", "}", "}", " }", "", "}}", "} ", ",}"]))
+    )
+    line = text.encode("utf-8", "surrogatepass")
+    # Now and then a byte changed, inserted or taken out anywhere.
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(line)))
+        byte = bytes([draw(st.integers(0, 255))])
+        how = draw(st.sampled_from(["set", "insert", "delete"]))
+        if how == "insert":
+            line = line[:at] + byte + line[at:]
+        else:
+            line = line[:at] + (byte if how == "set" else b"") + line[at + 1 :]
+    return line
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_lines())
+def test_fast_paths_agree_with_the_full_decode(line: bytes) -> None:
+    _same(line)
+
+
+@given(
+    name=st.text(min_size=1, max_size=MAX_NAME_CHARS),
+    payload=_values,
+    job_id=st.text(min_size=1, max_size=20),
+    attempt=st.none() | st.integers(1, 10),
+    fetch=st.none()
+    | st.builds(
+        RequestJob,
+        wait=st.floats(0, 60),
+        queues=st.lists(st.text(min_size=1, max_size=5), min_size=1, max_size=3).map(tuple),
+        max=st.none() | st.integers(1, 100),
+    ),
+)
+def test_what_the_clients_send_decodes_alike(
+    name: str, payload: Any, job_id: str, attempt: int | None, fetch: RequestJob | None
+) -> None:
+    _same(encode_request(SubmitJob(name, payload))[:-1])
+    _same(encode_request(JobComplete(job_id, attempt, payload, fetch))[:-1])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"submit_job","name":"noop","payload":null}',
+        b'{"type":"submit_job","name":"noop","payload":{"a":[1,2.5,"\\u00e9"]}}',
+        b'{"type":"job_complete","job_id":"ab-1","result":null,"attempt":1,"fetch":{"wait":30.0}}',
+        b'{"type":"job_complete","job_id":"ab-1","result":[1],"attempt":2}',
+        b'{"type":"job_complete","job_id":"ab-1","result":"r"}',
+    ],
+)
+def test_plain_lines_decode(line: bytes) -> None:
+    _same(line)
+    assert _outcome(decode_request, line)[0] == "request"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"submit_job","name":"noop","payload":NaN}',
+        b'{"type":"submit_job","name":"noop","payload":1e400}',
+        b'{"type":"submit_job","name":"","payload":null}',
+        b'{"type":"submit_job","name":"noop","payload":null,"name":"other"}',
+        b'{"type":"job_complete","job_id":"ab-1","result":null,"attempt":0}',
+        b'{"type":"job_complete","job_id":"ab-1","result":null,"fetch":{"wait":-1}}',
+        b'{"type":"job_complete","job_id":"ab-1","result":null,"result":2}',
+        b'{"type":"job_complete","job_id":"ab-1","result":null,}',
+        b'{"type":"job_complete","job_id":"ab-1","result":null',
+    ],
+)
+def test_unusual_lines_get_the_full_decodes_answer(line: bytes) -> None:
+    _same(line)
