@@ -765,9 +765,10 @@ async def test_worker_queues_and_job_timeout_in_a_real_process() -> None:
                 await stats_when(client, lambda stats: stats.waiting_workers == 1)
                 entry = (await client.stats()).workers
                 elsewhere = await client.submit("sleep", {"seconds": 0})
+                # Before the submit: the worker may start the job before its reply is read.
+                started = trio.current_time()
                 hung = await client.submit("sleep", {"seconds": 60}, queue="slow", max_attempts=1)
                 quick = await client.submit("sleep", {"seconds": 0}, queue="fast")
-                started = trio.current_time()
                 timed_out = await client.wait(hung)
                 took = trio.current_time() - started
                 done = await client.wait(quick)
