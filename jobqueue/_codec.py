@@ -1,9 +1,12 @@
 """The codec: one line to a typed message and back, with fast paths for the commonest.
 
 :func:`decode_request` and :func:`decode_reply` look a line's ``type`` up in
-a table of message classes; :func:`encode_request` and :func:`encode_reply`
-write any message as ``encode(message.to_wire())`` would. A new wire message
-is one class in :mod:`jobqueue._requests` or :mod:`jobqueue._replies` and one
+a table of message classes; :func:`encode_request` writes any request as
+``encode(message.to_wire())`` would, and :func:`encode_reply` any reply as
+``encode_stored(reply.to_wire())`` would: a reply carries payloads and
+results as the server stores them, raw JSON in ``bytes``, while a request
+carries a caller's values, where ``bytes`` are refused. A new wire message is
+one class in :mod:`jobqueue._requests` or :mod:`jobqueue._replies` and one
 entry in a table here.
 
 Every job costs a ``submit_job`` and a ``job_submitted``, a ``job_assigned``
@@ -18,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._errors import UNKNOWN_TYPE, ProtocolError
-from ._json import decode_object, encode, encode_spliced, encode_value, utf8
+from ._json import decode_object, encode, encode_spliced, encode_stored, encode_value, utf8
 from ._replies import (
     ErrorReply,
     JobAssigned,
@@ -153,11 +156,11 @@ def encode_request(message: Request) -> bytes:
 
 
 _OK = Ok()
-_OK_LINE = encode(_OK.to_wire())[:-1]
+_OK_LINE = encode_stored(_OK.to_wire())[:-1]
 
 
 def encode_reply(reply: Reply) -> bytes:
-    """``encode(reply.to_wire())``, byte for byte, with the commonest replies built directly.
+    """``encode_stored(reply.to_wire())``, byte for byte, with the commonest replies built directly.
 
     A server sends ``job_submitted`` and ``job_assigned`` for every job;
     building them as text skips the dict and the encoder's walk over it
@@ -172,10 +175,10 @@ def encode_reply(reply: Reply) -> bytes:
         if not reply.duplicate:
             text = f'{{"type":"job_submitted","job_id":{encode_value(reply.job_id)}}}\n'
         else:
-            return encode(reply.to_wire())
+            return encode_stored(reply.to_wire())
     elif cls is JobAssigned:
         assert isinstance(reply, JobAssigned)
-        # The payload is usually stored as RawJSON: its bytes go in as they are.
+        # The payload is usually stored raw JSON: its bytes go in as they are.
         head = (
             f'{{"type":"job_assigned","job_id":{encode_value(reply.job_id)},'
             f'"name":{encode_value(reply.name)},"payload":'
@@ -188,7 +191,7 @@ def encode_reply(reply: Reply) -> bytes:
     elif cls is Ok and reply == _OK:
         return _OK_LINE + b"\n"
     else:
-        return encode(reply.to_wire())
+        return encode_stored(reply.to_wire())
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

@@ -43,7 +43,7 @@ from ._journal import (
     pack,
     unpack,
 )
-from ._json import encode, stored_form
+from ._json import encode_stored, stored_form
 from ._schedule import Entry, added_event
 from ._state import QueueState
 
@@ -134,7 +134,7 @@ def encode_snapshot(snapshot: Capture, wall_offset: float = 0.0) -> Iterator[byt
     (the record's own, then its run's) and its state by name; times are
     shifted to wall-clock time, as events' are.
     """
-    yield encode(snapshot.header)[:-1]
+    yield encode_stored(snapshot.header)[:-1]
     layout, state = JOB_LAYOUT, _STATE
     for fields in snapshot.jobs:
         values = list(fields)
