@@ -69,7 +69,10 @@ class Run:
     :class:`JobRecord` so that a job that has not run yet, nearly every job
     of a deep queue, does not carry eleven empty slots (88 bytes a job); it is
     made on the first assignment (or on cancelling a job that never ran,
-    for its finishing time) and kept from then on.
+    for its finishing time) and kept from then on. The two fields most jobs
+    never set, ``key`` and ``not_before``, are here too (16 bytes off every
+    pending job's record): a keyed or delayed job gets its run when it is
+    submitted, a job retried after a backoff has had one since it ran.
     """
 
     #: How many times the job has been assigned (the current run's number).
@@ -88,6 +91,10 @@ class Run:
     finished_at: float | None = None
     #: ``attempt`` when the budget last started (a release or a revive moves it).
     attempt_base: int = 0
+    #: The job's idempotency key, from its submission.
+    key: str | None = None
+    #: When a scheduled job may run (``None`` while it is not scheduled).
+    not_before: float | None = None
 
 
 #: The fields a :class:`Run` holds, which :class:`JobRecord` shows as its own.
@@ -107,17 +114,19 @@ def _from_run(name: str, default: Any) -> Any:
 
 
 # No __weakref__ slot (attrs adds one by default): nothing takes weak
-# references to records, and a million pending jobs would pay 16 bytes each
-# for it (a record is 144 bytes without it, rounded up to 160 with it).
+# references to records, and a million pending jobs would pay for it. Ten
+# slots: 112 bytes a record, GC header included (pymalloc rounds to 16, so
+# an eleventh or twelfth slot would cost 16 bytes more).
 @attrs.define(eq=False, slots=True, weakref_slot=False)
 class JobRecord:
     """The server's record of one job.
 
     Only :meth:`~jobqueue._state.QueueState.apply` changes a record; every
-    field but ``key`` comes from the ``Submitted`` event or a later one, so
-    none has a default of its own. What runs leave is in ``run``; the
-    record shows its fields (``worker``, ``result``, ``finished_at``, ...)
-    as read-only attributes of its own.
+    field comes from the ``Submitted`` event or a later one, so none has a
+    default of its own. What runs leave is in ``run``, and so are the key
+    and ``not_before``, which most jobs never set; the record shows the
+    run's fields (``key``, ``not_before``, ``worker``, ``result``,
+    ``finished_at``, ...) as read-only attributes of its own.
     """
 
     id: str
@@ -128,15 +137,14 @@ class JobRecord:
     queue: str
     priority: int
     max_attempts: int
-    key: str | None = None
     state: JobState = JobState.PENDING
-    #: When a scheduled job may run.
-    not_before: float | None = None
     #: When it was submitted, on the state's clock (like the deadlines);
     #: ``None``: not recorded.
     submitted_at: float | None = None
     run: Run | None = None
 
+    key = _from_run("key", None)
+    not_before = _from_run("not_before", None)
     attempt = _from_run("attempt", 0)
     attempt_base = _from_run("attempt_base", 0)
     worker = _from_run("worker", None)
@@ -158,11 +166,23 @@ class JobRecord:
         return self.max_attempts - (run.attempt - run.attempt_base)
 
     def outcome(self) -> Run:
-        """The job's run, made now if it never ran (to record how it ended)."""
+        """The job's run, made now if it has none (to record how it ended, or a time)."""
         run = self.run
         if run is None:
             run = self.run = Run()
         return run
+
+    def unschedule(self) -> None:
+        """Clear ``not_before``; a run left holding nothing is dropped.
+
+        A delayed job's run was made only to hold its time: dropped, the job
+        is as if it had never had one, as a snapshot restores it.
+        """
+        run = self.run
+        if run is not None and run.not_before is not None:
+            run.not_before = None
+            if run == _NO_RUN:
+                self.run = None
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> JobRecord:
@@ -178,9 +198,13 @@ class JobRecord:
 
 
 _RUN_DEFAULTS = tuple((field.name, field.default) for field in attrs.fields(Run))
+_NO_RUN = Run()
 
-#: Every field of a record as a snapshot writes it: the record's own, then its run's.
+#: Every field of a record as a snapshot writes it, in the order it always has:
+#: the record's own fields, then its run's (``key`` and ``not_before`` stay
+#: where they were when the record held them).
 FLAT_FIELDS = (
-    *(field.name for field in attrs.fields(JobRecord) if field.name != "run"),
-    *RUN_FIELDS,
-)
+    "id", "name", "payload", "seq", "queue", "priority", "max_attempts", "key", "state",
+    "not_before", "submitted_at", "attempt", "worker", "worker_name", "lease_deadline",
+    "started_at", "progress", "note", "result", "error", "finished_at", "attempt_base",
+)  # fmt: skip

@@ -114,7 +114,7 @@ class QueueModel(JobStore):
             self._on_attempt_failed(event)
         elif isinstance(event, Promoted):
             job = self._move(event.job_id, "promote")
-            job.not_before = None
+            job.unschedule()
             self._enqueue(job)
         elif isinstance(event, Cancelled):
             source = (self._lookup(event.job_id) or GONE).state
@@ -127,7 +127,7 @@ class QueueModel(JobStore):
                 # live ones keeps a line within twice its live jobs,
                 # amortised O(1).
                 self._compact(job.queue, job.name)
-            job.not_before = None
+            job.unschedule()
             if event.at is not None:  # (a journal from before times were kept: no run made)
                 job.outcome().finished_at = event.at
             self.totals["cancelled"] += 1
@@ -171,12 +171,12 @@ class QueueModel(JobStore):
             sys.intern(event.queue),
             event.priority,
             event.max_attempts,
-            event.key,
             submitted_at=event.at,
         )
-        if event.not_before is not None:
-            job.state = JobState.SCHEDULED
-            job.not_before = event.not_before
+        if event.key is not None or event.not_before is not None:
+            job.run = Run(key=event.key, not_before=event.not_before)
+            if event.not_before is not None:
+                job.state = JobState.SCHEDULED
         self._add(job)
         self._next_seq = max(self._next_seq, event.seq + 1)
         self.totals["submitted"] += 1
@@ -201,7 +201,7 @@ class QueueModel(JobStore):
         elif action == "retry":
             assert event.retry_at is not None
             self.totals["retried"] += 1
-            job.not_before = event.retry_at
+            job.outcome().not_before = event.retry_at
             self._schedule(job)
         else:
             job.outcome().finished_at = event.at

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable, Iterator
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from sys import intern
 from typing import Any
 
@@ -47,21 +47,24 @@ from ._json import encode_stored, stored_form
 from ._schedule import Entry, added_event
 from ._state import QueueState
 
-_JOB_FIELDS = FLAT_FIELDS
-_OWN_FIELDS = FLAT_FIELDS[: len(FLAT_FIELDS) - len(RUN_FIELDS)]
+_OWN_FIELDS = tuple(field.name for field in attrs.fields(JobRecord) if field.name != "run")
 _GET_OWN = attrgetter(*_OWN_FIELDS)
 _GET_RUN = attrgetter(*RUN_FIELDS)
 #: A run's fields for a job that has not run.
 _NO_RUN = _GET_RUN(Run())
-_STATE = _JOB_FIELDS.index("state")
-_NAME = _JOB_FIELDS.index("name")
-_QUEUE = _JOB_FIELDS.index("queue")
+#: A captured job (the record's own fields, then its run's) in FLAT_FIELDS order.
+_TO_FLAT = itemgetter(*((*_OWN_FIELDS, *RUN_FIELDS).index(name) for name in FLAT_FIELDS))
+#: The record's own fields, and the run's, out of a job in FLAT_FIELDS order.
+_OWN_AT = itemgetter(*(FLAT_FIELDS.index(name) for name in _OWN_FIELDS))
+_RUN_AT = itemgetter(*(FLAT_FIELDS.index(name) for name in RUN_FIELDS))
+_STATE = FLAT_FIELDS.index("state")
+_NAME = FLAT_FIELDS.index("name")
+_QUEUE = FLAT_FIELDS.index("queue")
 _STATES = {state.value: state for state in JobState}
-_OWN = len(_OWN_FIELDS)
-#: Every field a snapshot writes for a job: the record's own, then its run's.
-_FLAT_ATTRIBUTES = (
-    *(field for field in attrs.fields(JobRecord) if field.name != "run"),
-    *attrs.fields(Run),
+#: Every field a snapshot writes for a job, in FLAT_FIELDS order.
+_FLAT_ATTRIBUTES = tuple(
+    {field.name: field for field in (*attrs.fields(JobRecord), *attrs.fields(Run))}[name]
+    for name in FLAT_FIELDS
 )
 #: How a snapshot lays out a job: its state by name, so its default is a name too.
 JOB_LAYOUT = attrs.evolve(
@@ -71,6 +74,8 @@ JOB_LAYOUT = attrs.evolve(
         for default in Layout.of("$", _FLAT_ATTRIBUTES).defaults
     ),
 )
+#: The fields every job record has (those without a default come first).
+_REQUIRED = sum(field.default is attrs.NOTHING for field in _FLAT_ATTRIBUTES)
 
 
 @attrs.frozen
@@ -81,10 +86,11 @@ class Capture:
         header: Counters and orders: ``next_seq``, ``id_prefix``,
             ``foreign_ids``, ``totals``, ``leases`` (running ids in lease
             order) and ``jobs`` (how many job records follow).
-        jobs: Each job's fields, in :data:`~jobqueue._job.FLAT_FIELDS`
-            order: finished jobs in the order they finished, pending jobs line
-            by line (each in the order it will run), then scheduled and running jobs in the
-            order they entered their state (the order listings show, and the
+        jobs: Each job's fields, the record's own then its run's (in
+            :data:`~jobqueue._job.FLAT_FIELDS` order once encoded):
+            finished jobs in the order they finished, pending jobs line by
+            line (each in the order it will run), then scheduled and
+            running jobs in the order they entered their state (the order listings show, and the
             order a worker's leases are held in).
     """
 
@@ -136,8 +142,9 @@ def encode_snapshot(snapshot: Capture, wall_offset: float = 0.0) -> Iterator[byt
     """
     yield encode_stored(snapshot.header)[:-1]
     layout, state = JOB_LAYOUT, _STATE
+    to_flat = _TO_FLAT
     for fields in snapshot.jobs:
-        values = list(fields)
+        values = list(to_flat(fields))
         values[state] = values[state].value
         yield pack(layout, values, wall_offset)
 
@@ -239,14 +246,16 @@ def _job_from(row: list[Any], wall_offset: float) -> JobRecord:
     if row[0] != "$":
         raise ValueError("a snapshot's job record is not tagged as one")
     values = fields_of(row, JOB_LAYOUT, wall_offset)
+    if len(values) < _REQUIRED:
+        raise ValueError("a snapshot's job record lacks fields")
+    values += JOB_LAYOUT.defaults[len(values) :]  # the trailing ones left out, as defaults
     values[_NAME] = intern(values[_NAME])
     values[_QUEUE] = intern(values[_QUEUE])
-    if len(values) > _STATE:
-        values[_STATE] = _STATES[values[_STATE]]
-    job = JobRecord(*values[:_OWN])
-    ran = values[_OWN:]
+    values[_STATE] = _STATES[values[_STATE]]
+    job = JobRecord(*_OWN_AT(values))
+    ran = _RUN_AT(values)
     # A run only where the job had one (a field not at its default), as live.
-    if any(value != default for value, default in zip(ran, _NO_RUN, strict=False)):
+    if ran != _NO_RUN:
         job.run = Run(*ran)
     return job
 

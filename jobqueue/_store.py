@@ -363,14 +363,16 @@ class JobStore:
     def _add(self, job: JobRecord) -> None:
         """Index a new job: in line if pending, in the heap by ``not_before`` if scheduled."""
         self._jobs[job.id] = job
-        if job.key is not None:
-            self._keys_for(job.key)[job.key] = job.id
+        # Key and time are the run's; most new jobs have no run, so neither.
+        run = job.run
+        if run is not None and run.key is not None:
+            self._keys_for(run.key)[run.key] = job.id
         if job.state is JobState.PENDING:
             self._pending += 1
         else:
             self._by_state[job.state][job.id] = None
         self._counts_of(job.queue)[job.state] += 1
-        if job.not_before is None:
+        if run is None or run.not_before is None:
             self._enqueue(job)
         else:
             self._schedule(job)
@@ -444,10 +446,12 @@ class JobStore:
     def _forget(self, job: JobRecord) -> None:
         """Drop a finished job's record and its key."""
         self._unfinish(job)
-        if job.key is not None:
-            keys = self._keys_for(job.key)
-            if keys.get(job.key) == job.id:
-                del keys[job.key]
+        run = job.run
+        key = None if run is None else run.key
+        if key is not None:
+            keys = self._keys_for(key)
+            if keys.get(key) == job.id:
+                del keys[key]
 
     def _finish(self, job: JobRecord) -> None:
         if self._generation_filled >= self._generation:

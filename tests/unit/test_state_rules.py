@@ -175,15 +175,16 @@ def test_ids_and_records() -> None:
         "queue": "default",
         "priority": 0,
         "max_attempts": 5,
-        "key": None,
         "state": JobState.PENDING,
-        "not_before": None,
         "submitted_at": 0.0,
-        "run": None,  # not run yet: no attempt, worker, lease, result, error, progress, note
+        # Not run yet, no key, no delay: no attempt, worker, lease, result,
+        # error, progress, note, key or time to wait for.
+        "run": None,
     }
     assert (a.attempt, a.attempt_base, a.worker, a.lease_deadline, a.result, a.error) == (
         0, 0, None, 0.0, None, None,
     )  # fmt: skip
+    assert (a.key, a.not_before) == (None, None)
     assert a.attempts_left == 5
     assert q.get("r7-1") is a
     unknown_job(lambda: q.get("1"))
