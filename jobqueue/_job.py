@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Hashable
+from operator import attrgetter
 from typing import Any
 
 import attrs
@@ -101,6 +102,32 @@ class Run:
 RUN_FIELDS = tuple(field.name for field in attrs.fields(Run))
 
 
+@attrs.frozen(weakref_slot=False)
+class JobOptions:
+    """What a job was submitted with besides its name and payload: queue, priority, attempts.
+
+    Nearly every job of a queue is submitted with the same three, so jobs
+    share one of these (:meth:`~jobqueue._store.JobStore._options_for`
+    interns them) where each record held three slots of its own.
+    """
+
+    queue: str
+    #: Higher runs first.
+    priority: int
+    #: Runs allowed, retries included (a release or a revive starts them again).
+    max_attempts: int
+
+
+#: The fields a :class:`JobOptions` holds, which :class:`JobRecord` shows as its own.
+OPTION_FIELDS = tuple(field.name for field in attrs.fields(JobOptions))
+
+
+def _from_options(name: str) -> Any:
+    """A read-only attribute of the record that reads its options' field."""
+    # attrgetter: a C-level getter, so reading one costs no Python frame.
+    return property(attrgetter(f"options.{name}"), doc=f"The options' ``{name}``.")
+
+
 def _from_run(name: str, default: Any) -> Any:
     """A read-only attribute of the record that reads its run's field (``default``: none yet)."""
 
@@ -114,19 +141,21 @@ def _from_run(name: str, default: Any) -> Any:
 
 
 # No __weakref__ slot (attrs adds one by default): nothing takes weak
-# references to records, and a million pending jobs would pay for it. Ten
-# slots: 112 bytes a record, GC header included (pymalloc rounds to 16, so
-# an eleventh or twelfth slot would cost 16 bytes more).
+# references to records, and a million pending jobs would pay for it. Eight
+# slots: 96 bytes a record, GC header included (pymalloc rounds to 16, so
+# a ninth or tenth slot would cost 16 bytes more).
 @attrs.define(eq=False, slots=True, weakref_slot=False)
 class JobRecord:
     """The server's record of one job.
 
     Only :meth:`~jobqueue._state.QueueState.apply` changes a record; every
     field comes from the ``Submitted`` event or a later one, so none has a
-    default of its own. What runs leave is in ``run``, and so are the key
-    and ``not_before``, which most jobs never set; the record shows the
-    run's fields (``key``, ``not_before``, ``worker``, ``result``,
-    ``finished_at``, ...) as read-only attributes of its own.
+    default of its own. The queue, priority and ``max_attempts`` are in
+    ``options``, shared with the other jobs submitted with the same ones.
+    What runs leave is in ``run``, and so are the key and ``not_before``,
+    which most jobs never set. The record shows the fields of both
+    (``queue``, ``priority``, ``key``, ``not_before``, ``worker``,
+    ``result``, ``finished_at``, ...) as read-only attributes of its own.
     """
 
     id: str
@@ -134,15 +163,16 @@ class JobRecord:
     payload: Any
     #: Submission order; ties within a priority are broken by it.
     seq: int
-    queue: str
-    priority: int
-    max_attempts: int
+    options: JobOptions
     state: JobState = JobState.PENDING
     #: When it was submitted, on the state's clock (like the deadlines);
     #: ``None``: not recorded.
     submitted_at: float | None = None
     run: Run | None = None
 
+    queue = _from_options("queue")
+    priority = _from_options("priority")
+    max_attempts = _from_options("max_attempts")
     key = _from_run("key", None)
     not_before = _from_run("not_before", None)
     attempt = _from_run("attempt", 0)
@@ -162,8 +192,8 @@ class JobRecord:
         """Runs still allowed after the current one."""
         run = self.run
         if run is None:
-            return self.max_attempts
-        return self.max_attempts - (run.attempt - run.attempt_base)
+            return self.options.max_attempts
+        return self.options.max_attempts - (run.attempt - run.attempt_base)
 
     def outcome(self) -> Run:
         """The job's run, made now if it has none (to record how it ended, or a time)."""
@@ -184,20 +214,7 @@ class JobRecord:
             if run == _NO_RUN:
                 self.run = None
 
-    @classmethod
-    def from_fields(cls, fields: dict[str, Any]) -> JobRecord:
-        """A record from every field flat, as a snapshot keeps it (run fields included).
 
-        A run is made only when one of its fields is set, as it was live.
-        """
-        values = {name: fields.pop(name) for name in RUN_FIELDS if name in fields}
-        job = cls(**fields)
-        if any(values.get(name, default) != default for name, default in _RUN_DEFAULTS):
-            job.run = Run(**values)
-        return job
-
-
-_RUN_DEFAULTS = tuple((field.name, field.default) for field in attrs.fields(Run))
 _NO_RUN = Run()
 
 #: Every field of a record as a snapshot writes it, in the order it always has:

@@ -160,17 +160,16 @@ class QueueModel(JobStore):
         if not fresh and self._lookup(event.job_id) is not None:
             raise InvalidTransition(f"job {event.job_id!r} already exists")
         self._foreign_ids = self._foreign_ids or not regular
-        # Every job of a kind shares one name string, and of a queue one
-        # queue string, instead of one decoded per submit (53 bytes a job).
+        # Every job of a kind shares one name string, instead of one decoded
+        # per submit, and jobs submitted with the same queue, priority and
+        # attempts share one JobOptions (its queue name interned too).
         # Interned strings die with their last user, so this cannot leak.
         job = JobRecord(
             event.job_id,
             sys.intern(event.name),
             event.payload,
             event.seq,
-            sys.intern(event.queue),
-            event.priority,
-            event.max_attempts,
+            self._options_for(event.queue, event.priority, event.max_attempts),
             submitted_at=event.at,
         )
         if event.key is not None or event.not_before is not None:

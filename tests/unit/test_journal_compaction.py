@@ -96,6 +96,8 @@ def test_a_snapshots_job_records_keep_their_layout() -> None:
     restored = QueueState(rules=rules)
     replay(restored, payloads, 1000.0)
     assert support.view(restored) == support.view(q)
+    # Restored jobs share their options as live ones do.
+    assert restored.get("g-1").options is restored.get("g-3").options
     # A delayed job's run held only its time: gone once it came due.
     assert (restored.get("g-3").run, q.get("g-3").run) == (None, None)
     keyed = q.get("g-2").run
