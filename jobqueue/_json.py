@@ -9,9 +9,10 @@ Encoding is compact, UTF-8, built once per process (see :func:`_encoder`).
 The server keeps payloads and results as the text it will send back, plain
 ``bytes`` (:func:`stored_form`), and :func:`encode_stored` splices them in
 verbatim, so a reply never encodes them again. Only the server's encoders
-splice: :func:`encode` and :func:`encode_value`, which a client's requests
-go through, refuse ``bytes`` as JSON cannot represent them, so a caller's
-``bytes`` payload or handler result is an error, not text sent as it is.
+(:func:`encode_stored`, :func:`encode_spliced`) splice; :func:`encode` and
+:func:`encode_value`, which a client's requests go through, refuse ``bytes``
+as JSON cannot represent them, so a caller's ``bytes`` payload or handler
+result is a ``TypeError``, not text sent as it is.
 """
 
 from __future__ import annotations
