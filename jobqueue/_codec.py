@@ -1,9 +1,12 @@
 """The codec: one line to a typed message and back, with fast paths for the commonest.
 
 :func:`decode_request` and :func:`decode_reply` look a line's ``type`` up in
-a table of message classes; :func:`encode_request` and :func:`encode_reply`
-write any message as ``encode(message.to_wire())`` would. A new wire message
-is one class in :mod:`jobqueue._requests` or :mod:`jobqueue._replies` and one
+a table of message classes; :func:`encode_request` writes any request as
+``encode(message.to_wire())`` would, and :func:`encode_reply` any reply as
+``encode_stored(reply.to_wire())`` would: a reply carries payloads and
+results as the server stores them, raw JSON in ``bytes``, while a request
+carries a caller's values, where ``bytes`` are refused. A new wire message is
+one class in :mod:`jobqueue._requests` or :mod:`jobqueue._replies` and one
 entry in a table here.
 
 Every job costs a ``submit_job`` and a ``job_submitted``, a ``job_assigned``
@@ -21,10 +24,10 @@ from typing import Any
 from ._errors import UNKNOWN_TYPE, ProtocolError
 from ._fields import optional_attempt
 from ._json import (
-    RawJSON,
     decode_object,
     encode,
     encode_spliced,
+    encode_stored,
     encode_value,
     scan_value,
     stored_form,
@@ -182,7 +185,7 @@ def _plain_submit(line: bytes) -> SubmitJob | None:
         return None
     payload = read[0]
     stored = stored_form(payload)
-    if isinstance(stored, RawJSON) and len(stored) > MAX_STORED_BYTES:
+    if type(stored) is bytes and len(stored) > MAX_STORED_BYTES:
         return None
     return SubmitJob(name, payload, stored_payload=stored)
 
@@ -200,7 +203,7 @@ def _plain_complete(line: bytes) -> JobComplete | None:
         return None
     result, tail = read
     stored = stored_form(result)
-    if isinstance(stored, RawJSON) and len(stored) > MAX_STORED_BYTES:
+    if type(stored) is bytes and len(stored) > MAX_STORED_BYTES:
         return None
     options = _REPORT_TAILS.get(tail)
     if options is None:
@@ -308,11 +311,11 @@ def _string(text: str) -> str:
 
 
 _OK = Ok()
-_OK_LINE = encode(_OK.to_wire())[:-1]
+_OK_LINE = encode_stored(_OK.to_wire())[:-1]
 
 
 def encode_reply(reply: Reply) -> bytes:
-    """``encode(reply.to_wire())``, byte for byte, with the commonest replies built directly.
+    """``encode_stored(reply.to_wire())``, byte for byte, with the commonest replies built directly.
 
     A server sends ``job_submitted`` and ``job_assigned`` for every job;
     building them as text skips the dict and the encoder's walk over it
@@ -327,10 +330,10 @@ def encode_reply(reply: Reply) -> bytes:
         if not reply.duplicate:
             text = f'{{"type":"job_submitted","job_id":{_string(reply.job_id)}}}\n'
         else:
-            return encode(reply.to_wire())
+            return encode_stored(reply.to_wire())
     elif cls is JobAssigned:
         assert isinstance(reply, JobAssigned)
-        # The payload is usually stored as RawJSON: its bytes go in as they are.
+        # The payload is usually stored raw JSON: its bytes go in as they are.
         head = (
             f'{{"type":"job_assigned","job_id":{_string(reply.job_id)},'
             f'"name":{_string(reply.name)},"payload":'
@@ -347,7 +350,7 @@ def encode_reply(reply: Reply) -> bytes:
     elif cls is Ok and reply == _OK:
         return _OK_LINE + b"\n"
     else:
-        return encode(reply.to_wire())
+        return encode_stored(reply.to_wire())
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

@@ -38,7 +38,7 @@ from ._commands import (
 )
 from ._errors import JOURNAL_UNAVAILABLE, ProtocolError, Refusal, RuleError
 from ._job import FINISHED, JobRecord
-from ._json import encode, stored_form
+from ._json import encode_stored, stored_form
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
 from ._metrics import JobTimes
 from ._parking import Parking
@@ -435,7 +435,7 @@ class Coordinator:
             jobs.append(self._assigned(job, now))
             budget -= _JOB_ENTRY_BYTES + len(job.id) + len(job.name)
             if job.payload is not None:
-                budget -= len(encode({"": job.payload}))
+                budget -= len(encode_stored({"": job.payload}))
         return JobsAssigned(tuple(jobs), self.state.lease_timeout) if jobs else None
 
     def _submit(self, request: SubmitJob, now: float) -> tuple[JobRecord, bool]:

@@ -11,7 +11,7 @@ import math
 from typing import Any, TypeVar
 
 from ._errors import BAD_REQUEST, MESSAGE_TOO_LARGE, ProtocolError
-from ._json import RawJSON, json_type, stored_form
+from ._json import json_type, stored_form
 from ._limits import MAX_NAME_CHARS, MAX_STORED_BYTES, MAX_WAIT_SECONDS
 
 _T = TypeVar("_T")
@@ -130,7 +130,7 @@ def stored_value(obj: dict[str, Any], key: str) -> tuple[Any, Any]:
     """
     value = obj.get(key)
     stored = stored_form(value)
-    if isinstance(stored, RawJSON) and len(stored) > MAX_STORED_BYTES:
+    if type(stored) is bytes and len(stored) > MAX_STORED_BYTES:
         raise ProtocolError(
             MESSAGE_TOO_LARGE,
             f'"{obj["type"]}" field "{key}" encodes to {len(stored)} bytes; '

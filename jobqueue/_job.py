@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Hashable
+from operator import attrgetter
 from typing import Any
 
 import attrs
@@ -67,9 +68,12 @@ class Run:
 
     The holder and lease are the current (or last) run's. Kept apart from
     :class:`JobRecord` so that a job that has not run yet, nearly every job
-    of a deep queue, does not carry eleven empty slots (88 bytes a job); it is
+    of a deep queue, does not carry its empty slots (104 bytes a job); it is
     made on the first assignment (or on cancelling a job that never ran,
-    for its finishing time) and kept from then on.
+    for its finishing time) and kept from then on. The two fields most jobs
+    never set, ``key`` and ``not_before``, are here too (16 bytes off every
+    pending job's record): a keyed or delayed job gets its run when it is
+    submitted, a job retried after a backoff has had one since it ran.
     """
 
     #: How many times the job has been assigned (the current run's number).
@@ -88,10 +92,41 @@ class Run:
     finished_at: float | None = None
     #: ``attempt`` when the budget last started (a release or a revive moves it).
     attempt_base: int = 0
+    #: The job's idempotency key, from its submission.
+    key: str | None = None
+    #: When a scheduled job may run (``None`` while it is not scheduled).
+    not_before: float | None = None
 
 
 #: The fields a :class:`Run` holds, which :class:`JobRecord` shows as its own.
 RUN_FIELDS = tuple(field.name for field in attrs.fields(Run))
+
+
+@attrs.frozen(weakref_slot=False)
+class JobOptions:
+    """What a job was submitted with besides its name and payload: queue, priority, attempts.
+
+    Nearly every job of a queue is submitted with the same three, so jobs
+    share one of these (:meth:`~jobqueue._store.JobStore._options_for`
+    interns them) where each record held three slots of its own.
+    """
+
+    queue: str
+    #: Higher runs first.
+    priority: int
+    #: Runs allowed, retries included (a release or a revive starts them again).
+    max_attempts: int
+
+
+#: The fields a :class:`JobOptions` holds, which :class:`JobRecord` shows as its own.
+OPTION_FIELDS = tuple(field.name for field in attrs.fields(JobOptions))
+
+
+def _from_options(name: str) -> Any:
+    """A read-only attribute of the record that reads its options' field."""
+    # attrgetter: a C-level getter, no Python frame; still two generic
+    # lookups a read, so the store's hot paths read ``job.options`` directly.
+    return property(attrgetter(f"options.{name}"), doc=f"The options' ``{name}``.")
 
 
 def _from_run(name: str, default: Any) -> Any:
@@ -107,17 +142,21 @@ def _from_run(name: str, default: Any) -> Any:
 
 
 # No __weakref__ slot (attrs adds one by default): nothing takes weak
-# references to records, and a million pending jobs would pay 16 bytes each
-# for it (a record is 144 bytes without it, rounded up to 160 with it).
+# references to records, and a million pending jobs would pay for it. Eight
+# slots: 96 bytes a record, GC header included (pymalloc rounds to 16, so
+# a ninth or tenth slot would cost 16 bytes more).
 @attrs.define(eq=False, slots=True, weakref_slot=False)
 class JobRecord:
     """The server's record of one job.
 
     Only :meth:`~jobqueue._state.QueueState.apply` changes a record; every
-    field but ``key`` comes from the ``Submitted`` event or a later one, so
-    none has a default of its own. What runs leave is in ``run``; the
-    record shows its fields (``worker``, ``result``, ``finished_at``, ...)
-    as read-only attributes of its own.
+    field comes from the ``Submitted`` event or a later one, so none has a
+    default of its own. The queue, priority and ``max_attempts`` are in
+    ``options``, shared with the other jobs submitted with the same ones.
+    What runs leave is in ``run``, and so are the key and ``not_before``,
+    which most jobs never set. The record shows the fields of both
+    (``queue``, ``priority``, ``key``, ``not_before``, ``worker``,
+    ``result``, ``finished_at``, ...) as read-only attributes of its own.
     """
 
     id: str
@@ -125,18 +164,18 @@ class JobRecord:
     payload: Any
     #: Submission order; ties within a priority are broken by it.
     seq: int
-    queue: str
-    priority: int
-    max_attempts: int
-    key: str | None = None
+    options: JobOptions
     state: JobState = JobState.PENDING
-    #: When a scheduled job may run.
-    not_before: float | None = None
     #: When it was submitted, on the state's clock (like the deadlines);
     #: ``None``: not recorded.
     submitted_at: float | None = None
     run: Run | None = None
 
+    queue = _from_options("queue")
+    priority = _from_options("priority")
+    max_attempts = _from_options("max_attempts")
+    key = _from_run("key", None)
+    not_before = _from_run("not_before", None)
     attempt = _from_run("attempt", 0)
     attempt_base = _from_run("attempt_base", 0)
     worker = _from_run("worker", None)
@@ -154,33 +193,36 @@ class JobRecord:
         """Runs still allowed after the current one."""
         run = self.run
         if run is None:
-            return self.max_attempts
-        return self.max_attempts - (run.attempt - run.attempt_base)
+            return self.options.max_attempts
+        return self.options.max_attempts - (run.attempt - run.attempt_base)
 
     def outcome(self) -> Run:
-        """The job's run, made now if it never ran (to record how it ended)."""
+        """The job's run, made now if it has none (to record how it ended, or a time)."""
         run = self.run
         if run is None:
             run = self.run = Run()
         return run
 
-    @classmethod
-    def from_fields(cls, fields: dict[str, Any]) -> JobRecord:
-        """A record from every field flat, as a snapshot keeps it (run fields included).
+    def unschedule(self) -> None:
+        """Clear ``not_before``; a run left holding nothing is dropped.
 
-        A run is made only when one of its fields is set, as it was live.
+        A delayed job's run was made only to hold its time: dropped, the job
+        is as if it had never had one, as a snapshot restores it.
         """
-        values = {name: fields.pop(name) for name in RUN_FIELDS if name in fields}
-        job = cls(**fields)
-        if any(values.get(name, default) != default for name, default in _RUN_DEFAULTS):
-            job.run = Run(**values)
-        return job
+        run = self.run
+        if run is not None and run.not_before is not None:
+            run.not_before = None
+            if run == _NO_RUN:
+                self.run = None
 
 
-_RUN_DEFAULTS = tuple((field.name, field.default) for field in attrs.fields(Run))
+_NO_RUN = Run()
 
-#: Every field of a record as a snapshot writes it: the record's own, then its run's.
+#: Every field of a record as a snapshot writes it, in the order it always has:
+#: the record's own fields, then its run's (``key`` and ``not_before`` stay
+#: where they were when the record held them).
 FLAT_FIELDS = (
-    *(field.name for field in attrs.fields(JobRecord) if field.name != "run"),
-    *RUN_FIELDS,
-)
+    "id", "name", "payload", "seq", "queue", "priority", "max_attempts", "key", "state",
+    "not_before", "submitted_at", "attempt", "worker", "worker_name", "lease_deadline",
+    "started_at", "progress", "note", "result", "error", "finished_at", "attempt_base",
+)  # fmt: skip

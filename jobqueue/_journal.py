@@ -22,8 +22,8 @@ their attrs fields, and found again by class name in :data:`EVENT_TYPES`,
 which is read off the ``Event`` union: a new event class needs no journal
 code (a new field must go last, with a default).
 
-Payloads, results and notes the server holds as
-:class:`~jobqueue._json.RawJSON` are not parsed back at all: their slot in
+Payloads, results and notes the server holds as raw JSON (``bytes``, see
+:func:`~jobqueue._json.stored_form`) are not parsed back at all: their slot in
 the array holds ``null``, bit *i* of the mask says field *i* is raw, and the
 raw texts follow the array, in field order, each after a newline (compact
 JSON never holds a newline, so the split is exact). Times are the state's
@@ -53,7 +53,7 @@ from ._events import (
     Event,
     Submitted,
 )
-from ._json import RawJSON, encode_value, utf8
+from ._json import encode_value, utf8
 
 log = logging.getLogger("jobqueue.journal")
 
@@ -166,7 +166,7 @@ def pack(layout: Layout, values: Sequence[Any], wall_offset: float) -> bytes:
     times = layout.times
     for index in range(count):
         value = values[index]
-        if type(value) is RawJSON:
+        if type(value) is bytes:
             mask |= 1 << index
             raw.append(value)
             value = None
@@ -179,7 +179,7 @@ def pack(layout: Layout, values: Sequence[Any], wall_offset: float) -> bytes:
 
 
 def unpack(payloads: Sequence[bytes]) -> list[list[Any]]:
-    """Each payload's array, its raw values back in their slots as ``RawJSON``.
+    """Each payload's array, its raw values back in their slots as ``bytes``.
 
     Values are not shifted or checked against a layout: see :func:`fields_of`.
 
@@ -213,7 +213,7 @@ def unpack(payloads: Sequence[bytes]) -> list[list[Any]]:
                 if mask & 1:
                     if not raw or not raw[0] or index >= len(row):
                         raise ValueError("a record's raw values do not match its mask")
-                    row[index] = RawJSON(raw.pop(0))
+                    row[index] = raw.pop(0)
                 mask >>= 1
                 index += 1
             if raw:

@@ -5,10 +5,14 @@ as infinity) and recurses without a bound; every message goes through
 :func:`decode_object` instead, which refuses both with ``bad_json`` so one
 peer cannot poison a later reply or raise RecursionError in the server.
 
-Encoding is compact, UTF-8, built once per process (see :func:`_encoder`),
-and splices :class:`RawJSON` in verbatim: the server keeps payloads and
-results as the text it will send back (:func:`stored_form`), so a reply
-never encodes them again.
+Encoding is compact, UTF-8, built once per process (see :func:`_encoder`).
+The server keeps payloads and results as the text it will send back, plain
+``bytes`` (:func:`stored_form`), and :func:`encode_stored` splices them in
+verbatim, so a reply never encodes them again. Only the server's encoders
+(:func:`encode_stored`, :func:`encode_spliced`) splice; :func:`encode` and
+:func:`encode_value`, which a client's requests go through, refuse ``bytes``
+as JSON cannot represent them, so a caller's ``bytes`` payload or handler
+result is a ``TypeError``, not text sent as it is.
 """
 
 from __future__ import annotations
@@ -39,29 +43,18 @@ def _parse_float(text: str) -> float:
     return value
 
 
-class RawJSON(bytes):
-    """A JSON value kept as the UTF-8 text :func:`encode` writes for it.
-
-    The server only stores payloads and results and sends them back, so it
-    keeps them in this form (see :func:`stored_form`): an object of 100 bytes
-    of JSON costs 152 bytes, where its decoded ``dict`` and contents cost
-    731, and a reply carries the text without encoding the value again.
-    :func:`encode` writes it verbatim. It is ``bytes``, not ``str``, because
-    a JSON encoder would quietly write any ``str`` as a string; an encoder
-    that does not know this type raises ``TypeError`` instead.
-    """
-
-    __slots__ = ()
-
-
 class _Splice(Exception):
-    """Raised inside the JSON encoder on meeting a :class:`RawJSON`."""
+    """Raised inside the splicing JSON encoder on meeting stored raw JSON (``bytes``)."""
 
 
-def _no_default(value: object) -> NoReturn:
-    if isinstance(value, RawJSON):
-        raise _Splice
+def _refuse(value: object) -> NoReturn:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _splice(value: object) -> NoReturn:
+    if type(value) is bytes:
+        raise _Splice
+    _refuse(value)
 
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
@@ -77,19 +70,19 @@ _scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_d
 #: as :func:`decode_object` does. Raises ``StopIteration`` where no value
 #: starts, and as the scanner does for a bad one.
 scan_value = _scan_once
-#: What the marking encoder writes for a RawJSON, to be replaced by its text.
+#: What the marking encoder writes for raw JSON, to be replaced by its text.
 #: The control characters are always escaped, so only a string value or key
 #: equal to the marker, or ending in '"' plus the marker's text, can produce
-#: this sequence as well; encode() counts the matches and takes the slow path
-#: if there are more than RawJSON values.
+#: this sequence as well; encode_stored() counts the matches and takes the
+#: slow path if there are more than raw values.
 _MARK = "\x00jobqueue:raw\x00"
 _MARK_TEXT = '"\\u0000jobqueue:raw\\u0000"'
 
 
 def _mark(value: object) -> str:
-    if isinstance(value, RawJSON):
+    if type(value) is bytes:
         return _MARK
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    _refuse(value)
 
 
 def _encoder(default: Callable[[object], object]) -> Callable[[Any], Iterable[str]]:
@@ -111,7 +104,8 @@ def _encoder(default: Callable[[object], object]) -> Callable[[Any], Iterable[st
     return functools.partial(encoder, _current_indent_level=0)
 
 
-_iterencode = _encoder(_no_default)
+_iterencode = _encoder(_refuse)
+_iterencode_splicing = _encoder(_splice)
 _iterencode_marking = _encoder(_mark)
 
 
@@ -119,7 +113,7 @@ def encode_value(value: Any) -> str:
     """``value`` as compact JSON text, lone surrogates left raw (see :func:`utf8`).
 
     For the codec's fast paths, which build a message as text around it.
-    ``value`` must hold no :class:`RawJSON` (:func:`encode_spliced` takes one).
+    ``bytes`` are refused (:func:`encode_spliced` writes them as raw JSON).
 
     Raises:
         ValueError, TypeError: as for :func:`encode`.
@@ -249,17 +243,31 @@ def encode(obj: dict[str, Any]) -> bytes:
 
     Non-ASCII text is written as UTF-8, not escaped (escaping could triple
     its size); only lone surrogates, which UTF-8 cannot carry, are written as
-    ``\\uXXXX`` escapes.
+    ``\\uXXXX`` escapes. ``bytes`` are refused, as anything else JSON cannot
+    represent: a message holding stored raw JSON goes through
+    :func:`encode_stored`.
 
     Raises:
         ValueError: if ``obj`` holds NaN or infinity.
         TypeError: if ``obj`` holds something JSON cannot represent.
     """
+    return utf8("".join(_iterencode(obj)) + "\n")
+
+
+def encode_stored(obj: dict[str, Any]) -> bytes:
+    """Encode one message as :func:`encode` does, writing ``bytes`` values verbatim.
+
+    For what the server writes (replies, snapshots): its ``bytes`` values are
+    payloads and results kept by :func:`stored_form`, JSON text already.
+
+    Raises:
+        ValueError, TypeError: as for :func:`encode`.
+    """
     text = "".join(_iterencode_marking(obj)) + "\n"
     if _MARK_TEXT not in text:
         return utf8(text)
-    # A RawJSON value: splice its text in where the encoder wrote the marker.
-    raws = [value for value in obj.values() if isinstance(value, RawJSON)]
+    # Raw JSON: splice its text in where the encoder wrote the marker.
+    raws = [value for value in obj.values() if type(value) is bytes]
     pieces = text.split(_MARK_TEXT)
     if len(pieces) != len(raws) + 1:  # one nested deeper, or a string that looks like one
         return _splice_container(obj) + b"\n"
@@ -272,16 +280,24 @@ def encode(obj: dict[str, Any]) -> bytes:
 def stored_form(value: Any) -> Any:
     """``value`` as the server stores a payload or result, to send back as is.
 
-    Strings, arrays and objects become :class:`RawJSON` (their encoded text);
+    Strings, arrays and objects become their encoded text, plain ``bytes``;
     numbers, booleans and ``null`` stay as they are, already small and
-    written the same way every time.
+    written the same way every time. The server only stores these values and
+    sends them back: an object of 100 bytes of JSON costs 133 bytes kept this
+    way, where its decoded ``dict`` and contents cost 731, and a reply
+    carries the text without encoding the value again. ``bytes``, not
+    ``str``, because a JSON encoder writes any ``str`` as a string, and
+    plain ``bytes``, not a subclass, because an instance of a class defined
+    in Python carries a garbage collector header (16 bytes a job) that
+    ``bytes`` does not. No decoded JSON value is ever ``bytes``, so on the
+    server a ``bytes`` value is always one of these.
 
     Raises:
         ValueError: if ``value`` holds NaN or infinity.
         TypeError: if ``value`` holds something JSON cannot represent.
     """
     if isinstance(value, (str, list, dict)):
-        return RawJSON(utf8(encode_value(value)))
+        return utf8(encode_value(value))
     return value
 
 
@@ -294,17 +310,17 @@ def utf8(text: str) -> bytes:
 
 
 def encode_spliced(value: Any) -> bytes:
-    """``value`` encoded as :func:`encode` does, with :class:`RawJSON` written verbatim."""
-    if isinstance(value, RawJSON):
+    """``value`` encoded as :func:`encode_stored` does, ``bytes`` written verbatim."""
+    if type(value) is bytes:
         return value
     try:
-        return utf8(encode_value(value))
+        return utf8("".join(_iterencode_splicing(value)))
     except _Splice:
         return _splice_container(value)
 
 
 def _splice_container(value: Any) -> bytes:
-    """An array or object that holds a :class:`RawJSON` somewhere, encoded.
+    """An array or object that holds stored raw JSON (``bytes``) somewhere, encoded.
 
     The runs of fields around the raw ones go through the encoder in one call
     each, so a reply with a raw payload costs about three encoder calls.
@@ -318,7 +334,7 @@ def _splice_container(value: Any) -> bytes:
     for key, item in value.items():
         if not isinstance(key, str):
             raise TypeError(f"keys must be str, not {type(key).__name__}")
-        if isinstance(item, (RawJSON, dict, list, tuple)):
+        if isinstance(item, (bytes, dict, list, tuple)):
             if run:
                 parts.append(utf8(encode_value(run))[1:-1])
                 run = {}

@@ -64,7 +64,7 @@ class Line:
 
     def place(self, job: JobRecord) -> None:
         """Put ``job``, just become pending, in its place: its lane, or ``late``."""
-        rank = -job.priority
+        rank = -job.options.priority
         lane = self.lanes.get(rank)
         if lane is None:
             self.lanes[rank] = deque((job,))
@@ -131,15 +131,15 @@ class QueueLines(dict[str, Line]):
             # A second line (the heap was not kept for one), or too many
             # entries: entries corrected at the top never grow the heap,
             # but arrivals without assignments would.
-            fresh = [(-job.priority, job.seq, job.id, job.name)]
+            fresh = [(-job.options.priority, job.seq, job.id, job.name)]
             for name, line in self.items():
                 top = head(line)
                 if top is not None:
-                    fresh.append((-top.priority, top.seq, top.id, name))
+                    fresh.append((-top.options.priority, top.seq, top.id, name))
             heapq.heapify(fresh)
             self.heads = fresh
         else:
-            heapq.heappush(heads, (-job.priority, job.seq, job.id, job.name))
+            heapq.heappush(heads, (-job.options.priority, job.seq, job.id, job.name))
 
     def best(self, head: Head) -> JobRecord | None:
         """The best pending job of the queue, whatever its name."""
@@ -156,7 +156,7 @@ class QueueLines(dict[str, Line]):
             elif job.id == top[2]:
                 return job
             else:  # its head left: rank the line by its new head
-                heapq.heapreplace(heads, (-job.priority, job.seq, job.id, top[3]))
+                heapq.heapreplace(heads, (-job.options.priority, job.seq, job.id, top[3]))
         return None
 
     def best_of(self, names: Set[str], head: Head) -> JobRecord | None:
@@ -173,7 +173,8 @@ class QueueLines(dict[str, Line]):
                 job = head(each)
                 if job is not None and (
                     best is None
-                    or (-job.priority, job.seq, job.id) < (-best.priority, best.seq, best.id)
+                    or (-job.options.priority, job.seq, job.id)
+                    < (-best.options.priority, best.seq, best.id)
                 ):
                     best = job
             return best
@@ -187,7 +188,7 @@ class QueueLines(dict[str, Line]):
             if job is None:
                 heapq.heappop(heads)
             elif job.id != top[2]:
-                heapq.heapreplace(heads, (-job.priority, job.seq, job.id, top[3]))
+                heapq.heapreplace(heads, (-job.options.priority, job.seq, job.id, top[3]))
             elif top[3] in names:
                 found = job
                 break

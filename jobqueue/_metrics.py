@@ -111,22 +111,23 @@ class JobTimes:
     def submitted(self, job: JobRecord, now: float) -> None:
         """A new job: its wait starts now, or when its delay ends."""
         self._ready[job.id] = now if job.not_before is None else job.not_before
-        if job.queue not in self.wait:
-            self.wait[job.queue] = Histogram()
-            self.run[job.queue] = Histogram()
+        queue = job.options.queue  # (not the property: this runs for every job)
+        if queue not in self.wait:
+            self.wait[queue] = Histogram()
+            self.run[queue] = Histogram()
 
     def assigned(self, job: JobRecord, now: float) -> None:
         """``job`` started a run: observe its wait if this is its first start."""
         ready = self._ready.pop(job.id, None)
         if ready is not None:
-            self._histogram(self.wait, job.queue).observe(max(0.0, now - ready))
+            self._histogram(self.wait, job.options.queue).observe(max(0.0, now - ready))
         self._started[job.id] = now
 
     def reported(self, job: JobRecord, now: float) -> None:
         """``job``'s worker reported an outcome (a result or an error): observe the run."""
         started = self._started.pop(job.id, None)
         if started is not None:
-            self._histogram(self.run, job.queue).observe(now - started)
+            self._histogram(self.run, job.options.queue).observe(now - started)
 
     def ended(self, jobs: Iterable[JobRecord]) -> None:
         """Forget runs that ended without a report (lost, cancelled) and cancelled waits."""

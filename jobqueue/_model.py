@@ -114,7 +114,7 @@ class QueueModel(JobStore):
             self._on_attempt_failed(event)
         elif isinstance(event, Promoted):
             job = self._move(event.job_id, "promote")
-            job.not_before = None
+            job.unschedule()
             self._enqueue(job)
         elif isinstance(event, Cancelled):
             source = (self._lookup(event.job_id) or GONE).state
@@ -127,7 +127,7 @@ class QueueModel(JobStore):
                 # live ones keeps a line within twice its live jobs,
                 # amortised O(1).
                 self._compact(job.queue, job.name)
-            job.not_before = None
+            job.unschedule()
             if event.at is not None:  # (a journal from before times were kept: no run made)
                 job.outcome().finished_at = event.at
             self.totals["cancelled"] += 1
@@ -160,23 +160,22 @@ class QueueModel(JobStore):
         if not fresh and self._lookup(event.job_id) is not None:
             raise InvalidTransition(f"job {event.job_id!r} already exists")
         self._foreign_ids = self._foreign_ids or not regular
-        # Every job of a kind shares one name string, and of a queue one
-        # queue string, instead of one decoded per submit (53 bytes a job).
+        # Every job of a kind shares one name string, instead of one decoded
+        # per submit, and jobs submitted with the same queue, priority and
+        # attempts share one JobOptions (its queue name interned too).
         # Interned strings die with their last user, so this cannot leak.
         job = JobRecord(
             event.job_id,
             sys.intern(event.name),
             event.payload,
             event.seq,
-            sys.intern(event.queue),
-            event.priority,
-            event.max_attempts,
-            event.key,
+            self._options_for(event.queue, event.priority, event.max_attempts),
             submitted_at=event.at,
         )
-        if event.not_before is not None:
-            job.state = JobState.SCHEDULED
-            job.not_before = event.not_before
+        if event.key is not None or event.not_before is not None:
+            job.run = Run(key=event.key, not_before=event.not_before)
+            if event.not_before is not None:
+                job.state = JobState.SCHEDULED
         self._add(job)
         self._next_seq = max(self._next_seq, event.seq + 1)
         self.totals["submitted"] += 1
@@ -201,7 +200,7 @@ class QueueModel(JobStore):
         elif action == "retry":
             assert event.retry_at is not None
             self.totals["retried"] += 1
-            job.not_before = event.retry_at
+            job.outcome().not_before = event.retry_at
             self._schedule(job)
         else:
             job.outcome().finished_at = event.at

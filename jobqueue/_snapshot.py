@@ -22,15 +22,24 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator
-from operator import attrgetter
+from collections.abc import Callable, Iterable, Iterator
+from operator import attrgetter, itemgetter
 from sys import intern
 from typing import Any
 
 import attrs
 
 from ._events import Event, ScheduleAdded, ScheduleFired
-from ._job import FINISHED, FLAT_FIELDS, RUN_FIELDS, JobRecord, JobState, Run
+from ._job import (
+    FINISHED,
+    FLAT_FIELDS,
+    OPTION_FIELDS,
+    RUN_FIELDS,
+    JobOptions,
+    JobRecord,
+    JobState,
+    Run,
+)
 from ._journal import (
     SNAPSHOT_HEADER,
     SNAPSHOT_MARK,
@@ -43,25 +52,39 @@ from ._journal import (
     pack,
     unpack,
 )
-from ._json import encode, stored_form
+from ._json import encode_stored, stored_form
 from ._schedule import Entry, added_event
 from ._state import QueueState
 
-_JOB_FIELDS = FLAT_FIELDS
-_OWN_FIELDS = FLAT_FIELDS[: len(FLAT_FIELDS) - len(RUN_FIELDS)]
-_GET_OWN = attrgetter(*_OWN_FIELDS)
+_RECORD_FIELDS = tuple(field.name for field in attrs.fields(JobRecord) if field.name != "run")
+#: The record's fields before its options, and after.
+_HEAD_FIELDS = _RECORD_FIELDS[: _RECORD_FIELDS.index("options")]
+_TAIL_FIELDS = _RECORD_FIELDS[_RECORD_FIELDS.index("options") + 1 :]
+#: The record's own fields, its options' in their place.
+_OWN_FIELDS = (*_HEAD_FIELDS, *OPTION_FIELDS, *_TAIL_FIELDS)
+_GET_OWN = attrgetter(
+    *(f"options.{name}" if name in OPTION_FIELDS else name for name in _OWN_FIELDS)
+)
 _GET_RUN = attrgetter(*RUN_FIELDS)
 #: A run's fields for a job that has not run.
 _NO_RUN = _GET_RUN(Run())
-_STATE = _JOB_FIELDS.index("state")
-_NAME = _JOB_FIELDS.index("name")
-_QUEUE = _JOB_FIELDS.index("queue")
+#: A captured job (the record's own fields, then its run's) in FLAT_FIELDS order.
+_TO_FLAT = itemgetter(*((*_OWN_FIELDS, *RUN_FIELDS).index(name) for name in FLAT_FIELDS))
+#: The record's own fields, and the run's, out of a job in FLAT_FIELDS order.
+_HEAD_AT = itemgetter(*(FLAT_FIELDS.index(name) for name in _HEAD_FIELDS))
+_OPTIONS_AT = itemgetter(*(FLAT_FIELDS.index(name) for name in OPTION_FIELDS))
+_TAIL_AT = itemgetter(*(FLAT_FIELDS.index(name) for name in _TAIL_FIELDS))
+_RUN_AT = itemgetter(*(FLAT_FIELDS.index(name) for name in RUN_FIELDS))
+_STATE = FLAT_FIELDS.index("state")
+_NAME = FLAT_FIELDS.index("name")
 _STATES = {state.value: state for state in JobState}
-_OWN = len(_OWN_FIELDS)
-#: Every field a snapshot writes for a job: the record's own, then its run's.
-_FLAT_ATTRIBUTES = (
-    *(field for field in attrs.fields(JobRecord) if field.name != "run"),
-    *attrs.fields(Run),
+#: Every field a snapshot writes for a job, in FLAT_FIELDS order.
+_FLAT_ATTRIBUTES = tuple(
+    {
+        field.name: field
+        for field in (*attrs.fields(JobRecord), *attrs.fields(JobOptions), *attrs.fields(Run))
+    }[name]
+    for name in FLAT_FIELDS
 )
 #: How a snapshot lays out a job: its state by name, so its default is a name too.
 JOB_LAYOUT = attrs.evolve(
@@ -71,6 +94,10 @@ JOB_LAYOUT = attrs.evolve(
         for default in Layout.of("$", _FLAT_ATTRIBUTES).defaults
     ),
 )
+#: JobRecord, called with fields in its order (which mypy cannot count in a star).
+_new_record: Callable[..., JobRecord] = JobRecord
+#: The fields every job record has (those without a default come first).
+_REQUIRED = sum(field.default is attrs.NOTHING for field in _FLAT_ATTRIBUTES)
 
 
 @attrs.frozen
@@ -81,10 +108,11 @@ class Capture:
         header: Counters and orders: ``next_seq``, ``id_prefix``,
             ``foreign_ids``, ``totals``, ``leases`` (running ids in lease
             order) and ``jobs`` (how many job records follow).
-        jobs: Each job's fields, in :data:`~jobqueue._job.FLAT_FIELDS`
-            order: finished jobs in the order they finished, pending jobs line
-            by line (each in the order it will run), then scheduled and running jobs in the
-            order they entered their state (the order listings show, and the
+        jobs: Each job's fields, the record's own then its run's (in
+            :data:`~jobqueue._job.FLAT_FIELDS` order once encoded):
+            finished jobs in the order they finished, pending jobs line by
+            line (each in the order it will run), then scheduled and
+            running jobs in the order they entered their state (the order listings show, and the
             order a worker's leases are held in).
     """
 
@@ -134,10 +162,11 @@ def encode_snapshot(snapshot: Capture, wall_offset: float = 0.0) -> Iterator[byt
     (the record's own, then its run's) and its state by name; times are
     shifted to wall-clock time, as events' are.
     """
-    yield encode(snapshot.header)[:-1]
+    yield encode_stored(snapshot.header)[:-1]
     layout, state = JOB_LAYOUT, _STATE
+    to_flat = _TO_FLAT
     for fields in snapshot.jobs:
-        values = list(fields)
+        values = list(to_flat(fields))
         values[state] = values[state].value
         yield pack(layout, values, wall_offset)
 
@@ -206,11 +235,12 @@ def _restore(
     state.totals.update(header["totals"])
     expected = int(header["jobs"])
     restored = 0
+    options_for = state._options_for
     for batch in batches(itertools.islice(payloads, expected)):
         if not all(payload.startswith(SNAPSHOT_MARK) for payload in batch):
             break
         try:
-            jobs = [_job_from(row, wall_offset) for row in unpack(batch)]
+            jobs = [_job_from(row, wall_offset, options_for) for row in unpack(batch)]
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise JournalError(f"the journal's snapshot cannot be restored: {exc}") from None
         for job in jobs:
@@ -235,18 +265,22 @@ def _restore(
     return expected
 
 
-def _job_from(row: list[Any], wall_offset: float) -> JobRecord:
+def _job_from(
+    row: list[Any], wall_offset: float, options_for: Callable[[str, int, int], JobOptions]
+) -> JobRecord:
     if row[0] != "$":
         raise ValueError("a snapshot's job record is not tagged as one")
     values = fields_of(row, JOB_LAYOUT, wall_offset)
+    if len(values) < _REQUIRED:
+        raise ValueError("a snapshot's job record lacks fields")
+    values += JOB_LAYOUT.defaults[len(values) :]  # the trailing ones left out, as defaults
     values[_NAME] = intern(values[_NAME])
-    values[_QUEUE] = intern(values[_QUEUE])
-    if len(values) > _STATE:
-        values[_STATE] = _STATES[values[_STATE]]
-    job = JobRecord(*values[:_OWN])
-    ran = values[_OWN:]
+    values[_STATE] = _STATES[values[_STATE]]
+    options = options_for(*_OPTIONS_AT(values))  # shared, as live (the queue interned)
+    job = _new_record(*_HEAD_AT(values), options, *_TAIL_AT(values))
+    ran = _RUN_AT(values)
     # A run only where the job had one (a field not at its default), as live.
-    if any(value != default for value, default in zip(ran, _NO_RUN, strict=False)):
+    if ran != _NO_RUN:
         job.run = Run(*ran)
     return job
 

@@ -17,7 +17,7 @@ import attrs
 
 from ._commands import Connection, Parked
 from ._job import JobRecord, JobState
-from ._json import encode, encode_spliced
+from ._json import encode_spliced, encode_stored
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
 from ._metrics import JobTimes, MetricsSnapshot
 from ._replies import JobInfo, JobList, Stats
@@ -82,7 +82,7 @@ def job_list(state: QueueState, request: ListJobs, wall_offset: float = 0.0) -> 
     budget = MAX_LINE_BYTES - ENVELOPE_BYTES
     for job in jobs:
         info = attrs.evolve(job_info(job, wall_offset), result=None)
-        budget -= len(encode(JobList.entry(info)))
+        budget -= len(encode_stored(JobList.entry(info)))
         if budget < 0:
             truncated = True
             break

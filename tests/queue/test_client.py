@@ -112,6 +112,10 @@ async def test_client_api(tcp_queue: RunningQueue) -> None:
         # A payload JSON cannot carry is refused before anything is sent.
         with pytest.raises(TypeError):
             await client.submit("sleep", {"bad": object()})
+        # bytes too, though the server keeps payloads as bytes of JSON text:
+        # a caller's bytes are not sent as they are.
+        with pytest.raises(TypeError):
+            await client.submit("sleep", b'{"seconds":0}')
         with pytest.raises(ValueError, match=r"JSON|[Oo]ut of range"):
             await client.submit("sleep", float("nan"))
         with pytest.raises(RequestError) as excinfo:
@@ -155,6 +159,9 @@ async def test_worker_reports_failures(
     async def not_a_number(job: Job) -> float:
         return float("nan")
 
+    async def raw_bytes(job: Job) -> bytes:
+        return b'"looks like JSON"'
+
     async def fine(job: Job) -> str:
         return "fine"
 
@@ -162,7 +169,13 @@ async def test_worker_reports_failures(
     caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")  # the tracebacks are expected
     with trio.fail_after(5):
         worker = await tcp_queue.start_worker(
-            {"boom": boom, "not_json": not_json, "nan": not_a_number, "fine": fine}
+            {
+                "boom": boom,
+                "not_json": not_json,
+                "nan": not_a_number,
+                "bytes": raw_bytes,
+                "fine": fine,
+            }
         )
         # One attempt each: a failure ends the job (retries are test_lifecycle's).
         once = partial(client.submit, max_attempts=1)
@@ -170,6 +183,7 @@ async def test_worker_reports_failures(
             "boom": await once("boom", 7),
             "not_json": await once("not_json"),
             "nan": await once("nan"),
+            "bytes": await once("bytes"),
             "sleep_bad": await once("sleep", {"seconds": "soon"}),
             "sleep_negative": await once("sleep", {"seconds": -1}),
             "sleep_no_payload": await once("sleep"),
@@ -192,15 +206,16 @@ async def test_worker_reports_failures(
     assert "kaput 7" in infos["boom"].error["message"]
     assert error_type("not_json") == "TypeError"
     assert error_type("nan") == "TypeError"
+    assert error_type("bytes") == "TypeError"
     for key in ("sleep_bad", "sleep_negative", "sleep_no_payload"):
         assert error_type(key) == "ValueError"
     assert (infos["fine"].state, infos["fine"].result) == ("completed", "fine")
     assert {(info.attempt, info.max_attempts) for info in infos.values()} == {(1, 1)}
     statistics = worker.statistics()
-    assert (statistics.failed, statistics.completed, statistics.lost) == (6, 1, 0)
+    assert (statistics.failed, statistics.completed, statistics.lost) == (7, 1, 0)
     stats = await client.stats()
-    assert (stats.totals["failed"], stats.totals["completed"], stats.totals["retried"]) == (6, 1, 0)
-    assert stats.jobs["failed"] == 6
+    assert (stats.totals["failed"], stats.totals["completed"], stats.totals["retried"]) == (7, 1, 0)
+    assert stats.jobs["failed"] == 7
 
 
 async def _serve_until_cancelled(

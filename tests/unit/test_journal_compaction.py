@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from jobqueue._config import QueueRules
 from jobqueue._events import Event
 from jobqueue._journal import MAGIC, JournalError, encode_event, frame, read_journal
 from jobqueue._journal_writer import PREPARED_BYTES, Journal
@@ -64,6 +65,44 @@ def test_a_snapshot_cut_short_is_refused() -> None:
     assert len(payloads) > 3
     with pytest.raises(JournalError, match="not whole"):
         replayed(payloads[:-2])
+
+
+def test_a_snapshots_job_records_keep_their_layout() -> None:
+    # Key and not_before live in the run, not the record, but a snapshot
+    # writes every field where it always has: these bytes are what the
+    # version that kept them in the record wrote for the same state.
+    rules = QueueRules(max_attempts=3, retry_delay=0.5)
+    q = QueueState(rules=rules, id_prefix="g-")
+    q.submit("n", stored_form({"a": 1}), 1.0, key="k1")
+    q.submit("n", 7, 1.0, delay=5.0, key="k2")
+    q.submit("n", None, 1.0, delay=5.0)
+    q.submit("m", stored_form("s"), 1.5, queue="q", priority=3, max_attempts=2)
+    job = q.assign("w", 2.0, "worker", ["default"])
+    assert job is not None
+    q.fail(job.id, job.worker, job.attempt, "E", "boom", 2.5)  # retried after a backoff
+    job = q.assign("w", 3.0, "worker", ["q"])
+    assert job is not None
+    q.report_progress(job.id, job.worker, None, 0.5, stored_form("half"), 3.5)
+    q.tick(6.5)  # the delayed jobs and the retry come due
+    payloads = list(encode_snapshot(capture(q), 1000.0))
+    assert payloads[1:] == [
+        b'["$",4,"g-1","n",null,1,"default",0,3,"k1","pending",null,1001.0,1,"w","worker",'
+        b'1032.0,1002.0,null,null,null,{"type":"E","message":"boom"}]\n{"a":1}',
+        b'["$",0,"g-2","n",7,2,"default",0,3,"k2","pending",null,1001.0]',
+        b'["$",0,"g-3","n",null,3,"default",0,3,null,"pending",null,1001.0]',
+        b'["$",131076,"g-4","m",null,4,"q",3,2,null,"running",null,1001.5,1,"w","worker",'
+        b'1033.5,1003.0,0.5,null]\n"s"\n"half"',
+    ]
+    restored = QueueState(rules=rules)
+    replay(restored, payloads, 1000.0)
+    assert support.view(restored) == support.view(q)
+    # Restored jobs share their options as live ones do.
+    assert restored.get("g-1").options is restored.get("g-3").options
+    # A delayed job's run held only its time: gone once it came due.
+    assert (restored.get("g-3").run, q.get("g-3").run) == (None, None)
+    keyed = q.get("g-2").run
+    assert keyed is not None
+    assert (keyed.key, keyed.not_before) == ("k2", None)
 
 
 def test_a_segment_that_starts_with_a_snapshot_stands_alone(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from jobqueue._journal import (
     encode_event,
     scan,
 )
-from jobqueue._json import RawJSON
 from jobqueue._snapshot import replay
 from jobqueue._state import QueueState
 
@@ -45,7 +44,7 @@ def test_the_id_prefix_is_known_before_the_first_submit_is_applied(before: int) 
 
 def test_a_batch_decodes_as_its_records_do_one_by_one() -> None:
     events: list[Event] = [
-        Submitted(f"p-{n}", "n", RawJSON(b'{"n":%d}' % n) if n % 2 else n, n) for n in range(50)
+        Submitted(f"p-{n}", "n", b'{"n":%d}' % n if n % 2 else n, n) for n in range(50)
     ]
     payloads = [encode_event(e, 12.5) for e in events]
     assert decode_events(payloads, 12.5) == events

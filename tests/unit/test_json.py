@@ -13,10 +13,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from jobqueue._codec import decode_reply, decode_request
+from jobqueue._codec import decode_reply, decode_request, encode_request
 from jobqueue._errors import ProtocolError
 from jobqueue._framing import LineDecoder
-from jobqueue._json import RawJSON, decode_object, encode, stored_form
+from jobqueue._json import decode_object, encode, encode_stored, stored_form
 from jobqueue._limits import (
     ENVELOPE_BYTES,
     MAX_DEPTH,
@@ -292,14 +292,14 @@ def test_a_stored_value_encodes_exactly_as_the_value(value: Any) -> None:
     # The server keeps strings, arrays and objects as their encoded text and
     # splices it into replies: the bytes on the wire must not change.
     stored = stored_form(value)
-    assert isinstance(stored, RawJSON) == isinstance(value, (str, list, dict))
+    assert (type(stored) is bytes) == isinstance(value, (str, list, dict))
     for wire in (
         JobAssigned("1", "n", value, 1, 30.0).to_wire(),
         JobInfo("1", "n", "completed", 1, result=value).to_wire(),
     ):
         spliced = {key: stored if item is value else item for key, item in wire.items()}
-        assert encode(spliced) == encode(wire)
-    reply = decode_reply(encode(JobAssigned("1", "n", stored, 1, 30.0).to_wire())[:-1])
+        assert encode_stored(spliced) == encode(wire)
+    reply = decode_reply(encode_stored(JobAssigned("1", "n", stored, 1, 30.0).to_wire())[:-1])
     assert isinstance(reply, JobAssigned)
     assert same(reply.payload, json.loads(encode({"v": value}))["v"])
 
@@ -309,12 +309,12 @@ def test_decoding_keeps_the_stored_form_that_the_size_check_encoded() -> None:
     request = decode_line(line)
     assert isinstance(request, SubmitJob)
     assert request.payload == {"k": [1e15, "\ud800", "é"]}
-    assert request.stored_payload == RawJSON('{"k":[1000000000000000.0,"\\ud800","é"]}'.encode())
+    assert request.stored_payload == '{"k":[1000000000000000.0,"\\ud800","é"]}'.encode()
     # Not part of equality: a request built in Python is the same request.
     assert request == SubmitJob("x", {"k": [1e15, "\ud800", "é"]})
     complete = decode_line(b'{"type":"job_complete","job_id":"1","result":"r"}')
     assert isinstance(complete, JobComplete)
-    assert (complete.result, complete.stored_result) == ("r", RawJSON(b'"r"'))
+    assert (complete.result, complete.stored_result) == ("r", b'"r"')
     scalar = decode_line(b'{"type":"job_complete","job_id":"1","result":12}')
     assert isinstance(scalar, JobComplete)
     assert scalar.stored_result == 12
@@ -334,14 +334,36 @@ def test_raw_values_nested_in_lists_and_objects_are_spliced_in_order() -> None:
         "jobs": [{"x": {"a": [1, "é"]}, "y": {"z": {"a": [1, "é"]}}}, {"a": [1, "é"]}, "s"],
         "raw": {"a": [1, "é"]},
     }
-    assert encode(message) == encode(expected)
+    assert encode_stored(message) == encode(expected)
 
 
-def test_only_raw_json_is_spliced_other_bytes_are_refused() -> None:
+def test_only_the_servers_encoding_splices_bytes_a_requests_refuses_them() -> None:
+    # The server keeps payloads and results as plain bytes of JSON text; a
+    # client's request holds a caller's values, where bytes are a mistake.
+    raw = stored_form("s")
+    assert (
+        encode_stored({"type": "t", "v": [raw, {"w": raw}]})
+        == b'{"type":"t","v":["s",{"w":"s"}]}\n'
+    )
+    with pytest.raises(TypeError, match="bytes is not JSON serializable"):
+        encode({"type": "t", "v": raw})
+    with pytest.raises(TypeError, match="bytes is not JSON serializable"):
+        encode({"type": "t", "v": [1, {"w": raw}]})
+    for request in (
+        SubmitJob("x", raw),  # the fast path
+        SubmitJob("x", [raw], queue="q"),  # the general one
+        JobComplete("j", 1, {"r": raw}),
+    ):
+        with pytest.raises(TypeError, match="bytes is not JSON serializable"):
+            encode_request(request)
+    # Only exactly bytes is raw JSON, even on the server.
+    for other in (bytearray(b'"s"'), memoryview(b'"s"'), type("Sub", (bytes,), {})(b'"s"')):
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            encode_stored({"type": "t", "v": other})
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            encode_stored({"type": "t", "w": raw, "v": [other]})
     with pytest.raises(TypeError):
-        encode({"type": "t", "v": b'"not raw"'})
-    with pytest.raises(TypeError):
-        encode({"type": "t", "w": stored_form("s"), "v": [stored_form(1.5), object()]})
+        encode_stored({"type": "t", "w": raw, "v": [stored_form(1.5), object()]})
     with pytest.raises(ValueError, match="not JSON compliant"):
         stored_form([float("nan")])
 
@@ -351,7 +373,7 @@ def test_only_raw_json_is_spliced_other_bytes_are_refused() -> None:
 def test_fuzz_stored_values_encode_exactly_as_the_values(value: Any) -> None:
     assume(depth(value) < MAX_DEPTH)
     wire = JobAssigned("1", "n", value, 1, 30.0).to_wire()
-    line = encode({**wire, "payload": stored_form(value)})
+    line = encode_stored({**wire, "payload": stored_form(value)})
     assert line == encode(wire)
     decoded = decode_reply(line[:-1])
     assert isinstance(decoded, JobAssigned)
@@ -363,7 +385,7 @@ def test_fuzz_stored_values_encode_exactly_as_the_values(value: Any) -> None:
     ["\x00jobqueue:raw\x00", 'x"\x00jobqueue:raw\x00', "\x00jobqueue:raw\x00 and more"],
 )
 def test_a_string_that_looks_like_the_splice_marker_is_sent_as_itself(lookalike: str) -> None:
-    # encode() has the JSON encoder write a marker string where a RawJSON goes
+    # encode_stored() has the JSON encoder write a marker string where raw JSON goes
     # and swaps the text in; a user's string that encodes to the same bytes
     # must neither be swapped nor shift the raw values along.
     raw = stored_form(["r", 1])
@@ -373,5 +395,5 @@ def test_a_string_that_looks_like_the_splice_marker_is_sent_as_itself(lookalike:
         {"type": "t", "payload": raw, "more": raw, "a": lookalike},
     ):
         plain = {key: ["r", 1] if value is raw else value for key, value in message.items()}
-        assert encode(message) == encode(plain)
-        assert json.loads(encode(message)) == plain
+        assert encode_stored(message) == encode(plain)
+        assert json.loads(encode_stored(message)) == plain

@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import pytest
 
+import jobqueue._store
 from jobqueue._config import DEFAULT_QUEUE, QueueRules
 from jobqueue._errors import RuleError
 from jobqueue._events import (
@@ -35,7 +36,7 @@ from jobqueue._events import (
     Revived,
     Submitted,
 )
-from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobRecord, JobState
+from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobOptions, JobRecord, JobState
 from jobqueue._replies import JobInfo
 from jobqueue._state import QueueState
 from jobqueue._views import job_info
@@ -172,18 +173,20 @@ def test_ids_and_records() -> None:
         "name": "resize",
         "payload": {"w": 10},
         "seq": 1,
-        "queue": "default",
-        "priority": 0,
-        "max_attempts": 5,
-        "key": None,
+        # Shared by every job submitted with the same queue, priority and attempts.
+        "options": JobOptions("default", 0, 5),
         "state": JobState.PENDING,
-        "not_before": None,
         "submitted_at": 0.0,
-        "run": None,  # not run yet: no attempt, worker, lease, result, error, progress, note
+        # Not run yet, no key, no delay: no attempt, worker, lease, result,
+        # error, progress, note, key or time to wait for.
+        "run": None,
     }
     assert (a.attempt, a.attempt_base, a.worker, a.lease_deadline, a.result, a.error) == (
         0, 0, None, 0.0, None, None,
     )  # fmt: skip
+    assert (a.key, a.not_before) == (None, None)
+    assert (a.queue, a.priority, a.max_attempts) == ("default", 0, 5)
+    assert b.options is a.options
     assert a.attempts_left == 5
     assert q.get("r7-1") is a
     unknown_job(lambda: q.get("1"))
@@ -214,6 +217,23 @@ def test_submit_options_reach_the_record_and_the_event() -> None:
         -4,
         9,
     )
+
+
+def test_jobs_share_their_options_and_the_table_of_them_stays_small(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jobqueue._store, "MAX_SHARED_OPTIONS", 2)
+    q = new_state(max_attempts=3)
+    first = [q.submit("n", i, 0.0)[0] for i in range(2)]
+    assert first[0].options is first[1].options
+    others = [q.submit("n", i, 0.0, queue=f"q{i}", priority=i)[0] for i in range(5)]
+    assert [(job.queue, job.priority, job.max_attempts) for job in others] == [
+        (f"q{i}", i, 3) for i in range(5)
+    ]
+    assert len(q._options) <= 2  # started again, not grown: only sharing is lost
+    again = q.submit("n", 0, 0.0, queue="q4", priority=4)[0]
+    assert again.options is others[4].options
+    assert (first[0].queue, first[0].priority, first[0].max_attempts) == ("default", 0, 3)
 
 
 # -- first come, first served (within a priority) ----------------------------------
