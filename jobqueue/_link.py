@@ -6,8 +6,8 @@ exceptions users see are defined in ``_errors``.
 
 from __future__ import annotations
 
-import math
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
@@ -57,7 +57,7 @@ class Link:
     _broken: str | None = attrs.field(default=None, init=False)
     # Set while run_reader is running: replies arrive here instead of being
     # read by the requesting task.
-    _replies: trio.MemoryReceiveChannel[Reply] | None = attrs.field(default=None, init=False)
+    _replies: _Inbox | None = attrs.field(default=None, init=False)
     # Reads and writes for the stream (direct on a plain TCP socket).
     _bytes: ByteStream = attrs.field(init=False)
     #: Whether a call cancelled while it waits for its reply leaves the
@@ -194,16 +194,14 @@ class Link:
                         # owed to a cancelled call. Dropped, as it asked.
                         if self._unread < count - len(replies):
                             replies.append(reply)
+                elif not await self._replies.wait_for(count):
+                    # The reader has ended, and _broken says why as
+                    # "lost: <why>": pass on only the why, which is
+                    # wrapped below (else it reads "lost: lost:").
+                    why = (self._broken or "").removeprefix("lost: ")
+                    raise trio.BrokenResourceError(why or "connection lost")
                 else:
-                    for _ in messages:
-                        try:
-                            replies.append(await self._replies.receive())
-                        except trio.EndOfChannel:
-                            # The reader has ended, and _broken says why as
-                            # "lost: <why>": pass on only the why, which is
-                            # wrapped below (else it reads "lost: lost:").
-                            why = (self._broken or "").removeprefix("lost: ")
-                            raise trio.BrokenResourceError(why or "connection lost") from None
+                    replies = self._replies.take(count)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._broken = f"lost: {reason(exc)}"
                 # A failed send never sent the last newline; but of several
@@ -243,8 +241,7 @@ class Link:
         while no request is in flight. When the connection ends, ``on_lost``
         is called. A worker runs this for the life of each connection.
         """
-        send, receive = trio.open_memory_channel[Reply](math.inf)
-        self._replies = receive
+        inbox = self._replies = _Inbox()
         task_status.started()
         try:
             while True:
@@ -252,13 +249,13 @@ class Link:
                 if isinstance(reply, JobCancelledNotice):
                     on_notice(reply)
                 else:
-                    send.send_nowait(reply)
+                    inbox.put(reply)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._broken = f"lost: {reason(exc)}"
         except ProtocolError as exc:
             self._broken = f"bad reply: {exc.message}"
         finally:
-            send.close()
+            inbox.close()
             on_lost()
 
     async def _read_reply(self, *, skip_notices: bool) -> Reply:
@@ -290,3 +287,56 @@ class Link:
     def broken(self) -> str | None:
         """Why the connection is unusable, or ``None`` if it is fine."""
         return self._broken
+
+
+class _Inbox:
+    """The replies :meth:`Link.run_reader` has read, for the task whose turn it is.
+
+    A memory channel would do, but it costs more per reply and wakes the
+    taker once per reply; this wakes it once when all the replies it awaits
+    are in. Every report and heartbeat of a worker's slot comes through
+    here. Only one task takes at a time (the link's turn).
+    """
+
+    def __init__(self) -> None:
+        self._replies: deque[Reply] = deque()
+        self._closed = False
+        self._waiter: trio.lowlevel.Task | None = None
+        self._wanted = 0
+
+    def put(self, reply: Reply) -> None:
+        """The reader read ``reply``: keep it, and wake the taker once it has all it awaits."""
+        self._replies.append(reply)
+        if self._waiter is not None and len(self._replies) >= self._wanted:
+            self._wake()
+
+    def close(self) -> None:
+        """The reader has ended: no more replies will come."""
+        self._closed = True
+        if self._waiter is not None:
+            self._wake()
+
+    async def wait_for(self, count: int) -> bool:
+        """Wait until ``count`` replies are in; ``False`` if the reader ended first."""
+        if len(self._replies) >= count:
+            await trio.lowlevel.checkpoint()
+        elif not self._closed:
+            self._waiter = trio.lowlevel.current_task()
+            self._wanted = count
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                self._waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        return len(self._replies) >= count
+
+    def take(self, count: int) -> list[Reply]:
+        """The ``count`` oldest replies (:meth:`wait_for` said they are in)."""
+        replies = self._replies
+        return [replies.popleft() for _ in range(count)]
+
+    def _wake(self) -> None:
+        task, self._waiter = self._waiter, None
+        assert task is not None
+        trio.lowlevel.reschedule(task)
