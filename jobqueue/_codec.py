@@ -98,17 +98,25 @@ def decode_request(line: bytes) -> Request:
 #: The ``fetch`` member of a report, by request: a worker sends the same one
 #: with every report. Cleared when full, so any number of them is fine.
 _FETCH_TEXTS: dict[RequestJob, str] = {}
+#: The last fetch and its text. A worker's slots share one fetch object, and
+#: checking for it costs far less than hashing it (a call into attrs' code).
+_last_fetch: tuple[RequestJob | None, str] = (None, "")
 
 
 def _fetch_text(fetch: RequestJob) -> str:
-    text = _FETCH_TEXTS.get(fetch)
-    if text is None:
+    global _last_fetch
+    last, text = _last_fetch  # one tuple: threads never see half an update
+    if last is fetch:
+        return text
+    found = _FETCH_TEXTS.get(fetch)
+    if found is None:
         if len(_FETCH_TEXTS) >= 64:
             _FETCH_TEXTS.clear()
         wire = fetch.to_wire()
         del wire["type"]
-        text = _FETCH_TEXTS[fetch] = f',"fetch":{encode_value(wire)}'
-    return text
+        found = _FETCH_TEXTS[fetch] = f',"fetch":{encode_value(wire)}'
+    _last_fetch = (fetch, found)
+    return found
 
 
 def encode_request(message: Request) -> bytes:

@@ -19,6 +19,7 @@ into reports and applies the rules for a refused one.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -71,6 +72,31 @@ class WorkerStatistics:
     given_back: int = 0
     running: int = 0
     connected_slots: int = 0
+
+
+@functools.lru_cache(maxsize=16)
+def job_requests(
+    poll_wait: float, queues: tuple[str, ...], prefetch: int
+) -> tuple[RequestJob, RequestJob]:
+    """The ``request_job`` a slot sends when it holds nothing, and the fetch its reports carry.
+
+    One pair for every slot of a worker (kept): the codec finds a report's
+    fetch text by identity far faster than by hash (``_codec._fetch_text``).
+    """
+    if prefetch == 1:
+        # Each report also asks for the next job with the same wait, so
+        # a job costs one request, not two; its reply is the next job,
+        # or no_job after poll_wait, as for a request_job.
+        request = RequestJob(wait=poll_wait, queues=queues)
+        return request, request
+    # A batch's reports are pipelined, and a refused one must be
+    # failed at once, before its lease runs out: a waiting fetch
+    # would hold that retry back. So the fetch takes what there is,
+    # and an idle slot then blocks in request_job.
+    return (
+        RequestJob(wait=poll_wait, queues=queues, max=prefetch),
+        RequestJob(queues=queues, max=prefetch),
+    )
 
 
 async def serve_connection(
@@ -155,19 +181,7 @@ class _Engine:
         if isinstance(welcome, Welcome):
             self.lease_timeout = welcome.lease_timeout
         served()
-        if worker.prefetch == 1:
-            # Each report also asks for the next job with the same wait, so
-            # a job costs one request, not two; its reply is the next job,
-            # or no_job after poll_wait, as for a request_job.
-            request = RequestJob(wait=worker.poll_wait, queues=worker.queues)
-            fetch = request
-        else:
-            # A batch's reports are pipelined, and a refused one must be
-            # failed at once, before its lease runs out: a waiting fetch
-            # would hold that retry back. So the fetch takes what there is,
-            # and an idle slot then blocks in request_job.
-            request = RequestJob(wait=worker.poll_wait, queues=worker.queues, max=worker.prefetch)
-            fetch = RequestJob(queues=worker.queues, max=worker.prefetch)
+        request, fetch = job_requests(worker.poll_wait, worker.queues, worker.prefetch)
         # Handlers run in a cancel scope the keeper cancels to stop one (a
         # cancel notice, job_timeout, a lost lease, a drain's deadline). A
         # cancel scope costs as much as a tenth of a short job, so one serves
@@ -319,11 +333,11 @@ class _Engine:
             return Outcome(error=error)
         keeper = self.keeper
         scope = self._stoppable
-        if not keeper.start((job.id, job.attempt), scope, self.worker.job_timeout):
+        started = trio.current_time()
+        if not keeper.start((job.id, job.attempt), scope, self.worker.job_timeout, started):
             return Outcome()
         log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
         self.stats.running += 1
-        started = trio.current_time()
         try:
             # An async handler as it is; a def in a thread or a process.
             result = await self.worker._runner.resolve(handler)(job)
