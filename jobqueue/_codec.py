@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._errors import UNKNOWN_TYPE, ProtocolError
-from ._json import decode_object, encode, encode_spliced, encode_value, utf8
+from ._json import decode_object, encode, encode_field, encode_spliced, encode_value, utf8
 from ._replies import (
     ErrorReply,
     JobAssigned,
@@ -142,13 +142,13 @@ def encode_request(message: Request) -> bytes:
         ):
             return encode(message.to_wire())
         payload = "null" if message.payload is None else encode_value(message.payload)
-        text = f'{{"type":"submit_job","name":{encode_value(message.name)},"payload":{payload}}}\n'
+        text = f'{{"type":"submit_job","name":{encode_field(message.name)},"payload":{payload}}}\n'
     elif cls is JobComplete:
         assert isinstance(message, JobComplete)
         result = "null" if message.result is None else encode_value(message.result)
-        text = f'{{"type":"job_complete","job_id":{encode_value(message.job_id)},"result":{result}'
+        text = f'{{"type":"job_complete","job_id":{encode_field(message.job_id)},"result":{result}'
         if message.attempt is not None:
-            text += f',"attempt":{encode_value(message.attempt)}'
+            text += f',"attempt":{encode_field(message.attempt)}'
         if message.fetch is not None:
             text += _fetch_text(message.fetch)
         text += "}\n"
