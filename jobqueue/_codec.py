@@ -26,6 +26,7 @@ from ._fields import optional_attempt
 from ._json import (
     decode_object,
     encode,
+    encode_field,
     encode_spliced,
     encode_stored,
     encode_value,
@@ -245,17 +246,25 @@ def _report_tail(tail: str) -> tuple[int | None, RequestJob | None] | None:
 #: The ``fetch`` member of a report, by request: a worker sends the same one
 #: with every report. Cleared when full, so any number of them is fine.
 _FETCH_TEXTS: dict[RequestJob, str] = {}
+#: The last fetch and its text. A worker's slots share one fetch object, and
+#: checking for it costs far less than hashing it (a call into attrs' code).
+_last_fetch: tuple[RequestJob | None, str] = (None, "")
 
 
 def _fetch_text(fetch: RequestJob) -> str:
-    text = _FETCH_TEXTS.get(fetch)
-    if text is None:
+    global _last_fetch
+    last, text = _last_fetch  # one tuple: threads never see half an update
+    if last is fetch:
+        return text
+    found = _FETCH_TEXTS.get(fetch)
+    if found is None:
         if len(_FETCH_TEXTS) >= 64:
             _FETCH_TEXTS.clear()
         wire = fetch.to_wire()
         del wire["type"]
-        text = _FETCH_TEXTS[fetch] = f',"fetch":{encode_value(wire)}'
-    return text
+        found = _FETCH_TEXTS[fetch] = f',"fetch":{encode_value(wire)}'
+    _last_fetch = (fetch, found)
+    return found
 
 
 def encode_request(message: Request) -> bytes:
@@ -281,13 +290,13 @@ def encode_request(message: Request) -> bytes:
         ):
             return encode(message.to_wire())
         payload = "null" if message.payload is None else encode_value(message.payload)
-        text = f'{{"type":"submit_job","name":{encode_value(message.name)},"payload":{payload}}}\n'
+        text = f'{{"type":"submit_job","name":{encode_field(message.name)},"payload":{payload}}}\n'
     elif cls is JobComplete:
         assert isinstance(message, JobComplete)
         result = "null" if message.result is None else encode_value(message.result)
-        text = f'{{"type":"job_complete","job_id":{encode_value(message.job_id)},"result":{result}'
+        text = f'{{"type":"job_complete","job_id":{encode_field(message.job_id)},"result":{result}'
         if message.attempt is not None:
-            text += f',"attempt":{encode_value(message.attempt)}'
+            text += f',"attempt":{encode_field(message.attempt)}'
         if message.fetch is not None:
             text += _fetch_text(message.fetch)
         text += "}\n"

@@ -10,14 +10,16 @@ reply deadlines).
 
 The loop has three single places: :meth:`_Engine._run` runs a handler
 under cancellation and the job timeout and returns an
-:class:`~jobqueue._handler.Outcome`; :meth:`_Engine._settled` decides
-whether a job may still be reported (not cancelled, lease not lost);
-:meth:`_Engine._report` turns outcomes into reports and applies the rules
-for a refused one.
+:class:`~jobqueue._handler.Outcome` (handlers share one cancel scope
+until a stop spends it, see :meth:`_Engine.serve`);
+:meth:`_Engine._settled` decides whether a job may still be reported
+(not cancelled, lease not lost); :meth:`_Engine._report` turns outcomes
+into reports and applies the rules for a refused one.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -70,6 +72,31 @@ class WorkerStatistics:
     given_back: int = 0
     running: int = 0
     connected_slots: int = 0
+
+
+@functools.lru_cache(maxsize=16)
+def job_requests(
+    poll_wait: float, queues: tuple[str, ...], prefetch: int
+) -> tuple[RequestJob, RequestJob]:
+    """The ``request_job`` a slot sends when it holds nothing, and the fetch its reports carry.
+
+    One pair for every slot of a worker (kept): the codec finds a report's
+    fetch text by identity far faster than by hash (``_codec._fetch_text``).
+    """
+    if prefetch == 1:
+        # Each report also asks for the next job with the same wait, so
+        # a job costs one request, not two; its reply is the next job,
+        # or no_job after poll_wait, as for a request_job.
+        request = RequestJob(wait=poll_wait, queues=queues)
+        return request, request
+    # A batch's reports are pipelined, and a refused one must be
+    # failed at once, before its lease runs out: a waiting fetch
+    # would hold that retry back. So the fetch takes what there is,
+    # and an idle slot then blocks in request_job.
+    return (
+        RequestJob(wait=poll_wait, queues=queues, max=prefetch),
+        RequestJob(queues=queues, max=prefetch),
+    )
 
 
 async def serve_connection(
@@ -137,6 +164,12 @@ class _Engine:
     _stopped: set[Key] = attrs.field(factory=set)
     #: Set once the drain has given back the jobs it found not started.
     _early: trio.Event = attrs.field(factory=trio.Event)
+    #: The batch's jobs that have run, and how, not reported yet.
+    _ran: list[_Ran] = attrs.field(factory=list)
+    #: The reply to the last report's fetch, not handled yet.
+    _reply: Reply | None = None
+    #: The cancel scope handlers run in (see :meth:`serve`).
+    _stoppable: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
     async def serve(self, served: Callable[[], None]) -> None:
         """Say hello, then take, run and report jobs until the worker drains."""
@@ -148,55 +181,66 @@ class _Engine:
         if isinstance(welcome, Welcome):
             self.lease_timeout = welcome.lease_timeout
         served()
-        if worker.prefetch == 1:
-            # Each report also asks for the next job with the same wait, so
-            # a job costs one request, not two; its reply is the next job,
-            # or no_job after poll_wait, as for a request_job.
-            request = RequestJob(wait=worker.poll_wait, queues=worker.queues)
-            fetch = request
-        else:
-            # A batch's reports are pipelined, and a refused one must be
-            # failed at once, before its lease runs out: a waiting fetch
-            # would hold that retry back. So the fetch takes what there is,
-            # and an idle slot then blocks in request_job.
-            request = RequestJob(wait=worker.poll_wait, queues=worker.queues, max=worker.prefetch)
-            fetch = RequestJob(queues=worker.queues, max=worker.prefetch)
-        draining = worker.draining
-        reply: Reply | None = None
+        request, fetch = job_requests(worker.poll_wait, worker.queues, worker.prefetch)
+        # Handlers run in a cancel scope the keeper cancels to stop one (a
+        # cancel notice, job_timeout, a lost lease, a drain's deadline). A
+        # cancel scope costs as much as a tenth of a short job, so one serves
+        # job after job until a stop spends it: the keeper cancels it only
+        # while a handler runs, and the slot then goes on in a new one.
         while True:
-            if reply is None:
-                if draining.is_set():
+            with trio.CancelScope() as self._stoppable:
+                if await self._work(request, fetch):
                     return
-                self._idle = True
-                try:
-                    reply = await self._ask_one(request, worker.poll_wait + grace)
-                finally:
-                    self._idle = False
-            if isinstance(reply, JobAssigned):
-                batch: Sequence[JobAssigned] = (reply,)
-            elif isinstance(reply, JobsAssigned):
-                batch = reply.jobs
-            else:
-                reply = None
-                continue
-            self.keeper.hold(batch, reply.lease_timeout)
-            if draining.is_set():  # taken as the drain began: none of it starts
-                await self._give_back((a.job_id, a.attempt) for a in batch)
-                return
-            queue = self._queue
-            queue.extend(batch)
-            ran: list[_Ran] = []
+
+    async def _work(self, request: RequestJob, fetch: RequestJob) -> bool:
+        """Take, run and report jobs; ``True`` once drained, ``False`` if the scope is spent.
+
+        Resumes where a stopped handler left it: the batch's jobs that ran
+        are in :attr:`_ran` (the stopped one included), those not started
+        in :attr:`_queue`, and a report's fetched reply in :attr:`_reply`.
+        """
+        worker = self.worker
+        draining = worker.draining
+        queue = self._queue
+        ran = self._ran
+        while True:
+            if not ran and not queue:
+                reply = self._reply
+                self._reply = None
+                if reply is None:
+                    if draining.is_set():
+                        return True
+                    self._idle = True
+                    try:
+                        reply = await self._ask_one(request, worker.poll_wait + worker.reply_grace)
+                    finally:
+                        self._idle = False
+                if isinstance(reply, JobAssigned):
+                    batch: Sequence[JobAssigned] = (reply,)
+                elif isinstance(reply, JobsAssigned):
+                    batch = reply.jobs
+                else:
+                    continue
+                self.keeper.hold(batch, reply.lease_timeout)
+                if draining.is_set():  # taken as the drain began: none of it starts
+                    await self._give_back((a.job_id, a.attempt) for a in batch)
+                    return True
+                queue.extend(batch)
             while queue and not draining.is_set():
                 job = self._job(queue.popleft())
                 ran.append((job, await self._run(job)))
+                if self._stoppable.cancel_called:
+                    return False  # the handler outlived its stop: go on in a new scope
             if draining.is_set():
                 await self._end_drain(ran)
-                return
+                return True
             # A report whose fetch waits is the slot's wait for work: a
             # drain may end it by closing the connection (see watch_drain).
+            reports = ran[:]
+            ran.clear()
             self._idle = fetch.wait > 0
             try:
-                reply = await self._report(ran, fetch)
+                self._reply = await self._report(reports, fetch)
             finally:
                 self._idle = False
 
@@ -266,15 +310,20 @@ class _Engine:
     async def _run(self, job: Job) -> Outcome:
         """Run ``job``'s handler under cancellation and ``job_timeout``.
 
-        The handler runs right here, in its own scope: a cancel notice or a
-        lost lease stops the handler only, never a heartbeat that is waiting
-        for its reply. The keeper cancels the scope for those and for the
-        job timeout. A job cancelled or lost before it starts never runs.
+        The handler runs right here, in the slot's stoppable scope (see
+        :meth:`serve`): a cancel notice or a lost lease stops the handler
+        only, never a heartbeat that is waiting for its reply. The keeper
+        cancels the scope for those and for the job timeout. A job
+        cancelled or lost before it starts never runs.
 
         Returns:
-            The handler's result or exception; a timeout is a ``TimeoutError``.
-            If the handler was stopped for any other reason, the outcome is
-            moot (:meth:`_settled` drops the job) and is an empty one.
+            The handler's result or exception. A handler that outlives its
+            stop (it caught the cancel) ends with what it returned or raised.
+
+        Raises:
+            trio.Cancelled: the handler was stopped; its outcome is already
+                in :attr:`_ran` (see :meth:`_stopped_outcome`). Or the
+                connection is ending.
         """
         handler = self.worker.handlers.get(job.name)
         if handler is None:
@@ -283,36 +332,40 @@ class _Engine:
             log.error("job %s failed: %s", job.id, error, extra=self._fields(job))
             return Outcome(error=error)
         keeper = self.keeper
-        scope = trio.CancelScope()
-        if not keeper.start((job.id, job.attempt), scope, self.worker.job_timeout):
+        scope = self._stoppable
+        started = trio.current_time()
+        if not keeper.start((job.id, job.attempt), scope, self.worker.job_timeout, started):
             return Outcome()
         log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
         self.stats.running += 1
-        started = trio.current_time()
         try:
-            with scope:
-                try:
-                    # An async handler as it is; a def in a thread or a process.
-                    result = await self.worker._runner.resolve(handler)(job)
-                except Exception as exc:
-                    log.exception(
-                        "job %s (%s) failed", job.id, job.name, extra=self._fields(job, started)
-                    )
-                    return Outcome(error=exc)
-                if log.isEnabledFor(logging.INFO):  # (the fields cost more than the check)
-                    fields = self._fields(job, started)
-                    log.info(
-                        "job %s (%s) completed in %.3fs",
-                        job.id,
-                        job.name,
-                        fields["seconds"],
-                        extra=fields,
-                    )
-                return Outcome(result)
+            # An async handler as it is; a def in a thread or a process.
+            result = await self.worker._runner.resolve(handler)(job)
+        except Exception as exc:
+            log.exception("job %s (%s) failed", job.id, job.name, extra=self._fields(job, started))
+            return Outcome(error=exc)
+        except BaseException:
+            if scope.cancel_called:  # stopped: serve's scope catches the cancel
+                self._ran.append((job, self._stopped_outcome(job, started)))
+            raise
         finally:
             keeper.stop()
             self.stats.running -= 1
-        if not keeper.timed_out:
+        if log.isEnabledFor(logging.INFO):  # (the fields cost more than the check)
+            fields = self._fields(job, started)
+            log.info(
+                "job %s (%s) completed in %.3fs", job.id, job.name, fields["seconds"], extra=fields
+            )
+        return Outcome(result)
+
+    def _stopped_outcome(self, job: Job, started: float) -> Outcome:
+        """How a run the keeper stopped ended: a ``TimeoutError`` past ``job_timeout``.
+
+        If the handler was stopped for any other reason, the outcome is
+        moot (:meth:`_settled` drops the job, or a drain gives it back) and
+        is an empty one.
+        """
+        if not self.keeper.timed_out:
             return Outcome()
         self.stats.timed_out += 1
         log.warning(

@@ -121,6 +121,24 @@ def encode_value(value: Any) -> str:
     return "".join(_iterencode(value))
 
 
+def encode_field(value: Any) -> str:
+    """:func:`encode_value` for a request's id, name or attempt, quicker for a str or an int.
+
+    Those are almost always a ``str`` or an ``int``, whose JSON text the
+    encoder's own string function (lone surrogates left raw, as above) and
+    ``int.__str__`` give directly; anything else takes :func:`encode_value`.
+    """
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if kind is int:
+        return int.__repr__(value)
+    return encode_value(value)
+
+
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+
+
 # A lone surrogate (legal in JSON as "\ud800") has no UTF-8 encoding. The
 # encoder above leaves it as a raw code point, which can only sit inside a
 # string literal, so escaping just those code points keeps the JSON valid and

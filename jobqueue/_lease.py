@@ -120,8 +120,10 @@ class LeaseKeeper:
         if not self.held:
             self._next_at = math.inf
 
-    def start(self, key: Key, handler: trio.CancelScope, job_timeout: float | None) -> bool:
-        """``key``'s handler is about to run in ``handler``; ``False``: do not run it.
+    def start(
+        self, key: Key, handler: trio.CancelScope, job_timeout: float | None, now: float
+    ) -> bool:
+        """``key``'s handler is about to run in ``handler`` (at ``now``); ``False``: do not run it.
 
         A job cancelled or given up before it starts never runs.
         """
@@ -130,7 +132,7 @@ class LeaseKeeper:
         self._running, self._handler = key, handler
         self.timed_out = False
         if job_timeout is not None:
-            self._timeout_at = trio.current_time() + job_timeout
+            self._timeout_at = now + job_timeout
             if self._timeout_at < self._next_at:  # else the wake-up is soon enough
                 self._wake_by(self._timeout_at)
         return True

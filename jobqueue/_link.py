@@ -6,8 +6,8 @@ exceptions users see are defined in ``_errors``.
 
 from __future__ import annotations
 
-import math
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
@@ -53,11 +53,11 @@ class Link:
     )
     # A connection carries one request at a time; tasks sharing a Client take
     # turns here. This serialises I/O on one socket, it guards no queue state.
-    _turn: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock, init=False)
+    _turn: _Turn = attrs.field(factory=lambda: _Turn(), init=False)
     _broken: str | None = attrs.field(default=None, init=False)
     # Set while run_reader is running: replies arrive here instead of being
     # read by the requesting task.
-    _replies: trio.MemoryReceiveChannel[Reply] | None = attrs.field(default=None, init=False)
+    _replies: _Inbox | None = attrs.field(default=None, init=False)
     # Reads and writes for the stream (direct on a plain TCP socket).
     _bytes: ByteStream = attrs.field(init=False)
     #: Whether a call cancelled while it waits for its reply leaves the
@@ -172,10 +172,8 @@ class Link:
         # Take a free turn without a trip through the scheduler: on this path
         # every yield costs as much as the rest of the request. (The request
         # itself still checkpoints: send_all and the reply wait are awaits.)
-        try:
-            self._turn.acquire_nowait()
-        except trio.WouldBlock:
-            await self._turn.acquire()
+        if not self._turn.take():
+            await self._turn.wait()
         try:
             if self._broken is not None:
                 raise RequestNotSent(f"connection to {self.address} unusable: {self._broken}")
@@ -194,16 +192,14 @@ class Link:
                         # owed to a cancelled call. Dropped, as it asked.
                         if self._unread < count - len(replies):
                             replies.append(reply)
+                elif not await self._replies.wait_for(count):
+                    # The reader has ended, and _broken says why as
+                    # "lost: <why>": pass on only the why, which is
+                    # wrapped below (else it reads "lost: lost:").
+                    why = (self._broken or "").removeprefix("lost: ")
+                    raise trio.BrokenResourceError(why or "connection lost")
                 else:
-                    for _ in messages:
-                        try:
-                            replies.append(await self._replies.receive())
-                        except trio.EndOfChannel:
-                            # The reader has ended, and _broken says why as
-                            # "lost: <why>": pass on only the why, which is
-                            # wrapped below (else it reads "lost: lost:").
-                            why = (self._broken or "").removeprefix("lost: ")
-                            raise trio.BrokenResourceError(why or "connection lost") from None
+                    replies = self._replies.take(count)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._broken = f"lost: {reason(exc)}"
                 # A failed send never sent the last newline; but of several
@@ -243,8 +239,7 @@ class Link:
         while no request is in flight. When the connection ends, ``on_lost``
         is called. A worker runs this for the life of each connection.
         """
-        send, receive = trio.open_memory_channel[Reply](math.inf)
-        self._replies = receive
+        inbox = self._replies = _Inbox()
         task_status.started()
         try:
             while True:
@@ -252,13 +247,13 @@ class Link:
                 if isinstance(reply, JobCancelledNotice):
                     on_notice(reply)
                 else:
-                    send.send_nowait(reply)
+                    inbox.put(reply)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._broken = f"lost: {reason(exc)}"
         except ProtocolError as exc:
             self._broken = f"bad reply: {exc.message}"
         finally:
-            send.close()
+            inbox.close()
             on_lost()
 
     async def _read_reply(self, *, skip_notices: bool) -> Reply:
@@ -283,10 +278,98 @@ class Link:
         then marked broken, so the next request goes out on a new one. A
         connection in use is left alone: its caller will find out.
         """
-        if self._broken is None and self._unread == 0 and not self._turn.locked():
+        if self._broken is None and self._unread == 0 and not self._turn.held:
             self._broken = why
 
     @property
     def broken(self) -> str | None:
         """Why the connection is unusable, or ``None`` if it is fine."""
         return self._broken
+
+
+class _Inbox:
+    """The replies :meth:`Link.run_reader` has read, for the task whose turn it is.
+
+    A memory channel would do, but it costs more per reply and wakes the
+    taker once per reply; this wakes it once when all the replies it awaits
+    are in. Every report and heartbeat of a worker's slot comes through
+    here. Only one task takes at a time (the link's turn).
+    """
+
+    def __init__(self) -> None:
+        self._replies: deque[Reply] = deque()
+        self._closed = False
+        self._waiter: trio.lowlevel.Task | None = None
+        self._wanted = 0
+
+    def put(self, reply: Reply) -> None:
+        """The reader read ``reply``: keep it, and wake the taker once it has all it awaits."""
+        self._replies.append(reply)
+        if self._waiter is not None and len(self._replies) >= self._wanted:
+            self._wake()
+
+    def close(self) -> None:
+        """The reader has ended: no more replies will come."""
+        self._closed = True
+        if self._waiter is not None:
+            self._wake()
+
+    async def wait_for(self, count: int) -> bool:
+        """Wait until ``count`` replies are in; ``False`` if the reader ended first."""
+        if len(self._replies) >= count:
+            await trio.lowlevel.checkpoint()
+        elif not self._closed:
+            self._waiter = trio.lowlevel.current_task()
+            self._wanted = count
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                self._waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        return len(self._replies) >= count
+
+    def take(self, count: int) -> list[Reply]:
+        """The ``count`` oldest replies (:meth:`wait_for` said they are in)."""
+        replies = self._replies
+        return [replies.popleft() for _ in range(count)]
+
+    def _wake(self) -> None:
+        task, self._waiter = self._waiter, None
+        assert task is not None
+        trio.lowlevel.reschedule(task)
+
+
+class _Turn:
+    """Whose turn it is on a link: a first-come, first-served lock for one trio run's tasks.
+
+    It serialises the use of one socket (a slot's reports, its keeper's
+    heartbeats, a handler's progress) and guards no queue state. A
+    ``trio.StrictFIFOLock`` does the same for about 9,000 instructions per
+    take and give back, on every request a worker's slot makes; this is a
+    flag and a parking lot, and a release hands the turn straight to the
+    oldest waiter.
+    """
+
+    def __init__(self) -> None:
+        #: Whether some task has the turn.
+        self.held = False
+        self._waiting = trio.lowlevel.ParkingLot()
+
+    def take(self) -> bool:
+        """Take the turn if it is free (no waiting, no checkpoint); whether it was."""
+        if self.held:
+            return False
+        self.held = True
+        return True
+
+    async def wait(self) -> None:
+        """Wait for the turn (after :meth:`take` found it held); return holding it."""
+        await self._waiting.park()  # woken by release, which hands the turn over
+
+    def release(self) -> None:
+        """Give the turn up: to the oldest waiting task, else free."""
+        if self._waiting:
+            self._waiting.unpark()
+        else:
+            self.held = False

@@ -30,6 +30,42 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 TEXT_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
+class TextFormatter(logging.Formatter):
+    """The text format (:data:`TEXT_FORMAT`), its lines as ``Formatter(TEXT_FORMAT)`` writes them.
+
+    The worker writes a line per job, and the stock formatter spends about
+    a sixth of that line's cost on ``localtime`` and ``strftime`` for the
+    time stamp, whose date and time change only once a second: here they
+    are made once a second, and only the milliseconds per line. A line
+    without an exception is put together directly rather than through the
+    format string; one with an exception or stack goes the stock way.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        # (second, its date and time): one tuple, so a reader never sees half an update.
+        self._stamp: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The record's local time as the stock formatter writes it (``datefmt``: as asked)."""
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        second, text = self._stamp
+        if int(record.created) != second:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._stamp = (int(record.created), text)
+        msec_format = self.default_msec_format
+        return msec_format % (text, record.msecs) if msec_format else text
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one text line: time, logger, level, message (and any traceback)."""
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record)
+        return f"{record.asctime} {record.name} {record.levelname} {record.message}"
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one line of JSON (never containing a newline)."""
 
@@ -75,7 +111,7 @@ def add_log_format_option(parser: argparse.ArgumentParser) -> None:
 def configure_logging(*, verbose: bool, log_format: str = "text", level: str = "info") -> None:
     """Log to stderr at ``level`` (DEBUG when ``verbose``) in ``log_format``."""
     handler = logging.StreamHandler(sys.stderr)
-    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    formatter = JsonFormatter() if log_format == "json" else TextFormatter()
     handler.setFormatter(formatter)
     threshold = logging.DEBUG if verbose else getattr(logging, level.upper())
     logging.basicConfig(level=threshold, handlers=[handler])

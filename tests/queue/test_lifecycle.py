@@ -18,6 +18,7 @@ Tests named ``test_BUG_...`` document library bugs and fail until fixed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -965,6 +966,58 @@ async def test_job_timeout_stops_a_hung_handler_and_fails_its_job(
     assert 25.0 + 5 <= stopped[2] - 12 <= 25.0 + 10
     assert (statistics.timed_out, statistics.failed, statistics.lost) == (3, 3, 0)
     assert (stats.totals["reassigned"], stats.totals["expired"]) == (0, 0)
+
+
+@pytest.mark.parametrize("prefetch", [1, 3])
+async def test_a_stopped_handler_leaves_the_slot_running_the_jobs_after_it(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, prefetch: int
+) -> None:
+    # The slot's handlers share a cancel scope until a stop spends it: after
+    # a stop, caught or not, the jobs after it run (in a batch too) and are
+    # reported on the same connection.
+    caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")
+
+    async def hangs(job: Job) -> None:
+        await trio.sleep_forever()
+
+    async def stubborn(job: Job) -> str:
+        # A handler that ignores its stop ends with what it returns.
+        with contextlib.suppress(trio.Cancelled):
+            await trio.sleep_forever()
+        return "ignored the stop"
+
+    async def nested(job: Job) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+
+    async def quick(job: Job) -> int:
+        await trio.sleep(1)
+        return int(job.payload)
+
+    handlers = {"hangs": hangs, "stubborn": stubborn, "nested": nested, "quick": quick}
+    with trio.fail_after(1000):
+        async with open_memory_queue() as queue:
+            worker = await queue.start_worker(handlers, job_timeout=5, prefetch=prefetch)
+            ids = await queue.client.submit_many(
+                [{"name": name, "payload": index, "max_attempts": 1} for index, name in enumerate(
+                    ["hangs", "quick", "stubborn", "quick", "nested", "quick"]
+                )]
+            )  # fmt: skip
+            infos = [await queue.client.wait(job_id) for job_id in ids]
+            statistics = worker.statistics()
+    assert [(info.state, info.result) for info in infos] == [
+        ("failed", None),
+        ("completed", 1),
+        ("completed", "ignored the stop"),
+        ("completed", 3),
+        ("failed", None),
+        ("completed", 5),
+    ]
+    timeout = {"type": "TimeoutError", "message": "handler ran longer than job_timeout=5s"}
+    assert infos[0].error == infos[4].error == timeout
+    assert (statistics.timed_out, statistics.completed, statistics.failed) == (2, 4, 2)
+    assert (statistics.lost, statistics.cancelled, statistics.running) == (0, 0, 0)
+    assert statistics.connected_slots == 1
 
 
 def test_worker_defaults_and_queue_names() -> None:

@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from jobqueue._codec import decode_reply, decode_request, encode_request
 from jobqueue._errors import ProtocolError
 from jobqueue._framing import LineDecoder
-from jobqueue._json import decode_object, encode, encode_stored, stored_form
+from jobqueue._json import (
+    decode_object,
+    encode,
+    encode_field,
+    encode_stored,
+    encode_value,
+    stored_form,
+)
 from jobqueue._limits import (
     ENVELOPE_BYTES,
     MAX_DEPTH,
@@ -397,3 +404,34 @@ def test_a_string_that_looks_like_the_splice_marker_is_sent_as_itself(lookalike:
         plain = {key: ["r", 1] if value is raw else value for key, value in message.items()}
         assert encode_stored(message) == encode(plain)
         assert json.loads(encode_stored(message)) == plain
+
+
+@given(
+    st.one_of(
+        st.text(),
+        st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)),
+        st.integers(),
+        st.booleans(),
+        st.none(),
+        st.floats(allow_nan=False, allow_infinity=False),
+    )
+)
+def test_encode_field_is_encode_value(value: Any) -> None:
+    assert encode_field(value) == encode_value(value)
+
+
+def test_encode_field_of_odd_strings_and_int_kinds() -> None:
+    import enum
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    for value in [
+        'a "quoted"\\ name\n',
+        "\x00\x1f\u2028",
+        "caf\u00e9 \ud800",
+        10**30,
+        -1,
+        Level.HIGH,
+    ]:
+        assert encode_field(value) == encode_value(value)

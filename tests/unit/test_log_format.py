@@ -1,4 +1,4 @@
-"""``--log-format json``'s formatter: one parseable object per line, job fields when given."""
+"""The log formatters: text as the stock formatter writes it; JSON, one object per line."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 import logging
 import re
 
-from jobqueue._logformat import JsonFormatter
+import pytest
+
+from jobqueue._logformat import TEXT_FORMAT, JsonFormatter, TextFormatter
 
 
 def record(message: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -45,3 +47,31 @@ def test_an_exception_and_odd_text_stay_on_one_line() -> None:
     assert entry["message"] == 'a "quoted"\nmessage\u2028'
     assert "ValueError: bad\nvalue" in entry["exception"]
     assert isinstance(entry["job_id"], str)  # an unencodable value is written as its str()
+
+
+@pytest.mark.parametrize(
+    "created",
+    [1_700_000_000.0, 1_700_000_000.9995, 1_700_000_001.25, 1_700_003_600.5, 1_700_000_000.001],
+)
+def test_text_lines_are_the_stock_formatters(created: float) -> None:
+    # One formatter for all the times in turn, so its once-a-second time
+    # stamp is reused within a second and remade across one.
+    ours, stock = TextFormatter(), logging.Formatter(TEXT_FORMAT)
+    for when in (created, created + 0.0004, created + 1.0, created):
+        made = record("job %s (%s) completed in %.3fs", "ab-1", "resize", 0.25)
+        made.created, made.msecs = when, int((when - int(when)) * 1000) + 0.0
+        assert ours.format(made) == stock.format(made)
+
+
+def test_text_lines_with_a_traceback_are_the_stock_formatters() -> None:
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        import sys
+
+        made = record("job %s failed", "ab-1")
+        made.exc_info = sys.exc_info()
+    text = TextFormatter().format(made)
+    made.exc_text = None
+    assert text == logging.Formatter(TEXT_FORMAT).format(made)
+    assert text.endswith("ValueError: bad")
