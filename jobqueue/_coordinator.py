@@ -434,8 +434,11 @@ class Coordinator:
                 break
             jobs.append(self._assigned(job, now))
             budget -= _JOB_ENTRY_BYTES + len(job.id) + len(job.name)
-            if job.payload is not None:
-                budget -= len(encode_stored({"": job.payload}))
+            payload = job.payload
+            if type(payload) is bytes:  # stored raw JSON, written as it is
+                budget -= len(payload)
+            elif payload is not None:
+                budget -= len(encode_stored({"": payload}))
         return JobsAssigned(tuple(jobs), self.state.lease_timeout) if jobs else None
 
     def _submit(self, request: SubmitJob, now: float) -> tuple[JobRecord, bool]:
