@@ -319,6 +319,18 @@ def _string(text: str) -> str:
     return encode_value(text)
 
 
+def _number(value: float) -> str:
+    """``encode_value(value)`` for a number: a finite float is its repr, as the encoder has it."""
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    return encode_value(value)
+
+
+def _payload(payload: Any) -> bytes:
+    """A payload as the encoder writes it; stored raw JSON goes in as it is."""
+    return b"null" if payload is None else encode_spliced(payload)
+
+
 _OK = Ok()
 _OK_LINE = encode_stored(_OK.to_wire())[:-1]
 
@@ -326,9 +338,10 @@ _OK_LINE = encode_stored(_OK.to_wire())[:-1]
 def encode_reply(reply: Reply) -> bytes:
     """``encode_stored(reply.to_wire())``, byte for byte, with the commonest replies built directly.
 
-    A server sends ``job_submitted`` and ``job_assigned`` for every job;
-    building them as text skips the dict and the encoder's walk over it
-    (only the name, id and payload go through the JSON encoder).
+    A server sends ``job_submitted`` and ``job_assigned`` (or a share of a
+    ``jobs_assigned``) for every job; building them as text skips the dict
+    and the encoder's walk over it (only an unusual name or id, and a payload
+    not stored as raw JSON, go through the JSON encoder).
 
     Raises:
         ValueError, TypeError: as for :func:`encode`.
@@ -342,20 +355,26 @@ def encode_reply(reply: Reply) -> bytes:
             return encode_stored(reply.to_wire())
     elif cls is JobAssigned:
         assert isinstance(reply, JobAssigned)
-        # The payload is usually stored raw JSON: its bytes go in as they are.
         head = (
             f'{{"type":"job_assigned","job_id":{_string(reply.job_id)},'
             f'"name":{_string(reply.name)},"payload":'
         )
-        lease = reply.lease_timeout
-        # A finite float is written as its repr, as the encoder writes it.
-        lease_text = repr(lease) if type(lease) is float and math.isfinite(lease) else None
-        tail = (
-            f',"attempt":{int(reply.attempt)},'
-            f'"lease_timeout":{lease_text or encode_value(lease)}}}\n'
-        )
-        payload = b"null" if reply.payload is None else encode_spliced(reply.payload)
-        return utf8(head) + payload + utf8(tail)
+        tail = f',"attempt":{int(reply.attempt)},"lease_timeout":{_number(reply.lease_timeout)}}}\n'
+        return utf8(head) + _payload(reply.payload) + utf8(tail)
+    elif cls is JobsAssigned:
+        # A worker with prefetch gets up to MAX_FETCH jobs in one of these.
+        assert isinstance(reply, JobsAssigned)
+        parts = [b'{"type":"jobs_assigned","jobs":[']
+        for job in reply.jobs:
+            parts.append(
+                utf8(f'{{"job_id":{_string(job.job_id)},"name":{_string(job.name)},"payload":')
+            )
+            parts.append(_payload(job.payload))
+            parts.append(utf8(f',"attempt":{int(job.attempt)}}},'))
+        if reply.jobs:
+            parts[-1] = parts[-1][:-1]  # the last entry's comma
+        parts.append(utf8(f'],"lease_timeout":{_number(reply.lease_timeout)}}}\n'))
+        return b"".join(parts)
     elif cls is Ok and reply == _OK:
         return _OK_LINE + b"\n"
     else:

@@ -23,6 +23,7 @@ from jobqueue._limits import (
 )
 from jobqueue._replies import (
     JobAssigned,
+    JobsAssigned,
     JobSubmitted,
     NoJob,
     Ok,
@@ -302,6 +303,15 @@ def test_encode_reply_matches_the_generic_encoding(
         # As the server holds it: stored as raw JSON text (and the same bytes out).
         JobAssigned(job_id, name, stored_form(payload), attempt, lease),
         JobSubmitted(job_id, duplicate=duplicate),
+        JobsAssigned(
+            (
+                JobAssigned(job_id, name, payload, attempt, lease),
+                JobAssigned(name, job_id, stored_form(payload), attempt, lease),
+            ),
+            lease,
+        ),
+        JobsAssigned((JobAssigned(job_id, name, None, attempt, lease),), lease),
+        JobsAssigned((), lease),
         Ok(),
         Ok(lease_timeout=lease),
         NoJob(),
