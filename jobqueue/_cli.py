@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -39,22 +39,23 @@ from ._cli_options import parse_address as parse_address
 from ._cli_schedule import add_serve_options, serve_schedules
 from ._cli_schedule import register as register_schedule_commands
 from ._cli_worker import DEFAULT_DRAIN_TIMEOUT, run_worker
-from ._client import Client
 from ._config import OptionError, QueueRules, ServerConfig
-from ._demo import add_demo_command
 from ._errors import JobQueueError, ProtocolError
 from ._job_text import describe
-from ._journal import JournalError
-from ._journal_cli import add_journal_commands
 from ._json import decode_value
 from ._limits import JOB_STATES, MAX_FETCH
 from ._logformat import add_log_format_option, configure_logging
 from ._replies import JobInfo, JobList, Stats
 from ._requests import SubmitJob
 from ._routing import waiting_lines, warn_if_unserved
-from ._server import serve_queue, stop_on_sigterm
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
+
+# The client, the server and the journal are imported by the commands that
+# use them: ``jobqueue worker`` loads none of them, as a smaller worker
+# process closes its connections sooner when killed (docs/performance.md).
+if TYPE_CHECKING:
+    from ._client import Client
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,15 +267,62 @@ def _parser() -> argparse.ArgumentParser:
     stats.set_defaults(command=_stats)
 
     register_schedule_commands(command, add_connect, _client)
-    add_demo_command(command)
+    _add_demo_command(command)
     add_dashboard_command(command)
-    add_journal_commands(command)
+    _add_journal_commands(command)
     return parser
+
+
+def _add_journal_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Add ``jobqueue journal check|repair DIR`` (``command`` makes a subcommand's parser)."""
+    journal = command("journal", "check or repair a journal directory (with its server stopped)")
+    actions = journal.add_subparsers(required=True, metavar="ACTION")
+    for name, text in (
+        ("check", "report segments, records, torn tail and damage; exit 1 if damaged"),
+        ("repair", "keep the records before the first damage, move the rest aside"),
+    ):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("directory", metavar="DIR", help="the journal directory")
+        action.set_defaults(command=partial(_journal, name))
+
+
+def _journal(action: str, args: argparse.Namespace) -> int:
+    from . import _journal_cli
+
+    run: Callable[[argparse.Namespace], int] = getattr(_journal_cli, action)
+    return run(args)
+
+
+def _add_demo_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Add ``jobqueue demo`` (``command`` makes a subcommand's parser)."""
+    demo = command("demo", "run a server, worker processes and a job stream; kill a worker mid-job")
+    demo.add_argument(
+        "--workers", type=positive_int, default=3, metavar="N", help="worker processes"
+    )
+    demo.add_argument(
+        "--concurrency", type=positive_int, default=2, metavar="N", help="slots per worker"
+    )
+    demo.add_argument("--jobs", type=positive_int, default=30, metavar="N", help="jobs to run")
+    demo.add_argument("--seed", type=int, help="seed for job durations (default: random)")
+    demo.add_argument(
+        "--crash-server",
+        action="store_true",
+        help="kill the server (with a journal) mid-run instead; restart it",
+    )
+    demo.set_defaults(command=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(args)
 
 
 def _client(
     args: argparse.Namespace, name: str = "jobqueue-cli"
 ) -> AbstractAsyncContextManager[Client]:
+    from ._client import Client
+
     return Client.connect(**connect_options(args), name=name)
 
 
@@ -282,6 +330,9 @@ def _client(
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from ._journal import JournalError
+    from ._server import serve_queue, stop_on_sigterm
+
     if args.tls_key and not args.tls_cert:
         raise UsageError("--tls-key needs --tls-cert")
     context = None

@@ -9,17 +9,7 @@ from collections.abc import Callable
 import trio
 
 from ._cli_options import UsageError, add_connect, connect_options, parse_address
-from ._client import Client
-from ._dashboard import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    POLL_INTERVAL,
-    DashboardError,
-    require_h11,
-    serve_dashboard,
-)
-from ._dashboard_gate import MIN_TOKEN_CHARS
-from ._server import stop_on_sigterm
+from ._dashboard_defaults import DEFAULT_HOST, DEFAULT_PORT, MIN_TOKEN_CHARS, POLL_INTERVAL
 
 #: Environment variable ``--login-token`` defaults to.
 LOGIN_TOKEN_ENV = "JOBQUEUE_DASHBOARD_TOKEN"
@@ -74,6 +64,11 @@ def _interval(text: str) -> float:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
+    # Imported here: every command line is built with this module loaded.
+    from ._client import Client
+    from ._dashboard import DashboardError, require_h11, serve_dashboard
+    from ._server import stop_on_sigterm
+
     host, port = listen_address(args.listen)
     token = args.login_token
     if token is not None and len(token) < MIN_TOKEN_CHARS:

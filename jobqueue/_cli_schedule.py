@@ -11,17 +11,19 @@ import json
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._cli_options import UsageError
-from ._client import Client
 from ._schedule_spec import Schedule, parse_schedule_option, schedule_fields, schedules_from_json
 from ._schedule_wire import ScheduleInfo
 
+if TYPE_CHECKING:
+    from ._client import Client
+
 #: Opens the command's client from its parsed ``--connect``, ``--token``, ``--tls*``.
-ClientFactory = Callable[[argparse.Namespace], AbstractAsyncContextManager[Client]]
+ClientFactory = Callable[[argparse.Namespace], AbstractAsyncContextManager["Client"]]
 
 
 def add_serve_options(serve: argparse.ArgumentParser) -> None:

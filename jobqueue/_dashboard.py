@@ -29,6 +29,9 @@ import attrs
 import trio
 
 from ._client import Client
+from ._dashboard_defaults import DEFAULT_HOST as DEFAULT_HOST
+from ._dashboard_defaults import DEFAULT_PORT as DEFAULT_PORT
+from ._dashboard_defaults import POLL_INTERVAL as POLL_INTERVAL
 from ._dashboard_gate import Gate, Refused
 from ._dashboard_view import History, job_json, overview, unreachable
 from ._errors import ConnectionLost, JobQueueError, RequestError
@@ -39,11 +42,6 @@ from ._replies import JobList
 
 log = logging.getLogger("jobqueue.dashboard")
 
-#: Where the dashboard listens unless told: this machine only.
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8081
-#: Seconds between two rounds of questions to the queue.
-POLL_INTERVAL = 1.0
 #: Longest the queue may take to answer a round or an action.
 QUEUE_TIMEOUT = 5.0
 #: Server-sent event streams open at once; more get 503.

@@ -27,6 +27,7 @@ from collections import deque
 
 import attrs
 
+from ._dashboard_defaults import MIN_TOKEN_CHARS as MIN_TOKEN_CHARS
 from ._http import Request
 
 #: The session cookie's name.
@@ -35,8 +36,6 @@ SESSION_COOKIE = "jobqueue_dashboard"
 SESSION_SECONDS = 12 * 3600.0
 #: Sessions kept at once; past that the oldest is forgotten.
 MAX_SESSIONS = 1000
-#: Shortest login token accepted: shorter ones can be guessed.
-MIN_TOKEN_CHARS = 16
 #: Failed logins allowed per minute (all clients together); more get 429.
 MAX_LOGIN_FAILURES = 10
 #: The header that carries the CSRF token.

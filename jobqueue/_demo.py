@@ -21,13 +21,11 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import BinaryIO, TextIO
 
 import trio
 
-from ._cli_options import positive_int
 from ._client import Client
 from ._errors import JobQueueError
 from ._replies import JobInfo, Stats
@@ -39,25 +37,6 @@ def run_demo(args: argparse.Namespace) -> int:
     if getattr(args, "crash_server", False):
         return trio.run(_CrashDemo(args, sys.stdout).run)
     return trio.run(_Demo(args, sys.stdout).run)
-
-
-def add_demo_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """Add ``jobqueue demo`` with ``_cli``'s ``command`` helper."""
-    demo = command("demo", "run a server, worker processes and a job stream; kill a worker mid-job")
-    demo.add_argument(
-        "--workers", type=positive_int, default=3, metavar="N", help="worker processes"
-    )
-    demo.add_argument(
-        "--concurrency", type=positive_int, default=2, metavar="N", help="slots per worker"
-    )
-    demo.add_argument("--jobs", type=positive_int, default=30, metavar="N", help="jobs to run")
-    demo.add_argument("--seed", type=int, help="seed for job durations (default: random)")
-    demo.add_argument(
-        "--crash-server",
-        action="store_true",
-        help="kill the server (with a journal) mid-run instead; restart it",
-    )
-    demo.set_defaults(command=run_demo)
 
 
 def _open_log(path: str) -> BinaryIO:

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Callable
 
 import attrs
 
@@ -239,16 +238,3 @@ def _locked(directory: str) -> int:
         return _lock(directory)
     except JournalError as exc:
         raise JobQueueError(f"{exc}; stop it first") from None
-
-
-def add_journal_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """Add ``jobqueue journal check|repair DIR`` with ``_cli``'s ``command`` helper."""
-    journal = command("journal", "check or repair a journal directory (with its server stopped)")
-    actions = journal.add_subparsers(required=True, metavar="ACTION")
-    for name, run, text in (
-        ("check", check, "report segments, records, torn tail and damage; exit 1 if damaged"),
-        ("repair", repair, "keep the records before the first damage, move the rest aside"),
-    ):
-        action = actions.add_parser(name, help=text, description=text)
-        action.add_argument("directory", metavar="DIR", help="the journal directory")
-        action.set_defaults(command=run)

@@ -38,6 +38,7 @@ from jobqueue import (
     Worker,
     __version__,
     _cli,
+    _server,
 )
 from jobqueue._client import Client
 from jobqueue._errors import reason
@@ -142,7 +143,8 @@ def _isolate_main(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     handlers, level = root.handlers[:], root.level
     monkeypatch.setattr(sys, "path", sys.path[:])
     monkeypatch.setattr(_cli, "Worker", _refuse_to_start)
-    monkeypatch.setattr(_cli, "serve_queue", _refuse_to_serve)
+    # ``serve`` imports the server when it runs (a worker never loads it).
+    monkeypatch.setattr(_server, "serve_queue", _refuse_to_serve)
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -947,7 +949,7 @@ def served_configs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, Serv
     async def record(port: int, *, host: str, config: ServerConfig) -> None:
         calls.append((port, host, config))
 
-    monkeypatch.setattr(_cli, "serve_queue", record)
+    monkeypatch.setattr(_server, "serve_queue", record)
     monkeypatch.delenv(_cli.TOKEN_ENV, raising=False)
     return calls
 
