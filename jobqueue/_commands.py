@@ -128,6 +128,9 @@ class Durability(Protocol):
     def begin(self) -> None:
         """A command begins: replies from here on depend on the events it applies."""
 
+    def owe(self, conn: Connection) -> None:
+        """The reply that answers ``conn``'s request acknowledges the change just applied."""
+
     def hold(self, conn: Connection, replies: list[Outgoing] | None) -> bool:
         """Keep ``replies`` for ``conn`` until a flush covers them; ``False``: send now."""
 

@@ -301,8 +301,16 @@ class Coordinator:
             self.times.reported(job, now)
         self._notify_watchers(job)
         if request.fetch is not None:
-            return self._fetch(conn, request.fetch, now)
+            return self._fetch_after_report(conn, request.fetch, now)
         return Ok()
+
+    def _fetch_after_report(
+        self, conn: Connection, request: RequestJob, now: float
+    ) -> Reply | None:
+        """Serve a report's ``fetch``: its reply, whatever its kind, acknowledges the report."""
+        if self.durability is not None:
+            self.durability.owe(conn)
+        return self._fetch(conn, request, now)
 
     def _on_heartbeat(self, conn: Connection, request: Heartbeat, now: float) -> Reply:
         self.state.heartbeat(request.job_id, conn.id, request.attempt, now)
@@ -361,7 +369,7 @@ class Coordinator:
         if job.state in FINISHED:
             self._notify_watchers(job)
         if request.fetch is not None:
-            return self._fetch(conn, request.fetch, now)
+            return self._fetch_after_report(conn, request.fetch, now)
         return Ok()
 
     def _on_progress(self, conn: Connection, request: Progress, now: float) -> Reply:

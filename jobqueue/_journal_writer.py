@@ -10,6 +10,9 @@ them are on disk, so while events are waiting for a flush the coordinator
 gives its replies to :meth:`Journal.hold` instead of the connection's
 outbox; they are put there, in order, by the callback the disk thread
 schedules in trio's thread the moment the flush that covers them is done.
+A job handed to a worker acknowledges nothing, so its reply goes out at
+once, and events that no held reply waits for wait a little
+(``LAZY_FLUSH_SECONDS``) to share the next acknowledgement's flush.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ._journal import (
     segments,
 )
 from ._metrics import FLUSH_BUCKETS, Histogram, JournalFigures
+from ._replies import JobAssigned, JobsAssigned, NoJob
 from ._snapshot import Capture, capture, encode_snapshot, replay
 
 if TYPE_CHECKING:
@@ -55,6 +59,17 @@ COMPACT_MIN_BYTES = 256 << 10
 COMPACT_RATIO = 4.0
 #: Zeros written ahead of the records (see :meth:`Journal._prepare`).
 PREPARED_BYTES = 256 << 10
+#: With ``fsync="always"``, the longest that events no held reply waits for
+#: (a job handed to a worker) stay in the buffer before a flush of their own:
+#: until then they wait to share the next acknowledgement's flush.
+LAZY_FLUSH_SECONDS = 0.005
+#: The reply kinds that acknowledge no change: a job handed to a worker
+#: promises nothing to anyone (lost with the server, it runs again), and
+#: ``no_job`` reports that nothing changed. Every other kind (``job_submitted``,
+#: ``jobs_submitted``, the ``ok`` of a report, release, delete, heartbeat or
+#: progress, the job a cancel or retry returns, an error, ...) waits for the
+#: flush that covers the events applied before it.
+PROMISE_NOTHING: frozenset[type[object]] = frozenset({JobAssigned, JobsAssigned, NoJob})
 
 
 def _lock(directory: str) -> int:
@@ -178,6 +193,12 @@ class Journal:
         self.failure: OSError | None = None
         self._held: deque[tuple[int, Connection, list[Outgoing] | None]] = deque()
         self._held_by: dict[int, int] = {}
+        #: Connections whose next reply acknowledges a report whatever its
+        #: kind (:meth:`owe`), with the events it must wait for.
+        self._owed: dict[int, int] = {}
+        #: Set when a flush should not wait (a reply is held, or someone
+        #: waits for :attr:`idle`); a new one for each flush.
+        self._hurry = trio.Event()
         self._offset = 0.0
         self._replayed = 0
         self._begun = 0
@@ -302,6 +323,8 @@ class Journal:
                     os.lseek(self._fd, self._end, os.SEEK_SET)
                     self._write(self._fd, bytes(self._buffer))
                     self._write(self._fd, None)
+                    self._buffer.clear()
+                    self.durable = self.appended
             os.close(self._fd)
             self._fd = -1
         if self._lock_fd >= 0:
@@ -325,25 +348,58 @@ class Journal:
         """The coordinator starts a command (see :meth:`hold`)."""
         self._begun = self.appended
 
+    def owe(self, conn: Connection) -> None:
+        """The reply that answers ``conn``'s request acknowledges the change just applied.
+
+        For a report with ``fetch``: its reply is the fetch's
+        (``job_assigned``, ``jobs_assigned`` or ``no_job``, a kind that
+        otherwise acknowledges nothing), now or, if the fetch blocks, in a
+        later command; either way it must wait for the report's events.
+        """
+        if self._holds:
+            self._owed[conn.id] = self.appended
+
     def hold(self, conn: Connection, replies: list[Outgoing] | None) -> bool:
         """Keep ``replies`` until the events so far are on disk; ``False``: send now.
 
-        Replies depend on the flush when the command that produced them
-        applied events (a submit, a completion, an assignment, a lease lost):
-        a read that changed nothing goes out at once, even while a flush for
-        other connections is under way. A connection whose earlier replies
-        are held has its later ones held too, so they never overtake each
-        other.
+        The reply kinds decide (:data:`PROMISE_NOTHING`): replies wait for
+        the flush when the command that produced them applied events (a
+        submit, a completion, an assignment, a lease lost) and one of them
+        acknowledges a change. A read that changed nothing, or a job handed
+        to a worker, goes out at once, even while a flush for other
+        connections is under way. Two exceptions keep the promise: a reply
+        that answers a report (:meth:`owe`) waits for the report's events,
+        and a connection whose earlier replies are held has its later ones
+        held too, so they never overtake each other.
         """
-        held_by = self._held_by
         if not self._holds:
             return False
-        if self.appended == self._begun and conn.id not in held_by:
-            return False
-        if self.appended == self.durable and conn.id not in held_by:
-            return False
+        held_by = self._held_by
+        key = conn.id
+        if key not in held_by:
+            owed = self._owed
+            if replies is None:  # the connection is gone: nothing to acknowledge
+                if owed:
+                    owed.pop(key, None)
+                return False
+            mark = owed.get(key) if owed else None
+            if mark is not None and mark <= self.durable:
+                del owed[key]
+                mark = None
+            if mark is None:
+                appended = self.appended
+                if appended == self._begun or appended == self.durable:
+                    return False
+                for reply in replies:
+                    if type(reply) not in PROMISE_NOTHING:
+                        break
+                else:
+                    return False
+        elif replies is None:
+            self._owed.pop(key, None)
         self._held.append((self.appended, conn, replies))
-        held_by[conn.id] = held_by.get(conn.id, 0) + 1
+        held_by[key] = held_by.get(key, 0) + 1
+        self._hurry.set()
         return True
 
     # -- the flusher ------------------------------------------------------------------
@@ -390,6 +446,7 @@ class Journal:
         delay = 0.1
         last_sync = trio.current_time()
         synced = True
+        lazy = self._holds
         while True:
             if not self._buffer:
                 if synced or self.fsync != "interval":
@@ -397,7 +454,13 @@ class Journal:
                 else:
                     with trio.move_on_at(last_sync + self.fsync_interval):
                         await self._wake.wait()
+            if lazy and not self._held and not self._hurry.is_set():
+                # No reply waits for these events (jobs handed to workers):
+                # let them share the next acknowledgement's flush.
+                with trio.move_on_after(LAZY_FLUSH_SECONDS):
+                    await self._hurry.wait()
             self._wake = trio.Event()
+            self._hurry = trio.Event()
             data, self._buffer = self._buffer, bytearray()
             covered = self.appended
             sync = self.fsync == "always" or (
@@ -467,8 +530,13 @@ class Journal:
         return self.durable == self.appended and not self._compacting
 
     async def wait_idle(self) -> None:
-        """Wait until :attr:`idle` (tests, and a server that stops cleanly)."""
+        """Wait until :attr:`idle` (tests, and a server that stops cleanly).
+
+        Events no reply waits for are flushed at once, not after
+        ``LAZY_FLUSH_SECONDS``: someone is waiting for them now.
+        """
         while not self.idle:
+            self._hurry.set()
             await self._progress.wait()
 
     async def wait_failing(self) -> None:

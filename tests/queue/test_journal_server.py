@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from jobqueue._journal import MAGIC, JournalError, encode_event, frame, segment_
 from jobqueue._journal_writer import Journal
 from jobqueue._server import QueueService
 from jobqueue.testing import RunningQueue, open_test_queue
+from tests.helpers import RawConnection, park, take
 
 Raw = Callable[[RunningQueue], AbstractAsyncContextManager[Any]]
 
@@ -144,16 +145,19 @@ class GatedDisk:
             os.write(fd, data)
             return
         self.flushing.set()
-        assert self.gate.wait(10)
+        assert self.gate.wait(60)  # longer than any test waits for a reply
         os.fdatasync(fd)
         self.flushes += 1
 
 
 @asynccontextmanager
-async def gated_queue(path: Path, disk: GatedDisk) -> AsyncIterator[Callable[[], Any]]:
+async def gated_server(
+    path: Path, disk: GatedDisk
+) -> AsyncIterator[tuple[Journal, Callable[[], Awaitable[trio.abc.Stream]]]]:
+    """A server journaling through ``disk``, and how to open a stream to it."""
     service = QueueService(journal=str(path))
     assert service.journal is not None
-    service.journal = Journal(str(path), write=disk)
+    journal = service.journal = Journal(str(path), write=disk)
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
 
@@ -162,8 +166,23 @@ async def gated_queue(path: Path, disk: GatedDisk) -> AsyncIterator[Callable[[],
             nursery.start_soon(service.handle_stream, server_end)
             return client_end
 
-        yield lambda: Client.connect("memory", 0, connect=connect)
+        yield journal, connect
         nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def opened_at_exit(disk: GatedDisk) -> AsyncIterator[None]:
+    """Open the gate on the way out, first: a failed test must not leave a flush stuck."""
+    try:
+        yield
+    finally:
+        disk.gate.set()
+
+
+@asynccontextmanager
+async def gated_queue(path: Path, disk: GatedDisk) -> AsyncIterator[Callable[[], Any]]:
+    async with gated_server(path, disk) as (_, connect):
+        yield lambda: Client.connect("memory", 0, connect=connect)
 
 
 async def test_replies_wait_for_the_flush_and_one_flush_covers_many(tmp_path: Path) -> None:
@@ -213,3 +232,144 @@ async def test_an_unflushed_submit_is_not_acknowledged(tmp_path: Path) -> None:
             await client.submit("never flushed")
         assert waited.cancelled_caught
         disk.gate.set()
+
+
+class Replies:
+    """A raw connection's replies, read into a list as they arrive."""
+
+    def __init__(self, conn: RawConnection) -> None:
+        self.conn = conn
+        self.got: list[dict[str, Any]] = []
+        self.arrived = trio.Event()
+
+    async def read(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            self.got.append(await self.conn.read_reply())
+            self.arrived.set()
+            self.arrived = trio.Event()
+
+    async def count(self, n: int) -> list[dict[str, Any]]:
+        """Wait until ``n`` replies have arrived; return them."""
+        while len(self.got) < n:
+            await self.arrived.wait()
+        return self.got
+
+
+async def flush_held(disk: GatedDisk) -> None:
+    """Wait until a flush is stuck at the closed gate and nothing else can move."""
+    await trio.to_thread.run_sync(disk.flushing.wait)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_an_assignment_leaves_before_the_flush_its_submit_waits_for(
+    tmp_path: Path,
+) -> None:
+    disk = GatedDisk()
+    async with (
+        gated_server(tmp_path, disk) as (journal, connect),
+        Client.connect("memory", 0, connect=connect) as producer,
+        trio.open_nursery() as nursery,
+        opened_at_exit(disk),
+    ):
+        worker = RawConnection(await connect())
+        disk.gate.set()
+        await producer.submit("warm-up")
+        await take(worker)
+        await journal.wait_idle()
+        disk.gate.clear()
+        disk.flushing.clear()
+        await park(producer, worker, wait=30, waiting=1)
+        acknowledged: list[str] = []
+
+        async def submit() -> None:
+            acknowledged.append(await producer.submit("a"))
+
+        nursery.start_soon(submit)
+        with trio.fail_after(5):
+            job = await worker.read_reply()
+        # The worker has its job; the producer's submit waits for the disk.
+        assert job["type"] == "job_assigned"
+        await flush_held(disk)
+        assert acknowledged == []
+        disk.gate.set()
+    assert acknowledged == [job["job_id"]]
+
+
+@pytest.mark.parametrize("blocked", [False, True], ids=["job-pending", "fetch-blocks"])
+async def test_a_report_with_fetch_is_answered_only_once_on_disk(
+    tmp_path: Path, blocked: bool
+) -> None:
+    disk = GatedDisk()
+    async with (
+        gated_server(tmp_path, disk) as (journal, connect),
+        Client.connect("memory", 0, connect=connect) as producer,
+        trio.open_nursery() as nursery,
+        opened_at_exit(disk),
+    ):
+        worker = RawConnection(await connect())
+        replies = Replies(worker)
+        disk.gate.set()
+        await producer.submit("first")
+        job = await take(worker)
+        if not blocked:
+            await producer.submit("next")
+        await journal.wait_idle()
+        disk.gate.clear()
+        disk.flushing.clear()
+        await worker.send(
+            {
+                "type": "job_complete",
+                "job_id": job["job_id"],
+                "attempt": job["attempt"],
+                "fetch": {"wait": 30},
+            }
+        )
+        await nursery.start(replies.read)
+        if blocked:
+            # The completion is flushed (lazily: no reply waits yet) while
+            # the fetch waits; then a job arrives and answers the report.
+            await flush_held(disk)
+            assert (await producer.stats()).waiting_workers == 1
+            nursery.start_soon(producer.submit, "next")
+        await flush_held(disk)
+        # The reply is a job_assigned, yet it acknowledges the completion.
+        assert replies.got == []
+        disk.gate.set()
+        with trio.fail_after(5):
+            [reply] = await replies.count(1)
+        assert reply["type"] == "job_assigned"
+        assert (await producer.status(job["job_id"])).state == "completed"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_s_replies_keep_their_order_behind_a_held_one(
+    tmp_path: Path,
+) -> None:
+    disk = GatedDisk()
+    async with (
+        gated_server(tmp_path, disk) as (journal, connect),
+        Client.connect("memory", 0, connect=connect) as producer,
+        trio.open_nursery() as nursery,
+        opened_at_exit(disk),
+    ):
+        conn = RawConnection(await connect())
+        replies = Replies(conn)
+        disk.gate.set()
+        await producer.submit("warm-up")
+        await journal.wait_idle()
+        disk.gate.clear()
+        disk.flushing.clear()
+        await nursery.start(replies.read)
+        await conn.send({"type": "submit_job", "name": "n"})
+        await flush_held(disk)
+        # A second request, a second command: its assignment would go out
+        # at once, but the submit's acknowledgement ahead of it is held.
+        await conn.send({"type": "request_job"})
+        await trio.testing.wait_all_tasks_blocked()
+        assert replies.got == []
+        disk.gate.set()
+        with trio.fail_after(5):
+            got = await replies.count(2)
+        assert [reply["type"] for reply in got] == ["job_submitted", "job_assigned"]
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,197 @@
+"""When the flusher flushes, and which replies wait for it (``fsync="always"``)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from jobqueue._commands import Connection, Outgoing
+from jobqueue._journal_writer import LAZY_FLUSH_SECONDS, Journal
+from jobqueue._replies import JobAssigned, JobsAssigned, JobSubmitted, NoJob, Ok
+from jobqueue._state import QueueState
+
+
+class CountingDisk:
+    """A write seam that notes when (in trio's clock) each write and flush was made."""
+
+    def __init__(self) -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        self.flushes: list[float] = []
+        self.writes: list[float] = []
+        self.flushed = threading.Event()
+        self.wrote = threading.Event()
+
+    def __call__(self, fd: int, data: bytes | None) -> None:
+        try:
+            now = trio.current_time()  # in trio's thread: close() at the end
+        except RuntimeError:
+            # Asked of trio while the flusher waits for this thread: no
+            # deadline is pending then, so the mock clock cannot have jumped.
+            now = trio.from_thread.run_sync(trio.current_time, trio_token=self.token)
+        if data is not None:
+            os.write(fd, data)
+            self.writes.append(now)
+            self.wrote.set()
+            return
+        os.fdatasync(fd)
+        self.flushes.append(now)
+        self.flushed.set()
+
+    async def next_flush(self) -> float:
+        """Wait until a flush not yet waited for has been made; return when it was."""
+        await trio.to_thread.run_sync(self.flushed.wait)
+        self.flushed.clear()
+        return self.flushes[-1]
+
+
+@asynccontextmanager
+async def running_journal(
+    path: Path, disk: CountingDisk, fsync: str = "always"
+) -> AsyncIterator[tuple[Journal, QueueState]]:
+    """A journal flushing ``state``'s events, its start-up writes done.
+
+    A first event is written and flushed, so the space the next records go
+    into is prepared (:meth:`Journal._prepare` flushes too).
+    """
+    state = QueueState()
+    journal = Journal(str(path), fsync, write=disk)
+    journal.open(state, trio.current_time())
+    journal.start(state, trio.current_time())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        state.submit("warm-up", None, trio.current_time())
+        await journal.wait_idle()
+        disk.flushed.clear()
+        yield journal, state
+        nursery.cancel_scope.cancel()
+
+
+def connection(number: int) -> tuple[Connection, trio.MemoryReceiveChannel[list[Outgoing] | None]]:
+    send, receive = trio.open_memory_channel[list[Outgoing] | None](100)
+    return Connection(number, f"peer-{number}", send), receive
+
+
+def assigned(job_id: str) -> JobAssigned:
+    return JobAssigned(job_id, "n", None, 1, 30.0)
+
+
+async def test_events_no_reply_waits_for_are_flushed_within_the_bound(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    disk = CountingDisk()
+    async with running_journal(tmp_path, disk) as (journal, state):
+        flushes = len(disk.flushes)
+        start = trio.current_time()
+        state.submit("n", None, start)
+        await trio.sleep(LAZY_FLUSH_SECONDS / 2)
+        assert len(disk.flushes) == flushes  # waiting for an acknowledgement to share a flush
+        assert not journal.idle
+        assert await disk.next_flush() - start == pytest.approx(LAZY_FLUSH_SECONDS)
+        assert len(disk.flushes) == flushes + 1
+
+
+async def test_an_acknowledgement_during_the_lazy_wait_is_flushed_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    disk = CountingDisk()
+    conn, replies = connection(1)
+    async with running_journal(tmp_path, disk) as (journal, state):
+        journal.begin()
+        job, _ = state.submit("n", None, trio.current_time())
+        state.assign("w", trio.current_time())
+        assert not journal.hold(conn, [assigned(job.id)])  # it promises nothing
+        await trio.sleep(LAZY_FLUSH_SECONDS / 2)
+        flushes = len(disk.flushes)
+        journal.begin()
+        submitted, _ = state.submit("n", None, trio.current_time())
+        assert journal.hold(conn, [JobSubmitted(submitted.id)])
+        acknowledged = trio.current_time()
+        assert await disk.next_flush() == acknowledged  # not at the end of the lazy wait
+        assert len(disk.flushes) == flushes + 1  # one flush for both commands' events
+        await journal.wait_idle()
+        assert replies.receive_nowait() == [JobSubmitted(submitted.id)]
+
+
+async def test_waiting_for_idle_flushes_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    disk = CountingDisk()
+    async with running_journal(tmp_path, disk) as (journal, state):
+        state.submit("n", None, trio.current_time())
+        start = trio.current_time()
+        await journal.wait_idle()
+        assert disk.flushes[-1] == start
+
+
+@pytest.mark.parametrize("fsync", ["never", "interval"])
+async def test_without_always_nothing_waits_lazily(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, fsync: str
+) -> None:
+    disk = CountingDisk()
+    async with running_journal(tmp_path, disk, fsync) as (_, state):
+        disk.wrote.clear()
+        start = trio.current_time()
+        state.submit("n", None, start)
+        await trio.to_thread.run_sync(disk.wrote.wait)
+        assert disk.writes[-1] == start  # written as soon as the flusher runs
+
+
+async def test_which_replies_wait_is_decided_by_their_kind(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    disk = CountingDisk()
+    worker, to_worker = connection(1)
+    producer, to_producer = connection(2)
+    async with running_journal(tmp_path, disk) as (journal, state):
+        journal.begin()
+        job, _ = state.submit("n", None, trio.current_time())
+        state.assign(worker.id, trio.current_time())
+        # The same command's replies: the assignment goes, the acknowledgement waits.
+        assert not journal.hold(worker, [assigned(job.id)])
+        assert not journal.hold(worker, [JobsAssigned((assigned(job.id),), 30.0)])
+        assert not journal.hold(worker, [NoJob()])
+        assert journal.hold(producer, [JobSubmitted(job.id)])
+        # Behind a held reply, even one that promises nothing waits: order is kept.
+        journal.begin()
+        assert journal.hold(producer, [NoJob()])
+        # A command that applied no events: a read answered at once.
+        journal.begin()
+        assert not journal.hold(worker, [Ok()])
+        await journal.wait_idle()
+        assert to_producer.receive_nowait() == [JobSubmitted(job.id)]
+        assert to_producer.receive_nowait() == [NoJob()]
+        with pytest.raises(trio.WouldBlock):
+            to_worker.receive_nowait()  # sent by the coordinator itself, not by the journal
+
+
+async def test_a_reply_owed_to_a_report_waits_whatever_its_kind(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    disk = CountingDisk()
+    worker, to_worker = connection(1)
+    async with running_journal(tmp_path, disk) as (journal, state):
+        state.submit("n", None, trio.current_time())
+        await journal.wait_idle()
+        # A report with fetch: the fetch blocks (nothing pending) ...
+        journal.begin()
+        job = state.assign(worker.id, trio.current_time())
+        assert job is not None
+        assert job.run is not None
+        state.complete(job.id, worker.id, job.run.attempt, None, trio.current_time())
+        journal.owe(worker)
+        # ... and is answered by a later command that applied no events.
+        journal.begin()
+        assert journal.hold(worker, [NoJob()])
+        await journal.wait_idle()
+        assert to_worker.receive_nowait() == [NoJob()]
+        # Once the report is on disk nothing more is owed.
+        journal.begin()
+        state.submit("n", None, trio.current_time())
+        assert not journal.hold(worker, [NoJob()])
