@@ -308,17 +308,6 @@ def encode_request(message: Request) -> bytes:
         return utf8(text)
 
 
-def _string(text: str) -> str:
-    """``encode_value(text)`` for a string; one that needs no escape is quoted as it is.
-
-    Job ids and names are nearly always printable ASCII with no quote or
-    backslash, which the encoder writes unchanged between quotes.
-    """
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
-        return f'"{text}"'
-    return encode_value(text)
-
-
 def _number(value: float) -> str:
     """``encode_value(value)`` for a number: a finite float is its repr, as the encoder has it."""
     if type(value) is float and math.isfinite(value):
@@ -350,14 +339,14 @@ def encode_reply(reply: Reply) -> bytes:
     if cls is JobSubmitted:
         assert isinstance(reply, JobSubmitted)
         if not reply.duplicate:
-            text = f'{{"type":"job_submitted","job_id":{_string(reply.job_id)}}}\n'
+            text = f'{{"type":"job_submitted","job_id":{encode_field(reply.job_id)}}}\n'
         else:
             return encode_stored(reply.to_wire())
     elif cls is JobAssigned:
         assert isinstance(reply, JobAssigned)
         head = (
-            f'{{"type":"job_assigned","job_id":{_string(reply.job_id)},'
-            f'"name":{_string(reply.name)},"payload":'
+            f'{{"type":"job_assigned","job_id":{encode_field(reply.job_id)},'
+            f'"name":{encode_field(reply.name)},"payload":'
         )
         tail = f',"attempt":{int(reply.attempt)},"lease_timeout":{_number(reply.lease_timeout)}}}\n'
         return utf8(head) + _payload(reply.payload) + utf8(tail)
@@ -367,7 +356,9 @@ def encode_reply(reply: Reply) -> bytes:
         parts = [b'{"type":"jobs_assigned","jobs":[']
         for job in reply.jobs:
             parts.append(
-                utf8(f'{{"job_id":{_string(job.job_id)},"name":{_string(job.name)},"payload":')
+                utf8(
+                    f'{{"job_id":{encode_field(job.job_id)},"name":{encode_field(job.name)},"payload":'
+                )
             )
             parts.append(_payload(job.payload))
             parts.append(utf8(f',"attempt":{int(job.attempt)}}},'))

@@ -122,7 +122,7 @@ def encode_value(value: Any) -> str:
 
 
 def encode_field(value: Any) -> str:
-    """:func:`encode_value` for a request's id, name or attempt, quicker for a str or an int.
+    """:func:`encode_value` for a message's id, name or attempt, quicker for a str or an int.
 
     Those are almost always a ``str`` or an ``int``, whose JSON text the
     encoder's own string function (lone surrogates left raw, as above) and
