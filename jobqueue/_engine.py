@@ -33,6 +33,7 @@ from ._handler import Job, Outcome, report_for
 from ._json import encode
 from ._lease import Key, LeaseKeeper, ask_many
 from ._link import Link
+from ._logformat import write_info
 from ._replies import JobAssigned, JobCancelledNotice, JobsAssigned, Ok, Reply, Welcome
 from ._requests import Hello, JobComplete, JobFailed, Progress, ReleaseJob, Request, RequestJob
 
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
     from ._worker import Worker
 
 log = logging.getLogger("jobqueue.worker")
+
+#: The line logged for each job that completes (at INFO).
+_COMPLETED = "job %s (%s) completed in %.3fs"
 
 #: A job the slot ran, and how the run ended.
 _Ran = tuple[Job, Outcome]
@@ -352,10 +356,13 @@ class _Engine:
             keeper.stop()
             self.stats.running -= 1
         if log.isEnabledFor(logging.INFO):  # (the fields cost more than the check)
-            fields = self._fields(job, started)
-            log.info(
-                "job %s (%s) completed in %.3fs", job.id, job.name, fields["seconds"], extra=fields
-            )
+            seconds = round(trio.current_time() - started, 6)
+            # The text line straight to our handler when that is all logging
+            # would do with it (a fifth of a job's cost saved), else as usual.
+            if not write_info(log, _COMPLETED, (job.id, job.name, seconds)):
+                fields = self._fields(job)
+                fields["seconds"] = seconds
+                log.info(_COMPLETED, job.id, job.name, seconds, extra=fields)
         return Outcome(result)
 
     def _stopped_outcome(self, job: Job, started: float) -> Outcome:
