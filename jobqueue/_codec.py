@@ -36,6 +36,7 @@ from ._json import (
 )
 from ._limits import MAX_DEPTH, MAX_NAME_CHARS, MAX_STORED_BYTES
 from ._replies import (
+    OK,
     ErrorReply,
     JobAssigned,
     JobCancelledNotice,
@@ -320,8 +321,9 @@ def _payload(payload: Any) -> bytes:
     return b"null" if payload is None else encode_spliced(payload)
 
 
-_OK = Ok()
+_OK = OK
 _OK_LINE = encode_stored(_OK.to_wire())[:-1]
+_OK_REPLY = _OK_LINE + b"\n"
 
 
 def encode_reply(reply: Reply) -> bytes:
@@ -335,6 +337,8 @@ def encode_reply(reply: Reply) -> bytes:
     Raises:
         ValueError, TypeError: as for :func:`encode`.
     """
+    if reply is _OK:  # a report that fetched nothing: most of a batch's replies
+        return _OK_REPLY
     cls = type(reply)
     if cls is JobSubmitted:
         assert isinstance(reply, JobSubmitted)
@@ -367,7 +371,7 @@ def encode_reply(reply: Reply) -> bytes:
         parts.append(utf8(f'],"lease_timeout":{_number(reply.lease_timeout)}}}\n'))
         return b"".join(parts)
     elif cls is Ok and reply == _OK:
-        return _OK_LINE + b"\n"
+        return _OK_REPLY
     else:
         return encode_stored(reply.to_wire())
     try:

@@ -43,6 +43,7 @@ from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
 from ._metrics import JobTimes
 from ._parking import Parking
 from ._replies import (
+    OK,
     JobAssigned,
     JobCancelledNotice,
     JobInfo,
@@ -302,7 +303,7 @@ class Coordinator:
         self._notify_watchers(job)
         if request.fetch is not None:
             return self._fetch_after_report(conn, request.fetch, now)
-        return Ok()
+        return OK
 
     def _fetch_after_report(
         self, conn: Connection, request: RequestJob, now: float
@@ -370,7 +371,7 @@ class Coordinator:
             self._notify_watchers(job)
         if request.fetch is not None:
             return self._fetch_after_report(conn, request.fetch, now)
-        return Ok()
+        return OK
 
     def _on_progress(self, conn: Connection, request: Progress, now: float) -> Reply:
         self.state.report_progress(
@@ -394,7 +395,7 @@ class Coordinator:
         self.state.give_back(conn.id, request.leases, now)
         # Back in line: a worker waiting for one of these gets it at once.
         self._feed_idle_workers(now)
-        return Ok()
+        return OK
 
     def _on_retry_job(self, conn: Connection, request: RetryJob, now: float) -> Reply:
         job = self.state.revive(request.job_id, now)
@@ -403,7 +404,7 @@ class Coordinator:
 
     def _on_delete_job(self, conn: Connection, request: DeleteJob, now: float) -> Reply:
         self.state.delete(request.job_id, now)
-        return Ok()
+        return OK
 
     def _on_hello(self, conn: Connection, request: Hello, now: float) -> Reply:
         conn.name = request.name

@@ -9,7 +9,7 @@ are public: they are what Client methods return.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import attrs
 
@@ -212,6 +212,10 @@ class Ok:
         if self.lease_timeout is None:
             return {"type": self.TYPE}
         return {"type": self.TYPE, "lease_timeout": self.lease_timeout}
+
+
+#: The plain ``ok``: frozen, so one serves every report that fetches nothing.
+OK: Final = Ok()
 
 
 @attrs.frozen
