@@ -1,11 +1,12 @@
-"""``decode_request``'s fast paths give what the full decode gives, or the same error.
+"""The decoder's fast paths give what the full decode gives, or the same error.
 
 The plain ``submit_job`` and ``job_complete`` are read without the decoded
 object and its field readers (``jobqueue._codec``); every line they do not
 take goes to :func:`decode_request_fully`. These tests generate such lines,
 well formed and not, and hold the two to the same request (compared by
 ``repr``, so ``1`` and ``1.0`` differ, and with the stored form the
-server keeps) or the same ``ProtocolError``.
+server keeps) or the same ``ProtocolError``. A ``submit_jobs`` batch's
+plain jobs, built directly, are held to ``SubmitJob.from_wire`` the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from jobqueue._codec import decode_request, decode_request_fully, encode_request
 from jobqueue._errors import ProtocolError
 from jobqueue._limits import MAX_DEPTH, MAX_NAME_CHARS, MAX_STORED_BYTES
-from jobqueue._requests import JobComplete, RequestJob, SubmitJob
+from jobqueue._requests import JobComplete, RequestJob, SubmitJob, SubmitJobs, _plain_job
 
 
 def _outcome(decode: Any, line: bytes) -> tuple[object, ...]:
@@ -193,3 +194,78 @@ def test_plain_lines_decode(line: bytes) -> None:
 )
 def test_unusual_lines_get_the_full_decodes_answer(line: bytes) -> None:
     _same(line)
+
+
+# -- submit_jobs: a batch's plain jobs built directly (_requests._plain_job) --------------
+
+_job_values = st.one_of(
+    _values,
+    _names,
+    st.sampled_from(["x" * (MAX_STORED_BYTES + 1), ["x" * MAX_STORED_BYTES], 1.5, True, -3]),
+)
+_jobs = st.one_of(
+    st.dictionaries(
+        st.sampled_from(["name", "payload", "queue", "priority", "key", "delay", "type", "x"]),
+        _job_values,
+        max_size=4,
+    ),
+    st.fixed_dictionaries({"name": _names}, optional={"payload": _job_values}),
+    _job_values,
+)
+
+
+def _batch_outcome(jobs: list[Any], *, generic: bool) -> tuple[object, ...]:
+    """``SubmitJobs.from_wire``'s outcome; ``generic``: each job by ``SubmitJob.from_wire``."""
+    obj = {"type": "submit_jobs", "jobs": jobs}
+    try:
+        if not generic:
+            batch = SubmitJobs.from_wire(obj).jobs
+        else:
+            made = []
+            for index, job in enumerate(jobs):
+                if not isinstance(job, dict):
+                    raise ProtocolError(
+                        "bad_request", f'"submit_jobs" job {index} is not an object'
+                    )
+                try:
+                    made.append(SubmitJob.from_wire({**job, "type": "submit_jobs"}))
+                except ProtocolError as exc:
+                    raise ProtocolError(exc.code, f"job {index}: {exc.message}") from None
+            batch = tuple(made)
+    except ProtocolError as exc:
+        return ("error", exc.code, exc.message)
+    return tuple((repr(job), type(job.stored_payload), repr(job.stored_payload)) for job in batch)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_jobs, min_size=1, max_size=4))
+def test_a_batch_s_plain_jobs_are_what_submit_job_reads(jobs: list[Any]) -> None:
+    assert _batch_outcome(jobs, generic=False) == _batch_outcome(jobs, generic=True)
+
+
+@settings(max_examples=200)
+@given(_names, _values)
+def test_plain_jobs_take_the_quick_path(name: str, payload: Any) -> None:
+    jobs: list[Any] = [{"name": name}, {"name": name, "payload": payload}]
+    assert _batch_outcome(jobs, generic=False) == _batch_outcome(jobs, generic=True)
+    plain = 0 < len(name) <= MAX_NAME_CHARS
+    assert (_plain_job(jobs[0]) is not None) == plain
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        {"name": "noop", "payload": "x" * (MAX_STORED_BYTES + 1)},
+        {"name": "noop", "payload": "x" * (MAX_STORED_BYTES - 2)},
+        {"name": "x" * (MAX_NAME_CHARS + 1)},
+        {"name": ""},
+        {"name": 3},
+        {"payload": 1},
+        {"name": "noop", "queue": None},
+        {},
+        ["noop"],
+    ],
+)
+def test_edge_jobs_of_a_batch_are_what_submit_job_reads(job: Any) -> None:
+    jobs = [{"name": "noop"}, job]
+    assert _batch_outcome(jobs, generic=False) == _batch_outcome(jobs, generic=True)
