@@ -6,7 +6,8 @@ take goes to :func:`decode_request_fully`. These tests generate such lines,
 well formed and not, and hold the two to the same request (compared by
 ``repr``, so ``1`` and ``1.0`` differ, and with the stored form the
 server keeps) or the same ``ProtocolError``. A ``submit_jobs`` batch's
-plain jobs, built directly, are held to ``SubmitJob.from_wire`` the same way.
+plain jobs, built directly, are held to ``SubmitJob.from_wire`` the same way,
+and a ``jobs_assigned`` reply's jobs to ``JobAssigned.from_wire``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from hypothesis import strategies as st
 
 from jobqueue._codec import decode_request, decode_request_fully, encode_request
 from jobqueue._errors import ProtocolError
+from jobqueue._fields import number
 from jobqueue._limits import MAX_DEPTH, MAX_NAME_CHARS, MAX_STORED_BYTES
+from jobqueue._replies import JobAssigned, JobsAssigned
 from jobqueue._requests import JobComplete, RequestJob, SubmitJob, SubmitJobs, _plain_job
 
 
@@ -269,3 +272,69 @@ def test_plain_jobs_take_the_quick_path(name: str, payload: Any) -> None:
 def test_edge_jobs_of_a_batch_are_what_submit_job_reads(job: Any) -> None:
     jobs = [{"name": "noop"}, job]
     assert _batch_outcome(jobs, generic=False) == _batch_outcome(jobs, generic=True)
+
+
+# -- jobs_assigned: each job read directly (_replies._plain_assigned) ----------------------
+
+_assigned_values = st.one_of(
+    _job_values, st.integers(), st.booleans(), st.sampled_from([1, 2, 0, -1, 1.0, "1", True])
+)
+_assigned_jobs = st.one_of(
+    st.fixed_dictionaries(
+        {"job_id": _names, "name": _names, "attempt": _assigned_values},
+        optional={"payload": _job_values, "type": _job_values, "lease_timeout": _job_values},
+    ),
+    st.dictionaries(
+        st.sampled_from(["job_id", "name", "payload", "attempt", "lease_timeout", "x"]),
+        _assigned_values,
+        max_size=5,
+    ),
+)
+
+
+def _assigned_outcome(jobs: list[Any], lease_timeout: Any, *, generic: bool) -> tuple[object, ...]:
+    """``JobsAssigned.from_wire``'s outcome; ``generic``: each job by ``JobAssigned.from_wire``."""
+    obj = {"type": "jobs_assigned", "jobs": jobs, "lease_timeout": lease_timeout}
+    try:
+        if not generic:
+            return ("reply", repr(JobsAssigned.from_wire(obj)))
+        timeout = number(obj, "lease_timeout")
+        made = tuple(
+            JobAssigned.from_wire({**job, "type": "jobs_assigned", "lease_timeout": timeout})
+            for job in jobs
+        )
+        return ("reply", repr(JobsAssigned(made, timeout)))
+    except ProtocolError as exc:
+        return ("error", exc.code, exc.message)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(_assigned_jobs, min_size=1, max_size=4),
+    st.sampled_from([30.0, 30, 0.5, True, "30", None, float("inf")]),
+)
+def test_assigned_jobs_read_directly_are_what_job_assigned_reads(
+    jobs: list[Any], lease_timeout: Any
+) -> None:
+    assert _assigned_outcome(jobs, lease_timeout, generic=False) == _assigned_outcome(
+        jobs, lease_timeout, generic=True
+    )
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        {"job_id": "a1", "name": "noop", "payload": None, "attempt": 1},
+        {"job_id": "a1", "name": "noop", "attempt": True},
+        {"job_id": "a1", "name": "noop", "attempt": 1.0},
+        {"job_id": "", "name": "noop", "attempt": 1},
+        {"job_id": "a1", "name": "", "attempt": 1},
+        {"job_id": 1, "name": "noop", "attempt": 1},
+        {"job_id": "a1", "name": "noop"},
+    ],
+)
+def test_edge_assigned_jobs_are_what_job_assigned_reads(job: dict[str, Any]) -> None:
+    jobs = [{"job_id": "a0", "name": "noop", "payload": [1], "attempt": 2}, job]
+    assert _assigned_outcome(jobs, 30.0, generic=False) == _assigned_outcome(
+        jobs, 30.0, generic=True
+    )
