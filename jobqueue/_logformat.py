@@ -126,8 +126,10 @@ def write_info(logger: logging.Logger, msg: str, args: tuple[object, ...]) -> bo
             f"{formatter.stamp(created, msecs)} {logger.name} "
             f"{logging.getLevelName(logging.INFO)} {msg % args if args else msg}"
         )
-        handler.stream.write(line + handler.terminator)
-        handler.flush()
+        stream = handler.stream
+        stream.write(line + handler.terminator)
+        if stream and hasattr(stream, "flush"):  # StreamHandler.flush, under the lock held
+            stream.flush()
     except RecursionError:
         raise
     except Exception:
