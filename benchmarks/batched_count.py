@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 import trio
 
@@ -80,11 +81,19 @@ def _total(out_dir: str) -> int:
 
 
 def count(
-    which: str, jobs: int, warmup: int, batch: int, prefetch: int, slots: int, keep: str = ""
+    which: str,
+    jobs: int,
+    warmup: int,
+    batch: int,
+    prefetch: int,
+    slots: int,
+    keep: str = "",
+    worker_args: Sequence[str] = (),
 ) -> float:
     """Instructions per job in the ``which`` process (``server`` or ``worker``).
 
-    With ``keep``, callgrind's output is copied there (for ``callgrind_annotate``).
+    With ``keep``, callgrind's output is copied there (for ``callgrind_annotate``);
+    ``worker_args`` go to ``jobqueue worker`` (``--log-level warning``, say).
     """
     port = free_port()
     with tempfile.TemporaryDirectory() as out_dir:
@@ -94,7 +103,7 @@ def count(
             worker = _start(
                 [
                     "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(slots),
-                    "--handlers", _HANDLERS, "--prefetch", str(prefetch),
+                    "--handlers", _HANDLERS, "--prefetch", str(prefetch), *worker_args,
                 ],
                 which == "worker",
                 out_dir,
@@ -135,8 +144,20 @@ if __name__ == "__main__":
     parser.add_argument("--prefetch", type=int, default=64, help="worker prefetch")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--keep", default="", help="copy callgrind's output to this path")
+    parser.add_argument(
+        "--worker-args",
+        default="",
+        help="more arguments for the worker, e.g. '--log-level warning'",
+    )
     args = parser.parse_args()
     per_job = count(
-        args.count, args.jobs, args.warmup, args.batch, args.prefetch, args.concurrency, args.keep
+        args.count,
+        args.jobs,
+        args.warmup,
+        args.batch,
+        args.prefetch,
+        args.concurrency,
+        args.keep,
+        args.worker_args.split(),
     )
     print(f"{args.count}: {per_job:,.0f} instructions per job")
