@@ -296,7 +296,9 @@ class Coordinator:
         return JobSubmitted(submitted.id, duplicate=not new)
 
     def _on_job_complete(self, conn: Connection, request: JobComplete, now: float) -> Reply | None:
-        result = request.stored_result or stored_form(request.result)
+        result = request.stored_result
+        if result is None and request.result is not None:  # built in-process, not decoded
+            result = stored_form(request.result)
         job = self.state.complete(request.job_id, conn.id, request.attempt, result, now)
         if self.times is not None:
             self.times.reported(job, now)
@@ -456,10 +458,14 @@ class Coordinator:
             # The one place wall-clock time enters: the state machine runs on
             # the coordinator's monotonic clock.
             delay = max(0.0, request.run_at - time.time())
+        # Kept as encoded JSON: compact, and sent on without encoding again.
+        # (Decoded requests carry that form; one built in-process may not.)
+        payload = request.stored_payload
+        if payload is None and request.payload is not None:
+            payload = stored_form(request.payload)
         submitted = self.state.submit(
             request.name,
-            # Kept as encoded JSON: compact, and sent on without encoding again.
-            request.stored_payload or stored_form(request.payload),
+            payload,
             now,
             queue=request.queue,
             priority=request.priority,
