@@ -439,11 +439,14 @@ class Coordinator:
         """
         jobs: list[JobAssigned] = []
         budget = MAX_LINE_BYTES - ENVELOPE_BYTES
+        # Looked up once, not per job: a batch is up to MAX_FETCH of them.
+        assign, assigned = self.state.assign, self._assigned
+        worker, label, names = conn.id, conn.label, conn.names
         while len(jobs) < most and budget > 0:
-            job = self.state.assign(conn.id, now, conn.label, queues, conn.names)
+            job = assign(worker, now, label, queues, names)
             if job is None:
                 break
-            jobs.append(self._assigned(job, now))
+            jobs.append(assigned(job, now))
             budget -= _JOB_ENTRY_BYTES + len(job.id) + len(job.name)
             payload = job.payload
             if type(payload) is bytes:  # stored raw JSON, written as it is
