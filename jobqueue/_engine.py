@@ -343,7 +343,8 @@ class _Engine:
         started = self._clock.current_time()
         if not keeper.start((job.id, job.attempt), scope, self.worker.job_timeout, started):
             return Outcome()
-        log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
+        if log.isEnabledFor(logging.DEBUG):  # (the call alone costs more than the check)
+            log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt)
         self.stats.running += 1
         try:
             # An async handler as it is; a def in a thread or a process.
