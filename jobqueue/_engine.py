@@ -45,6 +45,9 @@ log = logging.getLogger("jobqueue.worker")
 #: The line logged for each job that completes (at INFO).
 _COMPLETED = "job %s (%s) completed in %.3fs"
 
+#: The outcome of every handler that returns ``None`` (frozen, so one serves all).
+_RETURNED_NONE = Outcome()
+
 #: A job the slot ran, and how the run ended.
 _Ran = tuple[Job, Outcome]
 
@@ -367,7 +370,7 @@ class _Engine:
                 fields = self._fields(job)
                 fields["seconds"] = seconds
                 log.info(_COMPLETED, job.id, job.name, seconds, extra=fields)
-        return Outcome(result)
+        return _RETURNED_NONE if result is None else Outcome(result)
 
     def _stopped_outcome(self, job: Job, started: float) -> Outcome:
         """How a run the keeper stopped ended: a ``TimeoutError`` past ``job_timeout``.
