@@ -142,6 +142,9 @@ _RESULT_KEY = b'","result":'
 #: What follows a report's result (``,"attempt":1,"fetch":{...}}``), read:
 #: a worker sends the same few. Cleared when full, so any number is fine.
 _REPORT_TAILS: dict[str, tuple[int | None, RequestJob | None]] = {}
+#: The same for a report whose result is null, by all of the line after its
+#: id (``","result":null,"attempt":1}``): the attempt and fetch it read to.
+_NULL_REPORTS: dict[bytes, tuple[int | None, RequestJob | None]] = {}
 
 
 def _plain_text(raw: bytes) -> str | None:
@@ -200,6 +203,13 @@ def _plain_complete(line: bytes) -> JobComplete | None:
     job_id = _plain_text(line[len(_COMPLETE_HEAD) : id_end])
     if job_id is None:
         return None
+    # A null result's report reads the same after its id every time: the
+    # rest of the line is looked up, not scanned. (The id, a plain string,
+    # adds no nesting, so the rest read once is within the depth limit.)
+    rest = line[id_end:]
+    known = _NULL_REPORTS.get(rest)
+    if known is not None:
+        return JobComplete(job_id, known[0], None, known[1], stored_result=None)
     read = _value_then(line, id_end + len(_RESULT_KEY))
     if read is None:
         return None
@@ -212,6 +222,10 @@ def _plain_complete(line: bytes) -> JobComplete | None:
         options = _report_tail(tail)
         if options is None:
             return None
+    if result is None:
+        if len(_NULL_REPORTS) >= 64:
+            _NULL_REPORTS.clear()
+        _NULL_REPORTS[rest] = options
     return JobComplete(job_id, options[0], result, options[1], stored_result=stored)
 
 

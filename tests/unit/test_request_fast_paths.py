@@ -338,3 +338,27 @@ def test_edge_assigned_jobs_are_what_job_assigned_reads(job: dict[str, Any]) -> 
     assert _assigned_outcome(jobs, 30.0, generic=False) == _assigned_outcome(
         jobs, 30.0, generic=True
     )
+
+
+# -- a null result's report, looked up by the rest of its line ----------------------------
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        b'","result":null,"attempt":1}',
+        b'","result":null,"attempt":1,"fetch":{"queues":["default"],"max":64}}',
+        b'","result":null}',
+        b'","result":null,"attempt":0}',
+        b'","result":null,"attempt":1,"x":1}',
+        b'","result":1,"attempt":1}',
+        b'","result":"null","attempt":1}',
+        b'","result":null ,"attempt":1}',
+    ],
+)
+def test_a_null_report_read_again_is_what_the_full_decode_reads(rest: bytes) -> None:
+    # The first line fills the lookup; the others, with other ids, use it
+    # (an id of brackets adds no nesting: the full decode takes it too).
+    ids = [b"j-1", b"j-2", b"[" * MAX_DEPTH, b"{" * (MAX_DEPTH - 2), b"a[b"]
+    for job_id in ids * 2:
+        _same(b'{"type":"job_complete","job_id":"' + job_id + rest)
