@@ -142,8 +142,10 @@ _RESULT_KEY = b'","result":'
 #: What follows a report's result (``,"attempt":1,"fetch":{...}}``), read:
 #: a worker sends the same few. Cleared when full, so any number is fine.
 _REPORT_TAILS: dict[str, tuple[int | None, RequestJob | None]] = {}
-#: The same for a report whose result is null, by all of the line after its
-#: id (``","result":null,"attempt":1}``): the attempt and fetch it read to.
+#: A ``submit_job`` with a null payload, by its whole line: its request.
+_NULL_SUBMITS: dict[bytes, SubmitJob] = {}
+#: As ``_REPORT_TAILS``, for a report whose result is null, by all of the
+#: line after its id (``","result":null,"attempt":1}``).
 _NULL_REPORTS: dict[bytes, tuple[int | None, RequestJob | None]] = {}
 
 
@@ -179,6 +181,11 @@ def _value_then(line: bytes, start: int) -> tuple[Any, str] | None:
 
 def _plain_submit(line: bytes) -> SubmitJob | None:
     """``{"type":"submit_job","name":NAME,"payload":VALUE}`` built directly, else ``None``."""
+    # A producer submitting without a payload sends the same line every
+    # time: the request read from it, frozen, serves them all.
+    known = _NULL_SUBMITS.get(line)
+    if known is not None:
+        return known
     name_end = line.find(b'"', len(_SUBMIT_HEAD))
     if not line.startswith(_PAYLOAD_KEY, name_end):
         return None
@@ -192,7 +199,12 @@ def _plain_submit(line: bytes) -> SubmitJob | None:
     stored = stored_form(payload)
     if type(stored) is bytes and len(stored) > MAX_STORED_BYTES:
         return None
-    return SubmitJob(name, payload, stored_payload=stored)
+    request = SubmitJob(name, payload, stored_payload=stored)
+    if payload is None:
+        if len(_NULL_SUBMITS) >= 64:
+            _NULL_SUBMITS.clear()
+        _NULL_SUBMITS[line] = request
+    return request
 
 
 def _plain_complete(line: bytes) -> JobComplete | None:

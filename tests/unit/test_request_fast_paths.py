@@ -362,3 +362,17 @@ def test_a_null_report_read_again_is_what_the_full_decode_reads(rest: bytes) -> 
     ids = [b"j-1", b"j-2", b"[" * MAX_DEPTH, b"{" * (MAX_DEPTH - 2), b"a[b"]
     for job_id in ids * 2:
         _same(b'{"type":"job_complete","job_id":"' + job_id + rest)
+
+
+@pytest.mark.parametrize(
+    "payload", [b"null", b"1", b'"x"', b"[1,2]", b'{"a":[]}', b"true", b"null ", b"nul"]
+)
+def test_a_submit_line_read_again_is_what_the_full_decode_reads(payload: bytes) -> None:
+    line = b'{"type":"submit_job","name":"noop","payload":' + payload + b"}"
+    for _ in range(3):
+        _same(line)
+    if payload in (b"[1,2]", b'{"a":[]}'):  # a payload that can change is never shared
+        first, second = decode_request(line), decode_request(line)
+        assert isinstance(first, SubmitJob)
+        assert isinstance(second, SubmitJob)
+        assert first.payload is not second.payload
