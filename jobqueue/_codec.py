@@ -36,6 +36,7 @@ from ._json import (
 )
 from ._limits import MAX_DEPTH, MAX_NAME_CHARS, MAX_STORED_BYTES
 from ._replies import (
+    OK,
     ErrorReply,
     JobAssigned,
     JobCancelledNotice,
@@ -141,6 +142,11 @@ _RESULT_KEY = b'","result":'
 #: What follows a report's result (``,"attempt":1,"fetch":{...}}``), read:
 #: a worker sends the same few. Cleared when full, so any number is fine.
 _REPORT_TAILS: dict[str, tuple[int | None, RequestJob | None]] = {}
+#: A ``submit_job`` with a null payload, by its whole line: its request.
+_NULL_SUBMITS: dict[bytes, SubmitJob] = {}
+#: As ``_REPORT_TAILS``, for a report whose result is null, by all of the
+#: line after its id (``","result":null,"attempt":1}``).
+_NULL_REPORTS: dict[bytes, tuple[int | None, RequestJob | None]] = {}
 
 
 def _plain_text(raw: bytes) -> str | None:
@@ -175,6 +181,11 @@ def _value_then(line: bytes, start: int) -> tuple[Any, str] | None:
 
 def _plain_submit(line: bytes) -> SubmitJob | None:
     """``{"type":"submit_job","name":NAME,"payload":VALUE}`` built directly, else ``None``."""
+    # A producer submitting without a payload sends the same line every
+    # time: the request read from it, frozen, serves them all.
+    known = _NULL_SUBMITS.get(line)
+    if known is not None:
+        return known
     name_end = line.find(b'"', len(_SUBMIT_HEAD))
     if not line.startswith(_PAYLOAD_KEY, name_end):
         return None
@@ -188,7 +199,12 @@ def _plain_submit(line: bytes) -> SubmitJob | None:
     stored = stored_form(payload)
     if type(stored) is bytes and len(stored) > MAX_STORED_BYTES:
         return None
-    return SubmitJob(name, payload, stored_payload=stored)
+    request = SubmitJob(name, payload, stored_payload=stored)
+    if payload is None:
+        if len(_NULL_SUBMITS) >= 64:
+            _NULL_SUBMITS.clear()
+        _NULL_SUBMITS[line] = request
+    return request
 
 
 def _plain_complete(line: bytes) -> JobComplete | None:
@@ -199,6 +215,13 @@ def _plain_complete(line: bytes) -> JobComplete | None:
     job_id = _plain_text(line[len(_COMPLETE_HEAD) : id_end])
     if job_id is None:
         return None
+    # A null result's report reads the same after its id every time: the
+    # rest of the line is looked up, not scanned. (The id, a plain string,
+    # adds no nesting, so the rest read once is within the depth limit.)
+    rest = line[id_end:]
+    known = _NULL_REPORTS.get(rest)
+    if known is not None:
+        return JobComplete(job_id, known[0], None, known[1], stored_result=None)
     read = _value_then(line, id_end + len(_RESULT_KEY))
     if read is None:
         return None
@@ -211,6 +234,10 @@ def _plain_complete(line: bytes) -> JobComplete | None:
         options = _report_tail(tail)
         if options is None:
             return None
+    if result is None:
+        if len(_NULL_REPORTS) >= 64:
+            _NULL_REPORTS.clear()
+        _NULL_REPORTS[rest] = options
     return JobComplete(job_id, options[0], result, options[1], stored_result=stored)
 
 
@@ -320,8 +347,9 @@ def _payload(payload: Any) -> bytes:
     return b"null" if payload is None else encode_spliced(payload)
 
 
-_OK = Ok()
+_OK = OK
 _OK_LINE = encode_stored(_OK.to_wire())[:-1]
+_OK_REPLY = _OK_LINE + b"\n"
 
 
 def encode_reply(reply: Reply) -> bytes:
@@ -335,6 +363,8 @@ def encode_reply(reply: Reply) -> bytes:
     Raises:
         ValueError, TypeError: as for :func:`encode`.
     """
+    if reply is _OK:  # a report that fetched nothing: most of a batch's replies
+        return _OK_REPLY
     cls = type(reply)
     if cls is JobSubmitted:
         assert isinstance(reply, JobSubmitted)
@@ -367,7 +397,7 @@ def encode_reply(reply: Reply) -> bytes:
         parts.append(utf8(f'],"lease_timeout":{_number(reply.lease_timeout)}}}\n'))
         return b"".join(parts)
     elif cls is Ok and reply == _OK:
-        return _OK_LINE + b"\n"
+        return _OK_REPLY
     else:
         return encode_stored(reply.to_wire())
     try:
@@ -395,8 +425,42 @@ def decode_reply(line: bytes) -> Reply:
             text = job_id.decode("ascii")
             if text.isprintable() and text:
                 return JobSubmitted(text)
+    if line.startswith(_ASSIGNED_HEAD):
+        # A worker's next job, one at a time: with no payload, the line
+        # after the id reads the same for job after job, and is looked up.
+        id_end = line.find(b'"', len(_ASSIGNED_HEAD))
+        known = _NULL_ASSIGNMENTS.get(line[id_end:])
+        if known is not None:
+            assigned_id = _plain_text(line[len(_ASSIGNED_HEAD) : id_end])
+            if assigned_id is not None:
+                return JobAssigned(assigned_id, known[0], None, known[1], known[2])
     obj = decode_object(line)
     from_wire = _REPLIES.get(obj["type"])
     if from_wire is None:
         raise ProtocolError(UNKNOWN_TYPE, f"unexpected reply type {obj['type']!r}")
-    return from_wire(obj)
+    reply = from_wire(obj)
+    if type(reply) is JobAssigned and reply.payload is None and line.startswith(_ASSIGNED_HEAD):
+        _remember_assignment(line, reply)
+    return reply
+
+
+_ASSIGNED_HEAD = b'{"type":"job_assigned","job_id":"'
+#: A ``job_assigned`` with a null payload, by all of its line after the id
+#: (``","name":"noop","payload":null,...}``): its name, attempt and lease.
+_NULL_ASSIGNMENTS: dict[bytes, tuple[str, int, float]] = {}
+
+
+def _remember_assignment(line: bytes, reply: JobAssigned) -> None:
+    """Keep what ``line`` read to after its id, if any line with that rest reads the same.
+
+    Only a plain id (read as itself) and a rest that does not name
+    ``job_id`` again (the last of two keys would win) qualify: then the id
+    is the only part that differs, and adds no nesting.
+    """
+    id_end = line.find(b'"', len(_ASSIGNED_HEAD))
+    rest = line[id_end:]
+    if b'"job_id"' in rest or _plain_text(line[len(_ASSIGNED_HEAD) : id_end]) != reply.job_id:
+        return
+    if len(_NULL_ASSIGNMENTS) >= 64:
+        _NULL_ASSIGNMENTS.clear()
+    _NULL_ASSIGNMENTS[rest] = (reply.name, reply.attempt, reply.lease_timeout)

@@ -43,6 +43,7 @@ from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
 from ._metrics import JobTimes
 from ._parking import Parking
 from ._replies import (
+    OK,
     JobAssigned,
     JobCancelledNotice,
     JobInfo,
@@ -295,14 +296,16 @@ class Coordinator:
         return JobSubmitted(submitted.id, duplicate=not new)
 
     def _on_job_complete(self, conn: Connection, request: JobComplete, now: float) -> Reply | None:
-        result = request.stored_result or stored_form(request.result)
+        result = request.stored_result
+        if result is None and request.result is not None:  # built in-process, not decoded
+            result = stored_form(request.result)
         job = self.state.complete(request.job_id, conn.id, request.attempt, result, now)
         if self.times is not None:
             self.times.reported(job, now)
         self._notify_watchers(job)
         if request.fetch is not None:
             return self._fetch_after_report(conn, request.fetch, now)
-        return Ok()
+        return OK
 
     def _fetch_after_report(
         self, conn: Connection, request: RequestJob, now: float
@@ -370,7 +373,7 @@ class Coordinator:
             self._notify_watchers(job)
         if request.fetch is not None:
             return self._fetch_after_report(conn, request.fetch, now)
-        return Ok()
+        return OK
 
     def _on_progress(self, conn: Connection, request: Progress, now: float) -> Reply:
         self.state.report_progress(
@@ -394,7 +397,7 @@ class Coordinator:
         self.state.give_back(conn.id, request.leases, now)
         # Back in line: a worker waiting for one of these gets it at once.
         self._feed_idle_workers(now)
-        return Ok()
+        return OK
 
     def _on_retry_job(self, conn: Connection, request: RetryJob, now: float) -> Reply:
         job = self.state.revive(request.job_id, now)
@@ -403,7 +406,7 @@ class Coordinator:
 
     def _on_delete_job(self, conn: Connection, request: DeleteJob, now: float) -> Reply:
         self.state.delete(request.job_id, now)
-        return Ok()
+        return OK
 
     def _on_hello(self, conn: Connection, request: Hello, now: float) -> Reply:
         conn.name = request.name
@@ -436,11 +439,14 @@ class Coordinator:
         """
         jobs: list[JobAssigned] = []
         budget = MAX_LINE_BYTES - ENVELOPE_BYTES
+        # Looked up once, not per job: a batch is up to MAX_FETCH of them.
+        assign, assigned = self.state.assign, self._assigned
+        worker, label, names = conn.id, conn.label, conn.names
         while len(jobs) < most and budget > 0:
-            job = self.state.assign(conn.id, now, conn.label, queues, conn.names)
+            job = assign(worker, now, label, queues, names)
             if job is None:
                 break
-            jobs.append(self._assigned(job, now))
+            jobs.append(assigned(job, now))
             budget -= _JOB_ENTRY_BYTES + len(job.id) + len(job.name)
             payload = job.payload
             if type(payload) is bytes:  # stored raw JSON, written as it is
@@ -455,10 +461,14 @@ class Coordinator:
             # The one place wall-clock time enters: the state machine runs on
             # the coordinator's monotonic clock.
             delay = max(0.0, request.run_at - time.time())
+        # Kept as encoded JSON: compact, and sent on without encoding again.
+        # (Decoded requests carry that form; one built in-process may not.)
+        payload = request.stored_payload
+        if payload is None and request.payload is not None:
+            payload = stored_form(request.payload)
         submitted = self.state.submit(
             request.name,
-            # Kept as encoded JSON: compact, and sent on without encoding again.
-            request.stored_payload or stored_form(request.payload),
+            payload,
             now,
             queue=request.queue,
             priority=request.priority,

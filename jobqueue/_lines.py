@@ -167,7 +167,10 @@ class QueueLines(dict[str, Line]):
         as rank ahead of the first line it may take), then putting them
         back; a worker that runs every name stops at the top.
         """
-        if len(names) <= FEW_NAMES or 2 * len(names) <= len(self) or len(self) == 1:
+        if len(self) == 1:  # one kind of job pending, the usual case
+            for name, only in self.items():
+                return head(only) if name in names else None
+        if len(names) <= FEW_NAMES or 2 * len(names) <= len(self):
             best: JobRecord | None = None
             for each in [self[name] for name in names if name in self]:
                 job = head(each)

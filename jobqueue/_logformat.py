@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 #: The ``extra=`` fields a job's log line may carry, in the order written.
@@ -50,12 +51,16 @@ class TextFormatter(logging.Formatter):
         """The record's local time as the stock formatter writes it (``datefmt``: as asked)."""
         if datefmt:
             return super().formatTime(record, datefmt)
+        return self.stamp(record.created, record.msecs)
+
+    def stamp(self, created: float, msecs: float) -> str:
+        """The time stamp of a record made at ``created`` (its ``msecs`` as the record has them)."""
         second, text = self._stamp
-        if int(record.created) != second:
-            text = time.strftime(self.default_time_format, self.converter(record.created))
-            self._stamp = (int(record.created), text)
+        if int(created) != second:
+            text = time.strftime(self.default_time_format, self.converter(created))
+            self._stamp = (int(created), text)
         msec_format = self.default_msec_format
-        return msec_format % (text, record.msecs) if msec_format else text
+        return msec_format % (text, msecs) if msec_format else text
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one text line: time, logger, level, message (and any traceback)."""
@@ -64,6 +69,74 @@ class TextFormatter(logging.Formatter):
         record.message = record.getMessage()
         record.asctime = self.formatTime(record)
         return f"{record.asctime} {record.name} {record.levelname} {record.message}"
+
+
+if sys.version_info >= (3, 13):
+
+    def _now() -> tuple[float, float]:
+        """``created`` and ``msecs`` as ``LogRecord`` sets them now (3.13: from ``time_ns``)."""
+        ns = time.time_ns()
+        return ns / 1e9, (ns % 1_000_000_000) // 1_000_000 + 0.0
+
+else:
+
+    def _now() -> tuple[float, float]:
+        """``created`` and ``msecs`` as ``LogRecord`` sets them now."""
+        created = time.time()
+        return created, int((created - int(created)) * 1000) + 0.0
+
+
+def write_info(logger: logging.Logger, msg: str, args: tuple[object, ...]) -> bool:
+    """Write ``logger.info(msg, *args)``'s text line to its handler, if that is all it does.
+
+    The worker logs a line per job at INFO, and ``logging`` spends most of
+    that line's cost on what the text format never shows: the caller's
+    frame, the record's thirty fields, the filters' and handlers' walk.
+    When logging is set up as ``configure_logging`` leaves it for the text
+    format (one ``StreamHandler`` with a :class:`TextFormatter` on the root
+    logger, no filters, no other handlers on the way, the stock record
+    factory), this writes the same bytes the stock path would, under the
+    handler's lock, and returns ``True``; otherwise (a user's handler or
+    filter, the JSON format, a test's capture) it writes nothing and
+    returns ``False``, and the caller logs as usual. The caller has
+    checked ``logger.isEnabledFor(logging.INFO)``.
+    """
+    if logger.disabled or logging.getLogRecordFactory() is not logging.LogRecord:
+        return False
+    if len(args) == 1 and isinstance(args[0], Mapping):  # the record would format with the mapping
+        return False
+    root = logging.root
+    node = logger
+    while node is not root:
+        if node.handlers or node.filters or not node.propagate:
+            return False
+        node = node.parent  # type: ignore[assignment]  # a logger below root has one
+    if len(root.handlers) != 1 or root.filters:
+        return False
+    handler = root.handlers[0]
+    if type(handler) is not logging.StreamHandler or handler.filters:
+        return False
+    formatter = handler.formatter
+    if type(formatter) is not TextFormatter or handler.level > logging.INFO:
+        return False
+    created, msecs = _now()
+    handler.acquire()
+    try:
+        line = (
+            f"{formatter.stamp(created, msecs)} {logger.name} "
+            f"{logging.getLevelName(logging.INFO)} {msg % args if args else msg}"
+        )
+        stream = handler.stream
+        stream.write(line + handler.terminator)
+        if stream and hasattr(stream, "flush"):  # StreamHandler.flush, under the lock held
+            stream.flush()
+    except RecursionError:
+        raise
+    except Exception:
+        handler.handleError(logger.makeRecord(logger.name, logging.INFO, "", 0, msg, args, None))
+    finally:
+        handler.release()
+    return True
 
 
 class JsonFormatter(logging.Formatter):

@@ -92,7 +92,18 @@ class QueueModel(JobStore):
             # The lease indexes written here, not by a store method: an
             # extra call per assignment is measurable.
             self._leases[job.id] = None
-            self._held.setdefault(event.worker, {})[job.id] = None
+            held = self._held.get(event.worker)
+            if held is None:  # (not setdefault: that builds a dict every time)
+                held = self._held[event.worker] = {}
+            held[job.id] = None
+        elif isinstance(event, Completed):
+            job = self._move(event.job_id, "complete")
+            self._end_lease(job)
+            run = job.run
+            assert run is not None, "a completed job has run"
+            run.result = event.result
+            run.finished_at = event.at
+            self.totals["completed"] += 1
         elif isinstance(event, (LeaseExtended, Progressed)):
             job = self._running(event.job_id)
             run = job.run
@@ -102,14 +113,6 @@ class QueueModel(JobStore):
             if isinstance(event, Progressed):
                 run.progress = event.progress
                 run.note = event.note
-        elif isinstance(event, Completed):
-            job = self._move(event.job_id, "complete")
-            self._end_lease(job)
-            run = job.run
-            assert run is not None, "a completed job has run"
-            run.result = event.result
-            run.finished_at = event.at
-            self.totals["completed"] += 1
         elif isinstance(event, AttemptFailed):
             self._on_attempt_failed(event)
         elif isinstance(event, Promoted):

@@ -9,7 +9,7 @@ are public: they are what Client methods return.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import attrs
 
@@ -134,6 +134,20 @@ class JobAssigned:
         }
 
 
+def _plain_assigned(job: dict[str, Any], lease_timeout: float) -> JobAssigned | None:
+    """One job of a ``jobs_assigned`` whose fields read cleanly, built directly; else ``None``.
+
+    A worker with prefetch reads every job this way, and the generic path
+    copies each job's dict to read it field by field. A job this does not
+    take goes through :meth:`JobAssigned.from_wire`, which words every
+    error; a test holds the two to the same job.
+    """
+    job_id, name, attempt = job.get("job_id"), job.get("name"), job.get("attempt")
+    if type(job_id) is str and job_id and type(name) is str and name and type(attempt) is int:
+        return JobAssigned(job_id, name, job.get("payload"), attempt, lease_timeout)
+    return None
+
+
 @attrs.frozen
 class JobsAssigned:
     """Reply to ``request_job`` with ``max``: one or more jobs, each now leased.
@@ -155,7 +169,8 @@ class JobsAssigned:
         lease_timeout = number(obj, "lease_timeout")
         return cls(
             tuple(
-                JobAssigned.from_wire({**job, "type": cls.TYPE, "lease_timeout": lease_timeout})
+                _plain_assigned(job, lease_timeout)
+                or JobAssigned.from_wire({**job, "type": cls.TYPE, "lease_timeout": lease_timeout})
                 for job in jobs
             ),
             lease_timeout,
@@ -212,6 +227,10 @@ class Ok:
         if self.lease_timeout is None:
             return {"type": self.TYPE}
         return {"type": self.TYPE, "lease_timeout": self.lease_timeout}
+
+
+#: The plain ``ok``: frozen, so one serves every report that fetches nothing.
+OK: Final = Ok()
 
 
 @attrs.frozen

@@ -103,7 +103,9 @@ class QueueState(QueueModel):
             RuleError: ``queue_full``.
         """
         limit = self.rules.max_pending
-        if limit is not None and self.waiting_count + count > limit:
+        # waiting_count written out: this runs for every job submitted.
+        waiting = self._pending + len(self._by_state[JobState.SCHEDULED])
+        if limit is not None and waiting + count > limit:
             raise RuleError(
                 QUEUE_FULL,
                 f"the queue holds its limit of {limit} waiting jobs; try again later",

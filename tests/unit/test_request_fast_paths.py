@@ -1,11 +1,13 @@
-"""``decode_request``'s fast paths give what the full decode gives, or the same error.
+"""The decoder's fast paths give what the full decode gives, or the same error.
 
 The plain ``submit_job`` and ``job_complete`` are read without the decoded
 object and its field readers (``jobqueue._codec``); every line they do not
 take goes to :func:`decode_request_fully`. These tests generate such lines,
 well formed and not, and hold the two to the same request (compared by
 ``repr``, so ``1`` and ``1.0`` differ, and with the stored form the
-server keeps) or the same ``ProtocolError``.
+server keeps) or the same ``ProtocolError``. A ``submit_jobs`` batch's
+plain jobs, built directly, are held to ``SubmitJob.from_wire`` the same way,
+and a ``jobs_assigned`` reply's jobs to ``JobAssigned.from_wire``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobqueue._codec import decode_request, decode_request_fully, encode_request
+from jobqueue._codec import (
+    _REPLIES,
+    decode_reply,
+    decode_request,
+    decode_request_fully,
+    encode_request,
+)
 from jobqueue._errors import ProtocolError
+from jobqueue._fields import number
+from jobqueue._json import decode_object
 from jobqueue._limits import MAX_DEPTH, MAX_NAME_CHARS, MAX_STORED_BYTES
-from jobqueue._requests import JobComplete, RequestJob, SubmitJob
+from jobqueue._replies import JobAssigned, JobsAssigned
+from jobqueue._requests import JobComplete, RequestJob, SubmitJob, SubmitJobs, _plain_job
 
 
 def _outcome(decode: Any, line: bytes) -> tuple[object, ...]:
@@ -193,3 +204,219 @@ def test_plain_lines_decode(line: bytes) -> None:
 )
 def test_unusual_lines_get_the_full_decodes_answer(line: bytes) -> None:
     _same(line)
+
+
+# -- submit_jobs: a batch's plain jobs built directly (_requests._plain_job) --------------
+
+_job_values = st.one_of(
+    _values,
+    _names,
+    st.sampled_from(["x" * (MAX_STORED_BYTES + 1), ["x" * MAX_STORED_BYTES], 1.5, True, -3]),
+)
+_jobs = st.one_of(
+    st.dictionaries(
+        st.sampled_from(["name", "payload", "queue", "priority", "key", "delay", "type", "x"]),
+        _job_values,
+        max_size=4,
+    ),
+    st.fixed_dictionaries({"name": _names}, optional={"payload": _job_values}),
+    _job_values,
+)
+
+
+def _batch_outcome(jobs: list[Any], *, generic: bool) -> tuple[object, ...]:
+    """``SubmitJobs.from_wire``'s outcome; ``generic``: each job by ``SubmitJob.from_wire``."""
+    obj = {"type": "submit_jobs", "jobs": jobs}
+    try:
+        if not generic:
+            batch = SubmitJobs.from_wire(obj).jobs
+        else:
+            made = []
+            for index, job in enumerate(jobs):
+                if not isinstance(job, dict):
+                    raise ProtocolError(
+                        "bad_request", f'"submit_jobs" job {index} is not an object'
+                    )
+                try:
+                    made.append(SubmitJob.from_wire({**job, "type": "submit_jobs"}))
+                except ProtocolError as exc:
+                    raise ProtocolError(exc.code, f"job {index}: {exc.message}") from None
+            batch = tuple(made)
+    except ProtocolError as exc:
+        return ("error", exc.code, exc.message)
+    return tuple((repr(job), type(job.stored_payload), repr(job.stored_payload)) for job in batch)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_jobs, min_size=1, max_size=4))
+def test_a_batch_s_plain_jobs_are_what_submit_job_reads(jobs: list[Any]) -> None:
+    assert _batch_outcome(jobs, generic=False) == _batch_outcome(jobs, generic=True)
+
+
+@settings(max_examples=200)
+@given(_names, _values)
+def test_plain_jobs_take_the_quick_path(name: str, payload: Any) -> None:
+    jobs: list[Any] = [{"name": name}, {"name": name, "payload": payload}]
+    assert _batch_outcome(jobs, generic=False) == _batch_outcome(jobs, generic=True)
+    plain = 0 < len(name) <= MAX_NAME_CHARS
+    assert (_plain_job(jobs[0]) is not None) == plain
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        {"name": "noop", "payload": "x" * (MAX_STORED_BYTES + 1)},
+        {"name": "noop", "payload": "x" * (MAX_STORED_BYTES - 2)},
+        {"name": "x" * (MAX_NAME_CHARS + 1)},
+        {"name": ""},
+        {"name": 3},
+        {"payload": 1},
+        {"name": "noop", "queue": None},
+        {},
+        ["noop"],
+    ],
+)
+def test_edge_jobs_of_a_batch_are_what_submit_job_reads(job: Any) -> None:
+    jobs = [{"name": "noop"}, job]
+    assert _batch_outcome(jobs, generic=False) == _batch_outcome(jobs, generic=True)
+
+
+# -- jobs_assigned: each job read directly (_replies._plain_assigned) ----------------------
+
+_assigned_values = st.one_of(
+    _job_values, st.integers(), st.booleans(), st.sampled_from([1, 2, 0, -1, 1.0, "1", True])
+)
+_assigned_jobs = st.one_of(
+    st.fixed_dictionaries(
+        {"job_id": _names, "name": _names, "attempt": _assigned_values},
+        optional={"payload": _job_values, "type": _job_values, "lease_timeout": _job_values},
+    ),
+    st.dictionaries(
+        st.sampled_from(["job_id", "name", "payload", "attempt", "lease_timeout", "x"]),
+        _assigned_values,
+        max_size=5,
+    ),
+)
+
+
+def _assigned_outcome(jobs: list[Any], lease_timeout: Any, *, generic: bool) -> tuple[object, ...]:
+    """``JobsAssigned.from_wire``'s outcome; ``generic``: each job by ``JobAssigned.from_wire``."""
+    obj = {"type": "jobs_assigned", "jobs": jobs, "lease_timeout": lease_timeout}
+    try:
+        if not generic:
+            return ("reply", repr(JobsAssigned.from_wire(obj)))
+        timeout = number(obj, "lease_timeout")
+        made = tuple(
+            JobAssigned.from_wire({**job, "type": "jobs_assigned", "lease_timeout": timeout})
+            for job in jobs
+        )
+        return ("reply", repr(JobsAssigned(made, timeout)))
+    except ProtocolError as exc:
+        return ("error", exc.code, exc.message)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(_assigned_jobs, min_size=1, max_size=4),
+    st.sampled_from([30.0, 30, 0.5, True, "30", None, float("inf")]),
+)
+def test_assigned_jobs_read_directly_are_what_job_assigned_reads(
+    jobs: list[Any], lease_timeout: Any
+) -> None:
+    assert _assigned_outcome(jobs, lease_timeout, generic=False) == _assigned_outcome(
+        jobs, lease_timeout, generic=True
+    )
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        {"job_id": "a1", "name": "noop", "payload": None, "attempt": 1},
+        {"job_id": "a1", "name": "noop", "attempt": True},
+        {"job_id": "a1", "name": "noop", "attempt": 1.0},
+        {"job_id": "", "name": "noop", "attempt": 1},
+        {"job_id": "a1", "name": "", "attempt": 1},
+        {"job_id": 1, "name": "noop", "attempt": 1},
+        {"job_id": "a1", "name": "noop"},
+    ],
+)
+def test_edge_assigned_jobs_are_what_job_assigned_reads(job: dict[str, Any]) -> None:
+    jobs = [{"job_id": "a0", "name": "noop", "payload": [1], "attempt": 2}, job]
+    assert _assigned_outcome(jobs, 30.0, generic=False) == _assigned_outcome(
+        jobs, 30.0, generic=True
+    )
+
+
+# -- a null result's report, looked up by the rest of its line ----------------------------
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        b'","result":null,"attempt":1}',
+        b'","result":null,"attempt":1,"fetch":{"queues":["default"],"max":64}}',
+        b'","result":null}',
+        b'","result":null,"attempt":0}',
+        b'","result":null,"attempt":1,"x":1}',
+        b'","result":1,"attempt":1}',
+        b'","result":"null","attempt":1}',
+        b'","result":null ,"attempt":1}',
+    ],
+)
+def test_a_null_report_read_again_is_what_the_full_decode_reads(rest: bytes) -> None:
+    # The first line fills the lookup; the others, with other ids, use it
+    # (an id of brackets adds no nesting: the full decode takes it too).
+    ids = [b"j-1", b"j-2", b"[" * MAX_DEPTH, b"{" * (MAX_DEPTH - 2), b"a[b"]
+    for job_id in ids * 2:
+        _same(b'{"type":"job_complete","job_id":"' + job_id + rest)
+
+
+@pytest.mark.parametrize(
+    "payload", [b"null", b"1", b'"x"', b"[1,2]", b'{"a":[]}', b"true", b"null ", b"nul"]
+)
+def test_a_submit_line_read_again_is_what_the_full_decode_reads(payload: bytes) -> None:
+    line = b'{"type":"submit_job","name":"noop","payload":' + payload + b"}"
+    for _ in range(3):
+        _same(line)
+    if payload in (b"[1,2]", b'{"a":[]}'):  # a payload that can change is never shared
+        first, second = decode_request(line), decode_request(line)
+        assert isinstance(first, SubmitJob)
+        assert isinstance(second, SubmitJob)
+        assert first.payload is not second.payload
+
+
+# -- a job_assigned with no payload, looked up by the rest of its line (worker side) ------
+
+
+def _reply_outcome(decode: Any, line: bytes) -> tuple[object, ...]:
+    try:
+        return ("reply", repr(decode(line)))
+    except ProtocolError as exc:
+        return ("error", exc.code, exc.message)
+
+
+def _decode_reply_fully(line: bytes) -> Any:
+    obj = decode_object(line)
+    from_wire = _REPLIES.get(obj["type"])
+    if from_wire is None:
+        raise ProtocolError("unknown_type", f"unexpected reply type {obj['type']!r}")
+    return from_wire(obj)
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        b'","name":"noop","payload":null,"attempt":1,"lease_timeout":30.0}',
+        b'","name":"noop","payload":null,"attempt":2,"lease_timeout":30}',
+        b'","name":"noop","payload":null,"attempt":1,"lease_timeout":30.0,"job_id":"z"}',
+        b'","name":"noop","payload":null,"attempt":1,"lease_timeout":30.0,"type":"ok"}',
+        b'","name":"noop","payload":[1],"attempt":1,"lease_timeout":30.0}',
+        b'","name":"","payload":null,"attempt":1,"lease_timeout":30.0}',
+        b'","name":"noop","attempt":1,"lease_timeout":30.0}',
+    ],
+)
+def test_an_assignment_read_again_is_what_the_full_decode_reads(rest: bytes) -> None:
+    ids = [b"z", b"j-1", b"j-2", b"", b"a\\u0062", b"[" * MAX_DEPTH, b"j-1"]
+    for job_id in ids * 2:
+        line = b'{"type":"job_assigned","job_id":"' + job_id + rest
+        assert _reply_outcome(decode_reply, line) == _reply_outcome(_decode_reply_fully, line)
