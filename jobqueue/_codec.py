@@ -142,10 +142,8 @@ _RESULT_KEY = b'","result":'
 #: What follows a report's result (``,"attempt":1,"fetch":{...}}``), read:
 #: a worker sends the same few. Cleared when full, so any number is fine.
 _REPORT_TAILS: dict[str, tuple[int | None, RequestJob | None]] = {}
-#: A ``submit_job`` with a null payload, by its whole line: its request.
-_NULL_SUBMITS: dict[bytes, SubmitJob] = {}
-#: As ``_REPORT_TAILS``, for a report whose result is null, by all of the
-#: line after its id (``","result":null,"attempt":1}``).
+#: The same for a report whose result is null, by all of the line after its
+#: id (``","result":null,"attempt":1}``): the attempt and fetch it read to.
 _NULL_REPORTS: dict[bytes, tuple[int | None, RequestJob | None]] = {}
 
 
@@ -181,11 +179,6 @@ def _value_then(line: bytes, start: int) -> tuple[Any, str] | None:
 
 def _plain_submit(line: bytes) -> SubmitJob | None:
     """``{"type":"submit_job","name":NAME,"payload":VALUE}`` built directly, else ``None``."""
-    # A producer submitting without a payload sends the same line every
-    # time: the request read from it, frozen, serves them all.
-    known = _NULL_SUBMITS.get(line)
-    if known is not None:
-        return known
     name_end = line.find(b'"', len(_SUBMIT_HEAD))
     if not line.startswith(_PAYLOAD_KEY, name_end):
         return None
@@ -199,12 +192,7 @@ def _plain_submit(line: bytes) -> SubmitJob | None:
     stored = stored_form(payload)
     if type(stored) is bytes and len(stored) > MAX_STORED_BYTES:
         return None
-    request = SubmitJob(name, payload, stored_payload=stored)
-    if payload is None:
-        if len(_NULL_SUBMITS) >= 64:
-            _NULL_SUBMITS.clear()
-        _NULL_SUBMITS[line] = request
-    return request
+    return SubmitJob(name, payload, stored_payload=stored)
 
 
 def _plain_complete(line: bytes) -> JobComplete | None:
@@ -425,42 +413,8 @@ def decode_reply(line: bytes) -> Reply:
             text = job_id.decode("ascii")
             if text.isprintable() and text:
                 return JobSubmitted(text)
-    if line.startswith(_ASSIGNED_HEAD):
-        # A worker's next job, one at a time: with no payload, the line
-        # after the id reads the same for job after job, and is looked up.
-        id_end = line.find(b'"', len(_ASSIGNED_HEAD))
-        known = _NULL_ASSIGNMENTS.get(line[id_end:])
-        if known is not None:
-            assigned_id = _plain_text(line[len(_ASSIGNED_HEAD) : id_end])
-            if assigned_id is not None:
-                return JobAssigned(assigned_id, known[0], None, known[1], known[2])
     obj = decode_object(line)
     from_wire = _REPLIES.get(obj["type"])
     if from_wire is None:
         raise ProtocolError(UNKNOWN_TYPE, f"unexpected reply type {obj['type']!r}")
-    reply = from_wire(obj)
-    if type(reply) is JobAssigned and reply.payload is None and line.startswith(_ASSIGNED_HEAD):
-        _remember_assignment(line, reply)
-    return reply
-
-
-_ASSIGNED_HEAD = b'{"type":"job_assigned","job_id":"'
-#: A ``job_assigned`` with a null payload, by all of its line after the id
-#: (``","name":"noop","payload":null,...}``): its name, attempt and lease.
-_NULL_ASSIGNMENTS: dict[bytes, tuple[str, int, float]] = {}
-
-
-def _remember_assignment(line: bytes, reply: JobAssigned) -> None:
-    """Keep what ``line`` read to after its id, if any line with that rest reads the same.
-
-    Only a plain id (read as itself) and a rest that does not name
-    ``job_id`` again (the last of two keys would win) qualify: then the id
-    is the only part that differs, and adds no nesting.
-    """
-    id_end = line.find(b'"', len(_ASSIGNED_HEAD))
-    rest = line[id_end:]
-    if b'"job_id"' in rest or _plain_text(line[len(_ASSIGNED_HEAD) : id_end]) != reply.job_id:
-        return
-    if len(_NULL_ASSIGNMENTS) >= 64:
-        _NULL_ASSIGNMENTS.clear()
-    _NULL_ASSIGNMENTS[rest] = (reply.name, reply.attempt, reply.lease_timeout)
+    return from_wire(obj)
