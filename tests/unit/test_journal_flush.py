@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from jobqueue._commands import Connection, Outgoing
-from jobqueue._journal_writer import LAZY_FLUSH_SECONDS, Journal
+from jobqueue._journal_writer import LAZY_FLUSH_SECONDS, Journal, _write
 from jobqueue._replies import JobAssigned, JobsAssigned, JobSubmitted, NoJob, Ok
 from jobqueue._state import QueueState
 
@@ -195,3 +195,32 @@ async def test_a_reply_owed_to_a_report_waits_whatever_its_kind(
         journal.begin()
         state.submit("n", None, trio.current_time())
         assert not journal.hold(worker, [NoJob()])
+
+
+async def test_a_held_reply_hands_its_flush_to_the_disk_thread_itself(tmp_path: Path) -> None:
+    # hold() starts the flush: no task has to be scheduled first, so the
+    # write reaches the disk thread while trio's thread is still busy.
+    flushed = threading.Event()
+
+    def disk(fd: int, data: bytes | None) -> None:
+        _write(fd, data)
+        if data is None:
+            flushed.set()
+
+    state = QueueState()
+    journal = Journal(str(tmp_path), "always", write=disk)
+    journal.open(state, trio.current_time())
+    journal.start(state, trio.current_time())
+    conn, replies = connection(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        state.submit("warm-up", None, trio.current_time())
+        await journal.wait_idle()
+        flushed.clear()
+        journal.begin()
+        job, _ = state.submit("n", None, trio.current_time())
+        assert journal.hold(conn, [JobSubmitted(job.id)])
+        assert flushed.wait(10)  # blocks trio's thread: no task runs meanwhile
+        await journal.wait_idle()
+        assert replies.receive_nowait() == [JobSubmitted(job.id)]
+        nursery.cancel_scope.cancel()
