@@ -230,6 +230,8 @@ class Journal:
         self._written = 0
         self._state: QueueState | None = None
         self._compacting = False
+        #: The last compaction failed: the next is tried after the next flush.
+        self._compaction_failed = False
         self._progress = trio.Event()
         #: Replies wait for the flush only when every change is flushed before it is acknowledged.
         self._holds = fsync == "always"
@@ -511,6 +513,7 @@ class Journal:
         self.durable = covered
         self._release()
         self._progressed()
+        self._compaction_failed = False
         compact = self._compaction_due()
         if self._urgent and self._buffer and not compact:
             self._start()  # replies wait for what came during this flush
@@ -525,7 +528,11 @@ class Journal:
             self._lazy_wait.deadline = self._last_start + LAZY_FLUSH_SECONDS if lazy else -math.inf
 
     def _compaction_due(self) -> bool:
-        return self.size >= max(self.compact_min_bytes, self.compact_ratio * self.snapshot_size)
+        # After a failed compaction, not before the next flush has succeeded:
+        # flushes (and the replies they release) go on meanwhile.
+        return not self._compaction_failed and self.size >= max(
+            self.compact_min_bytes, self.compact_ratio * self.snapshot_size
+        )
 
     async def _run(self) -> None:
         lazy = self._holds
@@ -540,7 +547,7 @@ class Journal:
                     self._start()
                 continue
             if self._compaction_due():
-                await self.compact()
+                self._compaction_failed = not await self.compact()
                 self._synced = True
                 continue
             if not self._buffer:
