@@ -429,6 +429,7 @@ class Journal:
         # or is about to compact.
         return (
             not self._flushing
+            and self._disk is not None  # run() has begun (it starts what is urgent)
             and not self._compacting
             and self.failure is None
             and not self._compaction_due()
@@ -621,7 +622,7 @@ class Journal:
         while not self.idle:
             self._urgent = True
             self._hurry.set()
-            if self._disk is not None and self._can_start():
+            if self._can_start():
                 self._start()
             await self._progress.wait()
 
