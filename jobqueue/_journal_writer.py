@@ -21,6 +21,7 @@ import contextlib
 import functools
 import gc
 import logging
+import math
 import os
 import queue
 import threading
@@ -196,9 +197,22 @@ class Journal:
         #: Connections whose next reply acknowledges a report whatever its
         #: kind (:meth:`owe`), with the events it must wait for.
         self._owed: dict[int, int] = {}
-        #: Set when a flush should not wait (a reply is held, or someone
-        #: waits for :attr:`idle`); a new one for each flush.
+        #: Set when a flush should not wait (someone waits for :attr:`idle`),
+        #: to wake the flusher task from its lazy wait.
         self._hurry = trio.Event()
+        #: A reply is held (or someone waits for :attr:`idle`) for events not
+        #: yet handed to the disk: the next flush starts as soon as it can.
+        self._urgent = False
+        #: A write is in the disk thread (one at a time).
+        self._flushing = False
+        #: When the last flush started (trio's clock).
+        self._last_start = 0.0
+        #: The flusher task's lazy wait, while it waits (see :meth:`_run`).
+        self._lazy_wait: trio.CancelScope | None = None
+        #: Whether every write so far was flushed (``interval``), and when the last flush was.
+        self._synced = True
+        self._last_sync = 0.0
+        self._retry_delay = 0.1
         self._offset = 0.0
         self._replayed = 0
         self._begun = 0
@@ -216,6 +230,8 @@ class Journal:
         self._written = 0
         self._state: QueueState | None = None
         self._compacting = False
+        #: The last compaction failed: the next is tried after the next flush.
+        self._compaction_failed = False
         self._progress = trio.Event()
         #: Replies wait for the flush only when every change is flushed before it is acknowledged.
         self._holds = fsync == "always"
@@ -399,104 +415,172 @@ class Journal:
             self._owed.pop(key, None)
         self._held.append((self.appended, conn, replies))
         held_by[key] = held_by.get(key, 0) + 1
-        self._hurry.set()
+        self._urgent = True
+        if self._can_start():
+            # At once, not when the coordinator's step ends: the rest of the
+            # step (other replies written, a worker woken) runs while the
+            # disk works, and its events go with the next flush.
+            self._start()
         return True
+
+    def _can_start(self) -> bool:
+        # Not while a flush or a compaction is under way (one write at a
+        # time), nor while the flusher task waits to retry after a failure
+        # or is about to compact.
+        return (
+            not self._flushing
+            and self._disk is not None  # run() has begun (it starts what is urgent)
+            and not self._compacting
+            and self.failure is None
+            and not self._compaction_due()
+        )
 
     # -- the flusher ------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Write and flush the buffer whenever it has events, until cancelled."""
+        """Flush what no held reply hurries, retry after failures, compact; until cancelled.
+
+        The flushes that held replies wait for are started in trio's thread
+        without this task, by :meth:`hold` or, when one is under way, by the
+        callback that ends it (:meth:`_flushed`): waking a task for them put
+        a scheduling round on every acknowledgement's path.
+        """
         self._disk = DiskThread(trio.lowlevel.current_trio_token())
+        self._last_sync = trio.current_time()
         try:
             await self._run()
         finally:
+            # The thread may be using the segment's file, which close() must
+            # not pull from under it: wait for the flush under way, if any.
+            with trio.CancelScope(shield=True):
+                while self._flushing:
+                    await self._progress.wait()
             self._disk.stop()
             self.close()
 
-    async def _flush(self, data: bytes, sync: bool, covered: int) -> None:
-        """Write (and flush) ``data`` in the disk thread; release what it covers at once.
+    def _start(self) -> None:
+        """Hand the buffer to the disk thread (trio's thread; no flush under way).
 
-        The wait cannot be cancelled: the thread is using the segment's
-        file, which :meth:`close` must not pull from under it.
-
-        Raises:
-            OSError: the write or flush failed; nothing was released.
+        The disk thread's callback (:meth:`_flushed`) runs in trio's thread
+        as soon as the write is done, and releases the replies it covers.
         """
-        finished = trio.Event()
-        failure: list[OSError] = []
+        disk = self._disk
+        assert disk is not None, "run() starts the disk thread"
+        data, self._buffer = self._buffer, bytearray()
+        covered = self.appended
+        now = trio.current_time()
+        sync = self.fsync == "always" or (
+            self.fsync == "interval" and now >= self._last_sync + self.fsync_interval
+        )
+        self._flushing = True
+        self._urgent = False
+        self._last_start = now
+        if self._lazy_wait is not None:
+            self._lazy_wait.deadline = math.inf
+        done = functools.partial(self._flushed, data, covered, sync, time.perf_counter())
+        disk.call(functools.partial(self._write_all, bytes(data), sync), done)
 
-        def done(error: OSError | None) -> None:
-            # Runs in trio's thread as soon as the disk thread is done: the
-            # replies go out now, not when the flusher task is next scheduled.
-            if error is None:
-                self.durable = covered
-                self._release()
-            else:
-                failure.append(error)
-            finished.set()
+    def _flushed(
+        self, data: bytearray, covered: int, sync: bool, began: float, error: OSError | None
+    ) -> None:
+        # Runs in trio's thread as soon as the disk thread is done: the
+        # replies go out now, and the next flush, if replies wait for it,
+        # starts now, not when a task is next scheduled.
+        self._flushing = False
+        if error is not None:
+            # Nothing is lost: the data goes back in front of whatever came
+            # since, and the flusher task writes it again after a pause;
+            # held replies keep waiting.
+            self._buffer[:0] = data
+            if self.failure is None:
+                log.error("journal %s: cannot write: %s; retrying", self.directory, error)
+            self.failure = error
+            self._progressed()
+            self._wake.set()
+            if self._lazy_wait is not None:
+                self._lazy_wait.deadline = -math.inf
+            return
+        if self.failure is not None:
+            log.warning("journal %s: writing again", self.directory)
+            self.failure = None
+            self._retry_delay = 0.1
+        # What a held reply waits for: the thread's round trip included.
+        self._flush_seconds.observe(time.perf_counter() - began)
+        if sync:
+            self._last_sync = trio.current_time()
+        self._synced = sync or (self._synced and not data)
+        self.size += len(data)
+        self._written += len(data)
+        self.durable = covered
+        self._release()
+        self._progressed()
+        self._compaction_failed = False
+        compact = self._compaction_due()
+        if self._urgent and self._buffer and not compact:
+            self._start()  # replies wait for what came during this flush
+            return
+        if compact or self._buffer or not self._synced:
+            self._wake.set()  # work for the flusher task
+        if self._lazy_wait is not None:
+            # The task's lazy wait, lifted by _start: what came during the
+            # flush came after it started; with nothing, or a compaction
+            # due, the task has other things to do at once.
+            lazy = not compact and self._buffer
+            self._lazy_wait.deadline = self._last_start + LAZY_FLUSH_SECONDS if lazy else -math.inf
 
-        assert self._disk is not None, "run() starts the disk thread"
-        self._disk.call(functools.partial(self._write_all, data, sync), done)
-        with trio.CancelScope(shield=True):
-            await finished.wait()
-        if failure:
-            raise failure[0]
+    def _compaction_due(self) -> bool:
+        # After a failed compaction, not before the next flush has succeeded:
+        # flushes (and the replies they release) go on meanwhile.
+        return not self._compaction_failed and self.size >= max(
+            self.compact_min_bytes, self.compact_ratio * self.snapshot_size
+        )
 
     async def _run(self) -> None:
-        delay = 0.1
-        last_sync = trio.current_time()
-        synced = True
         lazy = self._holds
         while True:
-            if not self._buffer:
-                if synced or self.fsync != "interval":
-                    await self._wake.wait()
-                else:
-                    with trio.move_on_at(last_sync + self.fsync_interval):
-                        await self._wake.wait()
-            if lazy and not self._held and not self._hurry.is_set():
-                # No reply waits for these events (jobs handed to workers):
-                # let them share the next acknowledgement's flush.
-                with trio.move_on_after(LAZY_FLUSH_SECONDS):
-                    await self._hurry.wait()
-            self._wake = trio.Event()
-            self._hurry = trio.Event()
-            data, self._buffer = self._buffer, bytearray()
-            covered = self.appended
-            sync = self.fsync == "always" or (
-                self.fsync == "interval" and trio.current_time() >= last_sync + self.fsync_interval
-            )
-            began = time.perf_counter()
-            try:
-                await self._flush(bytes(data), sync, covered)
-            except OSError as exc:
-                # Nothing is lost: the data goes back in front of whatever came
-                # since, and is written again; held replies keep waiting.
-                self._buffer[:0] = data
-                if self.failure is None:
-                    log.error("journal %s: cannot write: %s; retrying", self.directory, exc)
-                self.failure = exc
-                self._progressed()
-                await trio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY_DELAY)
+            if self._flushing:  # it ends in _flushed, which sets _progress
+                await self._progress.wait()
                 continue
             if self.failure is not None:
-                log.warning("journal %s: writing again", self.directory)
-                self.failure = None
-                delay = 0.1
-            # What a held reply waits for: the thread's round trip included.
-            self._flush_seconds.observe(time.perf_counter() - began)
-            if sync:
-                last_sync = trio.current_time()
-            synced = sync or (synced and not data)
-            self.size += len(data)
-            self._written += len(data)
-            self.durable = covered
-            self._release()
-            self._progressed()
-            if self.size >= max(self.compact_min_bytes, self.compact_ratio * self.snapshot_size):
-                await self.compact()
-                synced = True
+                await trio.sleep(self._retry_delay)
+                self._retry_delay = min(self._retry_delay * 2, _MAX_RETRY_DELAY)
+                if not self._flushing:
+                    self._start()
+                continue
+            if self._compaction_due():
+                self._compaction_failed = not await self.compact()
+                self._synced = True
+                continue
+            if not self._buffer:
+                if self._synced or self.fsync != "interval":
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    continue
+                with trio.move_on_at(self._last_sync + self.fsync_interval) as timer:
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                if timer.cancelled_caught and not self._flushing and not self._buffer:
+                    self._start()  # flush what was written since the last flush
+                continue
+            if lazy and not self._urgent:
+                # No reply waits for these events (jobs handed to workers):
+                # let them share the next acknowledgement's flush, or wait
+                # LAZY_FLUSH_SECONDS at most. A flush started meanwhile
+                # lifts the deadline while it runs (_start), and sets it
+                # again for what came after it, or at once if nothing did
+                # (_flushed): no deadline is pending during a flush.
+                self._hurry = trio.Event()  # not urgent: no hurry is pending
+                with trio.CancelScope(
+                    deadline=trio.current_time() + LAZY_FLUSH_SECONDS
+                ) as lazy_wait:
+                    self._lazy_wait = lazy_wait
+                    try:
+                        await self._hurry.wait()
+                    finally:
+                        self._lazy_wait = None
+                if self._flushing or not self._buffer:
+                    continue
+            self._start()
 
     async def compact(self) -> bool:
         """Write the live state as a new segment, then remove the old ones.
@@ -536,7 +620,10 @@ class Journal:
         ``LAZY_FLUSH_SECONDS``: someone is waiting for them now.
         """
         while not self.idle:
+            self._urgent = True
             self._hurry.set()
+            if self._can_start():
+                self._start()
             await self._progress.wait()
 
     async def wait_failing(self) -> None:

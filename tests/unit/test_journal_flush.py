@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -13,7 +14,8 @@ import trio
 import trio.testing
 
 from jobqueue._commands import Connection, Outgoing
-from jobqueue._journal_writer import LAZY_FLUSH_SECONDS, Journal
+from jobqueue._journal import MAGIC
+from jobqueue._journal_writer import LAZY_FLUSH_SECONDS, Journal, _write
 from jobqueue._replies import JobAssigned, JobsAssigned, JobSubmitted, NoJob, Ok
 from jobqueue._state import QueueState
 
@@ -195,3 +197,62 @@ async def test_a_reply_owed_to_a_report_waits_whatever_its_kind(
         journal.begin()
         state.submit("n", None, trio.current_time())
         assert not journal.hold(worker, [NoJob()])
+
+
+async def test_a_held_reply_hands_its_flush_to_the_disk_thread_itself(tmp_path: Path) -> None:
+    # hold() starts the flush: no task has to be scheduled first, so the
+    # write reaches the disk thread while trio's thread is still busy.
+    flushed = threading.Event()
+
+    def disk(fd: int, data: bytes | None) -> None:
+        _write(fd, data)
+        if data is None:
+            flushed.set()
+
+    state = QueueState()
+    journal = Journal(str(tmp_path), "always", write=disk)
+    journal.open(state, trio.current_time())
+    journal.start(state, trio.current_time())
+    conn, replies = connection(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        state.submit("warm-up", None, trio.current_time())
+        await journal.wait_idle()
+        flushed.clear()
+        journal.begin()
+        job, _ = state.submit("n", None, trio.current_time())
+        assert journal.hold(conn, [JobSubmitted(job.id)])
+        assert flushed.wait(10)  # blocks trio's thread: no task runs meanwhile
+        await journal.wait_idle()
+        assert replies.receive_nowait() == [JobSubmitted(job.id)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_replies_are_released_while_compaction_keeps_failing(tmp_path: Path) -> None:
+    # A compaction that fails must not hold up the flushes behind it: they
+    # go on, and the compaction is tried again after each.
+    compactions = 0
+
+    def disk(fd: int, data: bytes | None) -> None:
+        nonlocal compactions
+        if data is not None and data.startswith(MAGIC):  # a snapshot's first chunk
+            compactions += 1
+            raise OSError(errno.ENOSPC, "no room for a snapshot")
+        _write(fd, data)
+
+    state = QueueState()
+    journal = Journal(str(tmp_path), "always", write=disk, compact_min_bytes=1)
+    journal.open(state, trio.current_time())
+    journal.start(state, trio.current_time())
+    conn, replies = connection(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        with trio.fail_after(10):
+            for _ in range(3):
+                journal.begin()
+                job, _ = state.submit("n", None, trio.current_time())
+                assert journal.hold(conn, [JobSubmitted(job.id)])
+                assert await replies.receive() == [JobSubmitted(job.id)]
+        assert compactions >= 2
+        assert journal.compactions == 0
+        nursery.cancel_scope.cancel()
