@@ -79,6 +79,8 @@ _TAIL_AT = itemgetter(*(FLAT_FIELDS.index(name) for name in _TAIL_FIELDS))
 _RUN_AT = itemgetter(*(FLAT_FIELDS.index(name) for name in RUN_FIELDS))
 _STATE = FLAT_FIELDS.index("state")
 _NAME = FLAT_FIELDS.index("name")
+_NOTE = FLAT_FIELDS.index("note")
+_RESULT = FLAT_FIELDS.index("result")
 _STATES = {state.value: state for state in JobState}
 _quote: Callable[[str], str] = json.encoder.encode_basestring
 #: Every field a snapshot writes for a job, in FLAT_FIELDS order.
@@ -215,9 +217,12 @@ def _job_record(flat: tuple[Any, ...], wall_offset: float, memory: list[list[Any
 
     A job that never ran (pending, or scheduled) and a finished job with a
     run and no error, their fields of the types the server gives them;
-    ``None`` for anything else, which then takes :func:`pack`. About half
-    the cost of ``pack``, which matters because compaction encodes every
-    job the queue remembers, finished ones included, each time it runs.
+    ``None`` for anything else, which then takes :func:`pack`. It costs
+    14 % fewer instructions than ``pack`` for a finished job with times of
+    its own, 45 % with times shared as batched commands share them; that
+    matters because compaction encodes every job the queue remembers,
+    finished ones included, each time it runs. The text follows
+    :data:`~jobqueue._job.FLAT_FIELDS`' order, and
     ``tests/unit/test_journal_fast.py`` holds it to ``pack`` byte for byte.
     ``memory`` is one :func:`_time` memory per time field, kept for a snapshot.
     """
@@ -278,7 +283,7 @@ def _job_record(flat: tuple[Any, ...], wall_offset: float, memory: list[list[Any
     ended = _time(finished_at, wall_offset, memory[4])
     if holder is None or label is None or lease is None or began is None or ended is None:
         return None
-    for index, value in ((17, note), (18, result)):
+    for index, value in ((_NOTE, note), (_RESULT, result)):
         if type(value) is bytes:
             mask |= 1 << index
             raws.append(value)
