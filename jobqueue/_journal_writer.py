@@ -39,6 +39,7 @@ from ._journal import (
     encode_event,
     find_journal,
     frame,
+    frame_into,
     segment_name,
     segments,
 )
@@ -351,7 +352,7 @@ class Journal:
 
     def append(self, event: Event) -> None:
         """Buffer ``event`` for the next flush (``QueueState.on_event``)."""
-        self._buffer += frame(encode_event(event, self._offset))
+        frame_into(self._buffer, encode_event(event, self._offset))
         self.appended += 1
         self._wake.set()
 
