@@ -135,6 +135,9 @@ async def test_refused_while_failing_with_fsync_never_too(
     disk = FlakyDisk()
     async with flaky_queue(tmp_path, disk, fsync="never") as (journal, connect), connect() as c:
         await c.submit("before")
+        # Written before the disk breaks: its write, done by the journal's
+        # thread whenever it gets to it, would otherwise race the break.
+        await journal.wait_idle()
         disk.broken.set()
         await c.submit("buffered")  # not held: never promised to be on disk
         await journal.wait_failing()
