@@ -296,6 +296,31 @@ _ASSIGNED_AT = [_NEVER]
 _COMPLETED_AT = [_NEVER]
 
 
+def float_text(value: float, memory: list[tuple[float, str]]) -> str | None:
+    """``repr(value)``, from ``memory`` if ``value`` is the one before; ``None``: NaN or infinity.
+
+    ``memory`` holds one ``(value, text)`` tuple, replaced whole, so that a
+    reader in another thread never sees half an update.
+    """
+    last = memory[0]
+    if value == last[0] and value:
+        return last[1]
+    if value - value:  # NaN or infinity: pack raises
+        return None
+    text = repr(value)
+    memory[0] = (value, text)
+    return text
+
+
+def string_text(value: Any) -> str | None:
+    """An optional string field's text; ``None``: neither ``None`` nor a ``str``."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _quote(value)
+    return None
+
+
 def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
     job_id, name, payload, seq, queue, priority, attempts, not_before, key, at = _GET_SUBMITTED(
         event
@@ -310,15 +335,9 @@ def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
         or type(at) is not float
     ):
         return None
-    at += wall_offset
-    last = _SUBMITTED_AT[0]
-    if at == last[0] and at:
-        when = last[1]
-    elif at - at:  # NaN or infinity
+    when = float_text(at + wall_offset, _SUBMITTED_AT)
+    if when is None:
         return None
-    else:
-        when = repr(at)
-        _SUBMITTED_AT[0] = (at, when)
     if not_before is None:
         after = "null"
     elif type(not_before) is float:
@@ -328,11 +347,8 @@ def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
         after = repr(not_before)
     else:
         return None
-    if key is None:
-        keyed = "null"
-    elif type(key) is str:
-        keyed = _quote(key)
-    else:
+    keyed = string_text(key)
+    if keyed is None:
         return None
     tail = (
         f"{_quote(job_id)},{_quote(name)},null,{seq},{_quote(queue)},{priority},"
@@ -356,30 +372,13 @@ def _assigned(event: Assigned, wall_offset: float) -> bytes | None:
         holder = _quote(worker)
     else:
         return None
-    if worker_name is None:
-        label = "null"
-    elif type(worker_name) is str:
-        label = _quote(worker_name)
-    else:
+    label = string_text(worker_name)
+    if label is None:
         return None
-    lease_deadline += wall_offset
-    last = _ASSIGNED_LEASE[0]
-    if lease_deadline == last[0] and lease_deadline:
-        lease = last[1]
-    elif lease_deadline - lease_deadline:
+    lease = float_text(lease_deadline + wall_offset, _ASSIGNED_LEASE)
+    when = float_text(at + wall_offset, _ASSIGNED_AT)
+    if lease is None or when is None:
         return None
-    else:
-        lease = repr(lease_deadline)
-        _ASSIGNED_LEASE[0] = (lease_deadline, lease)
-    at += wall_offset
-    last = _ASSIGNED_AT[0]
-    if at == last[0] and at:
-        when = last[1]
-    elif at - at:
-        return None
-    else:
-        when = repr(at)
-        _ASSIGNED_AT[0] = (at, when)
     return utf8(f'["Assigned",0,{_quote(job_id)},{holder},{label},{lease},{when}]')
 
 
@@ -387,15 +386,9 @@ def _completed(event: Completed, wall_offset: float) -> bytes | None:
     job_id, result, at = _GET_COMPLETED(event)
     if type(job_id) is not str or type(at) is not float:
         return None
-    at += wall_offset
-    last = _COMPLETED_AT[0]
-    if at == last[0] and at:
-        when = last[1]
-    elif at - at:
+    when = float_text(at + wall_offset, _COMPLETED_AT)
+    if when is None:
         return None
-    else:
-        when = repr(at)
-        _COMPLETED_AT[0] = (at, when)
     if result is None:
         return utf8(f'["Completed",0,{_quote(job_id)},null,{when}]')
     if type(result) is bytes:

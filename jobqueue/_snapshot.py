@@ -50,8 +50,10 @@ from ._journal import (
     batches,
     decode_events,
     fields_of,
+    float_text,
     id_prefix_of,
     pack,
+    string_text,
     unpack,
 )
 from ._json import encode_stored, stored_form, utf8
@@ -170,7 +172,7 @@ def encode_snapshot(snapshot: Capture, wall_offset: float = 0.0) -> Iterator[byt
     yield encode_stored(snapshot.header)[:-1]
     layout, state = JOB_LAYOUT, _STATE
     to_flat, fast = _TO_FLAT, _job_record
-    memory = [[math.nan, ""] for _ in range(5)]
+    memory: list[list[tuple[float, str]]] = [[(math.nan, "")] for _ in range(5)]
     for fields in snapshot.jobs:
         flat = to_flat(fields)
         payload = fast(flat, wall_offset, memory)
@@ -181,38 +183,23 @@ def encode_snapshot(snapshot: Capture, wall_offset: float = 0.0) -> Iterator[byt
         yield payload
 
 
-def _time(value: Any, wall_offset: float, last: list[Any]) -> str | None:
+def _time(value: Any, wall_offset: float, memory: list[tuple[float, str]]) -> str | None:
     """A time field's text (shifted), as ``pack`` writes it; ``None``: not a plain float.
 
-    ``last`` holds the field's last value and text: jobs submitted, started
-    or finished by one command share its time, and a float's repr is the
-    dearest part of a record. Zero is never taken from it (0.0 == -0.0).
+    ``memory`` is the field's :func:`~jobqueue._journal.float_text` memory:
+    jobs submitted, started or finished by one command share its time, and
+    a float's repr is the dearest part of a record.
     """
     if value is None:
         return "null"
     if type(value) is not float:
         return None
-    value += wall_offset
-    if value == last[0] and value:
-        remembered: str = last[1]
-        return remembered
-    if value - value:  # NaN or infinity: pack raises
-        return None
-    text = repr(value)
-    last[0], last[1] = value, text
-    return text
+    return float_text(value + wall_offset, memory)
 
 
-def _text(value: Any) -> str | None:
-    """An optional string field's text; ``None``: neither ``None`` nor a ``str``."""
-    if value is None:
-        return "null"
-    if type(value) is str:
-        return _quote(value)
-    return None
-
-
-def _job_record(flat: tuple[Any, ...], wall_offset: float, memory: list[list[Any]]) -> bytes | None:
+def _job_record(
+    flat: tuple[Any, ...], wall_offset: float, memory: list[list[tuple[float, str]]]
+) -> bytes | None:
     """A job's snapshot record as :func:`pack` writes it, for the two usual kinds of job.
 
     A job that never ran (pending, or scheduled) and a finished job with a
@@ -246,7 +233,7 @@ def _job_record(flat: tuple[Any, ...], wall_offset: float, memory: list[list[Any
         or error is not None
     ):
         return None
-    keyed = _text(key)
+    keyed = string_text(key)
     after = _time(not_before, wall_offset, memory[0])
     since = _time(submitted_at, wall_offset, memory[1])
     if keyed is None or after is None or since is None:
@@ -276,8 +263,8 @@ def _job_record(flat: tuple[Any, ...], wall_offset: float, memory: list[list[Any
         ):
             return None
         return utf8(f'["$",{mask},{head}]') + b"".join(b"\n" + raw for raw in raws)
-    holder = repr(worker) if type(worker) is int else _text(worker)
-    label = _text(worker_name)
+    holder = repr(worker) if type(worker) is int else string_text(worker)
+    label = string_text(worker_name)
     lease = _time(lease_deadline, wall_offset, memory[2])
     began = _time(started_at, wall_offset, memory[3])
     ended = _time(finished_at, wall_offset, memory[4])

@@ -209,7 +209,7 @@ def generic_record(flat: tuple[Any, ...], offset: float) -> bytes:
 def test_the_snapshot_fast_path_writes_what_pack_writes(
     sequence: list[tuple[Any, ...]], offset: float
 ) -> None:
-    memory = [[math.nan, ""] for _ in range(5)]
+    memory = [[(math.nan, "")] for _ in range(5)]
     for flat in sequence:
         try:
             fast = _job_record(flat, offset, memory)
@@ -229,7 +229,7 @@ def test_a_snapshot_s_usual_jobs_take_the_fast_path() -> None:
             assert state.assign(7, now, "worker-1") is job
             state.complete(job.id, 7, 1, b"[1]" if index else None, now)
         now += 1.25
-    memory = [[math.nan, ""] for _ in range(5)]
+    memory = [[(math.nan, "")] for _ in range(5)]
     flats = [_TO_FLAT(fields) for fields in capture(state).jobs]
     assert len(flats) == 4
     for flat in flats:
@@ -239,7 +239,7 @@ def test_a_snapshot_s_usual_jobs_take_the_fast_path() -> None:
 
 
 def test_a_snapshot_never_takes_a_remembered_time_for_zero_of_the_other_sign() -> None:
-    memory = [[math.nan, ""] for _ in range(5)]
+    memory = [[(math.nan, "")] for _ in range(5)]
     for at in (0.0, -0.0, 0.0, float("nan"), float("nan"), 5.0, 5.0):
         head: tuple[Any, ...] = ("j", "n", None, 1, "q", 0, 5, None, JobState.COMPLETED, at, at)
         flat = (*head, 1, 7, "w", at, at, None, None, None, None, at, 0)
