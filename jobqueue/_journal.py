@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import mmap
 import os
 import re
@@ -52,16 +51,8 @@ from typing import Any
 
 import attrs
 
-from ._events import (
-    Assigned,
-    Completed,
-    Event,
-    Forgotten,
-    Promoted,
-    Released,
-    Revived,
-    Submitted,
-)
+from ._events import Event, Submitted
+from ._journal_fast import FAST
 from ._json import encode_value, utf8
 
 log = logging.getLogger("jobqueue.journal")
@@ -246,8 +237,9 @@ def fields_of(row: list[Any], layout: Layout, wall_offset: float) -> list[Any]:
 def encode_event(event: Event, wall_offset: float = 0.0) -> bytes:
     """``event`` as a record's payload (see the module's docstring).
 
-    The events of an ordinary job's life take a fast path (:data:`FAST`)
-    that writes the same bytes as :func:`pack` in about a third of the time.
+    The events of an ordinary job's life take a fast path
+    (:data:`~jobqueue._journal_fast.FAST`) that writes the same bytes as
+    :func:`pack` in about a third of the time.
     """
     cls = type(event)
     fast = FAST.get(cls)
@@ -262,164 +254,6 @@ def encode_generic(event: Event, wall_offset: float = 0.0) -> bytes:
     """``event`` as a record's payload, always by :func:`pack` (what the fast paths match)."""
     cls = type(event)
     return pack(_LAYOUTS[cls], _GETTERS[cls](event), wall_offset)
-
-
-# -- fast paths ----------------------------------------------------------------------
-#
-# Each writes one event kind's payload as text, for the field types the
-# server gives it (ids and names ``str``, numbers ``int``, times ``float``,
-# payloads and results ``None`` or raw ``bytes``), and returns ``None`` for
-# anything else, which then takes :func:`pack`. They must match ``pack``
-# byte for byte: tests/unit/test_journal_fast.py holds them to it for
-# arbitrary values. What they rely on: the encoder writes a ``str`` with
-# ``encode_basestring``, an exact ``int`` or ``float`` as its ``repr`` (what
-# an f-string gives for exact types), ``None`` as ``null``, with no spaces;
-# a time is shifted by the offset and must come out finite (``pack`` raises
-# on NaN or infinity: the fallback then raises the same error); a trailing
-# field equal to its default is left out, so each path requires its last
-# field (``at``) to be set, which it always is on the server.
-#
-# A float's repr is the dearest part (about 0.4 us, a third of an event).
-# The jobs of one command share its time, so each time field remembers its
-# last value and text: a batch of 100 submits writes its ``at`` once. Equal
-# floats have equal reprs except 0.0 and -0.0, so zero is never taken from
-# memory; NaN equals nothing, so it never is either.
-
-_quote: Callable[[str], str] = json.encoder.encode_basestring
-
-#: Per time field, its last shifted value and that value's text (one tuple,
-#: replaced whole, so a reader in another thread sees a matching pair).
-_NEVER: tuple[float, str] = (math.nan, "")
-_SUBMITTED_AT = [_NEVER]
-_ASSIGNED_LEASE = [_NEVER]
-_ASSIGNED_AT = [_NEVER]
-_COMPLETED_AT = [_NEVER]
-
-
-def float_text(value: float, memory: list[tuple[float, str]]) -> str | None:
-    """``repr(value)``, from ``memory`` if ``value`` is the one before; ``None``: NaN or infinity.
-
-    ``memory`` holds one ``(value, text)`` tuple, replaced whole, so that a
-    reader in another thread never sees half an update.
-    """
-    last = memory[0]
-    if value == last[0] and value:
-        return last[1]
-    if value - value:  # NaN or infinity: pack raises
-        return None
-    text = repr(value)
-    memory[0] = (value, text)
-    return text
-
-
-def string_text(value: Any) -> str | None:
-    """An optional string field's text; ``None``: neither ``None`` nor a ``str``."""
-    if value is None:
-        return "null"
-    if type(value) is str:
-        return _quote(value)
-    return None
-
-
-def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
-    job_id, name, payload, seq, queue, priority, attempts, not_before, key, at = _GET_SUBMITTED(
-        event
-    )
-    if (
-        type(job_id) is not str
-        or type(name) is not str
-        or type(seq) is not int
-        or type(queue) is not str
-        or type(priority) is not int
-        or type(attempts) is not int
-        or type(at) is not float
-    ):
-        return None
-    when = float_text(at + wall_offset, _SUBMITTED_AT)
-    if when is None:
-        return None
-    if not_before is None:
-        after = "null"
-    elif type(not_before) is float:
-        not_before += wall_offset
-        if not_before - not_before:
-            return None
-        after = repr(not_before)
-    else:
-        return None
-    keyed = string_text(key)
-    if keyed is None:
-        return None
-    tail = (
-        f"{_quote(job_id)},{_quote(name)},null,{seq},{_quote(queue)},{priority},"
-        f"{attempts},{after},{keyed},{when}]"
-    )
-    if payload is None:
-        return utf8('["Submitted",0,' + tail)
-    if type(payload) is bytes:
-        return utf8('["Submitted",4,' + tail) + b"\n" + payload
-    return None
-
-
-def _assigned(event: Assigned, wall_offset: float) -> bytes | None:
-    job_id, worker, worker_name, lease_deadline, at = _GET_ASSIGNED(event)
-    if type(job_id) is not str or type(lease_deadline) is not float or type(at) is not float:
-        return None
-    kind = type(worker)
-    if kind is int:
-        holder = repr(worker)
-    elif kind is str:
-        holder = _quote(worker)
-    else:
-        return None
-    label = string_text(worker_name)
-    if label is None:
-        return None
-    lease = float_text(lease_deadline + wall_offset, _ASSIGNED_LEASE)
-    when = float_text(at + wall_offset, _ASSIGNED_AT)
-    if lease is None or when is None:
-        return None
-    return utf8(f'["Assigned",0,{_quote(job_id)},{holder},{label},{lease},{when}]')
-
-
-def _completed(event: Completed, wall_offset: float) -> bytes | None:
-    job_id, result, at = _GET_COMPLETED(event)
-    if type(job_id) is not str or type(at) is not float:
-        return None
-    when = float_text(at + wall_offset, _COMPLETED_AT)
-    if when is None:
-        return None
-    if result is None:
-        return utf8(f'["Completed",0,{_quote(job_id)},null,{when}]')
-    if type(result) is bytes:
-        return utf8(f'["Completed",2,{_quote(job_id)},null,{when}]') + b"\n" + result
-    return None
-
-
-def _only_id(tag: str) -> Callable[[Any, float], bytes | None]:
-    """The fast path of an event whose one field is ``job_id``."""
-    start = f'["{tag}",0,'
-
-    def encode(event: Any, wall_offset: float) -> bytes | None:
-        job_id = event.job_id
-        if type(job_id) is not str:
-            return None
-        return utf8(start + _quote(job_id) + "]")
-
-    return encode
-
-
-_GET_SUBMITTED = _GETTERS[Submitted]
-_GET_ASSIGNED = _GETTERS[Assigned]
-_GET_COMPLETED = _GETTERS[Completed]
-
-#: The fast path of each event kind that has one.
-FAST: dict[type[Any], Callable[[Any, float], bytes | None]] = {
-    Submitted: _submitted,
-    Assigned: _assigned,
-    Completed: _completed,
-    **{cls: _only_id(cls.__name__) for cls in (Forgotten, Promoted, Released, Revived)},
-}
 
 
 def decode_events(payloads: Sequence[bytes], wall_offset: float = 0.0) -> list[Event]:

@@ -50,12 +50,11 @@ from ._journal import (
     batches,
     decode_events,
     fields_of,
-    float_text,
     id_prefix_of,
     pack,
-    string_text,
     unpack,
 )
+from ._journal_fast import float_text, string_text
 from ._json import encode_stored, stored_form, utf8
 from ._schedule import Entry, added_event
 from ._state import QueueState
@@ -186,7 +185,7 @@ def encode_snapshot(snapshot: Capture, wall_offset: float = 0.0) -> Iterator[byt
 def _time(value: Any, wall_offset: float, memory: list[tuple[float, str]]) -> str | None:
     """A time field's text (shifted), as ``pack`` writes it; ``None``: not a plain float.
 
-    ``memory`` is the field's :func:`~jobqueue._journal.float_text` memory:
+    ``memory`` is the field's :func:`~jobqueue._journal_fast.float_text` memory:
     jobs submitted, started or finished by one command share its time, and
     a float's repr is the dearest part of a record.
     """

@@ -29,7 +29,8 @@ from jobqueue._events import (
     Submitted,
 )
 from jobqueue._job import FLAT_FIELDS, JobState
-from jobqueue._journal import FAST, decode_event, encode_event, encode_generic, pack
+from jobqueue._journal import decode_event, encode_event, encode_generic, pack
+from jobqueue._journal_fast import FAST
 from jobqueue._snapshot import _TO_FLAT, JOB_LAYOUT, _job_record, capture
 from jobqueue._state import QueueState
 
