@@ -29,7 +29,7 @@ from ._journal import (
     scan,
     segments,
 )
-from ._journal_writer import _lock
+from ._journal_disk import lock_directory
 from ._snapshot import is_snapshot, replay
 from ._state import QueueState
 
@@ -235,6 +235,6 @@ def _locked(directory: str) -> int:
     if not os.path.isdir(directory):
         raise JobQueueError(f"no journal directory {directory}")
     try:
-        return _lock(directory)
+        return lock_directory(directory)
     except JournalError as exc:
         raise JobQueueError(f"{exc}; stop it first") from None

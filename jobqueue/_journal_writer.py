@@ -1,18 +1,21 @@
 """The journal on disk: open and replay at start, then append with group commit.
 
 The coordinator never waits for the disk. Each event is encoded into a
-buffer as it is applied (:meth:`Journal.append`); a flusher task hands the
-buffer to the journal's own thread (:class:`DiskThread`), which writes it
-and, with ``fsync="always"``, flushes it (``fdatasync``). One flush covers
-every event since the last one, from every connection: group commit.
-Replies that acknowledge a change must not leave before the events behind
-them are on disk, so while events are waiting for a flush the coordinator
-gives its replies to :meth:`Journal.hold` instead of the connection's
-outbox; they are put there, in order, by the callback the disk thread
-schedules in trio's thread the moment the flush that covers them is done.
-A job handed to a worker acknowledges nothing, so its reply goes out at
-once, and events that no held reply waits for wait a little
-(``LAZY_FLUSH_SECONDS``) to share the next acknowledgement's flush.
+buffer as it is applied (:meth:`Journal.append`); the buffer goes to the
+journal's own thread (:class:`~jobqueue._journal_disk.DiskThread`), which
+writes it and, with ``fsync="always"``, flushes it (``fdatasync``). One
+flush covers every event since the last one, from every connection: group
+commit. Replies that acknowledge a change must not leave before the events
+behind them are on disk, so while events are waiting for a flush the
+coordinator gives its replies to :meth:`Journal.hold` instead of the
+connection's outbox. ``hold`` hands the buffer to the thread at once when
+no flush is under way; the callback the thread schedules in trio's thread
+when a flush is done puts the replies it covers in their outboxes, in
+order, and starts the next flush if replies wait for it. A job handed to
+a worker acknowledges nothing, so its reply goes out at once, and events
+that no held reply waits for are flushed by the flusher task after a
+little while (``LAZY_FLUSH_SECONDS``) unless an acknowledgement's flush
+takes them first.
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ import gc
 import logging
 import math
 import os
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from ._journal import (
     segment_name,
     segments,
 )
+from ._journal_disk import DiskThread, fsync_directory, lock_directory, write_or_flush
 from ._metrics import FLUSH_BUCKETS, Histogram, JournalFigures
 from ._replies import JobAssigned, JobsAssigned, NoJob
 from ._snapshot import Capture, capture, encode_snapshot, replay
@@ -72,82 +74,6 @@ LAZY_FLUSH_SECONDS = 0.005
 #: progress, the job a cancel or retry returns, an error, ...) waits for the
 #: flush that covers the events applied before it.
 PROMISE_NOTHING: frozenset[type[object]] = frozenset({JobAssigned, JobsAssigned, NoJob})
-
-
-def _lock(directory: str) -> int:
-    """Take the directory's lock file, so a second server refuses to share it.
-
-    Raises:
-        JournalError: another process holds it.
-    """
-    path = os.path.join(directory, "lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        import fcntl  # Unix only
-
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise JournalError(
-            f"journal directory {directory} is in use by another server (pid {owner}); "
-            "two servers must not share one journal"
-        ) from None
-    except ImportError:  # pragma: no cover  (no flock: no protection)
-        pass
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class DiskThread:
-    """A thread of the journal's own that runs its writes and flushes, one at a time.
-
-    ``trio.to_thread.run_sync`` per flush costs the coordinator's thread
-    about twice the CPU of this hand-off (a capacity limiter, a thread cache,
-    a context copy and a task rescheduled to learn the outcome, for each of
-    the one or two flushes a job needs with ``fsync="always"``). Here a
-    call is a put on a queue the thread waits on, and its outcome comes back
-    as a callback run in trio's thread (``run_sync_soon``), which can act on
-    it at once.
-    """
-
-    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
-        self._token = token
-        self._calls: queue.SimpleQueue[
-            tuple[Callable[[], None], Callable[[OSError | None], None]] | None
-        ] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="jobqueue-journal", daemon=True)
-        self._thread.start()
-
-    def call(self, work: Callable[[], None], done: Callable[[OSError | None], None]) -> None:
-        """Run ``work`` in the thread, then ``done(None)``, or ``done(error)``, in trio's."""
-        self._calls.put((work, done))
-
-    def stop(self) -> None:
-        """Let the thread end once the calls already made are done."""
-        self._calls.put(None)
-
-    def _serve(self) -> None:
-        while (call := self._calls.get()) is not None:
-            work, done = call
-            error: OSError | None = None
-            try:
-                work()
-            except OSError as exc:
-                error = exc
-            try:
-                self._token.run_sync_soon(done, error)
-            except trio.RunFinishedError:  # pragma: no cover  (stopped after trio's run)
-                return
 
 
 class Journal:
@@ -180,7 +106,7 @@ class Journal:
         self.directory = directory
         self.fsync = fsync
         self.fsync_interval = fsync_interval
-        self._write = write or _write
+        self._write = write or write_or_flush
         self._fd = -1
         #: Where the segment's records end, and its zeros prepared for more.
         self._end = 0
@@ -253,7 +179,7 @@ class Journal:
         self._offset = time.time() - now
         try:
             os.makedirs(self.directory, exist_ok=True)
-            self._lock_fd = _lock(self.directory)
+            self._lock_fd = lock_directory(self.directory)
             self._replay(state)
         except BaseException as exc:
             self.close()
@@ -285,7 +211,7 @@ class Journal:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
             os.write(self._fd, MAGIC)
             os.fsync(self._fd)
-            _fsync_directory(directory)
+            fsync_directory(directory)
             self.size = self._end = self._room = len(MAGIC)
         else:
             self._number, path = reading.last
@@ -689,7 +615,7 @@ class Journal:
             raise
         os.close(fd)
         os.rename(temporary, final)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         # From here on the new segment is the journal: append to it.
         new_fd = os.open(final, os.O_WRONLY)
         old_fd, self._fd, self._number = self._fd, new_fd, number
@@ -702,7 +628,7 @@ class Journal:
                 except OSError as exc:  # harmless: replay starts at the snapshot
                     log.warning("journal %s: cannot remove %s: %s", self.directory, path, exc)
         with contextlib.suppress(OSError):
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         return size
 
     def _write_all(self, data: bytes, sync: bool) -> None:
@@ -758,14 +684,3 @@ class Journal:
                 del held_by[conn.id]
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 conn.outbox.send_nowait(replies)
-
-
-def _write(fd: int, data: bytes | None) -> None:
-    """Write all of ``data`` to ``fd``, or flush ``fd`` to disk when it is ``None``."""
-    if data is None:
-        os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
-        return
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]

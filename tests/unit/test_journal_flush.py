@@ -15,7 +15,8 @@ import trio.testing
 
 from jobqueue._commands import Connection, Outgoing
 from jobqueue._journal import MAGIC
-from jobqueue._journal_writer import LAZY_FLUSH_SECONDS, Journal, _write
+from jobqueue._journal_disk import write_or_flush
+from jobqueue._journal_writer import LAZY_FLUSH_SECONDS, Journal
 from jobqueue._replies import JobAssigned, JobsAssigned, JobSubmitted, NoJob, Ok
 from jobqueue._state import QueueState
 
@@ -205,7 +206,7 @@ async def test_a_held_reply_hands_its_flush_to_the_disk_thread_itself(tmp_path: 
     flushed = threading.Event()
 
     def disk(fd: int, data: bytes | None) -> None:
-        _write(fd, data)
+        write_or_flush(fd, data)
         if data is None:
             flushed.set()
 
@@ -238,7 +239,7 @@ async def test_replies_are_released_while_compaction_keeps_failing(tmp_path: Pat
         if data is not None and data.startswith(MAGIC):  # a snapshot's first chunk
             compactions += 1
             raise OSError(errno.ENOSPC, "no room for a snapshot")
-        _write(fd, data)
+        write_or_flush(fd, data)
 
     state = QueueState()
     journal = Journal(str(tmp_path), "always", write=disk, compact_min_bytes=1)

@@ -11,7 +11,7 @@ import pytest
 from jobqueue._cli import main
 from jobqueue._events import Completed, Event
 from jobqueue._journal import MAGIC, encode_event, frame, read_journal, segment_name
-from jobqueue._journal_writer import _lock
+from jobqueue._journal_disk import lock_directory
 from jobqueue._snapshot import replay
 from jobqueue._state import QueueState
 from tests.unit import journal_support as support
@@ -126,7 +126,7 @@ def test_a_journal_in_use_is_not_touched(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write(tmp_path, events_of(5, 20))
-    held = _lock(str(tmp_path))
+    held = lock_directory(str(tmp_path))
     try:
         for action in ("check", "repair"):
             status = main(["journal", action, str(tmp_path)])

@@ -1,0 +1,105 @@
+"""The journal's dealings with the disk below its format: the lock, the flushes, the thread.
+
+:func:`lock_directory` keeps a second server off a journal directory,
+:func:`write_or_flush` is the default write seam (tests inject failures in
+its place), and :class:`DiskThread` runs the writes and flushes of a
+:class:`~jobqueue._journal_writer.Journal` one at a time, off trio's thread.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+
+import trio
+
+from ._journal import JournalError
+
+
+def lock_directory(directory: str) -> int:
+    """Take the directory's lock file, so a second server refuses to share it.
+
+    Raises:
+        JournalError: another process holds it.
+    """
+    path = os.path.join(directory, "lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl  # Unix only
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise JournalError(
+            f"journal directory {directory} is in use by another server (pid {owner}); "
+            "two servers must not share one journal"
+        ) from None
+    except ImportError:  # pragma: no cover  (no flock: no protection)
+        pass
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DiskThread:
+    """A thread of the journal's own that runs its writes and flushes, one at a time.
+
+    ``trio.to_thread.run_sync`` per flush costs the coordinator's thread
+    about twice the CPU of this hand-off (a capacity limiter, a thread cache,
+    a context copy and a task rescheduled to learn the outcome, for each of
+    the one or two flushes a job needs with ``fsync="always"``). Here a
+    call is a put on a queue the thread waits on, and its outcome comes back
+    as a callback run in trio's thread (``run_sync_soon``), which can act on
+    it at once.
+    """
+
+    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+        self._token = token
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[], None], Callable[[OSError | None], None]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="jobqueue-journal", daemon=True)
+        self._thread.start()
+
+    def call(self, work: Callable[[], None], done: Callable[[OSError | None], None]) -> None:
+        """Run ``work`` in the thread, then ``done(None)``, or ``done(error)``, in trio's."""
+        self._calls.put((work, done))
+
+    def stop(self) -> None:
+        """Let the thread end once the calls already made are done."""
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            work, done = call
+            error: OSError | None = None
+            try:
+                work()
+            except OSError as exc:
+                error = exc
+            try:
+                self._token.run_sync_soon(done, error)
+            except trio.RunFinishedError:  # pragma: no cover  (stopped after trio's run)
+                return
+
+
+def write_or_flush(fd: int, data: bytes | None) -> None:
+    """Write all of ``data`` to ``fd``, or flush ``fd`` to disk when it is ``None``."""
+    if data is None:
+        os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
+        return
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
