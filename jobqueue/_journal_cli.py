@@ -29,7 +29,7 @@ from ._journal import (
     scan,
     segments,
 )
-from ._journal_disk import lock_directory
+from ._journal_disk import fsync_directory, lock_directory
 from ._snapshot import is_snapshot, replay
 from ._state import QueueState
 
@@ -192,7 +192,7 @@ def repair(args: argparse.Namespace) -> int:
                 _cut(segment, offset, aside)
             for later in found[first + 1 :]:
                 _move(later.path, aside)
-        _fsync_directory(directory)
+        fsync_directory(directory)
         print(f"journal {directory} repaired; what was removed is in {aside}")
         return 0
     finally:
@@ -221,14 +221,6 @@ def _cut(segment: Segment, offset: int, aside: str) -> None:
 def _move(path: str, aside: str) -> None:
     os.rename(path, os.path.join(aside, os.path.basename(path)))
     print(f"moved {path} aside")
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _locked(directory: str) -> int:

@@ -45,6 +45,7 @@ def lock_directory(directory: str) -> int:
 
 
 def fsync_directory(directory: str) -> None:
+    """Flush ``directory`` itself, so a file just created, renamed or removed in it stays so."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
