@@ -89,15 +89,17 @@ def count(
     slots: int,
     keep: str = "",
     worker_args: Sequence[str] = (),
+    server_args: Sequence[str] = (),
 ) -> float:
     """Instructions per job in the ``which`` process (``server`` or ``worker``).
 
     With ``keep``, callgrind's output is copied there (for ``callgrind_annotate``);
-    ``worker_args`` go to ``jobqueue worker`` (``--log-level warning``, say).
+    ``worker_args`` go to ``jobqueue worker`` (``--log-level warning``, say),
+    ``server_args`` to ``jobqueue serve`` (``--journal DIR``, say).
     """
     port = free_port()
     with tempfile.TemporaryDirectory() as out_dir:
-        server = _start(["serve", "--port", str(port)], which == "server", out_dir)
+        server = _start(["serve", "--port", str(port), *server_args], which == "server", out_dir)
         worker = None
         try:
             worker = _start(
@@ -149,6 +151,11 @@ if __name__ == "__main__":
         default="",
         help="more arguments for the worker, e.g. '--log-level warning'",
     )
+    parser.add_argument(
+        "--server-args",
+        default="",
+        help="more arguments for the server, e.g. '--journal DIR'",
+    )
     args = parser.parse_args()
     per_job = count(
         args.count,
@@ -159,5 +166,6 @@ if __name__ == "__main__":
         args.concurrency,
         args.keep,
         args.worker_args.split(),
+        args.server_args.split(),
     )
     print(f"{args.count}: {per_job:,.0f} instructions per job")
