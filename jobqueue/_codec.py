@@ -18,6 +18,7 @@ general path gives: the tests hold each fast path to that.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -395,6 +396,10 @@ def encode_reply(reply: Reply) -> bytes:
 
 
 _SUBMITTED_HEAD = b'{"type":"job_submitted","job_id":"'
+#: A job id the fast path reads as is: printable ASCII, no quote or backslash,
+#: not empty. (One match: ``b'"' in id`` costs 2,200 instructions, as bytes'
+#: ``in`` first tries its operand as an int and clears the TypeError.)
+_plain_id = re.compile(rb"[ !#-\[\]-~]+").fullmatch
 
 
 def decode_reply(line: bytes) -> Reply:
@@ -409,10 +414,17 @@ def decode_reply(line: bytes) -> Reply:
         # The commonest for a producer, exactly as encode_reply writes it:
         # an id of printable ASCII with no quote or escape is read as is.
         job_id = line[len(_SUBMITTED_HEAD) : -2]
-        if job_id.isascii() and b'"' not in job_id and b"\\" not in job_id:
-            text = job_id.decode("ascii")
-            if text.isprintable() and text:
-                return JobSubmitted(text)
+        if _plain_id(job_id):
+            return JobSubmitted(job_id.decode("ascii"))
+    return decode_reply_fully(line)
+
+
+def decode_reply_fully(line: bytes) -> Reply:
+    """:func:`decode_reply` without its fast paths: the decoded object, checked field by field.
+
+    Raises:
+        ProtocolError: if the line is not a reply this package knows.
+    """
     obj = decode_object(line)
     from_wire = _REPLIES.get(obj["type"])
     if from_wire is None:

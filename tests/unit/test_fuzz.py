@@ -13,7 +13,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from jobqueue._codec import decode_reply, decode_request, encode_reply, encode_request
+from jobqueue._codec import (
+    decode_reply,
+    decode_reply_fully,
+    decode_request,
+    encode_reply,
+    encode_request,
+)
 from jobqueue._errors import ProtocolError
 from jobqueue._json import encode, encode_stored, stored_form
 from jobqueue._limits import (
@@ -362,6 +368,37 @@ def test_encode_request_matches_the_generic_encoding(
 def test_decode_reply_reads_job_submitted_ids_exactly(job_id: str) -> None:
     for reply in (JobSubmitted(job_id), JobSubmitted(job_id, duplicate=True)):
         assert decode_reply(encode_reply(reply)[:-1]) == reply
+
+
+def _decoded(decode: Any, line: bytes) -> Reply | str:
+    """What ``decode`` makes of ``line``: the reply, or the refusal's code."""
+    try:
+        return decode(line)  # type: ignore[no-any-return]
+    except ProtocolError as exc:
+        return exc.code
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    job_id=st.one_of(
+        st.text(),
+        st.text(st.characters(min_codepoint=0, max_codepoint=127)),
+        st.binary().map(lambda raw: raw.decode("latin-1")),
+    ),
+    raw=st.binary(max_size=12),
+    tail=st.sampled_from([b'"}', b'"', b"}", b'","duplicate":true}', b'"} ', b'"}}']),
+)
+def test_decode_reply_job_submitted_fast_path_matches_the_generic_path(
+    job_id: str, raw: bytes, tail: bytes
+) -> None:
+    """Every line the ``job_submitted`` fast path might take reads as the full decode reads it."""
+    head = b'{"type":"job_submitted","job_id":"'
+    for line in (
+        head + job_id.encode("utf-8", "surrogatepass") + tail,
+        head + raw + tail,
+        encode_reply(JobSubmitted(job_id or "x"))[:-1],
+    ):
+        assert _decoded(decode_reply, line) == _decoded(decode_reply_fully, line)
 
 
 def test_decode_reply_still_refuses_a_bad_job_submitted() -> None:
