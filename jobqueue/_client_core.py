@@ -209,9 +209,19 @@ class Conversation:
         if self._broken is not None:
             raise RequestNotSent(f"connection to {self.address} unusable: {self._broken}")
         data = encode_request(request)
-        pending = Pending(request.TYPE)
+        return data, self.expect(request.TYPE)
+
+    def expect(self, request_type: str) -> Pending:
+        """:meth:`send` for a request of ``request_type`` that the caller encoded itself.
+
+        Raises:
+            RequestNotSent: the conversation is broken; nothing may be sent.
+        """
+        if self._broken is not None:
+            raise RequestNotSent(f"connection to {self.address} unusable: {self._broken}")
+        pending = Pending(request_type)
         self._pending.append(pending)
-        return data, pending
+        return pending
 
     def receive(self, data: bytes | bytearray) -> list[Pending]:
         """Feed bytes from the server (``b""``: it closed); return the requests answered.

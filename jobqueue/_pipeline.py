@@ -34,7 +34,6 @@ from ._client_core import Conversation, Pending
 from ._errors import RequestNotSent, reason
 from ._link import Link
 from ._replies import Reply
-from ._requests import Request
 
 #: Seconds a shielded write may wait for the server to take its bytes before
 #: the connection is given up (a server that stopped reading, not a slow one).
@@ -83,21 +82,24 @@ class Pipeline:
         if self._conv.broken is None and self._conv.outstanding == 0 and not self._writing:
             self._conv.lose(why)
 
-    async def request(self, message: Request) -> Reply:
-        """Send ``message`` and return its reply.
+    async def request(self, data: bytes, request_type: str) -> Reply:
+        """Send a request, encoded as ``data`` (one line), and return its reply.
+
+        ``request_type`` is its wire type (``submit_job``), which says what
+        reply it must get. The caller encodes: nothing of the request but
+        its bytes is needed here, and the ``Client`` writes its commonest
+        request without building the message at all.
 
         Raises:
             RequestError: the server answered with an ``error`` reply.
             RequestNotSent: the connection was already unusable, or the
                 server closed it as idle before reading this request.
             ConnectionLost: the connection broke with the request sent.
-            TypeError, ValueError: ``message`` holds something JSON cannot
-                represent; nothing was sent and the connection is still usable.
         """
         # A call cancelled before it starts sends nothing (and spends nothing).
         await trio.lowlevel.checkpoint_if_cancelled()
         conv = self._conv
-        data, pending = conv.send(message)
+        pending = conv.expect(request_type)
         if self._writing or self._outbox:
             self._outbox.append(data)  # joins the write under way or promised
             self._last = pending

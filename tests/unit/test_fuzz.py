@@ -19,6 +19,7 @@ from jobqueue._codec import (
     decode_request,
     encode_reply,
     encode_request,
+    encode_submit,
 )
 from jobqueue._errors import ProtocolError
 from jobqueue._json import encode, encode_stored, stored_form
@@ -360,6 +361,43 @@ def test_encode_request_matches_the_generic_encoding(
     ]
     for request in requests:
         assert encode_request(request) == encode(request.to_wire())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=json_values(any_text),
+    name=any_text,
+    queue=st.sampled_from(["default", "other"]),
+    priority=st.sampled_from([0, -2, 3]),
+    max_attempts=st.none() | st.integers(1, 5),
+    delay=st.sampled_from([0.0, 0, 1.5]),
+    run_at=st.none() | st.floats(0, 2e9),
+    key=st.none() | any_text,
+)
+def test_encode_submit_matches_the_generic_encoding(
+    value: Any,
+    name: str,
+    queue: str,
+    priority: int,
+    max_attempts: int | None,
+    delay: float,
+    run_at: float | None,
+    key: str | None,
+) -> None:
+    """``Client.submit``'s encoding, with no ``SubmitJob`` built, is byte for byte ``encode``'s."""
+    options = (queue, priority, max_attempts, delay, run_at, key)
+    request = SubmitJob(name, value, queue, priority, max_attempts, delay, run_at, key)
+    assert encode_submit(name, value, *options) == encode(request.to_wire())
+    assert encode_submit(name, value) == encode(SubmitJob(name, value).to_wire())
+
+
+def test_encode_submit_refuses_what_encode_refuses() -> None:
+    for payload, error in ((float("nan"), ValueError), (object(), TypeError)):
+        for options in ((), ("other",)):
+            with pytest.raises(error):
+                encode(SubmitJob("n", payload, *options).to_wire())
+            with pytest.raises(error):
+                encode_submit("n", payload, *options)
 
 
 @pytest.mark.parametrize(
