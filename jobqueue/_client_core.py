@@ -231,17 +231,24 @@ class Conversation:
         with :class:`ConnectionLost`, and is returned too.
         """
         done: list[Pending] = []
-        self._decoder.receive_data(data)
+        decoder = self._decoder
+        waiting = self._pending
+        decoder.receive_data(data)
         try:
             while self._broken is None:
-                line = self._decoder.next_line()
+                line = decoder.next_line()
                 if line is NEED_DATA:
                     break
                 if line is EOF:
                     done += self.lose("the server closed the connection")
                     break
                 reply = decode_reply(line)
-                if not isinstance(reply, JobCancelledNotice):
+                if waiting and type(reply) is _EXPECTED[waiting[0].request_type]:
+                    # The usual reply: what the oldest request expects.
+                    pending = waiting.popleft()
+                    pending.outcome = reply
+                    done.append(pending)
+                elif not isinstance(reply, JobCancelledNotice):
                     done += self._answer(reply)
         except ProtocolError as exc:
             done += self._fail(f"the server at {self.address} sent a bad reply: {exc.message}")
