@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._errors import UNKNOWN_TYPE, ProtocolError
-from ._fields import optional_attempt
+from ._fields import integer, number, optional_attempt
 from ._json import (
     decode_object,
     encode,
@@ -445,6 +445,67 @@ def encode_reply(reply: Reply) -> bytes:
 _plain_submitted = re.compile(rb'\{"type":"job_submitted","job_id":"([ !#-\[\]-~]+)"\}').fullmatch
 
 
+#: The head of a ``job_assigned`` as :func:`encode_reply` writes it, up to its
+#: payload, with an id and a name the fast path reads as is.
+_plain_assigned_head = re.compile(
+    rb'\{"type":"job_assigned","job_id":"([ !#-\[\]-~]+)","name":"([ !#-\[\]-~]+)","payload":'
+).match
+#: What follows a ``job_assigned``'s payload (``,"attempt":1,"lease_timeout":30.0}``),
+#: read: a server sends the same few. Cleared when full, so any number is fine.
+_ASSIGNED_TAILS: dict[str, tuple[int, float]] = {}
+
+
+def _plain_job_assigned(line: bytes) -> JobAssigned | None:
+    """A ``job_assigned`` as :func:`encode_reply` writes it, built directly, else ``None``.
+
+    A worker that takes one job per request reads one for every job, and the
+    full decode (the decoded object, then a reader per field) cost 38,600
+    instructions of a worker's 238,000 per job. Only the payload goes
+    through the JSON scanner; the id and name are plain text, and the rest
+    is one of a few tails, looked up. Anything else goes to
+    :func:`decode_reply_fully`; a test holds the two to the same reply.
+    """
+    head = _plain_assigned_head(line)
+    if head is None:
+        return None
+    read = _value_then(line, head.end())
+    if read is None:
+        return None
+    payload, tail = read
+    options = _ASSIGNED_TAILS.get(tail)
+    if options is None:
+        options = _assigned_tail(tail)
+        if options is None:
+            return None
+    job_id, name = head[1].decode("ascii"), head[2].decode("ascii")
+    return JobAssigned(job_id, name, payload, options[0], options[1])
+
+
+def _assigned_tail(tail: str) -> tuple[int, float] | None:
+    """The ``attempt`` and ``lease_timeout`` of a ``job_assigned``'s ``tail``, remembered.
+
+    ``None`` unless the tail is ``,"...}`` with exactly those two members,
+    read without error (others, or the head's again, go to the full decode).
+    """
+    if not tail.startswith(',"'):
+        return None
+    try:
+        members, end = scan_value("{" + tail[1:], 0)
+    except Exception:
+        return None
+    if end != len(tail) or members.keys() != {"attempt", "lease_timeout"}:
+        return None
+    obj = {"type": JobAssigned.TYPE, **members}
+    try:
+        options = integer(obj, "attempt"), number(obj, "lease_timeout")
+    except ProtocolError:
+        return None
+    if len(_ASSIGNED_TAILS) >= 64:
+        _ASSIGNED_TAILS.clear()
+    _ASSIGNED_TAILS[tail] = options
+    return options
+
+
 def decode_reply(line: bytes) -> Reply:
     """Decode one line from the server into a reply message.
 
@@ -457,7 +518,8 @@ def decode_reply(line: bytes) -> Reply:
     submitted = _plain_submitted(line)
     if submitted is not None:
         return JobSubmitted(submitted[1].decode("ascii"))
-    return decode_reply_fully(line)
+    assigned = _plain_job_assigned(line)
+    return decode_reply_fully(line) if assigned is None else assigned
 
 
 def decode_reply_fully(line: bytes) -> Reply:
