@@ -59,6 +59,9 @@ class Pipeline:
         # so that the other ready callers' requests join its write).
         self._writing = False
         self._reader: Pending | None = None
+        # Callers asleep in _sleep (some perhaps woken and not yet run): the
+        # reader hands over only if there are any.
+        self._sleepers = 0
         # The request whose bytes end the outbox.
         self._last: Pending | None = None
 
@@ -134,7 +137,8 @@ class Pipeline:
                         self._wake(conv.receive(received), pending)
                 finally:
                     self._reader = None
-                    self._hand_over()
+                    if self._sleepers:
+                        self._hand_over()
             else:
                 await self._sleep(pending)
         return pending.result()
@@ -186,7 +190,11 @@ class Pipeline:
             mine.waiter = None  # its reply will be read and dropped
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        self._sleepers += 1
+        try:
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        finally:
+            self._sleepers -= 1
 
     def _wake(self, settled: list[Pending], mine: Pending | None = None) -> None:
         """Wake the callers of ``settled`` that still wait (all but the reader)."""
