@@ -5,6 +5,7 @@ Shared by the server's connection handler and the client side's ``Link``.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import attrs
@@ -78,9 +79,17 @@ class ByteStream:
         if raw is None:
             await self.stream.send_all(data)
             return
-        view = memoryview(data)
+        if not data:
+            return
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return  # the usual case: it fit, with no view to make and slice
+        # The socket's buffer is full: wait for room before each try.
+        view = memoryview(data)[sent:]
         while view:
-            try:
+            await trio.lowlevel.wait_writable(raw)
+            with contextlib.suppress(BlockingIOError):
                 view = view[raw.send(view) :]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(raw)

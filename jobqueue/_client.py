@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from ._codec import encode_request, encode_submit
 from ._errors import (
     IDLE_TIMEOUT,
     TOO_MANY_CONNECTIONS,
@@ -190,8 +191,8 @@ class Client:
             ConnectionLost: the connection broke.
             TypeError, ValueError: ``payload`` is not JSON.
         """
-        request = SubmitJob(name, payload, queue, priority, max_attempts, delay, run_at, key)
-        return _expect(await self._request(request), JobSubmitted).job_id
+        data = encode_submit(name, payload, queue, priority, max_attempts, delay, run_at, key)
+        return _expect(await self._send(data, SubmitJob.TYPE), JobSubmitted).job_id
 
     async def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Add several jobs in one round trip; return their ids in order.
@@ -351,12 +352,16 @@ class Client:
             await link.aclose()
 
     async def _request(self, message: Request) -> Reply:
+        return await self._send(encode_request(message), message.TYPE)
+
+    async def _send(self, data: bytes, request_type: str) -> Reply:
+        """Send a request encoded as ``data`` on the shared connection; return its reply."""
         if self._link.broken is not None:
             if self._closed:
                 raise ClientClosed("the client is closed")
             await self._reconnect()
         try:
-            return await self._link.request(message)
+            return await self._link.request(data, request_type)
         except RequestNotSent:
             pass
         except RequestError as exc:
@@ -365,7 +370,7 @@ class Client:
         # The server never read this request: it closed the connection
         # before (as idle, say), so sending it again cannot apply it twice.
         await self._reconnect()
-        return await self._link.request(message)
+        return await self._link.request(data, request_type)
 
     async def _request_alone(self, message: Request) -> Reply:
         """Send ``message`` on a connection of its own: a spare, or a new one.

@@ -209,9 +209,19 @@ class Conversation:
         if self._broken is not None:
             raise RequestNotSent(f"connection to {self.address} unusable: {self._broken}")
         data = encode_request(request)
-        pending = Pending(request.TYPE)
+        return data, self.expect(request.TYPE)
+
+    def expect(self, request_type: str) -> Pending:
+        """:meth:`send` for a request of ``request_type`` that the caller encoded itself.
+
+        Raises:
+            RequestNotSent: the conversation is broken; nothing may be sent.
+        """
+        if self._broken is not None:
+            raise RequestNotSent(f"connection to {self.address} unusable: {self._broken}")
+        pending = Pending(request_type)
         self._pending.append(pending)
-        return data, pending
+        return pending
 
     def receive(self, data: bytes | bytearray) -> list[Pending]:
         """Feed bytes from the server (``b""``: it closed); return the requests answered.
@@ -221,17 +231,24 @@ class Conversation:
         with :class:`ConnectionLost`, and is returned too.
         """
         done: list[Pending] = []
-        self._decoder.receive_data(data)
+        decoder = self._decoder
+        waiting = self._pending
+        decoder.receive_data(data)
         try:
             while self._broken is None:
-                line = self._decoder.next_line()
+                line = decoder.next_line()
                 if line is NEED_DATA:
                     break
                 if line is EOF:
                     done += self.lose("the server closed the connection")
                     break
                 reply = decode_reply(line)
-                if not isinstance(reply, JobCancelledNotice):
+                if waiting and type(reply) is _EXPECTED[waiting[0].request_type]:
+                    # The usual reply: what the oldest request expects.
+                    pending = waiting.popleft()
+                    pending.outcome = reply
+                    done.append(pending)
+                elif not isinstance(reply, JobCancelledNotice):
                     done += self._answer(reply)
         except ProtocolError as exc:
             done += self._fail(f"the server at {self.address} sent a bad reply: {exc.message}")

@@ -80,3 +80,26 @@ async def test_after_close_everything_goes_through_the_writer() -> None:
             await outbox.drain(ByteStream(trio.SocketStream(ours)))
             assert await read_lines(theirs, 1) == [b'{"type":"ok"}']
         assert outbox.in_flight == 0
+
+
+async def test_byte_stream_send_all_waits_for_room_and_sends_everything() -> None:
+    """A send the socket takes only in part goes on, in order, as the peer reads."""
+    ours, theirs = trio.socket.socketpair()
+    with ours, theirs:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        stream = ByteStream(trio.SocketStream(ours))
+        data = bytes(range(256)) * 4096  # 1 MiB: far more than the socket holds
+        received = bytearray()
+
+        async def read_all() -> None:
+            while len(received) < len(data):
+                chunk = await theirs.recv(65536)
+                assert chunk, "closed early"
+                received.extend(chunk)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_all)
+                await stream.send_all(data)
+                await stream.send_all(b"")  # nothing to send: returns at once
+        assert received == data

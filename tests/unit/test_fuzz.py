@@ -13,7 +13,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from jobqueue._codec import decode_reply, decode_request, encode_reply, encode_request
+from jobqueue._codec import (
+    decode_reply,
+    decode_reply_fully,
+    decode_request,
+    encode_reply,
+    encode_request,
+    encode_submit,
+)
 from jobqueue._errors import ProtocolError
 from jobqueue._json import encode, encode_stored, stored_form
 from jobqueue._limits import (
@@ -356,12 +363,80 @@ def test_encode_request_matches_the_generic_encoding(
         assert encode_request(request) == encode(request.to_wire())
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    value=json_values(any_text),
+    name=any_text,
+    queue=st.sampled_from(["default", "other"]),
+    priority=st.sampled_from([0, -2, 3]),
+    max_attempts=st.none() | st.integers(1, 5),
+    delay=st.sampled_from([0.0, 0, 1.5]),
+    run_at=st.none() | st.floats(0, 2e9),
+    key=st.none() | any_text,
+)
+def test_encode_submit_matches_the_generic_encoding(
+    value: Any,
+    name: str,
+    queue: str,
+    priority: int,
+    max_attempts: int | None,
+    delay: float,
+    run_at: float | None,
+    key: str | None,
+) -> None:
+    """``Client.submit``'s encoding, with no ``SubmitJob`` built, is byte for byte ``encode``'s."""
+    options = (queue, priority, max_attempts, delay, run_at, key)
+    request = SubmitJob(name, value, queue, priority, max_attempts, delay, run_at, key)
+    assert encode_submit(name, value, *options) == encode(request.to_wire())
+    assert encode_submit(name, value) == encode(SubmitJob(name, value).to_wire())
+
+
+def test_encode_submit_refuses_what_encode_refuses() -> None:
+    for payload, error in ((float("nan"), ValueError), (object(), TypeError)):
+        for options in ((), ("other",)):
+            with pytest.raises(error):
+                encode(SubmitJob("n", payload, *options).to_wire())
+            with pytest.raises(error):
+                encode_submit("n", payload, *options)
+
+
 @pytest.mark.parametrize(
     "job_id", ["5f3a-1", "x", "é", "a b", "tab\tin", 'q"uote', "back\\slash", "\ud800"]
 )
 def test_decode_reply_reads_job_submitted_ids_exactly(job_id: str) -> None:
     for reply in (JobSubmitted(job_id), JobSubmitted(job_id, duplicate=True)):
         assert decode_reply(encode_reply(reply)[:-1]) == reply
+
+
+def _decoded(decode: Any, line: bytes) -> Reply | str:
+    """What ``decode`` makes of ``line``: the reply, or the refusal's code."""
+    try:
+        return decode(line)  # type: ignore[no-any-return]
+    except ProtocolError as exc:
+        return exc.code
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    job_id=st.one_of(
+        st.text(),
+        st.text(st.characters(min_codepoint=0, max_codepoint=127)),
+        st.binary().map(lambda raw: raw.decode("latin-1")),
+    ),
+    raw=st.binary(max_size=12),
+    tail=st.sampled_from([b'"}', b'"', b"}", b'","duplicate":true}', b'"} ', b'"}}']),
+)
+def test_decode_reply_job_submitted_fast_path_matches_the_generic_path(
+    job_id: str, raw: bytes, tail: bytes
+) -> None:
+    """Every line the ``job_submitted`` fast path might take reads as the full decode reads it."""
+    head = b'{"type":"job_submitted","job_id":"'
+    for line in (
+        head + job_id.encode("utf-8", "surrogatepass") + tail,
+        head + raw + tail,
+        encode_reply(JobSubmitted(job_id or "x"))[:-1],
+    ):
+        assert _decoded(decode_reply, line) == _decoded(decode_reply_fully, line)
 
 
 def test_decode_reply_still_refuses_a_bad_job_submitted() -> None:

@@ -19,7 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobqueue._codec import decode_request, decode_request_fully, encode_request
+from jobqueue._codec import (
+    decode_reply,
+    decode_reply_fully,
+    decode_request,
+    decode_request_fully,
+    encode_reply,
+    encode_request,
+)
 from jobqueue._errors import ProtocolError
 from jobqueue._fields import number
 from jobqueue._limits import MAX_DEPTH, MAX_NAME_CHARS, MAX_STORED_BYTES
@@ -362,3 +369,117 @@ def test_a_null_report_read_again_is_what_the_full_decode_reads(rest: bytes) -> 
     ids = [b"j-1", b"j-2", b"[" * MAX_DEPTH, b"{" * (MAX_DEPTH - 2), b"a[b"]
     for job_id in ids * 2:
         _same(b'{"type":"job_complete","job_id":"' + job_id + rest)
+
+
+# -- job_assigned: read directly (_codec._plain_job_assigned) ---------------------------
+
+
+def _reply_outcome(decode: Any, line: bytes) -> tuple[object, ...]:
+    try:
+        reply = decode(line)
+    except ProtocolError as exc:
+        return ("error", exc.code, exc.message)
+    return ("reply", type(reply), repr(reply))
+
+
+def _same_reply(line: bytes) -> None:
+    assert _reply_outcome(decode_reply, line) == _reply_outcome(decode_reply_fully, line)
+
+
+@st.composite
+def _assigned_member(draw: st.DrawFn) -> str:
+    key = draw(
+        st.sampled_from(["attempt", "lease_timeout", "payload", "job_id", "name", "type", "x"])
+    )
+    if key == "attempt":
+        value = draw(st.sampled_from(["1", "2", "0", "-1", "1.0", "true", "null", '"1"']))
+    elif key == "lease_timeout":
+        value = draw(st.sampled_from(["30.0", "30", "0.5", "1e400", "true", "null", '"30"', "-1"]))
+    elif key == "type":
+        value = draw(st.sampled_from(['"job_assigned"', '"ok"', "1"]))
+    elif key in ("job_id", "name"):
+        value = draw(_name_text())
+    else:
+        value = draw(_value_text())
+    return f'"{key}":{value}'
+
+
+@st.composite
+def _assigned_lines(draw: st.DrawFn) -> bytes:
+    members = draw(
+        st.sampled_from(
+            [
+                ["attempt", "lease_timeout"],
+                ["lease_timeout", "attempt"],
+                ["attempt"],
+                ["attempt", "lease_timeout", "x"],
+                ["attempt", "attempt", "lease_timeout"],
+            ]
+        )
+    )
+    tail = "".join(
+        "," + (draw(_assigned_member()) if draw(st.integers(0, 3)) == 0 else _usual(key, draw))
+        for key in members
+    )
+    text = (
+        f'{{"type":"job_assigned","job_id":{draw(_name_text())},"name":{draw(_name_text())},'
+        f'"payload":{draw(_value_text())}{tail}'
+        + draw(st.sampled_from(["}", "}", "}", " }", "", "}}", "} ", ",}"]))
+    )
+    line = text.encode("utf-8", "surrogatepass")
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(line)))
+        byte = bytes([draw(st.integers(0, 255))])
+        how = draw(st.sampled_from(["set", "insert", "delete"]))
+        if how == "insert":
+            line = line[:at] + byte + line[at:]
+        else:
+            line = line[:at] + (byte if how == "set" else b"") + line[at + 1 :]
+    return line
+
+
+def _usual(key: str, draw: st.DrawFn) -> str:
+    """``key`` as the server writes it, but for an odd value now and then."""
+    if key == "attempt":
+        return f'"attempt":{draw(st.integers(1, 20))}'
+    if key == "lease_timeout":
+        return f'"lease_timeout":{draw(st.sampled_from(["30.0", "0.5", "120.0"]))}'
+    return draw(_assigned_member())
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_assigned_lines())
+def test_job_assigned_fast_path_agrees_with_the_full_decode(line: bytes) -> None:
+    _same_reply(line)
+
+
+@given(
+    job_id=st.text(min_size=1, max_size=20),
+    name=st.text(min_size=1, max_size=MAX_NAME_CHARS),
+    payload=_values,
+    attempt=st.integers(1, 100),
+    lease_timeout=st.floats(0.1, 3600),
+)
+def test_what_the_server_assigns_decodes_alike(
+    job_id: str, name: str, payload: Any, attempt: int, lease_timeout: float
+) -> None:
+    line = encode_reply(JobAssigned(job_id, name, payload, attempt, lease_timeout))[:-1]
+    _same_reply(line)
+    assert decode_reply(line) == JobAssigned(job_id, name, payload, attempt, lease_timeout)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":null,"attempt":1,"lease_timeout":30.0}',
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":[1,{"b":2}],"attempt":3,"lease_timeout":30}',
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":NaN,"attempt":1,"lease_timeout":30.0}',
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":true,"lease_timeout":30.0}',
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":1,"lease_timeout":1e400}',
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":1,"lease_timeout":30.0,"payload":2}',
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":1}',
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":1,"lease_timeout":30.0',
+    ],
+)
+def test_job_assigned_lines_decode_as_the_full_decode_does(line: bytes) -> None:
+    _same_reply(line)
