@@ -292,12 +292,10 @@ def _job_record(fields: tuple[Any, ...], wall_offset: float, memory: RecordMemor
     if rest == memory.rest:
         text, mask, tail = memory.text, memory.mask, memory.raws
     else:
-        found = _rest_text(_TO_FLAT(fields), wall_offset, memory)
+        found = _rest_text(_TO_FLAT(fields), rest, wall_offset, memory)
         if found is None:
             return None
         text, mask, tail = found
-        if memory.text is text:
-            memory.rest = rest
     if payload is not None:
         mask |= 4
         tail = b"\n" + payload + tail
@@ -310,13 +308,13 @@ def _job_record(fields: tuple[Any, ...], wall_offset: float, memory: RecordMemor
 
 
 def _rest_text(
-    flat: tuple[Any, ...], wall_offset: float, memory: RecordMemory
+    flat: tuple[Any, ...], rest: tuple[Any, ...], wall_offset: float, memory: RecordMemory
 ) -> tuple[str, int, bytes] | None:
     """The text, mask bits and raw values of a job's fields from ``queue`` on, in ``flat``.
 
-    Kept in ``memory`` (its ``text`` is the one returned) unless a time in it
-    is zero once shifted. ``None``: fields the fast path does not write;
-    their types are checked already (see :func:`_job_record`).
+    Kept in ``memory`` with ``rest`` (the same fields as captured) unless a
+    time in it is zero once shifted. ``None``: fields the fast path does not
+    write; their types are checked already (see :func:`_job_record`).
     """
     (
         _, _, _, _, queue, priority, attempts, key, state, not_before, submitted_at, attempt,
@@ -371,6 +369,7 @@ def _rest_text(
         )
         shown = (after, since, lease, began, ended)
     if _ZEROS.isdisjoint(shown):
+        memory.rest = rest
         memory.text, memory.mask, memory.raws = found
     else:
         memory.rest = None
