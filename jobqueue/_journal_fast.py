@@ -91,9 +91,14 @@ def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
         or type(at) is not float
     ):
         return None
-    when = float_text(at + wall_offset, _SUBMITTED_AT)
-    if when is None:
-        return None
+    at += wall_offset
+    last = _SUBMITTED_AT[0]
+    if at == last[0] and at:
+        when: str | None = last[1]
+    else:
+        when = float_text(at, _SUBMITTED_AT)
+        if when is None:
+            return None
     if not_before is None:
         after = "null"
     elif type(not_before) is float:
@@ -103,18 +108,28 @@ def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
         after = repr(not_before)
     else:
         return None
-    keyed = string_text(key)
-    if keyed is None:
+    if key is None:
+        keyed = "null"
+    elif type(key) is str:
+        keyed = _quote(key)
+    else:
         return None
     tail = (
         f"{_quote(job_id)},{_quote(name)},null,{seq},{_quote(queue)},{priority},"
         f"{attempts},{after},{keyed},{when}]"
     )
     if payload is None:
-        return utf8('["Submitted",0,' + tail)
-    if type(payload) is bytes:
-        return utf8('["Submitted",4,' + tail) + b"\n" + payload
-    return None
+        text = '["Submitted",0,' + tail
+    elif type(payload) is bytes:
+        text = '["Submitted",4,' + tail
+    else:
+        return None
+    # utf8() written out (an event's every call counts); it escapes lone surrogates.
+    try:
+        encoded = text.encode()
+    except UnicodeEncodeError:
+        encoded = utf8(text)
+    return encoded if payload is None else encoded + b"\n" + payload
 
 
 def _assigned(event: Assigned, wall_offset: float) -> bytes | None:
@@ -128,28 +143,51 @@ def _assigned(event: Assigned, wall_offset: float) -> bytes | None:
         holder = _quote(worker)
     else:
         return None
-    label = string_text(worker_name)
-    if label is None:
+    if worker_name is None:
+        label = "null"
+    elif type(worker_name) is str:
+        label = _quote(worker_name)
+    else:
         return None
-    lease = float_text(lease_deadline + wall_offset, _ASSIGNED_LEASE)
-    when = float_text(at + wall_offset, _ASSIGNED_AT)
+    lease_deadline += wall_offset
+    last = _ASSIGNED_LEASE[0]
+    lease = (
+        last[1]
+        if lease_deadline == last[0] and lease_deadline
+        else float_text(lease_deadline, _ASSIGNED_LEASE)
+    )
+    at += wall_offset
+    last = _ASSIGNED_AT[0]
+    when = last[1] if at == last[0] and at else float_text(at, _ASSIGNED_AT)
     if lease is None or when is None:
         return None
-    return utf8(f'["Assigned",0,{_quote(job_id)},{holder},{label},{lease},{when}]')
+    text = f'["Assigned",0,{_quote(job_id)},{holder},{label},{lease},{when}]'
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return utf8(text)
 
 
 def _completed(event: Completed, wall_offset: float) -> bytes | None:
     job_id, result, at = _GET_COMPLETED(event)
     if type(job_id) is not str or type(at) is not float:
         return None
-    when = float_text(at + wall_offset, _COMPLETED_AT)
+    at += wall_offset
+    last = _COMPLETED_AT[0]
+    when = last[1] if at == last[0] and at else float_text(at, _COMPLETED_AT)
     if when is None:
         return None
     if result is None:
-        return utf8(f'["Completed",0,{_quote(job_id)},null,{when}]')
-    if type(result) is bytes:
-        return utf8(f'["Completed",2,{_quote(job_id)},null,{when}]') + b"\n" + result
-    return None
+        text = f'["Completed",0,{_quote(job_id)},null,{when}]'
+    elif type(result) is bytes:
+        text = f'["Completed",2,{_quote(job_id)},null,{when}]'
+    else:
+        return None
+    try:
+        encoded = text.encode()
+    except UnicodeEncodeError:
+        encoded = utf8(text)
+    return encoded if result is None else encoded + b"\n" + result
 
 
 def _only_id(tag: str) -> Callable[[Any, float], bytes | None]:

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from zlib import crc32
 
 import trio
 
@@ -37,14 +38,15 @@ from ._events import Event
 from ._journal import (
     MAGIC,
     JournalError,
-    encode_event,
+    encode_generic,
     find_journal,
-    frame,
-    frame_into,
+    pack_crc,
+    pack_length_crc,
     segment_name,
     segments,
 )
 from ._journal_disk import DiskThread, fsync_directory, lock_directory, write_or_flush
+from ._journal_fast import FAST
 from ._metrics import FLUSH_BUCKETS, Histogram, JournalFigures
 from ._replies import JobAssigned, JobsAssigned, NoJob
 from ._snapshot import Capture, capture, encode_snapshot, replay
@@ -277,10 +279,25 @@ class Journal:
     # -- the coordinator's side (never blocks) ---------------------------------------
 
     def append(self, event: Event) -> None:
-        """Buffer ``event`` for the next flush (``QueueState.on_event``)."""
-        frame_into(self._buffer, encode_event(event, self._offset))
+        """Buffer ``event`` for the next flush (``QueueState.on_event``).
+
+        Once an event, so :func:`~jobqueue._journal.encode_event` and
+        :func:`~jobqueue._journal.frame_into` are written out here. The
+        flusher task waits for :attr:`_wake` only while the buffer is empty,
+        so only the event that starts a buffer sets it.
+        """
+        fast = FAST.get(type(event))
+        payload = None if fast is None else fast(event, self._offset)
+        if payload is None:
+            payload = encode_generic(event, self._offset)
+        buffer = self._buffer
+        if not buffer:
+            self._wake.set()
+        head = pack_length_crc(len(payload), crc32(payload))
+        buffer += head
+        buffer += pack_crc(crc32(head))
+        buffer += payload
         self.appended += 1
-        self._wake.set()
 
     @property
     def failing(self) -> bool:
@@ -600,7 +617,10 @@ class Journal:
             size = 0
             chunk = bytearray(MAGIC)
             for payload in encode_snapshot(snapshot, self._offset):
-                chunk += frame(payload)
+                head = pack_length_crc(len(payload), crc32(payload))  # frame_into, written out
+                chunk += head
+                chunk += pack_crc(crc32(head))
+                chunk += payload
                 if len(chunk) >= 1 << 20:
                     self._write(fd, bytes(chunk))
                     size += len(chunk)

@@ -54,7 +54,7 @@ from ._journal import (
     pack,
     unpack,
 )
-from ._journal_fast import float_text, string_text
+from ._journal_fast import float_text
 from ._json import encode_stored, stored_form, utf8
 from ._schedule import Entry, added_event
 from ._state import QueueState
@@ -170,16 +170,48 @@ def encode_snapshot(snapshot: Capture, wall_offset: float = 0.0) -> Iterator[byt
     """
     yield encode_stored(snapshot.header)[:-1]
     layout, state = JOB_LAYOUT, _STATE
-    to_flat, fast = _TO_FLAT, _job_record
-    memory: list[list[tuple[float, str]]] = [[(math.nan, "")] for _ in range(5)]
+    fast = _job_record
+    memory = RecordMemory()
     for fields in snapshot.jobs:
-        flat = to_flat(fields)
-        payload = fast(flat, wall_offset, memory)
+        payload = fast(fields, wall_offset, memory)
         if payload is None:
-            values = list(flat)
+            values = list(_TO_FLAT(fields))
             values[state] = values[state].value
             payload = pack(layout, values, wall_offset)
         yield payload
+
+
+@attrs.define(eq=False)
+class RecordMemory:
+    """What the snapshot's fast path (:func:`_job_record`) keeps from one job record to the next.
+
+    The jobs of one command sit side by side in a snapshot (a batch
+    submitted, run and finished together) and differ only in their id,
+    ``seq`` and payload: everything from ``queue`` on is the same. So the
+    text of those fields is kept with the values it was written from, and a
+    record whose values from ``queue`` on equal them takes it as it is.
+    Its fields' types are checked first (:func:`_job_record`), and equal
+    values of the same type write the same text, but for a float zero and
+    its negative: a record with a time that is zero once shifted is never kept.
+
+    Attributes:
+        times: One :func:`~jobqueue._journal_fast.float_text` memory per
+            time field.
+        rest: The values from ``queue`` on (as captured) of the record
+            ``text`` was written from (``None``: none kept).
+        text: Their text, from the comma before ``queue`` to the closing
+            bracket.
+        mask: Their bits of the raw mask (``note``, ``result``).
+        raws: Their raw values, each after a newline.
+    """
+
+    times: list[list[tuple[float, str]]] = attrs.Factory(
+        lambda: [[(math.nan, "")] for _ in range(5)]
+    )
+    rest: tuple[Any, ...] | None = None
+    text: str = ""
+    mask: int = 0
+    raws: bytes = b""
 
 
 def _time(value: Any, wall_offset: float, memory: list[tuple[float, str]]) -> str | None:
@@ -196,57 +228,106 @@ def _time(value: Any, wall_offset: float, memory: list[tuple[float, str]]) -> st
     return float_text(value + wall_offset, memory)
 
 
-def _job_record(
-    flat: tuple[Any, ...], wall_offset: float, memory: list[list[tuple[float, str]]]
-) -> bytes | None:
-    """A job's snapshot record as :func:`pack` writes it, for the two usual kinds of job.
+#: A captured job's fields (see :func:`capture`), in the order :func:`_job_record` unpacks them.
+_CAPTURED = (*_OWN_FIELDS, *RUN_FIELDS)
+if _CAPTURED != (
+    "id", "name", "payload", "seq", "queue", "priority", "max_attempts", "state", "submitted_at",
+    "attempt", "worker", "worker_name", "lease_deadline", "started_at", "progress", "note",
+    "result", "error", "finished_at", "attempt_base", "key", "not_before",
+):  # fmt: skip
+    raise ImportError("the snapshot's fast path does not know the job's fields")  # pragma: no cover
+#: Where a captured job's fields after its id, name, payload and seq start.
+_REST = _CAPTURED.index("queue")
+#: The texts of a shifted time that is zero (see :class:`RecordMemory`).
+_ZEROS = frozenset({"0.0", "-0.0"})
+
+
+def _job_record(fields: tuple[Any, ...], wall_offset: float, memory: RecordMemory) -> bytes | None:
+    """A captured job's snapshot record as :func:`pack` writes it, for the two usual kinds of job.
 
     A job that never ran (pending, or scheduled) and a finished job with a
     run and no error, their fields of the types the server gives them;
-    ``None`` for anything else, which then takes :func:`pack`. It costs
-    14 % fewer instructions than ``pack`` for a finished job with times of
-    its own, 45 % with times shared as batched commands share them; that
-    matters because compaction encodes every job the queue remembers,
-    finished ones included, each time it runs. The text follows
+    ``None`` for anything else, which then takes :func:`pack`. That matters
+    because compaction encodes every job the queue remembers, finished ones
+    included, each time it runs. ``fields`` are as :func:`capture` copies
+    them (the record's own, then its run's); the text follows
     :data:`~jobqueue._job.FLAT_FIELDS`' order, and
     ``tests/unit/test_journal_fast.py`` holds it to ``pack`` byte for byte.
-    ``memory`` is one :func:`_time` memory per time field, kept for a snapshot.
+    ``memory`` is kept for a snapshot: the text of the fields from ``queue``
+    on is written once for a run of jobs that share them (a batch), see
+    :class:`RecordMemory`. Every field's type is checked before that text is
+    taken, so that equal values are of one type and write one text.
     """
     (
-        job_id, name, payload, seq, queue, priority, attempts, key, state, not_before,
-        submitted_at, attempt, worker, worker_name, lease_deadline, started_at, progress,
-        note, result, error, finished_at, attempt_base,
-    ) = flat  # fmt: skip
+        job_id, name, payload, seq, queue, priority, attempts, state, submitted_at, attempt,
+        worker, worker_name, lease_deadline, started_at, progress, note, result, error,
+        finished_at, attempt_base, key, not_before,
+    ) = fields  # fmt: skip
     if (
         type(job_id) is not str
         or type(name) is not str
+        or (payload is not None and type(payload) is not bytes)
         or type(seq) is not int
         or type(queue) is not str
         or type(priority) is not int
         or type(attempts) is not int
-        or type(attempt) is not int
-        or type(attempt_base) is not int
-        or type(submitted_at) is not float
         or type(state) is not JobState
+        or type(submitted_at) is not float
+        or type(attempt) is not int
+        or (worker is not None and type(worker) is not int and type(worker) is not str)
+        or (worker_name is not None and type(worker_name) is not str)
+        or (lease_deadline is not None and type(lease_deadline) is not float)
+        or (started_at is not None and type(started_at) is not float)
         or progress is not None
+        or (note is not None and type(note) is not bytes)
+        or (result is not None and type(result) is not bytes)
         or error is not None
+        or (finished_at is not None and type(finished_at) is not float)
+        or type(attempt_base) is not int
+        or (key is not None and type(key) is not str)
+        or (not_before is not None and type(not_before) is not float)
     ):
         return None
-    keyed = string_text(key)
-    after = _time(not_before, wall_offset, memory[0])
-    since = _time(submitted_at, wall_offset, memory[1])
-    if keyed is None or after is None or since is None:
-        return None
-    if payload is None:
-        mask, raws = 0, []
-    elif type(payload) is bytes:
-        mask, raws = 4, [payload]
+    rest = fields[_REST:]
+    if rest == memory.rest:
+        text, mask, tail = memory.text, memory.mask, memory.raws
     else:
+        found = _rest_text(_TO_FLAT(fields), rest, wall_offset, memory)
+        if found is None:
+            return None
+        text, mask, tail = found
+    if payload is not None:
+        mask |= 4
+        tail = b"\n" + payload + tail
+    head = f'["$",{mask},{_quote(job_id)},{_quote(name)},null,{seq}{text}'
+    try:
+        encoded = head.encode()
+    except UnicodeEncodeError:
+        encoded = utf8(head)
+    return encoded + tail if tail else encoded
+
+
+def _rest_text(
+    flat: tuple[Any, ...], rest: tuple[Any, ...], wall_offset: float, memory: RecordMemory
+) -> tuple[str, int, bytes] | None:
+    """The text, mask bits and raw values of a job's fields from ``queue`` on, in ``flat``.
+
+    Kept in ``memory`` with ``rest`` (the same fields as captured) unless a
+    time in it is zero once shifted. ``None``: fields the fast path does not
+    write; their types are checked already (see :func:`_job_record`).
+    """
+    (
+        _, _, _, _, queue, priority, attempts, key, state, not_before, submitted_at, attempt,
+        worker, worker_name, lease_deadline, started_at, _, note, result, _, finished_at,
+        attempt_base,
+    ) = flat  # fmt: skip
+    times = memory.times
+    keyed = "null" if key is None else _quote(key)
+    after = _time(not_before, wall_offset, times[0])
+    since = _time(submitted_at, wall_offset, times[1])
+    if after is None or since is None:
         return None
-    head = (
-        f"{_quote(job_id)},{_quote(name)},null,{seq},{_quote(queue)},{priority},{attempts},"
-        f"{keyed},{_quote(state.value)},{after},{since}"
-    )
+    head = f",{_quote(queue)},{priority},{attempts},{keyed},{_quote(state.value)},{after},{since}"
     if finished_at is None:
         # Never ran: every field after submitted_at holds its default, left out.
         if (
@@ -261,27 +342,38 @@ def _job_record(
             or result is not None
         ):
             return None
-        return utf8(f'["$",{mask},{head}]') + b"".join(b"\n" + raw for raw in raws)
-    holder = repr(worker) if type(worker) is int else string_text(worker)
-    label = string_text(worker_name)
-    lease = _time(lease_deadline, wall_offset, memory[2])
-    began = _time(started_at, wall_offset, memory[3])
-    ended = _time(finished_at, wall_offset, memory[4])
-    if holder is None or label is None or lease is None or began is None or ended is None:
-        return None
-    for index, value in ((_NOTE, note), (_RESULT, result)):
-        if type(value) is bytes:
-            mask |= 1 << index
-            raws.append(value)
-        elif value is not None:
+        found = (head + "]", 0, b"")
+        shown: tuple[str, ...] = (after, since)
+    else:
+        holder = (
+            "null" if worker is None else repr(worker) if type(worker) is int else _quote(worker)
+        )
+        label = "null" if worker_name is None else _quote(worker_name)
+        lease = _time(lease_deadline, wall_offset, times[2])
+        began = _time(started_at, wall_offset, times[3])
+        ended = _time(finished_at, wall_offset, times[4])
+        if lease is None or began is None or ended is None:
             return None
-    # attempt_base, the last field, is left out when it holds its default (0).
-    tail = f",{attempt_base}]" if attempt_base else "]"
-    text = (
-        f'["$",{mask},{head},{attempt},{holder},{label},{lease},{began},null,null,null,null,'
-        f"{ended}{tail}"
-    )
-    return utf8(text) + b"".join(b"\n" + raw for raw in raws)
+        mask, raws = 0, b""
+        if note is not None:
+            mask, raws = 1 << _NOTE, b"\n" + note
+        if result is not None:
+            mask |= 1 << _RESULT
+            raws += b"\n" + result
+        # attempt_base, the last field, is left out when it holds its default (0).
+        tail = f",{attempt_base}]" if attempt_base else "]"
+        found = (
+            f"{head},{attempt},{holder},{label},{lease},{began},null,null,null,null,{ended}{tail}",
+            mask,
+            raws,
+        )
+        shown = (after, since, lease, began, ended)
+    if _ZEROS.isdisjoint(shown):
+        memory.rest = rest
+        memory.text, memory.mask, memory.raws = found
+    else:
+        memory.rest = None
+    return found
 
 
 def is_snapshot(payload: bytes) -> bool:

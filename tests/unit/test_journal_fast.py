@@ -11,8 +11,8 @@ wrote.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from hypothesis import given, settings
@@ -31,7 +31,7 @@ from jobqueue._events import (
 from jobqueue._job import FLAT_FIELDS, JobState
 from jobqueue._journal import decode_event, encode_event, encode_generic, pack
 from jobqueue._journal_fast import FAST
-from jobqueue._snapshot import _TO_FLAT, JOB_LAYOUT, _job_record, capture
+from jobqueue._snapshot import _CAPTURED, _TO_FLAT, JOB_LAYOUT, RecordMemory, _job_record, capture
 from jobqueue._state import QueueState
 
 OFFSET = 1_765_051_234.567_891_2  # a wall-clock offset as the server has one
@@ -199,10 +199,69 @@ def jobs(draw: st.DrawFn) -> tuple[Any, ...]:
     return tuple(fields)
 
 
+class _Text(str):
+    """A string that is not a ``str`` (equal to one)."""
+
+
+def equal_twins(value: Any) -> list[Any]:
+    """``value`` and the values equal to it of another type or sign, where there are any."""
+    twins = [value]
+    if type(value) is int:
+        twins.append(float(value))
+        if value in (0, 1):
+            twins.append(bool(value))
+    elif type(value) is float:
+        if value == 0:
+            twins.append(-value)
+        elif value.is_integer():
+            twins.append(int(value))
+    elif type(value) is bytes:
+        twins.append(bytearray(value))
+    elif type(value) is str:
+        twins.append(_Text(value))
+    return twins
+
+
+@st.composite
+def batch_of_jobs(draw: st.DrawFn) -> list[tuple[Any, ...]]:
+    """Jobs as one command leaves them: alike but for id, seq and payload; now and then a
+    field equal to the first job's but of another type or sign."""
+    first = draw(jobs())
+    batch = [first]
+    for _ in range(draw(st.integers(1, 5))):
+        fields = list(first)
+        fields[0], fields[2], fields[3] = (
+            draw(texts),
+            draw(st.one_of(st.none(), raw)),
+            draw(st.integers()),
+        )
+        if draw(st.booleans()):
+            index = draw(st.integers(4, len(fields) - 1))
+            fields[index] = draw(st.sampled_from(equal_twins(fields[index])))
+        batch.append(tuple(fields))
+    return batch
+
+
+#: A job in FLAT_FIELDS order as capture() copies it.
+captured = itemgetter(*(FLAT_FIELDS.index(name) for name in _CAPTURED))
+
+
 def generic_record(flat: tuple[Any, ...], offset: float) -> bytes:
     values = list(flat)
     values[FLAT_FIELDS.index("state")] = values[FLAT_FIELDS.index("state")].value
     return pack(JOB_LAYOUT, values, offset)
+
+
+def check_snapshot_records(sequence: list[tuple[Any, ...]], offset: float) -> None:
+    """The fast path, one memory for all of ``sequence``, writes what ``pack`` writes."""
+    memory = RecordMemory()
+    for flat in sequence:
+        try:
+            fast = _job_record(captured(flat), offset, memory)
+        except Exception as exc:  # pragma: no cover  (a failure's report)
+            raise AssertionError(f"the fast path raised {exc!r} for {flat}") from exc
+        if fast is not None:
+            assert fast == generic_record(flat, offset), flat
 
 
 @settings(max_examples=1000, deadline=None)
@@ -210,14 +269,31 @@ def generic_record(flat: tuple[Any, ...], offset: float) -> bytes:
 def test_the_snapshot_fast_path_writes_what_pack_writes(
     sequence: list[tuple[Any, ...]], offset: float
 ) -> None:
-    memory = [[(math.nan, "")] for _ in range(5)]
-    for flat in sequence:
-        try:
-            fast = _job_record(flat, offset, memory)
-        except Exception as exc:  # pragma: no cover  (a failure's report)
-            raise AssertionError(f"the fast path raised {exc!r} for {flat}") from exc
-        if fast is not None:
-            assert fast == generic_record(flat, offset), flat
+    check_snapshot_records(sequence, offset)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(batch_of_jobs(), offsets)
+def test_a_batch_s_shared_text_is_taken_only_for_what_writes_it(
+    batch: list[tuple[Any, ...]], offset: float
+) -> None:
+    check_snapshot_records(batch, offset)
+
+
+def test_a_batch_s_jobs_share_the_text_of_their_common_fields() -> None:
+    state = QueueState(id_prefix="3f9a2c1b-")
+    jobs = [state.submit("noop", None, 81_234.5)[0] for _ in range(3)]
+    for job in jobs:
+        assert state.assign(7, 81_235.0, "worker-1") is job
+    for job in jobs:
+        state.complete(job.id, 7, 1, None, 81_236.0)
+    memory = RecordMemory()
+    records = [_job_record(fields, OFFSET, memory) for fields in capture(state).jobs]
+    rest = memory.rest
+    assert rest is not None
+    assert records == [generic_record(_TO_FLAT(fields), OFFSET) for fields in capture(state).jobs]
+    assert _job_record(capture(state).jobs[0], OFFSET, memory) == records[0]
+    assert memory.rest is rest  # taken, not written again
 
 
 def test_a_snapshot_s_usual_jobs_take_the_fast_path() -> None:
@@ -230,19 +306,19 @@ def test_a_snapshot_s_usual_jobs_take_the_fast_path() -> None:
             assert state.assign(7, now, "worker-1") is job
             state.complete(job.id, 7, 1, b"[1]" if index else None, now)
         now += 1.25
-    memory = [[(math.nan, "")] for _ in range(5)]
-    flats = [_TO_FLAT(fields) for fields in capture(state).jobs]
-    assert len(flats) == 4
-    for flat in flats:
-        fast = _job_record(flat, OFFSET, memory)
-        assert fast is not None, flat
-        assert fast == generic_record(flat, OFFSET)
+    memory = RecordMemory()
+    jobs = capture(state).jobs
+    assert len(jobs) == 4
+    for fields in jobs:
+        fast = _job_record(fields, OFFSET, memory)
+        assert fast is not None, fields
+        assert fast == generic_record(_TO_FLAT(fields), OFFSET)
 
 
 def test_a_snapshot_never_takes_a_remembered_time_for_zero_of_the_other_sign() -> None:
-    memory = [[(math.nan, "")] for _ in range(5)]
+    memory = RecordMemory()
     for at in (0.0, -0.0, 0.0, float("nan"), float("nan"), 5.0, 5.0):
         head: tuple[Any, ...] = ("j", "n", None, 1, "q", 0, 5, None, JobState.COMPLETED, at, at)
         flat = (*head, 1, 7, "w", at, at, None, None, None, None, at, 0)
-        fast = _job_record(flat, -0.0, memory)
+        fast = _job_record(captured(flat), -0.0, memory)
         assert fast is None or fast == generic_record(flat, -0.0), flat
