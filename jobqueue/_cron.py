@@ -55,8 +55,11 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("day of week", 0, 7, {name: i for i, name in enumerate(_WEEKDAYS)}),
 )
 #: How far ahead a search looks before it calls an expression one that never
-#: fires: a 29th of February comes at least once in any nine years.
-_HORIZON_YEARS = 9
+#: fires. A date on a given weekday can be decades apart (a 3rd of January on
+#: a Sunday: 2027, then 2038; a 29th of February on one: up to 40 years), but
+#: the Gregorian calendar repeats every 400 years (146,097 days, a whole number
+#: of weeks), so a date and weekday that ever meet meet within any 400.
+_HORIZON_YEARS = 400
 
 
 def parse_field(text: str, low: int, high: int, names: dict[str, int], what: str) -> set[int]:
@@ -145,7 +148,7 @@ class Cron:
         # microsecond, which can carry a moment just before a minute into it.
         local = datetime.fromtimestamp(math.floor(moment), zone).replace(tzinfo=None, fold=0)
         at = local.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        end_year = at.year + _HORIZON_YEARS
+        end_year = min(at.year + _HORIZON_YEARS, datetime.max.year - 1)
         while at.year <= end_year:
             if at.month not in self.months:
                 at = (at.replace(day=1, hour=0, minute=0) + timedelta(days=32)).replace(day=1)

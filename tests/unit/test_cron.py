@@ -72,7 +72,7 @@ def reference_next(cron: Cron, moment: float) -> float | None:
     """Walk day by day, then minute by minute within a day, in UTC."""
     start = datetime.fromtimestamp(moment, UTC)
     day = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    for _ in range(366 * 9):
+    for _ in range(366 * 401):  # the Gregorian calendar repeats every 400 years
         midday = day + timedelta(hours=12)
         if midday.month in cron.months and reference_matches(
             cron, day.replace(hour=min(cron.hours), minute=min(cron.minutes))
@@ -104,6 +104,23 @@ def fires(text: str) -> bool:
             raise
         return False
     return True
+
+
+@pytest.mark.parametrize(
+    ("text", "after", "expected"),
+    [
+        # A 3rd of January that is a Sunday: 2027, then not for eleven years.
+        ("0 0 3 1 */7", datetime(2027, 1, 4, tzinfo=UTC), datetime(2038, 1, 3, tzinfo=UTC)),
+        # A 29th of February that is a Sunday: 2004, 2032, then 2060.
+        ("0 0 29 2 */7", datetime(2032, 3, 1, tzinfo=UTC), datetime(2060, 2, 29, tzinfo=UTC)),
+    ],
+)
+def test_a_date_on_a_weekday_is_found_however_far_ahead(
+    text: str, after: datetime, expected: datetime
+) -> None:
+    # Found by hypothesis: a search that gave up after nine years called
+    # '* * 3 1 */7' one that never fires when started after 2027-01-03.
+    assert parse_cron(text).next_after(after.timestamp()) == expected.timestamp()
 
 
 @settings(max_examples=150, deadline=None)
