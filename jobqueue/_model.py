@@ -77,7 +77,7 @@ class QueueModel(JobStore):
         if isinstance(event, Submitted):
             self._on_submitted(event)
         elif isinstance(event, Assigned):
-            job = self._move(event.job_id, "assign")
+            job = self._assign_first(event.job_id)
             run = job.run
             if run is None:  # the first run: most jobs, one allocation
                 job.run = Run(1, event.worker, event.worker_name, event.lease_deadline, event.at)
@@ -97,7 +97,7 @@ class QueueModel(JobStore):
                 held = self._held[event.worker] = {}
             held[job.id] = None
         elif isinstance(event, Completed):
-            job = self._move(event.job_id, "complete")
+            job = self._complete_running(event.job_id)
             self._end_lease(job)
             run = job.run
             assert run is not None, "a completed job has run"
