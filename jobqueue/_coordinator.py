@@ -302,7 +302,8 @@ class Coordinator:
         job = self.state.complete(request.job_id, conn.id, request.attempt, result, now)
         if self.times is not None:
             self.times.reported(job, now)
-        self._notify_watchers(job)
+        if self._parking.watchers:  # (looked at first: this runs for every job)
+            self._notify_watchers(job)
         if request.fetch is not None:
             return self._fetch_after_report(conn, request.fetch, now)
         return OK

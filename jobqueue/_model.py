@@ -167,12 +167,17 @@ class QueueModel(JobStore):
         # per submit, and jobs submitted with the same queue, priority and
         # attempts share one JobOptions (its queue name interned too).
         # Interned strings die with their last user, so this cannot leak.
+        # The shared options looked up here first: a miss (new options) goes
+        # to _options_for, which makes them and keeps the table small.
+        options = self._options.get((event.queue, event.priority, event.max_attempts))
+        if options is None:
+            options = self._options_for(event.queue, event.priority, event.max_attempts)
         job = JobRecord(
             event.job_id,
             sys.intern(event.name),
             event.payload,
             event.seq,
-            self._options_for(event.queue, event.priority, event.max_attempts),
+            options,
             submitted_at=event.at,
         )
         if event.key is not None or event.not_before is not None:

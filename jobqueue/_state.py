@@ -146,7 +146,9 @@ class QueueState(QueueModel):
         With a ``key`` that a remembered job already has, nothing is added:
         that job is returned, with ``False``.
         """
-        self._tick(now)
+        if now < self._last_now:  # _tick written out: this runs for every job
+            self._tick(now)
+        self._last_now = now
         known = None if key is None else self._keyed(key)
         if known is not None:
             return known, False
@@ -187,7 +189,9 @@ class QueueState(QueueModel):
         (:mod:`jobqueue._lines`), so this costs the same whatever the
         number of pending jobs.
         """
-        self._tick(now)
+        if now < self._last_now:  # _tick written out: this runs for every job
+            self._tick(now)
+        self._last_now = now
         # The search is written out here, not a store method: one call more
         # per assignment showed in the benchmarks.
         best: JobRecord | None = None
@@ -246,10 +250,24 @@ class QueueState(QueueModel):
                 already finished (completed, failed or cancelled) is never
                 completed, or handed out, again.
         """
-        self._tick(now)
-        job = self._leased(job_id, worker, attempt, "complete")
+        if now < self._last_now:  # _tick written out: this runs for every job
+            self._tick(now)
+        self._last_now = now
+        # The lease check written out for the usual case, a report from the
+        # holder; anything else goes to _leased, which words the refusal.
+        job = self._jobs.get(job_id)
+        run = None if job is None else job.run
+        if (
+            run is None
+            or job is None
+            or job.state is not JobState.RUNNING
+            or run.worker != worker
+            or (attempt is not None and attempt != run.attempt)
+        ):
+            job = self._leased(job_id, worker, attempt, "complete")
         self.apply(Completed(job_id, result, now))
-        self._enforce_retention()
+        if len(self._finished) > self.rules.finished_retention:
+            self._enforce_retention()
         return job
 
     def fail(
