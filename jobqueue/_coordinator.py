@@ -441,20 +441,26 @@ class Coordinator:
         jobs: list[JobAssigned] = []
         budget = MAX_LINE_BYTES - ENVELOPE_BYTES
         # Looked up once, not per job: a batch is up to MAX_FETCH of them.
-        assign, assigned = self.state.assign, self._assigned
+        state, times = self.state, self.times
+        assign, lease_timeout = state.assign, state.lease_timeout
         worker, label, names = conn.id, conn.label, conn.names
         while len(jobs) < most and budget > 0:
             job = assign(worker, now, label, queues, names)
             if job is None:
                 break
-            jobs.append(assigned(job, now))
+            # What _assigned does, written out for the batch.
+            if times is not None:
+                times.assigned(job, now)
+            run = job.run
+            assert run is not None, "an assigned job has run"
+            jobs.append(JobAssigned(job.id, job.name, job.payload, run.attempt, lease_timeout))
             budget -= _JOB_ENTRY_BYTES + len(job.id) + len(job.name)
             payload = job.payload
             if type(payload) is bytes:  # stored raw JSON, written as it is
                 budget -= len(payload)
             elif payload is not None:
                 budget -= len(encode_stored({"": payload}))
-        return JobsAssigned(tuple(jobs), self.state.lease_timeout) if jobs else None
+        return JobsAssigned(tuple(jobs), lease_timeout) if jobs else None
 
     def _submit(self, request: SubmitJob, now: float) -> tuple[JobRecord, bool]:
         delay = request.delay

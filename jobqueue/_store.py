@@ -476,9 +476,22 @@ class JobStore:
         queue, name = job.options.queue, job.name
         lines = self._queues.get(queue, _NO_LINES)
         line = lines.get(name)
-        if line is None or self._head(line) is not job:
+        if line is None:
             return self._move(job_id, "assign")
-        line.pop_head(job)
+        ranks = line.ranks
+        lane = line.lanes[ranks[0]] if ranks else None
+        if not line.late and lane and lane[0] is job:
+            # First in its top lane, nothing out of order: the head without
+            # _head's walk, popped without pop_head's.
+            lane.popleft()
+            if not lane:
+                del line.lanes[ranks[0]]
+                heapq.heappop(ranks)
+            line.size -= 1
+        elif self._head(line) is job:
+            line.pop_head(job)
+        else:
+            return self._move(job_id, "assign")
         self._pending -= 1
         job.state = _ASSIGNED
         self._by_state[_ASSIGNED][job_id] = None
