@@ -352,10 +352,14 @@ class Coordinator:
         # All or nothing: refuse the whole batch before adding any of it.
         # (A key repeated within the batch is counted twice: refusing a
         # batch that would just fit errs on the safe side.)
-        state.check_room(
-            sum(job.key is None or not state.knows_key(job.key) for job in request.jobs)
-        )
-        ids = tuple(self._submit(one, now)[0].id for one in request.jobs)
+        jobs = request.jobs
+        new = len(jobs)
+        for job in jobs:
+            if job.key is not None and state.knows_key(job.key):
+                new -= 1
+        state.check_room(new)
+        submit = self._submit
+        ids = tuple([submit(one, now)[0].id for one in jobs])
         self._feed_idle_workers(now)
         return JobsSubmitted(ids)
 

@@ -152,7 +152,10 @@ class QueueState(QueueModel):
         known = None if key is None else self._keyed(key)
         if known is not None:
             return known, False
-        self.check_room(1)
+        limit = self.rules.max_pending
+        # check_room(1) written out for the usual answer, room to spare.
+        if limit is not None and self._pending + len(self._by_state[JobState.SCHEDULED]) >= limit:
+            self.check_room(1)
         seq = self._next_seq
         job_id = f"{self.id_prefix}{seq}"
         self.apply(

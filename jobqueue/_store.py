@@ -395,7 +395,11 @@ class JobStore:
             self._pending += 1
         else:
             self._by_state[job.state][job.id] = None
-        self._counts_of(job.options.queue)[job.state] += 1
+        queue = job.options.queue
+        counts = self._queue_counts.get(queue)  # (_counts_of only for a queue not in use)
+        if counts is None:
+            counts = self._counts_of(queue)
+        counts[job.state] += 1
         if run is None or run.not_before is None:
             self._enqueue(job)
         else:
