@@ -29,6 +29,7 @@ from ._json import (
     encode_field,
     encode_spliced,
     encode_stored,
+    encode_str,
     encode_value,
     scan_value,
     stored_form,
@@ -371,18 +372,31 @@ def encode_reply(reply: Reply) -> bytes:
     elif cls is JobsAssigned:
         # A worker with prefetch gets up to MAX_FETCH jobs in one of these.
         assert isinstance(reply, JobsAssigned)
-        parts = [b'{"type":"jobs_assigned","jobs":[']
+        # The text from one stored payload (raw JSON, bytes) to the next is
+        # built as one str and encoded once; a null payload is part of it.
+        # Ids and names are nearly always a str, whose JSON the encoder's
+        # string function gives directly (encode_field for anything else).
+        parts: list[bytes] = []
+        text = '{"type":"jobs_assigned","jobs":['
         for job in reply.jobs:
-            parts.append(
-                utf8(
-                    f'{{"job_id":{encode_field(job.job_id)},"name":{encode_field(job.name)},"payload":'
-                )
+            job_id, name, payload = job.job_id, job.name, job.payload
+            text += (
+                f'{{"job_id":{encode_str(job_id) if type(job_id) is str else encode_field(job_id)},'
+                f'"name":{encode_str(name) if type(name) is str else encode_field(name)},"payload":'
             )
-            parts.append(_payload(job.payload))
-            parts.append(utf8(f',"attempt":{int(job.attempt)}}},'))
+            if payload is None:
+                text += "null"
+            else:
+                try:
+                    parts.append(text.encode("utf-8"))
+                except UnicodeEncodeError:
+                    parts.append(utf8(text))
+                parts.append(payload if type(payload) is bytes else encode_spliced(payload))
+                text = ""
+            text += f',"attempt":{int(job.attempt)}}},'
         if reply.jobs:
-            parts[-1] = parts[-1][:-1]  # the last entry's comma
-        parts.append(utf8(f'],"lease_timeout":{_number(reply.lease_timeout)}}}\n'))
+            text = text[:-1]  # the last entry's comma
+        parts.append(utf8(f'{text}],"lease_timeout":{_number(reply.lease_timeout)}}}\n'))
         return b"".join(parts)
     elif cls is Ok and reply == _OK:
         return _OK_REPLY
