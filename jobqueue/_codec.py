@@ -70,6 +70,8 @@ from ._requests import (
     SubmitJob,
     SubmitJobs,
     WaitJob,
+    build_plain_submit,
+    build_report,
     fetch_of,
 )
 from ._schedule_wire import (
@@ -193,7 +195,7 @@ def _plain_submit(line: bytes) -> SubmitJob | None:
     stored = stored_form(payload)
     if type(stored) is bytes and len(stored) > MAX_STORED_BYTES:
         return None
-    return SubmitJob(name, payload, stored_payload=stored)
+    return build_plain_submit(name, payload, stored)
 
 
 def _plain_complete(line: bytes) -> JobComplete | None:
@@ -210,7 +212,7 @@ def _plain_complete(line: bytes) -> JobComplete | None:
     rest = line[id_end:]
     known = _NULL_REPORTS.get(rest)
     if known is not None:
-        return JobComplete(job_id, known[0], None, known[1], stored_result=None)
+        return build_report(job_id, known[0], None, known[1], None)
     read = _value_then(line, id_end + len(_RESULT_KEY))
     if read is None:
         return None
@@ -227,7 +229,7 @@ def _plain_complete(line: bytes) -> JobComplete | None:
         if len(_NULL_REPORTS) >= 64:
             _NULL_REPORTS.clear()
         _NULL_REPORTS[rest] = options
-    return JobComplete(job_id, options[0], result, options[1], stored_result=stored)
+    return build_report(job_id, options[0], result, options[1], stored)
 
 
 def _report_tail(tail: str) -> tuple[int | None, RequestJob | None] | None:

@@ -56,6 +56,7 @@ from ._replies import (
     Reply,
     Stats,
     Welcome,
+    build_assigned,
 )
 from ._requests import (
     CancelJob,
@@ -457,7 +458,7 @@ class Coordinator:
                 times.assigned(job, now)
             run = job.run
             assert run is not None, "an assigned job has run"
-            jobs.append(JobAssigned(job.id, job.name, job.payload, run.attempt, lease_timeout))
+            jobs.append(build_assigned(job.id, job.name, job.payload, run.attempt, lease_timeout))
             budget -= _JOB_ENTRY_BYTES + len(job.id) + len(job.name)
             payload = job.payload
             if type(payload) is bytes:  # stored raw JSON, written as it is
@@ -509,7 +510,7 @@ class Coordinator:
             self.times.assigned(job, now)
         run = job.run
         assert run is not None, "an assigned job has run"
-        return JobAssigned(job.id, job.name, job.payload, run.attempt, self.state.lease_timeout)
+        return build_assigned(job.id, job.name, job.payload, run.attempt, self.state.lease_timeout)
 
     def _send(self, conn: Connection, replies: list[Outgoing] | None) -> None:
         if self.durability is not None and self.durability.hold(conn, replies):
