@@ -203,8 +203,12 @@ def _plain_complete(line: bytes) -> JobComplete | None:
     id_end = line.find(b'"', len(_COMPLETE_HEAD))
     if not line.startswith(_RESULT_KEY, id_end):
         return None
-    job_id = _plain_text(line[len(_COMPLETE_HEAD) : id_end])
-    if job_id is None:
+    # _plain_text written out: every job's report comes this way.
+    raw = line[len(_COMPLETE_HEAD) : id_end]
+    if not raw or not raw.isascii() or b"\\" in raw:
+        return None
+    job_id = raw.decode("ascii")
+    if not job_id.isprintable():
         return None
     # A null result's report reads the same after its id every time: the
     # rest of the line is looked up, not scanned. (The id, a plain string,

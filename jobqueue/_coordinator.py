@@ -50,13 +50,13 @@ from ._replies import (
     JobList,
     JobsAssigned,
     JobsSubmitted,
-    JobSubmitted,
     NoJob,
     Ok,
     Reply,
     Stats,
     Welcome,
     build_assigned,
+    build_submitted,
 )
 from ._requests import (
     CancelJob,
@@ -294,7 +294,7 @@ class Coordinator:
     def _on_submit_job(self, conn: Connection, request: SubmitJob, now: float) -> Reply:
         submitted, new = self._submit(request, now)
         self._feed_idle_workers(now)
-        return JobSubmitted(submitted.id, duplicate=not new)
+        return build_submitted(submitted.id, not new)
 
     def _on_job_complete(self, conn: Connection, request: JobComplete, now: float) -> Reply | None:
         result = request.stored_result

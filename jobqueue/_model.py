@@ -98,9 +98,14 @@ class QueueModel(JobStore):
             held[job.id] = None
         elif isinstance(event, Completed):
             job = self._complete_running(event.job_id)
-            self._end_lease(job)
             run = job.run
             assert run is not None, "a completed job has run"
+            # _end_lease written out: every job ends its lease here.
+            del self._leases[job.id]
+            held = self._held[run.worker]
+            del held[job.id]
+            if not held:
+                del self._held[run.worker]
             run.result = event.result
             run.finished_at = event.at
             self.totals["completed"] += 1
@@ -178,14 +183,16 @@ class QueueModel(JobStore):
             event.payload,
             event.seq,
             options,
-            submitted_at=event.at,
+            JobState.PENDING,
+            event.at,
         )
         if event.key is not None or event.not_before is not None:
             job.run = Run(key=event.key, not_before=event.not_before)
             if event.not_before is not None:
                 job.state = JobState.SCHEDULED
         self._add(job)
-        self._next_seq = max(self._next_seq, event.seq + 1)
+        if event.seq >= self._next_seq:  # (not max(): one call less a job)
+            self._next_seq = event.seq + 1
         self.totals["submitted"] += 1
 
     def _on_attempt_failed(self, event: AttemptFailed) -> None:

@@ -135,6 +135,10 @@ class JobAssigned:
         }
 
 
+#: ``JobSubmitted(job_id, duplicate=duplicate)``, built without ``__init__``'s
+#: per-field calls (:mod:`jobqueue._quick`): the reply to every ``submit_job``.
+build_submitted = builder(JobSubmitted, "job_id", "duplicate")
+
 #: ``JobAssigned(job_id, name, payload, attempt, lease_timeout)``, built without
 #: ``__init__``'s per-field calls (:mod:`jobqueue._quick`): the server makes one
 #: for every job it hands out, a worker with prefetch reads every job into one.

@@ -522,7 +522,7 @@ class JobStore:
         queue = job.options.queue
         counts = self._queue_counts[queue]  # a running job's queue is counted
         counts[JobState.RUNNING] -= 1
-        if not any(counts.values()):
+        if not counts[JobState.RUNNING] and not any(counts.values()):
             del self._queue_counts[queue]  # a queue name costs nothing once idle
         return job
 

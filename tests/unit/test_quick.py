@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from jobqueue import _state
 from jobqueue._events import Assigned, Completed, Submitted
 from jobqueue._quick import builder
-from jobqueue._replies import JobAssigned, build_assigned
+from jobqueue._replies import JobAssigned, JobSubmitted, build_assigned, build_submitted
 from jobqueue._requests import JobComplete, RequestJob, SubmitJob, build_plain_submit, build_report
 
 #: Every builder the package uses, with its class.
@@ -27,6 +27,7 @@ IN_USE: list[tuple[type[Any], Callable[..., Any]]] = [
     (SubmitJob, build_plain_submit),
     (JobComplete, build_report),
     (JobAssigned, build_assigned),
+    (JobSubmitted, build_submitted),
     (Submitted, _state._submitted),
     (Assigned, _state._assigned),
     (Completed, _state._completed),
