@@ -32,7 +32,7 @@ from ._events import (
     ScheduleRemoved,
     Submitted,
 )
-from ._job import FINISHED, InvalidTransition, JobRecord, JobState, Run
+from ._job import FINISHED, PENDING, RUNNING, SCHEDULED, InvalidTransition, JobRecord, Run
 from ._schedule import ScheduleBook
 from ._store import GONE, JobStore
 
@@ -127,7 +127,7 @@ class QueueModel(JobStore):
         elif isinstance(event, Cancelled):
             source = (self._lookup(event.job_id) or GONE).state
             job = self._move(event.job_id, "cancel")
-            if source is JobState.RUNNING:
+            if source is RUNNING:
                 self._end_lease(job)
             else:
                 # Its line or heap entry stays (lazy deletion) until it
@@ -183,13 +183,13 @@ class QueueModel(JobStore):
             event.payload,
             event.seq,
             options,
-            JobState.PENDING,
+            PENDING,
             event.at,
         )
         if event.key is not None or event.not_before is not None:
             job.run = Run(key=event.key, not_before=event.not_before)
             if event.not_before is not None:
-                job.state = JobState.SCHEDULED
+                job.state = SCHEDULED
         self._add(job)
         if event.seq >= self._next_seq:  # (not max(): one call less a job)
             self._next_seq = event.seq + 1

@@ -50,7 +50,7 @@ from ._events import (
     Revived,
     Submitted,
 )
-from ._job import FINISHED, JobRecord, JobState
+from ._job import CANCELLED, FAILED, FINISHED, PENDING, RUNNING, SCHEDULED, JobRecord
 from ._model import QueueModel
 from ._quick import builder
 from ._store import line_order
@@ -115,7 +115,7 @@ class QueueState(QueueModel):
         """
         limit = self.rules.max_pending
         # waiting_count written out: this runs for every job submitted.
-        waiting = self._pending + len(self._by_state[JobState.SCHEDULED])
+        waiting = self._pending + len(self._by_state[SCHEDULED])
         if limit is not None and waiting + count > limit:
             raise RuleError(
                 QUEUE_FULL,
@@ -165,7 +165,7 @@ class QueueState(QueueModel):
             return known, False
         limit = self.rules.max_pending
         # check_room(1) written out for the usual answer, room to spare.
-        if limit is not None and self._pending + len(self._by_state[JobState.SCHEDULED]) >= limit:
+        if limit is not None and self._pending + len(self._by_state[SCHEDULED]) >= limit:
             self.check_room(1)
         seq = self._next_seq
         job_id = f"{self.id_prefix}{seq}"
@@ -274,7 +274,7 @@ class QueueState(QueueModel):
         if (
             run is None
             or job is None
-            or job.state is not JobState.RUNNING
+            or job.state is not RUNNING
             or run.worker != worker
             or (attempt is not None and attempt != run.attempt)
         ):
@@ -330,11 +330,11 @@ class QueueState(QueueModel):
         """
         self._tick(now)
         job = self.get(job_id)
-        if job.state is JobState.CANCELLED:
+        if job.state is CANCELLED:
             return job, None
         if job.state in FINISHED:
             raise RuleError(ALREADY_FINISHED, f"job {job_id!r} is already {job.state.value}")
-        holder = job.worker if job.state is JobState.RUNNING else None
+        holder = job.worker if job.state is RUNNING else None
         self.apply(Cancelled(job_id, now))
         self._enforce_retention()
         return job, holder
@@ -347,7 +347,7 @@ class QueueState(QueueModel):
         """
         self._tick(now)
         job = self.get(job_id)
-        if job.state is not JobState.FAILED:
+        if job.state is not FAILED:
             raise RuleError(
                 NOT_FAILED, f"only failed jobs can be requeued; {job_id!r} is {job.state.value}"
             )
@@ -450,15 +450,15 @@ class QueueState(QueueModel):
     def _leased(self, job_id: str, worker: Hashable, attempt: int | None, verb: str) -> JobRecord:
         job = self.get(job_id)
         run = job.run
-        if job.state is JobState.RUNNING and run is not None and run.worker == worker:
+        if job.state is RUNNING and run is not None and run.worker == worker:
             if attempt is None or attempt == run.attempt:
                 return job
             why = f"attempt {attempt} is over; the job is now on attempt {job.attempt}"
-        elif job.state is JobState.RUNNING:
+        elif job.state is RUNNING:
             why = f"its lease (attempt {job.attempt}) is held by another worker"
-        elif job.state is JobState.PENDING:
+        elif job.state is PENDING:
             why = "its lease was lost and it is waiting to be reassigned"
-        elif job.state is JobState.SCHEDULED:
+        elif job.state is SCHEDULED:
             why = "it is scheduled to run later (delayed, or backing off before a retry)"
         else:
             why = f"it is already {job.state.value}"
