@@ -113,9 +113,12 @@ def decode_request(line: bytes) -> Request:
     Raises:
         ProtocolError: ``bad_json``, ``bad_request`` or ``unknown_type``.
     """
-    if line.startswith(_SUBMIT_HEAD):
+    # Heads compared as slices: bytes.startswith takes its arguments as a
+    # tuple (METH_VARARGS), about 900 instructions a call under callgrind, a
+    # slice and a compare about a third of that; every line comes this way.
+    if line[:_SUBMIT_LEN] == _SUBMIT_HEAD:
         request: Request | None = _plain_submit(line)
-    elif line.startswith(_COMPLETE_HEAD):
+    elif line[:_COMPLETE_LEN] == _COMPLETE_HEAD:
         request = _plain_complete(line)
     else:
         request = None
@@ -141,7 +144,10 @@ def decode_request_fully(line: bytes) -> Request:
 _SUBMIT_HEAD = b'{"type":"submit_job","name":"'
 _PAYLOAD_KEY = b'","payload":'
 _COMPLETE_HEAD = b'{"type":"job_complete","job_id":"'
+_SUBMIT_LEN, _COMPLETE_LEN = len(_SUBMIT_HEAD), len(_COMPLETE_HEAD)
 _RESULT_KEY = b'","result":'
+_RESULT_LEN = len(_RESULT_KEY)
+_PAYLOAD_LEN = len(_PAYLOAD_KEY)
 #: What follows a report's result (``,"attempt":1,"fetch":{...}}``), read:
 #: a worker sends the same few. Cleared when full, so any number is fine.
 _REPORT_TAILS: dict[str, tuple[int | None, RequestJob | None]] = {}
@@ -182,10 +188,10 @@ def _value_then(line: bytes, start: int) -> tuple[Any, str] | None:
 
 def _plain_submit(line: bytes) -> SubmitJob | None:
     """``{"type":"submit_job","name":NAME,"payload":VALUE}`` built directly, else ``None``."""
-    name_end = line.find(b'"', len(_SUBMIT_HEAD))
-    if not line.startswith(_PAYLOAD_KEY, name_end):
+    name_end = line.find(b'"', _SUBMIT_LEN)
+    if name_end < 0 or line[name_end : name_end + _PAYLOAD_LEN] != _PAYLOAD_KEY:
         return None
-    name = _plain_text(line[len(_SUBMIT_HEAD) : name_end])
+    name = _plain_text(line[_SUBMIT_LEN:name_end])
     if name is None or len(name) > MAX_NAME_CHARS:
         return None
     read = _value_then(line, name_end + len(_PAYLOAD_KEY))
@@ -200,11 +206,9 @@ def _plain_submit(line: bytes) -> SubmitJob | None:
 
 def _plain_complete(line: bytes) -> JobComplete | None:
     """A ``job_complete`` with ``job_id`` and ``result`` first, built directly, else ``None``."""
-    id_end = line.find(b'"', len(_COMPLETE_HEAD))
-    if not line.startswith(_RESULT_KEY, id_end):
-        return None
+    id_end = line.find(b'"', _COMPLETE_LEN)
     # _plain_text written out: every job's report comes this way.
-    raw = line[len(_COMPLETE_HEAD) : id_end]
+    raw = line[_COMPLETE_LEN:id_end]
     if not raw or not raw.isascii() or b"\\" in raw:
         return None
     job_id = raw.decode("ascii")
@@ -212,11 +216,14 @@ def _plain_complete(line: bytes) -> JobComplete | None:
         return None
     # A null result's report reads the same after its id every time: the
     # rest of the line is looked up, not scanned. (The id, a plain string,
-    # adds no nesting, so the rest read once is within the depth limit.)
+    # adds no nesting, so the rest read once is within the depth limit.) A
+    # rest is remembered only once read, so one found starts with the result.
     rest = line[id_end:]
     known = _NULL_REPORTS.get(rest)
     if known is not None:
         return build_report(job_id, known[0], None, known[1], None)
+    if rest[:_RESULT_LEN] != _RESULT_KEY:
+        return None
     read = _value_then(line, id_end + len(_RESULT_KEY))
     if read is None:
         return None

@@ -107,7 +107,7 @@ class LineDecoder:
             line = whole[:-1]
             if len(line) > self._max_line:
                 raise _too_large(self._max_line)
-            if line.endswith(b"\r"):
+            if line[-1:] == b"\r":  # (a slice, not endswith: a call with a tuple)
                 line = line[:-1]
             if line.strip():
                 return line
@@ -127,7 +127,7 @@ class LineDecoder:
                 continue
             if len(line) > self._max_line:
                 raise _too_large(self._max_line)
-            if line.endswith(b"\r"):
+            if line[-1:] == b"\r":  # (a slice, not endswith: a call with a tuple)
                 line = line[:-1]
             if line.strip():
                 return line
