@@ -142,6 +142,9 @@ def decode_request_fully(line: bytes) -> Request:
 
 
 _SUBMIT_HEAD = b'{"type":"submit_job","name":"'
+#: Bytes looked for in a line as ints: ``b"\\" in raw`` takes the buffer
+#: protocol's path (about 2,000 instructions under callgrind), an int a memchr.
+_BACKSLASH, _QUOTE = ord("\\"), ord('"')
 _PAYLOAD_KEY = b'","payload":'
 _COMPLETE_HEAD = b'{"type":"job_complete","job_id":"'
 _SUBMIT_LEN, _COMPLETE_LEN = len(_SUBMIT_HEAD), len(_COMPLETE_HEAD)
@@ -162,7 +165,7 @@ def _plain_text(raw: bytes) -> str | None:
     Printable ASCII with no backslash reads as itself; anything else (an
     escape, a control character, non-ASCII text) is left to the full decode.
     """
-    if raw and raw.isascii() and b"\\" not in raw:
+    if raw and raw.isascii() and _BACKSLASH not in raw:
         text = raw.decode("ascii")
         if text.isprintable():
             return text
@@ -209,7 +212,7 @@ def _plain_complete(line: bytes) -> JobComplete | None:
     id_end = line.find(b'"', _COMPLETE_LEN)
     # _plain_text written out: every job's report comes this way.
     raw = line[_COMPLETE_LEN:id_end]
-    if not raw or not raw.isascii() or b"\\" in raw:
+    if not raw or not raw.isascii() or _BACKSLASH in raw:
         return None
     job_id = raw.decode("ascii")
     if not job_id.isprintable():
@@ -436,7 +439,7 @@ def decode_reply(line: bytes) -> Reply:
         # The commonest for a producer, exactly as encode_reply writes it:
         # an id of printable ASCII with no quote or escape is read as is.
         job_id = line[len(_SUBMITTED_HEAD) : -2]
-        if job_id.isascii() and b'"' not in job_id and b"\\" not in job_id:
+        if job_id.isascii() and _QUOTE not in job_id and _BACKSLASH not in job_id:
             text = job_id.decode("ascii")
             if text.isprintable() and text:
                 return JobSubmitted(text)
