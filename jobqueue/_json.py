@@ -130,13 +130,15 @@ def encode_field(value: Any) -> str:
     """
     kind = type(value)
     if kind is str:
-        return _encode_str(value)
+        return encode_str(value)
     if kind is int:
         return int.__repr__(value)
     return encode_value(value)
 
 
-_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+#: A ``str`` as JSON text, non-ASCII and lone surrogates left raw (see :func:`utf8`):
+#: the encoder's own string function, for the codec's loops over many strings.
+encode_str: Callable[[str], str] = json.encoder.encode_basestring
 
 
 # A lone surrogate (legal in JSON as "\ud800") has no UTF-8 encoding. The

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Set
 
 import attrs
 
-from ._job import JobRecord, JobState
+from ._job import PENDING, JobRecord
 
 #: A line's best pending job, dropping dead entries in front of it.
 Head = Callable[["Line"], "JobRecord | None"]
@@ -92,7 +92,7 @@ class Line:
 
     def compact(self, jobs: Mapping[str, JobRecord]) -> None:
         """Drop the entries of jobs no longer pending (``jobs``: the unfinished, by id)."""
-        pending = JobState.PENDING
+        pending = PENDING
         lanes = {}
         for rank, lane in self.lanes.items():
             kept = deque(job for job in lane if job.state is pending)

@@ -32,7 +32,7 @@ from ._events import (
     ScheduleRemoved,
     Submitted,
 )
-from ._job import FINISHED, InvalidTransition, JobRecord, JobState, Run
+from ._job import FINISHED, PENDING, RUNNING, SCHEDULED, InvalidTransition, JobRecord, Run
 from ._schedule import ScheduleBook
 from ._store import GONE, JobStore
 
@@ -77,7 +77,7 @@ class QueueModel(JobStore):
         if isinstance(event, Submitted):
             self._on_submitted(event)
         elif isinstance(event, Assigned):
-            job = self._move(event.job_id, "assign")
+            job = self._assign_first(event.job_id)
             run = job.run
             if run is None:  # the first run: most jobs, one allocation
                 job.run = Run(1, event.worker, event.worker_name, event.lease_deadline, event.at)
@@ -97,10 +97,15 @@ class QueueModel(JobStore):
                 held = self._held[event.worker] = {}
             held[job.id] = None
         elif isinstance(event, Completed):
-            job = self._move(event.job_id, "complete")
-            self._end_lease(job)
+            job = self._complete_running(event.job_id)
             run = job.run
             assert run is not None, "a completed job has run"
+            # _end_lease written out: every job ends its lease here.
+            del self._leases[job.id]
+            held = self._held[run.worker]
+            del held[job.id]
+            if not held:
+                del self._held[run.worker]
             run.result = event.result
             run.finished_at = event.at
             self.totals["completed"] += 1
@@ -122,7 +127,7 @@ class QueueModel(JobStore):
         elif isinstance(event, Cancelled):
             source = (self._lookup(event.job_id) or GONE).state
             job = self._move(event.job_id, "cancel")
-            if source is JobState.RUNNING:
+            if source is RUNNING:
                 self._end_lease(job)
             else:
                 # Its line or heap entry stays (lazy deletion) until it
@@ -167,20 +172,27 @@ class QueueModel(JobStore):
         # per submit, and jobs submitted with the same queue, priority and
         # attempts share one JobOptions (its queue name interned too).
         # Interned strings die with their last user, so this cannot leak.
+        # The shared options looked up here first: a miss (new options) goes
+        # to _options_for, which makes them and keeps the table small.
+        options = self._options.get((event.queue, event.priority, event.max_attempts))
+        if options is None:
+            options = self._options_for(event.queue, event.priority, event.max_attempts)
         job = JobRecord(
             event.job_id,
             sys.intern(event.name),
             event.payload,
             event.seq,
-            self._options_for(event.queue, event.priority, event.max_attempts),
-            submitted_at=event.at,
+            options,
+            PENDING,
+            event.at,
         )
         if event.key is not None or event.not_before is not None:
             job.run = Run(key=event.key, not_before=event.not_before)
             if event.not_before is not None:
-                job.state = JobState.SCHEDULED
+                job.state = SCHEDULED
         self._add(job)
-        self._next_seq = max(self._next_seq, event.seq + 1)
+        if event.seq >= self._next_seq:  # (not max(): one call less a job)
+            self._next_seq = event.seq + 1
         self.totals["submitted"] += 1
 
     def _on_attempt_failed(self, event: AttemptFailed) -> None:

@@ -24,6 +24,7 @@ from ._fields import (
     optional_str,
 )
 from ._limits import FINISHED_STATES, MAX_ATTEMPTS, MAX_PRIORITY
+from ._quick import builder
 from ._schedule_wire import ScheduleInfo, ScheduleList
 
 
@@ -134,6 +135,16 @@ class JobAssigned:
         }
 
 
+#: ``JobSubmitted(job_id, duplicate=duplicate)``, built without ``__init__``'s
+#: per-field calls (:mod:`jobqueue._quick`): the reply to every ``submit_job``.
+build_submitted = builder(JobSubmitted, "job_id", "duplicate")
+
+#: ``JobAssigned(job_id, name, payload, attempt, lease_timeout)``, built without
+#: ``__init__``'s per-field calls (:mod:`jobqueue._quick`): the server makes one
+#: for every job it hands out, a worker with prefetch reads every job into one.
+build_assigned = builder(JobAssigned, "job_id", "name", "payload", "attempt", "lease_timeout")
+
+
 def _plain_assigned(job: dict[str, Any], lease_timeout: float) -> JobAssigned | None:
     """One job of a ``jobs_assigned`` whose fields read cleanly, built directly; else ``None``.
 
@@ -144,7 +155,7 @@ def _plain_assigned(job: dict[str, Any], lease_timeout: float) -> JobAssigned | 
     """
     job_id, name, attempt = job.get("job_id"), job.get("name"), job.get("attempt")
     if type(job_id) is str and job_id and type(name) is str and name and type(attempt) is int:
-        return JobAssigned(job_id, name, job.get("payload"), attempt, lease_timeout)
+        return build_assigned(job_id, name, job.get("payload"), attempt, lease_timeout)
     return None
 
 

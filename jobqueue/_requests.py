@@ -42,6 +42,7 @@ from ._limits import (
     MAX_QUEUES,
     MAX_STORED_BYTES,
 )
+from ._quick import builder
 from ._schedule_wire import AddSchedule, ListSchedules, RemoveSchedule
 
 
@@ -182,6 +183,10 @@ class SubmitJob:
         return out
 
 
+#: ``SubmitJob(name, payload, stored_payload=stored)``, built without ``__init__``'s
+#: per-field calls (:mod:`jobqueue._quick`): every job a producer sends is one.
+build_plain_submit = builder(SubmitJob, "name", "payload", "stored_payload")
+
 #: The members of a batch's job that :func:`_plain_job` reads itself.
 _PLAIN_JOB_KEYS = frozenset({"name", "payload"})
 
@@ -203,7 +208,7 @@ def _plain_job(job: Any) -> SubmitJob | None:
     stored = stored_form(payload)
     if type(stored) is bytes and len(stored) > MAX_STORED_BYTES:
         return None
-    return SubmitJob(name, payload, stored_payload=stored)
+    return build_plain_submit(name, payload, stored)
 
 
 @attrs.frozen
@@ -347,6 +352,11 @@ class JobComplete:
         if self.attempt is not None:
             out["attempt"] = self.attempt
         return _fetch_wire(out, self.fetch)
+
+
+#: ``JobComplete(job_id, attempt, result, fetch, stored_result=stored)``, built
+#: without ``__init__``'s per-field calls: every job's report is one.
+build_report = builder(JobComplete, "job_id", "attempt", "result", "fetch", "stored_result")
 
 
 @attrs.frozen

@@ -25,7 +25,18 @@ from typing import Any
 
 import attrs
 
-from ._job import FINISHED, TRANSITIONS, InvalidTransition, JobOptions, JobRecord, JobState
+from ._job import (
+    CANCELLED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    TRANSITIONS,
+    InvalidTransition,
+    JobOptions,
+    JobRecord,
+    JobState,
+)
 from ._lines import Line, QueueLines
 
 #: Table size of one generation of finished jobs (see JobStore): it holds
@@ -39,10 +50,14 @@ KEYS_PER_SHARD = 1024
 MAX_SHARED_OPTIONS = 4096
 
 #: The states whose jobs ``_by_state`` lists (pending jobs are in their lines).
-_INDEXED = (JobState.SCHEDULED, JobState.RUNNING)
+_INDEXED = (SCHEDULED, RUNNING)
 
 #: The states counted per queue (stats' "queues").
-_COUNTED = (JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING)
+_COUNTED = (PENDING, SCHEDULED, RUNNING)
+
+#: Where the two moves every job makes lead (``_assign_first``, ``_complete_running``).
+_ASSIGNED = TRANSITIONS[(PENDING, "assign")]
+_COMPLETED = TRANSITIONS[(RUNNING, "complete")]
 
 
 @attrs.define(eq=False)
@@ -153,7 +168,7 @@ class JobStore:
     @property
     def waiting_count(self) -> int:
         """Jobs waiting to run: pending, or scheduled for later (retries included)."""
-        return self.pending_count + len(self._by_state[JobState.SCHEDULED])
+        return self.pending_count + len(self._by_state[SCHEDULED])
 
     @property
     def running_count(self) -> int:
@@ -180,7 +195,7 @@ class JobStore:
                 finished[state]
                 if state in FINISHED
                 else self._pending
-                if state is JobState.PENDING
+                if state is PENDING
                 else len(by_state[state])
             )
             for state in JobState
@@ -204,7 +219,7 @@ class JobStore:
         """
         if names is None:
             counts = self._queue_counts
-            return any(counts.get(queue, {}).get(JobState.PENDING, 0) for queue in queues)
+            return any(counts.get(queue, {}).get(PENDING, 0) for queue in queues)
         for queue in queues:
             lines = self._queues.get(queue)
             if lines is not None and not names.isdisjoint(lines):
@@ -237,7 +252,7 @@ class JobStore:
         jobs: Iterable[JobRecord]
         if state in FINISHED:
             jobs = (job for job in self._finished if job.state is state)
-        elif state is JobState.PENDING:
+        elif state is PENDING:
             jobs = self.pending_in_order(queue)
         else:
             jobs = map(self._jobs.__getitem__, self._by_state[state])
@@ -257,7 +272,7 @@ class JobStore:
         that of the jobs taken from it, plus sorting the few jobs that came
         back out of order.
         """
-        jobs, pending = self._jobs, JobState.PENDING
+        jobs, pending = self._jobs, PENDING
         lines = [
             line
             for name, by_name in self._queues.items()
@@ -282,7 +297,7 @@ class JobStore:
         The order a snapshot writes them in: restoring them one by one
         rebuilds the same lines, without the cost of merging the lines.
         """
-        jobs, pending = self._jobs, JobState.PENDING
+        jobs, pending = self._jobs, PENDING
         for by_name in self._queues.values():
             for line in by_name.values():
                 for rank in sorted(line.lanes):
@@ -350,7 +365,7 @@ class JobStore:
         first = None
         while ranks:
             lane = lanes[ranks[0]]
-            while lane and lane[0].state is not JobState.PENDING:
+            while lane and lane[0].state is not PENDING:
                 lane.popleft()  # cancelled while waiting: not part of the state
                 line.size -= 1
             if lane:
@@ -358,7 +373,7 @@ class JobStore:
                 break
             del lanes[heapq.heappop(ranks)]
         late, jobs = line.late, self._jobs
-        while late and jobs.get(late[0][2], GONE).state is not JobState.PENDING:
+        while late and jobs.get(late[0][2], GONE).state is not PENDING:
             heapq.heappop(late)
             line.size -= 1
         if late and (first is None or late[0] < line_order(first)):
@@ -376,7 +391,7 @@ class JobStore:
 
     def _is_due_entry(self, entry: tuple[float, int, str]) -> bool:
         job = self._jobs.get(entry[2])
-        return job is not None and job.state is JobState.SCHEDULED and job.not_before == entry[0]
+        return job is not None and job.state is SCHEDULED and job.not_before == entry[0]
 
     # -- primitives: called only while applying an event -----------------------
 
@@ -387,11 +402,15 @@ class JobStore:
         run = job.run
         if run is not None and run.key is not None:
             self._keys_for(run.key)[run.key] = job.id
-        if job.state is JobState.PENDING:
+        if job.state is PENDING:
             self._pending += 1
         else:
             self._by_state[job.state][job.id] = None
-        self._counts_of(job.options.queue)[job.state] += 1
+        queue = job.options.queue
+        counts = self._queue_counts.get(queue)  # (_counts_of only for a queue not in use)
+        if counts is None:
+            counts = self._counts_of(queue)
+        counts[job.state] += 1
         if run is None or run.not_before is None:
             self._enqueue(job)
         else:
@@ -426,7 +445,7 @@ class JobStore:
         if source in FINISHED:  # revived
             self._unfinish(job)
             self._jobs[job_id] = job
-        elif source is JobState.PENDING:
+        elif source is PENDING:
             self._pending -= 1
         else:
             del self._by_state[source][job_id]
@@ -434,7 +453,7 @@ class JobStore:
         if target in FINISHED:
             del self._jobs[job_id]
             self._finish(job)
-        elif target is JobState.PENDING:
+        elif target is PENDING:
             self._pending += 1
         else:
             self._by_state[target][job_id] = None
@@ -443,7 +462,7 @@ class JobStore:
             counts[source] -= 1
         if target in counts:
             counts[target] += 1
-        if source is JobState.PENDING:  # out of its line: assigned or cancelled
+        if source is PENDING:  # out of its line: assigned or cancelled
             if line is None:
                 lines = self._queues[queue]
                 line = lines[job.name]
@@ -457,10 +476,71 @@ class JobStore:
             del self._queue_counts[queue]  # a queue name costs nothing once idle
         return job
 
+    def _assign_first(self, job_id: str) -> JobRecord:
+        """``_move(job_id, "assign")``, written out for a pending job at the head of its line.
+
+        Every job is assigned, so the generic move's table lookup, its
+        branches for the other actions and its calls are measurable here.
+        Anything else (no such job, another state, not first in line) goes
+        through :meth:`_move`, which refuses it in its words; a test holds
+        the two to the same state.
+        """
+        job = self._jobs.get(job_id)
+        if job is None or job.state is not PENDING:
+            return self._move(job_id, "assign")
+        queue, name = job.options.queue, job.name
+        lines = self._queues.get(queue, _NO_LINES)
+        line = lines.get(name)
+        if line is None:
+            return self._move(job_id, "assign")
+        ranks = line.ranks
+        lane = line.lanes[ranks[0]] if ranks else None
+        if not line.late and lane and lane[0] is job:
+            # First in its top lane, nothing out of order: the head without
+            # _head's walk, popped without pop_head's.
+            lane.popleft()
+            if not lane:
+                del line.lanes[ranks[0]]
+                heapq.heappop(ranks)
+            line.size -= 1
+        elif self._head(line) is job:
+            line.pop_head(job)
+        else:
+            return self._move(job_id, "assign")
+        self._pending -= 1
+        job.state = _ASSIGNED
+        self._by_state[_ASSIGNED][job_id] = None
+        counts = self._queue_counts[queue]  # a pending job's queue is counted
+        counts[PENDING] -= 1
+        counts[_ASSIGNED] += 1
+        line.live -= 1
+        if not line.live:
+            # No live entry left: whatever is in the lanes or heap is stale.
+            del lines[name]
+            if not lines:
+                del self._queues[queue]
+        return job
+
+    def _complete_running(self, job_id: str) -> JobRecord:
+        """``_move(job_id, "complete")`` written out for a running job, as :meth:`_assign_first`."""
+        job = self._jobs.get(job_id)
+        if job is None or job.state is not RUNNING:
+            return self._move(job_id, "complete")
+        del self._by_state[RUNNING][job_id]
+        job.state = _COMPLETED
+        del self._jobs[job_id]
+        self._finish(job)
+        queue = job.options.queue
+        counts = self._queue_counts[queue]  # a running job's queue is counted
+        counts[RUNNING] -= 1
+        if not counts[RUNNING] and not any(counts.values()):
+            del self._queue_counts[queue]  # a queue name costs nothing once idle
+        return job
+
     def _running(self, job_id: str) -> JobRecord:
         """The running job ``job_id``, whose lease an event extends."""
         job = self._jobs.get(job_id)
-        if job is None or job.state is not JobState.RUNNING:
+        if job is None or job.state is not RUNNING:
             raise InvalidTransition(f"cannot extend the lease of {job_id!r}: not running")
         return job
 
@@ -513,7 +593,7 @@ class JobStore:
         if line is not None and line.size > 2 * line.live + 64:
             line.compact(jobs)
         scheduled = self._scheduled
-        if len(scheduled) > 2 * len(self._by_state[JobState.SCHEDULED]) + 64:
+        if len(scheduled) > 2 * len(self._by_state[SCHEDULED]) + 64:
             scheduled[:] = [e for e in scheduled if self._is_due_entry(e)]
             heapq.heapify(scheduled)
 
@@ -557,7 +637,7 @@ class JobStore:
 _NO_LINES = QueueLines()
 
 #: Stands in for a missing job so lookups can test ``.state`` without a None check.
-GONE = JobRecord("", "", None, 0, JobOptions("", 0, 0), state=JobState.CANCELLED)
+GONE = JobRecord("", "", None, 0, JobOptions("", 0, 0), state=CANCELLED)
 
 
 def line_order(job: JobRecord) -> tuple[int, int, str]:

@@ -318,6 +318,18 @@ def test_encode_reply_matches_the_generic_encoding(
             lease,
         ),
         JobsAssigned((JobAssigned(job_id, name, None, attempt, lease),), lease),
+        # Null, raw and unstored payloads in every order, as one text runs
+        # from one raw payload to the next.
+        JobsAssigned(
+            (
+                JobAssigned(job_id, name, None, attempt, lease),
+                JobAssigned(name, job_id, stored_form(payload), attempt + 1, lease),
+                JobAssigned(job_id, job_id, None, attempt, lease),
+                JobAssigned(name, name, payload, 1, lease),
+                JobAssigned(job_id, name, None, attempt, lease),
+            ),
+            lease,
+        ),
         JobsAssigned((), lease),
         Ok(),
         Ok(lease_timeout=lease),

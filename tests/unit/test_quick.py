@@ -1,0 +1,112 @@
+"""The builders of :mod:`jobqueue._quick`, held to the classes' own ``__init__``.
+
+Every builder in use must make, from any values, the object ``__init__``
+makes from them as keywords: every field the same (those left out of
+equality included), as frozen, equal, with the same repr and hash.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jobqueue import _state
+from jobqueue._events import Assigned, Completed, Submitted
+from jobqueue._quick import builder
+from jobqueue._replies import JobAssigned, JobSubmitted, build_assigned, build_submitted
+from jobqueue._requests import JobComplete, RequestJob, SubmitJob, build_plain_submit, build_report
+
+#: Every builder the package uses, with its class.
+IN_USE: list[tuple[type[Any], Callable[..., Any]]] = [
+    (SubmitJob, build_plain_submit),
+    (JobComplete, build_report),
+    (JobAssigned, build_assigned),
+    (JobSubmitted, build_submitted),
+    (Submitted, _state._submitted),
+    (Assigned, _state._assigned),
+    (Completed, _state._completed),
+]
+
+values = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)  # (NaN is unequal to itself: equality is checked)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+    | st.lists(st.integers(), max_size=3)
+    | st.just(RequestJob(max=64))
+)
+
+
+@pytest.mark.parametrize(("cls", "build"), IN_USE, ids=lambda x: getattr(x, "__name__", "?"))
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_a_builder_makes_what_init_makes(
+    cls: type[Any], build: Callable[..., Any], data: st.DataObject
+) -> None:
+    names = list(inspect.signature(build).parameters)
+    drawn = [data.draw(values, label=name) for name in names]
+    built = build(*drawn)
+    made = cls(**dict(zip(names, drawn, strict=True)))
+    assert type(built) is cls
+    for field in attrs.fields(cls):
+        assert getattr(built, field.name) is getattr(made, field.name), field.name
+    assert built == made
+    assert repr(built) == repr(made)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        built.job_id = "changed"  # (a field or not: a frozen class refuses any)
+    assert _hash(built) == _hash(made)
+
+
+def _hash(obj: object) -> int | str:
+    try:
+        return hash(obj)
+    except TypeError:  # an unhashable value drawn (a list)
+        return "unhashable"
+
+
+def test_a_builder_leaves_the_fields_it_is_not_given_at_their_defaults() -> None:
+    job = build_plain_submit("n", {"a": 1}, b'{"a":1}')
+    assert job == SubmitJob("n", {"a": 1})
+    assert (job.queue, job.priority, job.max_attempts, job.delay, job.run_at, job.key) == (
+        "default", 0, None, 0.0, None, None,
+    )  # fmt: skip
+    assert job.stored_payload == b'{"a":1}'
+
+
+@attrs.frozen
+class _Checked:
+    size: int = attrs.field(validator=attrs.validators.instance_of(int))
+    label: str = "x"
+
+
+@attrs.frozen
+class _Hooked:
+    size: int
+    seen: list[int] = attrs.field(factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        self.seen.append(self.size)
+
+
+def test_a_class_whose_init_does_more_is_built_by_its_init() -> None:
+    build = builder(_Checked, "size")
+    assert build(3) == _Checked(3)
+    with pytest.raises(TypeError):
+        build("three")  # the validator ran
+    hooked = builder(_Hooked, "size")(5)
+    assert hooked.seen == [5]
+
+
+def test_a_builder_needs_every_field_without_a_default() -> None:
+    with pytest.raises(ValueError, match="cannot build"):
+        builder(JobAssigned, "job_id", "name")
+    with pytest.raises(ValueError, match="cannot build"):
+        builder(Completed, "job_id", "result", "when")
