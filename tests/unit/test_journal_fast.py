@@ -99,7 +99,7 @@ def outcome(
         return ("raises", type(exc))
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(events(), min_size=1, max_size=6), offsets)
 def test_the_fast_paths_write_what_the_generic_encoder_writes(
     sequence: list[Event], offset: float
@@ -264,7 +264,7 @@ def check_snapshot_records(sequence: list[tuple[Any, ...]], offset: float) -> No
             assert fast == generic_record(flat, offset), flat
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(jobs(), min_size=1, max_size=6), offsets)
 def test_the_snapshot_fast_path_writes_what_pack_writes(
     sequence: list[tuple[Any, ...]], offset: float
@@ -272,7 +272,7 @@ def test_the_snapshot_fast_path_writes_what_pack_writes(
     check_snapshot_records(sequence, offset)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(batch_of_jobs(), offsets)
 def test_a_batch_s_shared_text_is_taken_only_for_what_writes_it(
     batch: list[tuple[Any, ...]], offset: float
