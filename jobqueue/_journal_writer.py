@@ -40,6 +40,7 @@ from ._journal import (
     JournalError,
     encode_generic,
     find_journal,
+    frame_into,
     pack_crc,
     pack_length_crc,
     segment_name,
@@ -617,10 +618,7 @@ class Journal:
             size = 0
             chunk = bytearray(MAGIC)
             for payload in encode_snapshot(snapshot, self._offset):
-                head = pack_length_crc(len(payload), crc32(payload))  # frame_into, written out
-                chunk += head
-                chunk += pack_crc(crc32(head))
-                chunk += payload
+                frame_into(chunk, payload)
                 if len(chunk) >= 1 << 20:
                     self._write(fd, bytes(chunk))
                     size += len(chunk)
