@@ -125,17 +125,8 @@ def _member(draw: st.DrawFn) -> str:
     return f'"{key}":{value}'
 
 
-@st.composite
-def _lines(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["submit_job", "job_complete"]))
-    first, second = ("name", "payload") if kind == "submit_job" else ("job_id", "result")
-    text = (
-        f'{{"type":"{kind}","{first}":{draw(_name_text())},"{second}":{draw(_value_text())}'
-        + "".join("," + draw(_member()) for _ in range(draw(st.integers(0, 3))))
-        + draw(st.sampled_from(["}", "}", "}", " }", "", "}}", "} ", ",}"]))
-    )
-    line = text.encode("utf-8", "surrogatepass")
-    # Now and then a byte changed, inserted or taken out anywhere.
+def _mutated(draw: st.DrawFn, line: bytes) -> bytes:
+    """``line`` with now and then a byte changed, inserted or taken out anywhere."""
     for _ in range(draw(st.integers(0, 2))):
         at = draw(st.integers(0, len(line)))
         byte = bytes([draw(st.integers(0, 255))])
@@ -145,6 +136,18 @@ def _lines(draw: st.DrawFn) -> bytes:
         else:
             line = line[:at] + (byte if how == "set" else b"") + line[at + 1 :]
     return line
+
+
+@st.composite
+def _lines(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["submit_job", "job_complete"]))
+    first, second = ("name", "payload") if kind == "submit_job" else ("job_id", "result")
+    text = (
+        f'{{"type":"{kind}","{first}":{draw(_name_text())},"{second}":{draw(_value_text())}'
+        + "".join("," + draw(_member()) for _ in range(draw(st.integers(0, 3))))
+        + draw(st.sampled_from(["}", "}", "}", " }", "", "}}", "} ", ",}"]))
+    )
+    return _mutated(draw, text.encode("utf-8", "surrogatepass"))
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -436,16 +439,7 @@ def _assigned_lines(draw: st.DrawFn) -> bytes:
         f'"payload":{draw(_value_text())}{tail}'
         + draw(st.sampled_from(["}", "}", "}", " }", "", "}}", "} ", ",}"]))
     )
-    line = text.encode("utf-8", "surrogatepass")
-    for _ in range(draw(st.integers(0, 2))):
-        at = draw(st.integers(0, len(line)))
-        byte = bytes([draw(st.integers(0, 255))])
-        how = draw(st.sampled_from(["set", "insert", "delete"]))
-        if how == "insert":
-            line = line[:at] + byte + line[at:]
-        else:
-            line = line[:at] + (byte if how == "set" else b"") + line[at + 1 :]
-    return line
+    return _mutated(draw, text.encode("utf-8", "surrogatepass"))
 
 
 def _usual(key: str, draw: st.DrawFn) -> str:
