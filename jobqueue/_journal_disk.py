@@ -2,16 +2,18 @@
 
 :func:`lock_directory` keeps a second server off a journal directory,
 :func:`write_or_flush` is the default write seam (tests inject failures in
-its place), and :class:`DiskThread` runs the writes and flushes of a
+its place), :func:`write_segment` writes a compaction's new segment whole
+or not at all, and :class:`DiskThread` runs the writes and flushes of a
 :class:`~jobqueue._journal_writer.Journal` one at a time, off trio's thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -104,3 +106,32 @@ def write_or_flush(fd: int, data: bytes | None) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def write_segment(
+    path: str, chunks: Iterable[bytes], write: Callable[[int, bytes | None], None]
+) -> int:
+    """Write ``chunks`` as the file ``path``, whole or not at all; return its size.
+
+    They go to ``path + ".tmp"`` through ``write`` (the journal's write
+    seam), are flushed, and only then is the file renamed to ``path`` and
+    the directory flushed, so a crash leaves either no ``path`` or all of
+    it. On failure the temporary file is removed and the error raised.
+    """
+    temporary = path + ".tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    size = 0
+    try:
+        for chunk in chunks:
+            write(fd, chunk)
+            size += len(chunk)
+        write(fd, None)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    os.close(fd)
+    os.rename(temporary, path)
+    fsync_directory(os.path.dirname(path))
+    return size

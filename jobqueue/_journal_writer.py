@@ -28,7 +28,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 from zlib import crc32
 
@@ -46,7 +46,13 @@ from ._journal import (
     segment_name,
     segments,
 )
-from ._journal_disk import DiskThread, fsync_directory, lock_directory, write_or_flush
+from ._journal_disk import (
+    DiskThread,
+    fsync_directory,
+    lock_directory,
+    write_or_flush,
+    write_segment,
+)
 from ._journal_fast import FAST
 from ._metrics import FLUSH_BUCKETS, Histogram, JournalFigures
 from ._replies import JobAssigned, JobsAssigned, NoJob
@@ -77,6 +83,17 @@ LAZY_FLUSH_SECONDS = 0.005
 #: progress, the job a cancel or retry returns, an error, ...) waits for the
 #: flush that covers the events applied before it.
 PROMISE_NOTHING: frozenset[type[object]] = frozenset({JobAssigned, JobsAssigned, NoJob})
+
+
+def _framed(payloads: Iterable[bytes]) -> Iterator[bytes]:
+    """``MAGIC``, then ``payloads`` as records, in chunks of about 1 MiB."""
+    chunk = bytearray(MAGIC)
+    for payload in payloads:
+        frame_into(chunk, payload)
+        if len(chunk) >= 1 << 20:
+            yield bytes(chunk)
+            chunk.clear()
+    yield bytes(chunk)
 
 
 class Journal:
@@ -612,28 +629,7 @@ class Journal:
         # Runs in a thread; returns the new segment's size.
         number = self._number + 1
         final = os.path.join(self.directory, segment_name(number))
-        temporary = final + ".tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            size = 0
-            chunk = bytearray(MAGIC)
-            for payload in encode_snapshot(snapshot, self._offset):
-                frame_into(chunk, payload)
-                if len(chunk) >= 1 << 20:
-                    self._write(fd, bytes(chunk))
-                    size += len(chunk)
-                    chunk.clear()
-            self._write(fd, bytes(chunk))
-            size += len(chunk)
-            self._write(fd, None)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        os.close(fd)
-        os.rename(temporary, final)
-        fsync_directory(self.directory)
+        size = write_segment(final, _framed(encode_snapshot(snapshot, self._offset)), self._write)
         # From here on the new segment is the journal: append to it.
         new_fd = os.open(final, os.O_WRONLY)
         old_fd, self._fd, self._number = self._fd, new_fd, number
