@@ -108,11 +108,8 @@ def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
         after = repr(not_before)
     else:
         return None
-    if key is None:
-        keyed = "null"
-    elif type(key) is str:
-        keyed = _quote(key)
-    else:
+    keyed = string_text(key)
+    if keyed is None:
         return None
     tail = (
         f"{_quote(job_id)},{_quote(name)},null,{seq},{_quote(queue)},{priority},"
@@ -143,11 +140,8 @@ def _assigned(event: Assigned, wall_offset: float) -> bytes | None:
         holder = _quote(worker)
     else:
         return None
-    if worker_name is None:
-        label = "null"
-    elif type(worker_name) is str:
-        label = _quote(worker_name)
-    else:
+    label = string_text(worker_name)
+    if label is None:
         return None
     lease_deadline += wall_offset
     last = _ASSIGNED_LEASE[0]
