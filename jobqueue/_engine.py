@@ -29,7 +29,7 @@ import attrs
 import trio
 
 from ._errors import LEASE_GONE_CODES, ConnectionLost, RequestError
-from ._handler import Job, Outcome, report_for
+from ._handler import Job, Outcome, build_job, build_returned, report_for
 from ._json import encode
 from ._lease import Key, LeaseKeeper, ask_many
 from ._link import Link
@@ -371,7 +371,7 @@ class _Engine:
                 fields = self._fields(job)
                 fields["seconds"] = seconds
                 log.info(_COMPLETED, job.id, job.name, seconds, extra=fields)
-        return _RETURNED_NONE if result is None else Outcome(result)
+        return _RETURNED_NONE if result is None else build_returned(result)
 
     def _stopped_outcome(self, job: Job, started: float) -> Outcome:
         """How a run the keeper stopped ended: a ``TimeoutError`` past ``job_timeout``.
@@ -582,10 +582,6 @@ class _Engine:
             # handler that does nothing but report would never see it.
             await trio.lowlevel.checkpoint_if_cancelled()
 
-        return Job(
-            assigned.job_id,
-            assigned.name,
-            assigned.payload,
-            assigned.attempt,
-            progress_reporter=report_progress,
+        return build_job(
+            assigned.job_id, assigned.name, assigned.payload, assigned.attempt, report_progress
         )

@@ -32,15 +32,17 @@ def builder(cls: type[_T], *given: str) -> Callable[..., _T]:
     """A function of the fields ``given`` (positionally, in that order) that builds ``cls``.
 
     ``builder(C, "a", "b")(x, y)`` is ``C(a=x, b=y)``: the same fields, the
-    others at their defaults, without ``C.__init__``'s per-field calls.
+    others at their defaults, without ``C.__init__``'s per-field calls. A
+    field is named as ``__init__`` names it (its alias: ``progress_reporter``
+    for a private ``_progress``).
 
     Raises:
         ValueError: if ``given`` names no field of ``cls``, or leaves out
             one without a default.
     """
     fields = attrs.fields(cls)  # type: ignore[arg-type]  # (an attrs class: _T cannot say so)
-    names = [field.name for field in fields]
-    missing = [field.name for field in fields if field.default is attrs.NOTHING]
+    names = [field.alias for field in fields]
+    missing = [field.alias for field in fields if field.default is attrs.NOTHING]
     if not set(given) <= set(names) or not set(missing) <= set(given):
         raise ValueError(f"cannot build {cls.__name__} from {given}")
     slots = cls.__dict__
@@ -52,8 +54,9 @@ def builder(cls: type[_T], *given: str) -> Callable[..., _T]:
             and field.converter is None
             and not isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
             and isinstance(slots.get(field.name), types.MemberDescriptorType)
-            and field.name.isidentifier()
-            and not field.name.startswith("_")
+            and field.alias.isidentifier()
+            and not field.alias.startswith("_")  # (the function's own names)
+            and field.alias != "made"
             for field in fields
         )
     )
@@ -67,8 +70,8 @@ def builder(cls: type[_T], *given: str) -> Callable[..., _T]:
     lines = [f"def build({', '.join(given)}):", "    made = _new(_cls)"]
     for index, field in enumerate(fields):
         namespace[f"_set{index}"] = slots[field.name].__set__
-        if field.name in given:
-            value = field.name
+        if field.alias in given:
+            value = field.alias
         else:
             namespace[f"_default{index}"] = field.default
             value = f"_default{index}"

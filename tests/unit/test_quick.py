@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from jobqueue import _state
 from jobqueue._events import Assigned, Completed, Submitted
+from jobqueue._handler import Job, Outcome, build_job, build_returned
 from jobqueue._quick import builder
 from jobqueue._replies import JobAssigned, JobSubmitted, build_assigned, build_submitted
 from jobqueue._requests import JobComplete, RequestJob, SubmitJob, build_plain_submit, build_report
@@ -31,6 +32,8 @@ IN_USE: list[tuple[type[Any], Callable[..., Any]]] = [
     (Submitted, _state._submitted),
     (Assigned, _state._assigned),
     (Completed, _state._completed),
+    (Job, build_job),
+    (Outcome, build_returned),
 ]
 
 values = (
