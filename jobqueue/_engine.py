@@ -239,7 +239,9 @@ class _Engine:
             while queue and not draining.is_set():
                 job = self._job(queue.popleft())
                 ran.append((job, await self._run(job)))
-                if self._stoppable.cancel_called:
+                # Only the keeper cancels the scope, and it says so: cheaper
+                # than the scope's cancel_called, which reads the clock.
+                if self.keeper.stopped:
                     return False  # the handler outlived its stop: go on in a new scope
             if draining.is_set():
                 await self._end_drain(ran)
