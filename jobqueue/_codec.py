@@ -52,6 +52,7 @@ from ._replies import (
     Reply,
     Stats,
     Welcome,
+    build_assigned,
 )
 from ._requests import (
     PLAIN_JOB_KEYS,
@@ -569,7 +570,7 @@ def _plain_job_assigned(line: bytes) -> JobAssigned | None:
         if options is None:
             return None
     job_id, name = head[1].decode("ascii"), head[2].decode("ascii")
-    return JobAssigned(job_id, name, payload, options[0], options[1])
+    return build_assigned(job_id, name, payload, options[0], options[1])
 
 
 def _assigned_tail(tail: str) -> tuple[int, float] | None:

@@ -56,7 +56,7 @@ def round_seconds(seconds: float) -> float:
     """``round(seconds, 6)``, the same float, without its cost for the usual duration.
 
     ``round`` with digits converts through a correctly rounded decimal
-    string (about 2,500 instructions); the worker rounds a duration for
+    string (about 3,000 instructions); the worker rounds a duration for
     every job's log line. For a positive duration under a million seconds
     whose millionths are not within a thousandth of a half, the product by a
     million is off by far less than that margin, so its nearest integer is
