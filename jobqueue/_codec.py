@@ -53,6 +53,7 @@ from ._replies import (
     Stats,
     Welcome,
     build_assigned,
+    build_submitted,
 )
 from ._requests import (
     PLAIN_JOB_KEYS,
@@ -609,7 +610,7 @@ def decode_reply(line: bytes) -> Reply:
     # The commonest for a producer: its id is read as is.
     submitted = _plain_submitted(line)
     if submitted is not None:
-        return JobSubmitted(submitted[1].decode("ascii"))
+        return build_submitted(submitted[1].decode("ascii"), False)
     assigned = _plain_job_assigned(line)
     return decode_reply_fully(line) if assigned is None else assigned
 
