@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from ._codec import encode_request, encode_submit
+from ._codec import encode_request, encode_submit, encode_submit_many
 from ._errors import (
     IDLE_TIMEOUT,
     TOO_MANY_CONNECTIONS,
@@ -206,10 +206,11 @@ class Client:
             RequestError, ConnectionLost: as for :meth:`submit`.
         """
         try:
-            request = SubmitJobs.from_wire({"type": "submit_jobs", "jobs": list(map(dict, jobs))})
+            # Written directly (no SubmitJob a job), byte for byte as encode_request would.
+            data = encode_submit_many(list(map(dict, jobs)))
         except ProtocolError as exc:
             raise ValueError(exc.message) from None
-        return list(_expect(await self._request(request), JobsSubmitted).job_ids)
+        return list(_expect(await self._send(data, SubmitJobs.TYPE), JobsSubmitted).job_ids)
 
     async def cancel(self, job_id: str) -> JobInfo:
         """Cancel a job that has not finished; return its state (``cancelled``).

@@ -29,7 +29,7 @@ import attrs
 import trio
 
 from ._errors import LEASE_GONE_CODES, ConnectionLost, RequestError
-from ._handler import Job, Outcome, report_for
+from ._handler import Job, Outcome, build_job, build_returned, report_for
 from ._json import encode
 from ._lease import Key, LeaseKeeper, ask_many
 from ._link import Link
@@ -50,6 +50,28 @@ _RETURNED_NONE = Outcome()
 
 #: A job the slot ran, and how the run ended.
 _Ran = tuple[Job, Outcome]
+
+
+def round_seconds(seconds: float) -> float:
+    """``round(seconds, 6)``, the same float, without its cost for the usual duration.
+
+    ``round`` with digits converts through a correctly rounded decimal
+    string (about 3,000 instructions); the worker rounds a duration for
+    every job's log line. For a positive duration under a million seconds
+    whose millionths are not within a thousandth of a half, the product by a
+    million is off by far less than that margin, so its nearest integer is
+    the one ``round`` finds, and dividing that integer (exact in a float) by
+    a million gives the float nearest the decimal, as ``round`` does.
+    Anything else goes to ``round``.
+    """
+    if 0.0 < seconds < 1e6:
+        scaled = seconds * 1e6
+        fraction = scaled % 1.0
+        if fraction < 0.499:
+            return (scaled - fraction) / 1e6
+        if fraction > 0.501:
+            return (scaled - fraction + 1.0) / 1e6
+    return round(seconds, 6)
 
 
 @attrs.define
@@ -239,7 +261,9 @@ class _Engine:
             while queue and not draining.is_set():
                 job = self._job(queue.popleft())
                 ran.append((job, await self._run(job)))
-                if self._stoppable.cancel_called:
+                # Only the keeper cancels the scope, and it says so: cheaper
+                # than the scope's cancel_called, which reads the clock.
+                if self.keeper.stopped:
                     return False  # the handler outlived its stop: go on in a new scope
             if draining.is_set():
                 await self._end_drain(ran)
@@ -363,7 +387,7 @@ class _Engine:
             keeper.stop()
             self.stats.running -= 1
         if log.isEnabledFor(logging.INFO):  # (the fields cost more than the check)
-            seconds = round(self._clock.current_time() - started, 6)
+            seconds = round_seconds(self._clock.current_time() - started)
             # The text line straight to our handler when that is all logging
             # would do with it (logging's own path cost a fifth to a third of
             # the worker's instructions a job), else as usual.
@@ -371,7 +395,7 @@ class _Engine:
                 fields = self._fields(job)
                 fields["seconds"] = seconds
                 log.info(_COMPLETED, job.id, job.name, seconds, extra=fields)
-        return _RETURNED_NONE if result is None else Outcome(result)
+        return _RETURNED_NONE if result is None else build_returned(result)
 
     def _stopped_outcome(self, job: Job, started: float) -> Outcome:
         """How a run the keeper stopped ended: a ``TimeoutError`` past ``job_timeout``.
@@ -542,7 +566,7 @@ class _Engine:
         if len(worker.queues) == 1:
             fields["queue"] = worker.queues[0]
         if started is not None:
-            fields["seconds"] = round(trio.current_time() - started, 6)
+            fields["seconds"] = round_seconds(trio.current_time() - started)
         return fields
 
     async def _ask_one(self, message: Request, limit: float) -> Reply:
@@ -582,10 +606,6 @@ class _Engine:
             # handler that does nothing but report would never see it.
             await trio.lowlevel.checkpoint_if_cancelled()
 
-        return Job(
-            assigned.job_id,
-            assigned.name,
-            assigned.payload,
-            assigned.attempt,
-            progress_reporter=report_progress,
+        return build_job(
+            assigned.job_id, assigned.name, assigned.payload, assigned.attempt, report_progress
         )

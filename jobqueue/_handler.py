@@ -16,7 +16,8 @@ import trio
 
 from ._errors import JobQueueError
 from ._limits import MAX_ERROR_CHARS
-from ._requests import JobComplete, JobFailed, RequestJob
+from ._quick import builder
+from ._requests import JobComplete, JobFailed, RequestJob, build_report
 
 #: Default for Worker.job_timeout: a handler may run for an hour.
 DEFAULT_JOB_TIMEOUT = 3600.0
@@ -174,6 +175,14 @@ class Outcome:
     error: BaseException | None = None
 
 
+#: ``Outcome(result)``: a handler's returned value (see :mod:`jobqueue._quick`).
+build_returned = builder(Outcome, "result")
+
+#: ``Job(id, name, payload, attempt, progress_reporter=...)``, built for every
+#: job the worker runs (see :mod:`jobqueue._quick`).
+build_job = builder(Job, "id", "name", "payload", "attempt", "progress_reporter")
+
+
 def report_for(
     job: Job, outcome: Outcome, fetch: RequestJob | None = None
 ) -> JobComplete | JobFailed:
@@ -183,6 +192,6 @@ def report_for(
     cut to what the server keeps (``MAX_ERROR_CHARS``).
     """
     error = outcome.error
-    if error is None:
-        return JobComplete(job.id, job.attempt, outcome.result, fetch)
+    if error is None:  # (the worker's one report a job: built without attrs' __init__)
+        return build_report(job.id, job.attempt, outcome.result, fetch, None)
     return JobFailed(job.id, type(error).__name__, str(error)[:MAX_ERROR_CHARS], job.attempt, fetch)

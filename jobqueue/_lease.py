@@ -84,6 +84,10 @@ class LeaseKeeper:
     failure: ConnectionLost | None = attrs.field(default=None, init=False)
     #: Whether the keeper stopped the last handler for running past ``job_timeout``.
     timed_out: bool = attrs.field(default=False, init=False)
+    #: Whether the keeper stopped the last handler started (for any reason): the
+    #: slot's scope is then spent. The slot reads this after every job, where the
+    #: scope's ``cancel_called`` would read the clock (four calls) to say the same.
+    stopped: bool = attrs.field(default=False, init=False)
     _lease: float = attrs.field(default=30.0, init=False)
     _interval: float = attrs.field(default=math.inf, init=False)
     #: When the next heartbeat is due (``inf``: nothing held, or one in flight).
@@ -130,7 +134,7 @@ class LeaseKeeper:
         if key in self.cancelled or key in self.lost:
             return False
         self._running, self._handler = key, handler
-        self.timed_out = False
+        self.timed_out = self.stopped = False
         if job_timeout is not None:
             self._timeout_at = now + job_timeout
             if self._timeout_at < self._next_at:  # else the wake-up is soon enough
@@ -149,14 +153,14 @@ class LeaseKeeper:
         """
         key, handler = self._running, self._handler
         if key is not None and handler is not None:
-            handler.cancel()
+            self._stop(handler)
         return key
 
     def notice(self, key: Key) -> None:
         """A ``job_cancelled`` notice for ``key``: stop its handler, or never start it."""
         self.cancelled.add(key)
         if key == self._running and self._handler is not None:
-            self._handler.cancel()
+            self._stop(self._handler)
 
     def expect_reply(self, messages: Sequence[Request], limit: float) -> None:
         """``messages`` went out: their replies are due within ``limit`` seconds."""
@@ -194,7 +198,7 @@ class LeaseKeeper:
             if now >= self._timeout_at and self._handler is not None:
                 self._timeout_at = math.inf
                 self.timed_out = True
-                self._handler.cancel()
+                self._stop(self._handler)
             if now >= self._next_at:
                 await self._heartbeat()
 
@@ -216,9 +220,14 @@ class LeaseKeeper:
             if isinstance(reply, (ConnectionLost, RequestError)) and key in self.held:
                 self.lost[key] = reply
                 if key == self._running and self._handler is not None:
-                    self._handler.cancel()
+                    self._stop(self._handler)
         if self.held and self._next_at == math.inf:
             self._next_at = trio.current_time() + self._interval
+
+    def _stop(self, handler: trio.CancelScope) -> None:
+        """Stop the running handler: cancel its scope, and say so in :attr:`stopped`."""
+        self.stopped = True
+        handler.cancel()
 
     def _wake_by(self, when: float) -> None:
         sleep = self._sleep

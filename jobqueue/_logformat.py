@@ -120,7 +120,11 @@ def write_info(logger: logging.Logger, msg: str, args: tuple[object, ...]) -> bo
     if type(formatter) is not TextFormatter or handler.level > logging.INFO:
         return False
     created, msecs = _now()
-    handler.acquire()
+    # Handler.acquire and release, written out (two calls a line): the
+    # handler is a StreamHandler, not a subclass, so they are the stock ones.
+    lock = handler.lock
+    if lock:
+        lock.acquire()
     try:
         line = (
             f"{formatter.stamp(created, msecs)} {logger.name} "
@@ -135,7 +139,8 @@ def write_info(logger: logging.Logger, msg: str, args: tuple[object, ...]) -> bo
     except Exception:
         handler.handleError(logger.makeRecord(logger.name, logging.INFO, "", 0, msg, args, None))
     finally:
-        handler.release()
+        if lock:
+            lock.release()
     return True
 
 

@@ -178,14 +178,14 @@ class JobsAssigned:
         if not isinstance(jobs, list) or not jobs or not all(isinstance(j, dict) for j in jobs):
             raise field_error(obj, "jobs", "a non-empty array of job objects")
         lease_timeout = number(obj, "lease_timeout")
-        return cls(
-            tuple(
-                _plain_assigned(job, lease_timeout)
-                or JobAssigned.from_wire({**job, "type": cls.TYPE, "lease_timeout": lease_timeout})
-                for job in jobs
-            ),
-            lease_timeout,
-        )
+        read = []  # (a loop, not a generator: one resumption less a job)
+        for job in jobs:
+            assigned = _plain_assigned(job, lease_timeout)
+            if assigned is None:
+                wire = {**job, "type": cls.TYPE, "lease_timeout": lease_timeout}
+                assigned = JobAssigned.from_wire(wire)
+            read.append(assigned)
+        return cls(tuple(read), lease_timeout)
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""

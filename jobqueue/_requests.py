@@ -188,7 +188,7 @@ class SubmitJob:
 build_plain_submit = builder(SubmitJob, "name", "payload", "stored_payload")
 
 #: The members of a batch's job that :func:`_plain_job` reads itself.
-_PLAIN_JOB_KEYS = frozenset({"name", "payload"})
+PLAIN_JOB_KEYS = frozenset({"name", "payload"})
 
 
 def _plain_job(job: Any) -> SubmitJob | None:
@@ -199,7 +199,7 @@ def _plain_job(job: Any) -> SubmitJob | None:
     else, or anything it would refuse, is left to :meth:`SubmitJob.from_wire`,
     which words every error; a test holds the two to the same job.
     """
-    if type(job) is not dict or not job.keys() <= _PLAIN_JOB_KEYS:
+    if type(job) is not dict or not job.keys() <= PLAIN_JOB_KEYS:
         return None
     name = job.get("name")
     if type(name) is not str or not name or len(name) > MAX_NAME_CHARS:

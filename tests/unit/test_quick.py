@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobqueue import _state
+from jobqueue import _quick, _state
 from jobqueue._events import Assigned, Completed, Submitted
+from jobqueue._handler import Job, Outcome, build_job, build_returned
 from jobqueue._quick import builder
 from jobqueue._replies import JobAssigned, JobSubmitted, build_assigned, build_submitted
 from jobqueue._requests import JobComplete, RequestJob, SubmitJob, build_plain_submit, build_report
@@ -31,6 +32,8 @@ IN_USE: list[tuple[type[Any], Callable[..., Any]]] = [
     (Submitted, _state._submitted),
     (Assigned, _state._assigned),
     (Completed, _state._completed),
+    (Job, build_job),
+    (Outcome, build_returned),
 ]
 
 values = (
@@ -110,3 +113,38 @@ def test_a_builder_needs_every_field_without_a_default() -> None:
         builder(JobAssigned, "job_id", "name")
     with pytest.raises(ValueError, match="cannot build"):
         builder(Completed, "job_id", "result", "when")
+
+
+@attrs.frozen(cache_hash=True)
+class _CachedHash:
+    size: int
+
+
+def test_a_class_with_a_slot_that_is_not_a_field_is_built_by_its_init() -> None:
+    built = builder(_CachedHash, "size")(4)
+    assert built == _CachedHash(4)
+    assert hash(built) == hash(_CachedHash(4))  # (its hidden slot was written)
+
+
+@pytest.mark.parametrize(("cls", "build"), IN_USE, ids=lambda x: getattr(x, "__name__", "?"))
+def test_the_twin_never_escapes(cls: type[Any], build: Callable[..., Any]) -> None:
+    names = list(inspect.signature(build).parameters)
+    built = build(*range(len(names)))
+    assert type(built) is cls
+    assert not [kind for kind in cls.__subclasses__() if isinstance(built, kind)]
+
+
+@pytest.mark.parametrize(("cls", "build"), IN_USE, ids=lambda x: getattr(x, "__name__", "?"))
+def test_without_a_twin_the_slots_are_written_through_their_descriptors(
+    cls: type[Any], build: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = list(inspect.signature(build).parameters)
+    monkeypatch.setattr(_quick, "_twin", lambda cls: None)  # as if CPython refused
+    slow = builder(cls, *names)
+    values = [f"v{index}" for index in range(len(names))]
+    made = cls(**dict(zip(names, values, strict=True)))
+    for built in (slow(*values), build(*values)):
+        assert type(built) is cls
+        assert [getattr(built, f.name) for f in attrs.fields(cls)] == [
+            getattr(made, f.name) for f in attrs.fields(cls)
+        ]

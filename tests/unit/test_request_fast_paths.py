@@ -20,16 +20,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobqueue._codec import (
+    _plain_job_text,
     decode_reply,
     decode_reply_fully,
     decode_request,
     decode_request_fully,
     encode_reply,
     encode_request,
+    encode_submit_many,
 )
 from jobqueue._errors import ProtocolError
 from jobqueue._fields import number
-from jobqueue._limits import MAX_DEPTH, MAX_NAME_CHARS, MAX_STORED_BYTES
+from jobqueue._limits import MAX_BATCH, MAX_DEPTH, MAX_NAME_CHARS, MAX_STORED_BYTES
 from jobqueue._replies import JobAssigned, JobsAssigned
 from jobqueue._requests import JobComplete, RequestJob, SubmitJob, SubmitJobs, _plain_job
 
@@ -292,6 +294,67 @@ def test_plain_jobs_take_the_quick_path(name: str, payload: Any) -> None:
 def test_edge_jobs_of_a_batch_are_what_submit_job_reads(job: Any) -> None:
     jobs = [{"name": "noop"}, job]
     assert _batch_outcome(jobs, generic=False) == _batch_outcome(jobs, generic=True)
+
+
+# -- submit_many's line: plain jobs written directly (_codec.encode_submit_many) -----------
+
+_odd_payloads = st.sampled_from(
+    ["\ud800x", float("nan"), float("inf"), {1: "a", None: 2}, {(1,): 2}, {"a": {1}}, object()]
+)
+_batch_jobs = st.one_of(
+    _jobs, st.fixed_dictionaries({"name": _names}, optional={"payload": _odd_payloads})
+)
+
+
+def _line_outcome(encode_batch: Any, jobs: list[Any]) -> tuple[object, ...]:
+    try:
+        return ("line", encode_batch(jobs))
+    except ProtocolError as exc:
+        return ("refused", exc.code, exc.message)
+    except (ValueError, TypeError) as exc:
+        return ("raised", type(exc), str(exc))
+
+
+def _submit_jobs_line(jobs: list[Any]) -> bytes:
+    return encode_request(SubmitJobs.from_wire({"type": "submit_jobs", "jobs": jobs}))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_batch_jobs, max_size=4))
+def test_submit_many_s_line_is_what_the_request_encodes_to(jobs: list[Any]) -> None:
+    assert _line_outcome(encode_submit_many, jobs) == _line_outcome(_submit_jobs_line, jobs)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "\u00e9" * (MAX_STORED_BYTES // 2),  # within the limit in characters, not in bytes
+        "x" * (MAX_STORED_BYTES - 2),  # past the quick bound (6 bytes a character), yet within
+        "x" * (MAX_STORED_BYTES - 1),
+        ["\ud800"] * (MAX_STORED_BYTES // 8),  # escaped: 6 bytes a character
+        (1, 2),
+    ],
+)
+def test_submit_many_s_line_for_edge_payloads(payload: Any) -> None:
+    jobs: list[Any] = [{"name": "n"}, {"name": "n", "payload": payload}]
+    assert _line_outcome(encode_submit_many, jobs) == _line_outcome(_submit_jobs_line, jobs)
+
+
+@settings(max_examples=100)
+@given(_names, _values)
+def test_plain_jobs_are_written_directly(name: str, payload: Any) -> None:
+    jobs: list[Any] = [{"name": name}, {"name": name, "payload": payload}]
+    plain = 0 < len(name) <= MAX_NAME_CHARS
+    assert all(_plain_job_text(job) is not None for job in jobs) == plain
+    assert _line_outcome(encode_submit_many, jobs) == _line_outcome(_submit_jobs_line, jobs)
+
+
+def test_submit_many_s_line_for_a_batch_past_its_limit() -> None:
+    jobs: list[Any] = [{"name": "n"}] * (MAX_BATCH + 1)
+    assert _line_outcome(encode_submit_many, jobs) == _line_outcome(_submit_jobs_line, jobs)
+    assert _line_outcome(encode_submit_many, jobs[:-1]) == _line_outcome(
+        _submit_jobs_line, jobs[:-1]
+    )
 
 
 # -- jobs_assigned: each job read directly (_replies._plain_assigned) ----------------------
