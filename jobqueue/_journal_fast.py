@@ -18,6 +18,15 @@ The jobs of one command share its time, so each time field remembers its
 last value and text: a batch of 100 submits writes its ``at`` once. Equal
 floats have equal reprs except 0.0 and -0.0, so zero is never taken from
 memory; NaN equals nothing, so it never is either.
+
+The events of one command share more than their time: a ``submit_many``'s
+``Submitted`` events differ only in their id, payload and ``seq``, a
+``jobs_assigned``'s ``Assigned`` only in their id. So ``Submitted`` and
+``Assigned`` keep the text of the rest with the values (and offset) it
+was written from, and an event whose values there equal them takes it.
+Every field's exact type is checked first, so equal values write one
+text, but for a zero and its negative: text with a time that is zero
+once shifted is never kept.
 """
 
 from __future__ import annotations
@@ -50,6 +59,12 @@ _SUBMITTED_AT = [_NEVER]
 _ASSIGNED_LEASE = [_NEVER]
 _ASSIGNED_AT = [_NEVER]
 _COMPLETED_AT = [_NEVER]
+#: What the events of one command share, kept as the times are (see
+#: :func:`_submitted_shared` and :func:`_assigned_shared`): the values, then their text.
+_NOTHING_SHARED: tuple[tuple[Any, ...], str, str] = ((), "", "")
+_NOTHING_ASSIGNED: tuple[tuple[Any, ...], str] = ((), "")
+_SUBMITTED_SHARED = [_NOTHING_SHARED]
+_ASSIGNED_SHARED = [_NOTHING_ASSIGNED]
 
 
 def float_text(value: float, memory: list[tuple[float, str]]) -> str | None:
@@ -68,15 +83,6 @@ def float_text(value: float, memory: list[tuple[float, str]]) -> str | None:
     return text
 
 
-def string_text(value: Any) -> str | None:
-    """An optional string field's text; ``None``: neither ``None`` nor a ``str``."""
-    if value is None:
-        return "null"
-    if type(value) is str:
-        return _quote(value)
-    return None
-
-
 def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
     job_id, name, payload, seq, queue, priority, attempts, not_before, key, at = _GET_SUBMITTED(
         event
@@ -89,38 +95,26 @@ def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
         or type(priority) is not int
         or type(attempts) is not int
         or type(at) is not float
+        or (not_before is not None and type(not_before) is not float)
+        or (key is not None and type(key) is not str)
     ):
         return None
-    at += wall_offset
-    last = _SUBMITTED_AT[0]
-    if at == last[0] and at:
-        when: str | None = last[1]
-    else:
-        when = float_text(at, _SUBMITTED_AT)
-        if when is None:
-            return None
-    if not_before is None:
-        after = "null"
-    elif type(not_before) is float:
-        not_before += wall_offset
-        if not_before - not_before:
-            return None
-        after = repr(not_before)
-    else:
-        return None
-    keyed = string_text(key)
-    if keyed is None:
-        return None
-    tail = (
-        f"{_quote(job_id)},{_quote(name)},null,{seq},{_quote(queue)},{priority},"
-        f"{attempts},{after},{keyed},{when}]"
-    )
     if payload is None:
-        text = '["Submitted",0,' + tail
+        start = '["Submitted",0,'
     elif type(payload) is bytes:
-        text = '["Submitted",4,' + tail
+        start = '["Submitted",4,'
     else:
         return None
+    shared = (name, queue, priority, attempts, not_before, key, at, wall_offset)
+    last = _SUBMITTED_SHARED[0]
+    if shared == last[0]:
+        named, rest = last[1], last[2]
+    else:
+        found = _submitted_shared(shared)
+        if found is None:
+            return None
+        named, rest = found
+    text = f"{start}{_quote(job_id)},{named},null,{seq},{rest}"
     # utf8() written out (an event's every call counts); it escapes lone surrogates.
     try:
         encoded = text.encode()
@@ -129,37 +123,79 @@ def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
     return encoded if payload is None else encoded + b"\n" + payload
 
 
+def _submitted_shared(shared: tuple[Any, ...]) -> tuple[str, str] | None:
+    """The text of a ``Submitted``'s fields a batch shares: its name's, and from ``queue`` on.
+
+    Kept in :data:`_SUBMITTED_SHARED` with ``shared`` (the values it was
+    written from, their types checked by :func:`_submitted`) unless a time
+    in it is zero once shifted (equal to a zero of the other sign, whose text differs).
+    """
+    name, queue, priority, attempts, not_before, key, at, wall_offset = shared
+    at += wall_offset
+    when = float_text(at, _SUBMITTED_AT)
+    if when is None:
+        return None
+    if not_before is None:
+        after = "null"
+        zero = not at
+    else:
+        not_before += wall_offset
+        if not_before - not_before:
+            return None
+        after = repr(not_before)
+        zero = not at or not not_before
+    keyed = "null" if key is None else _quote(key)
+    found = (_quote(name), f"{_quote(queue)},{priority},{attempts},{after},{keyed},{when}]")
+    _SUBMITTED_SHARED[0] = _NOTHING_SHARED if zero else (shared, *found)
+    return found
+
+
 def _assigned(event: Assigned, wall_offset: float) -> bytes | None:
     job_id, worker, worker_name, lease_deadline, at = _GET_ASSIGNED(event)
-    if type(job_id) is not str or type(lease_deadline) is not float or type(at) is not float:
-        return None
     kind = type(worker)
-    if kind is int:
-        holder = repr(worker)
-    elif kind is str:
-        holder = _quote(worker)
+    if (
+        type(job_id) is not str
+        or (kind is not int and kind is not str)
+        or (worker_name is not None and type(worker_name) is not str)
+        or type(lease_deadline) is not float
+        or type(at) is not float
+    ):
+        return None
+    shared = (worker, worker_name, lease_deadline, at, wall_offset)
+    last = _ASSIGNED_SHARED[0]
+    if shared == last[0]:
+        rest = last[1]
     else:
-        return None
-    label = string_text(worker_name)
-    if label is None:
-        return None
-    lease_deadline += wall_offset
-    last = _ASSIGNED_LEASE[0]
-    lease = (
-        last[1]
-        if lease_deadline == last[0] and lease_deadline
-        else float_text(lease_deadline, _ASSIGNED_LEASE)
-    )
-    at += wall_offset
-    last = _ASSIGNED_AT[0]
-    when = last[1] if at == last[0] and at else float_text(at, _ASSIGNED_AT)
-    if lease is None or when is None:
-        return None
-    text = f'["Assigned",0,{_quote(job_id)},{holder},{label},{lease},{when}]'
+        found = _assigned_shared(shared)
+        if found is None:
+            return None
+        rest = found
+    text = f'["Assigned",0,{_quote(job_id)},{rest}'
     try:
         return text.encode()
     except UnicodeEncodeError:
         return utf8(text)
+
+
+def _assigned_shared(shared: tuple[Any, ...]) -> str | None:
+    """The text of an ``Assigned``'s fields after its job's id, which a batch shares.
+
+    Kept in :data:`_ASSIGNED_SHARED` with ``shared`` (the values it was
+    written from, their types checked by :func:`_assigned`: the worker an
+    ``int`` or a ``str``) unless a time in it is zero once shifted.
+    """
+    worker, worker_name, lease_deadline, at, wall_offset = shared
+    holder = repr(worker) if type(worker) is int else _quote(worker)
+    label = "null" if worker_name is None else _quote(worker_name)
+    lease_deadline += wall_offset
+    at += wall_offset
+    lease = float_text(lease_deadline, _ASSIGNED_LEASE)
+    when = float_text(at, _ASSIGNED_AT)
+    if lease is None or when is None:
+        return None
+    rest = f"{holder},{label},{lease},{when}]"
+    _ASSIGNED_SHARED[0] = _NOTHING_ASSIGNED if not lease_deadline or not at else (shared, rest)
+    return rest
 
 
 def _completed(event: Completed, wall_offset: float) -> bytes | None:
