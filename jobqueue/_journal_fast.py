@@ -59,8 +59,9 @@ _SUBMITTED_AT = [_NEVER]
 _ASSIGNED_LEASE = [_NEVER]
 _ASSIGNED_AT = [_NEVER]
 _COMPLETED_AT = [_NEVER]
-#: What the events of one command share, kept as the times are (see
-#: :func:`_submitted_shared` and :func:`_assigned_shared`): the values, then their text.
+#: What the events of one command share, kept as the times are: the values
+#: (and offset) they were written from, then their text (``Submitted``: its
+#: name's, and from ``queue`` on; ``Assigned``: after its job's id).
 _NOTHING_SHARED: tuple[tuple[Any, ...], str, str] = ((), "", "")
 _NOTHING_ASSIGNED: tuple[tuple[Any, ...], str] = ((), "")
 _SUBMITTED_SHARED = [_NOTHING_SHARED]
@@ -105,15 +106,33 @@ def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
         start = '["Submitted",4,'
     else:
         return None
-    shared = (name, queue, priority, attempts, not_before, key, at, wall_offset)
+    # The time first: where a command's events differ from the last command's.
+    shared = (at, name, queue, priority, attempts, not_before, key, wall_offset)
     last = _SUBMITTED_SHARED[0]
     if shared == last[0]:
         named, rest = last[1], last[2]
     else:
-        found = _submitted_shared(shared)
-        if found is None:
+        # Written here, not in a function of its own: one call less for the
+        # event that starts a command, every event when commands have one each.
+        at += wall_offset
+        when = float_text(at, _SUBMITTED_AT)
+        if when is None:
             return None
-        named, rest = found
+        if not_before is None:
+            after = "null"
+            zero = not at
+        else:
+            not_before += wall_offset
+            if not_before - not_before:
+                return None
+            after = repr(not_before)
+            zero = not at or not not_before
+        keyed = "null" if key is None else _quote(key)
+        named = _quote(name)
+        rest = f"{_quote(queue)},{priority},{attempts},{after},{keyed},{when}]"
+        # Never kept for a time that is zero once shifted: equal to the
+        # zero of the other sign, whose text differs.
+        _SUBMITTED_SHARED[0] = _NOTHING_SHARED if zero else (shared, named, rest)
     text = f"{start}{_quote(job_id)},{named},null,{seq},{rest}"
     # utf8() written out (an event's every call counts); it escapes lone surrogates.
     try:
@@ -121,33 +140,6 @@ def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
     except UnicodeEncodeError:
         encoded = utf8(text)
     return encoded if payload is None else encoded + b"\n" + payload
-
-
-def _submitted_shared(shared: tuple[Any, ...]) -> tuple[str, str] | None:
-    """The text of a ``Submitted``'s fields a batch shares: its name's, and from ``queue`` on.
-
-    Kept in :data:`_SUBMITTED_SHARED` with ``shared`` (the values it was
-    written from, their types checked by :func:`_submitted`) unless a time
-    in it is zero once shifted (equal to a zero of the other sign, whose text differs).
-    """
-    name, queue, priority, attempts, not_before, key, at, wall_offset = shared
-    at += wall_offset
-    when = float_text(at, _SUBMITTED_AT)
-    if when is None:
-        return None
-    if not_before is None:
-        after = "null"
-        zero = not at
-    else:
-        not_before += wall_offset
-        if not_before - not_before:
-            return None
-        after = repr(not_before)
-        zero = not at or not not_before
-    keyed = "null" if key is None else _quote(key)
-    found = (_quote(name), f"{_quote(queue)},{priority},{attempts},{after},{keyed},{when}]")
-    _SUBMITTED_SHARED[0] = _NOTHING_SHARED if zero else (shared, *found)
-    return found
 
 
 def _assigned(event: Assigned, wall_offset: float) -> bytes | None:
@@ -161,41 +153,26 @@ def _assigned(event: Assigned, wall_offset: float) -> bytes | None:
         or type(at) is not float
     ):
         return None
-    shared = (worker, worker_name, lease_deadline, at, wall_offset)
+    shared = (at, lease_deadline, worker, worker_name, wall_offset)
     last = _ASSIGNED_SHARED[0]
     if shared == last[0]:
         rest = last[1]
     else:
-        found = _assigned_shared(shared)
-        if found is None:
+        holder = repr(worker) if kind is int else _quote(worker)
+        label = "null" if worker_name is None else _quote(worker_name)
+        lease_deadline += wall_offset
+        at += wall_offset
+        lease = float_text(lease_deadline, _ASSIGNED_LEASE)
+        when = float_text(at, _ASSIGNED_AT)
+        if lease is None or when is None:
             return None
-        rest = found
+        rest = f"{holder},{label},{lease},{when}]"
+        _ASSIGNED_SHARED[0] = _NOTHING_ASSIGNED if not lease_deadline or not at else (shared, rest)
     text = f'["Assigned",0,{_quote(job_id)},{rest}'
     try:
         return text.encode()
     except UnicodeEncodeError:
         return utf8(text)
-
-
-def _assigned_shared(shared: tuple[Any, ...]) -> str | None:
-    """The text of an ``Assigned``'s fields after its job's id, which a batch shares.
-
-    Kept in :data:`_ASSIGNED_SHARED` with ``shared`` (the values it was
-    written from, their types checked by :func:`_assigned`: the worker an
-    ``int`` or a ``str``) unless a time in it is zero once shifted.
-    """
-    worker, worker_name, lease_deadline, at, wall_offset = shared
-    holder = repr(worker) if type(worker) is int else _quote(worker)
-    label = "null" if worker_name is None else _quote(worker_name)
-    lease_deadline += wall_offset
-    at += wall_offset
-    lease = float_text(lease_deadline, _ASSIGNED_LEASE)
-    when = float_text(at, _ASSIGNED_AT)
-    if lease is None or when is None:
-        return None
-    rest = f"{holder},{label},{lease},{when}]"
-    _ASSIGNED_SHARED[0] = _NOTHING_ASSIGNED if not lease_deadline or not at else (shared, rest)
-    return rest
 
 
 def _completed(event: Completed, wall_offset: float) -> bytes | None:

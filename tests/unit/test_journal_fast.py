@@ -329,6 +329,9 @@ def test_a_snapshot_never_takes_a_remembered_time_for_zero_of_the_other_sign() -
 
 #: Where each kind's fields that its jobs do not share are: id, payload, seq.
 _OWN_EVENT_FIELDS = {Submitted: (0, 2, 3), Assigned: (0,)}
+#: Where each kind's times are (shifted to zero, the one equal value of another text).
+_EVENT_TIMES = {Submitted: (7, 9), Assigned: (3, 4)}
+zeros = st.sampled_from([0.0, -0.0])
 
 
 @st.composite
@@ -339,15 +342,20 @@ def batch_of_events(draw: st.DrawFn) -> tuple[list[Event], list[float]]:
     cls = draw(st.sampled_from([Submitted, Assigned]))
     first = [draw(field) for field in usual[cls]]
     offset = draw(offsets)
-    own = _OWN_EVENT_FIELDS[cls]
+    own, at = _OWN_EVENT_FIELDS[cls], _EVENT_TIMES[cls]
+    if draw(st.booleans()):  # times that are zero once shifted
+        offset = draw(zeros)
+        for index in at:
+            first[index] = draw(zeros)
     batch: list[Event] = [cls(*first)]
     shifts = [offset]
+    shared = [index for index in range(len(first)) if index not in own]
     for _ in range(draw(st.integers(1, 5))):
         fields = list(first)
         for index in own:
             fields[index] = draw(usual[cls][index])
         if draw(st.booleans()):
-            index = draw(st.sampled_from([i for i in range(len(fields)) if i not in own]))
+            index = draw(st.one_of(st.sampled_from(at), st.sampled_from(shared)))
             fields[index] = draw(st.sampled_from(equal_twins(fields[index])))
         batch.append(cls(*fields))
         shifts.append(draw(st.sampled_from(equal_twins(offset))))
