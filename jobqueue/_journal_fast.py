@@ -18,6 +18,15 @@ The jobs of one command share its time, so each time field remembers its
 last value and text: a batch of 100 submits writes its ``at`` once. Equal
 floats have equal reprs except 0.0 and -0.0, so zero is never taken from
 memory; NaN equals nothing, so it never is either.
+
+The events of one command share more than their time: a ``submit_many``'s
+``Submitted`` events differ only in their id, payload and ``seq``, a
+``jobs_assigned``'s ``Assigned`` only in their id. So ``Submitted`` and
+``Assigned`` keep the text of the rest with the values (and offset) it
+was written from, and an event whose values there equal them takes it.
+Every field's exact type is checked first, so equal values write one
+text, but for a zero and its negative: text with a time that is zero
+once shifted is never kept.
 """
 
 from __future__ import annotations
@@ -50,6 +59,13 @@ _SUBMITTED_AT = [_NEVER]
 _ASSIGNED_LEASE = [_NEVER]
 _ASSIGNED_AT = [_NEVER]
 _COMPLETED_AT = [_NEVER]
+#: What the events of one command share, kept as the times are: the values
+#: (and offset) they were written from, then their text (``Submitted``: its
+#: name's, and from ``queue`` on; ``Assigned``: after its job's id).
+_NOTHING_SHARED: tuple[tuple[Any, ...], str, str] = ((), "", "")
+_NOTHING_ASSIGNED: tuple[tuple[Any, ...], str] = ((), "")
+_SUBMITTED_SHARED = [_NOTHING_SHARED]
+_ASSIGNED_SHARED = [_NOTHING_ASSIGNED]
 
 
 def float_text(value: float, memory: list[tuple[float, str]]) -> str | None:
@@ -68,15 +84,6 @@ def float_text(value: float, memory: list[tuple[float, str]]) -> str | None:
     return text
 
 
-def string_text(value: Any) -> str | None:
-    """An optional string field's text; ``None``: neither ``None`` nor a ``str``."""
-    if value is None:
-        return "null"
-    if type(value) is str:
-        return _quote(value)
-    return None
-
-
 def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
     job_id, name, payload, seq, queue, priority, attempts, not_before, key, at = _GET_SUBMITTED(
         event
@@ -89,38 +96,44 @@ def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
         or type(priority) is not int
         or type(attempts) is not int
         or type(at) is not float
+        or (not_before is not None and type(not_before) is not float)
+        or (key is not None and type(key) is not str)
     ):
         return None
-    at += wall_offset
-    last = _SUBMITTED_AT[0]
-    if at == last[0] and at:
-        when: str | None = last[1]
+    if payload is None:
+        start = '["Submitted",0,'
+    elif type(payload) is bytes:
+        start = '["Submitted",4,'
     else:
+        return None
+    # The time first: where a command's events differ from the last command's.
+    shared = (at, name, queue, priority, attempts, not_before, key, wall_offset)
+    last = _SUBMITTED_SHARED[0]
+    if shared == last[0]:
+        named, rest = last[1], last[2]
+    else:
+        # Written here, not in a function of its own: one call less for the
+        # event that starts a command, every event when commands have one each.
+        at += wall_offset
         when = float_text(at, _SUBMITTED_AT)
         if when is None:
             return None
-    if not_before is None:
-        after = "null"
-    elif type(not_before) is float:
-        not_before += wall_offset
-        if not_before - not_before:
-            return None
-        after = repr(not_before)
-    else:
-        return None
-    keyed = string_text(key)
-    if keyed is None:
-        return None
-    tail = (
-        f"{_quote(job_id)},{_quote(name)},null,{seq},{_quote(queue)},{priority},"
-        f"{attempts},{after},{keyed},{when}]"
-    )
-    if payload is None:
-        text = '["Submitted",0,' + tail
-    elif type(payload) is bytes:
-        text = '["Submitted",4,' + tail
-    else:
-        return None
+        if not_before is None:
+            after = "null"
+            zero = not at
+        else:
+            not_before += wall_offset
+            if not_before - not_before:
+                return None
+            after = repr(not_before)
+            zero = not at or not not_before
+        keyed = "null" if key is None else _quote(key)
+        named = _quote(name)
+        rest = f"{_quote(queue)},{priority},{attempts},{after},{keyed},{when}]"
+        # Never kept for a time that is zero once shifted: equal to the
+        # zero of the other sign, whose text differs.
+        _SUBMITTED_SHARED[0] = _NOTHING_SHARED if zero else (shared, named, rest)
+    text = f"{start}{_quote(job_id)},{named},null,{seq},{rest}"
     # utf8() written out (an event's every call counts); it escapes lone surrogates.
     try:
         encoded = text.encode()
@@ -131,31 +144,31 @@ def _submitted(event: Submitted, wall_offset: float) -> bytes | None:
 
 def _assigned(event: Assigned, wall_offset: float) -> bytes | None:
     job_id, worker, worker_name, lease_deadline, at = _GET_ASSIGNED(event)
-    if type(job_id) is not str or type(lease_deadline) is not float or type(at) is not float:
-        return None
     kind = type(worker)
-    if kind is int:
-        holder = repr(worker)
-    elif kind is str:
-        holder = _quote(worker)
+    if (
+        type(job_id) is not str
+        or (kind is not int and kind is not str)
+        or (worker_name is not None and type(worker_name) is not str)
+        or type(lease_deadline) is not float
+        or type(at) is not float
+    ):
+        return None
+    shared = (at, lease_deadline, worker, worker_name, wall_offset)
+    last = _ASSIGNED_SHARED[0]
+    if shared == last[0]:
+        rest = last[1]
     else:
-        return None
-    label = string_text(worker_name)
-    if label is None:
-        return None
-    lease_deadline += wall_offset
-    last = _ASSIGNED_LEASE[0]
-    lease = (
-        last[1]
-        if lease_deadline == last[0] and lease_deadline
-        else float_text(lease_deadline, _ASSIGNED_LEASE)
-    )
-    at += wall_offset
-    last = _ASSIGNED_AT[0]
-    when = last[1] if at == last[0] and at else float_text(at, _ASSIGNED_AT)
-    if lease is None or when is None:
-        return None
-    text = f'["Assigned",0,{_quote(job_id)},{holder},{label},{lease},{when}]'
+        holder = repr(worker) if kind is int else _quote(worker)
+        label = "null" if worker_name is None else _quote(worker_name)
+        lease_deadline += wall_offset
+        at += wall_offset
+        lease = float_text(lease_deadline, _ASSIGNED_LEASE)
+        when = float_text(at, _ASSIGNED_AT)
+        if lease is None or when is None:
+            return None
+        rest = f"{holder},{label},{lease},{when}]"
+        _ASSIGNED_SHARED[0] = _NOTHING_ASSIGNED if not lease_deadline or not at else (shared, rest)
+    text = f'["Assigned",0,{_quote(job_id)},{rest}'
     try:
         return text.encode()
     except UnicodeEncodeError:

@@ -18,6 +18,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jobqueue import _journal_fast
 from jobqueue._events import (
     Assigned,
     Completed,
@@ -322,3 +323,69 @@ def test_a_snapshot_never_takes_a_remembered_time_for_zero_of_the_other_sign() -
         flat = (*head, 1, 7, "w", at, at, None, None, None, None, at, 0)
         fast = _job_record(captured(flat), -0.0, memory)
         assert fast is None or fast == generic_record(flat, -0.0), flat
+
+
+# -- a command's events ------------------------------------------------------------------
+
+#: Where each kind's fields that its jobs do not share are: id, payload, seq.
+_OWN_EVENT_FIELDS = {Submitted: (0, 2, 3), Assigned: (0,)}
+#: Where each kind's times are (shifted to zero, the one equal value of another text).
+_EVENT_TIMES = {Submitted: (7, 9), Assigned: (3, 4)}
+zeros = st.sampled_from([0.0, -0.0])
+
+
+@st.composite
+def batch_of_events(draw: st.DrawFn) -> tuple[list[Event], list[float]]:
+    """Events as one command applies them (a ``submit_many``, a ``jobs_assigned``): alike
+    but for their own fields; now and then a field, or the offset, equal to the first's but
+    of another type or sign. Returns the events and each one's offset."""
+    cls = draw(st.sampled_from([Submitted, Assigned]))
+    first = [draw(field) for field in usual[cls]]
+    offset = draw(offsets)
+    own, at = _OWN_EVENT_FIELDS[cls], _EVENT_TIMES[cls]
+    if draw(st.booleans()):  # times that are zero once shifted
+        offset = draw(zeros)
+        for index in at:
+            first[index] = draw(zeros)
+    batch: list[Event] = [cls(*first)]
+    shifts = [offset]
+    shared = [index for index in range(len(first)) if index not in own]
+    for _ in range(draw(st.integers(1, 5))):
+        fields = list(first)
+        for index in own:
+            fields[index] = draw(usual[cls][index])
+        if draw(st.booleans()):
+            index = draw(st.one_of(st.sampled_from(at), st.sampled_from(shared)))
+            fields[index] = draw(st.sampled_from(equal_twins(fields[index])))
+        batch.append(cls(*fields))
+        shifts.append(draw(st.sampled_from(equal_twins(offset))))
+    return batch, shifts
+
+
+@settings(max_examples=150, deadline=None)
+@given(batch_of_events())
+def test_a_command_s_shared_text_is_taken_only_for_what_writes_it(
+    batch: tuple[list[Event], list[float]],
+) -> None:
+    for event, offset in zip(*batch, strict=True):
+        fast = outcome(encode_event, event, offset)
+        assert fast == outcome(encode_generic, event, offset), (event, offset)
+
+
+def test_a_command_s_events_share_the_text_of_their_common_fields() -> None:
+    # Held to the memory, so that a path that stopped taking it is noticed.
+    submitted = [
+        Submitted(f"j-{seq}", "noop", None, seq, "default", 0, 5, None, None, 81_234.5)
+        for seq in (1, 2)
+    ]
+    assigned = [Assigned(f"j-{seq}", 7, "worker-1", 81_264.5, 81_234.5) for seq in (1, 2)]
+    for events, memory in (
+        (submitted, _journal_fast._SUBMITTED_SHARED),
+        (assigned, _journal_fast._ASSIGNED_SHARED),
+    ):
+        first = encode_event(events[0], OFFSET)
+        kept = memory[0]
+        assert kept[0], "the first event's shared text is kept"
+        second = encode_event(events[1], OFFSET)
+        assert memory[0] is kept  # taken, not written again
+        assert [first, second] == [encode_generic(event, OFFSET) for event in events]
