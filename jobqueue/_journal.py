@@ -51,9 +51,10 @@ from typing import Any
 
 import attrs
 
-from ._events import Event, Submitted
+from ._events import Assigned, Completed, Event, Submitted
 from ._journal_fast import FAST
 from ._json import encode_value, utf8
+from ._quick import builder
 
 log = logging.getLogger("jobqueue.journal")
 
@@ -120,6 +121,11 @@ def _getter(names: tuple[str, ...]) -> Callable[[Any], Sequence[Any]]:
 
 _LAYOUTS: dict[type[Any], Layout] = {
     cls: Layout.of(name, attrs.fields(cls)) for name, cls in EVENT_TYPES.items()
+}
+
+_BUILDERS: dict[type[Any], Callable[..., Event]] = {
+    cls: builder(cls, *(f.name for f in attrs.fields(cls)))
+    for cls in (Submitted, Assigned, Completed)
 }
 
 _GETTERS: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
@@ -226,11 +232,14 @@ def unpack(payloads: Sequence[bytes]) -> list[list[Any]]:
 def fields_of(row: list[Any], layout: Layout, wall_offset: float) -> list[Any]:
     """The field values of an unpacked ``row`` of ``layout``, times shifted back."""
     values = row[2:]
-    if len(values) > len(layout.defaults):
+    count = len(values)
+    if count > len(layout.defaults):
         raise ValueError(f"a {layout.tag} record has more fields than this version knows")
     for index in layout.times:
-        if index < len(values) and values[index] is not None:
-            values[index] -= wall_offset
+        if index < count:
+            value = values[index]
+            if value is not None:
+                values[index] = value - wall_offset
     return values
 
 
@@ -267,8 +276,16 @@ def decode_events(payloads: Sequence[bytes], wall_offset: float = 0.0) -> list[E
         cls = EVENT_TYPES.get(row[0]) if type(row[0]) is str else None
         if cls is None:
             raise ValueError("a record names no known event")
+        layout = _LAYOUTS[cls]
+        values = fields_of(row, layout, wall_offset)
+        build = _BUILDERS.get(cls)
+        if build is not None:
+            missing = layout.defaults[len(values) :]
+            if _NO_DEFAULT not in missing:
+                events.append(build(*values, *missing))
+                continue
         try:
-            events.append(cls(*fields_of(row, _LAYOUTS[cls], wall_offset)))
+            events.append(cls(*values))
         except TypeError as exc:
             raise ValueError(f"a {cls.__name__} record does not fit this version: {exc}") from None
     return events

@@ -36,7 +36,9 @@ from ._job import (
     FINISHED,
     FLAT_FIELDS,
     OPTION_FIELDS,
+    PENDING,
     RUN_FIELDS,
+    SCHEDULED,
     JobOptions,
     JobRecord,
     JobState,
@@ -440,12 +442,12 @@ def _restore(
     state.totals.update(header["totals"])
     expected = int(header["jobs"])
     restored = 0
-    options_for = state._options_for
+    shared, options_for = state._options, state._options_for
     for batch in batches(itertools.islice(payloads, expected)):
         if not all(payload.startswith(SNAPSHOT_MARK) for payload in batch):
             break
         try:
-            jobs = [_job_from(row, wall_offset, options_for) for row in unpack(batch)]
+            jobs = [_job_from(row, wall_offset, shared, options_for) for row in unpack(batch)]
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise JournalError(f"the journal's snapshot cannot be restored: {exc}") from None
         for job in jobs:
@@ -471,7 +473,10 @@ def _restore(
 
 
 def _job_from(
-    row: list[Any], wall_offset: float, options_for: Callable[[str, int, int], JobOptions]
+    row: list[Any],
+    wall_offset: float,
+    shared: dict[tuple[str, int, int], JobOptions],
+    options_for: Callable[[str, int, int], JobOptions],
 ) -> JobRecord:
     if row[0] != "$":
         raise ValueError("a snapshot's job record is not tagged as one")
@@ -481,7 +486,10 @@ def _job_from(
     values += JOB_LAYOUT.defaults[len(values) :]  # the trailing ones left out, as defaults
     values[_NAME] = intern(values[_NAME])
     values[_STATE] = _STATES[values[_STATE]]
-    options = options_for(*_OPTIONS_AT(values))  # shared, as live (the queue interned)
+    chosen = _OPTIONS_AT(values)
+    options = shared.get(chosen)  # shared, as live (the queue interned)
+    if options is None:
+        options = options_for(*chosen)
     job = _new_record(*_HEAD_AT(values), options, *_TAIL_AT(values))
     ran = _RUN_AT(values)
     # A run only where the job had one (a field not at its default), as live.
@@ -497,7 +505,8 @@ def restore_job(state: QueueState, job: JobRecord) -> None:
     changes no counter and has no history. Jobs come in the snapshot's
     order (see :class:`Capture`), which rebuilds every index in its order.
     """
-    if job.state is not JobState.RUNNING and job.state not in FINISHED:
+    kind = job.state
+    if kind is PENDING or kind is SCHEDULED:  # (module names: an enum read costs a call)
         state._add(job)  # in line, or in the heap of scheduled jobs
         return
     if job.key is not None:

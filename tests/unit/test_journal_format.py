@@ -103,6 +103,9 @@ def test_a_record_of_an_unknown_event_is_refused() -> None:
         decode_event(b'["Promoted",0,"x",1]')
     with pytest.raises(ValueError, match="does not fit"):
         decode_event(b'["Promoted",0]')
+    # One of the events a replay builds without its __init__, lacking fields.
+    with pytest.raises(ValueError, match="does not fit"):
+        decode_event(b'["Submitted",0,"x"]')
 
 
 # -- a real journal ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobqueue import _quick, _state
+from jobqueue import _journal, _quick, _state
 from jobqueue._events import Assigned, Completed, Submitted
 from jobqueue._handler import Job, Outcome, build_job, build_returned
 from jobqueue._quick import builder
@@ -32,6 +32,10 @@ IN_USE: list[tuple[type[Any], Callable[..., Any]]] = [
     (Submitted, _state._submitted),
     (Assigned, _state._assigned),
     (Completed, _state._completed),
+    # A replay's events, from all their fields in order.
+    (Submitted, _journal._BUILDERS[Submitted]),
+    (Assigned, _journal._BUILDERS[Assigned]),
+    (Completed, _journal._BUILDERS[Completed]),
     (Job, build_job),
     (Outcome, build_returned),
 ]
