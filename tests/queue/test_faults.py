@@ -116,9 +116,11 @@ class PartitionProxy:
             while True:
                 await self._wait_flowing()
                 data = await source.receive_some(65536)
+                # Whatever came while partitioned waits for the heal, an end
+                # of stream too: a FIN is a packet the partition drops.
+                await self._wait_flowing()
                 if not data:
                     break
-                await self._wait_flowing()
                 await sink.send_all(data)
                 record += data
         except (trio.BrokenResourceError, trio.ClosedResourceError):
