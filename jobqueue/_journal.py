@@ -37,6 +37,7 @@ elsewhere.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import mmap
@@ -435,13 +436,9 @@ def scan(data: bytes, path: str = "<segment>") -> Scan:
 
 def batches(payloads: Iterable[bytes], size: int = BATCH) -> Iterator[list[bytes]]:
     """``payloads`` in lists of up to ``size``, for :func:`decode_events` and the like."""
-    batch: list[bytes] = []
-    for payload in payloads:
-        batch.append(payload)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
+    items = iter(payloads)
+    # (islice fills each list in C: no bytecode a payload)
+    while batch := list(itertools.islice(items, size)):
         yield batch
 
 

@@ -9,6 +9,7 @@ from jobqueue._journal import (
     BATCH,
     JournalDamaged,
     JournalError,
+    batches,
     decode_events,
     encode_event,
     scan,
@@ -25,6 +26,15 @@ def schedule_churn(count: int) -> list[Event]:
         events.append(ScheduleRemoved("s"))
         assert index >= 0
     return events
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 4, 5])
+def test_batches_are_in_order_and_full_but_the_last(count: int) -> None:
+    payloads = [bytes([n]) for n in range(count)]
+    made = list(batches(payloads, 2))
+    assert [p for batch in made for p in batch] == payloads
+    assert all(len(batch) == 2 for batch in made[:-1])
+    assert all(1 <= len(batch) <= 2 for batch in made)
 
 
 @pytest.mark.parametrize("before", [0, 10, BATCH + 10, 3 * BATCH])
