@@ -300,9 +300,14 @@ class Journal:
         """Buffer ``event`` for the next flush (``QueueState.on_event``).
 
         Once an event, so :func:`~jobqueue._journal.encode_event` and
-        :func:`~jobqueue._journal.frame_into` are written out here. The
-        flusher task waits for :attr:`_wake` only while the buffer is empty,
-        so only the event that starts a buffer sets it.
+        :func:`~jobqueue._journal.frame_into` are written out here. Only
+        the event that starts a buffer concerns the flusher task. With
+        ``always``, while the task sleeps in its lazy wait and no flush is
+        under way, the wait gets its deadline, ``LAZY_FLUSH_SECONDS`` from
+        now, and the task sleeps until then; an acknowledgement's flush that
+        takes the event first lifts it (:meth:`_wait_lazily`). Otherwise it is
+        woken through :attr:`_wake` (with ``never`` and ``interval``), or
+        looks at the buffer when its loop comes round.
         """
         fast = FAST.get(type(event))
         payload = None if fast is None else fast(event, self._offset)
@@ -310,7 +315,11 @@ class Journal:
             payload = encode_generic(event, self._offset)
         buffer = self._buffer
         if not buffer:
-            self._wake.set()
+            lazy_wait = self._lazy_wait
+            if lazy_wait is None:
+                self._wake.set()
+            elif not self._flushing:
+                lazy_wait.deadline = trio.current_time() + LAZY_FLUSH_SECONDS
         head = pack_length_crc(len(payload), crc32(payload))
         buffer += head
         buffer += pack_crc(crc32(head))
@@ -460,7 +469,7 @@ class Journal:
             self._progressed()
             self._wake.set()
             if self._lazy_wait is not None:
-                self._lazy_wait.deadline = -math.inf
+                self._lazy_wait.cancel()
             return
         if self.failure is not None:
             log.warning("journal %s: writing again", self.directory)
@@ -483,12 +492,18 @@ class Journal:
             return
         if compact or self._buffer or not self._synced:
             self._wake.set()  # work for the flusher task
-        if self._lazy_wait is not None:
-            # The task's lazy wait, lifted by _start: what came during the
-            # flush came after it started; with nothing, or a compaction
-            # due, the task has other things to do at once.
-            lazy = not compact and self._buffer
-            self._lazy_wait.deadline = self._last_start + LAZY_FLUSH_SECONDS if lazy else -math.inf
+        lazy_wait = self._lazy_wait
+        if lazy_wait is not None:
+            # The task's lazy wait, its deadline lifted by _start. A
+            # compaction due: the task has it to do at once. Events that
+            # came during the flush came after it started. With nothing,
+            # the task sleeps on (append sets a deadline when the next event
+            # comes): waking it after every flush put a pass of trio's
+            # scheduler on every acknowledgement's path.
+            if compact:
+                lazy_wait.cancel()
+            elif self._buffer:
+                lazy_wait.deadline = self._last_start + LAZY_FLUSH_SECONDS
 
     def _compaction_due(self) -> bool:
         # After a failed compaction, not before the next flush has succeeded:
@@ -513,6 +528,9 @@ class Journal:
                 self._compaction_failed = not await self.compact()
                 self._synced = True
                 continue
+            if lazy:
+                await self._wait_lazily()
+                continue
             if not self._buffer:
                 if self._synced or self.fsync != "interval":
                     await self._wake.wait()
@@ -524,24 +542,34 @@ class Journal:
                 if timer.cancelled_caught and not self._flushing and not self._buffer:
                     self._start()  # flush what was written since the last flush
                 continue
-            if lazy and not self._urgent:
-                # No reply waits for these events (jobs handed to workers):
-                # let them share the next acknowledgement's flush, or wait
-                # LAZY_FLUSH_SECONDS at most. A flush started meanwhile
-                # lifts the deadline while it runs (_start), and sets it
-                # again for what came after it, or at once if nothing did
-                # (_flushed): no deadline is pending during a flush.
-                self._hurry = trio.Event()  # not urgent: no hurry is pending
-                with trio.CancelScope(
-                    deadline=trio.current_time() + LAZY_FLUSH_SECONDS
-                ) as lazy_wait:
-                    self._lazy_wait = lazy_wait
-                    try:
-                        await self._hurry.wait()
-                    finally:
-                        self._lazy_wait = None
-                if self._flushing or not self._buffer:
-                    continue
+            self._start()
+
+    async def _wait_lazily(self) -> None:
+        """``always``: flush the events no reply waits for, after a little while.
+
+        Those events (jobs handed to workers) share the next
+        acknowledgement's flush, or wait ``LAZY_FLUSH_SECONDS`` at most.
+        The wait's deadline is set by :meth:`append` for the event that
+        starts a buffer, lifted by :meth:`_start` while a flush runs, and
+        set again by :meth:`_flushed` for what came during it; while the
+        buffer is empty there is none. An acknowledgement's flush is
+        started by :meth:`hold`, not by this task, so while acknowledgements
+        keep coming this task is not woken at all. It is woken at once
+        (the wait cancelled) for a compaction or a failed write, and by
+        :meth:`wait_idle`.
+        """
+        if self._buffer and self._urgent:
+            self._start()  # replies wait for these, and hold could not start it
+            return
+        self._hurry = trio.Event()  # not urgent: no hurry is pending
+        deadline = trio.current_time() + LAZY_FLUSH_SECONDS if self._buffer else math.inf
+        with trio.CancelScope(deadline=deadline) as lazy_wait:
+            self._lazy_wait = lazy_wait
+            try:
+                await self._hurry.wait()
+            finally:
+                self._lazy_wait = None
+        if self._buffer and self._can_start():
             self._start()
 
     async def compact(self) -> bool:

@@ -48,8 +48,12 @@ class CountingDisk:
         self.flushed.set()
 
     async def next_flush(self) -> float:
-        """Wait until a flush not yet waited for has been made; return when it was."""
-        await trio.to_thread.run_sync(self.flushed.wait)
+        """Wait until a flush not yet waited for has been made; return when it was.
+
+        The mock clock cannot end this wait (it is a thread's): a flush
+        that never comes fails the test after 30 real seconds.
+        """
+        assert await trio.to_thread.run_sync(self.flushed.wait, 30.0), "no flush came"
         self.flushed.clear()
         return self.flushes[-1]
 
@@ -98,6 +102,33 @@ async def test_events_no_reply_waits_for_are_flushed_within_the_bound(
         assert not journal.idle
         assert await disk.next_flush() - start == pytest.approx(LAZY_FLUSH_SECONDS)
         assert len(disk.flushes) == flushes + 1
+
+
+async def test_events_after_a_quiet_spell_are_flushed_within_the_bound(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The flusher task sleeps while nothing is buffered, and is not woken by
+    # an acknowledgement's flush: the first event after that must still be
+    # flushed within the bound, once after a long idle spell and once
+    # right after an acknowledgement's flush.
+    disk = CountingDisk()
+    conn, _ = connection(1)
+    async with running_journal(tmp_path, disk) as (journal, state):
+        for _ in range(2):
+            await trio.sleep(1)
+            start = trio.current_time()
+            state.submit("n", None, start)
+            assert await disk.next_flush() - start == pytest.approx(LAZY_FLUSH_SECONDS)
+            await trio.sleep(1)
+            journal.begin()
+            job, _ = state.submit("n", None, trio.current_time())
+            assert journal.hold(conn, [JobSubmitted(job.id)])
+            acknowledged = trio.current_time()
+            assert await disk.next_flush() == acknowledged
+            await journal.wait_idle()
+        start = trio.current_time()
+        state.submit("n", None, start)
+        assert await disk.next_flush() - start == pytest.approx(LAZY_FLUSH_SECONDS)
 
 
 async def test_an_acknowledgement_during_the_lazy_wait_is_flushed_at_once(
