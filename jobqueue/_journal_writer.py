@@ -133,6 +133,8 @@ class Journal:
         self._room = 0
         self._lock_fd = -1
         self._buffer = bytearray()
+        #: Wakes the flusher task while it waits for work; with ``always`` it
+        #: sleeps in :attr:`_lazy_wait` instead.
         self._wake = trio.Event()
         #: Events appended, and of those, the ones known to be on disk.
         self.appended = 0
@@ -154,7 +156,7 @@ class Journal:
         self._flushing = False
         #: When the last flush started (trio's clock).
         self._last_start = 0.0
-        #: The flusher task's lazy wait, while it waits (see :meth:`_run`).
+        #: The flusher task's lazy wait, while it waits (see :meth:`_wait_lazily`).
         self._lazy_wait: trio.CancelScope | None = None
         #: Whether every write so far was flushed (``interval``), and when the last flush was.
         self._synced = True
