@@ -1,4 +1,4 @@
-"""The journal on disk: open and replay at start, then append with group commit.
+"""The journal on disk: opened (:mod:`._journal_recover`), then appended to with group commit.
 
 The coordinator never waits for the disk. Each event is encoded into a
 buffer as it is applied (:meth:`Journal.append`); the buffer goes to the
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import logging
 import math
 import os
@@ -39,7 +38,6 @@ from ._journal import (
     MAGIC,
     JournalError,
     encode_generic,
-    find_journal,
     frame_into,
     pack_crc,
     pack_length_crc,
@@ -54,9 +52,10 @@ from ._journal_disk import (
     write_segment,
 )
 from ._journal_fast import FAST
+from ._journal_recover import recover
 from ._metrics import FLUSH_BUCKETS, Histogram, JournalFigures
 from ._replies import JobAssigned, JobsAssigned, NoJob
-from ._snapshot import Capture, capture, encode_snapshot, replay
+from ._snapshot import Capture, capture, encode_snapshot
 
 if TYPE_CHECKING:
     from ._commands import Connection, Outgoing
@@ -202,60 +201,16 @@ class Journal:
         try:
             os.makedirs(self.directory, exist_ok=True)
             self._lock_fd = lock_directory(self.directory)
-            self._replay(state)
+            recovered = recover(self.directory, state, self._offset)
+            self._number, self._fd = recovered.number, recovered.fd
+            self.size, self.snapshot_size = recovered.size, recovered.snapshot_size
+            self._end = self._room = recovered.end
+            self._replayed, self._replay_seconds = recovered.replayed, recovered.seconds
         except BaseException as exc:
             self.close()
             if isinstance(exc, OSError):
                 raise JournalError(f"cannot use journal {self.directory}: {exc}") from exc
             raise
-
-    def _replay(self, state: QueueState) -> None:
-        started = time.perf_counter()
-        directory = self.directory
-        for name in os.listdir(directory):
-            if name.endswith(".tmp"):  # a compaction cut short: never renamed, never used
-                os.unlink(os.path.join(directory, name))
-        reading = find_journal(directory)
-        # Replay makes a million objects and no garbage cycles: the collector
-        # would only walk the growing heap again and again (a third of the time).
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            self._replayed = replay(state, reading.records(), self._offset)
-        finally:
-            if collecting:
-                gc.enable()
-        for path in reading.obsolete:  # a compaction cut short after its rename
-            os.unlink(path)
-        if reading.last is None:
-            self._number = 1
-            path = os.path.join(directory, segment_name(1))
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-            os.write(self._fd, MAGIC)
-            os.fsync(self._fd)
-            fsync_directory(directory)
-            self.size = self._end = self._room = len(MAGIC)
-        else:
-            self._number, path = reading.last
-            self._fd = os.open(path, os.O_WRONLY)
-            self.size, self.snapshot_size = reading.size, reading.snapshot_size
-            self._end = self._room = reading.good_end
-            if reading.torn > reading.spare:
-                log.warning(
-                    "journal %s: cut off %d bytes of a torn last record at byte %d "
-                    "(a crash mid-write; nothing acknowledged is lost)",
-                    path,
-                    reading.torn - reading.spare,
-                    reading.good_end,
-                )
-            if reading.torn:  # the torn record and the prepared space after it
-                os.ftruncate(self._fd, reading.good_end)
-                if reading.good_end == 0:
-                    os.write(self._fd, MAGIC)
-                    self.size += len(MAGIC)
-                    self._end = self._room = len(MAGIC)
-                os.fsync(self._fd)
-        self._replay_seconds = time.perf_counter() - started
 
     def start(self, state: QueueState, now: float) -> None:
         """Journal ``state``'s changes from now on; recover the runs the restart cut short.

@@ -1,0 +1,108 @@
+"""Recovery at a server's start: a journal directory replayed, its last segment readied.
+
+Reading and checking the records is :func:`~jobqueue._journal.find_journal`'s,
+and rebuilding the queue from them :func:`~jobqueue._snapshot.replay`'s.
+:func:`recover` puts the two together for
+:meth:`Journal.open <jobqueue._journal_writer.Journal.open>`, and leaves the
+directory ready to append to: the leftovers of a compaction cut short
+removed, a torn last record (a crash mid-write) cut off and logged, and the
+segment the next records go to open for writing.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, NamedTuple
+
+from ._journal import MAGIC, find_journal, segment_name
+from ._journal_disk import fsync_directory
+from ._snapshot import replay
+
+if TYPE_CHECKING:
+    from ._state import QueueState
+
+log = logging.getLogger("jobqueue.journal")
+
+
+class Recovered(NamedTuple):
+    """The segment to append to, as :func:`recover` leaves it."""
+
+    #: Its number, and a descriptor open for writing (the caller's to close).
+    number: int
+    fd: int
+    #: Bytes in the live segments, and in the last snapshot among them.
+    size: int
+    snapshot_size: int
+    #: Where its records end: the next one is written there.
+    end: int
+    #: Events replayed, and the seconds it all took.
+    replayed: int
+    seconds: float
+
+
+def recover(directory: str, state: QueueState, offset: float) -> Recovered:
+    """Replay ``directory`` into ``state`` (fresh), then open its last segment to append to.
+
+    ``offset`` turns the journal's wall-clock times into ``state``'s clock
+    (wall clock minus ``now``). A directory without a journal gets its first
+    segment, flushed with the directory.
+
+    Raises:
+        JournalError: damage before the end of the journal.
+        OSError: the directory cannot be read or written.
+    """
+    started = time.perf_counter()
+    for name in os.listdir(directory):
+        if name.endswith(".tmp"):  # a compaction cut short: never renamed, never used
+            os.unlink(os.path.join(directory, name))
+    reading = find_journal(directory)
+    # Replay makes a million objects and no garbage cycles: the collector
+    # would only walk the growing heap again and again (a third of the time).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        replayed = replay(state, reading.records(), offset)
+    finally:
+        if collecting:
+            gc.enable()
+    for path in reading.obsolete:  # a compaction cut short after its rename
+        os.unlink(path)
+    if reading.last is None:
+        path = os.path.join(directory, segment_name(1))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, MAGIC)
+            os.fsync(fd)
+            fsync_directory(directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        seconds = time.perf_counter() - started
+        return Recovered(1, fd, len(MAGIC), 0, len(MAGIC), replayed, seconds)
+    number, path = reading.last
+    fd = os.open(path, os.O_WRONLY)
+    size, end = reading.size, reading.good_end
+    try:
+        if reading.torn > reading.spare:
+            log.warning(
+                "journal %s: cut off %d bytes of a torn last record at byte %d "
+                "(a crash mid-write; nothing acknowledged is lost)",
+                path,
+                reading.torn - reading.spare,
+                end,
+            )
+        if reading.torn:  # the torn record and the prepared space after it
+            os.ftruncate(fd, end)
+            if end == 0:
+                os.write(fd, MAGIC)
+                size += len(MAGIC)
+                end = len(MAGIC)
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    seconds = time.perf_counter() - started
+    return Recovered(number, fd, size, reading.snapshot_size, end, replayed, seconds)
