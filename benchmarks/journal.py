@@ -1,6 +1,7 @@
 """The journal's costs: throughput with and without it, bytes per job, recovery, size.
 
     python -m benchmarks.journal [--jobs 20000] [--recover 1000000] [--passed 1000000]
+        [--only throughput|recovery|size]
 
 Four measurements, each beside its target from issue 11:
 
@@ -20,7 +21,9 @@ Four measurements, each beside its target from issue 11:
   --journal`` is started on it and timed until it answers with every job;
   target <= 10 s (the server's CPU time is printed beside it: on a shared
   machine the wall clock depends on the other tenants), and its RSS is
-  compared with the builder's;
+  compared with the builder's; then the replies to the first 50,000 jobs
+  submitted after it, 10 a request: the longest shows whether the server
+  stalls once serving (the garbage collector walking the restored jobs);
 - size: ``--passed`` jobs pass through (submitted, run, completed, forgotten)
   while 1,000 stay pending; the journal's largest size and its size at the
   end against the live state (its snapshot); target < 10x.
@@ -185,7 +188,7 @@ def recovery(count: int) -> dict[str, Any]:
         server = subprocess.Popen(
             [
                 *(sys.executable, "-m", "jobqueue", "serve", "--port", str(port)),
-                *("--journal", directory),
+                *("--journal", directory, "--max-pending", "0"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -195,6 +198,7 @@ def recovery(count: int) -> dict[str, Any]:
             seconds = time.perf_counter() - started
             cpu = cpu_seconds(server.pid)
             after = rss_bytes(server.pid)
+            replies = trio.run(_first_replies, port, 50_000, 10)
         finally:
             server.kill()
             server.wait()
@@ -207,6 +211,9 @@ def recovery(count: int) -> dict[str, Any]:
         "recover_cpu_seconds": cpu,
         "rss_before": before,
         "rss_after": after,
+        "first_replies_p50": replies[len(replies) // 2],
+        "first_replies_p99": replies[len(replies) * 99 // 100],
+        "first_replies_max": replies[-1],
     }
 
 
@@ -219,6 +226,17 @@ async def _await_jobs(port: int, count: int) -> int:
                 return pending
         except ConnectionLost:
             await trio.sleep(0.02)
+
+
+async def _first_replies(port: int, jobs: int, batch: int) -> list[float]:
+    """Seconds each request took, sorted: ``jobs`` submitted ``batch`` at a time."""
+    seconds: list[float] = []
+    async with Client.connect("127.0.0.1", port) as client:
+        for _ in range(jobs // batch):
+            started = time.perf_counter()
+            await client.submit_many([{"name": "probe", "queue": "probe"}] * batch)
+            seconds.append(time.perf_counter() - started)
+    return sorted(seconds)
 
 
 def size_after(passed: int, live: int = 1000) -> dict[str, Any]:
@@ -272,29 +290,21 @@ def snapshot_bytes(snapshot: Any) -> bytes:
     return b"".join(frame(payload) for payload in encode_snapshot(snapshot))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.journal")
-    parser.add_argument("--jobs", type=int, default=20000, help="jobs per throughput run")
-    parser.add_argument("--rounds", type=int, default=2, help="throughput runs of each kind")
-    parser.add_argument("--producers", type=int, default=8, help="producers of the third shape")
-    parser.add_argument("--recover", type=int, default=1_000_000, help="pending jobs to recover")
-    parser.add_argument("--passed", type=int, default=1_000_000, help="jobs through, 1,000 live")
-    parser.add_argument("--build", nargs=2, metavar=("DIR", "N"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.build:
-        build(args.build[0], int(args.build[1]))
-        return
-    print(f"load average before: {os.getloadavg()}", flush=True)
-    print(f"journal bytes per no-op job: {bytes_per_job()}", flush=True)
+def report_throughput(jobs: int, rounds: int, producers: int) -> None:
+    """Print the throughput with and without the journal, in each shape."""
     print("throughput, best of each:", flush=True)
-    for shape, row in compare_throughput(args.jobs, args.rounds, args.producers).items():
+    for shape, row in compare_throughput(jobs, rounds, producers).items():
         print(
             f"  {shape:16} {row['without']:9,.0f} -> {row['with']:9,.0f} jobs/s "
             f"= {row['ratio']:.2f}x",
             flush=True,
         )
-    print(f"recovery of {args.recover:,} pending jobs:", flush=True)
-    rec = recovery(args.recover)
+
+
+def report_recovery(count: int) -> None:
+    """Print the recovery of ``count`` pending jobs, and the first replies after it."""
+    print(f"recovery of {count:,} pending jobs:", flush=True)
+    rec = recovery(count)
     print(
         f"  journal {rec['journal_bytes'] / 2**20:,.0f} MiB ({rec['compactions_while_building']}"
         f" compactions while built); serve answered with every job after "
@@ -303,8 +313,18 @@ def main() -> None:
         f"crash, {rec['rss_after'] / 2**20:,.0f} MiB after recovery",
         flush=True,
     )
-    print(f"size after {args.passed:,} jobs passed with 1,000 live:", flush=True)
-    size = size_after(args.passed)
+    print(
+        f"  then 50,000 jobs, 10 a request: p50 {rec['first_replies_p50'] * 1e3:.2f} ms, "
+        f"p99 {rec['first_replies_p99'] * 1e3:.2f} ms, "
+        f"longest {rec['first_replies_max'] * 1e3:.1f} ms",
+        flush=True,
+    )
+
+
+def report_size(passed: int) -> None:
+    """Print the journal's size after ``passed`` jobs went through."""
+    print(f"size after {passed:,} jobs passed with 1,000 live:", flush=True)
+    size = size_after(passed)
     print(
         f"  live state {size['live_state_bytes'] / 1024:,.0f} KiB ({size['live_jobs']} jobs); "
         f"journal at most {size['journal_bytes_largest'] / 1024:,.0f} KiB "
@@ -313,6 +333,38 @@ def main() -> None:
         f"{size['compactions']} compactions",
         flush=True,
     )
+
+
+PARTS = ("throughput", "recovery", "size")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.journal")
+    parser.add_argument("--jobs", type=int, default=20000, help="jobs per throughput run")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput runs of each kind")
+    parser.add_argument("--producers", type=int, default=8, help="producers of the third shape")
+    parser.add_argument("--recover", type=int, default=1_000_000, help="pending jobs to recover")
+    parser.add_argument("--passed", type=int, default=1_000_000, help="jobs through, 1,000 live")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run this part alone (repeatable; default: all)",
+    )
+    parser.add_argument("--build", nargs=2, metavar=("DIR", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build:
+        build(args.build[0], int(args.build[1]))
+        return
+    parts = set(args.only or PARTS)
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    print(f"journal bytes per no-op job: {bytes_per_job()}", flush=True)
+    if "throughput" in parts:
+        report_throughput(args.jobs, args.rounds, args.producers)
+    if "recovery" in parts:
+        report_recovery(args.recover)
+    if "size" in parts:
+        report_size(args.passed)
     print(f"load average after: {os.getloadavg()}", flush=True)
 
 
