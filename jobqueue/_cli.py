@@ -330,6 +330,7 @@ def _client(
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from ._collector import freezing_long_lived
     from ._journal import JournalError
     from ._server import serve_queue, stop_on_sigterm
 
@@ -354,7 +355,11 @@ def _serve(args: argparse.Namespace) -> int:
         # The options parsed above were checked already: only --token is left.
         raise UsageError(f"--{exc.name.replace('_', '-')} {exc.rule}") from None
     try:
-        trio.run(stop_on_sigterm, partial(serve_queue, args.port, host=args.host, config=config))
+        # The process is the server's alone: it may freeze the heap (see _collector).
+        with freezing_long_lived():
+            trio.run(
+                stop_on_sigterm, partial(serve_queue, args.port, host=args.host, config=config)
+            )
     except JournalError as exc:
         raise JobQueueError(str(exc)) from exc
     except OSError as exc:
