@@ -2,7 +2,7 @@
 
 :func:`lock_directory` keeps a second server off a journal directory,
 :func:`write_or_flush` is the default write seam (tests inject failures in
-its place), :func:`write_segment` writes a compaction's new segment whole
+its place), :class:`NewSegment` writes a compaction's new segment whole
 or not at all, and :class:`DiskThread` runs the writes and flushes of a
 :class:`~jobqueue._journal_writer.Journal` one at a time, off trio's thread.
 """
@@ -108,30 +108,58 @@ def write_or_flush(fd: int, data: bytes | None) -> None:
         view = view[written:]
 
 
-def write_segment(
-    path: str, chunks: Iterable[bytes], write: Callable[[int, bytes | None], None]
-) -> int:
-    """Write ``chunks`` as the file ``path``, whole or not at all; return its size.
+class NewSegment:
+    """A compaction's new segment, written whole or not at all, in two steps.
 
-    They go to ``path + ".tmp"`` through ``write`` (the journal's write
-    seam), are flushed, and only then is the file renamed to ``path`` and
-    the directory flushed, so a crash leaves either no ``path`` or all of
-    it. On failure the temporary file is removed and the error raised.
+    Its records go to ``path + ".tmp"`` through ``write`` (the journal's
+    write seam): first the snapshot (:meth:`write`, flushed), while the old
+    segment keeps taking the events that come meanwhile; then those events
+    (:meth:`finish`), flushed, and only then is the file renamed to ``path``
+    and the directory flushed. A crash before the rename leaves the old
+    journal whole, one after it the new one. Blocking: run it in a thread.
     """
-    temporary = path + ".tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    size = 0
-    try:
-        for chunk in chunks:
-            write(fd, chunk)
-            size += len(chunk)
-        write(fd, None)
-    except BaseException:
-        os.close(fd)
+
+    def __init__(self, path: str, write: Callable[[int, bytes | None], None]) -> None:
+        self.path = path
+        self.size = 0
+        self._write = write
+        self._temporary = path + ".tmp"
+        self._fd = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def write(self, chunks: Iterable[bytes]) -> None:
+        """Write ``chunks`` and flush them (or :meth:`abandon` and raise)."""
+        try:
+            for chunk in chunks:
+                self._write(self._fd, chunk)
+                self.size += len(chunk)
+            self._write(self._fd, None)
+        except BaseException:
+            self.abandon()
+            raise
+
+    def finish(self, tail: bytes) -> int:
+        """Write and flush ``tail``, rename the file into place; return it open for writing.
+
+        The descriptor is the caller's (to append to, then close). If the
+        directory cannot be flushed, the rename is undone (the old segment
+        stays the journal) and the error raised.
+        """
+        self.write([tail])
+        os.rename(self._temporary, self.path)
+        try:
+            fsync_directory(os.path.dirname(self.path))
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.rename(self.path, self._temporary)
+            self.abandon()
+            raise
+        fd, self._fd = self._fd, -1
+        return fd
+
+    def abandon(self) -> None:
+        """Close and remove the temporary file (the old segment stays the journal)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    os.close(fd)
-    os.rename(temporary, path)
-    fsync_directory(os.path.dirname(path))
-    return size
+            os.unlink(self._temporary)

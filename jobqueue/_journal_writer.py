@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import math
 import os
@@ -46,16 +47,16 @@ from ._journal import (
 )
 from ._journal_disk import (
     DiskThread,
+    NewSegment,
     fsync_directory,
     lock_directory,
     write_or_flush,
-    write_segment,
 )
 from ._journal_fast import FAST
 from ._journal_recover import recover
 from ._metrics import FLUSH_BUCKETS, Histogram, JournalFigures
 from ._replies import JobAssigned, JobsAssigned, NoJob
-from ._snapshot import Capture, capture, encode_snapshot
+from ._snapshot import capture, encode_snapshot
 
 if TYPE_CHECKING:
     from ._commands import Connection, Outgoing
@@ -178,6 +179,15 @@ class Journal:
         self._written = 0
         self._state: QueueState | None = None
         self._compacting = False
+        #: While a compaction writes its snapshot: the events appended since
+        #: its capture that flushes have written to the old segment (the new
+        #: one gets them after the snapshot), and how many bytes at the front
+        #: of the buffer came before the capture.
+        self._tail: bytearray | None = None
+        self._cut = 0
+        #: A compaction's last step: the new segment takes its place. No
+        #: flush may start meanwhile.
+        self._switching = False
         #: The last compaction failed: the next is tried after the next flush.
         self._compaction_failed = False
         self._progress = trio.Event()
@@ -352,13 +362,14 @@ class Journal:
         return True
 
     def _can_start(self) -> bool:
-        # Not while a flush or a compaction is under way (one write at a
-        # time), nor while the flusher task waits to retry after a failure
-        # or is about to compact.
+        # Not while a flush is under way (one at a time) or a compaction
+        # puts its new segment in place, nor while the flusher task waits to
+        # retry after a failure or is about to compact. While a compaction
+        # writes its snapshot, flushes go on to the old segment.
         return (
             not self._flushing
             and self._disk is not None  # run() has begun (it starts what is urgent)
-            and not self._compacting
+            and not self._switching
             and self.failure is None
             and not self._compaction_due()
         )
@@ -405,11 +416,23 @@ class Journal:
         self._last_start = now
         if self._lazy_wait is not None:
             self._lazy_wait.deadline = math.inf
-        done = functools.partial(self._flushed, data, covered, sync, time.perf_counter())
+        # During a compaction, what follows the capture goes to the new segment too.
+        after_capture = None
+        if self._tail is not None:
+            after_capture, self._cut = self._cut, 0
+        done = functools.partial(
+            self._flushed, data, covered, sync, time.perf_counter(), after_capture
+        )
         disk.call(functools.partial(self._write_all, bytes(data), sync), done)
 
     def _flushed(
-        self, data: bytearray, covered: int, sync: bool, began: float, error: OSError | None
+        self,
+        data: bytearray,
+        covered: int,
+        sync: bool,
+        began: float,
+        after_capture: int | None,
+        error: OSError | None,
     ) -> None:
         # Runs in trio's thread as soon as the disk thread is done: the
         # replies go out now, and the next flush, if replies wait for it,
@@ -439,6 +462,8 @@ class Journal:
         self._synced = sync or (self._synced and not data)
         self.size += len(data)
         self._written += len(data)
+        if after_capture is not None and self._tail is not None:
+            self._tail += data[after_capture:]
         self.durable = covered
         self._release()
         self._progressed()
@@ -465,7 +490,7 @@ class Journal:
     def _compaction_due(self) -> bool:
         # After a failed compaction, not before the next flush has succeeded:
         # flushes (and the replies they release) go on meanwhile.
-        return not self._compaction_failed and self.size >= max(
+        return (not self._compacting and not self._compaction_failed) and self.size >= max(
             self.compact_min_bytes, self.compact_ratio * self.snapshot_size
         )
 
@@ -532,16 +557,20 @@ class Journal:
     async def compact(self) -> bool:
         """Write the live state as a new segment, then remove the old ones.
 
-        The state is copied here, in trio's thread, between two commands
-        (cheap: a tuple of references a job); the copy is encoded and written
-        in a thread while the coordinator serves on. The snapshot covers
-        every event appended so far, so the events still buffered are not
-        written: the snapshot holds them. Its segment is written under a
-        temporary name, flushed, renamed and the directory flushed; only
-        then are the old segments removed, so a crash at any point leaves
-        either the old journal or the new one whole. Returns whether it
-        succeeded; on failure the buffered events go back to be written to
-        the old segment, as if nothing had been tried.
+        The state is copied here, in trio's thread, between two commands (a
+        tuple of references a job, made with the cyclic collector off: it
+        would only walk the new tuples). The copy is encoded and written
+        under a temporary name in a thread, while the coordinator serves on
+        and flushes go on to the old segment, so a reply that waits for a
+        flush does not wait for the compaction. Then, with no flush under
+        way and none starting, the events those flushes wrote since the
+        copy are appended after the snapshot, the file is flushed, renamed
+        and the directory flushed, and appends go to it; only then are the
+        old segments removed. A crash at any point leaves either the old
+        journal or the new one whole. Events buffered before the copy that
+        no flush took meanwhile are in the snapshot, and are not written.
+        Returns whether it succeeded; on failure the old segment stays the
+        journal, as if nothing had been tried.
         """
         assert self._state is not None, "start() first"
         self._compacting = True
@@ -584,39 +613,66 @@ class Journal:
 
     async def _compact(self, state: QueueState) -> bool:
         started = time.perf_counter()
-        snapshot = capture(state)
-        data, self._buffer = self._buffer, bytearray()
-        covered = self.appended
-        paused = time.perf_counter() - started
+        collecting = gc.isenabled()
+        gc.disable()
         try:
-            size = await trio.to_thread.run_sync(self._write_snapshot, snapshot)
-        except OSError as exc:
-            self._buffer[:0] = data
+            snapshot = capture(state)
+        finally:
+            if collecting:
+                gc.enable()
+        covered = self.appended
+        self._tail, self._cut = bytearray(), len(self._buffer)
+        paused = time.perf_counter() - started
+        number = self._number + 1
+        segment: NewSegment | None = None
+        switched = 0.0
+        try:
+            segment = NewSegment(os.path.join(self.directory, segment_name(number)), self._write)
+            chunks = _framed(encode_snapshot(snapshot, self._offset))
+            await trio.to_thread.run_sync(segment.write, chunks)
+            switched = time.perf_counter()
+            self._switching = True
+            while self._flushing:
+                await self._progress.wait()
+            if self.failure is not None:  # what that flush held is not in the tail
+                raise OSError(f"a flush failed meanwhile ({self.failure})")
+            tail = bytes(self._tail)
+            size = await trio.to_thread.run_sync(self._switch_to, segment, number, tail)
+        except BaseException as exc:
+            if segment is not None:
+                segment.abandon()
+            if not isinstance(exc, OSError):
+                raise
             log.error("journal %s: cannot compact: %s", self.directory, exc)
             return False
-        self.size = self.snapshot_size = size
+        finally:
+            self._tail = None
+            self._switching = False
+        del self._buffer[: self._cut]  # in the snapshot, and taken by no flush
+        self.size, self.snapshot_size = size, size - len(tail)
         self._written += size
         self.compactions += 1
-        self.durable = covered
+        self.durable = max(self.durable, covered)
         self._release()
+        if self._urgent and self._buffer and self._can_start():
+            self._start()
         log.info(
-            "journal %s: compacted to %d jobs in %d bytes "
-            "(the coordinator paused %.1f ms; %.0f ms in all)",
+            "journal %s: compacted to %d jobs in %d bytes (the coordinator paused "
+            "%.1f ms, flushes %.1f ms; %.0f ms in all)",
             self.directory,
             len(snapshot.jobs),
             size,
             paused * 1e3,
+            (time.perf_counter() - switched) * 1e3,
             (time.perf_counter() - started) * 1e3,
         )
         return True
 
-    def _write_snapshot(self, snapshot: Capture) -> int:
-        # Runs in a thread; returns the new segment's size.
-        number = self._number + 1
-        final = os.path.join(self.directory, segment_name(number))
-        size = write_segment(final, _framed(encode_snapshot(snapshot, self._offset)), self._write)
+    def _switch_to(self, segment: NewSegment, number: int, tail: bytes) -> int:
+        # Runs in a thread, no flush under way; returns the new segment's size.
+        new_fd = segment.finish(tail)
+        size = segment.size
         # From here on the new segment is the journal: append to it.
-        new_fd = os.open(final, os.O_WRONLY)
         old_fd, self._fd, self._number = self._fd, new_fd, number
         self._end = self._room = size
         os.close(old_fd)

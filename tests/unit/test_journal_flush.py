@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -288,4 +289,101 @@ async def test_replies_are_released_while_compaction_keeps_failing(tmp_path: Pat
                 assert await replies.receive() == [JobSubmitted(job.id)]
         assert compactions >= 2
         assert journal.compactions == 0
+        nursery.cancel_scope.cancel()
+
+
+class SnapshotGate:
+    """A write seam that holds a compaction's snapshot at a gate; ``fail_flushes`` fail."""
+
+    def __init__(self) -> None:
+        self.snapshot_waiting = threading.Event()
+        self.gate = threading.Event()
+        self.fail_flushes = 0
+
+    def __call__(self, fd: int, data: bytes | None) -> None:
+        if data is not None and data.startswith(MAGIC):  # a snapshot's first chunk
+            self.snapshot_waiting.set()
+            assert self.gate.wait(30)
+        if data is None and self.fail_flushes:
+            self.fail_flushes -= 1
+            raise OSError(errno.EIO, "the disk hiccuped")
+        write_or_flush(fd, data)
+
+
+def replayed(path: Path) -> QueueState:
+    """The state a server restarted on a copy of ``path``, as it is now, would have."""
+    copy = path.parent / f"{path.name}-copy"
+    shutil.copytree(path, copy)
+    (copy / "lock").unlink()
+    state = QueueState()
+    again = Journal(str(copy))
+    again.open(state, 0.0)
+    again.close()
+    shutil.rmtree(copy)
+    return state
+
+
+async def test_a_reply_waits_for_its_flush_not_for_a_compaction(tmp_path: Path) -> None:
+    disk = SnapshotGate()
+    path = tmp_path / "journal"
+    state = QueueState()
+    journal = Journal(str(path), "always", write=disk, compact_min_bytes=1)
+    journal.open(state, trio.current_time())
+    journal.start(state, trio.current_time())
+    conn, replies = connection(1)
+    before, _ = state.submit("before", None, trio.current_time())  # buffered at the capture
+    async with trio.open_nursery() as nursery:
+        try:
+            nursery.start_soon(journal.run)  # compacts at once (compact_min_bytes=1)
+            await trio.to_thread.run_sync(disk.snapshot_waiting.wait, 30.0)
+            journal.begin()
+            job, _ = state.submit("during", None, trio.current_time())
+            assert journal.hold(conn, [JobSubmitted(job.id)])
+            with trio.fail_after(30):
+                assert await replies.receive() == [JobSubmitted(job.id)]
+            assert journal.compactions == 0  # the snapshot is still at the gate
+            # A crash now: the old segment is the journal, and has both jobs.
+            assert {j.name for j in replayed(path).pending_in_order()} == {"before", "during"}
+        finally:
+            disk.gate.set()
+        await journal.wait_idle()
+        assert journal.compactions >= 1
+        # After it: the new segment, snapshot and the event flushed meanwhile.
+        assert {j.name for j in replayed(path).pending_in_order()} == {"before", "during"}
+        assert len([n for n in os.listdir(path) if n.endswith(".jqj")]) == 1
+        nursery.cancel_scope.cancel()
+    assert before.id != job.id
+
+
+async def test_a_flush_failing_during_a_compaction_abandons_it_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    disk = SnapshotGate()
+    path = tmp_path / "journal"
+    state = QueueState()
+    journal = Journal(str(path), "always", write=disk, compact_min_bytes=1)
+    journal.open(state, trio.current_time())
+    journal.start(state, trio.current_time())
+    conn, replies = connection(1)
+    async with trio.open_nursery() as nursery:
+        try:
+            nursery.start_soon(journal.run)
+            await trio.to_thread.run_sync(disk.snapshot_waiting.wait, 30.0)
+            disk.fail_flushes = 1
+            journal.begin()
+            job, _ = state.submit("during", None, trio.current_time())
+            assert journal.hold(conn, [JobSubmitted(job.id)])
+            with trio.fail_after(30):
+                while not journal.failing:
+                    await trio.sleep(0.01)
+            assert replies.statistics().current_buffer_used == 0  # not acknowledged
+        finally:
+            disk.gate.set()
+        # The compaction gives up (its tail would miss what the failed flush
+        # held); the flusher writes it again, and the reply goes out.
+        with trio.fail_after(30):
+            assert await replies.receive() == [JobSubmitted(job.id)]
+        await journal.wait_idle()
+        assert not journal.failing
+        assert {j.name for j in replayed(path).pending_in_order()} == {"during"}
         nursery.cancel_scope.cancel()
