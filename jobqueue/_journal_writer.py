@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import logging
 import math
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -56,7 +56,7 @@ from ._journal_fast import FAST
 from ._journal_recover import recover
 from ._metrics import FLUSH_BUCKETS, Histogram, JournalFigures
 from ._replies import JobAssigned, JobsAssigned, NoJob
-from ._snapshot import capture, encode_snapshot
+from ._snapshot import captured, encode_snapshot
 
 if TYPE_CHECKING:
     from ._commands import Connection, Outgoing
@@ -70,6 +70,12 @@ _MAX_RETRY_DELAY = 5.0
 #: ``COMPACT_RATIO`` times its last snapshot, whichever is more.
 COMPACT_MIN_BYTES = 256 << 10
 COMPACT_RATIO = 4.0
+#: The interpreter's switch interval (seconds) while a snapshot is encoded.
+#: The encoding thread holds the GIL but for its writes, and trio's thread
+#: needs it back after every system call: at Python's 5 ms a request took
+#: 20-40 ms while a large snapshot was encoded, at 0.5 ms it takes what it
+#: takes otherwise (the encoding itself about a third longer).
+ENCODING_SWITCH_INTERVAL = 0.0005
 #: Zeros written ahead of the records (see :meth:`Journal._prepare`).
 PREPARED_BYTES = 256 << 10
 #: With ``fsync="always"``, the longest that events no held reply waits for
@@ -557,12 +563,14 @@ class Journal:
     async def compact(self) -> bool:
         """Write the live state as a new segment, then remove the old ones.
 
-        The state is copied here, in trio's thread, between two commands (a
-        tuple of references a job, made with the cyclic collector off: it
-        would only walk the new tuples). The copy is encoded and written
-        under a temporary name in a thread, while the coordinator serves on
-        and flushes go on to the old segment, so a reply that waits for a
-        flush does not wait for the compaction. Then, with no flush under
+        The state is captured here, in trio's thread, between two commands
+        (the orders of its records; a record an event changes meanwhile has
+        its fields kept first: :func:`~jobqueue._snapshot.captured`). The
+        capture is encoded and written under a temporary name in a thread,
+        while the coordinator serves on (with a shorter switch interval,
+        :data:`ENCODING_SWITCH_INTERVAL`) and flushes go on to the old
+        segment, so a reply that waits for a flush does not wait for the
+        compaction. Then, with no flush under
         way and none starting, the events those flushes wrote since the
         copy are appended after the snapshot, the file is flushed, renamed
         and the directory flushed, and appends go to it; only then are the
@@ -613,23 +621,23 @@ class Journal:
 
     async def _compact(self, state: QueueState) -> bool:
         started = time.perf_counter()
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            snapshot = capture(state)
-        finally:
-            if collecting:
-                gc.enable()
-        covered = self.appended
-        self._tail, self._cut = bytearray(), len(self._buffer)
-        paused = time.perf_counter() - started
         number = self._number + 1
         segment: NewSegment | None = None
         switched = 0.0
         try:
-            segment = NewSegment(os.path.join(self.directory, segment_name(number)), self._write)
-            chunks = _framed(encode_snapshot(snapshot, self._offset))
-            await trio.to_thread.run_sync(segment.write, chunks)
+            with captured(state) as snapshot:  # records keep their fields until encoded
+                covered = self.appended
+                self._tail, self._cut = bytearray(), len(self._buffer)
+                paused = time.perf_counter() - started
+                path = os.path.join(self.directory, segment_name(number))
+                segment = NewSegment(path, self._write)
+                chunks = _framed(encode_snapshot(snapshot, self._offset))
+                interval = sys.getswitchinterval()
+                sys.setswitchinterval(min(interval, ENCODING_SWITCH_INTERVAL))
+                try:
+                    await trio.to_thread.run_sync(segment.write, chunks)
+                finally:
+                    sys.setswitchinterval(interval)
             switched = time.perf_counter()
             self._switching = True
             while self._flushing:

@@ -47,10 +47,16 @@ class QueueModel(JobStore):
         id_prefix: Prepended to job ids; the server uses a random one per
             run so ids from a previous run are never mistaken for new ones.
         on_event: Called with every event after it is applied (a journal).
+
+    Attributes:
+        before_change: Called with every record an event is about to
+            change, before it changes (a snapshot being written keeps
+            its fields: :func:`~jobqueue._snapshot.captured`).
     """
 
     id_prefix: str = ""
     on_event: Callable[[Event], None] | None = None
+    before_change: Callable[[JobRecord], None] | None = attrs.field(default=None, init=False)
     _next_seq: int = attrs.field(default=1, init=False)
     #: Whether a Submitted event ever named a job other than ``id_prefix`` + ``seq``.
     _foreign_ids: bool = attrs.field(default=False, init=False)
@@ -74,6 +80,8 @@ class QueueModel(JobStore):
             InvalidTransition: if the event asks for a change the transition
                 table forbids; nothing is changed.
         """
+        if self.before_change is not None:
+            self._before_change(event)
         if isinstance(event, Submitted):
             self._on_submitted(event)
         elif isinstance(event, Assigned):
@@ -159,6 +167,14 @@ class QueueModel(JobStore):
             self._on_forgotten(event)
         if self.on_event is not None:
             self.on_event(event)
+
+    def _before_change(self, event: Event) -> None:
+        # Every event of a job names it; a Submitted one names a job to come.
+        job_id = getattr(event, "job_id", None)
+        if job_id is not None and type(event) is not Submitted:
+            job = self._lookup(job_id)
+            if job is not None and self.before_change is not None:
+                self.before_change(job)
 
     def _on_submitted(self, event: Submitted) -> None:
         regular = event.job_id == f"{self.id_prefix}{event.seq}"

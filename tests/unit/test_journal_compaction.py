@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
+import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -16,7 +19,7 @@ from jobqueue._events import Event
 from jobqueue._journal import MAGIC, JournalError, encode_event, frame, read_journal
 from jobqueue._journal_writer import PREPARED_BYTES, Journal
 from jobqueue._json import stored_form
-from jobqueue._snapshot import capture, encode_snapshot, is_snapshot, replay
+from jobqueue._snapshot import capture, captured, encode_snapshot, is_snapshot, replay
 from jobqueue._state import QueueState
 from tests.unit import journal_support as support
 
@@ -49,12 +52,15 @@ def test_a_snapshot_then_events_replay_to_the_same_state(seed: int) -> None:
     rng = random.Random(seed)
     q = support.new_state()
     now = support.lifecycle(q, rng, 250)
-    snapshot = capture(q)
+    at_capture = copy.deepcopy(support.view(q))  # its runs change in place
     events: list[Event] = []
-    q.on_event = events.append
-    support.lifecycle(q, rng, 250, now)
-    # The capture is of the moment it was taken, however the state moved on.
-    payloads = list(encode_snapshot(snapshot)) + [encode_event(e) for e in events]
+    with captured(q) as snapshot:
+        q.on_event = events.append
+        support.lifecycle(q, rng, 250, now)
+        # The capture is of the moment it was taken, however the state moved on.
+        payloads = list(encode_snapshot(snapshot))
+    assert support.view(replayed(payloads)) == at_capture
+    payloads += [encode_event(e) for e in events]
     assert support.view(replayed(payloads)) == support.view(q)
 
 
@@ -194,3 +200,29 @@ async def test_a_compaction_covers_the_events_still_buffered(tmp_path: Path) -> 
     journal.close()
     assert sorted(os.listdir(tmp_path)) == ["00000000000000000002.jqj", "lock"]
     assert support.view(reopen(tmp_path)) == support.view(q)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_capture_encoded_in_a_thread_while_the_state_changes_is_of_its_moment(
+    seed: int,
+) -> None:
+    # As compaction does: the coordinator changes records while a thread
+    # encodes them. A tiny switch interval interleaves the two finely.
+    rng = random.Random(seed)
+    q = support.new_state(finished_retention=400)
+    now = support.lifecycle(q, rng, 1500)
+    at_capture = copy.deepcopy(support.view(q))
+    payloads: list[bytes] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with captured(q) as snapshot:
+            encoder = threading.Thread(target=lambda: payloads.extend(encode_snapshot(snapshot)))
+            encoder.start()
+            while encoder.is_alive():
+                now = support.lifecycle(q, rng, 5, now)
+            encoder.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(snapshot.kept) > 0  # records did change while it was encoded
+    assert support.view(replayed(payloads)) == at_capture

@@ -289,11 +289,11 @@ def test_a_batch_s_jobs_share_the_text_of_their_common_fields() -> None:
     for job in jobs:
         state.complete(job.id, 7, 1, None, 81_236.0)
     memory = RecordMemory()
-    records = [_job_record(fields, OFFSET, memory) for fields in capture(state).jobs]
+    records = [_job_record(fields, OFFSET, memory) for fields in capture(state).fields()]
     rest = memory.rest
     assert rest is not None
-    assert records == [generic_record(_TO_FLAT(fields), OFFSET) for fields in capture(state).jobs]
-    assert _job_record(capture(state).jobs[0], OFFSET, memory) == records[0]
+    assert records == [generic_record(_TO_FLAT(fields), OFFSET) for fields in capture(state).fields()]
+    assert _job_record(next(capture(state).fields()), OFFSET, memory) == records[0]
     assert memory.rest is rest  # taken, not written again
 
 
@@ -308,7 +308,7 @@ def test_a_snapshot_s_usual_jobs_take_the_fast_path() -> None:
             state.complete(job.id, 7, 1, b"[1]" if index else None, now)
         now += 1.25
     memory = RecordMemory()
-    jobs = capture(state).jobs
+    jobs = list(capture(state).fields())
     assert len(jobs) == 4
     for fields in jobs:
         fast = _job_record(fields, OFFSET, memory)
