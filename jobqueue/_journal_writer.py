@@ -475,7 +475,7 @@ class Journal:
         self._progressed()
         self._compaction_failed = False
         compact = self._compaction_due()
-        if self._urgent and self._buffer and not compact:
+        if self._urgent and self._buffer and not compact and not self._switching:
             self._start()  # replies wait for what came during this flush
             return
         if compact or self._buffer or not self._synced:
@@ -570,15 +570,15 @@ class Journal:
         while the coordinator serves on (with a shorter switch interval,
         :data:`ENCODING_SWITCH_INTERVAL`) and flushes go on to the old
         segment, so a reply that waits for a flush does not wait for the
-        compaction. Then, with no flush under
-        way and none starting, the events those flushes wrote since the
-        copy are appended after the snapshot, the file is flushed, renamed
-        and the directory flushed, and appends go to it; only then are the
-        old segments removed. A crash at any point leaves either the old
-        journal or the new one whole. Events buffered before the copy that
-        no flush took meanwhile are in the snapshot, and are not written.
-        Returns whether it succeeded; on failure the old segment stays the
-        journal, as if nothing had been tried.
+        compaction. Then, with no flush under way and none starting, the
+        events those flushes wrote since the capture are appended after the
+        snapshot, the file is flushed, renamed and the directory flushed,
+        and appends go to it; only then are the old segments removed. A
+        crash at any point leaves either the old journal or the new one
+        whole. Events buffered before the capture that no flush took
+        meanwhile are in the snapshot, and are not written. Returns whether
+        it succeeded; on failure the old segment stays the journal, as if
+        nothing had been tried.
         """
         assert self._state is not None, "start() first"
         self._compacting = True
@@ -683,7 +683,8 @@ class Journal:
         # From here on the new segment is the journal: append to it.
         old_fd, self._fd, self._number = self._fd, new_fd, number
         self._end = self._room = size
-        os.close(old_fd)
+        with contextlib.suppress(OSError):  # switched: nothing may fail from here on
+            os.close(old_fd)
         for old, path in segments(self.directory):
             if old < number:
                 try:

@@ -289,10 +289,11 @@ def test_a_batch_s_jobs_share_the_text_of_their_common_fields() -> None:
     for job in jobs:
         state.complete(job.id, 7, 1, None, 81_236.0)
     memory = RecordMemory()
-    records = [_job_record(fields, OFFSET, memory) for fields in capture(state).fields()]
+    fields_at = list(capture(state).fields())
+    records = [_job_record(fields, OFFSET, memory) for fields in fields_at]
     rest = memory.rest
     assert rest is not None
-    assert records == [generic_record(_TO_FLAT(fields), OFFSET) for fields in capture(state).fields()]
+    assert records == [generic_record(_TO_FLAT(fields), OFFSET) for fields in fields_at]
     assert _job_record(next(capture(state).fields()), OFFSET, memory) == records[0]
     assert memory.rest is rest  # taken, not written again
 
