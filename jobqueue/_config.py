@@ -288,6 +288,14 @@ class ServerConfig:
         1.0, "seconds between journal flushes with --fsync interval", metavar="SECONDS",
         validator=_positive,
     )  # fmt: skip
+    #: Compact the journal once it holds this many times the bytes of its
+    #: last snapshot (and at least 256 KiB), so its files stay within about
+    #: this multiple of the live jobs' size. Lower keeps them smaller at the
+    #: cost of more compactions, each of which writes every live job again.
+    compact_ratio: float = option(
+        4.0, "compact the journal once it is this many times its last snapshot", metavar="RATIO",
+        validator=Check(lambda value: value > 1, "must be more than 1"),
+    )  # fmt: skip
     #: Periodic schedules to add when the server starts (README, "Periodic
     #: jobs"); one that is already there unchanged keeps its history. The
     #: command line builds them from ``--schedule`` and ``--schedules``.

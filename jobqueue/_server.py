@@ -213,7 +213,12 @@ class QueueService:
         self.journal: Journal | None = None
         self._journal_open = False
         if config.journal is not None:
-            self.journal = Journal(config.journal, config.fsync, config.fsync_interval)
+            self.journal = Journal(
+                config.journal,
+                config.fsync,
+                config.fsync_interval,
+                compact_ratio=config.compact_ratio,
+            )
         #: The coordinator that alone touches ``state`` once :meth:`run` starts.
         self.coordinator = Coordinator(
             self.state, times=JobTimes() if config.metrics is not None else None

@@ -407,3 +407,27 @@ async def test_a_connection_s_replies_keep_their_order_behind_a_held_one(
             got = await replies.count(2)
         assert [reply["type"] for reply in got] == ["job_submitted", "job_assigned"]
         nursery.cancel_scope.cancel()
+
+
+async def compactions_while_submitting(
+    journal: Path, caplog: pytest.LogCaptureFixture, **options: Any
+) -> int:
+    caplog.clear()
+    with caplog.at_level("INFO", logger="jobqueue.journal"):
+        async with open_test_queue(journal=str(journal), **options) as queue:
+            batch = [{"name": "n", "payload": "x" * 1000}] * 50
+            for _ in range(40):
+                await queue.client.submit_many(batch)
+    return sum("compacted to" in record.getMessage() for record in caplog.records)
+
+
+async def test_compact_ratio_sets_how_often_the_journal_compacts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 2,000 pending jobs of about 1 KiB: the journal compacts at 256 KiB,
+    # then at 4x the snapshot (about 1 MiB) by default; at 1.5x about every
+    # half of what the last snapshot held.
+    default = await compactions_while_submitting(tmp_path / "default", caplog)
+    often = await compactions_while_submitting(tmp_path / "often", caplog, compact_ratio=1.5)
+    assert default >= 1
+    assert often >= default + 2

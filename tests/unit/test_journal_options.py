@@ -31,5 +31,14 @@ def test_a_bad_fsync_mode_is_refused() -> None:
         ServerConfig(fsync="sometimes")
 
 
+def test_compact_ratio_is_a_flag_above_one() -> None:
+    assert ServerConfig(**serve_options("--compact-ratio", "1.5")).compact_ratio == 1.5  # type: ignore[arg-type]
+    assert ServerConfig().compact_ratio == 4.0
+    with pytest.raises(UsageError, match="--compact-ratio: must be more than 1"):
+        serve_options("--compact-ratio", "1")
+    with pytest.raises(ValueError, match="compact_ratio must be more than 1"):
+        ServerConfig(compact_ratio=0.5)
+
+
 def test_the_journal_may_be_a_path(tmp_path: Path) -> None:
     assert ServerConfig(journal=tmp_path).journal == str(tmp_path)  # type: ignore[arg-type]
