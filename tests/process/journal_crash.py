@@ -12,8 +12,12 @@ of its own, and record every id the server acknowledged; a submit cut off by
 a crash is sent again with the same key until it is acknowledged (the key
 finds the job if the journal kept it; if not, it was never acknowledged and
 is submitted anew). The server is SIGKILLed and restarted ``--restarts``
-times at random moments; then the run waits for every job and checks, exiting
-non-zero if any check fails:
+times at random moments; every ``--aim-every``-th kill (3rd by default) is
+aimed at a compaction instead: the journal compacts often here
+(``--compact-ratio 1.05``), and the kill comes within 20 ms of a compaction's
+temporary file appearing, so some land while the snapshot is written, and
+some just after its rename. Then the run waits for every job and checks,
+exiting non-zero if any check fails:
 
 - every acknowledged id exists and ended ``completed`` (none lost, none
   failed); one job per key: no acknowledged submit was applied twice;
@@ -62,6 +66,9 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULE = "tests.process.journal_crash"
 #: Where the handler writes its runs (set for the worker processes).
 RUNS_ENV = "JOBQUEUE_CRASH_RUNS"
+#: The server's ``--compact-ratio``: low, so that compactions come often
+#: enough for kills to be aimed at them.
+COMPACT_RATIO = 1.05
 
 
 async def record_run(job: Job) -> int:
@@ -91,6 +98,8 @@ class Report:
     unacknowledged: int = 0
     resubmitted: int = 0
     compactions_seen: int = 0
+    aimed: int = 0
+    killed_compacting: int = 0
     seconds: float = 0.0
     problems: list[str] = attrs.field(factory=list)
 
@@ -104,6 +113,8 @@ class Report:
             f"    of a job never acknowledged (submit not yet durable)  {self.unacknowledged}",
             f"submits sent again    {self.resubmitted}",
             f"segments compacted    {self.compactions_seen}",
+            f"kills aimed at a compaction  {self.aimed}, of them while one was written  "
+            f"{self.killed_compacting}",
             f"wall time             {self.seconds:.1f}s",
         ]
         lines += [f"PROBLEM: {p}" for p in self.problems[:20]]
@@ -125,7 +136,9 @@ def free_port() -> int:
 class CrashRun:
     """One run: a server process to kill and restart, workers, producers."""
 
-    def __init__(self, workdir: Path, restarts: int, seed: int, workers: int, producers: int):
+    def __init__(
+        self, workdir: Path, restarts: int, seed: int, workers: int, producers: int, aim_every: int
+    ):
         self.workdir = workdir
         self.journal = workdir / "journal"
         self.runs = workdir / "runs"
@@ -134,6 +147,7 @@ class CrashRun:
         self.rng = random.Random(seed)
         self.n_workers = workers
         self.n_producers = producers
+        self.aim_every = aim_every
         self.port = free_port()
         self.server: trio.Process | None = None
         self.workers: list[trio.Process] = []
@@ -148,6 +162,7 @@ class CrashRun:
             [
                 *(sys.executable, "-m", "jobqueue", "serve", "--port", str(self.port)),
                 *("--journal", str(self.journal), "--lease-timeout", "5"),
+                *("--compact-ratio", str(COMPACT_RATIO)),
             ],
             cwd=ROOT,
             stdout=self._log,
@@ -191,9 +206,26 @@ class CrashRun:
             number += 1
             await trio.sleep(self.rng.uniform(0.0, 0.01))
 
+    def compacting(self) -> bool:
+        """Whether a compaction's snapshot is being written (its temporary file exists)."""
+        return any(name.endswith(".tmp") for name in os.listdir(self.journal))
+
+    async def await_compaction(self) -> None:
+        """Return within 20 ms of a compaction starting (or after 30 s without one)."""
+        with trio.move_on_after(30):
+            while not self.compacting():  # noqa: ASYNC110 (another process writes it)
+                await trio.sleep(0.001)  # polling the directory another process writes
+            await trio.sleep(self.rng.uniform(0.0, 0.02))
+
     async def crash_loop(self) -> None:
-        for _ in range(self.restarts):
-            await trio.sleep(self.rng.uniform(0.2, 1.5))
+        for number in range(1, self.restarts + 1):
+            aimed = self.aim_every > 0 and number % self.aim_every == 0
+            if aimed:
+                await self.await_compaction()
+                self.report.aimed += 1
+                self.report.killed_compacting += self.compacting()
+            else:
+                await trio.sleep(self.rng.uniform(0.2, 1.5))
             self.check_workers()
             await self.kill_server()
             self.report.restarts += 1
@@ -303,10 +335,15 @@ class CrashRun:
 
 
 async def crash_run(
-    workdir: Path, restarts: int, seed: int, workers: int = 2, producers: int = 3
+    workdir: Path,
+    restarts: int,
+    seed: int,
+    workers: int = 2,
+    producers: int = 3,
+    aim_every: int = 3,
 ) -> Report:
     """Run the crash test in ``workdir``; see the module's docstring."""
-    return await CrashRun(workdir, restarts, seed, workers, producers).run()
+    return await CrashRun(workdir, restarts, seed, workers, producers, aim_every).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -315,12 +352,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--producers", type=int, default=3)
+    parser.add_argument(
+        "--aim-every", type=int, default=3, help="aim every Nth kill at a compaction; 0: none"
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     with tempfile.TemporaryDirectory(prefix="jobqueue-crash-") as workdir:
         print(f"seed {seed}; work directory {workdir}", flush=True)
         report = trio.run(
-            crash_run, Path(workdir), args.restarts, seed, args.workers, args.producers
+            crash_run,
+            Path(workdir),
+            args.restarts,
+            seed,
+            args.workers,
+            args.producers,
+            args.aim_every,
         )
         print(report)
         if report.problems:
