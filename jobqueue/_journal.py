@@ -323,6 +323,17 @@ def frame_into(buffer: bytearray, payload: bytes) -> None:
     buffer += payload
 
 
+def segment_chunks(payloads: Iterable[bytes]) -> Iterator[bytes]:
+    """A segment's bytes, ``MAGIC`` then ``payloads`` as records, in chunks of about 1 MiB."""
+    chunk = bytearray(MAGIC)
+    for payload in payloads:
+        frame_into(chunk, payload)
+        if len(chunk) >= 1 << 20:
+            yield bytes(chunk)
+            chunk.clear()
+    yield bytes(chunk)
+
+
 @attrs.frozen
 class Scan:
     """What reading one segment found.

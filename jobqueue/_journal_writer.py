@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from zlib import crc32
 
@@ -36,18 +36,18 @@ import trio
 
 from ._events import Event
 from ._journal import (
-    MAGIC,
     JournalError,
     encode_generic,
-    frame_into,
     pack_crc,
     pack_length_crc,
+    segment_chunks,
     segment_name,
     segments,
 )
 from ._journal_disk import (
     DiskThread,
     NewSegment,
+    OpenSegment,
     fsync_directory,
     lock_directory,
     write_or_flush,
@@ -76,8 +76,6 @@ COMPACT_RATIO = 4.0
 #: 20-40 ms while a large snapshot was encoded, at 0.5 ms it takes what it
 #: takes otherwise (the encoding itself about a third longer).
 ENCODING_SWITCH_INTERVAL = 0.0005
-#: Zeros written ahead of the records (see :meth:`Journal._prepare`).
-PREPARED_BYTES = 256 << 10
 #: With ``fsync="always"``, the longest that events no held reply waits for
 #: (a job handed to a worker) stay in the buffer before a flush of their own:
 #: until then they wait to share the next acknowledgement's flush.
@@ -89,17 +87,6 @@ LAZY_FLUSH_SECONDS = 0.005
 #: progress, the job a cancel or retry returns, an error, ...) waits for the
 #: flush that covers the events applied before it.
 PROMISE_NOTHING: frozenset[type[object]] = frozenset({JobAssigned, JobsAssigned, NoJob})
-
-
-def _framed(payloads: Iterable[bytes]) -> Iterator[bytes]:
-    """``MAGIC``, then ``payloads`` as records, in chunks of about 1 MiB."""
-    chunk = bytearray(MAGIC)
-    for payload in payloads:
-        frame_into(chunk, payload)
-        if len(chunk) >= 1 << 20:
-            yield bytes(chunk)
-            chunk.clear()
-    yield bytes(chunk)
 
 
 class Journal:
@@ -133,10 +120,7 @@ class Journal:
         self.fsync = fsync
         self.fsync_interval = fsync_interval
         self._write = write or write_or_flush
-        self._fd = -1
-        #: Where the segment's records end, and its zeros prepared for more.
-        self._end = 0
-        self._room = 0
+        self._segment: OpenSegment | None = None
         self._lock_fd = -1
         self._buffer = bytearray()
         #: Wakes the flusher task while it waits for work; with ``always`` it
@@ -218,9 +202,9 @@ class Journal:
             os.makedirs(self.directory, exist_ok=True)
             self._lock_fd = lock_directory(self.directory)
             recovered = recover(self.directory, state, self._offset)
-            self._number, self._fd = recovered.number, recovered.fd
+            self._number = recovered.number
+            self._segment = OpenSegment(recovered.fd, recovered.end, self._write)
             self.size, self.snapshot_size = recovered.size, recovered.snapshot_size
-            self._end = self._room = recovered.end
             self._replayed, self._replay_seconds = recovered.replayed, recovered.seconds
         except BaseException as exc:
             self.close()
@@ -253,16 +237,12 @@ class Journal:
 
     def close(self) -> None:
         """Write what is buffered (best effort) and release the directory."""
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                if self._buffer:
-                    os.lseek(self._fd, self._end, os.SEEK_SET)
-                    self._write(self._fd, bytes(self._buffer))
-                    self._write(self._fd, None)
-                    self._buffer.clear()
-                    self.durable = self.appended
-            os.close(self._fd)
-            self._fd = -1
+        if self._segment is not None:
+            rest = bytes(self._buffer)
+            if self._segment.close(rest) and rest:
+                self._buffer.clear()
+                self.durable = self.appended
+            self._segment = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -409,8 +389,9 @@ class Journal:
         The disk thread's callback (:meth:`_flushed`) runs in trio's thread
         as soon as the write is done, and releases the replies it covers.
         """
-        disk = self._disk
+        disk, segment = self._disk, self._segment
         assert disk is not None, "run() starts the disk thread"
+        assert segment is not None, "open() opens the segment"
         data, self._buffer = self._buffer, bytearray()
         covered = self.appended
         now = trio.current_time()
@@ -429,7 +410,7 @@ class Journal:
         done = functools.partial(
             self._flushed, data, covered, sync, time.perf_counter(), after_capture
         )
-        disk.call(functools.partial(self._write_all, bytes(data), sync), done)
+        disk.call(functools.partial(segment.append, bytes(data), sync), done)
 
     def _flushed(
         self,
@@ -631,7 +612,7 @@ class Journal:
                 paused = time.perf_counter() - started
                 path = os.path.join(self.directory, segment_name(number))
                 segment = NewSegment(path, self._write)
-                chunks = _framed(encode_snapshot(snapshot, self._offset))
+                chunks = segment_chunks(encode_snapshot(snapshot, self._offset))
                 interval = sys.getswitchinterval()
                 sys.setswitchinterval(min(interval, ENCODING_SWITCH_INTERVAL))
                 try:
@@ -681,10 +662,10 @@ class Journal:
         new_fd = segment.finish(tail)
         size = segment.size
         # From here on the new segment is the journal: append to it.
-        old_fd, self._fd, self._number = self._fd, new_fd, number
-        self._end = self._room = size
-        with contextlib.suppress(OSError):  # switched: nothing may fail from here on
-            os.close(old_fd)
+        previous, self._segment = self._segment, OpenSegment(new_fd, size, self._write)
+        self._number = number
+        if previous is not None:
+            previous.close()  # switched: nothing may fail from here on
         for old, path in segments(self.directory):
             if old < number:
                 try:
@@ -694,48 +675,6 @@ class Journal:
         with contextlib.suppress(OSError):
             fsync_directory(self.directory)
         return size
-
-    def _write_all(self, data: bytes, sync: bool) -> None:
-        # Runs in the disk thread. Records go into space prepared ahead
-        # (:meth:`_prepare`). On failure the segment is cut back to where
-        # this write began, so writing the same data again cannot leave half
-        # a record in the middle of the journal.
-        start = self._end
-        try:
-            if start + len(data) > self._room:
-                self._prepare(start + len(data))
-            if data:
-                os.lseek(self._fd, start, os.SEEK_SET)
-                self._write(self._fd, data)
-            if sync:
-                self._write(self._fd, None)
-        except OSError:
-            self._room = start
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, start)
-            raise
-        self._end = start + len(data)
-
-    def _prepare(self, needed: int) -> None:
-        """Fill the segment with zeros up to ``needed`` and ``PREPARED_BYTES`` more, flushed.
-
-        Appending to a file changes its size, which ``fdatasync`` must then
-        write to the file system's journal as well as the data: writing
-        into space that already exists skips that (on ext4, about 105 us
-        a flush instead of 140, measured here). Readers take the zeros
-        after the last record for unused space, not damage
-        (:class:`~jobqueue._journal.Records`).
-        """
-        room = needed + PREPARED_BYTES
-        os.lseek(self._fd, self._room, os.SEEK_SET)
-        zeros = bytes(min(room - self._room, 1 << 20))
-        at = self._room
-        while at < room:
-            chunk = zeros[: room - at]
-            self._write(self._fd, chunk)
-            at += len(chunk)
-        self._write(self._fd, None)
-        self._room = room
 
     def _release(self) -> None:
         held, held_by, durable = self._held, self._held_by, self.durable

@@ -17,7 +17,8 @@ import trio
 from jobqueue._config import QueueRules
 from jobqueue._events import Event
 from jobqueue._journal import MAGIC, JournalError, encode_event, frame, read_journal
-from jobqueue._journal_writer import PREPARED_BYTES, Journal
+from jobqueue._journal_disk import PREPARED_BYTES
+from jobqueue._journal_writer import Journal
 from jobqueue._json import stored_form
 from jobqueue._snapshot import capture, captured, encode_snapshot, is_snapshot, replay
 from jobqueue._state import QueueState

@@ -67,7 +67,7 @@ async def running_journal(
     """A journal flushing ``state``'s events, its start-up writes done.
 
     A first event is written and flushed, so the space the next records go
-    into is prepared (:meth:`Journal._prepare` flushes too).
+    into is prepared (:class:`OpenSegment` flushes the zeros too).
     """
     state = QueueState()
     journal = Journal(str(path), fsync, write=disk)

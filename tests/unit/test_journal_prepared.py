@@ -23,7 +23,8 @@ from jobqueue._journal import (
     segment_name,
     segments,
 )
-from jobqueue._journal_writer import PREPARED_BYTES, Journal
+from jobqueue._journal_disk import PREPARED_BYTES
+from jobqueue._journal_writer import Journal
 from jobqueue._state import QueueState
 from tests.unit import journal_support as support
 from tests.unit.test_journal_format import boundaries, record_lifecycle
