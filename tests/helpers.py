@@ -556,6 +556,26 @@ async def serving(*, lease_timeout: float = 60.0) -> AsyncIterator[tuple[str, in
         nursery.cancel_scope.cancel()
 
 
+async def wait_until_accepting(port: int, process: trio.Process) -> None:
+    """Until something accepts TCP connections on 127.0.0.1:``port``.
+
+    A separate process cannot tell us when it is listening, so this polls;
+    it fails fast if ``process`` exits (the port was taken, say), and after
+    a minute if it never listens.
+    """
+    with trio.fail_after(60):
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(f"the server process exited ({process.returncode})")
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.05)  # polling another process's start-up
+            else:
+                await stream.aclose()
+                return
+
+
 @asynccontextmanager
 async def running_process(argv: Sequence[str], **options: Any) -> AsyncIterator[trio.Process]:
     """``argv`` as a process for the block; killed, reaped and its pipes closed afterwards.

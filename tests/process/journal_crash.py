@@ -45,7 +45,6 @@ import argparse
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ import attrs
 import trio
 
 from jobqueue import Client, ConnectionLost, Handler, Job, RequestError
+from tests.helpers import free_port, wait_until_accepting
 
 #: The repository root: worker processes run here so they can import this module.
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,12 +127,6 @@ def _open_log(path: Path) -> IO[bytes]:
     return open(path, "ab")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class CrashRun:
     """One run: a server process to kill and restart, workers, producers."""
 
@@ -168,17 +162,7 @@ class CrashRun:
             stdout=self._log,
             stderr=self._log,
         )
-        with trio.fail_after(60):
-            while True:
-                if self.server.returncode is not None:
-                    raise RuntimeError(f"the server exited: {self.server.returncode}")
-                try:
-                    stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-                except OSError:
-                    await trio.sleep(0.05)  # polling another process's start-up
-                else:
-                    await stream.aclose()
-                    return
+        await wait_until_accepting(self.port, self.server)
 
     async def kill_server(self) -> None:
         assert self.server is not None

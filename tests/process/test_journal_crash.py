@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from jobqueue import Client
+from tests.helpers import free_port, wait_until_accepting
 from tests.process import journal_crash as crash
 
 
@@ -62,15 +63,8 @@ async def _serving(port: int, journal: Path, log: Any) -> trio.Process:
         cwd=crash.ROOT,
         stderr=log,
     )
-    with trio.fail_after(60):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)  # polling another process's start-up
-            else:
-                await stream.aclose()
-                return server
+    await wait_until_accepting(port, server)
+    return server
 
 
 @pytest.mark.slow
@@ -81,7 +75,7 @@ async def test_a_submit_acknowledged_during_a_compaction_survives_a_sigkill(
     # there), one more that is acknowledged meanwhile, and SIGKILL before the
     # snapshot is renamed: the old segment, still the journal, has them all.
     journal = tmp_path / "journal"
-    port = crash.free_port()
+    port = free_port()
     batch = [{"name": "n", "payload": {"pad": "x" * 40}}] * 500
     with crash._open_log(tmp_path / "server.log") as log:
         server = await _serving(port, journal, log)

@@ -10,11 +10,12 @@ import pytest
 import trio
 
 from jobqueue import Client
+from tests.helpers import free_port, wait_until_accepting
 from tests.process import journal_crash as crash
 
 
 async def stop_a_server(tmp_path: Path, signum: int, *options: str) -> str:
-    port = crash.free_port()
+    port = free_port()
     log_path = tmp_path / "server.log"
     with crash._open_log(log_path) as log:
         server = await trio.lowlevel.open_process(
@@ -23,15 +24,7 @@ async def stop_a_server(tmp_path: Path, signum: int, *options: str) -> str:
             stderr=log,
         )
         try:
-            with trio.fail_after(60):
-                while True:
-                    try:
-                        stream = await trio.open_tcp_stream("127.0.0.1", port)
-                    except OSError:
-                        await trio.sleep(0.05)  # polling another process's start-up
-                    else:
-                        await stream.aclose()
-                        break
+            await wait_until_accepting(port, server)
             async with Client.connect("127.0.0.1", port) as client:
                 await client.submit("n")
                 await client.submit("n", delay=600)

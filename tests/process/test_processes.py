@@ -33,6 +33,7 @@ from tests.helpers import (
     run_cli,
     running_process,
     serving,
+    wait_until_accepting,
 )
 
 pytestmark = pytest.mark.slow
@@ -100,24 +101,6 @@ async def wait_for_idle_workers(
             for name, process in processes.items():
                 assert process.returncode is None, f"{name} exited early"
             await trio.sleep(0.02)
-
-
-async def wait_until_accepting(port: int, server: trio.Process) -> None:
-    """Until something accepts TCP connections on 127.0.0.1:``port``.
-
-    A separate process cannot tell us when it is listening, so this polls;
-    it fails fast if the server process dies (e.g. the port was taken).
-    """
-    with trio.fail_after(30):
-        while True:
-            assert server.returncode is None, "the server process exited"
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)
-            else:
-                await stream.aclose()
-                return
 
 
 # -- a worker process killed mid-job -------------------------------------------
