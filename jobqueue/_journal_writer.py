@@ -162,8 +162,9 @@ class Journal:
         self._number = 0
         self.size = 0
         self.snapshot_size = 0
-        #: Compactions done since start.
+        #: Compactions done since start, and the seconds they took in all.
         self.compactions = 0
+        self._compaction_seconds = 0.0
         #: How long each successful write took, and the bytes written since start.
         self._flush_seconds = Histogram(FLUSH_BUCKETS)
         self._written = 0
@@ -571,7 +572,14 @@ class Journal:
 
     def figures(self) -> JournalFigures:
         """Its flush times and sizes, for ``GET /metrics`` (O(1), no queue state)."""
-        return JournalFigures(self._flush_seconds.copy(), self.size, self._written)
+        return JournalFigures(
+            self._flush_seconds.copy(),
+            self.size,
+            self._written,
+            self.failing,
+            self.compactions,
+            self._compaction_seconds,
+        )
 
     @property
     def idle(self) -> bool:
@@ -641,6 +649,7 @@ class Journal:
         self.size, self.snapshot_size = size, size - len(tail)
         self._written += size
         self.compactions += 1
+        self._compaction_seconds += time.perf_counter() - started
         self.durable = max(self.durable, covered)
         self._release()
         if self._urgent and self._buffer and self._can_start():

@@ -146,7 +146,7 @@ class JobTimes:
 
 @attrs.frozen
 class JournalFigures:
-    """What the journal reports: its flushes, its size, and how much it wrote.
+    """What the journal reports: its flushes, size, writes, trouble and compactions.
 
     Kept by the journal's flusher, not the coordinator, and read in trio's
     thread when a scrape asks: O(1), and no queue state.
@@ -158,6 +158,11 @@ class JournalFigures:
     size_bytes: int
     #: Bytes appended since the server started (snapshots included).
     written_bytes: int
+    #: Whether the last write failed, so changes are refused until one succeeds.
+    failing: bool = False
+    #: Compactions finished since the server started, and their seconds in all.
+    compactions: int = 0
+    compaction_seconds: float = 0.0
 
 
 @attrs.frozen
@@ -236,6 +241,19 @@ def render(snapshot: MetricsSnapshot) -> str:
             "Bytes written to the journal since the server started (snapshots included).",
         )
         out.append(f"jobqueue_journal_written_bytes_total {journal.written_bytes}")
+        family(
+            "jobqueue_journal_failing",
+            "gauge",
+            "1 while journal writes fail and changes are refused (journal_unavailable), else 0.",
+        )
+        out.append(f"jobqueue_journal_failing {int(journal.failing)}")
+        family(
+            "jobqueue_journal_compaction_seconds",
+            "summary",
+            "Seconds each finished journal compaction took; its count is the compactions.",
+        )
+        out.append(f"jobqueue_journal_compaction_seconds_count {journal.compactions}")
+        out.append(f"jobqueue_journal_compaction_seconds_sum {journal.compaction_seconds!r}")
     return "\n".join(out) + "\n"
 
 

@@ -97,6 +97,7 @@ async def test_a_failing_disk_refuses_changes_and_acknowledges_nothing_unflushed
         disk.broken.set()
         nursery.start_soon(submit)
         await journal.wait_failing()
+        assert journal.figures().failing  # jobqueue_journal_failing 1
         await trio.testing.wait_all_tasks_blocked()
         # The change made before the failure was noticed is not acknowledged...
         assert acknowledged == []
@@ -119,6 +120,7 @@ async def test_a_failing_disk_refuses_changes_and_acknowledges_nothing_unflushed
         disk.broken.clear()
         await journal.wait_idle()
         assert not journal.failing
+        assert not journal.figures().failing
         await trio.testing.wait_all_tasks_blocked()
         assert len(acknowledged) == 1
         # Recovered by itself: changes are accepted again.

@@ -38,6 +38,25 @@ async def test_flush_times_and_size_are_reported(tmp_path: Path) -> None:
     # Everything acknowledged was on disk when the scrape was answered.
     assert size == on_disk(tmp_path)
     assert value(found, "jobqueue_journal_written_bytes_total") == size - len(MAGIC)
+    assert value(found, "jobqueue_journal_failing") == 0
+    assert value(found, "jobqueue_journal_compaction_seconds_count") == 0
+
+
+async def test_compactions_are_counted_and_timed(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with metered_queue(journal=str(tmp_path)) as (running, address):
+            # About 300 KiB of records: past the 256 KiB at which it compacts.
+            batch = [{"name": "work", "payload": "x" * 1000}] * 50
+            for _ in range(6):
+                await running.client.submit_many(batch)
+            # The compaction runs in the flusher after the flush that
+            # crossed the line, and nothing tells a client when it is done:
+            # scrape until it says so, as an operator would.
+            count = "jobqueue_journal_compaction_seconds_count"
+            while not value(found := samples((await scrape(address))[1]), count):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+    assert value(found, "jobqueue_journal_compaction_seconds_count") == 1
+    assert 0 < value(found, "jobqueue_journal_compaction_seconds_sum") < 30
 
 
 async def test_without_a_journal_there_are_no_journal_metrics() -> None:
