@@ -7,7 +7,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -263,6 +263,17 @@ async def test_a_held_reply_hands_its_flush_to_the_disk_thread_itself(tmp_path: 
         nursery.cancel_scope.cancel()
 
 
+def compacting_at_once(
+    path: Path, disk: Callable[[int, bytes | None], None]
+) -> tuple[QueueState, Journal]:
+    """A fresh state journaled to ``path`` through ``disk``; its flusher compacts at once."""
+    state = QueueState()
+    journal = Journal(str(path), "always", write=disk, compact_min_bytes=1)
+    journal.open(state, trio.current_time())
+    journal.start(state, trio.current_time())
+    return state, journal
+
+
 async def test_replies_are_released_while_compaction_keeps_failing(tmp_path: Path) -> None:
     # A compaction that fails must not hold up the flushes behind it: they
     # go on, and the compaction is tried again after each.
@@ -275,10 +286,7 @@ async def test_replies_are_released_while_compaction_keeps_failing(tmp_path: Pat
             raise OSError(errno.ENOSPC, "no room for a snapshot")
         write_or_flush(fd, data)
 
-    state = QueueState()
-    journal = Journal(str(tmp_path), "always", write=disk, compact_min_bytes=1)
-    journal.open(state, trio.current_time())
-    journal.start(state, trio.current_time())
+    state, journal = compacting_at_once(tmp_path, disk)
     conn, replies = connection(1)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(journal.run)
@@ -327,10 +335,7 @@ def replayed(path: Path) -> QueueState:
 async def test_a_reply_waits_for_its_flush_not_for_a_compaction(tmp_path: Path) -> None:
     disk = SnapshotGate()
     path = tmp_path / "journal"
-    state = QueueState()
-    journal = Journal(str(path), "always", write=disk, compact_min_bytes=1)
-    journal.open(state, trio.current_time())
-    journal.start(state, trio.current_time())
+    state, journal = compacting_at_once(path, disk)
     conn, replies = connection(1)
     before, _ = state.submit("before", None, trio.current_time())  # buffered at the capture
     async with trio.open_nursery() as nursery:
@@ -361,10 +366,7 @@ async def test_a_flush_failing_during_a_compaction_abandons_it_and_loses_nothing
 ) -> None:
     disk = SnapshotGate()
     path = tmp_path / "journal"
-    state = QueueState()
-    journal = Journal(str(path), "always", write=disk, compact_min_bytes=1)
-    journal.open(state, trio.current_time())
-    journal.start(state, trio.current_time())
+    state, journal = compacting_at_once(path, disk)
     conn, replies = connection(1)
     async with trio.open_nursery() as nursery:
         try:
@@ -403,10 +405,7 @@ async def test_a_compaction_is_not_starved_by_acknowledgements_that_keep_coming(
             super().__call__(fd, data)
 
     disk = SlowFlushes()
-    state = QueueState()
-    journal = Journal(str(tmp_path), "always", write=disk, compact_min_bytes=1)
-    journal.open(state, trio.current_time())
-    journal.start(state, trio.current_time())
+    state, journal = compacting_at_once(tmp_path, disk)
 
     async def produce(number: int) -> None:
         conn, replies = connection(number)
