@@ -589,6 +589,15 @@ def _format_stats(stats: Stats) -> str:
         "totals: " + "  ".join(f"{name} {count}" for name, count in stats.totals.items()),
         f"connections {stats.connections}  waiting workers {stats.waiting_workers}",
     ]
+    journal = stats.journal
+    if journal is not None:
+        line = (
+            f"journal: fsync {journal.get('fsync')}  bytes {journal.get('bytes')}"
+            f"  compactions {journal.get('compactions')}"
+        )
+        if journal.get("failing"):
+            line += f"  FAILING, changes refused: {journal.get('error')}"
+        lines.append(line)
     for queue, counts in sorted(stats.queues.items()):
         lines.append(f"queue {queue}: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     lines.extend(waiting_lines(stats))

@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from ._errors import ProtocolError, Refusal
-from ._metrics import MetricsSnapshot
+from ._metrics import JournalFigures, MetricsSnapshot
 from ._replies import Reply
 from ._requests import Request
 
@@ -133,6 +133,9 @@ class Durability(Protocol):
 
     def hold(self, conn: Connection, replies: list[Outgoing] | None) -> bool:
         """Keep ``replies`` for ``conn`` until a flush covers them; ``False``: send now."""
+
+    def figures(self) -> JournalFigures:
+        """Its figures, for ``stats`` (and ``GET /metrics``): O(1)."""
 
 
 @attrs.frozen

@@ -80,7 +80,7 @@ from ._schedule_wire import AddSchedule, ListSchedules, RemoveSchedule
 from ._scheduler import Scheduler
 from ._state import QueueState
 from ._version import __version__
-from ._views import job_info, job_list, metrics_snapshot, queue_stats
+from ._views import job_info, job_list, journal_view, metrics_snapshot, queue_stats
 
 #: A request handler: (coordinator, connection, request, now) to the reply, or
 #: ``None`` when the request parks and its reply comes later.
@@ -563,7 +563,8 @@ class Coordinator:
                 self._woken.append((parked.conn, info))
 
     def _on_stats(self, conn: Connection, request: GetStats, now: float) -> Stats:
-        return queue_stats(self.state, self._conns.values(), len(self._parking.idle))
+        journal = None if self.durability is None else journal_view(self.durability.figures())
+        return queue_stats(self.state, self._conns.values(), len(self._parking.idle), journal)
 
     def _snapshot(self, command: Snapshot) -> None:
         """Send the metrics endpoint its figures: O(queues + connections), never O(jobs)."""

@@ -571,12 +571,14 @@ class Journal:
             self._progressed()
 
     def figures(self) -> JournalFigures:
-        """Its flush times and sizes, for ``GET /metrics`` (O(1), no queue state)."""
+        """Its flushes, size, trouble and compactions, for ``/metrics`` and ``stats``: O(1)."""
+        failure = self.failure
         return JournalFigures(
             self._flush_seconds.copy(),
             self.size,
             self._written,
-            self.failing,
+            self.fsync,
+            None if failure is None else str(failure),
             self.compactions,
             self._compaction_seconds,
         )

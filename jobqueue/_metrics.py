@@ -158,11 +158,19 @@ class JournalFigures:
     size_bytes: int
     #: Bytes appended since the server started (snapshots included).
     written_bytes: int
-    #: Whether the last write failed, so changes are refused until one succeeds.
-    failing: bool = False
+    #: ``always``, ``interval`` or ``never``.
+    fsync: str = "always"
+    #: Why the last write failed, while writes fail (changes are then
+    #: refused until one succeeds); ``None`` while they succeed.
+    error: str | None = None
     #: Compactions finished since the server started, and their seconds in all.
     compactions: int = 0
     compaction_seconds: float = 0.0
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last write failed."""
+        return self.error is not None
 
 
 @attrs.frozen

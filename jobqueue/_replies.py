@@ -454,6 +454,10 @@ class Stats:
         any_name_workers: Worker connections (waiting in ``request_job``
             or holding jobs) that did not say which names they run: they
             take any job.
+        journal: With a journal only (``None`` without): ``{"fsync",
+            "bytes", "compactions", "failing", "error"}``; ``failing`` is
+            true while writes fail and changes are refused, ``error`` then
+            says why.
     """
 
     TYPE: ClassVar[str] = "stats"
@@ -465,6 +469,7 @@ class Stats:
     queues: dict[str, dict[str, int]] = attrs.field(factory=dict)
     names: dict[str, dict[str, int]] = attrs.field(factory=dict)
     any_name_workers: int = 0
+    journal: dict[str, Any] | None = None
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Stats:
@@ -481,6 +486,7 @@ class Stats:
             queues=json_object(obj, "queues") if "queues" in obj else {},
             names=json_object(obj, "names") if "names" in obj else {},
             any_name_workers=integer(obj, "any_name_workers") if "any_name_workers" in obj else 0,
+            journal=json_object(obj, "journal") if obj.get("journal") is not None else None,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -495,6 +501,7 @@ class Stats:
             "queues": self.queues,
             "names": self.names,
             "any_name_workers": self.any_name_workers,
+            **({} if self.journal is None else {"journal": self.journal}),
         }
 
 

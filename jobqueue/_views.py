@@ -19,7 +19,7 @@ from ._commands import Connection, Parked
 from ._job import JobRecord, JobState
 from ._json import encode_spliced, encode_stored
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
-from ._metrics import JobTimes, MetricsSnapshot
+from ._metrics import JobTimes, JournalFigures, MetricsSnapshot
 from ._replies import JobInfo, JobList, Stats
 from ._requests import ListJobs
 from ._routing import Routes
@@ -90,8 +90,16 @@ def job_list(state: QueueState, request: ListJobs, wall_offset: float = 0.0) -> 
     return JobList(tuple(infos), truncated)
 
 
-def queue_stats(state: QueueState, conns: Iterable[Connection], waiting_workers: int) -> Stats:
-    """The ``stats`` reply: counts, totals, and every worker connection with what it holds."""
+def queue_stats(
+    state: QueueState,
+    conns: Iterable[Connection],
+    waiting_workers: int,
+    journal: dict[str, Any] | None = None,
+) -> Stats:
+    """The ``stats`` reply: counts, totals, every worker connection with what it holds.
+
+    ``journal`` is :func:`journal_view`'s, with a journal.
+    """
     conns = list(conns)
     workers: list[dict[str, Any]] = []
     held = dict(state.holders())
@@ -118,7 +126,19 @@ def queue_stats(state: QueueState, conns: Iterable[Connection], waiting_workers:
         queues=state.queue_counts(),
         names=routes.report(state.pending_by_name()),
         any_name_workers=routes.anyone,
+        journal=journal,
     )
+
+
+def journal_view(figures: JournalFigures) -> dict[str, Any]:
+    """What ``stats`` shows of the journal (``Stats.journal``, protocol.md)."""
+    return {
+        "fsync": figures.fsync,
+        "bytes": figures.size_bytes,
+        "compactions": figures.compactions,
+        "failing": figures.failing,
+        "error": figures.error,
+    }
 
 
 def metrics_snapshot(

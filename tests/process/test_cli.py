@@ -42,6 +42,7 @@ from jobqueue import (
 )
 from jobqueue._client import Client
 from jobqueue._errors import reason
+from jobqueue.testing import open_test_queue
 from tests.helpers import (
     JOBQUEUE_SCRIPT,
     PYTHON_M_JOBQUEUE,
@@ -649,6 +650,20 @@ async def test_stats_watch_refreshes_until_interrupted() -> None:
     if interruptible:
         assert watcher.returncode == 130
         assert errors == b"", errors.decode(errors="replace")
+
+
+async def test_stats_show_the_journal(tmp_path: Path) -> None:
+    async with open_test_queue(journal=str(tmp_path), fsync="interval") as queue:
+        await queue.client.submit("sleep")
+        host, port = queue.address
+        human = await run_cli("stats", "--connect", f"{host}:{port}")
+        raw = await run_cli("stats", "--json", "--connect", f"{host}:{port}")
+    assert human.returncode == 0, err_text(human)
+    shown = json.loads(raw.stdout)["journal"]
+    assert (shown["fsync"], shown["failing"], shown["error"]) == ("interval", False, None)
+    assert shown["bytes"] > 0
+    line = human.stdout.decode().splitlines()[3]
+    assert line == f"journal: fsync interval  bytes {shown['bytes']}  compactions 0", line
 
 
 # -- --handlers ---------------------------------------------------------------

@@ -109,9 +109,12 @@ async def test_a_failing_disk_refuses_changes_and_acknowledges_nothing_unflushed
             with pytest.raises(RequestError) as refused:
                 await change
             assert refused.value.code == "journal_unavailable"
-        # ...and reads go on.
+        # ...and reads go on, saying why.
         stats = await second.stats()
         assert stats.jobs["pending"] == 2
+        assert stats.journal is not None
+        assert stats.journal["failing"] is True
+        assert "No space left on device (injected)" in stats.journal["error"]
         assert (await second.status(kept)).state == "pending"
         # It keeps retrying, with a growing delay, while the disk fails.
         await failed(disk)
@@ -121,6 +124,13 @@ async def test_a_failing_disk_refuses_changes_and_acknowledges_nothing_unflushed
         await journal.wait_idle()
         assert not journal.failing
         assert not journal.figures().failing
+        assert (await second.stats()).journal == {
+            "fsync": "always",
+            "bytes": journal.size,
+            "compactions": 0,
+            "failing": False,
+            "error": None,
+        }
         await trio.testing.wait_all_tasks_blocked()
         assert len(acknowledged) == 1
         # Recovered by itself: changes are accepted again.

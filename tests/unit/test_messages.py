@@ -381,6 +381,20 @@ REPLIES: list[Reply] = [
         workers=[{"name": "w", "jobs": [], "waiting": True, "queues": ["a", "b"]}],
         queues={"a": {"pending": 1, "scheduled": 0, "running": 2}},
     ),
+    Stats(
+        jobs={"pending": 0},
+        totals={"submitted": 0},
+        connections=1,
+        waiting_workers=0,
+        workers=[],
+        journal={
+            "fsync": "always",
+            "bytes": 12,
+            "compactions": 0,
+            "failing": True,
+            "error": "[Errno 28] No space left on device",
+        },
+    ),
     ErrorReply(code="bad_json", message="nope"),
     ErrorReply(code="unknown_job", message=""),
 ]
