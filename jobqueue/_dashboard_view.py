@@ -71,6 +71,8 @@ def overview(
         "pending_truncated": pending.truncated,
         "failed": [job_json(info) for info in failed.jobs],
         "failed_truncated": failed.truncated,
+        # With a journal: its mode, size and whether it fails (protocol.md, stats).
+        "journal": stats.journal,
     }
 
 

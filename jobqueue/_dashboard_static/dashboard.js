@@ -69,8 +69,12 @@ function formatTime(seconds) {
 
 function render(view) {
   const connection = document.getElementById("connection");
-  connection.className = view.connected ? "status live" : "status down";
-  connection.textContent = view.connected ? "live" : `queue unreachable: ${view.error}`;
+  // A journal that cannot write refuses every change: as loud as a lost queue.
+  const failing = view.connected && view.journal && view.journal.failing;
+  connection.className = view.connected && !failing ? "status live" : "status down";
+  connection.textContent = !view.connected ? `queue unreachable: ${view.error}`
+    : failing ? `live, but its journal cannot write (${view.journal.error}): changes are refused`
+    : "live";
   document.getElementById("updated").textContent = view.at ? `updated ${new Date(view.at * 1000).toLocaleTimeString()}` : "";
   renderChart();
   // A section is rebuilt only when what it shows changed: a button under

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -111,9 +112,11 @@ def parse(response: bytes) -> Reply:
 
 
 @asynccontextmanager
-async def dashboard(**options: Any) -> AsyncIterator[Dashboard]:
+async def dashboard(
+    queue_options: dict[str, Any] | None = None, **options: Any
+) -> AsyncIterator[Dashboard]:
     async with (
-        open_test_queue(retry_delay=600.0) as queue,
+        open_test_queue(retry_delay=600.0, **(queue_options or {})) as queue,
         queue.connect("dashboard") as client,
         trio.open_nursery() as nursery,
     ):
@@ -167,6 +170,7 @@ async def test_overview_shows_the_known_counts() -> None:
     async with dashboard() as board, scenario(board) as ids:
         view = await board.overview_when(lambda v: v["totals"].get("submitted") == 5)
         assert view["connected"] is True
+        assert view["journal"] is None  # a queue in memory only
         assert view["jobs"] == {
             "pending": 2,
             "scheduled": 0,
@@ -199,6 +203,15 @@ async def test_overview_shows_the_known_counts() -> None:
         assert (job["state"], job["result"], job["attempt"]) == ("completed", "pong", 1)
         missing = await board.request("GET", "/api/jobs/no-such-job")
         assert (missing.status, missing.json()["error"]) == (404, "unknown_job")
+
+
+async def test_overview_shows_the_journal(tmp_path: Path) -> None:
+    async with dashboard({"journal": str(tmp_path)}) as board:
+        await board.queue.client.submit("ping")
+        view = await board.overview_when(lambda v: v["totals"].get("submitted") == 1)
+    journal = view["journal"]
+    assert (journal["fsync"], journal["failing"], journal["error"]) == ("always", False, None)
+    assert journal["bytes"] > 0
 
 
 async def test_retry_and_delete_act_on_the_queue() -> None:
