@@ -422,7 +422,13 @@ class CoordinatorModel(RuleBasedStateMachine):
                 assert request.wait is not None, where
                 assert sent.served_at is not None, where
                 assert self.now >= sent.served_at + request.wait, where
-            if self.states_before.get(request.job_id) in FINISHED_STATES:
+            # A job finished as the step began says so, unless the step's
+            # command revived it (retry_job) and this request, queued behind
+            # a parked one that the revived job answered, was served after.
+            job = self.jobs[request.job_id]
+            if self.states_before.get(request.job_id) in FINISHED_STATES and (
+                job.state in FINISHED_STATES
+            ):
                 assert reply.state == self.states_before[request.job_id], where
             self.status_replies.append(reply)
 
@@ -696,4 +702,25 @@ def test_coordinator_model_disconnect_requeuing_two_jobs_for_two_parked_workers(
         "j1": ("running", 2),
         "j2": ("running", 4),
     }
+    model.teardown()
+
+
+def test_coordinator_model_status_queued_behind_a_park_a_retry_answers() -> None:
+    # Found by the random test: connection 1 is parked in request_job with a
+    # get_status of a failed job queued behind it; connection 2 retries that
+    # job, which goes to connection 1's park, and then the queued status is
+    # served, showing it running. The server was right; the model wrongly
+    # held the status to the state the job had as the step began.
+    model = CoordinatorModel()
+    for _ in range(5):
+        model.connect()
+    model.request_job(c=0, wait=1.0)
+    model.request_job(c=0, wait=30.0)  # queued behind the first
+    model.advance(0.5)
+    model.submit(c=1, priority=0, max_attempts=1, then_request=False)  # to connection 1
+    model.advance(10.0)  # its lease expires: j1 fails, its only attempt spent
+    assert model.jobs["j1"].state == "failed"
+    model.ask_about_job(c=0, j=0, poll=True, wait=None)  # queued behind the second park
+    model.act(c=0, j=0, kind=RetryJob)  # from connection 2: j1 goes to connection 1
+    assert (model.jobs["j1"].state, model.jobs["j1"].holder) == ("running", 1)
     model.teardown()
