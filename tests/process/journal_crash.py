@@ -197,8 +197,8 @@ class CrashRun:
     async def await_compaction(self) -> None:
         """Return within 20 ms of a compaction starting (or after 30 s without one)."""
         with trio.move_on_after(30):
-            while not self.compacting():  # noqa: ASYNC110 (another process writes it)
-                await trio.sleep(0.001)  # polling the directory another process writes
+            while not self.compacting():  # noqa: ASYNC110 (nothing can wake us: another process)
+                await trio.sleep(0.001)
             await trio.sleep(self.rng.uniform(0.0, 0.02))
 
     async def crash_loop(self) -> None:
