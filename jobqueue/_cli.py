@@ -174,8 +174,8 @@ def _parser() -> argparse.ArgumentParser:
         type=prefetch,
         default=1,
         metavar="N",
-        help=f"jobs each slot takes and reports per round trip, 1 to {MAX_FETCH}; "
-        "they run one after another",
+        help=f"jobs each slot takes and reports per round trip, 1 to {MAX_FETCH}, or auto "
+        "(more while a backlog of short jobs lasts); they run one after another",
     )
     worker.add_argument(
         "--drain-timeout",

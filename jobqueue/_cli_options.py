@@ -14,7 +14,7 @@ import os
 import ssl
 import typing
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import attrs
 
@@ -175,8 +175,15 @@ def positive_int(text: str) -> int:
     return value
 
 
-def prefetch(text: str) -> int:
-    value = positive_int(text)
+def prefetch(text: str) -> int | Literal["auto"]:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     if value > MAX_FETCH:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_FETCH}, not {value}")
     return value

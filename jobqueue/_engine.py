@@ -1,7 +1,8 @@
 """The worker's engine: one slot's connection, taking, running and reporting jobs.
 
 Every slot runs the same loop, whatever its ``prefetch``: take a batch of
-jobs (one, with the default ``prefetch=1``), run them one after another,
+jobs (one, with the default ``prefetch=1``; with ``"auto"``, as many as
+:class:`~jobqueue._prefetch.AutoPrefetch` asks for), run them one after another,
 report them all in one write whose last report also asks for the next
 batch (protocol §4, *ack and fetch*), repeat. Beside the loop run the
 connection's reader (replies, and ``job_cancelled`` notices at once) and
@@ -34,6 +35,7 @@ from ._json import encode
 from ._lease import Key, LeaseKeeper, ask_many
 from ._link import Link
 from ._logformat import write_info
+from ._prefetch import AutoPrefetch, fetch_request
 from ._replies import JobAssigned, JobCancelledNotice, JobsAssigned, Ok, Reply, Welcome
 from ._requests import Hello, JobComplete, JobFailed, Progress, ReleaseJob, Request, RequestJob
 
@@ -202,6 +204,11 @@ class _Engine:
     #: The run's clock, read twice a job: ``trio.current_time()`` finds it
     #: through two more calls each time.
     _clock: trio.abc.Clock = attrs.field(factory=trio.lowlevel.current_clock)
+    #: With ``prefetch="auto"``: the batch size it picks (``None``: fixed).
+    _auto: AutoPrefetch | None = None
+    #: With ``prefetch="auto"``: how many jobs the batch running brought, and when it began.
+    _taken: int = 0
+    _began: float = 0.0
 
     async def serve(self, served: Callable[[], None]) -> None:
         """Say hello, then take, run and report jobs until the worker drains."""
@@ -213,7 +220,11 @@ class _Engine:
         if isinstance(welcome, Welcome):
             self.lease_timeout = welcome.lease_timeout
         served()
-        request, fetch = job_requests(worker.poll_wait, worker.queues, worker.prefetch)
+        if isinstance(worker.prefetch, int):
+            request, fetch = job_requests(worker.poll_wait, worker.queues, worker.prefetch)
+        else:  # "auto"
+            self._auto = AutoPrefetch()
+            request = fetch = fetch_request(worker.poll_wait, worker.queues, self._auto.ask, True)
         # Handlers run in a cancel scope the keeper cancels to stop one (a
         # cancel notice, job_timeout, a lost lease, a drain's deadline). A
         # cancel scope costs as much as a tenth of a short job, so one serves
@@ -235,6 +246,8 @@ class _Engine:
         draining = worker.draining
         queue = self._queue
         ran = self._ran
+        if self._auto is not None:  # resumed: as the last batch left it
+            request = fetch_request(worker.poll_wait, worker.queues, self._auto.ask, True)
         while True:
             if not ran and not queue:
                 reply = self._reply
@@ -258,6 +271,9 @@ class _Engine:
                     await self._give_back((a.job_id, a.attempt) for a in batch)
                     return True
                 queue.extend(batch)
+                if self._auto is not None:
+                    self._taken = len(batch)
+                    self._began = self._clock.current_time()
             while queue and not draining.is_set():
                 job = self._job(queue.popleft())
                 ran.append((job, await self._run(job)))
@@ -272,11 +288,28 @@ class _Engine:
             # drain may end it by closing the connection (see watch_drain).
             reports = ran[:]
             ran.clear()
+            if self._auto is not None:
+                request, fetch = self._next_fetch(len(reports))
             self._idle = fetch.wait > 0
             try:
                 self._reply = await self._report(reports, fetch)
             finally:
                 self._idle = False
+
+    def _next_fetch(self, reports: int) -> tuple[RequestJob, RequestJob]:
+        """With ``prefetch="auto"``: the request for when idle, and the fetch for ``reports``.
+
+        The fetch waits for a job only when it rides on a single report: a
+        batch's reports are pipelined, and a refused one must be failed at
+        once, not behind a waiting fetch (as for a fixed ``prefetch``).
+        """
+        assert self._auto is not None
+        worker = self.worker
+        ask = self._auto.ran(self._taken, self._clock.current_time() - self._began)
+        request = fetch_request(worker.poll_wait, worker.queues, ask, True)
+        if reports == 1:
+            return request, request
+        return request, fetch_request(worker.poll_wait, worker.queues, ask, False)
 
     async def watch_drain(self) -> None:
         """On a drain: stop waiting, give back what has not started, stop what overruns.

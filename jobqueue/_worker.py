@@ -30,6 +30,7 @@ from ._errors import ConnectionLost, RequestError
 from ._handler import BUILTIN_HANDLERS, DEFAULT_JOB_TIMEOUT, Handler, Job
 from ._limits import MAX_FETCH, MAX_WAIT_SECONDS
 from ._link import Connector, Link
+from ._prefetch import PrefetchSetting
 from ._runners import HandlerRunner
 
 __all__ = [
@@ -61,6 +62,13 @@ def _queue_names(queues: Iterable[str]) -> tuple[str, ...]:
     if not names:
         raise ValueError("a worker needs at least one queue")
     return names
+
+
+def _check_prefetch(_worker: object, _attribute: object, value: object) -> None:
+    if value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_FETCH:
+        raise ValueError(f"prefetch must be 1 to {MAX_FETCH} or 'auto', not {value!r}")
 
 
 def _merge_handlers(handlers: Mapping[str, Handler]) -> dict[str, Handler]:
@@ -117,6 +125,12 @@ class Worker:
             reported only when its batch is done, and a slot holds (and
             heartbeats) jobs it has not started; a lost worker's jobs,
             started or not, go back to the queue.
+            ``"auto"`` picks the number batch by batch: more (up to 64) while
+            the requests come back full and a batch runs within 20 ms, fewer
+            when it runs longer (one at a time after a single long job). A
+            backlog of short jobs then drains in few round trips, and long
+            jobs, once seen, are taken one at a time; a batch taken after
+            short jobs can still hold a long job's successors unstarted.
         reply_grace: Seconds a reply may take beyond what its request asks
             the server to wait (``poll_wait`` for a ``request_job``) before
             the slot gives up on the connection and reconnects: how soon a
@@ -147,9 +161,7 @@ class Worker:
     token: str | None = attrs.field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = None
     connect: Connector | None = None
-    prefetch: int = attrs.field(
-        default=1, validator=[attrs.validators.ge(1), attrs.validators.le(MAX_FETCH)]
-    )
+    prefetch: PrefetchSetting = attrs.field(default=1, validator=_check_prefetch)
     reply_grace: float = attrs.field(default=DEFAULT_REPLY_GRACE, validator=attrs.validators.gt(0))
     processes: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(1))

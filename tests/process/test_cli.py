@@ -823,6 +823,22 @@ async def test_worker_prefetch_in_a_real_process() -> None:
     assert [(info.state, info.worker) for info in done] == [("completed", "greedy")] * 4
 
 
+@pytest.mark.slow
+async def test_worker_auto_prefetch_in_a_real_process() -> None:
+    async with serving() as (host, port), Client.connect(host, port) as client:
+        ids = await client.submit_many([{"name": "sleep", "payload": {"seconds": 0}}] * 300)
+        argv = [
+            *PYTHON_M_JOBQUEUE, "worker", "--connect", f"{host}:{port}", "--name", "auto",
+            "--concurrency", "2", "--prefetch", "auto",
+        ]  # fmt: skip
+        async with process_with_stderr(argv) as worker, trio.open_nursery() as nursery:
+            nursery.start_soon(fail_if_it_exits, worker)
+            with trio.fail_after(30):
+                done = [await client.wait(job_id) for job_id in ids]
+            nursery.cancel_scope.cancel()
+    assert {(info.state, info.worker, info.attempt) for info in done} == {("completed", "auto", 1)}
+
+
 # -- TLS, token and limits, all from the command line ------------------------------
 
 
@@ -1054,6 +1070,7 @@ def test_serve_rejects_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
         (["worker", "--job-timeout", "0"], "--job-timeout: must be a positive number"),
         (["worker", "--prefetch", "0"], "--prefetch: must be at least 1, not 0"),
         (["worker", "--prefetch", "1001"], "--prefetch: must be at most 1000, not 1001"),
+        (["worker", "--prefetch", "some"], "--prefetch: expected a whole number or auto, not"),
         (["list", "--state", "lost"], "--state: invalid choice: 'lost'"),
         (["list", "--limit", "0"], "--limit: must be at least 1, not 0"),
         (["stats", "--watch", "--interval", "0"], "--interval: must be a positive number"),

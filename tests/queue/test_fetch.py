@@ -418,11 +418,111 @@ async def test_prefetched_job_cancelled_before_it_starts_never_runs(
             assert (stats.completed, stats.cancelled) == (2, 1)
 
 
-def test_prefetch_must_be_from_1_to_max_fetch() -> None:
-    with pytest.raises(ValueError, match="prefetch"):
-        Worker(prefetch=0)
-    with pytest.raises(ValueError, match="prefetch"):
-        Worker(prefetch=MAX_FETCH + 1)
+def test_prefetch_must_be_from_1_to_max_fetch_or_auto() -> None:
+    for wrong in (0, MAX_FETCH + 1, "some", True, 2.0):
+        with pytest.raises(ValueError, match="prefetch must be 1 to 1000 or 'auto'"):
+            Worker(prefetch=wrong)  # type: ignore[arg-type]
+    assert Worker(prefetch="auto").prefetch == "auto"
+
+
+# -- prefetch="auto" --------------------------------------------------------------------
+
+
+async def test_auto_prefetch_doubles_its_batches_while_a_backlog_of_short_jobs_lasts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sent: list[str] = []
+    writes: list[int] = []
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            assert queue.connector is not None
+            connector = queue.connector
+
+            async def recording() -> trio.abc.Stream:
+                return _Recording(await connector(), sent, writes)
+
+            async def double(job: Job) -> int:
+                return int(job.payload) * 2
+
+            ids = await queue.client.submit_many(
+                [{"name": "double", "payload": i} for i in range(100)]
+            )
+            worker = Worker(
+                "memory", 0, handlers={"double": double}, connect=recording, prefetch="auto"
+            )
+            await queue.nursery.start(worker.run)
+            infos = [await queue.client.wait(job_id) for job_id in ids]
+            await trio.testing.wait_all_tasks_blocked()
+    assert [info.result for info in infos] == [2 * i for i in range(100)]
+    # hello; a plain request_job (one job); then each batch's reports in one
+    # write whose fetch asks for twice as many: 1, 2, 4, ... 32 jobs, then the
+    # 37 left (fewer than the 64 asked: the backlog is gone); their fetch finds
+    # nothing, and the slot waits in a request_job.
+    assert writes == [1, 1, 1, 2, 4, 8, 16, 32, 37, 1]
+    assert sent.count("job_complete") == 100
+    assert worker.statistics().completed == 100
+
+
+async def test_auto_prefetch_takes_one_job_at_a_time_when_jobs_are_long(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Three slots, four jobs of a second each, all queued at once: every slot
+    # starts one at once (none takes two while another idles), and the fourth
+    # starts when the first slot is free.
+    started: list[float] = []
+
+    async def slow(job: Job) -> None:
+        started.append(trio.current_time())
+        await trio.sleep(1)
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            ids = await queue.client.submit_many([{"name": "slow"}] * 4)
+            begin = trio.current_time()
+            await queue.start_worker({"slow": slow}, concurrency=3, prefetch="auto")
+            for job_id in ids:
+                await queue.client.wait(job_id)
+            # After a long batch a slot asks for one job again, not two.
+            more = await queue.client.submit_many([{"name": "slow"}] * 3)
+            again = trio.current_time()
+            for job_id in more:
+                await queue.client.wait(job_id)
+    assert [round(at - begin, 3) for at in started[:4]] == [0.0] * 3 + [1.0]
+    assert [round(at - again, 3) for at in started[4:]] == [0.0] * 3
+
+
+async def test_auto_prefetch_takes_single_jobs_from_a_shallow_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A producer that waits for each job's result: nothing is ever waiting
+    # behind the job taken, so every report is a write of its own.
+    writes: list[int] = []
+    sent: list[str] = []
+
+    async def quick(job: Job) -> int:
+        return int(job.payload)
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            assert queue.connector is not None
+            connector = queue.connector
+
+            async def recording() -> trio.abc.Stream:
+                return _Recording(await connector(), sent, writes)
+
+            worker = Worker(
+                "memory", 0, handlers={"quick": quick}, connect=recording, prefetch="auto"
+            )
+            await queue.nursery.start(worker.run)
+            results = []
+            for i in range(20):
+                job_id = await queue.client.submit("quick", i)
+                results.append((await queue.client.wait(job_id)).result)
+            await trio.testing.wait_all_tasks_blocked()
+    assert results == list(range(20))
+    assert writes == [1] * 22  # hello, request_job, then one report a job
+    assert sent.count("job_complete") == 20
 
 
 class _DropNotices(StreamWrapper):

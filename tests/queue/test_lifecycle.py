@@ -24,7 +24,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 import trio
@@ -968,9 +968,11 @@ async def test_job_timeout_stops_a_hung_handler_and_fails_its_job(
     assert (stats.totals["reassigned"], stats.totals["expired"]) == (0, 0)
 
 
-@pytest.mark.parametrize("prefetch", [1, 3])
+@pytest.mark.parametrize("prefetch", [1, 3, "auto"])
 async def test_a_stopped_handler_leaves_the_slot_running_the_jobs_after_it(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, prefetch: int
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    prefetch: int | Literal["auto"],
 ) -> None:
     # The slot's handlers share a cancel scope until a stop spends it: after
     # a stop, caught or not, the jobs after it run (in a batch too) and are
