@@ -42,7 +42,7 @@ def throughput(
     idle_clients: int = 0,
     *,
     batch: int = 0,
-    prefetch: int = 1,
+    prefetch: int | str = 1,
     kind: str = "async",
     server_args: Sequence[str] = (),
 ) -> dict[str, Any]:
