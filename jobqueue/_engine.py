@@ -20,7 +20,6 @@ into reports and applies the rules for a refused one.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -35,7 +34,7 @@ from ._json import encode
 from ._lease import Key, LeaseKeeper, ask_many
 from ._link import Link
 from ._logformat import write_info
-from ._prefetch import AutoPrefetch, fetch_request
+from ._prefetch import AUTO_BUDGET, AutoPrefetch, fetch_request, job_requests
 from ._replies import JobAssigned, JobCancelledNotice, JobsAssigned, Ok, Reply, Welcome
 from ._requests import Hello, JobComplete, JobFailed, Progress, ReleaseJob, Request, RequestJob
 
@@ -89,8 +88,10 @@ class WorkerStatistics:
         cancelled: Jobs stopped because someone cancelled them.
         timed_out: Handlers stopped for running longer than ``job_timeout``
             (also counted in ``failed``).
-        given_back: Jobs handed back unfinished during a drain (``release_job``):
-            taken and not started, or stopped at the drain's deadline.
+        given_back: Jobs handed back unfinished (``release_job``): during a
+            drain, taken and not started or stopped at the drain's deadline;
+            with ``prefetch="auto"``, taken and not started when their batch
+            ran past its budget.
         running: Handlers running right now.
         connected_slots: Slots connected (``hello`` answered) right now.
     """
@@ -103,31 +104,6 @@ class WorkerStatistics:
     given_back: int = 0
     running: int = 0
     connected_slots: int = 0
-
-
-@functools.lru_cache(maxsize=16)
-def job_requests(
-    poll_wait: float, queues: tuple[str, ...], prefetch: int
-) -> tuple[RequestJob, RequestJob]:
-    """The ``request_job`` a slot sends when it holds nothing, and the fetch its reports carry.
-
-    One pair for every slot of a worker (kept): the codec finds a report's
-    fetch text by identity far faster than by hash (``_codec._fetch_text``).
-    """
-    if prefetch == 1:
-        # Each report also asks for the next job with the same wait, so
-        # a job costs one request, not two; its reply is the next job,
-        # or no_job after poll_wait, as for a request_job.
-        request = RequestJob(wait=poll_wait, queues=queues)
-        return request, request
-    # A batch's reports are pipelined, and a refused one must be
-    # failed at once, before its lease runs out: a waiting fetch
-    # would hold that retry back. So the fetch takes what there is,
-    # and an idle slot then blocks in request_job.
-    return (
-        RequestJob(wait=poll_wait, queues=queues, max=prefetch),
-        RequestJob(queues=queues, max=prefetch),
-    )
 
 
 async def serve_connection(
@@ -155,7 +131,11 @@ async def serve_connection(
         await nursery.start(link.run_reader, on_notice, nursery.cancel_scope.cancel)
         await nursery.start(keeper.run)
         engine = _Engine(worker, stats, link, keeper, nursery.cancel_scope)
+        if not isinstance(worker.prefetch, int):
+            engine.auto = AutoPrefetch()
         nursery.start_soon(engine.watch_drain)
+        if engine.auto is not None:
+            nursery.start_soon(engine.watch_batches)
         stats.connected_slots += 1
         try:
             await engine.serve(served)
@@ -205,10 +185,12 @@ class _Engine:
     #: through two more calls each time.
     _clock: trio.abc.Clock = attrs.field(factory=trio.lowlevel.current_clock)
     #: With ``prefetch="auto"``: the batch size it picks (``None``: fixed).
-    _auto: AutoPrefetch | None = None
+    auto: AutoPrefetch | None = None
     #: With ``prefetch="auto"``: how many jobs the batch running brought, and when it began.
     _taken: int = 0
     _began: float = 0.0
+    #: With ``prefetch="auto"``: set when a batch holds jobs not started (see watch_batches).
+    _holding: trio.Event = attrs.field(factory=trio.Event)
 
     async def serve(self, served: Callable[[], None]) -> None:
         """Say hello, then take, run and report jobs until the worker drains."""
@@ -222,9 +204,8 @@ class _Engine:
         served()
         if isinstance(worker.prefetch, int):
             request, fetch = job_requests(worker.poll_wait, worker.queues, worker.prefetch)
-        else:  # "auto"
-            self._auto = AutoPrefetch()
-            request = fetch = fetch_request(worker.poll_wait, worker.queues, self._auto.ask, True)
+        else:  # "auto": see _next_fetch
+            request = fetch = fetch_request(worker.poll_wait, worker.queues, 1, True)
         # Handlers run in a cancel scope the keeper cancels to stop one (a
         # cancel notice, job_timeout, a lost lease, a drain's deadline). A
         # cancel scope costs as much as a tenth of a short job, so one serves
@@ -246,8 +227,8 @@ class _Engine:
         draining = worker.draining
         queue = self._queue
         ran = self._ran
-        if self._auto is not None:  # resumed: as the last batch left it
-            request = fetch_request(worker.poll_wait, worker.queues, self._auto.ask, True)
+        if self.auto is not None:  # resumed: as the last batch left it
+            request = fetch_request(worker.poll_wait, worker.queues, self.auto.ask, True)
         while True:
             if not ran and not queue:
                 reply = self._reply
@@ -271,9 +252,11 @@ class _Engine:
                     await self._give_back((a.job_id, a.attempt) for a in batch)
                     return True
                 queue.extend(batch)
-                if self._auto is not None:
+                if self.auto is not None:
                     self._taken = len(batch)
                     self._began = self._clock.current_time()
+                    if len(batch) > 1:
+                        self._holding.set()
             while queue and not draining.is_set():
                 job = self._job(queue.popleft())
                 ran.append((job, await self._run(job)))
@@ -288,7 +271,7 @@ class _Engine:
             # drain may end it by closing the connection (see watch_drain).
             reports = ran[:]
             ran.clear()
-            if self._auto is not None:
+            if self.auto is not None:
                 request, fetch = self._next_fetch(len(reports))
             self._idle = fetch.wait > 0
             try:
@@ -303,13 +286,43 @@ class _Engine:
         batch's reports are pipelined, and a refused one must be failed at
         once, not behind a waiting fetch (as for a fixed ``prefetch``).
         """
-        assert self._auto is not None
+        assert self.auto is not None
         worker = self.worker
-        ask = self._auto.ran(self._taken, self._clock.current_time() - self._began)
+        ask = self.auto.ran(self._taken, self._clock.current_time() - self._began)
         request = fetch_request(worker.poll_wait, worker.queues, ask, True)
         if reports == 1:
             return request, request
         return request, fetch_request(worker.poll_wait, worker.queues, ask, False)
+
+    async def watch_batches(self) -> None:
+        """With ``prefetch="auto"``: give back what a batch has not started past its budget.
+
+        A batch is meant to be about :data:`~jobqueue._prefetch.AUTO_BUDGET`
+        seconds of work. Once it has run that long, the jobs it has not
+        started go back in line (their places kept, no attempt spent) for
+        another slot or worker, so no job waits unstarted in this slot
+        behind a long one for more than the budget. One wake-up a batch,
+        and none for a batch of one job.
+        """
+        queue = self._queue
+        draining = self.worker.draining
+        while True:
+            await self._holding.wait()
+            self._holding = trio.Event()
+            while queue:
+                # The batch may end, and the next begin, while this sleeps:
+                # a changed start means the deadline moved with it.
+                began = self._began
+                await trio.sleep_until(began + AUTO_BUDGET)
+                if began == self._began and queue and not draining.is_set():
+                    # A job cancelled meanwhile stays for the slot to settle.
+                    cancelled = self.keeper.cancelled
+                    held = [(a.job_id, a.attempt) for a in queue]
+                    kept = [a for a in queue if (a.job_id, a.attempt) in cancelled]
+                    queue.clear()
+                    queue.extend(kept)
+                    await self._give_back(held, "not started: its batch ran past the budget")
+                    break
 
     async def watch_drain(self) -> None:
         """On a drain: stop waiting, give back what has not started, stop what overruns.
@@ -351,7 +364,7 @@ class _Engine:
         )
         await self._early.wait()
 
-    async def _give_back(self, leases: Iterable[Key]) -> None:
+    async def _give_back(self, leases: Iterable[Key], why: str = "unfinished") -> None:
         """Release these leases (``release_job``): back in line, no attempt spent.
 
         The batch form is all or nothing; if it is refused (one of the jobs
@@ -372,7 +385,7 @@ class _Engine:
                 log.info("job %s was not given back: %s", key[0], reply.message)
             else:
                 self.stats.given_back += 1
-                log.info("gave back job %s (attempt %d) unfinished", key[0], key[1])
+                log.info("gave back job %s (attempt %d) %s", key[0], key[1], why)
 
     async def _run(self, job: Job) -> Outcome:
         """Run ``job``'s handler under cancellation and ``job_timeout``.

@@ -14,7 +14,10 @@ unstarted in a slot while other workers idle (the classic prefetch trap).
   brought (at least two, so the next backlog is noticed).
 
 The policy is pure (no trio, no clock): the engine feeds it each batch's size
-and run time and sends the fetch it returns.
+and run time and sends the fetch it returns. The engine also gives back the
+jobs a batch has not started once it has run for the budget
+(``_Engine.watch_batches``), so a job taken with a long one is not held for
+the long one's whole run.
 """
 
 from __future__ import annotations
@@ -44,6 +47,25 @@ def fetch_request(poll_wait: float, queues: tuple[str, ...], ask: int, wait: boo
     (``_codec._fetch_text``). ``ask`` 1 is the plain request (``job_assigned``).
     """
     return RequestJob(wait=poll_wait if wait else 0.0, queues=queues, max=ask if ask > 1 else None)
+
+
+def job_requests(
+    poll_wait: float, queues: tuple[str, ...], prefetch: int
+) -> tuple[RequestJob, RequestJob]:
+    """For a fixed ``prefetch``: the request a slot sends when it holds nothing, and its fetch.
+
+    With one job a batch, each report asks for the next job with the same
+    wait, so a job costs one request, not two; the reply is the next job,
+    or ``no_job`` after ``poll_wait``, as for a ``request_job``. With more, a
+    batch's reports are pipelined, and a refused one must be failed at once,
+    before its lease runs out: a waiting fetch would hold that retry back.
+    So the fetch takes what there is, and an idle slot then blocks in
+    ``request_job``.
+    """
+    request = fetch_request(poll_wait, queues, prefetch, True)
+    if prefetch == 1:
+        return request, request
+    return request, fetch_request(poll_wait, queues, prefetch, False)
 
 
 @attrs.define

@@ -127,10 +127,10 @@ class Worker:
             started or not, go back to the queue.
             ``"auto"`` picks the number batch by batch: more (up to 64) while
             the requests come back full and a batch runs within 20 ms, fewer
-            when it runs longer (one at a time after a single long job). A
-            backlog of short jobs then drains in few round trips, and long
-            jobs, once seen, are taken one at a time; a batch taken after
-            short jobs can still hold a long job's successors unstarted.
+            when it runs longer (one at a time after a single long job); a
+            batch that has run 20 ms gives back the jobs it has not
+            started. A backlog of short jobs then drains in few round
+            trips, and no job waits long unstarted behind a long one.
         reply_grace: Seconds a reply may take beyond what its request asks
             the server to wait (``poll_wait`` for a ``request_job``) before
             the slot gives up on the connection and reconnects: how soon a

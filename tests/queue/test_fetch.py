@@ -492,6 +492,73 @@ async def test_auto_prefetch_takes_one_job_at_a_time_when_jobs_are_long(
     assert [round(at - again, 3) for at in started[4:]] == [0.0] * 3
 
 
+async def test_auto_prefetch_gives_back_what_a_batch_has_not_started_past_its_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    started: dict[str, float] = {}
+
+    async def work(job: Job) -> None:
+        started[job.payload] = trio.current_time()
+        if job.payload == "long":
+            await trio.sleep(1)
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            client = queue.client
+            a = await queue.start_worker({"work": work}, name="a", prefetch="auto")
+            # Seven short jobs grow a's ask to 8 (batches of 1, 2 and 4, all full).
+            for job_id in await client.submit_many(
+                [{"name": "work", "payload": i} for i in "1234567"]
+            ):
+                await client.wait(job_id)
+            await queue.start_worker({"work": work}, name="b")
+            # a asked first, so its request for 8 takes all four; b waits.
+            batch = ["long", "x", "y", "z"]
+            begin = trio.current_time()
+            ids = await client.submit_many([{"name": "work", "payload": p} for p in batch])
+            infos = [await client.wait(job_id) for job_id in ids]
+    assert [info.worker for info in infos] == ["a", "b", "b", "b"]
+    # Not a second behind the long one: given back once a's batch had run 20 ms.
+    assert [round(started[p] - begin, 3) for p in batch] == [0.0, 0.02, 0.02, 0.02]
+    # A run given back spends none of the job's budget; its number is not reused.
+    assert [info.attempt for info in infos] == [1, 2, 2, 2]
+    assert a.statistics().given_back == 3
+
+
+async def test_auto_prefetch_leaves_a_held_job_cancelled_meanwhile_to_its_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    started: dict[str, float] = {}
+
+    async def work(job: Job) -> None:
+        started[job.payload] = trio.current_time()
+        if job.payload == "long":
+            await trio.sleep(1)
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            client = queue.client
+            a = await queue.start_worker({"work": work}, name="a", prefetch="auto")
+            for job_id in await client.submit_many(
+                [{"name": "work", "payload": i} for i in "1234567"]
+            ):
+                await client.wait(job_id)
+            await queue.start_worker({"work": work}, name="b")
+            batch = ["long", "x", "y"]
+            ids = await client.submit_many([{"name": "work", "payload": p} for p in batch])
+            await client.cancel(ids[1])  # while a holds it, not started
+            infos = [await client.wait(job_id) for job_id in ids]
+            await trio.testing.wait_all_tasks_blocked()  # a has settled what it held
+    assert [(info.state, info.worker) for info in infos] == [
+        ("completed", "a"),
+        ("cancelled", "a"),
+        ("completed", "b"),
+    ]
+    assert "x" not in started
+    stats = a.statistics()
+    assert (stats.given_back, stats.cancelled, stats.lost) == (1, 1, 0)
+
+
 async def test_auto_prefetch_takes_single_jobs_from_a_shallow_queue(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

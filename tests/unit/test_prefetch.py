@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobqueue._prefetch import AUTO_BUDGET, AUTO_CAP, AutoPrefetch, fetch_request
+from jobqueue._prefetch import AUTO_BUDGET, AUTO_CAP, AutoPrefetch, fetch_request, job_requests
 
 SHORT = AUTO_BUDGET / 10
 LONG = AUTO_BUDGET * 2
@@ -53,3 +53,12 @@ def test_fetch_requests_are_shared_and_say_what_they_ask() -> None:
     assert (batch.wait, batch.max) == (0.0, 8)
     # The same object each time: the codec finds a fetch's text by identity.
     assert fetch_request(30.0, ("default",), 8, False) is batch
+
+
+def test_a_fixed_prefetch_waits_in_its_request_and_in_a_single_jobs_fetch_only() -> None:
+    request, fetch = job_requests(30.0, ("default",), 1)
+    assert fetch is request
+    assert (request.wait, request.max) == (30.0, None)
+    request, fetch = job_requests(30.0, ("default",), 4)
+    assert (request.wait, request.max) == (30.0, 4)
+    assert (fetch.wait, fetch.max) == (0.0, 4)
