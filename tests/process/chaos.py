@@ -1,12 +1,14 @@
 """Chaos run: SIGKILL worker processes at random while thousands of jobs run.
 
-    python -m tests.process.chaos [--jobs 3000] [--kills 8] [--seed N]
+    python -m tests.process.chaos [--jobs 3000] [--kills 8] [--seed N] [--prefetch auto]
 
 Run it from the repository root (the worker processes import their handler
 from this module). A queue server runs in this process; ``--workers`` real
 ``python -m jobqueue worker --concurrency 2`` processes run a handler that
 sleeps a few milliseconds and appends ``start``/``end`` records (job id and
-pid) to a log of its own. While the jobs run, a random worker that holds jobs
+pid) to a log of its own; ``--prefetch`` is passed on to them (``auto``
+batches give back what they have not started past their budget, so the
+run also checks those releases). While the jobs run, a random worker that holds jobs
 is killed with ``SIGKILL`` every ``--kill-every`` seconds and a fresh one takes
 its place. Submissions are spread over the time the kills take, so jobs are
 still running at the last one. Jobs get a budget of attempts no run of kills
@@ -23,7 +25,7 @@ exits non-zero if any check fails:
 - ``reassigned`` is accounted for by the kills, exactly: the server's own
   journal (its event stream) shows every job it took back, and from whom; each
   was taken from a killed worker, after its kill, and handed out again once
-  (its final ``attempt`` is one more than its losses). What each victim held
+  (its final ``attempt`` is one more than its losses and its releases). What each victim held
   when it died per its ``stats`` snapshot just before the kill, plus what its
   log shows it had started, minus what it got completed in between, must be
   among what the server took back from it (the rest: jobs assigned in the
@@ -53,7 +55,8 @@ import attrs
 import trio
 
 from jobqueue import Client, Handler, Job, JobInfo
-from jobqueue._events import Assigned, AttemptFailed, Event
+from jobqueue._events import Assigned, AttemptFailed, Event, Released
+from jobqueue._prefetch import AUTO_CAP
 from jobqueue._server import QueueService
 
 #: The repository root: worker processes run here so they can import this module.
@@ -127,6 +130,8 @@ class ChaosReport:
     held_at_kill: int
     #: Jobs assigned to a victim between its snapshot and its kill, never started.
     raced: int
+    #: Jobs given back unstarted by their holders (``prefetch="auto"`` batches).
+    released: int
     wall_seconds: float
     runs_per_job: Counter[int]
     attempts_per_job: Counter[int]
@@ -142,7 +147,7 @@ class ChaosReport:
         )
         lines = [
             f"jobs {self.jobs}, kills {len(self.kills)}, reassigned {self.reassigned}, "
-            f"wall time {self.wall_seconds:.1f}s",
+            f"given back {self.released}, wall time {self.wall_seconds:.1f}s",
             f"held by the victims when killed: {self.held_at_kill} per the server's journal; "
             f"{self.held_per_snapshots} per stats snapshots, {self.held_derived} after "
             f"correcting with run logs and statuses, + {self.raced} assigned in between",
@@ -174,6 +179,7 @@ class Fleet:
     address: tuple[str, int]
     concurrency: int
     log_dir: Path
+    prefetch: str = "1"
     live: dict[int, WorkerProcess] = attrs.field(factory=dict)  # slot -> process
     pid_names: dict[int, str] = attrs.field(factory=dict)
     _everyone: list[trio.Process] = attrs.field(factory=list)
@@ -191,6 +197,7 @@ class Fleet:
             "--concurrency", str(self.concurrency),
             "--handlers", HANDLER_SPEC,
             "--name", name,
+            "--prefetch", self.prefetch,
         ]  # fmt: skip
         env = {**os.environ, LOG_DIR_ENV: str(self.log_dir)}
         with _open_output(self.log_dir / f"{name}.out") as output:
@@ -233,6 +240,8 @@ class Journal:
 
     holders: dict[str, str | None] = attrs.field(factory=dict)
     losses: list[Loss] = attrs.field(factory=list)
+    #: Jobs their holders gave back unstarted (``release_job``), as losses are kept.
+    releases: list[Loss] = attrs.field(factory=list)
 
     def record(self, event: Event) -> None:
         """``QueueState.on_event``: called by the coordinator, so it must be quick."""
@@ -241,6 +250,9 @@ class Journal:
         elif isinstance(event, AttemptFailed):
             holder = self.holders.get(event.job_id)
             self.losses.append(Loss(trio.current_time(), event.job_id, holder, event.reason))
+        elif isinstance(event, Released):
+            holder = self.holders.get(event.job_id)
+            self.releases.append(Loss(trio.current_time(), event.job_id, holder, "released"))
 
 
 @asynccontextmanager
@@ -280,6 +292,7 @@ async def run_chaos(
     seed: int | None = None,
     log_dir: Path,
     time_limit: float = 600.0,
+    prefetch: str = "1",
 ) -> ChaosReport:
     """Run the chaos scenario described in the module docstring; return its report.
 
@@ -294,7 +307,7 @@ async def run_chaos(
     journal = Journal()
     with trio.fail_after(time_limit):
         async with _server(journal) as address:
-            fleet = Fleet(address, concurrency, log_dir)
+            fleet = Fleet(address, concurrency, log_dir, prefetch)
             try:
                 async with (
                     Client.connect(*address, name="chaos-submitter") as client,
@@ -397,18 +410,26 @@ async def run_chaos(
             violations.append(f"{loss.job_id} was taken back from {victim.name} before its kill")
         else:
             taken_back.setdefault(victim.name, set()).add(loss.job_id)
+    # What a victim gave back before its kill, it no longer held.
+    released_by: dict[str, set[str]] = {}
+    for release in journal.releases:
+        victim = victims.get(release.holder or "")
+        if victim is not None and release.at < victim.at:
+            released_by.setdefault(victim.name, set()).add(release.job_id)
+    most_held = concurrency * (AUTO_CAP if prefetch == "auto" else int(prefetch))
     derived = raced = 0
     for kill in kill_log:
         lost = taken_back.get(kill.name, set())
         completed_by_victim = {job_id for job_id, info in by_id.items() if info.result == kill.pid}
         held = (set(kill.held) | started_by.get(kill.pid, set())) - completed_by_victim
+        held -= released_by.get(kill.name, set())
         if not held <= lost:
             violations.append(
                 f"{kill.name} held {sorted(held - lost)} when killed, but the server never "
                 f"took them back"
             )
-        if len(lost) > concurrency:
-            violations.append(f"{kill.name} lost {sorted(lost)}: more than {concurrency} slots")
+        if len(lost) > most_held:
+            violations.append(f"{kill.name} lost {sorted(lost)}: more than its slots can hold")
         derived += len(held)
         raced += len(lost - held)
     if len(journal.losses) != totals.get("reassigned"):
@@ -416,11 +437,13 @@ async def run_chaos(
             f"totals say {totals.get('reassigned')} reassignments, the journal "
             f"{len(journal.losses)}"
         )
+    releases_per_job = Counter(release.job_id for release in journal.releases)
     for job_id, info in by_id.items():
-        if info.attempt - 1 != losses_per_job[job_id]:
+        if info.attempt - 1 != losses_per_job[job_id] + releases_per_job[job_id]:
             violations.append(
                 f"{job_id} is on attempt {info.attempt} after {losses_per_job[job_id]} "
-                f"lost run(s): every lost run must be handed out again, once"
+                f"lost run(s) and {releases_per_job[job_id]} given back: every lost or "
+                f"given-back run must be handed out again, once"
             )
 
     return ChaosReport(
@@ -432,6 +455,7 @@ async def run_chaos(
         held_at_kill=sum(len(lost) for lost in taken_back.values()),
         raced=raced,
         wall_seconds=wall,
+        released=len(journal.releases),
         runs_per_job=Counter(starts[job_id] for job_id in job_ids),
         attempts_per_job=Counter(info.attempt for info in finals),
         violations=violations,
@@ -545,6 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar=("MIN", "MAX"),
         help="how long each job sleeps, drawn uniformly (default: 0.005 0.05)",
     )
+    parser.add_argument(
+        "--prefetch", default="1", help="the workers' --prefetch: a number, or auto (default: 1)"
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep-logs", action="store_true", help="keep the run logs")
     args = parser.parse_args(argv)
@@ -562,6 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             job_seconds=tuple(args.job_seconds),
             seed=seed,
             log_dir=log_dir,
+            prefetch=args.prefetch,
         )
     )
     print(report.summary())

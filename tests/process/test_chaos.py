@@ -14,16 +14,24 @@ from tests.process import chaos
 
 
 @pytest.mark.slow
-async def test_chaos_short_run_loses_nothing_and_completes_each_job_once(tmp_path: Path) -> None:
-    """The chaos run of ``python -m tests.process.chaos``, scaled down for the quick suite."""
+@pytest.mark.parametrize("prefetch", ["1", "auto"])
+async def test_chaos_short_run_loses_nothing_and_completes_each_job_once(
+    tmp_path: Path, prefetch: str
+) -> None:
+    """The chaos run of ``python -m tests.process.chaos``, scaled down for the quick suite.
+
+    With ``prefetch="auto"`` the workers' batches also give back jobs they
+    have not started, which the run's accounting checks beside the kills.
+    """
     report = await chaos.run_chaos(
         jobs=300,
         kills=2,
         kill_every=(0.3, 0.6),
-        job_seconds=(0.02, 0.08),
+        job_seconds=(0.005, 0.05),
         seed=20240611,
         log_dir=tmp_path,
         time_limit=30,
+        prefetch=prefetch,
     )
     print(report.summary())
     assert report.violations == [], report.summary()
