@@ -157,7 +157,7 @@ def count(
     jobs: int,
     warmup: int,
     batch: int,
-    prefetch: int,
+    prefetch: int | str,
     slots: int,
     keep: str = "",
     worker_args: Sequence[str] = (),
@@ -225,7 +225,7 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=100, help="submit_many size (1: submit)")
-    parser.add_argument("--prefetch", type=int, default=64, help="worker prefetch")
+    parser.add_argument("--prefetch", default="64", help="worker prefetch: a number, or auto")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--keep", default="", help="copy callgrind's output to this path")
     parser.add_argument(
