@@ -321,7 +321,9 @@ class _Engine:
                     kept = [a for a in queue if (a.job_id, a.attempt) in cancelled]
                     queue.clear()
                     queue.extend(kept)
-                    await self._give_back(held, "not started: its batch ran past the budget")
+                    await self._give_back(
+                        held, "not started: its batch ran past the budget", logging.DEBUG
+                    )
                     break
 
     async def watch_drain(self) -> None:
@@ -364,8 +366,13 @@ class _Engine:
         )
         await self._early.wait()
 
-    async def _give_back(self, leases: Iterable[Key], why: str = "unfinished") -> None:
+    async def _give_back(
+        self, leases: Iterable[Key], why: str = "unfinished", level: int = logging.INFO
+    ) -> None:
         """Release these leases (``release_job``): back in line, no attempt spent.
+
+        Each is logged at ``level``: a drain's give-backs are news, an auto
+        batch's are routine.
 
         The batch form is all or nothing; if it is refused (one of the jobs
         was cancelled or lost meanwhile), each is released on its own.
@@ -385,7 +392,7 @@ class _Engine:
                 log.info("job %s was not given back: %s", key[0], reply.message)
             else:
                 self.stats.given_back += 1
-                log.info("gave back job %s (attempt %d) %s", key[0], key[1], why)
+                log.log(level, "gave back job %s (attempt %d) %s", key[0], key[1], why)
 
     async def _run(self, job: Job) -> Outcome:
         """Run ``job``'s handler under cancellation and ``job_timeout``.

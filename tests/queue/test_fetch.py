@@ -7,6 +7,7 @@ times; a few repeat the essentials over real TCP.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -493,8 +494,9 @@ async def test_auto_prefetch_takes_one_job_at_a_time_when_jobs_are_long(
 
 
 async def test_auto_prefetch_gives_back_what_a_batch_has_not_started_past_its_budget(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="jobqueue.worker")
     started: dict[str, float] = {}
 
     async def work(job: Job) -> None:
@@ -523,6 +525,11 @@ async def test_auto_prefetch_gives_back_what_a_batch_has_not_started_past_its_bu
     # A run given back spends none of the job's budget; its number is not reused.
     assert [info.attempt for info in infos] == [1, 2, 2, 2]
     assert a.statistics().given_back == 3
+    # Routine for an auto batch, so logged at DEBUG (a drain's give-backs are INFO).
+    gave = [r for r in caplog.records if r.getMessage().startswith("gave back job")]
+    assert [(r.levelno, r.getMessage().endswith("ran past the budget")) for r in gave] == [
+        (logging.DEBUG, True)
+    ] * 3
 
 
 async def test_auto_prefetch_leaves_a_held_job_cancelled_meanwhile_to_its_slot(
