@@ -574,6 +574,52 @@ def _plain_job_assigned(line: bytes) -> JobAssigned | None:
     return build_assigned(job_id, name, payload, options[0], options[1])
 
 
+#: The head of a ``jobs_assigned`` of one job as :func:`encode_reply` writes it, up to
+#: its payload (its id and name as for ``job_assigned``).
+_plain_one_job_head = re.compile(
+    rb'\{"type":"jobs_assigned","jobs":\[\{"job_id":"([ !#-\[\]-~]+)","name":"([ !#-\[\]-~]+)",'
+    rb'"payload":'
+).match
+#: What follows the payload of a one-job ``jobs_assigned``, read, as ``_ASSIGNED_TAILS``.
+_ONE_JOB_TAILS: dict[str, tuple[int, float]] = {}
+
+
+def _plain_one_job_assigned(line: bytes) -> JobsAssigned | None:
+    """A ``jobs_assigned`` of one job as :func:`encode_reply` writes it, built directly.
+
+    A worker with ``prefetch="auto"`` on a shallow queue asks for two jobs
+    and gets one, every job: the full decode cost it 4.7 µs a line, this
+    3.1, and the same job as a ``job_assigned`` 2.3 (``timeit``). The one job's tail
+    (``,"attempt":1}],"lease_timeout":30.0}``) is the ``job_assigned`` tail
+    with the array closed before ``lease_timeout``, and is read as that.
+    Anything else (more jobs, other members) goes to
+    :func:`decode_reply_fully`; a test holds the two to the same reply.
+    """
+    head = _plain_one_job_head(line)
+    # (A batch of several is for the full decode: counted before its payload is read.)
+    if head is None or line.count(b'"job_id":') != 1:
+        return None
+    read = _value_then(line, head.end())
+    if read is None:
+        return None
+    payload, tail = read
+    options = _ONE_JOB_TAILS.get(tail)
+    if options is None:
+        closed = tail.split('}],"lease_timeout":')
+        if len(closed) != 2 or not tail.startswith(',"attempt":') or "{" in tail:
+            return None
+        options = _assigned_tail(f'{closed[0]},"lease_timeout":{closed[1]}')
+        if options is None:
+            return None
+        if len(_ONE_JOB_TAILS) >= 64:
+            _ONE_JOB_TAILS.clear()
+        _ONE_JOB_TAILS[tail] = options
+    attempt, lease_timeout = options
+    job_id, name = head[1].decode("ascii"), head[2].decode("ascii")
+    job = build_assigned(job_id, name, payload, attempt, lease_timeout)
+    return JobsAssigned((job,), lease_timeout)
+
+
 def _assigned_tail(tail: str) -> tuple[int, float] | None:
     """The ``attempt`` and ``lease_timeout`` of a ``job_assigned``'s ``tail``, remembered.
 
@@ -612,7 +658,10 @@ def decode_reply(line: bytes) -> Reply:
     if submitted is not None:
         return build_submitted(submitted[1].decode("ascii"), False)
     assigned = _plain_job_assigned(line)
-    return decode_reply_fully(line) if assigned is None else assigned
+    if assigned is not None:
+        return assigned
+    batch = _plain_one_job_assigned(line)
+    return decode_reply_fully(line) if batch is None else batch
 
 
 def decode_reply_fully(line: bytes) -> Reply:

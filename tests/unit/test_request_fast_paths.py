@@ -550,3 +550,64 @@ def test_what_the_server_assigns_decodes_alike(
 )
 def test_job_assigned_lines_decode_as_the_full_decode_does(line: bytes) -> None:
     _same_reply(line)
+
+
+# -- a jobs_assigned of one job: read directly (_codec._plain_one_job_assigned) --------------
+
+
+@st.composite
+def _one_job_lines(draw: st.DrawFn) -> bytes:
+    attempt = _usual("attempt", draw) if draw(st.integers(0, 3)) else draw(_assigned_member())
+    lease = _usual("lease_timeout", draw) if draw(st.integers(0, 3)) else draw(_assigned_member())
+    job = (
+        f'{{"job_id":{draw(_name_text())},"name":{draw(_name_text())},'
+        f'"payload":{draw(_value_text())},{attempt}}}'
+    )
+    jobs = [job] * draw(st.sampled_from([1, 1, 1, 2]))
+    extra = draw(st.sampled_from(["", "", "", ',"x":1']))
+    text = f'{{"type":"jobs_assigned","jobs":[{",".join(jobs)}],{lease}{extra}' + draw(
+        st.sampled_from(["}", "}", "}", " }", "", "}}", "} ", ",}"])
+    )
+    return _mutated(draw, text.encode("utf-8", "surrogatepass"))
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_one_job_lines())
+def test_one_job_jobs_assigned_fast_path_agrees_with_the_full_decode(line: bytes) -> None:
+    _same_reply(line)
+
+
+@given(
+    job_id=st.text(min_size=1, max_size=20),
+    name=st.text(min_size=1, max_size=MAX_NAME_CHARS),
+    payload=_values,
+    attempt=st.integers(1, 100),
+    lease_timeout=st.floats(0.1, 3600),
+    count=st.integers(1, 3),
+)
+def test_what_the_server_assigns_in_batches_decodes_alike(
+    job_id: str, name: str, payload: Any, attempt: int, lease_timeout: float, count: int
+) -> None:
+    job = JobAssigned(job_id, name, payload, attempt, lease_timeout)
+    sent = JobsAssigned((job,) * count, lease_timeout)
+    line = encode_reply(sent)[:-1]
+    _same_reply(line)
+    assert decode_reply(line) == sent
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":null,"attempt":1}],"lease_timeout":30.0}',
+        b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":{"k":[1]},"attempt":2}],"lease_timeout":30}',
+        b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":1}],"lease_timeout":30.0,"x":1}',
+        b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":1,"x":2}],"lease_timeout":30.0}',
+        b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":"}],\\"lease_timeout\\":1"}],"lease_timeout":30.0}',
+        b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":1}],"lease_timeout":true}',
+        b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":0}],"lease_timeout":30.0}',
+        b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":1}],"lease_timeout":30.0',
+        b'{"type":"jobs_assigned","jobs":[{"job_id":"a","name":"n","payload":"\\"job_id\\":","attempt":1}],"lease_timeout":30.0}',
+    ],
+)
+def test_one_job_jobs_assigned_lines_decode_as_the_full_decode_does(line: bytes) -> None:
+    _same_reply(line)
