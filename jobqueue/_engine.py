@@ -147,7 +147,7 @@ async def serve_connection(
             nursery.cancel_scope.cancel()
     if engine.drained:
         return
-    error = error or keeper.failure
+    error = error or keeper.failure or engine.failure
     if error is not None:
         raise error
     raise ConnectionLost(f"connection to {link.address} {link.broken or 'lost'}")
@@ -167,6 +167,8 @@ class _Engine:
     lease_timeout: float = 30.0
     #: Whether the slot ended because the worker drained (not a failure).
     drained: bool = False
+    #: Why a watcher (a drain's or an auto batch's give-back) ended the connection.
+    failure: ConnectionLost | None = None
     #: Whether the slot is only waiting for a request_job's reply, a blocking one.
     _idle: bool = False
     #: The batch's jobs not started yet (a drain gives them back at once).
@@ -321,9 +323,8 @@ class _Engine:
                     kept = [a for a in queue if (a.job_id, a.attempt) in cancelled]
                     queue.clear()
                     queue.extend(kept)
-                    await self._give_back(
-                        held, "not started: its batch ran past the budget", logging.DEBUG
-                    )
+                    why = "not started: its batch ran past the budget"
+                    await self._give_back_or_end(held, why, logging.DEBUG)
                     break
 
     async def watch_drain(self) -> None:
@@ -346,7 +347,7 @@ class _Engine:
         early = [(assigned.job_id, assigned.attempt) for assigned in self._queue]
         self._queue.clear()
         try:
-            await self._give_back(early)
+            await self._give_back_or_end(early)
         finally:
             self._early.set()
         await trio.sleep_until(worker.drain_deadline)
@@ -365,6 +366,21 @@ class _Engine:
             (job.id, job.attempt) for job, _ in ran if (job.id, job.attempt) in stopped
         )
         await self._early.wait()
+
+    async def _give_back_or_end(
+        self, leases: Iterable[Key], why: str = "unfinished", level: int = logging.INFO
+    ) -> None:
+        """:meth:`_give_back` from a watcher task, beside the slot's loop.
+
+        An unanswered give-back ends the connection (the slot reconnects, as
+        for any overdue reply) instead of escaping the connection's nursery
+        as a group, which would end the worker.
+        """
+        try:
+            await self._give_back(leases, why, level)
+        except ConnectionLost as exc:
+            self.failure = self.failure or exc
+            self.connection.cancel()
 
     async def _give_back(
         self, leases: Iterable[Key], why: str = "unfinished", level: int = logging.INFO

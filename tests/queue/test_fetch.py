@@ -566,6 +566,94 @@ async def test_auto_prefetch_leaves_a_held_job_cancelled_meanwhile_to_its_slot(
     assert (stats.given_back, stats.cancelled, stats.lost) == (1, 1, 0)
 
 
+class _DropReleases(StreamWrapper):
+    """A worker's stream that loses every ``release_job`` on the way out, once."""
+
+    def __init__(self, inner: trio.abc.Stream, dropped: list[bytes]) -> None:
+        super().__init__(inner)
+        self._dropped = dropped
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        kept = []
+        for line in bytes(data).splitlines(keepends=True):
+            if b'"type":"release_job"' in line and not self._dropped:
+                self._dropped.append(line)
+            else:
+                kept.append(line)
+        if kept:
+            await self.inner.send_all(b"".join(kept))
+
+    async def send_eof(self) -> None:  # pragma: no cover - not used by the worker
+        raise NotImplementedError
+
+
+async def test_an_unanswered_give_back_ends_the_connection_not_the_worker(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The give-back of an auto batch goes unanswered (lost on the way out):
+    # after the lease's time the slot gives up on the connection, as for any
+    # overdue reply, and reconnects; the worker goes on, and no job is lost.
+    dropped: list[bytes] = []
+
+    async def work(job: Job) -> None:
+        if job.payload == "long":
+            await trio.sleep(1)
+
+    with trio.fail_after(1000):
+        async with open_memory_queue(lease_timeout=10) as queue:
+            assert queue.connector is not None
+            connector = queue.connector
+
+            async def dropping() -> trio.abc.Stream:
+                return _DropReleases(await connector(), dropped)
+
+            client = queue.client
+            worker = Worker("memory", 0, handlers={"work": work}, connect=dropping, prefetch="auto")
+            await queue.nursery.start(worker.run)
+            for job_id in await client.submit_many(
+                [{"name": "work", "payload": i} for i in "1234567"]
+            ):
+                await client.wait(job_id)
+            ids = await client.submit_many(
+                [{"name": "work", "payload": p} for p in ["long", "x", "y", "z"]]
+            )
+            infos = [await client.wait(job_id) for job_id in ids]
+    assert len(dropped) == 1
+    assert [info.state for info in infos] == ["completed"] * 4
+    assert any("lost the queue" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_unanswered_give_back_in_a_drain_ends_the_connection_not_the_worker(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    dropped: list[bytes] = []
+    first = trio.Event()
+
+    async def work(job: Job) -> None:
+        first.set()
+        await trio.sleep(60)
+
+    with trio.fail_after(1000):
+        async with open_memory_queue(lease_timeout=10) as queue:
+            assert queue.connector is not None
+            connector = queue.connector
+
+            async def dropping() -> trio.abc.Stream:
+                return _DropReleases(await connector(), dropped)
+
+            ids = await queue.client.submit_many([{"name": "work"}] * 3)
+            worker = Worker("memory", 0, handlers={"work": work}, connect=dropping, prefetch=3)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.run)
+                await first.wait()
+                worker.drain(timeout=30)
+            # run() returned: the connection ended when the give-back went
+            # unanswered, and the server took every job back.
+            states = [(await queue.client.status(job_id)).state for job_id in ids]
+    assert len(dropped) == 1
+    assert states == ["pending"] * 3
+
+
 async def test_auto_prefetch_takes_single_jobs_from_a_shallow_queue(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
