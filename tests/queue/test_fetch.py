@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from jobqueue import Job, Worker
+from jobqueue import Client, Job, Worker
 from jobqueue._codec import decode_request
 from jobqueue._json import encode
 from jobqueue._limits import MAX_ERROR_CHARS, MAX_FETCH
@@ -493,26 +493,38 @@ async def test_auto_prefetch_takes_one_job_at_a_time_when_jobs_are_long(
     assert [round(at - again, 3) for at in started[4:]] == [0.0] * 3
 
 
+class _LongBatch:
+    """A handler whose ``"long"`` job takes a second and the others none, noting starts.
+
+    :meth:`grow` runs seven short jobs first, so an auto worker's ask grows
+    to 8 (batches of 1, 2 and 4, all full) and its next batch holds more
+    than the long job.
+    """
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+
+    async def __call__(self, job: Job) -> None:
+        self.started[job.payload] = trio.current_time()
+        if job.payload == "long":
+            await trio.sleep(1)
+
+    async def grow(self, client: Client) -> None:
+        for job_id in await client.submit_many([{"name": "work", "payload": i} for i in "1234567"]):
+            await client.wait(job_id)
+
+
 async def test_auto_prefetch_gives_back_what_a_batch_has_not_started_past_its_budget(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="jobqueue.worker")
-    started: dict[str, float] = {}
-
-    async def work(job: Job) -> None:
-        started[job.payload] = trio.current_time()
-        if job.payload == "long":
-            await trio.sleep(1)
+    work = _LongBatch()
 
     with trio.fail_after(100):
         async with open_memory_queue() as queue:
             client = queue.client
             a = await queue.start_worker({"work": work}, name="a", prefetch="auto")
-            # Seven short jobs grow a's ask to 8 (batches of 1, 2 and 4, all full).
-            for job_id in await client.submit_many(
-                [{"name": "work", "payload": i} for i in "1234567"]
-            ):
-                await client.wait(job_id)
+            await work.grow(client)
             await queue.start_worker({"work": work}, name="b")
             # a asked first, so its request for 8 takes all four; b waits.
             batch = ["long", "x", "y", "z"]
@@ -521,7 +533,7 @@ async def test_auto_prefetch_gives_back_what_a_batch_has_not_started_past_its_bu
             infos = [await client.wait(job_id) for job_id in ids]
     assert [info.worker for info in infos] == ["a", "b", "b", "b"]
     # Not a second behind the long one: given back once a's batch had run 20 ms.
-    assert [round(started[p] - begin, 3) for p in batch] == [0.0, 0.02, 0.02, 0.02]
+    assert [round(work.started[p] - begin, 3) for p in batch] == [0.0, 0.02, 0.02, 0.02]
     # A run given back spends none of the job's budget; its number is not reused.
     assert [info.attempt for info in infos] == [1, 2, 2, 2]
     assert a.statistics().given_back == 3
@@ -535,21 +547,13 @@ async def test_auto_prefetch_gives_back_what_a_batch_has_not_started_past_its_bu
 async def test_auto_prefetch_leaves_a_held_job_cancelled_meanwhile_to_its_slot(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    started: dict[str, float] = {}
-
-    async def work(job: Job) -> None:
-        started[job.payload] = trio.current_time()
-        if job.payload == "long":
-            await trio.sleep(1)
+    work = _LongBatch()
 
     with trio.fail_after(100):
         async with open_memory_queue() as queue:
             client = queue.client
             a = await queue.start_worker({"work": work}, name="a", prefetch="auto")
-            for job_id in await client.submit_many(
-                [{"name": "work", "payload": i} for i in "1234567"]
-            ):
-                await client.wait(job_id)
+            await work.grow(client)
             await queue.start_worker({"work": work}, name="b")
             batch = ["long", "x", "y"]
             ids = await client.submit_many([{"name": "work", "payload": p} for p in batch])
@@ -561,7 +565,7 @@ async def test_auto_prefetch_leaves_a_held_job_cancelled_meanwhile_to_its_slot(
         ("cancelled", "a"),
         ("completed", "b"),
     ]
-    assert "x" not in started
+    assert "x" not in work.started
     stats = a.statistics()
     assert (stats.given_back, stats.cancelled, stats.lost) == (1, 1, 0)
 
@@ -594,10 +598,7 @@ async def test_an_unanswered_give_back_ends_the_connection_not_the_worker(
     # after the lease's time the slot gives up on the connection, as for any
     # overdue reply, and reconnects; the worker goes on, and no job is lost.
     dropped: list[bytes] = []
-
-    async def work(job: Job) -> None:
-        if job.payload == "long":
-            await trio.sleep(1)
+    work = _LongBatch()
 
     with trio.fail_after(1000):
         async with open_memory_queue(lease_timeout=10) as queue:
@@ -610,10 +611,7 @@ async def test_an_unanswered_give_back_ends_the_connection_not_the_worker(
             client = queue.client
             worker = Worker("memory", 0, handlers={"work": work}, connect=dropping, prefetch="auto")
             await queue.nursery.start(worker.run)
-            for job_id in await client.submit_many(
-                [{"name": "work", "payload": i} for i in "1234567"]
-            ):
-                await client.wait(job_id)
+            await work.grow(client)
             ids = await client.submit_many(
                 [{"name": "work", "payload": p} for p in ["long", "x", "y", "z"]]
             )
