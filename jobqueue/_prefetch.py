@@ -9,9 +9,11 @@ unstarted in a slot while other workers idle (the classic prefetch trap).
   twice as many next time, up to :data:`AUTO_CAP`;
 - a batch that took longer than :data:`AUTO_BUDGET` seconds to run means
   the jobs are not short: ask for half as many (one, after a single long
-  job), so a slot never holds much more than that budget of work unstarted;
+  job);
 - a batch smaller than asked means the backlog is gone: ask for what it
-  brought (at least two, so the next backlog is noticed).
+  brought or half as many, whichever is more (at least two, so the next
+  backlog is noticed; halving, not dropping, keeps a backlog that comes in
+  bursts, such as ``submit_many``'s, in large batches).
 
 The policy is pure (no trio, no clock): the engine feeds it each batch's size
 and run time and sends the fetch it returns. The engine also gives back the
