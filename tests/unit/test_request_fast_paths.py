@@ -532,7 +532,9 @@ def test_what_the_server_assigns_decodes_alike(
 ) -> None:
     # One job as job_assigned, and as a jobs_assigned of one, two or three.
     job = JobAssigned(job_id, name, payload, attempt, lease_timeout)
-    for sent in (job, *(JobsAssigned((job,) * count, lease_timeout) for count in (1, 2, 3))):
+    replies: list[JobAssigned | JobsAssigned] = [job]
+    replies += [JobsAssigned((job,) * count, lease_timeout) for count in (1, 2, 3)]
+    for sent in replies:
         line = encode_reply(sent)[:-1]
         _same_reply(line)
         assert decode_reply(line) == sent
