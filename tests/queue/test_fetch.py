@@ -8,13 +8,14 @@ times; a few repeat the essentials over real TCP.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 import trio.testing
 
-from jobqueue import Client, Job, Worker
+from jobqueue import Client, Handler, Job, Worker
 from jobqueue._codec import decode_request
 from jobqueue._json import encode
 from jobqueue._limits import MAX_ERROR_CHARS, MAX_FETCH
@@ -23,6 +24,26 @@ from tests.helpers import StreamWrapper, take
 
 if TYPE_CHECKING:
     from tests.helpers import RawOpener
+
+
+def worker_through(
+    queue: RunningQueue,
+    wrap: Callable[[trio.abc.Stream], trio.abc.Stream],
+    handlers: Mapping[str, Handler],
+    **options: Any,
+) -> Worker:
+    """A worker of the in-memory ``queue`` whose connections pass through ``wrap``.
+
+    The wrapper sees (``_Recording``) or loses (``_DropReleases``,
+    ``_DropNotices``) whole lines: in-memory streams hand over each write whole.
+    """
+    connector = queue.connector
+    assert connector is not None
+
+    async def connect() -> trio.abc.Stream:
+        return wrap(await connector())
+
+    return Worker("memory", 0, handlers=dict(handlers), connect=connect, **options)
 
 
 def job_ids(reply: dict[str, Any]) -> list[str]:
@@ -211,13 +232,6 @@ async def test_default_worker_sends_two_requests_per_job(
 
     with trio.fail_after(100):
         async with open_memory_queue() as queue:
-            assert queue.connector is not None
-            connector = queue.connector
-
-            async def recording() -> trio.abc.Stream:
-                stream = await connector()
-                return _Recording(stream, sent)
-
             ran: list[int] = []
 
             async def handler(job: Job) -> int:
@@ -225,7 +239,7 @@ async def test_default_worker_sends_two_requests_per_job(
                 return int(job.payload) * 2
 
             ids = await queue.client.submit_many([{"name": "h", "payload": i} for i in range(10)])
-            worker = Worker("memory", 0, handlers={"h": handler}, connect=recording)
+            worker = worker_through(queue, lambda s: _Recording(s, sent), {"h": handler})
             await queue.nursery.start(worker.run)
             for job_id in ids:
                 await queue.client.wait(job_id)
@@ -285,11 +299,6 @@ async def test_prefetching_worker_takes_and_reports_jobs_in_batches(
 
     with trio.fail_after(100):
         async with open_memory_queue() as queue:
-            assert queue.connector is not None
-            connector = queue.connector
-
-            async def recording() -> trio.abc.Stream:
-                return _Recording(await connector(), sent, writes)
 
             async def double(job: Job) -> int:
                 return int(job.payload) * 2
@@ -304,11 +313,10 @@ async def test_prefetching_worker_takes_and_reports_jobs_in_batches(
             jobs[3] = {"name": "boom", "max_attempts": 1}
             jobs[5] = {"name": "not_json", "max_attempts": 1}
             ids = await queue.client.submit_many(jobs)
-            worker = Worker(
-                "memory",
-                0,
-                handlers={"double": double, "boom": boom, "not_json": not_json},
-                connect=recording,
+            worker = worker_through(
+                queue,
+                lambda s: _Recording(s, sent, writes),
+                {"double": double, "boom": boom, "not_json": not_json},
                 prefetch=4,
             )
             await queue.nursery.start(worker.run)
@@ -437,11 +445,6 @@ async def test_auto_prefetch_doubles_its_batches_while_a_backlog_of_short_jobs_l
 
     with trio.fail_after(100):
         async with open_memory_queue() as queue:
-            assert queue.connector is not None
-            connector = queue.connector
-
-            async def recording() -> trio.abc.Stream:
-                return _Recording(await connector(), sent, writes)
 
             async def double(job: Job) -> int:
                 return int(job.payload) * 2
@@ -449,8 +452,8 @@ async def test_auto_prefetch_doubles_its_batches_while_a_backlog_of_short_jobs_l
             ids = await queue.client.submit_many(
                 [{"name": "double", "payload": i} for i in range(100)]
             )
-            worker = Worker(
-                "memory", 0, handlers={"double": double}, connect=recording, prefetch="auto"
+            worker = worker_through(
+                queue, lambda s: _Recording(s, sent, writes), {"double": double}, prefetch="auto"
             )
             await queue.nursery.start(worker.run)
             infos = [await queue.client.wait(job_id) for job_id in ids]
@@ -602,14 +605,10 @@ async def test_an_unanswered_give_back_ends_the_connection_not_the_worker(
 
     with trio.fail_after(1000):
         async with open_memory_queue(lease_timeout=10) as queue:
-            assert queue.connector is not None
-            connector = queue.connector
-
-            async def dropping() -> trio.abc.Stream:
-                return _DropReleases(await connector(), dropped)
-
             client = queue.client
-            worker = Worker("memory", 0, handlers={"work": work}, connect=dropping, prefetch="auto")
+            worker = worker_through(
+                queue, lambda s: _DropReleases(s, dropped), {"work": work}, prefetch="auto"
+            )
             await queue.nursery.start(worker.run)
             await work.grow(client)
             ids = await client.submit_many(
@@ -633,14 +632,10 @@ async def test_an_unanswered_give_back_in_a_drain_ends_the_connection_not_the_wo
 
     with trio.fail_after(1000):
         async with open_memory_queue(lease_timeout=10) as queue:
-            assert queue.connector is not None
-            connector = queue.connector
-
-            async def dropping() -> trio.abc.Stream:
-                return _DropReleases(await connector(), dropped)
-
             ids = await queue.client.submit_many([{"name": "work"}] * 3)
-            worker = Worker("memory", 0, handlers={"work": work}, connect=dropping, prefetch=3)
+            worker = worker_through(
+                queue, lambda s: _DropReleases(s, dropped), {"work": work}, prefetch=3
+            )
             async with trio.open_nursery() as nursery:
                 await nursery.start(worker.run)
                 await first.wait()
@@ -665,14 +660,8 @@ async def test_auto_prefetch_takes_single_jobs_from_a_shallow_queue(
 
     with trio.fail_after(100):
         async with open_memory_queue() as queue:
-            assert queue.connector is not None
-            connector = queue.connector
-
-            async def recording() -> trio.abc.Stream:
-                return _Recording(await connector(), sent, writes)
-
-            worker = Worker(
-                "memory", 0, handlers={"quick": quick}, connect=recording, prefetch="auto"
+            worker = worker_through(
+                queue, lambda s: _Recording(s, sent, writes), {"quick": quick}, prefetch="auto"
             )
             await queue.nursery.start(worker.run)
             results = []
@@ -714,11 +703,6 @@ async def test_prefetched_job_whose_heartbeat_is_refused_is_given_up(
     ran: list[int] = []
     with trio.fail_after(100):
         async with open_memory_queue(lease_timeout=3) as queue:
-            assert queue.connector is not None
-            connector = queue.connector
-
-            async def deaf() -> trio.abc.Stream:
-                return _DropNotices(await connector())
 
             async def slow(job: Job) -> int:
                 ran.append(job.payload)
@@ -726,7 +710,7 @@ async def test_prefetched_job_whose_heartbeat_is_refused_is_given_up(
                 return int(job.payload)
 
             ids = await queue.client.submit_many([{"name": "slow", "payload": i} for i in range(3)])
-            worker = Worker("memory", 0, handlers={"slow": slow}, connect=deaf, prefetch=3)
+            worker = worker_through(queue, _DropNotices, {"slow": slow}, prefetch=3)
             await queue.nursery.start(worker.run)
             await trio.sleep(0.5)
             # The worker never hears of this cancel: its next heartbeat (at 1 s)
