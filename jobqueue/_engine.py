@@ -297,35 +297,50 @@ class _Engine:
         return request, fetch_request(worker.poll_wait, worker.queues, ask, False)
 
     async def watch_batches(self) -> None:
-        """With ``prefetch="auto"``: give back what a batch has not started past its budget.
+        """With ``prefetch="auto"``: cut short a batch that runs past its budget.
 
         A batch is meant to be about :data:`~jobqueue._prefetch.AUTO_BUDGET`
         seconds of work. Once it has run that long, the jobs it has not
         started go back in line (their places kept, no attempt spent) for
-        another slot or worker, so no job waits unstarted in this slot
-        behind a long one for more than the budget. One wake-up a batch,
+        another slot or worker, and those it has finished are reported, so
+        no job waits unstarted behind a long one, and no result waits
+        unreported for it, for more than the budget. One wake-up a batch,
         and none for a batch of one job.
         """
         queue = self._queue
+        ran = self._ran
         draining = self.worker.draining
         while True:
             await self._holding.wait()
             self._holding = trio.Event()
-            while queue:
+            while queue or ran:
                 # The batch may end, and the next begin, while this sleeps:
-                # a changed start means the deadline moved with it.
+                # a changed start means the deadline moved with it. While
+                # the batch's reports are on their way, nothing is left here.
                 began = self._began
                 await trio.sleep_until(began + AUTO_BUDGET)
-                if began == self._began and queue and not draining.is_set():
-                    # A job cancelled meanwhile stays for the slot to settle.
-                    cancelled = self.keeper.cancelled
-                    held = [(a.job_id, a.attempt) for a in queue]
-                    kept = [a for a in queue if (a.job_id, a.attempt) in cancelled]
-                    queue.clear()
-                    queue.extend(kept)
-                    why = "not started: its batch ran past the budget"
-                    await self._give_back_or_end(held, why, logging.DEBUG)
+                if began == self._began and (queue or ran) and not draining.is_set():
+                    await self._cut_batch()
                     break
+
+    async def _cut_batch(self) -> None:
+        """Give back the batch's jobs not started, and report those that ran.
+
+        Meanwhile the slot is running one of the batch's jobs: that is the
+        only wait in which it holds jobs not started or not reported, and it
+        touches neither list before that job ends. A job cancelled meanwhile
+        stays for the slot to settle.
+        """
+        queue, ran = self._queue, self._ran
+        cancelled = self.keeper.cancelled
+        held = [(a.job_id, a.attempt) for a in queue]
+        kept = [a for a in queue if (a.job_id, a.attempt) in cancelled]
+        queue.clear()
+        queue.extend(kept)
+        finished = ran[:]
+        ran.clear()
+        why = "not started: its batch ran past the budget"
+        await self._settle_beside(held, finished, why, logging.DEBUG)
 
     async def watch_drain(self) -> None:
         """On a drain: stop waiting, give back what has not started, stop what overruns.
@@ -347,7 +362,7 @@ class _Engine:
         early = [(assigned.job_id, assigned.attempt) for assigned in self._queue]
         self._queue.clear()
         try:
-            await self._give_back_or_end(early)
+            await self._settle_beside(early, [])
         finally:
             self._early.set()
         await trio.sleep_until(worker.drain_deadline)
@@ -367,17 +382,23 @@ class _Engine:
         )
         await self._early.wait()
 
-    async def _give_back_or_end(
-        self, leases: Iterable[Key], why: str = "unfinished", level: int = logging.INFO
+    async def _settle_beside(
+        self,
+        leases: Iterable[Key],
+        finished: list[_Ran],
+        why: str = "unfinished",
+        level: int = logging.INFO,
     ) -> None:
-        """:meth:`_give_back` from a watcher task, beside the slot's loop.
+        """From a watcher task, beside the slot's loop: give back ``leases``, report ``finished``.
 
-        An unanswered give-back ends the connection (the slot reconnects, as
+        An unanswered request ends the connection (the slot reconnects, as
         for any overdue reply) instead of escaping the connection's nursery
         as a group, which would end the worker.
         """
         try:
             await self._give_back(leases, why, level)
+            if finished:
+                await self._report(finished, None, beside=True)
         except ConnectionLost as exc:
             self.failure = self.failure or exc
             self.connection.cancel()
@@ -515,7 +536,9 @@ class _Engine:
             raise lost
         return True
 
-    async def _report(self, ran: list[_Ran], fetch: RequestJob | None) -> Reply | None:
+    async def _report(
+        self, ran: list[_Ran], fetch: RequestJob | None, *, beside: bool = False
+    ) -> Reply | None:
         """Report what ran, in one write whose last report also carries ``fetch``.
 
         A completion the server refuses for itself (a result too large, say)
@@ -523,6 +546,9 @@ class _Engine:
         refused because the lease is gone (``LEASE_GONE_CODES``), or a
         refused failure, abandons its job. Whatever is refused fetched
         nothing, so the fetch then rides on the failures that follow.
+
+        ``beside``: sent by a watcher task while the slot runs a handler
+        (see :meth:`_send`).
 
         Returns:
             The reply to ``fetch`` (``job_assigned``, ``jobs_assigned`` or
@@ -537,7 +563,7 @@ class _Engine:
         fetched: Reply | None = None
         asked: RequestJob | None = fetch
         while reports:
-            replies = await self._send(reports, asked)
+            replies = await self._send(reports, asked, beside)
             refused: list[_Ran] = []
             for (job, outcome), reply in zip(reports, replies, strict=True):
                 if not isinstance(reply, RequestError):
@@ -555,12 +581,20 @@ class _Engine:
         return None if isinstance(fetched, Ok) else fetched
 
     async def _send(
-        self, reports: list[_Ran], fetch: RequestJob | None
+        self, reports: list[_Ran], fetch: RequestJob | None, beside: bool = False
     ) -> list[Reply | RequestError]:
         """Send the reports of ``reports``, ``fetch`` on the last; counted once sent.
 
         A result JSON cannot carry fails its job with ``TypeError`` instead
         (nothing was sent, so the connection is still usable).
+
+        ``beside``: sent by a watcher task, beside a request the slot may
+        make meanwhile, so its deadline is its own, not the keeper's (which
+        keeps one request's).
+
+        Raises:
+            ConnectionLost: the connection broke, or (``beside``) the
+                replies were overdue.
         """
         keeper, stats = self.keeper, self.stats
         last = len(reports) - 1
@@ -581,8 +615,12 @@ class _Engine:
         # The deadline is the keeper's, not a cancel scope's: a slot reports
         # every job, so this is the worker's hottest request, and a cancel
         # scope of its own would cost more than the rest of the request.
-        keeper.expect_reply(messages, limit)
+        # (A watcher's report, at most one a batch, keeps its own.)
+        if not beside:
+            keeper.expect_reply(messages, limit)
         try:
+            if beside:
+                return await ask_many(self.link, messages, limit)
             return await self.link.request_many(messages)
         except (TypeError, ValueError):
             for _, outcome in reports:
@@ -596,7 +634,7 @@ class _Engine:
                         job,
                         Outcome(error=TypeError(f"handler result is not JSON: {exc}")),
                     )
-            return await self._send(reports, fetch)
+            return await self._send(reports, fetch, beside)
         except (ConnectionLost, trio.Cancelled) as exc:
             # Lost or overdue, the report may never have been applied. (A
             # worker that is being stopped leaves its counts as they are.)
@@ -605,7 +643,8 @@ class _Engine:
                     self._count(outcome, -1)
             raise
         finally:
-            keeper.replied()
+            if not beside:
+                keeper.replied()
 
     def _count(self, outcome: Outcome, sign: int) -> None:
         if outcome.error is None:

@@ -16,10 +16,10 @@ unstarted in a slot while other workers idle (the classic prefetch trap).
   bursts, such as ``submit_many``'s, in large batches).
 
 The policy is pure (no trio, no clock): the engine feeds it each batch's size
-and run time and sends the fetch it returns. The engine also gives back the
-jobs a batch has not started once it has run for the budget
-(``_Engine.watch_batches``), so a job taken with a long one is not held for
-the long one's whole run.
+and run time and sends the fetch it returns. The engine also cuts a batch
+short once it has run for the budget (``_Engine.watch_batches``): it gives
+back the jobs not started and reports those finished, so neither a job taken
+with a long one nor a result is held for the long one's whole run.
 """
 
 from __future__ import annotations

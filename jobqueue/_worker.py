@@ -129,8 +129,9 @@ class Worker:
             the requests come back full and a batch runs within 20 ms, fewer
             when it runs longer (one at a time after a single long job); a
             batch that has run 20 ms gives back the jobs it has not
-            started. A backlog of short jobs then drains in few round
-            trips, and no job waits long unstarted behind a long one.
+            started and reports those it has finished. A backlog of short
+            jobs then drains in few round trips, and no job waits long
+            unstarted, or its result unreported, behind a long one.
         reply_grace: Seconds a reply may take beyond what its request asks
             the server to wait (``poll_wait`` for a ``request_job``) before
             the slot gives up on the connection and reconnects: how soon a

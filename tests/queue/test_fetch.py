@@ -34,7 +34,7 @@ def worker_through(
 ) -> Worker:
     """A worker of the in-memory ``queue`` whose connections pass through ``wrap``.
 
-    The wrapper sees (``_Recording``) or loses (``_DropReleases``,
+    The wrapper sees (``_Recording``) or loses (``_DropFirst``,
     ``_DropNotices``) whole lines: in-memory streams hand over each write whole.
     """
     connector = queue.connector
@@ -547,6 +547,38 @@ async def test_auto_prefetch_gives_back_what_a_batch_has_not_started_past_its_bu
     ] * 3
 
 
+async def test_auto_prefetch_reports_what_a_batch_has_finished_once_past_its_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The long job runs third: the two before it are done in no time, and
+    # their results must not wait a second for the long one's.
+    work = _LongBatch()
+    known: dict[str, float] = {}
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            client = queue.client
+            a = await queue.start_worker({"work": work}, name="a", prefetch="auto")
+            await work.grow(client)
+            await queue.start_worker({"work": work}, name="b")
+            batch = ["x", "y", "long", "z"]
+            begin = trio.current_time()
+            ids = await client.submit_many([{"name": "work", "payload": p} for p in batch])
+
+            async def wait(payload: str, job_id: str) -> None:
+                await client.wait(job_id)
+                known[payload] = round(trio.current_time() - begin, 3)
+
+            async with trio.open_nursery() as nursery:
+                for payload, job_id in zip(batch, ids, strict=True):
+                    nursery.start_soon(wait, payload, job_id)
+            infos = [await client.status(job_id) for job_id in ids]
+    assert [info.worker for info in infos] == ["a", "a", "a", "b"]
+    assert known == {"x": 0.02, "y": 0.02, "long": 1.0, "z": 0.02}
+    stats = a.statistics()
+    assert (stats.completed, stats.given_back) == (7 + 3, 1)
+
+
 async def test_auto_prefetch_leaves_a_held_job_cancelled_meanwhile_to_its_slot(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -573,17 +605,23 @@ async def test_auto_prefetch_leaves_a_held_job_cancelled_meanwhile_to_its_slot(
     assert (stats.given_back, stats.cancelled, stats.lost) == (1, 1, 0)
 
 
-class _DropReleases(StreamWrapper):
-    """A worker's stream that loses every ``release_job`` on the way out, once."""
+class _DropFirst(StreamWrapper):
+    """A worker's stream that loses, on the way out, the first line ``lose`` picks.
 
-    def __init__(self, inner: trio.abc.Stream, dropped: list[bytes]) -> None:
+    ``dropped`` is shared by the worker's connections, so one line is lost in all.
+    """
+
+    def __init__(
+        self, inner: trio.abc.Stream, dropped: list[bytes], lose: Callable[[bytes], bool]
+    ) -> None:
         super().__init__(inner)
         self._dropped = dropped
+        self._lose = lose
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         kept = []
         for line in bytes(data).splitlines(keepends=True):
-            if b'"type":"release_job"' in line and not self._dropped:
+            if not self._dropped and self._lose(line):
                 self._dropped.append(line)
             else:
                 kept.append(line)
@@ -594,28 +632,43 @@ class _DropReleases(StreamWrapper):
         raise NotImplementedError
 
 
-async def test_an_unanswered_give_back_ends_the_connection_not_the_worker(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+def _is_release(line: bytes) -> bool:
+    return b'"type":"release_job"' in line
+
+
+@pytest.mark.parametrize("lost", ["release_job", "job_complete"])
+async def test_an_unanswered_cut_of_a_batch_ends_the_connection_not_the_worker(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, lost: str
 ) -> None:
-    # The give-back of an auto batch goes unanswered (lost on the way out):
-    # after the lease's time the slot gives up on the connection, as for any
-    # overdue reply, and reconnects; the worker goes on, and no job is lost.
+    # An auto batch runs past its budget; what the slot's watcher sends then
+    # (the give-back of y and z, or the report of x, which ran) goes
+    # unanswered, lost on the way out. After the lease's time the slot gives
+    # up on the connection, as for any overdue reply, and reconnects; the
+    # worker goes on, and no job is lost.
     dropped: list[bytes] = []
+    first: list[bytes] = []
     work = _LongBatch()
+
+    def lose(line: bytes) -> bool:
+        if lost == "release_job":
+            return _is_release(line)
+        return bool(first) and first[0] in line and b'"type":"job_complete"' in line
 
     with trio.fail_after(1000):
         async with open_memory_queue(lease_timeout=10) as queue:
             client = queue.client
             worker = worker_through(
-                queue, lambda s: _DropReleases(s, dropped), {"work": work}, prefetch="auto"
+                queue, lambda s: _DropFirst(s, dropped, lose), {"work": work}, prefetch="auto"
             )
             await queue.nursery.start(worker.run)
             await work.grow(client)
             ids = await client.submit_many(
-                [{"name": "work", "payload": p} for p in ["long", "x", "y", "z"]]
+                [{"name": "work", "payload": p} for p in ["x", "long", "y", "z"]]
             )
+            first.append(ids[0].encode())
             infos = [await client.wait(job_id) for job_id in ids]
     assert len(dropped) == 1
+    assert f'"type":"{lost}"'.encode() in dropped[0]
     assert [info.state for info in infos] == ["completed"] * 4
     assert any("lost the queue" in r.getMessage() for r in caplog.records)
 
@@ -634,7 +687,7 @@ async def test_an_unanswered_give_back_in_a_drain_ends_the_connection_not_the_wo
         async with open_memory_queue(lease_timeout=10) as queue:
             ids = await queue.client.submit_many([{"name": "work"}] * 3)
             worker = worker_through(
-                queue, lambda s: _DropReleases(s, dropped), {"work": work}, prefetch=3
+                queue, lambda s: _DropFirst(s, dropped, _is_release), {"work": work}, prefetch=3
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(worker.run)
