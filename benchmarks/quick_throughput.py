@@ -6,7 +6,7 @@ producer. Prints jobs/s and each process's CPU time per job. It is the
 
     python -m benchmarks.quick_throughput [--jobs 20000] [--concurrency 8]
     python -m benchmarks.quick_throughput --batch 100 --prefetch 64   # batched
-    python -m benchmarks.quick_throughput --prefetch auto             # adaptive prefetch
+    python -m benchmarks.quick_throughput --prefetch 1                # one job a request
     python -m benchmarks.quick_throughput --kinds async,def,process   # handler kinds
 
 With ``--kinds``, one row per handler kind, one after another in one run:
@@ -22,7 +22,7 @@ from typing import Any
 from benchmarks.run import throughput
 
 
-def main(jobs: int, concurrency: int, batch: int, prefetch: str, kinds: list[str]) -> None:
+def main(jobs: int, concurrency: int, batch: int, prefetch: str | None, kinds: list[str]) -> None:
     for kind in kinds:
         row = throughput(
             jobs, concurrency, batch=batch if batch > 1 else 0, prefetch=prefetch, kind=kind
@@ -45,7 +45,9 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch", type=int, default=1, help="submit_many size (1: submit)")
-    parser.add_argument("--prefetch", default="1", help="worker prefetch: a number, or auto")
+    parser.add_argument(
+        "--prefetch", help="worker prefetch: a number, or auto (default: the worker's, auto)"
+    )
     parser.add_argument(
         "--kinds", default="async", help="handler kinds, comma-separated: async, def, process"
     )

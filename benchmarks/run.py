@@ -42,14 +42,15 @@ def throughput(
     idle_clients: int = 0,
     *,
     batch: int = 0,
-    prefetch: int | str = 1,
+    prefetch: int | str | None = None,
     kind: str = "async",
     server_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One producer, ``concurrency`` worker slots, no-op jobs, end to end.
 
-    By default one job per request, as the issue's shape asks. With ``batch``,
-    the producer uses ``submit_many`` in batches of that size and the worker
+    By default one job per request, as the issue's shape asks, and the
+    worker at its default ``--prefetch`` (``auto``). With ``batch``, the
+    producer uses ``submit_many`` in batches of that size and the worker
     runs with ``--prefetch``: the "batched" row. With ``idle_clients``, that
     many more clients stay connected, doing nothing, for the whole run.
     ``kind`` is the no-op handler's kind: ``async`` (the default), ``def``
@@ -63,7 +64,7 @@ def throughput(
     port = free_port()
     with spawned("serve", "--port", str(port), *server_args) as server, spawned(
         "worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(concurrency),
-        "--handlers", handlers, "--prefetch", str(prefetch),
+        "--handlers", handlers, *(() if prefetch is None else ("--prefetch", str(prefetch))),
     ) as worker:  # fmt: skip
 
         async def drive() -> dict[str, Any]:

@@ -172,10 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--prefetch",
         type=prefetch,
-        default=1,
-        metavar="N",
+        default="auto",
+        metavar="N|auto",
         help=f"jobs each slot takes and reports per round trip, 1 to {MAX_FETCH}, or auto "
-        "(more while a backlog of short jobs lasts); they run one after another",
+        "(the default: more while a backlog of short jobs lasts); they run one after another",
     )
     worker.add_argument(
         "--drain-timeout",

@@ -1,8 +1,9 @@
 """The worker's engine: one slot's connection, taking, running and reporting jobs.
 
 Every slot runs the same loop, whatever its ``prefetch``: take a batch of
-jobs (one, with the default ``prefetch=1``; with ``"auto"``, as many as
-:class:`~jobqueue._prefetch.AutoPrefetch` asks for), run them one after another,
+jobs (with the default ``"auto"``, as many as
+:class:`~jobqueue._prefetch.AutoPrefetch` asks for; with a number, up to
+that many), run them one after another,
 report them all in one write whose last report also asks for the next
 batch (protocol §4, *ack and fetch*), repeat. Beside the loop run the
 connection's reader (replies, and ``job_cancelled`` notices at once) and

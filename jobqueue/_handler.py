@@ -40,7 +40,11 @@ class Job:
         id: The server's id for the job.
         name: The handler name it was submitted under.
         payload: The JSON value it was submitted with.
-        attempt: 1 on the first run; higher when a previous holder was lost.
+        attempt: The assignment's number: 1 the first time the job is
+            handed out, one more each time after. So it is higher on a retry,
+            after a holder was lost, and also after a holder gave the job
+            back unstarted (a draining worker, or an ``"auto"`` batch cut
+            short), which takes a number but spends no attempt.
     """
 
     id: str

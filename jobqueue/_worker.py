@@ -118,20 +118,22 @@ class Worker:
         connect: Advanced: an async function returning a connected
             ``trio.abc.Stream``, used instead of TCP to ``host:port``
             (``jobqueue.testing`` uses it for in-memory queues).
-        prefetch: Jobs each slot takes per round trip (1 to 1000). Above 1, a
-            slot takes up to this many at once, runs them one after another,
-            then reports them all in one write that also takes the next
-            batch. Fewer round trips for short jobs, but a job's result is
-            reported only when its batch is done, and a slot holds (and
-            heartbeats) jobs it has not started; a lost worker's jobs,
-            started or not, go back to the queue.
-            ``"auto"`` picks the number batch by batch: more (up to 64) while
-            the requests come back full and a batch runs within 20 ms, fewer
-            when it runs longer (one at a time after a single long job); a
-            batch that has run 20 ms gives back the jobs it has not
+        prefetch: Jobs each slot takes per round trip. The default,
+            ``"auto"``, picks the number batch by batch: more (up to 64)
+            while the requests come back full and a batch runs within 20 ms,
+            fewer when it runs longer (one at a time after a single long
+            job); a batch that has run 20 ms gives back the jobs it has not
             started and reports those it has finished. A backlog of short
             jobs then drains in few round trips, and no job waits long
-            unstarted, or its result unreported, behind a long one.
+            unstarted, or its result unreported, behind a long one; on a
+            shallow queue a slot takes one job at a time.
+            A number (1 to 1000) fixes it: a slot takes up to this many at
+            once, runs them one after another, then reports them all in one
+            write that also takes the next batch. A job's result is then
+            reported only when its batch is done, and a slot holds (and
+            heartbeats) jobs it has not started, however long the batch
+            runs. ``1`` takes one job at a time, always. Either way, a lost
+            worker's jobs, started or not, go back to the queue.
         reply_grace: Seconds a reply may take beyond what its request asks
             the server to wait (``poll_wait`` for a ``request_job``) before
             the slot gives up on the connection and reconnects: how soon a
@@ -162,7 +164,7 @@ class Worker:
     token: str | None = attrs.field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = None
     connect: Connector | None = None
-    prefetch: PrefetchSetting = attrs.field(default=1, validator=_check_prefetch)
+    prefetch: PrefetchSetting = attrs.field(default="auto", validator=_check_prefetch)
     reply_grace: float = attrs.field(default=DEFAULT_REPLY_GRACE, validator=attrs.validators.gt(0))
     processes: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(1))

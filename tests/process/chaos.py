@@ -1,6 +1,6 @@
 """Chaos run: SIGKILL worker processes at random while thousands of jobs run.
 
-    python -m tests.process.chaos [--jobs 3000] [--kills 8] [--seed N] [--prefetch auto]
+    python -m tests.process.chaos [--jobs 3000] [--kills 8] [--seed N] [--prefetch 1]
 
 Run it from the repository root (the worker processes import their handler
 from this module). A queue server runs in this process; ``--workers`` real
@@ -179,7 +179,7 @@ class Fleet:
     address: tuple[str, int]
     concurrency: int
     log_dir: Path
-    prefetch: str = "1"
+    prefetch: str = "auto"
     live: dict[int, WorkerProcess] = attrs.field(factory=dict)  # slot -> process
     pid_names: dict[int, str] = attrs.field(factory=dict)
     _everyone: list[trio.Process] = attrs.field(factory=list)
@@ -292,7 +292,7 @@ async def run_chaos(
     seed: int | None = None,
     log_dir: Path,
     time_limit: float = 600.0,
-    prefetch: str = "1",
+    prefetch: str = "auto",
 ) -> ChaosReport:
     """Run the chaos scenario described in the module docstring; return its report.
 
@@ -570,7 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="how long each job sleeps, drawn uniformly (default: 0.005 0.05)",
     )
     parser.add_argument(
-        "--prefetch", default="1", help="the workers' --prefetch: a number, or auto (default: 1)"
+        "--prefetch",
+        default="auto",
+        help="the workers' --prefetch: a number, or auto (default: auto, the workers' own)",
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep-logs", action="store_true", help="keep the run logs")

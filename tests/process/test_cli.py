@@ -825,11 +825,12 @@ async def test_worker_prefetch_in_a_real_process() -> None:
 
 @pytest.mark.slow
 async def test_worker_auto_prefetch_in_a_real_process() -> None:
+    # "auto" is the default: no --prefetch.
     async with serving() as (host, port), Client.connect(host, port) as client:
         ids = await client.submit_many([{"name": "sleep", "payload": {"seconds": 0}}] * 300)
         argv = [
             *PYTHON_M_JOBQUEUE, "worker", "--connect", f"{host}:{port}", "--name", "auto",
-            "--concurrency", "2", "--prefetch", "auto",
+            "--concurrency", "2",
         ]  # fmt: skip
         async with process_with_stderr(argv) as worker, trio.open_nursery() as nursery:
             nursery.start_soon(fail_if_it_exits, worker)
@@ -1111,6 +1112,14 @@ def test_verbose_before_or_after_the_command(argv: list[str]) -> None:
 @pytest.mark.parametrize("argv", [["serve"], ["stats"], ["status", "x-1"]])
 def test_not_verbose_by_default(argv: list[str]) -> None:
     assert _cli._parser().parse_args(argv).verbose is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "prefetch"),
+    [([], "auto"), (["--prefetch", "auto"], "auto"), (["--prefetch", "1"], 1)],
+)
+def test_worker_prefetch_is_auto_by_default(argv: list[str], prefetch: object) -> None:
+    assert _cli._parser().parse_args(["worker", *argv]).prefetch == prefetch
 
 
 COMMANDS = ["serve", "worker", "submit", "status", "cancel", "retry", "delete", "list"]

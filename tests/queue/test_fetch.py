@@ -225,7 +225,7 @@ async def test_fetch_and_batch_fetch_over_tcp(
 # -- the worker -----------------------------------------------------------------------
 
 
-async def test_default_worker_sends_two_requests_per_job(
+async def test_worker_with_prefetch_1_sends_two_requests_per_job(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     sent: list[str] = []
@@ -239,7 +239,9 @@ async def test_default_worker_sends_two_requests_per_job(
                 return int(job.payload) * 2
 
             ids = await queue.client.submit_many([{"name": "h", "payload": i} for i in range(10)])
-            worker = worker_through(queue, lambda s: _Recording(s, sent), {"h": handler})
+            worker = worker_through(
+                queue, lambda s: _Recording(s, sent), {"h": handler}, prefetch=1
+            )
             await queue.nursery.start(worker.run)
             for job_id in ids:
                 await queue.client.wait(job_id)
@@ -452,9 +454,12 @@ async def test_auto_prefetch_doubles_its_batches_while_a_backlog_of_short_jobs_l
             ids = await queue.client.submit_many(
                 [{"name": "double", "payload": i} for i in range(100)]
             )
-            worker = worker_through(
-                queue, lambda s: _Recording(s, sent, writes), {"double": double}, prefetch="auto"
-            )
+
+            def recording(stream: trio.abc.Stream) -> trio.abc.Stream:
+                return _Recording(stream, sent, writes)
+
+            # The default prefetch is "auto".
+            worker = worker_through(queue, recording, {"double": double})
             await queue.nursery.start(worker.run)
             infos = [await queue.client.wait(job_id) for job_id in ids]
             await trio.testing.wait_all_tasks_blocked()
