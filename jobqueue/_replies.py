@@ -254,6 +254,10 @@ class JobInfo:
         state: One of ``pending``, ``scheduled``, ``running``, ``completed``,
             ``failed``, ``cancelled``.
         attempt: How many times it has been handed to a worker (0 = never yet).
+        attempts_spent: How much of ``max_attempts`` its runs have spent,
+            when that is not ``attempt``: a run given back (a draining
+            worker, an ``"auto"`` batch cut short) spends none, and
+            ``retry_job`` starts a fresh budget. ``None``: ``attempt``.
         worker: Name of the worker holding it (running) or that last held it.
         result: The handler's return value, once completed.
         error: ``{"type": ..., "message": ...}`` of the last failed attempt.
@@ -297,6 +301,7 @@ class JobInfo:
     run_at: float | None = None
     payload: Any = None
     result_omitted: bool = False
+    attempts_spent: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -327,6 +332,7 @@ class JobInfo:
             run_at=_moment(obj, "run_at"),
             payload=obj.get("payload"),
             result_omitted=obj.get("result_omitted") is True,
+            attempts_spent=optional_int(obj, "attempts_spent", None, 0, MAX_ATTEMPTS),
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -342,6 +348,8 @@ class JobInfo:
         }
         if self.max_attempts is not None:
             out["max_attempts"] = self.max_attempts
+        if self.attempts_spent is not None:
+            out["attempts_spent"] = self.attempts_spent
         if self.worker is not None:
             out["worker"] = self.worker
         if self.state == "completed":

@@ -56,6 +56,7 @@ def job_info(job: JobRecord, wall_offset: float = 0.0, *, payload: bool = False)
         started_at=_wall(job.started_at, wall_offset),
         finished_at=_wall(job.finished_at, wall_offset),
         run_at=_wall(job.not_before, wall_offset) if job.state is JobState.SCHEDULED else None,
+        attempts_spent=job.attempt - job.attempt_base if job.attempt_base else None,
     )
     if not payload:
         return info

@@ -183,7 +183,7 @@ function renderFailed(failed, truncated) {
   const rows = failed.map((job) => jobRow(job, [
     el("td", {}, job.name),
     el("td", {}, job.queue),
-    el("td", { class: "num" }, `${job.attempt}${job.max_attempts ? " / " + job.max_attempts : ""}`),
+    el("td", { class: "num" }, `${job.attempts_spent ?? job.attempt}${job.max_attempts ? " / " + job.max_attempts : ""}`),
     el("td", { class: "error-text" }, job.error ? `${job.error.type}: ${job.error.message}` : ""),
     el("td", {},
       el("button", { type: "button", class: "retry", onclick: (e) => { e.stopPropagation(); act("retry", job.job_id, e.target); } }, "Retry"),
@@ -240,7 +240,7 @@ function valueNode(key, value) {
 function renderDetail(job) {
   document.getElementById("detail-id").textContent = job.job_id;
   document.getElementById("detail-message").textContent = detailMessage;
-  const order = ["state", "name", "queue", "priority", "attempt", "max_attempts", "worker", ...TIME_FIELDS,
+  const order = ["state", "name", "queue", "priority", "attempt", "attempts_spent", "max_attempts", "worker", ...TIME_FIELDS,
     "progress", "note", "payload", "result", "error"];
   const keys = [...order.filter((k) => k in job), ...Object.keys(job).filter((k) => k !== "job_id" && !order.includes(k))];
   const fields = keys.flatMap((key) => [el("dt", {}, key.replace(/_/g, " ")), el("dd", {}, valueNode(key, job[key]))]);

@@ -561,6 +561,7 @@ async def test_list_retry_cancel_and_delete_against_a_served_queue() -> None:
         assert json.loads(retried.stdout) == {
             **{k: v for k, v in status_dict(dead[0]).items() if k != "finished_at"},
             "state": "pending",
+            "attempts_spent": 0,  # a fresh budget
         }
         pending = await cli("list", "--state", "pending", "--json")
         assert [json.loads(line)["job_id"] for line in pending.stdout.decode().splitlines()] == [

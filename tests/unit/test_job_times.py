@@ -173,6 +173,29 @@ def test_status_shows_wall_clock_times_and_run_at_only_while_scheduled() -> None
     assert JobInfo.from_wire(wire) == job_info(job, 0.0, payload=True)
 
 
+def test_status_counts_the_attempts_spent_not_runs_given_back_or_before_a_revive() -> None:
+    q = support.new_state(max_attempts=2)
+    job, _ = q.submit("n", None, 0.0)
+    q.assign("w", 1.0)
+    info = job_info(job)
+    assert (info.attempt, info.attempts_spent) == (1, None)  # the same: left out
+    assert "attempts_spent" not in info.to_wire()
+    q.give_back("w", [(job.id, 1)], 2.0)  # an auto batch cut short, say
+    q.assign("w", 3.0)
+    info = job_info(job)
+    assert (info.attempt, info.attempts_spent) == (2, 1)
+    assert JobInfo.from_wire(info.to_wire()) == info
+    lines = dict(line.split(None, 1) for line in describe(info, 4.0).splitlines())
+    assert lines["state"] == "running (attempt 1 of 2)"
+    q.fail(job.id, "w", 2, "E", "m", 4.0)
+    q.tick(100.0)
+    q.assign("w", 100.0)
+    q.fail(job.id, "w", 3, "E", "m", 101.0)
+    assert (job.state, job_info(job).attempts_spent) == (JobState.FAILED, 2)
+    q.revive(job.id, 102.0)  # a fresh budget
+    assert (job_info(job).attempt, job_info(job).attempts_spent) == (3, 0)
+
+
 def test_describe_shows_dates_and_durations() -> None:
     q = support.new_state()
     job, _ = q.submit("resize", [1, 2], 100.0)
