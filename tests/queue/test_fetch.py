@@ -521,6 +521,17 @@ class _LongBatch:
         for job_id in await client.submit_many([{"name": "work", "payload": i} for i in "1234567"]):
             await client.wait(job_id)
 
+    async def a_then_b(self, queue: RunningQueue) -> Worker:
+        """Worker "a" (auto), its ask grown to 8; then "b", waiting. Returns "a".
+
+        The next batch submitted goes to "a" whole (up to 8 jobs); "b" runs
+        what "a" gives back.
+        """
+        a = await queue.start_worker({"work": self}, name="a", prefetch="auto")
+        await self.grow(queue.client)
+        await queue.start_worker({"work": self}, name="b")
+        return a
+
 
 async def test_auto_prefetch_gives_back_what_a_batch_has_not_started_past_its_budget(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
@@ -531,9 +542,7 @@ async def test_auto_prefetch_gives_back_what_a_batch_has_not_started_past_its_bu
     with trio.fail_after(100):
         async with open_memory_queue() as queue:
             client = queue.client
-            a = await queue.start_worker({"work": work}, name="a", prefetch="auto")
-            await work.grow(client)
-            await queue.start_worker({"work": work}, name="b")
+            a = await work.a_then_b(queue)
             # a asked first, so its request for 8 takes all four; b waits.
             batch = ["long", "x", "y", "z"]
             begin = trio.current_time()
@@ -563,9 +572,7 @@ async def test_auto_prefetch_reports_what_a_batch_has_finished_once_past_its_bud
     with trio.fail_after(100):
         async with open_memory_queue() as queue:
             client = queue.client
-            a = await queue.start_worker({"work": work}, name="a", prefetch="auto")
-            await work.grow(client)
-            await queue.start_worker({"work": work}, name="b")
+            a = await work.a_then_b(queue)
             batch = ["x", "y", "long", "z"]
             begin = trio.current_time()
             ids = await client.submit_many([{"name": "work", "payload": p} for p in batch])
@@ -592,9 +599,7 @@ async def test_auto_prefetch_leaves_a_held_job_cancelled_meanwhile_to_its_slot(
     with trio.fail_after(100):
         async with open_memory_queue() as queue:
             client = queue.client
-            a = await queue.start_worker({"work": work}, name="a", prefetch="auto")
-            await work.grow(client)
-            await queue.start_worker({"work": work}, name="b")
+            a = await work.a_then_b(queue)
             batch = ["long", "x", "y"]
             ids = await client.submit_many([{"name": "work", "payload": p} for p in batch])
             await client.cancel(ids[1])  # while a holds it, not started
