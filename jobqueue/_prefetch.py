@@ -6,7 +6,9 @@ unstarted in a slot while other workers idle (the classic prefetch trap).
 ``prefetch="auto"`` decides batch by batch, from what the last one showed:
 
 - a batch that filled its request means more jobs were waiting: ask for
-  twice as many next time, up to :data:`AUTO_CAP`;
+  twice as many next time, up to :data:`AUTO_CAP`, and no more than would
+  fit in :data:`AUTO_BUDGET` at the pace the batch ran (so jobs of 15 ms
+  are taken one at a time, not two that would overrun the budget);
 - a batch that took longer than :data:`AUTO_BUDGET` seconds to run means
   the jobs are not short: ask for half as many (one, after a single long
   job);
@@ -82,7 +84,10 @@ class AutoPrefetch:
         if seconds > AUTO_BUDGET:
             self.ask = max(1, taken // 2)
         elif taken >= self.ask:
-            self.ask = min(AUTO_CAP, 2 * self.ask)
+            grown = min(AUTO_CAP, 2 * self.ask)
+            if seconds > 0.0:  # no more than the budget holds at this batch's pace
+                grown = min(grown, int(AUTO_BUDGET * taken / seconds))
+            self.ask = grown
         else:
             self.ask = max(2, taken, self.ask // 2)
         return self.ask

@@ -37,6 +37,16 @@ def test_a_batch_over_the_budget_halves_the_ask() -> None:
     assert asks([(1, LONG)]) == [1]
 
 
+def test_a_full_batch_grows_the_ask_only_as_far_as_the_budget_holds_at_its_pace() -> None:
+    # One job of 15 ms fills its request, but two would overrun 20 ms: the
+    # ask stays one (it used to go to two, then back to one after the cut).
+    assert asks([(1, 0.015), (1, 0.015)]) == [1, 1]
+    # Four jobs in 16 ms: five fit, not eight.
+    assert asks([(1, 0.001), (2, 0.002), (4, 0.016)]) == [2, 4, 5]
+    # Jobs that get shorter let it grow again.
+    assert asks([(1, 0.015), (1, 0.001), (2, 0.002)]) == [1, 2, 4]
+
+
 def test_a_batch_smaller_than_asked_lowers_the_ask_gently() -> None:
     grown = [(1, SHORT), (2, SHORT), (4, SHORT), (8, SHORT), (16, SHORT)]  # asks ... 32
     # The backlog ran out: ask for what came or half the ask, whichever is more.
