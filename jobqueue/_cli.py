@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="N|auto",
         help=f"jobs each slot takes and reports per round trip, 1 to {MAX_FETCH}, or auto "
-        "(the default: more while a backlog of short jobs lasts); they run one after another",
+        "(more while a backlog of short jobs lasts); they run one after another",
     )
     worker.add_argument(
         "--drain-timeout",
