@@ -38,6 +38,7 @@ from ._logformat import write_info
 from ._prefetch import AUTO_BUDGET, AutoPrefetch, fetch_request, job_requests
 from ._replies import JobAssigned, JobCancelledNotice, JobsAssigned, Ok, Reply, Welcome
 from ._requests import Hello, JobComplete, JobFailed, Progress, ReleaseJob, Request, RequestJob
+from ._worker_statistics import WorkerStatistics
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -74,37 +75,6 @@ def round_seconds(seconds: float) -> float:
         if fraction > 0.501:
             return (scaled - fraction + 1.0) / 1e6
     return round(seconds, 6)
-
-
-@attrs.define
-class WorkerStatistics:
-    """Counters for one :class:`Worker`.
-
-    Attributes:
-        completed: Jobs whose handler returned, reported as completed (counted
-            when the report is sent; a report the server refuses, or whose
-            connection breaks before the reply, is taken back out).
-        failed: Jobs whose handler raised, reported as failed (counted likewise).
-        lost: Jobs abandoned because the server said the lease was gone.
-        cancelled: Jobs stopped because someone cancelled them.
-        timed_out: Handlers stopped for running longer than ``job_timeout``
-            (also counted in ``failed``).
-        given_back: Jobs handed back unfinished (``release_job``): during a
-            drain, taken and not started or stopped at the drain's deadline;
-            with ``prefetch="auto"``, taken and not started when their batch
-            ran past its budget.
-        running: Handlers running right now.
-        connected_slots: Slots connected (``hello`` answered) right now.
-    """
-
-    completed: int = 0
-    failed: int = 0
-    lost: int = 0
-    cancelled: int = 0
-    timed_out: int = 0
-    given_back: int = 0
-    running: int = 0
-    connected_slots: int = 0
 
 
 async def serve_connection(

@@ -25,13 +25,14 @@ import attrs
 import trio
 
 from ._config import DEFAULT_QUEUE
-from ._engine import WorkerStatistics, serve_connection
+from ._engine import serve_connection
 from ._errors import ConnectionLost, RequestError
 from ._handler import BUILTIN_HANDLERS, DEFAULT_JOB_TIMEOUT, Handler, Job
 from ._limits import MAX_FETCH, MAX_WAIT_SECONDS
 from ._link import Connector, Link
 from ._prefetch import PrefetchSetting
 from ._runners import HandlerRunner
+from ._worker_statistics import WorkerStatistics
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
