@@ -9,6 +9,10 @@ Two shapes, each with the jobs queued before the worker starts:
   4 slots: the best a worker can do is 0.5 s. A fixed prefetch of 64 lets the
   first slot take every job and run them one after another while the other
   three idle; ``auto`` must not.
+- **mixed**: 400 jobs of 1 to 30 ms (drawn with a fixed seed), 4 slots: the
+  best is their total over 4. ``auto`` takes several of the short ones at a
+  time and gives back what a batch has not started by 20 ms; the jobs given
+  back are counted from the statuses (``attempt`` beyond ``attempts_spent``).
 
     python -m benchmarks.backlog [--jobs 30000] [--rounds 3]
 
@@ -18,6 +22,7 @@ Each round runs the variants one after another, each on a fresh server.
 from __future__ import annotations
 
 import argparse
+import random
 from typing import Any
 
 import trio
@@ -29,10 +34,18 @@ VARIANTS = ("1", "auto", "64")
 LONG_JOBS = 40
 LONG_SECONDS = 0.05
 LONG_SLOTS = 4
+MIXED_JOBS = 400
+MIXED_SECONDS = (0.001, 0.03)
 
 
-def drain(prefetch: str, jobs: list[dict[str, Any]], slots: int, handlers: str) -> float:
-    """Seconds from the first job's start to the last job's end, on a fresh server."""
+def drain(
+    prefetch: str, jobs: list[dict[str, Any]], slots: int, handlers: str
+) -> tuple[float, int | None]:
+    """Seconds from the first job's start to the last job's end, on a fresh server.
+
+    And how many times jobs were given back, when there are few enough jobs
+    to read every status (2,000), else ``None``.
+    """
     port = free_port()
     with spawned("serve", "--port", str(port)):
 
@@ -48,7 +61,7 @@ def drain(prefetch: str, jobs: list[dict[str, Any]], slots: int, handlers: str) 
         argv = ["worker", "--connect", f"127.0.0.1:{port}", "--concurrency", str(slots)]
         with spawned(*argv, "--handlers", handlers, "--prefetch", prefetch):
 
-            async def span() -> float:
+            async def span() -> tuple[float, int | None]:
                 async with Client.connect("127.0.0.1", port) as client:
                     with trio.fail_after(300):
                         while (await client.stats()).totals["completed"] < len(ids):  # noqa: ASYNC110
@@ -61,7 +74,14 @@ def drain(prefetch: str, jobs: list[dict[str, Any]], slots: int, handlers: str) 
                     last = [await client.status(job_id) for job_id in ids[-edge:]]
                     began = min(info.started_at or float("inf") for info in first)
                     ended = max(info.finished_at or 0.0 for info in last)
-                    return ended - began
+                    given_back = None
+                    if edge == len(ids):
+                        given_back = sum(
+                            info.attempt - info.attempts_spent
+                            for info in first
+                            if info.attempts_spent is not None
+                        )
+                    return ended - began, given_back
 
             return trio.run(span)
 
@@ -74,9 +94,15 @@ def main() -> None:
     short = [{"name": "noop"}] * args.jobs
     long = [{"name": "sleep", "payload": {"seconds": LONG_SECONDS}}] * LONG_JOBS
     best = LONG_JOBS * LONG_SECONDS / LONG_SLOTS
+    draw = random.Random(27)
+    times = [round(draw.uniform(*MIXED_SECONDS), 4) for _ in range(MIXED_JOBS)]
+    mixed = [{"name": "sleep", "payload": {"seconds": t}} for t in times]
+    mixed_best = sum(times) / LONG_SLOTS
+    handlers = "benchmarks._noop:HANDLERS"
     for round_ in range(1, args.rounds + 1):
-        rates = {p: args.jobs / drain(p, short, 8, "benchmarks._noop:HANDLERS") for p in VARIANTS}
-        spans = {p: drain(p, long, LONG_SLOTS, "benchmarks._noop:HANDLERS") for p in VARIANTS}
+        rates = {p: args.jobs / drain(p, short, 8, handlers)[0] for p in VARIANTS}
+        spans = {p: drain(p, long, LONG_SLOTS, handlers)[0] for p in VARIANTS}
+        mixes = {p: drain(p, mixed, LONG_SLOTS, handlers) for p in VARIANTS}
         print(f"round {round_}")
         print(f"  short: {args.jobs:,} no-op jobs, 8 slots, jobs/s (÷ prefetch 1)")
         for p in VARIANTS:
@@ -85,6 +111,13 @@ def main() -> None:
               f"first start to last end (best {best:.2f} s)")  # fmt: skip
         for p in VARIANTS:
             print(f"    prefetch {p:<5}{spans[p]:>9.2f} s")
+        low, high = (round(seconds * 1000) for seconds in MIXED_SECONDS)
+        print(f"  mixed: {MIXED_JOBS} jobs of {low} to {high} ms, {LONG_SLOTS} slots "
+              f"(best {mixed_best:.2f} s)")  # fmt: skip
+        for p in VARIANTS:
+            seconds, given_back = mixes[p]
+            print(f"    prefetch {p:<5}{seconds:>9.2f} s  {seconds / mixed_best:.2f}x best, "
+                  f"{given_back} given back")  # fmt: skip
 
 
 if __name__ == "__main__":
