@@ -86,7 +86,8 @@ class AutoPrefetch:
         elif taken >= self.ask:
             grown = min(AUTO_CAP, 2 * self.ask)
             if seconds > 0.0:  # no more than the budget holds at this batch's pace
-                grown = min(grown, int(AUTO_BUDGET * taken / seconds))
+                # (never below what just fit: the float quotient can fall short)
+                grown = min(grown, max(taken, int(AUTO_BUDGET * taken / seconds)))
             self.ask = grown
         else:
             self.ask = max(2, taken, self.ask // 2)

@@ -45,6 +45,10 @@ def test_a_full_batch_grows_the_ask_only_as_far_as_the_budget_holds_at_its_pace(
     assert asks([(1, 0.001), (2, 0.002), (4, 0.016)]) == [2, 4, 5]
     # Jobs that get shorter let it grow again.
     assert asks([(1, 0.015), (1, 0.001), (2, 0.002)]) == [1, 2, 4]
+    # A full batch that took exactly the budget keeps its ask: 29 jobs in
+    # 20 ms, where 0.02 * 29 / 0.02 comes out a hair under 29 in floats.
+    grown = [(1, SHORT), (2, SHORT), (4, SHORT), (8, SHORT), (16, SHORT), (29, SHORT)]
+    assert asks([*grown, (29, AUTO_BUDGET)])[-2:] == [29, 29]
 
 
 def test_a_batch_smaller_than_asked_lowers_the_ask_gently() -> None:
