@@ -22,12 +22,16 @@ def say(text: str) -> None:
 
 
 async def flaky(job: Job) -> str:
-    """Fails on its first two runs, then succeeds: the server retries it for us."""
-    if job.attempt < 3:
-        say(f"  flaky: attempt {job.attempt} raises")
-        raise ConnectionError(f"upstream unavailable (attempt {job.attempt})")
-    say(f"  flaky: attempt {job.attempt} succeeds")
-    return f"done on attempt {job.attempt}"
+    """Fails on its first two tries, then succeeds: the server retries it for us.
+
+    ``attempts_spent`` counts tries against ``max_attempts``; ``attempt``
+    would also count a run a worker gave back unstarted.
+    """
+    if job.attempts_spent < 3:
+        say(f"  flaky: attempt {job.attempts_spent} raises")
+        raise ConnectionError(f"upstream unavailable (attempt {job.attempts_spent})")
+    say(f"  flaky: attempt {job.attempts_spent} succeeds")
+    return f"done on attempt {job.attempts_spent}"
 
 
 async def report(job: Job) -> float:

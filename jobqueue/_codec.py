@@ -485,6 +485,8 @@ def encode_reply(reply: Reply) -> bytes:
             return encode_stored(reply.to_wire())
     elif cls is JobAssigned:
         assert isinstance(reply, JobAssigned)
+        if reply.attempts_spent is not None:  # a run after a give-back or a revive: rare
+            return encode_stored(reply.to_wire())
         head = (
             f'{{"type":"job_assigned","job_id":{encode_field(reply.job_id)},'
             f'"name":{encode_field(reply.name)},"payload":'
@@ -515,7 +517,12 @@ def encode_reply(reply: Reply) -> bytes:
                     parts.append(utf8(text))
                 parts.append(payload if type(payload) is bytes else encode_spliced(payload))
                 text = ""
-            text += f',"attempt":{int(job.attempt)}}},'
+            if job.attempts_spent is None:
+                text += f',"attempt":{int(job.attempt)}}},'
+            else:
+                text += (
+                    f',"attempt":{int(job.attempt)},"attempts_spent":{int(job.attempts_spent)}}},'
+                )
         if reply.jobs:
             text = text[:-1]  # the last entry's comma
         parts.append(utf8(f'{text}],"lease_timeout":{_number(reply.lease_timeout)}}}\n'))

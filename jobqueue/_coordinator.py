@@ -37,7 +37,7 @@ from ._commands import (
     Snapshot,
 )
 from ._errors import JOURNAL_UNAVAILABLE, ProtocolError, Refusal, RuleError
-from ._job import FINISHED, JobRecord
+from ._job import FINISHED, JobRecord, Run
 from ._json import encode_stored, stored_form
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
 from ._metrics import JobTimes
@@ -105,8 +105,22 @@ def _journal_unavailable() -> RuleError:
     )
 
 
-#: A ``jobs_assigned`` entry's bytes besides its id, name and payload (an over-estimate).
-_JOB_ENTRY_BYTES = 64
+#: A ``jobs_assigned`` entry's bytes besides its id, name and payload (an over-estimate,
+#: ``attempts_spent`` included).
+_JOB_ENTRY_BYTES = 96
+
+
+def assigned_job(job: JobRecord, run: Run, lease_timeout: float) -> JobAssigned:
+    """The ``job_assigned`` for ``job``'s new ``run``.
+
+    It carries ``attempts_spent`` only when that is not ``attempt`` (a run
+    given back or a revive before this one), as ``job_status`` does, so the
+    handler can tell a retry from a give-back.
+    """
+    if run.attempt_base:
+        spent = run.attempt - run.attempt_base
+        return JobAssigned(job.id, job.name, job.payload, run.attempt, lease_timeout, spent)
+    return build_assigned(job.id, job.name, job.payload, run.attempt, lease_timeout)
 
 
 @attrs.define(eq=False)
@@ -458,7 +472,7 @@ class Coordinator:
                 times.assigned(job, now)
             run = job.run
             assert run is not None, "an assigned job has run"
-            jobs.append(build_assigned(job.id, job.name, job.payload, run.attempt, lease_timeout))
+            jobs.append(assigned_job(job, run, lease_timeout))
             budget -= _JOB_ENTRY_BYTES + len(job.id) + len(job.name)
             payload = job.payload
             if type(payload) is bytes:  # stored raw JSON, written as it is
@@ -510,7 +524,7 @@ class Coordinator:
             self.times.assigned(job, now)
         run = job.run
         assert run is not None, "an assigned job has run"
-        return build_assigned(job.id, job.name, job.payload, run.attempt, self.state.lease_timeout)
+        return assigned_job(job, run, self.state.lease_timeout)
 
     def _send(self, conn: Connection, replies: list[Outgoing] | None) -> None:
         if self.durability is not None and self.durability.hold(conn, replies):

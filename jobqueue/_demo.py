@@ -206,7 +206,8 @@ class _Demo:
             self.out.write("\r\x1b[K")
         self.say("every submitted job has finished")
         for info in results:
-            if info.attempt > 1:
+            # (A run given back unstarted takes a number but did not run.)
+            if (info.attempt if info.attempts_spent is None else info.attempts_spent) > 1:
                 self.say(
                     f"  job {info.job_id}: {rerun_because}, then {info.state} "
                     f"on attempt {info.attempt} by {info.worker}"

@@ -686,5 +686,10 @@ class _Engine:
             await trio.lowlevel.checkpoint_if_cancelled()
 
         return build_job(
-            assigned.job_id, assigned.name, assigned.payload, assigned.attempt, report_progress
+            assigned.job_id,
+            assigned.name,
+            assigned.payload,
+            assigned.attempt,
+            report_progress,
+            assigned.attempts_spent,
         )

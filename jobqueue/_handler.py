@@ -44,7 +44,8 @@ class Job:
             handed out, one more each time after. So it is higher on a retry,
             after a holder was lost, and also after a holder gave the job
             back unstarted (a draining worker, or an ``"auto"`` batch cut
-            short), which takes a number but spends no attempt.
+            short), which takes a number but spends no attempt. The server's
+            logs and ``jobqueue status`` name the run by it.
     """
 
     id: str
@@ -59,6 +60,20 @@ class Job:
     _stopped: threading.Event | None = attrs.field(
         default=None, repr=False, eq=False, alias="stopped"
     )
+    # What the server sent when it differs from attempt (see attempts_spent).
+    _spent: int | None = attrs.field(default=None, repr=False, alias="attempts_spent")
+
+    @property
+    def attempts_spent(self) -> int:
+        """How many of the job's ``max_attempts`` its runs have spent, this one included.
+
+        1 on the job's first run, one more after each run that failed or
+        lost its holder: test ``> 1`` for "this is a retry". Unlike
+        :attr:`attempt`, a run given back unstarted spends none, and a
+        failed job put back in line (``retry_job``) starts again at 1 with
+        its fresh budget.
+        """
+        return self.attempt if self._spent is None else self._spent
 
     @property
     def cancelled(self) -> bool:
@@ -182,9 +197,9 @@ class Outcome:
 #: ``Outcome(result)``: a handler's returned value (see :mod:`jobqueue._quick`).
 build_returned = builder(Outcome, "result")
 
-#: ``Job(id, name, payload, attempt, progress_reporter=...)``, built for every
+#: ``Job(id, name, payload, attempt, progress_reporter=..., attempts_spent=...)``, built for every
 #: job the worker runs (see :mod:`jobqueue._quick`).
-build_job = builder(Job, "id", "name", "payload", "attempt", "progress_reporter")
+build_job = builder(Job, "id", "name", "payload", "attempt", "progress_reporter", "attempts_spent")
 
 
 def report_for(

@@ -111,6 +111,10 @@ class JobAssigned:
     attempt: int
     #: Seconds the lease lasts without a heartbeat.
     lease_timeout: float
+    #: How much of ``max_attempts`` the job's runs have spent, this one
+    #: included, when that is not ``attempt`` (as in ``job_status``); ``None``:
+    #: ``attempt``. A run given back or a revive sets it apart.
+    attempts_spent: int | None = None
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> JobAssigned:
@@ -121,11 +125,12 @@ class JobAssigned:
             payload=obj.get("payload"),
             attempt=integer(obj, "attempt"),
             lease_timeout=number(obj, "lease_timeout"),
+            attempts_spent=optional_int(obj, "attempts_spent", None, 1, MAX_ATTEMPTS),
         )
 
     def to_wire(self) -> dict[str, Any]:
         """Build the wire object."""
-        return {
+        out = {
             "type": self.TYPE,
             "job_id": self.job_id,
             "name": self.name,
@@ -133,6 +138,9 @@ class JobAssigned:
             "attempt": self.attempt,
             "lease_timeout": self.lease_timeout,
         }
+        if self.attempts_spent is not None:
+            out["attempts_spent"] = self.attempts_spent
+        return out
 
 
 #: ``JobSubmitted(job_id, duplicate=duplicate)``, built without ``__init__``'s
@@ -154,7 +162,14 @@ def _plain_assigned(job: dict[str, Any], lease_timeout: float) -> JobAssigned | 
     error; a test holds the two to the same job.
     """
     job_id, name, attempt = job.get("job_id"), job.get("name"), job.get("attempt")
-    if type(job_id) is str and job_id and type(name) is str and name and type(attempt) is int:
+    if (
+        type(job_id) is str
+        and job_id
+        and type(name) is str
+        and name
+        and type(attempt) is int
+        and "attempts_spent" not in job
+    ):
         return build_assigned(job_id, name, job.get("payload"), attempt, lease_timeout)
     return None
 
@@ -191,17 +206,17 @@ class JobsAssigned:
         """Build the wire object."""
         return {
             "type": self.TYPE,
-            "jobs": [
-                {
-                    "job_id": job.job_id,
-                    "name": job.name,
-                    "payload": job.payload,
-                    "attempt": job.attempt,
-                }
-                for job in self.jobs
-            ],
+            "jobs": [_batch_entry(job) for job in self.jobs],
             "lease_timeout": self.lease_timeout,
         }
+
+
+def _batch_entry(job: JobAssigned) -> dict[str, Any]:
+    """One job of a ``jobs_assigned`` on the wire: ``job_assigned``'s fields but the shared ones."""
+    entry = {"job_id": job.job_id, "name": job.name, "payload": job.payload, "attempt": job.attempt}
+    if job.attempts_spent is not None:
+        entry["attempts_spent"] = job.attempts_spent
+    return entry
 
 
 @attrs.frozen

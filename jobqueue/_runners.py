@@ -253,6 +253,7 @@ class HandlerRunner:
                 job.attempt,
                 progress_reporter=job._progress,
                 stopped=stopped,
+                attempts_spent=job.attempts_spent,
             )
             if not limiter.available_tokens:
                 log.warning(
@@ -293,7 +294,18 @@ class HandlerRunner:
                 )
             try:
                 # The job without its worker-side parts (they stay here).
-                data = pickle.dumps((handler, Job(job.id, job.name, job.payload, job.attempt)))
+                data = pickle.dumps(
+                    (
+                        handler,
+                        Job(
+                            job.id,
+                            job.name,
+                            job.payload,
+                            job.attempt,
+                            attempts_spent=job.attempts_spent,
+                        ),
+                    )
+                )
             except Exception as exc:
                 raise TypeError(
                     f"process handler {job.name!r} and its job must be picklable "

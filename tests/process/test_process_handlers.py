@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -21,6 +21,9 @@ import trio
 import jobqueue
 from jobqueue import Worker, in_process
 from jobqueue.testing import open_test_queue
+
+if TYPE_CHECKING:
+    from tests.helpers import RawOpener
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +62,10 @@ def spin(job):
     while time.monotonic() < deadline:
         n += 1
     return {"pid": os.getpid(), "spun": n > 0}
+
+@in_process
+def attempts(job):
+    return [job.attempt, job.attempts_spent]
 
 @in_process
 def spin_forever(job):
@@ -121,6 +128,22 @@ async def test_process_handler_keeps_its_lease_while_it_spins(handlers: ModuleTy
     assert info.result["spun"] is True
     assert info.result["pid"] != os.getpid()
     assert worker.statistics().lost == 0
+
+
+@needs_extra
+async def test_a_process_handler_sees_what_a_given_back_job_has_spent(
+    handlers: ModuleType, raw_connection: RawOpener
+) -> None:
+    async with open_test_queue() as queue:
+        job_id = await queue.client.submit("attempts")
+        async with raw_connection(queue) as holder:
+            taken = await holder.request({"type": "request_job"})
+            release = {"type": "release_job", "job_id": job_id, "attempt": taken["attempt"]}
+            assert await holder.request(release) == {"type": "ok"}
+        await queue.start_worker({"attempts": handlers.attempts})
+        with trio.fail_after(60):
+            info = await queue.client.wait(job_id)
+    assert info.result == [2, 1]
 
 
 @needs_extra

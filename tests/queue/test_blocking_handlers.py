@@ -10,13 +10,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 
 from jobqueue import Job, JobCancelled, Worker
 from jobqueue.testing import RunningQueue, open_test_queue
+
+if TYPE_CHECKING:
+    from tests.helpers import RawOpener
 
 #: The server's lease in these tests: short, so several pass during one job.
 LEASE = 0.4
@@ -208,6 +211,28 @@ async def test_progress_outside_a_thread_handler_is_a_clear_error() -> None:
             assert (await queue.client.wait(job_id)).state == "completed"
     assert errors
     assert "blocking (def) handler" in errors[0]
+
+
+async def test_blocking_handler_sees_what_a_given_back_job_has_spent(
+    raw_connection: RawOpener,
+) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def note(job: Job) -> None:
+        seen.append((job.attempt, job.attempts_spent))
+
+    async with open_test_queue() as queue:
+        job_id = await queue.client.submit("note")
+        async with raw_connection(queue) as holder:
+            taken = await holder.request({"type": "request_job"})
+            assert "attempts_spent" not in taken  # the first run: it is the attempt
+            release = {"type": "release_job", "job_id": job_id, "attempt": taken["attempt"]}
+            assert await holder.request(release) == {"type": "ok"}
+        await started_worker(queue, {"note": note})
+        with trio.fail_after(10):
+            await queue.client.wait(job_id)
+    # The second run, but the first of its budget.
+    assert seen == [(2, 1)]
 
 
 async def test_blocking_handler_exception_fails_the_job() -> None:

@@ -511,9 +511,12 @@ class _LongBatch:
 
     def __init__(self) -> None:
         self.started: dict[str, float] = {}
+        #: The (attempt, attempts_spent) each job's handler saw, by payload.
+        self.runs: dict[str, tuple[int, int]] = {}
 
     async def __call__(self, job: Job) -> None:
         self.started[job.payload] = trio.current_time()
+        self.runs[job.payload] = (job.attempt, job.attempts_spent)
         if job.payload == "long":
             await trio.sleep(1)
 
@@ -553,6 +556,8 @@ async def test_auto_prefetch_gives_back_what_a_batch_has_not_started_past_its_bu
     assert [round(work.started[p] - begin, 3) for p in batch] == [0.0, 0.02, 0.02, 0.02]
     # A run given back spends none of the job's budget; its number is not reused.
     assert [info.attempt for info in infos] == [1, 2, 2, 2]
+    # ...and the handler that runs it next can tell it is no retry.
+    assert [work.runs[p] for p in batch] == [(1, 1), (2, 1), (2, 1), (2, 1)]
     assert a.statistics().given_back == 3
     # Routine for an auto batch, so logged at DEBUG (a drain's give-backs are INFO).
     gave = [r for r in caplog.records if r.getMessage().startswith("gave back job")]

@@ -25,6 +25,8 @@ async def test_holder_releases_one_job_and_it_goes_out_again(
         # Back at its original place, ahead of the job submitted after it.
         again = await worker.request({"type": "request_job"})
         assert (again["job_id"], again["attempt"]) == (first, 2)
+        # The released run spent nothing: this run is the budget's first.
+        assert (assigned.get("attempts_spent"), again["attempts_spent"]) == (None, 1)
         # The released run's number is over: its reports are refused.
         stale = await worker.request({"type": "job_complete", "job_id": first, "attempt": 1})
         assert stale["code"] == "not_leased"

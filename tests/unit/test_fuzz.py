@@ -300,15 +300,18 @@ def test_fuzz_payload_round_trips_exactly(data: st.DataObject, payload: Any, nam
     attempt=st.integers(1, 10**6),
     lease=st.floats(0.001, 1e6) | st.integers(1, 10**6),
     duplicate=st.booleans(),
+    spent=st.integers(1, 1000),
 )
 def test_encode_reply_matches_the_generic_encoding(
-    payload: Any, name: str, job_id: str, attempt: int, lease: float, duplicate: bool
+    payload: Any, name: str, job_id: str, attempt: int, lease: float, duplicate: bool, spent: int
 ) -> None:
     """The server's direct encoding of its hot replies is byte for byte ``encode_stored``'s."""
     replies: list[Reply] = [
         JobAssigned(job_id, name, payload, attempt, lease),
         # As the server holds it: stored as raw JSON text (and the same bytes out).
         JobAssigned(job_id, name, stored_form(payload), attempt, lease),
+        # A run after a give-back or a revive (rare: the generic path).
+        JobAssigned(job_id, name, stored_form(payload), attempt, lease, spent),
         JobSubmitted(job_id, duplicate=duplicate),
         JobsAssigned(
             (
@@ -326,6 +329,8 @@ def test_encode_reply_matches_the_generic_encoding(
                 JobAssigned(name, job_id, stored_form(payload), attempt + 1, lease),
                 JobAssigned(job_id, job_id, None, attempt, lease),
                 JobAssigned(name, name, payload, 1, lease),
+                JobAssigned(job_id, name, None, attempt, lease, spent),
+                JobAssigned(name, job_id, stored_form(payload), attempt, lease, spent),
                 JobAssigned(job_id, name, None, attempt, lease),
             ),
             lease,

@@ -489,6 +489,7 @@ def _assigned_lines(draw: st.DrawFn) -> bytes:
                 ["lease_timeout", "attempt"],
                 ["attempt"],
                 ["attempt", "lease_timeout", "x"],
+                ["attempt", "lease_timeout", "attempts_spent"],
                 ["attempt", "attempt", "lease_timeout"],
             ]
         )
@@ -511,6 +512,8 @@ def _usual(key: str, draw: st.DrawFn) -> str:
         return f'"attempt":{draw(st.integers(1, 20))}'
     if key == "lease_timeout":
         return f'"lease_timeout":{draw(st.sampled_from(["30.0", "0.5", "120.0"]))}'
+    if key == "attempts_spent":
+        return f'"attempts_spent":{draw(st.integers(1, 20))}'
     return draw(_assigned_member())
 
 
@@ -526,14 +529,18 @@ def test_job_assigned_fast_path_agrees_with_the_full_decode(line: bytes) -> None
     payload=_values,
     attempt=st.integers(1, 100),
     lease_timeout=st.floats(0.1, 3600),
+    spent=st.none() | st.integers(1, 100),
 )
 def test_what_the_server_assigns_decodes_alike(
-    job_id: str, name: str, payload: Any, attempt: int, lease_timeout: float
+    job_id: str, name: str, payload: Any, attempt: int, lease_timeout: float, spent: int | None
 ) -> None:
-    # One job as job_assigned, and as a jobs_assigned of one, two or three.
-    job = JobAssigned(job_id, name, payload, attempt, lease_timeout)
+    # One job as job_assigned, and as a jobs_assigned of one, two or three
+    # (the three: the job between two without attempts_spent).
+    job = JobAssigned(job_id, name, payload, attempt, lease_timeout, spent)
+    plain = JobAssigned(job_id, name, payload, attempt, lease_timeout)
     replies: list[JobAssigned | JobsAssigned] = [job]
-    replies += [JobsAssigned((job,) * count, lease_timeout) for count in (1, 2, 3)]
+    replies += [JobsAssigned((job,) * count, lease_timeout) for count in (1, 2)]
+    replies.append(JobsAssigned((plain, job, plain), lease_timeout))
     for sent in replies:
         line = encode_reply(sent)[:-1]
         _same_reply(line)
@@ -550,6 +557,8 @@ def test_what_the_server_assigns_decodes_alike(
         b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":1,"lease_timeout":1e400}',
         b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":1,"lease_timeout":30.0,"payload":2}',
         b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":1}',
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":2,"lease_timeout":30.0,"attempts_spent":1}',
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":2,"lease_timeout":30.0,"attempts_spent":0}',
         b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":1,"lease_timeout":30.0',
     ],
 )
@@ -589,6 +598,7 @@ def test_one_job_jobs_assigned_fast_path_agrees_with_the_full_decode(line: bytes
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":{"k":[1]},"attempt":2}],"lease_timeout":30}',
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":1}],"lease_timeout":30.0,"x":1}',
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":1,"x":2}],"lease_timeout":30.0}',
+        b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":3,"attempts_spent":2}],"lease_timeout":30.0}',
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":"}],\\"lease_timeout\\":1"}],"lease_timeout":30.0}',
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":1}],"lease_timeout":true}',
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":0}],"lease_timeout":30.0}',
