@@ -32,7 +32,7 @@ def describe(info: JobInfo, now: float) -> str:
         rows.append(("due", f"{_date(info.run_at)}  (in {_span(info.run_at - now)})"))
     if info.started_at is not None:
         waited = ""
-        if info.submitted_at is not None and info.attempt <= 1:
+        if info.submitted_at is not None and _first_run(info):
             waited = f"  (waited {_span(info.started_at - info.submitted_at)})"
         rows.append(("started", _date(info.started_at) + waited))
     if info.finished_at is not None:
@@ -62,6 +62,19 @@ def _state(info: JobInfo) -> str:
     spent = info.attempt if info.attempts_spent is None else info.attempts_spent
     budget = f" of {info.max_attempts}" if info.max_attempts is not None else ""
     return f"{info.state} (attempt {spent}{budget})"
+
+
+def _first_run(info: JobInfo) -> bool:
+    """Whether the run ``started_at`` dates is the job's first to get under way.
+
+    Runs given back unstarted (an ``"auto"`` batch cut short, a draining
+    worker) came before it but never ran, so the wait since submitting is
+    this run's. A job revived by ``retry_job`` also starts its count again,
+    but it ran and failed before: its error is still on it.
+    """
+    if info.attempt <= 1:
+        return True
+    return info.attempts_spent == 1 and info.error is None
 
 
 def _progress(info: JobInfo) -> list[str]:

@@ -187,13 +187,23 @@ def test_status_counts_the_attempts_spent_not_runs_given_back_or_before_a_revive
     assert JobInfo.from_wire(info.to_wire()) == info
     lines = dict(line.split(None, 1) for line in describe(info, 4.0).splitlines())
     assert lines["state"] == "running (attempt 1 of 2)"
+    # Its first run to get under way: it waited from its submit to this one.
+    assert lines["started"].endswith("(waited 3.000 s)")
     q.fail(job.id, "w", 2, "E", "m", 4.0)
     q.tick(100.0)
     q.assign("w", 100.0)
+    started = dict(line.split(None, 1) for line in describe(job_info(job), 100.5).splitlines())
+    assert "waited" not in started["started"]  # a retry
     q.fail(job.id, "w", 3, "E", "m", 101.0)
     assert (job.state, job_info(job).attempts_spent) == (JobState.FAILED, 2)
     q.revive(job.id, 102.0)  # a fresh budget
     assert (job_info(job).attempt, job_info(job).attempts_spent) == (3, 0)
+    q.assign("w", 103.0)
+    info = job_info(job)
+    assert (info.attempt, info.attempts_spent) == (4, 1)
+    lines = dict(line.split(None, 1) for line in describe(info, 104.0).splitlines())
+    assert lines["state"] == "running (attempt 1 of 2)"
+    assert "waited" not in lines["started"]  # it ran before the revive
 
 
 def test_describe_shows_dates_and_durations() -> None:
