@@ -44,8 +44,9 @@ class Job:
             handed out, one more each time after. So it is higher on a retry,
             after a holder was lost, and also after a holder gave the job
             back unstarted (a draining worker, or an ``"auto"`` batch cut
-            short), which takes a number but spends no attempt. The server's
-            logs and ``jobqueue status`` name the run by it.
+            short), which takes a number but spends no attempt. It names
+            the run: the worker echoes it in the run's reports. For "is
+            this a retry?", see :attr:`attempts_spent`.
     """
 
     id: str
