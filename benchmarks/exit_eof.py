@@ -13,12 +13,16 @@ just before ``os.kill`` to ``recv`` returning ``b""`` on that socket:
 - ``jobqueue``: after ``import jobqueue``;
 - ``cli``: after ``import jobqueue._cli`` (what ``jobqueue worker`` loads);
 - ``idle``: a real ``python -m jobqueue worker``, parked in ``request_job``;
-- ``busy``: the same worker, running a job (``benchmarks._latency:hold``).
+- ``busy``: the same worker, running a job (``benchmarks._latency:hold``);
+- not run unless named: ``ssl`` and ``idna`` (two of trio's imports) and
+  ``greenstalk`` (what beanstalkd's failover victim loads; in the peers'
+  venv, see benchmarks/peers/README.md).
 
 The kinds alternate within each round, so load changes hit them all alike.
 Before each kill it reads the victim's threads, RSS and mappings from /proc.
 
     python -m benchmarks.exit_eof [--trials 50] [--kinds bare,trio,idle,busy]
+    python -m benchmarks.exit_eof --trials 20 --kinds bare,idna,greenstalk,ssl,trio
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ _PROBE = (
     "s.sendall(b'r'); signal.pause()"
 )
 _IMPORTS = {"bare": "", "trio": "import trio; ", "jobqueue": "import jobqueue; ",
-            "cli": "import jobqueue._cli; "}  # fmt: skip
+            "cli": "import jobqueue._cli; ", "ssl": "import ssl; ", "idna": "import idna; ",
+            "greenstalk": "import greenstalk; "}  # fmt: skip
 
 
 def footprint(pid: int) -> dict[str, int]:
@@ -165,7 +170,7 @@ def main() -> None:
     for kind in kinds:
         ms, shape = times[kind], shapes[kind]
         print(
-            f"  {kind:<10}p50 {percentile(ms, 50):6.2f}  p90 {percentile(ms, 90):6.2f}  "
+            f"  {kind:<12}p50 {percentile(ms, 50):6.2f}  p90 {percentile(ms, 90):6.2f}  "
             f"threads {shape['threads']:2d}  rss {shape['rss_kib'] / 1024:5.1f} MiB  "
             f"maps {shape['maps']}"
         )
