@@ -20,7 +20,7 @@ from jobqueue._journal import MAGIC, JournalError, encode_event, frame, read_jou
 from jobqueue._journal_disk import PREPARED_BYTES
 from jobqueue._journal_writer import Journal
 from jobqueue._json import stored_form
-from jobqueue._snapshot import capture, captured, encode_snapshot, is_snapshot, replay
+from jobqueue._snapshot import Capture, capture, captured, encode_snapshot, is_snapshot, replay
 from jobqueue._state import QueueState
 from tests.unit import journal_support as support
 
@@ -208,22 +208,38 @@ def test_a_capture_encoded_in_a_thread_while_the_state_changes_is_of_its_moment(
     seed: int,
 ) -> None:
     # As compaction does: the coordinator changes records while a thread
-    # encodes them. A tiny switch interval interleaves the two finely.
+    # encodes them. The thread stops after the header until the first
+    # changes are made, so some always fall while it encodes (it could
+    # otherwise finish before this thread looks); then a tiny switch
+    # interval interleaves the two finely.
     rng = random.Random(seed)
     q = support.new_state(finished_retention=400)
     now = support.lifecycle(q, rng, 1500)
     at_capture = copy.deepcopy(support.view(q))
     payloads: list[bytes] = []
+    header_out, changed = threading.Event(), threading.Event()
+
+    def encode(snapshot: Capture) -> None:
+        for payload in encode_snapshot(snapshot):
+            payloads.append(payload)
+            if len(payloads) == 1:
+                header_out.set()
+                changed.wait(30)
+
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
         with captured(q) as snapshot:
-            encoder = threading.Thread(target=lambda: payloads.extend(encode_snapshot(snapshot)))
+            encoder = threading.Thread(target=encode, args=(snapshot,))
             encoder.start()
+            assert header_out.wait(30)
+            now = support.lifecycle(q, rng, 50, now)
+            changed.set()
             while encoder.is_alive():
                 now = support.lifecycle(q, rng, 5, now)
             encoder.join()
     finally:
+        changed.set()
         sys.setswitchinterval(interval)
     assert len(snapshot.kept) > 0  # records did change while it was encoded
     assert support.view(replayed(payloads)) == at_capture
