@@ -25,12 +25,14 @@ async def flaky(job: Job) -> str:
     """Fails on its first two tries, then succeeds: the server retries it for us.
 
     ``attempts_spent`` counts tries against ``max_attempts``; ``attempt``
-    would also count a run a worker gave back unstarted.
+    would also count a run a worker gave back unstarted. ``last_attempt``
+    says a failure now would not be retried.
     """
+    last = " (its last allowed)" if job.last_attempt else ""
     if job.attempts_spent < 3:
-        say(f"  flaky: attempt {job.attempts_spent} raises")
+        say(f"  flaky: attempt {job.attempts_spent}{last} raises")
         raise ConnectionError(f"upstream unavailable (attempt {job.attempts_spent})")
-    say(f"  flaky: attempt {job.attempts_spent} succeeds")
+    say(f"  flaky: attempt {job.attempts_spent}{last} succeeds")
     return f"done on attempt {job.attempts_spent}"
 
 
@@ -88,7 +90,7 @@ async def main() -> None:
 
         async with Client.connect(host, port, name="lifecycle-example") as client:
             say("1. retries: a handler that fails twice, then succeeds")
-            job_id = await client.submit("flaky", max_attempts=5)
+            job_id = await client.submit("flaky", max_attempts=3)
             info = await client.wait(job_id)  # retries do not end the wait
             say(f"   {info.state} on attempt {info.attempt}: result {info.result!r}")
             assert info.error is not None

@@ -485,7 +485,7 @@ def encode_reply(reply: Reply) -> bytes:
             return encode_stored(reply.to_wire())
     elif cls is JobAssigned:
         assert isinstance(reply, JobAssigned)
-        if reply.attempts_spent is not None:  # a run after a give-back or a revive: rare
+        if reply.attempts_spent is not None or reply.last_attempt:  # rare (see assigned_job)
             return encode_stored(reply.to_wire())
         head = (
             f'{{"type":"job_assigned","job_id":{encode_field(reply.job_id)},'
@@ -517,12 +517,13 @@ def encode_reply(reply: Reply) -> bytes:
                     parts.append(utf8(text))
                 parts.append(payload if type(payload) is bytes else encode_spliced(payload))
                 text = ""
-            if job.attempts_spent is None:
+            if job.attempts_spent is None and not job.last_attempt:
                 text += f',"attempt":{int(job.attempt)}}},'
-            else:
-                text += (
-                    f',"attempt":{int(job.attempt)},"attempts_spent":{int(job.attempts_spent)}}},'
-                )
+            else:  # rare (see assigned_job)
+                text += f',"attempt":{int(job.attempt)}'
+                if job.attempts_spent is not None:
+                    text += f',"attempts_spent":{int(job.attempts_spent)}'
+                text += ',"last_attempt":true},' if job.last_attempt else "},"
         if reply.jobs:
             text = text[:-1]  # the last entry's comma
         parts.append(utf8(f'{text}],"lease_timeout":{_number(reply.lease_timeout)}}}\n'))

@@ -106,8 +106,8 @@ def _journal_unavailable() -> RuleError:
 
 
 #: A ``jobs_assigned`` entry's bytes besides its id, name and payload (an over-estimate,
-#: ``attempts_spent`` included).
-_JOB_ENTRY_BYTES = 96
+#: ``attempts_spent`` and ``last_attempt`` included).
+_JOB_ENTRY_BYTES = 128
 
 
 def assigned_job(job: JobRecord, run: Run, lease_timeout: float) -> JobAssigned:
@@ -115,12 +115,22 @@ def assigned_job(job: JobRecord, run: Run, lease_timeout: float) -> JobAssigned:
 
     It carries ``attempts_spent`` only when that is not ``attempt`` (a run
     given back or a revive before this one), as ``job_status`` does, so the
-    handler can tell a retry from a give-back.
+    handler can tell a retry from a give-back; and ``last_attempt`` only
+    when this run is the last its ``max_attempts`` allow.
     """
-    if run.attempt_base:
-        spent = run.attempt - run.attempt_base
-        return JobAssigned(job.id, job.name, job.payload, run.attempt, lease_timeout, spent)
-    return build_assigned(job.id, job.name, job.payload, run.attempt, lease_timeout)
+    attempt, base = run.attempt, run.attempt_base
+    if base or attempt >= job.options.max_attempts:
+        spent = attempt - base
+        return JobAssigned(
+            job.id,
+            job.name,
+            job.payload,
+            attempt,
+            lease_timeout,
+            spent if base else None,
+            spent >= job.options.max_attempts,
+        )
+    return build_assigned(job.id, job.name, job.payload, attempt, lease_timeout)
 
 
 @attrs.define(eq=False)

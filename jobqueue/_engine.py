@@ -692,4 +692,5 @@ class _Engine:
             assigned.attempt,
             report_progress,
             assigned.attempts_spent,
+            assigned.last_attempt,
         )

@@ -47,6 +47,11 @@ class Job:
             short), which takes a number but spends no attempt. It names
             the run: the worker echoes it in the run's reports. For "is
             this a retry?", see :attr:`attempts_spent`.
+        last_attempt: Whether this run is the last the job's ``max_attempts``
+            allow: if it raises (or the worker is lost), the job fails for
+            good instead of being retried. A handler can then alert, clean
+            up or hand the work elsewhere. Always true with
+            ``max_attempts=1``.
     """
 
     id: str
@@ -63,6 +68,7 @@ class Job:
     )
     # What the server sent when it differs from attempt (see attempts_spent).
     _spent: int | None = attrs.field(default=None, repr=False, alias="attempts_spent")
+    last_attempt: bool = False
 
     @property
     def attempts_spent(self) -> int:
@@ -198,9 +204,11 @@ class Outcome:
 #: ``Outcome(result)``: a handler's returned value (see :mod:`jobqueue._quick`).
 build_returned = builder(Outcome, "result")
 
-#: ``Job(id, name, payload, attempt, progress_reporter=..., attempts_spent=...)``, built for every
-#: job the worker runs (see :mod:`jobqueue._quick`).
-build_job = builder(Job, "id", "name", "payload", "attempt", "progress_reporter", "attempts_spent")
+#: ``Job(id, name, payload, attempt, progress_reporter=..., attempts_spent=...,
+#: last_attempt=...)``, built for every job the worker runs (see :mod:`jobqueue._quick`).
+build_job = builder(
+    Job, "id", "name", "payload", "attempt", "progress_reporter", "attempts_spent", "last_attempt"
+)
 
 
 def report_for(

@@ -115,6 +115,9 @@ class JobAssigned:
     #: included, when that is not ``attempt`` (as in ``job_status``); ``None``:
     #: ``attempt``. A run given back or a revive sets it apart.
     attempts_spent: int | None = None
+    #: This run is the job's last allowed one: if it fails (or its holder is
+    #: lost) the job fails for good, not retried. On the wire only when true.
+    last_attempt: bool = False
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> JobAssigned:
@@ -126,6 +129,7 @@ class JobAssigned:
             attempt=integer(obj, "attempt"),
             lease_timeout=number(obj, "lease_timeout"),
             attempts_spent=optional_int(obj, "attempts_spent", None, 1, MAX_ATTEMPTS),
+            last_attempt=obj.get("last_attempt") is True,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -140,6 +144,8 @@ class JobAssigned:
         }
         if self.attempts_spent is not None:
             out["attempts_spent"] = self.attempts_spent
+        if self.last_attempt:
+            out["last_attempt"] = True
         return out
 
 
@@ -169,6 +175,7 @@ def _plain_assigned(job: dict[str, Any], lease_timeout: float) -> JobAssigned | 
         and name
         and type(attempt) is int
         and "attempts_spent" not in job
+        and "last_attempt" not in job
     ):
         return build_assigned(job_id, name, job.get("payload"), attempt, lease_timeout)
     return None
@@ -216,6 +223,8 @@ def _batch_entry(job: JobAssigned) -> dict[str, Any]:
     entry = {"job_id": job.job_id, "name": job.name, "payload": job.payload, "attempt": job.attempt}
     if job.attempts_spent is not None:
         entry["attempts_spent"] = job.attempts_spent
+    if job.last_attempt:
+        entry["last_attempt"] = True
     return entry
 
 

@@ -254,6 +254,7 @@ class HandlerRunner:
                 progress_reporter=job._progress,
                 stopped=stopped,
                 attempts_spent=job.attempts_spent,
+                last_attempt=job.last_attempt,
             )
             if not limiter.available_tokens:
                 log.warning(
@@ -303,6 +304,7 @@ class HandlerRunner:
                             job.payload,
                             job.attempt,
                             attempts_spent=job.attempts_spent,
+                            last_attempt=job.last_attempt,
                         ),
                     )
                 )

@@ -65,7 +65,7 @@ def spin(job):
 
 @in_process
 def attempts(job):
-    return [job.attempt, job.attempts_spent]
+    return [job.attempt, job.attempts_spent, job.last_attempt]
 
 @in_process
 def spin_forever(job):
@@ -131,11 +131,11 @@ async def test_process_handler_keeps_its_lease_while_it_spins(handlers: ModuleTy
 
 
 @needs_extra
-async def test_a_process_handler_sees_what_a_given_back_job_has_spent(
+async def test_a_process_handler_sees_what_a_given_back_job_has_spent_and_left(
     handlers: ModuleType, raw_connection: RawOpener
 ) -> None:
     async with open_test_queue() as queue:
-        job_id = await queue.client.submit("attempts")
+        job_id = await queue.client.submit("attempts", max_attempts=1)
         async with raw_connection(queue) as holder:
             taken = await holder.request({"type": "request_job"})
             release = {"type": "release_job", "job_id": job_id, "attempt": taken["attempt"]}
@@ -143,7 +143,8 @@ async def test_a_process_handler_sees_what_a_given_back_job_has_spent(
         await queue.start_worker({"attempts": handlers.attempts})
         with trio.fail_after(60):
             info = await queue.client.wait(job_id)
-    assert info.result == [2, 1]
+    # The second run, the first of its budget, and (with one attempt) its last.
+    assert info.result == [2, 1, True]
 
 
 @needs_extra

@@ -213,16 +213,16 @@ async def test_progress_outside_a_thread_handler_is_a_clear_error() -> None:
     assert "blocking (def) handler" in errors[0]
 
 
-async def test_blocking_handler_sees_what_a_given_back_job_has_spent(
+async def test_blocking_handler_sees_what_a_given_back_job_has_spent_and_left(
     raw_connection: RawOpener,
 ) -> None:
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[int, int, bool]] = []
 
     def note(job: Job) -> None:
-        seen.append((job.attempt, job.attempts_spent))
+        seen.append((job.attempt, job.attempts_spent, job.last_attempt))
 
     async with open_test_queue() as queue:
-        job_id = await queue.client.submit("note")
+        job_id = await queue.client.submit("note", max_attempts=1)
         async with raw_connection(queue) as holder:
             taken = await holder.request({"type": "request_job"})
             assert "attempts_spent" not in taken  # the first run: it is the attempt
@@ -231,8 +231,8 @@ async def test_blocking_handler_sees_what_a_given_back_job_has_spent(
         await started_worker(queue, {"note": note})
         with trio.fail_after(10):
             await queue.client.wait(job_id)
-    # The second run, but the first of its budget.
-    assert seen == [(2, 1)]
+    # The second run, but the first of its budget, and (with one attempt) its last.
+    assert seen == [(2, 1, True)]
 
 
 async def test_blocking_handler_exception_fails_the_job() -> None:

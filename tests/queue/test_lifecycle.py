@@ -262,10 +262,10 @@ async def test_out_of_attempts_is_a_dead_letter_to_list_requeue_or_delete(
 ) -> None:
     caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")
     fixed = trio.Event()
-    runs: list[tuple[str, int, int]] = []
+    runs: list[tuple[str, int, int, bool]] = []
 
     async def until_fixed(job: Job) -> str:
-        runs.append((job.payload, job.attempt, job.attempts_spent))
+        runs.append((job.payload, job.attempt, job.attempts_spent, job.last_attempt))
         if not fixed.is_set():
             raise ValueError(f"{job.payload} attempt {job.attempt}")
         return f"{job.payload} done"
@@ -303,18 +303,20 @@ async def test_out_of_attempts_is_a_dead_letter_to_list_requeue_or_delete(
             assert trio.current_time() == 8.0
             assert (dead_again.state, dead_again.attempt) == ("failed", 4)
             # The fresh budget's runs count from 1 again for the handler.
-            assert runs.count(("keep", 3, 1)) == runs.count(("keep", 4, 2)) == 1
+            assert runs.count(("keep", 3, 1, False)) == runs.count(("keep", 4, 2, True)) == 1
 
             fixed.set()
             await client.retry(keep)
             done = await client.wait(keep)
             assert (done.state, done.attempt, done.result) == ("completed", 5, "keep done")
+            # (attempt, attempts_spent, last_attempt): the second run of each
+            # budget of two is the last.
             assert [run[1:] for run in runs if run[0] == "keep"] == [
-                (1, 1),
-                (2, 2),
-                (3, 1),
-                (4, 2),
-                (5, 1),
+                (1, 1, False),
+                (2, 2, True),
+                (3, 1, False),
+                (4, 2, True),
+                (5, 1, False),
             ]
             assert [j.job_id for j in (await client.list_jobs("failed")).jobs] == [drop]
 
@@ -332,7 +334,7 @@ async def test_out_of_attempts_is_a_dead_letter_to_list_requeue_or_delete(
             await client.delete(keep)  # any finished job can be deleted
             stats = await client.stats()
 
-    assert runs.count(("drop", 1, 1)) == runs.count(("drop", 2, 2)) == 1
+    assert runs.count(("drop", 1, 1, False)) == runs.count(("drop", 2, 2, True)) == 1
     assert len(runs) == 2 + 2 + 2 + 1
     assert stats.jobs == {
         "pending": 0,

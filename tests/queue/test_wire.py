@@ -119,6 +119,35 @@ async def test_wire_contract_submit_assign_complete(
             assert await worker.request({"type": "request_job", "wait": 0}) == {"type": "no_job"}
 
 
+async def test_the_last_allowed_run_is_marked_last_attempt(
+    tcp_queue: RunningQueue, raw_connection: RawOpener
+) -> None:
+    client = tcp_queue.client
+    with trio.fail_after(5):
+        twice = await client.submit("echo", None, max_attempts=2)
+        once = await client.submit("echo", None, max_attempts=1)
+        async with raw_connection(tcp_queue) as lost:
+            first = await lost.request({"type": "request_job"})
+            assert (first["job_id"], "last_attempt" in first) == (twice, False)
+            # Given back unstarted: spends nothing, so the next run is not the last either.
+            release = {"type": "release_job", "job_id": twice, "attempt": 1}
+            assert await lost.request(release) == {"type": "ok"}
+            again = await lost.request({"type": "request_job"})
+            assert (again["attempt"], again["attempts_spent"]) == (2, 1)
+            assert "last_attempt" not in again
+        # That holder vanished: its run was spent, and the one run left is the last.
+        async with raw_connection(tcp_queue) as worker:
+            batch = await worker.request({"type": "request_job", "max": 2, "wait": 5})
+            assert [(j["job_id"], j["attempt"], j.get("last_attempt")) for j in batch["jobs"]] == [
+                (twice, 3, True),
+                (once, 1, True),
+            ]
+            assert batch["jobs"][0]["attempts_spent"] == 2
+            report = {"type": "job_failed", "job_id": twice, "attempt": 3, "error": {"type": "E"}}
+            assert await worker.request(report) == {"type": "ok"}
+        assert (await client.status(twice)).state == "failed"  # not retried
+
+
 async def test_request_job_wait_blocks_until_a_submission_elsewhere(
     tcp_queue: RunningQueue, raw_connection: RawOpener
 ) -> None:

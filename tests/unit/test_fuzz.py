@@ -310,8 +310,10 @@ def test_encode_reply_matches_the_generic_encoding(
         JobAssigned(job_id, name, payload, attempt, lease),
         # As the server holds it: stored as raw JSON text (and the same bytes out).
         JobAssigned(job_id, name, stored_form(payload), attempt, lease),
-        # A run after a give-back or a revive (rare: the generic path).
+        # A run after a give-back or a revive, and a last run (rare: the generic path).
         JobAssigned(job_id, name, stored_form(payload), attempt, lease, spent),
+        JobAssigned(job_id, name, stored_form(payload), attempt, lease, None, True),
+        JobAssigned(job_id, name, stored_form(payload), attempt, lease, spent, True),
         JobSubmitted(job_id, duplicate=duplicate),
         JobsAssigned(
             (
@@ -331,6 +333,8 @@ def test_encode_reply_matches_the_generic_encoding(
                 JobAssigned(name, name, payload, 1, lease),
                 JobAssigned(job_id, name, None, attempt, lease, spent),
                 JobAssigned(name, job_id, stored_form(payload), attempt, lease, spent),
+                JobAssigned(job_id, name, None, attempt, lease, None, True),
+                JobAssigned(name, job_id, stored_form(payload), attempt, lease, spent, True),
                 JobAssigned(job_id, name, None, attempt, lease),
             ),
             lease,

@@ -327,6 +327,7 @@ REPLIES: list[Reply] = [
     JobsSubmitted(job_ids=()),
     JobAssigned(job_id="1", name="n", payload={"k": [1]}, attempt=2, lease_timeout=10.0),
     JobAssigned(job_id="1", name="n", payload=None, attempt=1, lease_timeout=0.5),
+    JobAssigned("1", "n", None, attempt=3, lease_timeout=0.5, attempts_spent=2, last_attempt=True),
     NoJob(),
     Ok(),
     Ok(lease_timeout=30.0),

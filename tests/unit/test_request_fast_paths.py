@@ -490,6 +490,8 @@ def _assigned_lines(draw: st.DrawFn) -> bytes:
                 ["attempt"],
                 ["attempt", "lease_timeout", "x"],
                 ["attempt", "lease_timeout", "attempts_spent"],
+                ["attempt", "lease_timeout", "last_attempt"],
+                ["attempt", "lease_timeout", "attempts_spent", "last_attempt"],
                 ["attempt", "attempt", "lease_timeout"],
             ]
         )
@@ -514,6 +516,8 @@ def _usual(key: str, draw: st.DrawFn) -> str:
         return f'"lease_timeout":{draw(st.sampled_from(["30.0", "0.5", "120.0"]))}'
     if key == "attempts_spent":
         return f'"attempts_spent":{draw(st.integers(1, 20))}'
+    if key == "last_attempt":
+        return f'"last_attempt":{draw(st.sampled_from(["true", "false"]))}'
     return draw(_assigned_member())
 
 
@@ -530,13 +534,20 @@ def test_job_assigned_fast_path_agrees_with_the_full_decode(line: bytes) -> None
     attempt=st.integers(1, 100),
     lease_timeout=st.floats(0.1, 3600),
     spent=st.none() | st.integers(1, 100),
+    last=st.booleans(),
 )
 def test_what_the_server_assigns_decodes_alike(
-    job_id: str, name: str, payload: Any, attempt: int, lease_timeout: float, spent: int | None
+    job_id: str,
+    name: str,
+    payload: Any,
+    attempt: int,
+    lease_timeout: float,
+    spent: int | None,
+    last: bool,
 ) -> None:
     # One job as job_assigned, and as a jobs_assigned of one, two or three
-    # (the three: the job between two without attempts_spent).
-    job = JobAssigned(job_id, name, payload, attempt, lease_timeout, spent)
+    # (the three: the job between two without attempts_spent or last_attempt).
+    job = JobAssigned(job_id, name, payload, attempt, lease_timeout, spent, last)
     plain = JobAssigned(job_id, name, payload, attempt, lease_timeout)
     replies: list[JobAssigned | JobsAssigned] = [job]
     replies += [JobsAssigned((job,) * count, lease_timeout) for count in (1, 2)]
@@ -559,6 +570,8 @@ def test_what_the_server_assigns_decodes_alike(
         b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":1}',
         b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":2,"lease_timeout":30.0,"attempts_spent":1}',
         b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":2,"lease_timeout":30.0,"attempts_spent":0}',
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":5,"lease_timeout":30.0,"last_attempt":true}',
+        b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":1,"lease_timeout":30.0,"last_attempt":1}',
         b'{"type":"job_assigned","job_id":"a1","name":"noop","payload":1,"attempt":1,"lease_timeout":30.0',
     ],
 )
@@ -599,6 +612,7 @@ def test_one_job_jobs_assigned_fast_path_agrees_with_the_full_decode(line: bytes
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":1}],"lease_timeout":30.0,"x":1}',
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":1,"x":2}],"lease_timeout":30.0}',
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":3,"attempts_spent":2}],"lease_timeout":30.0}',
+        b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":1,"last_attempt":true}],"lease_timeout":30.0}',
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":"}],\\"lease_timeout\\":1"}],"lease_timeout":30.0}',
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":1}],"lease_timeout":true}',
         b'{"type":"jobs_assigned","jobs":[{"job_id":"a1","name":"noop","payload":1,"attempt":0}],"lease_timeout":30.0}',
