@@ -207,10 +207,10 @@ class _Demo:
         self.say("every submitted job has finished")
         for info in results:
             # (A run given back unstarted takes a number but did not run.)
-            if (info.attempt if info.attempts_spent is None else info.attempts_spent) > 1:
+            if info.attempts_spent > 1:
                 self.say(
                     f"  job {info.job_id}: {rerun_because}, then {info.state} "
-                    f"on attempt {info.attempt} by {info.worker}"
+                    f"on attempt {info.attempts_spent} by {info.worker}"
                 )
         completed = sum(info.state == "completed" for info in results)
         self.out.write(

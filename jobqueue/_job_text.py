@@ -59,9 +59,8 @@ def _state(info: JobInfo) -> str:
     if info.attempt == 0:
         return f"{info.state} (not run yet)"
     # Counted against the budget: a run given back spends no attempt.
-    spent = info.attempt if info.attempts_spent is None else info.attempts_spent
     budget = f" of {info.max_attempts}" if info.max_attempts is not None else ""
-    return f"{info.state} (attempt {spent}{budget})"
+    return f"{info.state} (attempt {info.attempts_spent}{budget})"
 
 
 def _first_run(info: JobInfo) -> bool:

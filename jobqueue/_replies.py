@@ -278,10 +278,11 @@ class JobInfo:
         state: One of ``pending``, ``scheduled``, ``running``, ``completed``,
             ``failed``, ``cancelled``.
         attempt: How many times it has been handed to a worker (0 = never yet).
-        attempts_spent: How much of ``max_attempts`` its runs have spent,
-            when that is not ``attempt``: a run given back (a draining
-            worker, an ``"auto"`` batch cut short) spends none, and
-            ``retry_job`` starts a fresh budget. ``None``: ``attempt``.
+        attempts_spent: How much of ``max_attempts`` its runs have spent
+            (a property, as :attr:`Job.attempts_spent <jobqueue.Job.attempts_spent>`):
+            ``attempt``, unless a run was given back (a draining worker, an
+            ``"auto"`` batch cut short), which spends none, or ``retry_job``
+            started a fresh budget (0 until its first run).
         worker: Name of the worker holding it (running) or that last held it.
         result: The handler's return value, once completed.
         error: ``{"type": ..., "message": ...}`` of the last failed attempt.
@@ -325,7 +326,13 @@ class JobInfo:
     run_at: float | None = None
     payload: Any = None
     result_omitted: bool = False
-    attempts_spent: int | None = None
+    # What the server sent when it differs from attempt (see attempts_spent).
+    _spent: int | None = attrs.field(default=None, repr=False, alias="attempts_spent")
+
+    @property
+    def attempts_spent(self) -> int:
+        """How much of ``max_attempts`` the job's runs have spent (see the class's attributes)."""
+        return self.attempt if self._spent is None else self._spent
 
     @property
     def finished(self) -> bool:
@@ -372,8 +379,8 @@ class JobInfo:
         }
         if self.max_attempts is not None:
             out["max_attempts"] = self.max_attempts
-        if self.attempts_spent is not None:
-            out["attempts_spent"] = self.attempts_spent
+        if self._spent is not None:
+            out["attempts_spent"] = self._spent
         if self.worker is not None:
             out["worker"] = self.worker
         if self.state == "completed":

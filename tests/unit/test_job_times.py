@@ -178,8 +178,9 @@ def test_status_counts_the_attempts_spent_not_runs_given_back_or_before_a_revive
     job, _ = q.submit("n", None, 0.0)
     q.assign("w", 1.0)
     info = job_info(job)
-    assert (info.attempt, info.attempts_spent) == (1, None)  # the same: left out
+    assert (info.attempt, info.attempts_spent) == (1, 1)  # the same: left out
     assert "attempts_spent" not in info.to_wire()
+    assert JobInfo.from_wire(info.to_wire()).attempts_spent == 1  # a client reads it back
     q.give_back("w", [(job.id, 1)], 2.0)  # an auto batch cut short, say
     q.assign("w", 3.0)
     info = job_info(job)
