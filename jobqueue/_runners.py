@@ -253,7 +253,7 @@ class HandlerRunner:
                 job.attempt,
                 progress_reporter=job._progress,
                 stopped=stopped,
-                attempts_spent=job.attempts_spent,
+                attempts_spent=job._spent,
                 last_attempt=job.last_attempt,
             )
             if not limiter.available_tokens:
@@ -303,7 +303,7 @@ class HandlerRunner:
                             job.name,
                             job.payload,
                             job.attempt,
-                            attempts_spent=job.attempts_spent,
+                            attempts_spent=job._spent,
                             last_attempt=job.last_attempt,
                         ),
                     )
