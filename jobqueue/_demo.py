@@ -98,12 +98,16 @@ class _Demo:
                 stats = await submitter.stats()
             return self._summary(results, stats)
         finally:
+            await self._kill_processes()
+
+    async def _kill_processes(self) -> None:
+        """Kill every process the demo started that still runs, and reap them all."""
+        for process in self.processes.values():
+            if process.returncode is None:
+                process.kill()
+        with trio.CancelScope(shield=True):
             for process in self.processes.values():
-                if process.returncode is None:
-                    process.kill()
-            with trio.CancelScope(shield=True):
-                for process in self.processes.values():
-                    await process.wait()
+                await process.wait()
 
     async def _start_workers(self, host: str, port: int, logdir: str) -> None:
         for index in range(1, self.n_workers + 1):
@@ -318,12 +322,7 @@ class _CrashDemo(_Demo):
                 stats = await waiter.stats()
             return self._crash_summary(results, stats)
         finally:
-            for process in self.processes.values():
-                if process.returncode is None:
-                    process.kill()
-            with trio.CancelScope(shield=True):
-                for process in self.processes.values():
-                    await process.wait()
+            await self._kill_processes()
 
     def _crash_summary(self, results: list[JobInfo], stats: Stats) -> bool:
         return self._report(
