@@ -116,7 +116,9 @@ def assigned_job(job: JobRecord, run: Run, lease_timeout: float) -> JobAssigned:
     It carries ``attempts_spent`` only when that is not ``attempt`` (a run
     given back or a revive before this one), as ``job_status`` does, so the
     handler can tell a retry from a give-back; and ``last_attempt`` only
-    when this run is the last its ``max_attempts`` allow.
+    when this run is the last its ``max_attempts`` allow (every run, with
+    ``max_attempts`` 1). Either sends the reply down the encoder's general
+    path; nearly every assignment has neither.
     """
     attempt, base = run.attempt, run.attempt_base
     if base or attempt >= job.options.max_attempts:
