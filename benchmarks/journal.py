@@ -16,7 +16,8 @@ Four measurements, each beside its target from issue 11:
 - journal bytes per job: the records a no-op job's life writes (submitted,
   assigned, completed, forgotten);
 - recovery: a process builds a journal of ``--recover`` pending jobs through
-  the real writer (compacting as it goes), notes its RSS, and dies with
+  the real writer (compacting as it goes; their payloads held as the server
+  holds a submitted one, as JSON text), notes its RSS, and dies with
   ``os._exit`` (no clean-up, as after SIGKILL); then ``jobqueue serve
   --journal`` is started on it and timed until it answers with every job;
   target <= 10 s (the server's CPU time is printed beside it: on a shared
@@ -55,6 +56,7 @@ from jobqueue import Client, ConnectionLost, QueueRules
 from jobqueue._events import Event
 from jobqueue._journal import encode_event, frame
 from jobqueue._journal_writer import Journal
+from jobqueue._json import stored_form
 from jobqueue._snapshot import capture, encode_snapshot
 from jobqueue._state import QueueState
 
@@ -160,7 +162,8 @@ def build(directory: str, count: int) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(journal.run)
             for index in range(count):
-                q.submit("noop", {"i": index}, trio.current_time())
+                # Stored as the server stores a submitted payload: its JSON text.
+                q.submit("noop", stored_form({"i": index}), trio.current_time())
                 if index % 5000 == 0:
                     await journal.wait_idle()
             await journal.wait_idle()
@@ -252,9 +255,9 @@ def size_after(passed: int, live: int = 1000) -> dict[str, Any]:
             nursery.start_soon(journal.run)
             now = 1.0
             for index in range(live):
-                q.submit("waiting", {"i": index}, now)
+                q.submit("waiting", stored_form({"i": index}), now)
             for index in range(passed):
-                job, _ = q.submit("noop", {"i": index}, now, queue="work")
+                job, _ = q.submit("noop", stored_form({"i": index}), now, queue="work")
                 q.assign(1, now, "worker-1", ["work"])
                 q.complete(job.id, 1, None, None, now)
                 if index % 200 == 0:
