@@ -136,6 +136,7 @@ async def test_the_last_allowed_run_is_marked_last_attempt(
             assert (again["attempt"], again["attempts_spent"]) == (2, 1)
             assert "last_attempt" not in again
         # That holder vanished: its run was spent, and the one run left is the last.
+        await stats_when(client, lambda stats: stats.jobs["pending"] == 2)  # close noticed
         async with raw_connection(tcp_queue) as worker:
             batch = await worker.request({"type": "request_job", "max": 2, "wait": 5})
             assert [(j["job_id"], j["attempt"], j.get("last_attempt")) for j in batch["jobs"]] == [
