@@ -1,7 +1,9 @@
 """Recovery at a server's start: a journal directory replayed, its last segment readied.
 
 Reading and checking the records is :func:`~jobqueue._journal.find_journal`'s,
-and rebuilding the queue from them :func:`~jobqueue._snapshot.replay`'s.
+rebuilding the queue from them :func:`~jobqueue._snapshot.replay`'s, and
+naming a record that does not replay
+:func:`~jobqueue._journal_examine.locate_damage`'s.
 :func:`recover` puts the two together for
 :meth:`Journal.open <jobqueue._journal_writer.Journal.open>`, and leaves the
 directory ready to append to: the leftovers of a compaction cut short
@@ -17,8 +19,9 @@ import os
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
-from ._journal import MAGIC, find_journal, segment_name
+from ._journal import MAGIC, JournalDamaged, find_journal, segment_name
 from ._journal_disk import fsync_directory
+from ._journal_examine import locate_damage
 from ._snapshot import replay
 
 if TYPE_CHECKING:
@@ -51,7 +54,9 @@ def recover(directory: str, state: QueueState, offset: float) -> Recovered:
     segment, flushed with the directory.
 
     Raises:
-        JournalError: damage before the end of the journal.
+        JournalDamaged: damage before the end of the journal: a record that
+            fails its checksum, or that does not replay (named by file and
+            offset, as ``jobqueue journal check`` names it).
         OSError: the directory cannot be read or written.
     """
     started = time.perf_counter()
@@ -64,7 +69,16 @@ def recover(directory: str, state: QueueState, offset: float) -> Recovered:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        replayed = replay(state, reading.records(), offset)
+        try:
+            replayed = replay(state, reading.records(), offset)
+        except JournalDamaged:
+            raise  # (a checksum that fails: named where it was found)
+        except Exception as exc:
+            # A record that does not replay: read again one by one, to name it.
+            damage = locate_damage(directory)
+            if damage is None:
+                raise  # not the journal's doing
+            raise damage from exc
         if collecting:
             # One pass now, before the server listens, takes the restored
             # jobs to the oldest generation. Left young, they would be walked

@@ -16,9 +16,17 @@ import trio
 import trio.testing
 
 from jobqueue import Client, serve_queue
-from jobqueue._events import Assigned, Event, Submitted
+from jobqueue._cli import main as cli_main
+from jobqueue._events import Assigned, Completed, Event, Submitted
 from jobqueue._job import JobRecord
-from jobqueue._journal import MAGIC, JournalError, encode_event, frame, segment_name
+from jobqueue._journal import (
+    MAGIC,
+    JournalDamaged,
+    JournalError,
+    encode_event,
+    frame,
+    segment_name,
+)
 from jobqueue._journal_writer import Journal
 from jobqueue._server import QueueService
 from jobqueue._state import QueueState
@@ -130,6 +138,36 @@ async def test_a_second_server_on_the_same_journal_is_refused(tmp_path: Path) ->
         assert (await queue.client.stats()).jobs["pending"] == 1
     # Released when the first one stops.
     async with open_test_queue(journal=str(tmp_path)) as queue:
+        assert (await queue.client.stats()).jobs["pending"] == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(encode_event(Completed("elsewhere-9", None, time.time())), id="unknown-job"),
+        # Checksums hold, a field does not: as a bug or a hand edit would leave it.
+        pytest.param(
+            b'["Submitted",0,"elsewhere-2","n",null,"two","default",0,5,null,null,1.0]',
+            id="text-seq",
+        ),
+    ],
+)
+async def test_a_record_that_does_not_replay_refuses_the_start_by_file_and_offset(
+    tmp_path: Path, bad: bytes
+) -> None:
+    first = encode_event(Submitted("elsewhere-1", "n", None, 1, "default", 0, 5, at=time.time()))
+    later = encode_event(Submitted("elsewhere-3", "n", None, 3, "default", 0, 5, at=time.time()))
+    segment = tmp_path / segment_name(1)
+    segment.write_bytes(MAGIC + frame(first) + frame(bad) + frame(later))
+    with pytest.raises(JournalDamaged) as info:
+        await serve_queue(0, journal=str(tmp_path))
+    assert (info.value.path, info.value.offset) == (str(segment), len(MAGIC) + len(frame(first)))
+    assert "a record that does not replay" in str(info.value)
+    assert f"jobqueue journal repair {tmp_path}" in str(info.value)
+    # What the refusal says to do works: the record before the damage is kept.
+    assert cli_main(["journal", "repair", str(tmp_path)]) == 0
+    async with open_test_queue(journal=str(tmp_path)) as queue:
+        assert (await queue.client.status("elsewhere-1")).state == "pending"
         assert (await queue.client.stats()).jobs["pending"] == 1
 
 
