@@ -46,11 +46,14 @@ TOO_MANY_CONNECTIONS: Final = "too_many_connections"
 HANDSHAKE_TIMEOUT: Final = "handshake_timeout"
 UNAUTHORIZED: Final = "unauthorized"
 IDLE_TIMEOUT: Final = "idle_timeout"
+#: The server met an error it did not expect (a bug) while serving the
+#: connection: it logged it and closed that connection, and only that one.
+INTERNAL_ERROR: Final = "internal_error"
 
 #: The codes after which the server closes the connection itself: the
 #: connection is then as unusable as a lost one.
 FAREWELL_CODES: Final = frozenset(
-    {IDLE_TIMEOUT, HANDSHAKE_TIMEOUT, UNAUTHORIZED, TOO_MANY_CONNECTIONS}
+    {IDLE_TIMEOUT, HANDSHAKE_TIMEOUT, UNAUTHORIZED, TOO_MANY_CONNECTIONS, INTERNAL_ERROR}
 )
 
 #: The codes that tell a worker its lease on a job is gone: whatever it was

@@ -29,6 +29,7 @@ from ._coordinator import Coordinator
 from ._errors import (
     HANDSHAKE_TIMEOUT,
     IDLE_TIMEOUT,
+    INTERNAL_ERROR,
     TOO_MANY_CONNECTIONS,
     UNAUTHORIZED,
     ProtocolError,
@@ -202,7 +203,7 @@ class QueueService:
         self._refused = 0
         self._ssl_context = config.ssl_context
         self._guard = _Guard(
-            token.encode() if token is not None else None,
+            _token_bytes(token) if token is not None else None,
             config.handshake_timeout,
             config.idle_timeout,
         )
@@ -368,6 +369,21 @@ class QueueService:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             # The coordinator is shutting down.
             log.debug("connection %d from %s broke: %r", conn.id, peer_name, exc)
+        except Exception:
+            # A bug met while serving one peer costs that peer's connection,
+            # never the server and the others (the queue's state is the
+            # coordinator's, which this task only sends commands to).
+            log.exception(
+                "connection %d from %s: unexpected error; closing it", conn.id, peer_name
+            )
+            await _farewell(
+                stream,
+                ErrorReply(
+                    INTERNAL_ERROR,
+                    "the server met an unexpected error serving this connection and closed "
+                    "it; the server's log has the details",
+                ),
+            )
         finally:
             self._open_connections -= 1
             if self._refused:
@@ -401,7 +417,18 @@ class _Guard:
             return True
         # Constant time: how long the refusal takes says nothing about how
         # much of the token was right.
-        return hello.token is not None and hmac.compare_digest(hello.token.encode(), self.token)
+        return hello.token is not None and hmac.compare_digest(
+            _token_bytes(hello.token), self.token
+        )
+
+
+def _token_bytes(token: str) -> bytes:
+    """``token`` as bytes to compare, whatever it holds.
+
+    JSON can carry a lone surrogate (an escaped half of a pair), which a
+    plain ``encode()`` refuses: "surrogatepass" encodes it as well.
+    """
+    return token.encode("utf-8", "surrogatepass")
 
 
 class _ConnectionHandler:

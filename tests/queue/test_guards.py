@@ -245,6 +245,8 @@ async def test_over_tcp_the_idle_farewell_tells_the_client_to_resend(
         ({"type": "hello"}, "wrong or missing token"),
         ({"type": "hello", "token": "wrong"}, "wrong or missing token"),
         ({"type": "hello", "token": TOKEN[:-1]}, "wrong or missing token"),
+        # A lone surrogate (JSON's "\udcff"), which UTF-8 cannot encode.
+        ({"type": "hello", "token": "\udcff"}, "wrong or missing token"),
     ],
 )
 async def test_without_the_token_nothing_but_hello_is_answered(
@@ -301,6 +303,29 @@ async def test_the_token_is_compared_in_constant_time(
                 pass  # pragma: no cover
         assert refused.value.code == "unauthorized"
     assert compared == [(TOKEN.encode(), TOKEN.encode()), (b"nope", TOKEN.encode())]
+
+
+async def test_an_unexpected_error_on_one_connection_closes_only_that_one(
+    autojump_clock: trio.testing.MockClock,
+    raw_connection: RawOpener,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(a: bytes, b: bytes) -> bool:
+        raise RuntimeError("a bug in the server")
+
+    async with open_memory_queue(token=TOKEN) as queue, raw_connection(queue) as peer:
+        # Stands in for any bug met while serving a peer: the token check raises.
+        monkeypatch.setattr(hmac, "compare_digest", broken)
+        await peer.send({"type": "hello", "token": TOKEN})
+        reply = await closed_with(peer, "internal_error")
+        assert "the server's log has the details" in reply["message"]
+        # The server and its other connections go on.
+        job_id = await queue.client.submit("echo")
+        assert (await queue.client.status(job_id)).state == "pending"
+    (logged,) = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert logged.levelno == logging.ERROR
+    assert "RuntimeError: a bug in the server" in caplog.text  # with its traceback
 
 
 async def test_a_worker_with_the_wrong_token_gets_no_jobs_and_says_why(
