@@ -147,7 +147,8 @@ async def serve_http(
 
     Error handling: a connection that breaks, times out or sends something
     that is not HTTP ends alone (logged at debug level); an exception from
-    ``handler`` propagates, as it is a bug.
+    ``handler`` (a bug) is logged with its traceback and answered with a 500
+    that closes the connection: it never ends the listener.
     """
     server = _Server(handler, limits, log)
     await trio.serve_listeners(server.handle, listeners, task_status=task_status)
@@ -186,6 +187,8 @@ class _Server:
             await self._serve(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._log.debug("HTTP connection broke: %r", exc)
+        except Exception:  # a bug after a response began (a stream): this connection only
+            self._log.exception("HTTP connection: unexpected error; closing it")
         finally:
             self._open -= 1
             await trio.aclose_forcefully(stream)
@@ -227,7 +230,13 @@ class _Server:
             await _linger(stream)
             return False
         request = _request(event, body)
-        response = await self._handler(request)
+        try:
+            response = await self._handler(request)
+        except Exception:
+            # A bug met on one request costs that request and its connection,
+            # never the listener or the server it belongs to.
+            self._log.exception("HTTP %s %s: unexpected error", request.method, request.path)
+            response = Response(500, b"internal server error (see the server's log)\n", close=True)
         head = request.method == "HEAD"
         if response.stream is not None and not head:
             return response  # its head goes with its first write

@@ -290,5 +290,12 @@ def _buckets(out: list[str], name: str, labels: str, histogram: Histogram) -> No
 
 
 def _label(value: str) -> str:
-    """A label value escaped as the format asks (backslash, quote, newline)."""
+    """A label value escaped as the format asks (backslash, quote, newline).
+
+    A lone surrogate (half of a pair, which JSON's escapes can send in a
+    name) has no UTF-8 form: it is written as its escape, so that the page
+    can be encoded.
+    """
+    if not value.isascii():
+        value = value.encode("utf-8", "backslashreplace").decode()
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

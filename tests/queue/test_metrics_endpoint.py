@@ -193,6 +193,34 @@ async def test_refusals(request_bytes: bytes, status: bytes) -> None:
         assert head.startswith(b"HTTP/1.1 200")
 
 
+async def test_a_queue_named_with_a_lone_surrogate_is_rendered_escaped() -> None:
+    async with metered_queue() as (queue, address), open_raw_connection(queue) as peer:
+        # JSON can carry half a surrogate pair, which has no UTF-8 form.
+        await peer.send_line(b'{"type":"submit_job","name":"n","queue":"q\\udcff"}')
+        assert (await peer.read_reply())["type"] == "job_submitted"
+        head, body = await scrape(address)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert value(samples(body), "jobqueue_jobs", queue="q\\udcff", state="pending") == 1
+
+
+async def test_a_failing_page_is_a_500_and_the_endpoint_serves_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(snapshot: Any) -> str:
+        raise RuntimeError("a bug in the page")
+
+    async with metered_queue() as (queue, address):
+        with monkeypatch.context() as patch:
+            patch.setattr(_metrics_http, "render", broken)
+            head, _ = await scrape(address)
+        assert head.startswith(b"HTTP/1.1 500")
+        assert "RuntimeError: a bug in the page" in caplog.text
+        # Neither the endpoint nor the queue stopped.
+        head, _ = await scrape(address)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await queue.client.submit("after", None)
+
+
 async def keep_submitting(client: Client, count: int) -> None:
     """Submit ``count`` jobs one after another; each must be answered."""
     for i in range(count):
