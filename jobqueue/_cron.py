@@ -32,8 +32,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-#: Shortest period ``every`` accepts, in seconds.
+#: Shortest and longest period ``every`` accepts, in seconds (the longest:
+#: ten years, so every firing is a date that can be written).
 MIN_EVERY = 1.0
+MAX_EVERY = 10 * 366 * 86400.0
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -234,6 +236,10 @@ class Every:
     def __attrs_post_init__(self) -> None:
         if not (math.isfinite(self.seconds) and self.seconds >= MIN_EVERY):
             raise ValueError(f"every must be at least {MIN_EVERY:g} second, not {self.seconds}")
+        if self.seconds > MAX_EVERY:
+            raise ValueError(
+                f"every must be at most {MAX_EVERY:.0f} seconds (ten years), not {self.seconds:g}"
+            )
 
     def next_after(self, moment: float) -> float:
         """The first multiple of the period strictly after ``moment``."""

@@ -462,13 +462,27 @@ def segment_name(number: int) -> str:
 
 
 def segments(directory: str) -> list[tuple[int, str]]:
-    """The segments in ``directory`` as ``(number, path)``, oldest first."""
+    """The segments in ``directory`` as ``(number, path)``, oldest first.
+
+    Raises:
+        JournalError: a segment's name on something that is not a regular
+            file (a directory, a pipe, a device), which reading would fail
+            on or wait on forever.
+    """
     found = []
     for name in os.listdir(directory):
         match = _SEGMENT.match(name)
         if match:
-            found.append((int(match.group(1)), os.path.join(directory, name)))
+            path = os.path.join(directory, name)
+            if not os.path.isfile(path):
+                raise JournalError(f"journal {directory}: {name} is not a regular file")
+            found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def is_compaction_leftover(name: str) -> bool:
+    """Whether ``name`` is a snapshot segment a compaction was writing (never renamed, unused)."""
+    return name.endswith(".tmp") and _SEGMENT.match(name[: -len(".tmp")]) is not None
 
 
 @attrs.define
@@ -587,7 +601,7 @@ def id_prefix_of(events: Iterable[Event]) -> str | None:
     and the store's fast path for fresh ids keeps working.
     """
     for event in events:
-        if isinstance(event, Submitted):
+        if isinstance(event, Submitted) and type(event.job_id) is str:
             tail = str(event.seq)
             if event.job_id.endswith(tail):
                 return event.job_id[: -len(tail)]

@@ -26,7 +26,7 @@ def check(args: argparse.Namespace) -> int:
     directory = args.directory
     lock = _locked(directory)
     try:
-        found = examine(directory)
+        found = _examined(directory)
     finally:
         os.close(lock)
     damaged = False
@@ -60,7 +60,7 @@ def repair(args: argparse.Namespace) -> int:
     directory = args.directory
     lock = _locked(directory)
     try:
-        found = examine(directory)
+        found = _examined(directory)
         first = next((i for i, s in enumerate(found) if s.damage is not None), None)
         torn = found[-1] if found and found[-1].torn and first is None else None
         if first is None and torn is None:
@@ -111,6 +111,15 @@ def _cut(segment: Segment, offset: int, aside: str) -> None:
 def _move(path: str, aside: str) -> None:
     os.rename(path, os.path.join(aside, os.path.basename(path)))
     print(f"moved {path} aside")
+
+
+def _examined(directory: str) -> list[Segment]:
+    try:
+        return examine(directory)
+    except JournalError as exc:
+        raise JobQueueError(str(exc)) from None
+    except OSError as exc:
+        raise JobQueueError(f"cannot read journal {directory}: {exc}") from None
 
 
 def _locked(directory: str) -> int:

@@ -15,6 +15,7 @@ import json
 
 import attrs
 
+from ._events import Submitted
 from ._job import InvalidTransition
 from ._journal import (
     HEADER_BYTES,
@@ -22,8 +23,9 @@ from ._journal import (
     JournalDamaged,
     JournalError,
     decode_event,
+    find_journal,
+    id_prefix_of,
     scan,
-    segments,
 )
 from ._snapshot import is_snapshot, replay
 from ._state import QueueState
@@ -54,36 +56,40 @@ class Segment:
 
 
 def examine(directory: str) -> list[Segment]:
-    """Check every segment of ``directory``: checksums, then a replay of the live ones.
+    """Check the segments of ``directory`` a server would replay: checksums, then a replay.
 
-    The first damage found (a failed checksum, a torn record in a segment
-    that is not the last, or a record that does not replay) is recorded on
-    its segment; the segments after it are not replayed.
+    The segments are the ones a server starts from (see
+    :func:`~jobqueue._journal.find_journal`): those before the last that
+    starts with a snapshot are listed as obsolete, counted but not judged,
+    since a server removes them unread. The first damage found among the
+    others (a failed checksum, a torn record in a segment that is not the
+    last, or a record that does not replay) is recorded on its segment; the
+    segments after it are not replayed.
     """
+    reading = find_journal(directory)
     found = []
-    start = 0
-    for index, (_, path) in enumerate(segments(directory)):
+    for path in reading.obsolete:
+        with open(path, "rb") as file:
+            data = file.read()
+        found.append(Segment(path, len(data), _readable(data, path), obsolete=True))
+    live = []
+    for _, path in reading.live:
         with open(path, "rb") as file:
             data = file.read()
         segment = Segment(path, len(data))
-        found.append(segment)
+        live.append(segment)
         try:
             result = scan(data, path)
         except JournalDamaged as exc:
             segment.damage = (exc.offset, str(exc).split(": ", 2)[-1].split(";")[0])
-            if exc.offset >= len(MAGIC):
-                segment.records = len(scan(data[: exc.offset], path).payloads)
+            segment.records = _readable(data, path)
             continue
         segment.records = len(result.payloads)
         # Zeros alone after the last record are prepared space, not a torn record.
         segment.torn = result.torn if result.torn > result.spare else 0
         segment.snapshot = bool(result.payloads) and is_snapshot(result.payloads[0])
-        if segment.snapshot:
-            start = index
-    for segment in found[:start]:
-        segment.obsolete = True
+    found += live
     state = QueueState()
-    live = found[start:]
     for position, segment in enumerate(live):
         if segment.damage is not None:
             return found
@@ -105,21 +111,46 @@ def examine(directory: str) -> list[Segment]:
     return found
 
 
+def _readable(data: bytes, path: str) -> int:
+    """How many records of a segment's ``data`` come before any damage."""
+    try:
+        return len(scan(data, path).payloads)
+    except JournalDamaged as exc:
+        return len(scan(data[: exc.offset], path).payloads) if exc.offset >= len(MAGIC) else 0
+
+
 def _first_unreplayable(state: QueueState, payloads: list[bytes]) -> tuple[int, str] | None:
+    """The index of the first record that does not replay into ``state``, and why.
+
+    Any exception counts (a journal written by this version replays without
+    one): the server names the record only if this finds it, so a failure
+    of its bulk replay that this does not reproduce is still raised as it is.
+    """
     first = 0
     if payloads and is_snapshot(payloads[0]):
         try:
             count = int(json.loads(payloads[0])["jobs"])
             replay(state, payloads[: count + 1], 0.0)
-        except (JournalError, ValueError, KeyError, TypeError, InvalidTransition) as exc:
-            return 0, f"a snapshot that does not restore: {exc}"
+        except Exception as exc:
+            return 0, f"a snapshot that does not restore: {_reason(exc)}"
         first = count + 1
     for index in range(first, len(payloads)):
         try:
-            state.apply(decode_event(payloads[index]))
-        except (ValueError, KeyError, TypeError, InvalidTransition) as exc:
-            return index, f"a record that does not replay: {exc}"
+            event = decode_event(payloads[index])
+            if not state.id_prefix and isinstance(event, Submitted):
+                # As replay takes it: from the first Submitted (ids go on from it).
+                state.id_prefix = id_prefix_of([event]) or ""
+            state.apply(event)
+        except Exception as exc:
+            return index, f"a record that does not replay: {_reason(exc)}"
     return None
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong, in words: our own errors say it; others are named by their type."""
+    if isinstance(exc, (ValueError, JournalError, InvalidTransition, KeyError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _offset_of(payloads: list[bytes], index: int) -> int:

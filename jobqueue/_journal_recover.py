@@ -19,7 +19,7 @@ import os
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
-from ._journal import MAGIC, JournalDamaged, find_journal, segment_name
+from ._journal import MAGIC, JournalDamaged, find_journal, is_compaction_leftover, segment_name
 from ._journal_disk import fsync_directory
 from ._journal_examine import locate_damage
 from ._snapshot import replay
@@ -61,7 +61,7 @@ def recover(directory: str, state: QueueState, offset: float) -> Recovered:
     """
     started = time.perf_counter()
     for name in os.listdir(directory):
-        if name.endswith(".tmp"):  # a compaction cut short: never renamed, never used
+        if is_compaction_leftover(name):  # a compaction cut short: never renamed, never used
             os.unlink(os.path.join(directory, name))
     reading = find_journal(directory)
     # Replay makes a million objects and no garbage cycles: the collector

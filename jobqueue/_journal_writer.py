@@ -199,6 +199,8 @@ class Journal:
                 or cannot be read or written.
         """
         self._offset = time.time() - now
+        if os.path.lexists(self.directory) and not os.path.isdir(self.directory):
+            raise JournalError(f"cannot use journal {self.directory}: it is not a directory")
         try:
             os.makedirs(self.directory, exist_ok=True)
             self._lock_fd = lock_directory(self.directory)

@@ -181,8 +181,15 @@ class QueueModel(JobStore):
         # While every id is id_prefix + seq, a seq never used before makes an
         # id never used before: no need to look through every generation.
         fresh = regular and not self._foreign_ids and event.seq >= self._next_seq
-        if not fresh and self._lookup(event.job_id) is not None:
-            raise InvalidTransition(f"job {event.job_id!r} already exists")
+        if not fresh:
+            # (Only a journal written elsewhere, or edited, holds other types.)
+            if type(event.job_id) is not str or not event.job_id or type(event.seq) is not int:
+                raise InvalidTransition(
+                    f"a job's id must be text and its seq an integer, "
+                    f"not {event.job_id!r} and {event.seq!r}"
+                )
+            if self._lookup(event.job_id) is not None:
+                raise InvalidTransition(f"job {event.job_id!r} already exists")
         self._foreign_ids = self._foreign_ids or not regular
         # Every job of a kind shares one name string, instead of one decoded
         # per submit, and jobs submitted with the same queue, priority and

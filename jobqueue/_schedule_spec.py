@@ -51,9 +51,30 @@ class Schedule:
     trigger: Trigger = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        # Types first: a schedule can come from a journal written elsewhere
+        # (or edited), where no request's checks ran.
+        for field, value in (("name", self.name), ("job", self.job), ("tz", self.tz)):
+            if type(value) is not str:
+                raise ValueError(f"a schedule's {field} must be a string, not {value!r}")
+        if type(self.queue) is not str or not self.queue:
+            raise ValueError(f"a schedule's queue must be a non-empty string, not {self.queue!r}")
+        if type(self.priority) is not int:
+            raise ValueError(f"a schedule's priority must be an integer, not {self.priority!r}")
+        if self.max_attempts is not None and (
+            type(self.max_attempts) is not int or self.max_attempts < 1
+        ):
+            raise ValueError(
+                f"a schedule's max_attempts must be a positive integer, not {self.max_attempts!r}"
+            )
+        if self.cron is not None and type(self.cron) is not str:
+            raise ValueError(f"a schedule's cron must be a string, not {self.cron!r}")
+        if self.every is not None and type(self.every) not in (int, float):
+            raise ValueError(f"a schedule's every must be a number, not {self.every!r}")
         if not self.name or not self.job:
             raise ValueError("a schedule needs a name and a job name")
-        if (self.every is None) == (self.cron is None):
+        if self.every is None and self.cron is None:
+            raise ValueError(f"schedule {self.name!r} needs either every or cron")
+        if self.every is not None and self.cron is not None:
             raise ValueError(f"schedule {self.name!r} needs either every or cron, not both")
         if self.every is not None:
             if self.tz != "UTC":

@@ -373,9 +373,7 @@ class QueueService:
             # A bug met while serving one peer costs that peer's connection,
             # never the server and the others (the queue's state is the
             # coordinator's, which this task only sends commands to).
-            log.exception(
-                "connection %d from %s: unexpected error; closing it", conn.id, peer_name
-            )
+            log.exception("connection %d from %s: unexpected error; closing it", conn.id, peer_name)
             await _farewell(
                 stream,
                 ErrorReply(

@@ -44,6 +44,7 @@ from ._job import (
     OPTION_FIELDS,
     PENDING,
     RUN_FIELDS,
+    RUNNING,
     SCHEDULED,
     JobOptions,
     JobRecord,
@@ -501,6 +502,10 @@ def _restore(
     leases = state._leases
     for job_id in header["leases"]:
         leases[job_id] = None
+    # Each running job holds a lease and each lease a running job: replay's
+    # end gives every run back through them (see Journal.start).
+    if leases.keys() != state._by_state[RUNNING].keys():
+        raise JournalError("the journal's snapshot's leases do not match its running jobs")
     # Schedules are few: rebuilt through the events that made them, so the
     # book's derived fields (next firing, earliest due) are computed as usual.
     for record in header.get("schedules", ()):
@@ -555,6 +560,8 @@ def restore_job(state: QueueState, job: JobRecord) -> None:
     if job.state in FINISHED:
         state._finish(job)
         return
+    if job.run is None or job.run.worker is None:
+        raise JournalError(f"the journal's snapshot has running job {job.id!r} without its run")
     state._jobs[job.id] = job
     state._by_state[job.state][job.id] = None  # (running: the only state left here)
     state._counts_of(job.queue)[job.state] += 1

@@ -141,6 +141,14 @@ async def test_a_second_server_on_the_same_journal_is_refused(tmp_path: Path) ->
         assert (await queue.client.stats()).jobs["pending"] == 1
 
 
+async def test_a_journal_path_that_is_not_a_directory_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a-file"
+    path.write_text("not a journal")
+    with pytest.raises(JournalError, match=f"cannot use journal {path}: it is not a directory"):
+        await serve_queue(0, journal=str(path))
+    assert path.read_text() == "not a journal"
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -9,10 +9,19 @@ from pathlib import Path
 import pytest
 
 from jobqueue._cli import main
-from jobqueue._events import Completed, Event
-from jobqueue._journal import MAGIC, encode_event, frame, read_journal, segment_name
+from jobqueue._events import Completed, Event, ScheduleAdded
+from jobqueue._journal import (
+    MAGIC,
+    JournalDamaged,
+    JournalError,
+    encode_event,
+    frame,
+    read_journal,
+    segment_name,
+)
 from jobqueue._journal_disk import lock_directory
-from jobqueue._snapshot import replay
+from jobqueue._journal_recover import recover
+from jobqueue._snapshot import capture, encode_snapshot, replay
 from jobqueue._state import QueueState
 from tests.unit import journal_support as support
 
@@ -134,3 +143,128 @@ def test_a_journal_in_use_is_not_touched(
             assert "in use by another server" in capsys.readouterr().err
     finally:
         os.close(held)
+
+
+def test_an_obsolete_segment_is_not_judged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A segment a later snapshot replaces is removed unread at start, damaged or not."""
+    events = events_of(6, 120)
+    (old,) = write(tmp_path, events)
+    damaged = bytearray(old)
+    damaged[len(MAGIC) + 20] ^= 0x10
+    (tmp_path / segment_name(1)).write_bytes(bytes(damaged))
+    snapshot = MAGIC + b"".join(frame(p) for p in encode_snapshot(capture(state_from(events))))
+    (tmp_path / segment_name(2)).write_bytes(snapshot)
+    status, out = run(capsys, "journal", "check", str(tmp_path))
+    assert (status, "DAMAGED" in out) == (0, False), out
+    assert "obsolete" in out
+    assert run(capsys, "journal", "repair", str(tmp_path)) == (
+        0,
+        f"journal {tmp_path} is clean; nothing to repair\n",
+    )
+    assert (tmp_path / segment_name(2)).read_bytes() == snapshot
+    q = support.new_state()
+    recover(str(tmp_path), q, 0.0)
+    assert support.view(q) == support.view(state_from(events))
+
+
+def _submitted(job_id: bytes = b'"p-1"', at: bytes = b"1.0") -> bytes:
+    return b'["Submitted",0,' + job_id + b',"n",null,1,"default",0,3,null,null,' + at + b"]"
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (_submitted(at=b"9" * 400), "OverflowError: int too large to convert to float"),
+        (_submitted(job_id=b"null"), "a job's id must be text and its seq an integer"),
+        (
+            encode_event(
+                ScheduleAdded("s", "j", None, 60.0, None, "UTC", "default", "x", None, 1e9)  # type: ignore[arg-type]
+            ),
+            "a schedule's priority must be an integer",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, "RecursionError: "),
+    ],
+    ids=["huge-time", "null-id", "text-priority", "deep"],
+)
+def test_whatever_a_record_fails_with_it_is_named_as_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: bytes, why: str
+) -> None:
+    events = events_of(7, 60)
+    good = [encode_event(e) for e in events]
+    segment = tmp_path / segment_name(1)
+    segment.write_bytes(MAGIC + b"".join(frame(p) for p in [*good, bad, *good[:1]]))
+    offset = len(MAGIC) + sum(len(frame(p)) for p in good)
+    status, out = run(capsys, "journal", "check", str(tmp_path))
+    assert status == 1
+    assert f"at byte {offset}: a record that does not replay: {why}" in out
+    # A server's start refuses, naming the same record.
+    with pytest.raises(JournalDamaged) as info:
+        recover(str(tmp_path), support.new_state(), 0.0)
+    assert (info.value.path, info.value.offset) == (str(segment), offset)
+
+
+@pytest.mark.parametrize("tamper", ["no-lease", "lease-of-a-pending-job", "running-without-run"])
+def test_a_snapshot_whose_running_jobs_do_not_add_up_is_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tamper: str
+) -> None:
+    q = support.new_state()
+    running, _ = q.submit("n", None, 1.0)
+    waiting, _ = q.submit("n", None, 1.0)
+    assert q.assign("w", 2.0) is not None
+    header, *jobs = encode_snapshot(capture(q))
+    leases = f'"leases":["{running.id}"]'.encode()
+    assert leases in header
+    if tamper == "no-lease":
+        header = header.replace(leases, b'"leases":[]')
+    elif tamper == "lease-of-a-pending-job":
+        header = header.replace(leases, f'"leases":["{running.id}","{waiting.id}"]'.encode())
+    else:  # the running job's record cut before its run's fields: no worker, no lease
+        jobs = [j.partition(b',1,"w",')[0] + b"]" if b'"running"' in j else j for j in jobs]
+    segment = tmp_path / segment_name(1)
+    segment.write_bytes(MAGIC + b"".join(frame(p) for p in [header, *jobs]))
+    status, out = run(capsys, "journal", "check", str(tmp_path))
+    assert status == 1
+    assert f"at byte {len(MAGIC)}: a snapshot that does not restore" in out
+    with pytest.raises(JournalDamaged) as info:
+        recover(str(tmp_path), support.new_state(), 0.0)
+    assert (info.value.path, info.value.offset) == (str(segment), len(MAGIC))
+
+
+def test_a_first_submit_without_an_id_is_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first submit also gives the journal's id prefix: found before the prefix is."""
+    segment = tmp_path / segment_name(1)
+    segment.write_bytes(MAGIC + frame(_submitted(job_id=b"null")))
+    status, out = run(capsys, "journal", "check", str(tmp_path))
+    assert status == 1
+    assert f"at byte {len(MAGIC)}: a record that does not replay: a job's id must be" in out
+    with pytest.raises(JournalDamaged) as info:
+        recover(str(tmp_path), support.new_state(), 0.0)
+    assert (info.value.path, info.value.offset) == (str(segment), len(MAGIC))
+
+
+def test_a_segment_that_is_not_a_file_is_refused_not_waited_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path, events_of(8, 20))
+    os.mkfifo(tmp_path / segment_name(2))  # reading it would wait for a writer forever
+    for action in ("check", "repair"):
+        assert main(["journal", action, str(tmp_path)]) == 1
+        assert f"{segment_name(2)} is not a regular file" in capsys.readouterr().err
+    with pytest.raises(JournalError, match="is not a regular file"):
+        recover(str(tmp_path), support.new_state(), 0.0)
+
+
+def test_start_removes_a_compaction_s_leftover_and_nothing_else(tmp_path: Path) -> None:
+    (data,) = write(tmp_path, events_of(9, 20))
+    leftover = tmp_path / f"{segment_name(2)}.tmp"
+    leftover.write_bytes(data[:100])
+    others = [tmp_path / "notes.tmp", tmp_path / "x.tmp"]
+    others[0].write_text("mine")
+    others[1].mkdir()
+    recover(str(tmp_path), support.new_state(), 0.0)
+    assert not leftover.exists()
+    assert all(other.exists() for other in others)

@@ -152,6 +152,13 @@ def test_a_firing_with_no_room_is_skipped_not_retried() -> None:
         ({"every": 60, "cron": "* * * * *"}, "either every or cron"),
         ({"every": 60, "tz": "Europe/Paris"}, "tz applies to cron"),
         ({"every": 0.1}, "at least 1 second"),
+        ({"every": 1e300}, "at most 316224000 seconds"),
+        # Types, as a journal written elsewhere (or edited) could hold them.
+        ({"every": 60, "priority": "x"}, "priority must be an integer"),
+        ({"every": 60, "max_attempts": 0}, "max_attempts must be a positive integer"),
+        ({"cron": "* * * * *", "tz": 5}, "tz must be a string"),
+        ({"every": "60"}, "every must be a number"),
+        ({"every": 60, "queue": ""}, "queue must be a non-empty string"),
         ({"cron": "61 * * * *"}, "61 is not from 0 to 59"),
         ({"cron": "* * * * *", "tz": "Nowhere/Else"}, "unknown time zone"),
     ],
