@@ -8,6 +8,7 @@ Real processes, so real time; each wait is bounded.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -66,6 +67,14 @@ def spin(job):
 @in_process
 def attempts(job):
     return [job.attempt, job.attempts_spent, job.last_attempt]
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise ZeroDivisionError("no text today")
+
+@in_process
+def unprintable(job):
+    raise Unprintable
 
 @in_process
 def spin_forever(job):
@@ -214,6 +223,26 @@ async def test_a_process_is_reused_then_recycled_after_max_jobs(handlers: Module
     assert third == fourth
     assert third != first
     assert os.getpid() not in pids["pid"] + pids["recycled"]
+
+
+@needs_extra
+async def test_an_exception_whose_str_raises_fails_its_job_not_the_worker(
+    handlers: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")  # the traceback is expected
+    async with open_test_queue() as queue:
+        await queue.start_worker({"unprintable": handlers.unprintable, "pid": handlers.pid})
+        with trio.fail_after(30):
+            job_id = await queue.client.submit("unprintable", max_attempts=1)
+            failed = await queue.client.wait(job_id)
+            # The worker, and its pool, run the next job.
+            after = await queue.client.wait(await queue.client.submit("pid"))
+    assert failed.state == "failed"
+    assert failed.error == {
+        "type": "Unprintable",
+        "message": "<exception str() failed: ZeroDivisionError: no text today>",
+    }
+    assert after.state == "completed"
 
 
 @needs_extra

@@ -1,0 +1,73 @@
+"""Handlers that fail in awkward ways fail their job, never the worker that runs it.
+
+A worker is shared by every job it takes: whatever one handler raises, the
+job must end as that handler's failure, reported and logged, and the worker
+must go on to the next job. Otherwise the job ends as a lost worker, and
+with retries it takes down each worker that picks it up in turn.
+
+Each test runs a second job on the same worker after the awkward one, which
+only a living worker can run. In-memory queues, real time (blocking handlers
+run in real threads); every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+
+from jobqueue import Job, JobInfo
+from jobqueue.testing import RunningQueue, open_memory_queue
+
+
+class Unprintable(Exception):
+    """An exception whose text cannot be built: its ``__str__`` raises."""
+
+    def __str__(self) -> str:
+        raise ZeroDivisionError("no text today")
+
+
+def fine(job: Job) -> str:
+    return "still here"
+
+
+def handler_kinds(raising: Callable[[Job], Any]) -> list[Any]:
+    """``raising`` as a blocking handler, and as an async one."""
+
+    async def async_raising(job: Job) -> Any:
+        return raising(job)
+
+    return [pytest.param(raising, id="def"), pytest.param(async_raising, id="async")]
+
+
+async def fail_then_run_another(
+    queue: RunningQueue, handler: Callable[[Job], Any]
+) -> tuple[JobInfo, JobInfo]:
+    """Run ``handler``'s job (one attempt), then a plain one; both as they ended."""
+    await queue.start_worker({"awkward": handler, "fine": fine})
+    with trio.fail_after(10):
+        awkward = await queue.client.wait(await queue.client.submit("awkward", max_attempts=1))
+        after = await queue.client.wait(await queue.client.submit("fine"))
+    return awkward, after
+
+
+def raise_unprintable(job: Job) -> None:
+    raise Unprintable
+
+
+@pytest.mark.parametrize("handler", handler_kinds(raise_unprintable))
+async def test_an_exception_whose_str_raises_fails_its_job_and_says_so(
+    handler: Callable[[Job], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")  # the traceback is expected
+    async with open_memory_queue() as queue:
+        awkward, after = await fail_then_run_another(queue, handler)
+    assert awkward.state == "failed"
+    assert awkward.error == {
+        "type": "Unprintable",
+        "message": "<exception str() failed: ZeroDivisionError: no text today>",
+    }
+    assert (after.state, after.result) == ("completed", "still here")
