@@ -43,6 +43,7 @@ LEASE = 0.5
 
 HANDLERS = """\
 import os
+import sys
 import time
 
 from jobqueue import in_process
@@ -75,6 +76,14 @@ class Unprintable(Exception):
 @in_process
 def unprintable(job):
     raise Unprintable
+
+@in_process
+def exits(job):
+    sys.exit(5)
+
+@in_process
+def interrupts(job):
+    raise KeyboardInterrupt
 
 @in_process
 def spin_forever(job):
@@ -242,6 +251,30 @@ async def test_an_exception_whose_str_raises_fails_its_job_not_the_worker(
         "type": "Unprintable",
         "message": "<exception str() failed: ZeroDivisionError: no text today>",
     }
+    assert after.state == "completed"
+
+
+@needs_extra
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("exits", {"type": "SystemExit", "message": "5"}),
+        # The process ignores SIGINT: this one is the handler's own.
+        ("interrupts", {"type": "KeyboardInterrupt", "message": ""}),
+    ],
+    ids=["exits", "interrupts"],
+)
+async def test_a_process_handlers_exit_or_interrupt_fails_its_job_not_the_worker(
+    handlers: ModuleType, caplog: pytest.LogCaptureFixture, name: str, error: dict[str, str]
+) -> None:
+    caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")  # the traceback is expected
+    async with open_test_queue() as queue:
+        await queue.start_worker({name: getattr(handlers, name), "pid": handlers.pid})
+        with trio.fail_after(30):
+            failed = await queue.client.wait(await queue.client.submit(name, max_attempts=1))
+            after = await queue.client.wait(await queue.client.submit("pid"))
+    assert failed.state == "failed"
+    assert failed.error == error
     assert after.state == "completed"
 
 

@@ -13,7 +13,8 @@ run in real threads); every wait is bounded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -71,3 +72,77 @@ async def test_an_exception_whose_str_raises_fails_its_job_and_says_so(
         "message": "<exception str() failed: ZeroDivisionError: no text today>",
     }
     assert (after.state, after.result) == ("completed", "still here")
+
+
+def exit_five(job: Job) -> None:
+    sys.exit(5)
+
+
+@pytest.mark.parametrize("handler", handler_kinds(exit_five))
+async def test_a_handlers_sys_exit_fails_its_job_and_is_logged(
+    handler: Callable[[Job], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="jobqueue.worker")
+    async with open_memory_queue() as queue:
+        awkward, after = await fail_then_run_another(queue, handler)
+    assert awkward.state == "failed"
+    assert awkward.error == {"type": "SystemExit", "message": "5"}
+    assert (after.state, after.result) == ("completed", "still here")
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"job {awkward.job_id} (awkward) failed: its handler raised SystemExit"
+    )
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], SystemExit)
+
+
+def interrupt(job: Job) -> None:
+    raise KeyboardInterrupt
+
+
+async def test_a_blocking_handlers_keyboard_interrupt_fails_its_job(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Ctrl-C interrupts the main thread only: this one is the handler's own.
+    caplog.set_level(logging.ERROR, logger="jobqueue.worker")
+    async with open_memory_queue() as queue:
+        awkward, after = await fail_then_run_another(queue, interrupt)
+    assert awkward.state == "failed"
+    assert awkward.error == {"type": "KeyboardInterrupt", "message": ""}
+    assert (after.state, after.result) == ("completed", "still here")
+    (record,) = caplog.records
+    assert "its handler raised KeyboardInterrupt" in record.getMessage()
+
+
+def only_interrupts(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``KeyboardInterrupt``, alone or in (nested) groups."""
+    inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
+    if inner:
+        return all(only_interrupts(e) for e in inner)
+    return isinstance(exc, KeyboardInterrupt)
+
+
+async def test_an_async_handlers_keyboard_interrupt_stops_the_worker_naming_the_job(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # On the worker's own thread it may be Ctrl-C, which must stop the worker.
+    caplog.set_level(logging.ERROR, logger="jobqueue.worker")
+
+    async def interrupted(job: Job) -> None:
+        interrupt(job)
+
+    async with open_memory_queue() as queue:
+        worker = queue.worker({"interrupted": interrupted})
+        job_id = await queue.client.submit("interrupted")
+        try:
+            with trio.fail_after(10):
+                await worker.run()
+        except BaseException as exc:  # the interrupt, inside the nurseries' groups
+            stopped = exc
+        else:
+            pytest.fail("the worker ran on")
+    assert only_interrupts(stopped)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"job {job_id} (interrupted) was ended by KeyboardInterrupt; the worker stops"
+    )
