@@ -581,6 +581,7 @@ class _Engine:
                     self._abandon(job, reply)
                 else:
                     error = ValueError(f"the server refused the result: {reply.message}")
+                    self._result_failed(job, error)
                     refused.append((job, Outcome(error=error)))
             if asked is not None and not isinstance(replies[-1], RequestError):
                 fetched = replies[-1]
@@ -638,10 +639,9 @@ class _Engine:
                     encode(message.to_wire())
                 except (TypeError, ValueError) as exc:
                     job = reports[index][0]
-                    reports[index] = (
-                        job,
-                        Outcome(error=TypeError(f"handler result is not JSON: {exc}")),
-                    )
+                    error = TypeError(f"handler result is not JSON: {exc}")
+                    self._result_failed(job, error)
+                    reports[index] = (job, Outcome(error=error))
             return await self._send(reports, fetch, beside)
         except (ConnectionLost, trio.Cancelled) as exc:
             # Lost or overdue, the report may never have been applied. (A
@@ -653,6 +653,15 @@ class _Engine:
         finally:
             if not beside:
                 keeper.replied()
+
+    def _result_failed(self, job: Job, error: Exception) -> None:
+        """Log that ``job``, logged as completed, fails for its result after all.
+
+        The result is encoded only in its report, well after the handler
+        returned and the completion was logged: encoding it there too, to
+        know sooner, would cost every job a second encoding.
+        """
+        log.error("job %s (%s) failed: %s", job.id, job.name, error, extra=self._fields(job))
 
     def _count(self, outcome: Outcome, sign: int) -> None:
         if outcome.error is None:

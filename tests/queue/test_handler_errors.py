@@ -3,7 +3,8 @@
 A worker is shared by every job it takes: whatever one handler raises, the
 job must end as that handler's failure, reported and logged, and the worker
 must go on to the next job. Otherwise the job ends as a lost worker, and
-with retries it takes down each worker that picks it up in turn.
+with retries it takes down each worker that picks it up in turn. A result
+that cannot be reported fails its job too, and the worker's log says so.
 
 Each test runs a second job on the same worker after the awkward one, which
 only a living worker can run. In-memory queues, real time (blocking handlers
@@ -13,6 +14,7 @@ run in real threads); every wait is bounded.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +23,7 @@ import pytest
 import trio
 
 from jobqueue import Job, JobInfo
+from jobqueue._limits import MAX_LINE_BYTES
 from jobqueue.testing import RunningQueue, open_memory_queue
 
 
@@ -145,4 +148,33 @@ async def test_an_async_handlers_keyboard_interrupt_stops_the_worker_naming_the_
     (record,) = caplog.records
     assert record.getMessage() == (
         f"job {job_id} (interrupted) was ended by KeyboardInterrupt; the worker stops"
+    )
+
+
+@pytest.mark.parametrize(
+    ("result", "reason"),
+    [
+        pytest.param({1, 2}, "handler result is not JSON: ", id="set"),
+        pytest.param(math.nan, "handler result is not JSON: ", id="nan"),
+        pytest.param("x" * MAX_LINE_BYTES, "the server refused the result: ", id="too-large"),
+    ],
+)
+async def test_a_result_that_cannot_be_reported_is_logged_as_the_jobs_failure(
+    caplog: pytest.LogCaptureFixture, result: Any, reason: str
+) -> None:
+    caplog.set_level(logging.ERROR, logger="jobqueue.worker")
+
+    async def returns(job: Job) -> Any:
+        return result
+
+    async with open_memory_queue() as queue:
+        awkward, after = await fail_then_run_another(queue, returns)
+    assert awkward.state == "failed"
+    assert awkward.error is not None
+    assert awkward.error["message"].startswith(reason)
+    assert (after.state, after.result) == ("completed", "still here")
+    # (The "completed" line came first, at INFO: the result is encoded only in its report.)
+    (record,) = caplog.records
+    assert (
+        record.getMessage() == f"job {awkward.job_id} (awkward) failed: {awkward.error['message']}"
     )
