@@ -38,6 +38,7 @@ from ._logformat import write_info
 from ._prefetch import AUTO_BUDGET, AutoPrefetch, fetch_request, job_requests
 from ._replies import JobAssigned, JobCancelledNotice, JobsAssigned, Ok, Reply, Welcome
 from ._requests import Hello, JobComplete, JobFailed, Progress, ReleaseJob, Request, RequestJob
+from ._runners import HandlerInterrupt
 from ._worker_statistics import WorkerStatistics
 
 if TYPE_CHECKING:
@@ -53,6 +54,14 @@ _RETURNED_NONE = Outcome()
 
 #: A job the slot ran, and how the run ended.
 _Ran = tuple[Job, Outcome]
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is trio's cancellation, alone or grouped (a handler's nursery)."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
+    return bool(inner) and all(_only_cancelled(e) for e in inner)
 
 
 def round_seconds(seconds: float) -> float:
@@ -414,11 +423,15 @@ class _Engine:
         Returns:
             The handler's result or exception. A handler that outlives its
             stop (it caught the cancel) ends with what it returned or raised.
+            The handler's ``SystemExit``, and a thread's or process's
+            ``KeyboardInterrupt`` (never Ctrl-C's), end here as failures.
 
         Raises:
             trio.Cancelled: the handler was stopped; its outcome is already
                 in :attr:`_ran` (see :meth:`_stopped_outcome`). Or the
                 connection is ending.
+            KeyboardInterrupt: from an async handler, where it may be
+                Ctrl-C: it stops the worker, logged with the job it ended.
         """
         handler = self.worker.handlers.get(job.name)
         if handler is None:
@@ -437,12 +450,36 @@ class _Engine:
         try:
             # An async handler as it is; a def in a thread or a process.
             result = await self.worker._runner.resolve(handler)(job)
+        except (SystemExit, HandlerInterrupt) as exc:
+            # The handler's own sys.exit() or KeyboardInterrupt: its job's
+            # failure, not the end of a worker that other jobs share.
+            raised = exc.interrupt if isinstance(exc, HandlerInterrupt) else exc
+            log.error(
+                "job %s (%s) failed: its handler raised %s",
+                job.id,
+                job.name,
+                type(raised).__name__,
+                exc_info=raised,
+                extra=self._fields(job, started),
+            )
+            return Outcome(error=raised)
         except Exception as exc:
             log.exception("job %s (%s) failed", job.id, job.name, extra=self._fields(job, started))
             return Outcome(error=exc)
-        except BaseException:
+        except BaseException as exc:
             if scope.cancel_called:  # stopped: serve's scope catches the cancel
                 self._ran.append((job, self._stopped_outcome(job, started)))
+            elif not _only_cancelled(exc):
+                # A KeyboardInterrupt in an async handler may be Ctrl-C, so
+                # it stops the worker, but not without naming the job.
+                log.error(
+                    "job %s (%s) was ended by %s; the worker stops",
+                    job.id,
+                    job.name,
+                    type(exc).__name__,
+                    exc_info=exc,
+                    extra=self._fields(job, started),
+                )
             raise
         finally:
             keeper.stop()
@@ -544,6 +581,7 @@ class _Engine:
                     self._abandon(job, reply)
                 else:
                     error = ValueError(f"the server refused the result: {reply.message}")
+                    self._result_failed(job, error)
                     refused.append((job, Outcome(error=error)))
             if asked is not None and not isinstance(replies[-1], RequestError):
                 fetched = replies[-1]
@@ -601,10 +639,9 @@ class _Engine:
                     encode(message.to_wire())
                 except (TypeError, ValueError) as exc:
                     job = reports[index][0]
-                    reports[index] = (
-                        job,
-                        Outcome(error=TypeError(f"handler result is not JSON: {exc}")),
-                    )
+                    error = TypeError(f"handler result is not JSON: {exc}")
+                    self._result_failed(job, error)
+                    reports[index] = (job, Outcome(error=error))
             return await self._send(reports, fetch, beside)
         except (ConnectionLost, trio.Cancelled) as exc:
             # Lost or overdue, the report may never have been applied. (A
@@ -616,6 +653,15 @@ class _Engine:
         finally:
             if not beside:
                 keeper.replied()
+
+    def _result_failed(self, job: Job, error: Exception) -> None:
+        """Log that ``job``, logged as completed, fails for its result after all.
+
+        The result is encoded only in its report, well after the handler
+        returned and the completion was logged: encoding it there too, to
+        know sooner, would cost every job a second encoding.
+        """
+        log.error("job %s (%s) failed: %s", job.id, job.name, error, extra=self._fields(job))
 
     def _count(self, outcome: Outcome, sign: int) -> None:
         if outcome.error is None:

@@ -7,6 +7,7 @@ the ``job_complete`` or ``job_failed`` that reports it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -211,6 +212,22 @@ build_job = builder(
 )
 
 
+def error_text(error: BaseException) -> str:
+    """``str(error)``, or a stand-in saying why it could not be built.
+
+    A handler's exception class is the handler's code: its ``__str__`` may
+    raise. That must fail the job, not the worker reporting it, so such an
+    error reads as the traceback module words it, with what went wrong.
+    """
+    try:
+        return str(error)
+    except Exception as exc:
+        why = type(exc).__name__
+        with contextlib.suppress(Exception):
+            why = f"{why}: {exc}"
+        return f"<exception str() failed: {why}>"
+
+
 def report_for(
     job: Job, outcome: Outcome, fetch: RequestJob | None = None
 ) -> JobComplete | JobFailed:
@@ -222,4 +239,5 @@ def report_for(
     error = outcome.error
     if error is None:  # (the worker's one report a job: built without attrs' __init__)
         return build_report(job.id, job.attempt, outcome.result, fetch, None)
-    return JobFailed(job.id, type(error).__name__, str(error)[:MAX_ERROR_CHARS], job.attempt, fetch)
+    text = error_text(error)[:MAX_ERROR_CHARS]
+    return JobFailed(job.id, type(error).__name__, text, job.attempt, fetch)

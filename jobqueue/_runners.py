@@ -34,7 +34,7 @@ import trio
 
 from ._handler import AsyncHandler, Handler, Job
 
-__all__ = ["PROCESSES_EXTRA_HINT", "HandlerRunner", "in_process"]
+__all__ = ["PROCESSES_EXTRA_HINT", "HandlerInterrupt", "HandlerRunner", "in_process"]
 
 log = logging.getLogger("jobqueue.worker")
 
@@ -147,6 +147,32 @@ class _RetireAfter:
         return self.done >= self.max_jobs
 
 
+class HandlerInterrupt(Exception):
+    """A ``KeyboardInterrupt`` a thread or process handler raised itself, carried as an error.
+
+    Ctrl-C interrupts only the main thread, and a handler process ignores
+    SIGINT (trio-parallel sees to that), so a ``KeyboardInterrupt`` out of a
+    thread or process handler is the handler's own doing. Carried as an
+    ``Exception``, it fails that job (the engine reports ``interrupt``)
+    instead of stopping a worker that other jobs share.
+
+    Attributes:
+        interrupt: What the handler raised.
+    """
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__(interrupt)
+        self.interrupt = interrupt
+
+
+def _run_handler(handler: Handler, job: Job) -> Any:
+    """In a handler's thread or process: ``handler(job)``, its interrupt carried out."""
+    try:
+        return handler(job)
+    except KeyboardInterrupt as exc:
+        raise HandlerInterrupt(exc) from None
+
+
 def _run_pickled(data: bytes) -> Any:
     """In the child process: unpickle ``(handler, job)`` and run it."""
     try:
@@ -156,7 +182,7 @@ def _run_pickled(data: bytes) -> Any:
             f"the process could not unpickle the handler or its job "
             f"(is the handler importable by name?): {type(exc).__name__}: {exc}"
         ) from None
-    return handler(job)
+    return _run_handler(handler, job)
 
 
 @attrs.define(eq=False)
@@ -266,7 +292,7 @@ class HandlerRunner:
                 )
             try:
                 result = await trio.to_thread.run_sync(
-                    handler, threaded, abandon_on_cancel=True, limiter=limiter
+                    _run_handler, handler, threaded, abandon_on_cancel=True, limiter=limiter
                 )
             except trio.Cancelled:
                 # The outcome is decided now; the thread runs on, abandoned,

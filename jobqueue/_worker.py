@@ -213,7 +213,12 @@ class Worker:
         Error handling:
             A lost or refused connection is logged and retried with
             exponential backoff until the worker drains. A handler's
-            exception fails that job and is logged; it never stops the worker.
+            exception fails that job and is logged; it never stops the
+            worker. Nor does a handler's ``SystemExit`` (``sys.exit()``),
+            or a ``KeyboardInterrupt`` raised in a thread or process
+            handler: each fails its job. One in an ``async def`` handler
+            may be Ctrl-C, so it stops the worker, after a log line naming
+            the job.
         """
         all_connected = trio.Event()
         remaining = self.concurrency

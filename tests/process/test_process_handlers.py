@@ -8,6 +8,7 @@ Real processes, so real time; each wait is bounded.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ LEASE = 0.5
 
 HANDLERS = """\
 import os
+import sys
 import time
 
 from jobqueue import in_process
@@ -66,6 +68,22 @@ def spin(job):
 @in_process
 def attempts(job):
     return [job.attempt, job.attempts_spent, job.last_attempt]
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise ZeroDivisionError("no text today")
+
+@in_process
+def unprintable(job):
+    raise Unprintable
+
+@in_process
+def exits(job):
+    sys.exit(5)
+
+@in_process
+def interrupts(job):
+    raise KeyboardInterrupt
 
 @in_process
 def spin_forever(job):
@@ -214,6 +232,50 @@ async def test_a_process_is_reused_then_recycled_after_max_jobs(handlers: Module
     assert third == fourth
     assert third != first
     assert os.getpid() not in pids["pid"] + pids["recycled"]
+
+
+@needs_extra
+async def test_an_exception_whose_str_raises_fails_its_job_not_the_worker(
+    handlers: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")  # the traceback is expected
+    async with open_test_queue() as queue:
+        await queue.start_worker({"unprintable": handlers.unprintable, "pid": handlers.pid})
+        with trio.fail_after(30):
+            job_id = await queue.client.submit("unprintable", max_attempts=1)
+            failed = await queue.client.wait(job_id)
+            # The worker, and its pool, run the next job.
+            after = await queue.client.wait(await queue.client.submit("pid"))
+    assert failed.state == "failed"
+    assert failed.error == {
+        "type": "Unprintable",
+        "message": "<exception str() failed: ZeroDivisionError: no text today>",
+    }
+    assert after.state == "completed"
+
+
+@needs_extra
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("exits", {"type": "SystemExit", "message": "5"}),
+        # The process ignores SIGINT: this one is the handler's own.
+        ("interrupts", {"type": "KeyboardInterrupt", "message": ""}),
+    ],
+    ids=["exits", "interrupts"],
+)
+async def test_a_process_handlers_exit_or_interrupt_fails_its_job_not_the_worker(
+    handlers: ModuleType, caplog: pytest.LogCaptureFixture, name: str, error: dict[str, str]
+) -> None:
+    caplog.set_level(logging.CRITICAL, logger="jobqueue.worker")  # the traceback is expected
+    async with open_test_queue() as queue:
+        await queue.start_worker({name: getattr(handlers, name), "pid": handlers.pid})
+        with trio.fail_after(30):
+            failed = await queue.client.wait(await queue.client.submit(name, max_attempts=1))
+            after = await queue.client.wait(await queue.client.submit("pid"))
+    assert failed.state == "failed"
+    assert failed.error == error
+    assert after.state == "completed"
 
 
 @needs_extra
