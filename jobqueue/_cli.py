@@ -39,14 +39,15 @@ from ._cli_options import parse_address as parse_address
 from ._cli_schedule import add_serve_options, serve_schedules
 from ._cli_schedule import register as register_schedule_commands
 from ._cli_worker import DEFAULT_DRAIN_TIMEOUT, run_worker
+from ._codec import encode_request
 from ._config import OptionError, QueueRules, ServerConfig
 from ._errors import JobQueueError, ProtocolError
 from ._job_text import describe
 from ._json import decode_value
-from ._limits import JOB_STATES, MAX_FETCH
+from ._limits import JOB_STATES, MAX_BATCH, MAX_FETCH, MAX_LINE_BYTES
 from ._logformat import add_log_format_option, configure_logging
 from ._replies import JobInfo, JobList, Stats
-from ._requests import SubmitJob
+from ._requests import SubmitJob, SubmitJobs
 from ._routing import waiting_lines, warn_if_unserved
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
@@ -198,7 +199,12 @@ def _parser() -> argparse.ArgumentParser:
         help="job payload: JSON, @FILE to read it from FILE, or - to read standard input",
     )
     submit.add_argument(
-        "--count", type=positive_int, default=1, metavar="N", help="how many jobs to submit"
+        "--count",
+        type=_count,
+        default=1,
+        metavar="N",
+        help=f"how many jobs to submit, at most {MAX_COUNT:,}; sent in batches the server "
+        "accepts, so a refused batch leaves the ones before it submitted",
     )
     submit.add_argument(
         "--wait",
@@ -433,34 +439,52 @@ def _submit(args: argparse.Namespace) -> int:
         where = "" if text is args.payload else f" {args.payload}"
         raise UsageError(f"--payload{where} is not valid JSON: {exc.message}") from None
 
-    jobs = []
-    for index in range(1, args.count + 1):
+    def job(index: int) -> dict[str, Any]:
         job: dict[str, Any] = {"name": args.name, "payload": payload}
         job.update(queue=args.queue, priority=args.priority, delay=args.delay)
         if args.key is not None:
             job["key"] = args.key if args.count == 1 else f"{args.key}-{index}"
         if args.max_attempts is not None:
             job["max_attempts"] = args.max_attempts
-        jobs.append(job)
+        return job
+
+    # The jobs differ only in their keys, and the last has the longest.
+    largest = job(args.count)
     try:
         # Checked here, by the server's rules, before connecting: a bad option
         # is a usage error even when no server is running.
-        SubmitJob.from_wire({**jobs[0], "type": "submit"})
+        SubmitJob.from_wire({**largest, "type": "submit"})
     except ProtocolError as exc:
         raise UsageError(f"bad job: {exc.message}") from None
+    size = _batch_size(largest)
 
     async def run() -> int:
         async with _client(args) as client:
-            job_ids = await client.submit_many(jobs)
-            await warn_if_unserved(client, args.name)
+            job_ids: list[str] = []
+            for start in range(1, args.count + 1, size):
+                indexes = range(start, min(start + size, args.count + 1))
+                try:
+                    batch = await client.submit_many([job(index) for index in indexes])
+                except JobQueueError as exc:
+                    if not job_ids:
+                        raise
+                    raise JobQueueError(
+                        f"{exc} ({len(job_ids)} of {args.count} jobs were submitted before "
+                        "that; their ids are printed above)"
+                    ) from exc
+                if not job_ids:
+                    await warn_if_unserved(client, args.name)
+                job_ids += batch
+                # As each batch is accepted: whatever stops the command
+                # later (a refused batch, Ctrl-C, --timeout), the ids are out.
+                # With --wait, standard output keeps one JSON line per job.
+                for job_id in batch:
+                    if args.wait:
+                        print(f"submitted {job_id}", file=sys.stderr, flush=True)
+                    else:
+                        print(job_id, flush=True)
             if not args.wait:
-                for job_id in job_ids:
-                    print(job_id)
                 return 0
-            # Before the wait: whoever stops it (Ctrl-C, --timeout) still
-            # has the ids. Standard output keeps one JSON line per job.
-            for job_id in job_ids:
-                print(f"submitted {job_id}", file=sys.stderr, flush=True)
             failures = 0
             done = 0
             with trio.move_on_after(math.inf if args.timeout is None else args.timeout):
@@ -488,6 +512,33 @@ def _submit(args: argparse.Namespace) -> int:
 
 #: ``submit --wait``'s exit status when ``--timeout`` ran out (1: a job failed).
 TIMED_OUT = 3
+
+#: Most jobs one ``submit --count`` may ask for. It goes in requests of at
+#: most ``MAX_BATCH`` jobs each, but keeps every id to print or wait for.
+MAX_COUNT = 1_000_000
+
+
+def _batch_size(largest: dict[str, Any]) -> int:
+    """How many jobs no larger than ``largest`` one ``submit_jobs`` request may carry.
+
+    The server takes at most ``MAX_BATCH`` jobs a request, and a request
+    line of at most ``MAX_LINE_BYTES``: jobs with a large payload fit fewer
+    to a line, though each fits alone (``SubmitJob`` checked its payload).
+    """
+    one, two = (
+        len(encode_request(SubmitJobs.from_wire({"type": "submit_jobs", "jobs": [largest] * n})))
+        for n in (1, 2)
+    )
+    each = two - one  # one more job, and its comma
+    # A line of n jobs is one - 1 + (n - 1) * each bytes, without its newline.
+    return max(1, min(MAX_BATCH, 1 + (MAX_LINE_BYTES + 1 - one) // each))
+
+
+def _count(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT}, not {value}")
+    return value
 
 
 def _payload_text(spec: str) -> str:
