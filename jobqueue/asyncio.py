@@ -92,9 +92,10 @@ class _Connection(asyncio.BufferedProtocol):
                 ),
                 timeout,
             )
-        except (OSError, asyncio.TimeoutError) as exc:
-            # (asyncio's TimeoutError is not the builtin one before 3.11.)
-            why = exc if isinstance(exc, OSError) else TimeoutError()
+        except (OSError, UnicodeError, asyncio.TimeoutError) as exc:
+            # (asyncio's TimeoutError is not the builtin one before 3.11.
+            # UnicodeError: a host name that IDNA refuses.)
+            why = exc if isinstance(exc, (OSError, UnicodeError)) else TimeoutError()
             handshake = isinstance(exc, ssl.SSLError)
             raise core.cannot_connect(address, why, timeout, handshake=handshake) from exc
         try:
