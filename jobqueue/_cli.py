@@ -28,6 +28,7 @@ from ._cli_options import (
     add_record_options,
     add_token,
     connect_options,
+    host_option,
     port_number,
     positive_float,
     positive_int,
@@ -41,7 +42,7 @@ from ._cli_schedule import register as register_schedule_commands
 from ._cli_worker import DEFAULT_DRAIN_TIMEOUT, run_worker
 from ._codec import encode_request
 from ._config import OptionError, QueueRules, ServerConfig
-from ._errors import JobQueueError, ProtocolError
+from ._errors import JobQueueError, ProtocolError, reason
 from ._job_text import describe
 from ._json import decode_value
 from ._limits import JOB_STATES, MAX_BATCH, MAX_FETCH, MAX_LINE_BYTES
@@ -125,7 +126,10 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = command("serve", "run the queue server")
     serve.add_argument(
-        "--host", default="127.0.0.1", help="address to bind; the default serves this machine only"
+        "--host",
+        type=host_option,
+        default="127.0.0.1",
+        help="address to bind; the default serves this machine only",
     )
     serve.add_argument(
         "--port", type=port_number, default=DEFAULT_PORT, help="TCP port; 0 picks a free one"
@@ -372,6 +376,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise JobQueueError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from exc
+    except UnicodeError as exc:
+        # A name --host let through (the stdlib's IDNA takes it) that trio's
+        # stricter IDNA 2008 refuses: "☃.example".
+        raise JobQueueError(f"cannot listen on {args.host}:{args.port}: {reason(exc)}") from exc
     return 0  # stopped by SIGTERM (or a test's stub returned)
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, NoReturn
 import attrs
 
 from ._config import OptionError
+from ._errors import reason
 from ._limits import MAX_FETCH
 
 #: The port a server listens on, and ``--connect HOST`` reaches, unless told.
@@ -238,7 +239,8 @@ def parse_address(
         listen: An address to listen on, where port 0 (any free port) is allowed.
 
     Raises:
-        UsageError: if it is not of that shape.
+        UsageError: if it is not of that shape, or names a host no lookup
+            would take (:func:`host_problem`).
     """
     if ":" not in text or (text.startswith("[") and text.endswith("]")):
         host, port_text = text, str(default_port)
@@ -250,4 +252,30 @@ def parse_address(
         raise UsageError(
             f"bad {what} {text!r}: expected HOST:PORT or HOST, e.g. 127.0.0.1:{default_port}"
         )
+    problem = host_problem(host)
+    if problem is not None:
+        raise UsageError(f"bad {what} {text!r}: {problem}")
     return host, int(port_text)
+
+
+def host_problem(host: str) -> str | None:
+    """Why no lookup of ``host`` would even be tried, or ``None`` if one would.
+
+    Every lookup (the stdlib's, trio's, asyncio's) first encodes the name
+    with IDNA, which refuses a label that is empty ("a..b") or longer than
+    63 characters. Caught on the command line, it is a usage error before
+    anything starts, where a worker would otherwise retry it for ever.
+    """
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        return reason(exc)
+    return None
+
+
+def host_option(text: str) -> str:
+    """``serve --host``: an address or host name to bind."""
+    problem = host_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} is {problem}")
+    return text

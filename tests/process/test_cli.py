@@ -214,6 +214,42 @@ def test_good_addresses_parse(text: str, expected: tuple[str, int]) -> None:
     assert _cli.parse_address(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("a" * 64 + ":80", "not a valid host name (label too long)"),
+        ("a..b:80", "not a valid host name (label empty or too long)"),
+        ("a..b", "not a valid host name (label empty or too long)"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command", [["submit", "sleep"], ["stats"], ["worker"], ["dashboard"], ["schedule", "list"]]
+)
+def test_a_host_no_lookup_would_take_is_one_line_error(
+    command: list[str], address: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Was UnicodeError from the IDNA codec, or for a worker endless retries.
+    assert _cli.main([*command, "--connect", address]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_one_line_error(captured.err, f"bad address {address!r}: {why}")
+
+
+def test_a_listen_or_bind_host_no_lookup_would_take_is_one_line_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _cli.main(["dashboard", "--listen", "a..b:80"]) == 2
+    assert_one_line_error(
+        capsys.readouterr().err,
+        "bad --listen 'a..b:80': not a valid host name (label empty or too long)",
+    )
+    assert _cli.main(["serve", "--host", "a" * 64]) == 2
+    assert_one_line_error(
+        capsys.readouterr().err,
+        f"argument --host: {'a' * 64!r} is not a valid host name (label too long)",
+    )
+
+
 # -- no server listening -------------------------------------------------------
 
 
@@ -952,6 +988,15 @@ def test_serve_on_an_unknown_host_is_one_line_error() -> None:
     result = run_cli_sync("serve", "--host", "no-such-host.invalid", "--port", "0")
     assert result.returncode == 1
     assert_one_line_error(result.stderr, "cannot listen on no-such-host.invalid:0")
+
+
+def test_serve_on_a_host_name_only_trio_refuses_is_one_line_error() -> None:
+    # The stdlib's IDNA 2003 takes a snowman; trio's IDNA 2008 does not.
+    result = run_cli_sync("serve", "--host", "\N{SNOWMAN}.example", "--port", "0")
+    assert result.returncode == 1
+    assert_one_line_error(
+        result.stderr, "cannot listen on \N{SNOWMAN}.example:0: not a valid host name (Codepoint"
+    )
 
 
 @pytest.mark.parametrize(
