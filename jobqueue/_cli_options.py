@@ -239,13 +239,18 @@ def parse_address(
         listen: An address to listen on, where port 0 (any free port) is allowed.
 
     Raises:
-        UsageError: if it is not of that shape, or names a host no lookup
-            would take (:func:`host_problem`).
+        UsageError: if it is not of that shape, is an IPv6 address without
+            brackets, or names a host no lookup would take (:func:`host_problem`).
     """
     if ":" not in text or (text.startswith("[") and text.endswith("]")):
         host, port_text = text, str(default_port)
     else:
         host, _, port_text = text.rpartition(":")
+    if ":" in host and not host.startswith("["):
+        # "::1" would split into host ":" and port 1.
+        raise UsageError(
+            f"bad {what} {text!r}: an IPv6 address goes in brackets, e.g. [::1]:{default_port}"
+        )
     host = host.strip("[]")
     lowest = 0 if listen else 1
     if not host or not port_text.isdigit() or not lowest <= int(port_text) < 65536:

@@ -220,6 +220,9 @@ def test_good_addresses_parse(text: str, expected: tuple[str, int]) -> None:
         ("a" * 64 + ":80", "not a valid host name (label too long)"),
         ("a..b:80", "not a valid host name (label empty or too long)"),
         ("a..b", "not a valid host name (label empty or too long)"),
+        # Was host ":" and port 1.
+        ("::1", "an IPv6 address goes in brackets, e.g. [::1]:8080"),
+        ("fe80::1:9000", "an IPv6 address goes in brackets, e.g. [::1]:8080"),
     ],
 )
 @pytest.mark.parametrize(
