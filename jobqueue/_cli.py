@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import math
 import os
 import ssl
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command: Callable[[argparse.Namespace], int] = args.command
     try:
-        return command(args)
+        with _escaping_output():
+            return command(args)
     except UsageError as exc:
         print(f"jobqueue: {exc}", file=sys.stderr)
         return 2
@@ -90,6 +92,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _only_interrupts(exc):
             return 130
         raise
+
+
+@contextmanager
+def _escaping_output() -> Iterator[None]:
+    r"""Write what standard output and error cannot encode as backslash escapes.
+
+    Text from the queue may hold a lone surrogate (a payload, result, error
+    or name sent with a ``"\ud800"`` escape decodes to one), which no
+    encoding can write: ``status``, ``list`` and the others would crash in
+    ``print``. Text that encodes is written as it was. (``--json`` output
+    is all ASCII, escapes included.)
+    """
+    streams = [s for s in (sys.stdout, sys.stderr) if isinstance(s, io.TextIOWrapper)]
+    errors = [stream.errors for stream in streams]
+    for stream in streams:
+        stream.reconfigure(errors="backslashreplace")
+    try:
+        yield
+    finally:
+        # main() may run in-process (tests, embedding): leave the streams as found.
+        for stream, before in zip(streams, errors, strict=True):
+            with suppress(ValueError):  # closed meanwhile
+                stream.reconfigure(errors=before)
 
 
 def _only_interrupts(exc: BaseException) -> bool:
