@@ -173,4 +173,13 @@ def _print(info: ScheduleInfo, as_json: bool) -> None:
 
 
 def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, timezone.utc).isoformat().replace("+00:00", "Z")
+    """``moment`` (Unix seconds) as an ISO date in UTC, or as the number past year 9999.
+
+    A schedule's next firing may lie beyond what ``datetime`` can show (a
+    huge ``every``): it is printed as its number of seconds rather than
+    failing the whole ``schedule list``.
+    """
+    try:
+        return datetime.fromtimestamp(moment, timezone.utc).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return f"{moment!r}s after the epoch"

@@ -6,9 +6,13 @@ import json
 import subprocess
 from pathlib import Path
 
-from jobqueue import Client
+import pytest
+
+from jobqueue import Client, _cli_schedule
 from jobqueue._cli import _parser
 from jobqueue._cli_schedule import serve_schedules
+from jobqueue._schedule_spec import Schedule
+from jobqueue._schedule_wire import ScheduleInfo
 from tests.helpers import run_cli, serving
 
 
@@ -66,3 +70,23 @@ def test_serve_schedule_options(tmp_path: Path) -> None:
         ("tick", "report", 60.0, None, "UTC", None),
         ("nightly", "cleanup", None, "0 3 * * 1-5", "Europe/Paris", None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("moment", "shown"),
+    [
+        (1e300, "1e+300s after the epoch"),  # was OverflowError: timestamp out of range
+        (3e11, "300000000000.0s after the epoch"),  # was ValueError: year 11476 is out of range
+        (3600.0, "1970-01-01T01:00:00Z"),
+    ],
+)
+def test_a_fire_time_past_any_date_prints_as_a_number(
+    moment: float, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A server may hold such a time (an every of 1e300 was accepted): schedule
+    # list and add print it rather than failing on every listing.
+    info = ScheduleInfo(Schedule("far", "report", None, every=60), moment, moment)
+    _cli_schedule._print(info, as_json=False)
+    assert capsys.readouterr().out == (
+        f"far  every 60s  -> report  queue=default  next={shown}  last={shown}\n"
+    )
