@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -26,10 +25,12 @@ from ._cli_options import (
     Parser,
     UsageError,
     add_connect,
+    add_payload,
     add_record_options,
     add_token,
     connect_options,
     host_option,
+    payload_option,
     port_number,
     positive_float,
     positive_int,
@@ -45,7 +46,6 @@ from ._codec import encode_request
 from ._config import OptionError, QueueRules, ServerConfig
 from ._errors import JobQueueError, ProtocolError, reason
 from ._job_text import describe
-from ._json import decode_value
 from ._limits import JOB_STATES, MAX_BATCH, MAX_FETCH, MAX_LINE_BYTES
 from ._logformat import add_log_format_option, configure_logging
 from ._replies import JobInfo, JobList, Stats
@@ -221,12 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     submit = command("submit", "submit jobs and print their ids")
     add_connect(submit)
     submit.add_argument("name", metavar="NAME", help="handler name, e.g. sleep")
-    submit.add_argument(
-        "--payload",
-        default="null",
-        metavar="JSON",
-        help="job payload: JSON, @FILE to read it from FILE, or - to read standard input",
-    )
+    add_payload(submit, "job payload")
     submit.add_argument(
         "--count",
         type=_count,
@@ -464,13 +459,7 @@ def _submit(args: argparse.Namespace) -> int:
     connect_options(args)  # a bad address is a usage error before anything else
     if args.timeout is not None and not args.wait:
         raise UsageError("--timeout needs --wait: without it, submit does not wait")
-    text = _payload_text(args.payload)
-    try:
-        # The server's own rules: no NaN/Infinity, no 1e999, bounded nesting.
-        payload = decode_value(text)
-    except ProtocolError as exc:
-        where = "" if text is args.payload else f" {args.payload}"
-        raise UsageError(f"--payload{where} is not valid JSON: {exc.message}") from None
+    payload = payload_option(args.payload)
 
     def job(index: int) -> dict[str, Any]:
         job: dict[str, Any] = {"name": args.name, "payload": payload}
@@ -572,32 +561,6 @@ def _count(text: str) -> int:
     if value > MAX_COUNT:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT}, not {value}")
     return value
-
-
-def _payload_text(spec: str) -> str:
-    """``--payload``'s JSON: ``spec`` itself, or read from ``@FILE`` or ``-`` (standard input).
-
-    A payload may take up to 1 MiB - 16 KiB, but one command-line argument
-    is limited to 128 KiB on Linux: a larger payload has to come from a file
-    or a pipe. (No JSON text starts with ``@`` or is ``-`` alone.)
-
-    Raises:
-        UsageError: the file cannot be read, or is not UTF-8.
-    """
-    if spec == "-":
-        read: Callable[[], bytes] = sys.stdin.buffer.read
-    elif spec.startswith("@"):
-        read = Path(spec[1:]).read_bytes
-    else:
-        return spec
-    try:
-        data = read()
-    except OSError as exc:
-        raise UsageError(f"cannot read --payload {spec}: {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"--payload {spec} is not UTF-8 (byte {exc.start})") from None
 
 
 def _status(args: argparse.Namespace) -> int:
