@@ -327,7 +327,11 @@ def _add_demo_command(command: Callable[[str, str], argparse.ArgumentParser]) ->
     """Add ``jobqueue demo`` (``command`` makes a subcommand's parser)."""
     demo = command("demo", "run a server, worker processes and a job stream; kill a worker mid-job")
     demo.add_argument(
-        "--workers", type=positive_int, default=3, metavar="N", help="worker processes"
+        "--workers",
+        type=positive_int,
+        default=3,
+        metavar="N",
+        help="worker processes, at least 2 unless --crash-server (one is killed)",
     )
     demo.add_argument(
         "--concurrency", type=positive_int, default=2, metavar="N", help="slots per worker"
@@ -343,6 +347,12 @@ def _add_demo_command(command: Callable[[str, str], argparse.ArgumentParser]) ->
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.workers < 2 and not args.crash_server:
+        # With its only worker killed, nobody would run the jobs: it waited for ever.
+        raise UsageError(
+            "demo --workers must be at least 2: it kills one worker mid-job, and the others "
+            "finish its jobs (or use --crash-server, which kills the server instead)"
+        )
     from ._demo import run_demo
 
     return run_demo(args)

@@ -38,6 +38,7 @@ from jobqueue import (
     Worker,
     __version__,
     _cli,
+    _demo,
     _server,
 )
 from jobqueue._client import Client
@@ -1291,3 +1292,15 @@ async def test_demo_runs_end_to_end() -> None:
     assert re.search(r"jobs submitted +8\n", out), out
     assert re.search(r"jobs completed +8\n", out), out
     assert re.search(rf"workers killed +1 \({victim}\)", out), out
+
+
+def test_demo_with_one_worker_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It killed its only worker, then waited for ever for someone to run the jobs.
+    monkeypatch.setattr(_demo, "run_demo", _refuse_to_start)
+    assert _cli.main(["demo", "--workers", "1"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "demo --workers must be at least 2: ")
+    # Killing the server instead needs no second worker.
+    monkeypatch.setattr(_demo, "run_demo", lambda args: 0)
+    assert _cli.main(["demo", "--workers", "1", "--crash-server"]) == 0
