@@ -109,8 +109,14 @@ def wait_seconds(obj: dict[str, Any], default: float | None) -> float | None:
 def number(obj: dict[str, Any], key: str) -> float:
     """A required finite number, as a float."""
     value = obj.get(key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise field_error(obj, key, "a number")
+    if not math.isfinite(value):
+        # Not "must be a number, not a number": NaN and infinity are numbers
+        # to Python (the wire cannot carry them; a Python caller can).
+        raise ProtocolError(
+            BAD_REQUEST, f'"{obj["type"]}" field "{key}" must be a finite number, not {value}'
+        )
     return float(value)
 
 

@@ -480,7 +480,8 @@ async def test_server_errors_are_one_line() -> None:
         ),
         pytest.param(
             ("sleep", "--delay", "nan"),
-            'bad job: "submit" field "delay" must be a number',
+            # Was "must be a number, not a number".
+            'bad job: "submit" field "delay" must be a finite number, not nan',
             id="nan-delay",
         ),
         pytest.param(

@@ -133,3 +133,20 @@ def test_an_infinite_timeout_is_no_limit(queue: support.QueueThread) -> None:
             assert (await client.wait(job_id, timeout=math.inf)).result == "done"
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_submit_many_of_no_jobs_says_so(queue: support.QueueThread) -> None:
+    # Was "must be a non-empty array of job objects, not an array".
+    message = r'^"submit_jobs" field "jobs" holds no job$'
+    with (
+        jobqueue.sync.Client.connect(*queue.address, timeout=5) as client,
+        pytest.raises(ValueError, match=message),
+    ):
+        client.submit_many([])
+
+    async def main() -> None:
+        async with Client.connect(*queue.address) as client:
+            with pytest.raises(ValueError, match=message):
+                await client.submit_many([])
+
+    trio.run(main)

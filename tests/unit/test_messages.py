@@ -629,7 +629,7 @@ def test_submit_jobs_decodes_every_job_in_order() -> None:
     ("jobs", "expected"),
     [
         (None, '"submit_jobs" needs field "jobs" (a non-empty array of job objects)'),
-        ([], '"jobs" must be a non-empty array of job objects'),
+        ([], '"submit_jobs" field "jobs" holds no job'),
         ({"name": "x"}, '"jobs" must be a non-empty array of job objects, not an object'),
         ("x", '"jobs" must be a non-empty array of job objects, not a string'),
         ([5], '"submit_jobs" job 0 is not an object'),
