@@ -111,13 +111,19 @@ def number(obj: dict[str, Any], key: str) -> float:
     value = obj.get(key)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise field_error(obj, key, "a number")
-    if not math.isfinite(value):
+    try:
+        result = float(value)
+    except OverflowError:
+        # An integer past the largest float: the wire carries any number of
+        # digits, and float() of 400 of them raises.
+        result, value = math.inf, "an integer past 1.8e308"
+    if not math.isfinite(result):
         # Not "must be a number, not a number": NaN and infinity are numbers
         # to Python (the wire cannot carry them; a Python caller can).
         raise ProtocolError(
             BAD_REQUEST, f'"{obj["type"]}" field "{key}" must be a finite number, not {value}'
         )
-    return float(value)
+    return result
 
 
 def stored_value(obj: dict[str, Any], key: str) -> tuple[Any, Any]:
