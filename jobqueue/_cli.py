@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import math
 import os
 import ssl
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -25,9 +25,12 @@ from ._cli_options import (
     Parser,
     UsageError,
     add_connect,
+    add_payload,
     add_record_options,
     add_token,
     connect_options,
+    host_option,
+    payload_option,
     port_number,
     positive_float,
     positive_int,
@@ -39,14 +42,14 @@ from ._cli_options import parse_address as parse_address
 from ._cli_schedule import add_serve_options, serve_schedules
 from ._cli_schedule import register as register_schedule_commands
 from ._cli_worker import DEFAULT_DRAIN_TIMEOUT, run_worker
+from ._codec import encode_request
 from ._config import OptionError, QueueRules, ServerConfig
-from ._errors import JobQueueError, ProtocolError
+from ._errors import JobQueueError, ProtocolError, reason
 from ._job_text import describe
-from ._json import decode_value
-from ._limits import JOB_STATES, MAX_FETCH
+from ._limits import JOB_STATES, MAX_BATCH, MAX_FETCH, MAX_LINE_BYTES
 from ._logformat import add_log_format_option, configure_logging
 from ._replies import JobInfo, JobList, Stats
-from ._requests import SubmitJob
+from ._requests import SubmitJob, SubmitJobs
 from ._routing import waiting_lines, warn_if_unserved
 from ._version import __version__
 from ._worker import DEFAULT_JOB_TIMEOUT, Handler, Worker
@@ -72,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command: Callable[[argparse.Namespace], int] = args.command
     try:
-        return command(args)
+        with _escaping_output():
+            return command(args)
     except UsageError as exc:
         print(f"jobqueue: {exc}", file=sys.stderr)
         return 2
@@ -88,6 +92,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _only_interrupts(exc):
             return 130
         raise
+
+
+@contextmanager
+def _escaping_output() -> Iterator[None]:
+    r"""Write what standard output and error cannot encode as backslash escapes.
+
+    Text from the queue may hold a lone surrogate (a payload, result, error
+    or name sent with a ``"\ud800"`` escape decodes to one), which no
+    encoding can write: ``status``, ``list`` and the others would crash in
+    ``print``. Text that encodes is written as it was. (``--json`` output
+    is all ASCII, escapes included.)
+    """
+    streams = [s for s in (sys.stdout, sys.stderr) if isinstance(s, io.TextIOWrapper)]
+    errors = [stream.errors for stream in streams]
+    for stream in streams:
+        stream.reconfigure(errors="backslashreplace")
+    try:
+        yield
+    finally:
+        # main() may run in-process (tests, embedding): leave the streams as found.
+        for stream, before in zip(streams, errors, strict=True):
+            with suppress(ValueError):  # closed meanwhile
+                stream.reconfigure(errors=before)
 
 
 def _only_interrupts(exc: BaseException) -> bool:
@@ -124,7 +151,10 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = command("serve", "run the queue server")
     serve.add_argument(
-        "--host", default="127.0.0.1", help="address to bind; the default serves this machine only"
+        "--host",
+        type=host_option,
+        default="127.0.0.1",
+        help="address to bind; the default serves this machine only",
     )
     serve.add_argument(
         "--port", type=port_number, default=DEFAULT_PORT, help="TCP port; 0 picks a free one"
@@ -191,14 +221,14 @@ def _parser() -> argparse.ArgumentParser:
     submit = command("submit", "submit jobs and print their ids")
     add_connect(submit)
     submit.add_argument("name", metavar="NAME", help="handler name, e.g. sleep")
+    add_payload(submit, "job payload")
     submit.add_argument(
-        "--payload",
-        default="null",
-        metavar="JSON",
-        help="job payload: JSON, @FILE to read it from FILE, or - to read standard input",
-    )
-    submit.add_argument(
-        "--count", type=positive_int, default=1, metavar="N", help="how many jobs to submit"
+        "--count",
+        type=_count,
+        default=1,
+        metavar="N",
+        help=f"how many jobs to submit, at most {MAX_COUNT:,}; sent in batches the server "
+        "accepts, so a refused batch leaves the ones before it submitted",
     )
     submit.add_argument(
         "--wait",
@@ -297,7 +327,11 @@ def _add_demo_command(command: Callable[[str, str], argparse.ArgumentParser]) ->
     """Add ``jobqueue demo`` (``command`` makes a subcommand's parser)."""
     demo = command("demo", "run a server, worker processes and a job stream; kill a worker mid-job")
     demo.add_argument(
-        "--workers", type=positive_int, default=3, metavar="N", help="worker processes"
+        "--workers",
+        type=positive_int,
+        default=3,
+        metavar="N",
+        help="worker processes, at least 2 unless --crash-server (one is killed)",
     )
     demo.add_argument(
         "--concurrency", type=positive_int, default=2, metavar="N", help="slots per worker"
@@ -313,6 +347,12 @@ def _add_demo_command(command: Callable[[str, str], argparse.ArgumentParser]) ->
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.workers < 2 and not args.crash_server:
+        # With its only worker killed, nobody would run the jobs: it waited for ever.
+        raise UsageError(
+            "demo --workers must be at least 2: it kills one worker mid-job, and the others "
+            "finish its jobs (or use --crash-server, which kills the server instead)"
+        )
     from ._demo import run_demo
 
     return run_demo(args)
@@ -366,6 +406,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise JobQueueError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from exc
+    except UnicodeError as exc:
+        # A name --host let through (the stdlib's IDNA takes it) that trio's
+        # stricter IDNA 2008 refuses: "☃.example".
+        raise JobQueueError(f"cannot listen on {args.host}:{args.port}: {reason(exc)}") from exc
     return 0  # stopped by SIGTERM (or a test's stub returned)
 
 
@@ -425,42 +469,54 @@ def _submit(args: argparse.Namespace) -> int:
     connect_options(args)  # a bad address is a usage error before anything else
     if args.timeout is not None and not args.wait:
         raise UsageError("--timeout needs --wait: without it, submit does not wait")
-    text = _payload_text(args.payload)
-    try:
-        # The server's own rules: no NaN/Infinity, no 1e999, bounded nesting.
-        payload = decode_value(text)
-    except ProtocolError as exc:
-        where = "" if text is args.payload else f" {args.payload}"
-        raise UsageError(f"--payload{where} is not valid JSON: {exc.message}") from None
+    payload = payload_option(args.payload)
 
-    jobs = []
-    for index in range(1, args.count + 1):
+    def job(index: int) -> dict[str, Any]:
         job: dict[str, Any] = {"name": args.name, "payload": payload}
         job.update(queue=args.queue, priority=args.priority, delay=args.delay)
         if args.key is not None:
             job["key"] = args.key if args.count == 1 else f"{args.key}-{index}"
         if args.max_attempts is not None:
             job["max_attempts"] = args.max_attempts
-        jobs.append(job)
+        return job
+
+    # The jobs differ only in their keys, and the last has the longest.
+    largest = job(args.count)
     try:
         # Checked here, by the server's rules, before connecting: a bad option
         # is a usage error even when no server is running.
-        SubmitJob.from_wire({**jobs[0], "type": "submit"})
+        SubmitJob.from_wire({**largest, "type": "submit"})
     except ProtocolError as exc:
         raise UsageError(f"bad job: {exc.message}") from None
+    size = _batch_size(largest)
 
     async def run() -> int:
         async with _client(args) as client:
-            job_ids = await client.submit_many(jobs)
-            await warn_if_unserved(client, args.name)
+            job_ids: list[str] = []
+            for start in range(1, args.count + 1, size):
+                indexes = range(start, min(start + size, args.count + 1))
+                try:
+                    batch = await client.submit_many([job(index) for index in indexes])
+                except JobQueueError as exc:
+                    if not job_ids:
+                        raise
+                    raise JobQueueError(
+                        f"{exc} ({len(job_ids)} of {args.count} jobs were submitted before "
+                        "that; their ids are printed above)"
+                    ) from exc
+                if not job_ids:
+                    await warn_if_unserved(client, args.name)
+                job_ids += batch
+                # As each batch is accepted: whatever stops the command
+                # later (a refused batch, Ctrl-C, --timeout), the ids are out.
+                # With --wait, standard output keeps one JSON line per job.
+                for job_id in batch:
+                    if args.wait:
+                        print(f"submitted {job_id}", file=sys.stderr, flush=True)
+                    else:
+                        print(job_id, flush=True)
             if not args.wait:
-                for job_id in job_ids:
-                    print(job_id)
                 return 0
-            # Before the wait: whoever stops it (Ctrl-C, --timeout) still
-            # has the ids. Standard output keeps one JSON line per job.
-            for job_id in job_ids:
-                print(f"submitted {job_id}", file=sys.stderr, flush=True)
             failures = 0
             done = 0
             with trio.move_on_after(math.inf if args.timeout is None else args.timeout):
@@ -489,31 +545,32 @@ def _submit(args: argparse.Namespace) -> int:
 #: ``submit --wait``'s exit status when ``--timeout`` ran out (1: a job failed).
 TIMED_OUT = 3
 
+#: Most jobs one ``submit --count`` may ask for. It goes in requests of at
+#: most ``MAX_BATCH`` jobs each, but keeps every id to print or wait for.
+MAX_COUNT = 1_000_000
 
-def _payload_text(spec: str) -> str:
-    """``--payload``'s JSON: ``spec`` itself, or read from ``@FILE`` or ``-`` (standard input).
 
-    A payload may take up to 1 MiB - 16 KiB, but one command-line argument
-    is limited to 128 KiB on Linux: a larger payload has to come from a file
-    or a pipe. (No JSON text starts with ``@`` or is ``-`` alone.)
+def _batch_size(largest: dict[str, Any]) -> int:
+    """How many jobs no larger than ``largest`` one ``submit_jobs`` request may carry.
 
-    Raises:
-        UsageError: the file cannot be read, or is not UTF-8.
+    The server takes at most ``MAX_BATCH`` jobs a request, and a request
+    line of at most ``MAX_LINE_BYTES``: jobs with a large payload fit fewer
+    to a line, though each fits alone (``SubmitJob`` checked its payload).
     """
-    if spec == "-":
-        read: Callable[[], bytes] = sys.stdin.buffer.read
-    elif spec.startswith("@"):
-        read = Path(spec[1:]).read_bytes
-    else:
-        return spec
-    try:
-        data = read()
-    except OSError as exc:
-        raise UsageError(f"cannot read --payload {spec}: {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"--payload {spec} is not UTF-8 (byte {exc.start})") from None
+    one, two = (
+        len(encode_request(SubmitJobs.from_wire({"type": "submit_jobs", "jobs": [largest] * n})))
+        for n in (1, 2)
+    )
+    each = two - one  # one more job, and its comma
+    # A line of n jobs is one - 1 + (n - 1) * each bytes, without its newline.
+    return max(1, min(MAX_BATCH, 1 + (MAX_LINE_BYTES + 1 - one) // each))
+
+
+def _count(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT}, not {value}")
+    return value
 
 
 def _status(args: argparse.Namespace) -> int:

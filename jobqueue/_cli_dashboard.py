@@ -10,6 +10,7 @@ import trio
 
 from ._cli_options import UsageError, add_connect, connect_options, parse_address
 from ._dashboard_defaults import DEFAULT_HOST, DEFAULT_PORT, MIN_TOKEN_CHARS, POLL_INTERVAL
+from ._errors import reason
 
 #: Environment variable ``--login-token`` defaults to.
 LOGIN_TOKEN_ENV = "JOBQUEUE_DASHBOARD_TOKEN"
@@ -87,4 +88,8 @@ def _dashboard(args: argparse.Namespace) -> int:
         trio.run(stop_on_sigterm, run)
     except OSError as exc:
         raise DashboardError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
+    except UnicodeError as exc:
+        # A name --listen let through (the stdlib's IDNA takes it) that
+        # trio's stricter IDNA 2008 refuses: "☃.example".
+        raise DashboardError(f"cannot listen on {args.listen}: {reason(exc)}") from exc
     return 0

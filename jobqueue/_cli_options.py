@@ -12,13 +12,17 @@ import argparse
 import math
 import os
 import ssl
+import sys
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import attrs
 
 from ._config import OptionError
+from ._errors import ProtocolError, reason
+from ._json import decode_value
 from ._limits import MAX_FETCH
 
 #: The port a server listens on, and ``--connect HOST`` reaches, unless told.
@@ -78,6 +82,59 @@ def add_connect(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA certificate (PEM)"
     )
+
+
+def add_payload(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--payload``, read by :func:`payload_option` (``submit``, ``schedule add``)."""
+    parser.add_argument(
+        "--payload",
+        default="null",
+        metavar="JSON",
+        help=f"{what}: JSON, @FILE to read it from FILE, or - to read standard input",
+    )
+
+
+def payload_option(spec: str) -> Any:
+    """``--payload``'s value: its JSON, checked by the server's own rules.
+
+    No NaN or Infinity, no 1e999, bounded nesting: what the server would
+    refuse is a usage error here, before anything is sent.
+
+    Raises:
+        UsageError: the text cannot be read or is not JSON the server takes.
+    """
+    text = _payload_text(spec)
+    try:
+        return decode_value(text)
+    except ProtocolError as exc:
+        where = "" if text is spec else f" {spec}"
+        raise UsageError(f"--payload{where} is not valid JSON: {exc.message}") from None
+
+
+def _payload_text(spec: str) -> str:
+    """``--payload``'s JSON: ``spec`` itself, or read from ``@FILE`` or ``-`` (standard input).
+
+    A payload may take up to 1 MiB - 16 KiB, but one command-line argument
+    is limited to 128 KiB on Linux: a larger payload has to come from a file
+    or a pipe. (No JSON text starts with ``@`` or is ``-`` alone.)
+
+    Raises:
+        UsageError: the file cannot be read, or is not UTF-8.
+    """
+    if spec == "-":
+        read: Callable[[], bytes] = sys.stdin.buffer.read
+    elif spec.startswith("@"):
+        read = Path(spec[1:]).read_bytes
+    else:
+        return spec
+    try:
+        data = read()
+    except OSError as exc:
+        raise UsageError(f"cannot read --payload {spec}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--payload {spec} is not UTF-8 (byte {exc.start})") from None
 
 
 def add_token(parser: argparse.ArgumentParser, what: str) -> None:
@@ -238,16 +295,48 @@ def parse_address(
         listen: An address to listen on, where port 0 (any free port) is allowed.
 
     Raises:
-        UsageError: if it is not of that shape.
+        UsageError: if it is not of that shape, is an IPv6 address without
+            brackets, or names a host no lookup would take (:func:`host_problem`).
     """
     if ":" not in text or (text.startswith("[") and text.endswith("]")):
         host, port_text = text, str(default_port)
     else:
         host, _, port_text = text.rpartition(":")
+    if ":" in host and not host.startswith("["):
+        # "::1" would split into host ":" and port 1.
+        raise UsageError(
+            f"bad {what} {text!r}: an IPv6 address goes in brackets, e.g. [::1]:{default_port}"
+        )
     host = host.strip("[]")
     lowest = 0 if listen else 1
     if not host or not port_text.isdigit() or not lowest <= int(port_text) < 65536:
         raise UsageError(
             f"bad {what} {text!r}: expected HOST:PORT or HOST, e.g. 127.0.0.1:{default_port}"
         )
+    problem = host_problem(host)
+    if problem is not None:
+        raise UsageError(f"bad {what} {text!r}: {problem}")
     return host, int(port_text)
+
+
+def host_problem(host: str) -> str | None:
+    """Why no lookup of ``host`` would even be tried, or ``None`` if one would.
+
+    Every lookup (the stdlib's, trio's, asyncio's) first encodes the name
+    with IDNA, which refuses a label that is empty ("a..b") or longer than
+    63 characters. Caught on the command line, it is a usage error before
+    anything starts, where a worker would otherwise retry it for ever.
+    """
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        return reason(exc)
+    return None
+
+
+def host_option(text: str) -> str:
+    """``serve --host``: an address or host name to bind."""
+    problem = host_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} is {problem}")
+    return text

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._cli_options import UsageError
+from ._cli_options import UsageError, add_payload, payload_option
 from ._schedule_spec import Schedule, parse_schedule_option, schedule_fields, schedules_from_json
 from ._schedule_wire import ScheduleInfo
 
@@ -88,7 +88,7 @@ def register(
     when.add_argument("--every", type=float, metavar="SECONDS", help="fire every SECONDS")
     when.add_argument("--cron", metavar="EXPR", help="fire on a cron expression ('0 3 * * *')")
     add.add_argument("--tz", default="UTC", help="time zone for --cron (default: UTC)")
-    add.add_argument("--payload", default="null", metavar="JSON", help="the jobs' payload")
+    add_payload(add, "the jobs' payload")
     add.add_argument("--queue", default="default", help="the jobs' queue (default: default)")
     add.add_argument("--priority", type=int, default=0, help="the jobs' priority (default: 0)")
     add.add_argument("--max-attempts", type=int, metavar="N", help="the jobs' budget of runs")
@@ -114,8 +114,8 @@ def _schedule_option(text: str) -> Schedule:
 
 
 def _add(args: argparse.Namespace, client: ClientFactory) -> int:
+    payload = payload_option(args.payload)
     try:
-        payload = json.loads(args.payload)
         Schedule(args.name, args.job, payload, args.every, args.cron, args.tz)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -173,4 +173,13 @@ def _print(info: ScheduleInfo, as_json: bool) -> None:
 
 
 def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, timezone.utc).isoformat().replace("+00:00", "Z")
+    """``moment`` (Unix seconds) as an ISO date in UTC, or as the number past year 9999.
+
+    A schedule's next firing may lie beyond what ``datetime`` can show (a
+    huge ``every``): it is printed as its number of seconds rather than
+    failing the whole ``schedule list``.
+    """
+    try:
+        return datetime.fromtimestamp(moment, timezone.utc).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return f"{moment!r}s after the epoch"

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from ._client_core import check_timeout
 from ._codec import encode_request, encode_submit, encode_submit_many
 from ._errors import (
     IDLE_TIMEOUT,
@@ -122,7 +123,7 @@ class Client:
                 this context (e.g. ``ssl.create_default_context(cafile=...)``).
             reconnect_timeout: After the connection breaks, how long the
                 next call keeps trying to reconnect before it raises
-                :class:`ConnectionLost`; 0 means one try.
+                :class:`ConnectionLost`; 0 means one try, ``math.inf`` no limit.
             connect: Advanced: an async function returning a connected
                 ``trio.abc.Stream``, used instead of TCP (``jobqueue.testing``
                 uses it for in-memory queues).
@@ -132,7 +133,9 @@ class Client:
                 connection is tried once: a wrong address fails fast).
             RequestError: the server refused the connection
                 (``unauthorized``, ``too_many_connections``).
+            ValueError: ``reconnect_timeout`` is NaN or negative.
         """
+        check_timeout(reconnect_timeout, "reconnect_timeout")
 
         async def open_link() -> Link:
             link = await Link.open(host, port, connect, ssl_context, keep_on_cancel=True)

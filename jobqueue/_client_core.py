@@ -22,6 +22,7 @@ This is the one module of the two clients that imports the codec.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -84,6 +85,7 @@ __all__ = [
     "Request",
     "Stats",
     "cannot_connect",
+    "check_timeout",
     "hello",
     "hello_failed",
     "is_blocking",
@@ -296,6 +298,21 @@ class Conversation:
         return failed
 
 
+def check_timeout(value: float, name: str) -> float:
+    """``value``, a number of seconds for ``name`` (``"timeout"``, say): 0 or more.
+
+    Infinity means no limit. NaN would never compare as reached, so a wait
+    bounded by it would never end: like a negative time, it is refused, as
+    trio's own ``move_on_after`` refuses both.
+
+    Raises:
+        ValueError: NaN or negative.
+    """
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a number of seconds, 0 or more, not {value!r}")
+    return value
+
+
 def patience(request: Request, timeout: float) -> float:
     """How long to wait for ``request``'s reply: ``timeout`` plus any wait it asks for."""
     if isinstance(request, WaitJob) and request.wait is not None:
@@ -413,7 +430,12 @@ def wait(job_id: str, timeout: float | None) -> Call[JobInfo]:
     carries runs out, so nothing polls; a wait without a timeout is sent
     again every :data:`WAIT_CHUNK` seconds only so that every read on the
     connection has a deadline.
+
+    Raises:
+        ValueError: ``timeout`` is NaN or negative (before anything is sent).
     """
+    if timeout is not None:
+        check_timeout(timeout, "timeout")
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = WAIT_CHUNK if deadline is None else max(0.0, deadline - time.monotonic())

@@ -154,6 +154,12 @@ def reason(exc: BaseException) -> str:
         return f"certificate rejected: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, UnicodeError):
+        # Raised by the IDNA encoding every resolver call applies to a host
+        # name: a label empty or over 63 characters. Python 3.11 wraps the
+        # codec's words; 3.10 does not.
+        why = str(exc).removeprefix("encoding with 'idna' codec failed (").removesuffix(")")
+        return f"not a valid host name ({why.removeprefix('UnicodeError: ')})"
     if isinstance(exc, socket.gaierror):
         # Its errno is a resolver code, which os.strerror calls "Unknown error -2".
         return f"the host name did not resolve ({exc.strerror})"

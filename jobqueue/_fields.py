@@ -109,9 +109,21 @@ def wait_seconds(obj: dict[str, Any], default: float | None) -> float | None:
 def number(obj: dict[str, Any], key: str) -> float:
     """A required finite number, as a float."""
     value = obj.get(key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise field_error(obj, key, "a number")
-    return float(value)
+    try:
+        result = float(value)
+    except OverflowError:
+        # An integer past the largest float: the wire carries any number of
+        # digits, and float() of 400 of them raises.
+        result, value = math.inf, "an integer past 1.8e308"
+    if not math.isfinite(result):
+        # Not "must be a number, not a number": NaN and infinity are numbers
+        # to Python (the wire cannot carry them; a Python caller can).
+        raise ProtocolError(
+            BAD_REQUEST, f'"{obj["type"]}" field "{key}" must be a finite number, not {value}'
+        )
+    return result
 
 
 def stored_value(obj: dict[str, Any], key: str) -> tuple[Any, Any]:

@@ -92,7 +92,8 @@ class Link:
 
         Raises:
             ConnectionLost: if nothing accepts the connection within
-                :data:`CONNECT_TIMEOUT`, or the TLS handshake fails.
+                :data:`CONNECT_TIMEOUT`, the host name is not valid or does
+                not resolve, or the TLS handshake fails.
         """
         address = f"{host}:{port}"
         stream: trio.abc.Stream | None = None
@@ -105,7 +106,7 @@ class Link:
                 if ssl_context is not None:
                     stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
                     await stream.do_handshake()
-        except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+        except (OSError, UnicodeError, trio.BrokenResourceError, trio.TooSlowError) as exc:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
             if isinstance(exc, trio.TooSlowError):

@@ -222,8 +222,11 @@ class SubmitJobs:
     def from_wire(cls, obj: dict[str, Any]) -> SubmitJobs:
         """Validate a decoded ``submit_jobs``; any bad job rejects the whole batch."""
         jobs = obj.get("jobs")
-        if not isinstance(jobs, list) or not jobs:
+        if not isinstance(jobs, list):
             raise field_error(obj, "jobs", "a non-empty array of job objects")
+        if not jobs:
+            # Not "must be a non-empty array ..., not an array".
+            raise ProtocolError(BAD_REQUEST, '"submit_jobs" field "jobs" holds no job')
         if len(jobs) > MAX_BATCH:
             raise ProtocolError(
                 BAD_REQUEST, f'"submit_jobs" takes at most {MAX_BATCH} jobs, not {len(jobs)}'

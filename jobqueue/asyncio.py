@@ -92,9 +92,10 @@ class _Connection(asyncio.BufferedProtocol):
                 ),
                 timeout,
             )
-        except (OSError, asyncio.TimeoutError) as exc:
-            # (asyncio's TimeoutError is not the builtin one before 3.11.)
-            why = exc if isinstance(exc, OSError) else TimeoutError()
+        except (OSError, UnicodeError, asyncio.TimeoutError) as exc:
+            # (asyncio's TimeoutError is not the builtin one before 3.11.
+            # UnicodeError: a host name that IDNA refuses.)
+            why = exc if isinstance(exc, (OSError, UnicodeError)) else TimeoutError()
             handshake = isinstance(exc, ssl.SSLError)
             raise core.cannot_connect(address, why, timeout, handshake=handshake) from exc
         try:
@@ -317,12 +318,19 @@ class Client:
             timeout: How long a call waits for its reply (and to connect),
                 unless it says otherwise, in seconds.
 
+        Every timeout, here and in the calls, is 0 or more seconds, and
+        ``math.inf`` means no limit.
+
         Raises:
+            ValueError: a timeout is NaN or negative (at once, before
+                anything is awaited).
             ConnectionLost: the server cannot be reached (the first
                 connection is tried once: a wrong address fails fast).
             RequestError: the server refused the connection
                 (``unauthorized``, ``too_many_connections``).
         """
+        core.check_timeout(timeout, "timeout")
+        core.check_timeout(reconnect_timeout, "reconnect_timeout")
         opener = functools.partial(
             _Connection.open, host, port, name=name, token=token, ssl_context=ssl_context
         )
@@ -442,6 +450,7 @@ class Client:
                 its ``info`` is the job's state then.
             RequestError: ``unknown_job`` if the server does not know it.
             ConnectionLost: the connection broke.
+            ValueError: ``timeout`` is NaN or negative.
         """
         return await self._run(core.wait(job_id, timeout), None)
 
@@ -515,7 +524,7 @@ class Client:
 
     async def _run(self, call: core.Call[_T], timeout: float | None) -> _T:
         """Drive one call: send each request it yields, give it the reply."""
-        timeout = self._timeout if timeout is None else timeout
+        timeout = self._timeout if timeout is None else core.check_timeout(timeout, "timeout")
         request = next(call)
         while True:
             reply = await self._exchange(request, core.patience(request, timeout))

@@ -31,6 +31,10 @@ MAX_IDLE_CONNECTIONS = 16
 
 _RECEIVE_SIZE = 65536
 
+#: Longest timeout a socket is given at once, in seconds: a socket takes no
+#: infinite one (OverflowError), so a longer wait re-arms it until its deadline.
+_LONGEST_SOCKET_TIMEOUT = 86400.0
+
 
 class _Connection:
     """One socket to the queue, used by one thread at a time."""
@@ -60,8 +64,10 @@ class _Connection:
         address = f"{host}:{port}"
         deadline = time.monotonic() + timeout
         try:
-            sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
+            sock = socket.create_connection(
+                (host, port), timeout=min(timeout, _LONGEST_SOCKET_TIMEOUT)
+            )
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a host name IDNA refuses
             raise core.cannot_connect(address, exc, timeout, handshake=False) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -95,19 +101,21 @@ class _Connection:
         data, pending = self._conv.send(request)
         sock = self._sock
         try:
-            sock.settimeout(max(timeout, 0.001))
+            sock.settimeout(min(max(timeout, 0.001), _LONGEST_SOCKET_TIMEOUT))
             sock.sendall(data)
         except OSError as exc:
             self._conv.lose(core.reason(exc))
             raise RequestNotSent(f"connection to {self.address} lost: {core.reason(exc)}") from exc
         while pending.outcome is None:
+            left = deadline - time.monotonic()
             try:
-                left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError
-                sock.settimeout(left)
+                sock.settimeout(min(left, _LONGEST_SOCKET_TIMEOUT))
                 data = sock.recv(_RECEIVE_SIZE)
             except TimeoutError:
+                if left > _LONGEST_SOCKET_TIMEOUT:
+                    continue  # only the socket's own limit ran out
                 raise RequestTimeout(
                     f"no reply from the queue at {self.address} within {timeout:.3g}s "
                     "(the request may or may not have been applied)"
@@ -238,12 +246,18 @@ class Client:
             timeout: How long a call waits for its reply (and to connect),
                 unless it says otherwise, in seconds.
 
+        Every timeout, here and in the calls, is 0 or more seconds, and
+        ``math.inf`` means no limit.
+
         Raises:
+            ValueError: a timeout is NaN or negative.
             ConnectionLost: the server cannot be reached (the first
                 connection is tried once: a wrong address fails fast).
             RequestError: the server refused the connection
                 (``unauthorized``, ``too_many_connections``).
         """
+        core.check_timeout(timeout, "timeout")
+        core.check_timeout(reconnect_timeout, "reconnect_timeout")
         opener = functools.partial(
             _Connection.open, host, port, name=name, token=token, ssl_context=ssl_context
         )
@@ -369,6 +383,7 @@ class Client:
                 its ``info`` is the job's state then.
             RequestError: ``unknown_job`` if the server does not know it.
             ConnectionLost: the connection broke.
+            ValueError: ``timeout`` is NaN or negative.
         """
         return self._run(core.wait(job_id, timeout), None)
 
@@ -438,7 +453,7 @@ class Client:
 
     def _run(self, call: core.Call[_T], timeout: float | None) -> _T:
         """Drive one call: send each request it yields, give it the reply."""
-        timeout = self._timeout if timeout is None else timeout
+        timeout = self._timeout if timeout is None else core.check_timeout(timeout, "timeout")
         request = next(call)
         while True:
             reply = self._exchange(request, core.patience(request, timeout))

@@ -38,6 +38,7 @@ from jobqueue import (
     Worker,
     __version__,
     _cli,
+    _demo,
     _server,
 )
 from jobqueue._client import Client
@@ -212,6 +213,45 @@ def test_bad_address_is_one_line_error(
 )
 def test_good_addresses_parse(text: str, expected: tuple[str, int]) -> None:
     assert _cli.parse_address(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("a" * 64 + ":80", "not a valid host name (label too long)"),
+        ("a..b:80", "not a valid host name (label empty or too long)"),
+        ("a..b", "not a valid host name (label empty or too long)"),
+        # Was host ":" and port 1.
+        ("::1", "an IPv6 address goes in brackets, e.g. [::1]:8080"),
+        ("fe80::1:9000", "an IPv6 address goes in brackets, e.g. [::1]:8080"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command", [["submit", "sleep"], ["stats"], ["worker"], ["dashboard"], ["schedule", "list"]]
+)
+def test_a_host_no_lookup_would_take_is_one_line_error(
+    command: list[str], address: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Was UnicodeError from the IDNA codec, or for a worker endless retries.
+    assert _cli.main([*command, "--connect", address]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_one_line_error(captured.err, f"bad address {address!r}: {why}")
+
+
+def test_a_listen_or_bind_host_no_lookup_would_take_is_one_line_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _cli.main(["dashboard", "--listen", "a..b:80"]) == 2
+    assert_one_line_error(
+        capsys.readouterr().err,
+        "bad --listen 'a..b:80': not a valid host name (label empty or too long)",
+    )
+    assert _cli.main(["serve", "--host", "a" * 64]) == 2
+    assert_one_line_error(
+        capsys.readouterr().err,
+        f"argument --host: {'a' * 64!r} is not a valid host name (label too long)",
+    )
 
 
 # -- no server listening -------------------------------------------------------
@@ -440,7 +480,8 @@ async def test_server_errors_are_one_line() -> None:
         ),
         pytest.param(
             ("sleep", "--delay", "nan"),
-            'bad job: "submit" field "delay" must be a number',
+            # Was "must be a number, not a number".
+            'bad job: "submit" field "delay" must be a finite number, not nan',
             id="nan-delay",
         ),
         pytest.param(
@@ -954,6 +995,15 @@ def test_serve_on_an_unknown_host_is_one_line_error() -> None:
     assert_one_line_error(result.stderr, "cannot listen on no-such-host.invalid:0")
 
 
+def test_serve_on_a_host_name_only_trio_refuses_is_one_line_error() -> None:
+    # The stdlib's IDNA 2003 takes a snowman; trio's IDNA 2008 does not.
+    result = run_cli_sync("serve", "--host", "\N{SNOWMAN}.example", "--port", "0")
+    assert result.returncode == 1
+    assert_one_line_error(
+        result.stderr, "cannot listen on \N{SNOWMAN}.example:0: not a valid host name (Codepoint"
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -1243,3 +1293,15 @@ async def test_demo_runs_end_to_end() -> None:
     assert re.search(r"jobs submitted +8\n", out), out
     assert re.search(r"jobs completed +8\n", out), out
     assert re.search(rf"workers killed +1 \({victim}\)", out), out
+
+
+def test_demo_with_one_worker_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It killed its only worker, then waited for ever for someone to run the jobs.
+    monkeypatch.setattr(_demo, "run_demo", _refuse_to_start)
+    assert _cli.main(["demo", "--workers", "1"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "demo --workers must be at least 2: ")
+    # Killing the server instead needs no second worker.
+    monkeypatch.setattr(_demo, "run_demo", lambda args: 0)
+    assert _cli.main(["demo", "--workers", "1", "--crash-server"]) == 0

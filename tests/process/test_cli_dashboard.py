@@ -74,3 +74,14 @@ async def test_a_bad_listen_address_is_a_usage_error_naming_the_option() -> None
     done = await run_cli("dashboard", "--listen", "127.0.0.1:port")
     assert done.returncode == 2
     assert b"bad --listen '127.0.0.1:port': expected HOST:PORT or HOST" in done.stderr
+
+
+async def test_a_listen_host_only_trio_refuses_is_one_line_error() -> None:
+    # The stdlib's IDNA 2003 takes a snowman, so --listen does; trio's IDNA 2008 does not.
+    async with serving() as (host, port):
+        listen = "\N{SNOWMAN}.example:0"
+        done = await run_cli("dashboard", "--connect", f"{host}:{port}", "--listen", listen)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert err.startswith(f"jobqueue: cannot listen on {listen}: not a valid host name ("), err
+    assert len(err.splitlines()) == 1, err

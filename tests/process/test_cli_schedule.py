@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import sys
 from pathlib import Path
 
-from jobqueue import Client
+import pytest
+
+import jobqueue.sync
+from jobqueue import Client, _cli, _cli_schedule
 from jobqueue._cli import _parser
 from jobqueue._cli_schedule import serve_schedules
-from tests.helpers import run_cli, serving
+from jobqueue._schedule_spec import Schedule
+from jobqueue._schedule_wire import ScheduleInfo
+from jobqueue.testing import run_queue_in_thread
+from tests.helpers import free_port, run_cli, serving
 
 
 async def test_schedule_add_list_remove_against_a_served_queue() -> None:
@@ -66,3 +74,60 @@ def test_serve_schedule_options(tmp_path: Path) -> None:
         ("tick", "report", 60.0, None, "UTC", None),
         ("nightly", "cleanup", None, "0 3 * * 1-5", "Europe/Paris", None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("moment", "shown"),
+    [
+        (1e300, "1e+300s after the epoch"),  # was OverflowError: timestamp out of range
+        (3e11, "300000000000.0s after the epoch"),  # was ValueError: year 11476 is out of range
+        (3600.0, "1970-01-01T01:00:00Z"),
+    ],
+)
+def test_a_fire_time_past_any_date_prints_as_a_number(
+    moment: float, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A server may hold such a time (an every of 1e300 was accepted): schedule
+    # list and add print it rather than failing on every listing.
+    info = ScheduleInfo(Schedule("far", "report", None, every=60), moment, moment)
+    _cli_schedule._print(info, as_json=False)
+    assert capsys.readouterr().out == (
+        f"far  every 60s  -> report  queue=default  next={shown}  last={shown}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ("NaN", "--payload is not valid JSON"),  # was a traceback from the encoder
+        ("1e999", "--payload is not valid JSON"),
+        ("[" * 5000 + "]" * 5000, "--payload is not valid JSON"),  # was RecursionError
+        ("{nope", "--payload is not valid JSON"),
+    ],
+)
+def test_schedule_add_checks_its_payload_as_submit_does(
+    payload: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing listens on this port: the payload must be refused before connecting.
+    argv = ["schedule", "add", "s1", "sleep", "--every", "60", "--payload", payload]
+    assert _cli.main([*argv, "--connect", f"127.0.0.1:{free_port()}"]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert captured.err.startswith(f"jobqueue: {message}")
+    assert len(captured.err.splitlines()) == 1
+
+
+def test_schedule_add_reads_its_payload_from_a_file_or_standard_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "payload.json"
+    path.write_text('{"from": "file"}')
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"from": "stdin"}')))
+    with run_queue_in_thread() as queue:
+        connect = ("--connect", f"{queue.host}:{queue.port}")
+        for name, spec in (("f", f"@{path}"), ("s", "-")):
+            argv = ["schedule", "add", name, "report", "--every", "60", "--payload", spec]
+            assert _cli.main([*argv, *connect]) == 0
+        with jobqueue.sync.Client.connect(queue.host, queue.port) as client:
+            held = {info.schedule.name: info.schedule.payload for info in client.list_schedules()}
+    assert held == {"f": {"from": "file"}, "s": {"from": "stdin"}}

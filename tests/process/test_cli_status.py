@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
+import pytest
 import trio
 
-from jobqueue import Client
+from jobqueue import Client, _cli
+from jobqueue.testing import run_queue_in_thread
 from tests.helpers import run_cli, serving
 
 
@@ -33,3 +36,24 @@ async def test_status_shows_the_times_and_the_payload_when_asked() -> None:
     wire = json.loads(as_json.stdout)
     assert wire["payload"] == {"width": 640}
     assert wire["run_at"] - wire["submitted_at"] == 3600
+
+
+def test_text_output_escapes_a_lone_surrogate(capsys: pytest.CaptureFixture[str]) -> None:
+    # JSON's "\ud800" escape decodes to a lone surrogate, which UTF-8 cannot
+    # encode: status and list crashed in print (--json escapes it already).
+    with run_queue_in_thread() as queue:
+        connect = ("--connect", f"{queue.host}:{queue.port}")
+        payload = ("--payload", '{"text": "caf\\u00e9 \\ud800"}', "--delay", "600")
+        assert _cli.main(["submit", "resize-\ud800", *payload, *connect]) == 0
+        captured = capsys.readouterr()
+        job_id = captured.out.strip()
+        assert "'resize-\\ud800'" in captured.err  # the warning: no worker runs it
+        assert _cli.main(["status", job_id, "--payload", *connect]) == 0
+        shown = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+        # Escaped only where it cannot be written: the é stays as it is.
+        assert shown["payload"] == '{"text": "café \\ud800"}'
+        assert shown["name"] == "resize-\\ud800"
+        assert _cli.main(["list", "--state", "scheduled", *connect]) == 0
+        assert capsys.readouterr().out.startswith(f"{job_id}  resize-\\ud800  queue=default")
+    # The streams are left as they were found.
+    assert sys.stdout.errors == "strict"

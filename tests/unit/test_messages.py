@@ -549,6 +549,9 @@ def test_submit_numbers_become_floats() -> None:
         ({"delay": "5"}, '"delay" must be a number'),
         ({"delay": True}, '"delay" must be a number'),
         ({"delay": [5]}, '"delay" must be a number'),
+        # More digits than a float holds: was OverflowError, which stopped the server.
+        ({"delay": 10**400}, '"delay" must be a finite number, not an integer past 1.8e308'),
+        ({"run_at": -(10**400)}, '"run_at" must be a finite number, not an integer past'),
         # run_at
         ({"run_at": "tomorrow"}, '"run_at" must be a number'),
         ({"run_at": True}, '"run_at" must be a number'),
@@ -629,7 +632,7 @@ def test_submit_jobs_decodes_every_job_in_order() -> None:
     ("jobs", "expected"),
     [
         (None, '"submit_jobs" needs field "jobs" (a non-empty array of job objects)'),
-        ([], '"jobs" must be a non-empty array of job objects'),
+        ([], '"submit_jobs" field "jobs" holds no job'),
         ({"name": "x"}, '"jobs" must be a non-empty array of job objects, not an object'),
         ("x", '"jobs" must be a non-empty array of job objects, not a string'),
         ([5], '"submit_jobs" job 0 is not an object'),
