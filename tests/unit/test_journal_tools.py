@@ -169,6 +169,18 @@ def test_an_obsolete_segment_is_not_judged(
     assert support.view(q) == support.view(state_from(events))
 
 
+def check_and_start_name(
+    capsys: pytest.CaptureFixture[str], segment: Path, offset: int, why: str
+) -> None:
+    """``journal check`` and a server's start both name the damage: file, offset, why."""
+    status, out = run(capsys, "journal", "check", str(segment.parent))
+    assert status == 1
+    assert f"{segment} at byte {offset}: {why}" in out
+    with pytest.raises(JournalDamaged) as info:
+        recover(str(segment.parent), support.new_state(), 0.0)
+    assert (info.value.path, info.value.offset) == (str(segment), offset)
+
+
 def _submitted(job_id: bytes = b'"p-1"', at: bytes = b"1.0") -> bytes:
     return b'["Submitted",0,' + job_id + b',"n",null,1,"default",0,3,null,null,' + at + b"]"
 
@@ -196,13 +208,7 @@ def test_whatever_a_record_fails_with_it_is_named_as_damage(
     segment = tmp_path / segment_name(1)
     segment.write_bytes(MAGIC + b"".join(frame(p) for p in [*good, bad, *good[:1]]))
     offset = len(MAGIC) + sum(len(frame(p)) for p in good)
-    status, out = run(capsys, "journal", "check", str(tmp_path))
-    assert status == 1
-    assert f"at byte {offset}: a record that does not replay: {why}" in out
-    # A server's start refuses, naming the same record.
-    with pytest.raises(JournalDamaged) as info:
-        recover(str(tmp_path), support.new_state(), 0.0)
-    assert (info.value.path, info.value.offset) == (str(segment), offset)
+    check_and_start_name(capsys, segment, offset, f"a record that does not replay: {why}")
 
 
 @pytest.mark.parametrize("tamper", ["no-lease", "lease-of-a-pending-job", "running-without-run"])
@@ -224,12 +230,7 @@ def test_a_snapshot_whose_running_jobs_do_not_add_up_is_damage(
         jobs = [j.partition(b',1,"w",')[0] + b"]" if b'"running"' in j else j for j in jobs]
     segment = tmp_path / segment_name(1)
     segment.write_bytes(MAGIC + b"".join(frame(p) for p in [header, *jobs]))
-    status, out = run(capsys, "journal", "check", str(tmp_path))
-    assert status == 1
-    assert f"at byte {len(MAGIC)}: a snapshot that does not restore" in out
-    with pytest.raises(JournalDamaged) as info:
-        recover(str(tmp_path), support.new_state(), 0.0)
-    assert (info.value.path, info.value.offset) == (str(segment), len(MAGIC))
+    check_and_start_name(capsys, segment, len(MAGIC), "a snapshot that does not restore")
 
 
 def test_a_first_submit_without_an_id_is_damage(
@@ -238,12 +239,8 @@ def test_a_first_submit_without_an_id_is_damage(
     """The first submit also gives the journal's id prefix: found before the prefix is."""
     segment = tmp_path / segment_name(1)
     segment.write_bytes(MAGIC + frame(_submitted(job_id=b"null")))
-    status, out = run(capsys, "journal", "check", str(tmp_path))
-    assert status == 1
-    assert f"at byte {len(MAGIC)}: a record that does not replay: a job's id must be" in out
-    with pytest.raises(JournalDamaged) as info:
-        recover(str(tmp_path), support.new_state(), 0.0)
-    assert (info.value.path, info.value.offset) == (str(segment), len(MAGIC))
+    why = "a record that does not replay: a job's id must be"
+    check_and_start_name(capsys, segment, len(MAGIC), why)
 
 
 def test_a_segment_that_is_not_a_file_is_refused_not_waited_on(
