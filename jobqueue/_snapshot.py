@@ -550,6 +550,9 @@ def restore_job(state: QueueState, job: JobRecord) -> None:
     Pure and synchronous, like ``apply``, but not an event: a restored job
     changes no counter and has no history. Jobs come in the snapshot's
     order (see :class:`Capture`), which rebuilds every index in its order.
+
+    Raises:
+        JournalError: a running job without its run (no worker to hold it).
     """
     kind = job.state
     if kind is PENDING or kind is SCHEDULED:  # (module names: an enum read costs a call)
