@@ -25,6 +25,7 @@ from typing import Any
 from ._errors import UNKNOWN_TYPE, ProtocolError
 from ._fields import integer, number, optional_attempt
 from ._json import (
+    REPLY_DEPTH,
     decode_object,
     encode,
     encode_field,
@@ -678,7 +679,7 @@ def decode_reply_fully(line: bytes) -> Reply:
     Raises:
         ProtocolError: if the line is not a reply this package knows.
     """
-    obj = decode_object(line)
+    obj = decode_object(line, REPLY_DEPTH)
     from_wire = _REPLIES.get(obj["type"])
     if from_wire is None:
         raise ProtocolError(UNKNOWN_TYPE, f"unexpected reply type {obj['type']!r}")

@@ -152,8 +152,17 @@ def _escape_surrogate(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
-def decode_object(line: bytes) -> dict[str, Any]:
+#: The deepest nesting a reply may have: a stored value (a payload, result
+#: or note), which the server accepts at ``MAX_DEPTH``, inside the reply's
+#: own levels (``jobs_assigned``: the message, its ``jobs`` array, a job).
+REPLY_DEPTH = MAX_DEPTH + 3
+
+
+def decode_object(line: bytes, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     """Decode one line as a strict JSON object with a string ``type`` field.
+
+    ``max_depth`` is the deepest nesting allowed: ``MAX_DEPTH`` for a
+    request; a reply may nest a little deeper (see :data:`REPLY_DEPTH`).
 
     Raises:
         ProtocolError: ``bad_json`` (not UTF-8, not JSON, ``NaN``/``Infinity``,
@@ -165,8 +174,8 @@ def decode_object(line: bytes) -> dict[str, Any]:
         raise ProtocolError(
             BAD_JSON, f"message is not valid UTF-8 (bad byte at offset {exc.start})"
         ) from None
-    if line.count(b"[") + line.count(b"{") > MAX_DEPTH:
-        _check_depth(line, text)
+    if line.count(b"[") + line.count(b"{") > max_depth:
+        _check_depth(line, text, max_depth)
     if text.startswith("{"):
         # The usual line; anything else (whitespace around it, bad JSON)
         # takes the full path below, which words its errors.
@@ -214,8 +223,8 @@ _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"\\')
 _ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
 
 
-def _check_depth(line: bytes, text: str) -> None:
-    """Reject nesting deeper than MAX_DEPTH without recursing.
+def _check_depth(line: bytes, text: str, max_depth: int = MAX_DEPTH) -> None:
+    """Reject nesting deeper than ``max_depth`` without recursing.
 
     Only called when the line has more brackets than MAX_DEPTH, so ordinary
     messages never pay for the scan. Brackets inside strings are skipped.
@@ -233,7 +242,7 @@ def _check_depth(line: bytes, text: str) -> None:
     if b"\\" not in reduced:
         reduced = reduced.replace(b'""', b"")
         if b'"' not in reduced:
-            for _ in range(MAX_DEPTH):
+            for _ in range(max_depth):
                 reduced = reduced.replace(b"[]", b"")
                 if not reduced:
                     return
@@ -252,8 +261,8 @@ def _check_depth(line: bytes, text: str) -> None:
             in_string = True
         elif char in "[{":
             depth += 1
-            if depth > MAX_DEPTH:
-                raise ProtocolError(BAD_JSON, f"message is nested deeper than {MAX_DEPTH} levels")
+            if depth > max_depth:
+                raise ProtocolError(BAD_JSON, f"message is nested deeper than {max_depth} levels")
         elif char in "]}":
             depth -= 1
 

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from jobqueue import Client, ConnectionLost, Job, RequestError, Worker, serve_queue
-from jobqueue.testing import RunningQueue
+from jobqueue.testing import RunningQueue, open_memory_queue
 from tests.helpers import free_port, stats_when
 
 if TYPE_CHECKING:
@@ -285,3 +286,24 @@ async def test_tcp_links_use_the_socket_directly_and_memory_links_do_not(
     with trio.fail_after(5):
         job_id = await tcp_queue.client.submit("x", {"big": "y" * 300_000})
         assert (await tcp_queue.client.status(job_id)).state == "pending"
+
+
+@pytest.mark.parametrize("prefetch", [1, 4])
+async def test_a_payload_as_deep_as_the_server_accepts_reaches_the_handler(
+    autojump_clock: trio.testing.MockClock, prefetch: int
+) -> None:
+    """The replies that carry it nest it deeper than a request may: the client reads them."""
+    deepest: Any = "bottom"
+    for _ in range(63):  # inside submit_job's object: 64 levels, the limit
+        deepest = [deepest]
+    async with open_memory_queue() as queue:
+        job_id = await queue.client.submit("deep", deepest)
+        seen: list[Any] = []
+
+        async def deep(job: Job) -> Any:
+            seen.append(job.payload)
+            return job.payload
+
+        await queue.start_worker({"deep": deep}, prefetch=prefetch)
+        info = await queue.client.wait(job_id)
+        assert (info.state, info.result, seen) == ("completed", deepest, [deepest])
