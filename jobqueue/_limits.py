@@ -60,6 +60,13 @@ MAX_NOTE_BYTES = 4096
 #: Most jobs one ``list_jobs`` returns.
 MAX_LIST_LIMIT = 1000
 
+#: Most entries each of ``stats``' listings carries (queues, job names,
+#: worker connections), and most queues the metrics endpoint lists and keeps
+#: wait and run histograms for. Peers may use any number of queue and job
+#: names, but a reply must fit one line and a scrape must stay small: past
+#: this the least busy are left out, and counted.
+MAX_LISTED = 1000
+
 #: Every state a job can be in, as the wire names it.
 JOB_STATES = tuple(state.value for state in JobState)
 
