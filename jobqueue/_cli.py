@@ -661,6 +661,9 @@ def _format_stats(stats: Stats) -> str:
     for worker in stats.workers:
         held = ", ".join(worker["jobs"]) or ("waiting" if worker.get("waiting") else "idle")
         lines.append(f"  {worker['name']}: {held}")
+    for listing, count in stats.unlisted.items():
+        what = "job names" if listing == "names" else listing
+        lines.append(f"({count} more {what} not listed: the server lists the busiest)")
     return "\n".join(lines)
 
 

@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ._json import encode_stored
-from ._limits import MAX_LISTED
+from ._limits import MAX_LISTED, MAX_NAME_CHARS
 
 V = TypeVar("V")
 
 #: The longest a name (of a queue or a job, ``MAX_NAME_CHARS``) encodes to:
 #: every character written as a six-byte ``\\uXXXX`` escape.
-_LONGEST_NAME_BYTES = 200 * 6
+_LONGEST_NAME_BYTES = MAX_NAME_CHARS * 6
 
 
 def busiest(

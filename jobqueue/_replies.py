@@ -497,6 +497,10 @@ class Stats:
             "bytes", "compactions", "failing", "error"}``; ``failing`` is
             true while writes fail and changes are refused, ``error`` then
             says why.
+        unlisted: Per listing cut short (``"queues"``, ``"names"``,
+            ``"workers"``), how many entries it left out; empty when every
+            listing is whole. Each listing keeps at most ``MAX_LISTED``
+            entries, the busiest, so that the reply fits one line.
     """
 
     TYPE: ClassVar[str] = "stats"
@@ -509,6 +513,7 @@ class Stats:
     names: dict[str, dict[str, int]] = attrs.field(factory=dict)
     any_name_workers: int = 0
     journal: dict[str, Any] | None = None
+    unlisted: dict[str, int] = attrs.field(factory=dict)
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Stats:
@@ -526,6 +531,7 @@ class Stats:
             names=json_object(obj, "names") if "names" in obj else {},
             any_name_workers=integer(obj, "any_name_workers") if "any_name_workers" in obj else 0,
             journal=json_object(obj, "journal") if obj.get("journal") is not None else None,
+            unlisted=json_object(obj, "unlisted") if "unlisted" in obj else {},
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -541,6 +547,7 @@ class Stats:
             "names": self.names,
             "any_name_workers": self.any_name_workers,
             **({} if self.journal is None else {"journal": self.journal}),
+            **({"unlisted": self.unlisted} if self.unlisted else {}),
         }
 
 

@@ -88,8 +88,11 @@ def workers_for(name: str, stats: Stats) -> int:
 
 
 def unserved_warning(name: str, stats: Stats) -> str | None:
-    """The one-line warning ``jobqueue submit`` prints when no connected worker runs ``name``."""
-    if workers_for(name, stats):
+    """The one-line warning ``jobqueue submit`` prints when no connected worker runs ``name``.
+
+    None when the reply cannot tell: it left ``name`` out of a cut listing.
+    """
+    if workers_for(name, stats) or (name not in stats.names and stats.unlisted.get("names")):
         return None
     return (
         f"warning: no connected worker runs jobs named {name!r}; "

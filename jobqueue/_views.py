@@ -19,6 +19,7 @@ from ._commands import Connection, Parked
 from ._job import JobRecord, JobState
 from ._json import encode_spliced, encode_stored
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
+from ._listing import busiest, busiest_items
 from ._metrics import JobTimes, JournalFigures, MetricsSnapshot
 from ._replies import JobInfo, JobList, Stats
 from ._requests import ListJobs
@@ -99,7 +100,9 @@ def queue_stats(
 ) -> Stats:
     """The ``stats`` reply: counts, totals, every worker connection with what it holds.
 
-    ``journal`` is :func:`journal_view`'s, with a journal.
+    ``journal`` is :func:`journal_view`'s, with a journal. Each listing
+    (queues, job names, workers) keeps at most ``MAX_LISTED`` entries in a
+    third of the line, the busiest first, and ``unlisted`` counts the rest.
     """
     conns = list(conns)
     workers: list[dict[str, Any]] = []
@@ -118,17 +121,33 @@ def queue_stats(
                 entry["queues"] = list(parked.queues)
             workers.append(entry)
     routes = Routes.of(conns, held)
+    # Each listing may take a third of the line; the rest of the reply is small.
+    share = (MAX_LINE_BYTES - ENVELOPE_BYTES) // 3
+    queues, queues_left = busiest(state.queue_counts(), _busiest_queue, share, entry_bytes=80)
+    names, names_left = busiest(routes.report(state.pending_by_name()), _busiest_name, share)
+    workers, workers_left = busiest_items(workers, share)
+    left = {"queues": queues_left, "names": names_left, "workers": workers_left}
     return Stats(
         jobs=state.counts(),
         totals=dict(state.totals),
         connections=len(conns),
         waiting_workers=waiting_workers,
         workers=workers,
-        queues=state.queue_counts(),
-        names=routes.report(state.pending_by_name()),
+        queues=queues,
+        names=names,
         any_name_workers=routes.anyone,
         journal=journal,
+        unlisted={listing: count for listing, count in left.items() if count},
     )
+
+
+def _busiest_queue(queue: str, counts: Mapping[str, int]) -> tuple[int, str]:
+    return -sum(counts.values()), queue
+
+
+def _busiest_name(name: str, entry: Mapping[str, int]) -> tuple[int, int, str]:
+    # Pending jobs first: those are what stats' readers act on.
+    return -entry["pending"], -entry["workers"], name
 
 
 def journal_view(figures: JournalFigures) -> dict[str, Any]:

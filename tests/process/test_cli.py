@@ -43,6 +43,7 @@ from jobqueue import (
 )
 from jobqueue._client import Client
 from jobqueue._errors import reason
+from jobqueue._limits import MAX_LISTED
 from jobqueue.testing import open_test_queue
 from tests.helpers import (
     JOBQUEUE_SCRIPT,
@@ -706,6 +707,19 @@ async def test_stats_show_the_journal(tmp_path: Path) -> None:
     assert shown["bytes"] > 0
     line = human.stdout.decode().splitlines()[3]
     assert line == f"journal: fsync interval  bytes {shown['bytes']}  compactions 0", line
+
+
+async def test_stats_say_how_many_queues_they_leave_out() -> None:
+    async with open_test_queue() as queue:
+        jobs = [{"name": "work", "queue": f"q{n:04d}"} for n in range(MAX_LISTED + 3)]
+        for start in range(0, len(jobs), 500):
+            await queue.client.submit_many(jobs[start : start + 500])
+        host, port = queue.address
+        human = await run_cli("stats", "--connect", f"{host}:{port}")
+    assert human.returncode == 0, err_text(human)
+    lines = human.stdout.decode().splitlines()
+    assert sum(line.startswith("queue q") for line in lines) == MAX_LISTED
+    assert lines[-1] == "(3 more queues not listed: the server lists the busiest)"
 
 
 # -- --handlers ---------------------------------------------------------------
