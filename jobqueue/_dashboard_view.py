@@ -15,10 +15,16 @@ from typing import Any
 
 import attrs
 
+from ._listing import busiest
 from ._replies import JobInfo, JobList, Stats
 
 #: Points kept for the chart (one per poll: ten minutes at one a second).
 HISTORY_POINTS = 600
+
+#: Queues the page shows, each with its chart: the busiest, as ``stats``
+#: chooses its own (a page of a thousand charts helps nobody, and every
+#: point of the history keeps each shown queue's counts).
+SHOWN_QUEUES = 50
 
 
 def job_json(info: JobInfo) -> dict[str, Any]:
@@ -41,6 +47,7 @@ def overview(
     worker holds that ``running`` did not include (the list was cut short)
     is shown by its id alone.
     """
+    queues, hidden = busiest(stats.queues, _busiest_queue, 1 << 30, most=SHOWN_QUEUES)
     by_id = {info.job_id: info for info in running.jobs}
     # A worker with several slots has a connection per slot, each its own
     # entry in the stats: the page shows one worker per name.
@@ -65,7 +72,10 @@ def overview(
         "totals": dict(stats.totals),
         "connections": stats.connections,
         "waiting_workers": stats.waiting_workers,
-        "queues": {name: dict(counts) for name, counts in sorted(stats.queues.items())},
+        "queues": {name: dict(counts) for name, counts in sorted(queues.items())},
+        # Queues not shown, when there are more than the page shows.
+        "queues_unlisted": stats.unlisted.get("queues", 0) + hidden,
+        "workers_unlisted": stats.unlisted.get("workers", 0),
         "workers": list(workers.values()),
         "pending": [job_json(info) for info in pending.jobs],
         "pending_truncated": pending.truncated,
@@ -74,6 +84,10 @@ def overview(
         # With a journal: its mode, size and whether it fails (protocol.md, stats).
         "journal": stats.journal,
     }
+
+
+def _busiest_queue(queue: str, counts: dict[str, int]) -> tuple[int, str]:
+    return -sum(counts.values()), queue
 
 
 def unreachable(now: float, error: str, last: dict[str, Any] | None) -> dict[str, Any]:
@@ -95,7 +109,13 @@ class History:
 
     def add(self, view: dict[str, Any]) -> dict[str, Any]:
         """Record a connected view's counts; return the point added."""
-        point = {"t": view["at"], "queues": view["queues"]}
+        jobs = view["jobs"]
+        point = {
+            "t": view["at"],
+            "queues": view["queues"],
+            # Every queue's sum, for the chart of all queues, shown or not.
+            "all": {state: jobs.get(state, 0) for state in ("pending", "scheduled", "running")},
+        }
         self._points.append(point)
         return point
 

@@ -80,8 +80,9 @@ function render(view) {
   // A section is rebuilt only when what it shows changed: a button under
   // the pointer must not be replaced between press and release.
   changed("summary", [view.jobs, view.totals, (view.workers || []).length], () => renderSummary(view));
-  renderQueues(view.queues || {});
-  changed("workers", view.workers, () => renderWorkers(view.workers || []));
+  renderQueues(view.queues || {}, view.queues_unlisted || 0);
+  changed("workers", [view.workers, view.workers_unlisted],
+    () => renderWorkers(view.workers || [], view.workers_unlisted || 0));
   changed("failed", [view.failed, view.failed_truncated], () => renderFailed(view.failed || [], view.failed_truncated));
   changed("pending", [view.pending, view.pending_truncated], () => renderPending(view.pending || [], view.pending_truncated));
 }
@@ -104,6 +105,7 @@ function renderSummary(view) {
 }
 
 function sumOver(point, series) {
+  if (point.all) return point.all[series] || 0;
   let total = 0;
   for (const counts of Object.values(point.queues || {})) total += counts[series] || 0;
   return total;
@@ -136,7 +138,7 @@ function renderChart() {
   document.getElementById("chart").replaceChildren(lineChart(600, 140, values, true), legend);
 }
 
-function renderQueues(queues) {
+function renderQueues(queues, unlisted) {
   const rows = Object.entries(queues).map(([name, counts]) => {
     const values = {};
     for (const series of SERIES) values[series] = points.map((p) => ((p.queues || {})[name] || {})[series] || 0);
@@ -147,11 +149,16 @@ function renderQueues(queues) {
       el("td", { class: "num" }, counts.running ?? 0),
       el("td", {}, lineChart(180, 28, values, false)));
   });
+  if (unlisted) {
+    rows.push(el("tr", { class: "unlisted" }, el("td", { class: "empty", colspan: 5 },
+      `and ${unlisted} more queue${unlisted === 1 ? "" : "s"} with fewer jobs, not shown`)));
+  }
   fill(document.querySelector("#queues tbody"), rows, 5, "no queue has jobs waiting or running");
 }
 
-function renderWorkers(workers) {
-  document.getElementById("workers-count").textContent = `${workers.length} connected`;
+function renderWorkers(workers, unlistedWorkers) {
+  document.getElementById("workers-count").textContent = `${workers.length} connected`
+    + (unlistedWorkers ? ` (and ${unlistedWorkers} more connections the server did not list)` : "");
   const blocks = workers.map((worker) => {
     const status = worker.jobs.length ? `${worker.jobs.length} running` : worker.waiting ? "waiting for a job" : "idle";
     const jobs = worker.jobs.map((job) => {

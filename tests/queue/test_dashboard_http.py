@@ -23,6 +23,7 @@ import pytest
 import trio
 
 from jobqueue import Client, Job, RequestError, serve_dashboard, serve_queue
+from jobqueue._dashboard_view import SHOWN_QUEUES
 from jobqueue.testing import RunningQueue, open_test_queue
 
 TOKEN = "a-login-token-long-enough"
@@ -203,6 +204,20 @@ async def test_overview_shows_the_known_counts() -> None:
         assert (job["state"], job["result"], job["attempt"]) == ("completed", "pong", 1)
         missing = await board.request("GET", "/api/jobs/no-such-job")
         assert (missing.status, missing.json()["error"]) == (404, "unknown_job")
+
+
+async def test_overview_shows_the_busiest_queues_and_counts_the_rest() -> None:
+    async with dashboard() as board:
+        client = board.queue.client
+        await client.submit_many([{"name": "work", "queue": "busy"}] * 2)
+        await client.submit_many([{"name": "work", "queue": f"q{n:03d}"} for n in range(60)])
+        view = await board.overview_when(lambda v: v["jobs"]["pending"] == 62)
+        assert len(view["queues"]) == SHOWN_QUEUES
+        assert view["queues"]["busy"]["pending"] == 2
+        assert view["queues_unlisted"] == 61 - SHOWN_QUEUES
+        assert view["workers_unlisted"] == 0
+        # The chart of all queues counts the queues not shown too.
+        assert view["history"][-1]["all"] == {"pending": 62, "scheduled": 0, "running": 0}
 
 
 async def test_overview_shows_the_journal(tmp_path: Path) -> None:
