@@ -8,11 +8,14 @@ people then ask: which names are waiting, and is anyone there to run them?
 
 from __future__ import annotations
 
+import heapq
 import sys
 from collections.abc import Container, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
+
+from ._limits import MAX_LISTED
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -52,23 +55,37 @@ class Routes:
                 anyone += 1
         return cls(named, anyone)
 
-    def report(self, pending: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    def report(
+        self, pending: Mapping[str, int], most: int = MAX_LISTED
+    ) -> tuple[dict[str, dict[str, int]], int]:
         """``stats``' ``names``: per job name, pending jobs and the workers that run it.
 
         Args:
             pending: Pending jobs per name (``JobStore.pending_by_name``).
+            most: Most names reported: those with the most pending jobs,
+                then the most workers, ties to the name that sorts first.
 
         Returns:
             ``{name: {"pending": n, "workers": k}}`` for every name that has
-            pending jobs or that a worker said it runs, sorted by name. A
-            name with pending jobs and ``"workers": 0`` waits for a worker
-            that runs it to connect.
+            pending jobs or that a worker said it runs (the ``most`` first),
+            sorted by name, and how many names were left out. A name with
+            pending jobs and ``"workers": 0`` waits for a worker that runs
+            it to connect.
         """
         named, anyone = self.named, self.anyone
-        return {
+        every = pending.keys() | named.keys()
+        kept: Iterable[str] = every
+        if len(every) > most:
+            # Chosen before any entry is built: a careless producer may leave
+            # hundreds of thousands of names, and this runs in the coordinator.
+            kept = heapq.nsmallest(
+                most, every, key=lambda name: (-pending.get(name, 0), -named.get(name, 0), name)
+            )
+        entries = {
             name: {"pending": pending.get(name, 0), "workers": named.get(name, 0) + anyone}
-            for name in sorted(pending.keys() | named.keys())
+            for name in sorted(kept)
         }
+        return entries, len(every) - len(entries)
 
 
 def workers_for(name: str, stats: Stats) -> int:

@@ -4,8 +4,8 @@ Read-only views of a :class:`~jobqueue._state.QueueState`, built by the
 coordinator between two commands (it alone may read the state). They are
 plain functions so the rules and the wire stay apart: the state knows
 nothing of ``JobInfo`` or ``Stats``, and the coordinator's class holds only
-what it does with requests. Each costs O(queues + connections), or
-O(limit) for a listing, never O(jobs).
+what it does with requests. Each costs O(queues + job names +
+connections), or O(limit) for a listing, never O(jobs).
 """
 
 from __future__ import annotations
@@ -124,7 +124,9 @@ def queue_stats(
     # Each listing may take a third of the line; the rest of the reply is small.
     share = (MAX_LINE_BYTES - ENVELOPE_BYTES) // 3
     queues, queues_left = busiest(state.queue_counts(), _busiest_queue, share, entry_bytes=80)
-    names, names_left = busiest(routes.report(state.pending_by_name()), _busiest_name, share)
+    report, names_left = routes.report(state.pending_by_name())
+    names, too_long = busiest(report, _busiest_name, share)
+    names_left += too_long
     workers, workers_left = busiest_items(workers, share)
     left = {"queues": queues_left, "names": names_left, "workers": workers_left}
     return Stats(

@@ -76,12 +76,29 @@ def test_stats_names_round_trip_and_are_optional() -> None:
 
 def test_routes_count_named_and_any_name_workers() -> None:
     routes = Routes(named={"a": 2, "b": 1}, anyone=1)
-    assert routes.report({"a": 4, "c": 1}) == {
-        "a": {"pending": 4, "workers": 3},
-        "b": {"pending": 0, "workers": 2},
-        "c": {"pending": 1, "workers": 1},
-    }
-    assert Routes(named={}, anyone=0).report({"c": 1}) == {"c": {"pending": 1, "workers": 0}}
+    assert routes.report({"a": 4, "c": 1}) == (
+        {
+            "a": {"pending": 4, "workers": 3},
+            "b": {"pending": 0, "workers": 2},
+            "c": {"pending": 1, "workers": 1},
+        },
+        0,
+    )
+    assert Routes(named={}, anyone=0).report({"c": 1}) == ({"c": {"pending": 1, "workers": 0}}, 0)
+
+
+def test_routes_report_the_busiest_names_when_there_are_too_many() -> None:
+    routes = Routes(named={"run-by-two": 2, "run-by-one": 1}, anyone=0)
+    pending = {"b": 1, "a": 1, "c": 1, "deep": 9, "run-by-one": 1}
+    assert routes.report(pending, most=4) == (
+        {
+            "a": {"pending": 1, "workers": 0},  # ties: the name that sorts first
+            "b": {"pending": 1, "workers": 0},
+            "deep": {"pending": 9, "workers": 0},  # the most pending first
+            "run-by-one": {"pending": 1, "workers": 1},  # then the most workers
+        },
+        2,  # "c", and "run-by-two" with no job pending
+    )
 
 
 def stats_with(**fields: Any) -> Stats:
