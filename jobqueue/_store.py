@@ -210,6 +210,30 @@ class JobStore:
             if any(by.values())
         }
 
+    def busiest_queue_counts(self, most: int) -> tuple[dict[str, dict[str, int]], int]:
+        """:meth:`queue_counts` for the ``most`` queues with the most unfinished jobs.
+
+        Ties go to the name that sorts first. The queues are chosen before
+        any entry is built: a careless producer may use a queue per job.
+
+        Returns:
+            The counts, in :meth:`queue_counts`' order, and how many queues
+            in use were left out.
+        """
+        counts = self._queue_counts
+        if len(counts) <= most:
+            return self.queue_counts(), 0
+        in_use = [queue for queue, by in counts.items() if any(by.values())]
+        chosen = set(
+            heapq.nsmallest(most, in_use, key=lambda queue: (-sum(counts[queue].values()), queue))
+        )
+        listed = {
+            queue: {state.value: count for state, count in counts[queue].items()}
+            for queue in in_use
+            if queue in chosen
+        }
+        return listed, len(in_use) - len(listed)
+
     def pending_in(self, queues: Sequence[str], names: AbstractSet[str] | None = None) -> bool:
         """Whether any of ``queues`` has a job waiting that a worker running ``names`` can take.
 

@@ -18,7 +18,7 @@ import attrs
 from ._commands import Connection, Parked
 from ._job import JobRecord, JobState
 from ._json import encode_spliced, encode_stored
-from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
+from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES, MAX_LISTED
 from ._listing import busiest, busiest_items
 from ._metrics import JobTimes, JournalFigures, MetricsSnapshot
 from ._replies import JobInfo, JobList, Stats
@@ -123,7 +123,9 @@ def queue_stats(
     routes = Routes.of(conns, held)
     # Each listing may take a third of the line; the rest of the reply is small.
     share = (MAX_LINE_BYTES - ENVELOPE_BYTES) // 3
-    queues, queues_left = busiest(state.queue_counts(), _busiest_queue, share, entry_bytes=80)
+    in_use, queues_left = state.busiest_queue_counts(MAX_LISTED)
+    queues, too_long = busiest(in_use, _busiest_queue, share, entry_bytes=80)
+    queues_left += too_long
     report, names_left = routes.report(state.pending_by_name())
     names, too_long = busiest(report, _busiest_name, share)
     names_left += too_long
