@@ -162,6 +162,9 @@ def _print(info: ScheduleInfo, as_json: bool) -> None:
     if as_json:
         out: dict[str, Any] = schedule_fields(info.schedule)
         out.update(next_fire=info.next_fire, last_fire=info.last_fire)
+        if info.payload_omitted:
+            del out["payload"]
+            out["payload_omitted"] = True
         print(json.dumps(out))
         return
     schedule = info.schedule

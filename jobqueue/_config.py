@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from ._limits import MAX_ATTEMPTS, MAX_LINE_BYTES
+from ._limits import MAX_ATTEMPTS, MAX_LINE_BYTES, MAX_SCHEDULES
 from ._schedule_spec import Schedule
 
 #: The queue a job goes to, and a worker listens on, when none is named.
@@ -102,6 +102,13 @@ def _at_most(high: int) -> Check:
 
 
 _non_empty = Check(lambda value: len(value) > 0, "must not be empty")
+
+
+def _few_schedules(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # Not a Check: its message would show every schedule.
+    if len(value) > MAX_SCHEDULES:
+        raise OptionError(attribute.name, f"may hold at most {MAX_SCHEDULES}", len(value))
+
 
 #: How ``fsync`` may flush the journal (``jobqueue._journal_writer`` obeys them).
 FSYNC_MODES = ("always", "interval", "never")
@@ -304,7 +311,10 @@ class ServerConfig:
         "periodic schedules to add at start",
         cli=False,
         converter=tuple,
-        validator=attrs.validators.deep_iterable(attrs.validators.instance_of(Schedule)),
+        validator=[
+            attrs.validators.deep_iterable(attrs.validators.instance_of(Schedule)),
+            _few_schedules,
+        ],
     )
 
 

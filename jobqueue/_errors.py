@@ -37,6 +37,7 @@ NOT_FAILED: Final = "not_failed"
 NOT_FINISHED: Final = "not_finished"
 QUEUE_FULL: Final = "queue_full"
 UNKNOWN_SCHEDULE: Final = "unknown_schedule"
+TOO_MANY_SCHEDULES: Final = "too_many_schedules"
 
 # The server cannot make a change durable: its journal cannot be written.
 JOURNAL_UNAVAILABLE: Final = "journal_unavailable"

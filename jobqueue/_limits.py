@@ -67,6 +67,10 @@ MAX_LIST_LIMIT = 1000
 #: this the least busy are left out, and counted.
 MAX_LISTED = 1000
 
+#: Most schedules a server keeps. Each firing costs the coordinator a look
+#: at every schedule, and ``list_schedules`` answers with all of them.
+MAX_SCHEDULES = 1000
+
 #: Every state a job can be in, as the wire names it.
 JOB_STATES = tuple(state.value for state in JobState)
 

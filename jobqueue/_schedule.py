@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._errors import UNKNOWN_SCHEDULE, RuleError
+from ._errors import TOO_MANY_SCHEDULES, UNKNOWN_SCHEDULE, RuleError
 from ._events import ScheduleAdded, ScheduleFired, ScheduleRemoved
+from ._limits import MAX_SCHEDULES
 from ._schedule_spec import Schedule
 
 if TYPE_CHECKING:
@@ -122,11 +123,20 @@ def add_schedule(state: QueueState, schedule: Schedule, wall: float) -> tuple[En
     its schedules each time keeps their history (and the misfire rule
     applies); a different one of the same name replaces it and starts afresh
     from ``wall``.
+
+    Raises:
+        RuleError: ``too_many_schedules``, for a new name when the server
+            already keeps ``MAX_SCHEDULES``.
     """
     book = state.schedules
     known = book.get(schedule.name)
     if known is not None and known.schedule == schedule:
         return known, False
+    if known is None and len(book) >= MAX_SCHEDULES:
+        raise RuleError(
+            TOO_MANY_SCHEDULES,
+            f"the server keeps at most {MAX_SCHEDULES} schedules; remove one first",
+        )
     state.apply(added_event(schedule, wall))
     entry = book.get(schedule.name)
     assert entry is not None

@@ -94,12 +94,16 @@ class ScheduleInfo:
             queue, priority, max_attempts).
         next_fire: Wall-clock time (Unix seconds) of its next firing.
         last_fire: Of its last firing (``None``: it has not fired yet).
+        payload_omitted: In a ``schedule_list`` only: the payload was left
+            out (``schedule.payload`` is then ``None``), because it would
+            not fit in the reply's line beside the schedules before it.
     """
 
     TYPE: ClassVar[str] = "schedule"
     schedule: Schedule
     next_fire: float
     last_fire: float | None = None
+    payload_omitted: bool = False
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> ScheduleInfo:
@@ -110,6 +114,7 @@ class ScheduleInfo:
             schedule,
             number(obj, "next_fire"),
             number(obj, "last_fire") if last is not None else None,
+            obj.get("payload_omitted") is True,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -117,12 +122,19 @@ class ScheduleInfo:
         out = {"type": self.TYPE, **_definition(self.schedule), "next_fire": self.next_fire}
         if self.last_fire is not None:
             out["last_fire"] = self.last_fire
+        if self.payload_omitted:
+            del out["payload"]
+            out["payload_omitted"] = True
         return out
 
 
 @attrs.frozen
 class ScheduleList:
-    """Reply to ``list_schedules``: every schedule, by name."""
+    """Reply to ``list_schedules``: every schedule, by name.
+
+    The reply fits one line: a payload that would not fit beside the
+    schedules before it is left out (``payload_omitted``).
+    """
 
     TYPE: ClassVar[str] = "schedule_list"
     schedules: tuple[ScheduleInfo, ...]

@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable
 import attrs
 import trio
 
-from ._errors import BAD_REQUEST, RuleError
+from ._errors import BAD_REQUEST, TOO_MANY_SCHEDULES, RuleError
 from ._job import JobRecord
-from ._json import stored_form
+from ._json import encode_stored, stored_form
+from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES, MAX_NAME_CHARS
 from ._replies import Ok
 from ._schedule import Entry, add_schedule, fire_schedules, remove_schedule
 from ._schedule_spec import Schedule
@@ -55,9 +56,29 @@ class Scheduler:
         return fire_schedules(self.state, now, self.wall_clock())
 
     def add(self, schedule: Schedule) -> Entry:
-        """Add (or replace) ``schedule``, its payload kept as the server keeps payloads."""
+        """Add (or replace) ``schedule``, its payload kept as the server keeps payloads.
+
+        Raises:
+            RuleError: ``too_many_schedules``: the server keeps
+                ``MAX_SCHEDULES``, or the schedules, without their
+                payloads, would no longer fit one ``list_schedules`` reply.
+        """
         stored = attrs.evolve(schedule, payload=stored_form(schedule.payload))
+        self._check_room(stored)
         return add_schedule(self.state, stored, self.wall_clock())[0]
+
+    def _check_room(self, schedule: Schedule) -> None:
+        book = self.state.schedules
+        if (len(book) + 1) * _LONGEST_LISTED <= _ROOM:
+            return  # (every schedule's texts are at most MAX_NAME_CHARS)
+        others = (entry.schedule for entry in book if entry.schedule.name != schedule.name)
+        if sum(map(_listed_bytes, others)) + _listed_bytes(schedule) > _ROOM:
+            raise RuleError(
+                TOO_MANY_SCHEDULES,
+                f"schedule {schedule.name!r} would not fit in a list_schedules reply "
+                "beside the others (their names, jobs, queues, zones and cron "
+                "expressions take most of a line): remove one first",
+            )
 
     def add_all(self, schedules: Iterable[Schedule]) -> None:
         """Add the schedules a server was started with (``ServerConfig.schedules``)."""
@@ -72,8 +93,26 @@ class Scheduler:
             raise RuleError(BAD_REQUEST, str(exc)) from None
 
     def on_list(self, request: ListSchedules, now: float) -> ScheduleList:
-        """Serve ``list_schedules``."""
-        return ScheduleList(tuple(_info(entry) for entry in self.state.schedules))
+        """Serve ``list_schedules``: every schedule, in one line.
+
+        A schedule's payload may take most of a line by itself, so each is
+        listed with its payload while that fits, and without it after.
+        Without payloads every schedule fits: :meth:`add` refuses one that
+        would not.
+        """
+        listed = []
+        # The reply around the entries is short: any one schedule fits with
+        # its payload, as in its own ``schedule`` reply.
+        room = MAX_LINE_BYTES
+        for entry in self.state.schedules:
+            info = _info(entry)
+            size = len(encode_stored(info.to_wire()))
+            if size > room:
+                info = attrs.evolve(info, payload_omitted=True)
+                size = len(encode_stored(info.to_wire()))
+            room -= size
+            listed.append(info)
+        return ScheduleList(tuple(listed))
 
     def on_remove(self, request: RemoveSchedule, now: float) -> Ok:
         """Serve ``remove_schedule``.
@@ -83,6 +122,21 @@ class Scheduler:
         """
         remove_schedule(self.state, request.name)
         return Ok()
+
+
+#: Bytes a reply line has for a listing.
+_ROOM = MAX_LINE_BYTES - ENVELOPE_BYTES
+
+#: The most one schedule takes in a listing without its payload: five texts
+#: (name, job, queue, tz, cron) of ``MAX_NAME_CHARS`` characters, each
+#: written as a six-byte escape, and room for its numbers and keys.
+_LONGEST_LISTED = 5 * MAX_NAME_CHARS * 6 + 400
+
+
+def _listed_bytes(schedule: Schedule) -> int:
+    """What ``schedule`` takes in a listing without its payload."""
+    info = ScheduleInfo(attrs.evolve(schedule, payload=None), 0.0, 0.0, payload_omitted=True)
+    return len(encode_stored(info.to_wire())) + 32  # times with all their digits
 
 
 def _info(entry: Entry) -> ScheduleInfo:

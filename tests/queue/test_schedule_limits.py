@@ -1,0 +1,83 @@
+"""Schedules a listing must still hold: big payloads, many schedules, long names.
+
+``list_schedules`` answers in one line. A payload may take most of a line
+by itself, so payloads that do not fit are left out of the listing; and a
+server keeps no more schedules than one listing can show without them.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from jobqueue import RequestError, Schedule, ServerConfig
+from jobqueue._limits import MAX_NAME_CHARS, MAX_SCHEDULES, MAX_STORED_BYTES
+from jobqueue.testing import open_memory_queue
+
+
+async def test_payloads_that_do_not_fit_are_left_out_of_the_listing() -> None:
+    big = {"blob": "x" * (MAX_STORED_BYTES - 100)}
+    with trio.fail_after(30):
+        async with open_memory_queue() as queue:
+            client = queue.client
+            for name in ("a-big", "b-big", "c-small"):
+                await client.add_schedule(name, "work", big if "big" in name else [1], every=60)
+            listed = await client.list_schedules()
+    assert [info.schedule.name for info in listed] == ["a-big", "b-big", "c-small"]
+    assert [info.payload_omitted for info in listed] == [False, True, False]
+    assert listed[0].schedule.payload == big
+    assert listed[1].schedule.payload is None
+    assert listed[2].schedule.payload == [1]  # a later one that fits keeps its payload
+
+
+async def test_a_server_keeps_at_most_max_schedules() -> None:
+    with trio.fail_after(60):
+        async with open_memory_queue() as queue:
+            client = queue.client
+            for n in range(MAX_SCHEDULES):
+                await client.add_schedule(f"s{n:04d}", "work", every=3600)
+            with pytest.raises(RequestError) as refused:
+                await client.add_schedule("one-more", "work", every=3600)
+            # Replacing one is no new schedule.
+            replaced = await client.add_schedule("s0000", "other", every=60)
+            listed = await client.list_schedules()
+    assert refused.value.code == "too_many_schedules"
+    assert f"at most {MAX_SCHEDULES} schedules" in str(refused.value)
+    assert replaced.schedule.job == "other"
+    assert len(listed) == MAX_SCHEDULES
+
+
+async def test_schedules_are_refused_before_they_no_longer_fit_a_listing() -> None:
+    # Texts of the longest a name may be, every character escaped on the wire.
+    def longest(n: int, tag: str) -> str:
+        return f"{n:04d}{tag}" + "\x01" * (MAX_NAME_CHARS - 5)
+
+    with trio.fail_after(60):
+        async with open_memory_queue() as queue:
+            client = queue.client
+            refused: RequestError | None = None
+            added = 0
+            while refused is None and added < MAX_SCHEDULES:
+                n = added
+                try:
+                    await client.add_schedule(
+                        longest(n, "n"), longest(n, "j"), every=60, queue=longest(n, "q")
+                    )
+                    added += 1
+                except RequestError as exc:
+                    refused = exc
+            listed = await client.list_schedules()
+    assert refused is not None
+    assert refused.code == "too_many_schedules"
+    assert "would not fit in a list_schedules reply" in str(refused)
+    assert 100 < added < MAX_SCHEDULES
+    assert len(listed) == added  # every schedule kept is listed
+
+
+def test_a_schedules_texts_are_held_to_the_wires_limit() -> None:
+    with pytest.raises(ValueError, match=f"queue is longer than {MAX_NAME_CHARS}"):
+        Schedule("nightly", "cleanup", every=60, queue="q" * (MAX_NAME_CHARS + 1))
+    with pytest.raises(ValueError, match="schedules may hold at most"):
+        ServerConfig(
+            schedules=tuple(Schedule(f"s{n}", "work", every=60) for n in range(MAX_SCHEDULES + 1))
+        )
