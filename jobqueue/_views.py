@@ -148,7 +148,7 @@ def metrics_snapshot(
     """The figures of ``GET /metrics``; ``idle`` maps each waiting worker's connection id."""
     holders = state._held  # worker -> its leases; only the keys are read
     workers = len(holders) + sum(conn_id not in holders for conn_id in idle)
-    queues: dict[str, dict[str, int]] = {queue: {} for queue in times.wait} if times else {}
+    queues: dict[str, dict[str, int]] = {queue: {} for queue in times.queues} if times else {}
     queues.update(state.queue_counts())
     counts = state.counts()
     return MetricsSnapshot(
@@ -158,6 +158,6 @@ def metrics_snapshot(
         connections=connections,
         workers=workers,
         waiting_workers=len(idle),
-        wait={queue: h.copy() for queue, h in times.wait.items()} if times else {},
-        run={queue: h.copy() for queue, h in times.run.items()} if times else {},
+        wait={queue: wait.copy() for queue, (wait, _) in times.queues.items()} if times else {},
+        run={queue: run.copy() for queue, (_, run) in times.queues.items()} if times else {},
     )
