@@ -196,8 +196,11 @@ class JournalFigures:
 class MetricsSnapshot:
     """Every figure of one scrape, copied by the coordinator."""
 
-    #: Per queue: unfinished jobs per state (queues with none are listed with zeros).
+    #: Per queue: unfinished jobs per state (queues with histograms and none
+    #: are listed with zeros); at most ``MAX_LISTED`` queues, the busiest.
     queues: Mapping[str, Mapping[str, int]]
+    #: Queues with unfinished jobs, listed in ``queues`` or not.
+    queues_in_use: int
     #: Remembered finished jobs per finished state.
     finished: Mapping[str, int]
     #: Lifetime totals (``QueueModel.totals``).
@@ -226,6 +229,12 @@ def render(snapshot: MetricsSnapshot) -> str:
         for state in _QUEUE_STATES:
             labels = f'queue="{_label(queue)}",state="{state}"'
             out.append(f"jobqueue_jobs{{{labels}}} {counts.get(state, 0)}")
+    family(
+        "jobqueue_queues",
+        "gauge",
+        f"Queues with unfinished jobs, listed or not (jobqueue_jobs lists {MAX_LISTED} at most).",
+    )
+    out.append(f"jobqueue_queues {snapshot.queues_in_use}")
     family("jobqueue_finished_jobs", "gauge", "Finished jobs still remembered, by state.")
     for state in _FINISHED_STATES:
         out.append(f'jobqueue_finished_jobs{{state="{state}"}} {snapshot.finished.get(state, 0)}')

@@ -19,6 +19,7 @@ from ._commands import Connection, Parked
 from ._job import JobRecord, JobState
 from ._json import encode_spliced, encode_stored
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
+from ._listing import busiest
 from ._metrics import JobTimes, JournalFigures, MetricsSnapshot
 from ._replies import JobInfo, JobList, Stats
 from ._requests import ListJobs
@@ -148,11 +149,17 @@ def metrics_snapshot(
     """The figures of ``GET /metrics``; ``idle`` maps each waiting worker's connection id."""
     holders = state._held  # worker -> its leases; only the keys are read
     workers = len(holders) + sum(conn_id not in holders for conn_id in idle)
+    # Queues that have histograms are listed with zeros, so that an emptied
+    # queue reads 0 rather than no series; past MAX_LISTED queues in all the
+    # busiest are listed, and jobqueue_queues counts those in use.
+    in_use = state.queue_counts()
     queues: dict[str, dict[str, int]] = {queue: {} for queue in times.queues} if times else {}
-    queues.update(state.queue_counts())
+    queues.update(in_use)
+    listed, _ = busiest(queues, _most_unfinished, None)
     counts = state.counts()
     return MetricsSnapshot(
-        queues=queues,
+        queues=listed,
+        queues_in_use=len(in_use),
         finished={name: counts[name] for name in ("completed", "failed", "cancelled")},
         totals=dict(state.totals),
         connections=connections,
@@ -161,3 +168,8 @@ def metrics_snapshot(
         wait={queue: wait.copy() for queue, (wait, _) in times.queues.items()} if times else {},
         run={queue: run.copy() for queue, (_, run) in times.queues.items()} if times else {},
     )
+
+
+def _most_unfinished(queue: str, counts: Mapping[str, int]) -> tuple[int, str]:
+    """Orders queues by unfinished jobs, most first, then by name."""
+    return -sum(counts.values()), queue

@@ -18,6 +18,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue import Client, _metrics_http
+from jobqueue._limits import MAX_LISTED
 from jobqueue._metrics import BUCKETS
 from jobqueue.testing import RunningQueue, open_test_queue
 from tests.helpers import free_port, open_raw_connection, stats_when, take
@@ -159,6 +160,41 @@ async def test_figures_match_a_scenario_with_known_counts() -> None:
     assert kinds["jobqueue_jobs_submitted"] == "counter"
     assert kinds["jobqueue_job_wait_seconds"] == "histogram"
     assert kinds["jobqueue_jobs"] == "gauge"
+    assert kinds["jobqueue_queues"] == "gauge"
+    assert value(found, "jobqueue_queues") == 2  # a and b; c has had no job
+
+
+async def test_the_page_lists_the_busiest_queues_and_counts_them_all() -> None:
+    # A client that names a queue per job: MAX_LISTED queues of one job each,
+    # then five of two jobs each whose names sort last (scheduled jobs are
+    # unfinished jobs too).
+    one_each: list[dict[str, Any]] = [{"name": "n", "queue": f"q{i:04}"} for i in range(MAX_LISTED)]
+    two_each = [{"name": "n", "queue": f"zz{i}", "delay": 600} for i in range(5) for _ in "ab"]
+    async with metered_queue() as (queue, address):
+        await queue.client.submit_many(one_each + two_each)
+        head, text = await scrape(address)
+    assert head.startswith(b"HTTP/1.1 200")
+    # Only the series looked at are parsed: the whole page takes half a second.
+    wanted = (
+        "jobqueue_jobs{",
+        "jobqueue_queues ",
+        "jobqueue_job_wait_seconds_count{",
+        "jobqueue_job_run_seconds_count{",
+    )
+    found = samples("".join(line for line in text.splitlines(True) if line.startswith(wanted)))
+
+    def queues(metric: str) -> set[str]:
+        return {dict(labels)["queue"] for name, labels in found if name == metric}
+
+    busy = {f"zz{i}" for i in range(5)}
+    # The busiest five, then by name: the last five of the one-job queues are left out.
+    assert queues("jobqueue_jobs") == busy | {f"q{i:04}" for i in range(MAX_LISTED - 5)}
+    assert value(found, "jobqueue_jobs", queue="zz4", state="scheduled") == 2
+    assert value(found, "jobqueue_queues") == MAX_LISTED + 5
+    # The histograms are kept for the queues used last: the first five are gone.
+    used_last = busy | {f"q{i:04}" for i in range(5, MAX_LISTED)}
+    assert queues("jobqueue_job_wait_seconds_count") == used_last
+    assert queues("jobqueue_job_run_seconds_count") == used_last
 
 
 async def test_head_and_keep_alive() -> None:
