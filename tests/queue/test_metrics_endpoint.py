@@ -9,6 +9,7 @@ being answered, and the endpoint must keep serving.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue import Client, _metrics_http
 from jobqueue._limits import MAX_LISTED
-from jobqueue._metrics import BUCKETS
+from jobqueue._metrics import BUCKETS, MetricsSnapshot, render
 from jobqueue.testing import RunningQueue, open_test_queue
 from tests.helpers import free_port, open_raw_connection, stats_when, take
 
@@ -255,6 +256,38 @@ async def test_a_failing_page_is_a_500_and_the_endpoint_serves_on(
         head, _ = await scrape(address)
         assert head.startswith(b"HTTP/1.1 200")
         assert await queue.client.submit("after", None)
+
+
+async def test_the_server_answers_while_a_page_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The render stays blocked until the queue and the endpoint have answered
+    # meanwhile. In trio's thread it would block them both: then it gives up
+    # after a while, and the scrape is a 500.
+    rendering, answered = threading.Event(), threading.Event()
+
+    def blocked(snapshot: MetricsSnapshot) -> str:
+        rendering.set()
+        if not answered.wait(10):
+            raise AssertionError("nothing was answered while the page rendered")
+        return render(snapshot)
+
+    monkeypatch.setattr(_metrics_http, "render", blocked)
+    async with metered_queue() as (queue, address):
+        scraped: list[tuple[bytes, str]] = []
+
+        async def scrape_into() -> None:
+            scraped.append(await scrape(address))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(scrape_into)
+            await trio.to_thread.run_sync(rendering.wait)
+            assert await queue.client.submit("meanwhile", None)
+            other = b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            assert (await http(address, other)).startswith(b"HTTP/1.1 404")
+            answered.set()
+    [(head, text)] = scraped
+    assert head.startswith(b"HTTP/1.1 200")
+    # The figures are those of before the submit: the snapshot came first.
+    assert value(samples(text), "jobqueue_jobs_submitted_total") == 0
 
 
 async def keep_submitting(client: Client, count: int) -> None:
