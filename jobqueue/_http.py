@@ -11,9 +11,10 @@ dependencies for a handful of paths, and its limits would be its own.
 What this module guarantees, whoever the handler is: bad input costs only
 its own connection. A request head larger than ``max_head_bytes`` gets 431
 (h11's ``max_incomplete_event_size``), a body larger than ``max_body_bytes``
-413, garbage 400; every request must arrive and be answered within
-``request_timeout``; at most ``max_connections`` connections are served at
-once (more are closed at once). A streamed response (server-sent events)
+413, garbage 400, a transfer coding other than chunked 501 (RFC 9112 §6.1:
+a coding the server does not understand); every request must arrive and be
+answered within ``request_timeout``; at most ``max_connections`` connections
+are served at once (more are closed at once). A streamed response (server-sent events)
 runs past the request deadline, but each of its writes must complete within
 ``send_timeout``, so a reader that stops reading is dropped, not waited for.
 
@@ -220,7 +221,11 @@ class _Server:
             body = await self._read_body(stream, conn)
         except h11.RemoteProtocolError as exc:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                error = Response(exc.error_status_hint, b"bad request\n", close=True)
+                # h11's hint: 400, 431 for a head too long, 501 for a transfer
+                # coding it does not implement (RFC 9112 §6.1 asks for 501).
+                status = exc.error_status_hint
+                text = f"{HTTPStatus(status).phrase.lower()}\n".encode()
+                error = Response(status, text, close=True)
                 await _respond(stream, conn, error, head=False)
                 await _linger(stream)
             return False

@@ -230,6 +230,18 @@ async def test_refusals(request_bytes: bytes, status: bytes) -> None:
         assert head.startswith(b"HTTP/1.1 200")
 
 
+async def test_a_transfer_coding_other_than_chunked_is_not_implemented() -> None:
+    # RFC 9112 §6.1: a server that receives a transfer coding it does not
+    # understand should answer 501; h11 understands only chunked.
+    async with metered_queue() as (_, address):
+        response = await http(
+            address, b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"
+        )
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
+    assert body == b"not implemented\n"
+
+
 async def test_a_queue_named_with_a_lone_surrogate_is_rendered_escaped() -> None:
     async with metered_queue() as (queue, address), open_raw_connection(queue) as peer:
         # JSON can carry half a surrogate pair, which has no UTF-8 form.
