@@ -242,6 +242,33 @@ async def test_a_transfer_coding_other_than_chunked_is_not_implemented() -> None
     assert body == b"not implemented\n"
 
 
+async def test_a_client_that_waits_before_sending_its_body_is_answered_at_once() -> None:
+    # Expect: 100-continue: the client sends its body only once told to go
+    # on. Unanswered, it would wait out the 10 s request deadline; the
+    # fail_after bounds are far shorter.
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+    async with metered_queue() as (_, address):
+        stream = await trio.open_tcp_stream(*address)
+        async with stream:
+            await stream.send_all(head + b"Content-Length: 5\r\nConnection: close\r\n\r\n")
+            received = b""
+            with trio.fail_after(5):
+                while b"\r\n\r\n" not in received:
+                    received += await stream.receive_some(65536)
+            assert received == b"HTTP/1.1 100 Continue\r\n\r\n"
+            await stream.send_all(b"hello")
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        assert received.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+        assert b"# TYPE jobqueue_jobs gauge" in received
+        # A body declared longer than the endpoint takes is refused at once,
+        # before the client sends it.
+        with trio.fail_after(5):
+            response = await http(address, head + b"Content-Length: 100000\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 413 ")
+
+
 async def test_a_queue_named_with_a_lone_surrogate_is_rendered_escaped() -> None:
     async with metered_queue() as (queue, address), open_raw_connection(queue) as peer:
         # JSON can carry half a surrogate pair, which has no UTF-8 form.
