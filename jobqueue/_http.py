@@ -11,11 +11,14 @@ dependencies for a handful of paths, and its limits would be its own.
 What this module guarantees, whoever the handler is: bad input costs only
 its own connection. A request head larger than ``max_head_bytes`` gets 431
 (h11's ``max_incomplete_event_size``), a body larger than ``max_body_bytes``
-413, garbage 400; every request must arrive and be answered within
-``request_timeout``; at most ``max_connections`` connections are served at
-once (more are closed at once). A streamed response (server-sent events)
-runs past the request deadline, but each of its writes must complete within
-``send_timeout``, so a reader that stops reading is dropped, not waited for.
+413, garbage 400, a transfer coding other than chunked 501 (RFC 9112 §6.1:
+a coding the server does not understand); a client that waits to be told
+to send its body (``Expect: 100-continue``) is told at once; every request
+must arrive and be answered within ``request_timeout``; at most
+``max_connections`` connections are served at once (more are closed at
+once). A streamed response (server-sent events) runs past the request
+deadline, but each of its writes must complete within ``send_timeout``, so
+a reader that stops reading is dropped, not waited for.
 
 The handler sees a :class:`Request` whose body has been read whole, and
 returns a :class:`Response`; ``HEAD`` is answered like ``GET`` without the
@@ -217,10 +220,14 @@ class _Server:
             event = await _next_event(stream, conn)
             if not isinstance(event, h11.Request):
                 return False  # the peer closed its side
-            body = await self._read_body(stream, conn)
+            body = await self._read_body(stream, conn, event)
         except h11.RemoteProtocolError as exc:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                error = Response(exc.error_status_hint, b"bad request\n", close=True)
+                # h11's hint: 400, 431 for a head too long, 501 for a transfer
+                # coding it does not implement (RFC 9112 §6.1 asks for 501).
+                status = exc.error_status_hint
+                text = f"{HTTPStatus(status).phrase.lower()}\n".encode()
+                error = Response(status, text, close=True)
                 await _respond(stream, conn, error, head=False)
                 await _linger(stream)
             return False
@@ -245,16 +252,35 @@ class _Server:
             return False
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
-    async def _read_body(self, stream: trio.SocketStream, conn: h11.Connection) -> bytes | None:
-        """The request's body, or ``None`` when it is longer than allowed."""
+    async def _read_body(
+        self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request
+    ) -> bytes | None:
+        """The request's body, or ``None`` when it is longer than allowed.
+
+        A client that sent ``Expect: 100-continue`` waits for a word from us
+        before it sends a body. It gets ``100 Continue`` once the body is
+        all that is missing (never for a request without one), or at once
+        ``None`` (a 413) if the length it declares is too long already, so
+        it is not left waiting out the request deadline (RFC 9110 §10.1.1).
+        """
         h11 = self._h11
+        limit = self._limits.max_body_bytes
         parts: list[bytes] = []
         size = 0
         while True:
-            event = await _next_event(stream, conn)
-            if isinstance(event, h11.Data):
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if conn.client_is_waiting_for_100_continue:
+                    if _declared_length(request) > limit:
+                        return None
+                    go_on = h11.InformationalResponse(
+                        status_code=100, headers=[], reason=b"Continue"
+                    )
+                    await stream.send_all(conn.send(go_on))
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Data):
                 size += len(event.data)
-                if size > self._limits.max_body_bytes:
+                if size > limit:
                     return None
                 parts.append(event.data)
             elif isinstance(event, h11.EndOfMessage):
@@ -284,6 +310,14 @@ class _Server:
                 await stream.send_all(conn.send(h11.EndOfMessage()))
         except trio.TooSlowError:
             self._log.debug("HTTP stream dropped: its reader fell %gs behind", timeout)
+
+
+def _declared_length(event: h11.Request) -> int:
+    """The request's ``Content-Length`` (h11 has checked it), 0 without one (chunked)."""
+    for name, value in event.headers:
+        if name == b"content-length":
+            return int(value)
+    return 0
 
 
 def _request(event: h11.Request, body: bytes) -> Request:

@@ -28,7 +28,7 @@ _LONGEST_NAME_BYTES = MAX_NAME_CHARS * 6
 def busiest(
     table: Mapping[str, V],
     order: Callable[[str, V], Any],
-    budget: int,
+    budget: int | None,
     *,
     most: int = MAX_LISTED,
     entry_bytes: int = 64,
@@ -40,7 +40,9 @@ def busiest(
         order: Sorts the busiest first (smallest first); ties should end in
             the name, so that the choice does not depend on ``table``'s order.
         budget: Bytes the kept entries may take, each as
-            ``{"name": value}`` encodes.
+            ``{"name": value}`` encodes; ``None`` for no byte limit (a
+            listing that is not one reply line: the metrics page), so that
+            nothing is encoded.
         most: Most entries kept.
         entry_bytes: The most a value can encode to, beside its name. A
             table that cannot reach ``budget`` at that size is only counted,
@@ -49,18 +51,23 @@ def busiest(
     Returns:
         The kept entries in ``table``'s order, and how many were left out.
     """
-    if len(table) <= most and len(table) * (_LONGEST_NAME_BYTES + entry_bytes) <= budget:
+    if len(table) <= most and (
+        budget is None or len(table) * (_LONGEST_NAME_BYTES + entry_bytes) <= budget
+    ):
         return dict(table), 0
     if len(table) > most:
         ranked = heapq.nsmallest(most, table, key=lambda name: order(name, table[name]))
     else:
         ranked = sorted(table, key=lambda name: order(name, table[name]))
     kept: set[str] = set()
-    for name in ranked:
-        budget -= len(encode_stored({name: table[name]}))
-        if budget < 0:
-            break
-        kept.add(name)
+    if budget is None:
+        kept.update(ranked)
+    else:
+        for name in ranked:
+            budget -= len(encode_stored({name: table[name]}))
+            if budget < 0:
+                break
+            kept.add(name)
     return {name: value for name, value in table.items() if name in kept}, len(table) - len(kept)
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 import attrs
 
 from ._job import JobRecord, JobState
+from ._limits import MAX_LISTED
 
 #: Upper bounds (seconds) of the histogram buckets, for both waits and run
 #: times: from a few milliseconds (a busy queue's hand-off, a no-op job) to
@@ -98,36 +99,45 @@ class JobTimes:
     its outcome, its cancellation or its lost lease, so they never hold more
     than the unfinished jobs. Jobs replayed from a journal were submitted
     before this run's clock began: their wait is not observed.
+
+    The histograms are kept for at most ``most`` queues. Queue names are the
+    clients' (one that puts an id in its queue name makes a new queue per
+    job), and each queue costs two histograms here and about 44 lines on
+    every scrape, so past ``most`` the queue used least recently loses its
+    histograms to the new one: Prometheus sees its series end, and a counter
+    reset should it come back, which ``rate()`` handles.
+
+    Args:
+        most: Most queues with histograms (:data:`~jobqueue._limits.MAX_LISTED`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, most: int = MAX_LISTED) -> None:
         self._ready: dict[str, float] = {}
         self._started: dict[str, float] = {}
-        #: Per queue: seconds from submission (or the end of a delay) to the first start.
-        self.wait: dict[str, Histogram] = {}
-        #: Per queue: seconds from a start to the outcome its worker reported.
-        self.run: dict[str, Histogram] = {}
+        self._most = most
+        #: Per queue, least recently used first: its (wait, run) histograms.
+        #: Wait: seconds from submission (or the end of a delay) to the first
+        #: start; run: seconds from a start to the outcome its worker reported.
+        #: A submit to the queue and an observation make it the most recent.
+        self.queues: dict[str, tuple[Histogram, Histogram]] = {}
 
     def submitted(self, job: JobRecord, now: float) -> None:
         """A new job: its wait starts now, or when its delay ends."""
         self._ready[job.id] = now if job.not_before is None else job.not_before
-        queue = job.options.queue  # (not the property: this runs for every job)
-        if queue not in self.wait:
-            self.wait[queue] = Histogram()
-            self.run[queue] = Histogram()
+        self._use(job.options.queue)  # (not the property: this runs for every job)
 
     def assigned(self, job: JobRecord, now: float) -> None:
         """``job`` started a run: observe its wait if this is its first start."""
         ready = self._ready.pop(job.id, None)
         if ready is not None:
-            self._histogram(self.wait, job.options.queue).observe(max(0.0, now - ready))
+            self._use(job.options.queue)[0].observe(max(0.0, now - ready))
         self._started[job.id] = now
 
     def reported(self, job: JobRecord, now: float) -> None:
         """``job``'s worker reported an outcome (a result or an error): observe the run."""
         started = self._started.pop(job.id, None)
         if started is not None:
-            self._histogram(self.run, job.options.queue).observe(now - started)
+            self._use(job.options.queue)[1].observe(now - started)
 
     def ended(self, jobs: Iterable[JobRecord]) -> None:
         """Forget runs that ended without a report (lost, cancelled) and cancelled waits."""
@@ -137,11 +147,20 @@ class JobTimes:
                 if job.state is JobState.CANCELLED:
                     self._ready.pop(job.id, None)
 
-    def _histogram(self, table: dict[str, Histogram], queue: str) -> Histogram:
-        histogram = table.get(queue)
-        if histogram is None:
-            histogram = table[queue] = Histogram()
-        return histogram
+    def _use(self, queue: str) -> tuple[Histogram, Histogram]:
+        """``queue``'s histograms, made the most recently used (made, if it had none)."""
+        # A plain dict keeps its insertion order: taking the entry out and
+        # putting it back moves it to the end. Measured, that is quicker than
+        # an OrderedDict's get and move_to_end (about 60 ns against 65 with
+        # one queue, 75 against 95 with fifty), and this runs for every job.
+        queues = self.queues
+        pair = queues.pop(queue, None)
+        if pair is None:
+            if len(queues) >= self._most:
+                del queues[next(iter(queues))]  # the least recently used
+            pair = (Histogram(), Histogram())
+        queues[queue] = pair
+        return pair
 
 
 @attrs.frozen
@@ -177,8 +196,11 @@ class JournalFigures:
 class MetricsSnapshot:
     """Every figure of one scrape, copied by the coordinator."""
 
-    #: Per queue: unfinished jobs per state (queues with none are listed with zeros).
+    #: Per queue: unfinished jobs per state (queues with histograms and none
+    #: are listed with zeros); at most ``MAX_LISTED`` queues, the busiest.
     queues: Mapping[str, Mapping[str, int]]
+    #: Queues with unfinished jobs, listed in ``queues`` or not.
+    queues_in_use: int
     #: Remembered finished jobs per finished state.
     finished: Mapping[str, int]
     #: Lifetime totals (``QueueModel.totals``).
@@ -207,6 +229,12 @@ def render(snapshot: MetricsSnapshot) -> str:
         for state in _QUEUE_STATES:
             labels = f'queue="{_label(queue)}",state="{state}"'
             out.append(f"jobqueue_jobs{{{labels}}} {counts.get(state, 0)}")
+    family(
+        "jobqueue_queues",
+        "gauge",
+        f"Queues with unfinished jobs, listed or not (jobqueue_jobs lists {MAX_LISTED} at most).",
+    )
+    out.append(f"jobqueue_queues {snapshot.queues_in_use}")
     family("jobqueue_finished_jobs", "gauge", "Finished jobs still remembered, by state.")
     for state in _FINISHED_STATES:
         out.append(f'jobqueue_finished_jobs{{state="{state}"}} {snapshot.finished.get(state, 0)}')

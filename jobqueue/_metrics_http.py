@@ -6,11 +6,13 @@ rather than an ASGI framework).
 
 The endpoint can never touch the queue: it asks the coordinator for a
 :class:`~jobqueue._metrics.MetricsSnapshot` over the command channel, like
-any connection's request, and renders it itself. Bad input costs only its own
-connection: a request head larger than :data:`MAX_HEAD_BYTES` is refused,
-every request must arrive and be answered within :data:`REQUEST_TIMEOUT`,
-and at most :data:`MAX_CONNECTIONS` connections are served at once (more are
-closed at once). These are read when the endpoint starts.
+any connection's request, and renders it in a worker thread, so a long page
+never holds up trio's thread, which every connection of the server shares.
+Bad input costs only its own connection: a request head larger than
+:data:`MAX_HEAD_BYTES` is refused, every request must arrive and be answered
+within :data:`REQUEST_TIMEOUT`, and at most :data:`MAX_CONNECTIONS`
+connections are served at once (more are closed at once). These are read
+when the endpoint starts.
 """
 
 from __future__ import annotations
@@ -92,16 +94,33 @@ async def serve_metrics(
             host,
         )
 
+    # One page is rendered at a time: a render holds the GIL throughout, so
+    # two at once would finish no sooner, and each holds a page half built.
+    rendering = trio.CapacityLimiter(1)
+
     async def handle(request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
             allow = (("Allow", "GET, HEAD"),)
             return Response(405, b"only GET\n", headers=allow, close=True)
         if request.path != PATH:
             return Response(404, b"not found: try /metrics\n")
-        return Response(200, render(await snapshot()).encode(), content_type=CONTENT_TYPE)
+        figures = await snapshot()
+        # Rendered in a worker thread: a page of 1,000 queues takes tens of
+        # milliseconds, which in trio's thread would stall every connection
+        # of the server, the queue's own included. This is safe because the
+        # snapshot is a copy the coordinator made for this request alone
+        # (the journal's figures are a copy too): no other task or thread
+        # reads or changes it, here or later.
+        body = await trio.to_thread.run_sync(_page, figures, limiter=rendering)
+        return Response(200, body, content_type=CONTENT_TYPE)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_http, handle, listeners, limits, log)
         log.info("metrics at http://%s:%d%s", host_for_url(address[0]), address[1], PATH)
         task_status.started(address)
     raise AssertionError("serve_http never returns")  # pragma: no cover
+
+
+def _page(figures: MetricsSnapshot) -> bytes:
+    """The page's bytes; runs in a worker thread."""
+    return render(figures).encode()

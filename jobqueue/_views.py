@@ -171,16 +171,27 @@ def metrics_snapshot(
     """The figures of ``GET /metrics``; ``idle`` maps each waiting worker's connection id."""
     holders = state._held  # worker -> its leases; only the keys are read
     workers = len(holders) + sum(conn_id not in holders for conn_id in idle)
-    queues: dict[str, dict[str, int]] = {queue: {} for queue in times.wait} if times else {}
-    queues.update(state.queue_counts())
+    # Queues that have histograms are listed with zeros, so that an emptied
+    # queue reads 0 rather than no series; past MAX_LISTED queues in all the
+    # busiest are listed, and jobqueue_queues counts those in use.
+    in_use = state.queue_counts()
+    queues: dict[str, dict[str, int]] = {queue: {} for queue in times.queues} if times else {}
+    queues.update(in_use)
+    listed, _ = busiest(queues, _most_unfinished, None)
     counts = state.counts()
     return MetricsSnapshot(
-        queues=queues,
+        queues=listed,
+        queues_in_use=len(in_use),
         finished={name: counts[name] for name in ("completed", "failed", "cancelled")},
         totals=dict(state.totals),
         connections=connections,
         workers=workers,
         waiting_workers=len(idle),
-        wait={queue: h.copy() for queue, h in times.wait.items()} if times else {},
-        run={queue: h.copy() for queue, h in times.run.items()} if times else {},
+        wait={queue: wait.copy() for queue, (wait, _) in times.queues.items()} if times else {},
+        run={queue: run.copy() for queue, (_, run) in times.queues.items()} if times else {},
     )
+
+
+def _most_unfinished(queue: str, counts: Mapping[str, int]) -> tuple[int, str]:
+    """Orders queues by unfinished jobs, most first, then by name."""
+    return -sum(counts.values()), queue

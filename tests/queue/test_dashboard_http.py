@@ -442,6 +442,7 @@ async def keep_submitting(client: Client, count: int) -> None:
             413,
         ),
         (b"GET /api/jobs/%00%01 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 400),
+        (b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
     ],
 )
 async def test_bad_requests_get_clear_errors(request_bytes: bytes, status: int) -> None:

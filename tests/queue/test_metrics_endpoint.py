@@ -9,6 +9,7 @@ being answered, and the endpoint must keep serving.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +19,8 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue import Client, _metrics_http
-from jobqueue._metrics import BUCKETS
+from jobqueue._limits import MAX_LISTED
+from jobqueue._metrics import BUCKETS, MetricsSnapshot, render
 from jobqueue.testing import RunningQueue, open_test_queue
 from tests.helpers import free_port, open_raw_connection, stats_when, take
 
@@ -159,6 +161,41 @@ async def test_figures_match_a_scenario_with_known_counts() -> None:
     assert kinds["jobqueue_jobs_submitted"] == "counter"
     assert kinds["jobqueue_job_wait_seconds"] == "histogram"
     assert kinds["jobqueue_jobs"] == "gauge"
+    assert kinds["jobqueue_queues"] == "gauge"
+    assert value(found, "jobqueue_queues") == 2  # a and b; c has had no job
+
+
+async def test_the_page_lists_the_busiest_queues_and_counts_them_all() -> None:
+    # A client that names a queue per job: MAX_LISTED queues of one job each,
+    # then five of two jobs each whose names sort last (scheduled jobs are
+    # unfinished jobs too).
+    one_each: list[dict[str, Any]] = [{"name": "n", "queue": f"q{i:04}"} for i in range(MAX_LISTED)]
+    two_each = [{"name": "n", "queue": f"zz{i}", "delay": 600} for i in range(5) for _ in "ab"]
+    async with metered_queue() as (queue, address):
+        await queue.client.submit_many(one_each + two_each)
+        head, text = await scrape(address)
+    assert head.startswith(b"HTTP/1.1 200")
+    # Only the series looked at are parsed: the whole page takes half a second.
+    wanted = (
+        "jobqueue_jobs{",
+        "jobqueue_queues ",
+        "jobqueue_job_wait_seconds_count{",
+        "jobqueue_job_run_seconds_count{",
+    )
+    found = samples("".join(line for line in text.splitlines(True) if line.startswith(wanted)))
+
+    def queues(metric: str) -> set[str]:
+        return {dict(labels)["queue"] for name, labels in found if name == metric}
+
+    busy = {f"zz{i}" for i in range(5)}
+    # The busiest five, then by name: the last five of the one-job queues are left out.
+    assert queues("jobqueue_jobs") == busy | {f"q{i:04}" for i in range(MAX_LISTED - 5)}
+    assert value(found, "jobqueue_jobs", queue="zz4", state="scheduled") == 2
+    assert value(found, "jobqueue_queues") == MAX_LISTED + 5
+    # The histograms are kept for the queues used last: the first five are gone.
+    used_last = busy | {f"q{i:04}" for i in range(5, MAX_LISTED)}
+    assert queues("jobqueue_job_wait_seconds_count") == used_last
+    assert queues("jobqueue_job_run_seconds_count") == used_last
 
 
 async def test_head_and_keep_alive() -> None:
@@ -193,6 +230,45 @@ async def test_refusals(request_bytes: bytes, status: bytes) -> None:
         assert head.startswith(b"HTTP/1.1 200")
 
 
+async def test_a_transfer_coding_other_than_chunked_is_not_implemented() -> None:
+    # RFC 9112 §6.1: a server that receives a transfer coding it does not
+    # understand should answer 501; h11 understands only chunked.
+    async with metered_queue() as (_, address):
+        response = await http(
+            address, b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"
+        )
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
+    assert body == b"not implemented\n"
+
+
+async def test_a_client_that_waits_before_sending_its_body_is_answered_at_once() -> None:
+    # Expect: 100-continue: the client sends its body only once told to go
+    # on. Unanswered, it would wait out the 10 s request deadline; the
+    # fail_after bounds are far shorter.
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+    async with metered_queue() as (_, address):
+        stream = await trio.open_tcp_stream(*address)
+        async with stream:
+            await stream.send_all(head + b"Content-Length: 5\r\nConnection: close\r\n\r\n")
+            received = b""
+            with trio.fail_after(5):
+                while b"\r\n\r\n" not in received:
+                    received += await stream.receive_some(65536)
+            assert received == b"HTTP/1.1 100 Continue\r\n\r\n"
+            await stream.send_all(b"hello")
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        assert received.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+        assert b"# TYPE jobqueue_jobs gauge" in received
+        # A body declared longer than the endpoint takes is refused at once,
+        # before the client sends it.
+        with trio.fail_after(5):
+            response = await http(address, head + b"Content-Length: 100000\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 413 ")
+
+
 async def test_a_queue_named_with_a_lone_surrogate_is_rendered_escaped() -> None:
     async with metered_queue() as (queue, address), open_raw_connection(queue) as peer:
         # JSON can carry half a surrogate pair, which has no UTF-8 form.
@@ -219,6 +295,38 @@ async def test_a_failing_page_is_a_500_and_the_endpoint_serves_on(
         head, _ = await scrape(address)
         assert head.startswith(b"HTTP/1.1 200")
         assert await queue.client.submit("after", None)
+
+
+async def test_the_server_answers_while_a_page_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The render stays blocked until the queue and the endpoint have answered
+    # meanwhile. In trio's thread it would block them both: then it gives up
+    # after a while, and the scrape is a 500.
+    rendering, answered = threading.Event(), threading.Event()
+
+    def blocked(snapshot: MetricsSnapshot) -> str:
+        rendering.set()
+        if not answered.wait(10):
+            raise AssertionError("nothing was answered while the page rendered")
+        return render(snapshot)
+
+    monkeypatch.setattr(_metrics_http, "render", blocked)
+    async with metered_queue() as (queue, address):
+        scraped: list[tuple[bytes, str]] = []
+
+        async def scrape_into() -> None:
+            scraped.append(await scrape(address))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(scrape_into)
+            await trio.to_thread.run_sync(rendering.wait)
+            assert await queue.client.submit("meanwhile", None)
+            other = b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            assert (await http(address, other)).startswith(b"HTTP/1.1 404")
+            answered.set()
+    [(head, text)] = scraped
+    assert head.startswith(b"HTTP/1.1 200")
+    # The figures are those of before the submit: the snapshot came first.
+    assert value(samples(text), "jobqueue_jobs_submitted_total") == 0
 
 
 async def keep_submitting(client: Client, count: int) -> None:
