@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from ._listing import busiest
+from ._listing import busiest, most_unfinished
 from ._replies import JobInfo, JobList, Stats
 
 #: Points kept for the chart (one per poll: ten minutes at one a second).
@@ -47,7 +47,7 @@ def overview(
     worker holds that ``running`` did not include (the list was cut short)
     is shown by its id alone.
     """
-    queues, hidden = busiest(stats.queues, _busiest_queue, 1 << 30, most=SHOWN_QUEUES)
+    queues, hidden = busiest(stats.queues, most_unfinished, None, most=SHOWN_QUEUES)
     by_id = {info.job_id: info for info in running.jobs}
     # A worker with several slots has a connection per slot, each its own
     # entry in the stats: the page shows one worker per name.
@@ -84,10 +84,6 @@ def overview(
         # With a journal: its mode, size and whether it fails (protocol.md, stats).
         "journal": stats.journal,
     }
-
-
-def _busiest_queue(queue: str, counts: dict[str, int]) -> tuple[int, str]:
-    return -sum(counts.values()), queue
 
 
 def unreachable(now: float, error: str, last: dict[str, Any] | None) -> dict[str, Any]:

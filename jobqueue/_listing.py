@@ -71,6 +71,11 @@ def busiest(
     return {name: value for name, value in table.items() if name in kept}, len(table) - len(kept)
 
 
+def most_unfinished(queue: str, counts: Mapping[str, int]) -> tuple[int, str]:
+    """:func:`busiest`'s order for queues: the most unfinished jobs first, then by name."""
+    return -sum(counts.values()), queue
+
+
 def busiest_items(
     entries: list[dict[str, Any]], budget: int, *, most: int = MAX_LISTED
 ) -> tuple[list[dict[str, Any]], int]:

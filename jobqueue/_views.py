@@ -19,7 +19,7 @@ from ._commands import Connection, Parked
 from ._job import JobRecord, JobState
 from ._json import encode_spliced, encode_stored
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES, MAX_LISTED
-from ._listing import busiest, busiest_items
+from ._listing import busiest, busiest_items, most_unfinished
 from ._metrics import JobTimes, JournalFigures, MetricsSnapshot
 from ._replies import JobInfo, JobList, Stats
 from ._requests import ListJobs
@@ -124,7 +124,7 @@ def queue_stats(
     # Each listing may take a third of the line; the rest of the reply is small.
     share = (MAX_LINE_BYTES - ENVELOPE_BYTES) // 3
     in_use, queues_left = state.busiest_queue_counts(MAX_LISTED)
-    queues, too_long = busiest(in_use, _busiest_queue, share, entry_bytes=80)
+    queues, too_long = busiest(in_use, most_unfinished, share, entry_bytes=80)
     queues_left += too_long
     report, names_left = routes.report(state.pending_by_name())
     names, too_long = busiest(report, _busiest_name, share)
@@ -143,10 +143,6 @@ def queue_stats(
         journal=journal,
         unlisted={listing: count for listing, count in left.items() if count},
     )
-
-
-def _busiest_queue(queue: str, counts: Mapping[str, int]) -> tuple[int, str]:
-    return -sum(counts.values()), queue
 
 
 def _busiest_name(name: str, entry: Mapping[str, int]) -> tuple[int, int, str]:
@@ -174,14 +170,14 @@ def metrics_snapshot(
     # Queues that have histograms are listed with zeros, so that an emptied
     # queue reads 0 rather than no series; past MAX_LISTED queues in all the
     # busiest are listed, and jobqueue_queues counts those in use.
-    in_use = state.queue_counts()
+    in_use, unlisted = state.busiest_queue_counts(MAX_LISTED)
     queues: dict[str, dict[str, int]] = {queue: {} for queue in times.queues} if times else {}
     queues.update(in_use)
-    listed, _ = busiest(queues, _most_unfinished, None)
+    listed, _ = busiest(queues, most_unfinished, None)
     counts = state.counts()
     return MetricsSnapshot(
         queues=listed,
-        queues_in_use=len(in_use),
+        queues_in_use=len(in_use) + unlisted,
         finished={name: counts[name] for name in ("completed", "failed", "cancelled")},
         totals=dict(state.totals),
         connections=connections,
@@ -190,8 +186,3 @@ def metrics_snapshot(
         wait={queue: wait.copy() for queue, (wait, _) in times.queues.items()} if times else {},
         run={queue: run.copy() for queue, (_, run) in times.queues.items()} if times else {},
     )
-
-
-def _most_unfinished(queue: str, counts: Mapping[str, int]) -> tuple[int, str]:
-    """Orders queues by unfinished jobs, most first, then by name."""
-    return -sum(counts.values()), queue
