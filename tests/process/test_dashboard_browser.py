@@ -183,3 +183,13 @@ def run_page(
     wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))
     assert client.status(failed_id).state == "completed"
     browser.save_screenshot(str(screenshots / "dashboard-retried.png"))
+
+    # Past the 50 busiest queues, the table says how many more there are,
+    # and the chart of all queues still counts their jobs.
+    client.submit_many([{"name": "report", "queue": f"tenant-{n:02d}"} for n in range(60)])
+    more = "#queues tr.unlisted"
+    shown = "and 12 more queues with fewer jobs, not shown"
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, more).text == shown)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#queues tr[data-queue]")) == 50
+    wait.until(lambda d: "top of the scale 61" in d.find_element(By.ID, "chart").text)
+    browser.save_screenshot(str(screenshots / "dashboard-many-queues.png"))
