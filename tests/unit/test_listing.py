@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from jobqueue._json import decode_object, encode
 from jobqueue._listing import busiest, busiest_items
-from jobqueue._replies import Stats
 
 
 def by_size(name: str, size: int) -> tuple[int, str]:
@@ -37,19 +35,3 @@ def test_items_are_kept_in_order_and_one_too_long_is_skipped() -> None:
     assert kept == [{"name": "a"}, {"name": "b"}]  # 14 bytes counted for each
     assert left == 2
     assert busiest_items(entries, 10_000, most=1) == ([{"name": "a"}], 3)
-
-
-def test_unlisted_round_trips_and_is_absent_when_nothing_was_cut() -> None:
-    stats = Stats(
-        jobs={},
-        totals={},
-        connections=1,
-        waiting_workers=0,
-        workers=[],
-        unlisted={"queues": 7},
-    )
-    wire = stats.to_wire()
-    assert wire["unlisted"] == {"queues": 7}
-    assert Stats.from_wire(decode_object(encode(wire).rstrip(b"\n"))) == stats
-    whole = Stats(jobs={}, totals={}, connections=1, waiting_workers=0, workers=[])
-    assert "unlisted" not in whole.to_wire()

@@ -145,3 +145,11 @@ def test_stats_text_lists_names_no_worker_runs() -> None:
         "name a: pending 2, no connected worker runs it"
     ]
     assert waiting_lines(stats_with()) == []
+
+
+def test_unlisted_round_trips_and_is_absent_when_nothing_was_cut() -> None:
+    stats = stats_with(unlisted={"queues": 7})
+    wire = stats.to_wire()
+    assert wire["unlisted"] == {"queues": 7}
+    assert decode_reply(encode(wire).rstrip(b"\n")) == stats
+    assert "unlisted" not in stats_with().to_wire()
