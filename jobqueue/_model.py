@@ -10,6 +10,7 @@ events needs this layer's ``apply`` and nothing above it.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 
@@ -197,6 +198,9 @@ class QueueModel(JobStore):
         # Interned strings die with their last user, so this cannot leak.
         # The shared options looked up here first: a miss (new options) goes
         # to _options_for, which makes them and keeps the table small.
+        at = event.at
+        if at is not None and (at.__class__ is not float or not math.isfinite(at)):
+            _check_time(at, "a submit's time")
         options = self._options.get((event.queue, event.priority, event.max_attempts))
         if options is None:
             options = self._options_for(event.queue, event.priority, event.max_attempts)
@@ -210,6 +214,10 @@ class QueueModel(JobStore):
             event.at,
         )
         if event.key is not None or event.not_before is not None:
+            if event.key is not None and type(event.key) is not str:
+                raise InvalidTransition(f"a job's key must be text, not {event.key!r}")
+            if event.not_before is not None:
+                _check_time(event.not_before, "a job's start time")
             job.run = Run(key=event.key, not_before=event.not_before)
             if event.not_before is not None:
                 job.state = SCHEDULED
@@ -224,6 +232,7 @@ class QueueModel(JobStore):
             action = "fail"
         elif event.retry_at is not None:
             action = "retry"
+            _check_time(event.retry_at, "a retry's time")
         else:
             action = "requeue"
         self._move(event.job_id, action)
@@ -253,3 +262,13 @@ class QueueModel(JobStore):
         if job is None or job.state not in FINISHED:
             raise InvalidTransition(f"cannot forget job {event.job_id!r}: not finished")
         self._forget(job)
+
+
+def _check_time(moment: object, what: str) -> None:
+    """Refuse a time that is not a finite number.
+
+    Only a journal written elsewhere (or edited) holds one, and the
+    coordinator would fail on it later, serving the queue.
+    """
+    if type(moment) not in (int, float) or not math.isfinite(moment):  # type: ignore[arg-type]
+        raise InvalidTransition(f"{what} must be a finite number, not {moment!r}")

@@ -181,8 +181,13 @@ def check_and_start_name(
     assert (info.value.path, info.value.offset) == (str(segment), offset)
 
 
-def _submitted(job_id: bytes = b'"p-1"', at: bytes = b"1.0") -> bytes:
-    return b'["Submitted",0,' + job_id + b',"n",null,1,"default",0,3,null,null,' + at + b"]"
+def _submitted(
+    job_id: bytes = b'"p-1"',
+    at: bytes = b"1.0",
+    options: bytes = b'"default",0,3',
+    run: bytes = b"null,null",
+) -> bytes:
+    return b'["Submitted",0,' + job_id + b',"n",null,1,' + options + b"," + run + b"," + at + b"]"
 
 
 @pytest.mark.parametrize(
@@ -197,8 +202,28 @@ def _submitted(job_id: bytes = b'"p-1"', at: bytes = b"1.0") -> bytes:
             "a schedule's priority must be an integer",
         ),
         (b"[" * 100_000 + b"]" * 100_000, "RecursionError: "),
+        # Types the codec would refuse, which only fail later in a running server.
+        (_submitted(at=b"NaN"), "a submit's time must be a finite number, not nan"),
+        (_submitted(options=b'"",0,3'), "a job's queue must be non-empty text"),
+        (_submitted(options=b'"default","high",3'), "a job's priority must be an integer"),
+        (_submitted(options=b'"default",0,"3"'), "a job's max_attempts must be an integer"),
+        (_submitted(options=b'"default",0,0'), "a job's max_attempts must be an integer"),
+        (_submitted(run=b"NaN,null"), "a job's start time must be a finite number, not nan"),
+        (_submitted(run=b"null,7"), "a job's key must be text, not 7"),
     ],
-    ids=["huge-time", "null-id", "text-priority", "deep"],
+    ids=[
+        "huge-time",
+        "null-id",
+        "text-priority",
+        "deep",
+        "nan-time",
+        "empty-queue",
+        "text-job-priority",
+        "text-attempts",
+        "no-attempts",
+        "nan-start",
+        "int-key",
+    ],
 )
 def test_whatever_a_record_fails_with_it_is_named_as_damage(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: bytes, why: str
