@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -79,11 +79,6 @@ class Scheduler:
                 "beside the others (their names, jobs, queues, zones and cron "
                 "expressions take most of a line): remove one first",
             )
-
-    def add_all(self, schedules: Iterable[Schedule]) -> None:
-        """Add the schedules a server was started with (``ServerConfig.schedules``)."""
-        for schedule in schedules:
-            self.add(schedule)
 
     def on_add(self, request: AddSchedule, now: float) -> ScheduleInfo:
         """Serve ``add_schedule``."""

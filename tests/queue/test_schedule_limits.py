@@ -7,12 +7,14 @@ server keeps no more schedules than one listing can show without them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 
-from jobqueue import RequestError, Schedule, ServerConfig
+from jobqueue import JobQueueError, RequestError, Schedule, ServerConfig, serve_queue
 from jobqueue._limits import MAX_NAME_CHARS, MAX_SCHEDULES, MAX_STORED_BYTES
-from jobqueue.testing import open_memory_queue
+from jobqueue.testing import open_memory_queue, open_test_queue
 
 
 async def test_payloads_that_do_not_fit_are_left_out_of_the_listing() -> None:
@@ -81,3 +83,31 @@ def test_a_schedules_texts_are_held_to_the_wires_limit() -> None:
         ServerConfig(
             schedules=tuple(Schedule(f"s{n}", "work", every=60) for n in range(MAX_SCHEDULES + 1))
         )
+
+
+async def test_configured_schedules_past_the_journals_stop_the_server_with_its_error(
+    tmp_path: Path,
+) -> None:
+    # The journal holds as many schedules as a server keeps, added over the
+    # wire; one more configured at start cannot be added. The server stops
+    # before it listens, with an error that says so (not a group wrapping a
+    # RuleError, which the command line showed as a traceback).
+    with trio.fail_after(60):
+        async with open_test_queue(journal=str(tmp_path)) as queue:
+            for n in range(MAX_SCHEDULES):
+                await queue.client.add_schedule(f"s{n:04d}", "work", every=3600)
+        extra = Schedule("extra", "work", every=60)
+        with pytest.raises(JobQueueError, match=r"cannot add schedule 'extra': .* at most 1000"):
+            await serve_queue(0, host="127.0.0.1", journal=str(tmp_path), schedules=(extra,))
+
+
+async def test_configured_schedules_that_do_not_fit_a_listing_stop_the_server() -> None:
+    def longest(n: int, tag: str) -> str:
+        return f"{n:04d}{tag}" + "\x01" * (MAX_NAME_CHARS - 5)
+
+    schedules = tuple(
+        Schedule(longest(n, "n"), longest(n, "j"), every=60, queue=longest(n, "q"))
+        for n in range(400)
+    )
+    with trio.fail_after(60), pytest.raises(JobQueueError, match="would not fit"):
+        await serve_queue(0, host="127.0.0.1", schedules=schedules)
