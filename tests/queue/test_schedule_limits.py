@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from jobqueue import JobQueueError, RequestError, Schedule, ServerConfig, serve_queue
+from jobqueue import JobQueueError, RequestError, Schedule, ServerConfig, _scheduler, serve_queue
 from jobqueue._limits import MAX_NAME_CHARS, MAX_SCHEDULES, MAX_STORED_BYTES
+from jobqueue._scheduler import Scheduler
+from jobqueue._state import QueueState
 from jobqueue.testing import open_memory_queue, open_test_queue
 
 
@@ -111,3 +113,26 @@ async def test_configured_schedules_that_do_not_fit_a_listing_stop_the_server() 
     )
     with trio.fail_after(60), pytest.raises(JobQueueError, match="would not fit"):
         await serve_queue(0, host="127.0.0.1", schedules=schedules)
+
+
+def test_an_add_measures_only_the_schedules_it_has_not_measured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each add past a few hundred schedules checks that they all still fit
+    # a listing. Measuring every one afresh cost each add milliseconds of
+    # the coordinator's time (tens with 1,000 cron schedules), and a start
+    # with 1,000 configured schedules seconds: each is measured once.
+    scheduler = Scheduler(QueueState(), wall_clock=lambda: 1.7e9)
+    for n in range(600):
+        scheduler.add(Schedule(f"s{n:04d}", "work", cron="*/5 * * * *", tz="Europe/Paris"))
+    measured: list[str] = []
+    measure = _scheduler._listed_bytes
+
+    def counting(schedule: Schedule) -> int:
+        measured.append(schedule.name)
+        return measure(schedule)
+
+    monkeypatch.setattr(_scheduler, "_listed_bytes", counting)
+    scheduler.add(Schedule("s0000", "other", every=60))  # a replacement
+    scheduler.add(Schedule("new", "work", every=60))
+    assert len(measured) <= 4
