@@ -120,8 +120,12 @@ class Scheduler:
             info = _info(entry)
             size = len(encode_stored(info.to_wire()))
             if size > room:
-                info = attrs.evolve(info, payload_omitted=True)
-                size = len(encode_stored(info.to_wire()))
+                omitted = attrs.evolve(info, payload_omitted=True)
+                shorter = len(encode_stored(omitted.to_wire()))
+                # A payload as short as the mark (null, 0, "") stays: leaving
+                # it out would lengthen the line and hide the payload.
+                if shorter < size:
+                    info, size = omitted, shorter
             room -= size
             listed.append(info)
         return ScheduleList(tuple(listed))

@@ -136,3 +136,20 @@ def test_an_add_measures_only_the_schedules_it_has_not_measured(
     scheduler.add(Schedule("s0000", "other", every=60))  # a replacement
     scheduler.add(Schedule("new", "work", every=60))
     assert len(measured) <= 4
+
+
+async def test_a_payload_shorter_than_its_mark_is_never_left_out() -> None:
+    # Once the line's room is spent, a null payload takes fewer bytes than
+    # the "payload_omitted":true that would replace it: leaving it out only
+    # made the reply longer and told the client a payload was missing.
+    big = "x" * (MAX_STORED_BYTES - 2)
+    with trio.fail_after(30):
+        async with open_memory_queue() as queue:
+            client = queue.client
+            await client.add_schedule("a-big", "work", big, every=60)
+            for n in range(10):
+                name = f"b{n}" + "\x01" * (MAX_NAME_CHARS - 2)
+                await client.add_schedule(name, name, None, every=60, queue=name)
+            listed = await client.list_schedules()
+    assert [info.payload_omitted for info in listed] == [False] * 11
+    assert all(info.schedule.payload is None for info in listed[1:])
