@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -20,7 +20,7 @@ import trio
 from ._errors import BAD_REQUEST, TOO_MANY_SCHEDULES, RuleError
 from ._job import JobRecord
 from ._json import encode_stored, stored_form
-from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES, MAX_NAME_CHARS
+from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES, MAX_NAME_CHARS, MAX_SCHEDULES
 from ._replies import Ok
 from ._schedule import Entry, add_schedule, fire_schedules, remove_schedule
 from ._schedule_spec import Schedule
@@ -41,6 +41,12 @@ class Scheduler:
 
     state: QueueState
     wall_clock: Callable[[], float] = time.time
+    #: Per name, a schedule's size in a listing without its payload, kept
+    #: with the schedule it is for: :meth:`add` sums every schedule's, and
+    #: computing them afresh made each add past a few hundred schedules cost
+    #: milliseconds of the coordinator's time (and a start with 1,000
+    #: configured schedules take seconds).
+    _sizes: dict[str, tuple[Schedule, int]] = attrs.field(factory=dict, init=False)
 
     def deadline(self) -> float:
         """When (on trio's clock) the next schedule fires; ``inf`` with none."""
@@ -72,7 +78,7 @@ class Scheduler:
         if (len(book) + 1) * _LONGEST_LISTED <= _ROOM:
             return  # (every schedule's texts are at most MAX_NAME_CHARS)
         others = (entry.schedule for entry in book if entry.schedule.name != schedule.name)
-        if sum(map(_listed_bytes, others)) + _listed_bytes(schedule) > _ROOM:
+        if sum(map(self._listed_bytes, others)) + _listed_bytes(schedule) > _ROOM:
             raise RuleError(
                 TOO_MANY_SCHEDULES,
                 f"schedule {schedule.name!r} would not fit in a list_schedules reply "
@@ -80,10 +86,16 @@ class Scheduler:
                 "expressions take most of a line): remove one first",
             )
 
-    def add_all(self, schedules: Iterable[Schedule]) -> None:
-        """Add the schedules a server was started with (``ServerConfig.schedules``)."""
-        for schedule in schedules:
-            self.add(schedule)
+    def _listed_bytes(self, schedule: Schedule) -> int:
+        """:func:`_listed_bytes` of a schedule kept, computed once per schedule."""
+        known = self._sizes.get(schedule.name)
+        if known is not None and known[0] is schedule:
+            return known[1]
+        if len(self._sizes) >= 2 * MAX_SCHEDULES:  # names removed since
+            self._sizes.clear()
+        size = _listed_bytes(schedule)
+        self._sizes[schedule.name] = (schedule, size)
+        return size
 
     def on_add(self, request: AddSchedule, now: float) -> ScheduleInfo:
         """Serve ``add_schedule``."""
@@ -108,8 +120,12 @@ class Scheduler:
             info = _info(entry)
             size = len(encode_stored(info.to_wire()))
             if size > room:
-                info = attrs.evolve(info, payload_omitted=True)
-                size = len(encode_stored(info.to_wire()))
+                omitted = attrs.evolve(info, payload_omitted=True)
+                shorter = len(encode_stored(omitted.to_wire()))
+                # A payload as short as the mark (null, 0, "") stays: leaving
+                # it out would lengthen the line and hide the payload.
+                if shorter < size:
+                    info, size = omitted, shorter
             room -= size
             listed.append(info)
         return ScheduleList(tuple(listed))
@@ -135,7 +151,8 @@ _LONGEST_LISTED = 5 * MAX_NAME_CHARS * 6 + 400
 
 def _listed_bytes(schedule: Schedule) -> int:
     """What ``schedule`` takes in a listing without its payload."""
-    info = ScheduleInfo(attrs.evolve(schedule, payload=None), 0.0, 0.0, payload_omitted=True)
+    # (payload_omitted leaves the payload out: no need to make a copy without it)
+    info = ScheduleInfo(schedule, 0.0, 0.0, payload_omitted=True)
     return len(encode_stored(info.to_wire())) + 32  # times with all their digits
 
 

@@ -32,7 +32,9 @@ from ._errors import (
     INTERNAL_ERROR,
     TOO_MANY_CONNECTIONS,
     UNAUTHORIZED,
+    JobQueueError,
     ProtocolError,
+    RuleError,
 )
 from ._framing import EOF, NEED_DATA, LineDecoder
 from ._journal_writer import Journal
@@ -111,6 +113,9 @@ async def serve_queue(
     if config.metrics is not None:
         require_h11()  # before anything starts: the error names the extra
     await service.open_journal()
+    # Before the nursery, as the journal's errors: a schedule refused here
+    # stops the server with its own error, not one wrapped in a group.
+    service.add_configured_schedules()
     listeners = await trio.open_tcp_listeners(port, host=host)
     sockname = listeners[0].socket.getsockname()
     address = (str(sockname[0]), int(sockname[1]))
@@ -213,6 +218,7 @@ class QueueService:
         self._ids = itertools.count(1)
         self.journal: Journal | None = None
         self._journal_open = False
+        self._schedules_added = False
         if config.journal is not None:
             self.journal = Journal(
                 config.journal,
@@ -243,6 +249,28 @@ class QueueService:
         self._journal_open = True
         journal.start(self.state, trio.current_time())
 
+    def add_configured_schedules(self) -> None:
+        """Add ``config.schedules``, once, after the journal's replay (if any).
+
+        ``serve_queue`` calls this before it listens; ``run`` calls it
+        itself for a service run without ``serve_queue``.
+
+        Raises:
+            JobQueueError: one would make too many (``too_many_schedules``):
+                the journal may hold up to ``MAX_SCHEDULES`` schedules
+                added over the wire, and the configured ones come on top.
+        """
+        if self._schedules_added:
+            return
+        scheduler = self.coordinator.scheduler
+        for schedule in self.config.schedules:
+            try:
+                scheduler.add(schedule)
+            except RuleError as exc:
+                message = f"cannot add schedule {schedule.name!r}: {exc.message}"
+                raise JobQueueError(message) from None
+        self._schedules_added = True
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the coordinator (and the journal, with one) until cancelled.
 
@@ -252,7 +280,7 @@ class QueueService:
         """
         journal = self.journal
         if journal is None:
-            self.coordinator.scheduler.add_all(self.config.schedules)
+            self.add_configured_schedules()
             task_status.started()
             try:
                 await self.coordinator.run(self._commands_receive)
@@ -261,7 +289,7 @@ class QueueService:
             return
         await self.open_journal()
         # After the replay, so the journal records them and knows their history.
-        self.coordinator.scheduler.add_all(self.config.schedules)
+        self.add_configured_schedules()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(journal.run)
