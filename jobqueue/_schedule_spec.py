@@ -14,7 +14,6 @@ from typing import Any
 import attrs
 
 from ._cron import Every, Trigger, parse_cron
-from ._limits import MAX_NAME_CHARS
 
 #: A job's queue when none is named (``_config.DEFAULT_QUEUE``, which this
 #: module cannot import).
@@ -52,7 +51,8 @@ class Schedule:
     max_attempts: int | None = None
     trigger: Trigger = attrs.field(init=False, eq=False, repr=False)
 
-    def _texts(self) -> Iterator[tuple[str, str]]:
+    def texts(self) -> Iterator[tuple[str, str]]:
+        """Its texts by field: name, job, queue, tz and (with one) cron."""
         yield from (("name", self.name), ("job", self.job), ("queue", self.queue), ("tz", self.tz))
         if self.cron is not None:
             yield "cron", self.cron
@@ -79,10 +79,6 @@ class Schedule:
             raise ValueError(f"a schedule's every must be a number, not {self.every!r}")
         if not self.name or not self.job:
             raise ValueError("a schedule needs a name and a job name")
-        # As on the wire, so that every schedule can be listed (list_schedules).
-        for field, text in self._texts():
-            if len(text) > MAX_NAME_CHARS:
-                raise ValueError(f"a schedule's {field} is longer than {MAX_NAME_CHARS} characters")
         if self.every is None and self.cron is None:
             raise ValueError(f"schedule {self.name!r} needs either every or cron")
         if self.every is not None and self.cron is not None:

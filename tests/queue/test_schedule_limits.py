@@ -78,9 +78,12 @@ async def test_schedules_are_refused_before_they_no_longer_fit_a_listing() -> No
     assert len(listed) == added  # every schedule kept is listed
 
 
-def test_a_schedules_texts_are_held_to_the_wires_limit() -> None:
-    with pytest.raises(ValueError, match=f"queue is longer than {MAX_NAME_CHARS}"):
-        Schedule("nightly", "cleanup", every=60, queue="q" * (MAX_NAME_CHARS + 1))
+async def test_a_configured_schedules_texts_are_held_to_the_wires_limit() -> None:
+    # A request's texts are the codec's to check; a configured schedule's the server's.
+    long_queue = Schedule("nightly", "cleanup", every=60, queue="q" * (MAX_NAME_CHARS + 1))
+    too_long = f"'nightly': a schedule's queue is longer than {MAX_NAME_CHARS} characters"
+    with trio.fail_after(10), pytest.raises(JobQueueError, match=too_long):
+        await serve_queue(0, host="127.0.0.1", schedules=(long_queue,))
     with pytest.raises(ValueError, match="schedules may hold at most"):
         ServerConfig(
             schedules=tuple(Schedule(f"s{n}", "work", every=60) for n in range(MAX_SCHEDULES + 1))

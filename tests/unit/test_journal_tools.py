@@ -290,3 +290,15 @@ def test_start_removes_a_compaction_s_leftover_and_nothing_else(tmp_path: Path) 
     recover(str(tmp_path), support.new_state(), 0.0)
     assert not leftover.exists()
     assert all(other.exists() for other in others)
+
+
+def test_a_schedule_longer_than_todays_limit_still_replays(tmp_path: Path) -> None:
+    # Servers before the 200-character limit on a configured schedule's
+    # texts journaled longer ones: their journals must still open.
+    name = "n" * 300
+    write(tmp_path, [ScheduleAdded(name, "job", None, 60.0, None, "UTC", "default", 0, None, 1e9)])
+    q = support.new_state()
+    recover(str(tmp_path), q, 0.0)
+    entry = q.schedules.get(name)
+    assert entry is not None
+    assert entry.schedule.job == "job"
