@@ -662,8 +662,11 @@ def _format_stats(stats: Stats) -> str:
         held = ", ".join(worker["jobs"]) or ("waiting" if worker.get("waiting") else "idle")
         lines.append(f"  {worker['name']}: {held}")
     for listing, count in stats.unlisted.items():
-        what = "job names" if listing == "names" else listing
-        lines.append(f"({count} more {what} not listed: the server lists the busiest)")
+        if listing == "workers":
+            lines.append(f"({count} more workers not listed: the server lists the first connected)")
+        else:
+            what = "job names" if listing == "names" else listing
+            lines.append(f"({count} more {what} not listed: the server lists the busiest)")
     return "\n".join(lines)
 
 
