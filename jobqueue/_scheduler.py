@@ -151,6 +151,7 @@ class Scheduler:
 #: Bytes a reply line has for a listing.
 _ROOM = MAX_LINE_BYTES - ENVELOPE_BYTES
 
+
 def _listed_bytes(schedule: Schedule) -> int:
     """What ``schedule`` takes in a listing without its payload."""
     # (payload_omitted leaves the payload out: no need to make a copy without it)
