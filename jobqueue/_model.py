@@ -192,15 +192,15 @@ class QueueModel(JobStore):
             if self._lookup(event.job_id) is not None:
                 raise InvalidTransition(f"job {event.job_id!r} already exists")
         self._foreign_ids = self._foreign_ids or not regular
+        at = event.at
+        if at is not None and (at.__class__ is not float or not math.isfinite(at)):
+            _check_time(at, "a submit's time")
         # Every job of a kind shares one name string, instead of one decoded
         # per submit, and jobs submitted with the same queue, priority and
         # attempts share one JobOptions (its queue name interned too).
         # Interned strings die with their last user, so this cannot leak.
         # The shared options looked up here first: a miss (new options) goes
         # to _options_for, which makes them and keeps the table small.
-        at = event.at
-        if at is not None and (at.__class__ is not float or not math.isfinite(at)):
-            _check_time(at, "a submit's time")
         options = self._options.get((event.queue, event.priority, event.max_attempts))
         if options is None:
             options = self._options_for(event.queue, event.priority, event.max_attempts)
