@@ -55,6 +55,11 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 4 * 1024
 #: Seconds between comments on an idle event stream (so proxies keep it).
 KEEPALIVE_SECONDS = 15.0
+#: A round waits at least this many times as long as the last one took, so
+#: the dashboard takes at most about a tenth of the queue's time however
+#: slow its answers get (a ``stats`` over hundreds of thousands of job
+#: names costs the coordinator a good part of a second).
+BACK_OFF = 9.0
 #: Jobs listed per state on the page (running: all that the workers show).
 LISTED = {"running": 500, "pending": 20, "failed": 50}
 _NONE = JobList(())
@@ -204,14 +209,22 @@ class _Dashboard:
     # -- the poller ------------------------------------------------------------
 
     async def poll(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Ask the queue for a new view every ``interval`` (sooner after an action)."""
-        await self._refresh()
+        """Ask the queue for a new view every ``interval`` (sooner after an action).
+
+        A round that took long makes the next wait longer (``BACK_OFF``).
+        """
+        took = await self._timed_refresh()
         task_status.started()
         while True:
-            with trio.move_on_after(self._interval):
+            with trio.move_on_after(max(self._interval, BACK_OFF * took)):
                 await self._poke.wait()
             self._poke = trio.Event()
-            await self._refresh()
+            took = await self._timed_refresh()
+
+    async def _timed_refresh(self) -> float:
+        started = trio.current_time()
+        await self._refresh()
+        return trio.current_time() - started
 
     async def _refresh(self) -> None:
         view: dict[str, Any] | None = None

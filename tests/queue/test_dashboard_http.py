@@ -11,20 +11,22 @@ answered, and the dashboard must keep serving.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from jobqueue import Client, Job, RequestError, serve_dashboard, serve_queue
 from jobqueue._dashboard_view import SHOWN_QUEUES
-from jobqueue.testing import RunningQueue, open_test_queue
+from jobqueue.testing import RunningQueue, open_memory_queue, open_test_queue
 
 TOKEN = "a-login-token-long-enough"
 #: Longest any condition in these tests may take to come true.
@@ -508,3 +510,33 @@ async def test_a_vanished_queue_is_shown_and_actions_answer_502() -> None:
             refused = await board.act("retry", "some-job", **{"X-CSRF-Token": token})
             assert (refused.status, refused.json()["error"]) == (502, "queue_unreachable")
             nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_queue_is_asked_less_often(autojump_clock: trio.testing.MockClock) -> None:
+    # Each stats takes 2 s (a server with very many job names): the dashboard
+    # waits nine times as long as a round took, not its 0.1 s interval, so it
+    # takes about a tenth of the queue's time, not all of it.
+    asked: list[float] = []
+
+    class SlowStats:
+        def __init__(self, client: Client) -> None:
+            self._client = client
+
+        async def stats(self) -> Any:
+            asked.append(trio.current_time())
+            await trio.sleep(2.0)
+            return await self._client.stats()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._client, name)
+
+    async with open_memory_queue() as queue, trio.open_nursery() as nursery:
+        slow = cast(Client, SlowStats(queue.client))
+        await nursery.start(lambda task_status: serve_dashboard(
+            slow, "127.0.0.1", 0, interval=0.1, task_status=task_status
+        ))  # fmt: skip
+        await trio.sleep(100.0)
+        nursery.cancel_scope.cancel()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(asked)]
+    assert len(asked) >= 3
+    assert all(gap >= 2.0 + 9 * 2.0 for gap in gaps), gaps
