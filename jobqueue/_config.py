@@ -192,6 +192,19 @@ class QueueRules:
         none_means="0: no limit",
         validator=_at_least(1),
     )
+    #: Most bytes the unfinished jobs' payloads (pending, scheduled and
+    #: running, each as its JSON text) may hold together before submits get
+    #: ``queue_full``: ``max_pending`` counts jobs, and a job's payload may be
+    #: up to 1 MiB, so without this one client could fill the server's
+    #: memory. Jobs already accepted always get their place back. ``None``:
+    #: no limit.
+    max_payload_bytes: int | None = option(
+        1 << 30,
+        "bytes of payloads unfinished jobs may hold before submits get queue_full",
+        metavar="BYTES",
+        none_means="0: no limit",
+        validator=_at_least(1),
+    )
 
 
 @attrs.frozen

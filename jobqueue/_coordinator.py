@@ -79,6 +79,7 @@ from ._requests import (
 from ._schedule_wire import AddSchedule, ListSchedules, RemoveSchedule
 from ._scheduler import Scheduler
 from ._state import QueueState
+from ._store import payload_size
 from ._version import __version__
 from ._views import job_info, job_list, journal_view, metrics_snapshot, queue_stats
 
@@ -381,10 +382,13 @@ class Coordinator:
         # batch that would just fit errs on the safe side.)
         jobs = request.jobs
         new = len(jobs)
+        size = 0
         for job in jobs:
             if job.key is not None and state.knows_key(job.key):
                 new -= 1
-        state.check_room(new)
+            else:
+                size += payload_size(_stored_payload(job))
+        state.check_room(new, size)
         submit = self._submit
         ids = tuple([submit(one, now)[0].id for one in jobs])
         self._feed_idle_workers(now)
@@ -499,14 +503,9 @@ class Coordinator:
             # The one place wall-clock time enters: the state machine runs on
             # the coordinator's monotonic clock.
             delay = max(0.0, request.run_at - time.time())
-        # Kept as encoded JSON: compact, and sent on without encoding again.
-        # (Decoded requests carry that form; one built in-process may not.)
-        payload = request.stored_payload
-        if payload is None and request.payload is not None:
-            payload = stored_form(request.payload)
         submitted = self.state.submit(
             request.name,
-            payload,
+            _stored_payload(request),
             now,
             queue=request.queue,
             priority=request.priority,
@@ -621,3 +620,14 @@ class Coordinator:
         ListSchedules: lambda self, conn, request, now: self.scheduler.on_list(request, now),
         RemoveSchedule: lambda self, conn, request, now: self.scheduler.on_remove(request, now),
     }
+
+
+def _stored_payload(request: SubmitJob) -> Any:
+    """``request``'s payload as the server keeps it: encoded JSON, compact, sent on as it is.
+
+    Decoded requests carry that form; one built in-process may not.
+    """
+    payload = request.stored_payload
+    if payload is None and request.payload is not None:
+        payload = stored_form(request.payload)
+    return payload

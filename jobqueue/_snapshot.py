@@ -67,6 +67,7 @@ from ._journal_fast import float_text
 from ._json import encode_stored, stored_form, utf8
 from ._schedule import Entry, added_event
 from ._state import QueueState
+from ._store import payload_size
 
 _RECORD_FIELDS = tuple(field.name for field in attrs.fields(JobRecord) if field.name != "run")
 #: The record's fields before its options, and after.
@@ -566,6 +567,7 @@ def restore_job(state: QueueState, job: JobRecord) -> None:
     if job.run is None or job.run.worker is None:
         raise JournalError(f"the journal's snapshot has running job {job.id!r} without its run")
     state._jobs[job.id] = job
+    state.payload_bytes += payload_size(job.payload)
     state._by_state[job.state][job.id] = None  # (running: the only state left here)
     state._counts_of(job.queue)[job.state] += 1
     state._held.setdefault(job.worker, {})[job.id] = None

@@ -103,12 +103,13 @@ class QueueState(QueueModel):
         """Seconds a lease lasts after assignment or heartbeat (workers are told)."""
         return self.rules.lease_timeout
 
-    def check_room(self, count: int) -> None:
+    def check_room(self, count: int, size: int = 0) -> None:
         """Refuse, before anything changes, a submit of ``count`` new jobs that would not fit.
 
-        Only new submissions are limited: a job already accepted (a retry, a
-        requeue, a revive) always gets its place back, so the limit never
-        drops anything.
+        ``size`` is their payloads' bytes (``payload_size``), held against
+        ``max_payload_bytes``. Only new submissions are limited: a job
+        already accepted (a retry, a requeue, a revive) always gets its
+        place back, so the limits never drop anything.
 
         Raises:
             RuleError: ``queue_full``.
@@ -120,6 +121,14 @@ class QueueState(QueueModel):
             raise RuleError(
                 QUEUE_FULL,
                 f"the queue holds its limit of {limit} waiting jobs; try again later",
+            )
+        most = self.rules.max_payload_bytes
+        if most is not None and self.payload_bytes + size > most:
+            raise RuleError(
+                QUEUE_FULL,
+                f"the unfinished jobs' payloads hold {self.payload_bytes} bytes; "
+                f"{size} more would pass the limit of {most} (max_payload_bytes); "
+                "try again later",
             )
 
     def get(self, job_id: str) -> JobRecord:
@@ -163,10 +172,15 @@ class QueueState(QueueModel):
         known = None if key is None else self._keyed(key)
         if known is not None:
             return known, False
-        limit = self.rules.max_pending
-        # check_room(1) written out for the usual answer, room to spare.
-        if limit is not None and self._pending + len(self._by_state[SCHEDULED]) >= limit:
-            self.check_room(1)
+        rules = self.rules
+        limit = rules.max_pending
+        size = len(payload) if payload.__class__ is bytes else 0  # payload_size written out
+        # check_room(1, size) written out for the usual answer, room to spare.
+        if (limit is not None and self._pending + len(self._by_state[SCHEDULED]) >= limit) or (
+            rules.max_payload_bytes is not None
+            and self.payload_bytes + size > rules.max_payload_bytes
+        ):
+            self.check_room(1, size)
         seq = self._next_seq
         job_id = f"{self.id_prefix}{seq}"
         self.apply(
@@ -177,7 +191,7 @@ class QueueState(QueueModel):
                 seq,
                 queue,
                 priority,
-                self.rules.max_attempts if max_attempts is None else max_attempts,
+                rules.max_attempts if max_attempts is None else max_attempts,
                 now + delay if delay > 0 else None,
                 key,
                 now,

@@ -118,6 +118,8 @@ class JobStore:
     )
     #: How many jobs are pending (they are found through their lines).
     _pending: int = attrs.field(default=0, init=False)
+    #: Bytes of the unfinished jobs' payloads, as held (``payload_size``).
+    payload_bytes: int = attrs.field(default=0, init=False)
     _finished_counts: dict[JobState, int] = attrs.field(
         factory=lambda: dict.fromkeys(FINISHED, 0), init=False
     )
@@ -432,6 +434,9 @@ class JobStore:
             self._pending += 1
         else:
             self._by_state[job.state][job.id] = None
+        payload = job.payload
+        if payload.__class__ is bytes:  # payload_size written out: runs for every job
+            self.payload_bytes += len(payload)
         queue = job.options.queue
         counts = self._queue_counts.get(queue)  # (_counts_of only for a queue not in use)
         if counts is None:
@@ -471,6 +476,7 @@ class JobStore:
         if source in FINISHED:  # revived
             self._unfinish(job)
             self._jobs[job_id] = job
+            self.payload_bytes += payload_size(job.payload)
         elif source is PENDING:
             self._pending -= 1
         else:
@@ -479,6 +485,7 @@ class JobStore:
         if target in FINISHED:
             del self._jobs[job_id]
             self._finish(job)
+            self.payload_bytes -= payload_size(job.payload)
         elif target is PENDING:
             self._pending += 1
         else:
@@ -556,6 +563,9 @@ class JobStore:
         job.state = _COMPLETED
         del self._jobs[job_id]
         self._finish(job)
+        payload = job.payload
+        if payload.__class__ is bytes:  # payload_size written out, as above
+            self.payload_bytes -= len(payload)
         queue = job.options.queue
         counts = self._queue_counts[queue]  # a running job's queue is counted
         counts[RUNNING] -= 1
@@ -689,3 +699,13 @@ def _check_options(queue: object, priority: object, max_attempts: object) -> Non
             f"a job's max_attempts must be an integer from 1 to {MAX_ATTEMPTS}, "
             f"not {max_attempts!r}"
         )
+
+
+def payload_size(payload: Any) -> int:
+    """What a payload counts against ``max_payload_bytes``: its JSON text's bytes.
+
+    The server holds a submitted string, array or object as its JSON text
+    (``stored_form``); a number, true, false or null it holds as is, and
+    those count nothing.
+    """
+    return len(payload) if payload.__class__ is bytes else 0

@@ -111,6 +111,54 @@ async def test_queue_full_is_a_clear_error_and_drops_nothing(
         assert [(await client.wait(i)).result for i in ids[3:]] == [3, 4, 5]
 
 
+# -- max_payload_bytes: queue_full ---------------------------------------------------
+
+
+async def test_payload_bytes_past_the_limit_are_refused_and_room_comes_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # "xxxx" is held as its JSON text, six bytes; a number counts nothing.
+    async with open_memory_queue(max_payload_bytes=20, retry_delay=1.0) as queue:
+        client = queue.client
+        first = await client.submit("flaky", "xxxx")
+        await client.submit("echo", "xxxx")
+        await client.submit("echo", "xxxx")  # 18 bytes held
+        await client.submit("echo", 7)
+        with pytest.raises(RequestError) as refused:
+            await client.submit("echo", "xxxx")
+        assert refused.value.code == "queue_full"
+        assert "hold 18 bytes; 6 more would pass the limit of 20" in refused.value.message
+        # All or nothing: a batch that would not fit adds none of its jobs.
+        with pytest.raises(RequestError):
+            await client.submit_many(
+                [{"name": "echo", "payload": 1}, {"name": "echo", "payload": "xxxx"}]
+            )
+        assert (await client.stats()).jobs["pending"] == 4
+
+        # A job already accepted keeps its place: a failed run is retried.
+        failures: list[int] = []
+
+        async def flaky(job: Job) -> str:
+            if not failures:
+                failures.append(job.attempt)
+                raise RuntimeError("once")
+            return str(job.payload)
+
+        await queue.start_worker({"flaky": flaky, "echo": echo})
+        assert (await client.wait(first)).state == "completed"
+        assert failures == [1]
+        # Finished jobs' payloads no longer count.
+        assert (await client.wait(await client.submit("echo", "xxxx"))).result == "xxxx"
+
+
+def test_max_payload_bytes_none_means_no_limit() -> None:
+    state = QueueState(rules=QueueRules(max_payload_bytes=None))
+    state.submit("a", b'"' + b"x" * 10_000 + b'"', 0)
+    state.check_room(1, 10**12)
+    with pytest.raises(ValueError, match="max_payload_bytes"):
+        QueueRules(max_payload_bytes=0)
+
+
 # -- max_connections -----------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from jobqueue._json import stored_form
 from jobqueue._schedule import add_schedule, fire_schedules, remove_schedule
 from jobqueue._schedule_spec import Schedule
 from jobqueue._state import QueueState
+from jobqueue._store import payload_size
 
 QUEUES = ["default", "a", "b"]
 
@@ -107,6 +108,11 @@ def view(q: QueueState) -> dict[str, Any]:
         ]
         for state in JobState
     }
+    # The byte count max_payload_bytes reads is kept as jobs change: it must
+    # agree with the jobs themselves, after a replay or a restore as before.
+    unfinished = (JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING)
+    recounted = sum(payload_size(job["payload"]) for s in unfinished for job in jobs[s.value])
+    assert q.payload_bytes == recounted
     copied = _detached(q)
     order = []
     while (job := copied.assign("drain", float("inf"), queues=QUEUES)) is not None:
@@ -123,6 +129,7 @@ def view(q: QueueState) -> dict[str, Any]:
         "holders": sorted((str(w), ids) for w, ids in q.holders()),
         "keys": {key: q.knows_key(key) for key in ("x", "y", "z")},
         "next_seq": q._next_seq,
+        "payload_bytes": q.payload_bytes,
         "schedules": [(e.schedule, e.last, e.fired, e.due) for e in q.schedules],
         "next_schedule": q.schedules.next_due,
     }

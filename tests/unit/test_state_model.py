@@ -53,6 +53,11 @@ UNFINISHED = ("pending", "scheduled", "running")
 FINISHED_STATES = ("completed", "failed", "cancelled")
 
 
+def payload_of(seq: int) -> bytes:
+    """Job ``seq``'s payload, held as the server holds a submitted object: its JSON text."""
+    return b'{"i":%d}' % (seq - 1)
+
+
 @attrs.define
 class ModelJob:
     seq: int
@@ -168,7 +173,7 @@ class QueueMachine(RuleBasedStateMachine):
         for _ in range(count):
             job, new = self.q.submit(
                 "n",
-                {"i": len(self.issued)},
+                payload_of(len(self.issued) + 1),
                 self.now,
                 queue=queue,
                 priority=priority,
@@ -184,7 +189,7 @@ class QueueMachine(RuleBasedStateMachine):
             seq = len(self.issued) + 1
             assert job.id == str(seq)
             state = "scheduled" if delay else "pending"
-            assert (job.state.value, job.attempt, job.payload) == (state, 0, {"i": seq - 1})
+            assert (job.state.value, job.attempt, job.payload) == (state, 0, payload_of(seq))
             self.issued.append(job.id)
             self.totals["submitted"] += 1
             model = ModelJob(
@@ -440,6 +445,11 @@ class QueueMachine(RuleBasedStateMachine):
                 assert self.q.get(job_id).state is JobState.RUNNING
         running = {j: self.jobs[j].worker for j in self.in_state("running")}
         assert seen == running
+
+    @invariant()
+    def payload_bytes_count_the_unfinished_jobs(self) -> None:
+        unfinished = [m for m in self.jobs.values() if m.state in UNFINISHED]
+        assert self.q.payload_bytes == sum(len(payload_of(m.seq)) for m in unfinished)
 
     @invariant()
     def counts_and_totals(self) -> None:

@@ -130,6 +130,7 @@ def test_defaults() -> None:
         "max_retry_delay": 300.0,
         "finished_retention": 100_000,
         "max_pending": 1_000_000,
+        "max_payload_bytes": 1 << 30,
     }
     assert q.lease_timeout == 30.0
     assert (q.id_prefix, q.on_event) == ("", None)
