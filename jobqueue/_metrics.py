@@ -201,6 +201,8 @@ class MetricsSnapshot:
     queues: Mapping[str, Mapping[str, int]]
     #: Queues with unfinished jobs, listed in ``queues`` or not.
     queues_in_use: int
+    #: Bytes the unfinished jobs' payloads hold (``max_payload_bytes`` bounds them).
+    payload_bytes: int
     #: Remembered finished jobs per finished state.
     finished: Mapping[str, int]
     #: Lifetime totals (``QueueModel.totals``).
@@ -235,6 +237,12 @@ def render(snapshot: MetricsSnapshot) -> str:
         f"Queues with unfinished jobs, listed or not (jobqueue_jobs lists {MAX_LISTED} at most).",
     )
     out.append(f"jobqueue_queues {snapshot.queues_in_use}")
+    family(
+        "jobqueue_payload_bytes",
+        "gauge",
+        "Bytes the unfinished jobs' payloads hold (submits past max_payload_bytes get queue_full).",
+    )
+    out.append(f"jobqueue_payload_bytes {snapshot.payload_bytes}")
     family("jobqueue_finished_jobs", "gauge", "Finished jobs still remembered, by state.")
     for state in _FINISHED_STATES:
         out.append(f'jobqueue_finished_jobs{{state="{state}"}} {snapshot.finished.get(state, 0)}')

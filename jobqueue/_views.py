@@ -178,6 +178,7 @@ def metrics_snapshot(
     return MetricsSnapshot(
         queues=listed,
         queues_in_use=len(in_use) + unlisted,
+        payload_bytes=state.payload_bytes,
         finished={name: counts[name] for name in ("completed", "failed", "cancelled")},
         totals=dict(state.totals),
         connections=connections,

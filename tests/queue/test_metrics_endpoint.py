@@ -165,6 +165,19 @@ async def test_figures_match_a_scenario_with_known_counts() -> None:
     assert value(found, "jobqueue_queues") == 2  # a and b; c has had no job
 
 
+async def test_the_page_shows_the_bytes_the_unfinished_payloads_hold() -> None:
+    async with metered_queue() as (queue, address):
+        client = queue.client
+        done = await client.submit("echo", "gone")
+        await client.submit("echo", {"k": 1}, queue="a")  # {"k":1}: 7 bytes
+        await client.submit("echo", 12345)  # a number counts nothing
+        await client.submit("later", "xxxx", delay=600)  # "xxxx": 6 bytes, scheduled
+        await client.cancel(done)  # finished: no longer counted
+        _, text = await scrape(address)
+    found = samples(text)
+    assert value(found, "jobqueue_payload_bytes") == 7 + 6
+
+
 async def test_the_page_lists_the_busiest_queues_and_counts_them_all() -> None:
     # A client that names a queue per job: MAX_LISTED queues of one job each,
     # then five of two jobs each whose names sort last (scheduled jobs are
