@@ -37,7 +37,7 @@ from ._commands import (
     Snapshot,
 )
 from ._errors import JOURNAL_UNAVAILABLE, ProtocolError, Refusal, RuleError
-from ._job import FINISHED, JobRecord, Run
+from ._job import FINISHED, JobRecord, Run, payload_size
 from ._json import encode_stored, stored_form
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES
 from ._metrics import JobTimes
@@ -79,7 +79,6 @@ from ._requests import (
 from ._schedule_wire import AddSchedule, ListSchedules, RemoveSchedule
 from ._scheduler import Scheduler
 from ._state import QueueState
-from ._store import payload_size
 from ._version import __version__
 from ._views import job_info, job_list, journal_view, metrics_snapshot, queue_stats
 

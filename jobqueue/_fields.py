@@ -11,8 +11,9 @@ import math
 from typing import Any, TypeVar
 
 from ._errors import BAD_REQUEST, MESSAGE_TOO_LARGE, ProtocolError
+from ._job import InvalidTransition
 from ._json import json_type, stored_form
-from ._limits import MAX_NAME_CHARS, MAX_STORED_BYTES, MAX_WAIT_SECONDS
+from ._limits import MAX_ATTEMPTS, MAX_NAME_CHARS, MAX_PRIORITY, MAX_STORED_BYTES, MAX_WAIT_SECONDS
 
 _T = TypeVar("_T")
 
@@ -157,3 +158,23 @@ def json_object(obj: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise field_error(obj, key, "an object")
     return value
+
+
+def check_job_options(queue: object, priority: object, max_attempts: object) -> None:
+    """Refuse options the wire would have refused.
+
+    The codec checks a request's; these come from a journal, which may have
+    been written elsewhere or edited, and a wrong type would fail only later,
+    in the coordinator. Checked once per new combination, not per job.
+    """
+    if type(queue) is not str or not queue:
+        raise InvalidTransition(f"a job's queue must be non-empty text, not {queue!r}")
+    if type(priority) is not int or not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidTransition(
+            f"a job's priority must be an integer within ±{MAX_PRIORITY}, not {priority!r}"
+        )
+    if type(max_attempts) is not int or not 1 <= max_attempts <= MAX_ATTEMPTS:
+        raise InvalidTransition(
+            f"a job's max_attempts must be an integer from 1 to {MAX_ATTEMPTS}, "
+            f"not {max_attempts!r}"
+        )

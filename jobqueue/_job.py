@@ -238,3 +238,13 @@ FLAT_FIELDS = (
     "not_before", "submitted_at", "attempt", "worker", "worker_name", "lease_deadline",
     "started_at", "progress", "note", "result", "error", "finished_at", "attempt_base",
 )  # fmt: skip
+
+
+def payload_size(payload: Any) -> int:
+    """What a payload counts against ``max_payload_bytes``: its JSON text's bytes.
+
+    The server holds a submitted string, array or object as its JSON text
+    (``stored_form``); a number, true, false or null it holds as is, and
+    those count nothing.
+    """
+    return len(payload) if payload.__class__ is bytes else 0

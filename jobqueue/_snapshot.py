@@ -50,6 +50,7 @@ from ._job import (
     JobRecord,
     JobState,
     Run,
+    payload_size,
 )
 from ._journal import (
     SNAPSHOT_HEADER,
@@ -67,7 +68,6 @@ from ._journal_fast import float_text
 from ._json import encode_stored, stored_form, utf8
 from ._schedule import Entry, added_event
 from ._state import QueueState
-from ._store import payload_size
 
 _RECORD_FIELDS = tuple(field.name for field in attrs.fields(JobRecord) if field.name != "run")
 #: The record's fields before its options, and after.

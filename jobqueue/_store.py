@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from ._fields import check_job_options
 from ._job import (
     CANCELLED,
     FINISHED,
@@ -36,8 +37,8 @@ from ._job import (
     JobOptions,
     JobRecord,
     JobState,
+    payload_size,
 )
-from ._limits import MAX_ATTEMPTS, MAX_PRIORITY
 from ._lines import Line, QueueLines
 
 #: Table size of one generation of finished jobs (see JobStore): it holds
@@ -365,7 +366,7 @@ class JobStore:
         key = (queue, priority, max_attempts)
         options = self._options.get(key)
         if options is None:
-            _check_options(queue, priority, max_attempts)
+            check_job_options(queue, priority, max_attempts)
             if len(self._options) >= MAX_SHARED_OPTIONS:
                 self._options.clear()
             options = self._options[key] = JobOptions(sys.intern(queue), priority, max_attempts)
@@ -679,33 +680,3 @@ GONE = JobRecord("", "", None, 0, JobOptions("", 0, 0), state=CANCELLED)
 def line_order(job: JobRecord) -> tuple[int, int, str]:
     """A pending job's place in line: smaller runs first (as in ``Line.late``)."""
     return (-job.options.priority, job.seq, job.id)
-
-
-def _check_options(queue: object, priority: object, max_attempts: object) -> None:
-    """Refuse options the wire would have refused.
-
-    The codec checks a request's; these come from a journal, which may have
-    been written elsewhere or edited, and a wrong type would fail only later,
-    in the coordinator. Checked once per new combination, not per job.
-    """
-    if type(queue) is not str or not queue:
-        raise InvalidTransition(f"a job's queue must be non-empty text, not {queue!r}")
-    if type(priority) is not int or not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
-        raise InvalidTransition(
-            f"a job's priority must be an integer within ±{MAX_PRIORITY}, not {priority!r}"
-        )
-    if type(max_attempts) is not int or not 1 <= max_attempts <= MAX_ATTEMPTS:
-        raise InvalidTransition(
-            f"a job's max_attempts must be an integer from 1 to {MAX_ATTEMPTS}, "
-            f"not {max_attempts!r}"
-        )
-
-
-def payload_size(payload: Any) -> int:
-    """What a payload counts against ``max_payload_bytes``: its JSON text's bytes.
-
-    The server holds a submitted string, array or object as its JSON text
-    (``stored_form``); a number, true, false or null it holds as is, and
-    those count nothing.
-    """
-    return len(payload) if payload.__class__ is bytes else 0

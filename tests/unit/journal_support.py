@@ -10,12 +10,11 @@ import attrs
 
 from jobqueue._config import QueueRules
 from jobqueue._errors import RuleError
-from jobqueue._job import JobState
+from jobqueue._job import JobState, payload_size
 from jobqueue._json import stored_form
 from jobqueue._schedule import add_schedule, fire_schedules, remove_schedule
 from jobqueue._schedule_spec import Schedule
 from jobqueue._state import QueueState
-from jobqueue._store import payload_size
 
 QUEUES = ["default", "a", "b"]
 
