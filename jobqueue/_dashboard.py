@@ -211,22 +211,21 @@ class _Dashboard:
     async def poll(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Ask the queue for a new view every ``interval`` (sooner after an action).
 
-        A round that took long makes the next wait longer (``BACK_OFF``).
+        An answered round that took long makes the next wait longer
+        (``BACK_OFF``); an unanswered one does not, so a queue that comes
+        back is seen again within ``interval``.
         """
-        took = await self._timed_refresh()
+        took = await self._refresh()
         task_status.started()
         while True:
             with trio.move_on_after(max(self._interval, BACK_OFF * took)):
                 await self._poke.wait()
             self._poke = trio.Event()
-            took = await self._timed_refresh()
+            took = await self._refresh()
 
-    async def _timed_refresh(self) -> float:
+    async def _refresh(self) -> float:
+        """Ask for a new view; return the seconds an answered round took (0 if unanswered)."""
         started = trio.current_time()
-        await self._refresh()
-        return trio.current_time() - started
-
-    async def _refresh(self) -> None:
         view: dict[str, Any] | None = None
         error = f"the queue did not answer within {QUEUE_TIMEOUT:g}s"
         with trio.move_on_after(QUEUE_TIMEOUT):
@@ -246,8 +245,9 @@ class _Dashboard:
             if self._feed.view is None or self._feed.view.get("connected"):
                 log.warning("queue unreachable: %s", error)
             self._feed.publish(unreachable(time.time(), error, self._feed.view), None)
-        else:
-            self._feed.publish(view, self._history.add(view))
+            return 0.0
+        self._feed.publish(view, self._history.add(view))
+        return trio.current_time() - started
 
     # -- HTTP ------------------------------------------------------------------
 

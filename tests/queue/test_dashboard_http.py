@@ -25,6 +25,7 @@ import trio
 import trio.testing
 
 from jobqueue import Client, Job, RequestError, serve_dashboard, serve_queue
+from jobqueue._dashboard import QUEUE_TIMEOUT
 from jobqueue._dashboard_view import SHOWN_QUEUES
 from jobqueue.testing import RunningQueue, open_memory_queue, open_test_queue
 
@@ -540,3 +541,34 @@ async def test_a_slow_queue_is_asked_less_often(autojump_clock: trio.testing.Moc
     gaps = [later - earlier for earlier, later in itertools.pairwise(asked)]
     assert len(asked) >= 3
     assert all(gap >= 2.0 + 9 * 2.0 for gap in gaps), gaps
+
+
+async def test_an_unanswered_round_does_not_delay_the_next(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The first stats never comes (the queue hangs): that round gives up after
+    # QUEUE_TIMEOUT, and the next is asked an interval later, not nine rounds'
+    # worth, so a queue that recovers shows again at once.
+    asked: list[float] = []
+
+    class HangsOnce:
+        def __init__(self, client: Client) -> None:
+            self._client = client
+
+        async def stats(self) -> Any:
+            asked.append(trio.current_time())
+            if len(asked) == 1:
+                await trio.sleep_forever()
+            return await self._client.stats()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._client, name)
+
+    async with open_memory_queue() as queue, trio.open_nursery() as nursery:
+        hangs = cast(Client, HangsOnce(queue.client))
+        await nursery.start(lambda task_status: serve_dashboard(
+            hangs, "127.0.0.1", 0, interval=0.1, task_status=task_status
+        ))  # fmt: skip
+        await trio.sleep(10.0)
+        nursery.cancel_scope.cancel()
+    assert asked[1] - asked[0] <= QUEUE_TIMEOUT + 0.2
