@@ -181,6 +181,19 @@ class QueueRules:
         flag="--retention",
         validator=_at_least(0),
     )
+    #: Most bytes the finished jobs' payloads and results (each as its JSON
+    #: text) may hold together; past it the oldest finished jobs are
+    #: forgotten, as past ``finished_retention``. That one counts jobs, and a
+    #: job's payload and result may be up to 1 MiB each, so without this the
+    #: jobs a server remembers could fill its memory. ``None``: no limit.
+    finished_retention_bytes: int | None = option(
+        1 << 30,
+        "bytes of payloads and results finished jobs may hold before the oldest are forgotten",
+        metavar="BYTES",
+        flag="--retention-bytes",
+        none_means="0: no limit",
+        validator=_at_least(1),
+    )
     #: Most jobs that may wait at once (pending or scheduled) before submits
     #: get ``queue_full``: about 0.5 GB of server memory with small payloads.
     #: Jobs already accepted (a retry, a requeue) always get their place

@@ -248,3 +248,16 @@ def payload_size(payload: Any) -> int:
     those count nothing.
     """
     return len(payload) if payload.__class__ is bytes else 0
+
+
+def finished_size(job: JobRecord) -> int:
+    """What a finished job counts against ``finished_retention_bytes``.
+
+    Its payload and its result, each as :func:`payload_size` counts it.
+    Error messages and progress notes are not counted: each is bounded per
+    job (``MAX_ERROR_CHARS``, ``MAX_NOTE_BYTES``), so ``finished_retention``
+    bounds them.
+    """
+    run = job.run
+    result = None if run is None else run.result
+    return payload_size(job.payload) + payload_size(result)

@@ -115,7 +115,9 @@ class QueueModel(JobStore):
             del held[job.id]
             if not held:
                 del self._held[run.worker]
-            run.result = event.result
+            result = run.result = event.result
+            if result.__class__ is bytes:  # finished_size's other half (see _finish)
+                self.finished_bytes += len(result)
             run.finished_at = event.at
             self.totals["completed"] += 1
         elif isinstance(event, (LeaseExtended, Progressed)):

@@ -74,7 +74,9 @@ async def serve_queue(
 
     - ``lease_timeout`` (30 s), ``max_attempts`` (5), ``retry_delay`` (1 s),
       ``max_retry_delay`` (300 s), ``finished_retention`` (100,000),
-      ``max_pending`` (1,000,000; ``None``: no limit): the queue's rules,
+      ``finished_retention_bytes`` (1 GiB; ``None``: no limit),
+      ``max_pending`` (1,000,000; ``None``: no limit), ``max_payload_bytes``
+      (1 GiB; ``None``: no limit): the queue's rules,
       see :class:`~jobqueue.QueueRules`.
     - ``max_line_bytes`` (1 MiB), ``max_connections`` (1,024),
       ``handshake_timeout`` (10 s), ``idle_timeout`` (``None``: never),

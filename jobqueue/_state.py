@@ -92,9 +92,15 @@ class QueueState(QueueModel):
     rules: QueueRules = attrs.field(factory=QueueRules)
     rng: random.Random = attrs.field(factory=random.Random)
     _last_now: float = attrs.field(default=float("-inf"), init=False)
+    # finished_retention_bytes as a number to compare with (inf: no limit),
+    # read after every completion.
+    _most_finished_bytes: float = attrs.field(default=float("inf"), init=False)
 
     def __attrs_post_init__(self) -> None:
         self._plan(self.rules.finished_retention)
+        most = self.rules.finished_retention_bytes
+        if most is not None:
+            self._most_finished_bytes = most
 
     # -- queries --------------------------------------------------------------
 
@@ -140,10 +146,14 @@ class QueueState(QueueModel):
         """
         job = self._lookup(job_id)
         if job is None:
+            most = self.rules.finished_retention_bytes
+            fewer = (
+                "" if most is None else f", fewer if their payloads and results pass {most} bytes"
+            )
             raise RuleError(
                 UNKNOWN_JOB,
                 f"no job {job_id!r}: never submitted, or finished long enough ago "
-                f"to be forgotten (the last {self.rules.finished_retention} are kept)",
+                f"to be forgotten (the last {self.rules.finished_retention} are kept{fewer})",
             )
         return job
 
@@ -294,7 +304,10 @@ class QueueState(QueueModel):
         ):
             job = self._leased(job_id, worker, attempt, "complete")
         self.apply(_completed(job_id, result, now))
-        if len(self._finished) > self.rules.finished_retention:
+        if (
+            len(self._finished) > self.rules.finished_retention
+            or self.finished_bytes > self._most_finished_bytes
+        ):
             self._enforce_retention()
         return job
 
@@ -485,5 +498,5 @@ class QueueState(QueueModel):
         # The store's deque read directly, not through a method: this runs
         # after every job that finishes.
         finished, retention = self._finished, self.rules.finished_retention
-        while len(finished) > retention:
+        while len(finished) > retention or self.finished_bytes > self._most_finished_bytes:
             self.apply(Forgotten(finished[0].id))

@@ -37,6 +37,7 @@ from ._job import (
     JobOptions,
     JobRecord,
     JobState,
+    finished_size,
     payload_size,
 )
 from ._lines import Line, QueueLines
@@ -121,6 +122,8 @@ class JobStore:
     _pending: int = attrs.field(default=0, init=False)
     #: Bytes of the unfinished jobs' payloads, as held (``payload_size``).
     payload_bytes: int = attrs.field(default=0, init=False)
+    #: Bytes of the finished jobs' payloads and results (``finished_size``).
+    finished_bytes: int = attrs.field(default=0, init=False)
     _finished_counts: dict[JobState, int] = attrs.field(
         factory=lambda: dict.fromkeys(FINISHED, 0), init=False
     )
@@ -601,6 +604,16 @@ class JobStore:
         self._generation_filled += 1
         self._finished.append(job)
         self._finished_counts[job.state] += 1
+        # finished_size written out: this runs for every job. A job's result
+        # is set after it finishes (``apply``, Completed), so most jobs count
+        # their payload here and their result there; a snapshot restores a
+        # completed job whole.
+        payload = job.payload
+        if payload.__class__ is bytes:
+            self.finished_bytes += len(payload)
+        run = job.run
+        if run is not None and run.result.__class__ is bytes:
+            self.finished_bytes += len(run.result)
 
     def _unfinish(self, job: JobRecord) -> None:
         """Take a finished job out of the finished records (forgotten or revived)."""
@@ -612,6 +625,7 @@ class JobStore:
                     del done[index]  # freed whole
                 break
         self._finished_counts[job.state] -= 1
+        self.finished_bytes -= finished_size(job)
         if self._finished[0] is job:
             self._finished.popleft()
         else:  # deleted or revived by a person (O(retained)), or a hand-made log

@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from jobqueue import Client, serve_queue
+from jobqueue import Client, RequestError, serve_queue
 from jobqueue._cli import main as cli_main
 from jobqueue._events import Assigned, Completed, Event, Submitted
 from jobqueue._job import JobRecord
@@ -74,6 +74,32 @@ async def test_jobs_survive_a_restart(tmp_path: Path, raw_connection: Raw) -> No
         assert order == [*waiting, new]
         stats = await client.stats()
         assert stats.totals["submitted"] == 8
+
+
+async def test_a_smaller_byte_retention_applies_after_replay(
+    tmp_path: Path, raw_connection: Raw
+) -> None:
+    journal = str(tmp_path)
+    # Each job holds 102 bytes of payload and 102 of result once completed.
+    async with open_test_queue(journal=journal) as queue:
+        ids = [await queue.client.submit("n", "p" * 100) for _ in range(3)]
+        async with raw_connection(queue) as worker:
+            for job_id in ids:
+                assert (await worker.request({"type": "request_job"}))["job_id"] == job_id
+                reply = await worker.request(
+                    {"type": "job_complete", "job_id": job_id, "attempt": 1, "result": "r" * 100}
+                )
+                assert reply["type"] == "ok"
+    async with open_test_queue(journal=journal, finished_retention_bytes=500) as queue:
+        with pytest.raises(RequestError, match="unknown_job"):
+            await queue.client.status(ids[0])
+        kept = [await queue.client.status(job_id) for job_id in ids[1:]]
+        assert [(job.state, job.result) for job in kept] == [("completed", "r" * 100)] * 2
+    # The forgetting was journaled: a restart without the limit does not bring it back.
+    async with open_test_queue(journal=journal) as queue:
+        with pytest.raises(RequestError, match="unknown_job"):
+            await queue.client.status(ids[0])
+        assert (await queue.client.stats()).jobs["completed"] == 2
 
 
 def write_journal(directory: Path, events: list[Event]) -> None:

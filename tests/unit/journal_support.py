@@ -10,7 +10,7 @@ import attrs
 
 from jobqueue._config import QueueRules
 from jobqueue._errors import RuleError
-from jobqueue._job import JobState, payload_size
+from jobqueue._job import FINISHED, JobState, finished_size, payload_size
 from jobqueue._json import stored_form
 from jobqueue._schedule import add_schedule, fire_schedules, remove_schedule
 from jobqueue._schedule_spec import Schedule
@@ -112,6 +112,9 @@ def view(q: QueueState) -> dict[str, Any]:
     unfinished = (JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING)
     recounted = sum(payload_size(job["payload"]) for s in unfinished for job in jobs[s.value])
     assert q.payload_bytes == recounted
+    # So must the count finished_retention_bytes reads, of payloads and results.
+    finished = [job for s in FINISHED for job in q.list_jobs(s, None, 1 << 30)[0]]
+    assert q.finished_bytes == sum(finished_size(job) for job in finished)
     copied = _detached(q)
     order = []
     while (job := copied.assign("drain", float("inf"), queues=QUEUES)) is not None:
@@ -129,6 +132,7 @@ def view(q: QueueState) -> dict[str, Any]:
         "keys": {key: q.knows_key(key) for key in ("x", "y", "z")},
         "next_seq": q._next_seq,
         "payload_bytes": q.payload_bytes,
+        "finished_bytes": q.finished_bytes,
         "schedules": [(e.schedule, e.last, e.fired, e.due) for e in q.schedules],
         "next_schedule": q.schedules.next_due,
     }

@@ -46,6 +46,11 @@ QUEUES = ["default", "hi"]
 KEYS = ["k1", "k2"]
 LEASE = 10.0
 RETENTION = 3
+#: Bytes of payloads and results the finished jobs may hold: a completed job
+#: holds about 20 (its payload and result), a failed or cancelled one about 8
+#: (its payload), so this limit binds before RETENTION with completed jobs
+#: and not with the others.
+FINISHED_BYTES = 40
 MAX_ATTEMPTS = 3
 RETRY_DELAY = 1.0
 MAX_RETRY_DELAY = 4.0
@@ -93,6 +98,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.q = new_state(
             lease_timeout=LEASE,
             finished_retention=RETENTION,
+            finished_retention_bytes=FINISHED_BYTES,
             max_attempts=MAX_ATTEMPTS,
             retry_delay=RETRY_DELAY,
             max_retry_delay=MAX_RETRY_DELAY,
@@ -127,8 +133,17 @@ class QueueMachine(RuleBasedStateMachine):
         self.move(job_id, state)
         self.totals[state] += 1
         self.finished_order.append(job_id)
-        while len(self.finished_order) > RETENTION:
+        while len(self.finished_order) > RETENTION or self.finished_bytes() > FINISHED_BYTES:
             self.forget(self.finished_order.pop(0))
+
+    def size(self, job_id: str) -> int:
+        """What a finished job holds against ``finished_retention_bytes``."""
+        job = self.jobs[job_id]
+        result = job.result if isinstance(job.result, bytes) else b""
+        return len(payload_of(job.seq)) + len(result)
+
+    def finished_bytes(self) -> int:
+        return sum(self.size(job_id) for job_id in self.finished_order)
 
     def forget(self, job_id: str) -> None:
         job = self.jobs.pop(job_id)
@@ -250,7 +265,8 @@ class QueueMachine(RuleBasedStateMachine):
     def report(self, verb: str, job_id: str, worker: str, attempt: int | None) -> None:
         """Report on ``job_id`` as ``worker``, checked against the model."""
         q, now = self.q, self.now
-        result = [job_id, now]
+        # Held as the server holds a reported result: its JSON text.
+        result = b'["%s",%r]' % (job_id.encode(), now)
         calls: dict[str, Callable[[], object]] = {
             "heartbeat": lambda: q.heartbeat(job_id, worker, attempt, now),
             "progress": lambda: q.report_progress(job_id, worker, attempt, now, [job_id], now),
@@ -450,6 +466,10 @@ class QueueMachine(RuleBasedStateMachine):
     def payload_bytes_count_the_unfinished_jobs(self) -> None:
         unfinished = [m for m in self.jobs.values() if m.state in UNFINISHED]
         assert self.q.payload_bytes == sum(len(payload_of(m.seq)) for m in unfinished)
+
+    @invariant()
+    def finished_bytes_count_the_finished_jobs(self) -> None:
+        assert self.q.finished_bytes == self.finished_bytes()
 
     @invariant()
     def counts_and_totals(self) -> None:

@@ -37,6 +37,7 @@ from jobqueue._events import (
     Submitted,
 )
 from jobqueue._job import FINISHED, TRANSITIONS, InvalidTransition, JobOptions, JobRecord, JobState
+from jobqueue._json import stored_form
 from jobqueue._replies import JobInfo
 from jobqueue._state import QueueState
 from jobqueue._views import job_info
@@ -129,6 +130,7 @@ def test_defaults() -> None:
         "retry_delay": 1.0,
         "max_retry_delay": 300.0,
         "finished_retention": 100_000,
+        "finished_retention_bytes": 1 << 30,
         "max_pending": 1_000_000,
         "max_payload_bytes": 1 << 30,
     }
@@ -152,6 +154,7 @@ def test_defaults() -> None:
         ({"lease_timeout": 0.0}, "lease_timeout"),
         ({"lease_timeout": -1.0}, "lease_timeout"),
         ({"finished_retention": -1}, "finished_retention"),
+        ({"finished_retention_bytes": 0}, "finished_retention_bytes"),
         ({"max_attempts": 0}, "max_attempts"),
         ({"max_attempts": -3}, "max_attempts"),
     ],
@@ -616,6 +619,46 @@ def test_retention_never_drops_unfinished_jobs() -> None:
     assert len(q) == 3
     assert q.counts() == counts(pending=1, scheduled=2)
     assert q.totals["completed"] == 1
+
+
+def test_finished_jobs_past_the_byte_limit_are_forgotten_oldest_first() -> None:
+    # Each completed job holds 54 bytes: a 22-byte payload and a 32-byte result.
+    q = new_state(finished_retention=100, finished_retention_bytes=120, max_attempts=1)
+    payload, result = stored_form("p" * 20), stored_form("r" * 30)
+    ids = [q.submit("n", payload, 0.0)[0].id for _ in range(5)]
+    for job_id in ids[:3]:
+        q.assign("w", 1.0)
+        q.complete(job_id, "w", 1, result, 1.0)
+    # 3 x 54 = 162 > 120: the oldest is forgotten, two remembered (108).
+    assert q.finished_bytes == 108
+    with pytest.raises(RuleError, match="fewer if their payloads and results pass 120 bytes"):
+        q.get(ids[0])
+    assert [q.get(i).result for i in ids[1:3]] == [result, result]
+    # A cancelled job holds its payload only: 108 + 22 = 130 > 120.
+    q.cancel(ids[3], 2.0)
+    unknown_job(q.get, ids[1])
+    assert q.finished_bytes == 54 + 22
+    # A failed job, revived, holds nothing as a finished job any more; deleted, neither.
+    q.assign("w", 3.0)
+    q.fail(ids[4], "w", 1, "E", "m", 3.0)
+    assert q.finished_bytes == 54 + 22 + 22
+    q.revive(ids[4], 4.0)
+    assert (q.finished_bytes, q.payload_bytes) == (54 + 22, 22)
+    q.delete(ids[3], 5.0)
+    assert q.finished_bytes == 54
+    assert q.counts() == counts(pending=1, completed=1)
+    assert q.totals == totals(submitted=5, completed=3, failed=1, cancelled=1)
+
+
+def test_finished_retention_bytes_none_means_no_limit() -> None:
+    q = new_state(finished_retention=100, finished_retention_bytes=None)
+    for _ in range(50):
+        job = q.submit("n", stored_form("p" * 1000), 0.0)[0]
+        q.assign("w", 0.0)
+        q.complete(job.id, "w", 1, stored_form("r" * 1000), 0.0)
+    assert (len(q), q.finished_bytes) == (50, 50 * 2004)
+    with pytest.raises(RuleError, match=r"are kept\)$"):
+        q.get("nope")
 
 
 # -- time --------------------------------------------------------------------------
