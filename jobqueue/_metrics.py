@@ -203,6 +203,9 @@ class MetricsSnapshot:
     queues_in_use: int
     #: Bytes the unfinished jobs' payloads hold (``max_payload_bytes`` bounds them).
     payload_bytes: int
+    #: Bytes the remembered finished jobs' payloads and results hold
+    #: (``finished_retention_bytes`` bounds them).
+    finished_bytes: int
     #: Remembered finished jobs per finished state.
     finished: Mapping[str, int]
     #: Lifetime totals (``QueueModel.totals``).
@@ -246,6 +249,13 @@ def render(snapshot: MetricsSnapshot) -> str:
     family("jobqueue_finished_jobs", "gauge", "Finished jobs still remembered, by state.")
     for state in _FINISHED_STATES:
         out.append(f'jobqueue_finished_jobs{{state="{state}"}} {snapshot.finished.get(state, 0)}')
+    family(
+        "jobqueue_finished_bytes",
+        "gauge",
+        "Bytes the remembered finished jobs' payloads and results hold"
+        " (past finished_retention_bytes the oldest are forgotten).",
+    )
+    out.append(f"jobqueue_finished_bytes {snapshot.finished_bytes}")
     for key, name, help_text in _TOTALS:
         family(name, "counter", help_text)
         out.append(f"{name} {snapshot.totals.get(key, 0)}")

@@ -179,6 +179,7 @@ def metrics_snapshot(
         queues=listed,
         queues_in_use=len(in_use) + unlisted,
         payload_bytes=state.payload_bytes,
+        finished_bytes=state.finished_bytes,
         finished={name: counts[name] for name in ("completed", "failed", "cancelled")},
         totals=dict(state.totals),
         connections=connections,

@@ -165,7 +165,7 @@ async def test_figures_match_a_scenario_with_known_counts() -> None:
     assert value(found, "jobqueue_queues") == 2  # a and b; c has had no job
 
 
-async def test_the_page_shows_the_bytes_the_unfinished_payloads_hold() -> None:
+async def test_the_page_shows_the_bytes_the_payloads_hold() -> None:
     async with metered_queue() as (queue, address):
         client = queue.client
         done = await client.submit("echo", "gone")
@@ -176,6 +176,8 @@ async def test_the_page_shows_the_bytes_the_unfinished_payloads_hold() -> None:
         _, text = await scrape(address)
     found = samples(text)
     assert value(found, "jobqueue_payload_bytes") == 7 + 6
+    # The cancelled job's payload ("gone": 6 bytes) is a finished job's now.
+    assert value(found, "jobqueue_finished_bytes") == 6
 
 
 async def test_the_page_lists_the_busiest_queues_and_counts_them_all() -> None:
