@@ -1060,10 +1060,13 @@ def test_serve_options_build_the_config(
     argv += ["--retention", "7", "--max-attempts", "3", "--retry-delay", "0.5"]
     argv += ["--max-retry-delay", "9", "--max-pending", "0", "--max-connections", "4"]
     argv += ["--handshake-timeout", "2", "--idle-timeout", "60", "--token", "s3cret"]
+    argv += ["--retention-bytes", "0", "--max-payload-bytes", "1000"]
     assert _cli.main(argv) == 0
     rules = QueueRules(
         lease_timeout=2.5,
         finished_retention=7,
+        finished_retention_bytes=None,  # --retention-bytes 0: no limit
+        max_payload_bytes=1000,
         max_attempts=3,
         retry_delay=0.5,
         max_retry_delay=9,
