@@ -655,6 +655,8 @@ def _format_stats(stats: Stats) -> str:
         if journal.get("failing"):
             line += f"  FAILING, changes refused: {journal.get('error')}"
         lines.append(line)
+    if stats.limits:
+        lines.append("limits: " + "  ".join(_limit_text(k, v) for k, v in stats.limits.items()))
     for queue, counts in sorted(stats.queues.items()):
         lines.append(f"queue {queue}: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     lines.extend(waiting_lines(stats))
@@ -668,6 +670,13 @@ def _format_stats(stats: Stats) -> str:
             what = "job names" if listing == "names" else listing
             lines.append(f"({count} more {what} not listed: the server lists the busiest)")
     return "\n".join(lines)
+
+
+def _limit_text(name: str, limit: dict[str, Any]) -> str:
+    """``waiting 12 of 1,000,000``: one of ``stats``' limits, for people."""
+    used, most = limit.get("used"), limit.get("max")
+    bound = " (no limit)" if most is None else f" of {most:,}"
+    return f"{name.replace('_', ' ')} {used:,}{bound}"
 
 
 def _status_dict(info: JobInfo) -> dict[str, Any]:

@@ -59,6 +59,17 @@ _TOTALS = (
     ("expired", "jobqueue_leases_expired_total", "Runs lost because their lease ran out."),
     ("cancelled", "jobqueue_jobs_cancelled_total", "Jobs cancelled."),
 )
+#: The rules' bounds, each shown as a gauge of its own name while it is on.
+_BOUNDS_HELP = {
+    "max_pending": "Waiting jobs (pending and scheduled) past which submits get queue_full.",
+    "max_payload_bytes": "Bytes of unfinished jobs' payloads past which submits get queue_full.",
+    "finished_retention": "Finished jobs remembered; past it the oldest are forgotten.",
+    "finished_retention_bytes": (
+        "Bytes of finished jobs' payloads and results; past it the oldest are forgotten."
+    ),
+}
+#: The :class:`~jobqueue.QueueRules` fields the page shows as gauges.
+BOUND_RULES = tuple(_BOUNDS_HELP)
 
 
 class Histogram:
@@ -206,6 +217,10 @@ class MetricsSnapshot:
     #: Bytes the remembered finished jobs' payloads and results hold
     #: (``finished_retention_bytes`` bounds them).
     finished_bytes: int
+    #: The rules' bounds that are on, by their names (``max_pending``,
+    #: ``max_payload_bytes``, ``finished_retention``,
+    #: ``finished_retention_bytes``), so alerts can divide by them.
+    bounds: Mapping[str, int]
     #: Remembered finished jobs per finished state.
     finished: Mapping[str, int]
     #: Lifetime totals (``QueueModel.totals``).
@@ -256,6 +271,9 @@ def render(snapshot: MetricsSnapshot) -> str:
         " (past finished_retention_bytes the oldest are forgotten).",
     )
     out.append(f"jobqueue_finished_bytes {snapshot.finished_bytes}")
+    for name, bound in snapshot.bounds.items():
+        family(f"jobqueue_{name}", "gauge", _BOUNDS_HELP[name])
+        out.append(f"jobqueue_{name} {bound}")
     for key, name, help_text in _TOTALS:
         family(name, "counter", help_text)
         out.append(f"{name} {snapshot.totals.get(key, 0)}")

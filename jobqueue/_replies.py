@@ -501,6 +501,10 @@ class Stats:
             ``"workers"``), how many entries it left out; empty when every
             listing is whole. Each listing keeps at most ``MAX_LISTED``
             entries, the busiest, so that the reply fits one line.
+        limits: Per bound on what the server holds (``"waiting"``,
+            ``"payload_bytes"``, ``"finished"``, ``"finished_bytes"``):
+            ``{"used": n, "max": bound}``, ``max`` ``None`` when unbounded.
+            Empty from a server that does not send it.
     """
 
     TYPE: ClassVar[str] = "stats"
@@ -514,6 +518,7 @@ class Stats:
     any_name_workers: int = 0
     journal: dict[str, Any] | None = None
     unlisted: dict[str, int] = attrs.field(factory=dict)
+    limits: dict[str, dict[str, int | None]] = attrs.field(factory=dict)
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Stats:
@@ -532,6 +537,7 @@ class Stats:
             any_name_workers=integer(obj, "any_name_workers") if "any_name_workers" in obj else 0,
             journal=json_object(obj, "journal") if obj.get("journal") is not None else None,
             unlisted=json_object(obj, "unlisted") if "unlisted" in obj else {},
+            limits=json_object(obj, "limits") if "limits" in obj else {},
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -548,6 +554,7 @@ class Stats:
             "any_name_workers": self.any_name_workers,
             **({} if self.journal is None else {"journal": self.journal}),
             **({"unlisted": self.unlisted} if self.unlisted else {}),
+            **({"limits": self.limits} if self.limits else {}),
         }
 
 

@@ -157,6 +157,24 @@ class QueueState(QueueModel):
             )
         return job
 
+    def limits(self) -> dict[str, dict[str, int | None]]:
+        """Each bound the rules put on what the server holds: what it holds now, and the bound.
+
+        ``stats`` shows it (its ``limits``), so an operator sees how near
+        submits are to ``queue_full``, and how early finished jobs are
+        forgotten. A ``max`` of ``None`` is no bound.
+        """
+        rules = self.rules
+        return {
+            "waiting": {"used": self.waiting_count, "max": rules.max_pending},
+            "payload_bytes": {"used": self.payload_bytes, "max": rules.max_payload_bytes},
+            "finished": {"used": len(self._finished), "max": rules.finished_retention},
+            "finished_bytes": {
+                "used": self.finished_bytes,
+                "max": rules.finished_retention_bytes,
+            },
+        }
+
     # -- commands -------------------------------------------------------------
 
     def submit(

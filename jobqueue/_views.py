@@ -20,7 +20,7 @@ from ._job import JobRecord, JobState
 from ._json import encode_spliced, encode_stored
 from ._limits import ENVELOPE_BYTES, MAX_LINE_BYTES, MAX_LISTED
 from ._listing import busiest, busiest_items, most_unfinished
-from ._metrics import JobTimes, JournalFigures, MetricsSnapshot
+from ._metrics import BOUND_RULES, JobTimes, JournalFigures, MetricsSnapshot
 from ._replies import JobInfo, JobList, Stats
 from ._requests import ListJobs
 from ._routing import Routes
@@ -142,6 +142,7 @@ def queue_stats(
         any_name_workers=routes.anyone,
         journal=journal,
         unlisted={listing: count for listing, count in left.items() if count},
+        limits=state.limits(),
     )
 
 
@@ -180,6 +181,9 @@ def metrics_snapshot(
         queues_in_use=len(in_use) + unlisted,
         payload_bytes=state.payload_bytes,
         finished_bytes=state.finished_bytes,
+        bounds={
+            name: bound for name in BOUND_RULES if (bound := getattr(state.rules, name)) is not None
+        },
         finished={name: counts[name] for name in ("completed", "failed", "cancelled")},
         totals=dict(state.totals),
         connections=connections,

@@ -317,8 +317,14 @@ async def test_cli_against_a_served_queue(tmp_path: Path) -> None:
             "  expired 0"
         )
         assert re.fullmatch(r"connections \d+  waiting workers 0", text[2]), text
+        # How near each bound is: nothing waits, the seven jobs are finished.
+        assert re.fullmatch(
+            r"limits: waiting 0 of 1,000,000  payload bytes 0 of 1,073,741,824"
+            r"  finished 7 of 100,000  finished bytes [1-9][0-9,]* of 1,073,741,824",
+            text[3],
+        ), text
         # No queue has work and no worker is connected: no per-queue or per-worker lines.
-        assert len(text) == 3, text
+        assert len(text) == 4, text
 
         raw = await run_cli("stats", "--json", *connect)
         assert raw.returncode == 0, err(raw)

@@ -151,6 +151,25 @@ async def test_payload_bytes_past_the_limit_are_refused_and_room_comes_back(
         assert (await client.wait(await client.submit("echo", "xxxx"))).result == "xxxx"
 
 
+async def test_stats_show_how_near_each_limit_is() -> None:
+    async with open_memory_queue(
+        max_pending=10, max_payload_bytes=100, finished_retention=5, finished_retention_bytes=None
+    ) as queue:
+        client = queue.client
+        done = await client.submit("echo", "xxxx")  # six bytes held as JSON text
+        await client.submit("echo", [1, 2], delay=60)  # "[1,2]": five, scheduled
+        await client.submit("echo", 7)  # a number counts nothing
+        await client.cancel(done)  # finished: its payload moves to the finished side
+        stats = await client.stats()
+    assert stats.limits == {
+        "waiting": {"used": 2, "max": 10},
+        "payload_bytes": {"used": 5, "max": 100},
+        "finished": {"used": 1, "max": 5},
+        "finished_bytes": {"used": 6, "max": None},
+    }
+    assert stats.to_wire()["limits"] == stats.limits
+
+
 def test_max_payload_bytes_none_means_no_limit() -> None:
     state = QueueState(rules=QueueRules(max_payload_bytes=None))
     state.submit("a", b'"' + b"x" * 10_000 + b'"', 0)

@@ -178,6 +178,19 @@ async def test_the_page_shows_the_bytes_the_payloads_hold() -> None:
     assert value(found, "jobqueue_payload_bytes") == 7 + 6
     # The cancelled job's payload ("gone": 6 bytes) is a finished job's now.
     assert value(found, "jobqueue_finished_bytes") == 6
+    # The bounds that are on, beside them, for alerts to divide by.
+    assert value(found, "jobqueue_max_payload_bytes") == 1 << 30
+    assert value(found, "jobqueue_finished_retention_bytes") == 1 << 30
+    assert value(found, "jobqueue_finished_retention") == 100_000
+    assert value(found, "jobqueue_max_pending") == 1_000_000
+
+
+async def test_a_bound_that_is_off_has_no_gauge() -> None:
+    async with metered_queue(max_pending=None, finished_retention_bytes=None) as (_, address):
+        _, text = await scrape(address)
+    names = {name for name, _labels in samples(text)}
+    assert {"jobqueue_max_payload_bytes", "jobqueue_finished_retention"} <= names
+    assert not names & {"jobqueue_max_pending", "jobqueue_finished_retention_bytes"}
 
 
 async def test_the_page_lists_the_busiest_queues_and_counts_them_all() -> None:
