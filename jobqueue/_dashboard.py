@@ -350,7 +350,8 @@ class _Dashboard:
         with trio.move_on_after(QUEUE_TIMEOUT):
             try:
                 if action == "status":
-                    body = {"job": job_json(await client.status(job_id))}
+                    # With its payload: a person looking at one job wants what it was given.
+                    body = {"job": job_json(await client.status(job_id, payload=True))}
                 elif action == "retry":
                     body = {"job": job_json(await client.retry(job_id))}
                 else:

@@ -205,6 +205,9 @@ async def test_overview_shows_the_known_counts() -> None:
 
         job = (await board.request("GET", f"/api/jobs/{ids['completed']}")).json()["job"]
         assert (job["state"], job["result"], job["attempt"]) == ("completed", "pong", 1)
+        # The detail shows what the job was given, too.
+        job = (await board.request("GET", f"/api/jobs/{ids['failed']}")).json()["job"]
+        assert job["payload"] == {"order": 7}
         missing = await board.request("GET", "/api/jobs/no-such-job")
         assert (missing.status, missing.json()["error"]) == (404, "unknown_job")
 
