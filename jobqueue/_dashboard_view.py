@@ -83,6 +83,8 @@ def overview(
         "failed_truncated": failed.truncated,
         # With a journal: its mode, size and whether it fails (protocol.md, stats).
         "journal": stats.journal,
+        # How near each bound is; the page warns before submits get queue_full.
+        "limits": stats.limits,
     }
 
 

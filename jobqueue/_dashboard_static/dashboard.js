@@ -80,6 +80,7 @@ function render(view) {
   // A section is rebuilt only when what it shows changed: a button under
   // the pointer must not be replaced between press and release.
   changed("summary", [view.jobs, view.totals, (view.workers || []).length], () => renderSummary(view));
+  changed("limits", [view.limits], () => renderLimits(view.limits || {}));
   renderQueues(view.queues || {}, view.queues_unlisted || 0);
   changed("workers", [view.workers, view.workers_unlisted],
     () => renderWorkers(view.workers || [], view.workers_unlisted || 0));
@@ -102,6 +103,26 @@ function renderSummary(view) {
   boxes.push(el("div", { class: "count" }, el("b", {}, totals.submitted ?? 0), el("span", {}, "submitted since start")));
   boxes.push(el("div", { class: "count" }, el("b", {}, (view.workers || []).length), el("span", {}, "workers")));
   document.getElementById("summary").replaceChildren(...boxes);
+}
+
+// The bounds past which new submits get queue_full, and what to call them.
+const FULL_AT = { waiting: "Waiting jobs", payload_bytes: "Bytes of unfinished jobs' payloads" };
+// Warn from this share of a bound on: time to add workers or find the flood.
+const WARN_FROM = 0.8;
+
+function renderLimits(limits) {
+  const warnings = [];
+  for (const [name, label] of Object.entries(FULL_AT)) {
+    const limit = limits[name];
+    if (!limit || typeof limit.max !== "number" || limit.used < WARN_FROM * limit.max) continue;
+    const share = Math.floor((100 * limit.used) / limit.max);
+    warnings.push(el("p", { class: "warn", data: { limit: name } },
+      `${label}: ${limit.used.toLocaleString("en")} of ${limit.max.toLocaleString("en")} (${share}%). ` +
+      "At the limit, new submits are refused with queue_full."));
+  }
+  const box = document.getElementById("limits");
+  box.replaceChildren(...warnings);
+  box.hidden = !warnings.length;
 }
 
 function sumOver(point, series) {

@@ -124,7 +124,8 @@ def test_page_shows_jobs_and_retry_runs_a_dead_letter(browser: Any, screenshots:
             raise ConnectionError("payment gateway unreachable")
         return "charged"
 
-    with run_queue_in_thread() as queue:
+    # Room for 70 waiting jobs: the page warns once 56 wait (80 %).
+    with run_queue_in_thread(max_pending=70) as queue:
         queue.start_worker(
             {"resize": resize, "charge": charge},
             concurrency=2,
@@ -180,9 +181,14 @@ def run_page(
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f"{row} button.retry").click() or True)
     wait.until(lambda d: d.find_element(By.ID, "detail-id").text == failed_id)
     wait.until(lambda d: d.find_element(By.ID, "detail-state").text == "completed")
+    # The detail shows what the job was given.
+    assert '"order": 1042' in browser.find_element(By.ID, "detail-fields").text
     wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))
     assert client.status(failed_id).state == "completed"
     browser.save_screenshot(str(screenshots / "dashboard-retried.png"))
+
+    # Nothing is near a bound yet: no warning.
+    assert not browser.find_element(By.ID, "limits").is_displayed()
 
     # Past the 50 busiest queues, the table says how many more there are,
     # and the chart of all queues still counts their jobs.
@@ -192,4 +198,7 @@ def run_page(
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, more).text == shown)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#queues tr[data-queue]")) == 50
     wait.until(lambda d: "top of the scale 61" in d.find_element(By.ID, "chart").text)
+    # 61 of the 70 waiting jobs the queue takes: the page warns of queue_full.
+    warning = "Waiting jobs: 61 of 70 (87%). At the limit, new submits are refused with queue_full."
+    wait.until(lambda d: d.find_element(By.ID, "limits").text == warning)
     browser.save_screenshot(str(screenshots / "dashboard-many-queues.png"))

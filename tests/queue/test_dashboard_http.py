@@ -224,6 +224,8 @@ async def test_overview_shows_the_busiest_queues_and_counts_the_rest() -> None:
         assert view["workers_unlisted"] == 0
         # The chart of all queues counts the queues not shown too.
         assert view["history"][-1]["all"] == {"pending": 62, "scheduled": 0, "running": 0}
+        # The bounds come along, for the page's warning before queue_full.
+        assert view["limits"]["waiting"] == {"used": 62, "max": 1_000_000}
 
 
 async def test_overview_shows_the_journal(tmp_path: Path) -> None:
