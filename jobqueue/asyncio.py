@@ -186,8 +186,12 @@ class _Connection(asyncio.BufferedProtocol):
         return self._transport is None or self._transport.is_closing()
 
     def _close_transport(self) -> None:
+        # abort(), not close(): close() waits to flush what is still
+        # buffered, which a server that stopped reading never takes, and
+        # closed() (aclose) would wait with it forever. Every call still
+        # waiting has failed by now; its unsent bytes are better dropped.
         if self._transport is not None:
-            self._transport.close()
+            self._transport.abort()
 
     def _wake_drainers(self) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []

@@ -141,6 +141,22 @@ def test_a_late_reply_times_out_and_is_never_handed_to_the_next_call() -> None:
         with_client(fake.address, body)
 
 
+def test_closing_does_not_wait_for_a_server_that_reads_nothing() -> None:
+    # 16 MB is more than the kernel buffers on both ends take, so requests
+    # stay unsent in the client, which must not wait to flush them to close.
+    async def main(address: tuple[str, int]) -> None:
+        client = await Client.connect(*address, timeout=5)
+        calls = [asyncio.wait_for(client.submit("echo", "x" * 1_000_000), 0.5) for _ in range(16)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(outcome, asyncio.TimeoutError) for outcome in outcomes), outcomes
+        await asyncio.wait_for(client.aclose(), 5)
+        with pytest.raises(ClientClosed):
+            await client.stats()
+
+    with support.DeafServer() as deaf:
+        asyncio.run(asyncio.wait_for(main(deaf.address), 20))
+
+
 def test_reconnects_after_a_server_restart(queue: support.QueueThread) -> None:
     port = queue.address[1]
 
