@@ -172,11 +172,13 @@ class _Connection(asyncio.BufferedProtocol):
         timer = self._loop.call_later(max(timeout, 0.0), _expire, waiter, self.address, timeout)
         try:
             if self._paused:
-                # The socket is behind: wait for it to take the bytes (or
-                # for the connection to end, which settles the call).
+                # The socket is behind: wait for it to take the bytes, for
+                # the connection to end (which settles the call) or for the
+                # timeout, whichever comes first: a server that stopped
+                # reading never drains it.
                 drained = self._loop.create_future()
                 self._drain_waiters.append(drained)
-                await drained
+                await asyncio.wait((drained, waiter), return_when=asyncio.FIRST_COMPLETED)
             await waiter
         finally:
             timer.cancel()

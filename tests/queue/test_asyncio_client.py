@@ -157,6 +157,21 @@ def test_closing_does_not_wait_for_a_server_that_reads_nothing() -> None:
         asyncio.run(asyncio.wait_for(main(deaf.address), 20))
 
 
+def test_calls_time_out_while_a_server_that_reads_nothing_fills_the_socket() -> None:
+    # 16 MB is more than the kernel buffers on both ends take, so the
+    # client's writes back up and later calls wait for the socket to drain,
+    # which it never does: their timeout must still end them.
+    async def body(client: Client) -> None:
+        started = time.monotonic()
+        calls = [client.submit("echo", "x" * 1_000_000, timeout=0.5) for _ in range(16)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert [type(outcome) for outcome in outcomes] == [RequestTimeout] * 16
+        assert time.monotonic() - started < 5
+
+    with support.DeafServer() as deaf:
+        with_client(deaf.address, body)
+
+
 def test_reconnects_after_a_server_restart(queue: support.QueueThread) -> None:
     port = queue.address[1]
 
