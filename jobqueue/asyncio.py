@@ -105,6 +105,10 @@ class _Connection(asyncio.BufferedProtocol):
             await conn.closed()
             if isinstance(exc, ConnectionLost):
                 raise core.hello_failed(exc, tls=ssl_context is not None) from exc
+            if isinstance(exc, RequestTimeout):
+                # A connection that never answers is one that cannot be
+                # made, not a request that may have been applied.
+                raise core.cannot_connect(address, exc, timeout, handshake=False) from exc
             raise
         return conn
 

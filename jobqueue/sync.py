@@ -82,6 +82,11 @@ class _Connection:
         except ConnectionLost as exc:
             conn.close()
             raise core.hello_failed(exc, tls=ssl_context is not None) from exc
+        except RequestTimeout as exc:
+            # A connection that never answers is one that cannot be made,
+            # not a request that may have been applied.
+            conn.close()
+            raise core.cannot_connect(address, exc, timeout, handshake=False) from exc
         except BaseException:
             conn.close()
             raise

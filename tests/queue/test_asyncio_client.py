@@ -7,6 +7,7 @@ function running its own ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -246,6 +247,19 @@ def test_token_tls_and_their_refusals() -> None:
         error = asyncio.run(refused(ssl_context=client_context, token="wrong"))
         assert isinstance(error, RequestError)
         assert error.code == "unauthorized"
+
+
+def test_a_server_that_never_answers_the_hello_is_not_connected_to() -> None:
+    # Nothing accepts on this socket, but the kernel completes the TCP
+    # handshake: a port that takes connections and says nothing.
+    async def main(address: tuple[str, int]) -> None:
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost, match=r"cannot connect .* no answer within 0\.5s"):
+            await Client.connect(*address, timeout=0.5)
+        assert time.monotonic() - started < 3
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        asyncio.run(asyncio.wait_for(main(silent.getsockname()[:2]), 20))
 
 
 def test_no_server_and_a_closed_client(queue: support.QueueThread) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 import time
@@ -215,6 +216,16 @@ def test_tls_and_its_refusals() -> None:
             Client.connect(*queue.address, ssl_context=untrusting, timeout=2)
         with pytest.raises(ConnectionLost, match="if the server uses TLS"):
             Client.connect(*queue.address, token=TOKEN, timeout=2)
+
+
+def test_a_server_that_never_answers_the_hello_is_not_connected_to() -> None:
+    # Nothing accepts on this socket, but the kernel completes the TCP
+    # handshake: a port that takes connections and says nothing.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost, match=r"cannot connect .* no answer within 0\.5s"):
+            Client.connect(*silent.getsockname()[:2], timeout=0.5)
+        assert time.monotonic() - started < 3
 
 
 def test_no_server_and_a_closed_client(queue: support.QueueThread) -> None:
