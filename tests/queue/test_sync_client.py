@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import threading
@@ -238,6 +239,71 @@ def test_no_server_and_a_closed_client(queue: support.QueueThread) -> None:
     client.close()
     with pytest.raises(ClientClosed):
         client.stats()
+
+
+def test_close_ends_the_calls_other_threads_are_in() -> None:
+    # A wait holds its connection until the job ends (this one never does),
+    # renewing its request once a minute: close() must end it now.
+    asked = threading.Event()
+
+    def never_ends(_number: int, _line: bytes) -> bytes:
+        asked.set()
+        return b""
+
+    with support.FakeServer(never_ends) as fake:
+        client = Client.connect(*fake.address, timeout=5)
+        outcome: list[BaseException] = []
+
+        def wait_for_it() -> None:
+            try:
+                client.wait("j-1")
+            except BaseException as exc:
+                outcome.append(exc)
+
+        waiting = threading.Thread(target=wait_for_it)
+        waiting.start()
+        assert asked.wait(support.LIMIT)  # the wait_job is sent and held
+        client.close()
+        waiting.join(support.LIMIT)
+        assert not waiting.is_alive(), "close() left a thread blocked in wait()"
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], ConnectionLost)
+        assert "the client was closed" in str(outcome[0])
+        with pytest.raises(ClientClosed):
+            client.wait("j-1")
+
+
+def test_close_ends_a_call_waiting_to_reconnect() -> None:
+    retrying = threading.Event()
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retrying" in record.getMessage():
+                retrying.set()
+
+    spy = Spy()
+    logging.getLogger("jobqueue.client").addHandler(spy)
+    try:
+        with support.FakeServer(support.scripted()) as fake:
+            client = Client.connect(*fake.address, timeout=30, reconnect_timeout=30)
+        # The server is gone: the next call tries to reconnect for 30 s.
+        outcome: list[BaseException] = []
+
+        def ask() -> None:
+            try:
+                client.stats()
+            except BaseException as exc:
+                outcome.append(exc)
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        assert retrying.wait(support.LIMIT)  # its first attempt failed
+        client.close()
+        asking.join(support.LIMIT)
+        assert not asking.is_alive(), "close() left a thread reconnecting"
+        assert [type(exc) for exc in outcome] == [ClientClosed]
+    finally:
+        logging.getLogger("jobqueue.client").removeHandler(spy)
 
 
 def test_the_wsgi_example_runs_a_job_per_request(queue: support.QueueThread) -> None:
