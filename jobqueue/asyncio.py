@@ -8,6 +8,7 @@ core in ``_client_core``, shared with :mod:`jobqueue.sync`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ssl
 import time
@@ -298,6 +299,7 @@ class Client:
         self._all = {first}
         self._reconnecting = asyncio.Lock()
         self._closed = False
+        self._closing = asyncio.Event()  # set with _closed: ends a reconnect's backoff
 
     @classmethod
     def connect(
@@ -523,10 +525,12 @@ class Client:
     async def aclose(self) -> None:
         """Close every connection.
 
-        Calls in flight get ``ConnectionLost``; later ones
-        get :class:`ClientClosed`.
+        Calls in flight get ``ConnectionLost`` (those still trying to
+        reconnect, :class:`ClientClosed`); later ones get
+        :class:`ClientClosed`.
         """
         self._closed = True
+        self._closing.set()
         conns, self._all, self._spares = self._all, set(), []
         for conn in conns:
             conn.close()
@@ -600,7 +604,11 @@ class Client:
             try:
                 conn = await self._open(max(deadline - time.monotonic(), 0.01))
             except (ConnectionLost, RequestError) as exc:
-                await asyncio.sleep(retry.after(exc))
+                delay = retry.after(exc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay)
+                if self._closed:
+                    raise ClientClosed("the client is closed") from None
             else:
                 retry.succeeded()
                 if self._closed:

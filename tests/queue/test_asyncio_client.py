@@ -7,6 +7,7 @@ function running its own ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import time
@@ -274,6 +275,36 @@ def test_no_server_and_a_closed_client(queue: support.QueueThread) -> None:
             await client.stats()
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_closing_ends_a_call_waiting_to_reconnect() -> None:
+    farewell = b'{"type":"error","code":"internal_error","message":"a bug"}\n'
+
+    async def main() -> None:
+        retrying = asyncio.Event()
+
+        class Spy(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "retrying" in record.getMessage():
+                    retrying.set()
+
+        with support.FakeServer(support.scripted(farewell)) as fake:
+            client = await Client.connect(*fake.address, timeout=30, reconnect_timeout=30)
+            with pytest.raises(RequestError, match="internal_error"):
+                await client.stats()  # and the server closes the connection
+        # The server is gone: the next call tries to reconnect for 30 s.
+        spy = Spy()
+        logging.getLogger("jobqueue.client").addHandler(spy)
+        try:
+            asking = asyncio.ensure_future(client.stats())
+            await asyncio.wait_for(retrying.wait(), support.LIMIT)  # its first attempt failed
+            await client.aclose()
+            with pytest.raises(ClientClosed):
+                await asyncio.wait_for(asking, support.LIMIT)
+        finally:
+            logging.getLogger("jobqueue.client").removeHandler(spy)
+
+    asyncio.run(asyncio.wait_for(main(), 40))
 
 
 def test_the_asyncio_example_runs_a_job_per_request(queue: support.QueueThread) -> None:
