@@ -570,12 +570,27 @@ class Client:
             raise ClientClosed("the client is closed")
         if self._shared.usable:
             return self._shared
-        async with self._reconnecting:  # tasks wait for one reconnect, not one each
+        if self._reconnecting.locked():
+            # Tasks wait for one reconnect, not one each; but each only until
+            # its own deadline, not for as long as another's reconnect takes.
+            left = max(deadline - time.monotonic(), 0.0)
+            try:
+                await asyncio.wait_for(self._reconnecting.acquire(), left)
+            except asyncio.TimeoutError:
+                raise ConnectionLost(
+                    f"could not reconnect to the queue at {self._address} in time "
+                    "(another call is still trying)"
+                ) from None
+        else:
+            await self._reconnecting.acquire()  # at once: nobody holds it
+        try:
             if not self._shared.usable:
                 self._shared.close()
                 self._all.discard(self._shared)
                 self._shared = await self._open_retrying(deadline)
             return self._shared
+        finally:
+            self._reconnecting.release()
 
     async def _spare(self, deadline: float) -> _Connection:
         """A connection for one blocking request: an idle spare, or a new one."""

@@ -7,6 +7,7 @@ function running its own ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -277,32 +278,61 @@ def test_no_server_and_a_closed_client(queue: support.QueueThread) -> None:
     asyncio.run(asyncio.wait_for(main(), 20))
 
 
-def test_closing_ends_a_call_waiting_to_reconnect() -> None:
+async def orphaned_client() -> Client:
+    """A client whose server broke its connection (an ``internal_error``) and went away."""
     farewell = b'{"type":"error","code":"internal_error","message":"a bug"}\n'
+    with support.FakeServer(support.scripted(farewell)) as fake:
+        client = await Client.connect(*fake.address, timeout=30, reconnect_timeout=30)
+        with pytest.raises(RequestError, match="internal_error"):
+            await client.stats()  # and the server closes the connection
+    return client
 
+
+@contextlib.contextmanager
+def first_retry() -> Iterator[asyncio.Event]:
+    """An event set when a client first fails to reconnect and says it will retry."""
+    retrying = asyncio.Event()
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retrying" in record.getMessage():
+                retrying.set()
+
+    spy = Spy()
+    logging.getLogger("jobqueue.client").addHandler(spy)
+    try:
+        yield retrying
+    finally:
+        logging.getLogger("jobqueue.client").removeHandler(spy)
+
+
+def test_closing_ends_a_call_waiting_to_reconnect() -> None:
     async def main() -> None:
-        retrying = asyncio.Event()
-
-        class Spy(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                if "retrying" in record.getMessage():
-                    retrying.set()
-
-        with support.FakeServer(support.scripted(farewell)) as fake:
-            client = await Client.connect(*fake.address, timeout=30, reconnect_timeout=30)
-            with pytest.raises(RequestError, match="internal_error"):
-                await client.stats()  # and the server closes the connection
-        # The server is gone: the next call tries to reconnect for 30 s.
-        spy = Spy()
-        logging.getLogger("jobqueue.client").addHandler(spy)
-        try:
-            asking = asyncio.ensure_future(client.stats())
-            await asyncio.wait_for(retrying.wait(), support.LIMIT)  # its first attempt failed
+        client = await orphaned_client()
+        with first_retry() as retrying:
+            asking = asyncio.ensure_future(client.stats())  # reconnects for 30 s
+            await asyncio.wait_for(retrying.wait(), support.LIMIT)
             await client.aclose()
             with pytest.raises(ClientClosed):
                 await asyncio.wait_for(asking, support.LIMIT)
-        finally:
-            logging.getLogger("jobqueue.client").removeHandler(spy)
+
+    asyncio.run(asyncio.wait_for(main(), 40))
+
+
+def test_a_call_waiting_for_another_calls_reconnect_keeps_its_own_timeout() -> None:
+    async def main() -> None:
+        client = await orphaned_client()
+        with first_retry() as retrying:
+            patient = asyncio.ensure_future(client.stats(timeout=30))  # reconnects for 30 s
+            await asyncio.wait_for(retrying.wait(), support.LIMIT)
+            started = time.monotonic()
+            with pytest.raises(ConnectionLost, match="could not reconnect"):
+                await asyncio.wait_for(client.stats(timeout=0.5), support.LIMIT)
+            assert time.monotonic() - started < 3
+            assert not patient.done()
+            await client.aclose()
+            with pytest.raises(ClientClosed):
+                await patient
 
     asyncio.run(asyncio.wait_for(main(), 40))
 
