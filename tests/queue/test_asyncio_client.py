@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import ssl
@@ -210,6 +211,28 @@ def test_a_request_the_server_never_read_is_sent_again() -> None:
         assert [line for line in fake.requests if b"submit_job" in line] == [
             b'{"type":"submit_job","name":"echo","payload":null}'
         ] * 2
+
+
+def test_requests_pipelined_behind_an_idle_farewell_are_sent_again() -> None:
+    # The server closes a connection as idle only with nothing outstanding
+    # (protocol §1): every request on it still unanswered came after that
+    # and was never read, not only the one the farewell answers.
+    idle = b'{"type":"error","code":"idle_timeout","message":"idle"}\n'
+
+    def answer(number: int, line: bytes) -> bytes:
+        if number == 0:
+            return idle if b'"payload":0' in line else b""
+        return b'{"type":"job_submitted","job_id":"j-%d"}\n' % json.loads(line)["payload"]
+
+    async def body(client: Client) -> None:
+        ids = await asyncio.gather(*(client.submit("echo", n) for n in range(5)))
+        assert ids == [f"j-{n}" for n in range(5)]
+
+    with support.FakeServer(answer) as fake:
+        with_client(fake.address, body)
+        sent = [line for line in fake.requests if b"submit_job" in line]
+        once = [b'{"type":"submit_job","name":"echo","payload":%d}' % n for n in range(5)]
+        assert sorted(sent) == sorted(once * 2)
 
 
 @pytest.mark.parametrize(
