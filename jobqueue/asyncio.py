@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import select
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
@@ -158,6 +159,26 @@ class _Connection(asyncio.BufferedProtocol):
         """Usable and owing no reply: fit to be a spare for the next wait."""
         return self.usable and not self._conv.outstanding
 
+    def closed_unseen(self) -> bool:
+        """Whether the server closed this idle connection and the loop has not read it yet.
+
+        The loop reads what the server sent (its close, a farewell) only
+        when it runs, and after a stretch of blocking code in a task it has
+        not: a request sent now would be lost, and the caller told it may
+        have been applied. The server sends a client nothing unasked, so
+        anything readable on a connection that owes no reply means it is
+        gone (with TLS, at worst a record for TLS itself): it is closed
+        here, and the request goes on a new one. As the blocking client's
+        check; one ``poll`` per call, and only while nothing is outstanding.
+        """
+        if self._conv.outstanding or self._transport is None:
+            return False
+        sock = self._transport.get_extra_info("socket")
+        if sock is None or not _readable(sock):
+            return False
+        self.close()
+        return True
+
     async def ask(self, request: core.Request, timeout: float) -> core.Reply:
         """Send ``request`` and return its reply, within ``timeout`` seconds.
 
@@ -220,6 +241,14 @@ class _Connection(asyncio.BufferedProtocol):
     async def closed(self) -> None:
         """Wait until the socket is closed."""
         await asyncio.shield(self._lost)
+
+
+def _readable(sock: Any) -> bool:
+    if hasattr(select, "poll"):  # no limit on descriptor numbers, unlike select()
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])  # pragma: no cover (Windows)
 
 
 def _expire(waiter: asyncio.Future[None], address: str, timeout: float) -> None:
@@ -568,7 +597,7 @@ class Client:
         """The shared connection, replaced first if it broke."""
         if self._closed:
             raise ClientClosed("the client is closed")
-        if self._shared.usable:
+        if self._shared.usable and not self._shared.closed_unseen():
             return self._shared
         if self._reconnecting.locked():
             # Tasks wait for one reconnect, not one each; but each only until
@@ -598,7 +627,7 @@ class Client:
             raise ClientClosed("the client is closed")
         while self._spares:
             conn = self._spares.pop()
-            if conn.idle:
+            if conn.idle and not conn.closed_unseen():
                 return conn
             self._forget(conn)
         return await self._open_retrying(deadline)

@@ -199,6 +199,23 @@ def test_reconnects_after_a_server_restart(queue: support.QueueThread) -> None:
     with_client(queue.address, body, reconnect_timeout=5)
 
 
+def test_a_restart_the_event_loop_has_not_seen_yet_is_noticed_before_sending(
+    queue: support.QueueThread,
+) -> None:
+    port = queue.address[1]
+
+    async def body(client: Client) -> None:
+        await client.stats()
+        # Blocking, so the loop does not run: the server's close waits
+        # unread in the socket, as it does after any stretch of blocking
+        # code in a task.
+        queue.stop()
+        with support.QueueThread(port, worker=False):
+            assert (await client.stats()).connections == 1  # on a new connection
+
+    with_client(queue.address, body, reconnect_timeout=5)
+
+
 def test_a_request_the_server_never_read_is_sent_again() -> None:
     idle = b'{"type":"error","code":"idle_timeout","message":"idle"}\n'
     submitted = b'{"type":"job_submitted","job_id":"j-1"}\n'
