@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import select
 import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -244,6 +246,7 @@ class Client:
         self._busy: set[_Connection] = set()  # taken by a call, so close() can abort them
         self._closed = False
         self._closing = threading.Event()  # set with _closed: wakes a reconnect's backoff
+        _clients.add(self)
 
     @classmethod
     def connect(
@@ -490,6 +493,25 @@ class Client:
         for conn in idle:
             conn.close()
 
+    def _after_fork(self) -> None:
+        """In a forked child: leave the parent's connections to the parent.
+
+        Replies are matched to requests by position, so one socket read by
+        two processes hands each the other's replies. The child drops its
+        copies of the parent's connections (closing a copied descriptor
+        leaves the parent's connection open; only a shutdown would end it)
+        and opens its own as it needs them. Its lock and event may have
+        been held by a thread that does not exist in the child: new ones.
+        """
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        if self._closed:
+            self._closing.set()
+        inherited = [*self._idle, *self._busy]
+        self._idle, self._busy = [], set()
+        for conn in inherited:
+            conn.close()
+
     def _run(self, call: core.Call[_T], timeout: float | None) -> _T:
         """Drive one call: send each request it yields, give it the reply."""
         timeout = self._timeout if timeout is None else core.check_timeout(timeout, "timeout")
@@ -559,3 +581,16 @@ class Client:
                 self._idle.append(conn)
                 return
         conn.close()
+
+
+#: Every Client not yet garbage, for :func:`_after_fork_in_child`.
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

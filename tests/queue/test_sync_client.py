@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -304,6 +305,36 @@ def test_close_ends_a_call_waiting_to_reconnect() -> None:
         assert [type(exc) for exc in outcome] == [ClientClosed]
     finally:
         logging.getLogger("jobqueue.client").removeHandler(spy)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_forked_child_uses_connections_of_its_own() -> None:
+    # A client made before a fork (module level, under gunicorn --preload)
+    # is copied into the child with its idle connections. Replies are
+    # matched to requests by position, so two processes reading one
+    # socket take each other's replies: the child must leave the parent's
+    # connections to the parent (without ending them) and open its own.
+    seen: list[tuple[int, bytes]] = []
+
+    def answer(number: int, line: bytes) -> bytes:
+        seen.append((number, line))
+        return support.status_of(line)
+
+    with support.FakeServer(answer) as fake, Client.connect(*fake.address, timeout=5) as client:
+        assert client.status("parent").job_id == "parent"  # its connection is idle now
+        pid = os.fork()
+        if pid == 0:  # the child reports by its exit status, and never returns to pytest
+            code = 1
+            try:
+                code = 0 if client.status("child").job_id == "child" else 2
+                client.close()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert client.status("parent").job_id == "parent"
+    connections = [(number, line.split(b'"job_id":')[1]) for number, line in seen]
+    assert connections == [(0, b'"parent"}'), (1, b'"child"}'), (0, b'"parent"}')]
 
 
 def test_the_wsgi_example_runs_a_job_per_request(queue: support.QueueThread) -> None:
