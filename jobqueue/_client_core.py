@@ -265,16 +265,19 @@ class Conversation:
         if not self._pending:
             # An answer nobody asked for: the two ends are out of step.
             return self._fail(f"the server at {self.address} sent an unasked {reply!r}")
-        pending = self._pending.popleft()
-        if isinstance(reply, ErrorReply):
-            if reply.code == IDLE_TIMEOUT:
-                # The server decided to close before it read this request
-                # (protocol §1): sending it again cannot apply it twice.
+        if isinstance(reply, ErrorReply) and reply.code == IDLE_TIMEOUT:
+            # The server decided to close with nothing outstanding, before it
+            # read this request or any sent after it (protocol §1): sending
+            # each again cannot apply it twice.
+            failed = self._fail(f"closed by the server ({reply.code})")
+            for pending in failed:
                 pending.outcome = RequestNotSent(
                     f"the queue at {self.address} closed the connection as idle"
                 )
-            else:
-                pending.outcome = RequestError(reply.code, reply.message)
+            return failed
+        pending = self._pending.popleft()
+        if isinstance(reply, ErrorReply):
+            pending.outcome = RequestError(reply.code, reply.message)
             if reply.code in FAREWELL_CODES:
                 return [pending, *self._fail(f"closed by the server ({reply.code})")]
             return [pending]

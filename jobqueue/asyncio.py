@@ -8,7 +8,9 @@ core in ``_client_core``, shared with :mod:`jobqueue.sync`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import select
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
@@ -105,6 +107,10 @@ class _Connection(asyncio.BufferedProtocol):
             await conn.closed()
             if isinstance(exc, ConnectionLost):
                 raise core.hello_failed(exc, tls=ssl_context is not None) from exc
+            if isinstance(exc, RequestTimeout):
+                # A connection that never answers is one that cannot be
+                # made, not a request that may have been applied.
+                raise core.cannot_connect(address, exc, timeout, handshake=False) from exc
             raise
         return conn
 
@@ -153,6 +159,26 @@ class _Connection(asyncio.BufferedProtocol):
         """Usable and owing no reply: fit to be a spare for the next wait."""
         return self.usable and not self._conv.outstanding
 
+    def closed_unseen(self) -> bool:
+        """Whether the server closed this idle connection and the loop has not read it yet.
+
+        The loop reads what the server sent (its close, a farewell) only
+        when it runs, and after a stretch of blocking code in a task it has
+        not: a request sent now would be lost, and the caller told it may
+        have been applied. The server sends a client nothing unasked, so
+        anything readable on a connection that owes no reply means it is
+        gone (with TLS, at worst a record for TLS itself): it is closed
+        here, and the request goes on a new one. As the blocking client's
+        check; one ``poll`` per call, and only while nothing is outstanding.
+        """
+        if self._conv.outstanding or self._transport is None:
+            return False
+        sock = self._transport.get_extra_info("socket")
+        if sock is None or not _readable(sock):
+            return False
+        self.close()
+        return True
+
     async def ask(self, request: core.Request, timeout: float) -> core.Reply:
         """Send ``request`` and return its reply, within ``timeout`` seconds.
 
@@ -172,11 +198,13 @@ class _Connection(asyncio.BufferedProtocol):
         timer = self._loop.call_later(max(timeout, 0.0), _expire, waiter, self.address, timeout)
         try:
             if self._paused:
-                # The socket is behind: wait for it to take the bytes (or
-                # for the connection to end, which settles the call).
+                # The socket is behind: wait for it to take the bytes, for
+                # the connection to end (which settles the call) or for the
+                # timeout, whichever comes first: a server that stopped
+                # reading never drains it.
                 drained = self._loop.create_future()
                 self._drain_waiters.append(drained)
-                await drained
+                await asyncio.wait((drained, waiter), return_when=asyncio.FIRST_COMPLETED)
             await waiter
         finally:
             timer.cancel()
@@ -186,8 +214,12 @@ class _Connection(asyncio.BufferedProtocol):
         return self._transport is None or self._transport.is_closing()
 
     def _close_transport(self) -> None:
+        # abort(), not close(): close() waits to flush what is still
+        # buffered, which a server that stopped reading never takes, and
+        # closed() (aclose) would wait with it forever. Every call still
+        # waiting has failed by now; its unsent bytes are better dropped.
         if self._transport is not None:
-            self._transport.close()
+            self._transport.abort()
 
     def _wake_drainers(self) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []
@@ -209,6 +241,14 @@ class _Connection(asyncio.BufferedProtocol):
     async def closed(self) -> None:
         """Wait until the socket is closed."""
         await asyncio.shield(self._lost)
+
+
+def _readable(sock: Any) -> bool:
+    if hasattr(select, "poll"):  # no limit on descriptor numbers, unlike select()
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])  # pragma: no cover (Windows)
 
 
 def _expire(waiter: asyncio.Future[None], address: str, timeout: float) -> None:
@@ -288,6 +328,7 @@ class Client:
         self._all = {first}
         self._reconnecting = asyncio.Lock()
         self._closed = False
+        self._closing = asyncio.Event()  # set with _closed: ends a reconnect's backoff
 
     @classmethod
     def connect(
@@ -513,10 +554,12 @@ class Client:
     async def aclose(self) -> None:
         """Close every connection.
 
-        Calls in flight get ``ConnectionLost``; later ones
-        get :class:`ClientClosed`.
+        Calls in flight get ``ConnectionLost`` (those still trying to
+        reconnect, :class:`ClientClosed`); later ones get
+        :class:`ClientClosed`.
         """
         self._closed = True
+        self._closing.set()
         conns, self._all, self._spares = self._all, set(), []
         for conn in conns:
             conn.close()
@@ -554,14 +597,29 @@ class Client:
         """The shared connection, replaced first if it broke."""
         if self._closed:
             raise ClientClosed("the client is closed")
-        if self._shared.usable:
+        if self._shared.usable and not self._shared.closed_unseen():
             return self._shared
-        async with self._reconnecting:  # tasks wait for one reconnect, not one each
+        if self._reconnecting.locked():
+            # Tasks wait for one reconnect, not one each; but each only until
+            # its own deadline, not for as long as another's reconnect takes.
+            left = max(deadline - time.monotonic(), 0.0)
+            try:
+                await asyncio.wait_for(self._reconnecting.acquire(), left)
+            except asyncio.TimeoutError:
+                raise ConnectionLost(
+                    f"could not reconnect to the queue at {self._address} in time "
+                    "(another call is still trying)"
+                ) from None
+        else:
+            await self._reconnecting.acquire()  # at once: nobody holds it
+        try:
             if not self._shared.usable:
                 self._shared.close()
                 self._all.discard(self._shared)
                 self._shared = await self._open_retrying(deadline)
             return self._shared
+        finally:
+            self._reconnecting.release()
 
     async def _spare(self, deadline: float) -> _Connection:
         """A connection for one blocking request: an idle spare, or a new one."""
@@ -569,7 +627,7 @@ class Client:
             raise ClientClosed("the client is closed")
         while self._spares:
             conn = self._spares.pop()
-            if conn.idle:
+            if conn.idle and not conn.closed_unseen():
                 return conn
             self._forget(conn)
         return await self._open_retrying(deadline)
@@ -590,7 +648,11 @@ class Client:
             try:
                 conn = await self._open(max(deadline - time.monotonic(), 0.01))
             except (ConnectionLost, RequestError) as exc:
-                await asyncio.sleep(retry.after(exc))
+                delay = retry.after(exc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay)
+                if self._closed:
+                    raise ClientClosed("the client is closed") from None
             else:
                 retry.succeeded()
                 if self._closed:

@@ -7,12 +7,15 @@ Standard-library sockets only; see docs/sync-client.md. The protocol work
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import select
 import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -37,11 +40,12 @@ _LONGEST_SOCKET_TIMEOUT = 86400.0
 
 
 class _Connection:
-    """One socket to the queue, used by one thread at a time."""
+    """One socket to the queue, used by one thread at a time (and aborted by any)."""
 
     def __init__(self, sock: socket.socket, address: str) -> None:
         self._sock = sock
         self._conv = core.Conversation(address)
+        self._aborted = False
         self.address = address
 
     @classmethod
@@ -82,6 +86,11 @@ class _Connection:
         except ConnectionLost as exc:
             conn.close()
             raise core.hello_failed(exc, tls=ssl_context is not None) from exc
+        except RequestTimeout as exc:
+            # A connection that never answers is one that cannot be made,
+            # not a request that may have been applied.
+            conn.close()
+            raise core.cannot_connect(address, exc, timeout, handshake=False) from exc
         except BaseException:
             conn.close()
             raise
@@ -121,9 +130,12 @@ class _Connection:
                     "(the request may or may not have been applied)"
                 ) from None
             except OSError as exc:
-                self._conv.lose(core.reason(exc))
+                self._conv.lose("the client was closed" if self._aborted else core.reason(exc))
             else:
-                self._conv.receive(data)
+                if data or not self._aborted:
+                    self._conv.receive(data)
+                else:  # the end of the stream that abort() made
+                    self._conv.lose("the client was closed")
         return pending.result()
 
     def reusable(self) -> bool:
@@ -151,6 +163,22 @@ class _Connection:
     def usable(self) -> bool:
         """Neither broken nor owing a reply, as far as this end knows."""
         return self._conv.broken is None and not self._conv.outstanding
+
+    def abort(self) -> None:
+        """From another thread: end the call this connection is in, if any.
+
+        Shutting the socket down (not closing it, which would free its
+        descriptor under the thread still using it) wakes a ``recv`` or
+        ``sendall`` blocked on it; :meth:`ask` then raises
+        :class:`~jobqueue.ConnectionLost` ("the client was closed"), or
+        ``RequestNotSent`` if the request was not out yet. The owning
+        thread closes the connection afterwards.
+        """
+        self._aborted = True
+        with contextlib.suppress(OSError):  # not connected any more: nothing to wake
+            # socket.socket's own: SSLSocket.shutdown() would also drop its
+            # TLS state under the thread reading through it.
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
     def close(self) -> None:
         """Close the socket (any reply still owed is abandoned)."""
@@ -213,9 +241,12 @@ class Client:
         self._open = open_connection
         self._timeout = timeout
         self._reconnect_timeout = reconnect_timeout
-        self._lock = threading.Lock()  # guards _idle and _closed only, never I/O
+        self._lock = threading.Lock()  # guards _idle, _busy and _closed only, never I/O
         self._idle = [first]
+        self._busy: set[_Connection] = set()  # taken by a call, so close() can abort them
         self._closed = False
+        self._closing = threading.Event()  # set with _closed: wakes a reconnect's backoff
+        _clients.add(self)
 
     @classmethod
     def connect(
@@ -444,11 +475,41 @@ class Client:
         self._run(core.remove_schedule(name), timeout)
 
     def close(self) -> None:
-        """Close every connection; later calls raise :class:`ClientClosed`."""
+        """Close every connection.
+
+        Calls other threads are in the middle of raise
+        :class:`~jobqueue.ConnectionLost` at once (a request that was
+        sent may or may not have been applied); later calls raise
+        :class:`ClientClosed`.
+        """
         with self._lock:
             self._closed = True
+            self._closing.set()
             idle, self._idle = self._idle, []
+            # Under the lock: a call closes its connection only once it has
+            # taken it out of _busy, so none is closed while aborted here.
+            for conn in self._busy:
+                conn.abort()
         for conn in idle:
+            conn.close()
+
+    def _after_fork(self) -> None:
+        """In a forked child: leave the parent's connections to the parent.
+
+        Replies are matched to requests by position, so one socket read by
+        two processes hands each the other's replies. The child drops its
+        copies of the parent's connections (closing a copied descriptor
+        leaves the parent's connection open; only a shutdown would end it)
+        and opens its own as it needs them. Its lock and event may have
+        been held by a thread that does not exist in the child: new ones.
+        """
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        if self._closed:
+            self._closing.set()
+        inherited = [*self._idle, *self._busy]
+        self._idle, self._busy = [], set()
+        for conn in inherited:
             conn.close()
 
     def _run(self, call: core.Call[_T], timeout: float | None) -> _T:
@@ -468,25 +529,23 @@ class Client:
         while True:
             conn = self._take(deadline)
             try:
-                reply = conn.ask(request, deadline - time.monotonic())
+                return conn.ask(request, deadline - time.monotonic())
             except RequestNotSent:
                 # The server never read it: once more, on a new connection.
-                conn.close()
                 if resent:
                     raise
                 resent = True
-                continue
-            except (RequestError, TypeError, ValueError):
-                self._give(conn)  # still usable, unless that was a farewell
-                raise
-            except BaseException:
-                conn.close()
-                raise
-            self._give(conn)
-            return reply
+            finally:
+                # Kept if it owes no reply and is not broken (a RequestError
+                # other than a farewell, a payload refused before sending);
+                # closed after a timeout, a lost connection, an interrupt.
+                self._give(conn)
 
     def _take(self, deadline: float) -> _Connection:
-        """An idle connection that still works, or a new one (with backoff)."""
+        """An idle connection that still works, or a new one (with backoff).
+
+        The connection is the caller's until it hands it to :meth:`_give`.
+        """
         while True:
             with self._lock:
                 if self._closed:
@@ -494,23 +553,44 @@ class Client:
                 if not self._idle:
                     break
                 conn = self._idle.pop()
+                self._busy.add(conn)
             if conn.reusable():
                 return conn
-            conn.close()
+            self._give(conn, keep=False)
         retry = core.Reconnect(self._address, self._reconnect_timeout, deadline)
         while True:
             try:
                 conn = self._open(max(deadline - time.monotonic(), 0.01))
             except (ConnectionLost, RequestError) as exc:
-                time.sleep(retry.after(exc))
+                if self._closing.wait(retry.after(exc)):
+                    raise ClientClosed("the client is closed") from None
             else:
                 retry.succeeded()
-                return conn
+                with self._lock:
+                    if not self._closed:
+                        self._busy.add(conn)
+                        return conn
+                conn.close()
+                raise ClientClosed("the client is closed")
 
-    def _give(self, conn: _Connection) -> None:
-        if conn.usable:
-            with self._lock:
-                if not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
-                    self._idle.append(conn)
-                    return
+    def _give(self, conn: _Connection, *, keep: bool = True) -> None:
+        """Take back a connection from :meth:`_take`: kept idle if ``keep`` and fit, else closed."""
+        with self._lock:
+            self._busy.discard(conn)
+            if keep and conn.usable and not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
         conn.close()
+
+
+#: Every Client not yet garbage, for :func:`_after_fork_in_child`.
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

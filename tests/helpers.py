@@ -20,7 +20,7 @@
   :class:`QueueThread` runs a real queue (and a worker) with ``trio.run`` in
   a thread, so a test's own thread or event loop is free to be the client;
   :class:`FakeServer` is a scripted socket server, for replies no real
-  server sends.
+  server sends, and :class:`DeafServer` one that stops reading.
 """
 
 from __future__ import annotations
@@ -771,6 +771,31 @@ class FakeServer:
                     reply = self.WELCOME if b'"hello"' in line else self._answer(number, line)
                     if reply:
                         conn.sendall(reply)
+
+
+class DeafServer(FakeServer):
+    """A socket server that answers ``hello``, then never reads another byte.
+
+    As a hung server does, or one that stopped reading a connection with 64
+    requests in flight (protocol §3.1): what a client sends then piles up in
+    the sockets' buffers until they are full and its writes wait.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(lambda _number, _line: b"")
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        conn.settimeout(LIMIT)
+        line = b""
+        with conn:
+            try:
+                while not line.endswith(b"\n"):  # byte by byte: read nothing after it
+                    line += conn.recv(1) or b"\n"
+                conn.sendall(self.WELCOME)
+            except OSError:
+                return
+            self.requests.append(line.rstrip(b"\n"))
+            self._closing.wait()
 
 
 def status_of(line: bytes) -> bytes:

@@ -7,6 +7,10 @@ function running its own ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -141,6 +145,37 @@ def test_a_late_reply_times_out_and_is_never_handed_to_the_next_call() -> None:
         with_client(fake.address, body)
 
 
+def test_closing_does_not_wait_for_a_server_that_reads_nothing() -> None:
+    # 16 MB is more than the kernel buffers on both ends take, so requests
+    # stay unsent in the client, which must not wait to flush them to close.
+    async def main(address: tuple[str, int]) -> None:
+        client = await Client.connect(*address, timeout=5)
+        calls = [asyncio.wait_for(client.submit("echo", "x" * 1_000_000), 0.5) for _ in range(16)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(outcome, asyncio.TimeoutError) for outcome in outcomes), outcomes
+        await asyncio.wait_for(client.aclose(), 5)
+        with pytest.raises(ClientClosed):
+            await client.stats()
+
+    with support.DeafServer() as deaf:
+        asyncio.run(asyncio.wait_for(main(deaf.address), 20))
+
+
+def test_calls_time_out_while_a_server_that_reads_nothing_fills_the_socket() -> None:
+    # 16 MB is more than the kernel buffers on both ends take, so the
+    # client's writes back up and later calls wait for the socket to drain,
+    # which it never does: their timeout must still end them.
+    async def body(client: Client) -> None:
+        started = time.monotonic()
+        calls = [client.submit("echo", "x" * 1_000_000, timeout=0.5) for _ in range(16)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert [type(outcome) for outcome in outcomes] == [RequestTimeout] * 16
+        assert time.monotonic() - started < 5
+
+    with support.DeafServer() as deaf:
+        with_client(deaf.address, body)
+
+
 def test_reconnects_after_a_server_restart(queue: support.QueueThread) -> None:
     port = queue.address[1]
 
@@ -164,6 +199,23 @@ def test_reconnects_after_a_server_restart(queue: support.QueueThread) -> None:
     with_client(queue.address, body, reconnect_timeout=5)
 
 
+def test_a_restart_the_event_loop_has_not_seen_yet_is_noticed_before_sending(
+    queue: support.QueueThread,
+) -> None:
+    port = queue.address[1]
+
+    async def body(client: Client) -> None:
+        await client.stats()
+        # Blocking, so the loop does not run: the server's close waits
+        # unread in the socket, as it does after any stretch of blocking
+        # code in a task.
+        queue.stop()
+        with support.QueueThread(port, worker=False):
+            assert (await client.stats()).connections == 1  # on a new connection
+
+    with_client(queue.address, body, reconnect_timeout=5)
+
+
 def test_a_request_the_server_never_read_is_sent_again() -> None:
     idle = b'{"type":"error","code":"idle_timeout","message":"idle"}\n'
     submitted = b'{"type":"job_submitted","job_id":"j-1"}\n'
@@ -176,6 +228,28 @@ def test_a_request_the_server_never_read_is_sent_again() -> None:
         assert [line for line in fake.requests if b"submit_job" in line] == [
             b'{"type":"submit_job","name":"echo","payload":null}'
         ] * 2
+
+
+def test_requests_pipelined_behind_an_idle_farewell_are_sent_again() -> None:
+    # The server closes a connection as idle only with nothing outstanding
+    # (protocol §1): every request on it still unanswered came after that
+    # and was never read, not only the one the farewell answers.
+    idle = b'{"type":"error","code":"idle_timeout","message":"idle"}\n'
+
+    def answer(number: int, line: bytes) -> bytes:
+        if number == 0:
+            return idle if b'"payload":0' in line else b""
+        return b'{"type":"job_submitted","job_id":"j-%d"}\n' % json.loads(line)["payload"]
+
+    async def body(client: Client) -> None:
+        ids = await asyncio.gather(*(client.submit("echo", n) for n in range(5)))
+        assert ids == [f"j-{n}" for n in range(5)]
+
+    with support.FakeServer(answer) as fake:
+        with_client(fake.address, body)
+        sent = [line for line in fake.requests if b"submit_job" in line]
+        once = [b'{"type":"submit_job","name":"echo","payload":%d}' % n for n in range(5)]
+        assert sorted(sent) == sorted(once * 2)
 
 
 @pytest.mark.parametrize(
@@ -217,6 +291,19 @@ def test_token_tls_and_their_refusals() -> None:
         assert error.code == "unauthorized"
 
 
+def test_a_server_that_never_answers_the_hello_is_not_connected_to() -> None:
+    # Nothing accepts on this socket, but the kernel completes the TCP
+    # handshake: a port that takes connections and says nothing.
+    async def main(address: tuple[str, int]) -> None:
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost, match=r"cannot connect .* no answer within 0\.5s"):
+            await Client.connect(*address, timeout=0.5)
+        assert time.monotonic() - started < 3
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        asyncio.run(asyncio.wait_for(main(silent.getsockname()[:2]), 20))
+
+
 def test_no_server_and_a_closed_client(queue: support.QueueThread) -> None:
     port = support.free_port()
 
@@ -229,6 +316,65 @@ def test_no_server_and_a_closed_client(queue: support.QueueThread) -> None:
             await client.stats()
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+async def orphaned_client() -> Client:
+    """A client whose server broke its connection (an ``internal_error``) and went away."""
+    farewell = b'{"type":"error","code":"internal_error","message":"a bug"}\n'
+    with support.FakeServer(support.scripted(farewell)) as fake:
+        client = await Client.connect(*fake.address, timeout=30, reconnect_timeout=30)
+        with pytest.raises(RequestError, match="internal_error"):
+            await client.stats()  # and the server closes the connection
+    return client
+
+
+@contextlib.contextmanager
+def first_retry() -> Iterator[asyncio.Event]:
+    """An event set when a client first fails to reconnect and says it will retry."""
+    retrying = asyncio.Event()
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retrying" in record.getMessage():
+                retrying.set()
+
+    spy = Spy()
+    logging.getLogger("jobqueue.client").addHandler(spy)
+    try:
+        yield retrying
+    finally:
+        logging.getLogger("jobqueue.client").removeHandler(spy)
+
+
+def test_closing_ends_a_call_waiting_to_reconnect() -> None:
+    async def main() -> None:
+        client = await orphaned_client()
+        with first_retry() as retrying:
+            asking = asyncio.ensure_future(client.stats())  # reconnects for 30 s
+            await asyncio.wait_for(retrying.wait(), support.LIMIT)
+            await client.aclose()
+            with pytest.raises(ClientClosed):
+                await asyncio.wait_for(asking, support.LIMIT)
+
+    asyncio.run(asyncio.wait_for(main(), 40))
+
+
+def test_a_call_waiting_for_another_calls_reconnect_keeps_its_own_timeout() -> None:
+    async def main() -> None:
+        client = await orphaned_client()
+        with first_retry() as retrying:
+            patient = asyncio.ensure_future(client.stats(timeout=30))  # reconnects for 30 s
+            await asyncio.wait_for(retrying.wait(), support.LIMIT)
+            started = time.monotonic()
+            with pytest.raises(ConnectionLost, match="could not reconnect"):
+                await asyncio.wait_for(client.stats(timeout=0.5), support.LIMIT)
+            assert time.monotonic() - started < 3
+            assert not patient.done()
+            await client.aclose()
+            with pytest.raises(ClientClosed):
+                await patient
+
+    asyncio.run(asyncio.wait_for(main(), 40))
 
 
 def test_the_asyncio_example_runs_a_job_per_request(queue: support.QueueThread) -> None:

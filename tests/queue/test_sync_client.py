@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import ssl
 import threading
 import time
@@ -217,6 +220,16 @@ def test_tls_and_its_refusals() -> None:
             Client.connect(*queue.address, token=TOKEN, timeout=2)
 
 
+def test_a_server_that_never_answers_the_hello_is_not_connected_to() -> None:
+    # Nothing accepts on this socket, but the kernel completes the TCP
+    # handshake: a port that takes connections and says nothing.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost, match=r"cannot connect .* no answer within 0\.5s"):
+            Client.connect(*silent.getsockname()[:2], timeout=0.5)
+        assert time.monotonic() - started < 3
+
+
 def test_no_server_and_a_closed_client(queue: support.QueueThread) -> None:
     port = support.free_port()
     started = time.monotonic()
@@ -227,6 +240,101 @@ def test_no_server_and_a_closed_client(queue: support.QueueThread) -> None:
     client.close()
     with pytest.raises(ClientClosed):
         client.stats()
+
+
+def test_close_ends_the_calls_other_threads_are_in() -> None:
+    # A wait holds its connection until the job ends (this one never does),
+    # renewing its request once a minute: close() must end it now.
+    asked = threading.Event()
+
+    def never_ends(_number: int, _line: bytes) -> bytes:
+        asked.set()
+        return b""
+
+    with support.FakeServer(never_ends) as fake:
+        client = Client.connect(*fake.address, timeout=5)
+        outcome: list[BaseException] = []
+
+        def wait_for_it() -> None:
+            try:
+                client.wait("j-1")
+            except BaseException as exc:
+                outcome.append(exc)
+
+        waiting = threading.Thread(target=wait_for_it)
+        waiting.start()
+        assert asked.wait(support.LIMIT)  # the wait_job is sent and held
+        client.close()
+        waiting.join(support.LIMIT)
+        assert not waiting.is_alive(), "close() left a thread blocked in wait()"
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], ConnectionLost)
+        assert "the client was closed" in str(outcome[0])
+        with pytest.raises(ClientClosed):
+            client.wait("j-1")
+
+
+def test_close_ends_a_call_waiting_to_reconnect() -> None:
+    retrying = threading.Event()
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retrying" in record.getMessage():
+                retrying.set()
+
+    spy = Spy()
+    logging.getLogger("jobqueue.client").addHandler(spy)
+    try:
+        with support.FakeServer(support.scripted()) as fake:
+            client = Client.connect(*fake.address, timeout=30, reconnect_timeout=30)
+        # The server is gone: the next call tries to reconnect for 30 s.
+        outcome: list[BaseException] = []
+
+        def ask() -> None:
+            try:
+                client.stats()
+            except BaseException as exc:
+                outcome.append(exc)
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        assert retrying.wait(support.LIMIT)  # its first attempt failed
+        client.close()
+        asking.join(support.LIMIT)
+        assert not asking.is_alive(), "close() left a thread reconnecting"
+        assert [type(exc) for exc in outcome] == [ClientClosed]
+    finally:
+        logging.getLogger("jobqueue.client").removeHandler(spy)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_forked_child_uses_connections_of_its_own() -> None:
+    # A client made before a fork (module level, under gunicorn --preload)
+    # is copied into the child with its idle connections. Replies are
+    # matched to requests by position, so two processes reading one
+    # socket take each other's replies: the child must leave the parent's
+    # connections to the parent (without ending them) and open its own.
+    seen: list[tuple[int, bytes]] = []
+
+    def answer(number: int, line: bytes) -> bytes:
+        seen.append((number, line))
+        return support.status_of(line)
+
+    with support.FakeServer(answer) as fake, Client.connect(*fake.address, timeout=5) as client:
+        assert client.status("parent").job_id == "parent"  # its connection is idle now
+        pid = os.fork()
+        if pid == 0:  # the child reports by its exit status, and never returns to pytest
+            code = 1
+            try:
+                code = 0 if client.status("child").job_id == "child" else 2
+                client.close()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert client.status("parent").job_id == "parent"
+    connections = [(number, line.split(b'"job_id":')[1]) for number, line in seen]
+    assert connections == [(0, b'"parent"}'), (1, b'"child"}'), (0, b'"parent"}')]
 
 
 def test_the_wsgi_example_runs_a_job_per_request(queue: support.QueueThread) -> None:
