@@ -594,8 +594,9 @@ class _Engine:
     ) -> list[Reply | RequestError]:
         """Send the reports of ``reports``, ``fetch`` on the last; counted once sent.
 
-        A result JSON cannot carry fails its job with ``TypeError`` instead
-        (nothing was sent, so the connection is still usable).
+        A result JSON cannot carry (a set, NaN, a list that holds itself, one
+        nested too deeply) fails its job with ``TypeError`` instead (nothing
+        was sent, so the connection is still usable).
 
         ``beside``: sent by a watcher task, beside a request the slot may
         make meanwhile, so its deadline is its own, not the keeper's (which
@@ -631,15 +632,21 @@ class _Engine:
             if beside:
                 return await ask_many(self.link, messages, limit)
             return await self.link.request_many(messages)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
+            # (RecursionError: the encoder does not look for cycles, so a
+            # result that holds itself, like one nested too deeply, ends
+            # there. Left to escape, it would end the worker.)
             for _, outcome in reports:
                 self._count(outcome, -1)
             for index, message in enumerate(messages):
                 try:
                     encode(message.to_wire())
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, RecursionError) as exc:
                     job = reports[index][0]
-                    error = TypeError(f"handler result is not JSON: {exc}")
+                    why = str(exc)
+                    if isinstance(exc, RecursionError):
+                        why = f"{why} (it holds itself, or is nested too deeply)"
+                    error = TypeError(f"handler result is not JSON: {why}")
                     self._result_failed(job, error)
                     reports[index] = (job, Outcome(error=error))
             return await self._send(reports, fetch, beside)

@@ -117,6 +117,21 @@ async def test_a_blocking_handlers_keyboard_interrupt_fails_its_job(
     assert "its handler raised KeyboardInterrupt" in record.getMessage()
 
 
+def nested(depth: int) -> list[Any]:
+    """A list ``depth`` lists deep: past what the JSON encoder can recurse through."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def circular() -> list[Any]:
+    """A list that holds itself."""
+    value: list[Any] = []
+    value.append(value)
+    return value
+
+
 def only_interrupts(exc: BaseException) -> bool:
     """Whether ``exc`` is a ``KeyboardInterrupt``, alone or in (nested) groups."""
     inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
@@ -156,6 +171,9 @@ async def test_an_async_handlers_keyboard_interrupt_stops_the_worker_naming_the_
     [
         pytest.param({1, 2}, "handler result is not JSON: ", id="set"),
         pytest.param(math.nan, "handler result is not JSON: ", id="nan"),
+        pytest.param(circular(), "handler result is not JSON: ", id="circular"),
+        # The encoder's RecursionError, not a TypeError: it used to end the worker.
+        pytest.param(nested(100_000), "handler result is not JSON: ", id="too-deep"),
         pytest.param("x" * MAX_LINE_BYTES, "the server refused the result: ", id="too-large"),
     ],
 )
