@@ -56,6 +56,18 @@ _RETURNED_NONE = Outcome()
 _Ran = tuple[Job, Outcome]
 
 
+def _may_be_ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc`` is or holds a ``KeyboardInterrupt`` or trio's cancellation.
+
+    Those are not a handler's own failure: Ctrl-C, or the worker stopping.
+    Any other ``BaseException`` a handler raises is its own, and fails its job.
+    """
+    if isinstance(exc, (KeyboardInterrupt, trio.Cancelled)):
+        return True
+    inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
+    return any(_may_be_ctrl_c(e) for e in inner)
+
+
 def _only_cancelled(exc: BaseException) -> bool:
     """Whether ``exc`` is trio's cancellation, alone or grouped (a handler's nursery)."""
     if isinstance(exc, trio.Cancelled):
@@ -423,8 +435,9 @@ class _Engine:
         Returns:
             The handler's result or exception. A handler that outlives its
             stop (it caught the cancel) ends with what it returned or raised.
-            The handler's ``SystemExit``, and a thread's or process's
-            ``KeyboardInterrupt`` (never Ctrl-C's), end here as failures.
+            Whatever ``BaseException`` the handler raised of its own (its
+            ``SystemExit``, a thread's or process's ``KeyboardInterrupt``,
+            which is never Ctrl-C's, a class of its own) ends here as a failure.
 
         Raises:
             trio.Cancelled: the handler was stopped; its outcome is already
@@ -469,6 +482,18 @@ class _Engine:
         except BaseException as exc:
             if scope.cancel_called:  # stopped: serve's scope catches the cancel
                 self._ran.append((job, self._stopped_outcome(job, started)))
+            elif not _may_be_ctrl_c(exc):
+                # An async handler's own BaseException (GeneratorExit, a
+                # class of its own): its job's failure, as for SystemExit.
+                log.error(
+                    "job %s (%s) failed: its handler raised %s",
+                    job.id,
+                    job.name,
+                    type(exc).__name__,
+                    exc_info=exc,
+                    extra=self._fields(job, started),
+                )
+                return Outcome(error=exc)
             elif not _only_cancelled(exc):
                 # A KeyboardInterrupt in an async handler may be Ctrl-C, so
                 # it stops the worker, but not without naming the job.

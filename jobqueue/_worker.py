@@ -215,10 +215,11 @@ class Worker:
             exponential backoff until the worker drains. A handler's
             exception fails that job and is logged; it never stops the
             worker. Nor does a handler's ``SystemExit`` (``sys.exit()``),
-            or a ``KeyboardInterrupt`` raised in a thread or process
-            handler: each fails its job. One in an ``async def`` handler
-            may be Ctrl-C, so it stops the worker, after a log line naming
-            the job.
+            or any other ``BaseException`` of its own, such as a
+            ``KeyboardInterrupt`` raised in a thread or process handler:
+            each fails its job. A ``KeyboardInterrupt`` in an ``async def``
+            handler may be Ctrl-C, so it stops the worker, after a log line
+            naming the job.
         """
         all_connected = trio.Event()
         remaining = self.concurrency

@@ -99,6 +99,30 @@ async def test_a_handlers_sys_exit_fails_its_job_and_is_logged(
     assert isinstance(record.exc_info[1], SystemExit)
 
 
+class Bail(BaseException):
+    """A handler's own ``BaseException`` subclass: neither Ctrl-C nor a cancel."""
+
+
+def bail(job: Job) -> None:
+    raise Bail("bailing out")
+
+
+@pytest.mark.parametrize("handler", handler_kinds(bail))
+async def test_a_handlers_own_base_exception_fails_its_job_and_is_logged(
+    handler: Callable[[Job], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="jobqueue.worker")
+    async with open_memory_queue() as queue:
+        awkward, after = await fail_then_run_another(queue, handler)
+    assert awkward.state == "failed"
+    assert awkward.error == {"type": "Bail", "message": "bailing out"}
+    assert (after.state, after.result) == ("completed", "still here")
+    (record,) = caplog.records
+    assert record.getMessage() == f"job {awkward.job_id} (awkward) failed: its handler raised Bail"
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], Bail)
+
+
 def interrupt(job: Job) -> None:
     raise KeyboardInterrupt
 
