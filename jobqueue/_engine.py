@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._errors import LEASE_GONE_CODES, ConnectionLost, RequestError
+from ._errors import JOURNAL_UNAVAILABLE, LEASE_GONE_CODES, ConnectionLost, RequestError
 from ._handler import Job, Outcome, build_job, build_returned, report_for
 from ._json import encode
 from ._lease import Key, LeaseKeeper, ask_many
@@ -48,6 +48,11 @@ log = logging.getLogger("jobqueue.worker")
 
 #: The line logged for each job that completes (at INFO).
 _COMPLETED = "job %s (%s) completed in %.3fs"
+
+#: Seconds before a report ``journal_unavailable`` refused is sent again; it
+#: doubles up to the max, as the server's own retries of its journal do.
+_JOURNAL_PAUSE = 0.1
+_JOURNAL_PAUSE_MAX = 5.0
 
 #: The outcome of every handler that returns ``None`` (frozen, so one serves all).
 _RETURNED_NONE = Outcome()
@@ -577,8 +582,12 @@ class _Engine:
         A completion the server refuses for itself (a result too large, say)
         is failed instead, so the job ends rather than run again; a report
         refused because the lease is gone (``LEASE_GONE_CODES``), or a
-        refused failure, abandons its job. Whatever is refused fetched
-        nothing, so the fetch then rides on the failures that follow.
+        refused failure, abandons its job. A report refused with
+        ``journal_unavailable`` changed nothing and the server retries its
+        journal by itself, so the job is held (and heartbeated) and its
+        report sent again, after a growing pause (see :meth:`_journal_pause`).
+        Whatever is refused fetched nothing, so the fetch then rides on the
+        reports that follow.
 
         ``beside``: sent by a watcher task while the slot runs a handler
         (see :meth:`_send`).
@@ -595,14 +604,19 @@ class _Engine:
             reports = [(job, outcome) for job, outcome in ran if not self._settled(job)]
         fetched: Reply | None = None
         asked: RequestJob | None = fetch
+        pause = _JOURNAL_PAUSE
         while reports:
             replies = await self._send(reports, asked, beside)
             refused: list[_Ran] = []
+            again: list[_Ran] = []
             for (job, outcome), reply in zip(reports, replies, strict=True):
                 if not isinstance(reply, RequestError):
                     continue
                 self._count(outcome, -1)
-                if reply.code in LEASE_GONE_CODES or outcome.error is not None:
+                if reply.code == JOURNAL_UNAVAILABLE:
+                    again.append((job, outcome))
+                    unavailable = reply
+                elif reply.code in LEASE_GONE_CODES or outcome.error is not None:
                     self._abandon(job, reply)
                 else:
                     error = ValueError(f"the server refused the result: {reply.message}")
@@ -611,8 +625,39 @@ class _Engine:
             if asked is not None and not isinstance(replies[-1], RequestError):
                 fetched = replies[-1]
                 asked = None
-            reports = refused
+            if again:
+                again = await self._journal_pause(again, pause, unavailable)
+                pause = min(2 * pause, _JOURNAL_PAUSE_MAX)
+            reports = refused + again
         return None if isinstance(fetched, Ok) else fetched
+
+    async def _journal_pause(
+        self, again: list[_Ran], pause: float, unavailable: RequestError
+    ) -> list[_Ran]:
+        """Hold the jobs of reports ``journal_unavailable`` refused for ``pause`` seconds.
+
+        Their leases are heartbeated meanwhile, as before the report. Returns
+        those to report again: not the ones cancelled or lost meanwhile, and
+        none once a drain's deadline has passed (they are abandoned: the
+        drain closes the connection, and the server puts them back in line).
+        """
+        keeper = self.keeper
+        keeper.hold(
+            (
+                JobAssigned(job.id, job.name, None, job.attempt, self.lease_timeout)
+                for job, _ in again
+            ),
+            self.lease_timeout,
+            renew_now=True,
+        )
+        deadline = self.worker.drain_deadline
+        await trio.sleep_until(min(self._clock.current_time() + pause, deadline))
+        if self._clock.current_time() >= self.worker.drain_deadline:
+            for job, _ in again:
+                keeper.release((job.id, job.attempt))
+                self._abandon(job, unavailable)
+            return []
+        return [(job, outcome) for job, outcome in again if not self._settled(job)]
 
     async def _send(
         self, reports: list[_Ran], fetch: RequestJob | None, beside: bool = False
