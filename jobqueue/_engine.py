@@ -409,24 +409,41 @@ class _Engine:
         batch's are routine.
 
         The batch form is all or nothing; if it is refused (one of the jobs
-        was cancelled or lost meanwhile), each is released on its own.
+        was cancelled or lost meanwhile), each is released on its own. A
+        release refused with ``journal_unavailable`` changed nothing: its
+        job stays held (heartbeated) and is released again after a pause,
+        as a refused report is (see :meth:`_journal_pause`).
         """
-        keys = [key for key in leases if key not in self.keeper.cancelled]
-        if not keys:
-            return
+        keeper = self.keeper
+        keys = [key for key in leases if key not in keeper.cancelled]
         limit = self.lease_timeout
-        replies = await ask_many(self.link, [ReleaseJob(tuple(keys))], limit)
-        if isinstance(replies[0], RequestError) and len(keys) > 1:
-            replies = await ask_many(self.link, [ReleaseJob((key,)) for key in keys], limit)
-        else:
-            replies = replies * len(keys)
-        for key, reply in zip(keys, replies, strict=True):
-            self.keeper.release(key)
-            if isinstance(reply, RequestError):
-                log.info("job %s was not given back: %s", key[0], reply.message)
+        pause = _JOURNAL_PAUSE
+        while keys:
+            replies = await ask_many(self.link, [ReleaseJob(tuple(keys))], limit)
+            if isinstance(replies[0], RequestError) and len(keys) > 1:
+                replies = await ask_many(self.link, [ReleaseJob((key,)) for key in keys], limit)
             else:
-                self.stats.given_back += 1
-                log.log(level, "gave back job %s (attempt %d) %s", key[0], key[1], why)
+                replies = replies * len(keys)
+            again: list[Key] = []
+            for key, reply in zip(keys, replies, strict=True):
+                if isinstance(reply, RequestError) and reply.code == JOURNAL_UNAVAILABLE:
+                    again.append(key)
+                    continue
+                keeper.release(key)
+                if isinstance(reply, RequestError):
+                    log.info("job %s was not given back: %s", key[0], reply.message)
+                else:
+                    self.stats.given_back += 1
+                    log.log(level, "gave back job %s (attempt %d) %s", key[0], key[1], why)
+            keys = []
+            if again and await self._wait_for_journal(pause):
+                pause = min(2 * pause, _JOURNAL_PAUSE_MAX)
+                keys = [k for k in again if k not in keeper.cancelled and k not in keeper.lost]
+            for key in set(again).difference(keys):
+                keeper.release(key)
+                log.info(
+                    "job %s was not given back: the server could not write its journal", key[0]
+                )
 
     async def _run(self, job: Job) -> Outcome:
         """Run ``job``'s handler under cancellation and ``job_timeout``.
@@ -650,14 +667,22 @@ class _Engine:
             self.lease_timeout,
             renew_now=True,
         )
-        deadline = self.worker.drain_deadline
-        await trio.sleep_until(min(self._clock.current_time() + pause, deadline))
-        if self._clock.current_time() >= self.worker.drain_deadline:
+        if not await self._wait_for_journal(pause):
             for job, _ in again:
                 keeper.release((job.id, job.attempt))
                 self._abandon(job, unavailable)
             return []
         return [(job, outcome) for job, outcome in again if not self._settled(job)]
+
+    async def _wait_for_journal(self, pause: float) -> bool:
+        """Wait ``pause`` seconds to send again what ``journal_unavailable`` refused; whether to.
+
+        Not past a drain's deadline: the drain then ends, and what is still
+        held goes back in line when its connection closes.
+        """
+        deadline = self.worker.drain_deadline
+        await trio.sleep_until(min(self._clock.current_time() + pause, deadline))
+        return self._clock.current_time() < self.worker.drain_deadline
 
     async def _send(
         self, reports: list[_Ran], fetch: RequestJob | None, beside: bool = False

@@ -18,6 +18,7 @@ from jobqueue import Client, Job, RequestError, Worker
 from jobqueue._journal_writer import Journal
 from jobqueue._server import QueueService
 from jobqueue._state import QueueState
+from tests.helpers import wait_until
 
 
 class FlakyDisk:
@@ -250,3 +251,48 @@ async def test_a_completion_refused_while_the_disk_fails_is_sent_again(
     assert (done.state, done.attempt, done.result) == ("completed", 1, "done 1")
     stats = worker.statistics()
     assert (stats.completed, stats.failed, stats.lost) == (1, 0, 0)
+
+
+async def test_a_drain_gives_back_jobs_once_the_disk_writes_again(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # release_job is refused with journal_unavailable too: the jobs not
+    # started must stay held (heartbeated) until it is taken, not be dropped
+    # to expire (and fail for good, with one attempt) while the disk is down.
+    disk = FlakyDisk()
+    running = trio.Event()
+    go = trio.Event()
+
+    async def work(job: Job) -> str:
+        running.set()
+        await go.wait()
+        return f"done {job.payload}"
+
+    async with (
+        flaky_worker_queue(tmp_path, disk) as (journal, client, worker_for),
+        trio.open_nursery() as nursery,
+    ):
+        ids = [await client.submit("work", n, max_attempts=1) for n in range(3)]
+        worker = worker_for({"work": work}, prefetch=3, job_timeout=None)
+        await nursery.start(worker.run)
+        await running.wait()
+        await break_disk(journal, disk, client)
+        # (No deadline to speak of: virtual time races on while the journal's
+        # thread writes, by thousands of seconds on a busy machine.)
+        worker.drain(timeout=1e9)
+        # Refused, and refused again, for longer than a lease.
+        await trio.sleep(60)
+        for job_id in ids:
+            assert (await client.status(job_id)).state == "running"
+        disk.broken.clear()
+        await journal.wait_idle()
+        await wait_until(lambda: worker.statistics().given_back == 2)
+        for job_id in ids[1:]:
+            info = await client.status(job_id)
+            assert (info.state, info.attempts_spent) == ("pending", 0), info
+        go.set()
+        first = await client.wait(ids[0])
+        nursery.cancel_scope.cancel()
+    assert (first.state, first.result) == ("completed", "done 0")
+    stats = worker.statistics()
+    assert (stats.completed, stats.given_back, stats.lost) == (1, 2, 0)
