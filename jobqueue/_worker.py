@@ -101,6 +101,14 @@ def _check_prefetch(_worker: object, _attribute: object, value: object) -> None:
         raise ValueError(f"prefetch must be 1 to {MAX_FETCH} or 'auto', not {value!r}")
 
 
+def _check_job_timeout(_worker: object, _attribute: object, value: float | None) -> None:
+    # 0 is no "no limit" here (that is None): it would fail every job at once.
+    if value is not None and not value > 0:
+        raise ValueError(
+            f"job_timeout must be more than 0 seconds, or None for no limit, not {value}"
+        )
+
+
 def _merge_handlers(handlers: Mapping[str, Handler]) -> dict[str, Handler]:
     return {**BUILTIN_HANDLERS, **handlers}
 
@@ -138,8 +146,8 @@ class Worker:
         max_reconnect_delay: Cap on that delay.
         queues: The queues to take jobs from (1 to 64 names); the best job
             across all of them (highest priority, then oldest) comes first.
-        job_timeout: Longest a handler may run, in seconds (``None``: no
-            limit). A handler still running then is cancelled and its job
+        job_timeout: Longest a handler may run, in seconds, more than 0
+            (``None``: no limit). A handler still running then is cancelled and its job
             reported as failed with ``TimeoutError``, so a hung handler
             cannot keep its job for ever by heartbeating.
         token: The server's shared secret, if it was started with one.
@@ -195,7 +203,9 @@ class Worker:
     reconnect_delay: float = 0.1
     max_reconnect_delay: float = 5.0
     queues: tuple[str, ...] = attrs.field(default=(DEFAULT_QUEUE,), converter=_queue_names)
-    job_timeout: float | None = DEFAULT_JOB_TIMEOUT
+    job_timeout: float | None = attrs.field(
+        default=DEFAULT_JOB_TIMEOUT, validator=_check_job_timeout
+    )
     token: str | None = attrs.field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = None
     connect: Connector | None = None

@@ -1065,6 +1065,15 @@ def test_a_worker_refuses_names_the_server_would_refuse(
         Worker(reply_grace=0)
 
 
+@pytest.mark.parametrize("job_timeout", [0, -1.0, math.nan])
+def test_a_worker_refuses_a_job_timeout_that_fails_every_job(job_timeout: float) -> None:
+    # 0 (often "no limit" elsewhere) stopped every handler at once, each job
+    # failing with TimeoutError; no limit is None.
+    with pytest.raises(ValueError, match="job_timeout must be more than 0 seconds, or None"):
+        Worker(job_timeout=job_timeout)
+    assert Worker(job_timeout=None).job_timeout is None
+
+
 # -- stats -------------------------------------------------------------------------------
 
 
