@@ -449,16 +449,19 @@ def _worker(args: argparse.Namespace) -> int:
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
     if not queues:
         raise UsageError("--queues needs at least one queue name")
-    worker = Worker(
-        **connection,
-        handlers=handlers,
-        concurrency=args.concurrency,
-        queues=queues,
-        job_timeout=args.job_timeout,
-        prefetch=args.prefetch,
-    )
-    if args.name:
-        worker.name = args.name
+    try:
+        worker = Worker(
+            **connection,
+            handlers=handlers,
+            concurrency=args.concurrency,
+            queues=queues,
+            job_timeout=args.job_timeout,
+            prefetch=args.prefetch,
+        )
+        if args.name:
+            worker.name = args.name
+    except ValueError as exc:  # a name the server would refuse
+        raise UsageError(str(exc)) from None
     return run_worker(worker, args.drain_timeout)
 
 

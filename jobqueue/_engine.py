@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._errors import LEASE_GONE_CODES, ConnectionLost, RequestError
+from ._errors import JOURNAL_UNAVAILABLE, LEASE_GONE_CODES, ConnectionLost, RequestError
 from ._handler import Job, Outcome, build_job, build_returned, report_for
 from ._json import encode
 from ._lease import Key, LeaseKeeper, ask_many
@@ -49,11 +49,28 @@ log = logging.getLogger("jobqueue.worker")
 #: The line logged for each job that completes (at INFO).
 _COMPLETED = "job %s (%s) completed in %.3fs"
 
+#: Seconds before a report ``journal_unavailable`` refused is sent again; it
+#: doubles up to the max, as the server's own retries of its journal do.
+_JOURNAL_PAUSE = 0.1
+_JOURNAL_PAUSE_MAX = 5.0
+
 #: The outcome of every handler that returns ``None`` (frozen, so one serves all).
 _RETURNED_NONE = Outcome()
 
 #: A job the slot ran, and how the run ended.
 _Ran = tuple[Job, Outcome]
+
+
+def _may_be_ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc`` is or holds a ``KeyboardInterrupt`` or trio's cancellation.
+
+    Those are not a handler's own failure: Ctrl-C, or the worker stopping.
+    Any other ``BaseException`` a handler raises is its own, and fails its job.
+    """
+    if isinstance(exc, (KeyboardInterrupt, trio.Cancelled)):
+        return True
+    inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
+    return any(_may_be_ctrl_c(e) for e in inner)
 
 
 def _only_cancelled(exc: BaseException) -> bool:
@@ -392,24 +409,41 @@ class _Engine:
         batch's are routine.
 
         The batch form is all or nothing; if it is refused (one of the jobs
-        was cancelled or lost meanwhile), each is released on its own.
+        was cancelled or lost meanwhile), each is released on its own. A
+        release refused with ``journal_unavailable`` changed nothing: its
+        job stays held (heartbeated) and is released again after a pause,
+        as a refused report is (see :meth:`_journal_pause`).
         """
-        keys = [key for key in leases if key not in self.keeper.cancelled]
-        if not keys:
-            return
+        keeper = self.keeper
+        keys = [key for key in leases if key not in keeper.cancelled]
         limit = self.lease_timeout
-        replies = await ask_many(self.link, [ReleaseJob(tuple(keys))], limit)
-        if isinstance(replies[0], RequestError) and len(keys) > 1:
-            replies = await ask_many(self.link, [ReleaseJob((key,)) for key in keys], limit)
-        else:
-            replies = replies * len(keys)
-        for key, reply in zip(keys, replies, strict=True):
-            self.keeper.release(key)
-            if isinstance(reply, RequestError):
-                log.info("job %s was not given back: %s", key[0], reply.message)
+        pause = _JOURNAL_PAUSE
+        while keys:
+            replies = await ask_many(self.link, [ReleaseJob(tuple(keys))], limit)
+            if isinstance(replies[0], RequestError) and len(keys) > 1:
+                replies = await ask_many(self.link, [ReleaseJob((key,)) for key in keys], limit)
             else:
-                self.stats.given_back += 1
-                log.log(level, "gave back job %s (attempt %d) %s", key[0], key[1], why)
+                replies = replies * len(keys)
+            again: list[Key] = []
+            for key, reply in zip(keys, replies, strict=True):
+                if isinstance(reply, RequestError) and reply.code == JOURNAL_UNAVAILABLE:
+                    again.append(key)
+                    continue
+                keeper.release(key)
+                if isinstance(reply, RequestError):
+                    log.info("job %s was not given back: %s", key[0], reply.message)
+                else:
+                    self.stats.given_back += 1
+                    log.log(level, "gave back job %s (attempt %d) %s", key[0], key[1], why)
+            keys = []
+            if again and await self._wait_for_journal(pause):
+                pause = min(2 * pause, _JOURNAL_PAUSE_MAX)
+                keys = [k for k in again if k not in keeper.cancelled and k not in keeper.lost]
+            for key in set(again).difference(keys):
+                keeper.release(key)
+                log.info(
+                    "job %s was not given back: the server could not write its journal", key[0]
+                )
 
     async def _run(self, job: Job) -> Outcome:
         """Run ``job``'s handler under cancellation and ``job_timeout``.
@@ -423,8 +457,9 @@ class _Engine:
         Returns:
             The handler's result or exception. A handler that outlives its
             stop (it caught the cancel) ends with what it returned or raised.
-            The handler's ``SystemExit``, and a thread's or process's
-            ``KeyboardInterrupt`` (never Ctrl-C's), end here as failures.
+            Whatever ``BaseException`` the handler raised of its own (its
+            ``SystemExit``, a thread's or process's ``KeyboardInterrupt``,
+            which is never Ctrl-C's, a class of its own) ends here as a failure.
 
         Raises:
             trio.Cancelled: the handler was stopped; its outcome is already
@@ -469,6 +504,18 @@ class _Engine:
         except BaseException as exc:
             if scope.cancel_called:  # stopped: serve's scope catches the cancel
                 self._ran.append((job, self._stopped_outcome(job, started)))
+            elif not _may_be_ctrl_c(exc):
+                # An async handler's own BaseException (GeneratorExit, a
+                # class of its own): its job's failure, as for SystemExit.
+                log.error(
+                    "job %s (%s) failed: its handler raised %s",
+                    job.id,
+                    job.name,
+                    type(exc).__name__,
+                    exc_info=exc,
+                    extra=self._fields(job, started),
+                )
+                return Outcome(error=exc)
             elif not _only_cancelled(exc):
                 # A KeyboardInterrupt in an async handler may be Ctrl-C, so
                 # it stops the worker, but not without naming the job.
@@ -552,8 +599,12 @@ class _Engine:
         A completion the server refuses for itself (a result too large, say)
         is failed instead, so the job ends rather than run again; a report
         refused because the lease is gone (``LEASE_GONE_CODES``), or a
-        refused failure, abandons its job. Whatever is refused fetched
-        nothing, so the fetch then rides on the failures that follow.
+        refused failure, abandons its job. A report refused with
+        ``journal_unavailable`` changed nothing and the server retries its
+        journal by itself, so the job is held (and heartbeated) and its
+        report sent again, after a growing pause (see :meth:`_journal_pause`).
+        Whatever is refused fetched nothing, so the fetch then rides on the
+        reports that follow.
 
         ``beside``: sent by a watcher task while the slot runs a handler
         (see :meth:`_send`).
@@ -570,14 +621,19 @@ class _Engine:
             reports = [(job, outcome) for job, outcome in ran if not self._settled(job)]
         fetched: Reply | None = None
         asked: RequestJob | None = fetch
+        pause = _JOURNAL_PAUSE
         while reports:
             replies = await self._send(reports, asked, beside)
             refused: list[_Ran] = []
+            again: list[_Ran] = []
             for (job, outcome), reply in zip(reports, replies, strict=True):
                 if not isinstance(reply, RequestError):
                     continue
                 self._count(outcome, -1)
-                if reply.code in LEASE_GONE_CODES or outcome.error is not None:
+                if reply.code == JOURNAL_UNAVAILABLE:
+                    again.append((job, outcome))
+                    unavailable = reply
+                elif reply.code in LEASE_GONE_CODES or outcome.error is not None:
                     self._abandon(job, reply)
                 else:
                     error = ValueError(f"the server refused the result: {reply.message}")
@@ -586,16 +642,56 @@ class _Engine:
             if asked is not None and not isinstance(replies[-1], RequestError):
                 fetched = replies[-1]
                 asked = None
-            reports = refused
+            if again:
+                again = await self._journal_pause(again, pause, unavailable)
+                pause = min(2 * pause, _JOURNAL_PAUSE_MAX)
+            reports = refused + again
         return None if isinstance(fetched, Ok) else fetched
+
+    async def _journal_pause(
+        self, again: list[_Ran], pause: float, unavailable: RequestError
+    ) -> list[_Ran]:
+        """Hold the jobs of reports ``journal_unavailable`` refused for ``pause`` seconds.
+
+        Their leases are heartbeated meanwhile, as before the report. Returns
+        those to report again: not the ones cancelled or lost meanwhile, and
+        none once a drain's deadline has passed (they are abandoned: the
+        drain closes the connection, and the server puts them back in line).
+        """
+        keeper = self.keeper
+        keeper.hold(
+            (
+                JobAssigned(job.id, job.name, None, job.attempt, self.lease_timeout)
+                for job, _ in again
+            ),
+            self.lease_timeout,
+            renew_now=True,
+        )
+        if not await self._wait_for_journal(pause):
+            for job, _ in again:
+                keeper.release((job.id, job.attempt))
+                self._abandon(job, unavailable)
+            return []
+        return [(job, outcome) for job, outcome in again if not self._settled(job)]
+
+    async def _wait_for_journal(self, pause: float) -> bool:
+        """Wait ``pause`` seconds to send again what ``journal_unavailable`` refused; whether to.
+
+        Not past a drain's deadline: the drain then ends, and what is still
+        held goes back in line when its connection closes.
+        """
+        deadline = self.worker.drain_deadline
+        await trio.sleep_until(min(self._clock.current_time() + pause, deadline))
+        return self._clock.current_time() < self.worker.drain_deadline
 
     async def _send(
         self, reports: list[_Ran], fetch: RequestJob | None, beside: bool = False
     ) -> list[Reply | RequestError]:
         """Send the reports of ``reports``, ``fetch`` on the last; counted once sent.
 
-        A result JSON cannot carry fails its job with ``TypeError`` instead
-        (nothing was sent, so the connection is still usable).
+        A result JSON cannot carry (a set, NaN, a list that holds itself, one
+        nested too deeply) fails its job with ``TypeError`` instead (nothing
+        was sent, so the connection is still usable).
 
         ``beside``: sent by a watcher task, beside a request the slot may
         make meanwhile, so its deadline is its own, not the keeper's (which
@@ -631,15 +727,21 @@ class _Engine:
             if beside:
                 return await ask_many(self.link, messages, limit)
             return await self.link.request_many(messages)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
+            # (RecursionError: the encoder does not look for cycles, so a
+            # result that holds itself, like one nested too deeply, ends
+            # there. Left to escape, it would end the worker.)
             for _, outcome in reports:
                 self._count(outcome, -1)
             for index, message in enumerate(messages):
                 try:
                     encode(message.to_wire())
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, RecursionError) as exc:
                     job = reports[index][0]
-                    error = TypeError(f"handler result is not JSON: {exc}")
+                    why = str(exc)
+                    if isinstance(exc, RecursionError):
+                        why = f"{why} (it holds itself, or is nested too deeply)"
+                    error = TypeError(f"handler result is not JSON: {why}")
                     self._result_failed(job, error)
                     reports[index] = (job, Outcome(error=error))
             return await self._send(reports, fetch, beside)

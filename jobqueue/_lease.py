@@ -102,18 +102,26 @@ class LeaseKeeper:
     #: The task's current sleep; its deadline is at or before what is due.
     _sleep: trio.CancelScope | None = attrs.field(default=None, init=False)
 
-    def hold(self, batch: Iterable[JobAssigned], lease_timeout: float) -> None:
+    def hold(
+        self, batch: Iterable[JobAssigned], lease_timeout: float, *, renew_now: bool = False
+    ) -> None:
         """The connection was assigned ``batch``: renew those leases until released.
 
         The first heartbeat is due a third of a lease from now, unless one
-        is already due sooner for leases held before.
+        is already due sooner for leases held before. ``renew_now``: at once,
+        for leases held again after a report that was refused (and so
+        renewed nothing), whose last renewal may be most of a lease ago.
         """
         for assigned in batch:
             self.held[assigned.job_id, assigned.attempt] = assigned
         self._lease = lease_timeout
         self._interval = max(lease_timeout / 3, 0.001)
-        if self._next_at == math.inf:
-            self._next_at = trio.current_time() + self._interval
+        now = trio.current_time()
+        if renew_now and self._next_at > now:
+            self._next_at = now
+            self._wake_by(now)
+        elif self._next_at == math.inf:
+            self._next_at = now + self._interval
             self._wake_by(self._next_at)
 
     def release(self, key: Key) -> None:

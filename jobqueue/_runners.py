@@ -148,28 +148,31 @@ class _RetireAfter:
 
 
 class HandlerInterrupt(Exception):
-    """A ``KeyboardInterrupt`` a thread or process handler raised itself, carried as an error.
+    """A ``BaseException`` a thread or process handler raised itself, carried as an error.
 
     Ctrl-C interrupts only the main thread, and a handler process ignores
     SIGINT (trio-parallel sees to that), so a ``KeyboardInterrupt`` out of a
-    thread or process handler is the handler's own doing. Carried as an
-    ``Exception``, it fails that job (the engine reports ``interrupt``)
+    thread or process handler is the handler's own doing, as is any other
+    ``BaseException`` there (``GeneratorExit``, a class of its own). Carried
+    as an ``Exception``, it fails that job (the engine reports ``interrupt``)
     instead of stopping a worker that other jobs share.
 
     Attributes:
         interrupt: What the handler raised.
     """
 
-    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+    def __init__(self, interrupt: BaseException) -> None:
         super().__init__(interrupt)
         self.interrupt = interrupt
 
 
 def _run_handler(handler: Handler, job: Job) -> Any:
-    """In a handler's thread or process: ``handler(job)``, its interrupt carried out."""
+    """In a handler's thread or process: ``handler(job)``, a ``BaseException`` carried out."""
     try:
         return handler(job)
-    except KeyboardInterrupt as exc:
+    except (Exception, SystemExit):
+        raise  # (SystemExit comes out as it is, and the engine fails the job)
+    except BaseException as exc:
         raise HandlerInterrupt(exc) from None
 
 

@@ -28,7 +28,13 @@ from ._config import DEFAULT_QUEUE
 from ._engine import serve_connection
 from ._errors import ConnectionLost, RequestError
 from ._handler import BUILTIN_HANDLERS, DEFAULT_JOB_TIMEOUT, Handler, Job
-from ._limits import MAX_FETCH, MAX_WAIT_SECONDS
+from ._limits import (
+    MAX_FETCH,
+    MAX_HANDLER_NAMES,
+    MAX_NAME_CHARS,
+    MAX_QUEUES,
+    MAX_WAIT_SECONDS,
+)
 from ._link import Connector, Link
 from ._prefetch import PrefetchSetting
 from ._runners import HandlerRunner
@@ -58,11 +64,34 @@ def _default_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _check_name(what: str, name: object) -> None:
+    """Refuse a name the server would refuse (``bad_request``) in every ``hello`` or request."""
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
+        raise ValueError(f"{what} must be 1 to {MAX_NAME_CHARS} characters, not {name!r}")
+
+
 def _queue_names(queues: Iterable[str]) -> tuple[str, ...]:
+    # Checked here, not by the server: a worker the server refused on every
+    # request_job would reconnect and be refused again, for ever.
     names = (queues,) if isinstance(queues, str) else tuple(queues)
     if not names:
         raise ValueError("a worker needs at least one queue")
+    if len(names) > MAX_QUEUES:
+        raise ValueError(f"a worker takes jobs from at most {MAX_QUEUES} queues, not {len(names)}")
+    for name in names:
+        _check_name("a queue name", name)
     return names
+
+
+def _check_worker_name(_worker: object, _attribute: object, value: object) -> None:
+    _check_name("a worker's name", value)
+
+
+def _check_handler_names(_worker: object, _attribute: object, value: dict[str, Handler]) -> None:
+    if len(value) > MAX_HANDLER_NAMES:
+        raise ValueError(f"a worker has at most {MAX_HANDLER_NAMES} handlers, not {len(value)}")
+    for name in value:
+        _check_name("a handler's job name", name)
 
 
 def _check_prefetch(_worker: object, _attribute: object, value: object) -> None:
@@ -70,6 +99,14 @@ def _check_prefetch(_worker: object, _attribute: object, value: object) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_FETCH:
         raise ValueError(f"prefetch must be 1 to {MAX_FETCH} or 'auto', not {value!r}")
+
+
+def _check_job_timeout(_worker: object, _attribute: object, value: float | None) -> None:
+    # 0 is no "no limit" here (that is None): it would fail every job at once.
+    if value is not None and not value > 0:
+        raise ValueError(
+            f"job_timeout must be more than 0 seconds, or None for no limit, not {value}"
+        )
 
 
 def _merge_handlers(handlers: Mapping[str, Handler]) -> dict[str, Handler]:
@@ -107,10 +144,10 @@ class Worker:
         reconnect_delay: First delay after a failed connection; doubles (with
             jitter) on each further failure.
         max_reconnect_delay: Cap on that delay.
-        queues: The queues to take jobs from; the best job across all of
-            them (highest priority, then oldest) comes first.
-        job_timeout: Longest a handler may run, in seconds (``None``: no
-            limit). A handler still running then is cancelled and its job
+        queues: The queues to take jobs from (1 to 64 names); the best job
+            across all of them (highest priority, then oldest) comes first.
+        job_timeout: Longest a handler may run, in seconds, more than 0
+            (``None``: no limit). A handler still running then is cancelled and its job
             reported as failed with ``TimeoutError``, so a hung handler
             cannot keep its job for ever by heartbeating.
         token: The server's shared secret, if it was started with one.
@@ -148,20 +185,27 @@ class Worker:
     Raises:
         ImportError: a handler is marked with :func:`~jobqueue.in_process`
             but the ``jobqueue[processes]`` extra is not installed.
+        ValueError: an option out of range, or a name the server would
+            refuse: ``name``, a queue's or a handler's job name must be 1 to
+            200 characters.
     """
 
     host: str = "127.0.0.1"
     port: int = 8080
-    handlers: dict[str, Handler] = attrs.field(factory=dict, converter=_merge_handlers)
+    handlers: dict[str, Handler] = attrs.field(
+        factory=dict, converter=_merge_handlers, validator=_check_handler_names
+    )
     concurrency: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    name: str = attrs.field(factory=_default_name)
+    name: str = attrs.field(factory=_default_name, validator=_check_worker_name)
     poll_wait: float = attrs.field(
         default=30.0, validator=[attrs.validators.gt(0), attrs.validators.le(MAX_WAIT_SECONDS)]
     )
     reconnect_delay: float = 0.1
     max_reconnect_delay: float = 5.0
     queues: tuple[str, ...] = attrs.field(default=(DEFAULT_QUEUE,), converter=_queue_names)
-    job_timeout: float | None = DEFAULT_JOB_TIMEOUT
+    job_timeout: float | None = attrs.field(
+        default=DEFAULT_JOB_TIMEOUT, validator=_check_job_timeout
+    )
     token: str | None = attrs.field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = None
     connect: Connector | None = None
@@ -215,10 +259,11 @@ class Worker:
             exponential backoff until the worker drains. A handler's
             exception fails that job and is logged; it never stops the
             worker. Nor does a handler's ``SystemExit`` (``sys.exit()``),
-            or a ``KeyboardInterrupt`` raised in a thread or process
-            handler: each fails its job. One in an ``async def`` handler
-            may be Ctrl-C, so it stops the worker, after a log line naming
-            the job.
+            or any other ``BaseException`` of its own, such as a
+            ``KeyboardInterrupt`` raised in a thread or process handler:
+            each fails its job. A ``KeyboardInterrupt`` in an ``async def``
+            handler may be Ctrl-C, so it stops the worker, after a log line
+            naming the job.
         """
         all_connected = trio.Event()
         remaining = self.concurrency

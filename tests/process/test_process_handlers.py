@@ -85,6 +85,13 @@ def exits(job):
 def interrupts(job):
     raise KeyboardInterrupt
 
+class Bail(BaseException):
+    pass
+
+@in_process
+def bails(job):
+    raise Bail("bailing out")
+
 @in_process
 def spin_forever(job):
     with open(job.payload["pid_file"], "w") as f:
@@ -261,8 +268,10 @@ async def test_an_exception_whose_str_raises_fails_its_job_not_the_worker(
         ("exits", {"type": "SystemExit", "message": "5"}),
         # The process ignores SIGINT: this one is the handler's own.
         ("interrupts", {"type": "KeyboardInterrupt", "message": ""}),
+        # Any BaseException of its own: it used to end the worker.
+        ("bails", {"type": "Bail", "message": "bailing out"}),
     ],
-    ids=["exits", "interrupts"],
+    ids=["exits", "interrupts", "bails"],
 )
 async def test_a_process_handlers_exit_or_interrupt_fails_its_job_not_the_worker(
     handlers: ModuleType, caplog: pytest.LogCaptureFixture, name: str, error: dict[str, str]

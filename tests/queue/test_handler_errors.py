@@ -99,6 +99,30 @@ async def test_a_handlers_sys_exit_fails_its_job_and_is_logged(
     assert isinstance(record.exc_info[1], SystemExit)
 
 
+class Bail(BaseException):
+    """A handler's own ``BaseException`` subclass: neither Ctrl-C nor a cancel."""
+
+
+def bail(job: Job) -> None:
+    raise Bail("bailing out")
+
+
+@pytest.mark.parametrize("handler", handler_kinds(bail))
+async def test_a_handlers_own_base_exception_fails_its_job_and_is_logged(
+    handler: Callable[[Job], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="jobqueue.worker")
+    async with open_memory_queue() as queue:
+        awkward, after = await fail_then_run_another(queue, handler)
+    assert awkward.state == "failed"
+    assert awkward.error == {"type": "Bail", "message": "bailing out"}
+    assert (after.state, after.result) == ("completed", "still here")
+    (record,) = caplog.records
+    assert record.getMessage() == f"job {awkward.job_id} (awkward) failed: its handler raised Bail"
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], Bail)
+
+
 def interrupt(job: Job) -> None:
     raise KeyboardInterrupt
 
@@ -115,6 +139,21 @@ async def test_a_blocking_handlers_keyboard_interrupt_fails_its_job(
     assert (after.state, after.result) == ("completed", "still here")
     (record,) = caplog.records
     assert "its handler raised KeyboardInterrupt" in record.getMessage()
+
+
+def nested(depth: int) -> list[Any]:
+    """A list ``depth`` lists deep: past what the JSON encoder can recurse through."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def circular() -> list[Any]:
+    """A list that holds itself."""
+    value: list[Any] = []
+    value.append(value)
+    return value
 
 
 def only_interrupts(exc: BaseException) -> bool:
@@ -156,6 +195,9 @@ async def test_an_async_handlers_keyboard_interrupt_stops_the_worker_naming_the_
     [
         pytest.param({1, 2}, "handler result is not JSON: ", id="set"),
         pytest.param(math.nan, "handler result is not JSON: ", id="nan"),
+        pytest.param(circular(), "handler result is not JSON: ", id="circular"),
+        # The encoder's RecursionError, not a TypeError: it used to end the worker.
+        pytest.param(nested(100_000), "handler result is not JSON: ", id="too-deep"),
         pytest.param("x" * MAX_LINE_BYTES, "the server refused the result: ", id="too-large"),
     ],
 )

@@ -14,10 +14,11 @@ import pytest
 import trio
 import trio.testing
 
-from jobqueue import Client, RequestError
+from jobqueue import Client, Job, RequestError, Worker
 from jobqueue._journal_writer import Journal
 from jobqueue._server import QueueService
 from jobqueue._state import QueueState
+from tests.helpers import wait_until
 
 
 class FlakyDisk:
@@ -178,3 +179,120 @@ async def test_a_failed_compaction_loses_nothing(tmp_path: Path) -> None:
     state = replayed(tmp_path)
     assert sorted(state._jobs) == sorted(ids)
     assert [n for n in os.listdir(tmp_path) if n.endswith(".jqj")] == ["00000000000000000002.jqj"]
+
+
+@asynccontextmanager
+async def flaky_worker_queue(
+    path: Path, disk: FlakyDisk
+) -> AsyncIterator[tuple[Journal, Client, Callable[..., Worker]]]:
+    """A flaky queue (``fsync="never"``: refusals come at once), a client, and a worker maker."""
+    service = QueueService(journal=str(path), fsync="never")
+    journal = service.journal = Journal(str(path), "never", 0.05, write=disk)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+
+        async def connect() -> trio.abc.Stream:
+            client_end, server_end = trio.testing.memory_stream_pair()
+            nursery.start_soon(service.handle_stream, server_end)
+            return client_end
+
+        def worker(handlers: dict[str, Any], **options: Any) -> Worker:
+            return Worker("memory", 0, handlers=handlers, connect=connect, **options)
+
+        async with Client.connect("memory", 0, connect=connect) as client:
+            yield journal, client, worker
+        nursery.cancel_scope.cancel()
+
+
+async def break_disk(journal: Journal, disk: FlakyDisk, client: Client) -> None:
+    """Make the journal fail: break the disk, then write something to it."""
+    await journal.wait_idle()
+    disk.broken.set()
+    await client.submit("written-while-failing")
+    await journal.wait_failing()
+
+
+@pytest.mark.parametrize("prefetch", [1, 4, "auto"])
+async def test_a_completion_refused_while_the_disk_fails_is_sent_again(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, prefetch: int | str
+) -> None:
+    # journal_unavailable changes nothing and passes: the worker keeps the
+    # job (heartbeating it) and reports it again, rather than fail it or drop
+    # it to run again once its lease expires.
+    disk = FlakyDisk()
+    running = trio.Event()
+    go = trio.Event()
+
+    async def work(job: Job) -> str:
+        running.set()
+        await go.wait()
+        return f"done {job.payload}"
+
+    # (No fail_after around the queue's start: the autojump clock jumps
+    # while the journal's thread opens it.)
+    async with (
+        flaky_worker_queue(tmp_path, disk) as (journal, client, worker_for),
+        trio.open_nursery() as nursery,
+    ):
+        job_id = await client.submit("work", 1, max_attempts=1)
+        # (No job_timeout: virtual time races on while the journal's thread writes.)
+        worker = worker_for({"work": work}, prefetch=prefetch, job_timeout=None)
+        await nursery.start(worker.run)
+        await running.wait()
+        await break_disk(journal, disk, client)
+        go.set()
+        # Refused, and refused again, for longer than a lease.
+        await trio.sleep(60)
+        assert (await client.status(job_id)).state == "running"
+        disk.broken.clear()
+        await journal.wait_idle()
+        done = await client.wait(job_id)
+        nursery.cancel_scope.cancel()
+    assert (done.state, done.attempt, done.result) == ("completed", 1, "done 1")
+    stats = worker.statistics()
+    assert (stats.completed, stats.failed, stats.lost) == (1, 0, 0)
+
+
+async def test_a_drain_gives_back_jobs_once_the_disk_writes_again(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # release_job is refused with journal_unavailable too: the jobs not
+    # started must stay held (heartbeated) until it is taken, not be dropped
+    # to expire (and fail for good, with one attempt) while the disk is down.
+    disk = FlakyDisk()
+    running = trio.Event()
+    go = trio.Event()
+
+    async def work(job: Job) -> str:
+        running.set()
+        await go.wait()
+        return f"done {job.payload}"
+
+    async with (
+        flaky_worker_queue(tmp_path, disk) as (journal, client, worker_for),
+        trio.open_nursery() as nursery,
+    ):
+        ids = [await client.submit("work", n, max_attempts=1) for n in range(3)]
+        worker = worker_for({"work": work}, prefetch=3, job_timeout=None)
+        await nursery.start(worker.run)
+        await running.wait()
+        await break_disk(journal, disk, client)
+        # (No deadline to speak of: virtual time races on while the journal's
+        # thread writes, by thousands of seconds on a busy machine.)
+        worker.drain(timeout=1e9)
+        # Refused, and refused again, for longer than a lease.
+        await trio.sleep(60)
+        for job_id in ids:
+            assert (await client.status(job_id)).state == "running"
+        disk.broken.clear()
+        await journal.wait_idle()
+        await wait_until(lambda: worker.statistics().given_back == 2)
+        for job_id in ids[1:]:
+            info = await client.status(job_id)
+            assert (info.state, info.attempts_spent) == ("pending", 0), info
+        go.set()
+        first = await client.wait(ids[0])
+        nursery.cancel_scope.cancel()
+    assert (first.state, first.result) == ("completed", "done 0")
+    stats = worker.statistics()
+    assert (stats.completed, stats.given_back, stats.lost) == (1, 2, 0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from jobqueue import Client, Job, RequestError, Worker
 from jobqueue._events import AttemptFailed, Event
 from jobqueue._json import decode_object, encode
 from jobqueue.testing import RunningQueue, open_memory_queue
-from tests.helpers import FixedJitter, StreamWrapper, settle, stats_when, take
+from tests.helpers import FixedJitter, StreamWrapper, echo, settle, stats_when, take
 
 if TYPE_CHECKING:
     from tests.helpers import RawConnection, RawOpener
@@ -1038,9 +1039,39 @@ def test_worker_defaults_and_queue_names() -> None:
     assert Worker(queues=["a", "b"]).queues == ("a", "b")
     with pytest.raises(ValueError, match="at least one queue"):
         Worker(queues=())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"queues": ["x" * 201]}, "a queue name must be 1 to 200 characters"),
+        ({"queues": ["a", ""]}, "a queue name must be 1 to 200 characters, not ''"),
+        ({"queues": [f"q{n}" for n in range(65)]}, "at most 64 queues, not 65"),
+        ({"name": "w" * 201}, "a worker's name must be 1 to 200 characters"),
+        ({"handlers": {"": echo}}, "a handler's job name must be 1 to 200"),
+    ],
+    ids=["long-queue", "empty-queue", "65-queues", "long-name", "empty-handler-name"],
+)
+def test_a_worker_refuses_names_the_server_would_refuse(
+    options: dict[str, Any], message: str
+) -> None:
+    # The server refuses them with bad_request on every hello or request_job:
+    # a worker started with one reconnected and was refused again, for ever
+    # (every 0.1 s for a queue name, since its hello had gone through).
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Worker(**options)
     assert Worker().reply_grace == 10.0
     with pytest.raises(ValueError, match="reply_grace"):
         Worker(reply_grace=0)
+
+
+@pytest.mark.parametrize("job_timeout", [0, -1.0, math.nan])
+def test_a_worker_refuses_a_job_timeout_that_fails_every_job(job_timeout: float) -> None:
+    # 0 (often "no limit" elsewhere) stopped every handler at once, each job
+    # failing with TimeoutError; no limit is None.
+    with pytest.raises(ValueError, match="job_timeout must be more than 0 seconds, or None"):
+        Worker(job_timeout=job_timeout)
+    assert Worker(job_timeout=None).job_timeout is None
 
 
 # -- stats -------------------------------------------------------------------------------
