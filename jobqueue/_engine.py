@@ -727,21 +727,17 @@ class _Engine:
             if beside:
                 return await ask_many(self.link, messages, limit)
             return await self.link.request_many(messages)
-        except (TypeError, ValueError, RecursionError):
-            # (RecursionError: the encoder does not look for cycles, so a
-            # result that holds itself, like one nested too deeply, ends
-            # there. Left to escape, it would end the worker.)
+        except (TypeError, ValueError):
+            # (A result that holds itself, or is nested too deeply, is a
+            # ValueError too: see _json.encode.)
             for _, outcome in reports:
                 self._count(outcome, -1)
             for index, message in enumerate(messages):
                 try:
                     encode(message.to_wire())
-                except (TypeError, ValueError, RecursionError) as exc:
+                except (TypeError, ValueError) as exc:
                     job = reports[index][0]
-                    why = str(exc)
-                    if isinstance(exc, RecursionError):
-                        why = f"{why} (it holds itself, or is nested too deeply)"
-                    error = TypeError(f"handler result is not JSON: {why}")
+                    error = TypeError(f"handler result is not JSON: {exc}")
                     self._result_failed(job, error)
                     reports[index] = (job, Outcome(error=error))
             return await self._send(reports, fetch, beside)

@@ -118,7 +118,10 @@ def encode_value(value: Any) -> str:
     Raises:
         ValueError, TypeError: as for :func:`encode`.
     """
-    return "".join(_iterencode(value))
+    try:
+        return "".join(_iterencode(value))
+    except RecursionError:
+        raise ValueError(_SELF_HOLDING) from None
 
 
 def encode_field(value: Any) -> str:
@@ -267,6 +270,13 @@ def _check_depth(line: bytes, text: str, max_depth: int = MAX_DEPTH) -> None:
             depth -= 1
 
 
+#: Why a value that holds itself cannot be sent. The encoder does not look
+#: for cycles (a look per container would cost every message), so such a
+#: value, like one nested thousands deep, ends in RecursionError; callers
+#: get the ValueError they expect for a value JSON cannot represent.
+_SELF_HOLDING = "value holds itself, or is nested too deeply, to be JSON"
+
+
 def encode(obj: dict[str, Any]) -> bytes:
     r"""Encode one message as a line of UTF-8 JSON ending in ``\n``.
 
@@ -277,10 +287,15 @@ def encode(obj: dict[str, Any]) -> bytes:
     :func:`encode_stored`.
 
     Raises:
-        ValueError: if ``obj`` holds NaN or infinity.
+        ValueError: if ``obj`` holds NaN or infinity, or a value that holds
+            itself (or is nested thousands deep).
         TypeError: if ``obj`` holds something JSON cannot represent.
     """
-    return utf8("".join(_iterencode(obj)) + "\n")
+    try:
+        text = "".join(_iterencode(obj))
+    except RecursionError:
+        raise ValueError(_SELF_HOLDING) from None
+    return utf8(text + "\n")
 
 
 def encode_stored(obj: dict[str, Any]) -> bytes:

@@ -150,3 +150,35 @@ def test_submit_many_of_no_jobs_says_so(queue: support.QueueThread) -> None:
                 await client.submit_many([])
 
     trio.run(main)
+
+
+def test_a_payload_that_holds_itself_is_a_value_error(queue: support.QueueThread) -> None:
+    # Was RecursionError: the encoder does not look for cycles. The
+    # connection stays usable: nothing was sent.
+    looped: list[object] = []
+    looped.append(looped)
+    message = "^value holds itself, or is nested too deeply, to be JSON$"
+    with jobqueue.sync.Client.connect(*queue.address, timeout=5) as client:
+        for call in (
+            lambda: client.submit("echo", looped),
+            lambda: client.submit("echo", looped, priority=1),
+            lambda: client.submit_many([{"name": "echo", "payload": looped}]),
+        ):
+            with pytest.raises(ValueError, match=message):
+                call()
+        assert client.wait(client.submit("echo", "fine")).result == "fine"
+
+    async def main() -> None:
+        async with Client.connect(*queue.address) as client:
+            with pytest.raises(ValueError, match=message):
+                await client.submit("echo", looped)
+            assert (await client.wait(await client.submit("echo", "fine"))).result == "fine"
+
+    trio.run(main)
+
+    async def on_asyncio() -> None:
+        async with jobqueue.asyncio.Client.connect(*queue.address) as client:
+            with pytest.raises(ValueError, match=message):
+                await client.submit("echo", looped)
+
+    asyncio.run(asyncio.wait_for(on_asyncio(), 20))

@@ -195,9 +195,11 @@ async def test_an_async_handlers_keyboard_interrupt_stops_the_worker_naming_the_
     [
         pytest.param({1, 2}, "handler result is not JSON: ", id="set"),
         pytest.param(math.nan, "handler result is not JSON: ", id="nan"),
-        pytest.param(circular(), "handler result is not JSON: ", id="circular"),
-        # The encoder's RecursionError, not a TypeError: it used to end the worker.
-        pytest.param(nested(100_000), "handler result is not JSON: ", id="too-deep"),
+        pytest.param(circular(), "handler result is not JSON: value holds itself", id="circular"),
+        # The encoder's RecursionError, now a ValueError: it used to end the worker.
+        pytest.param(
+            nested(100_000), "handler result is not JSON: value holds itself", id="too-deep"
+        ),
         pytest.param("x" * MAX_LINE_BYTES, "the server refused the result: ", id="too-large"),
     ],
 )
