@@ -489,15 +489,7 @@ class _Engine:
             # The handler's own sys.exit() or KeyboardInterrupt: its job's
             # failure, not the end of a worker that other jobs share.
             raised = exc.interrupt if isinstance(exc, HandlerInterrupt) else exc
-            log.error(
-                "job %s (%s) failed: its handler raised %s",
-                job.id,
-                job.name,
-                type(raised).__name__,
-                exc_info=raised,
-                extra=self._fields(job, started),
-            )
-            return Outcome(error=raised)
+            return self._handler_raised(job, started, raised)
         except Exception as exc:
             log.exception("job %s (%s) failed", job.id, job.name, extra=self._fields(job, started))
             return Outcome(error=exc)
@@ -507,15 +499,7 @@ class _Engine:
             elif not _may_be_ctrl_c(exc):
                 # An async handler's own BaseException (GeneratorExit, a
                 # class of its own): its job's failure, as for SystemExit.
-                log.error(
-                    "job %s (%s) failed: its handler raised %s",
-                    job.id,
-                    job.name,
-                    type(exc).__name__,
-                    exc_info=exc,
-                    extra=self._fields(job, started),
-                )
-                return Outcome(error=exc)
+                return self._handler_raised(job, started, exc)
             elif not _only_cancelled(exc):
                 # A KeyboardInterrupt in an async handler may be Ctrl-C, so
                 # it stops the worker, but not without naming the job.
@@ -772,6 +756,23 @@ class _Engine:
         self.stats.lost += 1
         reason = why.message if isinstance(why, RequestError) else str(why)
         log.warning("gave up job %s (%s): %s", job.id, job.name, reason, extra=self._fields(job))
+
+    def _handler_raised(self, job: Job, started: float, raised: BaseException) -> Outcome:
+        """A handler's ``BaseException`` that is not the worker's to stop on: its job fails.
+
+        ``SystemExit``, a thread's or process's ``KeyboardInterrupt``, or a
+        class of the handler's own: logged with the job's fields, and the
+        job's failure rather than the end of a worker other jobs share.
+        """
+        log.error(
+            "job %s (%s) failed: its handler raised %s",
+            job.id,
+            job.name,
+            type(raised).__name__,
+            exc_info=raised,
+            extra=self._fields(job, started),
+        )
+        return Outcome(error=raised)
 
     def _fields(self, job: Job, started: float | None = None) -> dict[str, Any]:
         """What a job's log line carries for ``--log-format json`` (``extra=``).
