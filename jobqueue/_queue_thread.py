@@ -5,14 +5,14 @@ under its own ``trio.run`` in a daemon thread, so the test's own thread (or
 its asyncio loop) is free to be the client: a Django, Flask or FastAPI
 project tests its job code against the real server, over TCP on a free
 loopback port, with no trio in its tests. Workers started here run in the
-queue's thread; a plain function as a handler runs in a worker thread of
-trio's, so a synchronous job function needs no wrapper.
+queue's thread and take every kind of handler a :class:`~jobqueue.Worker`
+takes: a plain function runs as a worker's blocking handler, in a thread of
+its own, so a synchronous job function needs no wrapper.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import ssl
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from ._config import ServerConfig
-from ._handler import Handler, Job
+from ._handler import Handler
 from ._worker import Worker
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class QueueInThread:
 
     def start_worker(
         self,
-        handlers: Mapping[str, Handler | Callable[[Job], Any]],
+        handlers: Mapping[str, Handler],
         *,
         concurrency: int = 1,
         name: str = "test-worker",
@@ -79,16 +79,18 @@ class QueueInThread:
     ) -> Worker:
         """Start a worker on this queue; return once it is connected.
 
-        It runs until the queue stops. ``handlers`` map job names to async
-        functions (run in the queue's trio thread) or to plain functions
-        (run in a thread of their own, so they may block); ``options`` go to
-        :class:`~jobqueue.Worker` (``queues``, ``job_timeout``, ...).
+        It runs until the queue stops. ``handlers`` map job names to
+        handlers as :class:`~jobqueue.Worker` takes them: async functions
+        (run in the queue's trio thread), plain functions (run in a thread
+        of their own, so they may block, with ``job.report_progress_sync``,
+        ``job.cancelled`` and ``job_timeout`` as in any worker) and
+        ``in_process`` ones; ``options`` go to :class:`~jobqueue.Worker`
+        (``queues``, ``job_timeout``, ...).
         """
         if self._running is None:
             raise RuntimeError("the test queue is not running")
-        wrapped = {job_name: _as_handler(handler) for job_name, handler in handlers.items()}
         start = functools.partial(
-            self._running.start_worker, wrapped, concurrency=concurrency, name=name, **options
+            self._running.start_worker, handlers, concurrency=concurrency, name=name, **options
         )
         worker: Worker = self._call(start)
         return worker
@@ -143,19 +145,6 @@ class QueueInThread:
                 self._trio_token = trio.lowlevel.current_trio_token()
                 self._ready.set()
                 await trio.sleep_forever()
-
-
-def _as_handler(handler: Handler | Callable[[Job], Any]) -> Handler:
-    """``handler`` as a worker runs it: a plain function goes to a thread."""
-    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004 (an object with async __call__)
-    ):
-        return handler
-
-    async def in_thread(job: Job) -> Any:
-        return await trio.to_thread.run_sync(handler, job)
-
-    return in_thread
 
 
 @contextmanager

@@ -83,3 +83,61 @@ def test_server_options_and_token_are_passed_on() -> None:
 def test_a_bad_server_option_is_raised_in_the_test_thread() -> None:
     with pytest.raises(TypeError, match="no_such_option"), run_queue_in_thread(no_such_option=1):
         pass  # pragma: no cover
+
+
+def reports_progress(job: Job) -> str:
+    """A blocking handler as the README writes them: it reports progress from its thread."""
+    job.report_progress_sync(0.5, {"stage": "half"})
+    return "reported"
+
+
+def test_a_plain_function_runs_as_a_workers_blocking_handler() -> None:
+    # job.report_progress_sync, job.cancelled and the rest work in a plain
+    # function run by a worker's own thread runner, not in one that merely
+    # sits in some thread: started here, they must work the same.
+    with run_queue_in_thread(max_attempts=1) as queue:
+        queue.start_worker({"report": reports_progress})
+        with jobqueue.sync.Client.connect(queue.host, queue.port, timeout=10) as client:
+            info = client.wait(client.submit("report"), timeout=10)
+    assert (info.state, info.result, info.error) == ("completed", "reported", None)
+
+
+def test_a_plain_function_past_job_timeout_fails_its_attempt() -> None:
+    release = threading.Event()
+
+    def stuck(job: Job) -> str:
+        release.wait(10)
+        return "late"
+
+    try:
+        with run_queue_in_thread(max_attempts=1) as queue:
+            queue.start_worker({"stuck": stuck}, job_timeout=0.2)
+            with jobqueue.sync.Client.connect(queue.host, queue.port, timeout=10) as client:
+                info = client.wait(client.submit("stuck"), timeout=30)
+    finally:
+        release.set()
+    assert info.state == "failed"
+    assert info.error is not None
+    assert info.error["type"] == "TimeoutError"
+
+
+def test_leaving_the_block_does_not_wait_for_a_running_plain_function() -> None:
+    # The worker abandons a blocking handler's thread when it stops, as
+    # Python cannot kill a thread; the queue must stop without it (the
+    # thread limit is 10 s, the handler would run for 30).
+    running = threading.Event()
+    release = threading.Event()
+
+    def endless(job: Job) -> None:
+        running.set()
+        release.wait(30)
+
+    try:
+        with run_queue_in_thread() as queue:
+            queue.start_worker({"endless": endless})
+            with jobqueue.sync.Client.connect(queue.host, queue.port, timeout=10) as client:
+                client.submit("endless")
+                assert running.wait(10)
+        # Reaching here is the test: stop() raised no "did not stop" error.
+    finally:
+        release.set()
