@@ -29,7 +29,7 @@ This module imports pytest.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
@@ -205,6 +205,41 @@ class RunningQueue:
         )
 
 
+@attrs.define
+class _Body:
+    """What the body of an ``async with`` around a nursery raised.
+
+    trio wraps whatever leaves a nursery in an ``ExceptionGroup``, the
+    body's own exception too; these blocks hand the body's back unwrapped
+    when it is all the group holds, as a context manager without a
+    nursery (``Client.connect``) would.
+    """
+
+    raised: BaseException | None = None
+
+    @contextmanager
+    def watch(self) -> Iterator[None]:
+        """Note the exception the block raises, and let it go on."""
+        try:
+            yield
+        except BaseException as exc:
+            self.raised = exc
+            raise
+
+    def reraise_alone(self, exc: BaseException) -> None:
+        """Raise the body's exception if ``exc`` is a group of that one alone."""
+        inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
+        if self.raised is not None and len(inner) == 1 and inner[0] is self.raised:
+            raised, self.raised = self.raised, None
+            # Raised here, it would take the group as its __context__, and
+            # its traceback would print the whole group before it.
+            context = raised.__context__
+            try:
+                raise raised
+            finally:
+                raised.__context__ = context
+
+
 @asynccontextmanager
 async def open_test_queue(
     *,
@@ -221,21 +256,37 @@ async def open_test_queue(
     opens, use the server's ``token`` and ``client_ssl_context`` (for a TLS
     server).
 
+    An exception raised in the block comes out of it as it was raised, not
+    inside an ``ExceptionGroup`` of the queue's nursery (as from
+    :meth:`~jobqueue.Client.connect`), so ``pytest.raises`` around the
+    block sees it; an error of the queue's own tasks comes in a group.
+
     Raises:
         TypeError: an option that is no field of either record.
         ValueError: an option's value its field refuses.
     """
     config = server_config(config, options, caller="open_test_queue")
-    async with trio.open_nursery() as nursery:
-        address = await nursery.start(partial(serve_queue, 0, host="127.0.0.1", config=config))
-        token = config.token
-        async with Client.connect(
-            *address, name="test-client", token=token, ssl_context=client_ssl_context
-        ) as client:
-            yield RunningQueue(
-                address, client, nursery, token=token, ssl_context=client_ssl_context, config=config
-            )
-        nursery.cancel_scope.cancel()
+    body = _Body()
+    try:
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(partial(serve_queue, 0, host="127.0.0.1", config=config))
+            token = config.token
+            async with Client.connect(
+                *address, name="test-client", token=token, ssl_context=client_ssl_context
+            ) as client:
+                with body.watch():
+                    yield RunningQueue(
+                        address,
+                        client,
+                        nursery,
+                        token=token,
+                        ssl_context=client_ssl_context,
+                        config=config,
+                    )
+            nursery.cancel_scope.cancel()
+    except BaseException as exc:
+        body.reraise_alone(exc)
+        raise
 
 
 @asynccontextmanager
@@ -251,7 +302,8 @@ async def open_memory_queue(
     back, so virtual time only jumps when every task is truly waiting.
     ``config`` and ``options`` are the server's, as for
     :func:`open_test_queue`, and ``token`` and ``client_ssl_context`` are
-    used as there.
+    used as there, and an exception raised in the block comes out of it
+    as it was raised, as there.
 
     Raises:
         TypeError: an option that is no field of either record.
@@ -259,34 +311,40 @@ async def open_memory_queue(
     """
     config = server_config(config, options, caller="open_memory_queue")
     service = QueueService(config=config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
+    body = _Body()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
 
-        async def connect() -> trio.abc.Stream:
-            client_end, server_end = trio.testing.memory_stream_pair()
-            nursery.start_soon(service.handle_stream, server_end)
-            return client_end
+            async def connect() -> trio.abc.Stream:
+                client_end, server_end = trio.testing.memory_stream_pair()
+                nursery.start_soon(service.handle_stream, server_end)
+                return client_end
 
-        token = config.token
-        async with Client.connect(
-            "memory",
-            0,
-            name="test-client",
-            connect=connect,
-            token=token,
-            ssl_context=client_ssl_context,
-        ) as client:
-            yield RunningQueue(
-                ("memory", 0),
-                client,
-                nursery,
-                connect,
-                token,
-                client_ssl_context,
-                config,
-                service=service,
-            )
-        nursery.cancel_scope.cancel()
+            token = config.token
+            async with Client.connect(
+                "memory",
+                0,
+                name="test-client",
+                connect=connect,
+                token=token,
+                ssl_context=client_ssl_context,
+            ) as client:
+                with body.watch():
+                    yield RunningQueue(
+                        ("memory", 0),
+                        client,
+                        nursery,
+                        connect,
+                        token,
+                        client_ssl_context,
+                        config,
+                        service=service,
+                    )
+            nursery.cancel_scope.cancel()
+    except BaseException as exc:
+        body.reraise_alone(exc)
+        raise
 
 
 @pytest.fixture
