@@ -296,18 +296,21 @@ def parse_address(
 
     Raises:
         UsageError: if it is not of that shape, is an IPv6 address without
-            brackets, or names a host no lookup would take (:func:`host_problem`).
+            brackets (or with a bracket unmatched), or names a host no lookup
+            would take (:func:`host_problem`).
     """
     if ":" not in text or (text.startswith("[") and text.endswith("]")):
         host, port_text = text, str(default_port)
     else:
         host, _, port_text = text.rpartition(":")
-    if ":" in host and not host.startswith("["):
-        # "::1" would split into host ":" and port 1.
+    bracketed = host.startswith("[") and host.endswith("]") and len(host) > 1
+    inner = host[1:-1] if bracketed else host
+    if (":" in host and not bracketed) or "[" in inner or "]" in inner:
+        # "::1" would split into host ":" and port 1, and so would "[::1".
         raise UsageError(
             f"bad {what} {text!r}: an IPv6 address goes in brackets, e.g. [::1]:{default_port}"
         )
-    host = host.strip("[]")
+    host = inner
     lowest = 0 if listen else 1
     if not host or not port_text.isdigit() or not lowest <= int(port_text) < 65536:
         raise UsageError(

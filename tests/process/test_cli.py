@@ -225,6 +225,10 @@ def test_good_addresses_parse(text: str, expected: tuple[str, int]) -> None:
         # Was host ":" and port 1.
         ("::1", "an IPv6 address goes in brackets, e.g. [::1]:8080"),
         ("fe80::1:9000", "an IPv6 address goes in brackets, e.g. [::1]:8080"),
+        # A bracket left open or unmatched: were host ":" port 1, "::1" port 80, "a" port 80.
+        ("[::1", "an IPv6 address goes in brackets, e.g. [::1]:8080"),
+        ("[::1]]:80", "an IPv6 address goes in brackets, e.g. [::1]:8080"),
+        ("a]:80", "an IPv6 address goes in brackets, e.g. [::1]:8080"),
     ],
 )
 @pytest.mark.parametrize(
