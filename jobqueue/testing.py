@@ -299,7 +299,11 @@ async def open_memory_queue(
     """Run a queue reached through in-memory streams, for the ``async with`` block.
 
     Safe with trio's autojump clock: no kernel is moving bytes behind trio's
-    back, so virtual time only jumps when every task is truly waiting.
+    back, so virtual time only jumps when every task is truly waiting. Not
+    so for a ``def`` or ``in_process`` handler, which runs outside trio:
+    while it blocks, the clock jumps from deadline to deadline, and the job
+    soon ends past its ``job_timeout``. Under that clock, use ``async def``
+    handlers.
     ``config`` and ``options`` are the server's, as for
     :func:`open_test_queue`, and ``token`` and ``client_ssl_context`` are
     used as there, and an exception raised in the block comes out of it
