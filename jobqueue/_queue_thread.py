@@ -86,6 +86,10 @@ class QueueInThread:
         ``job.cancelled`` and ``job_timeout`` as in any worker) and
         ``in_process`` ones; ``options`` go to :class:`~jobqueue.Worker`
         (``queues``, ``job_timeout``, ...).
+
+        Raises:
+            RuntimeError: the queue is not running, or the worker did not
+                connect in 10 s (the server refuses it: a wrong ``token``?).
         """
         if self._running is None:
             raise RuntimeError("the test queue is not running")

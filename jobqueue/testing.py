@@ -60,6 +60,9 @@ __all__ = [
     "run_queue_in_thread",
 ]
 
+#: Seconds ``start_worker`` waits for its worker to connect before that is an error.
+WORKER_START_LIMIT = 10.0
+
 
 @attrs.frozen
 class RunningQueue:
@@ -158,9 +161,22 @@ class RunningQueue:
 
         It runs until the queue's block ends. To stop one early (a worker
         "crash"), start :meth:`worker` in a nursery of your own and cancel it.
+
+        Raises:
+            RuntimeError: the worker did not connect within
+                :data:`WORKER_START_LIMIT` seconds (of the test's clock): the
+                server refuses it (a wrong ``token`` or ``ssl_context``),
+                which a worker would retry for ever.
         """
         worker = self.worker(handlers, concurrency=concurrency, name=name, **options)
-        await self.nursery.start(worker.run)
+        try:
+            with trio.fail_after(WORKER_START_LIMIT):
+                await self.nursery.start(worker.run)
+        except trio.TooSlowError:
+            raise RuntimeError(
+                f"worker {name!r} did not connect in {WORKER_START_LIMIT:g}s; "
+                "its log says why (a wrong token?)"
+            ) from None
         return worker
 
     def worker(

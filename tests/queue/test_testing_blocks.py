@@ -7,6 +7,8 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 import jobqueue
 from jobqueue.testing import RunningQueue, open_memory_queue, open_test_queue
@@ -34,3 +36,14 @@ async def test_a_refusal_met_in_the_block_comes_out_as_it_is(opener: Opener) -> 
         async with opener(**options) as queue, queue.connect(token="wrong"):
             pass  # pragma: no cover
     assert refused.value.code == "unauthorized"
+
+
+async def test_a_worker_the_server_refuses_fails_to_start_instead_of_hanging(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A worker retries a refused connection for ever (a server's token may
+    # be rotated under it); start_worker, waiting for it to connect, hung.
+    with trio.fail_after(600):  # virtual seconds: fails, rather than hangs, without the fix
+        async with open_memory_queue(token="s3cret") as queue:
+            with pytest.raises(RuntimeError, match="did not connect"):
+                await queue.start_worker({}, token="wrong")
