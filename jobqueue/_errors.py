@@ -157,8 +157,11 @@ def reason(exc: BaseException) -> str:
         return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, UnicodeError):
         # Raised by the IDNA encoding every resolver call applies to a host
-        # name: a label empty or over 63 characters. Python 3.11 wraps the
-        # codec's words; 3.10 does not.
+        # name: a label empty or over 63 characters. The codec's words are
+        # wrapped in 3.10 and 3.11, bare in 3.12, and from 3.13 the error is a
+        # UnicodeEncodeError whose reason is the words ("label empty").
+        if isinstance(exc, UnicodeEncodeError):
+            return f"not a valid host name ({exc.reason})"
         why = str(exc).removeprefix("encoding with 'idna' codec failed (").removesuffix(")")
         return f"not a valid host name ({why.removeprefix('UnicodeError: ')})"
     if isinstance(exc, socket.gaierror):

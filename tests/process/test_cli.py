@@ -216,12 +216,16 @@ def test_good_addresses_parse(text: str, expected: tuple[str, int]) -> None:
     assert _cli.parse_address(text) == expected
 
 
+#: The IDNA codec's words for an empty label: 3.13 tells it from a long one.
+LABEL_EMPTY = "label empty" if sys.version_info >= (3, 13) else "label empty or too long"
+
+
 @pytest.mark.parametrize(
     ("address", "why"),
     [
         ("a" * 64 + ":80", "not a valid host name (label too long)"),
-        ("a..b:80", "not a valid host name (label empty or too long)"),
-        ("a..b", "not a valid host name (label empty or too long)"),
+        ("a..b:80", f"not a valid host name ({LABEL_EMPTY})"),
+        ("a..b", f"not a valid host name ({LABEL_EMPTY})"),
         # Was host ":" and port 1.
         ("::1", "an IPv6 address goes in brackets, e.g. [::1]:8080"),
         ("fe80::1:9000", "an IPv6 address goes in brackets, e.g. [::1]:8080"),
@@ -250,7 +254,7 @@ def test_a_listen_or_bind_host_no_lookup_would_take_is_one_line_error(
     assert _cli.main(["dashboard", "--listen", "a..b:80"]) == 2
     assert_one_line_error(
         capsys.readouterr().err,
-        "bad --listen 'a..b:80': not a valid host name (label empty or too long)",
+        f"bad --listen 'a..b:80': not a valid host name ({LABEL_EMPTY})",
     )
     assert _cli.main(["serve", "--host", "a" * 64]) == 2
     assert_one_line_error(
