@@ -1,4 +1,5 @@
-"""Development sessions: ``nox -s tests lint typecheck demo chaos prometheus browser``.
+"""Development sessions: ``nox -s tests lint typecheck demo chaos prometheus browser``,
+and ``pythons`` and ``lowest`` for the supported Pythons and lower bounds.
 
 Each session installs the project from this checkout into its own virtualenv,
 so what is tested is the installed package, as a user gets it.
@@ -7,6 +8,8 @@ so what is tested is the installed package, as a user gets it.
 from __future__ import annotations
 
 import os
+import re
+import sys
 
 import nox
 
@@ -18,6 +21,56 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """Run the test suite against the installed package, one process per core by default."""
     session.install(".[test]")
+    session.run("pytest", *(session.posargs or ["-n", "auto"]))
+
+
+#: Every Python the package supports: pyproject's ``requires-python`` and classifiers.
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+@nox.session(python=PYTHONS)
+def pythons(session: nox.Session) -> None:
+    """Run the test suite on each supported Python, each in a venv of its own.
+
+    nox looks for ``python3.10`` and so on on PATH; one it cannot find is
+    skipped with a message (an error where the CI variable is set). With
+    pyenv: ``PYENV_VERSION=3.11.7:3.10.13:3.12.1:3.13.0 nox -s pythons``.
+    """
+    session.install(".[test]")
+    session.run("pytest", *(session.posargs or ["-n", "auto"]))
+
+
+def lower_bounds() -> list[str]:
+    """Each ``>=`` the test suite's install asks for, as an ``==`` pin."""
+    if sys.version_info < (3, 11):
+        raise RuntimeError("nox must run on Python 3.11 or newer for this (tomllib)")
+    else:
+        import tomllib
+
+        with open("pyproject.toml", "rb") as file:
+            project = tomllib.load(file)["project"]
+        extras = project["optional-dependencies"]
+        wanted = project["dependencies"] + [
+            requirement
+            for extra in ("testing", "processes", "metrics", "dashboard", "test")
+            for requirement in extras[extra]
+        ]
+        return sorted({re.sub(r"\s*>=\s*", "==", r) for r in wanted if ">=" in r})
+
+
+@nox.session(python=PYTHONS[0])
+def lowest(session: nox.Session) -> None:
+    """Run the test suite on the oldest Python with every dependency at its lower bound.
+
+    Each ``>=`` in pyproject's dependencies and in the extras the suite
+    installs becomes an ``==`` constraint, so a bound that is too low (an API
+    the code uses, a fix the tests need) fails here instead of for a user.
+    """
+    constraints = os.path.join(session.create_tmp(), "lowest.txt")
+    with open(constraints, "w") as file:
+        file.write("\n".join(lower_bounds()) + "\n")
+    session.install("-c", constraints, ".[test]")
+    session.run("pip", "freeze")
     session.run("pytest", *(session.posargs or ["-n", "auto"]))
 
 
