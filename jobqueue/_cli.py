@@ -462,6 +462,8 @@ def _worker(args: argparse.Namespace) -> int:
             worker.name = args.name
     except ValueError as exc:  # a name the server would refuse
         raise UsageError(str(exc)) from None
+    except ImportError as exc:  # an in_process handler without jobqueue[processes]
+        raise JobQueueError(str(exc)) from None
     return run_worker(worker, args.drain_timeout)
 
 

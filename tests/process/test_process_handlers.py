@@ -20,7 +20,7 @@ import pytest
 import trio
 
 import jobqueue
-from jobqueue import Worker, in_process
+from jobqueue import Worker, _cli, in_process
 from jobqueue.testing import open_test_queue
 
 if TYPE_CHECKING:
@@ -316,6 +316,27 @@ def test_without_the_extra_a_process_handler_is_refused_naming_it(
         Worker(handlers={"cpu": in_process(cpu)})
     # A worker without process handlers does not need it.
     Worker(handlers={"blocking": blocking})
+
+
+def test_jobqueue_worker_without_the_extra_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README: such a worker "refuses to start with an error saying so"."""
+    (tmp_path / "extra_missing_handlers.py").write_text(
+        "from jobqueue import in_process\n"
+        "def cpu(job):\n"
+        "    return None\n"
+        "HANDLERS = {'cpu': in_process(cpu)}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "trio_parallel", None)  # import fails
+    argv = ["worker", "--handlers", "extra_missing_handlers:HANDLERS", "--connect", "127.0.0.1:1"]
+    assert _cli.main(argv) == 1  # refused before it connects anywhere
+    assert capsys.readouterr().err == (
+        "jobqueue: process handlers (jobqueue.in_process) need trio-parallel: "
+        "pip install 'jobqueue[processes]'\n"
+    )
 
 
 def test_in_process_refuses_async_handlers_and_bad_max_jobs() -> None:
