@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 import attrs
 import trio
 
+from ._client_core import check_timeout
 from ._config import DEFAULT_QUEUE
 from ._engine import serve_connection
 from ._errors import ConnectionLost, RequestError
@@ -243,9 +244,18 @@ class Worker:
         gives its job back. A job given back (``release_job``) is back in
         line at its original place and has spent no attempt. Call it from a
         task in the worker's trio run; calling it again changes nothing.
+
+        Args:
+            timeout: Seconds running handlers get to finish, 0 or more
+                (``math.inf``: no limit).
+
+        Raises:
+            ValueError: ``timeout`` is NaN or negative (the worker goes on,
+                not draining).
         """
-        if timeout < 0:
-            raise ValueError(f"drain timeout must be >= 0, not {timeout}")
+        # NaN would make a deadline no wait ever reaches: refused as the
+        # clients refuse it, in the same words.
+        check_timeout(timeout, "timeout")
         if not self.draining.is_set():
             self.drain_deadline = trio.current_time() + timeout
             self.draining.set()

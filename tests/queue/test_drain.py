@@ -8,6 +8,10 @@ A job given back is back in line and has spent no attempt.
 
 from __future__ import annotations
 
+import math
+import re
+
+import pytest
 import trio
 import trio.testing
 
@@ -155,3 +159,25 @@ async def test_drain_with_the_default_prefetch_reports_and_stops(
             second = await client.status(ids[1])
             assert (second.state, second.attempt) == ("pending", 0)
             assert worker.statistics().completed == 1
+
+
+@pytest.mark.parametrize("bad", [math.nan, -1.0, -math.inf])
+async def test_drain_refuses_a_nan_or_negative_timeout_and_the_worker_goes_on(
+    autojump_clock: trio.testing.MockClock, bad: float
+) -> None:
+    # NaN was taken: the deadline became NaN, which no wait ever reaches.
+    async def work(job: Job) -> str:
+        return "ok"
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            worker = queue.worker({"work": work})
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.run)
+                message = f"timeout must be a number of seconds, 0 or more, not {bad!r}"
+                with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+                    worker.drain(bad)
+                assert not worker.draining.is_set()
+                job_id = await queue.client.submit("work", None)
+                assert (await queue.client.wait(job_id)).result == "ok"
+                worker.drain(math.inf)  # no limit: the idle worker stops at once
