@@ -208,6 +208,33 @@ async def test_drain_ends_a_connect_that_gets_no_answer_at_once(
     assert worker.statistics().connected_slots == 0
 
 
+async def test_drain_ends_a_connection_whose_hello_is_not_answered_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Connected, but the server has not answered hello (it is starting, or
+    # hung): the slot holds nothing yet, so the drain need not wait out
+    # reply_grace for the answer.
+    peers: list[trio.abc.Stream] = []
+    connected = trio.Event()
+
+    async def silent_server() -> trio.abc.Stream:
+        ours, theirs = trio.testing.memory_stream_pair()
+        peers.append(theirs)  # kept open; it reads, and never answers
+        connected.set()
+        return ours
+
+    worker = Worker("memory", 0, connect=silent_server, reply_grace=60.0)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.run)
+            await connected.wait()
+            assert b'"type":"hello"' in await peers[0].receive_some()
+            drain_at = trio.current_time()
+            worker.drain()
+    assert trio.current_time() == drain_at
+    assert len(peers) == 1  # and no reconnect
+
+
 async def test_drain_during_a_tls_handshake_closes_the_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
