@@ -30,6 +30,7 @@ from ._cli_options import (
     add_token,
     connect_options,
     host_option,
+    nonempty,
     payload_option,
     port_number,
     positive_float,
@@ -258,7 +259,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = command("status", "print one job's status: its state, times, result or error")
     add_connect(status)
-    status.add_argument("job_id", metavar="JOB_ID")
+    status.add_argument("job_id", type=nonempty, metavar="JOB_ID")
     status.add_argument("--payload", action="store_true", help="show the job's payload too")
     status.add_argument("--json", action="store_true", help="print the reply as JSON")
     status.set_defaults(command=_status)
@@ -270,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         act = command(action, help_text)
         add_connect(act)
-        act.add_argument("job_id", metavar="JOB_ID")
+        act.add_argument("job_id", type=nonempty, metavar="JOB_ID")
         act.set_defaults(command=partial(_act, action))
 
     listing = command("list", "list jobs in one state, oldest first")

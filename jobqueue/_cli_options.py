@@ -222,6 +222,16 @@ def connect_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"host": host, "port": port, "token": args.token, "ssl_context": context}
 
 
+def nonempty(text: str) -> str:
+    """An argument the server would refuse empty (a job id, a schedule's name).
+
+    Refused here, as a usage error, even when no server is running.
+    """
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

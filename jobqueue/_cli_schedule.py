@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._cli_options import UsageError, add_payload, payload_option
+from ._cli_options import UsageError, add_payload, nonempty, payload_option
 from ._schedule_spec import Schedule, parse_schedule_option, schedule_fields, schedules_from_json
 from ._schedule_wire import ScheduleInfo
 
@@ -102,7 +102,7 @@ def register(
 
     remove = actions.add_parser("remove", help="remove a schedule")
     add_connect(remove)
-    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("name", type=nonempty, metavar="NAME")
     remove.set_defaults(command=lambda args: _remove(args, client))
 
 

@@ -166,7 +166,8 @@ class _Engine:
     drained: bool = False
     #: Why a watcher (a drain's or an auto batch's give-back) ended the connection.
     failure: ConnectionLost | None = None
-    #: Whether the slot is only waiting for a request_job's reply, a blocking one.
+    #: Whether the slot holds nothing and only waits for a reply: to its
+    #: hello, or to a blocking request_job. A drain then ends the connection.
     _idle: bool = False
     #: The batch's jobs not started yet (a drain gives them back at once).
     _queue: deque[JobAssigned] = attrs.field(factory=deque)
@@ -195,9 +196,15 @@ class _Engine:
         """Say hello, then take, run and report jobs until the worker drains."""
         worker = self.worker
         grace = worker.reply_grace
-        welcome = await self._ask_one(
-            Hello(worker.name, worker.token, frozenset(worker.handlers)), grace
-        )
+        # Until hello is answered the slot holds nothing: a drain need not
+        # wait for a server that is slow to answer, or never does.
+        self._idle = True
+        try:
+            welcome = await self._ask_one(
+                Hello(worker.name, worker.token, frozenset(worker.handlers)), grace
+            )
+        finally:
+            self._idle = False
         if isinstance(welcome, Welcome):
             self.lease_timeout = welcome.lease_timeout
         served()

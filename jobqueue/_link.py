@@ -118,6 +118,12 @@ class Link:
             raise ConnectionLost(
                 f"TLS handshake with the queue at {address} failed: {why}"
             ) from exc
+        except BaseException:
+            # Cancelled (a draining worker, the caller's own deadline) with
+            # the stream open, mid-handshake: close it, not the collector.
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise
         return cls(stream, address, keep_on_cancel=keep_on_cancel)
 
     async def aclose(self) -> None:

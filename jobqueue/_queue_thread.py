@@ -102,8 +102,14 @@ class QueueInThread:
     def stop(self) -> None:
         """Stop the server and its workers (the ``with`` block does this).
 
+        Calling it again changes nothing.
+
         Raises:
             RuntimeError: the queue's thread did not stop in time.
+            BaseException: what ended the queue's trio run before it was
+                stopped (a server error, or a worker stopped by a
+                ``KeyboardInterrupt`` in an ``async def`` handler), so the
+                test sees it; raised by the first ``stop()`` only.
         """
         if self._thread.is_alive() and self._trio_token is not None:
             with suppress(trio.RunFinishedError):
@@ -111,8 +117,11 @@ class QueueInThread:
             self._thread.join(THREAD_LIMIT)
             if self._thread.is_alive():
                 raise RuntimeError(f"the test queue's thread did not stop in {THREAD_LIMIT:g}s")
-        if self._error is not None:
-            raise self._error
+        # Taken, not kept: a second stop() (the block's own, after the test
+        # called it) raised the same error again, its traceback grown.
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     def _start(self) -> None:
         self._thread.start()
@@ -174,6 +183,8 @@ def run_queue_in_thread(
     Raises:
         TypeError, ValueError: a bad server option (as ``open_test_queue``).
         RuntimeError: the queue's thread did not start or stop in time.
+        BaseException: what ended the queue's trio run early, when the
+            block ends (see :meth:`QueueInThread.stop`).
     """
     queue = QueueInThread(config, client_ssl_context, options)
     queue._start()

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 import attrs
 import trio
 
+from ._client_core import check_timeout
 from ._config import DEFAULT_QUEUE
 from ._engine import serve_connection
 from ._errors import ConnectionLost, RequestError
@@ -219,6 +220,8 @@ class Worker:
     _stats: WorkerStatistics = attrs.field(factory=WorkerStatistics, init=False)
     # Whether "lost the queue" was logged and "reconnected" is still to come.
     _link_down: bool = attrs.field(default=False, init=False)
+    # The cancel scopes of slots connecting: drain() cancels them.
+    _connecting: set[trio.CancelScope] = attrs.field(factory=set, init=False)
     #: Set by :meth:`drain`; every slot watches it.
     draining: trio.Event = attrs.field(factory=trio.Event, init=False, repr=False)
     #: When a drain stops the handlers still running (trio time; ``inf``: no drain).
@@ -237,18 +240,30 @@ class Worker:
         """Stop gracefully: :meth:`run` returns once every slot is done.
 
         Each slot stops taking jobs at once (a slot waiting for one closes
-        its connection; it holds nothing), gives back at once the jobs it
+        its connection, and one still connecting stops; neither holds
+        anything), gives back at once the jobs it
         took and has not started, lets its running handler finish for up to
         ``timeout`` seconds, reports it, and then stops that handler and
         gives its job back. A job given back (``release_job``) is back in
         line at its original place and has spent no attempt. Call it from a
         task in the worker's trio run; calling it again changes nothing.
+
+        Args:
+            timeout: Seconds running handlers get to finish, 0 or more
+                (``math.inf``: no limit).
+
+        Raises:
+            ValueError: ``timeout`` is NaN or negative (the worker goes on,
+                not draining).
         """
-        if timeout < 0:
-            raise ValueError(f"drain timeout must be >= 0, not {timeout}")
+        # NaN would make a deadline no wait ever reaches: refused as the
+        # clients refuse it, in the same words.
+        check_timeout(timeout, "timeout")
         if not self.draining.is_set():
             self.drain_deadline = trio.current_time() + timeout
             self.draining.set()
+            for connecting in self._connecting:
+                connecting.cancel()
             log.info("worker %s draining (up to %gs for running jobs)", self.name, timeout)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -318,11 +333,13 @@ class Worker:
         delay = self.reconnect_delay
         while not self.draining.is_set():
             try:
-                link = await Link.open(self.host, self.port, self.connect, self.ssl_context)
+                link = await self._open_link()
             except ConnectionLost as exc:
                 if index == 0:
                     log.warning("%s; retrying in %.1fs", exc, delay)
             else:
+                if link is None:
+                    return  # drained while connecting
                 healthy = False
 
                 def served(address: str = link.address) -> None:
@@ -350,3 +367,23 @@ class Worker:
             with trio.move_on_after(delay * random.uniform(0.5, 1.0)):
                 await self.draining.wait()
             delay = min(delay * 2, self.max_reconnect_delay)
+
+    async def _open_link(self) -> Link | None:
+        """A new connection, or ``None`` if the worker drains first.
+
+        A slot with no connection holds nothing, so a drain stops a connect
+        at once rather than wait for it (up to ``CONNECT_TIMEOUT`` for a
+        server that neither accepts nor refuses).
+
+        Raises:
+            ConnectionLost: the connection cannot be made.
+        """
+        # A scope drain() cancels, not a task watching the drain beside the
+        # connect: a nursery would wrap the ConnectionLost in a group.
+        with trio.CancelScope() as connecting:
+            self._connecting.add(connecting)
+            try:
+                return await Link.open(self.host, self.port, self.connect, self.ssl_context)
+            finally:
+                self._connecting.discard(connecting)
+        return None

@@ -100,11 +100,11 @@ class _Connection:
         """Send ``request`` and return its reply, within ``timeout`` seconds.
 
         Raises:
-            RequestNotSent: the request did not go out whole.
+            RequestNotSent: the connection broke before the request went out whole.
             ConnectionLost: the connection broke, or the reply was bad.
             RequestError: the server answered with an ``error``.
-            RequestTimeout: no reply in time; the connection still owes it,
-                so it must be closed.
+            RequestTimeout: no reply in time, or the request could not even
+                be sent in time; either way the connection is done for.
         """
         deadline = time.monotonic() + timeout
         data, pending = self._conv.send(request)
@@ -112,6 +112,15 @@ class _Connection:
         try:
             sock.settimeout(min(max(timeout, 0.001), _LONGEST_SOCKET_TIMEOUT))
             sock.sendall(data)
+        except TimeoutError:
+            # Not RequestNotSent, which the caller answers by sending it again
+            # on a new connection: the call's time is spent, and a resend
+            # could go out whole there and be applied after all.
+            self._conv.lose("a send timed out")
+            raise RequestTimeout(
+                f"could not send the request to the queue at {self.address} within "
+                f"{timeout:.3g}s (it was not sent whole, so it was not applied)"
+            ) from None
         except OSError as exc:
             self._conv.lose(core.reason(exc))
             raise RequestNotSent(f"connection to {self.address} lost: {core.reason(exc)}") from exc
@@ -214,15 +223,16 @@ class Client:
     :mod:`ssl` does not support.
 
     Timeouts: every call waits at most ``timeout`` seconds (the client's,
-    or the call's own ``timeout=``) for its reply, and raises
-    :class:`RequestTimeout` (a :class:`TimeoutError`) after that.
+    or the call's own ``timeout=``) to send its request and have its reply,
+    and raises :class:`RequestTimeout` (a :class:`TimeoutError`) after that.
     :meth:`wait` is the exception: its ``timeout`` bounds the whole wait,
     and without one it waits for as long as the job takes.
 
     Reconnects: a connection the server closed while idle (it restarted,
     say) is noticed before it is used, and the call goes on a new one. A
     request the server cannot have read (it closed first, or the send
-    failed) is sent again on a new connection. A call whose request may
+    failed, other than by running out of time) is sent again on a new
+    connection. A call whose request may
     have been applied raises :class:`~jobqueue.ConnectionLost` (a
     ``submit`` with a ``key`` is safe to repeat). A new connection that
     cannot be made is retried with backoff for up to ``reconnect_timeout``

@@ -727,6 +727,11 @@ class FakeServer:
         self._closing = threading.Event()
         self._accepting = threading.Thread(target=self._accept, daemon=True)
 
+    @property
+    def connections(self) -> int:
+        """How many connections it has accepted so far."""
+        return len(self._threads)
+
     def __enter__(self) -> FakeServer:
         self._accepting.start()
         return self
@@ -779,10 +784,15 @@ class DeafServer(FakeServer):
     As a hung server does, or one that stopped reading a connection with 64
     requests in flight (protocol §3.1): what a client sends then piles up in
     the sockets' buffers until they are full and its writes wait.
+    ``receive_buffer`` (bytes) makes its side of each connection's buffers
+    small, so that they fill sooner.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, receive_buffer: int | None = None) -> None:
         super().__init__(lambda _number, _line: b"")
+        if receive_buffer is not None:
+            # Accepted connections inherit it; set before any arrives.
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
 
     def _serve(self, conn: socket.socket, number: int) -> None:
         conn.settimeout(LIMIT)

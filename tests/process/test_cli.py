@@ -1154,6 +1154,13 @@ def test_serve_rejects_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
         (["cancel"], "the following arguments are required: JOB_ID"),
         (["retry"], "the following arguments are required: JOB_ID"),
         (["delete"], "the following arguments are required: JOB_ID"),
+        # An empty id: refused here, as submit refuses an empty job name, not
+        # by the server (exit 1, and only once a server answers).
+        (["status", ""], "argument JOB_ID: must not be empty"),
+        (["cancel", ""], "argument JOB_ID: must not be empty"),
+        (["retry", ""], "argument JOB_ID: must not be empty"),
+        (["delete", ""], "argument JOB_ID: must not be empty"),
+        (["schedule", "remove", ""], "argument NAME: must not be empty"),
         (["no-such-command"], "invalid choice"),
         ([], "required"),
     ],

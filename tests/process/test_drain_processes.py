@@ -122,21 +122,36 @@ async def test_sigterm_drains_finishes_running_and_gives_back_prefetched(
         assert "1 job(s) finished during the drain, 2 given back" in log
 
 
-async def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "signum",
+    [
+        signal.SIGTERM,
+        pytest.param(
+            signal.SIGINT,
+            marks=pytest.mark.skipif(
+                signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+                reason="SIGINT is ignored here, so the worker process would ignore it too",
+            ),
+        ),
+    ],
+)
+async def test_a_second_signal_stops_at_once(tmp_path: Path, signum: signal.Signals) -> None:
+    # Exit 143 or 130, as a shell reports a process that signal killed
+    # (README, "Command line"); the first signal only drains.
     async with serving() as address, Client.connect(*address) as client:
         job_id = await client.submit("marked_sleep", 600)
         async with worker_process(address, tmp_path, "--drain-timeout", "600") as worker:
             await until_exists(tmp_path / f"started-{job_id}", worker)
-            worker.send_signal(signal.SIGTERM)
+            worker.send_signal(signum)
             # The drain has begun: the worker says so; the job still runs.
             with trio.fail_after(30):
                 while "draining" not in (tmp_path / "worker.log").read_text():  # noqa: ASYNC110
                     await trio.sleep(0.02)
             assert worker.returncode is None
-            worker.send_signal(signal.SIGTERM)
+            worker.send_signal(signum)
             with trio.fail_after(10):
                 status = await worker.wait()
-            assert status == 128 + signal.SIGTERM
+            assert status == 128 + signum
         # Stopped at once: its connection closed, so the server took the job back.
         with trio.fail_after(10):
             while (await client.status(job_id)).state != "pending":  # noqa: ASYNC110

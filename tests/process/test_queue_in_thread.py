@@ -141,3 +141,25 @@ def test_leaving_the_block_does_not_wait_for_a_running_plain_function() -> None:
         # Reaching here is the test: stop() raised no "did not stop" error.
     finally:
         release.set()
+
+
+def test_a_crash_in_the_queues_thread_is_raised_once_by_stop() -> None:
+    # A KeyboardInterrupt in an async def handler stops its worker (it may
+    # be Ctrl-C), and with it this queue's trio run. stop() raises that in
+    # the test's thread; it raised it again on every later stop(), the one
+    # leaving the block included.
+    async def interrupt(job: Job) -> None:
+        raise KeyboardInterrupt
+
+    with run_queue_in_thread() as queue:
+        queue.start_worker({"interrupt": interrupt})
+        with jobqueue.sync.Client.connect(
+            queue.host, queue.port, timeout=10, reconnect_timeout=0
+        ) as client:
+            job_id = client.submit("interrupt")
+            # The queue's run has ended: its server closed the connection.
+            with pytest.raises(jobqueue.ConnectionLost):
+                client.wait(job_id, timeout=10)
+        with pytest.RaisesGroup(KeyboardInterrupt, flatten_subgroups=True):
+            queue.stop()
+        queue.stop()  # told once is enough

@@ -8,10 +8,15 @@ A job given back is back in line and has spent no attempt.
 
 from __future__ import annotations
 
+import math
+import re
+import ssl
+
+import pytest
 import trio
 import trio.testing
 
-from jobqueue import Job
+from jobqueue import Job, Worker
 from jobqueue.testing import open_memory_queue
 
 
@@ -155,3 +160,107 @@ async def test_drain_with_the_default_prefetch_reports_and_stops(
             second = await client.status(ids[1])
             assert (second.state, second.attempt) == ("pending", 0)
             assert worker.statistics().completed == 1
+
+
+@pytest.mark.parametrize("bad", [math.nan, -1.0, -math.inf])
+async def test_drain_refuses_a_nan_or_negative_timeout_and_the_worker_goes_on(
+    autojump_clock: trio.testing.MockClock, bad: float
+) -> None:
+    # NaN was taken: the deadline became NaN, which no wait ever reaches.
+    async def work(job: Job) -> str:
+        return "ok"
+
+    with trio.fail_after(100):
+        async with open_memory_queue() as queue:
+            worker = queue.worker({"work": work})
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.run)
+                message = f"timeout must be a number of seconds, 0 or more, not {bad!r}"
+                with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+                    worker.drain(bad)
+                assert not worker.draining.is_set()
+                job_id = await queue.client.submit("work", None)
+                assert (await queue.client.wait(job_id)).result == "ok"
+                worker.drain(math.inf)  # no limit: the idle worker stops at once
+
+
+async def test_drain_ends_a_connect_that_gets_no_answer_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # As a connect to a host that drops every packet: no answer, and no
+    # refusal, until the connect's own 10 s timeout. A slot with no
+    # connection holds nothing, so a drain has nothing to wait for.
+    connecting = trio.Event()
+
+    async def never_answers() -> trio.abc.Stream:
+        connecting.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    worker = Worker("unreachable.example", 8080, connect=never_answers, concurrency=2)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.run)
+            await connecting.wait()
+            drain_at = trio.current_time()
+            worker.drain()
+    assert trio.current_time() == drain_at
+    assert worker.statistics().connected_slots == 0
+
+
+async def test_drain_ends_a_connection_whose_hello_is_not_answered_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Connected, but the server has not answered hello (it is starting, or
+    # hung): the slot holds nothing yet, so the drain need not wait out
+    # reply_grace for the answer.
+    peers: list[trio.abc.Stream] = []
+    connected = trio.Event()
+
+    async def silent_server() -> trio.abc.Stream:
+        ours, theirs = trio.testing.memory_stream_pair()
+        peers.append(theirs)  # kept open; it reads, and never answers
+        connected.set()
+        return ours
+
+    worker = Worker("memory", 0, connect=silent_server, reply_grace=60.0)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.run)
+            await connected.wait()
+            assert b'"type":"hello"' in await peers[0].receive_some()
+            drain_at = trio.current_time()
+            worker.drain()
+    assert trio.current_time() == drain_at
+    assert len(peers) == 1  # and no reconnect
+
+
+async def test_drain_during_a_tls_handshake_closes_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Stopped mid-handshake, the connection must still be closed, not left
+    # open for the garbage collector.
+    peers: list[trio.abc.Stream] = []
+    connected = trio.Event()
+
+    async def silent_server() -> trio.abc.Stream:
+        ours, theirs = trio.testing.memory_stream_pair()
+        peers.append(theirs)  # takes the TLS client hello, never answers
+        connected.set()
+        return ours
+
+    worker = Worker(
+        "queue.example",
+        8080,
+        connect=silent_server,
+        ssl_context=ssl.create_default_context(),
+    )
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.run)
+            await connected.wait()
+            assert await peers[0].receive_some()  # the client hello
+            drain_at = trio.current_time()
+            worker.drain()
+        assert trio.current_time() == drain_at
+        assert await peers[0].receive_some() == b""  # closed

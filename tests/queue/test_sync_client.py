@@ -178,6 +178,23 @@ def test_a_request_the_server_never_read_is_sent_again() -> None:
         ] * 2
 
 
+def test_a_send_that_runs_out_of_time_is_a_timeout_and_is_not_sent_again() -> None:
+    # The server reads nothing and its buffer is small: 16 MB cannot all go
+    # out within the timeout. The request was not sent whole, so it cannot
+    # have been applied, but the call's time is spent: it was sent again on a
+    # new connection (RequestNotSent), and a shorter request might have gone
+    # out whole there, past the call's deadline.
+    with (
+        support.DeafServer(receive_buffer=4096) as deaf,
+        Client.connect(*deaf.address, timeout=5) as client,
+    ):
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout, match=r"could not send the request .* within 0\.5s"):
+            client.submit("echo", "x" * 16_000_000, timeout=0.5)
+        assert time.monotonic() - started < 3
+        assert deaf.connections == 1
+
+
 @pytest.mark.parametrize(
     ("line", "error"),
     [
