@@ -46,6 +46,7 @@ from ._cli_worker import DEFAULT_DRAIN_TIMEOUT, run_worker
 from ._codec import encode_request
 from ._config import OptionError, QueueRules, ServerConfig
 from ._errors import JobQueueError, ProtocolError, reason
+from ._interrupts import lone_interrupt
 from ._job_text import describe
 from ._limits import JOB_STATES, MAX_BATCH, MAX_FETCH, MAX_LINE_BYTES
 from ._logformat import add_log_format_option, configure_logging
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as exc:
         # trio.run re-raises Ctrl-C from inside a nursery wrapped in a
         # BaseExceptionGroup; either way it is a request to stop, not a crash.
-        if _only_interrupts(exc):
+        if lone_interrupt(exc) is not None:
             return 130
         raise
 
@@ -116,13 +117,6 @@ def _escaping_output() -> Iterator[None]:
         for stream, before in zip(streams, errors, strict=True):
             with suppress(ValueError):  # closed meanwhile
                 stream.reconfigure(errors=before)
-
-
-def _only_interrupts(exc: BaseException) -> bool:
-    if isinstance(exc, KeyboardInterrupt):
-        return True
-    inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
-    return bool(inner) and all(_only_interrupts(e) for e in inner)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -37,6 +37,7 @@ from ._errors import (
     RuleError,
 )
 from ._framing import EOF, NEED_DATA, LineDecoder
+from ._interrupts import interrupts_unwrapped
 from ._journal_writer import Journal
 from ._json import encode
 from ._metrics import JobTimes, MetricsSnapshot
@@ -106,7 +107,9 @@ async def serve_queue(
         journal directory another server holds, or one damaged before its
         end, raises ``JournalError``.
         Binding an address other machines can reach without a ``token``
-        (or without TLS) logs a warning.
+        (or without TLS) logs a warning. Ctrl-C leaves as a plain
+        ``KeyboardInterrupt``, not wrapped in an exception group by the
+        server's tasks.
     """
     config = server_config(config, options, caller="serve_queue")
     service = QueueService(config)
@@ -134,21 +137,22 @@ async def serve_queue(
                 host,
                 " and the token" if token is not None else "",
             )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        await nursery.start(trio.serve_listeners, service.handle_stream, listeners)
-        if config.metrics is not None:
-            await nursery.start(
-                serve_metrics, service.metrics_snapshot, *metrics_address(config.metrics)
+    with interrupts_unwrapped():  # Ctrl-C leaves as KeyboardInterrupt, not in a group
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            await nursery.start(trio.serve_listeners, service.handle_stream, listeners)
+            if config.metrics is not None:
+                await nursery.start(
+                    serve_metrics, service.metrics_snapshot, *metrics_address(config.metrics)
+                )
+            log.info(
+                "queue listening on %s:%d%s (lease timeout %gs)",
+                address[0],
+                address[1],
+                " with TLS" if ssl_context is not None else "",
+                config.rules.lease_timeout,
             )
-        log.info(
-            "queue listening on %s:%d%s (lease timeout %gs)",
-            address[0],
-            address[1],
-            " with TLS" if ssl_context is not None else "",
-            config.rules.lease_timeout,
-        )
-        task_status.started(address)
+            task_status.started(address)
     raise AssertionError("serve_queue's tasks never return")  # pragma: no cover
 
 

@@ -29,6 +29,7 @@ from ._config import DEFAULT_QUEUE
 from ._engine import serve_connection
 from ._errors import ConnectionLost, RequestError
 from ._handler import BUILTIN_HANDLERS, DEFAULT_JOB_TIMEOUT, Handler, Job
+from ._interrupts import interrupts_unwrapped
 from ._limits import (
     MAX_FETCH,
     MAX_HANDLER_NAMES,
@@ -278,8 +279,13 @@ class Worker:
             ``KeyboardInterrupt`` raised in a thread or process handler:
             each fails its job. A ``KeyboardInterrupt`` in an ``async def``
             handler may be Ctrl-C, so it stops the worker, after a log line
-            naming the job.
+            naming the job; Ctrl-C leaves as a plain ``KeyboardInterrupt``,
+            not wrapped in an exception group by the worker's tasks.
         """
+        with interrupts_unwrapped():
+            await self._run_slots(task_status)
+
+    async def _run_slots(self, task_status: trio.TaskStatus[None]) -> None:
         all_connected = trio.Event()
         remaining = self.concurrency
 
