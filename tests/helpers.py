@@ -102,6 +102,18 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
         await trio.sleep(0.002)
 
 
+def poll_until(check: Callable[[], bool], what: str) -> None:
+    """Return once ``check()`` holds, polled from a thread (a process's state, say).
+
+    Raises:
+        AssertionError: ``LIMIT`` seconds passed first; the message names ``what``.
+    """
+    deadline = time.monotonic() + LIMIT
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 async def stats_when(client: Client, predicate: Callable[[Stats], bool]) -> Stats:
     """Return the server's stats once ``predicate`` holds for them.
 

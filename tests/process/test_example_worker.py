@@ -5,8 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,13 +13,6 @@ from jobqueue.sync import Client
 from tests import helpers as support
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def _until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + support.LIMIT
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -42,9 +33,13 @@ def test_the_example_worker_drains_on_ctrl_c_and_exits_0(signum: signal.Signals)
             ) as worker,
         ):
             try:
-                _until(lambda: client.stats().waiting_workers == 4, "the worker's 4 slots")
+                support.poll_until(
+                    lambda: client.stats().waiting_workers == 4, "the worker's 4 slots"
+                )
                 job_id = client.submit("word_count", {"text": "nothing is lost"})
-                _until(lambda: client.status(job_id).state == "running", "the job to start")
+                support.poll_until(
+                    lambda: client.status(job_id).state == "running", "the job to start"
+                )
                 worker.send_signal(signum)
                 output, _ = worker.communicate(timeout=support.LIMIT)
             finally:

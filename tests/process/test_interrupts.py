@@ -10,8 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -44,13 +43,6 @@ except KeyboardInterrupt:
 """
 
 
-def _until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + support.LIMIT
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def _interrupt(process: subprocess.Popen[str]) -> str:
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=support.LIMIT)
@@ -79,7 +71,7 @@ def test_ctrl_c_leaves_a_worker_as_keyboard_interrupt() -> None:
     with support.QueueThread(worker=False) as queue:
         host, port = queue.address
         with Client.connect(host, port) as client, _started("worker", port) as worker:
-            _until(lambda: client.stats().waiting_workers == 1, "the worker's slot")
+            support.poll_until(lambda: client.stats().waiting_workers == 1, "the worker's slot")
             output = _interrupt(worker)
     assert worker.returncode == 42, output
     assert "caught KeyboardInterrupt" in output
@@ -89,7 +81,7 @@ def test_ctrl_c_leaves_a_worker_as_keyboard_interrupt() -> None:
 def test_ctrl_c_leaves_serve_queue_as_keyboard_interrupt() -> None:
     port = support.free_port()
     with _started("server", port) as server:
-        _until(lambda: _answers(port), "the server to listen")
+        support.poll_until(lambda: _answers(port), "the server to listen")
         output = _interrupt(server)
     assert server.returncode == 42, output
     assert "caught KeyboardInterrupt" in output
