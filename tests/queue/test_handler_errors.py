@@ -190,6 +190,36 @@ async def test_an_async_handlers_keyboard_interrupt_stops_the_worker_naming_the_
     )
 
 
+async def test_an_async_handlers_keyboard_interrupt_survives_a_cancel_at_the_same_moment(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Ctrl-C as the worker's own scope is cancelled (its deadline passed, or
+    # the program is stopping it): the interrupt must still come out, not be
+    # replaced by the cancel on the way (a close awaited in a ``finally``),
+    # which the cancelled scope would then swallow as if nothing happened.
+    caplog.set_level(logging.ERROR, logger="jobqueue.worker")
+    enclosing = trio.CancelScope()
+
+    async def interrupted(job: Job) -> None:
+        enclosing.cancel()
+        interrupt(job)
+
+    async with open_memory_queue() as queue:
+        worker = queue.worker({"interrupted": interrupted})
+        job_id = await queue.client.submit("interrupted")
+        try:
+            with trio.fail_after(10), enclosing:
+                await worker.run()
+        except KeyboardInterrupt:  # alone, as Ctrl-C leaves run()
+            pass
+        else:
+            pytest.fail("the interrupt was lost: the worker ended as if only cancelled")
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"job {job_id} (interrupted) was ended by KeyboardInterrupt; the worker stops"
+    )
+
+
 @pytest.mark.parametrize(
     ("result", "reason"),
     [
