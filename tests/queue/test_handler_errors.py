@@ -190,13 +190,16 @@ async def test_an_async_handlers_keyboard_interrupt_stops_the_worker_naming_the_
     )
 
 
+@pytest.mark.parametrize("concurrency", [1, 2])
 async def test_an_async_handlers_keyboard_interrupt_survives_a_cancel_at_the_same_moment(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, concurrency: int
 ) -> None:
     # Ctrl-C as the worker's own scope is cancelled (its deadline passed, or
     # the program is stopping it): the interrupt must still come out, not be
     # replaced by the cancel on the way (a close awaited in a ``finally``),
     # which the cancelled scope would then swallow as if nothing happened.
+    # With a second slot, its cancellation comes out too, in groups of its
+    # own beside the interrupt: still Ctrl-C alone.
     caplog.set_level(logging.ERROR, logger="jobqueue.worker")
     enclosing = trio.CancelScope()
 
@@ -205,7 +208,7 @@ async def test_an_async_handlers_keyboard_interrupt_survives_a_cancel_at_the_sam
         interrupt(job)
 
     async with open_memory_queue() as queue:
-        worker = queue.worker({"interrupted": interrupted})
+        worker = queue.worker({"interrupted": interrupted}, concurrency=concurrency)
         job_id = await queue.client.submit("interrupted")
         try:
             with trio.fail_after(10), enclosing:
