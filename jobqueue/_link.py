@@ -136,8 +136,9 @@ class Link:
         except BaseException:
             # Cancelled (a draining worker, the caller's own deadline) with
             # the stream open, mid-handshake: close it, not the collector.
+            # (Or Ctrl-C, which a cancel meanwhile must not replace.)
             if stream is not None:
-                await trio.aclose_forcefully(stream)
+                await close_at_once(stream)
             raise
         return cls(stream, address, keep_on_cancel=keep_on_cancel)
 

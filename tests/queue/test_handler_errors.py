@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
-from jobqueue import Job, JobInfo
+from jobqueue import Job, JobInfo, Worker
 from jobqueue._limits import MAX_LINE_BYTES
 from jobqueue.testing import RunningQueue, open_memory_queue
 
@@ -255,3 +257,28 @@ async def test_a_result_that_cannot_be_reported_is_logged_as_the_jobs_failure(
     assert (
         record.getMessage() == f"job {awkward.job_id} (awkward) failed: {awkward.error['message']}"
     )
+
+
+async def test_ctrl_c_during_a_tls_handshake_survives_a_cancel_at_the_same_moment() -> None:
+    # The same race while a slot connects: the half-open TLS stream is
+    # closed on the interrupt's way out, and that close must not raise the
+    # cancel in its place either.
+    enclosing = trio.CancelScope()
+
+    async def interrupted() -> None:
+        enclosing.cancel()
+        raise KeyboardInterrupt
+
+    async def connect() -> trio.abc.Stream:
+        ours, _server = trio.testing.memory_stream_pair()
+        ours.send_stream.send_all_hook = interrupted  # the handshake's first write
+        return ours
+
+    worker = Worker(connect=connect, ssl_context=ssl.create_default_context())
+    try:
+        with trio.fail_after(10), enclosing:
+            await worker.run()
+    except KeyboardInterrupt:
+        pass
+    else:
+        pytest.fail("the interrupt was lost: the worker ended as if only cancelled")
