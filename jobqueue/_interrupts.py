@@ -19,21 +19,31 @@ import trio
 def lone_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
     """The ``KeyboardInterrupt`` that ``exc`` is, or that its groups hold beside cancellations.
 
-    ``None`` when ``exc`` holds anything else too (a crash stays visible)
-    or holds no ``KeyboardInterrupt``.
+    The cancellations may be grouped too: when the scope around a worker is
+    cancelled as Ctrl-C comes, each other slot's ``Cancelled`` leaves in
+    nested groups of its own. ``None`` when ``exc`` holds anything else too
+    (a crash stays visible) or holds no ``KeyboardInterrupt``.
     """
     if isinstance(exc, KeyboardInterrupt):
         return exc
     inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
     found: KeyboardInterrupt | None = None
     for member in inner:
-        if isinstance(member, trio.Cancelled):
+        if _only_cancelled(member):
             continue
         interrupt = lone_interrupt(member)
         if interrupt is None:
             return None
         found = found or interrupt
     return found
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is trio's ``Cancelled``, or (nested) groups of nothing else."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
+    return bool(inner) and all(_only_cancelled(member) for member in inner)
 
 
 @contextmanager

@@ -39,6 +39,21 @@ CONNECT_TIMEOUT = 10.0
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
 
 
+async def close_at_once(stream: trio.abc.AsyncResource) -> None:
+    """Close ``stream`` forcefully, without raising the caller's ``Cancelled``.
+
+    A close is awaited in ``finally`` blocks while another exception is on
+    its way out, a ``KeyboardInterrupt`` from an async handler say. Were the
+    caller's scope cancelled meanwhile, a ``Cancelled`` raised here would
+    replace that exception (only its ``__context__`` then), and the
+    cancelled scope would swallow it: the interrupt would be lost. The
+    shield cannot hold the caller up: ``aclose_forcefully`` closes in a
+    scope of its own that is already cancelled, so nothing in it waits.
+    """
+    with trio.CancelScope(shield=True):
+        await trio.aclose_forcefully(stream)
+
+
 @attrs.define(eq=False)
 class Link:
     """A TCP connection to the queue speaking request/reply."""
@@ -121,15 +136,20 @@ class Link:
         except BaseException:
             # Cancelled (a draining worker, the caller's own deadline) with
             # the stream open, mid-handshake: close it, not the collector.
+            # (Or Ctrl-C, which a cancel meanwhile must not replace.)
             if stream is not None:
-                await trio.aclose_forcefully(stream)
+                await close_at_once(stream)
             raise
         return cls(stream, address, keep_on_cancel=keep_on_cancel)
 
     async def aclose(self) -> None:
-        """Close the connection."""
+        """Close the connection at once; a cancellation of the caller's does not show here.
+
+        It is awaited in ``finally`` blocks, with another exception on its
+        way out: see :func:`close_at_once`.
+        """
         self._broken = self._broken or "the connection was closed"
-        await trio.aclose_forcefully(self.stream)
+        await close_at_once(self.stream)
 
     async def request(self, message: Request) -> Reply:
         """Send ``message`` and return the server's reply.

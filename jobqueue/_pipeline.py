@@ -32,7 +32,7 @@ import trio
 from ._bytes import ByteStream
 from ._client_core import Conversation, Pending
 from ._errors import RequestNotSent, reason
-from ._link import Link
+from ._link import Link, close_at_once
 from ._replies import Reply
 
 #: Seconds a shielded write may wait for the server to take its bytes before
@@ -76,9 +76,12 @@ class Pipeline:
         return self._conv.broken
 
     async def aclose(self) -> None:
-        """Close the connection; calls waiting on it get :class:`ConnectionLost`."""
+        """Close the connection at once; calls waiting on it get :class:`ConnectionLost`.
+
+        A cancellation of the caller's does not show here (see :func:`close_at_once`).
+        """
         self._wake(self._conv.lose("the connection was closed"))
-        await trio.aclose_forcefully(self.stream)
+        await close_at_once(self.stream)
 
     def suspect(self, why: str) -> None:
         """Treat the connection as lost if it is idle (as :meth:`Link.suspect`)."""

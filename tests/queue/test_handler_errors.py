@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
-from jobqueue import Job, JobInfo
+from jobqueue import Job, JobInfo, Worker
 from jobqueue._limits import MAX_LINE_BYTES
 from jobqueue.testing import RunningQueue, open_memory_queue
 
@@ -190,6 +192,39 @@ async def test_an_async_handlers_keyboard_interrupt_stops_the_worker_naming_the_
     )
 
 
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_an_async_handlers_keyboard_interrupt_survives_a_cancel_at_the_same_moment(
+    caplog: pytest.LogCaptureFixture, concurrency: int
+) -> None:
+    # Ctrl-C as the worker's own scope is cancelled (its deadline passed, or
+    # the program is stopping it): the interrupt must still come out, not be
+    # replaced by the cancel on the way (a close awaited in a ``finally``),
+    # which the cancelled scope would then swallow as if nothing happened.
+    # With a second slot, its cancellation comes out too, in groups of its
+    # own beside the interrupt: still Ctrl-C alone.
+    caplog.set_level(logging.ERROR, logger="jobqueue.worker")
+    enclosing = trio.CancelScope()
+
+    async def interrupted(job: Job) -> None:
+        enclosing.cancel()
+        interrupt(job)
+
+    async with open_memory_queue() as queue:
+        worker = queue.worker({"interrupted": interrupted}, concurrency=concurrency)
+        job_id = await queue.client.submit("interrupted")
+        try:
+            with trio.fail_after(10), enclosing:
+                await worker.run()
+        except KeyboardInterrupt:  # alone, as Ctrl-C leaves run()
+            pass
+        else:
+            pytest.fail("the interrupt was lost: the worker ended as if only cancelled")
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"job {job_id} (interrupted) was ended by KeyboardInterrupt; the worker stops"
+    )
+
+
 @pytest.mark.parametrize(
     ("result", "reason"),
     [
@@ -222,3 +257,28 @@ async def test_a_result_that_cannot_be_reported_is_logged_as_the_jobs_failure(
     assert (
         record.getMessage() == f"job {awkward.job_id} (awkward) failed: {awkward.error['message']}"
     )
+
+
+async def test_ctrl_c_during_a_tls_handshake_survives_a_cancel_at_the_same_moment() -> None:
+    # The same race while a slot connects: the half-open TLS stream is
+    # closed on the interrupt's way out, and that close must not raise the
+    # cancel in its place either.
+    enclosing = trio.CancelScope()
+
+    async def interrupted() -> None:
+        enclosing.cancel()
+        raise KeyboardInterrupt
+
+    async def connect() -> trio.abc.Stream:
+        ours, _server = trio.testing.memory_stream_pair()
+        ours.send_stream.send_all_hook = interrupted  # the handshake's first write
+        return ours
+
+    worker = Worker(connect=connect, ssl_context=ssl.create_default_context())
+    try:
+        with trio.fail_after(10), enclosing:
+            await worker.run()
+    except KeyboardInterrupt:
+        pass
+    else:
+        pytest.fail("the interrupt was lost: the worker ended as if only cancelled")

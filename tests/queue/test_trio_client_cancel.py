@@ -195,3 +195,20 @@ async def test_calls_on_a_closed_client_raise_client_closed() -> None:
         for call in (client.status(job_id), client.wait(job_id), client.stats()):
             with pytest.raises(ClientClosed):
                 await call
+
+
+async def test_ctrl_c_in_the_clients_block_survives_a_cancel_at_the_same_moment() -> None:
+    # The block's close runs with the interrupt on its way out: a cancel of
+    # the scope around it meanwhile must not replace (and so lose) it.
+    enclosing = trio.CancelScope()
+    async with open_memory_queue() as queue:
+        try:
+            with trio.fail_after(10), enclosing:
+                async with queue.connect() as client:
+                    await client.stats()
+                    enclosing.cancel()
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            pass
+        else:
+            pytest.fail("the interrupt was lost: the block ended as if only cancelled")
