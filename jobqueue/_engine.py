@@ -31,6 +31,7 @@ import trio
 
 from ._errors import JOURNAL_UNAVAILABLE, LEASE_GONE_CODES, ConnectionLost, RequestError
 from ._handler import Job, Outcome, build_job, build_returned, report_for
+from ._interrupts import may_be_ctrl_c, only_cancelled
 from ._json import encode
 from ._lease import Key, LeaseKeeper, ask_many
 from ._link import Link
@@ -59,26 +60,6 @@ _RETURNED_NONE = Outcome()
 
 #: A job the slot ran, and how the run ended.
 _Ran = tuple[Job, Outcome]
-
-
-def _may_be_ctrl_c(exc: BaseException) -> bool:
-    """Whether ``exc`` is or holds a ``KeyboardInterrupt`` or trio's cancellation.
-
-    Those are not a handler's own failure: Ctrl-C, or the worker stopping.
-    Any other ``BaseException`` a handler raises is its own, and fails its job.
-    """
-    if isinstance(exc, (KeyboardInterrupt, trio.Cancelled)):
-        return True
-    inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
-    return any(_may_be_ctrl_c(e) for e in inner)
-
-
-def _only_cancelled(exc: BaseException) -> bool:
-    """Whether ``exc`` is trio's cancellation, alone or grouped (a handler's nursery)."""
-    if isinstance(exc, trio.Cancelled):
-        return True
-    inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
-    return bool(inner) and all(_only_cancelled(e) for e in inner)
 
 
 def round_seconds(seconds: float) -> float:
@@ -503,11 +484,11 @@ class _Engine:
         except BaseException as exc:
             if scope.cancel_called:  # stopped: serve's scope catches the cancel
                 self._ran.append((job, self._stopped_outcome(job, started)))
-            elif not _may_be_ctrl_c(exc):
+            elif not may_be_ctrl_c(exc):
                 # An async handler's own BaseException (GeneratorExit, a
                 # class of its own): its job's failure, as for SystemExit.
                 return self._handler_raised(job, started, exc)
-            elif not _only_cancelled(exc):
+            elif not only_cancelled(exc):
                 # A KeyboardInterrupt in an async handler may be Ctrl-C, so
                 # it stops the worker, but not without naming the job.
                 log.error(

@@ -5,7 +5,9 @@ nursery on its way out wraps it in a ``BaseExceptionGroup``, beside the
 ``Cancelled`` of the tasks it stopped. So ``except KeyboardInterrupt`` around
 ``trio.run(worker.run)`` or ``trio.run(serve_queue)`` would miss it, and the
 user would see an exception group's traceback for a Ctrl-C. The public entry
-points that run nurseries of their own let it out unwrapped.
+points that run nurseries of their own let it out unwrapped. The worker also
+tells Ctrl-C and cancellation, grouped or not, from a handler's own
+``BaseException`` here.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def lone_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
     inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
     found: KeyboardInterrupt | None = None
     for member in inner:
-        if _only_cancelled(member):
+        if only_cancelled(member):
             continue
         interrupt = lone_interrupt(member)
         if interrupt is None:
@@ -38,12 +40,24 @@ def lone_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
     return found
 
 
-def _only_cancelled(exc: BaseException) -> bool:
+def only_cancelled(exc: BaseException) -> bool:
     """Whether ``exc`` is trio's ``Cancelled``, or (nested) groups of nothing else."""
     if isinstance(exc, trio.Cancelled):
         return True
     inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
-    return bool(inner) and all(_only_cancelled(member) for member in inner)
+    return bool(inner) and all(only_cancelled(member) for member in inner)
+
+
+def may_be_ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc`` is or holds a ``KeyboardInterrupt`` or trio's cancellation.
+
+    Those are not a handler's own failure: Ctrl-C, or the worker stopping.
+    Any other ``BaseException`` a handler raises is its own, and fails its job.
+    """
+    if isinstance(exc, (KeyboardInterrupt, trio.Cancelled)):
+        return True
+    inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
+    return any(may_be_ctrl_c(member) for member in inner)
 
 
 @contextmanager
