@@ -68,6 +68,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     # Imported here: every command line is built with this module loaded.
     from ._client import Client
     from ._dashboard import DashboardError, require_h11, serve_dashboard
+    from ._dashboard import log as dashboard_log
     from ._server import stop_on_sigterm
 
     host, port = listen_address(args.listen)
@@ -85,7 +86,7 @@ def _dashboard(args: argparse.Namespace) -> int:
             await serve_dashboard(client, host, port, login_token=token, interval=args.interval)
 
     try:
-        trio.run(stop_on_sigterm, run)
+        trio.run(stop_on_sigterm, run, dashboard_log)
     except OSError as exc:
         raise DashboardError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
     except UnicodeError as exc:

@@ -156,11 +156,14 @@ async def serve_queue(
     raise AssertionError("serve_queue's tasks never return")  # pragma: no cover
 
 
-async def stop_on_sigterm(serve: Callable[[], Awaitable[None]]) -> None:
+async def stop_on_sigterm(
+    serve: Callable[[], Awaitable[None]], logger: logging.Logger = log
+) -> None:
     """Run ``serve()`` (``serve_queue``) until SIGTERM, which stops it as Ctrl-C does.
 
     Python's default for SIGTERM ends the process on the spot, so the
     server could not say what becomes of its jobs (see ``_log_stop``).
+    ``logger`` says that SIGTERM came: the dashboard's process passes its own.
     """
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         try:
@@ -168,7 +171,7 @@ async def stop_on_sigterm(serve: Callable[[], Awaitable[None]]) -> None:
 
                 async def watch() -> None:
                     async for _ in signals:
-                        log.info("SIGTERM received: stopping")
+                        logger.info("SIGTERM received: stopping")
                         nursery.cancel_scope.cancel()
                         return
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -85,3 +86,26 @@ async def test_a_listen_host_only_trio_refuses_is_one_line_error() -> None:
     err = done.stderr.decode()
     assert err.startswith(f"jobqueue: cannot listen on {listen}: not a valid host name ("), err
     assert len(err.splitlines()) == 1, err
+
+
+async def test_sigterm_is_logged_as_the_dashboards_own() -> None:
+    # The line was logged under jobqueue.server, as if a queue server stopped.
+    async with serving() as (host, port):
+        argv = [*PYTHON_M_JOBQUEUE, "dashboard", "--connect", f"{host}:{port}"]
+        argv += ["--listen", f"127.0.0.1:{free_port()}"]
+        async with running_process(argv, stderr=subprocess.PIPE) as process:
+            assert process.stderr is not None
+            said = b""
+            with trio.fail_after(30):
+                while b"dashboard at" not in said:
+                    chunk = await process.stderr.receive_some(4096)
+                    assert chunk, said
+                    said += chunk
+                process.send_signal(signal.SIGTERM)
+                while chunk := await process.stderr.receive_some(4096):
+                    said += chunk
+                await process.wait()
+    lines = [line for line in said.decode().splitlines() if "SIGTERM received" in line]
+    assert len(lines) == 1, said
+    assert "jobqueue.dashboard" in lines[0]
+    assert "jobqueue.server" not in lines[0]
