@@ -51,13 +51,7 @@ async def test_it_says_at_start_that_login_is_required() -> None:
         argv = [*PYTHON_M_JOBQUEUE, "dashboard", "--connect", f"{host}:{port}"]
         argv += ["--listen", listen, "--login-token", TOKEN]
         async with running_process(argv, stderr=subprocess.PIPE) as process:
-            assert process.stderr is not None
-            said = b""
-            with trio.fail_after(30):
-                while b"dashboard at" not in said:
-                    chunk = await process.stderr.receive_some(4096)
-                    assert chunk, said
-                    said += chunk
+            said = await _said_at_start(process)
             assert f"dashboard at http://{listen}/ (login required".encode() in said
             stream = await trio.open_tcp_stream("127.0.0.1", dashboard_port)
             async with stream:
@@ -95,12 +89,8 @@ async def test_sigterm_is_logged_as_the_dashboards_own() -> None:
         argv += ["--listen", f"127.0.0.1:{free_port()}"]
         async with running_process(argv, stderr=subprocess.PIPE) as process:
             assert process.stderr is not None
-            said = b""
+            said = await _said_at_start(process)
             with trio.fail_after(30):
-                while b"dashboard at" not in said:
-                    chunk = await process.stderr.receive_some(4096)
-                    assert chunk, said
-                    said += chunk
                 process.send_signal(signal.SIGTERM)
                 while chunk := await process.stderr.receive_some(4096):
                     said += chunk
@@ -109,3 +99,15 @@ async def test_sigterm_is_logged_as_the_dashboards_own() -> None:
     assert len(lines) == 1, said
     assert "jobqueue.dashboard" in lines[0]
     assert "jobqueue.server" not in lines[0]
+
+
+async def _said_at_start(process: trio.Process) -> bytes:
+    """What the dashboard wrote to standard error up to its "dashboard at" line."""
+    assert process.stderr is not None
+    said = b""
+    with trio.fail_after(30):
+        while b"dashboard at" not in said:
+            chunk = await process.stderr.receive_some(4096)
+            assert chunk, said
+            said += chunk
+    return said
