@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import io
 import json
 import math
 import os
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from functools import partial
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -40,6 +39,13 @@ from ._cli_options import (
 )
 from ._cli_options import TOKEN_ENV as TOKEN_ENV
 from ._cli_options import parse_address as parse_address
+from ._cli_output import (
+    OUTPUT_CLOSED,
+    OutputClosed,
+    closable_output,
+    escaping_output,
+    only_output_closed,
+)
 from ._cli_schedule import add_serve_options, serve_schedules
 from ._cli_schedule import register as register_schedule_commands
 from ._cli_worker import DEFAULT_DRAIN_TIMEOUT, run_worker
@@ -77,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command: Callable[[argparse.Namespace], int] = args.command
     try:
-        with _escaping_output(), _closable_output():
+        with escaping_output(), closable_output():
             return command(args)
     except OutputClosed:
         # Its reader went away (``jobqueue stats | head -1``): not an error
@@ -98,129 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # BaseExceptionGroup; either way it is a request to stop, not a crash.
         if lone_interrupt(exc) is not None:
             return 130
-        if _only_output_closed(exc):
+        if only_output_closed(exc):
             return OUTPUT_CLOSED
         raise
-
-
-#: The exit status when standard output's reader went away: 128 + SIGPIPE,
-#: as a shell reports ``cat`` or ``yes`` that a closed pipe killed.
-OUTPUT_CLOSED = 141
-
-
-class OutputClosed(Exception):
-    """Standard output's reader went away, as in ``jobqueue stats | head -1``.
-
-    Raised in place of the ``BrokenPipeError`` of a write to standard output
-    only, so a broken pipe on a connection (the server went away) is still
-    reported as one.
-    """
-
-
-class _StdoutWriter:
-    """``sys.stdout`` for a command: its writes raise :class:`OutputClosed` for a broken pipe."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        """Write ``text`` to the stream.
-
-        Raises:
-            OutputClosed: the stream's reader went away.
-        """
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError as exc:
-            raise OutputClosed from exc
-
-    def flush(self) -> None:
-        """Flush the stream.
-
-        Raises:
-            OutputClosed: the stream's reader went away.
-        """
-        try:
-            self._stream.flush()
-        except BrokenPipeError as exc:
-            raise OutputClosed from exc
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-@contextmanager
-def _closable_output() -> Iterator[None]:
-    """Turn a broken pipe on standard output into :class:`OutputClosed`, quietly.
-
-    Every command's output goes through ``sys.stdout``, which the block
-    replaces; what is left buffered is flushed at its end, so the broken
-    pipe shows here and not as Python's own complaint at exit. Once the
-    reader is gone, standard output is pointed at ``/dev/null`` (the
-    recipe of the ``signal`` module's "Note on SIGPIPE") so that nothing
-    written later, nor the flush at exit, fails again. SIGPIPE itself stays
-    ignored, as Python leaves it: its default action would also kill the
-    process for a connection the server closed.
-    """
-    stream = sys.stdout
-    sys.stdout = cast(TextIO, _StdoutWriter(stream))
-    try:
-        yield
-        sys.stdout.flush()
-    except OutputClosed:
-        _discard_output(stream)
-        raise
-    except BaseException as exc:
-        if _only_output_closed(exc):
-            _discard_output(stream)
-        raise
-    finally:
-        sys.stdout = stream
-
-
-def _discard_output(stream: TextIO) -> None:
-    """Point ``stream``'s file (standard output, once its reader is gone) at ``/dev/null``."""
-    try:
-        descriptor = stream.fileno()
-    except (OSError, ValueError, AttributeError):  # not a file: nothing is left to fail
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, descriptor)
-    finally:
-        os.close(devnull)
-
-
-def _only_output_closed(exc: BaseException) -> bool:
-    """Whether ``exc`` is :class:`OutputClosed`, or groups of it beside cancellations only."""
-    if isinstance(exc, OutputClosed):
-        return True
-    inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
-    members = [m for m in inner if not isinstance(m, trio.Cancelled)]
-    return bool(members) and all(_only_output_closed(m) for m in members)
-
-
-@contextmanager
-def _escaping_output() -> Iterator[None]:
-    r"""Write what standard output and error cannot encode as backslash escapes.
-
-    Text from the queue may hold a lone surrogate (a payload, result, error
-    or name sent with a ``"\ud800"`` escape decodes to one), which no
-    encoding can write: ``status``, ``list`` and the others would crash in
-    ``print``. Text that encodes is written as it was. (``--json`` output
-    is all ASCII, escapes included.)
-    """
-    streams = [s for s in (sys.stdout, sys.stderr) if isinstance(s, io.TextIOWrapper)]
-    errors = [stream.errors for stream in streams]
-    for stream in streams:
-        stream.reconfigure(errors="backslashreplace")
-    try:
-        yield
-    finally:
-        # main() may run in-process (tests, embedding): leave the streams as found.
-        for stream, before in zip(streams, errors, strict=True):
-            with suppress(ValueError):  # closed meanwhile
-                stream.reconfigure(errors=before)
 
 
 def _parser() -> argparse.ArgumentParser:
