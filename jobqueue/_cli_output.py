@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, TextIO, cast
 
-import trio
+from ._interrupts import only_cancelled
 
 #: The exit status when standard output's reader went away: 128 + SIGPIPE,
 #: as a shell reports ``cat`` or ``yes`` that a closed pipe killed.
@@ -108,7 +108,7 @@ def only_output_closed(exc: BaseException) -> bool:
     if isinstance(exc, OutputClosed):
         return True
     inner: Sequence[BaseException] = getattr(exc, "exceptions", ())
-    members = [m for m in inner if not isinstance(m, trio.Cancelled)]
+    members = [m for m in inner if not only_cancelled(m)]
     return bool(members) and all(only_output_closed(m) for m in members)
 
 
