@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import pickle
 import random
@@ -112,6 +113,24 @@ def poll_until(check: Callable[[], bool], what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+@contextmanager
+def on_client_log(text: str, callback: Callable[[], None]) -> Iterator[None]:
+    """Call ``callback`` for each ``jobqueue.client`` log line containing ``text``, in the block."""
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                callback()
+
+    spy = Spy()
+    logger = logging.getLogger("jobqueue.client")
+    logger.addHandler(spy)
+    try:
+        yield
+    finally:
+        logger.removeHandler(spy)
 
 
 async def stats_when(client: Client, predicate: Callable[[Stats], bool]) -> Stats:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import socket
 import ssl
 import time
@@ -332,18 +331,8 @@ async def orphaned_client() -> Client:
 def first_retry() -> Iterator[asyncio.Event]:
     """An event set when a client first fails to reconnect and says it will retry."""
     retrying = asyncio.Event()
-
-    class Spy(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "retrying" in record.getMessage():
-                retrying.set()
-
-    spy = Spy()
-    logging.getLogger("jobqueue.client").addHandler(spy)
-    try:
+    with support.on_client_log("retrying", retrying.set):
         yield retrying
-    finally:
-        logging.getLogger("jobqueue.client").removeHandler(spy)
 
 
 def test_closing_ends_a_call_waiting_to_reconnect() -> None:

@@ -208,31 +208,42 @@ async def test_drain_ends_a_connect_that_gets_no_answer_at_once(
     assert worker.statistics().connected_slots == 0
 
 
+class SilentServer:
+    """A ``connect=`` hook whose server side reads and never answers.
+
+    Attributes:
+        peers: the server's end of each connection made, kept open.
+        connected: set once a connection is made.
+    """
+
+    def __init__(self) -> None:
+        self.peers: list[trio.abc.Stream] = []
+        self.connected = trio.Event()
+
+    async def connect(self) -> trio.abc.Stream:
+        ours, theirs = trio.testing.memory_stream_pair()
+        self.peers.append(theirs)
+        self.connected.set()
+        return ours
+
+
 async def test_drain_ends_a_connection_whose_hello_is_not_answered_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # Connected, but the server has not answered hello (it is starting, or
     # hung): the slot holds nothing yet, so the drain need not wait out
     # reply_grace for the answer.
-    peers: list[trio.abc.Stream] = []
-    connected = trio.Event()
-
-    async def silent_server() -> trio.abc.Stream:
-        ours, theirs = trio.testing.memory_stream_pair()
-        peers.append(theirs)  # kept open; it reads, and never answers
-        connected.set()
-        return ours
-
-    worker = Worker("memory", 0, connect=silent_server, reply_grace=60.0)
+    server = SilentServer()
+    worker = Worker("memory", 0, connect=server.connect, reply_grace=60.0)
     with trio.fail_after(100):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker.run)
-            await connected.wait()
-            assert b'"type":"hello"' in await peers[0].receive_some()
+            await server.connected.wait()
+            assert b'"type":"hello"' in await server.peers[0].receive_some()
             drain_at = trio.current_time()
             worker.drain()
     assert trio.current_time() == drain_at
-    assert len(peers) == 1  # and no reconnect
+    assert len(server.peers) == 1  # and no reconnect
 
 
 async def test_drain_during_a_tls_handshake_closes_the_connection(
@@ -240,27 +251,19 @@ async def test_drain_during_a_tls_handshake_closes_the_connection(
 ) -> None:
     # Stopped mid-handshake, the connection must still be closed, not left
     # open for the garbage collector.
-    peers: list[trio.abc.Stream] = []
-    connected = trio.Event()
-
-    async def silent_server() -> trio.abc.Stream:
-        ours, theirs = trio.testing.memory_stream_pair()
-        peers.append(theirs)  # takes the TLS client hello, never answers
-        connected.set()
-        return ours
-
+    server = SilentServer()  # takes the TLS client hello, never answers
     worker = Worker(
         "queue.example",
         8080,
-        connect=silent_server,
+        connect=server.connect,
         ssl_context=ssl.create_default_context(),
     )
     with trio.fail_after(100):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker.run)
-            await connected.wait()
-            assert await peers[0].receive_some()  # the client hello
+            await server.connected.wait()
+            assert await server.peers[0].receive_some()  # the client hello
             drain_at = trio.current_time()
             worker.drain()
         assert trio.current_time() == drain_at
-        assert await peers[0].receive_some() == b""  # closed
+        assert await server.peers[0].receive_some() == b""  # closed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import ssl
@@ -293,15 +292,7 @@ def test_close_ends_the_calls_other_threads_are_in() -> None:
 
 def test_close_ends_a_call_waiting_to_reconnect() -> None:
     retrying = threading.Event()
-
-    class Spy(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "retrying" in record.getMessage():
-                retrying.set()
-
-    spy = Spy()
-    logging.getLogger("jobqueue.client").addHandler(spy)
-    try:
+    with support.on_client_log("retrying", retrying.set):
         with support.FakeServer(support.scripted()) as fake:
             client = Client.connect(*fake.address, timeout=30, reconnect_timeout=30)
         # The server is gone: the next call tries to reconnect for 30 s.
@@ -320,8 +311,6 @@ def test_close_ends_a_call_waiting_to_reconnect() -> None:
         asking.join(support.LIMIT)
         assert not asking.is_alive(), "close() left a thread reconnecting"
         assert [type(exc) for exc in outcome] == [ClientClosed]
-    finally:
-        logging.getLogger("jobqueue.client").removeHandler(spy)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
